@@ -1,0 +1,342 @@
+//! Incremental parsing of streamed LLM responses: SSE and NDJSON framing, then the provider's
+//! event format (OpenAI chat, OpenAI Responses, Anthropic Messages, Gemini, Ollama).
+//!
+//! This module knows nothing of HTTP. [`StreamParser`] takes body bytes split at any points and
+//! gives the same [`StreamSummary`] whatever the split: it is what the stream layer runs on every
+//! data frame, and it can be used alone to check a recorded stream.
+//!
+//! ```
+//! use tower_stream_monitor::parse::{ProviderFormat, StreamParser, TokenSource, WireFormat};
+//!
+//! let mut parser = StreamParser::new(WireFormat::Sse);
+//! let mut content = 0;
+//! content += parser.feed(b"data: {\"choices\":[{\"delta\":{\"content\":\"Hel");
+//! content += parser.feed(b"lo\"}}]}\n\ndata: [DONE]\n\n");
+//! parser.finish();
+//! let summary = parser.summary();
+//! assert_eq!(content, 1);
+//! assert_eq!(summary.format(), ProviderFormat::OpenAiChat);
+//! assert_eq!(summary.output_tokens(), 1);
+//! assert_eq!(summary.token_source(), TokenSource::Counted);
+//! ```
+
+mod ndjson;
+mod provider;
+mod sse;
+
+use std::fmt;
+
+use ndjson::NdjsonDecoder;
+use serde_json::value::RawValue;
+use sse::SseDecoder;
+
+/// Default cap on the bytes buffered for one event (1 MiB); larger events are skipped and counted.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
+
+/// How events are framed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WireFormat {
+    /// `text/event-stream`: `data:` lines, events ended by a blank line.
+    Sse,
+    /// `application/x-ndjson`: one JSON value per line.
+    Ndjson,
+}
+
+impl WireFormat {
+    /// The wire format a `Content-Type` value names, if it is a streaming one.
+    ///
+    /// ```
+    /// use tower_stream_monitor::parse::WireFormat;
+    /// assert_eq!(WireFormat::from_content_type("text/event-stream; charset=utf-8"), Some(WireFormat::Sse));
+    /// assert_eq!(WireFormat::from_content_type("application/json"), None);
+    /// ```
+    pub fn from_content_type(content_type: &str) -> Option<Self> {
+        let essence = content_type.split(';').next().unwrap_or("").trim();
+        if essence.eq_ignore_ascii_case("text/event-stream") {
+            Some(Self::Sse)
+        } else if ["application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"]
+            .iter()
+            .any(|t| essence.eq_ignore_ascii_case(t))
+        {
+            Some(Self::Ndjson)
+        } else {
+            None
+        }
+    }
+
+    /// Guesses the framing from the first bytes of a body that has no telling content type.
+    pub fn sniff(first_bytes: &[u8]) -> Option<Self> {
+        let start = first_bytes.trim_ascii_start();
+        let start = start.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(start);
+        if start.starts_with(b"data:") || start.starts_with(b"event:") || start.starts_with(b":") {
+            Some(Self::Sse)
+        } else {
+            None
+        }
+    }
+}
+
+/// The provider event format recognised in a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum ProviderFormat {
+    /// No known provider event was seen.
+    #[default]
+    Unknown,
+    /// OpenAI chat completions chunks (`choices[].delta`), also used by most OpenAI-compatible servers.
+    OpenAiChat,
+    /// OpenAI Responses API events (`response.*`).
+    OpenAiResponses,
+    /// Anthropic Messages events (`message_start`, `content_block_delta`, ...).
+    AnthropicMessages,
+    /// Gemini `streamGenerateContent` chunks (`candidates`, `usageMetadata`).
+    Gemini,
+    /// Ollama NDJSON chunks (`response` or `message.content`, `done`, `eval_count`).
+    Ollama,
+}
+
+impl ProviderFormat {
+    /// The snake_case name used in records and fixtures.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::OpenAiChat => "openai_chat",
+            Self::OpenAiResponses => "openai_responses",
+            Self::AnthropicMessages => "anthropic_messages",
+            Self::Gemini => "gemini",
+            Self::Ollama => "ollama",
+        }
+    }
+}
+
+impl fmt::Display for ProviderFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a stream's output token count came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TokenSource {
+    /// The provider reported usage in the stream; its figure is used.
+    Reported,
+    /// No usage was reported: one token per content-carrying event.
+    Counted,
+}
+
+impl TokenSource {
+    /// `"reported"` or `"counted"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reported => "reported",
+            Self::Counted => "counted",
+        }
+    }
+}
+
+/// The kind of an error event seen inside a stream after a successful status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StreamErrorKind {
+    /// `authentication_error`, `permission_error`, `invalid_api_key`, `UNAUTHENTICATED`, ...
+    Auth,
+    /// `rate_limit_error`, `rate_limit_exceeded`, `RESOURCE_EXHAUSTED`.
+    RateLimited,
+    /// Any other error event (`overloaded_error`, `server_error`, `response.failed`, ...).
+    Other,
+}
+
+/// A model name kept inline (no allocation); only names that are valid label values
+/// (printable ASCII, at most 64 bytes) are kept.
+#[derive(Clone, Copy)]
+pub struct ModelName {
+    bytes: [u8; 64],
+    len: u8,
+}
+
+impl ModelName {
+    /// Validates `name` as a label value.
+    pub fn new(name: &str) -> Option<Self> {
+        if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+            return None;
+        }
+        let mut bytes = [0; 64];
+        bytes[..name.len()].copy_from_slice(name.as_bytes());
+        Some(Self { bytes, len: name.len() as u8 })
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        // Only printable ASCII is ever stored.
+        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("")
+    }
+}
+
+impl fmt::Debug for ModelName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+/// What a parser has learnt from a stream so far.
+#[derive(Debug, Clone, Default)]
+pub struct StreamSummary {
+    format: ProviderFormat,
+    content_events: u64,
+    reported_output: Option<u64>,
+    reported_input: Option<u64>,
+    model: Option<ModelName>,
+    error: Option<StreamErrorKind>,
+    events: u64,
+    malformed_events: u64,
+    oversized_events: u64,
+    done: bool,
+}
+
+impl StreamSummary {
+    /// The provider format recognised (the first one seen).
+    pub fn format(&self) -> ProviderFormat {
+        self.format
+    }
+    /// Events that carried output content (text, tool-call arguments, reasoning).
+    pub fn content_events(&self) -> u64 {
+        self.content_events
+    }
+    /// Output tokens: the provider's reported usage when present, else the content events.
+    pub fn output_tokens(&self) -> u64 {
+        self.reported_output.unwrap_or(self.content_events)
+    }
+    /// Input tokens, when the provider reported them.
+    pub fn input_tokens(&self) -> Option<u64> {
+        self.reported_input
+    }
+    /// Whether [`output_tokens`](Self::output_tokens) was reported or counted.
+    pub fn token_source(&self) -> TokenSource {
+        if self.reported_output.is_some() {
+            TokenSource::Reported
+        } else {
+            TokenSource::Counted
+        }
+    }
+    /// The model named in the stream, if any (and if valid as a label).
+    pub fn model(&self) -> Option<&str> {
+        self.model.as_ref().map(ModelName::as_str)
+    }
+    /// The first in-stream error event, if any.
+    pub fn error(&self) -> Option<StreamErrorKind> {
+        self.error
+    }
+    /// All events decoded (content or not).
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+    /// Events whose data looked like JSON but did not parse; they are skipped.
+    pub fn malformed_events(&self) -> u64 {
+        self.malformed_events
+    }
+    /// Events larger than the buffer cap; they are skipped.
+    pub fn oversized_events(&self) -> u64 {
+        self.oversized_events
+    }
+    /// Whether the stream's end sentinel (`[DONE]`) was seen.
+    pub fn done(&self) -> bool {
+        self.done
+    }
+
+    fn detect(&mut self, format: ProviderFormat) {
+        if self.format == ProviderFormat::Unknown {
+            self.format = format;
+        }
+    }
+
+    fn set_error(&mut self, kind: StreamErrorKind) {
+        self.error.get_or_insert(kind);
+    }
+
+    fn set_model(&mut self, raw: Option<&RawValue>) {
+        if self.model.is_none() {
+            if let Some(raw) = raw {
+                if let Some(name) = raw.get().strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+                    self.model = ModelName::new(name);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Decoder {
+    Sse(SseDecoder),
+    Ndjson(NdjsonDecoder),
+}
+
+/// An incremental, chunk-split invariant parser for one streamed response.
+///
+/// Feeding it allocates nothing once its event buffer has grown to the largest event seen
+/// (at most [`DEFAULT_MAX_EVENT_BYTES`] or the configured cap).
+#[derive(Debug)]
+pub struct StreamParser {
+    decoder: Decoder,
+    summary: StreamSummary,
+}
+
+impl StreamParser {
+    /// A parser with the default event size cap.
+    pub fn new(wire: WireFormat) -> Self {
+        Self::with_max_event_bytes(wire, DEFAULT_MAX_EVENT_BYTES)
+    }
+
+    /// A parser that skips (and counts) events larger than `max_event_bytes`.
+    pub fn with_max_event_bytes(wire: WireFormat, max_event_bytes: usize) -> Self {
+        let decoder = match wire {
+            WireFormat::Sse => Decoder::Sse(SseDecoder::new(max_event_bytes)),
+            WireFormat::Ndjson => Decoder::Ndjson(NdjsonDecoder::new(max_event_bytes)),
+        };
+        Self {
+            decoder,
+            summary: StreamSummary::default(),
+        }
+    }
+
+    /// Feeds the next bytes of the body. Returns how many content events they completed.
+    pub fn feed(&mut self, chunk: &[u8]) -> u64 {
+        let before = self.summary.content_events;
+        let summary = &mut self.summary;
+        let mut on_event = |event_type: &[u8], data: &[u8]| {
+            if provider::apply(summary, event_type, data) {
+                summary.content_events += 1;
+            }
+        };
+        match &mut self.decoder {
+            Decoder::Sse(d) => {
+                d.feed(chunk, &mut on_event);
+                self.summary.oversized_events = d.oversized_events();
+            }
+            Decoder::Ndjson(d) => {
+                d.feed(chunk, &mut on_event);
+                self.summary.oversized_events = d.oversized_events();
+            }
+        }
+        self.summary.content_events - before
+    }
+
+    /// Marks the end of the body. An unterminated SSE event is discarded (as browsers do); a
+    /// last NDJSON line without a newline is still parsed. Returns the content events it completed.
+    pub fn finish(&mut self) -> u64 {
+        let before = self.summary.content_events;
+        if let Decoder::Ndjson(d) = &mut self.decoder {
+            let summary = &mut self.summary;
+            d.finish(&mut |event_type: &[u8], data: &[u8]| {
+                if provider::apply(summary, event_type, data) {
+                    summary.content_events += 1;
+                }
+            });
+            self.summary.oversized_events = d.oversized_events();
+        }
+        self.summary.content_events - before
+    }
+
+    /// What has been learnt so far.
+    pub fn summary(&self) -> &StreamSummary {
+        &self.summary
+    }
+}

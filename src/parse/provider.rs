@@ -1,0 +1,393 @@
+//! What one decoded event means: content or not, usage, model, in-stream error.
+//!
+//! One borrowed, allocation-free view ([`Payload`]) covers the event shapes of OpenAI chat
+//! completions, OpenAI Responses, Anthropic Messages, Gemini and Ollama: serde skips every field
+//! not named here, nested values we only test for emptiness stay as borrowed `RawValue`s, and
+//! arrays are walked by visitors that keep one bool instead of building a `Vec`.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{Deserialize, Deserializer, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+
+use super::{ProviderFormat, StreamErrorKind, StreamSummary};
+
+type Raw<'a> = Option<&'a RawValue>;
+
+#[derive(serde::Deserialize)]
+struct Payload<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Raw<'a>,
+    #[serde(borrow, default)]
+    model: Raw<'a>,
+    #[serde(rename = "modelVersion", borrow, default)]
+    model_version: Raw<'a>,
+    #[serde(default)]
+    choices: Option<AnyContent<Choice<'a>>>,
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(borrow, default)]
+    error: Raw<'a>,
+    #[serde(borrow, default)]
+    code: Raw<'a>,
+    #[serde(borrow, default)]
+    delta: Raw<'a>,
+    #[serde(borrow, default)]
+    message: Raw<'a>,
+    #[serde(borrow, default)]
+    response: Raw<'a>,
+    #[serde(default)]
+    candidates: Option<AnyContent<Candidate<'a>>>,
+    #[serde(rename = "usageMetadata", default)]
+    usage_metadata: Option<GeminiUsage>,
+    #[serde(default)]
+    done: Option<bool>,
+    #[serde(default)]
+    eval_count: Option<u64>,
+    #[serde(default)]
+    prompt_eval_count: Option<u64>,
+}
+
+/// Token usage in the OpenAI (`prompt_tokens`/`completion_tokens`) or Anthropic and Responses
+/// (`input_tokens`/`output_tokens`) spelling.
+#[derive(serde::Deserialize)]
+struct Usage {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+}
+
+impl Usage {
+    fn output(&self) -> Option<u64> {
+        self.completion_tokens.or(self.output_tokens)
+    }
+    fn input(&self) -> Option<u64> {
+        self.prompt_tokens.or(self.input_tokens)
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct GeminiUsage {
+    #[serde(rename = "candidatesTokenCount", default)]
+    candidates: Option<u64>,
+    #[serde(rename = "promptTokenCount", default)]
+    prompt: Option<u64>,
+}
+
+/// OpenAI chat `choices[i]`: a streamed `delta`, or `text` for legacy completions.
+#[derive(serde::Deserialize)]
+struct Choice<'a> {
+    #[serde(borrow, default)]
+    delta: Option<ChatDelta<'a>>,
+    #[serde(borrow, default)]
+    text: Raw<'a>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChatDelta<'a> {
+    #[serde(borrow, default)]
+    content: Raw<'a>,
+    #[serde(borrow, default)]
+    refusal: Raw<'a>,
+    #[serde(borrow, default)]
+    reasoning_content: Raw<'a>,
+    #[serde(borrow, default)]
+    reasoning: Raw<'a>,
+    #[serde(borrow, default)]
+    tool_calls: Raw<'a>,
+}
+
+/// Gemini `candidates[i]`.
+#[derive(serde::Deserialize)]
+struct Candidate<'a> {
+    #[serde(borrow, default)]
+    content: Option<CandidateContent<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct CandidateContent<'a> {
+    #[serde(borrow, default)]
+    parts: Option<AnyContent<Part<'a>>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Part<'a> {
+    #[serde(borrow, default)]
+    text: Raw<'a>,
+    #[serde(rename = "functionCall", borrow, default)]
+    function_call: Raw<'a>,
+}
+
+/// Anthropic `content_block_delta.delta`.
+#[derive(serde::Deserialize)]
+struct BlockDelta<'a> {
+    #[serde(borrow, default)]
+    text: Raw<'a>,
+    #[serde(borrow, default)]
+    partial_json: Raw<'a>,
+    #[serde(borrow, default)]
+    thinking: Raw<'a>,
+}
+
+/// Anthropic `message_start.message`, or an Ollama chat `message`.
+#[derive(serde::Deserialize)]
+struct MessageObject<'a> {
+    #[serde(borrow, default)]
+    model: Raw<'a>,
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(borrow, default)]
+    content: Raw<'a>,
+}
+
+/// OpenAI Responses `response` object.
+#[derive(serde::Deserialize)]
+struct ResponseObject<'a> {
+    #[serde(borrow, default)]
+    model: Raw<'a>,
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(borrow, default)]
+    error: Raw<'a>,
+}
+
+#[derive(serde::Deserialize)]
+struct ErrorObject<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Raw<'a>,
+    #[serde(borrow, default)]
+    code: Raw<'a>,
+    #[serde(borrow, default)]
+    status: Raw<'a>,
+}
+
+trait HasContent {
+    fn has_content(&self) -> bool;
+}
+
+impl HasContent for Choice<'_> {
+    fn has_content(&self) -> bool {
+        self.delta.as_ref().is_some_and(|d| {
+            non_empty(d.content)
+                || non_empty(d.refusal)
+                || non_empty(d.reasoning_content)
+                || non_empty(d.reasoning)
+                || non_empty(d.tool_calls)
+        }) || non_empty(self.text)
+    }
+}
+
+impl HasContent for Candidate<'_> {
+    fn has_content(&self) -> bool {
+        self.content
+            .as_ref()
+            .and_then(|c| c.parts.as_ref())
+            .is_some_and(|p| p.any)
+    }
+}
+
+impl HasContent for Part<'_> {
+    fn has_content(&self) -> bool {
+        non_empty(self.text) || non_empty(self.function_call)
+    }
+}
+
+/// A JSON array walked element by element, keeping only whether any element carries content.
+struct AnyContent<T> {
+    any: bool,
+    element: PhantomData<T>,
+}
+
+impl<'de, T: Deserialize<'de> + HasContent> Deserialize<'de> for AnyContent<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SeqVisitor<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de> + HasContent> Visitor<'de> for SeqVisitor<T> {
+            type Value = AnyContent<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut any = false;
+                while let Some(element) = seq.next_element::<T>()? {
+                    any |= element.has_content();
+                }
+                Ok(AnyContent {
+                    any,
+                    element: PhantomData,
+                })
+            }
+        }
+        deserializer.deserialize_seq(SeqVisitor(PhantomData))
+    }
+}
+
+/// Content is present unless the value is absent, `null`, `""`, `[]` or `{}`.
+fn non_empty(value: Raw<'_>) -> bool {
+    value.is_some_and(|v| !matches!(v.get(), "\"\"" | "null" | "[]" | "{}"))
+}
+
+/// The text of a JSON string with no escapes; `None` for anything else.
+fn plain_str(value: Raw<'_>) -> Option<&str> {
+    let s = value?.get();
+    let inner = s.strip_prefix('"')?.strip_suffix('"')?;
+    (!inner.contains('\\')).then_some(inner)
+}
+
+fn is_string(value: Raw<'_>) -> bool {
+    value.is_some_and(|v| v.get().starts_with('"'))
+}
+
+fn is_object(value: Raw<'_>) -> bool {
+    value.is_some_and(|v| v.get().starts_with('{'))
+}
+
+fn parse<'a, T: Deserialize<'a>>(value: Raw<'a>) -> Option<T> {
+    serde_json::from_str(value?.get()).ok()
+}
+
+/// Maps provider error codes to the kind of failure: auth, rate limit, or anything else.
+fn error_kind(values: &[Raw<'_>]) -> StreamErrorKind {
+    for value in values.iter().copied().flatten() {
+        let v = value.get().trim_matches('"');
+        match v {
+            "authentication_error" | "permission_error" | "invalid_api_key" | "UNAUTHENTICATED"
+            | "PERMISSION_DENIED" | "401" | "403" => return StreamErrorKind::Auth,
+            "rate_limit_error" | "rate_limit_exceeded" | "RESOURCE_EXHAUSTED" | "429" => {
+                return StreamErrorKind::RateLimited;
+            }
+            _ => {}
+        }
+    }
+    StreamErrorKind::Other
+}
+
+fn error_object_kind(error: Raw<'_>, extra_code: Raw<'_>) -> StreamErrorKind {
+    match parse::<ErrorObject<'_>>(error) {
+        Some(e) => error_kind(&[e.kind, e.code, e.status, extra_code]),
+        None => error_kind(&[extra_code]),
+    }
+}
+
+/// Interprets one event. Returns whether it carried output content.
+pub(super) fn apply(summary: &mut StreamSummary, event_type: &[u8], data: &[u8]) -> bool {
+    summary.events += 1;
+    let data = data.trim_ascii();
+    if data == b"[DONE]" {
+        summary.done = true;
+        return false;
+    }
+    if data.first() != Some(&b'{') {
+        if event_type == b"error" {
+            summary.set_error(StreamErrorKind::Other);
+        }
+        return false;
+    }
+    let Ok(p) = serde_json::from_slice::<Payload<'_>>(data) else {
+        summary.malformed_events += 1;
+        if event_type == b"error" {
+            summary.set_error(StreamErrorKind::Other);
+        }
+        return false;
+    };
+    let mut content = false;
+    let kind = plain_str(p.kind).unwrap_or("");
+
+    if let Some(choices) = &p.choices {
+        summary.detect(ProviderFormat::OpenAiChat);
+        content |= choices.any;
+    }
+    if let Some(usage) = &p.usage {
+        // OpenAI chat's final usage chunk, or Anthropic's cumulative `message_delta` usage:
+        // the latest value is the total, so it is assigned, never added.
+        if let Some(out) = usage.output() {
+            summary.reported_output = Some(out);
+        }
+        if let Some(input) = usage.input() {
+            summary.reported_input = Some(input);
+        }
+    }
+    match kind {
+        "message_start" => {
+            summary.detect(ProviderFormat::AnthropicMessages);
+            if let Some(m) = parse::<MessageObject<'_>>(p.message) {
+                summary.set_model(m.model);
+                // The `output_tokens` here is a placeholder count, not the answer's usage.
+                if let Some(input) = m.usage.and_then(|u| u.input()) {
+                    summary.reported_input = Some(input);
+                }
+            }
+        }
+        "content_block_delta" => {
+            summary.detect(ProviderFormat::AnthropicMessages);
+            if let Some(d) = parse::<BlockDelta<'_>>(p.delta) {
+                content |= non_empty(d.text) || non_empty(d.partial_json) || non_empty(d.thinking);
+            }
+        }
+        "message_delta" | "message_stop" | "content_block_start" | "content_block_stop"
+        | "ping" => summary.detect(ProviderFormat::AnthropicMessages),
+        "error" => summary.set_error(error_object_kind(p.error, p.code)),
+        k if k.starts_with("response.") => {
+            summary.detect(ProviderFormat::OpenAiResponses);
+            if k.ends_with(".delta") && is_string(p.delta) {
+                content |= non_empty(p.delta);
+            }
+            if let Some(r) = parse::<ResponseObject<'_>>(p.response) {
+                summary.set_model(r.model);
+                if let Some(usage) = &r.usage {
+                    if let Some(out) = usage.output() {
+                        summary.reported_output = Some(out);
+                    }
+                    if let Some(input) = usage.input() {
+                        summary.reported_input = Some(input);
+                    }
+                }
+                if k == "response.failed" {
+                    summary.set_error(error_object_kind(r.error, None));
+                }
+            }
+        }
+        _ => {}
+    }
+    if p.candidates.is_some() || p.usage_metadata.is_some() {
+        summary.detect(ProviderFormat::Gemini);
+        content |= p.candidates.as_ref().is_some_and(|c| c.any);
+        if let Some(u) = &p.usage_metadata {
+            if let Some(out) = u.candidates {
+                summary.reported_output = Some(out);
+            }
+            if let Some(input) = u.prompt {
+                summary.reported_input = Some(input);
+            }
+        }
+    }
+    if p.done.is_some() || p.eval_count.is_some() {
+        summary.detect(ProviderFormat::Ollama);
+        if is_string(p.response) {
+            content |= non_empty(p.response);
+        } else if kind.is_empty() {
+            if let Some(m) = parse::<MessageObject<'_>>(p.message) {
+                content |= is_string(m.content) && non_empty(m.content);
+            }
+        }
+        if let Some(out) = p.eval_count {
+            summary.reported_output = Some(out);
+        }
+        if let Some(input) = p.prompt_eval_count {
+            summary.reported_input = Some(input);
+        }
+    }
+    if kind != "error" && (is_object(p.error) || is_string(p.error)) {
+        // OpenAI's `{"error":{..}}` chunk, Gemini's error object, Ollama's error string.
+        summary.set_error(error_object_kind(p.error, p.code));
+    } else if event_type == b"error" && kind != "error" {
+        summary.set_error(StreamErrorKind::Other);
+    }
+    summary.set_model(p.model.or(p.model_version));
+    content
+}

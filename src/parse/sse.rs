@@ -1,0 +1,366 @@
+//! An incremental decoder for `text/event-stream` (the WHATWG "server-sent events" grammar).
+//!
+//! Bytes arrive in body frames split at arbitrary points: mid-line, mid-UTF-8 sequence, between
+//! the `\r` and `\n` of a CRLF. The decoder is a byte-level state machine, so every decision it
+//! makes depends only on the byte sequence, never on where the frames were cut: that is what makes
+//! it chunk-split invariant. Event data is copied into one reused buffer, capped in size.
+
+use memchr::{memchr2, memchr3};
+
+const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
+/// Field names we care about are `data` and `event`; anything longer is some other field.
+const NAME_CAP: usize = 8;
+/// Event types longer than this are not ones we interpret; they are kept as "unknown".
+const EVENT_TYPE_CAP: usize = 64;
+/// A data buffer that grew past this for one large event is shrunk back after the event, so one
+/// big event does not pin its size for the rest of a long stream.
+const RETAINED_CAPACITY: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    LineStart,
+    Name,
+    /// After the colon: one leading space of the value is dropped.
+    ValueStart,
+    Value,
+    /// A comment line (`:`) or the rest of a line we ignore.
+    Skip,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Data,
+    Event,
+    Other,
+}
+
+/// Incremental SSE decoder. Feed it chunks; it calls back once per dispatched event with the
+/// event type (`message` when none was given) and the event data (lines joined by `\n`).
+#[derive(Debug)]
+pub(crate) struct SseDecoder {
+    state: State,
+    field: Field,
+    name: [u8; NAME_CAP],
+    name_len: usize,
+    name_overflow: bool,
+    pending_cr: bool,
+    bom_matched: u8,
+    data: Vec<u8>,
+    has_data: bool,
+    event_type: [u8; EVENT_TYPE_CAP],
+    event_type_len: usize,
+    event_type_overflow: bool,
+    oversized: bool,
+    max_event_bytes: usize,
+    oversized_events: u64,
+}
+
+impl SseDecoder {
+    /// A decoder that skips (and counts) events whose data exceeds `max_event_bytes`.
+    pub(crate) fn new(max_event_bytes: usize) -> Self {
+        Self {
+            state: State::LineStart,
+            field: Field::Other,
+            name: [0; NAME_CAP],
+            name_len: 0,
+            name_overflow: false,
+            pending_cr: false,
+            bom_matched: 0,
+            // Sized for a typical provider chunk so the first events do not reallocate.
+            data: Vec::with_capacity(max_event_bytes.min(2048)),
+            has_data: false,
+            event_type: [0; EVENT_TYPE_CAP],
+            event_type_len: 0,
+            event_type_overflow: false,
+            oversized: false,
+            max_event_bytes,
+            oversized_events: 0,
+        }
+    }
+
+    /// Events skipped because their data was larger than the cap.
+    pub(crate) fn oversized_events(&self) -> u64 {
+        self.oversized_events
+    }
+
+    /// Decodes `buf`, calling `on_event(event_type, data)` for each complete event.
+    pub(crate) fn feed(&mut self, mut buf: &[u8], on_event: &mut impl FnMut(&[u8], &[u8])) {
+        if self.bom_matched < 3 {
+            buf = self.strip_bom(buf);
+        }
+        if self.pending_cr && !buf.is_empty() {
+            self.pending_cr = false;
+            if buf[0] == b'\n' {
+                buf = &buf[1..];
+            }
+        }
+        while let Some(&first) = buf.first() {
+            match self.state {
+                State::LineStart => match first {
+                    b'\n' | b'\r' => {
+                        buf = self.end_of_line(buf);
+                        self.dispatch(on_event);
+                    }
+                    b':' => {
+                        self.state = State::Skip;
+                        buf = &buf[1..];
+                    }
+                    _ => {
+                        self.state = State::Name;
+                        self.name_len = 0;
+                        self.name_overflow = false;
+                    }
+                },
+                State::Name => match memchr3(b':', b'\n', b'\r', buf) {
+                    Some(i) => {
+                        self.push_name(&buf[..i]);
+                        self.begin_value();
+                        if buf[i] == b':' {
+                            self.state = State::ValueStart;
+                            buf = &buf[i + 1..];
+                        } else {
+                            // A line with no colon names a field whose value is empty.
+                            buf = self.end_of_line(&buf[i..]);
+                        }
+                    }
+                    None => {
+                        self.push_name(buf);
+                        buf = &[];
+                    }
+                },
+                State::ValueStart => {
+                    if first == b' ' {
+                        buf = &buf[1..];
+                    }
+                    self.state = State::Value;
+                }
+                State::Value => match memchr2(b'\n', b'\r', buf) {
+                    Some(i) => {
+                        self.push_value(&buf[..i]);
+                        buf = self.end_of_line(&buf[i..]);
+                    }
+                    None => {
+                        self.push_value(buf);
+                        buf = &[];
+                    }
+                },
+                State::Skip => match memchr2(b'\n', b'\r', buf) {
+                    Some(i) => buf = self.end_of_line(&buf[i..]),
+                    None => buf = &[],
+                },
+            }
+        }
+    }
+
+    /// Drops a leading UTF-8 byte order mark, even when it is split across chunks.
+    fn strip_bom<'b>(&mut self, mut buf: &'b [u8]) -> &'b [u8] {
+        while let Some(&b) = buf.first() {
+            if self.bom_matched >= 3 {
+                break;
+            }
+            if b == BOM[self.bom_matched as usize] {
+                self.bom_matched += 1;
+                buf = &buf[1..];
+            } else {
+                if self.bom_matched > 0 {
+                    // A partial BOM is junk at the start of the first line's field name.
+                    self.state = State::Name;
+                    self.name_len = 0;
+                    self.name_overflow = true;
+                }
+                self.bom_matched = 3;
+            }
+        }
+        buf
+    }
+
+    /// `buf[0]` is `\r` or `\n`. Consumes one line terminator (CRLF counts once, also when the
+    /// `\n` comes in the next chunk).
+    fn end_of_line<'b>(&mut self, buf: &'b [u8]) -> &'b [u8] {
+        self.state = State::LineStart;
+        if buf[0] == b'\r' {
+            match buf.get(1) {
+                None => {
+                    self.pending_cr = true;
+                    return &[];
+                }
+                Some(b'\n') => return &buf[2..],
+                Some(_) => {}
+            }
+        }
+        &buf[1..]
+    }
+
+    fn push_name(&mut self, part: &[u8]) {
+        let end = self.name_len + part.len();
+        if end > NAME_CAP {
+            self.name_overflow = true;
+        } else if !self.name_overflow {
+            self.name[self.name_len..end].copy_from_slice(part);
+            self.name_len = end;
+        }
+    }
+
+    fn begin_value(&mut self) {
+        self.field = match (self.name_overflow, &self.name[..self.name_len]) {
+            (false, b"data") => Field::Data,
+            (false, b"event") => Field::Event,
+            _ => Field::Other,
+        };
+        match self.field {
+            Field::Data => {
+                if self.has_data {
+                    self.push_data(b"\n");
+                }
+                self.has_data = true;
+            }
+            Field::Event => {
+                self.event_type_len = 0;
+                self.event_type_overflow = false;
+            }
+            Field::Other => {}
+        }
+    }
+
+    fn push_value(&mut self, part: &[u8]) {
+        match self.field {
+            Field::Data => self.push_data(part),
+            Field::Event => {
+                let end = self.event_type_len + part.len();
+                if end > EVENT_TYPE_CAP {
+                    self.event_type_overflow = true;
+                } else if !self.event_type_overflow {
+                    self.event_type[self.event_type_len..end].copy_from_slice(part);
+                    self.event_type_len = end;
+                }
+            }
+            Field::Other => {}
+        }
+    }
+
+    fn push_data(&mut self, part: &[u8]) {
+        if self.oversized {
+            return;
+        }
+        if self.data.len() + part.len() > self.max_event_bytes {
+            self.oversized = true;
+            self.data.clear();
+            return;
+        }
+        self.data.extend_from_slice(part);
+    }
+
+    fn dispatch(&mut self, on_event: &mut impl FnMut(&[u8], &[u8])) {
+        if self.oversized {
+            self.oversized_events += 1;
+        } else if self.has_data && !self.data.is_empty() {
+            let event_type: &[u8] = match (self.event_type_overflow, self.event_type_len) {
+                (true, _) => b"",
+                (false, 0) => b"message",
+                (false, n) => &self.event_type[..n],
+            };
+            on_event(event_type, &self.data);
+        }
+        self.data.clear();
+        if self.data.capacity() > RETAINED_CAPACITY {
+            self.data.shrink_to(RETAINED_CAPACITY);
+        }
+        self.has_data = false;
+        self.event_type_len = 0;
+        self.event_type_overflow = false;
+        self.oversized = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(chunks: &[&[u8]]) -> (Vec<(String, String)>, u64) {
+        let mut d = SseDecoder::new(64);
+        let mut out = Vec::new();
+        for c in chunks {
+            d.feed(c, &mut |t, data| {
+                out.push((
+                    String::from_utf8_lossy(t).into_owned(),
+                    String::from_utf8_lossy(data).into_owned(),
+                ))
+            });
+        }
+        (out, d.oversized_events())
+    }
+
+    fn ev(t: &str, d: &str) -> (String, String) {
+        (t.to_owned(), d.to_owned())
+    }
+
+    #[test]
+    fn line_endings_are_equivalent() {
+        for text in [
+            &b"event: a\ndata: x\n\n"[..],
+            b"event: a\r\ndata: x\r\n\r\n",
+            b"event: a\rdata: x\r\r",
+        ] {
+            assert_eq!(decode(&[text]).0, vec![ev("a", "x")]);
+            // The same bytes one at a time.
+            let bytes: Vec<&[u8]> = text.chunks(1).collect();
+            assert_eq!(decode(&bytes).0, vec![ev("a", "x")]);
+        }
+    }
+
+    #[test]
+    fn crlf_split_between_chunks_is_one_terminator() {
+        let (events, _) = decode(&[b"data: 1\r", b"\n\r", b"\ndata: 2\r\n\r\n"]);
+        assert_eq!(events, vec![ev("message", "1"), ev("message", "2")]);
+    }
+
+    #[test]
+    fn multi_line_data_comments_and_fields() {
+        let (events, _) = decode(&[b": keep-alive\nid: 7\nretry: 10\ndata:a\ndata: b\ndata\n\n"]);
+        assert_eq!(events, vec![ev("message", "a\nb\n")]);
+    }
+
+    #[test]
+    fn empty_data_is_not_dispatched_and_type_resets() {
+        let (events, _) = decode(&[b"event: x\ndata:\n\ndata: y\n\n"]);
+        assert_eq!(events, vec![ev("message", "y")]);
+    }
+
+    #[test]
+    fn unterminated_event_is_discarded() {
+        let (events, _) = decode(&[b"data: 1\n\ndata: 2\n"]);
+        assert_eq!(events, vec![ev("message", "1")]);
+    }
+
+    #[test]
+    fn bom_is_stripped_even_when_split() {
+        let (events, _) = decode(&[b"\xEF", b"\xBB", b"\xBFdata: z\n\n"]);
+        assert_eq!(events, vec![ev("message", "z")]);
+    }
+
+    #[test]
+    fn oversized_event_is_skipped_and_counted() {
+        let big = vec![b'x'; 100];
+        let mut text = b"data: ".to_vec();
+        text.extend_from_slice(&big);
+        text.extend_from_slice(b"\n\ndata: after\n\n");
+        let (events, skipped) = decode(&[&text]);
+        assert_eq!(events, vec![ev("message", "after")]);
+        assert_eq!(skipped, 1);
+    }
+
+    #[test]
+    fn long_field_names_and_event_types_are_not_misread() {
+        let (events, _) = decode(&[b"datadatadata: no\ndata: yes\n\n"]);
+        assert_eq!(events, vec![ev("message", "yes")]);
+        let long_type = format!("event: {}\ndata: d\n\n", "t".repeat(100));
+        let (events, _) = decode(&[long_type.as_bytes()]);
+        assert_eq!(events, vec![ev("", "d")]);
+    }
+
+    #[test]
+    fn invalid_utf8_passes_through_without_panic() {
+        let (events, _) = decode(&[b"data: \xff\xfe\n\n"]);
+        assert_eq!(events.len(), 1);
+    }
+}

@@ -1,0 +1,91 @@
+//! Every fixture stream gives its `.expected.json` whole, byte by byte and at random split points.
+
+use std::path::{Path, PathBuf};
+
+use proptest::prelude::*;
+use serde_json::Value;
+use tower_stream_monitor::parse::{StreamParser, StreamSummary, WireFormat};
+
+fn fixtures() -> Vec<(String, Vec<u8>, Value)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut out = Vec::new();
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("tests/fixtures exists")
+        .map(|e| e.expect("readable dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sse"))
+        .collect();
+    paths.sort();
+    for path in paths {
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let body = std::fs::read(&path).unwrap();
+        let expected: Value =
+            serde_json::from_slice(&std::fs::read(dir.join(format!("{name}.expected.json"))).unwrap()).unwrap();
+        out.push((name, body, expected));
+    }
+    assert_eq!(out.len(), 7, "all fixtures present");
+    out
+}
+
+fn actual(s: &StreamSummary, content_seen: u64) -> Value {
+    assert_eq!(content_seen, s.content_events(), "feed() return values add up to content_events");
+    let outcome = match s.error() {
+        None => "ok",
+        Some(_) => "stream_error",
+    };
+    serde_json::json!({
+        "format": s.format().as_str(),
+        "content_events": s.content_events(),
+        "output_tokens": s.output_tokens(),
+        "input_tokens": s.input_tokens(),
+        "token_source": s.token_source().as_str(),
+        "model": s.model(),
+        "outcome": outcome,
+    })
+}
+
+fn parse_split(body: &[u8], cuts: &[usize]) -> Value {
+    let mut parser = StreamParser::new(WireFormat::Sse);
+    let mut seen = 0;
+    let mut start = 0;
+    for &cut in cuts {
+        seen += parser.feed(&body[start..cut]);
+        start = cut;
+    }
+    seen += parser.feed(&body[start..]);
+    seen += parser.finish();
+    actual(parser.summary(), seen)
+}
+
+fn expected_subset(expected: &Value) -> Value {
+    let mut e = expected.clone();
+    e.as_object_mut().unwrap().remove("note");
+    e
+}
+
+#[test]
+fn whole_stream_matches_expected() {
+    for (name, body, expected) in fixtures() {
+        assert_eq!(parse_split(&body, &[]), expected_subset(&expected), "{name}");
+    }
+}
+
+#[test]
+fn byte_by_byte_matches_expected() {
+    for (name, body, expected) in fixtures() {
+        let cuts: Vec<usize> = (1..body.len()).collect();
+        assert_eq!(parse_split(&body, &cuts), expected_subset(&expected), "{name}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+    #[test]
+    fn random_split_points_match_expected(seeds in proptest::collection::vec(any::<u16>(), 0..40)) {
+        for (name, body, expected) in fixtures() {
+            let mut cuts: Vec<usize> = seeds.iter().map(|s| *s as usize % body.len()).collect();
+            cuts.sort_unstable();
+            cuts.dedup();
+            prop_assert_eq!(parse_split(&body, &cuts), expected_subset(&expected), "{}", name);
+        }
+    }
+}
