@@ -14,7 +14,12 @@ fn fixture(name: &str) -> Vec<u8> {
 /// providers flush them) and into 4 KiB frames that split events anywhere.
 fn bench_scan(c: &mut Criterion) {
     let mut group = c.benchmark_group("sse_scan");
-    for name in ["openai-chat.sse", "anthropic-messages.sse", "openai-responses.sse", "gemini.sse"] {
+    for name in [
+        "openai-chat.sse",
+        "anthropic-messages.sse",
+        "openai-responses.sse",
+        "gemini.sse",
+    ] {
         let one = fixture(name);
         let body: Vec<u8> = one.repeat(64);
         let per_event: Vec<&[u8]> = body.split_inclusive(|b| *b == b'\n').collect();

@@ -18,8 +18,10 @@ fn fixtures() -> Vec<(String, Vec<u8>, Value)> {
     for path in paths {
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
         let body = std::fs::read(&path).unwrap();
-        let expected: Value =
-            serde_json::from_slice(&std::fs::read(dir.join(format!("{name}.expected.json"))).unwrap()).unwrap();
+        let expected: Value = serde_json::from_slice(
+            &std::fs::read(dir.join(format!("{name}.expected.json"))).unwrap(),
+        )
+        .unwrap();
         out.push((name, body, expected));
     }
     assert_eq!(out.len(), 7, "all fixtures present");
@@ -27,7 +29,11 @@ fn fixtures() -> Vec<(String, Vec<u8>, Value)> {
 }
 
 fn actual(s: &StreamSummary, content_seen: u64) -> Value {
-    assert_eq!(content_seen, s.content_events(), "feed() return values add up to content_events");
+    assert_eq!(
+        content_seen,
+        s.content_events(),
+        "feed() return values add up to content_events"
+    );
     let outcome = match s.error() {
         None => "ok",
         Some(_) => "stream_error",
@@ -65,7 +71,11 @@ fn expected_subset(expected: &Value) -> Value {
 #[test]
 fn whole_stream_matches_expected() {
     for (name, body, expected) in fixtures() {
-        assert_eq!(parse_split(&body, &[]), expected_subset(&expected), "{name}");
+        assert_eq!(
+            parse_split(&body, &[]),
+            expected_subset(&expected),
+            "{name}"
+        );
     }
 }
 
@@ -73,7 +83,11 @@ fn whole_stream_matches_expected() {
 fn byte_by_byte_matches_expected() {
     for (name, body, expected) in fixtures() {
         let cuts: Vec<usize> = (1..body.len()).collect();
-        assert_eq!(parse_split(&body, &cuts), expected_subset(&expected), "{name}");
+        assert_eq!(
+            parse_split(&body, &cuts),
+            expected_subset(&expected),
+            "{name}"
+        );
     }
 }
 

@@ -54,9 +54,14 @@ impl WireFormat {
         let essence = content_type.split(';').next().unwrap_or("").trim();
         if essence.eq_ignore_ascii_case("text/event-stream") {
             Some(Self::Sse)
-        } else if ["application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"]
-            .iter()
-            .any(|t| essence.eq_ignore_ascii_case(t))
+        } else if [
+            "application/x-ndjson",
+            "application/ndjson",
+            "application/jsonl",
+            "application/x-jsonlines",
+        ]
+        .iter()
+        .any(|t| essence.eq_ignore_ascii_case(t))
         {
             Some(Self::Ndjson)
         } else {
@@ -156,12 +161,18 @@ pub struct ModelName {
 impl ModelName {
     /// Validates `name` as a label value.
     pub fn new(name: &str) -> Option<Self> {
-        if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+        if name.is_empty()
+            || name.len() > 64
+            || !name.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+        {
             return None;
         }
         let mut bytes = [0; 64];
         bytes[..name.len()].copy_from_slice(name.as_bytes());
-        Some(Self { bytes, len: name.len() as u8 })
+        Some(Self {
+            bytes,
+            len: name.len() as u8,
+        })
     }
 
     /// The name.
@@ -248,6 +259,17 @@ impl StreamSummary {
         }
     }
 
+    /// Reported usage is the running total so far (Anthropic and Gemini repeat it cumulatively):
+    /// the latest value is assigned, never added.
+    fn assign_usage(&mut self, output: Option<u64>, input: Option<u64>) {
+        if output.is_some() {
+            self.reported_output = output;
+        }
+        if input.is_some() {
+            self.reported_input = input;
+        }
+    }
+
     fn set_error(&mut self, kind: StreamErrorKind) {
         self.error.get_or_insert(kind);
     }
@@ -255,7 +277,11 @@ impl StreamSummary {
     fn set_model(&mut self, raw: Option<&RawValue>) {
         if self.model.is_none() {
             if let Some(raw) = raw {
-                if let Some(name) = raw.get().strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+                if let Some(name) = raw
+                    .get()
+                    .strip_prefix('"')
+                    .and_then(|s| s.strip_suffix('"'))
+                {
                     self.model = ModelName::new(name);
                 }
             }
@@ -333,6 +359,23 @@ impl StreamParser {
             self.summary.oversized_events = d.oversized_events();
         }
         self.summary.content_events - before
+    }
+
+    /// The framing this parser decodes.
+    pub fn wire(&self) -> WireFormat {
+        match self.decoder {
+            Decoder::Sse(_) => WireFormat::Sse,
+            Decoder::Ndjson(_) => WireFormat::Ndjson,
+        }
+    }
+
+    /// Whether the bytes fed so far end between two events, so that new bytes appended to the
+    /// stream start a fresh event (or line).
+    pub fn at_event_boundary(&self) -> bool {
+        match &self.decoder {
+            Decoder::Sse(d) => d.at_event_boundary(),
+            Decoder::Ndjson(d) => d.at_line_start(),
+        }
     }
 
     /// What has been learnt so far.

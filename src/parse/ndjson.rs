@@ -26,6 +26,10 @@ impl NdjsonDecoder {
         self.oversized_events
     }
 
+    pub(crate) fn at_line_start(&self) -> bool {
+        self.line.is_empty() && !self.oversized
+    }
+
     pub(crate) fn feed(&mut self, mut buf: &[u8], on_event: &mut impl FnMut(&[u8], &[u8])) {
         while let Some(i) = memchr(b'\n', buf) {
             if self.line.is_empty() && !self.oversized {

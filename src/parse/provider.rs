@@ -49,6 +49,18 @@ struct Payload<'a> {
     prompt_eval_count: Option<u64>,
 }
 
+/// The fast path for OpenAI chat streams once the format and model are known: the same fields
+/// minus those only the first chunk needs, so fewer values are validated per chunk.
+#[derive(serde::Deserialize)]
+struct ChatChunk<'a> {
+    #[serde(borrow, default)]
+    choices: Option<AnyContent<Choice<'a>>>,
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(borrow, default)]
+    error: Raw<'a>,
+}
+
 /// Token usage in the OpenAI (`prompt_tokens`/`completion_tokens`) or Anthropic and Responses
 /// (`input_tokens`/`output_tokens`) spelling.
 #[derive(serde::Deserialize)]
@@ -256,8 +268,13 @@ fn error_kind(values: &[Raw<'_>]) -> StreamErrorKind {
     for value in values.iter().copied().flatten() {
         let v = value.get().trim_matches('"');
         match v {
-            "authentication_error" | "permission_error" | "invalid_api_key" | "UNAUTHENTICATED"
-            | "PERMISSION_DENIED" | "401" | "403" => return StreamErrorKind::Auth,
+            "authentication_error"
+            | "permission_error"
+            | "invalid_api_key"
+            | "UNAUTHENTICATED"
+            | "PERMISSION_DENIED"
+            | "401"
+            | "403" => return StreamErrorKind::Auth,
             "rate_limit_error" | "rate_limit_exceeded" | "RESOURCE_EXHAUSTED" | "429" => {
                 return StreamErrorKind::RateLimited;
             }
@@ -288,6 +305,9 @@ pub(super) fn apply(summary: &mut StreamSummary, event_type: &[u8], data: &[u8])
         }
         return false;
     }
+    if summary.format == ProviderFormat::OpenAiChat && summary.model.is_some() {
+        return apply_chat_chunk(summary, data);
+    }
     let Ok(p) = serde_json::from_slice::<Payload<'_>>(data) else {
         summary.malformed_events += 1;
         if event_type == b"error" {
@@ -303,14 +323,8 @@ pub(super) fn apply(summary: &mut StreamSummary, event_type: &[u8], data: &[u8])
         content |= choices.any;
     }
     if let Some(usage) = &p.usage {
-        // OpenAI chat's final usage chunk, or Anthropic's cumulative `message_delta` usage:
-        // the latest value is the total, so it is assigned, never added.
-        if let Some(out) = usage.output() {
-            summary.reported_output = Some(out);
-        }
-        if let Some(input) = usage.input() {
-            summary.reported_input = Some(input);
-        }
+        // OpenAI chat's final usage chunk, or Anthropic's cumulative `message_delta` usage.
+        summary.assign_usage(usage.output(), usage.input());
     }
     match kind {
         "message_start" => {
@@ -329,7 +343,10 @@ pub(super) fn apply(summary: &mut StreamSummary, event_type: &[u8], data: &[u8])
                 content |= non_empty(d.text) || non_empty(d.partial_json) || non_empty(d.thinking);
             }
         }
-        "message_delta" | "message_stop" | "content_block_start" | "content_block_stop"
+        "message_delta"
+        | "message_stop"
+        | "content_block_start"
+        | "content_block_stop"
         | "ping" => summary.detect(ProviderFormat::AnthropicMessages),
         "error" => summary.set_error(error_object_kind(p.error, p.code)),
         k if k.starts_with("response.") => {
@@ -340,12 +357,7 @@ pub(super) fn apply(summary: &mut StreamSummary, event_type: &[u8], data: &[u8])
             if let Some(r) = parse::<ResponseObject<'_>>(p.response) {
                 summary.set_model(r.model);
                 if let Some(usage) = &r.usage {
-                    if let Some(out) = usage.output() {
-                        summary.reported_output = Some(out);
-                    }
-                    if let Some(input) = usage.input() {
-                        summary.reported_input = Some(input);
-                    }
+                    summary.assign_usage(usage.output(), usage.input());
                 }
                 if k == "response.failed" {
                     summary.set_error(error_object_kind(r.error, None));
@@ -358,12 +370,7 @@ pub(super) fn apply(summary: &mut StreamSummary, event_type: &[u8], data: &[u8])
         summary.detect(ProviderFormat::Gemini);
         content |= p.candidates.as_ref().is_some_and(|c| c.any);
         if let Some(u) = &p.usage_metadata {
-            if let Some(out) = u.candidates {
-                summary.reported_output = Some(out);
-            }
-            if let Some(input) = u.prompt {
-                summary.reported_input = Some(input);
-            }
+            summary.assign_usage(u.candidates, u.prompt);
         }
     }
     if p.done.is_some() || p.eval_count.is_some() {
@@ -375,12 +382,7 @@ pub(super) fn apply(summary: &mut StreamSummary, event_type: &[u8], data: &[u8])
                 content |= is_string(m.content) && non_empty(m.content);
             }
         }
-        if let Some(out) = p.eval_count {
-            summary.reported_output = Some(out);
-        }
-        if let Some(input) = p.prompt_eval_count {
-            summary.reported_input = Some(input);
-        }
+        summary.assign_usage(p.eval_count, p.prompt_eval_count);
     }
     if kind != "error" && (is_object(p.error) || is_string(p.error)) {
         // OpenAI's `{"error":{..}}` chunk, Gemini's error object, Ollama's error string.
@@ -390,4 +392,18 @@ pub(super) fn apply(summary: &mut StreamSummary, event_type: &[u8], data: &[u8])
     }
     summary.set_model(p.model.or(p.model_version));
     content
+}
+
+fn apply_chat_chunk(summary: &mut StreamSummary, data: &[u8]) -> bool {
+    let Ok(chunk) = serde_json::from_slice::<ChatChunk<'_>>(data) else {
+        summary.malformed_events += 1;
+        return false;
+    };
+    if let Some(usage) = &chunk.usage {
+        summary.assign_usage(usage.output(), usage.input());
+    }
+    if is_object(chunk.error) || is_string(chunk.error) {
+        summary.set_error(error_object_kind(chunk.error, None));
+    }
+    chunk.choices.is_some_and(|c| c.any)
 }

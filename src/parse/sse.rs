@@ -83,6 +83,11 @@ impl SseDecoder {
         self.oversized_events
     }
 
+    /// At the start of a line with no event data pending.
+    pub(crate) fn at_event_boundary(&self) -> bool {
+        self.state == State::LineStart && !self.has_data
+    }
+
     /// Decodes `buf`, calling `on_event(event_type, data)` for each complete event.
     pub(crate) fn feed(&mut self, mut buf: &[u8], on_event: &mut impl FnMut(&[u8], &[u8])) {
         if self.bom_matched < 3 {

@@ -1,0 +1,62 @@
+//! Emission of each finished request to the `metrics` facade, under the names of [`crate::names`].
+//!
+//! Whatever recorder the application installed (Prometheus, StatsD, OpenTelemetry) receives them;
+//! with none installed these calls are no-ops.
+
+use std::sync::Arc;
+
+use metrics::Label;
+
+use crate::names;
+use crate::record::StreamRecord;
+
+pub(crate) fn emit(record: &StreamRecord) {
+    let mut labels = Vec::with_capacity(4);
+    labels.push(Label::new(names::PROVIDER, record.provider.clone()));
+    labels.push(Label::new(names::MODEL, record.model.clone()));
+    labels.push(Label::new(names::ROUTE, record.route.clone()));
+
+    let mut with_outcome = labels.clone();
+    with_outcome.push(Label::new(names::OUTCOME, record.outcome.as_str()));
+    metrics::counter!(names::REQUESTS_TOTAL, with_outcome.clone()).increment(1);
+    metrics::histogram!(names::REQUEST_DURATION, with_outcome)
+        .record(record.duration.as_secs_f64());
+
+    if let Some(ttfb) = record.time_to_first_byte {
+        metrics::histogram!(names::TIME_TO_FIRST_BYTE, labels.clone()).record(ttfb.as_secs_f64());
+    }
+    if let Some(ttft) = record.time_to_first_token {
+        metrics::histogram!(names::TIME_TO_FIRST_TOKEN, labels.clone()).record(ttft.as_secs_f64());
+    }
+    if let Some(tpot) = record.time_per_output_token {
+        metrics::histogram!(names::TIME_PER_OUTPUT_TOKEN, labels.clone())
+            .record(tpot.as_secs_f64());
+    }
+    metrics::histogram!(names::RESPONSE_BYTES, labels.clone()).record(record.bytes as f64);
+    if record.output_tokens > 0 || record.input_tokens.is_some() {
+        let mut output = labels.clone();
+        output.push(Label::new(names::TOKEN_TYPE, "output"));
+        metrics::histogram!(names::TOKEN_USAGE, output).record(record.output_tokens as f64);
+        if let Some(input) = record.input_tokens {
+            let mut input_labels = labels.clone();
+            input_labels.push(Label::new(names::TOKEN_TYPE, "input"));
+            metrics::histogram!(names::TOKEN_USAGE, input_labels).record(input as f64);
+        }
+    }
+    if record.oversized_events > 0 {
+        metrics::counter!(names::SKIPPED_EVENTS_TOTAL, "reason" => "oversized")
+            .increment(record.oversized_events);
+    }
+    if record.malformed_events > 0 {
+        metrics::counter!(names::SKIPPED_EVENTS_TOTAL, "reason" => "malformed")
+            .increment(record.malformed_events);
+    }
+}
+
+pub(crate) fn in_flight(route: &Arc<str>, delta: f64) {
+    metrics::gauge!(names::IN_FLIGHT, names::ROUTE => route.clone()).increment(delta);
+}
+
+pub(crate) fn label_overflow(label: &'static str) {
+    metrics::counter!(names::LABEL_OVERFLOW_TOTAL, "label" => label).increment(1);
+}

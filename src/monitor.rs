@@ -1,0 +1,707 @@
+//! The [`Monitor`]: configuration, label resolution and the hand-over of finished records.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::HeaderName;
+use http::request::Parts;
+
+use crate::facade;
+use crate::labels::{LabelInterner, RoutePattern, StreamLabels, is_valid_label};
+use crate::parse::DEFAULT_MAX_EVENT_BYTES;
+use crate::record::{Outcome, StreamRecord};
+use crate::stream::StreamMonitorLayer;
+
+/// Default prefix under which the monitoring endpoints are served.
+pub const DEFAULT_PREFIX: &str = "/monitoring";
+/// Default number of distinct values kept per label before new ones fold into `other`.
+pub const DEFAULT_LABEL_CARDINALITY: usize = 64;
+/// Default stream timeout of [`Monitor::from_env`] when `STREAMING_TIMEOUT` is unset (as the seed).
+pub const DEFAULT_ENV_STREAM_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default minimum of requests in a window before health is judged.
+pub const DEFAULT_MIN_SAMPLES: u64 = 20;
+
+/// A callback run once for every finished request, with its record.
+///
+/// Implemented for closures `Fn(&StreamRecord)`; keep it quick, it runs on the request's task.
+pub trait OnRecord: Send + Sync + 'static {
+    /// Called once per request when it ends.
+    fn on_record(&self, record: &StreamRecord);
+}
+
+impl<F> OnRecord for F
+where
+    F: Fn(&StreamRecord) + Send + Sync + 'static,
+{
+    fn on_record(&self, record: &StreamRecord) {
+        self(record)
+    }
+}
+
+/// Labels derived from the request alone, for apps whose provider follows from the path or a
+/// header of their own. Implemented for closures `Fn(&http::request::Parts) -> StreamLabels`.
+pub trait RequestLabeler: Send + Sync + 'static {
+    /// The labels for a request; empty fields fall through to the next source.
+    fn labels(&self, request: &Parts) -> StreamLabels;
+}
+
+impl<F> RequestLabeler for F
+where
+    F: Fn(&Parts) -> StreamLabels + Send + Sync + 'static,
+{
+    fn labels(&self, request: &Parts) -> StreamLabels {
+        self(request)
+    }
+}
+
+/// An invalid setting, from the builder or from the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// An environment variable held a value that cannot be used.
+    InvalidVar {
+        /// The variable's name.
+        var: &'static str,
+        /// Its value (cut to 64 characters).
+        value: String,
+        /// What was expected.
+        expected: &'static str,
+    },
+    /// A builder setting cannot be used.
+    InvalidSetting {
+        /// The builder method.
+        setting: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::InvalidVar {
+                var,
+                value,
+                expected,
+            } => {
+                write!(
+                    f,
+                    "invalid environment variable {var}={value:?}: expected {expected}"
+                )
+            }
+            ConfigError::InvalidSetting { setting, reason } => {
+                write!(f, "invalid {setting}: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) prefix: String,
+    pub(crate) stream_timeout: Option<Duration>,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) provider_header: Option<HeaderName>,
+    pub(crate) model_header: Option<HeaderName>,
+    pub(crate) user_id_header: Option<HeaderName>,
+    pub(crate) request_id_header: Option<HeaderName>,
+    pub(crate) labeler: Option<Arc<dyn RequestLabeler>>,
+    pub(crate) route_patterns: Vec<RoutePattern>,
+    pub(crate) streaming_routes: Vec<String>,
+    pub(crate) label_cardinality: usize,
+    pub(crate) max_event_bytes: usize,
+    pub(crate) endpoint_token: Option<String>,
+    pub(crate) min_samples: u64,
+    pub(crate) on_record: Option<Arc<dyn OnRecord>>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("prefix", &self.prefix)
+            .field("stream_timeout", &self.stream_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("provider_header", &self.provider_header)
+            .field("model_header", &self.model_header)
+            .field("user_id_header", &self.user_id_header)
+            .field("request_id_header", &self.request_id_header)
+            .field("route_patterns", &self.route_patterns.len())
+            .field("streaming_routes", &self.streaming_routes)
+            .field("label_cardinality", &self.label_cardinality)
+            .field("max_event_bytes", &self.max_event_bytes)
+            .field(
+                "endpoint_token",
+                &self.endpoint_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("min_samples", &self.min_samples)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            prefix: DEFAULT_PREFIX.to_owned(),
+            stream_timeout: None,
+            idle_timeout: None,
+            provider_header: Some(HeaderName::from_static("x-llm-provider")),
+            model_header: Some(HeaderName::from_static("x-llm-model")),
+            user_id_header: Some(HeaderName::from_static("x-user-id")),
+            request_id_header: Some(HeaderName::from_static("x-request-id")),
+            labeler: None,
+            route_patterns: Vec::new(),
+            streaming_routes: Vec::new(),
+            label_cardinality: DEFAULT_LABEL_CARDINALITY,
+            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
+            endpoint_token: None,
+            min_samples: DEFAULT_MIN_SAMPLES,
+            on_record: None,
+        }
+    }
+}
+
+/// Builds a [`Monitor`]. Every setting has a default; see each method.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_stream_monitor::Monitor;
+///
+/// let monitor = Monitor::builder()
+///     .prefix("/api/v1/monitoring")
+///     .stream_timeout(Duration::from_secs(60))
+///     .idle_timeout(Duration::from_secs(20))
+///     .route_patterns(["/v1/chat/completions"])
+///     .build()?;
+/// # Ok::<(), tower_stream_monitor::ConfigError>(())
+/// ```
+#[derive(Debug, Default)]
+#[must_use]
+pub struct MonitorBuilder {
+    config: Config,
+    errors: Vec<ConfigError>,
+}
+
+impl MonitorBuilder {
+    /// Where the monitoring endpoints are served. Default `/monitoring`. Must start with `/`
+    /// and not end with one.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.config.prefix = prefix.into();
+        self
+    }
+
+    /// Total deadline for a request, from the service call to the end of its body. Default: none
+    /// (60 s with [`Monitor::from_env`]). On expiry the request is recorded as `timeout`, logged at
+    /// ERROR, and the body ends: with a final SSE `event: error` for `text/event-stream`, else with
+    /// a [`StreamTimeoutError`](crate::StreamTimeoutError). A response not started by then is
+    /// answered with 504.
+    pub fn stream_timeout(mut self, timeout: Duration) -> Self {
+        self.config.stream_timeout = Some(timeout);
+        self
+    }
+
+    /// Longest gap allowed between body frames, counted from the response headers. Default: none.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// Removes any stream or idle timeout.
+    pub fn no_timeouts(mut self) -> Self {
+        self.config.stream_timeout = None;
+        self.config.idle_timeout = None;
+        self
+    }
+
+    /// Request header naming the provider when the handler sets no [`StreamLabels`]. Default
+    /// `x-llm-provider`; `None` disables it.
+    pub fn provider_header(mut self, header: Option<HeaderName>) -> Self {
+        self.config.provider_header = header;
+        self
+    }
+
+    /// Request header naming the model. Default `x-llm-model`; `None` disables it.
+    pub fn model_header(mut self, header: Option<HeaderName>) -> Self {
+        self.config.model_header = header;
+        self
+    }
+
+    /// Request header carrying the user id (else the [`UserId`](crate::UserId) request extension).
+    /// Default `x-user-id`.
+    pub fn user_id_header(mut self, header: Option<HeaderName>) -> Self {
+        self.config.user_id_header = header;
+        self
+    }
+
+    /// Request header carrying the caller's request id (else one is generated). Default `x-request-id`.
+    pub fn request_id_header(mut self, header: Option<HeaderName>) -> Self {
+        self.config.request_id_header = header;
+        self
+    }
+
+    /// Labels from the request, consulted after the response's [`StreamLabels`] and the headers.
+    ///
+    /// ```
+    /// use tower_stream_monitor::{Monitor, StreamLabels};
+    /// let monitor = Monitor::builder()
+    ///     .request_labels(|parts: &http::request::Parts| {
+    ///         if parts.uri.path().starts_with("/v1/messages") {
+    ///             StreamLabels::new("anthropic")
+    ///         } else {
+    ///             StreamLabels::default()
+    ///         }
+    ///     })
+    ///     .build()
+    ///     .unwrap();
+    /// ```
+    pub fn request_labels(mut self, labeler: impl RequestLabeler) -> Self {
+        self.config.labeler = Some(Arc::new(labeler));
+        self
+    }
+
+    /// Route patterns used for the `route` label when axum's `MatchedPath` is absent
+    /// (`/v1/chat/completions`, `/v1beta/models/{model}:streamGenerateContent`, `/files/{*rest}`).
+    /// A path matching none is labelled `unmatched`: the raw path never becomes a label.
+    pub fn route_patterns<I, S>(mut self, patterns: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        for p in patterns {
+            match RoutePattern::parse(p.as_ref()) {
+                Ok(p) => self.config.route_patterns.push(p),
+                Err(reason) => self.errors.push(ConfigError::InvalidSetting {
+                    setting: "route_patterns",
+                    reason,
+                }),
+            }
+        }
+        self
+    }
+
+    /// Routes (as they appear in the `route` label) whose requests count as streaming even when
+    /// the response is not a stream content type.
+    pub fn streaming_routes<I, S>(mut self, routes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config
+            .streaming_routes
+            .extend(routes.into_iter().map(Into::into));
+        self
+    }
+
+    /// Distinct values kept per label (provider, model, route); later values become `other`.
+    /// Default 64.
+    pub fn label_cardinality(mut self, cap: usize) -> Self {
+        self.config.label_cardinality = cap;
+        self
+    }
+
+    /// Largest SSE event or NDJSON line buffered for parsing; larger ones are skipped and
+    /// counted. Default 1 MiB.
+    pub fn max_event_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_event_bytes = bytes;
+        self
+    }
+
+    /// Demands `Authorization: Bearer <token>` on the monitoring endpoints (all but `/health`).
+    /// Default: none.
+    pub fn endpoint_token(mut self, token: impl Into<String>) -> Self {
+        self.config.endpoint_token = Some(token.into());
+        self
+    }
+
+    /// Requests a window must hold before health is judged. Default 20.
+    pub fn min_samples(mut self, n: u64) -> Self {
+        self.config.min_samples = n;
+        self
+    }
+
+    /// Runs `callback` once for every finished request.
+    ///
+    /// ```
+    /// use tower_stream_monitor::{Monitor, StreamRecord};
+    /// let monitor = Monitor::builder()
+    ///     .on_record(|r: &StreamRecord| println!("{} {} {:?}", r.provider, r.outcome, r.time_to_first_token))
+    ///     .build()
+    ///     .unwrap();
+    /// ```
+    pub fn on_record(mut self, callback: impl OnRecord) -> Self {
+        self.config.on_record = Some(Arc::new(callback));
+        self
+    }
+
+    /// Applies the environment variables of SPEC section 9 over the current settings:
+    ///
+    /// | variable | meaning | default |
+    /// |---|---|---|
+    /// | `STREAMING_TIMEOUT` | stream deadline in seconds (`0` disables) | 60 |
+    /// | `MONITOR_PREFIX` | endpoint prefix | builder's |
+    /// | `MONITOR_TOKEN` | endpoint bearer token | none |
+    /// | `MONITOR_MIN_SAMPLES` | health minimum samples | 20 |
+    pub fn with_env(self) -> Result<Self, ConfigError> {
+        self.with_vars(|name| std::env::var(name).ok())
+    }
+
+    /// [`with_env`](Self::with_env) reading variables through `lookup` instead of the process
+    /// environment (for configuration systems and tests).
+    pub fn with_vars(
+        mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let invalid =
+            |var: &'static str, value: &str, expected: &'static str| ConfigError::InvalidVar {
+                var,
+                value: value.chars().take(64).collect(),
+                expected,
+            };
+        self.config.stream_timeout = match lookup("STREAMING_TIMEOUT") {
+            None => Some(DEFAULT_ENV_STREAM_TIMEOUT),
+            Some(v) => {
+                let secs: f64 = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| invalid("STREAMING_TIMEOUT", &v, "a number of seconds"))?;
+                if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
+                    return Err(invalid("STREAMING_TIMEOUT", &v, "a number of seconds >= 0"));
+                }
+                (secs > 0.0).then(|| Duration::from_secs_f64(secs))
+            }
+        };
+        if let Some(v) = lookup("MONITOR_PREFIX") {
+            validate_prefix(&v)
+                .map_err(|_| invalid("MONITOR_PREFIX", &v, "a path like /monitoring"))?;
+            self.config.prefix = v;
+        }
+        if let Some(v) = lookup("MONITOR_TOKEN") {
+            validate_token(&v)
+                .map_err(|_| invalid("MONITOR_TOKEN", "<redacted>", "visible ASCII"))?;
+            self.config.endpoint_token = Some(v);
+        }
+        if let Some(v) = lookup("MONITOR_MIN_SAMPLES") {
+            let n: u64 = v
+                .trim()
+                .parse()
+                .map_err(|_| invalid("MONITOR_MIN_SAMPLES", &v, "a whole number >= 1"))?;
+            if n == 0 {
+                return Err(invalid("MONITOR_MIN_SAMPLES", &v, "a whole number >= 1"));
+            }
+            self.config.min_samples = n;
+        }
+        Ok(self)
+    }
+
+    /// Checks the settings and builds the monitor.
+    ///
+    /// # Errors
+    /// [`ConfigError::InvalidSetting`] for a bad prefix, route pattern or endpoint token, a zero
+    /// timeout, label cardinality, event size cap or minimum of samples.
+    pub fn build(self) -> Result<Monitor, ConfigError> {
+        if let Some(e) = self.errors.into_iter().next() {
+            return Err(e);
+        }
+        let c = self.config;
+        let bad = |setting: &'static str, reason: &str| ConfigError::InvalidSetting {
+            setting,
+            reason: reason.to_owned(),
+        };
+        validate_prefix(&c.prefix).map_err(|r| bad("prefix", r))?;
+        if let Some(token) = &c.endpoint_token {
+            validate_token(token).map_err(|r| bad("endpoint_token", r))?;
+        }
+        if c.stream_timeout.is_some_and(|d| d.is_zero()) {
+            return Err(bad("stream_timeout", "must be greater than zero"));
+        }
+        if c.idle_timeout.is_some_and(|d| d.is_zero()) {
+            return Err(bad("idle_timeout", "must be greater than zero"));
+        }
+        if c.label_cardinality == 0 {
+            return Err(bad("label_cardinality", "must be at least 1"));
+        }
+        if c.max_event_bytes == 0 {
+            return Err(bad("max_event_bytes", "must be at least 1"));
+        }
+        if c.min_samples == 0 {
+            return Err(bad("min_samples", "must be at least 1"));
+        }
+        let cap = c.label_cardinality;
+        let id_base = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        Ok(Monitor {
+            shared: Arc::new(Shared {
+                config: c,
+                providers: LabelInterner::new(cap),
+                models: LabelInterner::new(cap),
+                routes: LabelInterner::new(cap),
+                in_flight: AtomicI64::new(0),
+                by_outcome: Default::default(),
+                next_request: AtomicU64::new(0),
+                id_base,
+                unknown: Arc::from("unknown"),
+                unmatched: Arc::from("unmatched"),
+            }),
+        })
+    }
+}
+
+fn validate_prefix(prefix: &str) -> Result<(), &'static str> {
+    if !prefix.starts_with('/') || prefix.len() < 2 {
+        return Err("must start with '/' and name a path");
+    }
+    if prefix.ends_with('/') {
+        return Err("must not end with '/'");
+    }
+    if !prefix.bytes().all(|b| b.is_ascii_graphic()) || prefix.contains(['?', '#']) {
+        return Err("must be a plain path of visible ASCII");
+    }
+    Ok(())
+}
+
+fn validate_token(token: &str) -> Result<(), &'static str> {
+    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("must be non-empty visible ASCII");
+    }
+    Ok(())
+}
+
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    providers: LabelInterner,
+    models: LabelInterner,
+    routes: LabelInterner,
+    in_flight: AtomicI64,
+    by_outcome: [AtomicU64; 8],
+    next_request: AtomicU64,
+    id_base: u64,
+    unknown: Arc<str>,
+    unmatched: Arc<str>,
+}
+
+/// The in-process monitor: configuration, label state and the records of finished requests.
+///
+/// Cheap to clone (one `Arc`); nothing global is installed, so several monitors in one process
+/// never interfere. `monitor.layer()` gives the tower layer that measures responses.
+///
+/// ```
+/// use tower_stream_monitor::Monitor;
+///
+/// let monitor = Monitor::builder().prefix("/api/v1/monitoring").build()?;
+/// let app = axum::Router::new()
+///     .route("/", axum::routing::get(|| async { "hi" }))
+///     .layer(monitor.layer());
+/// # let _ = app;
+/// # Ok::<(), tower_stream_monitor::ConfigError>(())
+/// ```
+#[derive(Clone)]
+pub struct Monitor {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Monitor")
+            .field("config", &self.shared.config)
+            .field("in_flight", &self.in_flight())
+            .finish()
+    }
+}
+
+impl Monitor {
+    /// A builder with every default.
+    pub fn builder() -> MonitorBuilder {
+        MonitorBuilder::default()
+    }
+
+    /// A monitor configured from the environment ([`MonitorBuilder::with_env`]).
+    ///
+    /// # Errors
+    /// A [`ConfigError::InvalidVar`] naming the variable whose value cannot be used.
+    pub fn from_env() -> Result<Monitor, ConfigError> {
+        Self::builder().with_env()?.build()
+    }
+
+    /// The tower layer that measures every response of the service it wraps.
+    pub fn layer(&self) -> StreamMonitorLayer {
+        StreamMonitorLayer::new(self.clone())
+    }
+
+    /// The endpoint prefix.
+    pub fn prefix(&self) -> &str {
+        &self.shared.config.prefix
+    }
+
+    /// The stream deadline, if any.
+    pub fn stream_timeout(&self) -> Option<Duration> {
+        self.shared.config.stream_timeout
+    }
+
+    /// The idle timeout, if any.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        self.shared.config.idle_timeout
+    }
+
+    /// Requests started and not yet recorded.
+    pub fn in_flight(&self) -> u64 {
+        self.shared.in_flight.load(Ordering::Relaxed).max(0) as u64
+    }
+
+    /// Requests recorded with `outcome` since the monitor was built.
+    pub fn recorded(&self, outcome: Outcome) -> u64 {
+        self.shared.by_outcome[outcome as usize].load(Ordering::Relaxed)
+    }
+
+    /// Label values folded into `other` by the cardinality cap, over all labels.
+    pub fn label_overflows(&self) -> u64 {
+        self.shared.providers.overflowed()
+            + self.shared.models.overflowed()
+            + self.shared.routes.overflowed()
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    pub(crate) fn next_request_number(&self) -> u64 {
+        self.shared
+            .id_base
+            .wrapping_add(self.shared.next_request.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub(crate) fn unknown(&self) -> Arc<str> {
+        self.shared.unknown.clone()
+    }
+
+    pub(crate) fn unmatched(&self) -> Arc<str> {
+        self.shared.unmatched.clone()
+    }
+
+    pub(crate) fn provider_label(&self, value: &str) -> Option<Arc<str>> {
+        intern_label(&self.shared.providers, value, "provider")
+    }
+
+    pub(crate) fn model_label(&self, value: &str) -> Option<Arc<str>> {
+        intern_label(&self.shared.models, value, "model")
+    }
+
+    pub(crate) fn route_label(&self, value: &str) -> Arc<str> {
+        intern_label(&self.shared.routes, value, "route").unwrap_or_else(|| self.unmatched())
+    }
+
+    pub(crate) fn request_started(&self, route: &Arc<str>) {
+        self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
+        facade::in_flight(route, 1.0);
+    }
+
+    /// The one hand-over point of a finished request: every started request reaches it once.
+    pub(crate) fn record(&self, record: StreamRecord) {
+        self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+        facade::in_flight(&record.route, -1.0);
+        self.shared.by_outcome[record.outcome as usize].fetch_add(1, Ordering::Relaxed);
+        facade::emit(&record);
+        if let Some(cb) = &self.shared.config.on_record {
+            cb.on_record(&record);
+        }
+    }
+}
+
+/// Validates and interns a label value; `None` when the value is not a valid label.
+fn intern_label(interner: &LabelInterner, value: &str, label: &'static str) -> Option<Arc<str>> {
+    if !is_valid_label(value) {
+        return None;
+    }
+    let before = interner.overflowed();
+    let shared = interner.intern(value);
+    if interner.overflowed() != before {
+        facade::label_overflow(label);
+    }
+    Some(shared)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        }
+    }
+
+    #[test]
+    fn env_defaults_to_sixty_seconds() {
+        let m = Monitor::builder()
+            .with_vars(vars(&[]))
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(m.stream_timeout(), Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn env_values_apply() {
+        let m = Monitor::builder()
+            .with_vars(vars(&[
+                ("STREAMING_TIMEOUT", "2.5"),
+                ("MONITOR_PREFIX", "/api/v1/monitoring"),
+                ("MONITOR_MIN_SAMPLES", "5"),
+                ("MONITOR_TOKEN", "s3cret"),
+            ]))
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(m.stream_timeout(), Some(Duration::from_millis(2500)));
+        assert_eq!(m.prefix(), "/api/v1/monitoring");
+        assert_eq!(m.config().min_samples, 5);
+        assert_eq!(m.config().endpoint_token.as_deref(), Some("s3cret"));
+        let off = Monitor::builder()
+            .with_vars(vars(&[("STREAMING_TIMEOUT", "0")]))
+            .unwrap();
+        assert_eq!(off.build().unwrap().stream_timeout(), None);
+    }
+
+    #[test]
+    fn bad_env_values_name_the_variable() {
+        for (var, value) in [
+            ("STREAMING_TIMEOUT", "abc"),
+            ("STREAMING_TIMEOUT", "-1"),
+            ("STREAMING_TIMEOUT", "NaN"),
+            ("MONITOR_PREFIX", "no-slash"),
+            ("MONITOR_MIN_SAMPLES", "0"),
+            ("MONITOR_TOKEN", "has space"),
+        ] {
+            let err = Monitor::builder()
+                .with_vars(vars(&[(var, value)]))
+                .unwrap_err();
+            assert!(err.to_string().contains(var), "{err}");
+        }
+    }
+
+    #[test]
+    fn bad_settings_are_errors() {
+        assert!(Monitor::builder().prefix("/x/").build().is_err());
+        assert!(Monitor::builder().label_cardinality(0).build().is_err());
+        assert!(
+            Monitor::builder()
+                .stream_timeout(Duration::ZERO)
+                .build()
+                .is_err()
+        );
+        assert!(Monitor::builder().route_patterns(["nope"]).build().is_err());
+        assert!(Monitor::builder().build().is_ok());
+    }
+}

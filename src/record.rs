@@ -1,0 +1,183 @@
+//! What one finished request produced: a [`StreamRecord`] with its [`Outcome`].
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::StatusCode;
+
+use crate::parse::{ProviderFormat, TokenSource};
+
+/// How a request ended. Also the OpenTelemetry `error.type` of the request (see SPEC section 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Outcome {
+    /// A 1xx-3xx status and a body that ended normally with no in-stream error.
+    Ok,
+    /// 401, 403, or an in-stream `authentication_error` / `permission_error`.
+    AuthError,
+    /// 429, or an in-stream rate-limit error.
+    RateLimited,
+    /// 408, 504, an inner timeout error, or this layer's stream or idle timeout.
+    Timeout,
+    /// Any other 4xx.
+    ClientError,
+    /// 5xx, an inner service error, or a panic in the inner service.
+    ServerError,
+    /// A body error mid-stream, or an in-stream error event after a successful status.
+    StreamError,
+    /// The body (or the response future) was dropped before its end: the client went away.
+    Cancelled,
+}
+
+impl Outcome {
+    /// Every outcome, in label order.
+    pub const ALL: [Outcome; 8] = [
+        Outcome::Ok,
+        Outcome::AuthError,
+        Outcome::RateLimited,
+        Outcome::Timeout,
+        Outcome::ClientError,
+        Outcome::ServerError,
+        Outcome::StreamError,
+        Outcome::Cancelled,
+    ];
+
+    /// The label value: `ok`, `auth_error`, `rate_limited`, `timeout`, `client_error`,
+    /// `server_error`, `stream_error` or `cancelled`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::AuthError => "auth_error",
+            Outcome::RateLimited => "rate_limited",
+            Outcome::Timeout => "timeout",
+            Outcome::ClientError => "client_error",
+            Outcome::ServerError => "server_error",
+            Outcome::StreamError => "stream_error",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether this outcome counts in `streaming_errors`: everything but `ok` and `cancelled`.
+    pub fn is_error(self) -> bool {
+        !matches!(self, Outcome::Ok | Outcome::Cancelled)
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The request id of a record: the caller's `x-request-id` (validated) or one generated here.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RequestId {
+    /// Taken from the configured request header.
+    Header(Arc<str>),
+    /// Generated: unique within the process, printed as 16 hex digits.
+    Generated(u64),
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestId::Header(id) => f.write_str(id),
+            RequestId::Generated(n) => write!(f, "{n:016x}"),
+        }
+    }
+}
+
+/// Everything measured for one request, handed to the [`Monitor`](crate::Monitor) and to the
+/// `on_record` callback exactly once, when the request ends.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct StreamRecord {
+    /// Provider label (after validation and the cardinality cap).
+    pub provider: Arc<str>,
+    /// Model label.
+    pub model: Arc<str>,
+    /// Route label: a route pattern, never the raw path.
+    pub route: Arc<str>,
+    /// The request id.
+    pub request_id: RequestId,
+    /// The user id, when the request carried one.
+    pub user_id: Option<Arc<str>>,
+    /// The response status; `None` when no response was produced (inner error, panic, cancel).
+    pub status: Option<StatusCode>,
+    /// How the request ended.
+    pub outcome: Outcome,
+    /// Whether this was a streaming request (stream content type, `Accept: text/event-stream`,
+    /// or a configured streaming route).
+    pub streaming: bool,
+    /// The provider event format recognised in the body.
+    pub format: ProviderFormat,
+    /// When the request ended (wall clock).
+    pub finished_at: SystemTime,
+    /// From the service call to the first non-empty data frame.
+    pub time_to_first_byte: Option<Duration>,
+    /// From the service call to the first frame carrying an output token (equals
+    /// `time_to_first_byte` for bodies that are not a known provider format).
+    pub time_to_first_token: Option<Duration>,
+    /// From the service call to the end of the body (or of the failed call).
+    pub duration: Duration,
+    /// Output tokens: reported usage when the provider sent it, else counted content events.
+    pub output_tokens: u64,
+    /// Input tokens, when the provider reported them.
+    pub input_tokens: Option<u64>,
+    /// Where `output_tokens` came from.
+    pub token_source: TokenSource,
+    /// `output_tokens / (duration - time_to_first_token)`, when there are >= 2 tokens.
+    pub tokens_per_second: Option<f64>,
+    /// `(duration - time_to_first_token) / (output_tokens - 1)`, when there are >= 2 tokens.
+    pub time_per_output_token: Option<Duration>,
+    /// The longest gap between two frames carrying content (a stall).
+    pub max_inter_token_gap: Option<Duration>,
+    /// Response body bytes.
+    pub bytes: u64,
+    /// Events skipped because they exceeded the event size cap.
+    pub oversized_events: u64,
+    /// Events whose JSON did not parse (skipped).
+    pub malformed_events: u64,
+}
+
+impl StreamRecord {
+    pub(crate) fn derived_rates(
+        output_tokens: u64,
+        duration: Duration,
+        ttft: Option<Duration>,
+    ) -> (Option<f64>, Option<Duration>) {
+        let Some(ttft) = ttft else {
+            return (None, None);
+        };
+        let generating = duration.saturating_sub(ttft);
+        if output_tokens < 2 || generating.is_zero() {
+            return (None, None);
+        }
+        let tps = output_tokens as f64 / generating.as_secs_f64();
+        let tpot = generating / (output_tokens - 1).min(u32::MAX as u64) as u32;
+        (Some(tps), Some(tpot))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_need_two_tokens_and_time() {
+        let s = Duration::from_secs;
+        assert_eq!(
+            StreamRecord::derived_rates(1, s(3), Some(s(1))),
+            (None, None)
+        );
+        assert_eq!(
+            StreamRecord::derived_rates(5, s(1), Some(s(1))),
+            (None, None)
+        );
+        assert_eq!(StreamRecord::derived_rates(5, s(3), None), (None, None));
+        assert_eq!(
+            StreamRecord::derived_rates(5, s(3), Some(s(1))),
+            (Some(2.5), Some(Duration::from_millis(500)))
+        );
+    }
+}

@@ -1,0 +1,167 @@
+use std::any::Any;
+use std::fmt::Display;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Response, StatusCode, header};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+use tracing::Span;
+
+use super::MonitoredBody;
+use super::context::RequestContext;
+use super::meter::StreamMeter;
+use super::timer::{StreamTimeoutError, StreamTimer};
+use crate::StreamLabels;
+use crate::classify::classify_service_error;
+use crate::record::Outcome;
+
+pin_project! {
+    /// The response future of [`StreamMonitorService`](super::StreamMonitorService).
+    ///
+    /// Dropped before the response is ready, it records the request as `cancelled`; if the
+    /// inner future panics, as `server_error`.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        context: Option<RequestContext>,
+        deadline: Option<Pin<Box<Sleep>>>,
+        span: Span,
+    }
+
+    impl<F> PinnedDrop for ResponseFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(context) = this.context.take() {
+                context.finish_without_body(this.span, Outcome::Cancelled, None);
+            }
+        }
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn new(inner: F, context: RequestContext, span: Span) -> Self {
+        let deadline = context
+            .monitor
+            .stream_timeout()
+            .map(|after| Box::pin(tokio::time::sleep_until(context.deadline(after))));
+        Self {
+            inner,
+            context: Some(context),
+            deadline,
+            span,
+        }
+    }
+}
+
+/// Records a panic in the inner service as `server_error` while it unwinds through `poll`.
+struct PanicGuard<'a> {
+    context: &'a mut Option<RequestContext>,
+    span: &'a Span,
+}
+
+impl Drop for PanicGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(context) = self.context.take() {
+                context.finish_without_body(
+                    self.span,
+                    Outcome::ServerError,
+                    Some(&"panic in the inner service"),
+                );
+            }
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Body,
+    B::Data: From<Bytes>,
+    E: Display + Any,
+{
+    type Output = Result<Response<MonitoredBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let polled = {
+            let _entered = this.span.enter();
+            let _guard = PanicGuard {
+                context: &mut *this.context,
+                span: this.span,
+            };
+            this.inner.poll(cx)
+        };
+        let result = match polled {
+            Poll::Ready(result) => result,
+            Poll::Pending => {
+                if let Some(sleep) = this.deadline.as_mut() {
+                    if sleep.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Ok(deadline_response(this.context, this.span)));
+                    }
+                }
+                return Poll::Pending;
+            }
+        };
+        let Some(context) = this.context.take() else {
+            // Polled again after a panic was recorded: pass the result through unmeasured.
+            return Poll::Ready(result.map(|r| r.map(|b| MonitoredBody::unmeasured(b))));
+        };
+        match result {
+            Ok(response) => {
+                let (parts, body) = response.into_parts();
+                let content_type = parts
+                    .headers
+                    .get(header::CONTENT_TYPE)
+                    .map(|v| v.to_str().unwrap_or(""));
+                let idle = context.monitor.idle_timeout();
+                let deadline = context
+                    .monitor
+                    .stream_timeout()
+                    .map(|after| (context.deadline(after), after));
+                let meter = StreamMeter::new(
+                    context,
+                    this.span,
+                    parts.status,
+                    parts.extensions.get::<StreamLabels>(),
+                    content_type,
+                );
+                let timer = StreamTimer::new(this.deadline.take(), deadline, idle);
+                let body = MonitoredBody::measured(body, meter, timer, this.span.clone());
+                Poll::Ready(Ok(Response::from_parts(parts, body)))
+            }
+            Err(error) => {
+                let outcome = classify_service_error(&error as &dyn Any);
+                context.finish_without_body(this.span, outcome, Some(&error));
+                Poll::Ready(Err(error))
+            }
+        }
+    }
+}
+
+/// The deadline passed before the inner service produced a response: answer 504 ourselves.
+fn deadline_response<B>(
+    context: &mut Option<RequestContext>,
+    span: &Span,
+) -> Response<MonitoredBody<B>> {
+    let after = context
+        .as_ref()
+        .and_then(|c| c.monitor.stream_timeout())
+        .unwrap_or_default();
+    let error = StreamTimeoutError::new(after);
+    if let Some(context) = context.take() {
+        context.finish_without_body(span, Outcome::Timeout, Some(&error));
+    }
+    let payload = serde_json::json!({"error": {"type": "timeout", "message": error.to_string()}});
+    let mut response = Response::new(MonitoredBody::full(Bytes::from(payload.to_string())));
+    *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}

@@ -1,0 +1,236 @@
+//! Measurement of one response body: first byte, first token, gaps, bytes, tokens, outcome.
+
+use std::fmt::Display;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Buf;
+use http::StatusCode;
+use tracing::Span;
+
+use super::context::{RequestContext, log_end};
+use crate::SESSION_TARGET;
+use crate::classify::{classify_status, classify_stream_error};
+use crate::parse::{ProviderFormat, StreamParser, TokenSource, WireFormat};
+use crate::record::{Outcome, StreamRecord};
+
+/// How a body ended.
+pub(crate) enum StreamEnd<'a> {
+    /// End of stream, trailers, or `is_end_stream`.
+    Complete,
+    /// A body error, a timeout, or a panic, with its outcome.
+    Failed(Outcome, &'a dyn Display),
+    /// Dropped before its end.
+    Dropped,
+}
+
+/// The per-body measurement. Everything here is owned by one body: no atomics, no locks.
+pub(crate) struct StreamMeter {
+    context: RequestContext,
+    status: StatusCode,
+    provider: Arc<str>,
+    model: Option<Arc<str>>,
+    streaming: bool,
+    /// The body has no content type: decide on SSE from its first bytes.
+    sniff: bool,
+    parser: Option<StreamParser>,
+    max_event_bytes: usize,
+    first_byte: Option<Instant>,
+    first_token: Option<Instant>,
+    last_token: Option<Instant>,
+    max_gap: Option<Duration>,
+    bytes: u64,
+}
+
+impl StreamMeter {
+    pub(crate) fn new(
+        context: RequestContext,
+        span: &Span,
+        status: StatusCode,
+        labels: Option<&crate::StreamLabels>,
+        content_type: Option<&str>,
+    ) -> Self {
+        let monitor = &context.monitor;
+        let provider = labels
+            .and_then(|l| l.provider.as_deref())
+            .and_then(|v| monitor.provider_label(v))
+            .or_else(|| context.provider.clone())
+            .unwrap_or_else(|| monitor.unknown());
+        let model = labels
+            .and_then(|l| l.model.as_deref())
+            .and_then(|v| monitor.model_label(v))
+            .or_else(|| context.model.clone());
+        span.record("provider", &*provider);
+        let max_event_bytes = monitor.config().max_event_bytes;
+        let wire = content_type.and_then(WireFormat::from_content_type);
+        let parser = wire.map(|w| StreamParser::with_max_event_bytes(w, max_event_bytes));
+        Self {
+            streaming: context.streaming_hint || wire.is_some(),
+            context,
+            status,
+            provider,
+            model,
+            sniff: content_type.is_none(),
+            parser,
+            max_event_bytes,
+            first_byte: None,
+            first_token: None,
+            last_token: None,
+            max_gap: None,
+            bytes: 0,
+        }
+    }
+
+    /// Whether the body is being parsed as server-sent events.
+    pub(crate) fn is_sse(&self) -> bool {
+        self.parser
+            .as_ref()
+            .is_some_and(|p| p.wire() == WireFormat::Sse)
+    }
+
+    /// Whether the bytes so far end on an event boundary (so a new event can be appended).
+    pub(crate) fn at_event_boundary(&self) -> bool {
+        self.parser
+            .as_ref()
+            .is_none_or(StreamParser::at_event_boundary)
+    }
+
+    /// The hot path: one data frame. Reads the clock only on the first byte and on frames that
+    /// complete a content event.
+    #[inline]
+    pub(crate) fn on_data<D: Buf>(&mut self, data: &D, span: &Span) {
+        let len = data.remaining();
+        if len == 0 {
+            return;
+        }
+        self.bytes += len as u64;
+        let mut now = None;
+        if self.first_byte.is_none() {
+            let t = Instant::now();
+            self.first_byte = Some(t);
+            now = Some(t);
+            if self.sniff && self.parser.is_none() {
+                if let Some(wire) = WireFormat::sniff(data.chunk()) {
+                    self.parser = Some(StreamParser::with_max_event_bytes(
+                        wire,
+                        self.max_event_bytes,
+                    ));
+                    self.streaming = true;
+                }
+            }
+        }
+        let Some(parser) = self.parser.as_mut() else {
+            return;
+        };
+        // `Bytes` (what axum and hyper use) is one contiguous chunk; other `Buf`s are walked
+        // chunk by chunk without consuming them.
+        let content = if data.chunk().len() == len {
+            parser.feed(data.chunk())
+        } else {
+            let mut slices = [std::io::IoSlice::new(&[]); 64];
+            let n = data.chunks_vectored(&mut slices);
+            slices[..n].iter().map(|s| parser.feed(s)).sum()
+        };
+        if content > 0 {
+            self.on_content(now.unwrap_or_else(Instant::now), span);
+        }
+    }
+
+    fn on_content(&mut self, now: Instant, span: &Span) {
+        if self.first_token.is_none() {
+            self.first_token = Some(now);
+            tracing::debug!(
+                target: SESSION_TARGET,
+                parent: span,
+                latency_ms = (now - self.context.started).as_secs_f64() * 1000.0,
+                "first token"
+            );
+        }
+        if let Some(last) = self.last_token {
+            let gap = now - last;
+            if self.max_gap.is_none_or(|m| gap > m) {
+                self.max_gap = Some(gap);
+            }
+        }
+        self.last_token = Some(now);
+    }
+
+    /// Builds the record, logs the end, and hands the record to the monitor.
+    pub(crate) fn finish(mut self, end: StreamEnd<'_>, span: &Span) {
+        let finished = Instant::now();
+        let started = self.context.started;
+        if matches!(end, StreamEnd::Complete) {
+            if let Some(parser) = self.parser.as_mut() {
+                if parser.finish() > 0 {
+                    self.on_content(finished, span);
+                }
+            }
+        }
+        let summary = self.parser.as_ref().map(StreamParser::summary);
+        let by_status = classify_status(self.status);
+        let in_stream = summary.and_then(|s| s.error()).map(classify_stream_error);
+        let (outcome, error) = match end {
+            _ if by_status != Outcome::Ok => (by_status, None),
+            StreamEnd::Failed(outcome, error) => (outcome, Some(error)),
+            StreamEnd::Complete => (in_stream.unwrap_or(Outcome::Ok), None),
+            StreamEnd::Dropped => (in_stream.unwrap_or(Outcome::Cancelled), None),
+        };
+        let format = summary
+            .map(|s| s.format())
+            .unwrap_or(ProviderFormat::Unknown);
+        let ttfb = self.first_byte.map(|t| t - started);
+        // For bodies that are not a known provider format, the first byte is the first token.
+        let ttft = match (self.first_token, format) {
+            (Some(t), _) => Some(t - started),
+            (None, ProviderFormat::Unknown) => ttfb,
+            (None, _) => None,
+        };
+        let duration = finished - started;
+        let output_tokens = summary.map_or(0, |s| s.output_tokens());
+        let (tokens_per_second, time_per_output_token) =
+            StreamRecord::derived_rates(output_tokens, duration, ttft);
+        let monitor = self.context.monitor.clone();
+        let model = self
+            .model
+            .or_else(|| {
+                summary
+                    .and_then(|s| s.model())
+                    .and_then(|m| monitor.model_label(m))
+            })
+            .unwrap_or_else(|| monitor.unknown());
+        span.record("model", &*model);
+        log_end(
+            span,
+            outcome,
+            duration,
+            output_tokens,
+            tokens_per_second,
+            error,
+        );
+        let record = StreamRecord {
+            provider: self.provider,
+            model,
+            route: self.context.route,
+            request_id: self.context.request_id,
+            user_id: self.context.user_id,
+            status: Some(self.status),
+            outcome,
+            streaming: self.streaming,
+            format,
+            finished_at: SystemTime::now(),
+            time_to_first_byte: ttfb,
+            time_to_first_token: ttft,
+            duration,
+            output_tokens,
+            input_tokens: summary.and_then(|s| s.input_tokens()),
+            token_source: summary.map_or(TokenSource::Counted, |s| s.token_source()),
+            tokens_per_second,
+            time_per_output_token,
+            max_inter_token_gap: self.max_gap,
+            bytes: self.bytes,
+            oversized_events: summary.map_or(0, |s| s.oversized_events()),
+            malformed_events: summary.map_or(0, |s| s.malformed_events()),
+        };
+        monitor.record(record);
+    }
+}

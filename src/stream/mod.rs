@@ -1,0 +1,22 @@
+//! Layer 1: the tower middleware that measures streamed responses.
+//!
+//! Laid out like tower-http's middleware: [`StreamMonitorLayer`] makes a
+//! [`StreamMonitorService`], whose [`ResponseFuture`] resolves to a response with a
+//! [`MonitoredBody`]. The body does the per-frame work; everything per request happens once, in
+//! the service call and when the body ends.
+
+mod body;
+mod context;
+mod future;
+mod layer;
+mod meter;
+mod service;
+mod timer;
+
+pub use body::MonitoredBody;
+pub use future::ResponseFuture;
+pub use layer::StreamMonitorLayer;
+pub use service::StreamMonitorService;
+pub use timer::{StreamTimeoutError, TimeoutKind};
+
+pub(crate) use context::RequestContext;

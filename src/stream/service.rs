@@ -1,0 +1,71 @@
+use std::any::Any;
+use std::fmt::Display;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use tower_service::Service;
+
+use super::{MonitoredBody, RequestContext, ResponseFuture};
+use crate::Monitor;
+use crate::classify::BoxError;
+
+/// Middleware that measures each response body and records one
+/// [`StreamRecord`](crate::StreamRecord) per request. See the [crate docs](crate).
+#[derive(Debug, Clone)]
+pub struct StreamMonitorService<S> {
+    inner: S,
+    monitor: Monitor,
+}
+
+impl<S> StreamMonitorService<S> {
+    /// Wraps `inner`, recording into `monitor`.
+    pub fn new(inner: S, monitor: Monitor) -> Self {
+        Self { inner, monitor }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for StreamMonitorService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Error: Display + Any,
+    ResBody: Body,
+    ResBody::Data: From<Bytes>,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response<MonitoredBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let (parts, body) = request.into_parts();
+        let (context, span) = RequestContext::start(&self.monitor, &parts);
+        let request = Request::from_parts(parts, body);
+        let inner = {
+            // The handler's own events (and the spans it opens) get the request's fields.
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
+        ResponseFuture::new(inner, context, span)
+    }
+}
