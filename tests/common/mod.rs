@@ -1,0 +1,137 @@
+//! Shared helpers: a real server on 127.0.0.1, a record collector, fixture streaming.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use bytes::Bytes;
+use tokio::sync::Notify;
+use tower_stream_monitor::{MonitorBuilder, StreamRecord};
+
+/// Serves `app` on an ephemeral loopback port.
+pub async fn serve(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.expect("server runs");
+    });
+    addr
+}
+
+/// Collects the records a monitor hands over.
+#[derive(Clone, Default)]
+pub struct Records {
+    inner: Arc<(Mutex<Vec<StreamRecord>>, Notify)>,
+}
+
+impl Records {
+    /// A builder whose monitor reports into this collector.
+    pub fn attach(&self, builder: MonitorBuilder) -> MonitorBuilder {
+        let me = self.clone();
+        builder.on_record(move |r: &StreamRecord| {
+            me.inner.0.lock().unwrap().push(r.clone());
+            me.inner.1.notify_waiters();
+        })
+    }
+
+    pub fn snapshot(&self) -> Vec<StreamRecord> {
+        self.inner.0.lock().unwrap().clone()
+    }
+
+    /// Waits (up to 10 s) until `n` records arrived, then returns them.
+    pub async fn wait_for(&self, n: usize) -> Vec<StreamRecord> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let notified = self.inner.1.notified();
+            let got = self.snapshot();
+            if got.len() >= n {
+                return got;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!("expected {n} records, got {}: {:#?}", got.len(), got);
+            }
+        }
+    }
+
+    /// Waits for exactly one record, then checks no second one follows.
+    pub async fn one(&self) -> StreamRecord {
+        let got = self.wait_for(1).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let after = self.snapshot();
+        assert_eq!(after.len(), 1, "recorded exactly once: {after:#?}");
+        got.into_iter().next().unwrap()
+    }
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+pub fn expected(name: &str) -> serde_json::Value {
+    serde_json::from_slice(&fixture(&format!("{name}.expected.json"))).unwrap()
+}
+
+/// Cuts an SSE body after each blank line, as a provider flushes one event per write.
+pub fn split_events(body: &[u8]) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while i < body.len() {
+        let rest = &body[i..];
+        let sep = if rest.starts_with(b"\r\n\r\n") {
+            4
+        } else if rest.starts_with(b"\n\n") {
+            2
+        } else {
+            0
+        };
+        if sep > 0 {
+            out.push(Bytes::copy_from_slice(&body[start..i + sep]));
+            i += sep;
+            start = i;
+        } else {
+            i += 1;
+        }
+    }
+    if start < body.len() {
+        out.push(Bytes::copy_from_slice(&body[start..]));
+    }
+    out
+}
+
+/// A body that sends `frames` after `first_delay`, then one every `interval`.
+pub fn paced_body(frames: Vec<Bytes>, first_delay: Duration, interval: Duration) -> Body {
+    let stream = futures_util::stream::unfold(
+        (frames.into_iter(), true),
+        move |(mut it, first)| async move {
+            let frame = it.next()?;
+            tokio::time::sleep(if first { first_delay } else { interval }).await;
+            Some((Ok::<_, Infallible>(frame), (it, false)))
+        },
+    );
+    Body::from_stream(stream)
+}
+
+/// A body that never ends: one SSE event every `interval`.
+pub fn endless_sse(interval: Duration) -> Body {
+    let stream = futures_util::stream::unfold(0u64, move |n| async move {
+        tokio::time::sleep(interval).await;
+        let event = format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"t{n}\"}}}}]}}\n\n");
+        Some((Ok::<_, Infallible>(Bytes::from(event)), n + 1))
+    });
+    Body::from_stream(stream)
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().build().expect("client")
+}

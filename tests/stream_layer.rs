@@ -1,0 +1,730 @@
+//! The stream layer against a real axum server on 127.0.0.1 and a real HTTP client.
+
+mod common;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use common::{Records, client, endless_sse, expected, fixture, paced_body, serve, split_events};
+use tower_stream_monitor::parse::{ProviderFormat, TokenSource};
+use tower_stream_monitor::{Monitor, Outcome, StreamLabels};
+
+const FIRST_DELAY: Duration = Duration::from_millis(120);
+const INTERVAL: Duration = Duration::from_millis(15);
+
+fn sse_response(frames: Vec<Bytes>, provider: &'static str) -> Response {
+    (
+        StreamLabels::new(provider),
+        [(header::CONTENT_TYPE, "text/event-stream")],
+        paced_body(frames, FIRST_DELAY, INTERVAL),
+    )
+        .into_response()
+}
+
+/// Each fixture streamed event by event with delays: tokens, usage, model, outcome and TTFT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixtures_stream_with_right_ttft_and_tokens() {
+    for name in [
+        "openai-chat",
+        "openai-chat-no-usage",
+        "openai-chat-error",
+        "openai-responses",
+        "anthropic-messages",
+        "anthropic-overloaded",
+        "gemini",
+    ] {
+        let records = Records::default();
+        let monitor = records.attach(Monitor::builder()).build().unwrap();
+        let body = fixture(&format!("{name}.sse"));
+        let frames = split_events(&body);
+        let handler_frames = frames.clone();
+        let app = Router::new()
+            .route(
+                "/v1/stream",
+                post(move || async move { sse_response(handler_frames, "fixture") }),
+            )
+            .layer(monitor.layer());
+        let addr = serve(app).await;
+
+        let received = client()
+            .post(format!("http://{addr}/v1/stream"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(
+            received.as_ref(),
+            body.as_slice(),
+            "{name}: body passes through untouched"
+        );
+
+        let r = records.one().await;
+        let e = expected(name);
+        assert_eq!(r.format.as_str(), e["format"], "{name}");
+        assert_eq!(
+            serde_json::json!(r.output_tokens),
+            e["output_tokens"],
+            "{name}"
+        );
+        assert_eq!(
+            serde_json::json!(r.input_tokens),
+            e["input_tokens"],
+            "{name}"
+        );
+        assert_eq!(r.token_source.as_str(), e["token_source"], "{name}");
+        assert_eq!(&*r.model, e["model"].as_str().unwrap(), "{name}");
+        assert_eq!(r.outcome.as_str(), e["outcome"], "{name}");
+        assert_eq!(&*r.provider, "fixture");
+        assert_eq!(&*r.route, "/v1/stream");
+        assert_eq!(r.bytes, body.len() as u64);
+        assert!(r.streaming);
+
+        // The first frame in which a content event completes decides TTFT.
+        let first_content_frame = frames
+            .iter()
+            .position(|f| {
+                let mut p = tower_stream_monitor::parse::StreamParser::new(
+                    tower_stream_monitor::parse::WireFormat::Sse,
+                );
+                p.feed(f) > 0
+            })
+            .expect("a content frame");
+        let ttfb = r.time_to_first_byte.unwrap();
+        let ttft = r.time_to_first_token.unwrap();
+        let earliest = FIRST_DELAY + INTERVAL * first_content_frame as u32;
+        assert!(ttfb >= FIRST_DELAY, "{name}: ttfb {ttfb:?}");
+        assert!(ttft >= earliest, "{name}: ttft {ttft:?} < {earliest:?}");
+        assert!(
+            ttft < earliest + Duration::from_millis(400),
+            "{name}: ttft {ttft:?}"
+        );
+        assert!(ttfb <= ttft && ttft <= r.duration, "{name}");
+        if first_content_frame == 0 {
+            assert_eq!(ttfb, ttft, "{name}: content in the first frame");
+        }
+        if r.output_tokens >= 2 {
+            let tps = r.tokens_per_second.unwrap();
+            let expected_tps = r.output_tokens as f64 / (r.duration - ttft).as_secs_f64();
+            assert!((tps - expected_tps).abs() < 1e-6 * expected_tps.max(1.0));
+            assert!(r.time_per_output_token.is_some());
+            let gap = r.max_inter_token_gap.unwrap();
+            assert!(gap >= INTERVAL / 2, "{name}: max gap {gap:?}");
+        }
+    }
+}
+
+async fn status_app(status: StatusCode) -> (Records, std::net::SocketAddr) {
+    let records = Records::default();
+    let monitor = records.attach(Monitor::builder()).build().unwrap();
+    let app = Router::new()
+        .route(
+            "/v1/chat",
+            post(move || async move { (status, "upstream said no") }),
+        )
+        .layer(monitor.layer());
+    (records, serve(app).await)
+}
+
+#[tokio::test]
+async fn status_codes_classify() {
+    for (status, outcome) in [
+        (StatusCode::UNAUTHORIZED, Outcome::AuthError),
+        (StatusCode::FORBIDDEN, Outcome::AuthError),
+        (StatusCode::TOO_MANY_REQUESTS, Outcome::RateLimited),
+        (StatusCode::GATEWAY_TIMEOUT, Outcome::Timeout),
+        (StatusCode::REQUEST_TIMEOUT, Outcome::Timeout),
+        (StatusCode::INTERNAL_SERVER_ERROR, Outcome::ServerError),
+        (StatusCode::from_u16(529).unwrap(), Outcome::ServerError),
+        (StatusCode::NOT_FOUND, Outcome::ClientError),
+        (StatusCode::OK, Outcome::Ok),
+    ] {
+        let (records, addr) = status_app(status).await;
+        let res = client()
+            .post(format!("http://{addr}/v1/chat"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), status.as_u16());
+        let _ = res.bytes().await.unwrap();
+        let r = records.one().await;
+        assert_eq!(r.outcome, outcome, "{status}");
+        assert_eq!(r.status, Some(status));
+        assert!(!r.streaming);
+    }
+}
+
+#[tokio::test]
+async fn empty_error_body_is_recorded_once() {
+    let records = Records::default();
+    let monitor = records.attach(Monitor::builder()).build().unwrap();
+    let app = Router::new()
+        .route("/v1/chat", post(|| async { StatusCode::UNAUTHORIZED }))
+        .layer(monitor.layer());
+    let addr = serve(app).await;
+    let res = client()
+        .post(format!("http://{addr}/v1/chat"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let r = records.one().await;
+    assert_eq!(r.outcome, Outcome::AuthError);
+    assert_eq!(monitor.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn inner_tower_timeout_is_a_timeout() {
+    use axum::error_handling::HandleErrorLayer;
+    use tower::ServiceBuilder;
+
+    let records = Records::default();
+    let monitor = records.attach(Monitor::builder()).build().unwrap();
+    let app = Router::new().route(
+        "/slow",
+        get(|| async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            "late"
+        }),
+    );
+    let app = app.layer(
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+                StatusCode::REQUEST_TIMEOUT
+            }))
+            .layer(monitor.layer())
+            .layer(tower::timeout::TimeoutLayer::new(Duration::from_millis(
+                100,
+            ))),
+    );
+    let addr = serve(app).await;
+    let res = client()
+        .get(format!("http://{addr}/slow"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 408);
+    let r = records.one().await;
+    assert_eq!(r.outcome, Outcome::Timeout);
+    assert_eq!(
+        r.status, None,
+        "the inner service failed: no response was measured"
+    );
+}
+
+#[tokio::test]
+async fn panicking_handler_is_a_server_error() {
+    let records = Records::default();
+    let monitor = records.attach(Monitor::builder()).build().unwrap();
+    async fn boom() -> &'static str {
+        panic!("handler bug")
+    }
+    let app = Router::new()
+        .route("/boom", get(boom))
+        .layer(monitor.layer());
+    let addr = serve(app).await;
+    let res = client().get(format!("http://{addr}/boom")).send().await;
+    assert!(res.is_err(), "the connection dies with the panicking task");
+    let r = records.one().await;
+    assert_eq!(r.outcome, Outcome::ServerError);
+    assert_eq!(monitor.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn panicking_stream_is_a_server_error() {
+    let records = Records::default();
+    let monitor = records.attach(Monitor::builder()).build().unwrap();
+    let app = Router::new()
+        .route(
+            "/boom",
+            get(|| async {
+                let stream = futures_util::stream::unfold(0, |n| async move {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    if n == 2 {
+                        panic!("stream bug");
+                    }
+                    Some((
+                        Ok::<_, std::convert::Infallible>(Bytes::from("data: {}\n\n")),
+                        n + 1,
+                    ))
+                });
+                (
+                    [(header::CONTENT_TYPE, "text/event-stream")],
+                    Body::from_stream(stream),
+                )
+            }),
+        )
+        .layer(monitor.layer());
+    let addr = serve(app).await;
+    if let Ok(res) = client().get(format!("http://{addr}/boom")).send().await {
+        let _ = res.bytes().await;
+    }
+    let r = records.one().await;
+    assert_eq!(r.outcome, Outcome::ServerError);
+}
+
+#[tokio::test]
+async fn client_disconnect_mid_stream_is_cancelled_once() {
+    let records = Records::default();
+    let monitor = records.attach(Monitor::builder()).build().unwrap();
+    let app = Router::new()
+        .route(
+            "/stream",
+            get(|| async {
+                (
+                    StreamLabels::new("openai"),
+                    [(header::CONTENT_TYPE, "text/event-stream")],
+                    endless_sse(Duration::from_millis(10)),
+                )
+            }),
+        )
+        .layer(monitor.layer());
+    let addr = serve(app).await;
+    let mut res = client()
+        .get(format!("http://{addr}/stream"))
+        .send()
+        .await
+        .unwrap();
+    let first = res.chunk().await.unwrap().unwrap();
+    assert!(first.starts_with(b"data:"));
+    assert_eq!(monitor.in_flight(), 1);
+    drop(res);
+    let r = records.one().await;
+    assert_eq!(r.outcome, Outcome::Cancelled);
+    assert!(r.output_tokens >= 1);
+    assert_eq!(monitor.in_flight(), 0);
+    assert_eq!(monitor.recorded(Outcome::Cancelled), 1);
+}
+
+#[tokio::test]
+async fn stream_deadline_ends_sse_with_an_error_event() {
+    let records = Records::default();
+    let monitor = records
+        .attach(Monitor::builder().stream_timeout(Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/stream",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/event-stream")],
+                    endless_sse(Duration::from_millis(20)),
+                )
+            }),
+        )
+        .layer(monitor.layer());
+    let addr = serve(app).await;
+    let text = client()
+        .get(format!("http://{addr}/stream"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .expect("the stream ends cleanly");
+    assert!(
+        text.ends_with(
+            "event: error\ndata: {\"error\":{\"message\":\"Streaming timeout after 0.3s\",\"type\":\"timeout\"}}\n\n"
+        ),
+        "{text}"
+    );
+    let r = records.one().await;
+    assert_eq!(r.outcome, Outcome::Timeout);
+    assert!(r.duration >= Duration::from_millis(300));
+    assert!(r.output_tokens >= 3);
+}
+
+#[tokio::test]
+async fn stream_deadline_cuts_other_bodies_with_an_error() {
+    let records = Records::default();
+    let monitor = records
+        .attach(Monitor::builder().stream_timeout(Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/download",
+            get(|| async {
+                let frames = vec![Bytes::from("part"); 100];
+                (
+                    [(header::CONTENT_TYPE, "application/octet-stream")],
+                    paced_body(frames, Duration::ZERO, Duration::from_millis(20)),
+                )
+            }),
+        )
+        .layer(monitor.layer());
+    let addr = serve(app).await;
+    let res = client()
+        .get(format!("http://{addr}/download"))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.bytes().await.is_err(), "the body is cut short");
+    let r = records.one().await;
+    assert_eq!(r.outcome, Outcome::Timeout);
+}
+
+#[tokio::test]
+async fn deadline_before_the_response_answers_504() {
+    let records = Records::default();
+    let monitor = records
+        .attach(Monitor::builder().stream_timeout(Duration::from_millis(200)))
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                "late"
+            }),
+        )
+        .layer(monitor.layer());
+    let addr = serve(app).await;
+    let res = client()
+        .get(format!("http://{addr}/slow"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 504);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "timeout");
+    let r = records.one().await;
+    assert_eq!(r.outcome, Outcome::Timeout);
+}
+
+#[tokio::test]
+async fn idle_timeout_cuts_a_stalled_stream() {
+    let records = Records::default();
+    let monitor = records
+        .attach(Monitor::builder().idle_timeout(Duration::from_millis(250)))
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/stall",
+            get(|| async {
+                let frames = vec![
+                    Bytes::from("data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n"),
+                    Bytes::from("data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\n\n"),
+                ];
+                let head = futures_util::stream::iter(
+                    frames.into_iter().map(Ok::<_, std::convert::Infallible>),
+                );
+                // Then nothing for far longer than the idle timeout.
+                let stall = futures_util::stream::once(async {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    Ok(Bytes::from("data: late\n\n"))
+                });
+                use futures_util::StreamExt;
+                (
+                    [(header::CONTENT_TYPE, "text/event-stream")],
+                    Body::from_stream(head.chain(stall)),
+                )
+            }),
+        )
+        .layer(monitor.layer());
+    let addr = serve(app).await;
+    let started = std::time::Instant::now();
+    let text = client()
+        .get(format!("http://{addr}/stall"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        text.contains("Streaming timeout after 0.25s without data"),
+        "{text}"
+    );
+    let r = records.one().await;
+    assert_eq!(r.outcome, Outcome::Timeout);
+    assert_eq!(r.output_tokens, 2);
+}
+
+#[tokio::test]
+async fn idle_timeout_spares_a_steady_stream() {
+    let records = Records::default();
+    let monitor = records
+        .attach(Monitor::builder().idle_timeout(Duration::from_millis(150)))
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/steady",
+            get(|| async {
+                let frames =
+                    vec![
+                        Bytes::from("data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n");
+                        12
+                    ];
+                (
+                    [(header::CONTENT_TYPE, "text/event-stream")],
+                    paced_body(frames, Duration::from_millis(50), Duration::from_millis(50)),
+                )
+            }),
+        )
+        .layer(monitor.layer());
+    let addr = serve(app).await;
+    let text = client()
+        .get(format!("http://{addr}/steady"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!text.contains("event: error"));
+    let r = records.one().await;
+    assert_eq!(
+        r.outcome,
+        Outcome::Ok,
+        "600 ms of steady frames outlive a 150 ms idle timeout"
+    );
+    assert_eq!(r.output_tokens, 12);
+}
+
+#[tokio::test]
+async fn cardinality_cap_folds_into_other() {
+    let records = Records::default();
+    let monitor = records
+        .attach(Monitor::builder().label_cardinality(2))
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/v1/chat", post(|| async { "ok" }))
+        .layer(monitor.layer());
+    let addr = serve(app).await;
+    for p in ["openai", "anthropic", "gemini", "mistral", "openai"] {
+        client()
+            .post(format!("http://{addr}/v1/chat"))
+            .header("x-llm-provider", p)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+    }
+    let got: Vec<String> = records
+        .wait_for(5)
+        .await
+        .iter()
+        .map(|r| r.provider.to_string())
+        .collect();
+    assert_eq!(got, ["openai", "anthropic", "other", "other", "openai"]);
+    assert_eq!(monitor.label_overflows(), 2);
+}
+
+#[tokio::test]
+async fn hostile_header_values_never_become_labels() {
+    let records = Records::default();
+    let monitor = records.attach(Monitor::builder()).build().unwrap();
+    let app = Router::new()
+        .route("/v1/chat", post(|| async { "ok" }))
+        .layer(monitor.layer());
+    let addr = serve(app).await;
+    let long = "x".repeat(65);
+    let hostile: Vec<reqwest::header::HeaderValue> = vec![
+        reqwest::header::HeaderValue::from_str(&long).unwrap(),
+        reqwest::header::HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap(),
+        reqwest::header::HeaderValue::from_bytes(b"tab\there").unwrap(),
+        reqwest::header::HeaderValue::from_static(""),
+    ];
+    for value in &hostile {
+        client()
+            .post(format!("http://{addr}/v1/chat"))
+            .header("x-llm-provider", value.clone())
+            .header("x-user-id", value.clone())
+            .send()
+            .await
+            .unwrap();
+    }
+    for r in records.wait_for(hostile.len()).await {
+        assert_eq!(&*r.provider, "unknown");
+        assert_eq!(r.user_id, None);
+    }
+}
+
+#[tokio::test]
+async fn routes_are_patterns_never_raw_paths() {
+    let records = Records::default();
+    let monitor = records.attach(Monitor::builder()).build().unwrap();
+    let app = Router::new()
+        .route("/v1/models/{model}", get(|| async { "m" }))
+        .layer(monitor.layer());
+    let addr = serve(app).await;
+    for path in ["/v1/models/gpt-4o", "/v1/models/claude", "/nowhere/123"] {
+        client()
+            .get(format!("http://{addr}{path}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let routes: Vec<String> = records
+        .wait_for(3)
+        .await
+        .iter()
+        .map(|r| r.route.to_string())
+        .collect();
+    assert_eq!(
+        routes,
+        ["/v1/models/{model}", "/v1/models/{model}", "unmatched"]
+    );
+}
+
+#[tokio::test]
+async fn labels_come_from_extension_then_header_then_closure() {
+    let records = Records::default();
+    let monitor = records
+        .attach(
+            Monitor::builder().request_labels(|parts: &http::request::Parts| {
+                if parts.uri.path() == "/by-closure" {
+                    StreamLabels::new("closure-provider").with_model("closure-model")
+                } else {
+                    StreamLabels::default()
+                }
+            }),
+        )
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/by-extension",
+            get(|| async { (StreamLabels::new("ext").with_model("ext-model"), "x") }),
+        )
+        .route("/by-closure", get(|| async { "x" }))
+        .layer(monitor.layer());
+    let addr = serve(app).await;
+    let c = client();
+    c.get(format!("http://{addr}/by-extension"))
+        .header("x-llm-provider", "hdr")
+        .send()
+        .await
+        .unwrap();
+    records.wait_for(1).await;
+    c.get(format!("http://{addr}/by-closure"))
+        .header("x-llm-provider", "hdr")
+        .send()
+        .await
+        .unwrap();
+    records.wait_for(2).await;
+    c.get(format!("http://{addr}/by-closure"))
+        .send()
+        .await
+        .unwrap();
+    let got: Vec<(String, String)> = records
+        .wait_for(3)
+        .await
+        .iter()
+        .map(|r| (r.provider.to_string(), r.model.to_string()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("ext".into(), "ext-model".into()),
+            ("hdr".into(), "closure-model".into()),
+            ("closure-provider".into(), "closure-model".into()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn accept_header_marks_streaming_and_ndjson_is_parsed() {
+    let records = Records::default();
+    let monitor = records.attach(Monitor::builder()).build().unwrap();
+    let app = Router::new()
+        .route("/plain", get(|| async { "x" }))
+        .route(
+            "/ollama",
+            get(|| async {
+                let body = "{\"model\":\"llama3\",\"response\":\"Hi\",\"done\":false}\n{\"model\":\"llama3\",\"response\":\" there\",\"done\":false}\n{\"model\":\"llama3\",\"response\":\"\",\"done\":true,\"eval_count\":7,\"prompt_eval_count\":3}\n";
+                ([(header::CONTENT_TYPE, "application/x-ndjson")], body)
+            }),
+        )
+        .layer(monitor.layer());
+    let addr = serve(app).await;
+    client()
+        .get(format!("http://{addr}/plain"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    records.wait_for(1).await;
+    client()
+        .get(format!("http://{addr}/ollama"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let got = records.wait_for(2).await;
+    assert!(got[0].streaming);
+    assert_eq!(got[0].format, ProviderFormat::Unknown);
+    assert_eq!(
+        got[0].time_to_first_token, got[0].time_to_first_byte,
+        "unknown format: TTFT is TTFB"
+    );
+    assert!(got[1].streaming);
+    assert_eq!(got[1].format, ProviderFormat::Ollama);
+    assert_eq!((got[1].output_tokens, got[1].input_tokens), (7, Some(3)));
+    assert_eq!(got[1].token_source, TokenSource::Reported);
+    assert_eq!(&*got[1].model, "llama3");
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_events_are_counted_and_skipped() {
+    let records = Records::default();
+    let monitor = records
+        .attach(Monitor::builder().max_event_bytes(256))
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/bad",
+            get(|| async {
+                let mut body = String::new();
+                body.push_str("data: {\"choices\":[{\"delta\":{\"content\":\"ok\"}}]}\n\n");
+                body.push_str("data: {not json\n\n");
+                body.push_str(&format!(
+                    "data: {{\"choices\":[{{\"delta\":{{\"content\":\"{}\"}}}}]}}\n\n",
+                    "x".repeat(1000)
+                ));
+                body.push_str("data: \u{fffd}\u{0}\n\n");
+                body.push_str("data: {\"choices\":[{\"delta\":{\"content\":\"ok\"}}]}\n\n");
+                let mut bytes = body.into_bytes();
+                bytes.extend_from_slice(
+                    b"data: {\"choices\":[{\"delta\":{\"content\":\"\xff\xfe\"}}]}\n\n",
+                );
+                ([(header::CONTENT_TYPE, "text/event-stream")], bytes)
+            }),
+        )
+        .layer(monitor.layer());
+    let addr = serve(app).await;
+    client()
+        .get(format!("http://{addr}/bad"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let r = records.one().await;
+    assert_eq!(r.outcome, Outcome::Ok);
+    assert_eq!(r.output_tokens, 2);
+    assert_eq!(r.oversized_events, 1);
+    assert_eq!(
+        r.malformed_events, 2,
+        "the broken JSON and the content with invalid UTF-8"
+    );
+}
