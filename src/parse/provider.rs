@@ -33,10 +33,12 @@ struct Payload<'a> {
     code: Raw<'a>,
     #[serde(borrow, default)]
     delta: Raw<'a>,
+    // Parsed in place rather than captured raw: skipping a nested value makes serde_json
+    // allocate a scratch stack, which the hot path avoids.
     #[serde(borrow, default)]
-    message: Raw<'a>,
+    message: Option<MessageObject<'a>>,
     #[serde(borrow, default)]
-    response: Raw<'a>,
+    response: Option<ResponseField<'a>>,
     #[serde(default)]
     candidates: Option<AnyContent<Candidate<'a>>>,
     #[serde(rename = "usageMetadata", default)]
@@ -156,6 +158,41 @@ struct MessageObject<'a> {
     usage: Option<Usage>,
     #[serde(borrow, default)]
     content: Raw<'a>,
+}
+
+/// `response`: the OpenAI Responses object, or Ollama's generated text.
+enum ResponseField<'a> {
+    Text(bool),
+    Object(ResponseObject<'a>),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for ResponseField<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldVisitor<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for FieldVisitor<'a> {
+            type Value = ResponseField<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or an object")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                v: &'de str,
+            ) -> Result<Self::Value, E> {
+                Ok(ResponseField::Text(!v.is_empty()))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(ResponseField::Text(!v.is_empty()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                ResponseObject::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(ResponseField::Object)
+            }
+        }
+        deserializer.deserialize_any(FieldVisitor(PhantomData))
+    }
 }
 
 /// OpenAI Responses `response` object.
@@ -291,9 +328,29 @@ fn error_object_kind(error: Raw<'_>, extra_code: Raw<'_>) -> StreamErrorKind {
     }
 }
 
+/// SSE event types that carry no tokens, usage, model or error: their JSON is not parsed.
+fn uninformative_event(event_type: &[u8]) -> Option<ProviderFormat> {
+    match event_type {
+        b"ping" | b"content_block_start" | b"content_block_stop" | b"message_stop" => {
+            Some(ProviderFormat::AnthropicMessages)
+        }
+        b"response.in_progress"
+        | b"response.output_item.added"
+        | b"response.output_item.done"
+        | b"response.content_part.added"
+        | b"response.content_part.done"
+        | b"response.output_text.done" => Some(ProviderFormat::OpenAiResponses),
+        _ => None,
+    }
+}
+
 /// Interprets one event. Returns whether it carried output content.
 pub(super) fn apply(summary: &mut StreamSummary, event_type: &[u8], data: &[u8]) -> bool {
     summary.events += 1;
+    if let Some(format) = uninformative_event(event_type) {
+        summary.detect(format);
+        return false;
+    }
     let data = data.trim_ascii();
     if data == b"[DONE]" {
         summary.done = true;
@@ -329,10 +386,10 @@ pub(super) fn apply(summary: &mut StreamSummary, event_type: &[u8], data: &[u8])
     match kind {
         "message_start" => {
             summary.detect(ProviderFormat::AnthropicMessages);
-            if let Some(m) = parse::<MessageObject<'_>>(p.message) {
+            if let Some(m) = &p.message {
                 summary.set_model(m.model);
                 // The `output_tokens` here is a placeholder count, not the answer's usage.
-                if let Some(input) = m.usage.and_then(|u| u.input()) {
+                if let Some(input) = m.usage.as_ref().and_then(Usage::input) {
                     summary.reported_input = Some(input);
                 }
             }
@@ -354,7 +411,7 @@ pub(super) fn apply(summary: &mut StreamSummary, event_type: &[u8], data: &[u8])
             if k.ends_with(".delta") && is_string(p.delta) {
                 content |= non_empty(p.delta);
             }
-            if let Some(r) = parse::<ResponseObject<'_>>(p.response) {
+            if let Some(ResponseField::Object(r)) = &p.response {
                 summary.set_model(r.model);
                 if let Some(usage) = &r.usage {
                     summary.assign_usage(usage.output(), usage.input());
@@ -362,6 +419,8 @@ pub(super) fn apply(summary: &mut StreamSummary, event_type: &[u8], data: &[u8])
                 if k == "response.failed" {
                     summary.set_error(error_object_kind(r.error, None));
                 }
+            } else if k == "response.failed" {
+                summary.set_error(StreamErrorKind::Other);
             }
         }
         _ => {}
@@ -375,12 +434,10 @@ pub(super) fn apply(summary: &mut StreamSummary, event_type: &[u8], data: &[u8])
     }
     if p.done.is_some() || p.eval_count.is_some() {
         summary.detect(ProviderFormat::Ollama);
-        if is_string(p.response) {
-            content |= non_empty(p.response);
-        } else if kind.is_empty() {
-            if let Some(m) = parse::<MessageObject<'_>>(p.message) {
-                content |= is_string(m.content) && non_empty(m.content);
-            }
+        if let Some(ResponseField::Text(text)) = &p.response {
+            content |= *text;
+        } else if let Some(m) = &p.message {
+            content |= is_string(m.content) && non_empty(m.content);
         }
         summary.assign_usage(p.eval_count, p.prompt_eval_count);
     }

@@ -93,17 +93,17 @@ impl RequestContext {
             outcome = Empty,
         );
         if let Some(user) = &user_id {
-            span.record("user_id", &**user);
+            span.record("user_id", tracing::field::display(&**user));
         }
         if let Some(p) = &provider {
-            span.record("provider", &**p);
+            span.record("provider", tracing::field::display(&**p));
         }
         tracing::info!(
             target: SESSION_TARGET,
             parent: &span,
             request_id = %request_id,
-            user_id = user_id.as_deref().unwrap_or("-"),
-            provider = provider.as_deref().unwrap_or("unknown"),
+            user_id = %user_id.as_deref().unwrap_or("-"),
+            provider = %provider.as_deref().unwrap_or("unknown"),
             route = %route,
             "stream started"
         );
@@ -206,7 +206,7 @@ pub(crate) fn log_end(
     tokens_per_second: Option<f64>,
     error: Option<&dyn Display>,
 ) {
-    span.record("outcome", outcome.as_str());
+    span.record("outcome", tracing::field::display(outcome));
     let duration_ms = duration.as_secs_f64() * 1000.0;
     match (outcome, error) {
         (Outcome::Timeout, Some(error)) => tracing::error!(

@@ -60,7 +60,7 @@ impl StreamMeter {
             .and_then(|l| l.model.as_deref())
             .and_then(|v| monitor.model_label(v))
             .or_else(|| context.model.clone());
-        span.record("provider", &*provider);
+        span.record("provider", tracing::field::display(&*provider));
         let max_event_bytes = monitor.config().max_event_bytes;
         let wire = content_type.and_then(WireFormat::from_content_type);
         let parser = wire.map(|w| StreamParser::with_max_event_bytes(w, max_event_bytes));
@@ -198,7 +198,7 @@ impl StreamMeter {
                     .and_then(|m| monitor.model_label(m))
             })
             .unwrap_or_else(|| monitor.unknown());
-        span.record("model", &*model);
+        span.record("model", tracing::field::display(&*model));
         log_end(
             span,
             outcome,

@@ -85,6 +85,9 @@ impl StreamTimer {
         deadline: Option<(Instant, Duration)>,
         idle: Option<Duration>,
     ) -> Option<Self> {
+        if deadline.is_none() && idle.is_none() {
+            return None;
+        }
         let now = Instant::now();
         let mut timer = Self {
             sleep: sleep.unwrap_or_else(|| Box::pin(tokio::time::sleep_until(now))),

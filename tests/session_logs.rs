@@ -1,0 +1,125 @@
+//! Session logs and the per-request span (SPEC section 8), captured from a real fmt subscriber.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::header;
+use axum::routing::post;
+use common::{Records, client, endless_sse, serve};
+use tower_stream_monitor::{Monitor, StreamLabels};
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+// The default (current-thread) runtime: the thread-local subscriber sees every task.
+#[tokio::test]
+async fn handler_events_carry_request_context_and_timeouts_log_at_error() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(captured.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let records = Records::default();
+    let monitor = records
+        .attach(Monitor::builder().stream_timeout(Duration::from_millis(200)))
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/v1/chat/completions",
+            post(|| async {
+                tracing::warn!(target: "app", "upstream slow");
+                (
+                    StreamLabels::new("openai"),
+                    [(header::CONTENT_TYPE, "text/event-stream")],
+                    endless_sse(Duration::from_millis(20)),
+                )
+            }),
+        )
+        .layer(monitor.layer());
+    let addr = serve(app).await;
+    client()
+        .post(format!("http://{addr}/v1/chat/completions"))
+        .header("x-request-id", "req-77")
+        .header("x-user-id", "user-42")
+        .header("x-llm-provider", "openai")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    records.one().await;
+
+    let logs = captured.text();
+    let line = |needle: &str| {
+        logs.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{logs}"))
+            .to_owned()
+    };
+    let start = line("stream started");
+    assert!(start.contains(" INFO "), "{start}");
+    assert!(
+        start.contains("request_id=req-77") && start.contains("user_id=user-42"),
+        "{start}"
+    );
+    assert!(
+        start.contains("route=/v1/chat/completions") && start.contains("provider=openai"),
+        "{start}"
+    );
+
+    let handler = line("upstream slow");
+    assert!(
+        handler.contains("stream_request{"),
+        "handler event inside the request span: {handler}"
+    );
+    assert!(
+        handler.contains("request_id=req-77") && handler.contains("user_id=user-42"),
+        "{handler}"
+    );
+
+    let first = line("first token");
+    assert!(
+        first.contains("DEBUG") && first.contains("latency_ms="),
+        "{first}"
+    );
+
+    let timeout = line("Streaming timeout after 0.2s");
+    assert!(timeout.contains("ERROR"), "{timeout}");
+    assert!(
+        timeout.contains("tower_stream_monitor::session"),
+        "{timeout}"
+    );
+    assert!(timeout.contains("request_id=req-77"), "{timeout}");
+}
