@@ -195,3 +195,25 @@ fn gemini_crlf_frames_allocate_nothing() {
         0
     );
 }
+
+/// Text with JSON escapes (newlines, quotes, unicode) is tested for emptiness, never unescaped.
+#[test]
+fn escaped_text_allocates_nothing() {
+    let mut frames = Vec::new();
+    for i in 0..200 {
+        frames.push(Bytes::from(format!(
+            "data: {{\"choices\":[{{\"delta\":{{\"content\":\"line {i}\\n\\\"quoted\\\" \\u00e9\"}}}}]}}\n\n"
+        )));
+        frames.push(Bytes::from(format!(
+            "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"a\\nb{i}\"}}}}\n\n"
+        )));
+        frames.push(Bytes::from(format!(
+            "event: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"delta\":\"x\\ty{i}\"}}\n\n"
+        )));
+    }
+    let n = frames.len();
+    assert_eq!(
+        allocations_per_frames("text/event-stream", frames, 3, n - 3),
+        0
+    );
+}

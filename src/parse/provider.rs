@@ -31,6 +31,8 @@ struct Payload<'a> {
     error: Raw<'a>,
     #[serde(borrow, default)]
     code: Raw<'a>,
+    // Kept raw: a delta string is tested for emptiness without unescaping it (which would make
+    // serde_json allocate), and Anthropic's small delta object is parsed from it when needed.
     #[serde(borrow, default)]
     delta: Raw<'a>,
     // Parsed in place rather than captured raw: skipping a nested value makes serde_json
@@ -38,7 +40,7 @@ struct Payload<'a> {
     #[serde(borrow, default)]
     message: Option<MessageObject<'a>>,
     #[serde(borrow, default)]
-    response: Option<ResponseField<'a>>,
+    response: Option<TextOr<ResponseObject<'a>>>,
     #[serde(default)]
     candidates: Option<AnyContent<Candidate<'a>>>,
     #[serde(rename = "usageMetadata", default)]
@@ -160,35 +162,31 @@ struct MessageObject<'a> {
     content: Raw<'a>,
 }
 
-/// `response`: the OpenAI Responses object, or Ollama's generated text.
-enum ResponseField<'a> {
+/// `response`: the OpenAI Responses object, or Ollama's generated text. Parsed in one pass (the
+/// object is deep: captured raw and parsed again, skipping it would allocate); of the text only
+/// its emptiness is kept.
+enum TextOr<T> {
     Text(bool),
-    Object(ResponseObject<'a>),
+    Object(T),
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for ResponseField<'a> {
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for TextOr<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct FieldVisitor<'a>(PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for FieldVisitor<'a> {
-            type Value = ResponseField<'a>;
+        struct FieldVisitor<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for FieldVisitor<T> {
+            type Value = TextOr<T>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a string or an object")
             }
-            fn visit_borrowed_str<E: serde::de::Error>(
-                self,
-                v: &'de str,
-            ) -> Result<Self::Value, E> {
-                Ok(ResponseField::Text(!v.is_empty()))
-            }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(ResponseField::Text(!v.is_empty()))
+                Ok(TextOr::Text(!v.is_empty()))
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
                 map: A,
             ) -> Result<Self::Value, A::Error> {
-                ResponseObject::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-                    .map(ResponseField::Object)
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(TextOr::Object)
             }
         }
         deserializer.deserialize_any(FieldVisitor(PhantomData))
@@ -411,7 +409,7 @@ pub(super) fn apply(summary: &mut StreamSummary, event_type: &[u8], data: &[u8])
             if k.ends_with(".delta") && is_string(p.delta) {
                 content |= non_empty(p.delta);
             }
-            if let Some(ResponseField::Object(r)) = &p.response {
+            if let Some(TextOr::Object(r)) = &p.response {
                 summary.set_model(r.model);
                 if let Some(usage) = &r.usage {
                     summary.assign_usage(usage.output(), usage.input());
@@ -434,7 +432,7 @@ pub(super) fn apply(summary: &mut StreamSummary, event_type: &[u8], data: &[u8])
     }
     if p.done.is_some() || p.eval_count.is_some() {
         summary.detect(ProviderFormat::Ollama);
-        if let Some(ResponseField::Text(text)) = &p.response {
+        if let Some(TextOr::Text(text)) = &p.response {
             content |= *text;
         } else if let Some(m) = &p.message {
             content |= is_string(m.content) && non_empty(m.content);

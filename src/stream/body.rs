@@ -151,7 +151,9 @@ where
             // Recorded already (after `is_end_stream` or trailers): pass the rest through.
             return body.poll_frame(cx).map_err(Into::into);
         }
-        let _entered = this.span.enter();
+        // A disabled span (no subscriber wants it) is not entered: with tracing's `log`
+        // feature on, entering one still costs a log-level check per frame.
+        let _entered = (!this.span.is_disabled()).then(|| this.span.enter());
 
         if let Some(timer) = this.timer.as_mut() {
             if timer.fired() {

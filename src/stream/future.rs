@@ -89,7 +89,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let polled = {
-            let _entered = this.span.enter();
+            let _entered = (!this.span.is_disabled()).then(|| this.span.enter());
             let _guard = PanicGuard {
                 context: &mut *this.context,
                 span: this.span,

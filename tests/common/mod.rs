@@ -34,11 +34,16 @@ pub struct Records {
 impl Records {
     /// A builder whose monitor reports into this collector.
     pub fn attach(&self, builder: MonitorBuilder) -> MonitorBuilder {
+        builder.on_record(self.callback())
+    }
+
+    /// An `on_record` callback that collects here.
+    pub fn callback(&self) -> impl Fn(&StreamRecord) + Send + Sync + 'static {
         let me = self.clone();
-        builder.on_record(move |r: &StreamRecord| {
+        move |r: &StreamRecord| {
             me.inner.0.lock().unwrap().push(r.clone());
             me.inner.1.notify_waiters();
-        })
+        }
     }
 
     pub fn snapshot(&self) -> Vec<StreamRecord> {
