@@ -179,10 +179,11 @@ impl StreamMeter {
             .map(|s| s.format())
             .unwrap_or(ProviderFormat::Unknown);
         let ttfb = self.first_byte.map(|t| t - started);
-        // For bodies that are not a known provider format, the first byte is the first token.
+        // For bodies that are not a known provider format, the first byte is the first token;
+        // an error response (a 401's JSON) has no first token.
         let ttft = match (self.first_token, format) {
             (Some(t), _) => Some(t - started),
-            (None, ProviderFormat::Unknown) => ttfb,
+            (None, ProviderFormat::Unknown) if by_status == Outcome::Ok => ttfb,
             (None, _) => None,
         };
         let duration = finished - started;
