@@ -494,7 +494,7 @@ pub(crate) struct Shared {
 /// use tower_stream_monitor::Monitor;
 ///
 /// let monitor = Monitor::builder().prefix("/api/v1/monitoring").build()?;
-/// let app = axum::Router::new()
+/// let app: axum::Router = axum::Router::new()
 ///     .route("/", axum::routing::get(|| async { "hi" }))
 ///     .layer(monitor.layer());
 /// # let _ = app;

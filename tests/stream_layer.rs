@@ -728,3 +728,73 @@ async fn malformed_and_oversized_events_are_counted_and_skipped() {
         "the broken JSON and the content with invalid UTF-8"
     );
 }
+
+/// tower-http's `TimeoutBody` inside the monitor: its `TimeoutError` mid-stream is a `timeout`.
+#[tokio::test]
+async fn tower_http_body_timeout_is_a_timeout() {
+    let records = Records::default();
+    let monitor = records.attach(Monitor::builder()).build().unwrap();
+    let app = Router::new()
+        .route(
+            "/stall",
+            get(|| async {
+                let head = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
+                    Bytes::from("data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n"),
+                )]);
+                let stall = futures_util::stream::once(async {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    Ok(Bytes::from("data: late\n\n"))
+                });
+                use futures_util::StreamExt;
+                (
+                    [(header::CONTENT_TYPE, "text/event-stream")],
+                    Body::from_stream(head.chain(stall)),
+                )
+            }),
+        )
+        .layer(tower::ServiceBuilder::new().layer(monitor.layer()).layer(
+            tower_http::timeout::ResponseBodyTimeoutLayer::new(Duration::from_millis(150)),
+        ));
+    let addr = serve(app).await;
+    let res = client()
+        .get(format!("http://{addr}/stall"))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.bytes().await.is_err(), "the body errors out");
+    let r = records.one().await;
+    assert_eq!(r.outcome, Outcome::Timeout);
+    assert_eq!(r.output_tokens, 1);
+}
+
+/// The user id comes from the `UserId` request extension when the header is absent.
+#[tokio::test]
+async fn user_id_from_request_extension() {
+    let records = Records::default();
+    let monitor = records.attach(Monitor::builder()).build().unwrap();
+    let app = Router::new()
+        .route("/v1/chat", post(|| async { "ok" }))
+        .layer(monitor.layer())
+        .layer(axum::middleware::from_fn(
+            |mut req: axum::extract::Request, next: axum::middleware::Next| async move {
+                req.extensions_mut()
+                    .insert(tower_stream_monitor::UserId("user-from-auth".into()));
+                next.run(req).await
+            },
+        ));
+    let addr = serve(app).await;
+    client()
+        .post(format!("http://{addr}/v1/chat"))
+        .send()
+        .await
+        .unwrap();
+    client()
+        .post(format!("http://{addr}/v1/chat"))
+        .header("x-user-id", "user-from-header")
+        .send()
+        .await
+        .unwrap();
+    let got = records.wait_for(2).await;
+    assert_eq!(got[0].user_id.as_deref(), Some("user-from-auth"));
+    assert_eq!(got[1].user_id.as_deref(), Some("user-from-header"));
+}
