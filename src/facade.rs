@@ -60,3 +60,44 @@ pub(crate) fn in_flight(route: &Arc<str>, delta: f64) {
 pub(crate) fn label_overflow(label: &'static str) {
     metrics::counter!(names::LABEL_OVERFLOW_TOTAL, "label" => label).increment(1);
 }
+
+/// HELP text and units, once per recorder.
+pub(crate) fn describe() {
+    use metrics::Unit;
+    metrics::describe_histogram!(
+        names::TIME_TO_FIRST_TOKEN,
+        Unit::Seconds,
+        "Time from the request to the first output token."
+    );
+    metrics::describe_histogram!(
+        names::TIME_PER_OUTPUT_TOKEN,
+        Unit::Seconds,
+        "Time per output token after the first."
+    );
+    metrics::describe_histogram!(
+        names::REQUEST_DURATION,
+        Unit::Seconds,
+        "Time from the request to the end of the response body."
+    );
+    metrics::describe_histogram!(names::TOKEN_USAGE, "Tokens per request, by token type.");
+    metrics::describe_counter!(names::REQUESTS_TOTAL, "Finished requests, by outcome.");
+    metrics::describe_gauge!(names::IN_FLIGHT, "Requests started and not yet finished.");
+    metrics::describe_histogram!(
+        names::TIME_TO_FIRST_BYTE,
+        Unit::Seconds,
+        "Time from the request to the first body byte."
+    );
+    metrics::describe_histogram!(
+        names::RESPONSE_BYTES,
+        Unit::Bytes,
+        "Response body bytes per request."
+    );
+    metrics::describe_counter!(
+        names::SKIPPED_EVENTS_TOTAL,
+        "Stream events skipped as oversized or malformed."
+    );
+    metrics::describe_counter!(
+        names::LABEL_OVERFLOW_TOTAL,
+        "Label values folded into other by the cardinality cap."
+    );
+}

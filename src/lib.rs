@@ -43,13 +43,19 @@
 #![warn(missing_docs)]
 
 pub mod classify;
+mod endpoints;
 mod facade;
+pub mod health;
 pub mod labels;
 mod monitor;
 pub mod names;
 pub mod parse;
+mod prometheus;
 mod record;
+mod snapshot;
 pub mod stream;
+mod system;
+pub mod window;
 
 pub use labels::{StreamLabels, UserId};
 pub use monitor::{
@@ -57,7 +63,12 @@ pub use monitor::{
     DEFAULT_PREFIX, Monitor, MonitorBuilder, OnRecord, RequestLabeler,
 };
 pub use record::{Outcome, RequestId, StreamRecord};
+pub use snapshot::{MetricsSnapshot, ProviderWindows};
 pub use stream::{MonitoredBody, StreamMonitorLayer, StreamMonitorService, StreamTimeoutError};
+pub use system::SystemStats;
 
 /// The tracing target of the session logs and the per-request span.
 pub const SESSION_TARGET: &str = "tower_stream_monitor::session";
+
+/// The tracing target of health changes (alerts).
+pub const HEALTH_TARGET: &str = "tower_stream_monitor::health";

@@ -8,11 +8,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::HeaderName;
 use http::request::Parts;
 
+use std::collections::HashMap;
+use std::sync::RwLock;
+
 use crate::facade;
+use crate::health::{Baselines, HealthReport, HealthTracker, OnAlert, RollbackTrigger};
 use crate::labels::{LabelInterner, RoutePattern, StreamLabels, is_valid_label};
 use crate::parse::DEFAULT_MAX_EVENT_BYTES;
+use crate::prometheus::PrometheusExposition;
 use crate::record::{Outcome, StreamRecord};
+use crate::snapshot::{MetricsSnapshot, ProviderWindows};
 use crate::stream::StreamMonitorLayer;
+use crate::system::SystemSampler;
+use crate::window::{Clock, SystemClock, WindowStore, unix_secs};
 
 /// Default prefix under which the monitoring endpoints are served.
 pub const DEFAULT_PREFIX: &str = "/monitoring";
@@ -117,6 +125,10 @@ pub(crate) struct Config {
     pub(crate) endpoint_token: Option<String>,
     pub(crate) min_samples: u64,
     pub(crate) on_record: Option<Arc<dyn OnRecord>>,
+    pub(crate) baselines: Baselines,
+    pub(crate) triggers: Vec<RollbackTrigger>,
+    pub(crate) on_alert: Option<Arc<dyn OnAlert>>,
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 impl fmt::Debug for Config {
@@ -138,6 +150,8 @@ impl fmt::Debug for Config {
                 &self.endpoint_token.as_ref().map(|_| "<redacted>"),
             )
             .field("min_samples", &self.min_samples)
+            .field("baselines", &self.baselines)
+            .field("triggers", &self.triggers)
             .finish_non_exhaustive()
     }
 }
@@ -160,6 +174,13 @@ impl Default for Config {
             endpoint_token: None,
             min_samples: DEFAULT_MIN_SAMPLES,
             on_record: None,
+            baselines: Baselines::default(),
+            triggers: vec![
+                RollbackTrigger::auth_error_rate(),
+                RollbackTrigger::timeout_rate(),
+            ],
+            on_alert: None,
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -336,6 +357,40 @@ impl MonitorBuilder {
         self
     }
 
+    /// Health baselines (first-token latency, tokens/s, error rate). Default: the seed's
+    /// 1000/2000/5000 ms, 50/30/10 tokens/s, 1/5/10 %.
+    pub fn baselines(mut self, baselines: Baselines) -> Self {
+        self.config.baselines = baselines;
+        self
+    }
+
+    /// Adds a rollback trigger. The built-in `auth_error_rate` (> 5% of all requests) and
+    /// `timeout_rate` (> 10% of streaming requests) are present unless removed with
+    /// [`clear_rollback_triggers`](Self::clear_rollback_triggers).
+    pub fn rollback_trigger(mut self, trigger: RollbackTrigger) -> Self {
+        self.config.triggers.push(trigger);
+        self
+    }
+
+    /// Removes every rollback trigger, the built-in ones included.
+    pub fn clear_rollback_triggers(mut self) -> Self {
+        self.config.triggers.clear();
+        self
+    }
+
+    /// Runs `callback` once on each change of health status or trigger state.
+    pub fn on_alert(mut self, callback: impl OnAlert) -> Self {
+        self.config.on_alert = Some(Arc::new(callback));
+        self
+    }
+
+    /// The clock that places records in window slots. Default: the system clock. Tests use a
+    /// [`ManualClock`](crate::window::ManualClock) to move time.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.config.clock = Arc::new(clock);
+        self
+    }
+
     /// Applies the environment variables of SPEC section 9 over the current settings:
     ///
     /// | variable | meaning | default |
@@ -429,7 +484,17 @@ impl MonitorBuilder {
         if c.min_samples == 0 {
             return Err(bad("min_samples", "must be at least 1"));
         }
+        for t in &c.triggers {
+            if !t.threshold_valid() {
+                return Err(bad(
+                    "rollback_trigger",
+                    "threshold must be a percent from 0 to 100",
+                ));
+            }
+        }
         let cap = c.label_cardinality;
+        let started_at = c.clock.now();
+        let triggers: Arc<[RollbackTrigger]> = c.triggers.clone().into();
         let id_base = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -437,6 +502,13 @@ impl MonitorBuilder {
             .wrapping_mul(0x9E37_79B9_7F4A_7C15);
         Ok(Monitor {
             shared: Arc::new(Shared {
+                windows: WindowStore::new(triggers),
+                health: HealthTracker::new(),
+                last_health_check: AtomicU64::new(0),
+                started_at,
+                prometheus: PrometheusExposition::new(),
+                system: SystemSampler::new(),
+                provider_in_flight: RwLock::new(HashMap::new()),
                 config: c,
                 providers: LabelInterner::new(cap),
                 models: LabelInterner::new(cap),
@@ -474,6 +546,15 @@ fn validate_token(token: &str) -> Result<(), &'static str> {
 
 pub(crate) struct Shared {
     pub(crate) config: Config,
+    windows: WindowStore,
+    health: HealthTracker,
+    /// Unix second of the last health evaluation done on the recording path.
+    last_health_check: AtomicU64,
+    started_at: SystemTime,
+    prometheus: PrometheusExposition,
+    system: SystemSampler,
+    /// Streams in progress per provider (known from the response on).
+    provider_in_flight: RwLock<HashMap<Arc<str>, Arc<AtomicI64>>>,
     providers: LabelInterner,
     models: LabelInterner,
     routes: LabelInterner,
@@ -584,45 +665,173 @@ impl Monitor {
     }
 
     pub(crate) fn provider_label(&self, value: &str) -> Option<Arc<str>> {
-        intern_label(&self.shared.providers, value, "provider")
+        self.intern_label(&self.shared.providers, value, "provider")
     }
 
     pub(crate) fn model_label(&self, value: &str) -> Option<Arc<str>> {
-        intern_label(&self.shared.models, value, "model")
+        self.intern_label(&self.shared.models, value, "model")
     }
 
     pub(crate) fn route_label(&self, value: &str) -> Arc<str> {
-        intern_label(&self.shared.routes, value, "route").unwrap_or_else(|| self.unmatched())
+        self.intern_label(&self.shared.routes, value, "route")
+            .unwrap_or_else(|| self.unmatched())
+    }
+
+    /// Validates and interns a label value; `None` when the value is not a valid label.
+    fn intern_label(
+        &self,
+        interner: &LabelInterner,
+        value: &str,
+        label: &'static str,
+    ) -> Option<Arc<str>> {
+        if !is_valid_label(value) {
+            return None;
+        }
+        let before = interner.overflowed();
+        let shared = interner.intern(value);
+        if interner.overflowed() != before {
+            facade::label_overflow(label);
+            self.shared.prometheus.label_overflow(label);
+        }
+        Some(shared)
     }
 
     pub(crate) fn request_started(&self, route: &Arc<str>) {
         self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
         facade::in_flight(route, 1.0);
+        self.shared.prometheus.in_flight(route, 1.0);
+    }
+
+    /// A response arrived from `provider`: it is in flight for that provider until recorded.
+    pub(crate) fn provider_started(&self, provider: &Arc<str>) {
+        self.provider_counter(provider)
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn provider_counter(&self, provider: &Arc<str>) -> Arc<AtomicI64> {
+        let map = &self.shared.provider_in_flight;
+        if let Some(c) = map.read().unwrap_or_else(|p| p.into_inner()).get(provider) {
+            return c.clone();
+        }
+        // Providers are capped labels, so this map stays small.
+        map.write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(provider.clone())
+            .or_default()
+            .clone()
+    }
+
+    pub(crate) fn now(&self) -> SystemTime {
+        self.shared.config.clock.now()
     }
 
     /// The one hand-over point of a finished request: every started request reaches it once.
-    pub(crate) fn record(&self, record: StreamRecord) {
+    pub(crate) fn record(&self, mut record: StreamRecord) {
+        let now = self.now();
+        record.finished_at = now;
         self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if record.status.is_some() {
+            self.provider_counter(&record.provider)
+                .fetch_sub(1, Ordering::Relaxed);
+        }
         facade::in_flight(&record.route, -1.0);
+        self.shared.prometheus.in_flight(&record.route, -1.0);
         self.shared.by_outcome[record.outcome as usize].fetch_add(1, Ordering::Relaxed);
+        let secs = unix_secs(now);
+        self.shared.windows.record(secs, &record);
         facade::emit(&record);
+        self.shared.prometheus.record(&record);
         if let Some(cb) = &self.shared.config.on_record {
             cb.on_record(&record);
         }
+        // Health is re-judged on the recording path at most once a second, so alerts fire
+        // without a thread of our own and without costing every request.
+        let last = self.shared.last_health_check.load(Ordering::Relaxed);
+        if last != secs
+            && self
+                .shared
+                .last_health_check
+                .compare_exchange(last, secs, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.health();
+        }
     }
-}
 
-/// Validates and interns a label value; `None` when the value is not a valid label.
-fn intern_label(interner: &LabelInterner, value: &str, label: &'static str) -> Option<Arc<str>> {
-    if !is_valid_label(value) {
-        return None;
+    /// Judges health now (5-minute window), alerting if the state changed.
+    pub fn health(&self) -> HealthReport {
+        let c = &self.shared.config;
+        let (five, triggers) = self.shared.windows.collect_health(unix_secs(self.now()));
+        let report =
+            crate::health::evaluate(&c.baselines, &c.triggers, c.min_samples, &five, &triggers);
+        self.observe_health(&report);
+        report
     }
-    let before = interner.overflowed();
-    let shared = interner.intern(value);
-    if interner.overflowed() != before {
-        facade::label_overflow(label);
+
+    fn observe_health(&self, report: &HealthReport) {
+        if let Some(alert) = self.shared.health.observe(report) {
+            if let Some(cb) = &self.shared.config.on_alert {
+                cb.on_alert(&alert);
+            }
+        }
     }
-    Some(shared)
+
+    /// The figures of `GET {prefix}/metrics`.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let c = &self.shared.config;
+        let now = self.now();
+        let secs = unix_secs(now);
+        let collected = self.shared.windows.collect(secs);
+        let in_flight = self.in_flight();
+        let health = crate::health::evaluate(
+            &c.baselines,
+            &c.triggers,
+            c.min_samples,
+            &collected.five_minutes,
+            &collected.triggers,
+        );
+        self.observe_health(&health);
+        let provider_in_flight = |p: &Arc<str>| -> u64 {
+            self.shared
+                .provider_in_flight
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(p)
+                .map_or(0, |c| c.load(Ordering::Relaxed).max(0) as u64)
+        };
+        let streaming_by_provider = collected
+            .providers
+            .iter()
+            .map(|(p, (five, hour))| {
+                let n = provider_in_flight(p);
+                (
+                    p.to_string(),
+                    ProviderWindows {
+                        five_minutes: five.summary(n),
+                        one_hour: hour.summary(n),
+                    },
+                )
+            })
+            .collect();
+        MetricsSnapshot {
+            timestamp: humantime::format_rfc3339_micros(now).to_string(),
+            uptime_seconds: now
+                .duration_since(self.shared.started_at)
+                .map_or(0.0, |d| d.as_secs_f64()),
+            baselines: c.baselines,
+            streaming_5min: collected.five_minutes.summary(in_flight),
+            streaming_1hour: collected.one_hour.summary(in_flight),
+            streaming_by_provider,
+            requests_5min: collected.five_minutes.requests(),
+            current_system: self.shared.system.sample(),
+            health_status: health.status,
+        }
+    }
+
+    /// The Prometheus text exposition (format 0.0.4) of this monitor's metrics.
+    pub fn render_prometheus(&self) -> String {
+        self.shared.prometheus.render()
+    }
 }
 
 #[cfg(test)]

@@ -26,7 +26,9 @@ pin_project! {
     /// inner future panics, as `server_error`.
     pub struct ResponseFuture<F> {
         #[pin]
-        inner: F,
+        inner: Option<F>,
+        // A response the monitor gives itself (its endpoints), ready at once.
+        own: Option<Response<Bytes>>,
         context: Option<RequestContext>,
         deadline: Option<Pin<Box<Sleep>>>,
         span: Span,
@@ -49,10 +51,22 @@ impl<F> ResponseFuture<F> {
             .stream_timeout()
             .map(|after| Box::pin(tokio::time::sleep_until(context.deadline(after))));
         Self {
-            inner,
+            inner: Some(inner),
+            own: None,
             context: Some(context),
             deadline,
             span,
+        }
+    }
+
+    /// A future for a response the monitor answers itself; nothing is measured.
+    pub(crate) fn own(response: Response<Bytes>) -> Self {
+        Self {
+            inner: None,
+            own: Some(response),
+            context: None,
+            deadline: None,
+            span: Span::none(),
         }
     }
 }
@@ -88,13 +102,19 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        let Some(inner) = this.inner.as_pin_mut() else {
+            return match this.own.take() {
+                Some(response) => Poll::Ready(Ok(response.map(MonitoredBody::full))),
+                None => Poll::Pending,
+            };
+        };
         let polled = {
             let _entered = (!this.span.is_disabled()).then(|| this.span.enter());
             let _guard = PanicGuard {
                 context: &mut *this.context,
                 span: this.span,
             };
-            this.inner.poll(cx)
+            inner.poll(cx)
         };
         let result = match polled {
             Poll::Ready(result) => result,

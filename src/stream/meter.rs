@@ -11,6 +11,7 @@ use tracing::Span;
 use super::context::{RequestContext, log_end};
 use crate::SESSION_TARGET;
 use crate::classify::{classify_status, classify_stream_error};
+use crate::health::HealthStatus;
 use crate::parse::{ProviderFormat, StreamParser, TokenSource, WireFormat};
 use crate::record::{Outcome, StreamRecord};
 
@@ -61,6 +62,7 @@ impl StreamMeter {
             .and_then(|v| monitor.model_label(v))
             .or_else(|| context.model.clone());
         span.record("provider", tracing::field::display(&*provider));
+        monitor.provider_started(&provider);
         let max_event_bytes = monitor.config().max_event_bytes;
         let wire = content_type.and_then(WireFormat::from_content_type);
         let parser = wire.map(|w| StreamParser::with_max_event_bytes(w, max_event_bytes));
@@ -139,12 +141,7 @@ impl StreamMeter {
     fn on_content(&mut self, now: Instant, span: &Span) {
         if self.first_token.is_none() {
             self.first_token = Some(now);
-            tracing::debug!(
-                target: SESSION_TARGET,
-                parent: span,
-                latency_ms = (now - self.context.started).as_secs_f64() * 1000.0,
-                "first token"
-            );
+            self.log_first_token((now - self.context.started).as_secs_f64() * 1000.0, span);
         }
         if let Some(last) = self.last_token {
             let gap = now - last;
@@ -153,6 +150,34 @@ impl StreamMeter {
             }
         }
         self.last_token = Some(now);
+    }
+
+    /// The seed's per-request alerting: past the critical baseline WARN, past warning INFO.
+    fn log_first_token(&self, latency_ms: f64, span: &Span) {
+        let baseline = &self
+            .context
+            .monitor
+            .config()
+            .baselines
+            .streaming_first_token;
+        let provider = &*self.provider;
+        match baseline.status(latency_ms) {
+            HealthStatus::Critical => tracing::warn!(
+                target: SESSION_TARGET,
+                parent: span,
+                latency_ms,
+                provider,
+                "Critical first token latency: {latency_ms:.2}ms"
+            ),
+            HealthStatus::Degraded => tracing::info!(
+                target: SESSION_TARGET,
+                parent: span,
+                latency_ms,
+                provider,
+                "High first token latency: {latency_ms:.2}ms"
+            ),
+            _ => tracing::debug!(target: SESSION_TARGET, parent: span, latency_ms, "first token"),
+        }
     }
 
     /// Builds the record, logs the end, and hands the record to the monitor.

@@ -59,6 +59,9 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let (parts, body) = request.into_parts();
+        if crate::endpoints::handles(&self.monitor, &parts) {
+            return ResponseFuture::own(crate::endpoints::respond(&self.monitor, &parts));
+        }
         let (context, span) = RequestContext::start(&self.monitor, &parts);
         let request = Request::from_parts(parts, body);
         let inner = {

@@ -140,3 +140,58 @@ pub fn endless_sse(interval: Duration) -> Body {
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder().build().expect("client")
 }
+
+/// A simulated provider for window and health tests. Request headers choose the answer:
+/// `x-provider` (label), `x-status` (an error status instead of a stream), `x-ttft-ms`,
+/// `x-tokens` (content events; usage is reported as the same number). `GET /plain` is a
+/// non-streaming route.
+pub fn provider_app(monitor: &tower_stream_monitor::Monitor) -> Router {
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::response::IntoResponse;
+    use tower_stream_monitor::StreamLabels;
+
+    async fn chat(headers: HeaderMap) -> axum::response::Response {
+        let get = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let provider = get("x-provider").unwrap_or_else(|| "openai".into());
+        let labels = StreamLabels::new(provider).with_model("sim-1");
+        if let Some(status) = get("x-status").and_then(|s| s.parse::<u16>().ok()) {
+            let status = StatusCode::from_u16(status).unwrap();
+            return (
+                status,
+                labels,
+                [(header::CONTENT_TYPE, "text/event-stream")],
+                "",
+            )
+                .into_response();
+        }
+        let ttft =
+            Duration::from_millis(get("x-ttft-ms").and_then(|s| s.parse().ok()).unwrap_or(0));
+        let tokens: u64 = get("x-tokens").and_then(|s| s.parse().ok()).unwrap_or(3);
+        let mut frames: Vec<Bytes> = (0..tokens)
+            .map(|i| {
+                Bytes::from(format!(
+                    "data: {{\"choices\":[{{\"delta\":{{\"content\":\"t{i}\"}}}}]}}\n\n"
+                ))
+            })
+            .collect();
+        frames.push(Bytes::from(format!(
+            "data: {{\"choices\":[],\"usage\":{{\"prompt_tokens\":2,\"completion_tokens\":{tokens}}}}}\n\n"
+        )));
+        frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
+        (
+            labels,
+            [(header::CONTENT_TYPE, "text/event-stream")],
+            paced_body(frames, ttft, Duration::from_millis(1)),
+        )
+            .into_response()
+    }
+    Router::new()
+        .route("/v1/chat/completions", axum::routing::post(chat))
+        .route("/plain", axum::routing::get(|| async { "plain" }))
+        .layer(monitor.layer())
+}

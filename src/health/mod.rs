@@ -1,0 +1,437 @@
+//! Health: baselines, checks, rollback triggers and alerts (SPEC section 6).
+//!
+//! Health is judged over the 5-minute window. Each baseline gives a check (healthy within
+//! `warning`, degraded past it, critical past `critical`; reversed when higher is better); each
+//! rollback trigger watches the rate of some outcomes in a population of requests. A fired trigger
+//! makes the status critical and `rollback: true`. Every change of status or trigger state emits
+//! one tracing event and calls the `on_alert` callback, once.
+
+use std::fmt;
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use crate::record::{Outcome, StreamRecord};
+use crate::window::SlotStats;
+
+/// Overall or per-check health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    /// Fewer than `min_samples` requests in the window.
+    Unknown,
+    /// Within the warning thresholds.
+    Healthy,
+    /// Past a warning threshold.
+    Degraded,
+    /// Past a critical threshold, or a rollback trigger fired (HTTP 503 on `/health`).
+    Critical,
+}
+
+impl HealthStatus {
+    /// `unknown`, `healthy`, `degraded` or `critical`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Unknown => "unknown",
+            HealthStatus::Healthy => "healthy",
+            HealthStatus::Degraded => "degraded",
+            HealthStatus::Critical => "critical",
+        }
+    }
+}
+
+impl fmt::Display for HealthStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Thresholds for one measured figure.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Baseline {
+    /// The figure aimed for.
+    pub target: f64,
+    /// Past this, the check is degraded.
+    pub warning: f64,
+    /// Past this, the check is critical.
+    pub critical: f64,
+    /// The unit, as shown in `/metrics`.
+    pub unit: &'static str,
+    /// Whether larger values are better (tokens per second): then "past" means below.
+    #[serde(skip_serializing_if = "is_false")]
+    pub higher_is_better: bool,
+}
+
+impl Baseline {
+    /// The status `value` has against these thresholds.
+    ///
+    /// ```
+    /// use tower_stream_monitor::health::{Baselines, HealthStatus};
+    /// let b = Baselines::default();
+    /// assert_eq!(b.streaming_first_token.status(1500.0), HealthStatus::Healthy);
+    /// assert_eq!(b.streaming_first_token.status(2500.0), HealthStatus::Degraded);
+    /// assert_eq!(b.streaming_tokens_per_second.status(5.0), HealthStatus::Critical);
+    /// ```
+    pub fn status(&self, value: f64) -> HealthStatus {
+        let (past_warning, past_critical) = if self.higher_is_better {
+            (value < self.warning, value < self.critical)
+        } else {
+            (value > self.warning, value > self.critical)
+        };
+        if past_critical {
+            HealthStatus::Critical
+        } else if past_warning {
+            HealthStatus::Degraded
+        } else {
+            HealthStatus::Healthy
+        }
+    }
+}
+
+/// The three baselines of the seed, serialised under their `/metrics` names.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Baselines {
+    /// P95 time to first token (ms). Default 1000 / 2000 / 5000.
+    pub streaming_first_token: Baseline,
+    /// Mean tokens per second, higher is better. Default 50 / 30 / 10.
+    pub streaming_tokens_per_second: Baseline,
+    /// Streaming error rate (%). Default 1 / 5 / 10.
+    pub streaming_error_rate: Baseline,
+}
+
+impl Default for Baselines {
+    fn default() -> Self {
+        Self {
+            streaming_first_token: Baseline {
+                target: 1000.0,
+                warning: 2000.0,
+                critical: 5000.0,
+                unit: "ms",
+                higher_is_better: false,
+            },
+            streaming_tokens_per_second: Baseline {
+                target: 50.0,
+                warning: 30.0,
+                critical: 10.0,
+                unit: "tokens/s",
+                higher_is_better: true,
+            },
+            streaming_error_rate: Baseline {
+                target: 1.0,
+                warning: 5.0,
+                critical: 10.0,
+                unit: "%",
+                higher_is_better: false,
+            },
+        }
+    }
+}
+
+/// A rollback trigger: fires when the rate of some outcomes in a population of requests passes
+/// a threshold over the last 5 minutes, once the population holds `min_samples` requests.
+///
+/// ```
+/// use tower_stream_monitor::{Outcome, health::RollbackTrigger};
+/// // The seed's "TTS failure > 30%": server errors and timeouts on one route.
+/// let tts = RollbackTrigger::new("tts_failure_rate", [Outcome::ServerError, Outcome::Timeout], 30.0)
+///     .route("/v1/tts");
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct RollbackTrigger {
+    name: String,
+    outcomes: u8,
+    threshold_percent: f64,
+    route: Option<String>,
+    provider: Option<String>,
+    streaming_only: bool,
+}
+
+impl RollbackTrigger {
+    /// Fires when `outcomes` exceed `threshold_percent` of all requests.
+    pub fn new(
+        name: impl Into<String>,
+        outcomes: impl IntoIterator<Item = Outcome>,
+        threshold_percent: f64,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            outcomes: outcomes.into_iter().fold(0, |m, o| m | 1 << (o as u8)),
+            threshold_percent,
+            route: None,
+            provider: None,
+            streaming_only: false,
+        }
+    }
+
+    /// The built-in `auth_error_rate` trigger: auth errors > 5% of all requests.
+    pub fn auth_error_rate() -> Self {
+        Self::new("auth_error_rate", [Outcome::AuthError], 5.0)
+    }
+
+    /// The built-in `timeout_rate` trigger: timeouts > 10% of streaming requests.
+    pub fn timeout_rate() -> Self {
+        Self::new("timeout_rate", [Outcome::Timeout], 10.0).streaming_only()
+    }
+
+    /// Only requests on this route (as labelled) count.
+    pub fn route(mut self, route: impl Into<String>) -> Self {
+        self.route = Some(route.into());
+        self
+    }
+
+    /// Only requests to this provider count.
+    pub fn provider(mut self, provider: impl Into<String>) -> Self {
+        self.provider = Some(provider.into());
+        self
+    }
+
+    /// Only streaming requests count.
+    pub fn streaming_only(mut self) -> Self {
+        self.streaming_only = true;
+        self
+    }
+
+    pub(crate) fn threshold_valid(&self) -> bool {
+        (0.0..=100.0).contains(&self.threshold_percent)
+    }
+
+    /// The trigger's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether `record` belongs to the population this trigger watches.
+    pub(crate) fn counts(&self, record: &StreamRecord) -> bool {
+        (!self.streaming_only || record.streaming)
+            && self.route.as_deref().is_none_or(|r| r == &*record.route)
+            && self
+                .provider
+                .as_deref()
+                .is_none_or(|p| p == &*record.provider)
+    }
+
+    pub(crate) fn is_hit(&self, record: &StreamRecord) -> bool {
+        self.outcomes & (1 << (record.outcome as u8)) != 0
+    }
+}
+
+/// One baseline judged over the window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Check {
+    /// `streaming_first_token`, `streaming_tokens_per_second` or `streaming_error_rate`.
+    pub name: &'static str,
+    /// Always `5min`.
+    pub window: &'static str,
+    /// P95 first-token latency (ms), mean tokens/s, or error rate (%).
+    pub value: f64,
+    /// The baseline.
+    pub thresholds: Baseline,
+    /// The check's status (`unknown` below `min_samples`).
+    pub status: HealthStatus,
+}
+
+/// One rollback trigger judged over the window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TriggerState {
+    /// The trigger's name.
+    pub name: String,
+    /// Always `5min`.
+    pub window: &'static str,
+    /// The rate (%) of the watched outcomes.
+    pub value: f64,
+    /// Fires above this rate (%).
+    pub threshold: f64,
+    /// Requests in the watched population.
+    pub samples: u64,
+    /// Whether it fired (only once `samples` >= `min_samples`).
+    pub fired: bool,
+    /// The route filter, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    /// The provider filter, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+}
+
+/// The body of `GET {prefix}/health`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HealthReport {
+    /// The worst check, or critical when a trigger fired; unknown below `min_samples`.
+    pub status: HealthStatus,
+    /// The baseline checks.
+    pub checks: Vec<Check>,
+    /// The rollback triggers.
+    pub triggers: Vec<TriggerState>,
+    /// Whether a rollback trigger fired.
+    pub rollback: bool,
+}
+
+/// A change of health state, handed to `on_alert` once per change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    /// The status before.
+    pub previous: HealthStatus,
+    /// The status now.
+    pub status: HealthStatus,
+    /// Names of the triggers firing now.
+    pub fired: Vec<String>,
+    /// The report that showed the change.
+    pub report: HealthReport,
+}
+
+/// A callback for health changes. Implemented for closures `Fn(&Alert)`.
+pub trait OnAlert: Send + Sync + 'static {
+    /// Called once per change of status or trigger state.
+    fn on_alert(&self, alert: &Alert);
+}
+
+impl<F: Fn(&Alert) + Send + Sync + 'static> OnAlert for F {
+    fn on_alert(&self, alert: &Alert) {
+        self(alert)
+    }
+}
+
+/// Judges the 5-minute window against the baselines and the triggers.
+pub(crate) fn evaluate(
+    baselines: &Baselines,
+    triggers: &[RollbackTrigger],
+    min_samples: u64,
+    five: &SlotStats,
+    trigger_totals: &[(u64, u64)],
+) -> HealthReport {
+    let summary = five.summary(0);
+    let enough = five.streaming >= min_samples;
+    let check = |name, value: f64, has_value: bool, b: &Baseline| Check {
+        name,
+        window: "5min",
+        value,
+        thresholds: *b,
+        status: if enough && has_value {
+            b.status(value)
+        } else {
+            HealthStatus::Unknown
+        },
+    };
+    let checks = vec![
+        check(
+            "streaming_first_token",
+            summary.first_token_p95_ms,
+            five.ttft_ms.count() > 0,
+            &baselines.streaming_first_token,
+        ),
+        check(
+            "streaming_tokens_per_second",
+            summary.avg_tokens_per_second,
+            five.tps_count > 0,
+            &baselines.streaming_tokens_per_second,
+        ),
+        check(
+            "streaming_error_rate",
+            summary.streaming_error_rate,
+            true,
+            &baselines.streaming_error_rate,
+        ),
+    ];
+    let triggers: Vec<TriggerState> = triggers
+        .iter()
+        .zip(trigger_totals)
+        .map(|(t, &(samples, hits))| {
+            let value = if samples > 0 {
+                hits as f64 * 100.0 / samples as f64
+            } else {
+                0.0
+            };
+            TriggerState {
+                name: t.name.clone(),
+                window: "5min",
+                value,
+                threshold: t.threshold_percent,
+                samples,
+                fired: samples >= min_samples && value > t.threshold_percent,
+                route: t.route.clone(),
+                provider: t.provider.clone(),
+            }
+        })
+        .collect();
+    let rollback = triggers.iter().any(|t| t.fired);
+    let worst_check = checks
+        .iter()
+        .map(|c| c.status)
+        .max()
+        .unwrap_or(HealthStatus::Unknown);
+    let status = if rollback {
+        HealthStatus::Critical
+    } else {
+        worst_check
+    };
+    HealthReport {
+        status,
+        checks,
+        triggers,
+        rollback,
+    }
+}
+
+/// Remembers the last health state, to alert on changes only.
+pub(crate) struct HealthTracker {
+    last: Mutex<(HealthStatus, Vec<String>)>,
+}
+
+impl HealthTracker {
+    pub(crate) fn new() -> Self {
+        Self {
+            last: Mutex::new((HealthStatus::Unknown, Vec::new())),
+        }
+    }
+
+    /// Compares `report` with the last state; on a change logs one event and returns the alert.
+    pub(crate) fn observe(&self, report: &HealthReport) -> Option<Alert> {
+        let fired: Vec<String> = report
+            .triggers
+            .iter()
+            .filter(|t| t.fired)
+            .map(|t| t.name.clone())
+            .collect();
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.0 == report.status && last.1 == fired {
+            return None;
+        }
+        let previous = last.0;
+        *last = (report.status, fired.clone());
+        drop(last);
+        let alert = Alert {
+            previous,
+            status: report.status,
+            fired,
+            report: report.clone(),
+        };
+        let fired_list = alert.fired.join(",");
+        match alert.status {
+            HealthStatus::Critical => tracing::warn!(
+                target: crate::HEALTH_TARGET,
+                previous = %previous,
+                status = %alert.status,
+                rollback = report.rollback,
+                fired = %fired_list,
+                "health critical"
+            ),
+            HealthStatus::Degraded => tracing::info!(
+                target: crate::HEALTH_TARGET,
+                previous = %previous,
+                status = %alert.status,
+                "health degraded"
+            ),
+            _ => tracing::info!(
+                target: crate::HEALTH_TARGET,
+                previous = %previous,
+                status = %alert.status,
+                "health recovered"
+            ),
+        }
+        Some(alert)
+    }
+}

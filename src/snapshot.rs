@@ -1,0 +1,43 @@
+//! The figures `GET {prefix}/metrics` serves, as a typed value.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::health::{Baselines, HealthStatus};
+use crate::system::SystemStats;
+use crate::window::{RequestStats, WindowStats};
+
+/// One provider's windows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProviderWindows {
+    /// The last 5 minutes.
+    #[serde(rename = "5min")]
+    pub five_minutes: WindowStats,
+    /// The last hour.
+    #[serde(rename = "1hour")]
+    pub one_hour: WindowStats,
+}
+
+/// The `data` of `GET {prefix}/metrics`; field names are those of the seed's service.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MetricsSnapshot {
+    /// RFC 3339, UTC, microseconds.
+    pub timestamp: String,
+    /// Seconds since the monitor was built.
+    pub uptime_seconds: f64,
+    /// The health baselines.
+    pub baselines: Baselines,
+    /// Streaming requests, last 5 minutes.
+    pub streaming_5min: WindowStats,
+    /// Streaming requests, last hour.
+    pub streaming_1hour: WindowStats,
+    /// The same windows per provider.
+    pub streaming_by_provider: BTreeMap<String, ProviderWindows>,
+    /// All requests, last 5 minutes.
+    pub requests_5min: RequestStats,
+    /// This process.
+    pub current_system: SystemStats,
+    /// The overall health status.
+    pub health_status: HealthStatus,
+}

@@ -1,0 +1,244 @@
+//! What one window slot accumulates, and the merge of slots into a window's figures.
+
+use serde::Serialize;
+use serde::ser::SerializeMap;
+use sketches_ddsketch::{Config, DDSketch};
+
+use crate::record::{Outcome, StreamRecord};
+
+/// Relative accuracy of the quantile sketches: p50/p95/p99 within 1%.
+const SKETCH_ALPHA: f64 = 0.005;
+/// Bins per sketch at most (each bin 8 bytes); 1% accuracy from 1 µs to hours fits well within.
+const SKETCH_MAX_BINS: u32 = 2048;
+
+pub(crate) fn new_sketch() -> DDSketch {
+    DDSketch::new(Config::new(SKETCH_ALPHA, SKETCH_MAX_BINS, 1.0e-6))
+}
+
+/// Counts and sketches of the records that fell in one slot of one window.
+#[derive(Clone)]
+pub(crate) struct SlotStats {
+    pub(crate) requests: u64,
+    pub(crate) by_outcome: [u64; 8],
+    pub(crate) streaming: u64,
+    pub(crate) streaming_by_outcome: [u64; 8],
+    pub(crate) output_tokens: u64,
+    pub(crate) input_tokens: u64,
+    pub(crate) ttft_ms_sum: f64,
+    pub(crate) tps_sum: f64,
+    pub(crate) tps_count: u64,
+    pub(crate) duration_ms_sum: f64,
+    pub(crate) max_stall_ms: f64,
+    pub(crate) ttft_ms: DDSketch,
+    pub(crate) duration_ms: DDSketch,
+    pub(crate) tpot_ms: DDSketch,
+}
+
+impl Default for SlotStats {
+    fn default() -> Self {
+        Self {
+            requests: 0,
+            by_outcome: [0; 8],
+            streaming: 0,
+            streaming_by_outcome: [0; 8],
+            output_tokens: 0,
+            input_tokens: 0,
+            ttft_ms_sum: 0.0,
+            tps_sum: 0.0,
+            tps_count: 0,
+            duration_ms_sum: 0.0,
+            max_stall_ms: 0.0,
+            ttft_ms: new_sketch(),
+            duration_ms: new_sketch(),
+            tpot_ms: new_sketch(),
+        }
+    }
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+impl SlotStats {
+    pub(crate) fn clear(&mut self) {
+        *self = Self::default();
+    }
+
+    pub(crate) fn add(&mut self, r: &StreamRecord) {
+        self.requests += 1;
+        self.by_outcome[r.outcome as usize] += 1;
+        if !r.streaming {
+            return;
+        }
+        self.streaming += 1;
+        self.streaming_by_outcome[r.outcome as usize] += 1;
+        self.output_tokens += r.output_tokens;
+        self.input_tokens += r.input_tokens.unwrap_or(0);
+        if let Some(ttft) = r.time_to_first_token {
+            self.ttft_ms_sum += ms(ttft);
+            self.ttft_ms.add(ms(ttft));
+        }
+        if let Some(tps) = r.tokens_per_second {
+            self.tps_sum += tps;
+            self.tps_count += 1;
+        }
+        if let Some(tpot) = r.time_per_output_token {
+            self.tpot_ms.add(ms(tpot));
+        }
+        self.duration_ms_sum += ms(r.duration);
+        self.duration_ms.add(ms(r.duration));
+        if let Some(gap) = r.max_inter_token_gap {
+            self.max_stall_ms = self.max_stall_ms.max(ms(gap));
+        }
+    }
+
+    pub(crate) fn merge(&mut self, o: &SlotStats) {
+        self.requests += o.requests;
+        self.streaming += o.streaming;
+        for i in 0..8 {
+            self.by_outcome[i] += o.by_outcome[i];
+            self.streaming_by_outcome[i] += o.streaming_by_outcome[i];
+        }
+        self.output_tokens += o.output_tokens;
+        self.input_tokens += o.input_tokens;
+        self.ttft_ms_sum += o.ttft_ms_sum;
+        self.tps_sum += o.tps_sum;
+        self.tps_count += o.tps_count;
+        self.duration_ms_sum += o.duration_ms_sum;
+        self.max_stall_ms = self.max_stall_ms.max(o.max_stall_ms);
+        // Same configuration on both sides: merge cannot fail.
+        let _ = self.ttft_ms.merge(&o.ttft_ms);
+        let _ = self.duration_ms.merge(&o.duration_ms);
+        let _ = self.tpot_ms.merge(&o.tpot_ms);
+    }
+
+    /// The window's figures, as the `/metrics` JSON names them.
+    pub(crate) fn summary(&self, in_flight: u64) -> WindowStats {
+        let quantile = |s: &DDSketch, q: f64| finite(s.quantile(q).ok().flatten().unwrap_or(0.0));
+        let ttft_n = self.ttft_ms.count() as f64;
+        let errors: u64 = Outcome::ALL
+            .iter()
+            .filter(|o| o.is_error())
+            .map(|o| self.streaming_by_outcome[*o as usize])
+            .sum();
+        WindowStats {
+            total_streaming_requests: self.streaming,
+            avg_first_token_latency_ms: ratio(self.ttft_ms_sum, ttft_n),
+            first_token_p50_ms: quantile(&self.ttft_ms, 0.50),
+            first_token_p95_ms: quantile(&self.ttft_ms, 0.95),
+            first_token_p99_ms: quantile(&self.ttft_ms, 0.99),
+            avg_tokens_per_second: ratio(self.tps_sum, self.tps_count as f64),
+            total_tokens: self.output_tokens,
+            input_tokens: self.input_tokens,
+            streaming_error_rate: ratio(errors as f64 * 100.0, self.streaming as f64),
+            streaming_errors: errors,
+            by_outcome: OutcomeCounts(self.streaming_by_outcome),
+            timeouts: self.streaming_by_outcome[Outcome::Timeout as usize],
+            auth_errors: self.streaming_by_outcome[Outcome::AuthError as usize],
+            cancelled: self.streaming_by_outcome[Outcome::Cancelled as usize],
+            avg_duration_ms: ratio(self.duration_ms_sum, self.streaming as f64),
+            duration_p95_ms: quantile(&self.duration_ms, 0.95),
+            time_per_output_token_p95_ms: quantile(&self.tpot_ms, 0.95),
+            max_stall_ms: finite(self.max_stall_ms),
+            in_flight,
+        }
+    }
+
+    /// All requests of the window (streaming or not): the `requests_5min` block.
+    pub(crate) fn requests(&self) -> RequestStats {
+        let auth = self.by_outcome[Outcome::AuthError as usize];
+        RequestStats {
+            total_requests: self.requests,
+            auth_errors: auth,
+            auth_error_rate: ratio(auth as f64 * 100.0, self.requests as f64),
+            by_outcome: OutcomeCounts(self.by_outcome),
+        }
+    }
+}
+
+fn finite(v: f64) -> f64 {
+    if v.is_finite() { v } else { 0.0 }
+}
+
+/// `a / b`, or 0 for an empty window: never NaN.
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 { finite(a / b) } else { 0.0 }
+}
+
+/// Counts by outcome, serialised as a map with every outcome (zeros included) in label order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OutcomeCounts(pub [u64; 8]);
+
+impl OutcomeCounts {
+    /// The count for one outcome.
+    pub fn get(&self, outcome: Outcome) -> u64 {
+        self.0[outcome as usize]
+    }
+}
+
+impl Serialize for OutcomeCounts {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(8))?;
+        for o in Outcome::ALL {
+            map.serialize_entry(o.as_str(), &self.0[o as usize])?;
+        }
+        map.end()
+    }
+}
+
+/// One window's figures over streaming requests (the `WINDOW` object of `/metrics`). Rates are
+/// percent (0-100), times milliseconds; an empty window is all zeros.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WindowStats {
+    /// Streaming requests recorded in the window.
+    pub total_streaming_requests: u64,
+    /// Mean time to first token.
+    pub avg_first_token_latency_ms: f64,
+    /// Median time to first token.
+    pub first_token_p50_ms: f64,
+    /// 95th percentile time to first token.
+    pub first_token_p95_ms: f64,
+    /// 99th percentile time to first token.
+    pub first_token_p99_ms: f64,
+    /// Mean of the streams' tokens per second.
+    pub avg_tokens_per_second: f64,
+    /// Output tokens.
+    pub total_tokens: u64,
+    /// Input tokens (reported).
+    pub input_tokens: u64,
+    /// Streaming errors as a percent of streaming requests.
+    pub streaming_error_rate: f64,
+    /// Streaming requests whose outcome is neither `ok` nor `cancelled`.
+    pub streaming_errors: u64,
+    /// Streaming requests by outcome.
+    pub by_outcome: OutcomeCounts,
+    /// Streaming requests that timed out.
+    pub timeouts: u64,
+    /// Streaming requests that failed authentication.
+    pub auth_errors: u64,
+    /// Streaming requests the client cancelled.
+    pub cancelled: u64,
+    /// Mean stream duration.
+    pub avg_duration_ms: f64,
+    /// 95th percentile stream duration.
+    pub duration_p95_ms: f64,
+    /// 95th percentile time per output token.
+    pub time_per_output_token_p95_ms: f64,
+    /// The longest gap between content events of any stream in the window.
+    pub max_stall_ms: f64,
+    /// Requests in flight now.
+    pub in_flight: u64,
+}
+
+/// All requests of a window, streaming or not (the `requests_5min` object).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RequestStats {
+    /// Requests recorded.
+    pub total_requests: u64,
+    /// Requests with outcome `auth_error`.
+    pub auth_errors: u64,
+    /// `auth_errors` as a percent of `total_requests`.
+    pub auth_error_rate: f64,
+    /// Requests by outcome.
+    pub by_outcome: OutcomeCounts,
+}
