@@ -10,11 +10,17 @@ use metrics::Label;
 use crate::names;
 use crate::record::StreamRecord;
 
-pub(crate) fn emit(record: &StreamRecord) {
+/// The labels every per-request metric carries.
+pub(crate) fn base_labels(record: &StreamRecord) -> Vec<Label> {
     let mut labels = Vec::with_capacity(4);
     labels.push(Label::new(names::PROVIDER, record.provider.clone()));
     labels.push(Label::new(names::MODEL, record.model.clone()));
     labels.push(Label::new(names::ROUTE, record.route.clone()));
+    labels
+}
+
+pub(crate) fn emit(record: &StreamRecord) {
+    let labels = base_labels(record);
 
     let mut with_outcome = labels.clone();
     with_outcome.push(Label::new(names::OUTCOME, record.outcome.as_str()));
@@ -43,6 +49,10 @@ pub(crate) fn emit(record: &StreamRecord) {
             metrics::histogram!(names::TOKEN_USAGE, input_labels).record(input as f64);
         }
     }
+    emit_skipped(record);
+}
+
+pub(crate) fn emit_skipped(record: &StreamRecord) {
     if record.oversized_events > 0 {
         metrics::counter!(names::SKIPPED_EVENTS_TOTAL, "reason" => "oversized")
             .increment(record.oversized_events);

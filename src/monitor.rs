@@ -129,6 +129,7 @@ pub(crate) struct Config {
     pub(crate) triggers: Vec<RollbackTrigger>,
     pub(crate) on_alert: Option<Arc<dyn OnAlert>>,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) metrics_facade: bool,
 }
 
 impl fmt::Debug for Config {
@@ -181,6 +182,7 @@ impl Default for Config {
             ],
             on_alert: None,
             clock: Arc::new(SystemClock),
+            metrics_facade: true,
         }
     }
 }
@@ -388,6 +390,15 @@ impl MonitorBuilder {
     /// [`ManualClock`](crate::window::ManualClock) to move time.
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.config.clock = Arc::new(clock);
+        self
+    }
+
+    /// Whether each request is also emitted to the `metrics` facade (for a recorder the app
+    /// installed). Default `true`. With no recorder installed the facade discards everything,
+    /// but building its keys still costs about a microsecond per request: turn it off then.
+    /// The in-process endpoints do not depend on it.
+    pub fn metrics_facade(mut self, enabled: bool) -> Self {
+        self.config.metrics_facade = enabled;
         self
     }
 
@@ -690,7 +701,9 @@ impl Monitor {
         let before = interner.overflowed();
         let shared = interner.intern(value);
         if interner.overflowed() != before {
-            facade::label_overflow(label);
+            if self.shared.config.metrics_facade {
+                facade::label_overflow(label);
+            }
             self.shared.prometheus.label_overflow(label);
         }
         Some(shared)
@@ -698,7 +711,9 @@ impl Monitor {
 
     pub(crate) fn request_started(&self, route: &Arc<str>) {
         self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
-        facade::in_flight(route, 1.0);
+        if self.shared.config.metrics_facade {
+            facade::in_flight(route, 1.0);
+        }
         self.shared.prometheus.in_flight(route, 1.0);
     }
 
@@ -726,26 +741,53 @@ impl Monitor {
     }
 
     /// The one hand-over point of a finished request: every started request reaches it once.
-    pub(crate) fn record(&self, mut record: StreamRecord) {
-        let now = self.now();
-        record.finished_at = now;
+    pub(crate) fn record(&self, record: StreamRecord) {
         self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
         if record.status.is_some() {
             self.provider_counter(&record.provider)
                 .fetch_sub(1, Ordering::Relaxed);
         }
-        facade::in_flight(&record.route, -1.0);
+        if self.shared.config.metrics_facade {
+            facade::in_flight(&record.route, -1.0);
+        }
         self.shared.prometheus.in_flight(&record.route, -1.0);
+        self.ingest(record);
+    }
+
+    /// Records a stream measured elsewhere (a job that is not an HTTP request, a replay): into
+    /// the windows, the Prometheus endpoint, the `metrics` facade and `on_record`, as if the
+    /// layer had measured it. Its `finished_at` is set from the monitor's clock; labels are taken
+    /// as given (they do not pass the cardinality cap).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_stream_monitor::{Monitor, Outcome, StreamRecord};
+    ///
+    /// let monitor = Monitor::builder().build()?;
+    /// let mut record = StreamRecord::new("openai", "gpt-4o-mini", "batch-job", Outcome::Ok);
+    /// record.streaming = true;
+    /// record.time_to_first_token = Some(Duration::from_millis(420));
+    /// record.output_tokens = 128;
+    /// monitor.ingest(record);
+    /// assert_eq!(monitor.snapshot().streaming_5min.total_tokens, 128);
+    /// # Ok::<(), tower_stream_monitor::ConfigError>(())
+    /// ```
+    pub fn ingest(&self, mut record: StreamRecord) {
+        let now = self.now();
+        record.finished_at = now;
         self.shared.by_outcome[record.outcome as usize].fetch_add(1, Ordering::Relaxed);
         let secs = unix_secs(now);
         self.shared.windows.record(secs, &record);
-        facade::emit(&record);
+        if self.shared.config.metrics_facade {
+            facade::emit(&record);
+        }
         self.shared.prometheus.record(&record);
         if let Some(cb) = &self.shared.config.on_record {
             cb.on_record(&record);
         }
-        // Health is re-judged on the recording path at most once a second, so alerts fire
-        // without a thread of our own and without costing every request.
+        // Once a second on the recording path (no thread of our own, not on every request):
+        // re-judge health so alerts fire, and fold pending Prometheus histogram observations
+        // into their buckets so they do not pile up between scrapes.
         let last = self.shared.last_health_check.load(Ordering::Relaxed);
         if last != secs
             && self
@@ -754,6 +796,7 @@ impl Monitor {
                 .compare_exchange(last, secs, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
+            self.shared.prometheus.upkeep();
             self.health();
         }
     }

@@ -1,9 +1,14 @@
 //! The in-process Prometheus exposition: metrics-exporter-prometheus's recorder, built locally
-//! (never installed globally) and fed by the same emission code as the `metrics` facade, so the
-//! endpoint and a user's own recorder see the same names and labels. Each monitor renders its own.
+//! (never installed globally), so each monitor renders its own. It is fed through cached metric
+//! handles, one set per label set, registered with the same names and labels the `metrics`
+//! facade emission uses.
 
-use std::sync::Arc;
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, OnceLock, RwLock};
 
+use metrics::{Counter, Histogram, Key, Label, Recorder};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
@@ -26,10 +31,74 @@ const BYTES_BUCKETS: [f64; 11] = [
     64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0,
     67108864.0,
 ];
+/// Label sets whose handles are cached; beyond, handles are registered per record (still correct,
+/// only slower). Labels are capped, so this is rarely reached.
+const MAX_CACHED_LABEL_SETS: usize = 4096;
+
+static METADATA: metrics::Metadata<'static> =
+    metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+/// The handles of one (provider, model, route) label set.
+struct LabelSetHandles {
+    labels: Vec<Label>,
+    ttft: Histogram,
+    ttfb: Histogram,
+    tpot: Histogram,
+    bytes: Histogram,
+    output_tokens: Histogram,
+    input_tokens: Histogram,
+    /// Per outcome, registered on first use so absent outcomes add no empty series.
+    by_outcome: [OnceLock<(Counter, Histogram)>; 8],
+}
+
+/// The cache key: three label values, looked up by `&str` without building `Arc`s.
+#[derive(PartialEq, Eq, Hash)]
+struct LabelKey(Arc<str>, Arc<str>, Arc<str>);
+
+trait LabelView {
+    fn parts(&self) -> (&str, &str, &str);
+}
+
+impl LabelView for LabelKey {
+    fn parts(&self) -> (&str, &str, &str) {
+        (&self.0, &self.1, &self.2)
+    }
+}
+
+impl LabelView for (&str, &str, &str) {
+    fn parts(&self) -> (&str, &str, &str) {
+        *self
+    }
+}
+
+impl<'a> Borrow<dyn LabelView + 'a> for LabelKey {
+    fn borrow(&self) -> &(dyn LabelView + 'a) {
+        self
+    }
+}
+
+impl Hash for dyn LabelView + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // Must hash as `LabelKey` does: a tuple of three `str`s.
+        let (a, b, c) = self.parts();
+        a.hash(state);
+        b.hash(state);
+        c.hash(state);
+    }
+}
+
+impl PartialEq for dyn LabelView + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn LabelView + '_ {}
 
 pub(crate) struct PrometheusExposition {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
+    handles: RwLock<HashMap<LabelKey, Arc<LabelSetHandles>>>,
 }
 
 fn build_recorder() -> Result<PrometheusRecorder, metrics_exporter_prometheus::BuildError> {
@@ -51,11 +120,86 @@ impl PrometheusExposition {
             build_recorder().unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
         let handle = recorder.handle();
         metrics::with_local_recorder(&recorder, facade::describe);
-        Self { recorder, handle }
+        Self {
+            recorder,
+            handle,
+            handles: RwLock::new(HashMap::new()),
+        }
     }
 
-    pub(crate) fn record(&self, record: &StreamRecord) {
-        metrics::with_local_recorder(&self.recorder, || facade::emit(record));
+    fn histogram(&self, name: &'static str, labels: Vec<Label>) -> Histogram {
+        self.recorder
+            .register_histogram(&Key::from_parts(name, labels), &METADATA)
+    }
+
+    fn register(&self, r: &StreamRecord) -> LabelSetHandles {
+        let labels = facade::base_labels(r);
+        let with = |k: &'static str, v: &'static str| {
+            let mut l = labels.clone();
+            l.push(Label::new(k, v));
+            l
+        };
+        LabelSetHandles {
+            ttft: self.histogram(names::TIME_TO_FIRST_TOKEN, labels.clone()),
+            ttfb: self.histogram(names::TIME_TO_FIRST_BYTE, labels.clone()),
+            tpot: self.histogram(names::TIME_PER_OUTPUT_TOKEN, labels.clone()),
+            bytes: self.histogram(names::RESPONSE_BYTES, labels.clone()),
+            output_tokens: self.histogram(names::TOKEN_USAGE, with(names::TOKEN_TYPE, "output")),
+            input_tokens: self.histogram(names::TOKEN_USAGE, with(names::TOKEN_TYPE, "input")),
+            by_outcome: Default::default(),
+            labels,
+        }
+    }
+
+    fn handles(&self, r: &StreamRecord) -> Arc<LabelSetHandles> {
+        let view: (&str, &str, &str) = (&r.provider, &r.model, &r.route);
+        let read = self.handles.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = read.get(&view as &dyn LabelView) {
+            return h.clone();
+        }
+        let cached = read.len();
+        drop(read);
+        let handles = Arc::new(self.register(r));
+        if cached < MAX_CACHED_LABEL_SETS {
+            let key = LabelKey(r.provider.clone(), r.model.clone(), r.route.clone());
+            let mut write = self.handles.write().unwrap_or_else(|p| p.into_inner());
+            return write.entry(key).or_insert(handles).clone();
+        }
+        handles
+    }
+
+    pub(crate) fn record(&self, r: &StreamRecord) {
+        let h = self.handles(r);
+        let (requests, duration) = h.by_outcome[r.outcome as usize].get_or_init(|| {
+            let mut labels = h.labels.clone();
+            labels.push(Label::new(names::OUTCOME, r.outcome.as_str()));
+            let key = Key::from_parts(names::REQUESTS_TOTAL, labels.clone());
+            (
+                self.recorder.register_counter(&key, &METADATA),
+                self.histogram(names::REQUEST_DURATION, labels),
+            )
+        });
+        requests.increment(1);
+        duration.record(r.duration.as_secs_f64());
+        if let Some(ttfb) = r.time_to_first_byte {
+            h.ttfb.record(ttfb.as_secs_f64());
+        }
+        if let Some(ttft) = r.time_to_first_token {
+            h.ttft.record(ttft.as_secs_f64());
+        }
+        if let Some(tpot) = r.time_per_output_token {
+            h.tpot.record(tpot.as_secs_f64());
+        }
+        h.bytes.record(r.bytes as f64);
+        if r.output_tokens > 0 || r.input_tokens.is_some() {
+            h.output_tokens.record(r.output_tokens as f64);
+            if let Some(input) = r.input_tokens {
+                h.input_tokens.record(input as f64);
+            }
+        }
+        if r.oversized_events > 0 || r.malformed_events > 0 {
+            metrics::with_local_recorder(&self.recorder, || facade::emit_skipped(r));
+        }
     }
 
     pub(crate) fn in_flight(&self, route: &Arc<str>, delta: f64) {
@@ -64,6 +208,11 @@ impl PrometheusExposition {
 
     pub(crate) fn label_overflow(&self, label: &'static str) {
         metrics::with_local_recorder(&self.recorder, || facade::label_overflow(label));
+    }
+
+    /// Folds pending histogram observations into their buckets (the recorder queues them).
+    pub(crate) fn upkeep(&self) {
+        self.handle.run_upkeep();
     }
 
     /// Text exposition format 0.0.4.

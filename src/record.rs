@@ -141,6 +141,40 @@ pub struct StreamRecord {
 }
 
 impl StreamRecord {
+    /// A record with the given labels and outcome and everything else empty (zero, `None`,
+    /// not streaming); set the public fields that apply.
+    pub fn new(
+        provider: impl Into<Arc<str>>,
+        model: impl Into<Arc<str>>,
+        route: impl Into<Arc<str>>,
+        outcome: Outcome,
+    ) -> Self {
+        Self {
+            provider: provider.into(),
+            model: model.into(),
+            route: route.into(),
+            request_id: RequestId::Generated(0),
+            user_id: None,
+            status: None,
+            outcome,
+            streaming: false,
+            format: ProviderFormat::Unknown,
+            finished_at: SystemTime::UNIX_EPOCH,
+            time_to_first_byte: None,
+            time_to_first_token: None,
+            duration: Duration::ZERO,
+            output_tokens: 0,
+            input_tokens: None,
+            token_source: TokenSource::Counted,
+            tokens_per_second: None,
+            time_per_output_token: None,
+            max_inter_token_gap: None,
+            bytes: 0,
+            oversized_events: 0,
+            malformed_events: 0,
+        }
+    }
+
     pub(crate) fn derived_rates(
         output_tokens: u64,
         duration: Duration,

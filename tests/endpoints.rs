@@ -377,3 +377,338 @@ async fn health_moves_through_its_states_with_one_alert_per_change() {
         ]
     );
 }
+
+#[tokio::test]
+async fn auth_errors_fire_the_rollback_trigger() {
+    let clock = clock();
+    let records = Records::default();
+    let alerts: Arc<Mutex<Vec<Alert>>> = Arc::default();
+    let sink = alerts.clone();
+    let monitor = records
+        .attach(
+            Monitor::builder()
+                .prefix(PREFIX)
+                .clock(clock.clone())
+                .min_samples(10)
+                .on_alert(move |a: &Alert| sink.lock().unwrap().push(a.clone())),
+        )
+        .build()
+        .unwrap();
+    let server = Server::start(&monitor).await;
+    // 19 good requests and 1 auth error: 5% is not more than 5%.
+    for _ in 0..19 {
+        server.chat(&[]).await;
+    }
+    server.chat(&[("x-status", "401")]).await;
+    records.wait_for(20).await;
+    let (status, body) = server.json(&format!("{PREFIX}/health")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["rollback"], false);
+    let auth = &body["triggers"][0];
+    assert_eq!(
+        (auth["name"].as_str(), auth["samples"].as_u64()),
+        (Some("auth_error_rate"), Some(20))
+    );
+    assert_eq!(auth["value"], 5.0);
+
+    // One more: 2 of 21 is 9.5% of all requests.
+    server.chat(&[("x-status", "403")]).await;
+    records.wait_for(21).await;
+    let (status, body) = server.json(&format!("{PREFIX}/health")).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "critical");
+    assert_eq!(body["rollback"], true);
+    assert_eq!(body["triggers"][0]["fired"], true);
+    assert_eq!(body["triggers"][1]["fired"], false, "timeout_rate");
+    let last = alerts.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(last.status, HealthStatus::Critical);
+    assert_eq!(last.fired, ["auth_error_rate"]);
+    assert_eq!(server.metrics().await["health_status"], "critical");
+
+    // When the window moves on, the trigger stops firing (too few samples: unknown).
+    clock.advance(Duration::from_secs(311));
+    let (status, body) = server.json(&format!("{PREFIX}/health")).await;
+    assert_eq!(
+        (status.as_u16(), body["rollback"].as_bool()),
+        (200, Some(false))
+    );
+}
+
+#[tokio::test]
+async fn user_trigger_with_route_and_provider_filters() {
+    let records = Records::default();
+    let monitor = records
+        .attach(
+            Monitor::builder()
+                .prefix(PREFIX)
+                .min_samples(4)
+                .clear_rollback_triggers()
+                .rollback_trigger(
+                    RollbackTrigger::new(
+                        "openai_server_errors",
+                        [Outcome::ServerError, Outcome::Timeout],
+                        30.0,
+                    )
+                    .route("/v1/chat/completions")
+                    .provider("openai"),
+                ),
+        )
+        .build()
+        .unwrap();
+    let server = Server::start(&monitor).await;
+    // Anthropic's failures are outside the trigger's population.
+    for _ in 0..6 {
+        server
+            .chat(&[("x-provider", "anthropic"), ("x-status", "500")])
+            .await;
+    }
+    for _ in 0..3 {
+        server.chat(&[("x-provider", "openai")]).await;
+    }
+    server
+        .chat(&[("x-provider", "openai"), ("x-status", "504")])
+        .await;
+    records.wait_for(10).await;
+    let (_, body) = server.json(&format!("{PREFIX}/health")).await;
+    let t = &body["triggers"][0];
+    assert_eq!(body["triggers"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        (t["samples"].as_u64(), t["value"].as_f64()),
+        (Some(4), Some(25.0))
+    );
+    assert_eq!(t["fired"], false);
+    assert_eq!(
+        (t["route"].as_str(), t["provider"].as_str()),
+        (Some("/v1/chat/completions"), Some("openai"))
+    );
+    server
+        .chat(&[("x-provider", "openai"), ("x-status", "500")])
+        .await;
+    records.wait_for(11).await;
+    let (status, body) = server.json(&format!("{PREFIX}/health")).await;
+    assert_eq!(body["triggers"][0]["value"], 40.0);
+    assert_eq!(
+        (status.as_u16(), body["rollback"].as_bool()),
+        (503, Some(true))
+    );
+}
+
+#[tokio::test]
+async fn endpoint_hygiene() {
+    let records = Records::default();
+    let monitor = records
+        .attach(
+            Monitor::builder()
+                .prefix(PREFIX)
+                .endpoint_token("s3cret-token"),
+        )
+        .build()
+        .unwrap();
+    let server = Server::start(&monitor).await;
+    let url = |p: &str| format!("http://{}{PREFIX}{p}", server.addr);
+    let http = client();
+    let bearer = "Bearer s3cret-token";
+
+    // Unknown path under the prefix: 404 JSON listing the endpoints.
+    let res = http
+        .get(url("/nope"))
+        .header("authorization", bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+    assert!(body["error"]["endpoints"].as_array().unwrap().len() >= 3);
+
+    // Wrong method: 405 with Allow.
+    let res = http
+        .post(url("/metrics"))
+        .header("authorization", bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 405);
+    assert_eq!(res.headers()["allow"], "GET, HEAD");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["status"], "error");
+
+    // Unknown query parameter: 400 naming it.
+    let res = http
+        .get(url("/metrics?window=5m"))
+        .header("authorization", bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["parameter"], "window");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("window")
+    );
+
+    // The token guard: 401 without or with a wrong token, no data; /health stays open.
+    for auth in [
+        None,
+        Some("Bearer wrong-token!"),
+        Some("Bearer s3cret-toke"),
+        Some("Basic czNjcmV0"),
+    ] {
+        let mut req = http.get(url("/metrics"));
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 401, "{auth:?}");
+        assert_eq!(res.headers()["www-authenticate"], "Bearer");
+        let body: Value = res.json().await.unwrap();
+        assert!(body.get("data").is_none());
+    }
+    let res = http.get(url("/metrics/prometheus")).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    let res = http
+        .get(url("/metrics"))
+        .header("authorization", bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = http.get(url("/health")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let res = http
+        .get(url("/metrics/prometheus"))
+        .header("authorization", bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+
+    // None of that was measured.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(records.snapshot().is_empty(), "{:?}", records.snapshot());
+    assert_eq!(monitor.in_flight(), 0);
+}
+
+fn promtool() -> std::path::PathBuf {
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join("promtool"))
+        .find(|p| p.is_file());
+    found.unwrap_or_else(|| {
+        panic!("promtool not found on PATH: install Debian's `prometheus` package (apt-get install -y prometheus), as .ci/run does")
+    })
+}
+
+#[tokio::test]
+async fn promtool_accepts_a_live_scrape() {
+    let promtool = promtool();
+    let records = Records::default();
+    let monitor = records
+        .attach(Monitor::builder().prefix(PREFIX).label_cardinality(2))
+        .build()
+        .unwrap();
+    let server = Server::start(&monitor).await;
+    for provider in ["openai", "anthropic", "gemini"] {
+        server
+            .chat(&[("x-provider", provider), ("x-tokens", "4")])
+            .await;
+    }
+    server.chat(&[("x-status", "401")]).await;
+    server.get("/plain").await;
+    records.wait_for(5).await;
+    let (status, headers, text) = server.get(&format!("{PREFIX}/metrics/prometheus")).await;
+    if std::env::var_os("SHOW_SCRAPE").is_some() {
+        eprintln!("{text}");
+    }
+    assert_eq!(status, 200);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .contains("version=0.0.4")
+    );
+    for name in [
+        "gen_ai_server_time_to_first_token_seconds_bucket{",
+        "gen_ai_server_time_per_output_token_seconds_bucket{",
+        "gen_ai_server_request_duration_seconds_bucket{",
+        "gen_ai_client_token_usage_bucket{",
+        "stream_monitor_requests_total{",
+        "stream_monitor_in_flight{",
+        "stream_monitor_time_to_first_byte_seconds_bucket{",
+        "stream_monitor_response_bytes_bucket{",
+        "stream_monitor_label_overflow_total{",
+    ] {
+        assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
+    assert!(
+        !text.contains("quantile="),
+        "histograms, never summaries:\n{text}"
+    );
+    assert!(
+        text.contains("le=\"0.001\"") && text.contains("le=\"327.68\""),
+        "spec buckets"
+    );
+    assert!(
+        text.contains("gen_ai_provider_name=\"other\""),
+        "cardinality cap applies"
+    );
+    assert!(text.contains("outcome=\"auth_error\""));
+    assert!(text.contains("gen_ai_token_type=\"input\""));
+
+    let mut child = std::process::Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool runs");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}\n--- scrape ---\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn each_monitor_renders_its_own_prometheus() {
+    let (a_records, b_records) = (Records::default(), Records::default());
+    let a = a_records
+        .attach(Monitor::builder().prefix(PREFIX))
+        .build()
+        .unwrap();
+    let b = b_records
+        .attach(Monitor::builder().prefix(PREFIX))
+        .build()
+        .unwrap();
+    let server_a = Server::start(&a).await;
+    let server_b = Server::start(&b).await;
+    server_a.chat(&[("x-provider", "only-a")]).await;
+    server_b.chat(&[("x-provider", "only-b")]).await;
+    server_b.chat(&[("x-provider", "only-b")]).await;
+    a_records.wait_for(1).await;
+    b_records.wait_for(2).await;
+    let (_, _, text_a) = server_a.get(&format!("{PREFIX}/metrics/prometheus")).await;
+    let (_, _, text_b) = server_b.get(&format!("{PREFIX}/metrics/prometheus")).await;
+    assert!(text_a.contains("only-a") && !text_a.contains("only-b"));
+    assert!(text_b.contains("only-b") && !text_b.contains("only-a"));
+    assert!(text_b.contains("outcome=\"ok\"} 2"), "{text_b}");
+}

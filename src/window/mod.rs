@@ -161,3 +161,102 @@ fn add_trigger_totals(shard: &Shard, now_secs: u64, into: &mut [(u64, u64)]) {
         total.1 += h;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::record::Outcome;
+
+    fn streaming(provider: &str, ttft_ms: f64) -> StreamRecord {
+        let mut r = StreamRecord::new(provider, "m", "/r", Outcome::Ok);
+        r.streaming = true;
+        r.time_to_first_token = Some(Duration::from_secs_f64(ttft_ms / 1000.0));
+        r.duration = Duration::from_secs_f64(ttft_ms / 500.0);
+        r
+    }
+
+    /// xorshift64*: a fixed-seed random sample without a dependency.
+    fn random_latencies(n: usize) -> Vec<f64> {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        (0..n)
+            .map(|_| {
+                x ^= x >> 12;
+                x ^= x << 25;
+                x ^= x >> 27;
+                let u = (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64;
+                // Log-uniform from 5 ms to 20 s, as first-token latencies spread.
+                5.0 * (4000.0f64).powf(u)
+            })
+            .collect()
+    }
+
+    fn exact_quantile(sorted: &[f64], q: f64) -> f64 {
+        sorted[(q * (sorted.len() - 1) as f64) as usize]
+    }
+
+    #[test]
+    fn quantiles_within_one_percent_over_shards_and_slots() {
+        let store = WindowStore::new(Arc::from(Vec::new()));
+        let latencies = random_latencies(10_000);
+        let start = 1_800_000_000;
+        // Spread over 4 minutes (24 slots) and several threads (shards).
+        std::thread::scope(|scope| {
+            for (t, chunk) in latencies.chunks(2_500).enumerate() {
+                let store = &store;
+                scope.spawn(move || {
+                    for (i, ms) in chunk.iter().enumerate() {
+                        store.record(
+                            start + ((t * 2_500 + i) as u64 * 240 / 10_000),
+                            &streaming("p", *ms),
+                        );
+                    }
+                });
+            }
+        });
+        let mut sorted = latencies.clone();
+        sorted.sort_by(f64::total_cmp);
+        let collected = store.collect(start + 240);
+        let w = collected.five_minutes.summary(0);
+        assert_eq!(w.total_streaming_requests, 10_000);
+        for (q, got) in [
+            (0.5, w.first_token_p50_ms),
+            (0.95, w.first_token_p95_ms),
+            (0.99, w.first_token_p99_ms),
+        ] {
+            let exact = exact_quantile(&sorted, q);
+            let error = (got - exact).abs() / exact;
+            assert!(
+                error <= 0.01,
+                "p{q}: {got} vs exact {exact} ({:.3}%)",
+                error * 100.0
+            );
+        }
+        let mean: f64 = latencies.iter().sum::<f64>() / latencies.len() as f64;
+        assert!((w.avg_first_token_latency_ms - mean).abs() < 1e-6 * mean);
+    }
+
+    #[test]
+    fn slots_expire_and_recycle() {
+        let store = WindowStore::new(Arc::from(Vec::new()));
+        let t0 = 1_800_000_000;
+        store.record(t0, &streaming("a", 10.0));
+        store.record(t0 + 290, &streaming("a", 10.0));
+        let five = |t| store.collect(t).five_minutes.streaming;
+        let hour = |t| store.collect(t).one_hour.streaming;
+        assert_eq!(five(t0 + 290), 2);
+        assert_eq!(five(t0 + 300), 1, "the first record's slot left the window");
+        assert_eq!(five(t0 + 600), 0);
+        assert_eq!(hour(t0 + 600), 2);
+        assert_eq!(hour(t0 + 3600 + 290), 0);
+        // A slot reused an hour later holds only the new record.
+        store.record(t0 + 3600, &streaming("a", 10.0));
+        assert_eq!(five(t0 + 3600), 1);
+        assert_eq!(
+            hour(t0 + 3600),
+            2,
+            "t0+290 is still within the hour, t0 is not"
+        );
+    }
+}

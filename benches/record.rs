@@ -1,0 +1,98 @@
+//! Recording a finished stream (1 and 2 threads), rendering `/metrics` with 10 providers, and
+//! rendering Prometheus text with 64 label sets. Targets (issue 3 / SPEC section 11): `/metrics`
+//! JSON render <= 1 ms; recording must not serialise cores on one lock.
+
+use std::hint::black_box;
+use std::sync::Barrier;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use tower_stream_monitor::window::ManualClock;
+use tower_stream_monitor::{Monitor, Outcome, StreamRecord};
+
+fn record(provider: &str, model: &str, i: u64) -> StreamRecord {
+    let mut r = StreamRecord::new(provider, model, "/v1/chat/completions", Outcome::Ok);
+    r.streaming = true;
+    r.time_to_first_byte = Some(Duration::from_micros(150_000 + (i % 97) * 1_000));
+    r.time_to_first_token = Some(Duration::from_micros(200_000 + (i % 89) * 1_000));
+    r.duration = Duration::from_millis(1_250 + i % 300);
+    r.output_tokens = 64 + i % 50;
+    r.input_tokens = Some(24);
+    r.tokens_per_second = Some(60.0 + (i % 30) as f64);
+    r.time_per_output_token = Some(Duration::from_micros(16_000 + (i % 40) * 100));
+    r.max_inter_token_gap = Some(Duration::from_millis(30 + i % 20));
+    r.bytes = 20_000;
+    r
+}
+
+fn bench_record(c: &mut Criterion) {
+    let mut group = c.benchmark_group("record");
+    let template = record("openai", "gpt-4o-mini", 7);
+    // With the facade on and no recorder installed: the cost of building its keys.
+    let with_facade = Monitor::builder().build().unwrap();
+    group.bench_function("1_thread_with_noop_facade", |b| {
+        b.iter(|| with_facade.ingest(black_box(template.clone())))
+    });
+    let monitor = Monitor::builder().metrics_facade(false).build().unwrap();
+    group.bench_function("1_thread", |b| {
+        b.iter(|| monitor.ingest(black_box(template.clone())))
+    });
+    // Two threads recording at once; time per record as each thread sees it.
+    group.bench_function("2_threads", |b| {
+        b.iter_custom(|iters| {
+            let barrier = Barrier::new(2);
+            std::thread::scope(|s| {
+                let handles: Vec<_> = (0..2)
+                    .map(|_| {
+                        let (monitor, template, barrier) = (&monitor, &template, &barrier);
+                        s.spawn(move || {
+                            barrier.wait();
+                            let start = Instant::now();
+                            for _ in 0..iters {
+                                monitor.ingest(black_box(template.clone()));
+                            }
+                            start.elapsed()
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap())
+                    .max()
+                    .unwrap()
+            })
+        })
+    });
+    group.finish();
+}
+
+/// A monitor holding an hour of traffic: 10 providers, a record every 100 ms of clock time.
+fn busy_monitor(providers: usize, models: usize) -> Monitor {
+    let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+    let monitor = Monitor::builder().clock(clock.clone()).build().unwrap();
+    let providers: Vec<String> = (0..providers).map(|i| format!("provider-{i}")).collect();
+    let models: Vec<String> = (0..models).map(|i| format!("model-{i}")).collect();
+    for i in 0..36_000u64 {
+        let p = &providers[i as usize % providers.len()];
+        let m = &models[(i as usize / providers.len()) % models.len()];
+        monitor.ingest(record(p, m, i));
+        clock.advance(Duration::from_millis(100));
+    }
+    monitor
+}
+
+fn bench_render(c: &mut Criterion) {
+    let mut group = c.benchmark_group("render");
+    let monitor = busy_monitor(10, 1);
+    group.bench_function("metrics_json_10_providers", |b| {
+        b.iter(|| black_box(serde_json::to_vec(&monitor.snapshot()).unwrap()))
+    });
+    let monitor = busy_monitor(8, 8);
+    group.bench_function("prometheus_64_label_sets", |b| {
+        b.iter(|| black_box(monitor.render_prometheus()))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_record, bench_render);
+criterion_main!(benches);
