@@ -44,6 +44,7 @@
 
 pub mod classify;
 mod endpoints;
+pub mod errors;
 mod facade;
 pub mod health;
 pub mod labels;
@@ -59,8 +60,9 @@ pub mod window;
 
 pub use labels::{StreamLabels, UserId};
 pub use monitor::{
-    ConfigError, DEFAULT_ENV_STREAM_TIMEOUT, DEFAULT_LABEL_CARDINALITY, DEFAULT_MIN_SAMPLES,
-    DEFAULT_PREFIX, Monitor, MonitorBuilder, OnRecord, RequestLabeler,
+    ConfigError, DEFAULT_ENV_STREAM_TIMEOUT, DEFAULT_LABEL_CARDINALITY,
+    DEFAULT_MAX_ERROR_FIELD_BYTES, DEFAULT_MAX_ERROR_GROUPS, DEFAULT_MAX_ERROR_RECORDS,
+    DEFAULT_MIN_SAMPLES, DEFAULT_PREFIX, Monitor, MonitorBuilder, OnRecord, RequestLabeler,
 };
 pub use record::{Outcome, RequestId, StreamRecord};
 pub use snapshot::{MetricsSnapshot, ProviderWindows};

@@ -11,6 +11,7 @@ use http::request::Parts;
 use std::collections::HashMap;
 use std::sync::RwLock;
 
+use crate::errors::{ErrorFilter, ErrorLayer, ErrorQuery, ErrorRecord, ErrorStore, ErrorSummary};
 use crate::facade;
 use crate::health::{Baselines, HealthReport, HealthTracker, OnAlert, RollbackTrigger};
 use crate::labels::{LabelInterner, RoutePattern, StreamLabels, is_valid_label};
@@ -30,6 +31,12 @@ pub const DEFAULT_LABEL_CARDINALITY: usize = 64;
 pub const DEFAULT_ENV_STREAM_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default minimum of requests in a window before health is judged.
 pub const DEFAULT_MIN_SAMPLES: u64 = 20;
+/// Default number of error records kept (the latest ones).
+pub const DEFAULT_MAX_ERROR_RECORDS: usize = 1000;
+/// Default number of error groups (callsites) kept; later callsites count into `other`.
+pub const DEFAULT_MAX_ERROR_GROUPS: usize = 1000;
+/// Default cap on each stored message and field value (bytes).
+pub const DEFAULT_MAX_ERROR_FIELD_BYTES: usize = 1024;
 
 /// A callback run once for every finished request, with its record.
 ///
@@ -130,6 +137,10 @@ pub(crate) struct Config {
     pub(crate) on_alert: Option<Arc<dyn OnAlert>>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) metrics_facade: bool,
+    pub(crate) error_level: tracing::Level,
+    pub(crate) max_error_records: usize,
+    pub(crate) max_error_groups: usize,
+    pub(crate) max_error_field_bytes: usize,
 }
 
 impl fmt::Debug for Config {
@@ -183,6 +194,10 @@ impl Default for Config {
             on_alert: None,
             clock: Arc::new(SystemClock),
             metrics_facade: true,
+            error_level: tracing::Level::WARN,
+            max_error_records: DEFAULT_MAX_ERROR_RECORDS,
+            max_error_groups: DEFAULT_MAX_ERROR_GROUPS,
+            max_error_field_bytes: DEFAULT_MAX_ERROR_FIELD_BYTES,
         }
     }
 }
@@ -402,6 +417,36 @@ impl MonitorBuilder {
         self
     }
 
+    /// The least severe level the error layer records: `WARN` (default) or `ERROR`. A more
+    /// verbose level is taken as `WARN`.
+    pub fn error_level(mut self, level: tracing::Level) -> Self {
+        self.config.error_level = if level == tracing::Level::ERROR {
+            tracing::Level::ERROR
+        } else {
+            tracing::Level::WARN
+        };
+        self
+    }
+
+    /// Error records kept, the latest ones. Default 1000.
+    pub fn max_error_records(mut self, n: usize) -> Self {
+        self.config.max_error_records = n;
+        self
+    }
+
+    /// Error groups (one per callsite) kept; events of further callsites count into `other`.
+    /// Default 1000.
+    pub fn max_error_groups(mut self, n: usize) -> Self {
+        self.config.max_error_groups = n;
+        self
+    }
+
+    /// Longest stored message or field value, in bytes (longer ones are cut). Default 1024.
+    pub fn max_error_field_bytes(mut self, n: usize) -> Self {
+        self.config.max_error_field_bytes = n;
+        self
+    }
+
     /// Applies the environment variables of SPEC section 9 over the current settings:
     ///
     /// | variable | meaning | default |
@@ -495,6 +540,15 @@ impl MonitorBuilder {
         if c.min_samples == 0 {
             return Err(bad("min_samples", "must be at least 1"));
         }
+        if c.max_error_records == 0 || c.max_error_records > 1_000_000 {
+            return Err(bad("max_error_records", "must be from 1 to 1000000"));
+        }
+        if c.max_error_groups == 0 || c.max_error_groups > 100_000 {
+            return Err(bad("max_error_groups", "must be from 1 to 100000"));
+        }
+        if c.max_error_field_bytes < 16 {
+            return Err(bad("max_error_field_bytes", "must be at least 16"));
+        }
         for t in &c.triggers {
             if !t.threshold_valid() {
                 return Err(bad(
@@ -514,6 +568,7 @@ impl MonitorBuilder {
         Ok(Monitor {
             shared: Arc::new(Shared {
                 windows: WindowStore::new(triggers),
+                errors: ErrorStore::new(c.max_error_records, c.max_error_groups),
                 health: HealthTracker::new(),
                 last_health_check: AtomicU64::new(0),
                 started_at,
@@ -558,6 +613,7 @@ fn validate_token(token: &str) -> Result<(), &'static str> {
 pub(crate) struct Shared {
     pub(crate) config: Config,
     windows: WindowStore,
+    errors: ErrorStore,
     health: HealthTracker,
     /// Unix second of the last health evaluation done on the recording path.
     last_health_check: AtomicU64,
@@ -620,9 +676,45 @@ impl Monitor {
         Self::builder().with_env()?.build()
     }
 
-    /// The tower layer that measures every response of the service it wraps.
+    /// The tower layer that measures every response of the service it wraps (layer 1).
     pub fn layer(&self) -> StreamMonitorLayer {
         StreamMonitorLayer::new(self.clone())
+    }
+
+    /// The tracing-subscriber layer that records WARN and ERROR events into this monitor
+    /// (layer 2). It filters per layer, so it works beside fmt, JSON or OpenTelemetry layers
+    /// without changing what they see.
+    ///
+    /// ```
+    /// use tracing_subscriber::layer::SubscriberExt;
+    /// use tower_stream_monitor::Monitor;
+    ///
+    /// let monitor = Monitor::builder().build()?;
+    /// let subscriber = tracing_subscriber::registry().with(monitor.error_layer());
+    /// # let _ = subscriber;
+    /// # Ok::<(), tower_stream_monitor::ConfigError>(())
+    /// ```
+    pub fn error_layer<S>(&self) -> tracing_subscriber::filter::Filtered<ErrorLayer, ErrorFilter, S>
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        use tracing_subscriber::Layer as _;
+        ErrorLayer::new(self.clone())
+            .with_filter(ErrorLayer::filter(self.shared.config.error_level))
+    }
+
+    /// Stored error records matching `query`, newest first, and how many matched in all.
+    pub fn errors(&self, query: &ErrorQuery) -> (Vec<Arc<ErrorRecord>>, usize) {
+        self.shared.errors.query(query)
+    }
+
+    /// Error totals, recent counts and per-callsite groups.
+    pub fn error_summary(&self) -> ErrorSummary {
+        self.shared.errors.summary(self.now())
+    }
+
+    pub(crate) fn error_store(&self) -> &ErrorStore {
+        &self.shared.errors
     }
 
     /// The endpoint prefix.

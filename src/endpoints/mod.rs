@@ -8,6 +8,7 @@ use http::{Method, Response, StatusCode};
 use serde_json::json;
 
 use crate::Monitor;
+use crate::errors::{ErrorLevel, ErrorQuery};
 
 /// The endpoints, by path under the prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,12 +16,16 @@ enum Endpoint {
     Metrics,
     Prometheus,
     Health,
+    Errors,
+    ErrorSummary,
 }
 
-const ENDPOINTS: [(&str, Endpoint); 3] = [
+const ENDPOINTS: [(&str, Endpoint); 5] = [
     ("/metrics", Endpoint::Metrics),
     ("/metrics/prometheus", Endpoint::Prometheus),
     ("/health", Endpoint::Health),
+    ("/errors", Endpoint::Errors),
+    ("/errors/summary", Endpoint::ErrorSummary),
 ];
 
 /// The path below `prefix`, when `path` is the prefix itself or under it.
@@ -77,10 +82,36 @@ pub(crate) fn respond(monitor: &Monitor, parts: &Parts) -> Response<Bytes> {
             }
         }
     }
-    if let Some(name) = query_names(parts).next() {
-        return bad_parameter(&name, "this endpoint takes no query parameters");
+    let params: Vec<(String, String)> =
+        form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+            .map(|(k, v)| (k.chars().take(64).collect(), v.chars().take(256).collect()))
+            .collect();
+    if endpoint != Endpoint::Errors {
+        if let Some((name, _)) = params.first() {
+            return bad_parameter(name, "this endpoint takes no query parameters");
+        }
     }
     match endpoint {
+        Endpoint::Errors => match error_query(&params) {
+            Ok(query) => {
+                let (errors, total) = monitor.errors(&query);
+                json_response(
+                    StatusCode::OK,
+                    &Success {
+                        status: "success",
+                        data: ErrorsData { errors, total },
+                    },
+                )
+            }
+            Err(BadParameter(name, message)) => bad_parameter(&name, message),
+        },
+        Endpoint::ErrorSummary => json_response(
+            StatusCode::OK,
+            &Success {
+                status: "success",
+                data: monitor.error_summary(),
+            },
+        ),
         Endpoint::Metrics => json_response(
             StatusCode::OK,
             &Success {
@@ -115,21 +146,66 @@ struct Success<T> {
     data: T,
 }
 
-/// The names of the query parameters (percent-decoding is not needed: names we accept are plain).
-fn query_names(parts: &Parts) -> impl Iterator<Item = String> + '_ {
-    parts
-        .uri
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            p.split_once('=')
-                .map_or(p, |(k, _)| k)
-                .chars()
-                .take(64)
-                .collect()
-        })
+/// A query parameter that cannot be used, and why.
+struct BadParameter(String, &'static str);
+
+/// `limit` (1-1000, default 50), `level` (`warn`: warnings and errors, `error`: errors only),
+/// `since` (RFC 3339), `target` (prefix). Anything else, or a repeated parameter, is a 400.
+fn error_query(params: &[(String, String)]) -> Result<ErrorQuery, BadParameter> {
+    let mut query = ErrorQuery::default();
+    let mut seen: Vec<&str> = Vec::new();
+    for (name, value) in params {
+        if seen.contains(&name.as_str()) {
+            return Err(BadParameter(name.clone(), "given more than once"));
+        }
+        seen.push(name);
+        match name.as_str() {
+            "limit" => {
+                query.limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| {
+                        BadParameter(name.clone(), "must be a whole number from 1 to 1000")
+                    })?;
+            }
+            "level" => {
+                query.level = Some(match value.to_ascii_lowercase().as_str() {
+                    "warn" | "warning" => ErrorLevel::Warn,
+                    "error" => ErrorLevel::Error,
+                    _ => return Err(BadParameter(name.clone(), "must be warn or error")),
+                });
+            }
+            "since" => {
+                query.since = Some(humantime::parse_rfc3339_weak(value).map_err(|_| {
+                    BadParameter(
+                        name.clone(),
+                        "must be an RFC 3339 time such as 2025-11-13T14:56:38Z",
+                    )
+                })?);
+            }
+            "target" => {
+                if value.is_empty() {
+                    return Err(BadParameter(name.clone(), "must not be empty"));
+                }
+                query.target = Some(value.clone());
+            }
+            _ => {
+                return Err(BadParameter(
+                    name.clone(),
+                    "unknown; expected limit, level, since or target",
+                ));
+            }
+        }
+    }
+    Ok(query)
+}
+
+/// The `data` of `GET {prefix}/errors`.
+#[derive(serde::Serialize)]
+struct ErrorsData {
+    errors: Vec<std::sync::Arc<crate::errors::ErrorRecord>>,
+    total: usize,
 }
 
 /// Compares the bearer token in constant time, so response timing does not reveal how much of a

@@ -19,4 +19,4 @@ pub use layer::StreamMonitorLayer;
 pub use service::StreamMonitorService;
 pub use timer::{StreamTimeoutError, TimeoutKind};
 
-pub(crate) use context::RequestContext;
+pub(crate) use context::{ErrorChain, RequestContext};

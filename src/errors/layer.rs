@@ -1,0 +1,236 @@
+//! Layer 2: the tracing-subscriber layer that turns WARN and ERROR events into error records.
+
+use std::fmt::{self, Write as _};
+use std::hash::{Hash, Hasher};
+
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::subscriber::Interest;
+use tracing::{Event, Level, Metadata, Subscriber};
+use tracing_subscriber::layer::{Context, Filter, Layer};
+use tracing_subscriber::registry::LookupSpan;
+
+use super::redact::{REDACTED, cut, is_secret_field, redact};
+use super::store::{ErrorLevel, ErrorRecord, Fields};
+use crate::Monitor;
+
+/// The span fields copied into error records, nearest span first.
+const CONTEXT_FIELDS: [&str; 4] = ["request_id", "user_id", "provider", "route"];
+/// Fields kept per event; more are dropped (the record says how many in `fields_dropped`).
+const MAX_FIELDS: usize = 32;
+/// Span names kept per record (innermost ones when the scope is deeper).
+const MAX_SPANS: usize = 16;
+
+/// Which callsites the error layer sees: events at or above its level, and the spans at INFO and
+/// above that can give them context. Interest is decided once per callsite, and the layer's
+/// level hint is INFO, so a `debug!` costs nothing more than it did without the layer.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorFilter {
+    level: Level,
+}
+
+impl ErrorFilter {
+    fn wants(&self, meta: &Metadata<'_>) -> bool {
+        if meta.is_span() {
+            *meta.level() <= Level::INFO
+        } else {
+            *meta.level() <= self.level
+        }
+    }
+}
+
+impl<S> Filter<S> for ErrorFilter {
+    fn enabled(&self, meta: &Metadata<'_>, _cx: &Context<'_, S>) -> bool {
+        self.wants(meta)
+    }
+
+    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> Interest {
+        if self.wants(meta) {
+            Interest::always()
+        } else {
+            Interest::never()
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<tracing_subscriber::filter::LevelFilter> {
+        Some(tracing_subscriber::filter::LevelFilter::INFO)
+    }
+}
+
+/// Context fields of one span, kept in its extensions.
+#[derive(Default, Clone)]
+struct SpanContext([Option<String>; 4]);
+
+impl Visit for SpanContext {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if let Some(i) = CONTEXT_FIELDS.iter().position(|f| *f == field.name()) {
+            self.0[i] = Some(cut(redact(value).into_owned(), 256));
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if CONTEXT_FIELDS.contains(&field.name()) {
+            self.record_str(field, &format!("{value:?}"));
+        }
+    }
+}
+
+/// Collects an event's message and fields as redacted, capped strings.
+struct EventVisitor {
+    message: String,
+    fields: Vec<(String, String)>,
+    dropped: usize,
+    max_bytes: usize,
+}
+
+impl EventVisitor {
+    fn push(&mut self, field: &Field, value: String) {
+        if field.name() == "message" {
+            self.message = cut(redact(&value).into_owned(), self.max_bytes);
+            return;
+        }
+        if self.fields.len() >= MAX_FIELDS {
+            self.dropped += 1;
+            return;
+        }
+        let value = if is_secret_field(field.name()) {
+            REDACTED.to_owned()
+        } else {
+            cut(redact(&value).into_owned(), self.max_bytes)
+        };
+        self.fields.push((field.name().to_owned(), value));
+    }
+}
+
+impl Visit for EventVisitor {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.push(field, value.to_owned());
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.push(field, crate::stream::ErrorChain(value).to_string());
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let mut text = String::new();
+        let _ = write!(text, "{value:?}");
+        self.push(field, text);
+    }
+}
+
+/// The tracing-subscriber layer made by [`Monitor::error_layer`]: captures WARN and ERROR
+/// events (configurable) with their span scope and request context into the monitor's bounded,
+/// redacted error store, which `GET {prefix}/errors` and `/errors/summary` serve.
+#[derive(Debug, Clone)]
+pub struct ErrorLayer {
+    monitor: Monitor,
+}
+
+impl ErrorLayer {
+    pub(crate) fn new(monitor: Monitor) -> Self {
+        Self { monitor }
+    }
+
+    pub(crate) fn filter(level: Level) -> ErrorFilter {
+        ErrorFilter { level }
+    }
+}
+
+/// A fingerprint stable across runs: the callsite's target, file, line and level.
+fn fingerprint(meta: &Metadata<'_>) -> u64 {
+    // `DefaultHasher::new()` uses fixed keys, so the value does not change between processes.
+    let mut h = std::hash::DefaultHasher::new();
+    meta.target().hash(&mut h);
+    meta.file().hash(&mut h);
+    meta.line().hash(&mut h);
+    meta.name().hash(&mut h);
+    meta.level().as_str().hash(&mut h);
+    h.finish()
+}
+
+impl<S> Layer<S> for ErrorLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let fields = attrs.metadata().fields();
+        if !CONTEXT_FIELDS.iter().any(|f| fields.field(f).is_some()) {
+            return;
+        }
+        let mut context = SpanContext::default();
+        attrs.record(&mut context);
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(context);
+        }
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        let mut extensions = span.extensions_mut();
+        if let Some(context) = extensions.get_mut::<SpanContext>() {
+            values.record(context);
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let meta = event.metadata();
+        let level = if *meta.level() == Level::ERROR {
+            ErrorLevel::Error
+        } else {
+            ErrorLevel::Warn
+        };
+        let config = self.monitor.config();
+        let mut visitor = EventVisitor {
+            message: String::new(),
+            fields: Vec::new(),
+            dropped: 0,
+            max_bytes: config.max_error_field_bytes,
+        };
+        event.record(&mut visitor);
+        if visitor.dropped > 0 {
+            visitor
+                .fields
+                .push(("fields_dropped".into(), visitor.dropped.to_string()));
+        }
+
+        let mut spans = Vec::new();
+        let mut context: [Option<String>; 4] = Default::default();
+        if let Some(scope) = ctx.event_scope(event) {
+            for span in scope {
+                if spans.len() < MAX_SPANS {
+                    spans.push(span.name().to_owned());
+                }
+                if let Some(found) = span.extensions().get::<SpanContext>() {
+                    for (slot, value) in context.iter_mut().zip(&found.0) {
+                        if slot.is_none() {
+                            slot.clone_from(value);
+                        }
+                    }
+                }
+            }
+        }
+        spans.reverse();
+        let [request_id, user_id, provider, route] = context;
+        let print = fingerprint(meta);
+        let record = ErrorRecord {
+            timestamp: self.monitor.now(),
+            level,
+            target: cut(meta.target().to_owned(), 256),
+            message: visitor.message,
+            fields: Fields(visitor.fields),
+            spans,
+            request_id,
+            user_id,
+            provider,
+            route,
+            location: meta.file().map(|f| match meta.line() {
+                Some(line) => format!("{f}:{line}"),
+                None => f.to_owned(),
+            }),
+            fingerprint: format!("{print:016x}"),
+        };
+        self.monitor.error_store().push(print, record);
+    }
+}

@@ -1,0 +1,37 @@
+//! Layer 2: error records from tracing events (SPEC section 7).
+//!
+//! [`Monitor::error_layer`](crate::Monitor::error_layer) gives a tracing-subscriber layer that
+//! captures WARN and ERROR events (configurable) with their fields, span scope, request context
+//! (`request_id`, `user_id`, `provider`, `route` from the nearest span that has them), callsite
+//! location and a per-callsite fingerprint. Secrets are redacted before anything is stored; the
+//! store holds the latest 1000 records and at most 1000 callsite groups (then `other`), each
+//! value cut to 1 KiB. `GET {prefix}/errors` and `/errors/summary` serve them.
+//!
+//! ```
+//! use tracing_subscriber::layer::SubscriberExt;
+//! use tower_stream_monitor::Monitor;
+//!
+//! let monitor = Monitor::builder().build()?;
+//! let subscriber = tracing_subscriber::registry().with(monitor.error_layer());
+//! tracing::subscriber::with_default(subscriber, || {
+//!     tracing::error!(api_key = "sk-live-123456789", "upstream refused Bearer abc.def");
+//! });
+//! let summary = monitor.error_summary();
+//! assert_eq!(summary.totals.error, 1);
+//! let (records, _) = monitor.errors(&Default::default());
+//! assert_eq!(records[0].message, "upstream refused Bearer [REDACTED]");
+//! assert_eq!(records[0].fields.get("api_key"), Some("[REDACTED]"));
+//! # Ok::<(), tower_stream_monitor::ConfigError>(())
+//! ```
+
+mod layer;
+mod redact;
+mod store;
+
+pub use layer::{ErrorFilter, ErrorLayer};
+pub use redact::{REDACTED, is_secret_field, redact};
+pub use store::{
+    ErrorGroup, ErrorLevel, ErrorQuery, ErrorRecord, ErrorSummary, Fields, LevelCounts,
+};
+
+pub(crate) use store::ErrorStore;

@@ -1,0 +1,371 @@
+//! Layer 2: error records from tracing events, served at /errors and /errors/summary.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::header;
+use axum::routing::post;
+use common::{Records, client, endless_sse, serve};
+use serde_json::Value;
+use tower_stream_monitor::errors::ErrorQuery;
+use tower_stream_monitor::{Monitor, StreamLabels};
+use tracing_subscriber::layer::SubscriberExt;
+
+const PREFIX: &str = "/api/v1/monitoring";
+const SECRET_KEY: &str = "sk-ant-api03-Zx9Yw8Vu7Ts6Rq5Po4";
+const SECRET_BEARER: &str = "eyJhbGciOiJIUzI1NiJ9.c2VjcmV0.sig";
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// The two-layer set-up of the README: fmt at INFO beside the error layer.
+fn subscriber(monitor: &Monitor, fmt_out: &Captured) -> impl tracing::Subscriber + Send + Sync {
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(fmt_out.clone())
+                .with_ansi(false)
+                .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
+        )
+        .with(monitor.error_layer())
+}
+
+use tracing_subscriber::Layer as _;
+
+async fn get_json(addr: std::net::SocketAddr, path: &str) -> (u16, Value, String) {
+    let res = client()
+        .get(format!("http://{addr}{PREFIX}{path}"))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+    (status, json, text)
+}
+
+// Current-thread runtime: the thread-local subscriber sees the server's tasks.
+#[tokio::test]
+async fn handler_error_has_request_context_and_no_secret() {
+    let records = Records::default();
+    let monitor = records
+        .attach(Monitor::builder().prefix(PREFIX))
+        .build()
+        .unwrap();
+    let fmt_out = Captured::default();
+    let _guard = tracing::subscriber::set_default(subscriber(&monitor, &fmt_out));
+
+    let app = Router::new()
+        .route(
+            "/v1/chat/completions",
+            post(|| async {
+                tracing::info!(target: "app", "calling upstream");
+                tracing::debug!(target: "app", "debug detail the error layer never sees");
+                tracing::error!(
+                    target: "app::upstream",
+                    api_key = SECRET_KEY,
+                    attempt = 2,
+                    url = "https://api.example/v1?api_key=abc123&stream=true",
+                    "upstream rejected Authorization: Bearer {SECRET_BEARER} with key {SECRET_KEY}"
+                );
+                (StreamLabels::new("anthropic"), "failed")
+            }),
+        )
+        .layer(monitor.layer());
+    let addr = serve(app).await;
+    client()
+        .post(format!("http://{addr}/v1/chat/completions"))
+        .header("x-request-id", "req-4242")
+        .header("x-user-id", "user-7")
+        .header("x-llm-provider", "anthropic")
+        .send()
+        .await
+        .unwrap();
+    records.wait_for(1).await;
+
+    let (status, body, text) = get_json(addr, "/errors").await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(body["status"], "success");
+    assert_eq!(body["data"]["total"], 1);
+    let e = &body["data"]["errors"][0];
+    assert_eq!(e["level"], "error");
+    assert_eq!(e["target"], "app::upstream");
+    assert_eq!(e["request_id"], "req-4242");
+    assert_eq!(e["user_id"], "user-7");
+    assert_eq!(e["provider"], "anthropic");
+    assert_eq!(e["route"], "/v1/chat/completions");
+    assert_eq!(e["fields"]["api_key"], "[REDACTED]");
+    assert_eq!(e["fields"]["attempt"], "2");
+    assert_eq!(
+        e["fields"]["url"],
+        "https://api.example/v1?api_key=[REDACTED]&stream=true"
+    );
+    assert_eq!(
+        e["message"],
+        "upstream rejected Authorization: Bearer [REDACTED] with key [REDACTED]"
+    );
+    assert!(
+        e["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == "stream_request"),
+        "{e}"
+    );
+    assert!(
+        e["location"]
+            .as_str()
+            .unwrap()
+            .starts_with("tests/errors.rs:"),
+        "{e}"
+    );
+    assert_eq!(e["fingerprint"].as_str().unwrap().len(), 16);
+    assert!(e["timestamp"].as_str().unwrap().ends_with('Z'));
+
+    // The secret is nowhere: not in either endpoint, not in a clone of a stored record.
+    let (_, _, summary_text) = get_json(addr, "/errors/summary").await;
+    for haystack in [&text, &summary_text] {
+        assert!(
+            !haystack.contains(SECRET_KEY)
+                && !haystack.contains(SECRET_BEARER)
+                && !haystack.contains("abc123")
+        );
+    }
+    let (stored, _) = monitor.errors(&ErrorQuery::default());
+    let copy = (*stored[0]).clone();
+    assert!(!format!("{copy:?}").contains(SECRET_KEY));
+
+    // The fmt layer beside it still sees INFO events; DEBUG went nowhere.
+    let logs = String::from_utf8_lossy(&fmt_out.0.lock().unwrap()).into_owned();
+    assert!(logs.contains("calling upstream"), "{logs}");
+    assert!(!logs.contains("debug detail"));
+    assert_eq!(
+        monitor.error_summary().totals.warn + monitor.error_summary().totals.error,
+        1
+    );
+}
+
+#[tokio::test]
+async fn stream_timeout_lands_in_errors_with_its_context() {
+    let records = Records::default();
+    let monitor = records
+        .attach(
+            Monitor::builder()
+                .prefix(PREFIX)
+                .stream_timeout(Duration::from_millis(200)),
+        )
+        .build()
+        .unwrap();
+    let fmt_out = Captured::default();
+    let _guard = tracing::subscriber::set_default(subscriber(&monitor, &fmt_out));
+    let app = Router::new()
+        .route(
+            "/v1/chat/completions",
+            post(|| async {
+                (
+                    StreamLabels::new("openai"),
+                    [(header::CONTENT_TYPE, "text/event-stream")],
+                    endless_sse(Duration::from_millis(20)),
+                )
+            }),
+        )
+        .layer(monitor.layer());
+    let addr = serve(app).await;
+    client()
+        .post(format!("http://{addr}/v1/chat/completions"))
+        .header("x-request-id", "req-timeout")
+        .header("x-user-id", "user-9")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    records.wait_for(1).await;
+    let (status, body, _) = get_json(addr, "/errors?level=error&target=tower_stream_monitor").await;
+    assert_eq!(status, 200);
+    let e = &body["data"]["errors"][0];
+    assert_eq!(e["message"], "Streaming timeout after 0.2s");
+    assert_eq!(e["target"], "tower_stream_monitor::session");
+    assert_eq!(
+        (e["request_id"].as_str(), e["user_id"].as_str()),
+        (Some("req-timeout"), Some("user-9"))
+    );
+    assert_eq!(
+        (e["provider"].as_str(), e["route"].as_str()),
+        (Some("openai"), Some("/v1/chat/completions"))
+    );
+    assert_eq!(e["fields"]["outcome"], "timeout");
+}
+
+/// Ten callsites, each on its own line (a fingerprint is the callsite's target, file, line and
+/// level, so it stays the same across restarts).
+fn ten_callsites(i: u64) {
+    match i % 10 {
+        0 => tracing::warn!(target: "bulk", n = i, "callsite 0"),
+        1 => tracing::warn!(target: "bulk", n = i, "callsite 1"),
+        2 => tracing::warn!(target: "bulk", n = i, "callsite 2"),
+        3 => tracing::warn!(target: "bulk", n = i, "callsite 3"),
+        4 => tracing::warn!(target: "bulk", n = i, "callsite 4"),
+        5 => tracing::error!(target: "bulk", n = i, "callsite 5"),
+        6 => tracing::error!(target: "bulk", n = i, "callsite 6"),
+        7 => tracing::error!(target: "bulk", n = i, "callsite 7"),
+        8 => tracing::error!(target: "bulk", n = i, "callsite 8"),
+        _ => tracing::error!(target: "bulk", n = i, "callsite 9 {}", "x".repeat(5000)),
+    }
+}
+
+#[test]
+fn one_callsite_is_one_group_and_100k_events_stay_bounded() {
+    let monitor = Monitor::builder()
+        .prefix(PREFIX)
+        .max_error_groups(6)
+        .build()
+        .unwrap();
+    let subscriber = tracing_subscriber::registry().with(monitor.error_layer());
+    tracing::subscriber::with_default(subscriber, || {
+        for i in 0..1000 {
+            tracing::error!(target: "grouped", i, "same callsite, message {i}");
+        }
+    });
+    let summary = monitor.error_summary();
+    assert_eq!(summary.groups.len(), 1);
+    assert_eq!(summary.groups[0].count, 1000);
+    assert_eq!(
+        summary.groups[0].sample_message,
+        "same callsite, message 999"
+    );
+    assert!(summary.groups[0].first_seen <= summary.groups[0].last_seen);
+    assert_eq!(
+        (
+            summary.totals.error,
+            summary.last_5min.error,
+            summary.last_1hour.error
+        ),
+        (1000, 1000, 1000)
+    );
+
+    let subscriber = tracing_subscriber::registry().with(monitor.error_layer());
+    tracing::subscriber::with_default(subscriber, || {
+        for i in 0..100_000u64 {
+            ten_callsites(i);
+        }
+    });
+    let summary = monitor.error_summary();
+    assert_eq!(summary.stored, 1000, "the ring holds the latest 1000");
+    assert_eq!(summary.totals.warn + summary.totals.error, 101_000);
+    // 6 groups: the first callsite and 5 of the ten, then `other` for the other five.
+    assert_eq!(summary.groups.len(), 7);
+    let other = summary
+        .groups
+        .iter()
+        .find(|g| g.fingerprint == "other")
+        .unwrap();
+    assert_eq!(other.count, 50_000);
+    assert_eq!(summary.groups[0].count, other.count, "most frequent first");
+    let (latest, total) = monitor.errors(&ErrorQuery {
+        limit: 1000,
+        ..Default::default()
+    });
+    assert_eq!((latest.len(), total), (1000, 1000));
+    assert_eq!(latest[0].fields.get("n"), Some("99999"), "newest first");
+    let long = latest
+        .iter()
+        .find(|r| r.message.starts_with("callsite 9"))
+        .unwrap();
+    assert!(long.message.len() <= 1024, "values are cut to 1 KiB");
+}
+
+#[tokio::test]
+async fn bad_query_parameters_are_named_and_filters_apply() {
+    let monitor = Monitor::builder().prefix(PREFIX).build().unwrap();
+    let subscriber = tracing_subscriber::registry().with(monitor.error_layer());
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::warn!(target: "alpha", "a warning");
+        tracing::error!(target: "beta::inner", "an error");
+    });
+    let app = Router::new().layer(monitor.layer());
+    let addr = serve(app).await;
+    for (query, parameter) in [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=ten", "limit"),
+        ("level=info", "level"),
+        ("since=yesterday", "since"),
+        ("target=", "target"),
+        ("colour=red", "colour"),
+        ("limit=1&limit=2", "limit"),
+    ] {
+        let (status, body, text) = get_json(addr, &format!("/errors?{query}")).await;
+        assert_eq!(status, 400, "{query}: {text}");
+        assert_eq!(body["error"]["parameter"], parameter, "{query}");
+    }
+    let (status, body, _) = get_json(addr, "/errors/summary?limit=1").await;
+    assert_eq!(
+        (status, body["error"]["parameter"].as_str()),
+        (400, Some("limit"))
+    );
+
+    let count = |body: &Value| body["data"]["errors"].as_array().unwrap().len();
+    let (_, body, _) = get_json(addr, "/errors").await;
+    assert_eq!((count(&body), body["data"]["total"].as_u64()), (2, Some(2)));
+    assert_eq!(
+        body["data"]["errors"][0]["target"], "beta::inner",
+        "newest first"
+    );
+    let (_, body, _) = get_json(addr, "/errors?level=error").await;
+    assert_eq!(count(&body), 1);
+    let (_, body, _) = get_json(addr, "/errors?level=warn&target=alpha").await;
+    assert_eq!(body["data"]["errors"][0]["message"], "a warning");
+    let (_, body, _) = get_json(addr, "/errors?limit=1").await;
+    assert_eq!((count(&body), body["data"]["total"].as_u64()), (1, Some(2)));
+    let (_, body, _) = get_json(addr, "/errors?since=2999-01-01T00:00:00Z").await;
+    assert_eq!(count(&body), 0);
+    let (_, body, _) = get_json(addr, "/errors?since=2000-01-01T00%3A00%3A00Z").await;
+    assert_eq!(count(&body), 2);
+    let (status, body, _) = get_json(addr, "/errors/summary").await;
+    assert_eq!(status, 200);
+    let data = &body["data"];
+    assert_eq!(
+        (
+            data["totals"]["warn"].as_u64(),
+            data["totals"]["error"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    assert_eq!(data["last_5min"]["error"], 1);
+    assert_eq!(data["groups"].as_array().unwrap().len(), 2);
+    for field in [
+        "fingerprint",
+        "level",
+        "target",
+        "location",
+        "sample_message",
+        "count",
+        "first_seen",
+        "last_seen",
+    ] {
+        assert!(!data["groups"][0][field].is_null(), "groups[].{field}");
+    }
+}
