@@ -1,0 +1,260 @@
+//! The built-in load: N concurrent streaming users over real HTTP against the demo itself.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tower_stream_monitor::parse::{StreamParser, WireFormat};
+
+/// The providers a user can call, with their request shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Provider {
+    OpenAi,
+    Anthropic,
+    Gemini,
+}
+
+impl Provider {
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::OpenAi => "openai",
+            Provider::Anthropic => "anthropic",
+            Provider::Gemini => "gemini",
+        }
+    }
+
+    fn request(self, client: &reqwest::Client, base: &str) -> reqwest::RequestBuilder {
+        match self {
+            Provider::OpenAi => {
+                client
+                    .post(format!("{base}/v1/chat/completions"))
+                    .json(&serde_json::json!({
+                "model": "gpt-4o-mini", "stream": true, "stream_options": {"include_usage": true},
+                "messages": [{"role": "user", "content": "Read the cards."}]}))
+            }
+            Provider::Anthropic => {
+                client
+                    .post(format!("{base}/v1/messages"))
+                    .json(&serde_json::json!({
+                "model": "claude-sonnet-4-5", "stream": true, "max_tokens": 1024,
+                "messages": [{"role": "user", "content": "Read the cards."}]}))
+            }
+            Provider::Gemini => client
+                .post(format!(
+                    "{base}/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+                ))
+                .json(&serde_json::json!({"contents": [{"parts": [{"text": "Read the cards."}]}]})),
+        }
+    }
+}
+
+/// Shares of traffic per provider (`openai=50,anthropic=30,gemini=20`).
+#[derive(Debug, Clone)]
+pub struct Mix(pub Vec<(Provider, u32)>);
+
+impl Default for Mix {
+    fn default() -> Self {
+        Mix(vec![
+            (Provider::OpenAi, 50),
+            (Provider::Anthropic, 30),
+            (Provider::Gemini, 20),
+        ])
+    }
+}
+
+impl Mix {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut out = Vec::new();
+        for part in s.split(',') {
+            let (name, share) = part
+                .split_once('=')
+                .ok_or_else(|| format!("--mix: {part:?} is not name=share"))?;
+            let provider = match name.trim() {
+                "openai" => Provider::OpenAi,
+                "anthropic" => Provider::Anthropic,
+                "gemini" => Provider::Gemini,
+                other => {
+                    return Err(format!(
+                        "--mix: unknown provider {other:?} (openai, anthropic, gemini)"
+                    ));
+                }
+            };
+            let share: u32 = share
+                .trim()
+                .parse()
+                .map_err(|_| format!("--mix: share of {name} must be a whole number"))?;
+            out.push((provider, share));
+        }
+        if out.iter().map(|(_, s)| s).sum::<u32>() == 0 {
+            return Err("--mix: shares add up to 0".into());
+        }
+        Ok(Mix(out))
+    }
+
+    /// The provider of the `k`-th request: a smooth weighted round-robin, so any run of
+    /// requests follows the shares closely.
+    pub fn pick(&self, k: u64) -> Provider {
+        let total: u64 = self.0.iter().map(|(_, s)| *s as u64).sum();
+        let slot = (k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) % total;
+        let mut acc = 0;
+        for (p, s) in &self.0 {
+            acc += *s as u64;
+            if slot < acc {
+                return *p;
+            }
+        }
+        self.0[0].0
+    }
+}
+
+/// Failures injected into the load, in turn.
+const INJECTED: [&str; 4] = ["server", "stream_error", "rate_limit", "auth"];
+
+/// Whether request `k` gets an injected failure: exactly `rate` of any prefix of requests,
+/// rounded down, so totals are predictable.
+pub fn injected_failure(k: u64, rate: f64) -> Option<&'static str> {
+    let before = (k as f64 * rate).floor() as u64;
+    let after = ((k + 1) as f64 * rate).floor() as u64;
+    (after > before).then(|| INJECTED[(before % INJECTED.len() as u64) as usize])
+}
+
+/// What the client saw of one request.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub provider: Provider,
+    pub status: u16,
+    pub ttft: Option<Duration>,
+    pub tokens: u64,
+    pub tokens_per_second: Option<f64>,
+    pub injected: Option<&'static str>,
+    pub transport_error: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub base: String,
+    pub users: usize,
+    /// Stop after this long (None: run until `stop` is set).
+    pub duration: Option<Duration>,
+    /// Or stop each user after this many requests.
+    pub requests_per_user: Option<u64>,
+    pub mix: Mix,
+    pub fail_rate: f64,
+    /// Extra headers on every request (simulation knobs).
+    pub headers: Vec<(String, String)>,
+}
+
+/// Runs the load; `on_sample` sees each finished request (the progress bar).
+pub async fn run(
+    options: LoadOptions,
+    stop: Arc<AtomicBool>,
+    on_sample: impl Fn(&Sample) + Send + Sync + 'static,
+) -> Vec<Sample> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(options.users)
+        .build()
+        .expect("an HTTP client");
+    let counter = Arc::new(AtomicU64::new(0));
+    let on_sample = Arc::new(on_sample);
+    let deadline = options.duration.map(|d| Instant::now() + d);
+    let options = Arc::new(options);
+    let mut users = Vec::new();
+    for _ in 0..options.users {
+        let (client, counter, stop, options, on_sample) = (
+            client.clone(),
+            counter.clone(),
+            stop.clone(),
+            options.clone(),
+            on_sample.clone(),
+        );
+        users.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            let mut done = 0;
+            loop {
+                if stop.load(Ordering::Relaxed)
+                    || deadline.is_some_and(|d| Instant::now() >= d)
+                    || options.requests_per_user.is_some_and(|n| done >= n)
+                {
+                    break;
+                }
+                let k = counter.fetch_add(1, Ordering::Relaxed);
+                let sample = one_request(&client, &options, k).await;
+                on_sample(&sample);
+                samples.push(sample);
+                done += 1;
+            }
+            samples
+        }));
+    }
+    let mut all = Vec::new();
+    for user in users {
+        all.extend(user.await.unwrap_or_default());
+    }
+    all
+}
+
+async fn one_request(client: &reqwest::Client, options: &LoadOptions, k: u64) -> Sample {
+    let provider = options.mix.pick(k);
+    let injected = injected_failure(k, options.fail_rate);
+    let mut request = provider
+        .request(client, &options.base)
+        .header("accept", "text/event-stream");
+    for (name, value) in &options.headers {
+        request = request.header(name, value);
+    }
+    if let Some(fail) = injected {
+        request = request.header("x-sim-fail", fail);
+    }
+    let mut sample = Sample {
+        provider,
+        status: 0,
+        ttft: None,
+        tokens: 0,
+        tokens_per_second: None,
+        injected,
+        transport_error: false,
+    };
+    let started = Instant::now();
+    let mut response = match request.send().await {
+        Ok(r) => r,
+        Err(_) => {
+            sample.transport_error = true;
+            return sample;
+        }
+    };
+    sample.status = response.status().as_u16();
+    // The client measures with the crate's own parser: first content event, tokens.
+    let mut parser = StreamParser::new(WireFormat::Sse);
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if parser.feed(&chunk) > 0 && sample.ttft.is_none() {
+                    sample.ttft = Some(started.elapsed());
+                }
+            }
+            Ok(None) => break,
+            Err(_) => {
+                sample.transport_error = true;
+                break;
+            }
+        }
+    }
+    parser.finish();
+    sample.tokens = parser.summary().output_tokens();
+    if let Some(ttft) = sample.ttft {
+        let generating = started.elapsed().saturating_sub(ttft).as_secs_f64();
+        if sample.tokens >= 2 && generating > 0.0 {
+            sample.tokens_per_second = Some(sample.tokens as f64 / generating);
+        }
+    }
+    sample
+}
+
+/// The value at quantile `q` of `values` (sorted in place), 0 when empty.
+pub fn quantile(values: &mut [f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    values[((values.len() - 1) as f64 * q).round() as usize]
+}

@@ -1,0 +1,652 @@
+//! The simulated providers: OpenAI chat and Responses, Anthropic Messages and Gemini, speaking
+//! their real wire formats, steered by `x-sim-*` request headers.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+use tower_stream_monitor::StreamLabels;
+
+/// Default knobs (SPEC section 10).
+pub const DEFAULT_TOKENS: u64 = 64;
+pub const DEFAULT_TTFT_MS: u64 = 200;
+pub const DEFAULT_INTERVAL_MS: u64 = 10;
+pub const DEFAULT_STALL_MS: u64 = 120_000;
+const PROMPT_TOKENS: u64 = 12;
+
+const WORDS: [&str; 16] = [
+    " The",
+    " tower",
+    " falls,",
+    " and",
+    " a",
+    " new",
+    " road",
+    " opens",
+    " through",
+    " the",
+    " wasteland",
+    " of",
+    " cards",
+    " that",
+    " speak",
+    ".",
+];
+
+/// How a simulated request fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fail {
+    Auth,
+    RateLimit,
+    Timeout,
+    Server,
+    StreamError,
+    Stall,
+}
+
+impl Fail {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "auth" => Fail::Auth,
+            "rate_limit" => Fail::RateLimit,
+            "timeout" => Fail::Timeout,
+            "server" => Fail::Server,
+            "stream_error" => Fail::StreamError,
+            "stall" => Fail::Stall,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fail::Auth => "auth",
+            Fail::RateLimit => "rate_limit",
+            Fail::Timeout => "timeout",
+            Fail::Server => "server",
+            Fail::StreamError => "stream_error",
+            Fail::Stall => "stall",
+        }
+    }
+
+    fn status(self) -> StatusCode {
+        match self {
+            Fail::Auth => StatusCode::UNAUTHORIZED,
+            Fail::RateLimit => StatusCode::TOO_MANY_REQUESTS,
+            Fail::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// The knobs of one request.
+#[derive(Debug, Clone, Copy)]
+pub struct Sim {
+    pub tokens: u64,
+    pub ttft: Duration,
+    pub interval: Duration,
+    pub fail: Option<Fail>,
+    pub stall: Duration,
+}
+
+impl Sim {
+    pub fn from_headers(headers: &HeaderMap) -> Result<Self, String> {
+        fn number(headers: &HeaderMap, name: &str, default: u64, max: u64) -> Result<u64, String> {
+            match headers.get(name) {
+                None => Ok(default),
+                Some(v) => v
+                    .to_str()
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+                    .filter(|n| *n <= max)
+                    .ok_or_else(|| format!("{name} must be a whole number from 0 to {max}")),
+            }
+        }
+        let fail = match headers.get("x-sim-fail") {
+            None => None,
+            Some(v) => Some(v.to_str().ok().and_then(Fail::parse).ok_or(
+                "x-sim-fail must be one of auth, rate_limit, timeout, server, stream_error, stall",
+            )?),
+        };
+        Ok(Self {
+            tokens: number(headers, "x-sim-tokens", DEFAULT_TOKENS, 100_000)?,
+            ttft: Duration::from_millis(number(
+                headers,
+                "x-sim-ttft-ms",
+                DEFAULT_TTFT_MS,
+                600_000,
+            )?),
+            interval: Duration::from_millis(number(
+                headers,
+                "x-sim-token-interval-ms",
+                DEFAULT_INTERVAL_MS,
+                60_000,
+            )?),
+            fail,
+            stall: Duration::from_millis(number(
+                headers,
+                "x-sim-stall-ms",
+                DEFAULT_STALL_MS,
+                3_600_000,
+            )?),
+        })
+    }
+}
+
+fn word(i: u64) -> &'static str {
+    WORDS[(i % WORDS.len() as u64) as usize]
+}
+
+/// One stream, in the provider's framing: events sent at once, one event per token, and what
+/// follows the last token. A failing stream sends `error_event` halfway instead.
+struct Script {
+    prelude: Vec<Bytes>,
+    tokens: Vec<Bytes>,
+    epilogue: Vec<Bytes>,
+    error_event: Bytes,
+}
+
+fn sse(event: Option<&str>, data: &Value) -> Bytes {
+    match event {
+        Some(e) => Bytes::from(format!("event: {e}\ndata: {data}\n\n")),
+        None => Bytes::from(format!("data: {data}\n\n")),
+    }
+}
+
+/// Plays a script: prelude at once, first token after `ttft`, then one every `interval`.
+fn play(script: Script, sim: Sim) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    tokio::spawn(async move {
+        for frame in script.prelude {
+            if tx.send(frame).await.is_err() {
+                return;
+            }
+        }
+        let half = script.tokens.len() / 2;
+        for (i, frame) in script.tokens.into_iter().enumerate() {
+            tokio::time::sleep(if i == 0 { sim.ttft } else { sim.interval }).await;
+            if i == half {
+                match sim.fail {
+                    Some(Fail::StreamError) => {
+                        let _ = tx.send(script.error_event).await;
+                        return;
+                    }
+                    Some(Fail::Stall) => tokio::time::sleep(sim.stall).await,
+                    _ => {}
+                }
+            }
+            if tx.send(frame).await.is_err() {
+                return;
+            }
+        }
+        for frame in script.epilogue {
+            if tx.send(frame).await.is_err() {
+                return;
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+    });
+    Body::from_stream(stream)
+}
+
+fn event_stream(labels: StreamLabels, body: Body) -> Response {
+    (
+        labels,
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn request_json(body: &Bytes) -> Value {
+    serde_json::from_slice(body).unwrap_or(Value::Null)
+}
+
+// ---------------------------------------------------------------------------------------------
+// OpenAI chat completions
+
+fn openai_error(status: StatusCode, kind: &str, code: &str, message: &str) -> Response {
+    let body = json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
+    (status, StreamLabels::new("openai"), Json(body)).into_response()
+}
+
+fn openai_failure(fail: Fail) -> Response {
+    let (kind, code, message) = match fail {
+        Fail::Auth => (
+            "invalid_request_error",
+            "invalid_api_key",
+            "Incorrect API key provided.",
+        ),
+        Fail::RateLimit => (
+            "requests",
+            "rate_limit_exceeded",
+            "Rate limit reached for requests.",
+        ),
+        Fail::Timeout => ("timeout", "timeout", "The upstream timed out."),
+        _ => (
+            "server_error",
+            "server_error",
+            "The server had an error while processing your request.",
+        ),
+    };
+    openai_error(fail.status(), kind, code, message)
+}
+
+async fn openai_chat(headers: HeaderMap, body: Bytes) -> Response {
+    let sim = match Sim::from_headers(&headers) {
+        Ok(sim) => sim,
+        Err(m) => {
+            return openai_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_header",
+                &m,
+            );
+        }
+    };
+    let request = request_json(&body);
+    let model = request["model"]
+        .as_str()
+        .unwrap_or("gpt-4o-mini")
+        .to_owned();
+    if let Some(fail @ (Fail::Auth | Fail::RateLimit | Fail::Timeout | Fail::Server)) = sim.fail {
+        return openai_failure(fail);
+    }
+    let labels = StreamLabels::new("openai").with_model(model.clone());
+    let created = 1_731_506_198;
+    if !request["stream"].as_bool().unwrap_or(false) {
+        tokio::time::sleep(sim.ttft + sim.interval * sim.tokens.saturating_sub(1) as u32).await;
+        let text: String = (0..sim.tokens).map(word).collect();
+        let body = json!({
+            "id": "chatcmpl-sim", "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": null},
+                         "logprobs": null, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": sim.tokens,
+                      "total_tokens": PROMPT_TOKENS + sim.tokens},
+        });
+        return (labels, Json(body)).into_response();
+    }
+    let include_usage = request["stream_options"]["include_usage"]
+        .as_bool()
+        .unwrap_or(false);
+    let chunk = |delta: Value, finish: Value| {
+        json!({"id": "chatcmpl-sim", "object": "chat.completion.chunk", "created": created, "model": model,
+               "system_fingerprint": "fp_sim", "choices": [{"index": 0, "delta": delta, "logprobs": null,
+               "finish_reason": finish}], "usage": null})
+    };
+    let mut epilogue = vec![sse(None, &chunk(json!({}), json!("stop")))];
+    if include_usage {
+        epilogue.push(sse(
+            None,
+            &json!({"id": "chatcmpl-sim", "object": "chat.completion.chunk", "created": created, "model": model,
+                    "system_fingerprint": "fp_sim", "choices": [],
+                    "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": sim.tokens,
+                              "total_tokens": PROMPT_TOKENS + sim.tokens}}),
+        ));
+    }
+    epilogue.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    let script = Script {
+        prelude: vec![sse(
+            None,
+            &chunk(
+                json!({"role": "assistant", "content": "", "refusal": null}),
+                Value::Null,
+            ),
+        )],
+        tokens: (0..sim.tokens)
+            .map(|i| sse(None, &chunk(json!({"content": word(i)}), Value::Null)))
+            .collect(),
+        epilogue,
+        error_event: sse(
+            None,
+            &json!({"error": {"message": "The server had an error while processing your request.",
+                              "type": "server_error", "param": null, "code": null}}),
+        ),
+    };
+    event_stream(labels, play(script, sim))
+}
+
+// ---------------------------------------------------------------------------------------------
+// OpenAI Responses
+
+async fn openai_responses(headers: HeaderMap, body: Bytes) -> Response {
+    let sim = match Sim::from_headers(&headers) {
+        Ok(sim) => sim,
+        Err(m) => {
+            return openai_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_header",
+                &m,
+            );
+        }
+    };
+    if let Some(fail @ (Fail::Auth | Fail::RateLimit | Fail::Timeout | Fail::Server)) = sim.fail {
+        return openai_failure(fail);
+    }
+    let request = request_json(&body);
+    let model = request["model"].as_str().unwrap_or("gpt-4.1").to_owned();
+    let labels = StreamLabels::new("openai").with_model(model.clone());
+    let text: String = (0..sim.tokens).map(word).collect();
+    let (resp_id, item_id) = ("resp_sim", "msg_sim");
+    let response = |status: &str, output: Value, usage: Value| {
+        json!({"id": resp_id, "object": "response", "created_at": 1_741_290_958, "status": status,
+               "model": model, "output": output, "usage": usage})
+    };
+    let mut seq = 0u64;
+    let mut event = |kind: &str, mut data: Value| {
+        data["type"] = json!(kind);
+        data["sequence_number"] = json!(seq);
+        seq += 1;
+        sse(Some(kind), &data)
+    };
+    let part = |text: &str| json!({"type": "output_text", "text": text, "annotations": []});
+    let item = |status: &str, content: Value| json!({"id": item_id, "type": "message", "status": status, "role": "assistant", "content": content});
+    let prelude = vec![
+        event(
+            "response.created",
+            json!({"response": response("in_progress", json!([]), Value::Null)}),
+        ),
+        event(
+            "response.in_progress",
+            json!({"response": response("in_progress", json!([]), Value::Null)}),
+        ),
+        event(
+            "response.output_item.added",
+            json!({"output_index": 0, "item": item("in_progress", json!([]))}),
+        ),
+        event(
+            "response.content_part.added",
+            json!({"item_id": item_id, "output_index": 0, "content_index": 0, "part": part("")}),
+        ),
+    ];
+    let tokens: Vec<Bytes> = (0..sim.tokens)
+        .map(|i| {
+            event(
+                "response.output_text.delta",
+                json!({"item_id": item_id, "output_index": 0, "content_index": 0, "delta": word(i), "logprobs": []}),
+            )
+        })
+        .collect();
+    let usage = json!({"input_tokens": PROMPT_TOKENS, "input_tokens_details": {"cached_tokens": 0},
+                       "output_tokens": sim.tokens, "output_tokens_details": {"reasoning_tokens": 0},
+                       "total_tokens": PROMPT_TOKENS + sim.tokens});
+    let epilogue = vec![
+        event(
+            "response.output_text.done",
+            json!({"item_id": item_id, "output_index": 0, "content_index": 0, "text": text, "logprobs": []}),
+        ),
+        event(
+            "response.content_part.done",
+            json!({"item_id": item_id, "output_index": 0, "content_index": 0, "part": part(&text)}),
+        ),
+        event(
+            "response.output_item.done",
+            json!({"output_index": 0, "item": item("completed", json!([part(&text)]))}),
+        ),
+        event(
+            "response.completed",
+            json!({"response": response("completed", json!([item("completed", json!([part(&text)]))]), usage)}),
+        ),
+    ];
+    let error_event = event(
+        "error",
+        json!({"code": "server_error", "message": "The server had an error while processing your request.", "param": null}),
+    );
+    event_stream(
+        labels,
+        play(
+            Script {
+                prelude,
+                tokens,
+                epilogue,
+                error_event,
+            },
+            sim,
+        ),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Anthropic Messages
+
+fn anthropic_error(status: StatusCode, kind: &str, message: &str) -> Response {
+    let body = json!({"type": "error", "error": {"type": kind, "message": message}});
+    (status, StreamLabels::new("anthropic"), Json(body)).into_response()
+}
+
+async fn anthropic_messages(headers: HeaderMap, body: Bytes) -> Response {
+    let sim = match Sim::from_headers(&headers) {
+        Ok(sim) => sim,
+        Err(m) => return anthropic_error(StatusCode::BAD_REQUEST, "invalid_request_error", &m),
+    };
+    match sim.fail {
+        Some(Fail::Auth) => {
+            return anthropic_error(
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                "invalid x-api-key",
+            );
+        }
+        Some(Fail::RateLimit) => {
+            return anthropic_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "Number of requests has exceeded your rate limit",
+            );
+        }
+        Some(Fail::Timeout) => {
+            return anthropic_error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout_error",
+                "Request timed out",
+            );
+        }
+        Some(Fail::Server) => {
+            return anthropic_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "api_error",
+                "Internal server error",
+            );
+        }
+        _ => {}
+    }
+    let request = request_json(&body);
+    let model = request["model"]
+        .as_str()
+        .unwrap_or("claude-sonnet-4-5")
+        .to_owned();
+    let labels = StreamLabels::new("anthropic").with_model(model.clone());
+    let message = |content: Value, stop: Value, output: u64| {
+        json!({"id": "msg_sim", "type": "message", "role": "assistant", "content": content, "model": model,
+               "stop_reason": stop, "stop_sequence": null,
+               "usage": {"input_tokens": PROMPT_TOKENS, "cache_creation_input_tokens": 0,
+                         "cache_read_input_tokens": 0, "output_tokens": output}})
+    };
+    if !request["stream"].as_bool().unwrap_or(false) {
+        tokio::time::sleep(sim.ttft + sim.interval * sim.tokens.saturating_sub(1) as u32).await;
+        let text: String = (0..sim.tokens).map(word).collect();
+        let body = message(
+            json!([{"type": "text", "text": text}]),
+            json!("end_turn"),
+            sim.tokens,
+        );
+        return (labels, Json(body)).into_response();
+    }
+    let prelude = vec![
+        sse(
+            Some("message_start"),
+            &json!({"type": "message_start", "message": message(json!([]), Value::Null, 1)}),
+        ),
+        sse(
+            Some("content_block_start"),
+            &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ),
+        sse(Some("ping"), &json!({"type": "ping"})),
+    ];
+    let tokens = (0..sim.tokens)
+        .map(|i| {
+            sse(
+                Some("content_block_delta"),
+                &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": word(i)}}),
+            )
+        })
+        .collect();
+    let epilogue = vec![
+        sse(
+            Some("content_block_stop"),
+            &json!({"type": "content_block_stop", "index": 0}),
+        ),
+        sse(
+            Some("message_delta"),
+            &json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+                    "usage": {"output_tokens": sim.tokens}}),
+        ),
+        sse(Some("message_stop"), &json!({"type": "message_stop"})),
+    ];
+    let error_event = sse(
+        Some("error"),
+        &json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+    );
+    event_stream(
+        labels,
+        play(
+            Script {
+                prelude,
+                tokens,
+                epilogue,
+                error_event,
+            },
+            sim,
+        ),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gemini
+
+fn gemini_error(status: StatusCode, grpc_status: &str, message: &str) -> Response {
+    let body =
+        json!({"error": {"code": status.as_u16(), "message": message, "status": grpc_status}});
+    (status, StreamLabels::new("gemini"), Json(body)).into_response()
+}
+
+/// Google's front end ends SSE lines with CRLF.
+fn gemini_sse(data: &Value) -> Bytes {
+    Bytes::from(format!("data: {data}\r\n\r\n"))
+}
+
+async fn gemini(
+    Path(model_action): Path<String>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let sim = match Sim::from_headers(&headers) {
+        Ok(sim) => sim,
+        Err(m) => return gemini_error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", &m),
+    };
+    let Some((model, action)) = model_action.split_once(':') else {
+        return gemini_error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "expected models/{model}:streamGenerateContent",
+        );
+    };
+    match sim.fail {
+        Some(Fail::Auth) => {
+            return gemini_error(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHENTICATED",
+                "API key not valid.",
+            );
+        }
+        Some(Fail::RateLimit) => {
+            return gemini_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "RESOURCE_EXHAUSTED",
+                "Quota exceeded.",
+            );
+        }
+        Some(Fail::Timeout) => {
+            return gemini_error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "DEADLINE_EXCEEDED",
+                "Deadline exceeded.",
+            );
+        }
+        Some(Fail::Server) => {
+            return gemini_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                "Internal error.",
+            );
+        }
+        _ => {}
+    }
+    let labels = StreamLabels::new("gemini").with_model(model.to_owned());
+    let chunk = |text: &str, k: u64, finish: bool| {
+        let mut candidate =
+            json!({"content": {"parts": [{"text": text}], "role": "model"}, "index": 0});
+        if finish {
+            candidate["finishReason"] = json!("STOP");
+        }
+        json!({"candidates": [candidate],
+               "usageMetadata": {"promptTokenCount": PROMPT_TOKENS, "candidatesTokenCount": k,
+                                 "totalTokenCount": PROMPT_TOKENS + k},
+               "modelVersion": model, "responseId": "sim"})
+    };
+    match action {
+        "generateContent" => {
+            tokio::time::sleep(sim.ttft + sim.interval * sim.tokens.saturating_sub(1) as u32).await;
+            let text: String = (0..sim.tokens).map(word).collect();
+            (labels, Json(chunk(&text, sim.tokens, true))).into_response()
+        }
+        "streamGenerateContent" if query.get("alt").map(String::as_str) == Some("sse") => {
+            let n = sim.tokens;
+            let tokens = (0..n)
+                .map(|i| gemini_sse(&chunk(word(i), i + 1, i + 1 == n)))
+                .collect();
+            let error_event = gemini_sse(
+                &json!({"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}),
+            );
+            event_stream(
+                labels,
+                play(
+                    Script {
+                        prelude: vec![],
+                        tokens,
+                        epilogue: vec![],
+                        error_event,
+                    },
+                    sim,
+                ),
+            )
+        }
+        "streamGenerateContent" => gemini_error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            "this simulator streams with alt=sse only",
+        ),
+        _ => gemini_error(StatusCode::NOT_FOUND, "NOT_FOUND", "unknown method"),
+    }
+}
+
+/// The simulated provider routes.
+pub fn routes() -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(openai_chat))
+        .route("/v1/responses", post(openai_responses))
+        .route("/v1/messages", post(anthropic_messages))
+        .route("/v1beta/models/{model_action}", post(gemini))
+}
