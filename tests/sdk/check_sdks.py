@@ -1,0 +1,83 @@
+"""Streams through the official OpenAI and Anthropic Python SDKs against the demo.
+
+Usage: python3 tests/sdk/check_sdks.py http://127.0.0.1:PORT
+Prints one JSON line with what the SDKs parsed; exits non-zero if they parsed something else.
+"""
+import json
+import sys
+
+import anthropic
+import openai
+
+# The demo's simulated text: these words in turn (examples/demo/sim.rs).
+WORDS = [" The", " tower", " falls,", " and", " a", " new", " road", " opens", " through", " the",
+         " wasteland", " of", " cards", " that", " speak", "."]
+
+
+def expected_text(n):
+    return "".join(WORDS[i % len(WORDS)] for i in range(n))
+
+
+def main(base):
+    knobs = {"x-sim-ttft-ms": "20", "x-sim-token-interval-ms": "2"}
+    result = {}
+
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key="sim-key", max_retries=0)
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "Read the cards."}],
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_headers={**knobs, "x-sim-tokens": "12"},
+    )
+    text, usage = "", None
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            text += chunk.choices[0].delta.content
+        if chunk.usage:
+            usage = chunk.usage
+    assert text == expected_text(12), f"openai chat text: {text!r}"
+    assert usage is not None and usage.completion_tokens == 12 and usage.prompt_tokens == 12, usage
+    result["openai_chat"] = {"text": text, "output_tokens": usage.completion_tokens}
+
+    events = client.responses.create(
+        model="gpt-4.1", input="Read the cards.", stream=True, extra_headers={**knobs, "x-sim-tokens": "7"}
+    )
+    text, completed = "", None
+    for event in events:
+        if event.type == "response.output_text.delta":
+            text += event.delta
+        elif event.type == "response.completed":
+            completed = event.response
+    assert text == expected_text(7), f"openai responses text: {text!r}"
+    assert completed is not None and completed.usage.output_tokens == 7, completed
+    result["openai_responses"] = {"text": text, "output_tokens": completed.usage.output_tokens}
+
+    client = anthropic.Anthropic(base_url=base, api_key="sim-key", max_retries=0)
+    with client.messages.stream(
+        model="claude-sonnet-4-5",
+        max_tokens=64,
+        messages=[{"role": "user", "content": "Read the cards."}],
+        extra_headers={**knobs, "x-sim-tokens": "9"},
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == expected_text(9), f"anthropic text: {text!r}"
+    assert final.usage.output_tokens == 9 and final.usage.input_tokens == 12, final.usage
+    result["anthropic"] = {"text": text, "output_tokens": final.usage.output_tokens}
+
+    # An auth failure surfaces as the SDK's own error type.
+    try:
+        client.messages.create(
+            model="claude-sonnet-4-5", max_tokens=8, messages=[{"role": "user", "content": "x"}],
+            extra_headers={"x-sim-fail": "auth"},
+        )
+        raise AssertionError("expected an authentication error")
+    except anthropic.AuthenticationError as error:
+        result["anthropic_auth_error"] = error.status_code
+
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

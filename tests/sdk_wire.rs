@@ -1,0 +1,73 @@
+//! Wire fidelity with clients nobody here wrote: the official OpenAI and Anthropic Python SDKs
+//! stream from the demo, and the monitor counts those streams and their tokens. Needs python3
+//! with the `openai` and `anthropic` packages (`.ci/install` installs them).
+
+mod common;
+
+#[allow(dead_code)]
+#[path = "../examples/demo/main.rs"]
+mod demo;
+
+use std::time::Duration;
+
+use common::{Records, serve};
+use tower_stream_monitor::parse::{ProviderFormat, TokenSource};
+use tower_stream_monitor::{Monitor, Outcome};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_sdks_parse_the_demo_and_the_monitor_counts_them() {
+    let records = Records::default();
+    let monitor = records
+        .attach(Monitor::builder().prefix("/api/v1/monitoring"))
+        .build()
+        .unwrap();
+    let addr = serve(demo::app(&monitor)).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/check_sdks.py");
+    let output = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new("python3")
+            .arg(script)
+            .arg(format!("http://{addr}"))
+            .output(),
+    )
+    .await
+    .expect("the SDK script finishes within 2 minutes")
+    .unwrap_or_else(|e| panic!("cannot run python3 ({e}): install Python 3 and `pip install openai anthropic` (see .ci/install)"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("ModuleNotFoundError"),
+        "the openai and anthropic Python packages are missing: `pip install openai anthropic` (see .ci/install)\n{stderr}"
+    );
+    assert!(output.status.success(), "SDK check failed:\n{stderr}");
+    let parsed: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON line");
+    assert_eq!(parsed["anthropic_auth_error"], 401);
+
+    let got = records.wait_for(4).await;
+    let by_format = |f: ProviderFormat| {
+        got.iter()
+            .find(|r| r.format == f)
+            .unwrap_or_else(|| panic!("{f:?} in {got:#?}"))
+    };
+    let chat = by_format(ProviderFormat::OpenAiChat);
+    assert_eq!(
+        (&*chat.provider, &*chat.model, chat.output_tokens),
+        ("openai", "gpt-4o-mini", 12)
+    );
+    assert_eq!(
+        (chat.token_source, chat.outcome),
+        (TokenSource::Reported, Outcome::Ok)
+    );
+    assert_eq!(by_format(ProviderFormat::OpenAiResponses).output_tokens, 7);
+    let claude = by_format(ProviderFormat::AnthropicMessages);
+    assert_eq!(
+        (&*claude.provider, claude.output_tokens, claude.input_tokens),
+        ("anthropic", 9, Some(12))
+    );
+    assert!(
+        got.iter()
+            .any(|r| r.outcome == Outcome::AuthError && &*r.provider == "anthropic")
+    );
+    let snapshot = monitor.snapshot();
+    assert_eq!(snapshot.streaming_5min.total_tokens, 12 + 7 + 9);
+    assert_eq!(snapshot.requests_5min.auth_errors, 1);
+}
