@@ -30,6 +30,8 @@ const CACHE_FOR: Duration = Duration::from_secs(1);
 struct Sample {
     at: Instant,
     cpu_ticks: u64,
+    /// False for the first sample, which has no interval to measure CPU over.
+    cpu_ticks_valid: bool,
     stats: SystemStats,
 }
 
@@ -48,7 +50,7 @@ impl SystemSampler {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         if let Some(s) = last.as_ref() {
-            if now.duration_since(s.at) < CACHE_FOR {
+            if now.duration_since(s.at) < CACHE_FOR && s.cpu_ticks_valid {
                 return s.stats;
             }
         }
@@ -75,6 +77,7 @@ impl SystemSampler {
         *last = Some(Sample {
             at: now,
             cpu_ticks: raw.cpu_ticks.unwrap_or(0),
+            cpu_ticks_valid: last.is_some(),
             stats,
         });
         stats
