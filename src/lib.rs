@@ -7,10 +7,11 @@
 //! ```no_run
 //! use std::time::Duration;
 //! use axum::{Router, routing::post};
+//! use tracing_subscriber::prelude::*;
 //! use tower_stream_monitor::Monitor;
 //!
 //! # async fn chat() -> &'static str { "" }
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let monitor = Monitor::builder()             // or Monitor::from_env()
 //!     .prefix("/api/v1/monitoring")
 //!     .stream_timeout(Duration::from_secs(60))
@@ -18,26 +19,38 @@
 //!
 //! let app: Router = Router::new()
 //!     .route("/v1/chat/completions", post(chat))
-//!     .layer(monitor.layer());                 // layer 1: measures every response
+//!     .layer(monitor.layer());                 // layer 1: measures, serves the endpoints
+//!
+//! tracing_subscriber::registry()
+//!     .with(monitor.error_layer())             // layer 2: WARN/ERROR records
+//!     .init();
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(listener, app).await?;
 //! # Ok(()) }
 //! ```
 //!
-//! Each request ends in one [`StreamRecord`], handed to the [`Monitor`] and emitted to the
-//! [`metrics`] facade under the names in [`names`]. Nothing global is installed.
+//! Each request ends in one [`StreamRecord`], handed to the [`Monitor`] (rolling windows, the
+//! Prometheus endpoint, health) and emitted to the [`metrics`] facade under the names in
+//! [`names`]. Nothing global is installed. Under the prefix the layer serves `/metrics`,
+//! `/metrics/prometheus`, `/health`, `/errors` and `/errors/summary`.
 //!
 //! ## Modules
-//! - [`stream`]: the tower layer, service, future and measured body.
+//! - [`stream`]: layer 1 — the tower layer, service, future and measured body.
+//! - [`errors`]: layer 2 — the tracing-subscriber layer, redaction and the error store.
 //! - [`parse`]: the incremental SSE / NDJSON parser and provider token extraction.
 //! - [`classify`]: which status, error or event counts as which [`Outcome`].
+//! - [`window`]: rolling 5-minute and 1-hour windows, and the injectable [`window::Clock`].
+//! - [`health`]: baselines, checks, rollback triggers and alerts.
 //! - [`labels`]: label sources, validation and the cardinality cap.
 //! - [`names`]: metric and label names.
 //!
 //! ## Session logs
-//! Events under the target [`SESSION_TARGET`]: start (INFO), first token (DEBUG), completion
-//! (INFO), timeout (ERROR, `Streaming timeout after {n}s`), error (ERROR, with the error chain),
-//! cancel (INFO). Each request runs in an INFO span `stream_request` with the fields
-//! `request_id`, `user_id`, `provider`, `model`, `route` and `outcome`, so events the handler
-//! logs carry them too.
+//! Events under the target [`SESSION_TARGET`]: start (INFO), first token (DEBUG; WARN/INFO past
+//! the first-token baselines), completion (INFO), timeout (ERROR, `Streaming timeout after {n}s`),
+//! error (ERROR, with the error chain), cancel (INFO). Each request runs in an INFO span
+//! `stream_request` with the fields `request_id`, `user_id`, `provider`, `model`, `route` and
+//! `outcome`, so events the handler logs carry them too.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -2,14 +2,12 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use axum::http::header;
 use axum::routing::post;
-use common::{Records, client, endless_sse, serve};
+use common::{Captured, Records, client, endless_sse, serve};
 use serde_json::Value;
 use tower_stream_monitor::errors::ErrorQuery;
 use tower_stream_monitor::{Monitor, StreamLabels};
@@ -18,26 +16,6 @@ use tracing_subscriber::layer::SubscriberExt;
 const PREFIX: &str = "/api/v1/monitoring";
 const SECRET_KEY: &str = "sk-ant-api03-Zx9Yw8Vu7Ts6Rq5Po4";
 const SECRET_BEARER: &str = "eyJhbGciOiJIUzI1NiJ9.c2VjcmV0.sig";
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 /// The two-layer set-up of the README: fmt at INFO beside the error layer.
 fn subscriber(monitor: &Monitor, fmt_out: &Captured) -> impl tracing::Subscriber + Send + Sync {
@@ -157,7 +135,7 @@ async fn handler_error_has_request_context_and_no_secret() {
     assert!(!format!("{copy:?}").contains(SECRET_KEY));
 
     // The fmt layer beside it still sees INFO events; DEBUG went nowhere.
-    let logs = String::from_utf8_lossy(&fmt_out.0.lock().unwrap()).into_owned();
+    let logs = fmt_out.text();
     assert!(logs.contains("calling upstream"), "{logs}");
     assert!(!logs.contains("debug detail"));
     assert_eq!(

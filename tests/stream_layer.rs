@@ -10,7 +10,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
-use common::{Records, client, endless_sse, expected, fixture, paced_body, serve, split_events};
+use common::{
+    Records, client, endless_sse, expected, fixture, paced_body, serve, split_events, stalling_sse,
+};
 use tower_stream_monitor::parse::{ProviderFormat, TokenSource};
 use tower_stream_monitor::{Monitor, Outcome, StreamLabels};
 
@@ -411,22 +413,9 @@ async fn idle_timeout_cuts_a_stalled_stream() {
         .route(
             "/stall",
             get(|| async {
-                let frames = vec![
-                    Bytes::from("data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n"),
-                    Bytes::from("data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\n\n"),
-                ];
-                let head = futures_util::stream::iter(
-                    frames.into_iter().map(Ok::<_, std::convert::Infallible>),
-                );
-                // Then nothing for far longer than the idle timeout.
-                let stall = futures_util::stream::once(async {
-                    tokio::time::sleep(Duration::from_secs(30)).await;
-                    Ok(Bytes::from("data: late\n\n"))
-                });
-                use futures_util::StreamExt;
                 (
                     [(header::CONTENT_TYPE, "text/event-stream")],
-                    Body::from_stream(head.chain(stall)),
+                    stalling_sse(2),
                 )
             }),
         )
@@ -738,17 +727,9 @@ async fn tower_http_body_timeout_is_a_timeout() {
         .route(
             "/stall",
             get(|| async {
-                let head = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
-                    Bytes::from("data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n"),
-                )]);
-                let stall = futures_util::stream::once(async {
-                    tokio::time::sleep(Duration::from_secs(30)).await;
-                    Ok(Bytes::from("data: late\n\n"))
-                });
-                use futures_util::StreamExt;
                 (
                     [(header::CONTENT_TYPE, "text/event-stream")],
-                    Body::from_stream(head.chain(stall)),
+                    stalling_sse(1),
                 )
             }),
         )

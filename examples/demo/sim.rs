@@ -221,7 +221,8 @@ fn openai_error(status: StatusCode, kind: &str, code: &str, message: &str) -> Re
     (status, StreamLabels::new("openai"), Json(body)).into_response()
 }
 
-fn openai_failure(fail: Fail) -> Response {
+/// OpenAI's answer to a failure injected before the stream starts.
+fn openai_failure(fail: Fail) -> Option<Response> {
     let (kind, code, message) = match fail {
         Fail::Auth => (
             "invalid_request_error",
@@ -234,13 +235,14 @@ fn openai_failure(fail: Fail) -> Response {
             "Rate limit reached for requests.",
         ),
         Fail::Timeout => ("timeout", "timeout", "The upstream timed out."),
-        _ => (
+        Fail::Server => (
             "server_error",
             "server_error",
             "The server had an error while processing your request.",
         ),
+        Fail::StreamError | Fail::Stall => return None,
     };
-    openai_error(fail.status(), kind, code, message)
+    Some(openai_error(fail.status(), kind, code, message))
 }
 
 async fn openai_chat(headers: HeaderMap, body: Bytes) -> Response {
@@ -260,8 +262,8 @@ async fn openai_chat(headers: HeaderMap, body: Bytes) -> Response {
         .as_str()
         .unwrap_or("gpt-4o-mini")
         .to_owned();
-    if let Some(fail @ (Fail::Auth | Fail::RateLimit | Fail::Timeout | Fail::Server)) = sim.fail {
-        return openai_failure(fail);
+    if let Some(response) = sim.fail.and_then(openai_failure) {
+        return response;
     }
     let labels = StreamLabels::new("openai").with_model(model.clone());
     let created = 1_731_506_198;
@@ -332,8 +334,8 @@ async fn openai_responses(headers: HeaderMap, body: Bytes) -> Response {
             );
         }
     };
-    if let Some(fail @ (Fail::Auth | Fail::RateLimit | Fail::Timeout | Fail::Server)) = sim.fail {
-        return openai_failure(fail);
+    if let Some(response) = sim.fail.and_then(openai_failure) {
+        return response;
     }
     let request = request_json(&body);
     let model = request["model"].as_str().unwrap_or("gpt-4.1").to_owned();
@@ -426,41 +428,28 @@ fn anthropic_error(status: StatusCode, kind: &str, message: &str) -> Response {
     (status, StreamLabels::new("anthropic"), Json(body)).into_response()
 }
 
+/// Anthropic's answer to a failure injected before the stream starts.
+fn anthropic_failure(fail: Fail) -> Option<Response> {
+    let (kind, message) = match fail {
+        Fail::Auth => ("authentication_error", "invalid x-api-key"),
+        Fail::RateLimit => (
+            "rate_limit_error",
+            "Number of requests has exceeded your rate limit",
+        ),
+        Fail::Timeout => ("timeout_error", "Request timed out"),
+        Fail::Server => ("api_error", "Internal server error"),
+        Fail::StreamError | Fail::Stall => return None,
+    };
+    Some(anthropic_error(fail.status(), kind, message))
+}
+
 async fn anthropic_messages(headers: HeaderMap, body: Bytes) -> Response {
     let sim = match Sim::from_headers(&headers) {
         Ok(sim) => sim,
         Err(m) => return anthropic_error(StatusCode::BAD_REQUEST, "invalid_request_error", &m),
     };
-    match sim.fail {
-        Some(Fail::Auth) => {
-            return anthropic_error(
-                StatusCode::UNAUTHORIZED,
-                "authentication_error",
-                "invalid x-api-key",
-            );
-        }
-        Some(Fail::RateLimit) => {
-            return anthropic_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_error",
-                "Number of requests has exceeded your rate limit",
-            );
-        }
-        Some(Fail::Timeout) => {
-            return anthropic_error(
-                StatusCode::GATEWAY_TIMEOUT,
-                "timeout_error",
-                "Request timed out",
-            );
-        }
-        Some(Fail::Server) => {
-            return anthropic_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "api_error",
-                "Internal server error",
-            );
-        }
-        _ => {}
+    if let Some(response) = sim.fail.and_then(anthropic_failure) {
+        return response;
     }
     let request = request_json(&body);
     let model = request["model"]
@@ -542,6 +531,18 @@ fn gemini_error(status: StatusCode, grpc_status: &str, message: &str) -> Respons
     (status, StreamLabels::new("gemini"), Json(body)).into_response()
 }
 
+/// Gemini's answer to a failure injected before the stream starts.
+fn gemini_failure(fail: Fail) -> Option<Response> {
+    let (grpc_status, message) = match fail {
+        Fail::Auth => ("UNAUTHENTICATED", "API key not valid."),
+        Fail::RateLimit => ("RESOURCE_EXHAUSTED", "Quota exceeded."),
+        Fail::Timeout => ("DEADLINE_EXCEEDED", "Deadline exceeded."),
+        Fail::Server => ("INTERNAL", "Internal error."),
+        Fail::StreamError | Fail::Stall => return None,
+    };
+    Some(gemini_error(fail.status(), grpc_status, message))
+}
+
 /// Google's front end ends SSE lines with CRLF.
 fn gemini_sse(data: &Value) -> Bytes {
     Bytes::from(format!("data: {data}\r\n\r\n"))
@@ -563,36 +564,8 @@ async fn gemini(
             "expected models/{model}:streamGenerateContent",
         );
     };
-    match sim.fail {
-        Some(Fail::Auth) => {
-            return gemini_error(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHENTICATED",
-                "API key not valid.",
-            );
-        }
-        Some(Fail::RateLimit) => {
-            return gemini_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "RESOURCE_EXHAUSTED",
-                "Quota exceeded.",
-            );
-        }
-        Some(Fail::Timeout) => {
-            return gemini_error(
-                StatusCode::GATEWAY_TIMEOUT,
-                "DEADLINE_EXCEEDED",
-                "Deadline exceeded.",
-            );
-        }
-        Some(Fail::Server) => {
-            return gemini_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "INTERNAL",
-                "Internal error.",
-            );
-        }
-        _ => {}
+    if let Some(response) = sim.fail.and_then(gemini_failure) {
+        return response;
     }
     let labels = StreamLabels::new("gemini").with_model(model.to_owned());
     let chunk = |text: &str, k: u64, finish: bool| {

@@ -3,7 +3,7 @@
 
 use std::fmt::Display;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use http::HeaderMap;
 use http::request::Parts;
@@ -11,7 +11,6 @@ use tracing::Span;
 use tracing::field::Empty;
 
 use crate::labels::{UserId, is_valid_label};
-use crate::parse::{ProviderFormat, TokenSource};
 use crate::record::{Outcome, RequestId, StreamRecord};
 use crate::{Monitor, SESSION_TARGET};
 
@@ -141,30 +140,11 @@ impl RequestContext {
             .unwrap_or_else(|| self.monitor.unknown());
         let model = self.model.clone().unwrap_or_else(|| self.monitor.unknown());
         log_end(span, outcome, duration, 0, None, error);
-        let record = StreamRecord {
-            provider,
-            model,
-            route: self.route,
-            request_id: self.request_id,
-            user_id: self.user_id,
-            status: None,
-            outcome,
-            streaming: self.streaming_hint,
-            format: ProviderFormat::Unknown,
-            finished_at: SystemTime::now(),
-            time_to_first_byte: None,
-            time_to_first_token: None,
-            duration,
-            output_tokens: 0,
-            input_tokens: None,
-            token_source: TokenSource::Counted,
-            tokens_per_second: None,
-            time_per_output_token: None,
-            max_inter_token_gap: None,
-            bytes: 0,
-            oversized_events: 0,
-            malformed_events: 0,
-        };
+        let mut record = StreamRecord::new(provider, model, self.route, outcome);
+        record.request_id = self.request_id;
+        record.user_id = self.user_id;
+        record.streaming = self.streaming_hint;
+        record.duration = duration;
         self.monitor.record(record);
     }
 }

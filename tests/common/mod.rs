@@ -195,3 +195,45 @@ pub fn provider_app(monitor: &tower_stream_monitor::Monitor) -> Router {
         .route("/plain", axum::routing::get(|| async { "plain" }))
         .layer(monitor.layer())
 }
+
+/// A `MakeWriter` that keeps what a fmt layer writes, for assertions on log lines.
+#[derive(Clone, Default)]
+pub struct Captured(pub Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// An SSE body that sends `content_events` chat chunks at once, then nothing for 30 s.
+pub fn stalling_sse(content_events: usize) -> Body {
+    use futures_util::StreamExt;
+    let head = futures_util::stream::iter((0..content_events).map(|i| {
+        Ok::<_, Infallible>(Bytes::from(format!(
+            "data: {{\"choices\":[{{\"delta\":{{\"content\":\"c{i}\"}}}}]}}\n\n"
+        )))
+    }));
+    let stall = futures_util::stream::once(async {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        Ok(Bytes::from("data: late\n\n"))
+    });
+    Body::from_stream(head.chain(stall))
+}
