@@ -259,9 +259,9 @@ async fn known_traffic_gives_exact_counts_and_slots_expire() {
 fn quick_baselines() -> Baselines {
     Baselines {
         streaming_first_token: Baseline {
-            target: 20.0,
-            warning: 60.0,
-            critical: 200.0,
+            target: 50.0,
+            warning: 150.0,
+            critical: 600.0,
             unit: "ms",
             higher_is_better: false,
         },
@@ -329,13 +329,13 @@ async fn health_moves_through_its_states_with_one_alert_per_change() {
         (200, Some("healthy")),
         "{body}"
     );
-    let (status, body) = phase("100").await;
+    let (status, body) = phase("300").await;
     assert_eq!(
         (status.as_u16(), body["status"].as_str()),
         (200, Some("degraded")),
         "{body}"
     );
-    let (status, body) = phase("300").await;
+    let (status, body) = phase("900").await;
     assert_eq!(
         (status.as_u16(), body["status"].as_str()),
         (503, Some("critical")),

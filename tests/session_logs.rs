@@ -95,3 +95,66 @@ async fn handler_events_carry_request_context_and_timeouts_log_at_error() {
     );
     assert!(timeout.contains("request_id=req-77"), "{timeout}");
 }
+
+/// The seed's per-request alerting: a first token past the critical baseline logs WARN with the
+/// provider, past warning INFO.
+#[tokio::test]
+async fn slow_first_tokens_log_at_warn_and_info() {
+    use tower_stream_monitor::health::{Baseline, Baselines};
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(captured.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let records = Records::default();
+    let baselines = Baselines {
+        streaming_first_token: Baseline {
+            target: 10.0,
+            warning: 100.0,
+            critical: 400.0,
+            unit: "ms",
+            higher_is_better: false,
+        },
+        ..Baselines::default()
+    };
+    let monitor = records
+        .attach(Monitor::builder().baselines(baselines))
+        .build()
+        .unwrap();
+    let addr = serve(common::provider_app(&monitor)).await;
+    for ttft in ["600", "200", "0"] {
+        client()
+            .post(format!("http://{addr}/v1/chat/completions"))
+            .header("x-provider", "anthropic")
+            .header("x-ttft-ms", ttft)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+    }
+    records.wait_for(3).await;
+    let logs = captured.text();
+    let critical: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("Critical first token latency"))
+        .collect();
+    let high: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("High first token latency"))
+        .collect();
+    assert_eq!((critical.len(), high.len()), (1, 1), "{logs}");
+    assert!(
+        critical[0].contains(" WARN ") && critical[0].contains("provider=anthropic"),
+        "{}",
+        critical[0]
+    );
+    assert!(
+        high[0].contains(" INFO ") && high[0].contains("provider=anthropic"),
+        "{}",
+        high[0]
+    );
+}

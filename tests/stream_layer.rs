@@ -444,7 +444,7 @@ async fn idle_timeout_cuts_a_stalled_stream() {
 async fn idle_timeout_spares_a_steady_stream() {
     let records = Records::default();
     let monitor = records
-        .attach(Monitor::builder().idle_timeout(Duration::from_millis(150)))
+        .attach(Monitor::builder().idle_timeout(Duration::from_millis(400)))
         .build()
         .unwrap();
     let app = Router::new()
@@ -477,7 +477,7 @@ async fn idle_timeout_spares_a_steady_stream() {
     assert_eq!(
         r.outcome,
         Outcome::Ok,
-        "600 ms of steady frames outlive a 150 ms idle timeout"
+        "600 ms of steady frames outlive a 400 ms idle timeout"
     );
     assert_eq!(r.output_tokens, 12);
 }
