@@ -66,6 +66,7 @@ pub mod names;
 pub mod parse;
 mod prometheus;
 mod record;
+mod shard;
 mod snapshot;
 pub mod stream;
 mod system;

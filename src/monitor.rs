@@ -873,10 +873,11 @@ impl Monitor {
         if self.shared.config.metrics_facade {
             facade::emit(&record);
         }
-        self.shared.prometheus.record(&record);
         if let Some(cb) = &self.shared.config.on_record {
             cb.on_record(&record);
         }
+        // Last: the record moves into the Prometheus queue.
+        self.shared.prometheus.record(record);
         // Once a second on the recording path (no thread of our own, not on every request):
         // re-judge health so alerts fire, and fold pending Prometheus histogram observations
         // into their buckets so they do not pile up between scrapes.

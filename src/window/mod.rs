@@ -11,7 +11,6 @@ mod ring;
 mod stats;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub(crate) use clock::unix_secs;
@@ -64,12 +63,6 @@ pub(crate) struct WindowStore {
     triggers: Arc<[RollbackTrigger]>,
 }
 
-static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed);
-}
-
 fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
     // A panic mid-update leaves at worst one slot partly counted; keep serving.
     shard
@@ -95,7 +88,7 @@ impl WindowStore {
     }
 
     pub(crate) fn record(&self, now_secs: u64, record: &StreamRecord) {
-        let index = SHARD.with(|i| *i) % self.shards.len();
+        let index = crate::shard::index(self.shards.len());
         let mut shard = lock(&self.shards[index]);
         shard.overall.add(now_secs, record);
         match shard.providers.get_mut(&record.provider) {
