@@ -134,7 +134,9 @@ impl PrometheusExposition {
             recorder,
             handle,
             handles: RwLock::new(HashMap::new()),
-            pending: (0..crate::shard::count()).map(|_| Mutex::new(Vec::new())).collect(),
+            pending: (0..crate::shard::count())
+                .map(|_| Mutex::new(Vec::new()))
+                .collect(),
         }
     }
 

@@ -11,7 +11,9 @@ thread_local! {
 
 /// How many shards a structure gets: one per core, at least 1, at most 16.
 pub(crate) fn count() -> usize {
-    std::thread::available_parallelism().map_or(4, |n| n.get()).clamp(1, 16)
+    std::thread::available_parallelism()
+        .map_or(4, |n| n.get())
+        .clamp(1, 16)
 }
 
 /// This thread's shard among `shards`.

@@ -1,0 +1,466 @@
+//! The [`Monitor`]: label resolution, the hand-over of finished records, and what it serves.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use crate::errors::{ErrorFilter, ErrorLayer, ErrorQuery, ErrorRecord, ErrorStore, ErrorSummary};
+use crate::facade;
+use crate::health::{HealthReport, HealthTracker};
+use crate::labels::{LabelInterner, is_valid_label};
+use crate::prometheus::PrometheusExposition;
+use crate::record::{Outcome, StreamRecord};
+use crate::snapshot::{MetricsSnapshot, ProviderWindows};
+use crate::stream::StreamMonitorLayer;
+use crate::system::SystemSampler;
+use crate::window::{WindowStore, unix_secs};
+
+mod builder;
+
+pub(crate) use builder::Config;
+pub use builder::*;
+
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    windows: WindowStore,
+    errors: ErrorStore,
+    health: HealthTracker,
+    /// Unix second of the last health evaluation done on the recording path.
+    last_health_check: AtomicU64,
+    started_at: SystemTime,
+    prometheus: PrometheusExposition,
+    system: SystemSampler,
+    /// Streams in progress per provider (known from the response on).
+    provider_in_flight: RwLock<HashMap<Arc<str>, Arc<AtomicI64>>>,
+    providers: LabelInterner,
+    models: LabelInterner,
+    routes: LabelInterner,
+    in_flight: AtomicI64,
+    by_outcome: [AtomicU64; 8],
+    next_request: AtomicU64,
+    id_base: u64,
+    unknown: Arc<str>,
+    unmatched: Arc<str>,
+}
+
+/// The in-process monitor: configuration, label state and the records of finished requests.
+///
+/// Cheap to clone (one `Arc`); nothing global is installed, so several monitors in one process
+/// never interfere. `monitor.layer()` gives the tower layer that measures responses.
+///
+/// ```
+/// use tower_stream_monitor::Monitor;
+///
+/// let monitor = Monitor::builder().prefix("/api/v1/monitoring").build()?;
+/// let app: axum::Router = axum::Router::new()
+///     .route("/", axum::routing::get(|| async { "hi" }))
+///     .layer(monitor.layer());
+/// # let _ = app;
+/// # Ok::<(), tower_stream_monitor::ConfigError>(())
+/// ```
+#[derive(Clone)]
+pub struct Monitor {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Monitor")
+            .field("config", &self.shared.config)
+            .field("in_flight", &self.in_flight())
+            .finish()
+    }
+}
+
+impl Monitor {
+    /// A builder with every default.
+    pub fn builder() -> MonitorBuilder {
+        MonitorBuilder::default()
+    }
+
+    /// A monitor configured from the environment ([`MonitorBuilder::with_env`]).
+    ///
+    /// # Errors
+    /// A [`ConfigError::InvalidVar`] naming the variable whose value cannot be used.
+    pub fn from_env() -> Result<Monitor, ConfigError> {
+        Self::builder().with_env()?.build()
+    }
+
+    /// The tower layer that measures every response of the service it wraps (layer 1).
+    pub fn layer(&self) -> StreamMonitorLayer {
+        StreamMonitorLayer::new(self.clone())
+    }
+
+    /// The tracing-subscriber layer that records WARN and ERROR events into this monitor
+    /// (layer 2). It filters per layer, so it works beside fmt, JSON or OpenTelemetry layers
+    /// without changing what they see.
+    ///
+    /// ```
+    /// use tracing_subscriber::layer::SubscriberExt;
+    /// use tower_stream_monitor::Monitor;
+    ///
+    /// let monitor = Monitor::builder().build()?;
+    /// let subscriber = tracing_subscriber::registry().with(monitor.error_layer());
+    /// # let _ = subscriber;
+    /// # Ok::<(), tower_stream_monitor::ConfigError>(())
+    /// ```
+    pub fn error_layer<S>(&self) -> tracing_subscriber::filter::Filtered<ErrorLayer, ErrorFilter, S>
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        use tracing_subscriber::Layer as _;
+        ErrorLayer::new(self.clone())
+            .with_filter(ErrorLayer::filter(self.shared.config.error_level))
+    }
+
+    /// Stored error records matching `query`, newest first, and how many matched in all.
+    pub fn errors(&self, query: &ErrorQuery) -> (Vec<Arc<ErrorRecord>>, usize) {
+        self.shared.errors.query(query)
+    }
+
+    /// Error totals, recent counts and per-callsite groups.
+    pub fn error_summary(&self) -> ErrorSummary {
+        self.shared.errors.summary(self.now())
+    }
+
+    pub(crate) fn error_store(&self) -> &ErrorStore {
+        &self.shared.errors
+    }
+
+    /// The endpoint prefix.
+    pub fn prefix(&self) -> &str {
+        &self.shared.config.prefix
+    }
+
+    /// The stream deadline, if any.
+    pub fn stream_timeout(&self) -> Option<Duration> {
+        self.shared.config.stream_timeout
+    }
+
+    /// The idle timeout, if any.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        self.shared.config.idle_timeout
+    }
+
+    /// Requests started and not yet recorded.
+    pub fn in_flight(&self) -> u64 {
+        self.shared.in_flight.load(Ordering::Relaxed).max(0) as u64
+    }
+
+    /// Requests recorded with `outcome` since the monitor was built.
+    pub fn recorded(&self, outcome: Outcome) -> u64 {
+        self.shared.by_outcome[outcome as usize].load(Ordering::Relaxed)
+    }
+
+    /// Label values folded into `other` by the cardinality cap, over all labels.
+    pub fn label_overflows(&self) -> u64 {
+        self.shared.providers.overflowed()
+            + self.shared.models.overflowed()
+            + self.shared.routes.overflowed()
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    pub(crate) fn next_request_number(&self) -> u64 {
+        self.shared
+            .id_base
+            .wrapping_add(self.shared.next_request.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub(crate) fn unknown(&self) -> Arc<str> {
+        self.shared.unknown.clone()
+    }
+
+    pub(crate) fn unmatched(&self) -> Arc<str> {
+        self.shared.unmatched.clone()
+    }
+
+    pub(crate) fn provider_label(&self, value: &str) -> Option<Arc<str>> {
+        self.intern_label(&self.shared.providers, value, "provider")
+    }
+
+    pub(crate) fn model_label(&self, value: &str) -> Option<Arc<str>> {
+        self.intern_label(&self.shared.models, value, "model")
+    }
+
+    pub(crate) fn route_label(&self, value: &str) -> Arc<str> {
+        self.intern_label(&self.shared.routes, value, "route")
+            .unwrap_or_else(|| self.unmatched())
+    }
+
+    /// Validates and interns a label value; `None` when the value is not a valid label.
+    fn intern_label(
+        &self,
+        interner: &LabelInterner,
+        value: &str,
+        label: &'static str,
+    ) -> Option<Arc<str>> {
+        if !is_valid_label(value) {
+            return None;
+        }
+        let before = interner.overflowed();
+        let shared = interner.intern(value);
+        if interner.overflowed() != before {
+            if self.shared.config.metrics_facade {
+                facade::label_overflow(label);
+            }
+            self.shared.prometheus.label_overflow(label);
+        }
+        Some(shared)
+    }
+
+    pub(crate) fn request_started(&self, route: &Arc<str>) {
+        self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
+        if self.shared.config.metrics_facade {
+            facade::in_flight(route, 1.0);
+        }
+        self.shared.prometheus.in_flight(route, 1.0);
+    }
+
+    /// A response arrived from `provider`: it is in flight for that provider until recorded.
+    pub(crate) fn provider_started(&self, provider: &Arc<str>) {
+        self.provider_counter(provider)
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn provider_counter(&self, provider: &Arc<str>) -> Arc<AtomicI64> {
+        let map = &self.shared.provider_in_flight;
+        if let Some(c) = map.read().unwrap_or_else(|p| p.into_inner()).get(provider) {
+            return c.clone();
+        }
+        // Providers are capped labels, so this map stays small.
+        map.write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(provider.clone())
+            .or_default()
+            .clone()
+    }
+
+    pub(crate) fn now(&self) -> SystemTime {
+        self.shared.config.clock.now()
+    }
+
+    /// The one hand-over point of a finished request: every started request reaches it once.
+    pub(crate) fn record(&self, record: StreamRecord) {
+        self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if record.status.is_some() {
+            self.provider_counter(&record.provider)
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+        if self.shared.config.metrics_facade {
+            facade::in_flight(&record.route, -1.0);
+        }
+        self.shared.prometheus.in_flight(&record.route, -1.0);
+        self.ingest(record);
+    }
+
+    /// Records a stream measured elsewhere (a job that is not an HTTP request, a replay): into
+    /// the windows, the Prometheus endpoint, the `metrics` facade and `on_record`, as if the
+    /// layer had measured it. Its `finished_at` is set from the monitor's clock; labels are taken
+    /// as given (they do not pass the cardinality cap).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_stream_monitor::{Monitor, Outcome, StreamRecord};
+    ///
+    /// let monitor = Monitor::builder().build()?;
+    /// let mut record = StreamRecord::new("openai", "gpt-4o-mini", "batch-job", Outcome::Ok);
+    /// record.streaming = true;
+    /// record.time_to_first_token = Some(Duration::from_millis(420));
+    /// record.output_tokens = 128;
+    /// monitor.ingest(record);
+    /// assert_eq!(monitor.snapshot().streaming_5min.total_tokens, 128);
+    /// # Ok::<(), tower_stream_monitor::ConfigError>(())
+    /// ```
+    pub fn ingest(&self, mut record: StreamRecord) {
+        let now = self.now();
+        record.finished_at = now;
+        self.shared.by_outcome[record.outcome as usize].fetch_add(1, Ordering::Relaxed);
+        let secs = unix_secs(now);
+        self.shared.windows.record(secs, &record);
+        if self.shared.config.metrics_facade {
+            facade::emit(&record);
+        }
+        if let Some(cb) = &self.shared.config.on_record {
+            cb.on_record(&record);
+        }
+        // Last: the record moves into the Prometheus queue.
+        self.shared.prometheus.record(record);
+        // Once a second on the recording path (no thread of our own, not on every request):
+        // re-judge health so alerts fire, and fold pending Prometheus histogram observations
+        // into their buckets so they do not pile up between scrapes.
+        let last = self.shared.last_health_check.load(Ordering::Relaxed);
+        if last != secs
+            && self
+                .shared
+                .last_health_check
+                .compare_exchange(last, secs, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.shared.prometheus.upkeep();
+            self.health();
+        }
+    }
+
+    /// Judges health now (5-minute window), alerting if the state changed.
+    pub fn health(&self) -> HealthReport {
+        let c = &self.shared.config;
+        let (five, triggers) = self.shared.windows.collect_health(unix_secs(self.now()));
+        let report =
+            crate::health::evaluate(&c.baselines, &c.triggers, c.min_samples, &five, &triggers);
+        self.observe_health(&report);
+        report
+    }
+
+    fn observe_health(&self, report: &HealthReport) {
+        if let Some(alert) = self.shared.health.observe(report) {
+            if let Some(cb) = &self.shared.config.on_alert {
+                cb.on_alert(&alert);
+            }
+        }
+    }
+
+    /// The figures of `GET {prefix}/metrics`.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let c = &self.shared.config;
+        let now = self.now();
+        let secs = unix_secs(now);
+        let collected = self.shared.windows.collect(secs);
+        let in_flight = self.in_flight();
+        let health = crate::health::evaluate(
+            &c.baselines,
+            &c.triggers,
+            c.min_samples,
+            &collected.five_minutes,
+            &collected.triggers,
+        );
+        self.observe_health(&health);
+        let provider_in_flight = |p: &Arc<str>| -> u64 {
+            self.shared
+                .provider_in_flight
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(p)
+                .map_or(0, |c| c.load(Ordering::Relaxed).max(0) as u64)
+        };
+        let streaming_by_provider = collected
+            .providers
+            .iter()
+            .map(|(p, (five, hour))| {
+                let n = provider_in_flight(p);
+                (
+                    p.to_string(),
+                    ProviderWindows {
+                        five_minutes: five.summary(n),
+                        one_hour: hour.summary(n),
+                    },
+                )
+            })
+            .collect();
+        MetricsSnapshot {
+            timestamp: humantime::format_rfc3339_micros(now).to_string(),
+            uptime_seconds: now
+                .duration_since(self.shared.started_at)
+                .map_or(0.0, |d| d.as_secs_f64()),
+            baselines: c.baselines,
+            streaming_5min: collected.five_minutes.summary(in_flight),
+            streaming_1hour: collected.one_hour.summary(in_flight),
+            streaming_by_provider,
+            requests_5min: collected.five_minutes.requests(),
+            current_system: self.shared.system.sample(),
+            health_status: health.status,
+        }
+    }
+
+    /// The Prometheus text exposition (format 0.0.4) of this monitor's metrics.
+    pub fn render_prometheus(&self) -> String {
+        self.shared.prometheus.render()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        }
+    }
+
+    #[test]
+    fn env_defaults_to_sixty_seconds() {
+        let m = Monitor::builder()
+            .with_vars(vars(&[]))
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(m.stream_timeout(), Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn env_values_apply() {
+        let m = Monitor::builder()
+            .with_vars(vars(&[
+                ("STREAMING_TIMEOUT", "2.5"),
+                ("MONITOR_PREFIX", "/api/v1/monitoring"),
+                ("MONITOR_MIN_SAMPLES", "5"),
+                ("MONITOR_TOKEN", "s3cret"),
+            ]))
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(m.stream_timeout(), Some(Duration::from_millis(2500)));
+        assert_eq!(m.prefix(), "/api/v1/monitoring");
+        assert_eq!(m.config().min_samples, 5);
+        assert_eq!(m.config().endpoint_token.as_deref(), Some("s3cret"));
+        let off = Monitor::builder()
+            .with_vars(vars(&[("STREAMING_TIMEOUT", "0")]))
+            .unwrap();
+        assert_eq!(off.build().unwrap().stream_timeout(), None);
+    }
+
+    #[test]
+    fn bad_env_values_name_the_variable() {
+        for (var, value) in [
+            ("STREAMING_TIMEOUT", "abc"),
+            ("STREAMING_TIMEOUT", "-1"),
+            ("STREAMING_TIMEOUT", "NaN"),
+            ("MONITOR_PREFIX", "no-slash"),
+            ("MONITOR_MIN_SAMPLES", "0"),
+            ("MONITOR_TOKEN", "has space"),
+        ] {
+            let err = Monitor::builder()
+                .with_vars(vars(&[(var, value)]))
+                .unwrap_err();
+            assert!(err.to_string().contains(var), "{err}");
+        }
+    }
+
+    #[test]
+    fn bad_settings_are_errors() {
+        assert!(Monitor::builder().prefix("/x/").build().is_err());
+        assert!(Monitor::builder().label_cardinality(0).build().is_err());
+        assert!(
+            Monitor::builder()
+                .stream_timeout(Duration::ZERO)
+                .build()
+                .is_err()
+        );
+        assert!(Monitor::builder().route_patterns(["nope"]).build().is_err());
+        assert!(Monitor::builder().build().is_ok());
+    }
+}
