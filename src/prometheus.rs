@@ -109,6 +109,7 @@ pub(crate) struct PrometheusExposition {
     handle: PrometheusHandle,
     handles: RwLock<HashMap<LabelKey, Arc<LabelSetHandles>>>,
     pending: Box<[Mutex<Vec<StreamRecord>>]>,
+    in_flight: RwLock<HashMap<Arc<str>, metrics::Gauge>>,
 }
 
 fn build_recorder() -> Result<PrometheusRecorder, metrics_exporter_prometheus::BuildError> {
@@ -137,6 +138,7 @@ impl PrometheusExposition {
             pending: (0..crate::shard::count())
                 .map(|_| Mutex::new(Vec::new()))
                 .collect(),
+            in_flight: RwLock::new(HashMap::new()),
         }
     }
 
@@ -236,8 +238,29 @@ impl PrometheusExposition {
         }
     }
 
+    /// Moves the route's in-flight gauge; its handle is registered once per route.
     pub(crate) fn in_flight(&self, route: &Arc<str>, delta: f64) {
-        metrics::with_local_recorder(&self.recorder, || facade::in_flight(route, delta));
+        if let Some(g) = self
+            .in_flight
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(route)
+        {
+            g.increment(delta);
+            return;
+        }
+        let key = Key::from_parts(
+            names::IN_FLIGHT,
+            vec![Label::new(names::ROUTE, route.clone())],
+        );
+        let gauge = self.recorder.register_gauge(&key, &METADATA);
+        gauge.increment(delta);
+        // Routes are capped labels, so this map stays small.
+        self.in_flight
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(route.clone())
+            .or_insert(gauge);
     }
 
     pub(crate) fn label_overflow(&self, label: &'static str) {

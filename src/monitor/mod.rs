@@ -207,7 +207,7 @@ impl Monitor {
         let before = interner.overflowed();
         let shared = interner.intern(value);
         if interner.overflowed() != before {
-            if self.shared.config.metrics_facade {
+            if self.facade_active() {
                 facade::label_overflow(label);
             }
             self.shared.prometheus.label_overflow(label);
@@ -215,18 +215,24 @@ impl Monitor {
         Some(shared)
     }
 
-    pub(crate) fn request_started(&self, route: &Arc<str>) {
+    /// Counts a request in flight. Returns whether the facade's gauge was raised, so that only
+    /// then is it lowered (a recorder installed meanwhile must not see it go negative).
+    pub(crate) fn request_started(&self, route: &Arc<str>) -> bool {
         self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
-        if self.shared.config.metrics_facade {
+        let facade = self.facade_active();
+        if facade {
             facade::in_flight(route, 1.0);
         }
         self.shared.prometheus.in_flight(route, 1.0);
+        facade
     }
 
-    /// A response arrived from `provider`: it is in flight for that provider until recorded.
-    pub(crate) fn provider_started(&self, provider: &Arc<str>) {
-        self.provider_counter(provider)
-            .fetch_add(1, Ordering::Relaxed);
+    /// A response arrived from `provider`: it is in flight for that provider until the caller
+    /// decrements the returned counter.
+    pub(crate) fn provider_started(&self, provider: &Arc<str>) -> Arc<AtomicI64> {
+        let counter = self.provider_counter(provider);
+        counter.fetch_add(1, Ordering::Relaxed);
+        counter
     }
 
     fn provider_counter(&self, provider: &Arc<str>) -> Arc<AtomicI64> {
@@ -242,18 +248,20 @@ impl Monitor {
             .clone()
     }
 
+    /// Whether emitting to the `metrics` facade can reach anyone: enabled, and a recorder other
+    /// than the no-op one is installed (globally, or locally on this thread).
+    fn facade_active(&self) -> bool {
+        self.shared.config.metrics_facade && facade::recorder_installed()
+    }
+
     pub(crate) fn now(&self) -> SystemTime {
         self.shared.config.clock.now()
     }
 
     /// The one hand-over point of a finished request: every started request reaches it once.
-    pub(crate) fn record(&self, record: StreamRecord) {
+    pub(crate) fn record(&self, record: StreamRecord, facade_in_flight: bool) {
         self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
-        if record.status.is_some() {
-            self.provider_counter(&record.provider)
-                .fetch_sub(1, Ordering::Relaxed);
-        }
-        if self.shared.config.metrics_facade {
+        if facade_in_flight {
             facade::in_flight(&record.route, -1.0);
         }
         self.shared.prometheus.in_flight(&record.route, -1.0);
@@ -284,7 +292,7 @@ impl Monitor {
         self.shared.by_outcome[record.outcome as usize].fetch_add(1, Ordering::Relaxed);
         let secs = unix_secs(now);
         self.shared.windows.record(secs, &record);
-        if self.shared.config.metrics_facade {
+        if self.facade_active() {
             facade::emit(&record);
         }
         if let Some(cb) = &self.shared.config.on_record {

@@ -360,7 +360,11 @@ pub(super) fn apply(summary: &mut StreamSummary, event_type: &[u8], data: &[u8])
         }
         return false;
     }
-    if summary.format == ProviderFormat::OpenAiChat && summary.model.is_some() {
+    // Once a stream is known to be OpenAI chat, the lighter view serves; the first few chunks
+    // still go through the full one to pick up the model.
+    if summary.format == ProviderFormat::OpenAiChat
+        && (summary.model.is_some() || summary.events > 4)
+    {
         return apply_chat_chunk(summary, data);
     }
     let Ok(p) = serde_json::from_slice::<Payload<'_>>(data) else {

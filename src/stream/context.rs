@@ -25,6 +25,8 @@ pub(crate) struct RequestContext {
     pub(crate) model: Option<Arc<str>>,
     /// `Accept: text/event-stream` or a configured streaming route.
     pub(crate) streaming_hint: bool,
+    /// Whether the facade's in-flight gauge was raised for this request.
+    pub(crate) facade_in_flight: bool,
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: Option<&http::HeaderName>) -> Option<&'a str> {
@@ -106,7 +108,7 @@ impl RequestContext {
             route = %route,
             "stream started"
         );
-        monitor.request_started(&route);
+        let facade_in_flight = monitor.request_started(&route);
         let context = Self {
             monitor: monitor.clone(),
             started,
@@ -116,6 +118,7 @@ impl RequestContext {
             provider,
             model,
             streaming_hint,
+            facade_in_flight,
         };
         (context, span)
     }
@@ -145,7 +148,7 @@ impl RequestContext {
         record.user_id = self.user_id;
         record.streaming = self.streaming_hint;
         record.duration = duration;
-        self.monitor.record(record);
+        self.monitor.record(record, self.facade_in_flight);
     }
 }
 

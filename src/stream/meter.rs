@@ -2,6 +2,7 @@
 
 use std::fmt::Display;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Buf;
@@ -34,8 +35,10 @@ pub(crate) struct StreamMeter {
     streaming: bool,
     /// The body has no content type: decide on SSE from its first bytes.
     sniff: bool,
-    parser: Option<StreamParser>,
+    // Boxed: only streaming bodies have one, and it would make every response body larger.
+    parser: Option<Box<StreamParser>>,
     max_event_bytes: usize,
+    provider_in_flight: Arc<AtomicI64>,
     first_byte: Option<Instant>,
     first_token: Option<Instant>,
     last_token: Option<Instant>,
@@ -62,10 +65,10 @@ impl StreamMeter {
             .and_then(|v| monitor.model_label(v))
             .or_else(|| context.model.clone());
         span.record("provider", tracing::field::display(&*provider));
-        monitor.provider_started(&provider);
+        let provider_in_flight = monitor.provider_started(&provider);
         let max_event_bytes = monitor.config().max_event_bytes;
         let wire = content_type.and_then(WireFormat::from_content_type);
-        let parser = wire.map(|w| StreamParser::with_max_event_bytes(w, max_event_bytes));
+        let parser = wire.map(|w| Box::new(StreamParser::with_max_event_bytes(w, max_event_bytes)));
         Self {
             streaming: context.streaming_hint || wire.is_some(),
             context,
@@ -75,6 +78,7 @@ impl StreamMeter {
             sniff: content_type.is_none(),
             parser,
             max_event_bytes,
+            provider_in_flight,
             first_byte: None,
             first_token: None,
             last_token: None,
@@ -92,9 +96,7 @@ impl StreamMeter {
 
     /// Whether the bytes so far end on an event boundary (so a new event can be appended).
     pub(crate) fn at_event_boundary(&self) -> bool {
-        self.parser
-            .as_ref()
-            .is_none_or(StreamParser::at_event_boundary)
+        self.parser.as_ref().is_none_or(|p| p.at_event_boundary())
     }
 
     /// The hot path: one data frame. Reads the clock only on the first byte and on frames that
@@ -113,10 +115,10 @@ impl StreamMeter {
             now = Some(t);
             if self.sniff && self.parser.is_none() {
                 if let Some(wire) = WireFormat::sniff(data.chunk()) {
-                    self.parser = Some(StreamParser::with_max_event_bytes(
+                    self.parser = Some(Box::new(StreamParser::with_max_event_bytes(
                         wire,
                         self.max_event_bytes,
-                    ));
+                    )));
                     self.streaming = true;
                 }
             }
@@ -191,7 +193,7 @@ impl StreamMeter {
                 }
             }
         }
-        let summary = self.parser.as_ref().map(StreamParser::summary);
+        let summary = self.parser.as_deref().map(StreamParser::summary);
         let by_status = classify_status(self.status);
         let in_stream = summary.and_then(|s| s.error()).map(classify_stream_error);
         let (outcome, error) = match end {
@@ -215,6 +217,7 @@ impl StreamMeter {
         let output_tokens = summary.map_or(0, |s| s.output_tokens());
         let (tokens_per_second, time_per_output_token) =
             StreamRecord::derived_rates(output_tokens, duration, ttft);
+        self.provider_in_flight.fetch_sub(1, Ordering::Relaxed);
         let monitor = self.context.monitor.clone();
         let model = self
             .model
@@ -243,7 +246,8 @@ impl StreamMeter {
             outcome,
             streaming: self.streaming,
             format,
-            finished_at: SystemTime::now(),
+            // Set from the monitor's clock when recorded.
+            finished_at: SystemTime::UNIX_EPOCH,
             time_to_first_byte: ttfb,
             time_to_first_token: ttft,
             duration,
@@ -257,6 +261,6 @@ impl StreamMeter {
             oversized_events: summary.map_or(0, |s| s.oversized_events()),
             malformed_events: summary.map_or(0, |s| s.malformed_events()),
         };
-        monitor.record(record);
+        monitor.record(record, self.context.facade_in_flight);
     }
 }

@@ -1,0 +1,227 @@
+//! Whole-stack overhead, side by side in one run: bare axum, tower-http's `TraceLayer`,
+//! axum-prometheus, and tower-stream-monitor (facade on, and off), each serving in its own
+//! process (axum-prometheus installs a global recorder) and driven by `wrk` over loopback.
+//!
+//! ```text
+//! apt-get install -y wrk
+//! cargo run --release --example overhead [-- --seconds 5 --rounds 3 --connections 32 --scenario small|stream]
+//! ```
+//!
+//! `small`: `GET /hello`, a 5-byte body. `stream`: `GET /stream`, an SSE body of 20 OpenAI-style
+//! chunks 50 ms apart (1 s per stream), so each connection keeps one stream going. For each
+//! variant it prints requests per second and the server's CPU time per request (from
+//! /proc/PID/stat), as medians over the rounds, and both as ratios to bare axum. Variants run
+//! interleaved round by round, so machine drift hits them alike.
+
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+const VARIANTS: [&str; 5] = [
+    "bare",
+    "trace",
+    "axum_prometheus",
+    "stream_monitor",
+    "stream_monitor_no_facade",
+];
+
+async fn hello() -> &'static str {
+    "hello"
+}
+
+async fn stream() -> impl IntoResponse {
+    let chunks = futures_util::stream::unfold(0u32, |i| async move {
+        if i == 20 {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let data = format!(
+            "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"tok{i} \"}}}}]}}\n\n"
+        );
+        Some((Ok::<_, Infallible>(Bytes::from(data)), i + 1))
+    });
+    (
+        [(header::CONTENT_TYPE, "text/event-stream")],
+        Body::from_stream(chunks),
+    )
+}
+
+fn app(variant: &str) -> Router {
+    let routes = Router::new()
+        .route("/hello", get(hello))
+        .route("/stream", get(stream));
+    match variant {
+        "bare" => routes,
+        "trace" => routes.layer(tower_http::trace::TraceLayer::new_for_http()),
+        "axum_prometheus" => {
+            let (layer, _handle) = axum_prometheus::PrometheusMetricLayer::pair();
+            routes.layer(layer)
+        }
+        "stream_monitor" | "stream_monitor_no_facade" => {
+            let monitor = tower_stream_monitor::Monitor::builder()
+                .metrics_facade(variant == "stream_monitor")
+                .build()
+                .expect("valid settings");
+            routes.layer(monitor.layer())
+        }
+        other => panic!("unknown variant {other}"),
+    }
+}
+
+/// Child mode: serve one variant and print the port.
+fn serve(variant: &str) {
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        println!("listening {}", listener.local_addr().expect("addr").port());
+        axum::serve(listener, app(variant)).await.expect("serve");
+    });
+}
+
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+struct Run {
+    rps: f64,
+    cpu_us_per_request: f64,
+}
+
+fn run_once(variant: &str, path: &str, seconds: u64, connections: u32) -> Result<Run, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = Command::new(exe)
+        .args(["--serve", variant])
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().ok_or("no stdout")?)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    let port = line
+        .trim()
+        .strip_prefix("listening ")
+        .ok_or("child did not start")?
+        .to_owned();
+    let url = format!("http://127.0.0.1:{port}{path}");
+    // Warm up, then measure.
+    let _ = Command::new("wrk")
+        .args(["-t1", "-c8", "-d1s", &url])
+        .output();
+    let before = cpu_ticks(child.id()).ok_or("no /proc stat")?;
+    let out = Command::new("wrk")
+        .args([
+            "-t1",
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "--timeout",
+            "10s",
+            &url,
+        ])
+        .output()
+        .map_err(|e| format!("wrk: {e} (apt-get install -y wrk)"))?;
+    let after = cpu_ticks(child.id()).ok_or("no /proc stat")?;
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let requests: f64 = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| format!("unexpected wrk output: {text}"))?;
+    let rps: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format!("unexpected wrk output: {text}"))?;
+    // Clock ticks are 1/100 s on Linux.
+    let cpu_us = (after - before) as f64 * 10_000.0;
+    Ok(Run {
+        rps,
+        cpu_us_per_request: cpu_us / requests.max(1.0),
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, variant] = args.as_slice() {
+        if flag == "--serve" {
+            serve(variant);
+            return;
+        }
+    }
+    let mut seconds = 5;
+    let mut rounds = 3;
+    let mut connections = 32;
+    let mut scenario = "small".to_owned();
+    let mut it = args.into_iter();
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().unwrap_or_default();
+        match arg.as_str() {
+            "--seconds" => seconds = value().parse().unwrap_or(seconds),
+            "--rounds" => rounds = value().parse().unwrap_or(rounds),
+            "--connections" => connections = value().parse().unwrap_or(connections),
+            "--scenario" => scenario = value(),
+            other => {
+                eprintln!("unknown argument {other:?}");
+                std::process::exit(2);
+            }
+        }
+    }
+    let path = if scenario == "stream" {
+        "/stream"
+    } else {
+        "/hello"
+    };
+    println!(
+        "scenario {scenario}: GET {path}, {connections} connections, {seconds} s x {rounds} rounds per variant"
+    );
+    let mut results: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); VARIANTS.len()];
+    for round in 1..=rounds {
+        for (i, variant) in VARIANTS.iter().enumerate() {
+            match run_once(variant, path, seconds, connections) {
+                Ok(run) => {
+                    println!(
+                        "round {round} {variant:<26} {:>10.0} req/s {:>8.1} us CPU/req",
+                        run.rps, run.cpu_us_per_request
+                    );
+                    results[i].0.push(run.rps);
+                    results[i].1.push(run.cpu_us_per_request);
+                }
+                Err(e) => {
+                    eprintln!("{variant}: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+    }
+    let (bare_rps, bare_cpu) = (median(results[0].0.clone()), median(results[0].1.clone()));
+    println!(
+        "\n{:<26}{:>12}{:>10}{:>14}{:>10}",
+        "variant", "req/s", "vs bare", "us CPU/req", "vs bare"
+    );
+    for (i, variant) in VARIANTS.iter().enumerate() {
+        let (rps, cpu) = (median(results[i].0.clone()), median(results[i].1.clone()));
+        println!(
+            "{variant:<26}{rps:>12.0}{:>+9.1}%{cpu:>14.2}{:>+9.1}%",
+            (rps / bare_rps - 1.0) * 100.0,
+            (cpu / bare_cpu - 1.0) * 100.0
+        );
+    }
+}
