@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 use serde::ser::SerializeMap;
 
-use crate::window::{RateRing, unix_secs};
+use crate::window::{RateRing, WindowSpan, unix_secs};
 
 /// WARN or ERROR.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -164,8 +164,9 @@ struct Inner {
     groups: HashMap<u64, ErrorGroup>,
     other: Option<ErrorGroup>,
     totals: LevelCounts,
+    /// Events per level (warn, error) over the last 5 minutes and the last hour.
     five_minutes: [RateRing; 2],
-    one_hour: [Vec<(u64, u64)>; 2],
+    one_hour: [RateRing; 2],
 }
 
 /// The bounded store: `capacity` latest records, `max_groups` groups (then `other`).
@@ -185,8 +186,14 @@ impl ErrorStore {
                 groups: HashMap::new(),
                 other: None,
                 totals: LevelCounts::default(),
-                five_minutes: [RateRing::new(), RateRing::new()],
-                one_hour: [vec![(u64::MAX, 0); 60], vec![(u64::MAX, 0); 60]],
+                five_minutes: [
+                    RateRing::new(WindowSpan::FiveMinutes),
+                    RateRing::new(WindowSpan::FiveMinutes),
+                ],
+                one_hour: [
+                    RateRing::new(WindowSpan::OneHour),
+                    RateRing::new(WindowSpan::OneHour),
+                ],
             }),
         }
     }
@@ -204,12 +211,7 @@ impl ErrorStore {
             ErrorLevel::Error => inner.totals.error += 1,
         }
         inner.five_minutes[level].add(now, true);
-        let minute = now / 60;
-        let slot = &mut inner.one_hour[level][(minute % 60) as usize];
-        if slot.0 != minute {
-            *slot = (minute, 0);
-        }
-        slot.1 += 1;
+        inner.one_hour[level].add(now, true);
 
         let known = inner.groups.len();
         let max_groups = self.max_groups;
@@ -279,14 +281,7 @@ impl ErrorStore {
         let inner = self.lock();
         let secs = unix_secs(now);
         let five = |level: usize| inner.five_minutes[level].totals(secs).1;
-        let minute = secs / 60;
-        let hour = |level: usize| {
-            inner.one_hour[level]
-                .iter()
-                .filter(|(m, _)| *m != u64::MAX && *m + 60 > minute && *m <= minute)
-                .map(|(_, n)| n)
-                .sum()
-        };
+        let hour = |level: usize| inner.one_hour[level].totals(secs).1;
         let mut groups: Vec<ErrorGroup> = inner
             .groups
             .values()

@@ -80,7 +80,10 @@ impl WindowStore {
                 Mutex::new(Shard {
                     overall: Pair::new(),
                     providers: HashMap::new(),
-                    triggers: triggers.iter().map(|_| RateRing::new()).collect(),
+                    triggers: triggers
+                        .iter()
+                        .map(|_| RateRing::new(WindowSpan::FiveMinutes))
+                        .collect(),
                 })
             })
             .collect();

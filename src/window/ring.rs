@@ -26,7 +26,26 @@ impl WindowSpan {
             WindowSpan::OneHour => 60,
         }
     }
+
+    /// The slot (`unix_secs / slot_secs`) a time falls in.
+    fn epoch(self, now_secs: u64) -> u64 {
+        now_secs / self.slot_secs()
+    }
+
+    /// Where that slot sits in a ring.
+    fn index(self, epoch: u64) -> usize {
+        (epoch % self.slots() as u64) as usize
+    }
+
+    /// Whether a slot filled at `epoch` still lies inside the window at `now_secs`.
+    fn holds(self, epoch: u64, now_secs: u64) -> bool {
+        let current = self.epoch(now_secs);
+        epoch != UNUSED && epoch <= current && epoch + self.slots() as u64 > current
+    }
 }
+
+/// The epoch of a slot never used.
+const UNUSED: u64 = u64::MAX;
 
 struct Slot {
     /// Which slot of time this is (`unix_secs / slot_secs`); a slot whose epoch fell out of the
@@ -47,7 +66,7 @@ impl Ring {
             span,
             slots: (0..span.slots())
                 .map(|_| Slot {
-                    epoch: u64::MAX,
+                    epoch: UNUSED,
                     stats: SlotStats::default(),
                 })
                 .collect(),
@@ -55,8 +74,8 @@ impl Ring {
     }
 
     pub(crate) fn add(&mut self, now_secs: u64, record: &StreamRecord) {
-        let epoch = now_secs / self.span.slot_secs();
-        let slot = &mut self.slots[(epoch % self.span.slots() as u64) as usize];
+        let epoch = self.span.epoch(now_secs);
+        let slot = &mut self.slots[self.span.index(epoch)];
         if slot.epoch != epoch {
             slot.stats.clear();
             slot.epoch = epoch;
@@ -66,31 +85,33 @@ impl Ring {
 
     /// Adds the slots still inside the window at `now_secs` into `into`.
     pub(crate) fn merge_into(&self, now_secs: u64, into: &mut SlotStats) {
-        let current = now_secs / self.span.slot_secs();
-        let oldest = current.saturating_sub(self.span.slots() as u64 - 1);
         for slot in &self.slots {
-            if slot.epoch != u64::MAX && slot.epoch >= oldest && slot.epoch <= current {
+            if self.span.holds(slot.epoch, now_secs) {
                 into.merge(&slot.stats);
             }
         }
     }
 }
 
-/// A rate over the last 5 minutes: `hits / population`, for a rollback trigger.
+/// Counts over a window: a population and the hits within it (a rollback trigger's rate, the
+/// error layer's recent counts).
 pub(crate) struct RateRing {
-    slots: [(u64, u64, u64); 30],
+    span: WindowSpan,
+    /// (epoch, population, hits) per slot.
+    slots: Vec<(u64, u64, u64)>,
 }
 
 impl RateRing {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(span: WindowSpan) -> Self {
         Self {
-            slots: [(u64::MAX, 0, 0); 30],
+            span,
+            slots: vec![(UNUSED, 0, 0); span.slots()],
         }
     }
 
     pub(crate) fn add(&mut self, now_secs: u64, hit: bool) {
-        let epoch = now_secs / 10;
-        let slot = &mut self.slots[(epoch % 30) as usize];
+        let epoch = self.span.epoch(now_secs);
+        let slot = &mut self.slots[self.span.index(epoch)];
         if slot.0 != epoch {
             *slot = (epoch, 0, 0);
         }
@@ -100,11 +121,37 @@ impl RateRing {
 
     /// (population, hits) within the window at `now_secs`.
     pub(crate) fn totals(&self, now_secs: u64) -> (u64, u64) {
-        let current = now_secs / 10;
-        let oldest = current.saturating_sub(29);
         self.slots
             .iter()
-            .filter(|s| s.0 != u64::MAX && s.0 >= oldest && s.0 <= current)
+            .filter(|s| self.span.holds(s.0, now_secs))
             .fold((0, 0), |(n, h), s| (n + s.1, h + s.2))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_rings_count_within_their_span() {
+        let t0 = 1_800_000_000;
+        for (span, last_in, first_out) in [
+            (WindowSpan::FiveMinutes, 299, 300),
+            (WindowSpan::OneHour, 3599, 3600),
+        ] {
+            let mut ring = RateRing::new(span);
+            ring.add(t0, true);
+            ring.add(t0, false);
+            assert_eq!(ring.totals(t0), (2, 1));
+            assert_eq!(
+                ring.totals(t0 + last_in - t0 % span.slot_secs()),
+                (2, 1),
+                "{span:?}"
+            );
+            assert_eq!(ring.totals(t0 + first_out), (0, 0), "{span:?}");
+            // A reused slot starts over.
+            ring.add(t0 + first_out, true);
+            assert_eq!(ring.totals(t0 + first_out), (1, 1));
+        }
     }
 }
