@@ -779,3 +779,27 @@ async fn user_id_from_request_extension() {
     assert_eq!(got[0].user_id.as_deref(), Some("user-from-auth"));
     assert_eq!(got[1].user_id.as_deref(), Some("user-from-header"));
 }
+
+/// A service whose `call` itself panics (before any future exists) is still recorded once.
+#[test]
+fn panic_in_call_is_recorded() {
+    use tower::{Layer, Service};
+    let records = Records::default();
+    let monitor = records.attach(Monitor::builder()).build().unwrap();
+    let mut service =
+        monitor.layer().layer(
+            tower::service_fn(
+                |_: http::Request<()>| -> std::future::Ready<
+                    Result<http::Response<String>, std::convert::Infallible>,
+                > { panic!("bug in call") },
+            ),
+        );
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = service.call(http::Request::new(()));
+    }));
+    assert!(result.is_err());
+    let got = records.snapshot();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].outcome, Outcome::ServerError);
+    assert_eq!(monitor.in_flight(), 0);
+}

@@ -59,6 +59,17 @@ impl<F> ResponseFuture<F> {
         }
     }
 
+    /// The inner future, its response passed through unmeasured.
+    pub(crate) fn new_unmeasured(inner: F) -> Self {
+        Self {
+            inner: Some(inner),
+            own: None,
+            context: None,
+            deadline: None,
+            span: Span::none(),
+        }
+    }
+
     /// A future for a response the monitor answers itself; nothing is measured.
     pub(crate) fn own(response: Response<Bytes>) -> Self {
         Self {
