@@ -795,7 +795,7 @@ fn panic_in_call_is_recorded() {
             ),
         );
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let _ = service.call(http::Request::new(()));
+        drop(service.call(http::Request::new(())));
     }));
     assert!(result.is_err());
     let got = records.snapshot();
