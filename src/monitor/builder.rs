@@ -406,9 +406,12 @@ impl MonitorBuilder {
     }
 
     /// Whether each request is also emitted to the `metrics` facade (for a recorder the app
-    /// installed). Default `true`. With no recorder installed the facade discards everything,
-    /// but building its keys still costs about a microsecond per request: turn it off then.
-    /// The in-process endpoints do not depend on it.
+    /// installed, globally or with `metrics::with_local_recorder`). Default `true`.
+    ///
+    /// While no recorder is installed, emission is skipped: `metrics`' no-op recorder is
+    /// recognised as the current recorder of zero size, which saves building keys nobody reads.
+    /// A recorder of your own that is itself zero-sized is taken for the no-op one: give it a
+    /// field. The in-process endpoints do not depend on this setting.
     pub fn metrics_facade(mut self, enabled: bool) -> Self {
         self.config.metrics_facade = enabled;
         self
