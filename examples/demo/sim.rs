@@ -197,6 +197,13 @@ fn play(script: Script, sim: Sim) -> Body {
     Body::from_stream(stream)
 }
 
+impl Script {
+    /// The script played as a `text/event-stream` response.
+    fn respond(self, labels: StreamLabels, sim: Sim) -> Response {
+        event_stream(labels, play(self, sim))
+    }
+}
+
 fn event_stream(labels: StreamLabels, body: Body) -> Response {
     (
         labels,
@@ -316,7 +323,7 @@ async fn openai_chat(headers: HeaderMap, body: Bytes) -> Response {
                               "type": "server_error", "param": null, "code": null}}),
         ),
     };
-    event_stream(labels, play(script, sim))
+    script.respond(labels, sim)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -406,18 +413,13 @@ async fn openai_responses(headers: HeaderMap, body: Bytes) -> Response {
         "error",
         json!({"code": "server_error", "message": "The server had an error while processing your request.", "param": null}),
     );
-    event_stream(
-        labels,
-        play(
-            Script {
-                prelude,
-                tokens,
-                epilogue,
-                error_event,
-            },
-            sim,
-        ),
-    )
+    Script {
+        prelude,
+        tokens,
+        epilogue,
+        error_event,
+    }
+    .respond(labels, sim)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -508,18 +510,13 @@ async fn anthropic_messages(headers: HeaderMap, body: Bytes) -> Response {
         Some("error"),
         &json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
     );
-    event_stream(
-        labels,
-        play(
-            Script {
-                prelude,
-                tokens,
-                epilogue,
-                error_event,
-            },
-            sim,
-        ),
-    )
+    Script {
+        prelude,
+        tokens,
+        epilogue,
+        error_event,
+    }
+    .respond(labels, sim)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -593,18 +590,13 @@ async fn gemini(
             let error_event = gemini_sse(
                 &json!({"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}),
             );
-            event_stream(
-                labels,
-                play(
-                    Script {
-                        prelude: vec![],
-                        tokens,
-                        epilogue: vec![],
-                        error_event,
-                    },
-                    sim,
-                ),
-            )
+            Script {
+                prelude: vec![],
+                tokens,
+                epilogue: vec![],
+                error_event,
+            }
+            .respond(labels, sim)
         }
         "streamGenerateContent" => gemini_error(
             StatusCode::BAD_REQUEST,
