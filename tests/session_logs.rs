@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::header;
 use axum::routing::post;
-use common::{Captured, Records, client, endless_sse, serve};
+use common::{Captured, Records, client, endless_sse, monitored, serve};
 use tower_stream_monitor::{Monitor, StreamLabels};
 
 // The default (current-thread) runtime: the thread-local subscriber sees every task.
@@ -21,13 +21,9 @@ async fn handler_events_carry_request_context_and_timeouts_log_at_error() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let records = Records::default();
-    let monitor = records
-        .attach(Monitor::builder().stream_timeout(Duration::from_millis(200)))
-        .build()
-        .unwrap();
-    let app = Router::new()
-        .route(
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder().stream_timeout(Duration::from_millis(200)),
+        Router::new().route(
             "/v1/chat/completions",
             post(|| async {
                 tracing::warn!(target: "app", "upstream slow");
@@ -37,9 +33,9 @@ async fn handler_events_carry_request_context_and_timeouts_log_at_error() {
                     endless_sse(Duration::from_millis(20)),
                 )
             }),
-        )
-        .layer(monitor.layer());
-    let addr = serve(app).await;
+        ),
+    )
+    .await;
     client()
         .post(format!("http://{addr}/v1/chat/completions"))
         .header("x-request-id", "req-77")

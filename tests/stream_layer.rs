@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use common::{
-    Records, client, endless_sse, expected, fixture, paced_body, serve, split_events, stalling_sse,
+    Records, client, endless_sse, expected, fixture, monitored, paced_body, serve, split_events,
+    stalling_sse,
 };
 use tower_stream_monitor::parse::{ProviderFormat, TokenSource};
 use tower_stream_monitor::{Monitor, Outcome, StreamLabels};
@@ -164,12 +165,11 @@ async fn status_codes_classify() {
 
 #[tokio::test]
 async fn empty_error_body_is_recorded_once() {
-    let records = Records::default();
-    let monitor = records.attach(Monitor::builder()).build().unwrap();
-    let app = Router::new()
-        .route("/v1/chat", post(|| async { StatusCode::UNAUTHORIZED }))
-        .layer(monitor.layer());
-    let addr = serve(app).await;
+    let (records, monitor, addr) = monitored(
+        Monitor::builder(),
+        Router::new().route("/v1/chat", post(|| async { StatusCode::UNAUTHORIZED })),
+    )
+    .await;
     let res = client()
         .post(format!("http://{addr}/v1/chat"))
         .send()
@@ -273,10 +273,9 @@ async fn panicking_stream_is_a_server_error() {
 
 #[tokio::test]
 async fn client_disconnect_mid_stream_is_cancelled_once() {
-    let records = Records::default();
-    let monitor = records.attach(Monitor::builder()).build().unwrap();
-    let app = Router::new()
-        .route(
+    let (records, monitor, addr) = monitored(
+        Monitor::builder(),
+        Router::new().route(
             "/stream",
             get(|| async {
                 (
@@ -285,9 +284,9 @@ async fn client_disconnect_mid_stream_is_cancelled_once() {
                     endless_sse(Duration::from_millis(10)),
                 )
             }),
-        )
-        .layer(monitor.layer());
-    let addr = serve(app).await;
+        ),
+    )
+    .await;
     let mut res = client()
         .get(format!("http://{addr}/stream"))
         .send()
@@ -306,13 +305,9 @@ async fn client_disconnect_mid_stream_is_cancelled_once() {
 
 #[tokio::test]
 async fn stream_deadline_ends_sse_with_an_error_event() {
-    let records = Records::default();
-    let monitor = records
-        .attach(Monitor::builder().stream_timeout(Duration::from_millis(300)))
-        .build()
-        .unwrap();
-    let app = Router::new()
-        .route(
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder().stream_timeout(Duration::from_millis(300)),
+        Router::new().route(
             "/stream",
             get(|| async {
                 (
@@ -320,9 +315,9 @@ async fn stream_deadline_ends_sse_with_an_error_event() {
                     endless_sse(Duration::from_millis(20)),
                 )
             }),
-        )
-        .layer(monitor.layer());
-    let addr = serve(app).await;
+        ),
+    )
+    .await;
     let text = client()
         .get(format!("http://{addr}/stream"))
         .send()
@@ -375,21 +370,17 @@ async fn stream_deadline_cuts_other_bodies_with_an_error() {
 
 #[tokio::test]
 async fn deadline_before_the_response_answers_504() {
-    let records = Records::default();
-    let monitor = records
-        .attach(Monitor::builder().stream_timeout(Duration::from_millis(200)))
-        .build()
-        .unwrap();
-    let app = Router::new()
-        .route(
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder().stream_timeout(Duration::from_millis(200)),
+        Router::new().route(
             "/slow",
             get(|| async {
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 "late"
             }),
-        )
-        .layer(monitor.layer());
-    let addr = serve(app).await;
+        ),
+    )
+    .await;
     let res = client()
         .get(format!("http://{addr}/slow"))
         .send()
@@ -404,13 +395,9 @@ async fn deadline_before_the_response_answers_504() {
 
 #[tokio::test]
 async fn idle_timeout_cuts_a_stalled_stream() {
-    let records = Records::default();
-    let monitor = records
-        .attach(Monitor::builder().idle_timeout(Duration::from_millis(250)))
-        .build()
-        .unwrap();
-    let app = Router::new()
-        .route(
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder().idle_timeout(Duration::from_millis(250)),
+        Router::new().route(
             "/stall",
             get(|| async {
                 (
@@ -418,9 +405,9 @@ async fn idle_timeout_cuts_a_stalled_stream() {
                     stalling_sse(2),
                 )
             }),
-        )
-        .layer(monitor.layer());
-    let addr = serve(app).await;
+        ),
+    )
+    .await;
     let started = std::time::Instant::now();
     let text = client()
         .get(format!("http://{addr}/stall"))
@@ -484,15 +471,11 @@ async fn idle_timeout_spares_a_steady_stream() {
 
 #[tokio::test]
 async fn cardinality_cap_folds_into_other() {
-    let records = Records::default();
-    let monitor = records
-        .attach(Monitor::builder().label_cardinality(2))
-        .build()
-        .unwrap();
-    let app = Router::new()
-        .route("/v1/chat", post(|| async { "ok" }))
-        .layer(monitor.layer());
-    let addr = serve(app).await;
+    let (records, monitor, addr) = monitored(
+        Monitor::builder().label_cardinality(2),
+        Router::new().route("/v1/chat", post(|| async { "ok" })),
+    )
+    .await;
     for p in ["openai", "anthropic", "gemini", "mistral", "openai"] {
         client()
             .post(format!("http://{addr}/v1/chat"))
@@ -516,12 +499,11 @@ async fn cardinality_cap_folds_into_other() {
 
 #[tokio::test]
 async fn hostile_header_values_never_become_labels() {
-    let records = Records::default();
-    let monitor = records.attach(Monitor::builder()).build().unwrap();
-    let app = Router::new()
-        .route("/v1/chat", post(|| async { "ok" }))
-        .layer(monitor.layer());
-    let addr = serve(app).await;
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder(),
+        Router::new().route("/v1/chat", post(|| async { "ok" })),
+    )
+    .await;
     let long = "x".repeat(65);
     let hostile: Vec<reqwest::header::HeaderValue> = vec![
         reqwest::header::HeaderValue::from_str(&long).unwrap(),
@@ -546,12 +528,11 @@ async fn hostile_header_values_never_become_labels() {
 
 #[tokio::test]
 async fn routes_are_patterns_never_raw_paths() {
-    let records = Records::default();
-    let monitor = records.attach(Monitor::builder()).build().unwrap();
-    let app = Router::new()
-        .route("/v1/models/{model}", get(|| async { "m" }))
-        .layer(monitor.layer());
-    let addr = serve(app).await;
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder(),
+        Router::new().route("/v1/models/{model}", get(|| async { "m" })),
+    )
+    .await;
     for path in ["/v1/models/gpt-4o", "/v1/models/claude", "/nowhere/123"] {
         client()
             .get(format!("http://{addr}{path}"))
@@ -573,27 +554,22 @@ async fn routes_are_patterns_never_raw_paths() {
 
 #[tokio::test]
 async fn labels_come_from_extension_then_header_then_closure() {
-    let records = Records::default();
-    let monitor = records
-        .attach(
-            Monitor::builder().request_labels(|parts: &http::request::Parts| {
-                if parts.uri.path() == "/by-closure" {
-                    StreamLabels::new("closure-provider").with_model("closure-model")
-                } else {
-                    StreamLabels::default()
-                }
-            }),
-        )
-        .build()
-        .unwrap();
-    let app = Router::new()
-        .route(
-            "/by-extension",
-            get(|| async { (StreamLabels::new("ext").with_model("ext-model"), "x") }),
-        )
-        .route("/by-closure", get(|| async { "x" }))
-        .layer(monitor.layer());
-    let addr = serve(app).await;
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder().request_labels(|parts: &http::request::Parts| {
+            if parts.uri.path() == "/by-closure" {
+                StreamLabels::new("closure-provider").with_model("closure-model")
+            } else {
+                StreamLabels::default()
+            }
+        }),
+        Router::new()
+            .route(
+                "/by-extension",
+                get(|| async { (StreamLabels::new("ext").with_model("ext-model"), "x") }),
+            )
+            .route("/by-closure", get(|| async { "x" })),
+    )
+    .await;
     let c = client();
     c.get(format!("http://{addr}/by-extension"))
         .header("x-llm-provider", "hdr")

@@ -25,6 +25,17 @@ pub async fn serve(app: Router) -> SocketAddr {
     addr
 }
 
+/// Builds the monitor (reporting into a new collector), puts its layer on `app`, and serves it.
+pub async fn monitored(
+    builder: MonitorBuilder,
+    app: Router,
+) -> (Records, tower_stream_monitor::Monitor, SocketAddr) {
+    let records = Records::default();
+    let monitor = records.attach(builder).build().expect("valid settings");
+    let addr = serve(app.layer(monitor.layer())).await;
+    (records, monitor, addr)
+}
+
 /// Collects the records a monitor hands over.
 #[derive(Clone, Default)]
 pub struct Records {
