@@ -103,3 +103,57 @@ proptest! {
         }
     }
 }
+
+/// Pieces of SSE-like text, valid and not, that random streams are made of.
+fn piece() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        Just(b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}".to_vec()),
+        Just(b"data: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":\"x\"}}".to_vec()),
+        Just(b"data: {\"usage\":{\"completion_tokens\":7,\"prompt_tokens\":3},\"choices\":[]}".to_vec()),
+        Just(b"data: {\"error\":{\"type\":\"rate_limit_error\"}}".to_vec()),
+        Just(b"data: [DONE]".to_vec()),
+        Just(b"event: message_delta".to_vec()),
+        Just(b"event: error".to_vec()),
+        Just(b": keep-alive".to_vec()),
+        Just(b"data:".to_vec()),
+        Just(b"id: 1".to_vec()),
+        Just(b"\n".to_vec()),
+        Just(b"\r\n".to_vec()),
+        Just(b"\r".to_vec()),
+        Just(b"\xEF\xBB\xBF".to_vec()),
+        proptest::collection::vec(any::<u8>(), 0..24),
+    ]
+}
+
+fn summarise(parser: &StreamParser) -> String {
+    format!("{:?}", parser.summary())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+    /// On any input at all, valid or not: no panic, and the same summary whatever the split.
+    #[test]
+    fn any_input_any_split_same_summary(
+        pieces in proptest::collection::vec(piece(), 0..60),
+        seeds in proptest::collection::vec(any::<u16>(), 0..30),
+        max_event in 8usize..4096,
+    ) {
+        let body: Vec<u8> = pieces.concat();
+        for wire in [WireFormat::Sse, WireFormat::Ndjson] {
+            let mut whole = StreamParser::with_max_event_bytes(wire, max_event);
+            let whole_content = whole.feed(&body) + whole.finish();
+            let mut cuts: Vec<usize> = seeds.iter().map(|s| *s as usize % (body.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut split = StreamParser::with_max_event_bytes(wire, max_event);
+            let mut split_content = 0;
+            let mut start = 0;
+            for cut in cuts {
+                split_content += split.feed(&body[start..cut]);
+                start = cut;
+            }
+            split_content += split.feed(&body[start..]) + split.finish();
+            prop_assert_eq!(whole_content, split_content);
+            prop_assert_eq!(summarise(&whole), summarise(&split));
+        }
+    }
+}
