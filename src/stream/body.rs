@@ -7,6 +7,7 @@ use pin_project_lite::pin_project;
 use tracing::Span;
 
 use super::meter::{StreamEnd, StreamMeter};
+use super::panic_guard::PanicGuard;
 use super::timer::StreamTimer;
 use crate::classify::{BoxError, classify_body_error};
 use crate::record::Outcome;
@@ -95,28 +96,6 @@ impl<B> MonitoredBody<B> {
     }
 }
 
-/// Records a panic in the inner body as `server_error` while it unwinds through `poll_frame`.
-struct PanicGuard<'a> {
-    meter: &'a mut Option<StreamMeter>,
-    span: &'a Span,
-}
-
-impl Drop for PanicGuard<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            if let Some(meter) = self.meter.take() {
-                meter.finish(
-                    StreamEnd::Failed(
-                        Outcome::ServerError,
-                        &"panic while producing the response body",
-                    ),
-                    self.span,
-                );
-            }
-        }
-    }
-}
-
 /// `event: error` with the timeout, so an `EventSource` sees why the stream ended.
 fn sse_timeout_event(message: &str, at_boundary: bool) -> Bytes {
     let payload = serde_json::json!({"error": {"type": "timeout", "message": message}});
@@ -163,10 +142,7 @@ where
             }
         }
 
-        let guard = PanicGuard {
-            meter: &mut *this.meter,
-            span: this.span,
-        };
+        let guard = PanicGuard::new(&mut *this.meter, this.span);
         let polled = body.as_mut().poll_frame(cx);
         drop(guard);
         let meter_slot = this.meter;

@@ -14,6 +14,7 @@ use tracing::Span;
 use super::MonitoredBody;
 use super::context::RequestContext;
 use super::meter::StreamMeter;
+use super::panic_guard::PanicGuard;
 use super::timer::{StreamTimeoutError, StreamTimer};
 use crate::StreamLabels;
 use crate::classify::classify_service_error;
@@ -82,26 +83,6 @@ impl<F> ResponseFuture<F> {
     }
 }
 
-/// Records a panic in the inner service as `server_error` while it unwinds through `poll`.
-struct PanicGuard<'a> {
-    context: &'a mut Option<RequestContext>,
-    span: &'a Span,
-}
-
-impl Drop for PanicGuard<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            if let Some(context) = self.context.take() {
-                context.finish_without_body(
-                    self.span,
-                    Outcome::ServerError,
-                    Some(&"panic in the inner service"),
-                );
-            }
-        }
-    }
-}
-
 impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
@@ -121,10 +102,7 @@ where
         };
         let polled = {
             let _entered = (!this.span.is_disabled()).then(|| this.span.enter());
-            let _guard = PanicGuard {
-                context: &mut *this.context,
-                span: this.span,
-            };
+            let _guard = PanicGuard::new(&mut *this.context, this.span);
             inner.poll(cx)
         };
         let result = match polled {

@@ -10,6 +10,7 @@ mod context;
 mod future;
 mod layer;
 mod meter;
+mod panic_guard;
 mod service;
 mod timer;
 

@@ -7,6 +7,7 @@ use http::{Request, Response};
 use http_body::Body;
 use tower_service::Service;
 
+use super::panic_guard::PanicGuard;
 use super::{MonitoredBody, RequestContext, ResponseFuture};
 use crate::Monitor;
 use crate::classify::BoxError;
@@ -64,42 +65,18 @@ where
         }
         let (context, span) = RequestContext::start(&self.monitor, &parts);
         let request = Request::from_parts(parts, body);
-        let mut guard = CallPanicGuard {
-            context: Some(context),
-            span: &span,
-        };
+        let mut slot = Some(context);
         let inner = {
+            // A panic in `call` itself (before any future exists) is recorded too.
+            let _guard = PanicGuard::new(&mut slot, &span);
             // The handler's own events (and the spans it opens) get the request's fields.
             let _entered = (!span.is_disabled()).then(|| span.enter());
             self.inner.call(request)
         };
-        let context = guard.context.take();
-        drop(guard);
-        match context {
+        match slot {
             Some(context) => ResponseFuture::new(inner, context, span),
-            // Not reached: the context is only taken here or while unwinding.
+            // Not reached: the guard takes the context only while unwinding.
             None => ResponseFuture::new_unmeasured(inner),
-        }
-    }
-}
-
-/// Records a panic in the inner service's `call` itself (before any future exists) as
-/// `server_error`, so the started request is still recorded once.
-struct CallPanicGuard<'a> {
-    context: Option<RequestContext>,
-    span: &'a tracing::Span,
-}
-
-impl Drop for CallPanicGuard<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            if let Some(context) = self.context.take() {
-                context.finish_without_body(
-                    self.span,
-                    crate::Outcome::ServerError,
-                    Some(&"panic in the inner service"),
-                );
-            }
         }
     }
 }

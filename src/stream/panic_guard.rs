@@ -1,0 +1,60 @@
+//! Recording a panic that unwinds through the inner service or body, so a started request is
+//! still recorded once (as `server_error`).
+//!
+//! A guard on the stack sees the unwinding in its `Drop` (`std::thread::panicking()`); by the
+//! time the runtime drops the task, the panic has been caught and that is no longer visible.
+
+use tracing::Span;
+
+use super::context::RequestContext;
+use super::meter::{StreamEnd, StreamMeter};
+use crate::record::Outcome;
+
+/// What a panic ends: the request before its response, or the measured body.
+pub(crate) trait RecordPanic {
+    fn record_panic(self, span: &Span);
+}
+
+impl RecordPanic for RequestContext {
+    fn record_panic(self, span: &Span) {
+        self.finish_without_body(
+            span,
+            Outcome::ServerError,
+            Some(&"panic in the inner service"),
+        );
+    }
+}
+
+impl RecordPanic for StreamMeter {
+    fn record_panic(self, span: &Span) {
+        self.finish(
+            StreamEnd::Failed(
+                Outcome::ServerError,
+                &"panic while producing the response body",
+            ),
+            span,
+        );
+    }
+}
+
+/// While alive, a panic unwinding past it takes the slot's value and records it.
+pub(crate) struct PanicGuard<'a, T: RecordPanic> {
+    slot: &'a mut Option<T>,
+    span: &'a Span,
+}
+
+impl<'a, T: RecordPanic> PanicGuard<'a, T> {
+    pub(crate) fn new(slot: &'a mut Option<T>, span: &'a Span) -> Self {
+        Self { slot, span }
+    }
+}
+
+impl<T: RecordPanic> Drop for PanicGuard<'_, T> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(value) = self.slot.take() {
+                value.record_panic(self.span);
+            }
+        }
+    }
+}
