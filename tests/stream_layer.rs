@@ -779,3 +779,80 @@ fn panic_in_call_is_recorded() {
     assert_eq!(got[0].outcome, Outcome::ServerError);
     assert_eq!(monitor.in_flight(), 0);
 }
+
+/// A `Buf` in two pieces (not `Bytes`): the parser still sees every byte.
+#[test]
+fn non_contiguous_data_is_parsed_whole() {
+    use bytes::Buf;
+    use http_body::Body as _;
+    use std::pin::Pin;
+    use std::task::{Context, Poll, Waker};
+    use tower::{Layer, Service};
+
+    struct TwoPieces(Bytes, Bytes);
+    impl Buf for TwoPieces {
+        fn remaining(&self) -> usize {
+            self.0.len() + self.1.len()
+        }
+        fn chunk(&self) -> &[u8] {
+            if self.0.is_empty() { &self.1 } else { &self.0 }
+        }
+        fn advance(&mut self, mut n: usize) {
+            let first = n.min(self.0.len());
+            self.0.advance(first);
+            n -= first;
+            self.1.advance(n);
+        }
+    }
+    impl From<Bytes> for TwoPieces {
+        fn from(b: Bytes) -> Self {
+            TwoPieces(b, Bytes::new())
+        }
+    }
+    let event = b"data: {\"choices\":[{\"delta\":{\"content\":\"split\"}}]}\n\n";
+    let frames: Vec<Result<http_body::Frame<TwoPieces>, std::convert::Infallible>> = (0..3)
+        .map(|_| {
+            let (a, b) = event.split_at(17);
+            Ok(http_body::Frame::data(TwoPieces(
+                Bytes::from_static(a),
+                Bytes::from_static(b),
+            )))
+        })
+        .collect();
+    let records = Records::default();
+    let monitor = records.attach(Monitor::builder()).build().unwrap();
+    let mut slot = Some(http_body_util::StreamBody::new(futures_util::stream::iter(
+        frames,
+    )));
+    let mut service = monitor
+        .layer()
+        .layer(tower::service_fn(move |_: http::Request<()>| {
+            let mut response = http::Response::new(slot.take().expect("called once"));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/event-stream"),
+            );
+            std::future::ready(Ok::<_, std::convert::Infallible>(response))
+        }));
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut future = Box::pin(service.call(http::Request::new(())));
+    let Poll::Ready(Ok(response)) = future.as_mut().poll(&mut cx) else {
+        panic!("ready at once")
+    };
+    let mut body = response.into_body();
+    let mut received = Vec::new();
+    while let Poll::Ready(Some(frame)) = Pin::new(&mut body).poll_frame(&mut cx) {
+        let mut data = frame.unwrap().into_data().ok().unwrap();
+        while data.has_remaining() {
+            let chunk = data.chunk().to_vec();
+            data.advance(chunk.len());
+            received.extend(chunk);
+        }
+    }
+    assert_eq!(received, event.repeat(3), "the body passes through whole");
+    let r = &records.snapshot()[0];
+    assert_eq!(
+        (r.output_tokens, r.outcome, r.bytes),
+        (3, Outcome::Ok, 3 * event.len() as u64)
+    );
+}

@@ -170,8 +170,8 @@ where
                 }
                 Poll::Ready(None)
             }
-            Some(Ok(frame)) => {
-                let is_trailers = match frame.data_ref() {
+            Some(Ok(mut frame)) => {
+                let is_trailers = match frame.data_mut() {
                     Some(data) => {
                         meter.on_data(data, this.span);
                         if let Some(timer) = this.timer.as_mut() {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Buf;
+use bytes::{Buf, Bytes};
 use http::StatusCode;
 use tracing::Span;
 
@@ -102,7 +102,7 @@ impl StreamMeter {
     /// The hot path: one data frame. Reads the clock only on the first byte and on frames that
     /// complete a content event.
     #[inline]
-    pub(crate) fn on_data<D: Buf>(&mut self, data: &D, span: &Span) {
+    pub(crate) fn on_data<D: Buf + From<Bytes>>(&mut self, data: &mut D, span: &Span) {
         let len = data.remaining();
         if len == 0 {
             return;
@@ -126,15 +126,13 @@ impl StreamMeter {
         let Some(parser) = self.parser.as_mut() else {
             return;
         };
-        // `Bytes` (what axum and hyper use) is one contiguous chunk; other `Buf`s are walked
-        // chunk by chunk without consuming them.
-        let content = if data.chunk().len() == len {
-            parser.feed(data.chunk())
-        } else {
-            let mut slices = [std::io::IoSlice::new(&[]); 64];
-            let n = data.chunks_vectored(&mut slices);
-            slices[..n].iter().map(|s| parser.feed(s)).sum()
-        };
+        // `Bytes` (what axum and hyper use) is one contiguous chunk. A `Buf` in several pieces
+        // is made one, so the parser sees every byte: one copy, for such bodies only.
+        if data.chunk().len() != len {
+            let whole = data.copy_to_bytes(len);
+            *data = D::from(whole);
+        }
+        let content = parser.feed(data.chunk());
         if content > 0 {
             self.on_content(now.unwrap_or_else(Instant::now), span);
         }
