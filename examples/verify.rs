@@ -69,7 +69,8 @@ const OUTCOMES: [&str; 8] = [
     "cancelled",
 ];
 
-fn window_problems(w: &Value) -> Vec<String> {
+/// What is missing or mistyped in a WINDOW object (empty when it is right).
+pub fn window_problems(w: &Value) -> Vec<String> {
     let mut problems: Vec<String> = WINDOW_FIELDS
         .iter()
         .filter(|f| !is_number(&w[**f]))

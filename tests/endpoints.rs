@@ -3,6 +3,10 @@
 
 mod common;
 
+#[allow(dead_code)]
+#[path = "../examples/verify.rs"]
+mod verify;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -71,38 +75,10 @@ impl Server {
     }
 }
 
-const WINDOW_NUMBERS: [&str; 19] = [
-    "total_streaming_requests",
-    "avg_first_token_latency_ms",
-    "first_token_p50_ms",
-    "first_token_p95_ms",
-    "first_token_p99_ms",
-    "avg_tokens_per_second",
-    "total_tokens",
-    "input_tokens",
-    "streaming_error_rate",
-    "streaming_errors",
-    "timeouts",
-    "auth_errors",
-    "cancelled",
-    "avg_duration_ms",
-    "duration_p95_ms",
-    "time_per_output_token_p95_ms",
-    "max_stall_ms",
-    "in_flight",
-    "total_streaming_requests",
-];
-
+/// Every field of a WINDOW with its type: the same checks `examples/verify.rs` makes.
 fn assert_window(w: &Value, what: &str) {
-    for field in WINDOW_NUMBERS {
-        assert!(w[field].is_number(), "{what}.{field} is a number: {w}");
-    }
-    let by = w["by_outcome"]
-        .as_object()
-        .unwrap_or_else(|| panic!("{what}.by_outcome"));
-    for o in Outcome::ALL {
-        assert!(by[o.as_str()].is_u64(), "{what}.by_outcome.{o}");
-    }
+    let problems = verify::window_problems(w);
+    assert!(problems.is_empty(), "{what}: {problems:?}: {w}");
 }
 
 fn assert_shape(data: &Value) {
