@@ -139,6 +139,44 @@ impl Sim {
     }
 }
 
+/// How a provider answers before any stream starts: a bad knob, an injected failure.
+struct Dialect {
+    bad_request: fn(&str) -> Response,
+    failure: fn(Fail) -> Option<Response>,
+}
+
+const OPENAI: Dialect = Dialect {
+    bad_request: |m| {
+        openai_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_header",
+            m,
+        )
+    },
+    failure: openai_failure,
+};
+const ANTHROPIC: Dialect = Dialect {
+    bad_request: |m| anthropic_error(StatusCode::BAD_REQUEST, "invalid_request_error", m),
+    failure: anthropic_failure,
+};
+const GEMINI: Dialect = Dialect {
+    bad_request: |m| gemini_error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", m),
+    failure: gemini_failure,
+};
+
+impl Sim {
+    /// The request's knobs, or the provider's own answer: a 400 for a bad knob, or the
+    /// failure injected before the stream starts.
+    fn accept(headers: &HeaderMap, dialect: &Dialect) -> Result<Sim, Box<Response>> {
+        let sim = Sim::from_headers(headers).map_err(|m| Box::new((dialect.bad_request)(&m)))?;
+        match sim.fail.and_then(dialect.failure) {
+            Some(response) => Err(Box::new(response)),
+            None => Ok(sim),
+        }
+    }
+}
+
 fn word(i: u64) -> &'static str {
     WORDS[(i % WORDS.len() as u64) as usize]
 }
@@ -253,25 +291,15 @@ fn openai_failure(fail: Fail) -> Option<Response> {
 }
 
 async fn openai_chat(headers: HeaderMap, body: Bytes) -> Response {
-    let sim = match Sim::from_headers(&headers) {
+    let sim = match Sim::accept(&headers, &OPENAI) {
         Ok(sim) => sim,
-        Err(m) => {
-            return openai_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                "invalid_header",
-                &m,
-            );
-        }
+        Err(response) => return *response,
     };
     let request = request_json(&body);
     let model = request["model"]
         .as_str()
         .unwrap_or("gpt-4o-mini")
         .to_owned();
-    if let Some(response) = sim.fail.and_then(openai_failure) {
-        return response;
-    }
     let labels = StreamLabels::new("openai").with_model(model.clone());
     let created = 1_731_506_198;
     if !request["stream"].as_bool().unwrap_or(false) {
@@ -330,20 +358,10 @@ async fn openai_chat(headers: HeaderMap, body: Bytes) -> Response {
 // OpenAI Responses
 
 async fn openai_responses(headers: HeaderMap, body: Bytes) -> Response {
-    let sim = match Sim::from_headers(&headers) {
+    let sim = match Sim::accept(&headers, &OPENAI) {
         Ok(sim) => sim,
-        Err(m) => {
-            return openai_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                "invalid_header",
-                &m,
-            );
-        }
+        Err(response) => return *response,
     };
-    if let Some(response) = sim.fail.and_then(openai_failure) {
-        return response;
-    }
     let request = request_json(&body);
     let model = request["model"].as_str().unwrap_or("gpt-4.1").to_owned();
     let labels = StreamLabels::new("openai").with_model(model.clone());
@@ -446,13 +464,10 @@ fn anthropic_failure(fail: Fail) -> Option<Response> {
 }
 
 async fn anthropic_messages(headers: HeaderMap, body: Bytes) -> Response {
-    let sim = match Sim::from_headers(&headers) {
+    let sim = match Sim::accept(&headers, &ANTHROPIC) {
         Ok(sim) => sim,
-        Err(m) => return anthropic_error(StatusCode::BAD_REQUEST, "invalid_request_error", &m),
+        Err(response) => return *response,
     };
-    if let Some(response) = sim.fail.and_then(anthropic_failure) {
-        return response;
-    }
     let request = request_json(&body);
     let model = request["model"]
         .as_str()
@@ -550,9 +565,9 @@ async fn gemini(
     Query(query): Query<std::collections::HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let sim = match Sim::from_headers(&headers) {
+    let sim = match Sim::accept(&headers, &GEMINI) {
         Ok(sim) => sim,
-        Err(m) => return gemini_error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", &m),
+        Err(response) => return *response,
     };
     let Some((model, action)) = model_action.split_once(':') else {
         return gemini_error(
@@ -561,9 +576,6 @@ async fn gemini(
             "expected models/{model}:streamGenerateContent",
         );
     };
-    if let Some(response) = sim.fail.and_then(gemini_failure) {
-        return response;
-    }
     let labels = StreamLabels::new("gemini").with_model(model.to_owned());
     let chunk = |text: &str, k: u64, finish: bool| {
         let mut candidate =
