@@ -26,6 +26,11 @@ pub(crate) fn base_labels(record: &StreamRecord) -> Vec<Label> {
     labels
 }
 
+/// A request that matched no route (counted without labels).
+pub(crate) fn unrouted() {
+    metrics::counter!(names::UNROUTED_REQUESTS_TOTAL).increment(1);
+}
+
 pub(crate) fn emit(record: &StreamRecord) {
     let labels = base_labels(record);
 
@@ -115,6 +120,10 @@ pub(crate) fn describe() {
     );
     metrics::describe_counter!(
         names::LABEL_OVERFLOW_TOTAL,
-        "Label values folded into other by the cardinality cap."
+        "Label values folded into other by the cardinality caps."
+    );
+    metrics::describe_counter!(
+        names::UNROUTED_REQUESTS_TOTAL,
+        "Requests that matched no route (a router 404 or a 405)."
     );
 }

@@ -2,9 +2,11 @@
 //! patterns, and the per-label cardinality cap.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+
+use crate::record::StreamRecord;
 
 /// Longest value accepted as a label (bytes).
 pub const MAX_LABEL_LEN: usize = 64;
@@ -78,59 +80,195 @@ pub fn is_valid_label(value: &str) -> bool {
         && value.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
 }
 
-/// Interns the values of one label up to a cap of distinct values; later new values fold into
-/// `other`. Values are shared `Arc<str>`s, so records and metric keys clone them for free.
+/// Where a label value came from, which decides the budget it is interned under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LabelSource {
+    /// The application or the upstream: the handler's [`StreamLabels`], the `request_labels`
+    /// closure, a route, the model a provider reported in its stream.
+    Trusted,
+    /// A request header: the client alone chose it.
+    Header,
+}
+
+/// Interns the values of one label under two budgets: trusted values (the app's and the
+/// upstream's) up to `cap`, header values up to `header_cap` of their own. A new value past its
+/// budget folds into `other`. A header value the trusted side already knows is that value, so
+/// junk headers can never push a real provider or model into `other`. Values are shared
+/// `Arc<str>`s, so records and metric keys clone them for free.
 #[derive(Debug)]
 pub(crate) struct LabelInterner {
-    cap: usize,
-    values: RwLock<HashMap<Box<str>, Arc<str>>>,
+    trusted: Tier,
+    header: Tier,
     other: Arc<str>,
     overflowed: AtomicU64,
 }
 
-impl LabelInterner {
-    pub(crate) fn new(cap: usize) -> Self {
+#[derive(Debug)]
+struct Tier {
+    cap: usize,
+    values: RwLock<HashMap<Box<str>, Arc<str>>>,
+}
+
+impl Tier {
+    fn new(cap: usize) -> Self {
         Self {
             cap,
             values: RwLock::new(HashMap::new()),
-            other: Arc::from("other"),
+        }
+    }
+
+    fn get(&self, value: &str) -> Option<Arc<str>> {
+        // A panic while holding the lock cannot leave the map half-written (insert is atomic
+        // from our side), so a poisoned lock is still safe to read.
+        self.values
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(value)
+            .cloned()
+    }
+
+    /// The shared value, or `None` once the tier is full.
+    fn insert(&self, value: &str) -> Option<Arc<str>> {
+        let mut values = self.values.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = values.get(value) {
+            return Some(v.clone());
+        }
+        if values.len() >= self.cap {
+            return None;
+        }
+        let shared: Arc<str> = Arc::from(value);
+        values.insert(Box::from(value), shared.clone());
+        Some(shared)
+    }
+}
+
+impl LabelInterner {
+    pub(crate) fn new(cap: usize, header_cap: usize) -> Self {
+        Self {
+            trusted: Tier::new(cap),
+            header: Tier::new(header_cap),
+            other: Arc::from(OTHER),
             overflowed: AtomicU64::new(0),
         }
     }
 
-    /// The shared value for `value`, or `other` once `cap` distinct values are known.
-    pub(crate) fn intern(&self, value: &str) -> Arc<str> {
-        if let Some(v) = self.read().get(value) {
-            return v.clone();
+    /// The shared value for `value`, or `other` once its source's budget is spent.
+    #[cfg(test)]
+    pub(crate) fn intern(&self, value: &str, source: LabelSource) -> Arc<str> {
+        self.intern_sourced(value, source).0
+    }
+
+    /// [`intern`](Self::intern), and where the value now counts: `Trusted` when the trusted
+    /// side knows it, whatever source asked.
+    pub(crate) fn intern_sourced(
+        &self,
+        value: &str,
+        source: LabelSource,
+    ) -> (Arc<str>, LabelSource) {
+        if let Some(v) = self.trusted.get(value) {
+            return (v, LabelSource::Trusted);
         }
-        let mut values = match self.values.write() {
-            Ok(v) => v,
-            Err(poisoned) => poisoned.into_inner(),
+        let interned = match source {
+            LabelSource::Trusted => self.trusted.insert(value),
+            LabelSource::Header => self.header.get(value).or_else(|| self.header.insert(value)),
         };
-        if let Some(v) = values.get(value) {
-            return v.clone();
-        }
-        if values.len() >= self.cap {
+        let value = interned.unwrap_or_else(|| {
             self.overflowed.fetch_add(1, Ordering::Relaxed);
-            return self.other.clone();
-        }
-        let shared: Arc<str> = Arc::from(value);
-        values.insert(Box::from(value), shared.clone());
-        shared
+            self.other.clone()
+        });
+        (value, source)
     }
 
     /// How many times a value was folded into `other`.
     pub(crate) fn overflowed(&self) -> u64 {
         self.overflowed.load(Ordering::Relaxed)
     }
+}
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Box<str>, Arc<str>>> {
-        // A panic while holding the lock cannot leave the map half-written (insert is atomic
-        // from our side), so a poisoned lock is still safe to read.
-        match self.values.read() {
-            Ok(v) => v,
-            Err(poisoned) => poisoned.into_inner(),
+/// The route label of a request that matched no route (never the raw path).
+pub(crate) const UNMATCHED: &str = "unmatched";
+
+/// The value a label takes past its budget.
+pub(crate) const OTHER: &str = "other";
+
+/// Caps the distinct (provider, model, route) combinations that reach the windows, the
+/// Prometheus exposition and the `metrics` facade: each combination is a set of series. Past
+/// the budget a new combination is recorded as `other`/`other`/`other`, so the number of series
+/// and the cost of a scrape stay bounded whatever clients send. Combinations with a label taken
+/// from a request header spend a quarter of the budget of their own, so they can never crowd
+/// out the combinations the app and its upstreams name.
+#[derive(Debug)]
+pub(crate) struct SeriesBudget {
+    cap: usize,
+    header_cap: usize,
+    known: RwLock<HashSet<LabelSet>>,
+    /// How many of `known` came with a header label.
+    from_headers: AtomicU64,
+    other: Arc<str>,
+    overflowed: AtomicU64,
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct LabelSet(Arc<str>, Arc<str>, Arc<str>);
+
+impl SeriesBudget {
+    pub(crate) fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            header_cap: (cap / 4).max(1),
+            known: RwLock::new(HashSet::new()),
+            from_headers: AtomicU64::new(0),
+            other: Arc::from(OTHER),
+            overflowed: AtomicU64::new(0),
         }
+    }
+
+    /// Admits the record's label set, or folds its labels into `other`. Returns whether it
+    /// folded.
+    pub(crate) fn admit(&self, record: &mut StreamRecord, source: LabelSource) -> bool {
+        let key = LabelSet(
+            record.provider.clone(),
+            record.model.clone(),
+            record.route.clone(),
+        );
+        if self
+            .known
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&key)
+        {
+            return false;
+        }
+        let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
+        if known.contains(&key) {
+            return false;
+        }
+        // The budgets are exclusive: `cap` for all, of which at most `header_cap` from headers,
+        // while the rest stays for the trusted ones.
+        let headers = self.from_headers.load(Ordering::Relaxed) as usize;
+        let room = match source {
+            LabelSource::Trusted => {
+                known.len() - headers < self.cap - self.header_cap.min(self.cap - 1)
+            }
+            LabelSource::Header => headers < self.header_cap && known.len() < self.cap,
+        };
+        if room {
+            known.insert(key);
+            if source == LabelSource::Header {
+                self.from_headers.fetch_add(1, Ordering::Relaxed);
+            }
+            return false;
+        }
+        self.overflowed.fetch_add(1, Ordering::Relaxed);
+        record.provider = self.other.clone();
+        record.model = self.other.clone();
+        record.route = self.other.clone();
+        true
+    }
+
+    /// How many records were folded into `other`.
+    pub(crate) fn overflowed(&self) -> u64 {
+        self.overflowed.load(Ordering::Relaxed)
     }
 }
 
@@ -239,12 +377,50 @@ mod tests {
 
     #[test]
     fn interner_caps_distinct_values() {
-        let interner = LabelInterner::new(2);
-        assert_eq!(&*interner.intern("a"), "a");
-        assert_eq!(&*interner.intern("b"), "b");
-        assert_eq!(&*interner.intern("c"), "other");
-        assert_eq!(&*interner.intern("a"), "a");
+        let t = LabelSource::Trusted;
+        let interner = LabelInterner::new(2, 1);
+        assert_eq!(&*interner.intern("a", t), "a");
+        assert_eq!(&*interner.intern("b", t), "b");
+        assert_eq!(&*interner.intern("c", t), "other");
+        assert_eq!(&*interner.intern("a", t), "a");
         assert_eq!(interner.overflowed(), 1);
+    }
+
+    #[test]
+    fn header_values_have_their_own_budget() {
+        let interner = LabelInterner::new(2, 1);
+        let h = LabelSource::Header;
+        assert_eq!(&*interner.intern("junk1", h), "junk1");
+        assert_eq!(&*interner.intern("junk2", h), "other");
+        assert_eq!(&*interner.intern("junk3", h), "other");
+        // The trusted budget is untouched by headers...
+        assert_eq!(&*interner.intern("openai", LabelSource::Trusted), "openai");
+        // ...and a header naming a trusted value gets that value, whatever the header budget.
+        assert_eq!(&*interner.intern("openai", h), "openai");
+        assert_eq!(interner.overflowed(), 2);
+    }
+
+    #[test]
+    fn series_budget_folds_new_combinations() {
+        use crate::record::Outcome;
+        let (t, h) = (LabelSource::Trusted, LabelSource::Header);
+        let budget = SeriesBudget::new(4);
+        let record = |m: &str| StreamRecord::new("p", m, "/r", Outcome::Ok);
+        // One of the four is for header-sourced combinations.
+        assert!(!budget.admit(&mut record("h1"), h));
+        assert!(budget.admit(&mut record("h2"), h));
+        assert!(!budget.admit(&mut record("m1"), t));
+        assert!(!budget.admit(&mut record("m2"), t));
+        assert!(!budget.admit(&mut record("m3"), t));
+        let mut c = record("m4");
+        assert!(budget.admit(&mut c, t));
+        assert_eq!(
+            (&*c.provider, &*c.model, &*c.route),
+            ("other", "other", "other")
+        );
+        assert!(!budget.admit(&mut record("m1"), t));
+        assert!(!budget.admit(&mut record("h1"), h));
+        assert_eq!(budget.overflowed(), 2);
     }
 
     #[test]

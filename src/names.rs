@@ -22,7 +22,10 @@ pub const TIME_TO_FIRST_BYTE: &str = "stream_monitor_time_to_first_byte_seconds"
 pub const RESPONSE_BYTES: &str = "stream_monitor_response_bytes";
 /// Counter: events skipped, with `reason` = `oversized` | `malformed`.
 pub const SKIPPED_EVENTS_TOTAL: &str = "stream_monitor_skipped_events_total";
-/// Counter: label values folded into `other` by the cardinality cap, with `label`.
+/// Counter: requests that matched no route (a router 404 or a 405); no labels.
+pub const UNROUTED_REQUESTS_TOTAL: &str = "stream_monitor_unrouted_requests_total";
+/// Counter: label values folded into `other` by the cardinality caps, with `label` =
+/// `provider` | `model` | `route` | `series` (the budget of label combinations).
 pub const LABEL_OVERFLOW_TOTAL: &str = "stream_monitor_label_overflow_total";
 
 /// Label: the provider (`openai`, `anthropic`, ...).

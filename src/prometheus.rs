@@ -263,11 +263,17 @@ impl PrometheusExposition {
             .or_insert(gauge);
     }
 
+    /// Counts a request that matched no route (no labels: such requests never make series).
+    pub(crate) fn unrouted(&self) {
+        metrics::with_local_recorder(&self.recorder, || facade::unrouted());
+    }
+
     pub(crate) fn label_overflow(&self, label: &'static str) {
         metrics::with_local_recorder(&self.recorder, || facade::label_overflow(label));
     }
 
     /// Folds pending histogram observations into their buckets (the recorder queues them).
+    /// Runs on the upkeep thread ([`spawn_upkeep`]), never on a request's path.
     pub(crate) fn upkeep(&self) {
         self.handle.run_upkeep();
     }
@@ -278,4 +284,29 @@ impl PrometheusExposition {
         self.handle.run_upkeep();
         self.handle.render()
     }
+}
+
+/// How often the upkeep thread folds queued histogram observations.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Starts the thread that folds queued histogram observations every [`UPKEEP_EVERY`], so they
+/// neither pile up between scrapes nor cost a request anything. It holds only a weak reference
+/// to the monitor and ends at its first tick after the last clone of the monitor is dropped.
+/// Should the thread fail to start, observations are still folded before every render.
+pub(crate) fn spawn_upkeep<T, F>(owner: std::sync::Weak<T>, exposition: F)
+where
+    T: Send + Sync + 'static,
+    F: Fn(&T) -> &PrometheusExposition + Send + 'static,
+{
+    let _ = std::thread::Builder::new()
+        .name("stream-monitor-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                match owner.upgrade() {
+                    Some(owner) => exposition(&owner).upkeep(),
+                    None => return,
+                }
+            }
+        });
 }

@@ -57,9 +57,20 @@ impl Outcome {
         }
     }
 
-    /// Whether this outcome counts in `streaming_errors`: everything but `ok` and `cancelled`.
+    /// Whether this outcome is a failure of the service or its upstream, counted in
+    /// `streaming_errors`, the error-rate check and rollback triggers: `auth_error`,
+    /// `rate_limited`, `timeout`, `server_error` and `stream_error`. Neither `ok` nor the
+    /// [client-caused](Self::is_client_caused) outcomes are.
     pub fn is_error(self) -> bool {
-        !matches!(self, Outcome::Ok | Outcome::Cancelled)
+        !matches!(self, Outcome::Ok) && !self.is_client_caused()
+    }
+
+    /// Whether the client alone caused this outcome: `client_error` (a 4xx other than 401, 403,
+    /// 408 and 429: a bad body, an unknown model) and `cancelled` (the client went away). Such
+    /// requests are counted and shown, but never move health: they are left out of the
+    /// error-rate check, its sample count and every rollback trigger.
+    pub fn is_client_caused(self) -> bool {
+        matches!(self, Outcome::ClientError | Outcome::Cancelled)
     }
 }
 
@@ -111,6 +122,10 @@ pub struct StreamRecord {
     pub streaming: bool,
     /// The provider event format recognised in the body.
     pub format: ProviderFormat,
+    /// The body had a `Content-Encoding` (it was compressed inside this layer): it was measured
+    /// for time and bytes but not parsed, so its tokens are not counted and its first token is
+    /// its first byte.
+    pub content_encoded: bool,
     /// When the request ended (wall clock).
     pub finished_at: SystemTime,
     /// From the service call to the first non-empty data frame.
@@ -159,6 +174,7 @@ impl StreamRecord {
             outcome,
             streaming: false,
             format: ProviderFormat::Unknown,
+            content_encoded: false,
             finished_at: SystemTime::UNIX_EPOCH,
             time_to_first_byte: None,
             time_to_first_token: None,
@@ -172,6 +188,18 @@ impl StreamRecord {
             bytes: 0,
             oversized_events: 0,
             malformed_events: 0,
+        }
+    }
+
+    /// Whether the request matched no route: a 405, or a 404 on the `unmatched` route (the
+    /// router's own answer to an unknown path). Such requests are counted apart
+    /// (`requests_5min.unrouted_requests`, `stream_monitor_unrouted_requests_total`) and
+    /// reach neither the windows, nor health, nor any labelled series.
+    pub fn is_unrouted(&self) -> bool {
+        match self.status.map(|s| s.as_u16()) {
+            Some(405) => true,
+            Some(404) => &*self.route == crate::labels::UNMATCHED,
+            _ => false,
         }
     }
 

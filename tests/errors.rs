@@ -5,7 +5,8 @@ mod common;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::header;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 use axum::routing::post;
 use common::{Captured, Records, client, endless_sse, serve};
 use serde_json::Value;
@@ -346,4 +347,92 @@ async fn bad_query_parameters_are_named_and_filters_apply() {
     ] {
         assert!(!data["groups"][0][field].is_null(), "groups[].{field}");
     }
+}
+
+/// Every failed stream logs once with the upstream's own error, so `/errors` shows it
+/// with the request's context.
+#[tokio::test]
+async fn failures_reach_the_error_records() {
+    let records = Records::default();
+    let monitor = records.attach(Monitor::builder()).build().unwrap();
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::registry().with(monitor.error_layer()),
+    );
+    let app = Router::new()
+        .route(
+            "/v1/messages",
+            post(|| async {
+                let error = serde_json::json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}});
+                (
+                    StatusCode::from_u16(529).unwrap(),
+                    StreamLabels::new("anthropic"),
+                    axum::Json(error),
+                )
+                    .into_response()
+            }),
+        )
+        .route(
+            "/v1/chat/completions",
+            post(|| async {
+                let body = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n\
+                            data: {\"error\":{\"message\":\"The server had an error\",\"type\":\"server_error\"}}\n\n";
+                (
+                    StreamLabels::new("openai"),
+                    [(header::CONTENT_TYPE, "text/event-stream")],
+                    body,
+                )
+                    .into_response()
+            }),
+        )
+        .route(
+            "/v1/rate",
+            post(|| async {
+                let error = serde_json::json!({"error": {"type": "requests", "code": "rate_limit_exceeded", "message": "Rate limit reached"}});
+                (StatusCode::TOO_MANY_REQUESTS, StreamLabels::new("openai"), axum::Json(error)).into_response()
+            }),
+        )
+        .route(
+            "/v1/bad",
+            post(|| async { (StatusCode::BAD_REQUEST, "bad body").into_response() }),
+        )
+        .layer(monitor.layer());
+    let addr = serve(app).await;
+    for path in [
+        "/v1/messages",
+        "/v1/chat/completions",
+        "/v1/rate",
+        "/v1/bad",
+    ] {
+        client()
+            .post(format!("http://{addr}{path}"))
+            .header("x-user-id", "user-7")
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+    }
+    records.wait_for(4).await;
+    let (errors, total) = monitor.errors(&ErrorQuery::default());
+    assert_eq!(total, 3, "{errors:#?}");
+    let find = |needle: &str| {
+        errors
+            .iter()
+            .find(|e| e.message.contains(needle))
+            .unwrap_or_else(|| panic!("no record with {needle:?}: {errors:#?}"))
+    };
+    let overloaded = find("overloaded_error: Overloaded");
+    assert_eq!(
+        overloaded.level,
+        tower_stream_monitor::errors::ErrorLevel::Error
+    );
+    assert!(overloaded.message.contains("server_error"));
+    assert_eq!(overloaded.user_id.as_deref(), Some("user-7"));
+    assert_eq!(overloaded.route.as_deref(), Some("/v1/messages"));
+    let in_stream = find("The server had an error");
+    assert!(in_stream.message.contains("stream_error"));
+    let rate = find("Rate limit reached");
+    assert_eq!(rate.level, tower_stream_monitor::errors::ErrorLevel::Warn);
+    assert!(!errors.iter().any(|e| e.message.contains("client error")));
 }

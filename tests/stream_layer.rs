@@ -472,7 +472,7 @@ async fn idle_timeout_spares_a_steady_stream() {
 #[tokio::test]
 async fn cardinality_cap_folds_into_other() {
     let (records, monitor, addr) = monitored(
-        Monitor::builder().label_cardinality(2),
+        Monitor::builder().header_label_cardinality(2),
         Router::new().route("/v1/chat", post(|| async { "ok" })),
     )
     .await;

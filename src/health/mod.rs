@@ -206,7 +206,10 @@ impl RollbackTrigger {
 
     /// Whether `record` belongs to the population this trigger watches.
     pub(crate) fn counts(&self, record: &StreamRecord) -> bool {
-        (!self.streaming_only || record.streaming)
+        // What a client alone causes never moves a trigger, neither way.
+        !record.outcome.is_client_caused()
+            && !record.is_unrouted()
+            && (!self.streaming_only || record.streaming)
             && self.route.as_deref().is_none_or(|r| r == &*record.route)
             && self
                 .provider
@@ -304,7 +307,7 @@ pub(crate) fn evaluate(
     trigger_totals: &[(u64, u64)],
 ) -> HealthReport {
     let summary = five.summary(0);
-    let enough = five.streaming >= min_samples;
+    let enough = five.streaming_judged >= min_samples;
     let check = |name, value: f64, has_value: bool, b: &Baseline| Check {
         name,
         window: "5min",

@@ -13,17 +13,23 @@ use http::request::Parts;
 use super::{Monitor, Shared};
 use crate::errors::ErrorStore;
 use crate::health::{Baselines, HealthTracker, OnAlert, RollbackTrigger};
-use crate::labels::{LabelInterner, RoutePattern, StreamLabels};
+use crate::labels::{LabelInterner, RoutePattern, SeriesBudget, StreamLabels};
 use crate::parse::DEFAULT_MAX_EVENT_BYTES;
 use crate::prometheus::PrometheusExposition;
 use crate::record::StreamRecord;
 use crate::system::SystemSampler;
-use crate::window::{Clock, SystemClock, WindowStore};
+use crate::window::{Clock, SystemClock, WindowStore, WindowTime};
 
 /// Default prefix under which the monitoring endpoints are served.
 pub const DEFAULT_PREFIX: &str = "/monitoring";
 /// Default number of distinct values kept per label before new ones fold into `other`.
 pub const DEFAULT_LABEL_CARDINALITY: usize = 64;
+/// Default number of distinct provider and model values taken from request headers, apart
+/// from [`DEFAULT_LABEL_CARDINALITY`].
+pub(crate) const DEFAULT_HEADER_LABEL_CARDINALITY: usize = 16;
+/// Default number of distinct (provider, model, route) combinations recorded before new ones
+/// fold into `other`.
+pub(crate) const DEFAULT_MAX_LABEL_SETS: usize = 256;
 /// Default stream timeout of [`Monitor::from_env`] when `STREAMING_TIMEOUT` is unset (as the seed).
 pub const DEFAULT_ENV_STREAM_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default minimum of requests in a window before health is judged.
@@ -125,6 +131,8 @@ pub(crate) struct Config {
     pub(crate) route_patterns: Vec<RoutePattern>,
     pub(crate) streaming_routes: Vec<String>,
     pub(crate) label_cardinality: usize,
+    pub(crate) header_label_cardinality: usize,
+    pub(crate) max_label_sets: usize,
     pub(crate) max_event_bytes: usize,
     pub(crate) endpoint_token: Option<String>,
     pub(crate) min_samples: u64,
@@ -153,6 +161,8 @@ impl fmt::Debug for Config {
             .field("route_patterns", &self.route_patterns.len())
             .field("streaming_routes", &self.streaming_routes)
             .field("label_cardinality", &self.label_cardinality)
+            .field("header_label_cardinality", &self.header_label_cardinality)
+            .field("max_label_sets", &self.max_label_sets)
             .field("max_event_bytes", &self.max_event_bytes)
             .field(
                 "endpoint_token",
@@ -179,6 +189,8 @@ impl Default for Config {
             route_patterns: Vec::new(),
             streaming_routes: Vec::new(),
             label_cardinality: DEFAULT_LABEL_CARDINALITY,
+            header_label_cardinality: DEFAULT_HEADER_LABEL_CARDINALITY,
+            max_label_sets: DEFAULT_MAX_LABEL_SETS,
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             endpoint_token: None,
             min_samples: DEFAULT_MIN_SAMPLES,
@@ -330,10 +342,30 @@ impl MonitorBuilder {
         self
     }
 
-    /// Distinct values kept per label (provider, model, route); later values become `other`.
-    /// Default 64.
+    /// Distinct values kept per label (provider, model, route) from the application and the
+    /// upstream: the handler's [`StreamLabels`], the `request_labels` closure, routes, the model
+    /// a stream reports. Later values become `other`. Default 64.
     pub fn label_cardinality(mut self, cap: usize) -> Self {
         self.config.label_cardinality = cap;
+        self
+    }
+
+    /// Distinct provider and model values taken from request headers (`provider_header`,
+    /// `model_header`), a budget apart from [`label_cardinality`](Self::label_cardinality): a
+    /// client choosing header values can spend only this one, never push a provider or model
+    /// the app names into `other`. A header naming a value the app already uses gets that
+    /// value. Default 16; `0` takes no new value from headers.
+    pub fn header_label_cardinality(mut self, cap: usize) -> Self {
+        self.config.header_label_cardinality = cap;
+        self
+    }
+
+    /// Distinct (provider, model, route) combinations recorded; later combinations are recorded
+    /// as `other`/`other`/`other` and counted in `stream_monitor_label_overflow_total{label="series"}`.
+    /// Each combination is one set of Prometheus series, so this bounds the memory of the
+    /// windows and the exposition and the time a scrape takes. Default 256.
+    pub fn max_label_sets(mut self, cap: usize) -> Self {
+        self.config.max_label_sets = cap;
         self
     }
 
@@ -531,8 +563,14 @@ impl MonitorBuilder {
         if c.idle_timeout.is_some_and(|d| d.is_zero()) {
             return Err(bad("idle_timeout", "must be greater than zero"));
         }
-        if c.label_cardinality == 0 {
-            return Err(bad("label_cardinality", "must be at least 1"));
+        if c.label_cardinality == 0 || c.label_cardinality > 100_000 {
+            return Err(bad("label_cardinality", "must be from 1 to 100000"));
+        }
+        if c.header_label_cardinality > 100_000 {
+            return Err(bad("header_label_cardinality", "must be at most 100000"));
+        }
+        if c.max_label_sets == 0 || c.max_label_sets > 1_000_000 {
+            return Err(bad("max_label_sets", "must be from 1 to 1000000"));
         }
         if c.max_event_bytes == 0 {
             return Err(bad("max_event_bytes", "must be at least 1"));
@@ -558,35 +596,43 @@ impl MonitorBuilder {
             }
         }
         let cap = c.label_cardinality;
-        let started_at = c.clock.now();
+        let header_cap = c.header_label_cardinality;
+        let max_label_sets = c.max_label_sets;
+        let window_time = WindowTime::new(&*c.clock);
         let triggers: Arc<[RollbackTrigger]> = c.triggers.clone().into();
         let id_base = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0)
             .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        Ok(Monitor {
+        let monitor = Monitor {
             shared: Arc::new(Shared {
                 windows: WindowStore::new(triggers),
                 errors: ErrorStore::new(c.max_error_records, c.max_error_groups),
                 health: HealthTracker::new(),
                 last_health_check: AtomicU64::new(0),
-                started_at,
+                window_time,
                 prometheus: PrometheusExposition::new(),
                 system: SystemSampler::new(),
                 provider_in_flight: RwLock::new(HashMap::new()),
                 config: c,
-                providers: LabelInterner::new(cap),
-                models: LabelInterner::new(cap),
-                routes: LabelInterner::new(cap),
+                providers: LabelInterner::new(cap, header_cap),
+                models: LabelInterner::new(cap, header_cap),
+                routes: LabelInterner::new(cap, 0),
+                series: SeriesBudget::new(max_label_sets),
                 in_flight: AtomicI64::new(0),
+                unrouted: AtomicU64::new(0),
                 by_outcome: Default::default(),
                 next_request: AtomicU64::new(0),
                 id_base,
                 unknown: Arc::from("unknown"),
-                unmatched: Arc::from("unmatched"),
+                unmatched: Arc::from(crate::labels::UNMATCHED),
             }),
-        })
+        };
+        crate::prometheus::spawn_upkeep(Arc::downgrade(&monitor.shared), |shared: &Shared| {
+            &shared.prometheus
+        });
+        Ok(monitor)
     }
 }
 

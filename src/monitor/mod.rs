@@ -11,15 +11,19 @@ use std::sync::RwLock;
 use crate::errors::{ErrorFilter, ErrorLayer, ErrorQuery, ErrorRecord, ErrorStore, ErrorSummary};
 use crate::facade;
 use crate::health::{HealthReport, HealthTracker};
-use crate::labels::{LabelInterner, is_valid_label};
+use crate::labels::{LabelInterner, LabelSource, SeriesBudget, is_valid_label};
 use crate::prometheus::PrometheusExposition;
 use crate::record::{Outcome, StreamRecord};
 use crate::snapshot::{MetricsSnapshot, ProviderWindows};
 use crate::stream::StreamMonitorLayer;
 use crate::system::SystemSampler;
-use crate::window::{WindowStore, unix_secs};
+use crate::window::{WindowStore, WindowTime};
 
 mod builder;
+
+/// Token counts above this are taken as this (about 10^15): a hostile usage figure cannot wrap
+/// a sum or poison a mean.
+const MAX_TOKENS: u64 = 1 << 50;
 
 pub(crate) use builder::Config;
 pub use builder::*;
@@ -29,9 +33,9 @@ pub(crate) struct Shared {
     windows: WindowStore,
     errors: ErrorStore,
     health: HealthTracker,
-    /// Unix second of the last health evaluation done on the recording path.
+    /// Window second of the last health evaluation done on the recording path.
     last_health_check: AtomicU64,
-    started_at: SystemTime,
+    window_time: WindowTime,
     prometheus: PrometheusExposition,
     system: SystemSampler,
     /// Streams in progress per provider (known from the response on).
@@ -39,7 +43,9 @@ pub(crate) struct Shared {
     providers: LabelInterner,
     models: LabelInterner,
     routes: LabelInterner,
+    series: SeriesBudget,
     in_flight: AtomicI64,
+    unrouted: AtomicU64,
     by_outcome: [AtomicU64; 8],
     next_request: AtomicU64,
     id_base: u64,
@@ -156,11 +162,19 @@ impl Monitor {
         self.shared.by_outcome[outcome as usize].load(Ordering::Relaxed)
     }
 
-    /// Label values folded into `other` by the cardinality cap, over all labels.
+    /// Label values folded into `other` by the cardinality caps (per label, and the budget of
+    /// label combinations), over all labels.
     pub fn label_overflows(&self) -> u64 {
         self.shared.providers.overflowed()
             + self.shared.models.overflowed()
             + self.shared.routes.overflowed()
+            + self.shared.series.overflowed()
+    }
+
+    /// Requests that matched no route (a router 404 or a 405) since the monitor was built:
+    /// counted apart, see [`StreamRecord::is_unrouted`].
+    pub fn unrouted(&self) -> u64 {
+        self.shared.unrouted.load(Ordering::Relaxed)
     }
 
     pub(crate) fn config(&self) -> &Config {
@@ -181,17 +195,27 @@ impl Monitor {
         self.shared.unmatched.clone()
     }
 
-    pub(crate) fn provider_label(&self, value: &str) -> Option<Arc<str>> {
-        self.intern_label(&self.shared.providers, value, "provider")
+    /// The provider label for `value` and where it counts (see [`LabelInterner`]).
+    pub(crate) fn provider_label(
+        &self,
+        value: &str,
+        source: LabelSource,
+    ) -> Option<(Arc<str>, LabelSource)> {
+        self.intern_label(&self.shared.providers, value, source, "provider")
     }
 
-    pub(crate) fn model_label(&self, value: &str) -> Option<Arc<str>> {
-        self.intern_label(&self.shared.models, value, "model")
+    /// The model label for `value` and where it counts.
+    pub(crate) fn model_label(
+        &self,
+        value: &str,
+        source: LabelSource,
+    ) -> Option<(Arc<str>, LabelSource)> {
+        self.intern_label(&self.shared.models, value, source, "model")
     }
 
     pub(crate) fn route_label(&self, value: &str) -> Arc<str> {
-        self.intern_label(&self.shared.routes, value, "route")
-            .unwrap_or_else(|| self.unmatched())
+        self.intern_label(&self.shared.routes, value, LabelSource::Trusted, "route")
+            .map_or_else(|| self.unmatched(), |(v, _)| v)
     }
 
     /// Validates and interns a label value; `None` when the value is not a valid label.
@@ -199,13 +223,14 @@ impl Monitor {
         &self,
         interner: &LabelInterner,
         value: &str,
+        source: LabelSource,
         label: &'static str,
-    ) -> Option<Arc<str>> {
+    ) -> Option<(Arc<str>, LabelSource)> {
         if !is_valid_label(value) {
             return None;
         }
         let before = interner.overflowed();
-        let shared = interner.intern(value);
+        let shared = interner.intern_sourced(value, source);
         if interner.overflowed() != before {
             if self.facade_active() {
                 facade::label_overflow(label);
@@ -258,20 +283,27 @@ impl Monitor {
         self.shared.config.clock.now()
     }
 
+    /// The window second now (monotonic; see [`Clock`](crate::window::Clock)).
+    pub(crate) fn window_secs(&self) -> u64 {
+        self.shared.window_time.secs(&*self.shared.config.clock)
+    }
+
     /// The one hand-over point of a finished request: every started request reaches it once.
-    pub(crate) fn record(&self, record: StreamRecord, facade_in_flight: bool) {
+    /// `source` says whether a label came from a request header (see `max_label_sets`).
+    pub(crate) fn record(&self, record: StreamRecord, facade_in_flight: bool, source: LabelSource) {
         self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
         if facade_in_flight {
             facade::in_flight(&record.route, -1.0);
         }
         self.shared.prometheus.in_flight(&record.route, -1.0);
-        self.ingest(record);
+        self.ingest_from(record, source);
     }
 
     /// Records a stream measured elsewhere (a job that is not an HTTP request, a replay): into
     /// the windows, the Prometheus endpoint, the `metrics` facade and `on_record`, as if the
     /// layer had measured it. Its `finished_at` is set from the monitor's clock; labels are taken
-    /// as given (they do not pass the cardinality cap).
+    /// as given by the per-label caps, but a label combination past the series budget
+    /// (`max_label_sets`) is recorded as `other`, like any other.
     ///
     /// ```
     /// use std::time::Duration;
@@ -286,11 +318,32 @@ impl Monitor {
     /// assert_eq!(monitor.snapshot().streaming_5min.total_tokens, 128);
     /// # Ok::<(), tower_stream_monitor::ConfigError>(())
     /// ```
-    pub fn ingest(&self, mut record: StreamRecord) {
-        let now = self.now();
-        record.finished_at = now;
+    pub fn ingest(&self, record: StreamRecord) {
+        self.ingest_from(record, LabelSource::Trusted);
+    }
+
+    fn ingest_from(&self, mut record: StreamRecord, source: LabelSource) {
+        record.finished_at = self.now();
+        record.output_tokens = record.output_tokens.min(MAX_TOKENS);
+        record.input_tokens = record.input_tokens.map(|n| n.min(MAX_TOKENS));
         self.shared.by_outcome[record.outcome as usize].fetch_add(1, Ordering::Relaxed);
-        let secs = unix_secs(now);
+        let secs = self.window_secs();
+        if record.is_unrouted() {
+            // Counted apart: no labelled series, no window but its unrouted count, no health.
+            self.shared.unrouted.fetch_add(1, Ordering::Relaxed);
+            self.shared.windows.record(secs, &record);
+            self.shared.prometheus.unrouted();
+            if let Some(cb) = &self.shared.config.on_record {
+                cb.on_record(&record);
+            }
+            return;
+        }
+        if self.shared.series.admit(&mut record, source) {
+            if self.facade_active() {
+                facade::label_overflow("series");
+            }
+            self.shared.prometheus.label_overflow("series");
+        }
         self.shared.windows.record(secs, &record);
         if self.facade_active() {
             facade::emit(&record);
@@ -301,8 +354,8 @@ impl Monitor {
         // Last: the record moves into the Prometheus queue.
         self.shared.prometheus.record(record);
         // Once a second on the recording path (no thread of our own, not on every request):
-        // re-judge health so alerts fire, and fold pending Prometheus histogram observations
-        // into their buckets so they do not pile up between scrapes.
+        // re-judge health so alerts fire. Its cost is bounded by the shards and slots, not by
+        // traffic or labels. Histogram upkeep runs on the exposition's own thread instead.
         let last = self.shared.last_health_check.load(Ordering::Relaxed);
         if last != secs
             && self
@@ -311,7 +364,6 @@ impl Monitor {
                 .compare_exchange(last, secs, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            self.shared.prometheus.upkeep();
             self.health();
         }
     }
@@ -319,7 +371,7 @@ impl Monitor {
     /// Judges health now (5-minute window), alerting if the state changed.
     pub fn health(&self) -> HealthReport {
         let c = &self.shared.config;
-        let (five, triggers) = self.shared.windows.collect_health(unix_secs(self.now()));
+        let (five, triggers) = self.shared.windows.collect_health(self.window_secs());
         let report =
             crate::health::evaluate(&c.baselines, &c.triggers, c.min_samples, &five, &triggers);
         self.observe_health(&report);
@@ -338,8 +390,7 @@ impl Monitor {
     pub fn snapshot(&self) -> MetricsSnapshot {
         let c = &self.shared.config;
         let now = self.now();
-        let secs = unix_secs(now);
-        let collected = self.shared.windows.collect(secs);
+        let collected = self.shared.windows.collect(self.window_secs());
         let in_flight = self.in_flight();
         let health = crate::health::evaluate(
             &c.baselines,
@@ -373,9 +424,13 @@ impl Monitor {
             .collect();
         MetricsSnapshot {
             timestamp: humantime::format_rfc3339_micros(now).to_string(),
-            uptime_seconds: now
-                .duration_since(self.shared.started_at)
-                .map_or(0.0, |d| d.as_secs_f64()),
+            uptime_seconds: self
+                .shared
+                .config
+                .clock
+                .monotonic()
+                .saturating_sub(self.shared.window_time.mono_origin())
+                .as_secs_f64(),
             baselines: c.baselines,
             streaming_5min: collected.five_minutes.summary(in_flight),
             streaming_1hour: collected.one_hour.summary(in_flight),

@@ -139,6 +139,74 @@ impl TokenSource {
     }
 }
 
+/// Error event data kept for the log line (bytes).
+const MAX_ERROR_DATA: usize = 2048;
+
+/// What an upstream said of a failure, read from an error body or event in any of the known
+/// shapes: OpenAI `{"error":{"type","code","message"}}`, Anthropic
+/// `{"type":"error","error":{"type","message"}}`, OpenAI Responses
+/// `{"type":"response.failed","response":{"error":{"code","message"}}}`, Gemini
+/// `{"error":{"code","status","message"}}`, Ollama `{"error":"..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct UpstreamError {
+    /// The error's type, code or status (`overloaded_error`, `rate_limit_exceeded`, ...).
+    pub(crate) kind: Option<String>,
+    /// Its message.
+    pub(crate) message: Option<String>,
+}
+
+impl UpstreamError {
+    /// Longest kind or message kept (bytes).
+    const MAX_TEXT: usize = 512;
+
+    /// Reads an error from a JSON body or event; `None` when it names no error.
+    pub(crate) fn from_json(data: &[u8]) -> Option<Self> {
+        use serde_json::Value;
+        let value: Value = serde_json::from_slice(data.trim_ascii()).ok()?;
+        let error = match value.get("response").and_then(|r| r.get("error")) {
+            Some(e) if !e.is_null() => e,
+            _ => value.get("error")?,
+        };
+        let text = |v: Option<&Value>| -> Option<String> {
+            let s = match v? {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                _ => return None,
+            };
+            let mut end = s.len().min(Self::MAX_TEXT);
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            Some(s[..end].to_owned())
+        };
+        let found = match error {
+            Value::String(_) => Self {
+                kind: None,
+                message: text(Some(error)),
+            },
+            Value::Object(o) => Self {
+                kind: text(o.get("type"))
+                    .or_else(|| text(o.get("status")))
+                    .or_else(|| text(o.get("code"))),
+                message: text(o.get("message")),
+            },
+            _ => return None,
+        };
+        (found.kind.is_some() || found.message.is_some()).then_some(found)
+    }
+}
+
+impl fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.kind, &self.message) {
+            (Some(k), Some(m)) => write!(f, "{k}: {m}"),
+            (Some(k), None) => f.write_str(k),
+            (None, Some(m)) => f.write_str(m),
+            (None, None) => f.write_str("unknown error"),
+        }
+    }
+}
+
 /// The kind of an error event seen inside a stream after a successful status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StreamErrorKind {
@@ -197,6 +265,9 @@ pub struct StreamSummary {
     reported_input: Option<u64>,
     model: Option<ModelName>,
     error: Option<StreamErrorKind>,
+    /// The first error event's data (cut to [`MAX_ERROR_DATA`]): read only when the stream's
+    /// end is logged, so the frame path keeps no more than a copy of one rare event.
+    error_data: Option<Box<[u8]>>,
     events: u64,
     malformed_events: u64,
     oversized_events: u64,
@@ -270,8 +341,16 @@ impl StreamSummary {
         }
     }
 
-    fn set_error(&mut self, kind: StreamErrorKind) {
-        self.error.get_or_insert(kind);
+    fn set_error(&mut self, data: &[u8], kind: StreamErrorKind) {
+        if self.error.is_none() {
+            self.error = Some(kind);
+            self.error_data = Some(data[..data.len().min(MAX_ERROR_DATA)].into());
+        }
+    }
+
+    /// The provider's own words for the first in-stream error: its type or code and message.
+    pub(crate) fn error_detail(&self) -> Option<UpstreamError> {
+        UpstreamError::from_json(self.error_data.as_deref()?)
     }
 
     fn set_model(&mut self, raw: Option<&RawValue>) {
@@ -381,5 +460,40 @@ impl StreamParser {
     /// What has been learnt so far.
     pub fn summary(&self) -> &StreamSummary {
         &self.summary
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::UpstreamError;
+
+    #[test]
+    fn upstream_errors_read_every_provider_shape() {
+        let read = |s: &str| UpstreamError::from_json(s.as_bytes()).map(|e| e.to_string());
+        assert_eq!(
+            read(r#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#).as_deref(),
+            Some("requests: Rate limit reached")
+        );
+        assert_eq!(
+            read(r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#)
+                .as_deref(),
+            Some("overloaded_error: Overloaded")
+        );
+        assert_eq!(
+            read(r#"{"type":"response.failed","response":{"error":{"code":"server_error","message":"boom"}}}"#).as_deref(),
+            Some("server_error: boom")
+        );
+        assert_eq!(
+            read(r#"{"error":{"code":429,"message":"Quota","status":"RESOURCE_EXHAUSTED"}}"#)
+                .as_deref(),
+            Some("RESOURCE_EXHAUSTED: Quota")
+        );
+        assert_eq!(
+            read(r#"{"error":"model not found"}"#).as_deref(),
+            Some("model not found")
+        );
+        assert_eq!(read(r#"{"choices":[]}"#), None);
+        assert_eq!(read("not json"), None);
+        assert_eq!(read(r#"{"error":null}"#), None);
     }
 }

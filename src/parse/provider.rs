@@ -356,7 +356,7 @@ pub(super) fn apply(summary: &mut StreamSummary, event_type: &[u8], data: &[u8])
     }
     if data.first() != Some(&b'{') {
         if event_type == b"error" {
-            summary.set_error(StreamErrorKind::Other);
+            summary.set_error(data, StreamErrorKind::Other);
         }
         return false;
     }
@@ -370,7 +370,7 @@ pub(super) fn apply(summary: &mut StreamSummary, event_type: &[u8], data: &[u8])
     let Ok(p) = serde_json::from_slice::<Payload<'_>>(data) else {
         summary.malformed_events += 1;
         if event_type == b"error" {
-            summary.set_error(StreamErrorKind::Other);
+            summary.set_error(data, StreamErrorKind::Other);
         }
         return false;
     };
@@ -407,7 +407,7 @@ pub(super) fn apply(summary: &mut StreamSummary, event_type: &[u8], data: &[u8])
         | "content_block_start"
         | "content_block_stop"
         | "ping" => summary.detect(ProviderFormat::AnthropicMessages),
-        "error" => summary.set_error(error_object_kind(p.error, p.code)),
+        "error" => summary.set_error(data, error_object_kind(p.error, p.code)),
         k if k.starts_with("response.") => {
             summary.detect(ProviderFormat::OpenAiResponses);
             if k.ends_with(".delta") && is_string(p.delta) {
@@ -419,10 +419,10 @@ pub(super) fn apply(summary: &mut StreamSummary, event_type: &[u8], data: &[u8])
                     summary.assign_usage(usage.output(), usage.input());
                 }
                 if k == "response.failed" {
-                    summary.set_error(error_object_kind(r.error, None));
+                    summary.set_error(data, error_object_kind(r.error, None));
                 }
             } else if k == "response.failed" {
-                summary.set_error(StreamErrorKind::Other);
+                summary.set_error(data, StreamErrorKind::Other);
             }
         }
         _ => {}
@@ -445,9 +445,9 @@ pub(super) fn apply(summary: &mut StreamSummary, event_type: &[u8], data: &[u8])
     }
     if kind != "error" && (is_object(p.error) || is_string(p.error)) {
         // OpenAI's `{"error":{..}}` chunk, Gemini's error object, Ollama's error string.
-        summary.set_error(error_object_kind(p.error, p.code));
+        summary.set_error(data, error_object_kind(p.error, p.code));
     } else if event_type == b"error" && kind != "error" {
-        summary.set_error(StreamErrorKind::Other);
+        summary.set_error(data, StreamErrorKind::Other);
     }
     summary.set_model(p.model.or(p.model_version));
     content
@@ -462,7 +462,7 @@ fn apply_chat_chunk(summary: &mut StreamSummary, data: &[u8]) -> bool {
         summary.assign_usage(usage.output(), usage.input());
     }
     if is_object(chunk.error) || is_string(chunk.error) {
-        summary.set_error(error_object_kind(chunk.error, None));
+        summary.set_error(data, error_object_kind(chunk.error, None));
     }
     chunk.choices.is_some_and(|c| c.any)
 }

@@ -5,28 +5,57 @@ use std::fmt::Display;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::HeaderMap;
 use http::request::Parts;
+use http::{HeaderMap, HeaderValue};
 use tracing::Span;
 use tracing::field::Empty;
 
-use crate::labels::{UserId, is_valid_label};
+use super::intent::StreamIntent;
+use crate::StreamLabels;
+use crate::labels::{LabelSource, UserId, is_valid_label};
+use crate::parse::UpstreamError;
 use crate::record::{Outcome, RequestId, StreamRecord};
 use crate::{Monitor, SESSION_TARGET};
 
 /// What the request alone tells; moves from the response future into the body.
+///
+/// Provider and model values from request headers are kept raw here and interned only when
+/// the request is recorded, and only if nothing better names them (the handler's
+/// [`StreamLabels`]) and the request matched a route: a header can then never spend a label
+/// budget for a request that did not need it.
 pub(crate) struct RequestContext {
     pub(crate) monitor: Monitor,
     pub(crate) started: Instant,
     pub(crate) request_id: RequestId,
     pub(crate) user_id: Option<Arc<str>>,
     pub(crate) route: Arc<str>,
-    pub(crate) provider: Option<Arc<str>>,
-    pub(crate) model: Option<Arc<str>>,
+    provider_header: Option<HeaderValue>,
+    model_header: Option<HeaderValue>,
+    /// The `request_labels` closure's answer.
+    labeled: StreamLabels,
     /// `Accept: text/event-stream` or a configured streaming route.
-    pub(crate) streaming_hint: bool,
+    streaming_hint: bool,
+    /// Set when the request body asked for a stream (`"stream": true`); see [`StreamIntent`].
+    intent: Option<StreamIntent>,
+    /// A HEAD request: its response has no body to measure.
+    pub(crate) head: bool,
     /// Whether the facade's in-flight gauge was raised for this request.
     pub(crate) facade_in_flight: bool,
+}
+
+/// The labels a finished request is recorded under.
+pub(crate) struct ResolvedLabels {
+    pub(crate) provider: Arc<str>,
+    pub(crate) model: Option<Arc<str>>,
+    /// `Header` when the provider or the model came from a request header.
+    pub(crate) source: LabelSource,
+}
+
+fn header_value(headers: &HeaderMap, name: Option<&http::HeaderName>) -> Option<HeaderValue> {
+    headers
+        .get(name?)
+        .filter(|v| v.to_str().is_ok_and(is_valid_label))
+        .cloned()
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: Option<&http::HeaderName>) -> Option<&'a str> {
@@ -35,33 +64,23 @@ fn header_str<'a>(headers: &'a HeaderMap, name: Option<&http::HeaderName>) -> Op
 
 impl RequestContext {
     /// Starts measuring a request: resolves what the request tells, opens its span, logs the
-    /// start and counts it in flight.
-    pub(crate) fn start(monitor: &Monitor, parts: &Parts) -> (Self, Span) {
+    /// start and counts it in flight. `intent` is the body watcher's flag, if one was set up.
+    pub(crate) fn start(
+        monitor: &Monitor,
+        parts: &Parts,
+        intent: Option<StreamIntent>,
+    ) -> (Self, Span) {
         let started = Instant::now();
         let config = monitor.config();
 
         let route = route_of(monitor, parts);
-        let from_labeler = config
+        let labeled = config
             .labeler
             .as_ref()
             .map(|l| l.labels(parts))
             .unwrap_or_default();
-        let provider = header_str(&parts.headers, config.provider_header.as_ref())
-            .and_then(|v| monitor.provider_label(v))
-            .or_else(|| {
-                from_labeler
-                    .provider
-                    .as_deref()
-                    .and_then(|v| monitor.provider_label(v))
-            });
-        let model = header_str(&parts.headers, config.model_header.as_ref())
-            .and_then(|v| monitor.model_label(v))
-            .or_else(|| {
-                from_labeler
-                    .model
-                    .as_deref()
-                    .and_then(|v| monitor.model_label(v))
-            });
+        let provider_header = header_value(&parts.headers, config.provider_header.as_ref());
+        let model_header = header_value(&parts.headers, config.model_header.as_ref());
         let user_id = header_str(&parts.headers, config.user_id_header.as_ref())
             .filter(|v| is_valid_label(v))
             .map(Arc::from)
@@ -82,7 +101,13 @@ impl RequestContext {
             .iter()
             .any(|v| v.to_str().is_ok_and(|v| v.contains("text/event-stream")));
         let streaming_hint = accepts_sse || config.streaming_routes.iter().any(|r| **r == *route);
+        let head = parts.method == http::Method::HEAD;
 
+        // Shown as the request names them; what is recorded is decided at the end.
+        let provider_shown = labeled
+            .provider
+            .as_deref()
+            .or_else(|| provider_header.as_ref().and_then(|v| v.to_str().ok()));
         let span = tracing::info_span!(
             target: SESSION_TARGET,
             "stream_request",
@@ -96,15 +121,15 @@ impl RequestContext {
         if let Some(user) = &user_id {
             span.record("user_id", tracing::field::display(&**user));
         }
-        if let Some(p) = &provider {
-            span.record("provider", tracing::field::display(&**p));
+        if let Some(p) = provider_shown {
+            span.record("provider", tracing::field::display(p));
         }
         tracing::info!(
             target: SESSION_TARGET,
             parent: &span,
             request_id = %request_id,
             user_id = %user_id.as_deref().unwrap_or("-"),
-            provider = %provider.as_deref().unwrap_or("unknown"),
+            provider = %provider_shown.unwrap_or("unknown"),
             route = %route,
             "stream started"
         );
@@ -115,12 +140,71 @@ impl RequestContext {
             request_id,
             user_id,
             route,
-            provider,
-            model,
+            provider_header,
+            model_header,
+            labeled,
             streaming_hint,
+            intent,
+            head,
             facade_in_flight,
         };
         (context, span)
+    }
+
+    /// Whether the request said it wants a stream: `Accept: text/event-stream`, a streaming
+    /// route, or `"stream": true` in its JSON body (read as the handler read the body).
+    pub(crate) fn streaming_hint(&self) -> bool {
+        self.streaming_hint || self.intent.as_ref().is_some_and(StreamIntent::asked)
+    }
+
+    /// The provider and model to record: the response's [`StreamLabels`] (trusted), then the
+    /// request headers (their own budget), then the `request_labels` closure (trusted). A
+    /// request that matched no route takes none of them: it is recorded as `unknown`.
+    pub(crate) fn resolve_labels(
+        &self,
+        response: Option<&StreamLabels>,
+        unrouted: bool,
+    ) -> ResolvedLabels {
+        let monitor = &self.monitor;
+        if unrouted {
+            return ResolvedLabels {
+                provider: monitor.unknown(),
+                model: None,
+                source: LabelSource::Trusted,
+            };
+        }
+        type Lookup<'m> = dyn Fn(&str, LabelSource) -> Option<(Arc<str>, LabelSource)> + 'm;
+        let trusted = |v: Option<&str>, f: &Lookup<'_>| v.and_then(|v| f(v, LabelSource::Trusted));
+        let header = |v: &Option<HeaderValue>, f: &Lookup<'_>| {
+            v.as_ref()
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| f(v, LabelSource::Header))
+        };
+        let provider_of = |v: &str, s| monitor.provider_label(v, s);
+        let model_of = |v: &str, s| monitor.model_label(v, s);
+        let provider = trusted(response.and_then(|l| l.provider.as_deref()), &provider_of)
+            .or_else(|| header(&self.provider_header, &provider_of))
+            .or_else(|| trusted(self.labeled.provider.as_deref(), &provider_of));
+        let model = trusted(response.and_then(|l| l.model.as_deref()), &model_of)
+            .or_else(|| header(&self.model_header, &model_of))
+            .or_else(|| trusted(self.labeled.model.as_deref(), &model_of));
+        // A header value the app already names counts as the app's (see `LabelInterner`).
+        let source = if [&provider, &model]
+            .into_iter()
+            .flatten()
+            .any(|(_, s)| *s == LabelSource::Header)
+        {
+            LabelSource::Header
+        } else {
+            LabelSource::Trusted
+        };
+        let provider = provider.map_or_else(|| monitor.unknown(), |(v, _)| v);
+        let model = model.map(|(v, _)| v);
+        ResolvedLabels {
+            provider,
+            model,
+            source,
+        }
     }
 
     /// The stream deadline, on tokio's clock (so tests can pause and advance it).
@@ -137,18 +221,29 @@ impl RequestContext {
         error: Option<&dyn Display>,
     ) {
         let duration = self.started.elapsed();
-        let provider = self
-            .provider
-            .clone()
-            .unwrap_or_else(|| self.monitor.unknown());
-        let model = self.model.clone().unwrap_or_else(|| self.monitor.unknown());
-        log_end(span, outcome, duration, 0, None, error);
-        let mut record = StreamRecord::new(provider, model, self.route, outcome);
+        let labels = self.resolve_labels(None, false);
+        let model = labels.model.unwrap_or_else(|| self.monitor.unknown());
+        log_end(
+            span,
+            &End {
+                outcome,
+                status: None,
+                provider: &labels.provider,
+                duration,
+                output_tokens: 0,
+                tokens_per_second: None,
+                error,
+                upstream: None,
+            },
+        );
+        let streaming = self.streaming_hint();
+        let mut record = StreamRecord::new(labels.provider, model, self.route, outcome);
         record.request_id = self.request_id;
         record.user_id = self.user_id;
-        record.streaming = self.streaming_hint;
+        record.streaming = streaming;
         record.duration = duration;
-        self.monitor.record(record, self.facade_in_flight);
+        self.monitor
+            .record(record, self.facade_in_flight, labels.source);
     }
 }
 
@@ -180,26 +275,49 @@ pub(crate) fn seconds(d: Duration) -> String {
     }
 }
 
-/// The session log line for the end of a request, at the level SPEC section 8 gives.
-pub(crate) fn log_end(
-    span: &Span,
-    outcome: Outcome,
-    duration: Duration,
-    output_tokens: u64,
-    tokens_per_second: Option<f64>,
-    error: Option<&dyn Display>,
-) {
+/// How a request ended, for its session log line.
+pub(crate) struct End<'a> {
+    pub(crate) outcome: Outcome,
+    pub(crate) status: Option<http::StatusCode>,
+    pub(crate) provider: &'a str,
+    pub(crate) duration: Duration,
+    pub(crate) output_tokens: u64,
+    pub(crate) tokens_per_second: Option<f64>,
+    /// A local error: the body's or the inner service's, a panic, this layer's timeout.
+    pub(crate) error: Option<&'a dyn Display>,
+    /// What the upstream said: its error body or in-stream error event.
+    pub(crate) upstream: Option<&'a UpstreamError>,
+}
+
+/// The session log line for the end of a request. Every failure logs once, at the level of its
+/// outcome ([`Outcome`]'s table in the README): ERROR for `server_error`, `stream_error`,
+/// `timeout` and `auth_error`, WARN for `rate_limited`; `client_error` and `cancelled` are the
+/// client's doing and log at INFO, like a success.
+pub(crate) fn log_end(span: &Span, end: &End<'_>) {
+    let outcome = end.outcome;
     span.record("outcome", tracing::field::display(outcome));
-    let duration_ms = duration.as_secs_f64() * 1000.0;
-    match (outcome, error) {
-        (Outcome::Timeout, Some(error)) => tracing::error!(
+    let duration_ms = end.duration.as_secs_f64() * 1000.0;
+    let status = end.status.map_or(0, |s| s.as_u16());
+    let provider = end.provider;
+    let output_tokens = end.output_tokens;
+    // The timeout's own message is the seed's wording, `Streaming timeout after {n}s`.
+    if let (Outcome::Timeout, Some(error)) = (outcome, end.error) {
+        tracing::error!(target: SESSION_TARGET, parent: span, outcome = outcome.as_str(), provider, duration_ms, "{error}");
+        return;
+    }
+    let error_type = end.upstream.and_then(|u| u.kind.as_deref()).unwrap_or("");
+    let detail = FailureDetail(end);
+    match outcome {
+        Outcome::Ok => tracing::info!(
             target: SESSION_TARGET,
             parent: span,
             outcome = outcome.as_str(),
             duration_ms,
-            "{error}"
+            output_tokens,
+            tokens_per_second = end.tokens_per_second.unwrap_or(0.0),
+            "stream completed"
         ),
-        (Outcome::Cancelled, _) => tracing::info!(
+        Outcome::Cancelled => tracing::info!(
             target: SESSION_TARGET,
             parent: span,
             outcome = outcome.as_str(),
@@ -207,24 +325,62 @@ pub(crate) fn log_end(
             output_tokens,
             "stream cancelled by the client"
         ),
-        (_, Some(error)) => tracing::error!(
+        Outcome::ClientError => tracing::info!(
             target: SESSION_TARGET,
             parent: span,
             outcome = outcome.as_str(),
+            status,
             duration_ms,
-            output_tokens,
-            error = %error,
-            "stream failed"
+            "request refused as a client error{detail}"
         ),
-        (_, None) => tracing::info!(
+        Outcome::RateLimited => tracing::warn!(
             target: SESSION_TARGET,
             parent: span,
             outcome = outcome.as_str(),
+            provider,
+            status,
+            error_type,
             duration_ms,
             output_tokens,
-            tokens_per_second = tokens_per_second.unwrap_or(0.0),
-            "stream completed"
+            "stream failed: rate_limited{detail}"
         ),
+        _ => tracing::error!(
+            target: SESSION_TARGET,
+            parent: span,
+            outcome = outcome.as_str(),
+            provider,
+            status,
+            error_type,
+            duration_ms,
+            output_tokens,
+            "stream failed: {outcome}{detail}"
+        ),
+    }
+}
+
+/// ` (upstream: overloaded_error: Overloaded)`, ` (error: connection reset)`, or nothing.
+struct FailureDetail<'a, 'b>(&'b End<'a>);
+
+impl Display for FailureDetail<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(status) = self.0.status.filter(|s| !s.is_success()) {
+            write!(f, " (HTTP {}", status.as_u16())?;
+        } else {
+            f.write_str(" (")?;
+        }
+        let mut wrote = self.0.status.is_some_and(|s| !s.is_success());
+        if let Some(upstream) = self.0.upstream {
+            write!(f, "{}upstream: {upstream}", if wrote { "; " } else { "" })?;
+            wrote = true;
+        }
+        if let Some(error) = self.0.error {
+            write!(f, "{}error: {error}", if wrote { "; " } else { "" })?;
+            wrote = true;
+        }
+        if !wrote {
+            f.write_str("no detail")?;
+        }
+        f.write_str(")")
     }
 }
 

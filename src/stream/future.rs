@@ -16,7 +16,6 @@ use super::context::RequestContext;
 use super::meter::StreamMeter;
 use super::panic_guard::PanicGuard;
 use super::timer::{StreamTimeoutError, StreamTimer};
-use crate::StreamLabels;
 use crate::classify::classify_service_error;
 use crate::record::Outcome;
 
@@ -123,24 +122,22 @@ where
         match result {
             Ok(response) => {
                 let (parts, body) = response.into_parts();
-                let content_type = parts
-                    .headers
-                    .get(header::CONTENT_TYPE)
-                    .map(|v| v.to_str().unwrap_or(""));
                 let idle = context.monitor.idle_timeout();
                 let deadline = context
                     .monitor
                     .stream_timeout()
                     .map(|after| (context.deadline(after), after));
-                let meter = StreamMeter::new(
-                    context,
-                    this.span,
-                    parts.status,
-                    parts.extensions.get::<StreamLabels>(),
-                    content_type,
-                );
+                let head = context.head;
+                let meter = StreamMeter::new(context, this.span, &parts);
                 let timer = StreamTimer::new(this.deadline.take(), deadline, idle);
-                let body = MonitoredBody::measured(body, meter, timer, this.span.clone());
+                let body = if head {
+                    // A HEAD answer has no body to measure, whatever its headers say: the
+                    // request ends with its headers.
+                    meter.finish(super::meter::StreamEnd::Complete, this.span);
+                    MonitoredBody::unmeasured(body)
+                } else {
+                    MonitoredBody::measured(body, meter, timer, this.span.clone())
+                };
                 Poll::Ready(Ok(Response::from_parts(parts, body)))
             }
             Err(error) => {

@@ -9,12 +9,17 @@ use bytes::{Buf, Bytes};
 use http::StatusCode;
 use tracing::Span;
 
-use super::context::{RequestContext, log_end};
+use super::context::{End, RequestContext, log_end};
 use crate::SESSION_TARGET;
 use crate::classify::{classify_status, classify_stream_error};
 use crate::health::HealthStatus;
-use crate::parse::{ProviderFormat, StreamParser, TokenSource, WireFormat};
+use crate::labels::LabelSource;
+use crate::parse::{ProviderFormat, StreamParser, TokenSource, UpstreamError, WireFormat};
 use crate::record::{Outcome, StreamRecord};
+
+/// Bytes of a failed response's body kept to read the upstream's error from (JSON error bodies
+/// are small; a longer one is read as far as this).
+const MAX_ERROR_BODY: usize = 4096;
 
 /// How a body ended.
 pub(crate) enum StreamEnd<'a> {
@@ -32,7 +37,14 @@ pub(crate) struct StreamMeter {
     status: StatusCode,
     provider: Arc<str>,
     model: Option<Arc<str>>,
+    label_source: LabelSource,
     streaming: bool,
+    /// The response matched no route: recorded apart (see `StreamRecord::is_unrouted`).
+    unrouted: bool,
+    /// The body has a `Content-Encoding`: measured for time and bytes, never parsed.
+    encoded: bool,
+    /// The start of a failed response's body, to read the upstream's error from.
+    error_body: Option<Vec<u8>>,
     /// The body has no content type: decide on SSE from its first bytes.
     sniff: bool,
     // Boxed: only streaming bodies have one, and it would make every response body larger.
@@ -47,35 +59,44 @@ pub(crate) struct StreamMeter {
 }
 
 impl StreamMeter {
-    pub(crate) fn new(
-        context: RequestContext,
-        span: &Span,
-        status: StatusCode,
-        labels: Option<&crate::StreamLabels>,
-        content_type: Option<&str>,
-    ) -> Self {
+    pub(crate) fn new(context: RequestContext, span: &Span, head: &http::response::Parts) -> Self {
+        let status = head.status;
+        let headers = &head.headers;
+        let content_type = headers
+            .get(http::header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap_or(""));
+        let encoded = headers
+            .get(http::header::CONTENT_ENCODING)
+            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+        let unrouted = match status.as_u16() {
+            405 => true,
+            404 => &*context.route == crate::labels::UNMATCHED,
+            _ => false,
+        };
         let monitor = &context.monitor;
-        let provider = labels
-            .and_then(|l| l.provider.as_deref())
-            .and_then(|v| monitor.provider_label(v))
-            .or_else(|| context.provider.clone())
-            .unwrap_or_else(|| monitor.unknown());
-        let model = labels
-            .and_then(|l| l.model.as_deref())
-            .and_then(|v| monitor.model_label(v))
-            .or_else(|| context.model.clone());
+        let labels = context.resolve_labels(head.extensions.get::<crate::StreamLabels>(), unrouted);
+        let (provider, model, label_source) = (labels.provider, labels.model, labels.source);
         span.record("provider", tracing::field::display(&*provider));
         let provider_in_flight = monitor.provider_started(&provider);
         let max_event_bytes = monitor.config().max_event_bytes;
         let wire = content_type.and_then(WireFormat::from_content_type);
-        let parser = wire.map(|w| Box::new(StreamParser::with_max_event_bytes(w, max_event_bytes)));
+        // A compressed body is not the events it carries: measure it, do not parse it.
+        let parser = wire
+            .filter(|_| !encoded && !context.head)
+            .map(|w| Box::new(StreamParser::with_max_event_bytes(w, max_event_bytes)));
+        let failed = status.is_client_error() || status.is_server_error();
         Self {
-            streaming: context.streaming_hint || wire.is_some(),
+            // A HEAD answer carries no body, so no stream, whatever its headers say.
+            streaming: !context.head && !unrouted && (context.streaming_hint() || wire.is_some()),
+            unrouted,
+            encoded,
+            error_body: (failed && !encoded).then(Vec::new),
             context,
             status,
             provider,
             model,
-            sniff: content_type.is_none(),
+            label_source,
+            sniff: content_type.is_none() && !encoded,
             parser,
             max_event_bytes,
             provider_in_flight,
@@ -108,6 +129,13 @@ impl StreamMeter {
             return;
         }
         self.bytes += len as u64;
+        if let Some(kept) = self.error_body.as_mut() {
+            // A failed response: keep its start to read the upstream's error from.
+            let room = MAX_ERROR_BODY
+                .saturating_sub(kept.len())
+                .min(data.chunk().len());
+            kept.extend_from_slice(&data.chunk()[..room]);
+        }
         let mut now = None;
         if self.first_byte.is_none() {
             let t = Instant::now();
@@ -221,18 +249,31 @@ impl StreamMeter {
             .model
             .or_else(|| {
                 summary
+                    .filter(|_| !self.unrouted)
                     .and_then(|s| s.model())
-                    .and_then(|m| monitor.model_label(m))
+                    .and_then(|m| monitor.model_label(m, LabelSource::Trusted))
+                    .map(|(m, _)| m)
             })
             .unwrap_or_else(|| monitor.unknown());
         span.record("model", tracing::field::display(&*model));
+        let upstream = match (&self.error_body, summary) {
+            _ if !outcome.is_error() => None,
+            (Some(body), _) => UpstreamError::from_json(body),
+            (None, Some(summary)) => summary.error_detail(),
+            (None, None) => None,
+        };
         log_end(
             span,
-            outcome,
-            duration,
-            output_tokens,
-            tokens_per_second,
-            error,
+            &End {
+                outcome,
+                status: Some(self.status),
+                provider: &self.provider,
+                duration,
+                output_tokens,
+                tokens_per_second,
+                error,
+                upstream: upstream.as_ref(),
+            },
         );
         let record = StreamRecord {
             provider: self.provider,
@@ -244,6 +285,7 @@ impl StreamMeter {
             outcome,
             streaming: self.streaming,
             format,
+            content_encoded: self.encoded,
             // Set from the monitor's clock when recorded.
             finished_at: SystemTime::UNIX_EPOCH,
             time_to_first_byte: ttfb,
@@ -259,6 +301,6 @@ impl StreamMeter {
             oversized_events: summary.map_or(0, |s| s.oversized_events()),
             malformed_events: summary.map_or(0, |s| s.malformed_events()),
         };
-        monitor.record(record, self.context.facade_in_flight);
+        monitor.record(record, self.context.facade_in_flight, self.label_source);
     }
 }

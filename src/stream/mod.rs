@@ -8,6 +8,7 @@
 mod body;
 mod context;
 mod future;
+mod intent;
 mod layer;
 mod meter;
 mod panic_guard;

@@ -45,6 +45,7 @@ impl<S> StreamMonitorService<S> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for StreamMonitorService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ReqBody: 'static,
     S::Error: Display + Any,
     ResBody: Body,
     ResBody::Data: From<Bytes>,
@@ -59,11 +60,12 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let (parts, body) = request.into_parts();
+        let (parts, mut body) = request.into_parts();
         if crate::endpoints::handles(&self.monitor, &parts) {
             return ResponseFuture::own(crate::endpoints::respond(&self.monitor, &parts));
         }
-        let (context, span) = RequestContext::start(&self.monitor, &parts);
+        let intent = super::intent::watch(&parts, &mut body);
+        let (context, span) = RequestContext::start(&self.monitor, &parts, intent);
         let request = Request::from_parts(parts, body);
         let mut slot = Some(context);
         let inner = {

@@ -13,8 +13,8 @@ mod stats;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-pub(crate) use clock::unix_secs;
 pub use clock::{Clock, ManualClock, SystemClock};
+pub(crate) use clock::{WindowTime, unix_secs};
 pub use ring::WindowSpan;
 pub use stats::{OutcomeCounts, RequestStats, WindowStats};
 
@@ -94,6 +94,10 @@ impl WindowStore {
         let index = crate::shard::index(self.shards.len());
         let mut shard = lock(&self.shards[index]);
         shard.overall.add(now_secs, record);
+        if record.is_unrouted() {
+            // Counted in the overall windows only: no provider entry, no trigger.
+            return;
+        }
         match shard.providers.get_mut(&record.provider) {
             Some(pair) => pair.add(now_secs, record),
             None => {

@@ -20,7 +20,12 @@ pub(crate) fn new_sketch() -> DDSketch {
 pub(crate) struct SlotStats {
     pub(crate) requests: u64,
     pub(crate) by_outcome: [u64; 8],
+    /// Requests that matched no route: counted, nothing else.
+    pub(crate) unrouted: u64,
     pub(crate) streaming: u64,
+    /// Streaming requests whose outcome the client did not cause alone: the population health
+    /// judges (error rate and its sample count).
+    pub(crate) streaming_judged: u64,
     pub(crate) streaming_by_outcome: [u64; 8],
     pub(crate) output_tokens: u64,
     pub(crate) input_tokens: u64,
@@ -39,7 +44,9 @@ impl Default for SlotStats {
         Self {
             requests: 0,
             by_outcome: [0; 8],
+            unrouted: 0,
             streaming: 0,
+            streaming_judged: 0,
             streaming_by_outcome: [0; 8],
             output_tokens: 0,
             input_tokens: 0,
@@ -65,15 +72,25 @@ impl SlotStats {
     }
 
     pub(crate) fn add(&mut self, r: &StreamRecord) {
+        if r.is_unrouted() {
+            self.unrouted += 1;
+            return;
+        }
         self.requests += 1;
         self.by_outcome[r.outcome as usize] += 1;
         if !r.streaming {
             return;
         }
         self.streaming += 1;
+        if !r.outcome.is_client_caused() {
+            self.streaming_judged += 1;
+        }
         self.streaming_by_outcome[r.outcome as usize] += 1;
-        self.output_tokens += r.output_tokens;
-        self.input_tokens += r.input_tokens.unwrap_or(0);
+        // Saturating: usage figures come from the upstream and may be hostile.
+        self.output_tokens = self.output_tokens.saturating_add(r.output_tokens);
+        self.input_tokens = self
+            .input_tokens
+            .saturating_add(r.input_tokens.unwrap_or(0));
         if let Some(ttft) = r.time_to_first_token {
             self.ttft_ms_sum += ms(ttft);
             self.ttft_ms.add(ms(ttft));
@@ -94,13 +111,15 @@ impl SlotStats {
 
     pub(crate) fn merge(&mut self, o: &SlotStats) {
         self.requests += o.requests;
+        self.unrouted += o.unrouted;
         self.streaming += o.streaming;
+        self.streaming_judged += o.streaming_judged;
         for i in 0..8 {
             self.by_outcome[i] += o.by_outcome[i];
             self.streaming_by_outcome[i] += o.streaming_by_outcome[i];
         }
-        self.output_tokens += o.output_tokens;
-        self.input_tokens += o.input_tokens;
+        self.output_tokens = self.output_tokens.saturating_add(o.output_tokens);
+        self.input_tokens = self.input_tokens.saturating_add(o.input_tokens);
         self.ttft_ms_sum += o.ttft_ms_sum;
         self.tps_sum += o.tps_sum;
         self.tps_count += o.tps_count;
@@ -130,7 +149,7 @@ impl SlotStats {
             avg_tokens_per_second: ratio(self.tps_sum, self.tps_count as f64),
             total_tokens: self.output_tokens,
             input_tokens: self.input_tokens,
-            streaming_error_rate: ratio(errors as f64 * 100.0, self.streaming as f64),
+            streaming_error_rate: ratio(errors as f64 * 100.0, self.streaming_judged as f64),
             streaming_errors: errors,
             by_outcome: OutcomeCounts(self.streaming_by_outcome),
             timeouts: self.streaming_by_outcome[Outcome::Timeout as usize],
@@ -152,6 +171,7 @@ impl SlotStats {
             auth_errors: auth,
             auth_error_rate: ratio(auth as f64 * 100.0, self.requests as f64),
             by_outcome: OutcomeCounts(self.by_outcome),
+            unrouted_requests: self.unrouted,
         }
     }
 }
@@ -206,9 +226,12 @@ pub struct WindowStats {
     pub total_tokens: u64,
     /// Input tokens (reported).
     pub input_tokens: u64,
-    /// Streaming errors as a percent of streaming requests.
+    /// Streaming errors as a percent of the streaming requests the client did not end alone
+    /// (client-caused outcomes, `client_error` and `cancelled`, are left out of both sides).
     pub streaming_error_rate: f64,
-    /// Streaming requests whose outcome is neither `ok` nor `cancelled`.
+    /// Streaming requests that failed on the service's or the upstream's side
+    /// ([`Outcome::is_error`]): `auth_error`, `rate_limited`, `timeout`, `server_error`,
+    /// `stream_error`.
     pub streaming_errors: u64,
     /// Streaming requests by outcome.
     pub by_outcome: OutcomeCounts,
@@ -241,4 +264,7 @@ pub struct RequestStats {
     pub auth_error_rate: f64,
     /// Requests by outcome.
     pub by_outcome: OutcomeCounts,
+    /// Requests that matched no route (a router 404 or a 405), counted apart from everything
+    /// above ([`StreamRecord::is_unrouted`]).
+    pub unrouted_requests: u64,
 }

@@ -1,0 +1,232 @@
+//! Whether a request asked for a stream in its JSON body (`"stream": true`), as the official
+//! OpenAI and Anthropic SDKs do with `Accept: application/json`. A request that fails before its
+//! first byte (a 500, a 429, a 504 from the upstream) has no stream content type to go by; this
+//! is how it still counts as a streaming request in the windows and the triggers.
+//!
+//! The body is not buffered: the handler reads it as usual, and each frame is scanned on the way
+//! (a substring search) until the flag is seen. Under the `axum` feature, for request bodies of
+//! type `axum::body::Body` that are `POST`ed as JSON. Other apps name their streaming routes
+//! (`streaming_routes`) instead.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The flag the body watcher sets when the body asks for a stream.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StreamIntent(Arc<AtomicBool>);
+
+impl StreamIntent {
+    /// Whether the body, as read so far, asked for a stream.
+    pub(crate) fn asked(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Longest `"stream" : true` recognised, whitespace included (bytes).
+const CARRY: usize = 24;
+/// Whitespace allowed on each side of the colon.
+const MAX_SPACE: usize = 4;
+
+/// Finds a JSON member `"stream": true` in a body split at any points. Inside a JSON string a
+/// quote is escaped, so an unescaped `"stream"` followed by a colon is a key; a nested key of
+/// that name (a tool's parameter schema) has an object, not `true`, after it.
+#[derive(Debug, Default)]
+pub(crate) struct StreamFlagScanner {
+    carry: [u8; CARRY],
+    carried: usize,
+    found: bool,
+}
+
+impl StreamFlagScanner {
+    /// Scans the next piece of the body; returns whether the flag has been seen so far.
+    pub(crate) fn feed(&mut self, chunk: &[u8]) -> bool {
+        if self.found || chunk.is_empty() {
+            return self.found;
+        }
+        // A match straddling the previous pieces and this one lies within these bytes.
+        let mut joint = [0u8; 2 * CARRY];
+        let head = chunk.len().min(CARRY);
+        joint[..self.carried].copy_from_slice(&self.carry[..self.carried]);
+        joint[self.carried..self.carried + head].copy_from_slice(&chunk[..head]);
+        self.found =
+            contains_stream_true(&joint[..self.carried + head]) || contains_stream_true(chunk);
+        // Keep the last CARRY bytes of everything seen.
+        if chunk.len() >= CARRY {
+            self.carry.copy_from_slice(&chunk[chunk.len() - CARRY..]);
+            self.carried = CARRY;
+        } else {
+            let keep = (CARRY - chunk.len()).min(self.carried);
+            self.carry.copy_within(self.carried - keep..self.carried, 0);
+            self.carry[keep..keep + chunk.len()].copy_from_slice(chunk);
+            self.carried = keep + chunk.len();
+        }
+        self.found
+    }
+}
+
+fn contains_stream_true(hay: &[u8]) -> bool {
+    memchr::memmem::find_iter(hay, b"\"stream\"").any(|at| {
+        let rest = &hay[at + b"\"stream\"".len()..];
+        let rest = skip_space(rest);
+        let Some(rest) = rest.strip_prefix(b":") else {
+            return false;
+        };
+        skip_space(rest).starts_with(b"true")
+    })
+}
+
+fn skip_space(bytes: &[u8]) -> &[u8] {
+    let n = bytes
+        .iter()
+        .take(MAX_SPACE)
+        .take_while(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        .count();
+    &bytes[n..]
+}
+
+/// Whether a request's body should be watched: a JSON `POST`.
+pub(crate) fn is_json_post(parts: &http::request::Parts) -> bool {
+    parts.method == http::Method::POST
+        && parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| {
+                let essence = ct.split(';').next().unwrap_or("").trim();
+                essence.eq_ignore_ascii_case("application/json")
+                    || essence.to_ascii_lowercase().ends_with("+json")
+            })
+}
+
+#[cfg(feature = "axum")]
+mod axum_body {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use bytes::Bytes;
+    use http_body::{Body, Frame, SizeHint};
+    use pin_project_lite::pin_project;
+
+    use super::{StreamFlagScanner, StreamIntent};
+
+    pin_project! {
+        /// A request body passed through untouched while its frames are scanned.
+        pub(crate) struct WatchedBody {
+            #[pin]
+            inner: axum::body::Body,
+            scanner: StreamFlagScanner,
+            intent: StreamIntent,
+        }
+    }
+
+    impl Body for WatchedBody {
+        type Data = Bytes;
+        type Error = axum::Error;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+            let this = self.project();
+            let polled = this.inner.poll_frame(cx);
+            if let Poll::Ready(Some(Ok(frame))) = &polled {
+                if let Some(data) = frame.data_ref() {
+                    if this.scanner.feed(data) {
+                        this.intent.set();
+                    }
+                }
+            }
+            polled
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.inner.is_end_stream()
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            self.inner.size_hint()
+        }
+    }
+
+    /// Wraps an axum request body in a watcher; `None` for other body types.
+    pub(crate) fn watch(body: &mut dyn std::any::Any) -> Option<StreamIntent> {
+        let body = body.downcast_mut::<axum::body::Body>()?;
+        let intent = StreamIntent::default();
+        let inner = std::mem::take(body);
+        *body = axum::body::Body::new(WatchedBody {
+            inner,
+            scanner: StreamFlagScanner::default(),
+            intent: intent.clone(),
+        });
+        Some(intent)
+    }
+}
+
+/// Sets up the watch of a JSON `POST` body, where its type allows (see the module docs).
+pub(crate) fn watch<B: 'static>(
+    parts: &http::request::Parts,
+    body: &mut B,
+) -> Option<StreamIntent> {
+    if !is_json_post(parts) {
+        return None;
+    }
+    #[cfg(feature = "axum")]
+    {
+        axum_body::watch(body)
+    }
+    #[cfg(not(feature = "axum"))]
+    {
+        let _ = body;
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan_split(body: &[u8], at: &[usize]) -> bool {
+        let mut s = StreamFlagScanner::default();
+        let mut last = 0;
+        let mut found = false;
+        for &i in at.iter().chain(std::iter::once(&body.len())) {
+            found = s.feed(&body[last..i]);
+            last = i;
+        }
+        found
+    }
+
+    #[test]
+    fn finds_the_flag_at_any_split() {
+        let body = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"stream" : true}"#;
+        for i in 0..body.len() {
+            assert!(scan_split(body, &[i]), "split at {i}");
+            for j in i..body.len() {
+                assert!(scan_split(body, &[i, j]), "split at {i},{j}");
+            }
+        }
+        // One byte at a time.
+        let all: Vec<usize> = (1..body.len()).collect();
+        assert!(scan_split(body, &all));
+    }
+
+    #[test]
+    fn ignores_what_is_not_the_flag() {
+        for body in [
+            &br#"{"stream":false}"#[..],
+            br#"{"messages":[{"content":"say \"stream\": true"}]}"#,
+            br#"{"tools":[{"parameters":{"properties":{"stream":{"type":"boolean"}}}}]}"#,
+            br#"{"streaming":true}"#,
+            b"",
+        ] {
+            let all: Vec<usize> = (1..body.len()).collect();
+            assert!(!scan_split(body, &[]), "{}", String::from_utf8_lossy(body));
+            assert!(!scan_split(body, &all), "{}", String::from_utf8_lossy(body));
+        }
+        assert!(scan_split(b"{\"stream\":\ntrue}", &[]));
+    }
+}

@@ -1,0 +1,481 @@
+//! What a client alone controls (path, method, headers, query, its own credentials to the app)
+//! never moves health nor grows memory; what the upstream does always shows. Each test
+//! reproduces one way the numbers could be moved, blinded or grown, and shows it closed.
+
+mod common;
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use common::{Records, client, monitored, serve};
+use serde_json::Value;
+use tower_stream_monitor::window::ManualClock;
+use tower_stream_monitor::{Monitor, Outcome, StreamLabels, StreamRecord};
+
+const PREFIX: &str = "/monitoring";
+
+fn chat_sse(tokens: usize) -> String {
+    let mut body = String::new();
+    for i in 0..tokens {
+        body.push_str(&format!(
+            "data: {{\"model\":\"gpt-4o-mini\",\"choices\":[{{\"delta\":{{\"content\":\"t{i}\"}}}}]}}\n\n"
+        ));
+    }
+    body.push_str("data: [DONE]\n\n");
+    body
+}
+
+/// A handler that names its upstream, as the README says handlers should.
+async fn real_stream() -> axum::response::Response {
+    (
+        StreamLabels::new("openai").with_model("gpt-4o-mini"),
+        [(header::CONTENT_TYPE, "text/event-stream")],
+        chat_sse(3),
+    )
+        .into_response()
+}
+
+async fn health(addr: std::net::SocketAddr) -> (u16, Value) {
+    let res = client()
+        .get(format!("http://{addr}{PREFIX}/health"))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap())
+}
+
+async fn metrics(addr: std::net::SocketAddr) -> Value {
+    client()
+        .get(format!("http://{addr}{PREFIX}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Item 4: anonymous requests to paths that do not exist (or with a wrong method), even asking
+/// for a stream, are counted apart and never feed health.
+#[tokio::test]
+async fn unrouted_requests_never_move_health() {
+    let (records, monitor, addr) = monitored(
+        Monitor::builder().min_samples(5),
+        Router::new().route("/v1/chat/completions", post(real_stream)),
+    )
+    .await;
+    for i in 0..40 {
+        let req = if i % 2 == 0 {
+            client().get(format!("http://{addr}/does-not-exist/{i}"))
+        } else {
+            // 405: the route exists, the method does not.
+            client().get(format!("http://{addr}/v1/chat/completions"))
+        };
+        let res = req
+            .header(header::ACCEPT, "text/event-stream")
+            .header("x-llm-provider", format!("junk-{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert!(matches!(res.status().as_u16(), 404 | 405));
+        res.bytes().await.unwrap();
+    }
+    let got = records.wait_for(40).await;
+    assert!(got.iter().all(StreamRecord::is_unrouted), "{got:#?}");
+    assert!(got.iter().all(|r| &*r.provider == "unknown"));
+    assert_eq!(monitor.unrouted(), 40);
+    let (status, body) = health(addr).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("unknown")));
+    let m = metrics(addr).await;
+    assert_eq!(m["data"]["requests_5min"]["unrouted_requests"], 40);
+    assert_eq!(m["data"]["requests_5min"]["total_requests"], 0);
+    assert_eq!(m["data"]["streaming_5min"]["total_streaming_requests"], 0);
+    assert!(
+        m["data"]["streaming_by_provider"]
+            .as_object()
+            .unwrap()
+            .is_empty()
+    );
+    let scrape = monitor.render_prometheus();
+    assert!(scrape.contains("stream_monitor_unrouted_requests_total 40"));
+    assert!(!scrape.contains("junk-"), "no series for junk labels");
+}
+
+/// Client-caused outcomes (a 400 for a bad body, a cancel) never push the error rate.
+#[tokio::test]
+async fn client_errors_never_move_the_error_rate() {
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder().min_samples(5),
+        Router::new().route(
+            "/v1/chat/completions",
+            post(|body: String| async move {
+                if body.starts_with('{') {
+                    real_stream().await
+                } else {
+                    (
+                        StatusCode::BAD_REQUEST,
+                        StreamLabels::new("openai"),
+                        [(header::CONTENT_TYPE, "text/event-stream")],
+                        "",
+                    )
+                        .into_response()
+                }
+            }),
+        ),
+    )
+    .await;
+    for i in 0..30 {
+        let body = if i < 25 { "garbage" } else { "{}" };
+        client()
+            .post(format!("http://{addr}/v1/chat/completions"))
+            .header(header::ACCEPT, "text/event-stream")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+    }
+    records.wait_for(30).await;
+    let (_, body) = health(addr).await;
+    // Only the 5 real streams are judged, and they are fine.
+    assert_eq!(body["status"], "healthy", "{body:#}");
+    let m = metrics(addr).await;
+    let w = &m["data"]["streaming_5min"];
+    assert_eq!(w["total_streaming_requests"], 30);
+    assert_eq!(w["by_outcome"]["client_error"], 25);
+    assert_eq!(w["streaming_errors"], 0);
+    assert_eq!(w["streaming_error_rate"], 0.0);
+}
+
+/// The README's advice: the app's own auth goes outside the monitor layer, so its rejections
+/// of clients never look like the upstream rejecting the app's key.
+#[tokio::test]
+async fn app_auth_outside_the_layer_keeps_rejections_out() {
+    use axum::middleware::{Next, from_fn};
+    async fn app_auth(req: axum::extract::Request, next: Next) -> axum::response::Response {
+        if req
+            .headers()
+            .get("x-app-key")
+            .is_some_and(|v| v == "let-me-in")
+        {
+            next.run(req).await
+        } else {
+            StatusCode::UNAUTHORIZED.into_response()
+        }
+    }
+    let records = Records::default();
+    let monitor = records
+        .attach(Monitor::builder().min_samples(5))
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/v1/chat/completions", post(real_stream))
+        .layer(monitor.layer())
+        // `route_layer` after `layer`: auth runs first on the app's routes only, so the
+        // monitoring endpoints (served by the monitor layer on unmatched paths) stay reachable.
+        .route_layer(from_fn(app_auth));
+    let addr = serve(app).await;
+    for _ in 0..30 {
+        let res = client()
+            .post(format!("http://{addr}/v1/chat/completions"))
+            .header(header::ACCEPT, "text/event-stream")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401);
+    }
+    let res = client()
+        .post(format!("http://{addr}/v1/chat/completions"))
+        .header("x-app-key", "let-me-in")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    res.bytes().await.unwrap();
+    let r = records.one().await;
+    assert_eq!((r.outcome, &*r.provider), (Outcome::Ok, "openai"));
+    assert_eq!(monitor.recorded(Outcome::AuthError), 0);
+    let (status, body) = health(addr).await;
+    assert_eq!(status, 200, "{body:#}");
+    assert_eq!(body["triggers"][0]["samples"], 1);
+}
+
+/// Items 2 and 3: distinct header values cannot grow the series past the budget, and junk
+/// headers cannot push a provider or model the handler names into `other`.
+#[tokio::test]
+async fn junk_headers_neither_explode_nor_poison_labels() {
+    let (records, monitor, addr) = monitored(
+        Monitor::builder().max_label_sets(10),
+        Router::new()
+            .route("/v1/chat/completions", post(real_stream))
+            .route("/echo", post(|| async { "ok" })),
+    )
+    .await;
+    for i in 0..200 {
+        client()
+            .post(format!("http://{addr}/echo"))
+            .header("x-llm-provider", format!("p{i}"))
+            .header("x-llm-model", format!("m{i}"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+    }
+    // The handler names its upstream: the header values (junk) are never interned.
+    for i in 0..70 {
+        client()
+            .post(format!("http://{addr}/v1/chat/completions"))
+            .header("x-llm-provider", format!("junk{i}"))
+            .header("x-llm-model", format!("junk{i}"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+    }
+    let got = records.wait_for(270).await;
+    let last = got.last().unwrap();
+    assert_eq!((&*last.provider, &*last.model), ("openai", "gpt-4o-mini"));
+    assert!(
+        got[200..]
+            .iter()
+            .all(|r| &*r.provider == "openai" && &*r.model == "gpt-4o-mini")
+    );
+    // A header naming the real provider gets it, however many junk values came before.
+    client()
+        .post(format!("http://{addr}/echo"))
+        .header("x-llm-provider", "openai")
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let got = records.wait_for(271).await;
+    assert_eq!(&*got[270].provider, "openai");
+
+    let scrape = monitor.render_prometheus();
+    let label_sets: std::collections::HashSet<&str> = scrape
+        .lines()
+        .filter(|l| l.starts_with("stream_monitor_response_bytes_count{"))
+        .collect();
+    assert!(
+        label_sets.len() <= 11,
+        "{} label sets: {scrape}",
+        label_sets.len()
+    );
+    assert!(scrape.contains("stream_monitor_label_overflow_total{label=\"series\"}"));
+    assert!(monitor.label_overflows() > 0);
+}
+
+/// Item 5: the official SDKs ask for a stream in the JSON body with `Accept: application/json`.
+/// Failures before the first byte still count as streaming, in the window and the triggers.
+#[tokio::test]
+async fn sdk_shaped_streaming_failures_count() {
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder().min_samples(10),
+        Router::new().route(
+            "/v1/chat/completions",
+            post(|headers: axum::http::HeaderMap, _body: String| async move {
+                let status = headers
+                    .get("x-upstream-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u16>().ok())
+                    .unwrap_or(200);
+                if status == 200 {
+                    return real_stream().await;
+                }
+                let error = serde_json::json!({"error": {"type": "server_error", "message": "upstream says no"}});
+                (
+                    StatusCode::from_u16(status).unwrap(),
+                    StreamLabels::new("openai"),
+                    axum::Json(error),
+                )
+                    .into_response()
+            }),
+        ),
+    )
+    .await;
+    let sdk_body =
+        r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
+    for (status, n) in [(200, 30), (500, 30), (429, 30), (504, 10)] {
+        for _ in 0..n {
+            client()
+                .post(format!("http://{addr}/v1/chat/completions"))
+                .header(header::ACCEPT, "application/json")
+                .header(header::CONTENT_TYPE, "application/json")
+                .header("x-upstream-status", status.to_string())
+                .body(sdk_body)
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+        }
+    }
+    let got = records.wait_for(100).await;
+    assert!(got.iter().all(|r| r.streaming), "every SDK request streams");
+    let m = metrics(addr).await;
+    let w = &m["data"]["streaming_5min"];
+    assert_eq!(w["total_streaming_requests"], 100);
+    assert_eq!(w["streaming_errors"], 70);
+    assert_eq!(w["timeouts"], 10);
+    let (status, body) = health(addr).await;
+    assert_eq!(status, 503, "{body:#}");
+    let timeout_trigger = body["triggers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "timeout_rate")
+        .unwrap();
+    assert_eq!(timeout_trigger["samples"], 100);
+    assert_eq!(timeout_trigger["value"], 10.0);
+
+    // The same request with `"stream": false` is not a streaming request.
+    client()
+        .post(format!("http://{addr}/v1/chat/completions"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("x-upstream-status", "500")
+        .body(r#"{"model":"gpt-4o-mini","stream":false}"#)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let got = records.wait_for(101).await;
+    assert!(!got[100].streaming);
+}
+
+/// Item 8: the windows place records by a monotonic clock; stepping the wall clock back
+/// neither empties them nor destroys slots.
+#[test]
+fn wall_clock_steps_do_not_move_the_windows() {
+    let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+    let monitor = Monitor::builder().clock(clock.clone()).build().unwrap();
+    let streaming = |n: u64| {
+        let mut r = StreamRecord::new("openai", "m", "/r", Outcome::Ok);
+        r.streaming = true;
+        r.output_tokens = n;
+        r
+    };
+    monitor.ingest(streaming(1));
+    clock.advance(Duration::from_secs(20));
+    clock.set(UNIX_EPOCH + Duration::from_secs(1_800_000_000 - 60));
+    monitor.ingest(streaming(2));
+    let s = monitor.snapshot();
+    assert_eq!(s.streaming_5min.total_streaming_requests, 2);
+    clock.set(UNIX_EPOCH + Duration::from_secs(1_800_000_000 - 300));
+    monitor.ingest(streaming(4));
+    let s = monitor.snapshot();
+    assert_eq!(s.streaming_5min.total_streaming_requests, 3);
+    assert_eq!(s.streaming_5min.total_tokens, 7);
+    assert_eq!(s.streaming_1hour.total_streaming_requests, 3);
+    // Time itself still moves the windows on.
+    clock.advance(Duration::from_secs(301));
+    assert_eq!(
+        monitor.snapshot().streaming_5min.total_streaming_requests,
+        0
+    );
+    assert_eq!(monitor.snapshot().streaming_1hour.total_tokens, 7);
+}
+
+/// Item 9: token totals saturate on hostile usage figures instead of wrapping.
+#[test]
+fn hostile_usage_figures_do_not_wrap() {
+    let monitor = Monitor::builder().build().unwrap();
+    for _ in 0..4 {
+        let mut r = StreamRecord::new("openai", "m", "/r", Outcome::Ok);
+        r.streaming = true;
+        r.output_tokens = u64::MAX;
+        r.input_tokens = Some(u64::MAX);
+        monitor.ingest(r);
+    }
+    let w = monitor.snapshot().streaming_5min;
+    assert!(w.total_tokens >= 1 << 50, "{}", w.total_tokens);
+    assert!(w.input_tokens >= 1 << 50);
+    assert!(
+        monitor
+            .render_prometheus()
+            .contains("gen_ai_client_token_usage")
+    );
+}
+
+/// Item 9: a HEAD request is an `ok`, non-streaming request with no first token.
+#[tokio::test]
+async fn head_requests_are_ok() {
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder(),
+        Router::new().route("/v1/stream", get(real_stream)),
+    )
+    .await;
+    let res = client()
+        .head(format!("http://{addr}/v1/stream"))
+        .header(header::ACCEPT, "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let r = records.one().await;
+    assert_eq!(r.outcome, Outcome::Ok);
+    assert!(!r.streaming);
+    assert_eq!(r.time_to_first_token, None);
+}
+
+/// A compressed body is never parsed as SSE: with compression inside the monitor layer the
+/// stream is measured for time and bytes and marked; with compression outside (the README's
+/// order) every token is counted.
+#[tokio::test]
+async fn compression_inside_is_measured_not_parsed() {
+    use tower_http::compression::CompressionLayer;
+    use tower_http::compression::predicate::SizeAbove;
+    // tower-http's default predicate leaves `text/event-stream` alone; an app may not.
+    let compression = || CompressionLayer::new().compress_when(SizeAbove::new(0));
+    let route = || Router::new().route("/v1/chat/completions", post(real_stream));
+    for inside in [true, false] {
+        let records = Records::default();
+        let monitor = records.attach(Monitor::builder()).build().unwrap();
+        let app = if inside {
+            route().layer(compression()).layer(monitor.layer())
+        } else {
+            route().layer(monitor.layer()).layer(compression())
+        };
+        let addr = serve(app).await;
+        let res = client()
+            .post(format!("http://{addr}/v1/chat/completions"))
+            .header(header::ACCEPT_ENCODING, "gzip")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            res.headers()
+                .get(header::CONTENT_ENCODING)
+                .map(|v| v.as_bytes()),
+            Some(&b"gzip"[..])
+        );
+        res.bytes().await.unwrap();
+        let r = records.one().await;
+        assert_eq!(r.outcome, Outcome::Ok);
+        assert!(r.streaming);
+        assert!(r.bytes > 0);
+        if inside {
+            assert!(r.content_encoded);
+            assert_eq!(r.output_tokens, 0, "compressed bytes are not parsed");
+            assert_eq!(r.malformed_events, 0);
+        } else {
+            assert!(!r.content_encoded);
+            assert_eq!(r.output_tokens, 3);
+            assert_eq!(&*r.model, "gpt-4o-mini");
+        }
+    }
+}
