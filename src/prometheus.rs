@@ -265,7 +265,7 @@ impl PrometheusExposition {
 
     /// Counts a request that matched no route (no labels: such requests never make series).
     pub(crate) fn unrouted(&self) {
-        metrics::with_local_recorder(&self.recorder, || facade::unrouted());
+        metrics::with_local_recorder(&self.recorder, facade::unrouted);
     }
 
     pub(crate) fn label_overflow(&self, label: &'static str) {

@@ -1,5 +1,10 @@
-//! The demo, in-process on a free port: `verify` passes against it, the seed's 100-user scenario
-//! is recorded exactly, and each simulated provider speaks its own wire and error format.
+//! The demo, in-process on a free port: `verify` passes against it, 100 concurrent users are
+//! recorded exactly, each simulated provider speaks its own wire and error format, and the load
+//! report compares like with like.
+//!
+//! No test here asserts how long anything took: a loaded machine makes every wall-clock figure
+//! longer. Latencies are checked against the client's own measurement of the same requests, or
+//! against a floor the simulator's sleeps guarantee.
 
 mod common;
 
@@ -11,9 +16,10 @@ mod demo;
 #[path = "../examples/verify.rs"]
 mod verify;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use common::{Records, client, serve};
 use serde_json::{Value, json};
@@ -21,6 +27,15 @@ use tower_stream_monitor::parse::ProviderFormat;
 use tower_stream_monitor::{Monitor, Outcome};
 
 const PREFIX: &str = "/api/v1/monitoring";
+
+/// A valid streaming request body for a simulated endpoint (Anthropic demands `max_tokens`).
+fn streaming_body(path: &str) -> Value {
+    if path.starts_with("/v1/messages") {
+        json!({"stream": true, "max_tokens": 256})
+    } else {
+        json!({"stream": true})
+    }
+}
 
 async fn start(
     records: &Records,
@@ -40,7 +55,7 @@ async fn verify_passes_against_the_demo() {
         .post(format!("{base}/v1/messages"))
         .header("x-sim-tokens", "5")
         .header("x-sim-ttft-ms", "5")
-        .json(&json!({"stream": true}))
+        .json(&streaming_body("/v1/messages"))
         .send()
         .await
         .unwrap()
@@ -54,7 +69,7 @@ async fn verify_passes_against_the_demo() {
     assert!(checks.len() >= 25);
 }
 
-/// The seed's scenario: 100 concurrent streaming users, mixed providers, 2% injected failures.
+/// 100 concurrent streaming users, mixed providers, 2% injected failures.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_concurrent_users_are_recorded_exactly() {
     let records = Records::default();
@@ -114,11 +129,32 @@ async fn hundred_concurrent_users_are_recorded_exactly() {
         294 * 16 + cut_short * 8,
         "16 per good stream, 8 before a mid-stream error"
     );
-    let p95 = w["first_token_p95_ms"].as_f64().unwrap();
-    assert!(
-        (p95 - 200.0).abs() <= 20.0,
-        "TTFT p95 {p95} ms within 10% of the simulated 200 ms"
+    // The monitor times first tokens server-side, inside the client's own timing of the same
+    // requests, so per request it can only be shorter; its sketch is within 1% and ranks like
+    // `load::quantile`. Nor can it undercut the simulator's 200 ms sleep before the first token.
+    // Neither bound depends on how loaded the machine is.
+    let mut client_ttft: Vec<f64> = samples
+        .iter()
+        .filter_map(|s| s.ttft)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .collect();
+    assert_eq!(
+        client_ttft.len(),
+        300 - 4,
+        "every stream but the 4 refused up front"
     );
+    for (q, key) in [(0.50, "first_token_p50_ms"), (0.95, "first_token_p95_ms")] {
+        let client = demo::load::quantile(&mut client_ttft, q);
+        let monitor = w[key].as_f64().unwrap();
+        assert!(
+            monitor <= client * 1.05 + 5.0,
+            "{key}: monitor {monitor} ms, client {client} ms for the same requests"
+        );
+        assert!(
+            monitor >= 200.0 * 0.99,
+            "{key}: monitor {monitor} ms under the simulated 200 ms"
+        );
+    }
     let by = &w["by_outcome"];
     assert_eq!(by["ok"].as_u64().unwrap() + 6, 300);
 }
@@ -143,7 +179,7 @@ async fn each_provider_speaks_its_wire_format() {
         ),
         (
             "/v1/messages",
-            json!({"model": "claude-sonnet-4-5", "stream": true}),
+            json!({"model": "claude-sonnet-4-5", "stream": true, "max_tokens": 256}),
             ProviderFormat::AnthropicMessages,
             "anthropic",
         ),
@@ -191,6 +227,20 @@ async fn each_provider_speaks_its_wire_format() {
         .unwrap();
     assert_eq!(answer["object"], "chat.completion");
     assert_eq!(answer["usage"]["completion_tokens"], 4);
+    // And Anthropic's, for `"stream": false`.
+    let answer: Value = http
+        .post(format!("{base}/v1/messages"))
+        .header("x-sim-tokens", "4")
+        .header("x-sim-ttft-ms", "0")
+        .json(&json!({"model": "claude-sonnet-4-5", "stream": false, "max_tokens": 256}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["type"], "message");
+    assert_eq!(answer["usage"]["output_tokens"], 4);
 }
 
 #[tokio::test]
@@ -201,11 +251,12 @@ async fn bad_knobs_get_a_400_in_the_providers_own_format() {
     let ask = |path: &'static str, header: &'static str, value: &'static str| {
         let http = http.clone();
         let url = format!("{base}{path}");
+        let body = streaming_body(path);
         async move {
             let res = http
                 .post(url)
                 .header(header, value)
-                .json(&json!({"stream": true}))
+                .json(&body)
                 .send()
                 .await
                 .unwrap();
@@ -258,7 +309,7 @@ async fn injected_failures_classify_per_provider() {
     for path in [
         "/v1/chat/completions",
         "/v1/messages",
-        "/v1beta/models/g:streamGenerateContent?alt=sse",
+        "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
         "/v1/responses",
     ] {
         for (fail, outcome) in [
@@ -272,7 +323,7 @@ async fn injected_failures_classify_per_provider() {
                 .header("x-sim-fail", fail)
                 .header("x-sim-tokens", "4")
                 .header("x-sim-ttft-ms", "1")
-                .json(&json!({"stream": true}))
+                .json(&streaming_body(path))
                 .send()
                 .await
                 .unwrap()
@@ -295,6 +346,8 @@ async fn streaming_timeout_from_the_environment_cuts_a_stall() {
         .unwrap();
     let (_monitor, base) = start(&records, builder).await;
     let started = std::time::Instant::now();
+    // Uncut, the stall would last 120 s and the stream end normally: the error event shows the
+    // cut, so no upper bound on the time taken is needed.
     let text = client()
         .post(format!("{base}/v1/chat/completions"))
         .header("x-sim-fail", "stall")
@@ -307,7 +360,10 @@ async fn streaming_timeout_from_the_environment_cuts_a_stall() {
         .text()
         .await
         .unwrap();
-    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "not cut before the timeout"
+    );
     assert!(
         text.contains("event: error\ndata: {\"error\":{\"message\":\"Streaming timeout after 1s\""),
         "{text}"
@@ -315,4 +371,292 @@ async fn streaming_timeout_from_the_environment_cuts_a_stall() {
     let r = records.one().await;
     assert_eq!(r.outcome, Outcome::Timeout);
     assert_eq!(r.output_tokens, 5, "the tokens before the stall");
+}
+
+const GEMINI_STREAM: &str = "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse";
+
+/// Posts `body` as JSON (whatever it holds) and returns the status and the parsed answer.
+async fn post_raw(base: &str, path: &str, body: &[u8]) -> (u16, Value) {
+    let res = client()
+        .post(format!("{base}{path}"))
+        .header("content-type", "application/json")
+        .header("x-sim-ttft-ms", "0")
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    let parsed = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{path}: answer is not JSON ({e}): {text}"));
+    (status, parsed)
+}
+
+/// The error shape each provider's API answers a bad request with.
+fn assert_error_shape(path: &str, body: &Value) {
+    let message = |v: &Value| v.as_str().is_some_and(|m| !m.is_empty());
+    if path.starts_with("/v1/messages") {
+        assert_eq!(body["type"], "error", "{path}: {body}");
+        assert_eq!(
+            body["error"]["type"], "invalid_request_error",
+            "{path}: {body}"
+        );
+        assert!(message(&body["error"]["message"]), "{path}: {body}");
+    } else if path.starts_with("/v1beta/") {
+        assert_eq!(body["error"]["code"], 400, "{path}: {body}");
+        assert_eq!(
+            body["error"]["status"], "INVALID_ARGUMENT",
+            "{path}: {body}"
+        );
+        assert!(message(&body["error"]["message"]), "{path}: {body}");
+    } else {
+        let error = &body["error"];
+        assert_eq!(error["type"], "invalid_request_error", "{path}: {body}");
+        assert!(message(&error["message"]), "{path}: {body}");
+        for key in ["param", "code"] {
+            assert!(error.get(key).is_some(), "{path}: `{key}` present: {body}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn garbage_bodies_get_a_400_in_the_providers_own_format() {
+    let records = Records::default();
+    let (_monitor, base) = start(&records, Monitor::builder()).await;
+    let paths = [
+        "/v1/chat/completions",
+        "/v1/responses",
+        "/v1/messages",
+        GEMINI_STREAM,
+        "/v1beta/models/gemini-2.5-flash:generateContent",
+    ];
+    for path in paths {
+        for body in [
+            &b"\xff\xfe{not json"[..],
+            b"",
+            b"[1, 2]",
+            b"\"stream\"",
+            b"null",
+            b"{\"stream\": true",
+        ] {
+            let (status, answer) = post_raw(&base, path, body).await;
+            let shown = String::from_utf8_lossy(body);
+            assert_eq!(status, 400, "{path} with {shown:?}: {answer}");
+            assert_error_shape(path, &answer);
+        }
+    }
+    // Not JSON at all: OpenAI names no parameter and no code.
+    let (_, answer) = post_raw(&base, "/v1/chat/completions", b"\xff\xfe{not json").await;
+    assert_eq!(
+        (&answer["error"]["param"], &answer["error"]["code"]),
+        (&Value::Null, &Value::Null)
+    );
+    let (_, answer) = post_raw(&base, GEMINI_STREAM, b"\xff\xfe{not json").await;
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Invalid JSON payload received.")
+    );
+}
+
+#[tokio::test]
+async fn fields_of_the_wrong_type_get_a_400_naming_the_field() {
+    let records = Records::default();
+    let (_monitor, base) = start(&records, Monitor::builder()).await;
+    let cases: [(&str, Value, &str); 8] = [
+        ("/v1/chat/completions", json!({"stream": "yes"}), "stream"),
+        ("/v1/chat/completions", json!({"model": 4}), "model"),
+        (
+            "/v1/chat/completions",
+            json!({"stream": true, "stream_options": true}),
+            "stream_options",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"stream": true, "stream_options": {"include_usage": "yes"}}),
+            "stream_options.include_usage",
+        ),
+        ("/v1/responses", json!({"stream": 1}), "stream"),
+        (
+            "/v1/messages",
+            json!({"stream": "yes", "max_tokens": 256}),
+            "stream",
+        ),
+        (
+            "/v1/messages",
+            json!({"stream": true, "max_tokens": 0}),
+            "max_tokens",
+        ),
+        (
+            "/v1/messages",
+            json!({"stream": true, "max_tokens": "256"}),
+            "max_tokens",
+        ),
+    ];
+    for (path, body, field) in cases {
+        let (status, answer) = post_raw(&base, path, body.to_string().as_bytes()).await;
+        assert_eq!(status, 400, "{path} {body}: {answer}");
+        assert_error_shape(path, &answer);
+        if path.starts_with("/v1/messages") {
+            let message = answer["error"]["message"].as_str().unwrap();
+            assert!(message.starts_with(&format!("{field}: ")), "{message}");
+        } else {
+            assert_eq!(
+                (
+                    answer["error"]["param"].as_str(),
+                    answer["error"]["code"].as_str()
+                ),
+                (Some(field), Some("invalid_type")),
+                "{path} {body}"
+            );
+        }
+    }
+    // Anthropic demands max_tokens, as its API does.
+    let (status, answer) = post_raw(&base, "/v1/messages", br#"{"stream": true}"#).await;
+    assert_eq!(status, 400);
+    assert_eq!(answer["error"]["message"], "max_tokens: Field required");
+    // `null` is an optional field left out.
+    let (status, answer) = post_raw(
+        &base,
+        "/v1/chat/completions",
+        br#"{"model": null, "stream": null, "stream_options": null}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, &answer["object"]),
+        (200, &json!("chat.completion"))
+    );
+}
+
+#[test]
+fn exposure_warning_only_beyond_loopback_without_a_token() {
+    let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+    for loopback in [
+        "127.0.0.1:3000",
+        "127.8.0.1:80",
+        "[::1]:3000",
+        "[::ffff:127.0.0.1]:3000",
+    ] {
+        assert_eq!(
+            demo::exposure_warning(&addr(loopback), PREFIX, false),
+            None,
+            "{loopback}"
+        );
+    }
+    for open in [
+        "0.0.0.0:3000",
+        "[::]:3000",
+        "192.168.1.20:8080",
+        "[2001:db8::1]:3000",
+    ] {
+        let warning = demo::exposure_warning(&addr(open), PREFIX, false)
+            .unwrap_or_else(|| panic!("{open} warns"));
+        for part in [open, PREFIX, "MONITOR_TOKEN", "user ids", "error text"] {
+            assert!(warning.contains(part), "{part:?} in {warning}");
+        }
+        assert_eq!(demo::exposure_warning(&addr(open), PREFIX, true), None);
+    }
+}
+
+/// A client sample that ended at `finished` (Unix seconds), with a TTFT of `ttft_ms`.
+fn sample(finished: f64, ttft_ms: u64) -> demo::load::Sample {
+    demo::load::Sample {
+        provider: demo::load::Provider::OpenAi,
+        status: 200,
+        ttft: Some(Duration::from_millis(ttft_ms)),
+        tokens: 10,
+        tokens_per_second: Some(50.0),
+        injected: None,
+        transport_error: false,
+        finished: UNIX_EPOCH + Duration::from_secs_f64(finished),
+    }
+}
+
+/// `/metrics` data as the monitor serves it, taken at `at` (Unix seconds) by a monitor built
+/// `uptime` seconds before.
+fn metrics_at(at: f64, uptime: f64, five: Value, hour: Value) -> Value {
+    let timestamp = humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_secs_f64(at));
+    json!({
+        "timestamp": timestamp.to_string(),
+        "uptime_seconds": uptime,
+        "streaming_5min": five,
+        "streaming_1hour": hour,
+        "current_system": {"memory_mb": 20.0, "cpu_percent": 0.0},
+        "health_status": "healthy",
+    })
+}
+
+fn window(requests: u64, p50: f64, tokens: u64) -> Value {
+    json!({"total_streaming_requests": requests, "first_token_p50_ms": p50,
+           "first_token_p95_ms": p50, "first_token_p99_ms": p50,
+           "avg_tokens_per_second": 50.0, "total_tokens": tokens})
+}
+
+#[test]
+fn the_load_report_compares_like_with_like() {
+    // Built at 1000.25 (window second 1000); a 2-hour run from 1000.5, one request ending every
+    // second, the last 300 slower; the snapshot at 8201.0 is window second 8200.
+    let built = 1_000.25;
+    let samples: Vec<_> = (1..=7200)
+        .map(|i| sample(built + 0.25 + i as f64, if i > 6900 { 300 } else { 100 }))
+        .collect();
+    let started = UNIX_EPOCH + Duration::from_secs_f64(built + 0.25);
+    let metrics = metrics_at(
+        8_201.0,
+        8_201.0 - built,
+        window(291, 300.0, 2910),
+        window(3540, 100.0, 35_400),
+    );
+    // Longer than an hour: the 5-minute window, whose slots at second 8200 are 7910..=8200,
+    // beside the 291 requests that ended in them.
+    let held = demo::population(&samples, started, &metrics);
+    assert_eq!(held.window, "streaming_5min");
+    assert_eq!(held.samples.len(), 291, "{}", held.label);
+    assert!(held.label.contains("last 291 s"), "{}", held.label);
+    let run = demo::Run {
+        users: 1,
+        started,
+        elapsed: Duration::from_secs(7200),
+        cpu: Some(Duration::from_secs(360)),
+    };
+    let recorded: Vec<(Outcome, u64)> = Outcome::ALL
+        .iter()
+        .map(|&o| (o, if o == Outcome::Ok { 7200 } else { 0 }))
+        .collect();
+    let report = demo::report(&samples, &run, &metrics, &recorded);
+    let rows = |name: &str| -> Vec<Vec<String>> {
+        report
+            .lines()
+            .filter(|l| l.trim_start().starts_with(name))
+            .map(|l| l[28..].split_whitespace().map(str::to_owned).collect())
+            .collect()
+    };
+    assert_eq!(
+        rows("requests"),
+        [["7200", "7200"], ["291", "291"]],
+        "counts over the whole run, then the window's population\n{report}"
+    );
+    assert_eq!(rows("TTFT p50"), [["300.0", "300.0"]], "{report}");
+    assert_eq!(rows("output tokens"), [["2910", "2910"]], "{report}");
+    assert!(report.contains("counts: whole run"), "{report}");
+    assert!(
+        report.contains("CPU over the run 5.0% of one core"),
+        "{report}"
+    );
+
+    // A 20-minute run fits the hour: all of it, beside the 1-hour window.
+    let metrics = metrics_at(
+        built + 1_201.0,
+        1_201.0,
+        window(0, 0.0, 0),
+        window(0, 0.0, 0),
+    );
+    let held = demo::population(&samples[..1200], started, &metrics);
+    assert_eq!((held.window, held.samples.len()), ("streaming_1hour", 1200));
+    assert!(held.label.starts_with("whole run"), "{}", held.label);
+    // A 5-second run: the 5-minute window, all of it.
+    let metrics = metrics_at(built + 6.0, 6.0, window(0, 0.0, 0), window(0, 0.0, 0));
+    let held = demo::population(&samples[..5], started, &metrics);
+    assert_eq!((held.window, held.samples.len()), ("streaming_5min", 5));
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tower_stream_monitor::parse::{StreamParser, WireFormat};
 
@@ -128,6 +128,9 @@ pub struct Sample {
     pub tokens_per_second: Option<f64>,
     pub injected: Option<&'static str>,
     pub transport_error: bool,
+    /// When the client saw the request end: the report matches it against the monitor's
+    /// windows, which place a request by when it ended.
+    pub finished: SystemTime,
 }
 
 #[derive(Debug, Clone)]
@@ -213,17 +216,20 @@ async fn one_request(client: &reqwest::Client, options: &LoadOptions, k: u64) ->
         tokens_per_second: None,
         injected,
         transport_error: false,
+        finished: SystemTime::now(),
     };
     let started = Instant::now();
     let mut response = match request.send().await {
         Ok(r) => r,
         Err(_) => {
             sample.transport_error = true;
+            sample.finished = SystemTime::now();
             return sample;
         }
     };
     sample.status = response.status().as_u16();
-    // The client measures with the crate's own parser: first content event, tokens.
+    // The client measures with the crate's own parser: TTFT from send to the first chunk that
+    // completes a content event, and the tokens.
     let mut parser = StreamParser::new(WireFormat::Sse);
     loop {
         match response.chunk().await {
@@ -239,6 +245,7 @@ async fn one_request(client: &reqwest::Client, options: &LoadOptions, k: u64) ->
             }
         }
     }
+    sample.finished = SystemTime::now();
     parser.finish();
     sample.tokens = parser.summary().output_tokens();
     if let Some(ttft) = sample.ttft {

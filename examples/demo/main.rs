@@ -12,7 +12,8 @@
 //! Options: `--addr HOST:PORT`, `--load N`, `--duration SECONDS`,
 //! `--mix openai=50,anthropic=30,gemini=20`, `--fail-rate 0.02`. The monitor is configured from
 //! the environment (`STREAMING_TIMEOUT`, `MONITOR_PREFIX`, `MONITOR_TOKEN`,
-//! `MONITOR_MIN_SAMPLES`); its endpoints are under `/api/v1/monitoring`.
+//! `MONITOR_MIN_SAMPLES`); its endpoints are under `/api/v1/monitoring`. Listening beyond
+//! loopback without `MONITOR_TOKEN` prints a warning: those endpoints would be open to anyone.
 
 pub mod load;
 pub mod sim;
@@ -20,7 +21,7 @@ pub mod sim;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use tower_stream_monitor::{ConfigError, Monitor, Outcome};
@@ -113,88 +114,252 @@ pub async fn serve(listener: tokio::net::TcpListener, monitor: Monitor) -> std::
     axum::serve(listener, app(&monitor)).await
 }
 
-fn ms(d: Option<Duration>) -> f64 {
-    d.map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
 
-/// The report: what the load saw, beside what the monitor's `/metrics` says.
-pub fn report(samples: &[Sample], metrics: &serde_json::Value, elapsed: Duration) -> String {
-    let mut ttft: Vec<f64> = samples
-        .iter()
-        .filter_map(|s| s.ttft)
-        .map(|d| ms(Some(d)))
-        .collect();
-    let tps: Vec<f64> = samples.iter().filter_map(|s| s.tokens_per_second).collect();
-    let avg_tps = if tps.is_empty() {
-        0.0
-    } else {
-        tps.iter().sum::<f64>() / tps.len() as f64
+/// The warning printed when the demo listens beyond loopback while its monitoring endpoints have
+/// no token: they serve metrics and the error log (user ids, error text) to whoever connects.
+pub fn exposure_warning(addr: &SocketAddr, prefix: &str, token_set: bool) -> Option<String> {
+    if token_set || addr.ip().to_canonical().is_loopback() {
+        return None;
+    }
+    Some(format!(
+        "warning: listening on {addr}, beyond loopback, and MONITOR_TOKEN is not set: the \
+         monitoring endpoints under {prefix} (metrics, and the error log with user ids and error \
+         text) are open to anyone who can reach this address. Set MONITOR_TOKEN=<secret> to \
+         demand `Authorization: Bearer <secret>` on them (all but {prefix}/health), or listen on \
+         127.0.0.1."
+    ))
+}
+
+/// The load run a report describes.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub users: usize,
+    /// When the load began, on the wall clock the samples' `finished` is read from.
+    pub started: SystemTime,
+    pub elapsed: Duration,
+    /// CPU time (user + system) this process used over the run, where it can be read.
+    pub cpu: Option<Duration>,
+}
+
+/// User plus system CPU time this process has used, from `/proc/self/stat`.
+#[cfg(target_os = "linux")]
+pub fn process_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces or parentheses: count from after its ')'.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    // utime and stime (fields 14 and 15), in clock ticks: sysconf(_SC_CLK_TCK) is 100 on every
+    // Linux architecture in use, and this example has no libc binding to ask.
+    let ticks = ticks(11)?.checked_add(ticks(12)?)?;
+    Some(Duration::from_millis(ticks.saturating_mul(10)))
+}
+
+/// Not readable here.
+#[cfg(not(target_os = "linux"))]
+pub fn process_cpu_time() -> Option<Duration> {
+    None
+}
+
+/// The monitor's window time, read from a `/metrics` snapshot, to tell which of the client's
+/// samples a window holds. The monitor places a request at a whole "window second": the Unix
+/// second it was built at plus whole seconds of monotonic time since. A window is a ring of whole
+/// slots on that scale (5 min: 30 of 10 s; 1 hour: 60 of 1 min), so it begins at a slot boundary
+/// and covers up to one slot less than its name says.
+#[derive(Debug, Clone, Copy)]
+struct WindowClock {
+    /// The wall-clock time the monitor was built at.
+    built: SystemTime,
+    /// The window second at `built`.
+    origin: u64,
+    /// The window second of the snapshot.
+    now: u64,
+}
+
+impl WindowClock {
+    fn from_metrics(metrics: &serde_json::Value) -> Option<Self> {
+        let at = humantime::parse_rfc3339_weak(metrics["timestamp"].as_str()?).ok()?;
+        let uptime = Duration::try_from_secs_f64(metrics["uptime_seconds"].as_f64()?).ok()?;
+        let built = at.checked_sub(uptime)?;
+        let origin = built.duration_since(UNIX_EPOCH).ok()?.as_secs();
+        Some(Self {
+            built,
+            origin,
+            now: origin + uptime.as_secs(),
+        })
+    }
+
+    fn second_of(&self, t: SystemTime) -> u64 {
+        self.origin + t.duration_since(self.built).map_or(0, |d| d.as_secs())
+    }
+
+    /// The first second inside a window of `slots` slots of `slot_secs` seconds.
+    fn window_start(&self, slot_secs: u64, slots: u64) -> u64 {
+        (self.now / slot_secs).saturating_sub(slots - 1) * slot_secs
+    }
+}
+
+/// The client's samples the latency and token rows compare, and the monitor window they are
+/// compared with: the 5-minute window if the whole run lies in it, else the hour if the run lies
+/// in that, else the 5-minute window beside the client's requests that ended inside it.
+#[derive(Debug)]
+pub struct Population<'a> {
+    /// The window's key in `/metrics` (`streaming_5min`, `streaming_1hour`).
+    pub window: &'static str,
+    pub samples: Vec<&'a Sample>,
+    /// What the rows compare, for the report.
+    pub label: String,
+}
+
+pub fn population<'a>(
+    samples: &'a [Sample],
+    started: SystemTime,
+    metrics: &serde_json::Value,
+) -> Population<'a> {
+    let Some(clock) = WindowClock::from_metrics(metrics) else {
+        return Population {
+            window: "streaming_5min",
+            samples: samples.iter().collect(),
+            label: "whole run; monitor: 5-min window".into(),
+        };
     };
-    let failed = samples
+    let first = clock.second_of(started);
+    let five = clock.window_start(10, 30);
+    let hour = clock.window_start(60, 60);
+    let (window, name, start) = if first < five && first >= hour {
+        ("streaming_1hour", "1-hour", hour)
+    } else {
+        ("streaming_5min", "5-min", five)
+    };
+    let held: Vec<&Sample> = samples
         .iter()
-        .filter(|s| s.status != 200 || s.transport_error || s.injected.is_some())
-        .count();
-    let w = &metrics["streaming_5min"];
-    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
-    let mut out = String::new();
+        .filter(|s| clock.second_of(s.finished) >= start)
+        .collect();
+    let label = if held.len() == samples.len() {
+        format!("whole run; monitor: {name} window")
+    } else {
+        format!(
+            "requests that ended in the last {} s; monitor: {name} window",
+            clock.now + 1 - start
+        )
+    };
+    Population {
+        window,
+        samples: held,
+        label,
+    }
+}
+
+/// Whether the client counts a request as failed.
+fn failed(s: &Sample) -> bool {
+    s.status != 200 || s.transport_error || s.injected.is_some()
+}
+
+/// The report: what the load saw beside what the monitor says, each row over one population.
+/// Counts compare the whole run with the monitor's counts since it was built (the demo builds it
+/// just before the load); latencies and tokens compare the requests a window holds with that
+/// window, as the monitor keeps no quantiles beyond its windows.
+pub fn report(
+    samples: &[Sample],
+    run: &Run,
+    metrics: &serde_json::Value,
+    recorded: &[(Outcome, u64)],
+) -> String {
     use std::fmt::Write;
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+    let secs = run.elapsed.as_secs_f64().max(1e-9);
+    let mut out = String::new();
+    let row = |out: &mut String, name: &str, client: f64, monitor: f64, decimals: usize| {
+        let _ = writeln!(
+            out,
+            "{name:<28}{client:>14.decimals$}{monitor:>14.decimals$}"
+        );
+    };
     let _ = writeln!(
         out,
-        "\n{} requests in {:.1} s ({:.1}/s)",
+        "\n{} requests from {} users in {:.1} s ({:.1}/s)",
         samples.len(),
-        elapsed.as_secs_f64(),
-        samples.len() as f64 / elapsed.as_secs_f64().max(1e-9)
+        run.users,
+        secs,
+        samples.len() as f64 / secs
     );
     let _ = writeln!(out, "{:<28}{:>14}{:>14}", "", "load (client)", "monitor");
-    let rows = [
-        (
-            "streaming requests",
-            samples.len() as f64,
-            f(&w["total_streaming_requests"]),
-        ),
-        (
-            "TTFT p50 (ms)",
-            load::quantile(&mut ttft, 0.50),
-            f(&w["first_token_p50_ms"]),
-        ),
-        (
-            "TTFT p95 (ms)",
-            load::quantile(&mut ttft, 0.95),
-            f(&w["first_token_p95_ms"]),
-        ),
-        (
-            "TTFT p99 (ms)",
-            load::quantile(&mut ttft, 0.99),
-            f(&w["first_token_p99_ms"]),
-        ),
-        (
-            "tokens/s (mean per stream)",
-            avg_tps,
-            f(&w["avg_tokens_per_second"]),
-        ),
-        (
-            "output tokens",
-            samples.iter().map(|s| s.tokens).sum::<u64>() as f64,
-            f(&w["total_tokens"]),
-        ),
-        (
-            "failed / streaming errors",
-            failed as f64,
-            f(&w["streaming_errors"]),
-        ),
-        (
-            "error rate (%)",
-            failed as f64 * 100.0 / samples.len().max(1) as f64,
-            f(&w["streaming_error_rate"]),
-        ),
-    ];
-    for (name, client, monitor) in rows {
-        let _ = writeln!(out, "{name:<28}{client:>14.1}{monitor:>14.1}");
+
+    let _ = writeln!(out, "counts: whole run; monitor: since it started");
+    let total: u64 = recorded.iter().map(|(_, n)| n).sum();
+    let errors: u64 = recorded
+        .iter()
+        .filter(|(o, _)| !matches!(o, Outcome::Ok | Outcome::Cancelled))
+        .map(|(_, n)| n)
+        .sum();
+    let client_failed = samples.iter().filter(|s| failed(s)).count();
+    row(
+        &mut out,
+        "  requests",
+        samples.len() as f64,
+        total as f64,
+        0,
+    );
+    row(
+        &mut out,
+        "  failed / errors",
+        client_failed as f64,
+        errors as f64,
+        0,
+    );
+    row(
+        &mut out,
+        "  error rate (%)",
+        client_failed as f64 * 100.0 / samples.len().max(1) as f64,
+        errors as f64 * 100.0 / total.max(1) as f64,
+        1,
+    );
+
+    let held = population(samples, run.started, metrics);
+    let w = &metrics[held.window];
+    let _ = writeln!(out, "TTFT, tokens: {}", held.label);
+    let mut ttft: Vec<f64> = held.samples.iter().filter_map(|s| s.ttft).map(ms).collect();
+    let tps: Vec<f64> = held
+        .samples
+        .iter()
+        .filter_map(|s| s.tokens_per_second)
+        .collect();
+    let avg_tps = tps.iter().sum::<f64>() / tps.len().max(1) as f64;
+    row(
+        &mut out,
+        "  requests",
+        held.samples.len() as f64,
+        f(&w["total_streaming_requests"]),
+        0,
+    );
+    for (name, q, key) in [
+        ("  TTFT p50 (ms)", 0.50, "first_token_p50_ms"),
+        ("  TTFT p95 (ms)", 0.95, "first_token_p95_ms"),
+        ("  TTFT p99 (ms)", 0.99, "first_token_p99_ms"),
+    ] {
+        row(&mut out, name, load::quantile(&mut ttft, q), f(&w[key]), 1);
     }
-    let _ = writeln!(out, "\nby outcome (monitor):");
-    for o in Outcome::ALL {
-        let n = w["by_outcome"][o.as_str()].as_u64().unwrap_or(0);
-        if n > 0 {
+    row(
+        &mut out,
+        "  tokens/s (mean per stream)",
+        avg_tps,
+        f(&w["avg_tokens_per_second"]),
+        1,
+    );
+    row(
+        &mut out,
+        "  output tokens",
+        held.samples.iter().map(|s| s.tokens).sum::<u64>() as f64,
+        f(&w["total_tokens"]),
+        0,
+    );
+
+    let _ = writeln!(out, "\nby outcome (monitor, since it started):");
+    for (o, n) in recorded {
+        if *n > 0 {
             let _ = writeln!(out, "  {:<14}{n:>8}", o.as_str());
         }
     }
@@ -209,11 +374,14 @@ pub fn report(samples: &[Sample], metrics: &serde_json::Value, elapsed: Duration
         let list: Vec<String> = injected.iter().map(|(k, n)| format!("{k}={n}")).collect();
         let _ = writeln!(out, "injected failures: {}", list.join(", "));
     }
+    let cpu = run.cpu.map_or_else(
+        || "n/a".to_owned(),
+        |c| format!("{:.1}% of one core", c.as_secs_f64() * 100.0 / secs),
+    );
     let _ = writeln!(
         out,
-        "demo process: {:.1} MB RSS, {:.1}% CPU; health: {}",
+        "demo process (server and load clients): CPU over the run {cpu}, {:.1} MB RSS now; health: {}",
         f(&metrics["current_system"]["memory_mb"]),
-        f(&metrics["current_system"]["cpu_percent"]),
         metrics["health_status"].as_str().unwrap_or("?")
     );
     out
@@ -269,6 +437,9 @@ async fn main() {
     let addr: SocketAddr = listener
         .local_addr()
         .expect("a bound socket has an address");
+    // The monitor's token comes from MONITOR_TOKEN (monitor_from_env); set, it is valid, or the
+    // monitor would not have been built.
+    let token_set = std::env::var_os("MONITOR_TOKEN").is_some();
     let base = format!("http://{addr}");
     let prefix = monitor.prefix().to_owned();
     println!("tower-stream-monitor demo on {base}");
@@ -283,6 +454,14 @@ async fn main() {
     println!(
         "  try: curl -N {base}/v1/chat/completions -H 'x-sim-tokens: 20' -d '{{\"model\":\"gpt-4o-mini\",\"stream\":true,\"stream_options\":{{\"include_usage\":true}}}}'"
     );
+    if let Some(warning) = exposure_warning(&addr, monitor.prefix(), token_set) {
+        eprintln!("\n{warning}\n");
+        tracing::warn!(
+            %addr,
+            prefix = monitor.prefix(),
+            "monitoring endpoints open beyond loopback: MONITOR_TOKEN is not set"
+        );
+    }
     let server = tokio::spawn(serve(listener, monitor.clone()));
 
     let Some(users) = options.load else {
@@ -313,9 +492,11 @@ async fn main() {
         headers: Vec::new(),
     };
     let started = std::time::Instant::now();
+    let started_at = SystemTime::now();
+    let cpu_before = process_cpu_time();
     let load = tokio::spawn(load::run(load_options, stop.clone(), move |s| {
         seen.0.fetch_add(1, Ordering::Relaxed);
-        if s.status != 200 || s.transport_error || s.injected.is_some() {
+        if failed(s) {
             seen.1.fetch_add(1, Ordering::Relaxed);
         }
     }));
@@ -333,10 +514,28 @@ async fn main() {
         }
     });
     let samples = load.await.unwrap_or_default();
+    let run = Run {
+        users,
+        started: started_at,
+        elapsed: started.elapsed(),
+        cpu: process_cpu_time()
+            .zip(cpu_before)
+            .and_then(|(after, before)| after.checked_sub(before)),
+    };
     ticker.abort();
     bar.finish_and_clear();
+    // A client can see a body end a moment before the monitor has recorded it: wait (briefly)
+    // so the counts are complete.
+    let settle = std::time::Instant::now();
+    while monitor.in_flight() > 0 && settle.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let metrics = fetch_metrics(&base, &monitor).await;
-    println!("{}", report(&samples, &metrics, started.elapsed()));
+    let recorded: Vec<(Outcome, u64)> = Outcome::ALL
+        .iter()
+        .map(|&o| (o, monitor.recorded(o)))
+        .collect();
+    println!("{}", report(&samples, &run, &metrics, &recorded));
     println!(
         "GET {prefix}/metrics:\n{}",
         serde_json::to_string_pretty(&metrics).unwrap_or_default()

@@ -14,7 +14,7 @@ use axum::routing::post;
 use serde_json::{Value, json};
 use tower_stream_monitor::StreamLabels;
 
-/// Default knobs (SPEC section 10).
+/// Default knobs.
 pub const DEFAULT_TOKENS: u64 = 64;
 pub const DEFAULT_TTFT_MS: u64 = 200;
 pub const DEFAULT_INTERVAL_MS: u64 = 10;
@@ -139,9 +139,11 @@ impl Sim {
     }
 }
 
-/// How a provider answers before any stream starts: a bad knob, an injected failure.
+/// How a provider answers before any stream starts: a bad knob, a body it refuses, an injected
+/// failure.
 struct Dialect {
     bad_request: fn(&str) -> Response,
+    bad_body: fn(&BodyError) -> Response,
     failure: fn(Fail) -> Option<Response>,
 }
 
@@ -150,31 +152,166 @@ const OPENAI: Dialect = Dialect {
         openai_error(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
-            "invalid_header",
+            None,
+            Some("invalid_header"),
             m,
         )
     },
+    bad_body: openai_bad_body,
     failure: openai_failure,
 };
 const ANTHROPIC: Dialect = Dialect {
     bad_request: |m| anthropic_error(StatusCode::BAD_REQUEST, "invalid_request_error", m),
+    bad_body: anthropic_bad_body,
     failure: anthropic_failure,
 };
 const GEMINI: Dialect = Dialect {
     bad_request: |m| gemini_error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", m),
+    bad_body: gemini_bad_body,
     failure: gemini_failure,
 };
 
 impl Sim {
-    /// The request's knobs, or the provider's own answer: a 400 for a bad knob, or the
-    /// failure injected before the stream starts.
-    fn accept(headers: &HeaderMap, dialect: &Dialect) -> Result<Sim, Box<Response>> {
+    /// The request's knobs and its JSON body, or the provider's own answer: a 400 for a bad
+    /// knob, the failure injected before the stream starts, or a 400 for a body it refuses.
+    /// The body comes last because the real APIs check the key (and the rate limit) first.
+    fn accept(
+        headers: &HeaderMap,
+        body: &Bytes,
+        dialect: &Dialect,
+        fields: &[Field],
+    ) -> Result<(Sim, Value), Box<Response>> {
         let sim = Sim::from_headers(headers).map_err(|m| Box::new((dialect.bad_request)(&m)))?;
-        match sim.fail.and_then(dialect.failure) {
-            Some(response) => Err(Box::new(response)),
-            None => Ok(sim),
+        if let Some(response) = sim.fail.and_then(dialect.failure) {
+            return Err(Box::new(response));
+        }
+        let request = check_body(body, fields).map_err(|e| Box::new((dialect.bad_body)(&e)))?;
+        Ok((sim, request))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request bodies
+
+/// What a field the simulator reads must hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Bool,
+    Str,
+    Object,
+    /// A whole number of at least 1 (`max_tokens`).
+    Count,
+}
+
+impl Kind {
+    fn holds(self, v: &Value) -> bool {
+        match self {
+            Kind::Bool => v.is_boolean(),
+            Kind::Str => v.is_string(),
+            Kind::Object => v.is_object(),
+            Kind::Count => v.as_u64().is_some_and(|n| n >= 1),
         }
     }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Kind::Bool => "a boolean",
+            Kind::Str => "a string",
+            Kind::Object => "an object",
+            Kind::Count => "an integer of at least 1",
+        }
+    }
+}
+
+/// A field the simulator reads: its dotted path, what it holds, whether it must be there.
+/// `null` counts as absent, as the real APIs take it for an optional field.
+struct Field {
+    path: &'static str,
+    kind: Kind,
+    required: bool,
+}
+
+const fn optional(path: &'static str, kind: Kind) -> Field {
+    Field {
+        path,
+        kind,
+        required: false,
+    }
+}
+
+const OPENAI_CHAT_FIELDS: &[Field] = &[
+    optional("model", Kind::Str),
+    optional("stream", Kind::Bool),
+    optional("stream_options", Kind::Object),
+    optional("stream_options.include_usage", Kind::Bool),
+];
+const OPENAI_RESPONSES_FIELDS: &[Field] =
+    &[optional("model", Kind::Str), optional("stream", Kind::Bool)];
+const ANTHROPIC_FIELDS: &[Field] = &[
+    optional("model", Kind::Str),
+    optional("stream", Kind::Bool),
+    Field {
+        path: "max_tokens",
+        kind: Kind::Count,
+        required: true,
+    },
+];
+
+/// Why a request body is refused.
+#[derive(Debug)]
+enum BodyError {
+    /// Not JSON at all; serde's reason.
+    NotJson(String),
+    /// JSON, but not an object; what it is.
+    NotObject(&'static str),
+    Missing(&'static str),
+    WrongType {
+        field: &'static str,
+        expected: Kind,
+        got: &'static str,
+    },
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "an integer",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The body as a JSON object whose `fields` hold what they should. Fields are checked in
+/// order, so a parent (`stream_options`) is checked before its children.
+fn check_body(body: &Bytes, fields: &[Field]) -> Result<Value, BodyError> {
+    let request: Value =
+        serde_json::from_slice(body).map_err(|e| BodyError::NotJson(e.to_string()))?;
+    if !request.is_object() {
+        return Err(BodyError::NotObject(json_type(&request)));
+    }
+    for field in fields {
+        let value = field
+            .path
+            .split('.')
+            .try_fold(&request, |v, key| v.get(key))
+            .filter(|v| !v.is_null());
+        match value {
+            None if field.required => return Err(BodyError::Missing(field.path)),
+            None => {}
+            Some(v) if field.kind.holds(v) => {}
+            Some(v) => {
+                return Err(BodyError::WrongType {
+                    field: field.path,
+                    expected: field.kind,
+                    got: json_type(v),
+                });
+            }
+        }
+    }
+    Ok(request)
 }
 
 fn word(i: u64) -> &'static str {
@@ -254,16 +391,59 @@ fn event_stream(labels: StreamLabels, body: Body) -> Response {
         .into_response()
 }
 
-fn request_json(body: &Bytes) -> Value {
-    serde_json::from_slice(body).unwrap_or(Value::Null)
-}
-
 // ---------------------------------------------------------------------------------------------
 // OpenAI chat completions
 
-fn openai_error(status: StatusCode, kind: &str, code: &str, message: &str) -> Response {
-    let body = json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
+fn openai_error(
+    status: StatusCode,
+    kind: &str,
+    param: Option<&str>,
+    code: Option<&str>,
+    message: &str,
+) -> Response {
+    let body = json!({"error": {"message": message, "type": kind, "param": param, "code": code}});
     (status, StreamLabels::new("openai"), Json(body)).into_response()
+}
+
+/// OpenAI's 400 for a body it refuses: its wording for a body that is not JSON (no `param`,
+/// no `code`), and `param` and `code` naming a field of the wrong type, as its API does.
+fn openai_bad_body(error: &BodyError) -> Response {
+    let (param, code, message) = match error {
+        BodyError::NotJson(_) => (
+            None,
+            None,
+            "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)".to_owned(),
+        ),
+        BodyError::NotObject(got) => (
+            None,
+            None,
+            format!("Invalid type for request body: expected an object, but got {got} instead."),
+        ),
+        BodyError::Missing(field) => (
+            Some(*field),
+            Some("missing_required_parameter"),
+            format!("Missing required parameter: '{field}'."),
+        ),
+        BodyError::WrongType {
+            field,
+            expected,
+            got,
+        } => (
+            Some(*field),
+            Some("invalid_type"),
+            format!(
+                "Invalid type for '{field}': expected {}, but got {got} instead.",
+                expected.describe()
+            ),
+        ),
+    };
+    openai_error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request_error",
+        param,
+        code,
+        &message,
+    )
 }
 
 /// OpenAI's answer to a failure injected before the stream starts.
@@ -287,20 +467,77 @@ fn openai_failure(fail: Fail) -> Option<Response> {
         ),
         Fail::StreamError | Fail::Stall => return None,
     };
-    Some(openai_error(fail.status(), kind, code, message))
+    Some(openai_error(fail.status(), kind, None, Some(code), message))
+}
+
+/// The models each simulated provider serves. Like the real APIs, an unknown model is a 404, and
+/// labels name only served models: a client cannot mint label values through the body.
+const OPENAI_MODELS: &[&str] = &[
+    "gpt-4o-mini",
+    "gpt-4o",
+    "gpt-4.1",
+    "gpt-4.1-mini",
+    "gpt-4.1-nano",
+    "gpt-5",
+    "gpt-5-mini",
+    "o3",
+    "o4-mini",
+];
+const ANTHROPIC_MODELS: &[&str] = &[
+    "claude-sonnet-4-5",
+    "claude-opus-4-1",
+    "claude-haiku-4-5",
+    "claude-3-5-haiku-latest",
+];
+const GEMINI_MODELS: &[&str] = &[
+    "gemini-2.5-flash",
+    "gemini-2.5-pro",
+    "gemini-2.5-flash-lite",
+    "gemini-2.0-flash",
+];
+
+/// The served model the request names (or the default), as a `'static` label; else the
+/// provider's own 404.
+fn served_model(
+    requested: Option<&str>,
+    default: &'static str,
+    catalog: &[&'static str],
+    not_found: impl FnOnce(&str) -> Response,
+) -> Result<&'static str, Box<Response>> {
+    let name = requested.unwrap_or(default);
+    catalog
+        .iter()
+        .find(|m| **m == name)
+        .copied()
+        .ok_or_else(|| Box::new(not_found(name)))
+}
+
+fn openai_model_not_found(name: &str) -> Response {
+    let shown: String = name.chars().take(64).collect();
+    openai_error(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        None,
+        Some("model_not_found"),
+        &format!("The model `{shown}` does not exist or you do not have access to it."),
+    )
 }
 
 async fn openai_chat(headers: HeaderMap, body: Bytes) -> Response {
-    let sim = match Sim::accept(&headers, &OPENAI) {
-        Ok(sim) => sim,
+    let (sim, request) = match Sim::accept(&headers, &body, &OPENAI, OPENAI_CHAT_FIELDS) {
+        Ok(accepted) => accepted,
         Err(response) => return *response,
     };
-    let request = request_json(&body);
-    let model = request["model"]
-        .as_str()
-        .unwrap_or("gpt-4o-mini")
-        .to_owned();
-    let labels = StreamLabels::new("openai").with_model(model.clone());
+    let model = match served_model(
+        request["model"].as_str(),
+        "gpt-4o-mini",
+        OPENAI_MODELS,
+        openai_model_not_found,
+    ) {
+        Ok(model) => model,
+        Err(response) => return *response,
+    };
+    let labels = StreamLabels::new("openai").with_model(model);
     let created = 1_731_506_198;
     if !request["stream"].as_bool().unwrap_or(false) {
         tokio::time::sleep(sim.ttft + sim.interval * sim.tokens.saturating_sub(1) as u32).await;
@@ -358,13 +595,20 @@ async fn openai_chat(headers: HeaderMap, body: Bytes) -> Response {
 // OpenAI Responses
 
 async fn openai_responses(headers: HeaderMap, body: Bytes) -> Response {
-    let sim = match Sim::accept(&headers, &OPENAI) {
-        Ok(sim) => sim,
+    let (sim, request) = match Sim::accept(&headers, &body, &OPENAI, OPENAI_RESPONSES_FIELDS) {
+        Ok(accepted) => accepted,
         Err(response) => return *response,
     };
-    let request = request_json(&body);
-    let model = request["model"].as_str().unwrap_or("gpt-4.1").to_owned();
-    let labels = StreamLabels::new("openai").with_model(model.clone());
+    let model = match served_model(
+        request["model"].as_str(),
+        "gpt-4.1",
+        OPENAI_MODELS,
+        openai_model_not_found,
+    ) {
+        Ok(model) => model,
+        Err(response) => return *response,
+    };
+    let labels = StreamLabels::new("openai").with_model(model);
     let text: String = (0..sim.tokens).map(word).collect();
     let (resp_id, item_id) = ("resp_sim", "msg_sim");
     let response = |status: &str, output: Value, usage: Value| {
@@ -448,6 +692,22 @@ fn anthropic_error(status: StatusCode, kind: &str, message: &str) -> Response {
     (status, StreamLabels::new("anthropic"), Json(body)).into_response()
 }
 
+/// Anthropic's 400 for a body it refuses, worded as its validation errors are
+/// (`field: what is wrong`).
+fn anthropic_bad_body(error: &BodyError) -> Response {
+    let message = match error {
+        BodyError::NotJson(reason) => format!("The request body is not valid JSON: {reason}"),
+        BodyError::NotObject(got) => {
+            format!("The request body must be a JSON object, not {got}")
+        }
+        BodyError::Missing(field) => format!("{field}: Field required"),
+        BodyError::WrongType {
+            field, expected, ..
+        } => format!("{field}: Input should be {}", expected.describe()),
+    };
+    anthropic_error(StatusCode::BAD_REQUEST, "invalid_request_error", &message)
+}
+
 /// Anthropic's answer to a failure injected before the stream starts.
 fn anthropic_failure(fail: Fail) -> Option<Response> {
     let (kind, message) = match fail {
@@ -464,16 +724,27 @@ fn anthropic_failure(fail: Fail) -> Option<Response> {
 }
 
 async fn anthropic_messages(headers: HeaderMap, body: Bytes) -> Response {
-    let sim = match Sim::accept(&headers, &ANTHROPIC) {
-        Ok(sim) => sim,
+    let (sim, request) = match Sim::accept(&headers, &body, &ANTHROPIC, ANTHROPIC_FIELDS) {
+        Ok(accepted) => accepted,
         Err(response) => return *response,
     };
-    let request = request_json(&body);
-    let model = request["model"]
-        .as_str()
-        .unwrap_or("claude-sonnet-4-5")
-        .to_owned();
-    let labels = StreamLabels::new("anthropic").with_model(model.clone());
+    let model = match served_model(
+        request["model"].as_str(),
+        "claude-sonnet-4-5",
+        ANTHROPIC_MODELS,
+        |name| {
+            let shown: String = name.chars().take(64).collect();
+            anthropic_error(
+                StatusCode::NOT_FOUND,
+                "not_found_error",
+                &format!("model: {shown}"),
+            )
+        },
+    ) {
+        Ok(model) => model,
+        Err(response) => return *response,
+    };
+    let labels = StreamLabels::new("anthropic").with_model(model);
     let message = |content: Value, stop: Value, output: u64| {
         json!({"id": "msg_sim", "type": "message", "role": "assistant", "content": content, "model": model,
                "stop_reason": stop, "stop_sequence": null,
@@ -543,6 +814,26 @@ fn gemini_error(status: StatusCode, grpc_status: &str, message: &str) -> Respons
     (status, StreamLabels::new("gemini"), Json(body)).into_response()
 }
 
+/// Gemini's 400 for a body it refuses ("Invalid JSON payload received. ...").
+fn gemini_bad_body(error: &BodyError) -> Response {
+    let message = match error {
+        BodyError::NotJson(reason) => format!("Invalid JSON payload received. {reason}"),
+        BodyError::NotObject(got) => {
+            format!("Invalid JSON payload received. Expected an object, got {got}.")
+        }
+        BodyError::Missing(field) => format!("{field} is not specified"),
+        BodyError::WrongType {
+            field,
+            expected,
+            got,
+        } => format!(
+            "Invalid value at '{field}': expected {}, got {got}",
+            expected.describe()
+        ),
+    };
+    gemini_error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", &message)
+}
+
 /// Gemini's answer to a failure injected before the stream starts.
 fn gemini_failure(fail: Fail) -> Option<Response> {
     let (grpc_status, message) = match fail {
@@ -564,11 +855,8 @@ async fn gemini(
     Path(model_action): Path<String>,
     Query(query): Query<std::collections::HashMap<String, String>>,
     headers: HeaderMap,
+    body: Bytes,
 ) -> Response {
-    let sim = match Sim::accept(&headers, &GEMINI) {
-        Ok(sim) => sim,
-        Err(response) => return *response,
-    };
     let Some((model, action)) = model_action.split_once(':') else {
         return gemini_error(
             StatusCode::NOT_FOUND,
@@ -576,7 +864,35 @@ async fn gemini(
             "expected models/{model}:streamGenerateContent",
         );
     };
-    let labels = StreamLabels::new("gemini").with_model(model.to_owned());
+    let streaming = match action {
+        "generateContent" => false,
+        "streamGenerateContent" if query.get("alt").map(String::as_str) == Some("sse") => true,
+        "streamGenerateContent" => {
+            return gemini_error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_ARGUMENT",
+                "this simulator streams with alt=sse only",
+            );
+        }
+        _ => return gemini_error(StatusCode::NOT_FOUND, "NOT_FOUND", "unknown method"),
+    };
+    // The simulator reads no field of a Gemini request, but the body must still be an object.
+    let (sim, _) = match Sim::accept(&headers, &body, &GEMINI, &[]) {
+        Ok(accepted) => accepted,
+        Err(response) => return *response,
+    };
+    let model = match served_model(Some(model), "gemini-2.5-flash", GEMINI_MODELS, |name| {
+        let shown: String = name.chars().take(64).collect();
+        gemini_error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            &format!("models/{shown} is not found for API version v1beta"),
+        )
+    }) {
+        Ok(model) => model,
+        Err(response) => return *response,
+    };
+    let labels = StreamLabels::new("gemini").with_model(model);
     let chunk = |text: &str, k: u64, finish: bool| {
         let mut candidate =
             json!({"content": {"parts": [{"text": text}], "role": "model"}, "index": 0});
@@ -588,35 +904,25 @@ async fn gemini(
                                  "totalTokenCount": PROMPT_TOKENS + k},
                "modelVersion": model, "responseId": "sim"})
     };
-    match action {
-        "generateContent" => {
-            tokio::time::sleep(sim.ttft + sim.interval * sim.tokens.saturating_sub(1) as u32).await;
-            let text: String = (0..sim.tokens).map(word).collect();
-            (labels, Json(chunk(&text, sim.tokens, true))).into_response()
-        }
-        "streamGenerateContent" if query.get("alt").map(String::as_str) == Some("sse") => {
-            let n = sim.tokens;
-            let tokens = (0..n)
-                .map(|i| gemini_sse(&chunk(word(i), i + 1, i + 1 == n)))
-                .collect();
-            let error_event = gemini_sse(
-                &json!({"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}),
-            );
-            Script {
-                prelude: vec![],
-                tokens,
-                epilogue: vec![],
-                error_event,
-            }
-            .respond(labels, sim)
-        }
-        "streamGenerateContent" => gemini_error(
-            StatusCode::BAD_REQUEST,
-            "INVALID_ARGUMENT",
-            "this simulator streams with alt=sse only",
-        ),
-        _ => gemini_error(StatusCode::NOT_FOUND, "NOT_FOUND", "unknown method"),
+    if !streaming {
+        tokio::time::sleep(sim.ttft + sim.interval * sim.tokens.saturating_sub(1) as u32).await;
+        let text: String = (0..sim.tokens).map(word).collect();
+        return (labels, Json(chunk(&text, sim.tokens, true))).into_response();
     }
+    let n = sim.tokens;
+    let tokens = (0..n)
+        .map(|i| gemini_sse(&chunk(word(i), i + 1, i + 1 == n)))
+        .collect();
+    let error_event = gemini_sse(
+        &json!({"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}),
+    );
+    Script {
+        prelude: vec![],
+        tokens,
+        epilogue: vec![],
+        error_event,
+    }
+    .respond(labels, sim)
 }
 
 /// The simulated provider routes.
