@@ -42,7 +42,26 @@ async fn official_sdks_parse_the_demo_and_the_monitor_counts_them() {
     let parsed: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON line");
     assert_eq!(parsed["anthropic_auth_error"], 401);
 
-    let got = records.wait_for(4).await;
+    assert_eq!(
+        parsed["stream_failures"],
+        serde_json::json!({"openai_server": 500, "openai_rate_limit": 429, "openai_timeout": 504, "anthropic_server": 500})
+    );
+
+    let got = records.wait_for(8).await;
+    // The SDKs' failed streaming requests (JSON Accept, "stream": true in the body) count as
+    // streaming requests with their outcome, so the windows and triggers see them.
+    for outcome in [Outcome::ServerError, Outcome::RateLimited, Outcome::Timeout] {
+        assert!(
+            got.iter().any(|r| r.outcome == outcome && r.streaming),
+            "a streaming {outcome} in {got:#?}"
+        );
+    }
+    assert_eq!(
+        got.iter()
+            .filter(|r| r.outcome == Outcome::ServerError && r.streaming)
+            .count(),
+        2
+    );
     let by_format = |f: ProviderFormat| {
         got.iter()
             .find(|r| r.format == f)
@@ -70,4 +89,6 @@ async fn official_sdks_parse_the_demo_and_the_monitor_counts_them() {
     let snapshot = monitor.snapshot();
     assert_eq!(snapshot.streaming_5min.total_tokens, 12 + 7 + 9);
     assert_eq!(snapshot.requests_5min.auth_errors, 1);
+    assert_eq!(snapshot.streaming_5min.streaming_errors, 4);
+    assert_eq!(snapshot.streaming_5min.timeouts, 1);
 }

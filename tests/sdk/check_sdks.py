@@ -76,7 +76,38 @@ def main(base):
     except anthropic.AuthenticationError as error:
         result["anthropic_auth_error"] = error.status_code
 
+    # Streaming requests that fail before their first byte, as the SDKs send them (JSON Accept,
+    # "stream": true in the body): each surfaces as the SDK's own error type.
+    failures = {}
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key="sim-key", max_retries=0)
+    for fail, error_type in [("server", openai.InternalServerError), ("rate_limit", openai.RateLimitError),
+                             ("timeout", openai.APIStatusError)]:
+        try:
+            for _ in client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}], stream=True,
+                extra_headers={**knobs, "x-sim-fail": fail},
+            ):
+                pass
+            raise AssertionError(f"expected a failure for {fail}")
+        except error_type as error:
+            failures[f"openai_{fail}"] = error.status_code
+    try:
+        with client_anthropic_stream(base, knobs, "server"):
+            pass
+        raise AssertionError("expected an anthropic server error")
+    except anthropic.APIStatusError as error:
+        failures["anthropic_server"] = error.status_code
+    result["stream_failures"] = failures
+
     print(json.dumps(result))
+
+
+def client_anthropic_stream(base, knobs, fail):
+    client = anthropic.Anthropic(base_url=base, api_key="sim-key", max_retries=0)
+    return client.messages.stream(
+        model="claude-sonnet-4-5", max_tokens=8, messages=[{"role": "user", "content": "x"}],
+        extra_headers={**knobs, "x-sim-fail": fail},
+    )
 
 
 if __name__ == "__main__":
