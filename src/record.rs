@@ -8,7 +8,7 @@ use http::StatusCode;
 
 use crate::parse::{ProviderFormat, TokenSource};
 
-/// How a request ended. Also the OpenTelemetry `error.type` of the request (see SPEC section 4).
+/// How a request ended. Also the OpenTelemetry `error.type` of the request (the README's outcome table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Outcome {
     /// A 1xx-3xx status and a body that ended normally with no in-stream error.

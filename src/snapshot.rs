@@ -19,7 +19,7 @@ pub struct ProviderWindows {
     pub one_hour: WindowStats,
 }
 
-/// The `data` of `GET {prefix}/metrics`; field names are those of the seed's service.
+/// The `data` of `GET {prefix}/metrics`; field names are fixed (existing clients read them; see the README).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MetricsSnapshot {
     /// RFC 3339, UTC, microseconds.

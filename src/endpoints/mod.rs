@@ -1,4 +1,4 @@
-//! The monitoring endpoints layer 1 serves under its prefix (SPEC section 5). Endpoints only read
+//! The monitoring endpoints layer 1 serves under its prefix (README, Endpoints). Endpoints only read
 //! the monitor; they are not measured themselves.
 
 use bytes::Bytes;

@@ -231,6 +231,8 @@ where
             }),
             fingerprint: format!("{print:016x}"),
         };
-        self.monitor.error_store().push(print, record);
+        self.monitor
+            .error_store()
+            .push(print, record, self.monitor.window_secs());
     }
 }

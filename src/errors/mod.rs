@@ -1,4 +1,4 @@
-//! Layer 2: error records from tracing events (SPEC section 7).
+//! Layer 2: error records from tracing events (README, Error records).
 //!
 //! [`Monitor::error_layer`](crate::Monitor::error_layer) gives a tracing-subscriber layer that
 //! captures WARN and ERROR events (configurable) with their fields, span scope, request context

@@ -1,4 +1,6 @@
 //! Bounded storage of error records: a ring of the latest records and per-callsite groups.
+//!
+//! Eviction is fair between callsites: see [`ErrorStore`].
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -7,7 +9,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 use serde::ser::SerializeMap;
 
-use crate::window::{RateRing, WindowSpan, unix_secs};
+use crate::window::{RateRing, WindowSpan};
 
 /// WARN or ERROR.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -160,7 +162,12 @@ impl Default for ErrorQuery {
 }
 
 struct Inner {
-    ring: VecDeque<Arc<ErrorRecord>>,
+    /// Stored records, oldest first, each with its callsite's fingerprint.
+    ring: VecDeque<(u64, Arc<ErrorRecord>)>,
+    /// How many records of each callsite `ring` holds (callsites with none are absent).
+    held: HashMap<u64, usize>,
+    /// The callsites holding more than their share, in no order (at most three).
+    over_share: Vec<u64>,
     groups: HashMap<u64, ErrorGroup>,
     other: Option<ErrorGroup>,
     totals: LevelCounts,
@@ -170,8 +177,23 @@ struct Inner {
 }
 
 /// The bounded store: `capacity` latest records, `max_groups` groups (then `other`).
+///
+/// One callsite cannot crowd out the others. Its share is a quarter of the capacity (at least
+/// one record). While the ring has room every record is kept, so a callsite alone can fill it.
+/// Once the ring is full, a new record replaces:
+///
+/// 1. the oldest record of its own callsite, when that callsite holds its share or more;
+/// 2. else the oldest record of any callsite holding more than its share;
+/// 3. else the oldest record.
+///
+/// So a noisy callsite shrinks to its share as soon as others log, and from then on its new
+/// records replace only its own; a callsite below its share loses records only to step 3.
+/// Records stay in arrival order, so queries are newest first. An insert costs at most a scan
+/// of the ring.
 pub(crate) struct ErrorStore {
     capacity: usize,
+    /// Records a callsite may keep once the ring is full and others need room.
+    share: usize,
     max_groups: usize,
     inner: Mutex<Inner>,
 }
@@ -180,9 +202,12 @@ impl ErrorStore {
     pub(crate) fn new(capacity: usize, max_groups: usize) -> Self {
         Self {
             capacity,
+            share: (capacity / 4).max(1),
             max_groups,
             inner: Mutex::new(Inner {
                 ring: VecDeque::with_capacity(capacity.min(1024)),
+                held: HashMap::new(),
+                over_share: Vec::new(),
                 groups: HashMap::new(),
                 other: None,
                 totals: LevelCounts::default(),
@@ -202,8 +227,9 @@ impl ErrorStore {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn push(&self, fingerprint: u64, record: ErrorRecord) {
-        let now = unix_secs(record.timestamp);
+    /// Stores a record. `now` is the monitor's window second (monotonic; the record's own
+    /// timestamp is wall time, for display), which places it in the recent counts.
+    pub(crate) fn push(&self, fingerprint: u64, record: ErrorRecord, now: u64) {
         let level = record.level as usize;
         let mut inner = self.lock();
         match record.level {
@@ -253,15 +279,45 @@ impl ErrorStore {
             return;
         }
         if inner.ring.len() >= self.capacity {
-            inner.ring.pop_front();
+            self.evict_for(&mut inner, fingerprint);
         }
-        inner.ring.push_back(Arc::new(record));
+        inner.ring.push_back((fingerprint, Arc::new(record)));
+        let held = inner.held.entry(fingerprint).or_insert(0);
+        *held += 1;
+        if *held == self.share + 1 {
+            inner.over_share.push(fingerprint);
+        }
+    }
+
+    /// Removes the record that a new one of callsite `incoming` replaces (see [`ErrorStore`]).
+    fn evict_for(&self, inner: &mut Inner, incoming: u64) {
+        let own = inner.held.get(&incoming).copied().unwrap_or(0);
+        let victim = if own >= self.share {
+            inner.ring.iter().position(|(k, _)| *k == incoming)
+        } else if inner.over_share.is_empty() {
+            None
+        } else {
+            let over = &inner.over_share;
+            inner.ring.iter().position(|(k, _)| over.contains(k))
+        };
+        let Some((key, _)) = inner.ring.remove(victim.unwrap_or(0)) else {
+            return;
+        };
+        if let Some(held) = inner.held.get_mut(&key) {
+            *held -= 1;
+            if *held == self.share {
+                inner.over_share.retain(|k| *k != key);
+            }
+            if *held == 0 {
+                inner.held.remove(&key);
+            }
+        }
     }
 
     /// Matching records, newest first, and how many matched before the limit.
     pub(crate) fn query(&self, q: &ErrorQuery) -> (Vec<Arc<ErrorRecord>>, usize) {
         let inner = self.lock();
-        let matching = inner.ring.iter().rev().filter(|r| {
+        let matching = inner.ring.iter().rev().map(|(_, r)| r).filter(|r| {
             q.level.is_none_or(|l| r.level >= l)
                 && q.since.is_none_or(|s| r.timestamp >= s)
                 && q.target.as_deref().is_none_or(|t| r.target.starts_with(t))
@@ -277,9 +333,9 @@ impl ErrorStore {
         (out, total)
     }
 
-    pub(crate) fn summary(&self, now: SystemTime) -> ErrorSummary {
+    /// Totals, recent counts at window second `secs`, and groups.
+    pub(crate) fn summary(&self, secs: u64) -> ErrorSummary {
         let inner = self.lock();
-        let secs = unix_secs(now);
         let five = |level: usize| inner.five_minutes[level].totals(secs).1;
         let hour = |level: usize| inner.one_hour[level].totals(secs).1;
         let mut groups: Vec<ErrorGroup> = inner
@@ -302,5 +358,128 @@ impl ErrorStore {
             stored: inner.ring.len(),
             groups,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(message: String) -> ErrorRecord {
+        ErrorRecord {
+            timestamp: SystemTime::UNIX_EPOCH,
+            level: ErrorLevel::Error,
+            target: "app".into(),
+            message,
+            fields: Fields::default(),
+            spans: Vec::new(),
+            request_id: None,
+            user_id: None,
+            provider: None,
+            route: None,
+            location: None,
+            fingerprint: String::new(),
+        }
+    }
+
+    fn push(store: &ErrorStore, callsite: u64, n: usize) {
+        for i in 0..n {
+            store.push(callsite, record(format!("{callsite}-{i}")), 0);
+        }
+    }
+
+    /// Records held per callsite (by message prefix), and all messages newest first.
+    fn held(store: &ErrorStore) -> (HashMap<String, usize>, Vec<String>) {
+        let query = ErrorQuery {
+            limit: usize::MAX,
+            ..ErrorQuery::default()
+        };
+        let (records, total) = store.query(&query);
+        assert_eq!(total, records.len());
+        let mut per = HashMap::new();
+        let messages: Vec<String> = records.iter().map(|r| r.message.clone()).collect();
+        for m in &messages {
+            let callsite = m.split('-').next().unwrap_or_default().to_owned();
+            *per.entry(callsite).or_insert(0) += 1;
+        }
+        (per, messages)
+    }
+
+    #[test]
+    fn one_callsite_alone_fills_the_ring() {
+        let store = ErrorStore::new(100, 10);
+        push(&store, 1, 10_000);
+        let (per, messages) = held(&store);
+        assert_eq!(per["1"], 100);
+        assert_eq!(messages[0], "1-9999");
+        assert_eq!(messages[99], "1-9900");
+        assert_eq!(store.summary(0).stored, 100);
+    }
+
+    #[test]
+    fn noisy_callsite_cannot_evict_the_others() {
+        let store = ErrorStore::new(1000, 100);
+        push(&store, 1, 10_000);
+        push(&store, 2, 5);
+        let (per, messages) = held(&store);
+        assert_eq!(per["2"], 5);
+        assert_eq!(per["1"], 995);
+        assert_eq!(&messages[..2], ["2-4", "2-3"]);
+        assert_eq!(messages[5], "1-9999");
+
+        // The noisy callsite keeps logging while three others do: it shrinks to its share
+        // (250) and every other callsite keeps its latest 250.
+        for round in 0..300 {
+            for callsite in 3..6 {
+                store.push(callsite, record(format!("{callsite}-{round}")), 0);
+            }
+            push(&store, 1, 10);
+        }
+        let (per, messages) = held(&store);
+        assert_eq!(per.get("1"), Some(&250));
+        for callsite in ["3", "4", "5"] {
+            assert_eq!(per.get(callsite), Some(&250), "{callsite}");
+        }
+        assert_eq!(
+            per.get("2"),
+            None,
+            "evicted oldest first once nobody is over share"
+        );
+        assert_eq!(messages.len(), 1000);
+        assert_eq!(messages[0], "1-9");
+        assert_eq!(messages[10], "5-299");
+        // Newest first: the rounds count down.
+        let rounds: Vec<usize> = messages
+            .iter()
+            .filter(|m| m.starts_with("3-"))
+            .filter_map(|m| m[2..].parse().ok())
+            .collect();
+        assert_eq!(rounds, (50..300).rev().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn callsites_within_their_share_evict_oldest_first() {
+        let store = ErrorStore::new(8, 10);
+        for i in 0..8 {
+            store.push(i % 4, record(format!("{}-{i}", i % 4)), 0);
+        }
+        store.push(7, record("7-0".into()), 0);
+        let (_, messages) = held(&store);
+        assert_eq!(messages.len(), 8);
+        assert_eq!(messages[0], "7-0");
+        assert_eq!(messages[7], "1-1", "the oldest record (0-0) went");
+    }
+
+    #[test]
+    fn tiny_rings_keep_a_share_of_one() {
+        let store = ErrorStore::new(1, 10);
+        push(&store, 1, 3);
+        push(&store, 2, 1);
+        assert_eq!(held(&store).1, ["2-0"]);
+        let store = ErrorStore::new(3, 10);
+        push(&store, 1, 5);
+        push(&store, 2, 2);
+        let (per, _) = held(&store);
+        assert_eq!((per["1"], per["2"]), (2, 1));
     }
 }

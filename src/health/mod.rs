@@ -1,4 +1,4 @@
-//! Health: baselines, checks, rollback triggers and alerts (SPEC section 6).
+//! Health: baselines, checks, rollback triggers and alerts (README, Health and rollback triggers).
 //!
 //! Health is judged over the 5-minute window. Each baseline gives a check (healthy within
 //! `warning`, degraded past it, critical past `critical`; reversed when higher is better); each
@@ -92,7 +92,7 @@ impl Baseline {
     }
 }
 
-/// The three baselines of the seed, serialised under their `/metrics` names.
+/// The three default baselines, serialised under their `/metrics` names.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Baselines {
     /// P95 time to first token (ms). Default 1000 / 2000 / 5000.
@@ -136,7 +136,7 @@ impl Default for Baselines {
 ///
 /// ```
 /// use tower_stream_monitor::{Outcome, health::RollbackTrigger};
-/// // The seed's "TTS failure > 30%": server errors and timeouts on one route.
+/// // A "TTS failure > 30%" trigger: server errors and timeouts on one route.
 /// let tts = RollbackTrigger::new("tts_failure_rate", [Outcome::ServerError, Outcome::Timeout], 30.0)
 ///     .route("/v1/tts");
 /// ```

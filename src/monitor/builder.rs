@@ -30,7 +30,7 @@ pub(crate) const DEFAULT_HEADER_LABEL_CARDINALITY: usize = 16;
 /// Default number of distinct (provider, model, route) combinations recorded before new ones
 /// fold into `other`.
 pub(crate) const DEFAULT_MAX_LABEL_SETS: usize = 256;
-/// Default stream timeout of [`Monitor::from_env`] when `STREAMING_TIMEOUT` is unset (as the seed).
+/// Default stream timeout of [`Monitor::from_env`] when `STREAMING_TIMEOUT` is unset (README, Configuration).
 pub const DEFAULT_ENV_STREAM_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default minimum of requests in a window before health is judged.
 pub const DEFAULT_MIN_SAMPLES: u64 = 20;
@@ -403,7 +403,7 @@ impl MonitorBuilder {
         self
     }
 
-    /// Health baselines (first-token latency, tokens/s, error rate). Default: the seed's
+    /// Health baselines (first-token latency, tokens/s, error rate). Default:
     /// 1000/2000/5000 ms, 50/30/10 tokens/s, 1/5/10 %.
     pub fn baselines(mut self, baselines: Baselines) -> Self {
         self.config.baselines = baselines;
@@ -460,7 +460,9 @@ impl MonitorBuilder {
         self
     }
 
-    /// Error records kept, the latest ones. Default 1000.
+    /// Error records kept, the latest ones. Default 1000. Once the store is full, a callsite
+    /// holding a quarter of it (at least 1) replaces its own oldest record, so a noisy callsite
+    /// cannot evict the others.
     pub fn max_error_records(mut self, n: usize) -> Self {
         self.config.max_error_records = n;
         self
@@ -479,7 +481,7 @@ impl MonitorBuilder {
         self
     }
 
-    /// Applies the environment variables of SPEC section 9 over the current settings:
+    /// Applies the environment variables (README, Configuration) over the current settings:
     ///
     /// | variable | meaning | default |
     /// |---|---|---|

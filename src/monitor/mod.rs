@@ -130,7 +130,7 @@ impl Monitor {
 
     /// Error totals, recent counts and per-callsite groups.
     pub fn error_summary(&self) -> ErrorSummary {
-        self.shared.errors.summary(self.now())
+        self.shared.errors.summary(self.window_secs())
     }
 
     pub(crate) fn error_store(&self) -> &ErrorStore {

@@ -1,5 +1,5 @@
 //! Per-request state from the service call on: labels known from the request, ids, the span,
-//! and the session logs of SPEC section 8.
+//! and the session logs (crate docs, Session logs).
 
 use std::fmt::Display;
 use std::sync::Arc;
@@ -265,7 +265,7 @@ fn route_of(monitor: &Monitor, parts: &Parts) -> Arc<str> {
     }
 }
 
-/// `60s`, `2.5s`, `0.3s`: the seed's `Streaming timeout after {n}s` wording.
+/// `60s`, `2.5s`, `0.3s`: the `Streaming timeout after {n}s` wording (README).
 pub(crate) fn seconds(d: Duration) -> String {
     if d.subsec_nanos() == 0 {
         format!("{}s", d.as_secs())
@@ -300,7 +300,7 @@ pub(crate) fn log_end(span: &Span, end: &End<'_>) {
     let status = end.status.map_or(0, |s| s.as_u16());
     let provider = end.provider;
     let output_tokens = end.output_tokens;
-    // The timeout's own message is the seed's wording, `Streaming timeout after {n}s`.
+    // The timeout's own message keeps its documented wording, `Streaming timeout after {n}s`.
     if let (Outcome::Timeout, Some(error)) = (outcome, end.error) {
         tracing::error!(target: SESSION_TARGET, parent: span, outcome = outcome.as_str(), provider, duration_ms, "{error}");
         return;

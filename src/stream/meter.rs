@@ -180,7 +180,7 @@ impl StreamMeter {
         self.last_token = Some(now);
     }
 
-    /// The seed's per-request alerting: past the critical baseline WARN, past warning INFO.
+    /// Per-request first-token alerting: past the critical baseline WARN, past warning INFO.
     fn log_first_token(&self, latency_ms: f64, span: &Span) {
         let baseline = &self
             .context

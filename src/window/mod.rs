@@ -13,8 +13,8 @@ mod stats;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+pub(crate) use clock::WindowTime;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub(crate) use clock::{WindowTime, unix_secs};
 pub use ring::WindowSpan;
 pub use stats::{OutcomeCounts, RequestStats, WindowStats};
 

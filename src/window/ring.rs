@@ -3,7 +3,7 @@
 use super::stats::SlotStats;
 use crate::record::StreamRecord;
 
-/// The two windows of SPEC section 5.
+/// The two windows of `/metrics` (README, Endpoints).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WindowSpan {
     /// The last 5 minutes, in 30 slots of 10 s.

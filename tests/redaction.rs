@@ -1,0 +1,290 @@
+//! Secrets of every shape the redactor knows, planted in event messages, event fields (secret
+//! and innocent names) and span fields, never reach a stored error record.
+
+use proptest::prelude::*;
+use tower_stream_monitor::Monitor;
+use tower_stream_monitor::errors::{ErrorQuery, redact};
+use tracing_subscriber::layer::SubscriberExt;
+
+/// A planted secret: the text as logged, and the random parts that must never be stored.
+#[derive(Debug, Clone)]
+struct Secret {
+    text: String,
+    bodies: Vec<String>,
+}
+
+impl Secret {
+    fn new(text: String, bodies: Vec<String>) -> Self {
+        Self { text, bodies }
+    }
+}
+
+/// Standard base64 with padding (what `Basic` credentials use).
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn bearer() -> impl Strategy<Value = Secret> {
+    (
+        prop::sample::select(vec!["Bearer", "bearer", "BEARER"]),
+        "[A-Za-z0-9._~+/-]{16,64}",
+    )
+        .prop_map(|(scheme, body)| Secret::new(format!("{scheme} {body}"), vec![body]))
+}
+
+fn basic() -> impl Strategy<Value = Secret> {
+    ("[a-z]{3,10}", "[A-Za-z0-9!#%*]{8,24}").prop_map(|(user, password)| {
+        let token = base64(format!("{user}:{password}").as_bytes());
+        Secret::new(format!("Basic {token}"), vec![token])
+    })
+}
+
+fn jwt() -> impl Strategy<Value = Secret> {
+    (
+        "[A-Za-z0-9_-]{10,40}",
+        "[A-Za-z0-9_-]{10,200}",
+        "[A-Za-z0-9_-]{20,86}",
+    )
+        .prop_map(|(header, payload, signature)| {
+            let text = format!("eyJ{header}.eyJ{payload}.{signature}");
+            Secret::new(text, vec![header, payload, signature])
+        })
+}
+
+/// Prefixed provider tokens: OpenAI, Anthropic, Google, AWS, GitHub, Slack, Stripe.
+fn provider_token() -> impl Strategy<Value = Secret> {
+    let prefixed = |prefixes: Vec<&'static str>, body: &'static str| {
+        (prop::sample::select(prefixes), body)
+            .prop_map(|(prefix, body)| Secret::new(format!("{prefix}{body}"), vec![body]))
+    };
+    prop_oneof![
+        prefixed(
+            vec!["sk-", "sk-proj-", "SK-PROJ-", "sk-ant-api03-"],
+            "[A-Za-z0-9_-]{20,100}"
+        ),
+        prefixed(vec!["AIza"], "[0-9A-Za-z_-]{35}"),
+        prefixed(vec!["AKIA", "ASIA"], "[0-9A-Z]{16}"),
+        prefixed(
+            vec!["ghp_", "gho_", "ghs_", "ghu_", "ghr_"],
+            "[A-Za-z0-9]{36}"
+        ),
+        prefixed(vec!["github_pat_"], "[A-Za-z0-9]{22}_[A-Za-z0-9]{59}"),
+        prefixed(
+            vec!["xoxb-", "xoxp-"],
+            "[0-9]{10,13}-[0-9]{10,13}-[A-Za-z0-9]{24}"
+        ),
+        prefixed(
+            vec!["sk_live_", "rk_live_", "sk_test_", "rk_test_"],
+            "[A-Za-z0-9]{24,99}"
+        ),
+    ]
+}
+
+/// `name <sep> value` text (logfmt, query strings, headers, JSON, Debug output).
+fn key_value() -> impl Strategy<Value = Secret> {
+    let names = vec![
+        "client_secret",
+        "db_password",
+        "aws_secret_access_key",
+        "password",
+        "PASSWORD",
+        "passwd",
+        "pwd",
+        "api_key",
+        "Api-Key",
+        "apiKey",
+        "x-api-key",
+        "key",
+        "token",
+        "access_token",
+        "refresh_token",
+        "private_key",
+        "jwt",
+        "session_id",
+        "sessionid",
+        "auth",
+        "x_auth",
+        "auth_header",
+        "secret",
+        "Authorization",
+    ];
+    let forms: Vec<fn(&str, &str) -> String> = vec![
+        |n, v| format!("{n}={v}"),
+        |n, v| format!("{n}: {v}"),
+        |n, v| format!("{n} = {v}"),
+        |n, v| format!("{n}:{v}"),
+        |n, v| format!("{n}=\"{v}\""),
+        |n, v| format!("{n}: '{v}'"),
+        |n, v| format!("{n} => \"{v}\""),
+        |n, v| format!("{{\"{n}\":\"{v}\"}}"),
+        |n, v| format!("{{\"{n}\": \"{v}\", \"model\": \"gpt-4o\"}}"),
+        |n, v| format!("GET /v1/models?{n}={v}&alt=sse"),
+    ];
+    (
+        prop::sample::select(names),
+        prop::sample::select(forms),
+        "[A-Za-z0-9!@#%^*+=._~-]{8,40}",
+    )
+        .prop_map(|(name, form, value)| Secret::new(form(name, &value), vec![value]))
+}
+
+fn url_userinfo() -> impl Strategy<Value = Secret> {
+    (
+        prop::sample::select(vec![
+            "postgres",
+            "mysql",
+            "redis",
+            "amqps",
+            "mongodb+srv",
+            "https",
+        ]),
+        "[a-z]{3,10}",
+        "[A-Za-z0-9!$*+=._~-]{8,30}",
+        "[a-z]{3,10}",
+    )
+        .prop_map(|(scheme, user, password, host)| {
+            let text = format!("{scheme}://{user}:{password}@{host}.internal:5432/app");
+            Secret::new(text, vec![password])
+        })
+}
+
+fn shape() -> impl Strategy<Value = Secret> {
+    prop_oneof![
+        bearer(),
+        basic(),
+        jwt(),
+        provider_token(),
+        key_value(),
+        url_userinfo(),
+    ]
+}
+
+/// A secret with what comes right before and after it in the logged text.
+fn planted() -> impl Strategy<Value = Secret> {
+    (
+        prop::sample::select(vec![" ", "(", "\"", "'", "[", "<", "\n", "\t", ": "]),
+        shape(),
+        prop::sample::select(vec![" ", ")", "\"", "'", ",", ".", ";", "]", ">", "\n", ""]),
+    )
+        .prop_map(|(before, secret, after)| {
+            Secret::new(format!("{before}{}{after}", secret.text), secret.bodies)
+        })
+}
+
+/// Emits events carrying `secrets` through a monitor's error layer and returns every stored
+/// record and the summary, serialised as JSON.
+fn stored_json(secrets: &[Secret]) -> (Vec<String>, usize) {
+    let monitor = Monitor::builder()
+        .build()
+        .expect("default settings are valid");
+    let subscriber = tracing_subscriber::registry().with(monitor.error_layer());
+    tracing::subscriber::with_default(subscriber, || {
+        for secret in secrets {
+            let t = secret.text.as_str();
+            let span = tracing::info_span!(
+                "request",
+                request_id = t,
+                provider = %t,
+                route = ?t,
+                user_id = tracing::field::Empty,
+                api_key = t,
+            );
+            span.record("user_id", t);
+            span.in_scope(|| {
+                tracing::error!("upstream said{t} while retrying");
+                tracing::warn!(
+                    api_key = t,
+                    password = %t,
+                    authorization = ?t,
+                    session_id = t,
+                    "request failed"
+                );
+                tracing::error!(detail = %t, body = t, debug = ?t, output_tokens = 7, "upstream error");
+            });
+        }
+    });
+    let query = ErrorQuery {
+        limit: usize::MAX,
+        ..ErrorQuery::default()
+    };
+    let (records, total) = monitor.errors(&query);
+    let mut json: Vec<String> = records
+        .iter()
+        .map(|r| serde_json::to_string(&**r).expect("records serialise"))
+        .collect();
+    json.push(serde_json::to_string(&monitor.error_summary()).expect("summary serialises"));
+    (json, total)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Nothing of a planted secret is in any stored record or the summary.
+    #[test]
+    fn planted_secrets_are_never_stored(secrets in prop::collection::vec(planted(), 1..6)) {
+        let (json, total) = stored_json(&secrets);
+        prop_assert_eq!(total, 3 * secrets.len());
+        for text in &json {
+            for secret in &secrets {
+                for body in &secret.bodies {
+                    prop_assert!(!text.contains(body.as_str()), "{:?} leaked into {}", body, text);
+                }
+            }
+        }
+        let first: serde_json::Value = serde_json::from_str(&json[0]).expect("valid JSON");
+        prop_assert_eq!(&first["fields"]["output_tokens"], "7");
+        prop_assert!(first["fields"]["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    }
+
+    /// `redact` alone, on many more texts: no body survives, and redacting again changes
+    /// nothing.
+    #[test]
+    fn redact_removes_every_body_and_is_idempotent(
+        secrets in prop::collection::vec(planted(), 1..6),
+        filler in "[a-z ]{0,20}",
+    ) {
+        let text: String = secrets.iter().map(|s| format!(" {filler} {}", s.text)).collect();
+        let once = redact(&text);
+        for secret in &secrets {
+            for body in &secret.bodies {
+                prop_assert!(!once.contains(body.as_str()), "{:?} leaked into {:?}", body, once);
+            }
+        }
+        prop_assert_eq!(redact(&once), once.clone());
+    }
+}
+
+/// Secret-named fields keep no value at all, innocent ones keep their text minus the secret.
+#[test]
+fn fields_by_name() {
+    let secret = Secret::new(
+        "ghp_abcdefghijklmnopqrstuvwxyz0123456789".into(),
+        Vec::new(),
+    );
+    let (json, total) = stored_json(&[secret]);
+    assert_eq!(total, 3);
+    let warn: serde_json::Value = serde_json::from_str(&json[1]).expect("valid JSON");
+    for name in ["api_key", "password", "authorization", "session_id"] {
+        assert_eq!(warn["fields"][name], "[REDACTED]", "{name}");
+    }
+    let error: serde_json::Value = serde_json::from_str(&json[0]).expect("valid JSON");
+    assert_eq!(error["fields"]["detail"], "[REDACTED]");
+    assert_eq!(error["fields"]["debug"], "\"[REDACTED]\"");
+    assert_eq!(error["request_id"], "[REDACTED]");
+    assert_eq!(error["user_id"], "[REDACTED]");
+}
