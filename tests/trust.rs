@@ -38,6 +38,17 @@ async fn real_stream() -> axum::response::Response {
         .into_response()
 }
 
+/// Sends a request and reads its whole answer.
+async fn drain(request: reqwest::RequestBuilder) {
+    request
+        .send()
+        .await
+        .expect("the server answers")
+        .bytes()
+        .await
+        .expect("the body arrives");
+}
+
 async fn health(addr: std::net::SocketAddr) -> (u16, Value) {
     let res = client()
         .get(format!("http://{addr}{PREFIX}/health"))
@@ -130,16 +141,13 @@ async fn client_errors_never_move_the_error_rate() {
     .await;
     for i in 0..30 {
         let body = if i < 25 { "garbage" } else { "{}" };
-        client()
-            .post(format!("http://{addr}/v1/chat/completions"))
-            .header(header::ACCEPT, "text/event-stream")
-            .body(body)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        drain(
+            client()
+                .post(format!("http://{addr}/v1/chat/completions"))
+                .header(header::ACCEPT, "text/event-stream")
+                .body(body),
+        )
+        .await;
     }
     records.wait_for(30).await;
     let (_, body) = health(addr).await;
@@ -218,29 +226,23 @@ async fn junk_headers_neither_explode_nor_poison_labels() {
     )
     .await;
     for i in 0..200 {
-        client()
-            .post(format!("http://{addr}/echo"))
-            .header("x-llm-provider", format!("p{i}"))
-            .header("x-llm-model", format!("m{i}"))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        drain(
+            client()
+                .post(format!("http://{addr}/echo"))
+                .header("x-llm-provider", format!("p{i}"))
+                .header("x-llm-model", format!("m{i}")),
+        )
+        .await;
     }
     // The handler names its upstream: the header values (junk) are never interned.
     for i in 0..70 {
-        client()
-            .post(format!("http://{addr}/v1/chat/completions"))
-            .header("x-llm-provider", format!("junk{i}"))
-            .header("x-llm-model", format!("junk{i}"))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        drain(
+            client()
+                .post(format!("http://{addr}/v1/chat/completions"))
+                .header("x-llm-provider", format!("junk{i}"))
+                .header("x-llm-model", format!("junk{i}")),
+        )
+        .await;
     }
     let got = records.wait_for(270).await;
     let last = got.last().unwrap();
@@ -251,15 +253,12 @@ async fn junk_headers_neither_explode_nor_poison_labels() {
             .all(|r| &*r.provider == "openai" && &*r.model == "gpt-4o-mini")
     );
     // A header naming the real provider gets it, however many junk values came before.
-    client()
-        .post(format!("http://{addr}/echo"))
-        .header("x-llm-provider", "openai")
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    drain(
+        client()
+            .post(format!("http://{addr}/echo"))
+            .header("x-llm-provider", "openai"),
+    )
+    .await;
     let got = records.wait_for(271).await;
     assert_eq!(&*got[270].provider, "openai");
 
@@ -309,18 +308,15 @@ async fn sdk_shaped_streaming_failures_count() {
         r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
     for (status, n) in [(200, 30), (500, 30), (429, 30), (504, 10)] {
         for _ in 0..n {
-            client()
-                .post(format!("http://{addr}/v1/chat/completions"))
-                .header(header::ACCEPT, "application/json")
-                .header(header::CONTENT_TYPE, "application/json")
-                .header("x-upstream-status", status.to_string())
-                .body(sdk_body)
-                .send()
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap();
+            drain(
+                client()
+                    .post(format!("http://{addr}/v1/chat/completions"))
+                    .header(header::ACCEPT, "application/json")
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .header("x-upstream-status", status.to_string())
+                    .body(sdk_body),
+            )
+            .await;
         }
     }
     let got = records.wait_for(100).await;
@@ -342,17 +338,14 @@ async fn sdk_shaped_streaming_failures_count() {
     assert_eq!(timeout_trigger["value"], 10.0);
 
     // The same request with `"stream": false` is not a streaming request.
-    client()
-        .post(format!("http://{addr}/v1/chat/completions"))
-        .header(header::CONTENT_TYPE, "application/json")
-        .header("x-upstream-status", "500")
-        .body(r#"{"model":"gpt-4o-mini","stream":false}"#)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    drain(
+        client()
+            .post(format!("http://{addr}/v1/chat/completions"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("x-upstream-status", "500")
+            .body(r#"{"model":"gpt-4o-mini","stream":false}"#),
+    )
+    .await;
     let got = records.wait_for(101).await;
     assert!(!got[100].streaming);
 }
