@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use demo::load::Rng;
 use tower_stream_monitor::{Monitor, Outcome};
 
 const PREFIX: &str = "/api/v1/monitoring";
@@ -33,23 +34,9 @@ fn rss_mb() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// One client request; returns whether the monitor measures it (the endpoints are not).
 async fn one(client: &reqwest::Client, base: &str, rng: &mut Rng) -> bool {
-    let n = rng.next();
+    let n = rng.next_u64();
     let chat = format!("{base}/v1/chat/completions");
     let stream_body =
         r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;

@@ -1,12 +1,12 @@
 //! Label sources and their guards: [`StreamLabels`] set by handlers, header validation, route
 //! patterns, and the per-label cardinality cap.
 
+use std::borrow::Borrow;
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-
-use crate::record::StreamRecord;
 
 /// Longest value accepted as a label (bytes).
 pub const MAX_LABEL_LEN: usize = 64;
@@ -191,6 +191,56 @@ pub(crate) const UNMATCHED: &str = "unmatched";
 /// The value a label takes past its budget.
 pub(crate) const OTHER: &str = "other";
 
+/// A (provider, model, route) label set as a map key, looked up by `&str` through
+/// [`LabelView`] without building `Arc`s (so without touching their shared counts).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub(crate) struct LabelKey(
+    pub(crate) Arc<str>,
+    pub(crate) Arc<str>,
+    pub(crate) Arc<str>,
+);
+
+/// Three label values, owned or borrowed, hashed and compared alike.
+pub(crate) trait LabelView {
+    fn parts(&self) -> (&str, &str, &str);
+}
+
+impl LabelView for LabelKey {
+    fn parts(&self) -> (&str, &str, &str) {
+        (&self.0, &self.1, &self.2)
+    }
+}
+
+impl LabelView for (&str, &str, &str) {
+    fn parts(&self) -> (&str, &str, &str) {
+        *self
+    }
+}
+
+impl<'a> Borrow<dyn LabelView + 'a> for LabelKey {
+    fn borrow(&self) -> &(dyn LabelView + 'a) {
+        self
+    }
+}
+
+impl Hash for dyn LabelView + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // Must hash as `LabelKey` does: a tuple of three `str`s.
+        let (a, b, c) = self.parts();
+        a.hash(state);
+        b.hash(state);
+        c.hash(state);
+    }
+}
+
+impl PartialEq for dyn LabelView + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn LabelView + '_ {}
+
 /// Caps the distinct (provider, model, route) combinations that reach the windows, the
 /// Prometheus exposition and the `metrics` facade: each combination is a set of series. Past
 /// the budget a new combination is recorded as `other`/`other`/`other`, so the number of series
@@ -201,15 +251,12 @@ pub(crate) const OTHER: &str = "other";
 pub(crate) struct SeriesBudget {
     cap: usize,
     header_cap: usize,
-    known: RwLock<HashSet<LabelSet>>,
+    known: RwLock<HashSet<LabelKey>>,
     /// How many of `known` came with a header label.
     from_headers: AtomicU64,
     other: Arc<str>,
     overflowed: AtomicU64,
 }
-
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct LabelSet(Arc<str>, Arc<str>, Arc<str>);
 
 impl SeriesBudget {
     pub(crate) fn new(cap: usize) -> Self {
@@ -225,20 +272,23 @@ impl SeriesBudget {
 
     /// Admits the record's label set, or folds its labels into `other`. Returns whether it
     /// folded.
-    pub(crate) fn admit(&self, record: &mut StreamRecord, source: LabelSource) -> bool {
-        let key = LabelSet(
-            record.provider.clone(),
-            record.model.clone(),
-            record.route.clone(),
-        );
+    pub(crate) fn admit(
+        &self,
+        provider: &mut Arc<str>,
+        model: &mut Arc<str>,
+        route: &mut Arc<str>,
+        source: LabelSource,
+    ) -> bool {
+        let view: (&str, &str, &str) = (provider, model, route);
         if self
             .known
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(&key)
+            .contains(&view as &dyn LabelView)
         {
             return false;
         }
+        let key = LabelKey(provider.clone(), model.clone(), route.clone());
         let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
         if known.contains(&key) {
             return false;
@@ -260,9 +310,9 @@ impl SeriesBudget {
             return false;
         }
         self.overflowed.fetch_add(1, Ordering::Relaxed);
-        record.provider = self.other.clone();
-        record.model = self.other.clone();
-        record.route = self.other.clone();
+        *provider = self.other.clone();
+        *model = self.other.clone();
+        *route = self.other.clone();
         true
     }
 
@@ -402,24 +452,26 @@ mod tests {
 
     #[test]
     fn series_budget_folds_new_combinations() {
-        use crate::record::Outcome;
         let (t, h) = (LabelSource::Trusted, LabelSource::Header);
         let budget = SeriesBudget::new(4);
-        let record = |m: &str| StreamRecord::new("p", m, "/r", Outcome::Ok);
+        let admit = |m: &str, source| {
+            let mut set: [Arc<str>; 3] = [Arc::from("p"), Arc::from(m), Arc::from("/r")];
+            let [p, m, r] = &mut set;
+            let folded = budget.admit(p, m, r, source);
+            (folded, set.map(|v| v.to_string()))
+        };
         // One of the four is for header-sourced combinations.
-        assert!(!budget.admit(&mut record("h1"), h));
-        assert!(budget.admit(&mut record("h2"), h));
-        assert!(!budget.admit(&mut record("m1"), t));
-        assert!(!budget.admit(&mut record("m2"), t));
-        assert!(!budget.admit(&mut record("m3"), t));
-        let mut c = record("m4");
-        assert!(budget.admit(&mut c, t));
+        assert!(!admit("h1", h).0);
+        assert!(admit("h2", h).0);
+        assert!(!admit("m1", t).0);
+        assert!(!admit("m2", t).0);
+        assert!(!admit("m3", t).0);
         assert_eq!(
-            (&*c.provider, &*c.model, &*c.route),
-            ("other", "other", "other")
+            admit("m4", t),
+            (true, ["other", "other", "other"].map(String::from))
         );
-        assert!(!budget.admit(&mut record("m1"), t));
-        assert!(!budget.admit(&mut record("h1"), h));
+        assert!(!admit("m1", t).0);
+        assert!(!admit("h1", h).0);
         assert_eq!(budget.overflowed(), 2);
     }
 

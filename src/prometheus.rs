@@ -9,9 +9,7 @@
 //! core takes) and are fed in batches: when a shard holds [`BATCH`] records, and before every
 //! render, so a scrape is always current.
 
-use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use metrics::{Counter, Histogram, Key, Label, Recorder};
@@ -20,6 +18,7 @@ use metrics_exporter_prometheus::{
 };
 
 use crate::facade;
+use crate::labels::{LabelKey, LabelView};
 use crate::names;
 use crate::record::StreamRecord;
 
@@ -59,50 +58,6 @@ struct LabelSetHandles {
     /// Per outcome, registered on first use so absent outcomes add no empty series.
     by_outcome: [OnceLock<(Counter, Histogram)>; 8],
 }
-
-/// The cache key: three label values, looked up by `&str` without building `Arc`s.
-#[derive(PartialEq, Eq, Hash)]
-struct LabelKey(Arc<str>, Arc<str>, Arc<str>);
-
-trait LabelView {
-    fn parts(&self) -> (&str, &str, &str);
-}
-
-impl LabelView for LabelKey {
-    fn parts(&self) -> (&str, &str, &str) {
-        (&self.0, &self.1, &self.2)
-    }
-}
-
-impl LabelView for (&str, &str, &str) {
-    fn parts(&self) -> (&str, &str, &str) {
-        *self
-    }
-}
-
-impl<'a> Borrow<dyn LabelView + 'a> for LabelKey {
-    fn borrow(&self) -> &(dyn LabelView + 'a) {
-        self
-    }
-}
-
-impl Hash for dyn LabelView + '_ {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        // Must hash as `LabelKey` does: a tuple of three `str`s.
-        let (a, b, c) = self.parts();
-        a.hash(state);
-        b.hash(state);
-        c.hash(state);
-    }
-}
-
-impl PartialEq for dyn LabelView + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        self.parts() == other.parts()
-    }
-}
-
-impl Eq for dyn LabelView + '_ {}
 
 pub(crate) struct PrometheusExposition {
     recorder: PrometheusRecorder,

@@ -155,6 +155,16 @@ pub struct StreamRecord {
     pub malformed_events: u64,
 }
 
+/// Whether a response with `status` on `route` matched no route: a 405, or a 404 on the
+/// `unmatched` route. The one definition, for [`StreamRecord::is_unrouted`] and the meter.
+pub(crate) fn is_unrouted(status: StatusCode, route: &str) -> bool {
+    match status.as_u16() {
+        405 => true,
+        404 => route == crate::labels::UNMATCHED,
+        _ => false,
+    }
+}
+
 impl StreamRecord {
     /// A record with the given labels and outcome and everything else empty (zero, `None`,
     /// not streaming); set the public fields that apply.
@@ -196,11 +206,7 @@ impl StreamRecord {
     /// (`requests_5min.unrouted_requests`, `stream_monitor_unrouted_requests_total`) and
     /// reach neither the windows, nor health, nor any labelled series.
     pub fn is_unrouted(&self) -> bool {
-        match self.status.map(|s| s.as_u16()) {
-            Some(405) => true,
-            Some(404) => &*self.route == crate::labels::UNMATCHED,
-            _ => false,
-        }
+        self.status.is_some_and(|s| is_unrouted(s, &self.route))
     }
 
     pub(crate) fn derived_rates(

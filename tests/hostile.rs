@@ -11,6 +11,7 @@ mod demo;
 use std::collections::HashSet;
 
 use axum::body::Body;
+use demo::load::Rng;
 use http::{Method, Request, header};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
@@ -19,28 +20,12 @@ use tower_stream_monitor::{Monitor, Outcome, StreamRecord};
 const PREFIX: &str = "/api/v1/monitoring";
 const REQUESTS: u64 = 50_000;
 
-/// xorshift64*: reproducible randomness without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn word(&mut self) -> String {
-        let len = 1 + self.below(70) as usize;
-        (0..len)
-            .map(|_| {
-                let c = self.below(96) as u8 + 32;
-                if c == 127 { '~' } else { c as char }
-            })
-            .collect()
-    }
+/// 1 to 70 printable ASCII characters.
+fn word(rng: &mut Rng) -> String {
+    let len = 1 + rng.below(70) as usize;
+    (0..len)
+        .map(|_| (rng.below(95) as u8 + 32) as char)
+        .collect()
 }
 
 fn hostile_request(rng: &mut Rng) -> Request<Body> {
@@ -54,7 +39,7 @@ fn hostile_request(rng: &mut Rng) -> Request<Body> {
         Method::PATCH,
     ];
     let method = methods[rng.below(methods.len() as u64) as usize].clone();
-    let n = rng.next();
+    let n = rng.next_u64();
     let path = match rng.below(6) {
         0 => "/v1/chat/completions".to_owned(),
         1 => "/v1/messages".to_owned(),
@@ -64,27 +49,27 @@ fn hostile_request(rng: &mut Rng) -> Request<Body> {
     };
     let mut req = Request::builder().method(method).uri(path);
     if rng.below(2) == 0 {
-        req = req.header("x-llm-provider", format!("p{}", rng.next()));
+        req = req.header("x-llm-provider", format!("p{}", rng.next_u64()));
     }
     if rng.below(2) == 0 {
-        req = req.header("x-llm-model", format!("m{}", rng.next()));
+        req = req.header("x-llm-model", format!("m{}", rng.next_u64()));
     }
     if rng.below(3) == 0 {
         req = req.header(header::ACCEPT, "text/event-stream");
     }
     if rng.below(3) == 0 {
-        req = req.header("x-user-id", rng.word());
+        req = req.header("x-user-id", word(rng));
     }
     if rng.below(4) == 0 {
-        req = req.header("x-request-id", rng.word());
+        req = req.header("x-request-id", word(rng));
     }
     let body = match rng.below(4) {
         0 => Body::from(format!(
             r#"{{"model":"m{}","stream":true,"max_tokens":5,"messages":[]}}"#,
-            rng.next()
+            rng.next_u64()
         )),
         1 => Body::from(&b"\xff\xfe{not json"[..]),
-        2 => Body::from(rng.word()),
+        2 => Body::from(word(rng)),
         _ => Body::empty(),
     };
     if rng.below(2) == 0 {
@@ -113,10 +98,10 @@ async fn fifty_thousand_hostile_requests_move_nothing() {
     let app = demo::app(&monitor);
     let health_before = monitor.health();
 
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let rng = &mut Rng(0x9E37_79B9_7F4A_7C15);
     let mut measured = 0;
     for _ in 0..REQUESTS {
-        let req = hostile_request(&mut rng);
+        let req = hostile_request(rng);
         // The monitor's own endpoints answer without being measured.
         if !req.uri().path().starts_with(PREFIX) {
             measured += 1;

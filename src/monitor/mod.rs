@@ -338,7 +338,13 @@ impl Monitor {
             }
             return;
         }
-        if self.shared.series.admit(&mut record, source) {
+        let folded = self.shared.series.admit(
+            &mut record.provider,
+            &mut record.model,
+            &mut record.route,
+            source,
+        );
+        if folded {
             if self.facade_active() {
                 facade::label_overflow("series");
             }

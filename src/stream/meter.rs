@@ -68,11 +68,7 @@ impl StreamMeter {
         let encoded = headers
             .get(http::header::CONTENT_ENCODING)
             .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-        let unrouted = match status.as_u16() {
-            405 => true,
-            404 => &*context.route == crate::labels::UNMATCHED,
-            _ => false,
-        };
+        let unrouted = crate::record::is_unrouted(status, &context.route);
         let monitor = &context.monitor;
         let labels = context.resolve_labels(head.extensions.get::<crate::StreamLabels>(), unrouted);
         let (provider, model, label_source) = (labels.provider, labels.model, labels.source);
