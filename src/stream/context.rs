@@ -3,7 +3,10 @@
 
 use std::fmt::Display;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// Tokio's clock: a paused test runtime moves first-token and duration figures too.
+use tokio::time::Instant;
 
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue};
@@ -209,7 +212,7 @@ impl RequestContext {
 
     /// The stream deadline, on tokio's clock (so tests can pause and advance it).
     pub(crate) fn deadline(&self, after: Duration) -> tokio::time::Instant {
-        tokio::time::Instant::from_std(self.started) + after
+        self.started + after
     }
 
     /// Records a request that produced no response body to measure: an inner service error, a
