@@ -7,7 +7,7 @@ use http::StatusCode;
 
 use crate::parse::StreamErrorKind;
 use crate::record::Outcome;
-use crate::stream::StreamTimeoutError;
+use crate::timeout::StreamTimeoutError;
 
 /// A boxed error, as tower and hyper pass them around.
 pub type BoxError = Box<dyn StdError + Send + Sync>;

@@ -70,6 +70,7 @@ mod shard;
 mod snapshot;
 pub mod stream;
 mod system;
+mod timeout;
 pub mod window;
 
 pub use labels::{StreamLabels, UserId};

@@ -108,7 +108,7 @@ impl Visit for EventVisitor {
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.push(field, crate::stream::ErrorChain(value).to_string());
+        self.push(field, super::ErrorChain(value).to_string());
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {

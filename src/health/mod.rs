@@ -203,9 +203,11 @@ impl RollbackTrigger {
     pub fn name(&self) -> &str {
         &self.name
     }
+}
 
+impl crate::window::RatePopulation for RollbackTrigger {
     /// Whether `record` belongs to the population this trigger watches.
-    pub(crate) fn counts(&self, record: &StreamRecord) -> bool {
+    fn counts(&self, record: &StreamRecord) -> bool {
         // What a client alone causes never moves a trigger, neither way.
         !record.outcome.is_client_caused()
             && !record.is_unrouted()
@@ -217,7 +219,7 @@ impl RollbackTrigger {
                 .is_none_or(|p| p == &*record.provider)
     }
 
-    pub(crate) fn is_hit(&self, record: &StreamRecord) -> bool {
+    fn is_hit(&self, record: &StreamRecord) -> bool {
         self.outcomes & (1 << (record.outcome as u8)) != 0
     }
 }

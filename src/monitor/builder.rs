@@ -18,7 +18,7 @@ use crate::parse::DEFAULT_MAX_EVENT_BYTES;
 use crate::prometheus::PrometheusExposition;
 use crate::record::StreamRecord;
 use crate::system::SystemSampler;
-use crate::window::{Clock, SystemClock, WindowStore, WindowTime};
+use crate::window::{Clock, RatePopulation, SystemClock, WindowStore, WindowTime};
 
 /// Default prefix under which the monitoring endpoints are served.
 pub const DEFAULT_PREFIX: &str = "/monitoring";
@@ -601,7 +601,11 @@ impl MonitorBuilder {
         let header_cap = c.header_label_cardinality;
         let max_label_sets = c.max_label_sets;
         let window_time = WindowTime::new(&*c.clock);
-        let triggers: Arc<[RollbackTrigger]> = c.triggers.clone().into();
+        let triggers: Vec<Box<dyn RatePopulation>> = c
+            .triggers
+            .iter()
+            .map(|t| Box::new(t.clone()) as Box<dyn RatePopulation>)
+            .collect();
         let id_base = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)

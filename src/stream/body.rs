@@ -193,7 +193,7 @@ where
                 let outcome = classify_body_error(error.as_ref());
                 *this.ended = true;
                 if let Some(meter) = meter_slot.take() {
-                    let chain = super::context::ErrorChain(error.as_ref());
+                    let chain = crate::errors::ErrorChain(error.as_ref());
                     meter.finish(StreamEnd::Failed(outcome, &chain), this.span);
                 }
                 Poll::Ready(Some(Err(error)))

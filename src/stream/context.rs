@@ -268,16 +268,6 @@ fn route_of(monitor: &Monitor, parts: &Parts) -> Arc<str> {
     }
 }
 
-/// `60s`, `2.5s`, `0.3s`: the `Streaming timeout after {n}s` wording (README).
-pub(crate) fn seconds(d: Duration) -> String {
-    if d.subsec_nanos() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        let s = format!("{:.3}", d.as_secs_f64());
-        format!("{}s", s.trim_end_matches('0').trim_end_matches('.'))
-    }
-}
-
 /// How a request ended, for its session log line.
 pub(crate) struct End<'a> {
     pub(crate) outcome: Outcome,
@@ -384,20 +374,5 @@ impl Display for FailureDetail<'_, '_> {
             f.write_str("no detail")?;
         }
         f.write_str(")")
-    }
-}
-
-/// Displays an error with its `source()` chain: `outer: inner: root`.
-pub(crate) struct ErrorChain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
-
-impl Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(e) = source {
-            write!(f, ": {e}")?;
-            source = e.source();
-        }
-        Ok(())
     }
 }

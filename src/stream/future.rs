@@ -15,9 +15,10 @@ use super::MonitoredBody;
 use super::context::RequestContext;
 use super::meter::StreamMeter;
 use super::panic_guard::PanicGuard;
-use super::timer::{StreamTimeoutError, StreamTimer};
+use super::timer::StreamTimer;
 use crate::classify::classify_service_error;
 use crate::record::Outcome;
+use crate::timeout::StreamTimeoutError;
 
 pin_project! {
     /// The response future of [`StreamMonitorService`](super::StreamMonitorService).

@@ -15,10 +15,10 @@ mod panic_guard;
 mod service;
 mod timer;
 
+pub use crate::timeout::{StreamTimeoutError, TimeoutKind};
 pub use body::MonitoredBody;
 pub use future::ResponseFuture;
 pub use layer::StreamMonitorLayer;
 pub use service::StreamMonitorService;
-pub use timer::{StreamTimeoutError, TimeoutKind};
 
-pub(crate) use context::{ErrorChain, RequestContext};
+pub(crate) use context::RequestContext;

@@ -1,6 +1,5 @@
 //! The stream deadline and idle timeout: one `Sleep` armed at the nearer of the two.
 
-use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -8,66 +7,7 @@ use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 
-use super::context::seconds;
-
-/// Which limit a stream ran into.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TimeoutKind {
-    /// The total deadline (`stream_timeout`) passed.
-    Deadline,
-    /// No frame arrived for `idle_timeout`.
-    Idle,
-}
-
-/// The error that ends a non-SSE body cut by the stream or idle timeout. It is also what
-/// [`classify`](crate::classify) recognises as a timeout when found in an error chain.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StreamTimeoutError {
-    kind: TimeoutKind,
-    after: Duration,
-}
-
-impl StreamTimeoutError {
-    /// A deadline timeout after `after`.
-    pub fn new(after: Duration) -> Self {
-        Self {
-            kind: TimeoutKind::Deadline,
-            after,
-        }
-    }
-
-    pub(crate) fn idle(after: Duration) -> Self {
-        Self {
-            kind: TimeoutKind::Idle,
-            after,
-        }
-    }
-
-    /// Which limit was hit.
-    pub fn kind(&self) -> TimeoutKind {
-        self.kind
-    }
-
-    /// The limit's length.
-    pub fn after(&self) -> Duration {
-        self.after
-    }
-}
-
-impl fmt::Display for StreamTimeoutError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.kind {
-            TimeoutKind::Deadline => write!(f, "Streaming timeout after {}", seconds(self.after)),
-            TimeoutKind::Idle => write!(
-                f,
-                "Streaming timeout after {} without data",
-                seconds(self.after)
-            ),
-        }
-    }
-}
-
-impl std::error::Error for StreamTimeoutError {}
+use crate::timeout::StreamTimeoutError;
 
 /// Watches a stream's deadline and idle gap. The idle deadline moves with every frame, but the
 /// sleep is only re-armed when it fires early: a frame costs one clock read, not a timer update.

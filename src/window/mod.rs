@@ -21,8 +21,16 @@ pub use stats::{OutcomeCounts, RequestStats, WindowStats};
 pub(crate) use ring::{RateRing, Ring};
 pub(crate) use stats::SlotStats;
 
-use crate::health::RollbackTrigger;
 use crate::record::StreamRecord;
+
+/// A population of records and the hits within it, whose rate the windows count over 5 minutes
+/// (a rollback trigger implements it). The windows know the counting, not what is counted.
+pub(crate) trait RatePopulation: Send + Sync {
+    /// Whether `record` belongs to the population.
+    fn counts(&self, record: &StreamRecord) -> bool;
+    /// Whether `record` is a hit.
+    fn is_hit(&self, record: &StreamRecord) -> bool;
+}
 
 struct Pair {
     five_minutes: Ring,
@@ -60,7 +68,7 @@ pub(crate) struct Collected {
 
 pub(crate) struct WindowStore {
     shards: Box<[Mutex<Shard>]>,
-    triggers: Arc<[RollbackTrigger]>,
+    triggers: Box<[Box<dyn RatePopulation>]>,
 }
 
 fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
@@ -71,7 +79,7 @@ fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
 }
 
 impl WindowStore {
-    pub(crate) fn new(triggers: Arc<[RollbackTrigger]>) -> Self {
+    pub(crate) fn new(triggers: Vec<Box<dyn RatePopulation>>) -> Self {
         let n = std::thread::available_parallelism()
             .map_or(4, |n| n.get())
             .clamp(1, 16);
@@ -87,7 +95,10 @@ impl WindowStore {
                 })
             })
             .collect();
-        Self { shards, triggers }
+        Self {
+            shards,
+            triggers: triggers.into(),
+        }
     }
 
     pub(crate) fn record(&self, now_secs: u64, record: &StreamRecord) {
@@ -198,7 +209,7 @@ mod tests {
 
     #[test]
     fn quantiles_within_one_percent_over_shards_and_slots() {
-        let store = WindowStore::new(Arc::from(Vec::new()));
+        let store = WindowStore::new(Vec::new());
         let latencies = random_latencies(10_000);
         let start = 1_800_000_000;
         // Spread over 4 minutes (24 slots) and several threads (shards).
@@ -239,7 +250,7 @@ mod tests {
 
     #[test]
     fn slots_expire_and_recycle() {
-        let store = WindowStore::new(Arc::from(Vec::new()));
+        let store = WindowStore::new(Vec::new());
         let t0 = 1_800_000_000;
         store.record(t0, &streaming("a", 10.0));
         store.record(t0 + 290, &streaming("a", 10.0));

@@ -1,0 +1,140 @@
+//! Data flows one way between the crate's top-level modules (ARCHITECTURE.md): no module
+//! reaches, directly or through others, back into one that reaches it. A `crate::m` path that
+//! leaves a module (code or doc link) is an edge; unit tests may reach anywhere.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("readable src") {
+        let path = entry.expect("dir entry").path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The identifiers that follow `prefix` in `text`.
+fn paths_after<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
+    text.match_indices(prefix)
+        .filter(|(at, _)| {
+            // A whole path segment: `crate::x`, not `mycrate::x`.
+            !text[..*at]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_alphanumeric() || c == '_')
+        })
+        .map(|(at, _)| {
+            let rest = &text[at + prefix.len()..];
+            let end = rest
+                .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .collect()
+}
+
+fn module_edges() -> BTreeMap<String, BTreeSet<String>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut modules: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    for entry in std::fs::read_dir(&src).expect("src") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_stem()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        if name == "lib" {
+            continue;
+        }
+        let mut files = Vec::new();
+        if path.is_dir() {
+            rust_files(&path, &mut files);
+        } else {
+            files.push(path.clone());
+        }
+        modules.insert(name, files);
+    }
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (module, files) in &modules {
+        let out = edges.entry(module.clone()).or_default();
+        for file in files {
+            let text = std::fs::read_to_string(file).expect("readable source");
+            let code = match text.find("#[cfg(test)]\nmod tests") {
+                Some(at) => &text[..at],
+                None => &text,
+            };
+            let mut targets = paths_after(code, "crate::");
+            // From src/<m>.rs, `super::x` is the crate root's `x`.
+            if file.parent() == Some(src.as_path()) {
+                targets.extend(paths_after(code, "super::"));
+            }
+            for target in targets {
+                if target != module && modules.contains_key(target) {
+                    out.insert(target.to_owned());
+                }
+            }
+        }
+    }
+    edges
+}
+
+/// Each module from which a path leads back to itself, with that path.
+fn cycles(edges: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
+    fn reaches(
+        edges: &BTreeMap<String, BTreeSet<String>>,
+        from: &str,
+        to: &str,
+        seen: &mut BTreeSet<String>,
+        path: &mut Vec<String>,
+    ) -> bool {
+        for next in edges.get(from).into_iter().flatten() {
+            path.push(next.clone());
+            if next == to || (seen.insert(next.clone()) && reaches(edges, next, to, seen, path)) {
+                return true;
+            }
+            path.pop();
+        }
+        false
+    }
+    let mut found = Vec::new();
+    for module in edges.keys() {
+        let mut path = vec![module.clone()];
+        if reaches(edges, module, module, &mut BTreeSet::new(), &mut path) {
+            found.push(path.join(" -> "));
+        }
+    }
+    found
+}
+
+#[test]
+fn modules_form_no_cycle() {
+    let edges = module_edges();
+    assert!(edges["stream"].contains("classify"), "{edges:?}");
+    let found = cycles(&edges);
+    assert!(found.is_empty(), "module cycles:\n{}", found.join("\n"));
+}
+
+#[test]
+fn the_check_sees_a_cycle() {
+    // The scanner: a `crate::` path is an edge, a longer identifier is not.
+    assert_eq!(
+        paths_after("use crate::window::Ring; mycrate::x", "crate::"),
+        ["window"]
+    );
+    let graph: BTreeMap<String, BTreeSet<String>> = [
+        ("a", &["b"][..]),
+        ("b", &["c"][..]),
+        ("c", &["a"][..]),
+        ("d", &["a"][..]),
+    ]
+    .into_iter()
+    .map(|(m, to)| (m.to_owned(), to.iter().map(|t| t.to_string()).collect()))
+    .collect();
+    assert_eq!(
+        cycles(&graph),
+        ["a -> b -> c -> a", "b -> c -> a -> b", "c -> a -> b -> c"]
+    );
+}
