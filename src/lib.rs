@@ -79,7 +79,7 @@ pub use monitor::{
     DEFAULT_MAX_ERROR_FIELD_BYTES, DEFAULT_MAX_ERROR_GROUPS, DEFAULT_MAX_ERROR_RECORDS,
     DEFAULT_MIN_SAMPLES, DEFAULT_PREFIX, Monitor, MonitorBuilder, OnRecord, RequestLabeler,
 };
-pub use record::{Outcome, RequestId, StreamRecord};
+pub use record::{Outcome, OutcomeMap, RequestId, StreamRecord};
 pub use snapshot::{MetricsSnapshot, ProviderWindows};
 pub use stream::{MonitoredBody, StreamMonitorLayer, StreamMonitorService, StreamTimeoutError};
 pub use system::SystemStats;

@@ -20,7 +20,7 @@ use metrics_exporter_prometheus::{
 use crate::facade;
 use crate::labels::{LabelKey, LabelView};
 use crate::names;
-use crate::record::StreamRecord;
+use crate::record::{OutcomeMap, StreamRecord};
 
 /// OpenTelemetry GenAI advice for time per output token (seconds).
 const TPOT_BUCKETS: [f64; 13] = [
@@ -56,7 +56,7 @@ struct LabelSetHandles {
     output_tokens: Histogram,
     input_tokens: Histogram,
     /// Per outcome, registered on first use so absent outcomes add no empty series.
-    by_outcome: [OnceLock<(Counter, Histogram)>; 8],
+    by_outcome: OutcomeMap<OnceLock<(Counter, Histogram)>>,
 }
 
 pub(crate) struct PrometheusExposition {
@@ -161,7 +161,7 @@ impl PrometheusExposition {
 
     fn feed(&self, r: &StreamRecord) {
         let h = self.handles(r);
-        let (requests, duration) = h.by_outcome[r.outcome as usize].get_or_init(|| {
+        let (requests, duration) = h.by_outcome[r.outcome].get_or_init(|| {
             let mut labels = h.labels.clone();
             labels.push(Label::new(names::OUTCOME, r.outcome.as_str()));
             let key = Key::from_parts(names::REQUESTS_TOTAL, labels.clone());

@@ -9,7 +9,10 @@ use http::StatusCode;
 use crate::parse::{ProviderFormat, TokenSource};
 
 /// How a request ended. Also the OpenTelemetry `error.type` of the request (the README's outcome table).
+///
+/// New outcomes may be added: match with a wildcard arm, and keep counts in an [`OutcomeMap`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum Outcome {
     /// A 1xx-3xx status and a body that ended normally with no in-stream error.
     Ok,
@@ -30,8 +33,11 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// How many outcomes there are.
+    pub const COUNT: usize = 8;
+
     /// Every outcome, in label order.
-    pub const ALL: [Outcome; 8] = [
+    pub const ALL: [Outcome; Outcome::COUNT] = [
         Outcome::Ok,
         Outcome::AuthError,
         Outcome::RateLimited,
@@ -71,6 +77,61 @@ impl Outcome {
     /// error-rate check, its sample count and every rollback trigger.
     pub fn is_client_caused(self) -> bool {
         matches!(self, Outcome::ClientError | Outcome::Cancelled)
+    }
+}
+
+/// One value per [`Outcome`], indexed by outcome: counts, handles, flags. The one place that
+/// knows how many outcomes there are; serialised as a map from every outcome's name (zeros
+/// included) in label order.
+///
+/// ```
+/// use tower_stream_monitor::{Outcome, OutcomeMap};
+/// let mut counts = OutcomeMap::<u64>::default();
+/// counts[Outcome::Timeout] += 2;
+/// assert_eq!(counts[Outcome::Timeout], 2);
+/// assert_eq!(counts.iter().map(|(_, n)| n).sum::<u64>(), 2);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct OutcomeMap<T>([T; Outcome::COUNT]);
+
+impl<T> OutcomeMap<T> {
+    /// A map holding `f(outcome)` for every outcome.
+    pub fn from_fn(mut f: impl FnMut(Outcome) -> T) -> Self {
+        Self(Outcome::ALL.map(&mut f))
+    }
+
+    /// Every outcome with its value, in label order.
+    pub fn iter(&self) -> impl Iterator<Item = (Outcome, &T)> {
+        Outcome::ALL.into_iter().zip(self.0.iter())
+    }
+
+    /// Every outcome with its value, mutably.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (Outcome, &mut T)> {
+        Outcome::ALL.into_iter().zip(self.0.iter_mut())
+    }
+}
+
+impl<T> std::ops::Index<Outcome> for OutcomeMap<T> {
+    type Output = T;
+    fn index(&self, outcome: Outcome) -> &T {
+        &self.0[outcome as usize]
+    }
+}
+
+impl<T> std::ops::IndexMut<Outcome> for OutcomeMap<T> {
+    fn index_mut(&mut self, outcome: Outcome) -> &mut T {
+        &mut self.0[outcome as usize]
+    }
+}
+
+impl<T: serde::Serialize> serde::Serialize for OutcomeMap<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(Outcome::COUNT))?;
+        for (outcome, value) in self.iter() {
+            map.serialize_entry(outcome.as_str(), value)?;
+        }
+        map.end()
     }
 }
 

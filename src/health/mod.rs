@@ -11,12 +11,13 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-use crate::record::{Outcome, StreamRecord};
+use crate::record::{Outcome, OutcomeMap, StreamRecord};
 use crate::window::SlotStats;
 
 /// Overall or per-check health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum HealthStatus {
     /// Fewer than `min_samples` requests in the window.
     Unknown,
@@ -143,7 +144,7 @@ impl Default for Baselines {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RollbackTrigger {
     name: String,
-    outcomes: u8,
+    outcomes: OutcomeMap<bool>,
     threshold_percent: f64,
     route: Option<String>,
     provider: Option<String>,
@@ -159,7 +160,11 @@ impl RollbackTrigger {
     ) -> Self {
         Self {
             name: name.into(),
-            outcomes: outcomes.into_iter().fold(0, |m, o| m | 1 << (o as u8)),
+            outcomes: {
+                let mut hit = OutcomeMap::default();
+                outcomes.into_iter().for_each(|o| hit[o] = true);
+                hit
+            },
             threshold_percent,
             route: None,
             provider: None,
@@ -220,7 +225,7 @@ impl crate::window::RatePopulation for RollbackTrigger {
     }
 
     fn is_hit(&self, record: &StreamRecord) -> bool {
-        self.outcomes & (1 << (record.outcome as u8)) != 0
+        self.outcomes[record.outcome]
     }
 }
 

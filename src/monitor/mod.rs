@@ -13,7 +13,7 @@ use crate::facade;
 use crate::health::{HealthReport, HealthTracker};
 use crate::labels::{LabelInterner, LabelSource, SeriesBudget, is_valid_label};
 use crate::prometheus::PrometheusExposition;
-use crate::record::{Outcome, StreamRecord};
+use crate::record::{Outcome, OutcomeMap, StreamRecord};
 use crate::snapshot::{MetricsSnapshot, ProviderWindows};
 use crate::stream::StreamMonitorLayer;
 use crate::system::SystemSampler;
@@ -46,7 +46,7 @@ pub(crate) struct Shared {
     series: SeriesBudget,
     in_flight: AtomicI64,
     unrouted: AtomicU64,
-    by_outcome: [AtomicU64; 8],
+    by_outcome: OutcomeMap<AtomicU64>,
     next_request: AtomicU64,
     id_base: u64,
     unknown: Arc<str>,
@@ -159,7 +159,7 @@ impl Monitor {
 
     /// Requests recorded with `outcome` since the monitor was built.
     pub fn recorded(&self, outcome: Outcome) -> u64 {
-        self.shared.by_outcome[outcome as usize].load(Ordering::Relaxed)
+        self.shared.by_outcome[outcome].load(Ordering::Relaxed)
     }
 
     /// Label values folded into `other` by the cardinality caps (per label, and the budget of
@@ -326,7 +326,7 @@ impl Monitor {
         record.finished_at = self.now();
         record.output_tokens = record.output_tokens.min(MAX_TOKENS);
         record.input_tokens = record.input_tokens.map(|n| n.min(MAX_TOKENS));
-        self.shared.by_outcome[record.outcome as usize].fetch_add(1, Ordering::Relaxed);
+        self.shared.by_outcome[record.outcome].fetch_add(1, Ordering::Relaxed);
         let secs = self.window_secs();
         if record.is_unrouted() {
             // Counted apart: no labelled series, no window but its unrouted count, no health.

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub(crate) use clock::WindowTime;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use ring::WindowSpan;
-pub use stats::{OutcomeCounts, RequestStats, WindowStats};
+pub use stats::{RequestStats, WindowStats};
 
 pub(crate) use ring::{RateRing, Ring};
 pub(crate) use stats::SlotStats;

@@ -1,10 +1,9 @@
 //! What one window slot accumulates, and the merge of slots into a window's figures.
 
 use serde::Serialize;
-use serde::ser::SerializeMap;
 use sketches_ddsketch::{Config, DDSketch};
 
-use crate::record::{Outcome, StreamRecord};
+use crate::record::{Outcome, OutcomeMap, StreamRecord};
 
 /// Relative accuracy of the quantile sketches: p50/p95/p99 within 1%.
 const SKETCH_ALPHA: f64 = 0.005;
@@ -19,14 +18,14 @@ pub(crate) fn new_sketch() -> DDSketch {
 #[derive(Clone)]
 pub(crate) struct SlotStats {
     pub(crate) requests: u64,
-    pub(crate) by_outcome: [u64; 8],
+    pub(crate) by_outcome: OutcomeMap<u64>,
     /// Requests that matched no route: counted, nothing else.
     pub(crate) unrouted: u64,
     pub(crate) streaming: u64,
     /// Streaming requests whose outcome the client did not cause alone: the population health
     /// judges (error rate and its sample count).
     pub(crate) streaming_judged: u64,
-    pub(crate) streaming_by_outcome: [u64; 8],
+    pub(crate) streaming_by_outcome: OutcomeMap<u64>,
     pub(crate) output_tokens: u64,
     pub(crate) input_tokens: u64,
     pub(crate) ttft_ms_sum: f64,
@@ -43,11 +42,11 @@ impl Default for SlotStats {
     fn default() -> Self {
         Self {
             requests: 0,
-            by_outcome: [0; 8],
+            by_outcome: OutcomeMap::default(),
             unrouted: 0,
             streaming: 0,
             streaming_judged: 0,
-            streaming_by_outcome: [0; 8],
+            streaming_by_outcome: OutcomeMap::default(),
             output_tokens: 0,
             input_tokens: 0,
             ttft_ms_sum: 0.0,
@@ -77,7 +76,7 @@ impl SlotStats {
             return;
         }
         self.requests += 1;
-        self.by_outcome[r.outcome as usize] += 1;
+        self.by_outcome[r.outcome] += 1;
         if !r.streaming {
             return;
         }
@@ -85,7 +84,7 @@ impl SlotStats {
         if !r.outcome.is_client_caused() {
             self.streaming_judged += 1;
         }
-        self.streaming_by_outcome[r.outcome as usize] += 1;
+        self.streaming_by_outcome[r.outcome] += 1;
         // Saturating: usage figures come from the upstream and may be hostile.
         self.output_tokens = self.output_tokens.saturating_add(r.output_tokens);
         self.input_tokens = self
@@ -114,9 +113,9 @@ impl SlotStats {
         self.unrouted += o.unrouted;
         self.streaming += o.streaming;
         self.streaming_judged += o.streaming_judged;
-        for i in 0..8 {
-            self.by_outcome[i] += o.by_outcome[i];
-            self.streaming_by_outcome[i] += o.streaming_by_outcome[i];
+        for outcome in Outcome::ALL {
+            self.by_outcome[outcome] += o.by_outcome[outcome];
+            self.streaming_by_outcome[outcome] += o.streaming_by_outcome[outcome];
         }
         self.output_tokens = self.output_tokens.saturating_add(o.output_tokens);
         self.input_tokens = self.input_tokens.saturating_add(o.input_tokens);
@@ -135,10 +134,11 @@ impl SlotStats {
     pub(crate) fn summary(&self, in_flight: u64) -> WindowStats {
         let quantile = |s: &DDSketch, q: f64| finite(s.quantile(q).ok().flatten().unwrap_or(0.0));
         let ttft_n = self.ttft_ms.count() as f64;
-        let errors: u64 = Outcome::ALL
+        let errors: u64 = self
+            .streaming_by_outcome
             .iter()
-            .filter(|o| o.is_error())
-            .map(|o| self.streaming_by_outcome[*o as usize])
+            .filter(|(o, _)| o.is_error())
+            .map(|(_, n)| n)
             .sum();
         WindowStats {
             total_streaming_requests: self.streaming,
@@ -151,10 +151,10 @@ impl SlotStats {
             input_tokens: self.input_tokens,
             streaming_error_rate: ratio(errors as f64 * 100.0, self.streaming_judged as f64),
             streaming_errors: errors,
-            by_outcome: OutcomeCounts(self.streaming_by_outcome),
-            timeouts: self.streaming_by_outcome[Outcome::Timeout as usize],
-            auth_errors: self.streaming_by_outcome[Outcome::AuthError as usize],
-            cancelled: self.streaming_by_outcome[Outcome::Cancelled as usize],
+            by_outcome: self.streaming_by_outcome,
+            timeouts: self.streaming_by_outcome[Outcome::Timeout],
+            auth_errors: self.streaming_by_outcome[Outcome::AuthError],
+            cancelled: self.streaming_by_outcome[Outcome::Cancelled],
             avg_duration_ms: ratio(self.duration_ms_sum, self.streaming as f64),
             duration_p95_ms: quantile(&self.duration_ms, 0.95),
             time_per_output_token_p95_ms: quantile(&self.tpot_ms, 0.95),
@@ -165,12 +165,12 @@ impl SlotStats {
 
     /// All requests of the window (streaming or not): the `requests_5min` block.
     pub(crate) fn requests(&self) -> RequestStats {
-        let auth = self.by_outcome[Outcome::AuthError as usize];
+        let auth = self.by_outcome[Outcome::AuthError];
         RequestStats {
             total_requests: self.requests,
             auth_errors: auth,
             auth_error_rate: ratio(auth as f64 * 100.0, self.requests as f64),
-            by_outcome: OutcomeCounts(self.by_outcome),
+            by_outcome: self.by_outcome,
             unrouted_requests: self.unrouted,
         }
     }
@@ -183,27 +183,6 @@ fn finite(v: f64) -> f64 {
 /// `a / b`, or 0 for an empty window: never NaN.
 fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 { finite(a / b) } else { 0.0 }
-}
-
-/// Counts by outcome, serialised as a map with every outcome (zeros included) in label order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct OutcomeCounts(pub [u64; 8]);
-
-impl OutcomeCounts {
-    /// The count for one outcome.
-    pub fn get(&self, outcome: Outcome) -> u64 {
-        self.0[outcome as usize]
-    }
-}
-
-impl Serialize for OutcomeCounts {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(8))?;
-        for o in Outcome::ALL {
-            map.serialize_entry(o.as_str(), &self.0[o as usize])?;
-        }
-        map.end()
-    }
 }
 
 /// One window's figures over streaming requests (the `WINDOW` object of `/metrics`). Rates are
@@ -234,7 +213,7 @@ pub struct WindowStats {
     /// `stream_error`.
     pub streaming_errors: u64,
     /// Streaming requests by outcome.
-    pub by_outcome: OutcomeCounts,
+    pub by_outcome: OutcomeMap<u64>,
     /// Streaming requests that timed out.
     pub timeouts: u64,
     /// Streaming requests that failed authentication.
@@ -263,7 +242,7 @@ pub struct RequestStats {
     /// `auth_errors` as a percent of `total_requests`.
     pub auth_error_rate: f64,
     /// Requests by outcome.
-    pub by_outcome: OutcomeCounts,
+    pub by_outcome: OutcomeMap<u64>,
     /// Requests that matched no route (a router 404 or a 405), counted apart from everything
     /// above ([`StreamRecord::is_unrouted`]).
     pub unrouted_requests: u64,
