@@ -463,3 +463,30 @@ async fn trailers_end_the_record() {
     assert_eq!((r.output_tokens, r.max_inter_token_gap), (2, Some(ms(100))));
     assert_eq!(monitor.in_flight(), 0);
 }
+
+/// A consumer that polls late (a client that stops reading for a while) does not trip the idle
+/// timeout while the upstream has frames ready: idleness is the upstream's, not the reader's,
+/// so a slow client cannot turn a healthy stream into a `timeout` that moves `/health`.
+#[tokio::test(start_paused = true)]
+async fn a_slow_reader_is_not_an_idle_upstream() {
+    let mut script = vec![data(100, chunk("t0"))];
+    script.extend((1..4).map(|i| data(0, chunk(&format!("t{i}")))));
+    let builder = Monitor::builder().idle_timeout(ms(500));
+    let (records, _monitor, response) = run(builder, ms(0), SSE, script).await;
+    let mut body = response.into_body();
+    let mut text = String::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.unwrap();
+        if let Some(data) = frame.data_ref() {
+            text.push_str(std::str::from_utf8(data).unwrap());
+        }
+        // Each frame was ready at once; the reader takes a second over each.
+        tokio::time::sleep(ms(1000)).await;
+    }
+    assert_eq!(
+        text,
+        (0..4).map(|i| chunk(&format!("t{i}"))).collect::<String>()
+    );
+    let r = records.only().await;
+    assert_eq!((r.outcome, r.output_tokens), (Outcome::Ok, 4));
+}

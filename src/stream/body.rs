@@ -11,6 +11,7 @@ use super::panic_guard::PanicGuard;
 use super::timer::StreamTimer;
 use crate::classify::{BoxError, classify_body_error};
 use crate::record::Outcome;
+use crate::timeout::TimeoutKind;
 
 pin_project! {
     #[project = KindProj]
@@ -134,10 +135,17 @@ where
         // feature on, entering one still costs a log-level check per frame.
         let _entered = (!this.span.is_disabled()).then(|| this.span.enter());
 
+        // The deadline is checked before the inner body, so a body that is never pending is
+        // still cut. An idle timeout is only final if the inner body has nothing either: a
+        // consumer that polls late must not turn a busy upstream into an idle one.
+        let mut idle_expired = None;
         if let Some(timer) = this.timer.as_mut() {
             if timer.fired() {
                 if let Poll::Ready(error) = timer.poll_expired(cx) {
-                    return Poll::Ready(on_timeout(this.meter, this.span, this.ended, error));
+                    if error.kind() == TimeoutKind::Deadline {
+                        return Poll::Ready(on_timeout(this.meter, this.span, this.ended, error));
+                    }
+                    idle_expired = Some(error);
                 }
             }
         }
@@ -150,6 +158,9 @@ where
         let frame = match polled {
             Poll::Ready(frame) => frame,
             Poll::Pending => {
+                if let Some(error) = idle_expired {
+                    return Poll::Ready(on_timeout(meter_slot, this.span, this.ended, error));
+                }
                 if let Some(timer) = this.timer.as_mut() {
                     if let Poll::Ready(error) = timer.poll_expired(cx) {
                         return Poll::Ready(on_timeout(meter_slot, this.span, this.ended, error));
