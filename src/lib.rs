@@ -56,7 +56,7 @@
 #![warn(missing_docs)]
 
 pub mod classify;
-mod endpoints;
+pub mod endpoints;
 pub mod errors;
 mod facade;
 pub mod health;

@@ -1,5 +1,14 @@
-//! The monitoring endpoints layer 1 serves under its prefix (README, Endpoints). Endpoints only read
-//! the monitor; they are not measured themselves.
+//! The monitoring endpoints (README, Endpoints): `/metrics`, `/metrics/prometheus`, `/health`,
+//! `/errors`, `/errors/summary`. They only read the monitor and are never measured.
+//!
+//! The stream layer serves them under its prefix (unless told not to, with
+//! `MonitorBuilder::serve_endpoints(false)`); [`MonitoringEndpoints`], from
+//! `Monitor::endpoints`, is the same answers as a [`Service`](tower_service::Service) of their
+//! own, to mount with axum's `nest_service` behind the app's own auth, or on a port of their own.
+
+mod service;
+
+pub use service::{EndpointBody, MonitoringEndpoints};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -34,14 +43,20 @@ fn under_prefix<'a>(prefix: &str, path: &'a str) -> Option<&'a str> {
     (rest.is_empty() || rest.starts_with('/')).then_some(rest)
 }
 
-/// Whether the monitor answers this request itself (and does not measure it).
-pub(crate) fn handles(monitor: &Monitor, parts: &Parts) -> bool {
+/// Whether the request is under the monitor's prefix: the stream layer never measures it, and
+/// answers it itself unless told not to.
+pub(crate) fn is_under_prefix(monitor: &Monitor, parts: &Parts) -> bool {
     under_prefix(monitor.prefix(), parts.uri.path()).is_some()
 }
 
 /// Answers a request under the prefix.
 pub(crate) fn respond(monitor: &Monitor, parts: &Parts) -> Response<Bytes> {
     let rest = under_prefix(monitor.prefix(), parts.uri.path()).unwrap_or("");
+    answer(monitor, parts, rest)
+}
+
+/// Answers the endpoint at `rest`, the path below wherever the endpoints are mounted.
+fn answer(monitor: &Monitor, parts: &Parts, rest: &str) -> Response<Bytes> {
     let Some(endpoint) = ENDPOINTS.iter().find(|(p, _)| *p == rest).map(|(_, e)| *e) else {
         let known: Vec<String> = ENDPOINTS
             .iter()

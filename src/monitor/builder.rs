@@ -135,6 +135,7 @@ pub(crate) struct Config {
     pub(crate) max_label_sets: usize,
     pub(crate) max_event_bytes: usize,
     pub(crate) endpoint_token: Option<String>,
+    pub(crate) serve_endpoints: bool,
     pub(crate) min_samples: u64,
     pub(crate) on_record: Option<Arc<dyn OnRecord>>,
     pub(crate) baselines: Baselines,
@@ -193,6 +194,7 @@ impl Default for Config {
             max_label_sets: DEFAULT_MAX_LABEL_SETS,
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             endpoint_token: None,
+            serve_endpoints: true,
             min_samples: DEFAULT_MIN_SAMPLES,
             on_record: None,
             baselines: Baselines::default(),
@@ -380,6 +382,15 @@ impl MonitorBuilder {
     /// Default: none.
     pub fn endpoint_token(mut self, token: impl Into<String>) -> Self {
         self.config.endpoint_token = Some(token.into());
+        self
+    }
+
+    /// Whether the stream layer answers the monitoring endpoints under its prefix. Default
+    /// `true`. With `false`, requests under the prefix pass through to the app (unmeasured),
+    /// which mounts [`Monitor::endpoints`] where it wants them: behind its own auth, or on a
+    /// separate port.
+    pub fn serve_endpoints(mut self, serve: bool) -> Self {
+        self.config.serve_endpoints = serve;
         self
     }
 

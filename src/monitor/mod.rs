@@ -101,6 +101,15 @@ impl Monitor {
         StreamMonitorLayer::new(self.clone())
     }
 
+    /// The monitoring endpoints as a tower [`Service`](tower_service::Service) of their own,
+    /// to mount with axum's `nest_service` behind the app's own auth or on a separate port
+    /// (README, Endpoints). Pair with
+    /// [`serve_endpoints(false)`](MonitorBuilder::serve_endpoints) so the layer does not also
+    /// answer them, openly, under its prefix.
+    pub fn endpoints(&self) -> crate::endpoints::MonitoringEndpoints {
+        crate::endpoints::MonitoringEndpoints::new(self.clone())
+    }
+
     /// The tracing-subscriber layer that records WARN and ERROR events into this monitor
     /// (layer 2). It filters per layer, so it works beside fmt, JSON or OpenTelemetry layers
     /// without changing what they see.

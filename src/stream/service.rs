@@ -61,8 +61,14 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let (parts, mut body) = request.into_parts();
-        if crate::endpoints::handles(&self.monitor, &parts) {
-            return ResponseFuture::own(crate::endpoints::respond(&self.monitor, &parts));
+        if crate::endpoints::is_under_prefix(&self.monitor, &parts) {
+            if self.monitor.config().serve_endpoints {
+                return ResponseFuture::own(crate::endpoints::respond(&self.monitor, &parts));
+            }
+            // Mounted by the app (behind its own auth, say): passed through, not measured.
+            return ResponseFuture::new_unmeasured(
+                self.inner.call(Request::from_parts(parts, body)),
+            );
         }
         let intent = super::intent::watch(&parts, &mut body);
         let (context, span) = RequestContext::start(&self.monitor, &parts, intent);

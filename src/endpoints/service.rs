@@ -1,0 +1,95 @@
+//! The endpoints as a tower `Service` of their own.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use tower_service::Service;
+
+use super::{answer, under_prefix};
+use crate::Monitor;
+
+/// The monitoring endpoints as a [`Service`], from [`Monitor::endpoints`]: mount them where
+/// the app wants them instead of (or as well as) under the stream layer's prefix.
+///
+/// Paths are taken below where the service is mounted (`/metrics`, `/health`, ...), as axum's
+/// `nest_service` passes them; a path still under the monitor's prefix is read below it too.
+/// Each answer is ready at once; the service never fails.
+///
+/// ```
+/// use axum::Router;
+/// use tower_stream_monitor::Monitor;
+///
+/// let monitor = Monitor::builder().serve_endpoints(false).build()?;
+/// // Behind the app's own auth, or on a port of its own:
+/// let ops: Router = Router::new().nest_service("/monitoring", monitor.endpoints());
+/// # let _ = ops;
+/// # Ok::<(), tower_stream_monitor::ConfigError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct MonitoringEndpoints {
+    monitor: Monitor,
+}
+
+impl MonitoringEndpoints {
+    pub(crate) fn new(monitor: Monitor) -> Self {
+        Self { monitor }
+    }
+}
+
+impl<B> Service<Request<B>> for MonitoringEndpoints {
+    type Response = Response<EndpointBody>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let (parts, _body) = request.into_parts();
+        let path = parts.uri.path();
+        let rest = under_prefix(self.monitor.prefix(), path)
+            .filter(|rest| !rest.is_empty())
+            .unwrap_or(path);
+        let response = answer(&self.monitor, &parts, rest);
+        std::future::ready(Ok(response.map(EndpointBody::new)))
+    }
+}
+
+/// The body of an endpoint's answer: one frame of bytes.
+#[derive(Debug, Default)]
+pub struct EndpointBody {
+    data: Option<Bytes>,
+}
+
+impl EndpointBody {
+    fn new(data: Bytes) -> Self {
+        Self {
+            data: (!data.is_empty()).then_some(data),
+        }
+    }
+}
+
+impl Body for EndpointBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.data.take().map(|d| Ok(Frame::data(d))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
+    }
+}

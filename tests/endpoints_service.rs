@@ -1,0 +1,135 @@
+//! The monitoring endpoints as a service of their own (`monitor.endpoints()`): mounted behind
+//! the app's own auth with the layer told not to serve them, and on a port of their own.
+
+mod common;
+
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::middleware::{Next, from_fn};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use common::{Records, client, serve};
+use tower_stream_monitor::{Monitor, StreamLabels};
+
+const PREFIX: &str = "/monitoring";
+
+async fn ops_only(req: axum::extract::Request, next: Next) -> axum::response::Response {
+    if req.headers().get("x-ops-key").is_some_and(|v| v == "ops") {
+        next.run(req).await
+    } else {
+        StatusCode::UNAUTHORIZED.into_response()
+    }
+}
+
+async fn chat() -> axum::response::Response {
+    (
+        StreamLabels::new("openai"),
+        [(header::CONTENT_TYPE, "text/event-stream")],
+        "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n",
+    )
+        .into_response()
+}
+
+/// With `serve_endpoints(false)` the layer leaves the prefix to the app, which mounts the
+/// endpoints behind its own auth: no open path remains, and scrapes are not measured.
+#[tokio::test]
+async fn behind_the_apps_auth_the_open_path_is_closed() {
+    let records = Records::default();
+    let monitor = records
+        .attach(Monitor::builder().prefix(PREFIX).serve_endpoints(false))
+        .build()
+        .unwrap();
+    let ops = Router::new()
+        .nest_service(PREFIX, monitor.endpoints())
+        .layer(from_fn(ops_only));
+    let app = Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .merge(ops)
+        .layer(monitor.layer());
+    let addr = serve(app).await;
+    client()
+        .post(format!("http://{addr}/v1/chat/completions"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    records.one().await;
+
+    for path in ["/metrics", "/errors", "/health", "/metrics/prometheus"] {
+        let res = client()
+            .get(format!("http://{addr}{PREFIX}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401, "{path} without the app's key");
+    }
+    let res = client()
+        .get(format!("http://{addr}{PREFIX}/metrics"))
+        .header("x-ops-key", "ops")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(
+        body["data"]["streaming_5min"]["total_streaming_requests"],
+        1
+    );
+    let res = client()
+        .get(format!("http://{addr}{PREFIX}/nope"))
+        .header("x-ops-key", "ops")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    // Only the chat request was measured: the scrapes pass through unmeasured.
+    assert_eq!(records.snapshot().len(), 1);
+}
+
+/// On a port of their own, the endpoints answer at the root and under the prefix alike.
+#[tokio::test]
+async fn on_a_separate_port() {
+    let monitor = Monitor::builder()
+        .prefix(PREFIX)
+        .serve_endpoints(false)
+        .build()
+        .unwrap();
+    let app_addr = serve(
+        Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .layer(monitor.layer()),
+    )
+    .await;
+    let ops_addr = serve(Router::new().fallback_service(monitor.endpoints())).await;
+
+    // The app's port has no endpoints now: the prefix is an ordinary unknown path there.
+    let res = client()
+        .get(format!("http://{app_addr}{PREFIX}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    assert!(res.text().await.unwrap().is_empty(), "the router's own 404");
+
+    for path in ["/health", "/metrics", &format!("{PREFIX}/metrics")] {
+        let res = client()
+            .get(format!("http://{ops_addr}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        assert_eq!(
+            res.headers()[header::CONTENT_TYPE],
+            "application/json",
+            "{path}"
+        );
+    }
+    let res = client()
+        .post(format!("http://{ops_addr}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 405);
+}
