@@ -27,7 +27,7 @@ fn monitored(
     monitor: &Monitor,
     content_type: &'static str,
     frames: &[Bytes],
-) -> tower_stream_monitor::MonitoredBody<StreamBody<Frames>> {
+) -> tower_stream_monitor::stream::MonitoredBody<StreamBody<Frames>> {
     let mut slot = Some(bare(frames));
     let mut service = monitor
         .layer()

@@ -42,7 +42,7 @@ fn request<S>(service: &mut S, clock: &ManualClock)
 where
     S: Service<
             Request<()>,
-            Response = Response<tower_stream_monitor::MonitoredBody<Full<Bytes>>>,
+            Response = Response<tower_stream_monitor::stream::MonitoredBody<Full<Bytes>>>,
             Error = Infallible,
         >,
 {

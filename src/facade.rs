@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
-use metrics::Label;
+use metrics::{KeyName, Label, SharedString};
 
-use crate::names;
+use crate::names::{self, LabelValue, Metric, MetricKind, Sink};
 use crate::record::StreamRecord;
 
 /// Whether a recorder other than `metrics`' no-op recorder is current. The no-op recorder is the
@@ -19,11 +19,46 @@ pub(crate) fn recorder_installed() -> bool {
 
 /// The labels every per-request metric carries.
 pub(crate) fn base_labels(record: &StreamRecord) -> Vec<Label> {
-    let mut labels = Vec::with_capacity(4);
+    let mut labels = Vec::with_capacity(names::REQUEST_LABELS.len() + 1);
     labels.push(Label::new(names::PROVIDER, record.provider.clone()));
     labels.push(Label::new(names::MODEL, record.model.clone()));
     labels.push(Label::new(names::ROUTE, record.route.clone()));
     labels
+}
+
+/// The labels of one observation: the record's (`base`) when the metric has them, then `extra`
+/// under the metric's last label name.
+pub(crate) fn labels(metric: &Metric, base: &[Label], extra: Option<LabelValue>) -> Vec<Label> {
+    let mut labels = if metric.per_label_set() {
+        base.to_vec()
+    } else {
+        Vec::with_capacity(1)
+    };
+    debug_assert_eq!(
+        metric.labels.len(),
+        labels.len() + usize::from(extra.is_some()),
+        "{}",
+        metric.name
+    );
+    if let (Some(extra), Some(&key)) = (extra, metric.labels.get(labels.len())) {
+        labels.push(Label::new(key, extra.value));
+    }
+    labels
+}
+
+/// Observations sent to the current recorder, a key built for each.
+struct Facade {
+    base: Vec<Label>,
+}
+
+impl Sink for Facade {
+    fn counter(&mut self, metric: &'static Metric, extra: Option<LabelValue>, n: u64) {
+        metrics::counter!(metric.name, labels(metric, &self.base, extra)).increment(n);
+    }
+
+    fn histogram(&mut self, metric: &'static Metric, extra: Option<LabelValue>, value: f64) {
+        metrics::histogram!(metric.name, labels(metric, &self.base, extra)).record(value);
+    }
 }
 
 /// A request that matched no route (counted without labels).
@@ -32,47 +67,10 @@ pub(crate) fn unrouted() {
 }
 
 pub(crate) fn emit(record: &StreamRecord) {
-    let labels = base_labels(record);
-
-    let mut with_outcome = labels.clone();
-    with_outcome.push(Label::new(names::OUTCOME, record.outcome.as_str()));
-    metrics::counter!(names::REQUESTS_TOTAL, with_outcome.clone()).increment(1);
-    metrics::histogram!(names::REQUEST_DURATION, with_outcome)
-        .record(record.duration.as_secs_f64());
-
-    if let Some(ttfb) = record.time_to_first_byte {
-        metrics::histogram!(names::TIME_TO_FIRST_BYTE, labels.clone()).record(ttfb.as_secs_f64());
-    }
-    if let Some(ttft) = record.time_to_first_token {
-        metrics::histogram!(names::TIME_TO_FIRST_TOKEN, labels.clone()).record(ttft.as_secs_f64());
-    }
-    if let Some(tpot) = record.time_per_output_token {
-        metrics::histogram!(names::TIME_PER_OUTPUT_TOKEN, labels.clone())
-            .record(tpot.as_secs_f64());
-    }
-    metrics::histogram!(names::RESPONSE_BYTES, labels.clone()).record(record.bytes as f64);
-    if record.output_tokens > 0 || record.input_tokens.is_some() {
-        let mut output = labels.clone();
-        output.push(Label::new(names::TOKEN_TYPE, "output"));
-        metrics::histogram!(names::TOKEN_USAGE, output).record(record.output_tokens as f64);
-        if let Some(input) = record.input_tokens {
-            let mut input_labels = labels.clone();
-            input_labels.push(Label::new(names::TOKEN_TYPE, "input"));
-            metrics::histogram!(names::TOKEN_USAGE, input_labels).record(input as f64);
-        }
-    }
-    emit_skipped(record);
-}
-
-pub(crate) fn emit_skipped(record: &StreamRecord) {
-    if record.oversized_events > 0 {
-        metrics::counter!(names::SKIPPED_EVENTS_TOTAL, "reason" => "oversized")
-            .increment(record.oversized_events);
-    }
-    if record.malformed_events > 0 {
-        metrics::counter!(names::SKIPPED_EVENTS_TOTAL, "reason" => "malformed")
-            .increment(record.malformed_events);
-    }
+    let mut facade = Facade {
+        base: base_labels(record),
+    };
+    names::observe(record, &mut facade);
 }
 
 pub(crate) fn in_flight(route: &Arc<str>, delta: f64) {
@@ -80,50 +78,20 @@ pub(crate) fn in_flight(route: &Arc<str>, delta: f64) {
 }
 
 pub(crate) fn label_overflow(label: &'static str) {
-    metrics::counter!(names::LABEL_OVERFLOW_TOTAL, "label" => label).increment(1);
+    metrics::counter!(names::LABEL_OVERFLOW_TOTAL, names::CAPPED_LABEL => label).increment(1);
 }
 
-/// HELP text and units, once per recorder.
+/// HELP text and units of every metric of [`names::METRICS`], once per recorder.
 pub(crate) fn describe() {
-    use metrics::Unit;
-    metrics::describe_histogram!(
-        names::TIME_TO_FIRST_TOKEN,
-        Unit::Seconds,
-        "Time from the request to the first output token."
-    );
-    metrics::describe_histogram!(
-        names::TIME_PER_OUTPUT_TOKEN,
-        Unit::Seconds,
-        "Time per output token after the first."
-    );
-    metrics::describe_histogram!(
-        names::REQUEST_DURATION,
-        Unit::Seconds,
-        "Time from the request to the end of the response body."
-    );
-    metrics::describe_histogram!(names::TOKEN_USAGE, "Tokens per request, by token type.");
-    metrics::describe_counter!(names::REQUESTS_TOTAL, "Finished requests, by outcome.");
-    metrics::describe_gauge!(names::IN_FLIGHT, "Requests started and not yet finished.");
-    metrics::describe_histogram!(
-        names::TIME_TO_FIRST_BYTE,
-        Unit::Seconds,
-        "Time from the request to the first body byte."
-    );
-    metrics::describe_histogram!(
-        names::RESPONSE_BYTES,
-        Unit::Bytes,
-        "Response body bytes per request."
-    );
-    metrics::describe_counter!(
-        names::SKIPPED_EVENTS_TOTAL,
-        "Stream events skipped as oversized or malformed."
-    );
-    metrics::describe_counter!(
-        names::LABEL_OVERFLOW_TOTAL,
-        "Label values folded into other by the cardinality caps."
-    );
-    metrics::describe_counter!(
-        names::UNROUTED_REQUESTS_TOTAL,
-        "Requests that matched no route (a router 404 or a 405)."
-    );
+    metrics::with_recorder(|recorder| {
+        for m in names::METRICS {
+            let name = KeyName::from_const_str(m.name);
+            let help = SharedString::const_str(m.help);
+            match m.kind {
+                MetricKind::Counter => recorder.describe_counter(name, m.unit, help),
+                MetricKind::Gauge => recorder.describe_gauge(name, m.unit, help),
+                MetricKind::Histogram => recorder.describe_histogram(name, m.unit, help),
+            }
+        }
+    });
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// Longest value accepted as a label (bytes).
-pub const MAX_LABEL_LEN: usize = 64;
+pub(crate) const MAX_LABEL_LEN: usize = 64;
 
 /// Labels a handler knows best: the upstream provider and model it actually used.
 ///
@@ -48,6 +48,7 @@ impl StreamLabels {
 }
 
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 impl axum::response::IntoResponseParts for StreamLabels {
     type Error = std::convert::Infallible;
 
@@ -68,13 +69,7 @@ pub struct UserId(pub Cow<'static, str>);
 /// Whether `value` may become a label: 1 to 64 bytes of printable ASCII (space allowed, no
 /// control characters).
 ///
-/// ```
-/// use tower_stream_monitor::labels::is_valid_label;
-/// assert!(is_valid_label("openai"));
-/// assert!(!is_valid_label("bad\nvalue"));
-/// assert!(!is_valid_label(&"x".repeat(65)));
-/// ```
-pub fn is_valid_label(value: &str) -> bool {
+pub(crate) fn is_valid_label(value: &str) -> bool {
     !value.is_empty()
         && value.len() <= MAX_LABEL_LEN
         && value.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
@@ -424,6 +419,16 @@ impl RoutePattern {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_are_short_printable_ascii() {
+        assert!(is_valid_label("openai"));
+        assert!(is_valid_label("gpt 4"));
+        assert!(!is_valid_label("bad\nvalue"));
+        assert!(!is_valid_label(""));
+        assert!(!is_valid_label(&"x".repeat(65)));
+        assert!(!is_valid_label("caf\u{e9}"));
+    }
 
     #[test]
     fn interner_caps_distinct_values() {

@@ -42,7 +42,8 @@
 //! - [`classify`]: which status, error or event counts as which [`Outcome`].
 //! - [`window`]: rolling 5-minute and 1-hour windows, and the injectable [`window::Clock`].
 //! - [`health`]: baselines, checks, rollback triggers and alerts.
-//! - [`labels`]: label sources, validation and the cardinality cap.
+//! - [`snapshot`]: the typed figures of `/metrics`.
+//! - [`endpoints`]: the monitoring endpoints, also as a service of their own.
 //! - [`names`]: metric and label names.
 //!
 //! ## Session logs
@@ -53,36 +54,36 @@
 //! `outcome`, so events the handler logs carry them too.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
+#![deny(unreachable_pub)]
 
 pub mod classify;
 pub mod endpoints;
 pub mod errors;
 mod facade;
 pub mod health;
-pub mod labels;
+mod labels;
 mod monitor;
 pub mod names;
 pub mod parse;
 mod prometheus;
 mod record;
 mod shard;
-mod snapshot;
+pub mod snapshot;
 pub mod stream;
 mod system;
 mod timeout;
 pub mod window;
 
 pub use labels::{StreamLabels, UserId};
-pub use monitor::{
-    ConfigError, DEFAULT_ENV_STREAM_TIMEOUT, DEFAULT_LABEL_CARDINALITY,
-    DEFAULT_MAX_ERROR_FIELD_BYTES, DEFAULT_MAX_ERROR_GROUPS, DEFAULT_MAX_ERROR_RECORDS,
-    DEFAULT_MIN_SAMPLES, DEFAULT_PREFIX, Monitor, MonitorBuilder, OnRecord, RequestLabeler,
-};
+pub use monitor::{ConfigError, Monitor, MonitorBuilder, OnRecord, RequestLabeler};
 pub use record::{Outcome, OutcomeMap, RequestId, StreamRecord};
-pub use snapshot::{MetricsSnapshot, ProviderWindows};
-pub use stream::{MonitoredBody, StreamMonitorLayer, StreamMonitorService, StreamTimeoutError};
-pub use system::SystemStats;
+
+// The README's Rust examples compile and run as doc-tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 /// The tracing target of the session logs and the per-request span.
 pub const SESSION_TARGET: &str = "tower_stream_monitor::session";

@@ -1,7 +1,12 @@
 //! Metric and label names, shared by the `metrics` facade emission and the Prometheus endpoint.
 //!
 //! They follow the OpenTelemetry GenAI semantic conventions as Prometheus spells them
-//! (dots become underscores, the unit becomes a suffix).
+//! (dots become underscores, the unit becomes a suffix). [`METRICS`] describes every metric:
+//! kind, unit, labels, histogram buckets and help text.
+
+use metrics::Unit;
+
+use crate::record::{Outcome, StreamRecord};
 
 /// Histogram (seconds): service call to first output token.
 pub const TIME_TO_FIRST_TOKEN: &str = "gen_ai_server_time_to_first_token_seconds";
@@ -34,10 +39,14 @@ pub const PROVIDER: &str = "gen_ai_provider_name";
 pub const MODEL: &str = "gen_ai_request_model";
 /// Label: the route pattern.
 pub const ROUTE: &str = "http_route";
-/// Label: the [`Outcome`](crate::Outcome).
+/// Label: the [`Outcome`].
 pub const OUTCOME: &str = "outcome";
 /// Label: `input` or `output` on [`TOKEN_USAGE`].
 pub const TOKEN_TYPE: &str = "gen_ai_token_type";
+/// Label: `oversized` or `malformed` on [`SKIPPED_EVENTS_TOTAL`].
+pub(crate) const SKIP_REASON: &str = "reason";
+/// Label: the capped label (or `series`) on [`LABEL_OVERFLOW_TOTAL`].
+pub(crate) const CAPPED_LABEL: &str = "label";
 
 /// Time to first token histogram buckets (seconds), as the OpenTelemetry GenAI conventions advise.
 pub const TTFT_BUCKETS: [f64; 19] = [
@@ -49,3 +58,465 @@ pub const DURATION_BUCKETS: [f64; 16] = [
     0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92, 163.84,
     327.68,
 ];
+/// Time per output token buckets (seconds), as the OpenTelemetry GenAI conventions advise.
+pub const TPOT_BUCKETS: [f64; 13] = [
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
+];
+/// Token usage buckets (tokens): powers of 4 from 1 to 4^13, as the OpenTelemetry GenAI
+/// conventions advise.
+pub const TOKEN_BUCKETS: [f64; 14] = [
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+    16777216.0, 67108864.0,
+];
+/// Response bytes buckets: powers of 4 from 64 B to 64 MiB.
+pub const BYTES_BUCKETS: [f64; 11] = [
+    64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0,
+    67108864.0,
+];
+
+/// What a metric is, as Prometheus' `# TYPE` line spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MetricKind {
+    /// Only goes up.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// Bucketed observations.
+    Histogram,
+}
+
+impl MetricKind {
+    /// `counter`, `gauge` or `histogram`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
+            MetricKind::Histogram => "histogram",
+        }
+    }
+}
+
+/// One metric the monitor exposes: an entry of [`METRICS`].
+///
+/// The same definitions configure the monitor's own Prometheus endpoint; a recorder the
+/// application installs for the `metrics` facade can take its buckets from them:
+///
+/// ```
+/// use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+/// use tower_stream_monitor::names;
+///
+/// let mut builder = PrometheusBuilder::new();
+/// for metric in names::METRICS.iter().filter(|m| !m.buckets().is_empty()) {
+///     let matcher = Matcher::Full(metric.name().to_owned());
+///     builder = builder.set_buckets_for_metric(matcher, metric.buckets())?;
+/// }
+/// # Ok::<(), metrics_exporter_prometheus::BuildError>(())
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Metric {
+    /// Position in [`METRICS`]: the Prometheus exposition keeps its handles by it.
+    pub(crate) index: usize,
+    pub(crate) name: &'static str,
+    pub(crate) kind: MetricKind,
+    pub(crate) unit: Option<Unit>,
+    pub(crate) labels: &'static [&'static str],
+    pub(crate) buckets: &'static [f64],
+    pub(crate) help: &'static str,
+    /// Whether `labels` starts with [`REQUEST_LABELS`], worked out once: it is asked for every
+    /// observation.
+    request_labels: bool,
+}
+
+impl Metric {
+    /// The metric's name, one of the constants of this module.
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Counter, gauge or histogram.
+    pub const fn kind(&self) -> MetricKind {
+        self.kind
+    }
+
+    /// The unit (`seconds`, `bytes`), if it has one.
+    pub fn unit(&self) -> Option<&'static str> {
+        self.unit.map(|u| u.as_str())
+    }
+
+    /// Its label names, in the order they are emitted.
+    pub const fn labels(&self) -> &'static [&'static str] {
+        self.labels
+    }
+
+    /// Histogram bucket bounds; empty for counters and gauges.
+    pub const fn buckets(&self) -> &'static [f64] {
+        self.buckets
+    }
+
+    /// The help text.
+    pub const fn help(&self) -> &'static str {
+        self.help
+    }
+
+    /// Whether the metric carries a record's provider, model and route labels.
+    pub(crate) const fn per_label_set(&self) -> bool {
+        self.request_labels
+    }
+
+    const fn new(
+        index: usize,
+        name: &'static str,
+        kind: MetricKind,
+        unit: Option<Unit>,
+        labels: &'static [&'static str],
+        buckets: &'static [f64],
+        help: &'static str,
+    ) -> Self {
+        let mut request_labels = labels.len() >= REQUEST_LABELS.len();
+        let mut i = 0;
+        while request_labels && i < REQUEST_LABELS.len() {
+            request_labels = str_eq(labels[i], REQUEST_LABELS[i]);
+            i += 1;
+        }
+        Metric {
+            index,
+            name,
+            kind,
+            unit,
+            labels,
+            buckets,
+            help,
+            request_labels,
+        }
+    }
+}
+
+/// `a == b`, for const evaluation.
+const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The labels of every per-request metric.
+pub(crate) const REQUEST_LABELS: &[&str] = &[PROVIDER, MODEL, ROUTE];
+
+/// Every metric the monitor exposes, to the `metrics` facade and on its Prometheus endpoint.
+pub const METRICS: &[Metric] = &[
+    def::TIME_TO_FIRST_TOKEN,
+    def::TIME_PER_OUTPUT_TOKEN,
+    def::REQUEST_DURATION,
+    def::TOKEN_USAGE,
+    def::REQUESTS_TOTAL,
+    def::IN_FLIGHT,
+    def::TIME_TO_FIRST_BYTE,
+    def::RESPONSE_BYTES,
+    def::SKIPPED_EVENTS_TOTAL,
+    def::LABEL_OVERFLOW_TOTAL,
+    def::UNROUTED_REQUESTS_TOTAL,
+];
+
+/// The entries of [`METRICS`] by name, for the code that observes them.
+pub(crate) mod def {
+    use super::*;
+
+    const WITH_OUTCOME: &[&str] = &[PROVIDER, MODEL, ROUTE, OUTCOME];
+    const WITH_TOKEN_TYPE: &[&str] = &[PROVIDER, MODEL, ROUTE, TOKEN_TYPE];
+
+    const fn histogram(
+        index: usize,
+        name: &'static str,
+        unit: Option<Unit>,
+        labels: &'static [&'static str],
+        buckets: &'static [f64],
+        help: &'static str,
+    ) -> Metric {
+        Metric::new(
+            index,
+            name,
+            MetricKind::Histogram,
+            unit,
+            labels,
+            buckets,
+            help,
+        )
+    }
+
+    const fn counter(
+        index: usize,
+        name: &'static str,
+        labels: &'static [&'static str],
+        help: &'static str,
+    ) -> Metric {
+        Metric::new(index, name, MetricKind::Counter, None, labels, &[], help)
+    }
+
+    pub(crate) const TIME_TO_FIRST_TOKEN: Metric = histogram(
+        0,
+        super::TIME_TO_FIRST_TOKEN,
+        Some(Unit::Seconds),
+        REQUEST_LABELS,
+        &TTFT_BUCKETS,
+        "Time from the request to the first output token.",
+    );
+    pub(crate) const TIME_PER_OUTPUT_TOKEN: Metric = histogram(
+        1,
+        super::TIME_PER_OUTPUT_TOKEN,
+        Some(Unit::Seconds),
+        REQUEST_LABELS,
+        &TPOT_BUCKETS,
+        "Time per output token after the first.",
+    );
+    pub(crate) const REQUEST_DURATION: Metric = histogram(
+        2,
+        super::REQUEST_DURATION,
+        Some(Unit::Seconds),
+        WITH_OUTCOME,
+        &DURATION_BUCKETS,
+        "Time from the request to the end of the response body.",
+    );
+    pub(crate) const TOKEN_USAGE: Metric = histogram(
+        3,
+        super::TOKEN_USAGE,
+        None,
+        WITH_TOKEN_TYPE,
+        &TOKEN_BUCKETS,
+        "Tokens per request, by token type.",
+    );
+    pub(crate) const REQUESTS_TOTAL: Metric = counter(
+        4,
+        super::REQUESTS_TOTAL,
+        WITH_OUTCOME,
+        "Finished requests, by outcome.",
+    );
+    pub(crate) const IN_FLIGHT: Metric = Metric::new(
+        5,
+        super::IN_FLIGHT,
+        MetricKind::Gauge,
+        None,
+        &[ROUTE],
+        &[],
+        "Requests started and not yet finished.",
+    );
+    pub(crate) const TIME_TO_FIRST_BYTE: Metric = histogram(
+        6,
+        super::TIME_TO_FIRST_BYTE,
+        Some(Unit::Seconds),
+        REQUEST_LABELS,
+        &TTFT_BUCKETS,
+        "Time from the request to the first body byte.",
+    );
+    pub(crate) const RESPONSE_BYTES: Metric = histogram(
+        7,
+        super::RESPONSE_BYTES,
+        Some(Unit::Bytes),
+        REQUEST_LABELS,
+        &BYTES_BUCKETS,
+        "Response body bytes per request.",
+    );
+    pub(crate) const SKIPPED_EVENTS_TOTAL: Metric = counter(
+        8,
+        super::SKIPPED_EVENTS_TOTAL,
+        &[SKIP_REASON],
+        "Stream events skipped as oversized or malformed.",
+    );
+    pub(crate) const LABEL_OVERFLOW_TOTAL: Metric = counter(
+        9,
+        super::LABEL_OVERFLOW_TOTAL,
+        &[CAPPED_LABEL],
+        "Label values folded into other by the cardinality caps.",
+    );
+    pub(crate) const UNROUTED_REQUESTS_TOTAL: Metric = counter(
+        10,
+        super::UNROUTED_REQUESTS_TOTAL,
+        &[],
+        "Requests that matched no route (a router 404 or a 405).",
+    );
+}
+
+// Checked when compiling: each entry's index is its position (the exposition's handle cache
+// relies on it), and exactly the histograms have buckets.
+const _: () = {
+    let mut i = 0;
+    while i < METRICS.len() {
+        let m = &METRICS[i];
+        assert!(
+            m.index == i,
+            "a metric's index must be its position in METRICS"
+        );
+        assert!(
+            matches!(m.kind, MetricKind::Histogram) == !m.buckets.is_empty(),
+            "histograms, and only they, have buckets"
+        );
+        i += 1;
+    }
+};
+
+/// The value of a metric's last label (outcome, token type, reason), with its position among
+/// that label's values: the exposition caches one handle per position, so it never compares
+/// strings on the recording path.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LabelValue {
+    pub(crate) value: &'static str,
+    pub(crate) index: usize,
+}
+
+/// Values per label beyond a record's provider, model and route: the outcomes are the most.
+pub(crate) const MAX_LABEL_VALUES: usize = Outcome::COUNT;
+
+const OUTPUT: LabelValue = LabelValue {
+    value: "output",
+    index: 0,
+};
+const INPUT: LabelValue = LabelValue {
+    value: "input",
+    index: 1,
+};
+const OVERSIZED: LabelValue = LabelValue {
+    value: "oversized",
+    index: 0,
+};
+const MALFORMED: LabelValue = LabelValue {
+    value: "malformed",
+    index: 1,
+};
+
+/// Where a record's observations go: the `metrics` facade or the Prometheus exposition.
+/// A metric's labels are the record's provider, model and route when it has them
+/// ([`Metric::per_label_set`]), then `extra` for its last label.
+pub(crate) trait Sink {
+    fn counter(&mut self, metric: &'static Metric, extra: Option<LabelValue>, n: u64);
+    fn histogram(&mut self, metric: &'static Metric, extra: Option<LabelValue>, value: f64);
+}
+
+/// Every observation a finished request makes, the one place that says which.
+pub(crate) fn observe(r: &StreamRecord, sink: &mut impl Sink) {
+    let outcome = Some(LabelValue {
+        value: r.outcome.as_str(),
+        index: r.outcome as usize,
+    });
+    sink.counter(&def::REQUESTS_TOTAL, outcome, 1);
+    sink.histogram(&def::REQUEST_DURATION, outcome, r.duration.as_secs_f64());
+    if let Some(ttfb) = r.time_to_first_byte {
+        sink.histogram(&def::TIME_TO_FIRST_BYTE, None, ttfb.as_secs_f64());
+    }
+    if let Some(ttft) = r.time_to_first_token {
+        sink.histogram(&def::TIME_TO_FIRST_TOKEN, None, ttft.as_secs_f64());
+    }
+    if let Some(tpot) = r.time_per_output_token {
+        sink.histogram(&def::TIME_PER_OUTPUT_TOKEN, None, tpot.as_secs_f64());
+    }
+    sink.histogram(&def::RESPONSE_BYTES, None, r.bytes as f64);
+    // A stream that reported no usage at all (an error, a provider without counts) would
+    // otherwise fill the lowest bucket with zeros.
+    if r.output_tokens > 0 || r.input_tokens.is_some() {
+        sink.histogram(&def::TOKEN_USAGE, Some(OUTPUT), r.output_tokens as f64);
+        if let Some(input) = r.input_tokens {
+            sink.histogram(&def::TOKEN_USAGE, Some(INPUT), input as f64);
+        }
+    }
+    if r.oversized_events > 0 {
+        sink.counter(
+            &def::SKIPPED_EVENTS_TOTAL,
+            Some(OVERSIZED),
+            r.oversized_events,
+        );
+    }
+    if r.malformed_events > 0 {
+        sink.counter(
+            &def::SKIPPED_EVENTS_TOTAL,
+            Some(MALFORMED),
+            r.malformed_events,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Checks each observation against the metric's table entry.
+    #[derive(Default)]
+    struct Check(Vec<&'static str>);
+
+    impl Check {
+        fn check(&mut self, metric: &Metric, extra: Option<LabelValue>, kind: MetricKind) {
+            assert_eq!(metric.kind, kind, "{}", metric.name);
+            assert_eq!(METRICS[metric.index].name, metric.name);
+            let base = if metric.per_label_set() { 3 } else { 0 };
+            assert_eq!(
+                base + usize::from(extra.is_some()),
+                metric.labels.len(),
+                "{}",
+                metric.name
+            );
+            assert!(extra.is_none_or(|e| e.index < MAX_LABEL_VALUES));
+            self.0.push(metric.name);
+        }
+    }
+
+    impl Sink for Check {
+        fn counter(&mut self, metric: &'static Metric, extra: Option<LabelValue>, _: u64) {
+            self.check(metric, extra, MetricKind::Counter);
+        }
+        fn histogram(&mut self, metric: &'static Metric, extra: Option<LabelValue>, _: f64) {
+            self.check(metric, extra, MetricKind::Histogram);
+        }
+    }
+
+    #[test]
+    fn observations_match_the_table() {
+        for outcome in Outcome::ALL {
+            let mut r = StreamRecord::new("openai", "gpt-4o-mini", "/v1/chat", outcome);
+            r.time_to_first_byte = Some(Duration::from_millis(90));
+            r.time_to_first_token = Some(Duration::from_millis(100));
+            r.time_per_output_token = Some(Duration::from_millis(20));
+            r.output_tokens = 10;
+            r.input_tokens = Some(5);
+            r.oversized_events = 1;
+            r.malformed_events = 1;
+            let mut check = Check::default();
+            observe(&r, &mut check);
+            assert_eq!(check.0.len(), 10);
+        }
+    }
+
+    #[test]
+    fn per_label_set_is_worked_out_right() {
+        for m in METRICS {
+            assert_eq!(
+                m.per_label_set(),
+                m.labels.starts_with(REQUEST_LABELS),
+                "{}",
+                m.name
+            );
+        }
+    }
+
+    #[test]
+    fn token_usage_only_when_reported() {
+        let names = |output_tokens, input_tokens| {
+            let mut r = StreamRecord::new("openai", "gpt-4o-mini", "/v1/chat", Outcome::Ok);
+            r.output_tokens = output_tokens;
+            r.input_tokens = input_tokens;
+            let mut check = Check::default();
+            observe(&r, &mut check);
+            check.0.iter().filter(|n| **n == TOKEN_USAGE).count()
+        };
+        assert_eq!(names(0, None), 0);
+        assert_eq!(names(3, None), 1);
+        assert_eq!(names(0, Some(4)), 2);
+    }
+}

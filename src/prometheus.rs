@@ -19,23 +19,9 @@ use metrics_exporter_prometheus::{
 
 use crate::facade;
 use crate::labels::{LabelKey, LabelView};
-use crate::names;
-use crate::record::{OutcomeMap, StreamRecord};
+use crate::names::{self, LabelValue, MAX_LABEL_VALUES, METRICS, Metric, Sink};
+use crate::record::StreamRecord;
 
-/// OpenTelemetry GenAI advice for time per output token (seconds).
-const TPOT_BUCKETS: [f64; 13] = [
-    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
-];
-/// OpenTelemetry GenAI advice for token usage.
-const TOKEN_BUCKETS: [f64; 14] = [
-    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
-    16777216.0, 67108864.0,
-];
-/// Response bytes: powers of 4 from 64 B to 64 MiB.
-const BYTES_BUCKETS: [f64; 11] = [
-    64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0,
-    67108864.0,
-];
 /// Records a shard holds before they are fed to the recorder.
 const BATCH: usize = 512;
 
@@ -43,20 +29,29 @@ const BATCH: usize = 512;
 /// only slower). Labels are capped, so this is rarely reached.
 const MAX_CACHED_LABEL_SETS: usize = 4096;
 
+/// Handle slots per label set: one per value of each metric's last label.
+const SLOTS: usize = METRICS.len() * MAX_LABEL_VALUES;
+
 static METADATA: metrics::Metadata<'static> =
     metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
-/// The handles of one (provider, model, route) label set.
+enum Handle {
+    Counter(Counter),
+    Histogram(Histogram),
+}
+
+/// The handles of one (provider, model, route) label set, by metric and value of its last label
+/// ([`slot`]). Each is registered on first use, so absent outcomes (or a metric a label set never
+/// observes) add no empty series.
 struct LabelSetHandles {
     labels: Vec<Label>,
-    ttft: Histogram,
-    ttfb: Histogram,
-    tpot: Histogram,
-    bytes: Histogram,
-    output_tokens: Histogram,
-    input_tokens: Histogram,
-    /// Per outcome, registered on first use so absent outcomes add no empty series.
-    by_outcome: OutcomeMap<OnceLock<(Counter, Histogram)>>,
+    slots: Box<[OnceLock<Handle>; SLOTS]>,
+}
+
+fn slot(metric: &Metric, extra: Option<LabelValue>) -> usize {
+    let value = extra.map_or(0, |e| e.index);
+    debug_assert!(value < MAX_LABEL_VALUES, "{}", metric.name);
+    metric.index * MAX_LABEL_VALUES + value
 }
 
 pub(crate) struct PrometheusExposition {
@@ -68,20 +63,71 @@ pub(crate) struct PrometheusExposition {
 }
 
 fn build_recorder() -> Result<PrometheusRecorder, metrics_exporter_prometheus::BuildError> {
-    let buckets = |name: &str| Matcher::Full(name.to_owned());
-    Ok(PrometheusBuilder::new()
-        .set_buckets_for_metric(buckets(names::TIME_TO_FIRST_TOKEN), &names::TTFT_BUCKETS)?
-        .set_buckets_for_metric(buckets(names::TIME_TO_FIRST_BYTE), &names::TTFT_BUCKETS)?
-        .set_buckets_for_metric(buckets(names::REQUEST_DURATION), &names::DURATION_BUCKETS)?
-        .set_buckets_for_metric(buckets(names::TIME_PER_OUTPUT_TOKEN), &TPOT_BUCKETS)?
-        .set_buckets_for_metric(buckets(names::TOKEN_USAGE), &TOKEN_BUCKETS)?
-        .set_buckets_for_metric(buckets(names::RESPONSE_BYTES), &BYTES_BUCKETS)?
-        .build_recorder())
+    let mut builder = PrometheusBuilder::new();
+    for m in METRICS.iter().filter(|m| !m.buckets.is_empty()) {
+        builder = builder.set_buckets_for_metric(Matcher::Full(m.name.to_owned()), m.buckets)?;
+    }
+    Ok(builder.build_recorder())
+}
+
+/// Feeds one record's observations to the exposition through the cached handles of its label set.
+struct Feed<'a> {
+    recorder: &'a PrometheusRecorder,
+    handles: &'a LabelSetHandles,
+}
+
+impl Feed<'_> {
+    /// The cached handle of the series, registered by `register` on first use; metrics without
+    /// the record's labels (skipped events: rare) are registered each time instead.
+    #[inline(always)]
+    fn with_handle(
+        &self,
+        metric: &'static Metric,
+        extra: Option<LabelValue>,
+        register: impl FnOnce(&PrometheusRecorder, &Key) -> Handle,
+        observe: impl FnOnce(&Handle),
+    ) {
+        let register = || {
+            let labels = facade::labels(metric, &self.handles.labels, extra);
+            register(self.recorder, &Key::from_parts(metric.name, labels))
+        };
+        if metric.per_label_set() {
+            observe(self.handles.slots[slot(metric, extra)].get_or_init(register));
+        } else {
+            observe(&register());
+        }
+    }
+}
+
+// Inlined into `names::observe`: a call per observation made feeding measurably slower.
+impl Sink for Feed<'_> {
+    #[inline(always)]
+    fn counter(&mut self, metric: &'static Metric, extra: Option<LabelValue>, n: u64) {
+        let register =
+            |r: &PrometheusRecorder, key: &Key| Handle::Counter(r.register_counter(key, &METADATA));
+        self.with_handle(metric, extra, register, |h| {
+            if let Handle::Counter(c) = h {
+                c.increment(n);
+            }
+        });
+    }
+
+    #[inline(always)]
+    fn histogram(&mut self, metric: &'static Metric, extra: Option<LabelValue>, value: f64) {
+        let register = |r: &PrometheusRecorder, key: &Key| {
+            Handle::Histogram(r.register_histogram(key, &METADATA))
+        };
+        self.with_handle(metric, extra, register, |h| {
+            if let Handle::Histogram(h) = h {
+                h.record(value);
+            }
+        });
+    }
 }
 
 impl PrometheusExposition {
     pub(crate) fn new() -> Self {
-        // Only an empty bucket list is refused, and ours are non-empty constants.
+        // Only an empty bucket list is refused, and the table's histograms all have buckets.
         let recorder =
             build_recorder().unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
         let handle = recorder.handle();
@@ -97,30 +143,6 @@ impl PrometheusExposition {
         }
     }
 
-    fn histogram(&self, name: &'static str, labels: Vec<Label>) -> Histogram {
-        self.recorder
-            .register_histogram(&Key::from_parts(name, labels), &METADATA)
-    }
-
-    fn register(&self, r: &StreamRecord) -> LabelSetHandles {
-        let labels = facade::base_labels(r);
-        let with = |k: &'static str, v: &'static str| {
-            let mut l = labels.clone();
-            l.push(Label::new(k, v));
-            l
-        };
-        LabelSetHandles {
-            ttft: self.histogram(names::TIME_TO_FIRST_TOKEN, labels.clone()),
-            ttfb: self.histogram(names::TIME_TO_FIRST_BYTE, labels.clone()),
-            tpot: self.histogram(names::TIME_PER_OUTPUT_TOKEN, labels.clone()),
-            bytes: self.histogram(names::RESPONSE_BYTES, labels.clone()),
-            output_tokens: self.histogram(names::TOKEN_USAGE, with(names::TOKEN_TYPE, "output")),
-            input_tokens: self.histogram(names::TOKEN_USAGE, with(names::TOKEN_TYPE, "input")),
-            by_outcome: Default::default(),
-            labels,
-        }
-    }
-
     fn handles(&self, r: &StreamRecord) -> Arc<LabelSetHandles> {
         let view: (&str, &str, &str) = (&r.provider, &r.model, &r.route);
         let read = self.handles.read().unwrap_or_else(|p| p.into_inner());
@@ -129,7 +151,10 @@ impl PrometheusExposition {
         }
         let cached = read.len();
         drop(read);
-        let handles = Arc::new(self.register(r));
+        let handles = Arc::new(LabelSetHandles {
+            labels: facade::base_labels(r),
+            slots: Box::new(std::array::from_fn(|_| OnceLock::new())),
+        });
         if cached < MAX_CACHED_LABEL_SETS {
             let key = LabelKey(r.provider.clone(), r.model.clone(), r.route.clone());
             let mut write = self.handles.write().unwrap_or_else(|p| p.into_inner());
@@ -160,37 +185,12 @@ impl PrometheusExposition {
     }
 
     fn feed(&self, r: &StreamRecord) {
-        let h = self.handles(r);
-        let (requests, duration) = h.by_outcome[r.outcome].get_or_init(|| {
-            let mut labels = h.labels.clone();
-            labels.push(Label::new(names::OUTCOME, r.outcome.as_str()));
-            let key = Key::from_parts(names::REQUESTS_TOTAL, labels.clone());
-            (
-                self.recorder.register_counter(&key, &METADATA),
-                self.histogram(names::REQUEST_DURATION, labels),
-            )
-        });
-        requests.increment(1);
-        duration.record(r.duration.as_secs_f64());
-        if let Some(ttfb) = r.time_to_first_byte {
-            h.ttfb.record(ttfb.as_secs_f64());
-        }
-        if let Some(ttft) = r.time_to_first_token {
-            h.ttft.record(ttft.as_secs_f64());
-        }
-        if let Some(tpot) = r.time_per_output_token {
-            h.tpot.record(tpot.as_secs_f64());
-        }
-        h.bytes.record(r.bytes as f64);
-        if r.output_tokens > 0 || r.input_tokens.is_some() {
-            h.output_tokens.record(r.output_tokens as f64);
-            if let Some(input) = r.input_tokens {
-                h.input_tokens.record(input as f64);
-            }
-        }
-        if r.oversized_events > 0 || r.malformed_events > 0 {
-            metrics::with_local_recorder(&self.recorder, || facade::emit_skipped(r));
-        }
+        let handles = self.handles(r);
+        let mut feed = Feed {
+            recorder: &self.recorder,
+            handles: &handles,
+        };
+        names::observe(r, &mut feed);
     }
 
     /// Moves the route's in-flight gauge; its handle is registered once per route.

@@ -1,11 +1,11 @@
-//! The figures `GET {prefix}/metrics` serves, as a typed value.
+//! The figures `GET {prefix}/metrics` serves, as a typed value: [`Monitor::snapshot`](crate::Monitor::snapshot).
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 use crate::health::{Baselines, HealthStatus};
-use crate::system::SystemStats;
+pub use crate::system::SystemStats;
 use crate::window::{RequestStats, WindowStats};
 
 /// One provider's windows.

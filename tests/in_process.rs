@@ -17,10 +17,8 @@ use http_body_util::{BodyExt, StreamBody};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 use tower_stream_monitor::parse::{ProviderFormat, TokenSource};
-use tower_stream_monitor::stream::TimeoutKind;
-use tower_stream_monitor::{
-    Monitor, MonitorBuilder, MonitoredBody, Outcome, StreamRecord, StreamTimeoutError,
-};
+use tower_stream_monitor::stream::{MonitoredBody, StreamTimeoutError, TimeoutKind};
+use tower_stream_monitor::{Monitor, MonitorBuilder, Outcome, StreamRecord};
 
 const SSE: &str = "text/event-stream";
 const ROLE: &str = "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\n";

@@ -81,16 +81,15 @@ fn allocations_per_frames(
     };
     drop(future);
     let mut body = response.into_body();
-    let mut poll_one =
-        |body: &mut tower_stream_monitor::MonitoredBody<StreamBody<Frames>>| match Pin::new(body)
-            .poll_frame(&mut cx)
-        {
-            Poll::Ready(Some(Ok(frame))) => frame,
-            other => panic!(
-                "expected a frame, got {:?}",
-                other.map(|o| o.map(|r| r.is_ok()))
-            ),
-        };
+    let mut poll_one = |body: &mut tower_stream_monitor::stream::MonitoredBody<
+        StreamBody<Frames>,
+    >| match Pin::new(body).poll_frame(&mut cx) {
+        Poll::Ready(Some(Ok(frame))) => frame,
+        other => panic!(
+            "expected a frame, got {:?}",
+            other.map(|o| o.map(|r| r.is_ok()))
+        ),
+    };
     for _ in 0..warm_up {
         drop(poll_one(&mut body));
     }

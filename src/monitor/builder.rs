@@ -21,9 +21,9 @@ use crate::system::SystemSampler;
 use crate::window::{Clock, RatePopulation, SystemClock, WindowStore, WindowTime};
 
 /// Default prefix under which the monitoring endpoints are served.
-pub const DEFAULT_PREFIX: &str = "/monitoring";
+pub(crate) const DEFAULT_PREFIX: &str = "/monitoring";
 /// Default number of distinct values kept per label before new ones fold into `other`.
-pub const DEFAULT_LABEL_CARDINALITY: usize = 64;
+pub(crate) const DEFAULT_LABEL_CARDINALITY: usize = 64;
 /// Default number of distinct provider and model values taken from request headers, apart
 /// from [`DEFAULT_LABEL_CARDINALITY`].
 pub(crate) const DEFAULT_HEADER_LABEL_CARDINALITY: usize = 16;
@@ -31,15 +31,15 @@ pub(crate) const DEFAULT_HEADER_LABEL_CARDINALITY: usize = 16;
 /// fold into `other`.
 pub(crate) const DEFAULT_MAX_LABEL_SETS: usize = 256;
 /// Default stream timeout of [`Monitor::from_env`] when `STREAMING_TIMEOUT` is unset (README, Configuration).
-pub const DEFAULT_ENV_STREAM_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_ENV_STREAM_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default minimum of requests in a window before health is judged.
-pub const DEFAULT_MIN_SAMPLES: u64 = 20;
+pub(crate) const DEFAULT_MIN_SAMPLES: u64 = 20;
 /// Default number of error records kept (the latest ones).
-pub const DEFAULT_MAX_ERROR_RECORDS: usize = 1000;
+pub(crate) const DEFAULT_MAX_ERROR_RECORDS: usize = 1000;
 /// Default number of error groups (callsites) kept; later callsites count into `other`.
-pub const DEFAULT_MAX_ERROR_GROUPS: usize = 1000;
+pub(crate) const DEFAULT_MAX_ERROR_GROUPS: usize = 1000;
 /// Default cap on each stored message and field value (bytes).
-pub const DEFAULT_MAX_ERROR_FIELD_BYTES: usize = 1024;
+pub(crate) const DEFAULT_MAX_ERROR_FIELD_BYTES: usize = 1024;
 
 /// A callback run once for every finished request, with its record.
 ///
@@ -245,7 +245,7 @@ impl MonitorBuilder {
     /// Total deadline for a request, from the service call to the end of its body. Default: none
     /// (60 s with [`Monitor::from_env`]). On expiry the request is recorded as `timeout`, logged at
     /// ERROR, and the body ends: with a final SSE `event: error` for `text/event-stream`, else with
-    /// a [`StreamTimeoutError`](crate::StreamTimeoutError). A response not started by then is
+    /// a [`StreamTimeoutError`](crate::stream::StreamTimeoutError). A response not started by then is
     /// answered with 504.
     pub fn stream_timeout(mut self, timeout: Duration) -> Self {
         self.config.stream_timeout = Some(timeout);

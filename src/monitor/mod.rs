@@ -26,7 +26,7 @@ mod builder;
 const MAX_TOKENS: u64 = 1 << 50;
 
 pub(crate) use builder::Config;
-pub use builder::*;
+pub use builder::{ConfigError, MonitorBuilder, OnRecord, RequestLabeler};
 
 pub(crate) struct Shared {
     pub(crate) config: Config,
@@ -342,6 +342,9 @@ impl Monitor {
             self.shared.unrouted.fetch_add(1, Ordering::Relaxed);
             self.shared.windows.record(secs, &record);
             self.shared.prometheus.unrouted();
+            if self.facade_active() {
+                facade::unrouted();
+            }
             if let Some(cb) = &self.shared.config.on_record {
                 cb.on_record(&record);
             }
