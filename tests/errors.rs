@@ -131,7 +131,7 @@ async fn handler_error_has_request_context_and_no_secret() {
                 && !haystack.contains("abc123")
         );
     }
-    let (stored, _) = monitor.errors(&ErrorQuery::default());
+    let stored = monitor.errors(&ErrorQuery::default()).errors;
     let copy = (*stored[0]).clone();
     assert!(!format!("{copy:?}").contains(SECRET_KEY));
 
@@ -263,7 +263,11 @@ fn one_callsite_is_one_group_and_100k_events_stay_bounded() {
         .unwrap();
     assert_eq!(other.count, 50_000);
     assert_eq!(summary.groups[0].count, other.count, "most frequent first");
-    let (latest, total) = monitor.errors(&ErrorQuery {
+    let tower_stream_monitor::errors::ErrorPage {
+        errors: latest,
+        total,
+        ..
+    } = monitor.errors(&ErrorQuery {
         limit: 1000,
         ..Default::default()
     });
@@ -414,7 +418,8 @@ async fn failures_reach_the_error_records() {
             .unwrap();
     }
     records.wait_for(4).await;
-    let (errors, total) = monitor.errors(&ErrorQuery::default());
+    let page = monitor.errors(&ErrorQuery::default());
+    let (errors, total) = (page.errors, page.total);
     assert_eq!(total, 3, "{errors:#?}");
     let find = |needle: &str| {
         errors

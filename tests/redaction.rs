@@ -222,7 +222,8 @@ fn stored_json(secrets: &[Secret]) -> (Vec<String>, usize) {
         limit: usize::MAX,
         ..ErrorQuery::default()
     };
-    let (records, total) = monitor.errors(&query);
+    let page = monitor.errors(&query);
+    let (records, total) = (page.errors, page.total);
     let mut json: Vec<String> = records
         .iter()
         .map(|r| serde_json::to_string(&**r).expect("records serialise"))

@@ -109,12 +109,12 @@ fn answer(monitor: &Monitor, parts: &Parts, rest: &str) -> Response<Bytes> {
     match endpoint {
         Endpoint::Errors => match error_query(&params) {
             Ok(query) => {
-                let (errors, total) = monitor.errors(&query);
+                let page = monitor.errors(&query);
                 json_response(
                     StatusCode::OK,
                     &Success {
                         status: "success",
-                        data: ErrorsData { errors, total },
+                        data: page,
                     },
                 )
             }
@@ -214,13 +214,6 @@ fn error_query(params: &[(String, String)]) -> Result<ErrorQuery, BadParameter> 
         }
     }
     Ok(query)
-}
-
-/// The `data` of `GET {prefix}/errors`.
-#[derive(serde::Serialize)]
-struct ErrorsData {
-    errors: Vec<std::sync::Arc<crate::errors::ErrorRecord>>,
-    total: usize,
 }
 
 /// Compares the bearer token in constant time, so response timing does not reveal how much of a

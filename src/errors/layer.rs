@@ -12,7 +12,10 @@ use tracing_subscriber::registry::LookupSpan;
 
 use super::redact::{REDACTED, cut, is_secret_field, redact};
 use super::store::{ErrorLevel, ErrorRecord, Fields};
-use crate::Monitor;
+use std::sync::Arc;
+
+use super::store::ErrorStore;
+use crate::window::{Clock, WindowTime};
 
 /// The span fields copied into error records, nearest span first.
 const CONTEXT_FIELDS: [&str; 4] = ["request_id", "user_id", "provider", "route"];
@@ -121,14 +124,37 @@ impl Visit for EventVisitor {
 /// The tracing-subscriber layer made by [`Monitor::error_layer`]: captures WARN and ERROR
 /// events (configurable) with their span scope and request context into the monitor's bounded,
 /// redacted error store, which `GET {prefix}/errors` and `/errors/summary` serve.
-#[derive(Debug, Clone)]
+///
+/// It holds only what it needs: the store, the clock and its size cap, not the monitor.
+#[derive(Clone)]
 pub struct ErrorLayer {
-    monitor: Monitor,
+    store: Arc<ErrorStore>,
+    clock: Arc<dyn Clock>,
+    window_time: WindowTime,
+    max_field_bytes: usize,
+}
+
+impl std::fmt::Debug for ErrorLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ErrorLayer")
+            .field("max_field_bytes", &self.max_field_bytes)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ErrorLayer {
-    pub(crate) fn new(monitor: Monitor) -> Self {
-        Self { monitor }
+    pub(crate) fn new(
+        store: Arc<ErrorStore>,
+        clock: Arc<dyn Clock>,
+        window_time: WindowTime,
+        max_field_bytes: usize,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            window_time,
+            max_field_bytes,
+        }
     }
 
     pub(crate) fn filter(level: Level) -> ErrorFilter {
@@ -181,12 +207,11 @@ where
         } else {
             ErrorLevel::Warn
         };
-        let config = self.monitor.config();
         let mut visitor = EventVisitor {
             message: String::new(),
             fields: Vec::new(),
             dropped: 0,
-            max_bytes: config.max_error_field_bytes,
+            max_bytes: self.max_field_bytes,
         };
         event.record(&mut visitor);
         if visitor.dropped > 0 {
@@ -215,7 +240,7 @@ where
         let [request_id, user_id, provider, route] = context;
         let print = fingerprint(meta);
         let record = ErrorRecord {
-            timestamp: self.monitor.now(),
+            timestamp: self.clock.now(),
             level,
             target: cut(meta.target().to_owned(), 256),
             message: visitor.message,
@@ -231,8 +256,7 @@ where
             }),
             fingerprint: format!("{print:016x}"),
         };
-        self.monitor
-            .error_store()
-            .push(print, record, self.monitor.window_secs());
+        self.store
+            .push(print, record, self.window_time.secs(&*self.clock));
     }
 }

@@ -18,15 +18,27 @@
 //! });
 //! let summary = monitor.error_summary();
 //! assert_eq!(summary.totals.error, 1);
-//! let (records, _) = monitor.errors(&Default::default());
-//! assert_eq!(records[0].message, "upstream refused Bearer [REDACTED]");
-//! assert_eq!(records[0].fields.get("api_key"), Some("[REDACTED]"));
+//! let page = monitor.errors(&Default::default());
+//! assert_eq!(page.total, 1);
+//! assert_eq!(page.errors[0].message, "upstream refused Bearer [REDACTED]");
+//! assert_eq!(page.errors[0].fields.get("api_key"), Some("[REDACTED]"));
 //! # Ok::<(), tower_stream_monitor::ConfigError>(())
 //! ```
 
 mod layer;
 mod redact;
 mod store;
+
+/// One answer of `GET {prefix}/errors`: the matching records, newest first (as many as the
+/// query's `limit`), and how many matched in all.
+#[derive(Debug, Clone, serde::Serialize)]
+#[non_exhaustive]
+pub struct ErrorPage {
+    /// The records, newest first.
+    pub errors: Vec<std::sync::Arc<ErrorRecord>>,
+    /// How many stored records matched the query.
+    pub total: usize,
+}
 
 pub use layer::{ErrorFilter, ErrorLayer};
 pub use redact::{REDACTED, is_secret_field, redact};

@@ -625,7 +625,7 @@ impl MonitorBuilder {
         let monitor = Monitor {
             shared: Arc::new(Shared {
                 windows: WindowStore::new(triggers),
-                errors: ErrorStore::new(c.max_error_records, c.max_error_groups),
+                errors: Arc::new(ErrorStore::new(c.max_error_records, c.max_error_groups)),
                 health: HealthTracker::new(),
                 last_health_check: AtomicU64::new(0),
                 window_time,

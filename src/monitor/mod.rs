@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use crate::errors::{ErrorFilter, ErrorLayer, ErrorQuery, ErrorRecord, ErrorStore, ErrorSummary};
+use crate::errors::{ErrorFilter, ErrorLayer, ErrorPage, ErrorQuery, ErrorStore, ErrorSummary};
 use crate::facade;
 use crate::health::{HealthReport, HealthTracker};
 use crate::labels::{LabelInterner, LabelSource, SeriesBudget, is_valid_label};
@@ -31,7 +31,7 @@ pub use builder::{ConfigError, MonitorBuilder, OnRecord, RequestLabeler};
 pub(crate) struct Shared {
     pub(crate) config: Config,
     windows: WindowStore,
-    errors: ErrorStore,
+    errors: Arc<ErrorStore>,
     health: HealthTracker,
     /// Window second of the last health evaluation done on the recording path.
     last_health_check: AtomicU64,
@@ -128,22 +128,25 @@ impl Monitor {
         S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
     {
         use tracing_subscriber::Layer as _;
-        ErrorLayer::new(self.clone())
-            .with_filter(ErrorLayer::filter(self.shared.config.error_level))
+        let c = &self.shared.config;
+        ErrorLayer::new(
+            self.shared.errors.clone(),
+            c.clock.clone(),
+            self.shared.window_time,
+            c.max_error_field_bytes,
+        )
+        .with_filter(ErrorLayer::filter(self.shared.config.error_level))
     }
 
     /// Stored error records matching `query`, newest first, and how many matched in all.
-    pub fn errors(&self, query: &ErrorQuery) -> (Vec<Arc<ErrorRecord>>, usize) {
-        self.shared.errors.query(query)
+    pub fn errors(&self, query: &ErrorQuery) -> ErrorPage {
+        let (errors, total) = self.shared.errors.query(query);
+        ErrorPage { errors, total }
     }
 
     /// Error totals, recent counts and per-callsite groups.
     pub fn error_summary(&self) -> ErrorSummary {
         self.shared.errors.summary(self.window_secs())
-    }
-
-    pub(crate) fn error_store(&self) -> &ErrorStore {
-        &self.shared.errors
     }
 
     /// The endpoint prefix.

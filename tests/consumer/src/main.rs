@@ -82,7 +82,8 @@ fn redaction(checks: &mut Checks) {
             "upstream said Bearer abc.def-xyz"
         );
     });
-    let (records, total) = monitor.errors(&ErrorQuery::default());
+    let page = monitor.errors(&ErrorQuery::default());
+    let (records, total) = (page.errors, page.total);
     checks.check("error layer stored the event", total == 1, || {
         format!("{total} records")
     });
