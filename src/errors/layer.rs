@@ -121,7 +121,7 @@ impl Visit for EventVisitor {
     }
 }
 
-/// The tracing-subscriber layer made by [`Monitor::error_layer`]: captures WARN and ERROR
+/// The tracing-subscriber layer made by [`Monitor::error_layer`](crate::Monitor::error_layer): captures WARN and ERROR
 /// events (configurable) with their span scope and request context into the monitor's bounded,
 /// redacted error store, which `GET {prefix}/errors` and `/errors/summary` serve.
 ///

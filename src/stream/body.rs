@@ -8,15 +8,14 @@ use tracing::Span;
 
 use super::meter::{StreamEnd, StreamMeter};
 use super::panic_guard::PanicGuard;
-use super::timer::StreamTimer;
+use super::timer::TimeoutBody;
 use crate::classify::{BoxError, classify_body_error};
-use crate::record::Outcome;
-use crate::timeout::TimeoutKind;
+use crate::timeout::StreamTimeoutError;
 
 pin_project! {
     #[project = KindProj]
     enum Kind<B> {
-        Inner { #[pin] body: B },
+        Inner { #[pin] body: TimeoutBody<B> },
         Full { data: Option<Bytes> },
     }
 }
@@ -26,13 +25,16 @@ pin_project! {
     /// body, measured frame by frame, or a small body of the monitor's own (a 504 for a request
     /// whose deadline passed before its response started).
     ///
+    /// Measuring is all it does to the inner body; the deadline and idle timeout run in a
+    /// timeout body inside it, whose [`StreamTimeoutError`] it records as `timeout` and, for
+    /// `text/event-stream`, turns into a final SSE `event: error` so an `EventSource` sees why.
+    ///
     /// It forwards `size_hint`, `is_end_stream` and trailers untouched. Its request is recorded
     /// exactly once: at the end of the stream, on an error or timeout, or when it is dropped.
     pub struct MonitoredBody<B> {
         #[pin]
         kind: Kind<B>,
         meter: Option<StreamMeter>,
-        timer: Option<StreamTimer>,
         span: Span,
         ended: bool,
     }
@@ -49,13 +51,12 @@ pin_project! {
     }
 }
 
-impl<B: Body> MonitoredBody<B> {
-    pub(crate) fn measured(
-        body: B,
-        meter: StreamMeter,
-        timer: Option<StreamTimer>,
-        span: Span,
-    ) -> Self {
+impl<B> MonitoredBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    pub(crate) fn measured(body: TimeoutBody<B>, meter: StreamMeter, span: Span) -> Self {
         // An empty body (a bare 401, a 204) may never be polled: it is complete already.
         let meter = if body.is_end_stream() {
             meter.finish(StreamEnd::Complete, &span);
@@ -66,7 +67,6 @@ impl<B: Body> MonitoredBody<B> {
         Self {
             kind: Kind::Inner { body },
             meter,
-            timer,
             span,
             ended: false,
         }
@@ -77,9 +77,10 @@ impl<B> MonitoredBody<B> {
     /// The inner body passed through without measurement.
     pub(crate) fn unmeasured(body: B) -> Self {
         Self {
-            kind: Kind::Inner { body },
+            kind: Kind::Inner {
+                body: TimeoutBody::new(body, None),
+            },
             meter: None,
-            timer: None,
             span: Span::none(),
             ended: false,
         }
@@ -90,7 +91,6 @@ impl<B> MonitoredBody<B> {
         Self {
             kind: Kind::Full { data: Some(data) },
             meter: None,
-            timer: None,
             span: Span::none(),
             ended: false,
         }
@@ -129,26 +129,11 @@ where
         };
         if this.meter.is_none() {
             // Recorded already (after `is_end_stream` or trailers): pass the rest through.
-            return body.poll_frame(cx).map_err(Into::into);
+            return body.poll_frame(cx);
         }
         // A disabled span (no subscriber wants it) is not entered: with tracing's `log`
         // feature on, entering one still costs a log-level check per frame.
         let _entered = (!this.span.is_disabled()).then(|| this.span.enter());
-
-        // The deadline is checked before the inner body, so a body that is never pending is
-        // still cut. An idle timeout is only final if the inner body has nothing either: a
-        // consumer that polls late must not turn a busy upstream into an idle one.
-        let mut idle_expired = None;
-        if let Some(timer) = this.timer.as_mut() {
-            if timer.fired() {
-                if let Poll::Ready(error) = timer.poll_expired(cx) {
-                    if error.kind() == TimeoutKind::Deadline {
-                        return Poll::Ready(on_timeout(this.meter, this.span, this.ended, error));
-                    }
-                    idle_expired = Some(error);
-                }
-            }
-        }
 
         let guard = PanicGuard::new(&mut *this.meter, this.span);
         let polled = body.as_mut().poll_frame(cx);
@@ -157,21 +142,11 @@ where
 
         let frame = match polled {
             Poll::Ready(frame) => frame,
-            Poll::Pending => {
-                if let Some(error) = idle_expired {
-                    return Poll::Ready(on_timeout(meter_slot, this.span, this.ended, error));
-                }
-                if let Some(timer) = this.timer.as_mut() {
-                    if let Poll::Ready(error) = timer.poll_expired(cx) {
-                        return Poll::Ready(on_timeout(meter_slot, this.span, this.ended, error));
-                    }
-                }
-                return Poll::Pending;
-            }
+            Poll::Pending => return Poll::Pending,
         };
         let Some(meter) = meter_slot.as_mut() else {
             // The inner body panicked earlier and was polled again.
-            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+            return Poll::Ready(frame);
         };
         match frame {
             None => {
@@ -185,9 +160,6 @@ where
                 let is_trailers = match frame.data_mut() {
                     Some(data) => {
                         meter.on_data(data, this.span);
-                        if let Some(timer) = this.timer.as_mut() {
-                            timer.touch();
-                        }
                         false
                     }
                     None => frame.is_trailers(),
@@ -200,12 +172,20 @@ where
                 Poll::Ready(Some(Ok(frame)))
             }
             Some(Err(error)) => {
-                let error: BoxError = error.into();
                 let outcome = classify_body_error(error.as_ref());
                 *this.ended = true;
                 if let Some(meter) = meter_slot.take() {
+                    // Where an SSE stream was cut by this layer's own timeout, it ends with an
+                    // error event rather than a broken connection.
+                    let sse_end = (error.downcast_ref::<StreamTimeoutError>().is_some()
+                        && meter.is_sse())
+                    .then(|| meter.at_event_boundary());
                     let chain = crate::errors::ErrorChain(error.as_ref());
                     meter.finish(StreamEnd::Failed(outcome, &chain), this.span);
+                    if let Some(at_boundary) = sse_end {
+                        let event = sse_timeout_event(&error.to_string(), at_boundary);
+                        return Poll::Ready(Some(Ok(Frame::data(event.into()))));
+                    }
                 }
                 Poll::Ready(Some(Err(error)))
             }
@@ -232,25 +212,5 @@ where
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
         }
-    }
-}
-
-/// Ends a stream whose deadline or idle gap passed: records `timeout`, then ends an SSE body with
-/// an error event and any other body with a [`StreamTimeoutError`](super::StreamTimeoutError).
-fn on_timeout<D: From<Bytes>>(
-    meter: &mut Option<StreamMeter>,
-    span: &Span,
-    ended: &mut bool,
-    error: super::StreamTimeoutError,
-) -> Option<Result<Frame<D>, BoxError>> {
-    *ended = true;
-    let meter = meter.take()?;
-    let sse = meter.is_sse().then(|| meter.at_event_boundary());
-    meter.finish(StreamEnd::Failed(Outcome::Timeout, &error), span);
-    match sse {
-        Some(at_boundary) => Some(Ok(Frame::data(
-            sse_timeout_event(&error.to_string(), at_boundary).into(),
-        ))),
-        None => Some(Err(Box::new(error))),
     }
 }

@@ -15,7 +15,7 @@ use super::MonitoredBody;
 use super::context::RequestContext;
 use super::meter::StreamMeter;
 use super::panic_guard::PanicGuard;
-use super::timer::StreamTimer;
+use super::timer::{StreamTimer, TimeoutBody};
 use crate::classify::classify_service_error;
 use crate::record::Outcome;
 use crate::timeout::StreamTimeoutError;
@@ -88,6 +88,7 @@ where
     F: Future<Output = Result<Response<B>, E>>,
     B: Body,
     B::Data: From<Bytes>,
+    B::Error: Into<crate::classify::BoxError>,
     E: Display + Any,
 {
     type Output = Result<Response<MonitoredBody<B>>, E>;
@@ -137,7 +138,7 @@ where
                     meter.finish(super::meter::StreamEnd::Complete, this.span);
                     MonitoredBody::unmeasured(body)
                 } else {
-                    MonitoredBody::measured(body, meter, timer, this.span.clone())
+                    MonitoredBody::measured(TimeoutBody::new(body, timer), meter, this.span.clone())
                 };
                 Poll::Ready(Ok(Response::from_parts(parts, body)))
             }

@@ -1,13 +1,109 @@
-//! The stream deadline and idle timeout: one `Sleep` armed at the nearer of the two.
+//! The stream deadline and idle timeout: a body that enforces them ([`TimeoutBody`]), with one
+//! `Sleep` armed at the nearer of the two ([`StreamTimer`]). It knows nothing of measuring.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-use crate::timeout::StreamTimeoutError;
+use crate::classify::BoxError;
+use crate::timeout::{StreamTimeoutError, TimeoutKind};
+
+pin_project! {
+    /// The inner body, ended with a [`StreamTimeoutError`] once the deadline passes or no frame
+    /// came for the idle gap. Without a timer it passes everything through.
+    pub(crate) struct TimeoutBody<B> {
+        #[pin]
+        inner: B,
+        timer: Option<StreamTimer>,
+        timed_out: bool,
+    }
+}
+
+impl<B> TimeoutBody<B> {
+    pub(crate) fn new(inner: B, timer: Option<StreamTimer>) -> Self {
+        Self {
+            inner,
+            timer,
+            timed_out: false,
+        }
+    }
+}
+
+impl<B> Body for TimeoutBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = B::Data;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
+        let this = self.project();
+        if *this.timed_out {
+            return Poll::Ready(None);
+        }
+        let mut expired = |error: StreamTimeoutError| {
+            *this.timed_out = true;
+            Poll::Ready(Some(Err(Box::new(error) as BoxError)))
+        };
+        // The deadline is checked before the inner body, so a body that is never pending is
+        // still cut. An idle timeout is only final if the inner body has nothing either: a
+        // consumer that polls late must not turn a busy upstream into an idle one.
+        let mut idle_expired = None;
+        if let Some(timer) = this.timer.as_mut() {
+            if timer.fired() {
+                if let Poll::Ready(error) = timer.poll_expired(cx) {
+                    if error.kind() == TimeoutKind::Deadline {
+                        return expired(error);
+                    }
+                    idle_expired = Some(error);
+                }
+            }
+        }
+        match this.inner.poll_frame(cx) {
+            Poll::Pending => {
+                if let Some(error) = idle_expired {
+                    return expired(error);
+                }
+                if let Some(timer) = this.timer.as_mut() {
+                    if let Poll::Ready(error) = timer.poll_expired(cx) {
+                        return expired(error);
+                    }
+                }
+                Poll::Pending
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                if frame.is_data() {
+                    if let Some(timer) = this.timer.as_mut() {
+                        timer.touch();
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(other) => Poll::Ready(other.map(|r| r.map_err(Into::into))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.timed_out || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.timed_out {
+            SizeHint::with_exact(0)
+        } else {
+            self.inner.size_hint()
+        }
+    }
+}
 
 /// Watches a stream's deadline and idle gap. The idle deadline moves with every frame, but the
 /// sleep is only re-armed when it fires early: a frame costs one clock read, not a timer update.
