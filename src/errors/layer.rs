@@ -14,6 +14,7 @@ use super::redact::{REDACTED, cut, is_secret_field, redact};
 use super::store::{ErrorLevel, ErrorRecord, Fields};
 use std::sync::Arc;
 
+use super::scope;
 use super::store::ErrorStore;
 use crate::window::{Clock, WindowTime};
 
@@ -23,10 +24,13 @@ const CONTEXT_FIELDS: [&str; 4] = ["request_id", "user_id", "provider", "route"]
 const MAX_FIELDS: usize = 32;
 /// Span names kept per record (innermost ones when the scope is deeper).
 const MAX_SPANS: usize = 16;
+/// Bytes kept of each context field.
+const MAX_CONTEXT_BYTES: usize = 256;
 
 /// Which callsites the error layer sees: events at or above its level, and the spans at INFO and
-/// above that can give them context. Interest is decided once per callsite, and the layer's
-/// level hint is INFO, so a `debug!` costs nothing more than it did without the layer.
+/// above that can give them context, except the stream layer's own request span (its context
+/// reaches the layer without a span: see `scope.rs`). Interest is decided once per callsite, and
+/// the layer's level hint is INFO, so a `debug!` costs nothing more than it did without the layer.
 #[derive(Debug, Clone, Copy)]
 pub struct ErrorFilter {
     level: Level,
@@ -35,7 +39,7 @@ pub struct ErrorFilter {
 impl ErrorFilter {
     fn wants(&self, meta: &Metadata<'_>) -> bool {
         if meta.is_span() {
-            *meta.level() <= Level::INFO
+            *meta.level() <= Level::INFO && meta.target() != crate::SESSION_TARGET
         } else {
             *meta.level() <= self.level
         }
@@ -60,14 +64,15 @@ impl<S> Filter<S> for ErrorFilter {
     }
 }
 
-/// Context fields of one span, kept in its extensions.
+/// Context fields of one span, kept in its extensions. Kept as given (cut to size): they are
+/// redacted only if an event copies them into a record, so a span costs no regex search.
 #[derive(Default, Clone)]
 struct SpanContext([Option<String>; 4]);
 
 impl Visit for SpanContext {
     fn record_str(&mut self, field: &Field, value: &str) {
         if let Some(i) = CONTEXT_FIELDS.iter().position(|f| *f == field.name()) {
-            self.0[i] = Some(cut(redact(value).into_owned(), 256));
+            self.0[i] = Some(cut(value.to_owned(), MAX_CONTEXT_BYTES));
         }
     }
 
@@ -236,8 +241,28 @@ where
                 }
             }
         }
+        // The stream layer's request, marked current on this thread (see `scope.rs`): the
+        // outermost scope, filling what no span gave.
+        scope::with_current(|tags| {
+            let Some(tags) = tags else { return };
+            if spans.len() < MAX_SPANS {
+                spans.push(scope::REQUEST_SCOPE_NAME.to_owned());
+            }
+            let values = [
+                Some(tags.request_id.to_string()),
+                tags.user_id.as_deref().map(str::to_owned),
+                tags.provider.as_str().map(str::to_owned),
+                Some(tags.route.to_string()),
+            ];
+            for (slot, value) in context.iter_mut().zip(values) {
+                if slot.is_none() {
+                    *slot = value.map(|v| cut(v, MAX_CONTEXT_BYTES));
+                }
+            }
+        });
         spans.reverse();
-        let [request_id, user_id, provider, route] = context;
+        let [request_id, user_id, provider, route] =
+            context.map(|v| v.map(|v| cut(redact(&v).into_owned(), MAX_CONTEXT_BYTES)));
         let print = fingerprint(meta);
         let record = ErrorRecord {
             timestamp: self.clock.now(),

@@ -27,6 +27,7 @@
 
 mod layer;
 mod redact;
+pub(crate) mod scope;
 mod store;
 
 /// One answer of `GET {prefix}/errors`: the matching records, newest first (as many as the

@@ -4,8 +4,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use tracing::Span;
 
+use super::context::RequestScope;
 use super::meter::{StreamEnd, StreamMeter};
 use super::panic_guard::PanicGuard;
 use super::timer::TimeoutBody;
@@ -35,7 +35,8 @@ pin_project! {
         #[pin]
         kind: Kind<B>,
         meter: Option<StreamMeter>,
-        span: Span,
+        // Set whenever `meter` is, at first; kept after the meter finishes.
+        scope: Option<RequestScope>,
         ended: bool,
     }
 
@@ -44,8 +45,8 @@ pin_project! {
             let this = this.project();
             // Every way a body can end while polled records it; one still holding its meter
             // was dropped before its end.
-            if let Some(meter) = this.meter.take() {
-                meter.finish(StreamEnd::Dropped, this.span);
+            if let (Some(meter), Some(scope)) = (this.meter.take(), this.scope.as_ref()) {
+                meter.finish(StreamEnd::Dropped, scope);
             }
         }
     }
@@ -56,10 +57,10 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    pub(crate) fn measured(body: TimeoutBody<B>, meter: StreamMeter, span: Span) -> Self {
+    pub(crate) fn measured(body: TimeoutBody<B>, meter: StreamMeter, scope: RequestScope) -> Self {
         // An empty body (a bare 401, a 204) may never be polled: it is complete already.
         let meter = if body.is_end_stream() {
-            meter.finish(StreamEnd::Complete, &span);
+            meter.finish(StreamEnd::Complete, &scope);
             None
         } else {
             Some(meter)
@@ -67,7 +68,7 @@ where
         Self {
             kind: Kind::Inner { body },
             meter,
-            span,
+            scope: Some(scope),
             ended: false,
         }
     }
@@ -81,7 +82,7 @@ impl<B> MonitoredBody<B> {
                 body: TimeoutBody::new(body, None),
             },
             meter: None,
-            span: Span::none(),
+            scope: None,
             ended: false,
         }
     }
@@ -91,7 +92,7 @@ impl<B> MonitoredBody<B> {
         Self {
             kind: Kind::Full { data: Some(data) },
             meter: None,
-            span: Span::none(),
+            scope: None,
             ended: false,
         }
     }
@@ -127,69 +128,70 @@ where
             }
             KindProj::Inner { body } => body,
         };
-        if this.meter.is_none() {
+        let (meter_slot, Some(scope)) = (this.meter, this.scope.as_ref()) else {
+            return body.poll_frame(cx);
+        };
+        if meter_slot.is_none() {
             // Recorded already (after `is_end_stream` or trailers): pass the rest through.
             return body.poll_frame(cx);
         }
-        // A disabled span (no subscriber wants it) is not entered: with tracing's `log`
-        // feature on, entering one still costs a log-level check per frame.
-        let _entered = (!this.span.is_disabled()).then(|| this.span.enter());
+        let ended = this.ended;
+        scope.enter(|| {
+            let guard = PanicGuard::new(&mut *meter_slot, scope);
+            let polled = body.as_mut().poll_frame(cx);
+            drop(guard);
 
-        let guard = PanicGuard::new(&mut *this.meter, this.span);
-        let polled = body.as_mut().poll_frame(cx);
-        drop(guard);
-        let meter_slot = this.meter;
-
-        let frame = match polled {
-            Poll::Ready(frame) => frame,
-            Poll::Pending => return Poll::Pending,
-        };
-        let Some(meter) = meter_slot.as_mut() else {
-            // The inner body panicked earlier and was polled again.
-            return Poll::Ready(frame);
-        };
-        match frame {
-            None => {
-                *this.ended = true;
-                if let Some(meter) = meter_slot.take() {
-                    meter.finish(StreamEnd::Complete, this.span);
-                }
-                Poll::Ready(None)
-            }
-            Some(Ok(mut frame)) => {
-                let is_trailers = match frame.data_mut() {
-                    Some(data) => {
-                        meter.on_data(data, this.span);
-                        false
-                    }
-                    None => frame.is_trailers(),
-                };
-                if is_trailers || body.is_end_stream() {
+            let frame = match polled {
+                Poll::Ready(frame) => frame,
+                Poll::Pending => return Poll::Pending,
+            };
+            let Some(meter) = meter_slot.as_mut() else {
+                // The inner body panicked earlier and was polled again.
+                return Poll::Ready(frame);
+            };
+            match frame {
+                None => {
+                    *ended = true;
                     if let Some(meter) = meter_slot.take() {
-                        meter.finish(StreamEnd::Complete, this.span);
+                        meter.finish(StreamEnd::Complete, scope);
                     }
+                    Poll::Ready(None)
                 }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Some(Err(error)) => {
-                let outcome = classify_body_error(error.as_ref());
-                *this.ended = true;
-                if let Some(meter) = meter_slot.take() {
-                    // Where an SSE stream was cut by this layer's own timeout, it ends with an
-                    // error event rather than a broken connection.
-                    let sse_end = (error.downcast_ref::<StreamTimeoutError>().is_some()
-                        && meter.is_sse())
-                    .then(|| meter.at_event_boundary());
-                    let chain = crate::errors::ErrorChain(error.as_ref());
-                    meter.finish(StreamEnd::Failed(outcome, &chain), this.span);
-                    if let Some(at_boundary) = sse_end {
-                        let event = sse_timeout_event(&error.to_string(), at_boundary);
-                        return Poll::Ready(Some(Ok(Frame::data(event.into()))));
+                Some(Ok(mut frame)) => {
+                    let is_trailers = match frame.data_mut() {
+                        Some(data) => {
+                            meter.on_data(data, scope);
+                            false
+                        }
+                        None => frame.is_trailers(),
+                    };
+                    if is_trailers || body.is_end_stream() {
+                        if let Some(meter) = meter_slot.take() {
+                            meter.finish(StreamEnd::Complete, scope);
+                        }
                     }
+                    Poll::Ready(Some(Ok(frame)))
                 }
-                Poll::Ready(Some(Err(error)))
+                Some(Err(error)) => {
+                    let outcome = classify_body_error(error.as_ref());
+                    *ended = true;
+                    if let Some(meter) = meter_slot.take() {
+                        // Where an SSE stream was cut by this layer's own timeout, it ends with
+                        // an error event rather than a broken connection.
+                        let sse_end = (error.downcast_ref::<StreamTimeoutError>().is_some()
+                            && meter.is_sse())
+                        .then(|| meter.at_event_boundary());
+                        let chain = crate::errors::ErrorChain(error.as_ref());
+                        meter.finish(StreamEnd::Failed(outcome, &chain), scope);
+                        if let Some(at_boundary) = sse_end {
+                            let event = sse_timeout_event(&error.to_string(), at_boundary);
+                            return Poll::Ready(Some(Ok(Frame::data(event.into()))));
+                        }
+                    }
+                    Poll::Ready(Some(Err(error)))
+                }
             }
-        }
+        })
     }
 
     fn is_end_stream(&self) -> bool {

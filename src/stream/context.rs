@@ -15,6 +15,7 @@ use tracing::field::Empty;
 
 use super::intent::StreamIntent;
 use crate::StreamLabels;
+use crate::errors::scope::{RequestTags, ShownProvider};
 use crate::labels::{LabelSource, UserId, is_valid_label};
 use crate::parse::UpstreamError;
 use crate::record::{Outcome, RequestId, StreamRecord};
@@ -29,9 +30,6 @@ use crate::{Monitor, SESSION_TARGET};
 pub(crate) struct RequestContext {
     pub(crate) monitor: Monitor,
     pub(crate) started: Instant,
-    pub(crate) request_id: RequestId,
-    pub(crate) user_id: Option<Arc<str>>,
-    pub(crate) route: Arc<str>,
     provider_header: Option<HeaderValue>,
     model_header: Option<HeaderValue>,
     /// The `request_labels` closure's answer.
@@ -44,6 +42,29 @@ pub(crate) struct RequestContext {
     pub(crate) head: bool,
     /// Whether the facade's in-flight gauge was raised for this request.
     pub(crate) facade_in_flight: bool,
+}
+
+/// Where a request's logs and error records find its context: its span, which exists only
+/// when a subscriber layer wants it (a `fmt` layer at INFO for the session logs), and its
+/// context fields, marked current on the thread while the request runs (`errors::scope`).
+///
+/// Kept apart from [`RequestContext`] and the meter, which a panic guard holds mutably while
+/// the request runs.
+pub(crate) struct RequestScope {
+    pub(crate) span: Span,
+    pub(crate) tags: RequestTags,
+}
+
+impl RequestScope {
+    /// Runs `f` inside the request: its span entered (if any layer wants it), its context
+    /// current for the error layer.
+    #[inline]
+    pub(crate) fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
+        // A disabled span is not entered: with tracing's `log` feature on, entering one still
+        // costs a log-level check.
+        let _entered = (!self.span.is_disabled()).then(|| self.span.enter());
+        self.tags.within(f)
+    }
 }
 
 /// The labels a finished request is recorded under.
@@ -72,7 +93,7 @@ impl RequestContext {
         monitor: &Monitor,
         parts: &Parts,
         intent: Option<StreamIntent>,
-    ) -> (Self, Span) {
+    ) -> (Self, RequestScope) {
         let started = Instant::now();
         let config = monitor.config();
 
@@ -107,10 +128,13 @@ impl RequestContext {
         let head = parts.method == http::Method::HEAD;
 
         // Shown as the request names them; what is recorded is decided at the end.
-        let provider_shown = labeled
-            .provider
-            .as_deref()
-            .or_else(|| provider_header.as_ref().and_then(|v| v.to_str().ok()));
+        let provider_shown = match (&labeled.provider, &provider_header) {
+            (Some(p), _) => ShownProvider::Labeled(p.clone()),
+            (None, Some(h)) => ShownProvider::Header(h.clone()),
+            (None, None) => ShownProvider::Unknown,
+        };
+        // Enabled only when a subscriber layer asks for it (see `RequestScope`); the error
+        // layer does not.
         let span = tracing::info_span!(
             target: SESSION_TARGET,
             "stream_request",
@@ -121,18 +145,20 @@ impl RequestContext {
             route = %route,
             outcome = Empty,
         );
-        if let Some(user) = &user_id {
-            span.record("user_id", tracing::field::display(&**user));
-        }
-        if let Some(p) = provider_shown {
-            span.record("provider", tracing::field::display(p));
+        if !span.is_disabled() {
+            if let Some(user) = &user_id {
+                span.record("user_id", tracing::field::display(&**user));
+            }
+            if let Some(p) = provider_shown.as_str() {
+                span.record("provider", tracing::field::display(p));
+            }
         }
         tracing::info!(
             target: SESSION_TARGET,
             parent: &span,
             request_id = %request_id,
             user_id = %user_id.as_deref().unwrap_or("-"),
-            provider = %provider_shown.unwrap_or("unknown"),
+            provider = %provider_shown.as_str().unwrap_or("unknown"),
             route = %route,
             "stream started"
         );
@@ -140,9 +166,6 @@ impl RequestContext {
         let context = Self {
             monitor: monitor.clone(),
             started,
-            request_id,
-            user_id,
-            route,
             provider_header,
             model_header,
             labeled,
@@ -151,7 +174,13 @@ impl RequestContext {
             head,
             facade_in_flight,
         };
-        (context, span)
+        let tags = RequestTags {
+            request_id,
+            user_id,
+            route,
+            provider: provider_shown,
+        };
+        (context, RequestScope { span, tags })
     }
 
     /// Whether the request said it wants a stream: `Accept: text/event-stream`, a streaming
@@ -219,7 +248,7 @@ impl RequestContext {
     /// panic, a timeout or a cancel before the response headers.
     pub(crate) fn finish_without_body(
         self,
-        span: &Span,
+        scope: &RequestScope,
         outcome: Outcome,
         error: Option<&dyn Display>,
     ) {
@@ -227,7 +256,7 @@ impl RequestContext {
         let labels = self.resolve_labels(None, false);
         let model = labels.model.unwrap_or_else(|| self.monitor.unknown());
         log_end(
-            span,
+            scope,
             &End {
                 outcome,
                 status: None,
@@ -240,9 +269,10 @@ impl RequestContext {
             },
         );
         let streaming = self.streaming_hint();
-        let mut record = StreamRecord::new(labels.provider, model, self.route, outcome);
-        record.request_id = self.request_id;
-        record.user_id = self.user_id;
+        let tags = &scope.tags;
+        let mut record = StreamRecord::new(labels.provider, model, tags.route.clone(), outcome);
+        record.request_id = tags.request_id.clone();
+        record.user_id = tags.user_id.clone();
         record.streaming = streaming;
         record.duration = duration;
         self.monitor
@@ -272,7 +302,7 @@ fn route_of(monitor: &Monitor, parts: &Parts) -> Arc<str> {
 pub(crate) struct End<'a> {
     pub(crate) outcome: Outcome,
     pub(crate) status: Option<http::StatusCode>,
-    pub(crate) provider: &'a str,
+    pub(crate) provider: &'a Arc<str>,
     pub(crate) duration: Duration,
     pub(crate) output_tokens: u64,
     pub(crate) tokens_per_second: Option<f64>,
@@ -286,12 +316,28 @@ pub(crate) struct End<'a> {
 /// outcome ([`Outcome`]'s table in the README): ERROR for `server_error`, `stream_error`,
 /// `timeout` and `auth_error`, WARN for `rate_limited`; `client_error` and `cancelled` are the
 /// client's doing and log at INFO, like a success.
-pub(crate) fn log_end(span: &Span, end: &End<'_>) {
+pub(crate) fn log_end(scope: &RequestScope, end: &End<'_>) {
+    let span = &scope.span;
     let outcome = end.outcome;
     span.record("outcome", tracing::field::display(outcome));
+    if outcome.is_error() && !outcome.is_client_caused() {
+        // A failure's record names the provider it was recorded under, which the request
+        // alone may not have named.
+        let tags = RequestTags {
+            provider: ShownProvider::Resolved(end.provider.clone()),
+            ..scope.tags.clone()
+        };
+        tags.within(|| log_end_event(span, end));
+    } else {
+        scope.tags.within(|| log_end_event(span, end));
+    }
+}
+
+fn log_end_event(span: &Span, end: &End<'_>) {
+    let outcome = end.outcome;
     let duration_ms = end.duration.as_secs_f64() * 1000.0;
     let status = end.status.map_or(0, |s| s.as_u16());
-    let provider = end.provider;
+    let provider = &**end.provider;
     let output_tokens = end.output_tokens;
     // The timeout's own message keeps its documented wording, `Streaming timeout after {n}s`.
     if let (Outcome::Timeout, Some(error)) = (outcome, end.error) {

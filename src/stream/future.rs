@@ -9,10 +9,9 @@ use http::{Response, StatusCode, header};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
-use tracing::Span;
 
 use super::MonitoredBody;
-use super::context::RequestContext;
+use super::context::{RequestContext, RequestScope};
 use super::meter::StreamMeter;
 use super::panic_guard::PanicGuard;
 use super::timer::{StreamTimer, TimeoutBody};
@@ -32,21 +31,22 @@ pin_project! {
         own: Option<Response<Bytes>>,
         context: Option<RequestContext>,
         deadline: Option<Pin<Box<Sleep>>>,
-        span: Span,
+        // Set exactly when `context` is, at first; moves into the body with the meter.
+        scope: Option<RequestScope>,
     }
 
     impl<F> PinnedDrop for ResponseFuture<F> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if let Some(context) = this.context.take() {
-                context.finish_without_body(this.span, Outcome::Cancelled, None);
+            if let (Some(context), Some(scope)) = (this.context.take(), this.scope.as_ref()) {
+                context.finish_without_body(scope, Outcome::Cancelled, None);
             }
         }
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, context: RequestContext, span: Span) -> Self {
+    pub(crate) fn new(inner: F, context: RequestContext, scope: RequestScope) -> Self {
         let deadline = context
             .monitor
             .stream_timeout()
@@ -56,7 +56,7 @@ impl<F> ResponseFuture<F> {
             own: None,
             context: Some(context),
             deadline,
-            span,
+            scope: Some(scope),
         }
     }
 
@@ -67,7 +67,7 @@ impl<F> ResponseFuture<F> {
             own: None,
             context: None,
             deadline: None,
-            span: Span::none(),
+            scope: None,
         }
     }
 
@@ -78,7 +78,7 @@ impl<F> ResponseFuture<F> {
             own: Some(response),
             context: None,
             deadline: None,
-            span: Span::none(),
+            scope: None,
         }
     }
 }
@@ -101,23 +101,26 @@ where
                 None => Poll::Pending,
             };
         };
-        let polled = {
-            let _entered = (!this.span.is_disabled()).then(|| this.span.enter());
-            let _guard = PanicGuard::new(&mut *this.context, this.span);
-            inner.poll(cx)
+        let context = &mut *this.context;
+        let polled = match this.scope.as_ref() {
+            Some(scope) => scope.enter(|| {
+                let _guard = PanicGuard::new(context, scope);
+                inner.poll(cx)
+            }),
+            None => inner.poll(cx),
         };
         let result = match polled {
             Poll::Ready(result) => result,
             Poll::Pending => {
                 if let Some(sleep) = this.deadline.as_mut() {
                     if sleep.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Ok(deadline_response(this.context, this.span)));
+                        return Poll::Ready(Ok(deadline_response(this.context, this.scope)));
                     }
                 }
                 return Poll::Pending;
             }
         };
-        let Some(context) = this.context.take() else {
+        let (Some(context), Some(scope)) = (this.context.take(), this.scope.take()) else {
             // Polled again after a panic was recorded: pass the result through unmeasured.
             return Poll::Ready(result.map(|r| r.map(|b| MonitoredBody::unmeasured(b))));
         };
@@ -130,21 +133,21 @@ where
                     .stream_timeout()
                     .map(|after| (context.deadline(after), after));
                 let head = context.head;
-                let meter = StreamMeter::new(context, this.span, &parts);
+                let meter = StreamMeter::new(context, &scope, &parts);
                 let timer = StreamTimer::new(this.deadline.take(), deadline, idle);
                 let body = if head {
                     // A HEAD answer has no body to measure, whatever its headers say: the
                     // request ends with its headers.
-                    meter.finish(super::meter::StreamEnd::Complete, this.span);
+                    meter.finish(super::meter::StreamEnd::Complete, &scope);
                     MonitoredBody::unmeasured(body)
                 } else {
-                    MonitoredBody::measured(TimeoutBody::new(body, timer), meter, this.span.clone())
+                    MonitoredBody::measured(TimeoutBody::new(body, timer), meter, scope)
                 };
                 Poll::Ready(Ok(Response::from_parts(parts, body)))
             }
             Err(error) => {
                 let outcome = classify_service_error(&error as &dyn Any);
-                context.finish_without_body(this.span, outcome, Some(&error));
+                context.finish_without_body(&scope, outcome, Some(&error));
                 Poll::Ready(Err(error))
             }
         }
@@ -154,15 +157,15 @@ where
 /// The deadline passed before the inner service produced a response: answer 504 ourselves.
 fn deadline_response<B>(
     context: &mut Option<RequestContext>,
-    span: &Span,
+    scope: &Option<RequestScope>,
 ) -> Response<MonitoredBody<B>> {
     let after = context
         .as_ref()
         .and_then(|c| c.monitor.stream_timeout())
         .unwrap_or_default();
     let error = StreamTimeoutError::new(after);
-    if let Some(context) = context.take() {
-        context.finish_without_body(span, Outcome::Timeout, Some(&error));
+    if let (Some(context), Some(scope)) = (context.take(), scope) {
+        context.finish_without_body(scope, Outcome::Timeout, Some(&error));
     }
     let payload = serde_json::json!({"error": {"type": "timeout", "message": error.to_string()}});
     let mut response = Response::new(MonitoredBody::full(Bytes::from(payload.to_string())));

@@ -9,9 +9,8 @@ use tokio::time::Instant;
 
 use bytes::{Buf, Bytes};
 use http::StatusCode;
-use tracing::Span;
 
-use super::context::{End, RequestContext, log_end};
+use super::context::{End, RequestContext, RequestScope, log_end};
 use crate::SESSION_TARGET;
 use crate::classify::{classify_status, classify_stream_error};
 use crate::health::HealthStatus;
@@ -61,7 +60,11 @@ pub(crate) struct StreamMeter {
 }
 
 impl StreamMeter {
-    pub(crate) fn new(context: RequestContext, span: &Span, head: &http::response::Parts) -> Self {
+    pub(crate) fn new(
+        context: RequestContext,
+        scope: &RequestScope,
+        head: &http::response::Parts,
+    ) -> Self {
         let status = head.status;
         let headers = &head.headers;
         let content_type = headers
@@ -70,11 +73,13 @@ impl StreamMeter {
         let encoded = headers
             .get(http::header::CONTENT_ENCODING)
             .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-        let unrouted = crate::record::is_unrouted(status, &context.route);
+        let unrouted = crate::record::is_unrouted(status, &scope.tags.route);
         let monitor = &context.monitor;
         let labels = context.resolve_labels(head.extensions.get::<crate::StreamLabels>(), unrouted);
         let (provider, model, label_source) = (labels.provider, labels.model, labels.source);
-        span.record("provider", tracing::field::display(&*provider));
+        scope
+            .span
+            .record("provider", tracing::field::display(&*provider));
         let provider_in_flight = monitor.provider_started(&provider);
         let max_event_bytes = monitor.config().max_event_bytes;
         let wire = content_type.and_then(WireFormat::from_content_type);
@@ -121,7 +126,7 @@ impl StreamMeter {
     /// The hot path: one data frame. Reads the clock only on the first byte and on frames that
     /// complete a content event.
     #[inline]
-    pub(crate) fn on_data<D: Buf + From<Bytes>>(&mut self, data: &mut D, span: &Span) {
+    pub(crate) fn on_data<D: Buf + From<Bytes>>(&mut self, data: &mut D, scope: &RequestScope) {
         let len = data.remaining();
         if len == 0 {
             return;
@@ -160,14 +165,14 @@ impl StreamMeter {
         }
         let content = parser.feed(data.chunk());
         if content > 0 {
-            self.on_content(now.unwrap_or_else(Instant::now), span);
+            self.on_content(now.unwrap_or_else(Instant::now), scope);
         }
     }
 
-    fn on_content(&mut self, now: Instant, span: &Span) {
+    fn on_content(&mut self, now: Instant, scope: &RequestScope) {
         if self.first_token.is_none() {
             self.first_token = Some(now);
-            self.log_first_token((now - self.context.started).as_secs_f64() * 1000.0, span);
+            self.log_first_token((now - self.context.started).as_secs_f64() * 1000.0, scope);
         }
         if let Some(last) = self.last_token {
             let gap = now - last;
@@ -179,7 +184,8 @@ impl StreamMeter {
     }
 
     /// Per-request first-token alerting: past the critical baseline WARN, past warning INFO.
-    fn log_first_token(&self, latency_ms: f64, span: &Span) {
+    fn log_first_token(&self, latency_ms: f64, scope: &RequestScope) {
+        let span = &scope.span;
         let baseline = &self
             .context
             .monitor
@@ -188,13 +194,15 @@ impl StreamMeter {
             .streaming_first_token;
         let provider = &*self.provider;
         match baseline.status(latency_ms) {
-            HealthStatus::Critical => tracing::warn!(
+            HealthStatus::Critical => scope.tags.within(|| {
+                tracing::warn!(
                 target: SESSION_TARGET,
                 parent: span,
                 latency_ms,
                 provider,
                 "Critical first token latency: {latency_ms:.2}ms"
-            ),
+                )
+            }),
             HealthStatus::Degraded => tracing::info!(
                 target: SESSION_TARGET,
                 parent: span,
@@ -207,13 +215,13 @@ impl StreamMeter {
     }
 
     /// Builds the record, logs the end, and hands the record to the monitor.
-    pub(crate) fn finish(mut self, end: StreamEnd<'_>, span: &Span) {
+    pub(crate) fn finish(mut self, end: StreamEnd<'_>, scope: &RequestScope) {
         let finished = Instant::now();
         let started = self.context.started;
         if matches!(end, StreamEnd::Complete) {
             if let Some(parser) = self.parser.as_mut() {
                 if parser.finish() > 0 {
-                    self.on_content(finished, span);
+                    self.on_content(finished, scope);
                 }
             }
         }
@@ -253,7 +261,7 @@ impl StreamMeter {
                     .map(|(m, _)| m)
             })
             .unwrap_or_else(|| monitor.unknown());
-        span.record("model", tracing::field::display(&*model));
+        scope.span.record("model", tracing::field::display(&*model));
         let upstream = match (&self.error_body, summary) {
             _ if !outcome.is_error() => None,
             (Some(body), _) => UpstreamError::from_json(body),
@@ -261,7 +269,7 @@ impl StreamMeter {
             (None, None) => None,
         };
         log_end(
-            span,
+            scope,
             &End {
                 outcome,
                 status: Some(self.status),
@@ -276,9 +284,9 @@ impl StreamMeter {
         let record = StreamRecord {
             provider: self.provider,
             model,
-            route: self.context.route,
-            request_id: self.context.request_id,
-            user_id: self.context.user_id,
+            route: scope.tags.route.clone(),
+            request_id: scope.tags.request_id.clone(),
+            user_id: scope.tags.user_id.clone(),
             status: Some(self.status),
             outcome,
             streaming: self.streaming,

@@ -4,21 +4,19 @@
 //! A guard on the stack sees the unwinding in its `Drop` (`std::thread::panicking()`); by the
 //! time the runtime drops the task, the panic has been caught and that is no longer visible.
 
-use tracing::Span;
-
-use super::context::RequestContext;
+use super::context::{RequestContext, RequestScope};
 use super::meter::{StreamEnd, StreamMeter};
 use crate::record::Outcome;
 
 /// What a panic ends: the request before its response, or the measured body.
 pub(crate) trait RecordPanic {
-    fn record_panic(self, span: &Span);
+    fn record_panic(self, scope: &RequestScope);
 }
 
 impl RecordPanic for RequestContext {
-    fn record_panic(self, span: &Span) {
+    fn record_panic(self, scope: &RequestScope) {
         self.finish_without_body(
-            span,
+            scope,
             Outcome::ServerError,
             Some(&"panic in the inner service"),
         );
@@ -26,13 +24,13 @@ impl RecordPanic for RequestContext {
 }
 
 impl RecordPanic for StreamMeter {
-    fn record_panic(self, span: &Span) {
+    fn record_panic(self, scope: &RequestScope) {
         self.finish(
             StreamEnd::Failed(
                 Outcome::ServerError,
                 &"panic while producing the response body",
             ),
-            span,
+            scope,
         );
     }
 }
@@ -40,12 +38,12 @@ impl RecordPanic for StreamMeter {
 /// While alive, a panic unwinding past it takes the slot's value and records it.
 pub(crate) struct PanicGuard<'a, T: RecordPanic> {
     slot: &'a mut Option<T>,
-    span: &'a Span,
+    scope: &'a RequestScope,
 }
 
 impl<'a, T: RecordPanic> PanicGuard<'a, T> {
-    pub(crate) fn new(slot: &'a mut Option<T>, span: &'a Span) -> Self {
-        Self { slot, span }
+    pub(crate) fn new(slot: &'a mut Option<T>, scope: &'a RequestScope) -> Self {
+        Self { slot, scope }
     }
 }
 
@@ -53,7 +51,7 @@ impl<T: RecordPanic> Drop for PanicGuard<'_, T> {
     fn drop(&mut self) {
         if std::thread::panicking() {
             if let Some(value) = self.slot.take() {
-                value.record_panic(self.span);
+                value.record_panic(self.scope);
             }
         }
     }

@@ -71,18 +71,17 @@ where
             );
         }
         let intent = super::intent::watch(&parts, &mut body);
-        let (context, span) = RequestContext::start(&self.monitor, &parts, intent);
+        let (context, scope) = RequestContext::start(&self.monitor, &parts, intent);
         let request = Request::from_parts(parts, body);
         let mut slot = Some(context);
-        let inner = {
+        // The handler's own events (and the spans it opens) get the request's context.
+        let inner = scope.enter(|| {
             // A panic in `call` itself (before any future exists) is recorded too.
-            let _guard = PanicGuard::new(&mut slot, &span);
-            // The handler's own events (and the spans it opens) get the request's fields.
-            let _entered = (!span.is_disabled()).then(|| span.enter());
+            let _guard = PanicGuard::new(&mut slot, &scope);
             self.inner.call(request)
-        };
+        });
         match slot {
-            Some(context) => ResponseFuture::new(inner, context, span),
+            Some(context) => ResponseFuture::new(inner, context, scope),
             // Not reached: the guard takes the context only while unwinding.
             None => ResponseFuture::new_unmeasured(inner),
         }

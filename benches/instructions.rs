@@ -1,0 +1,216 @@
+//! Instructions per request and per streamed SSE event, counted by valgrind's callgrind on an
+//! in-process app (the router called directly, no sockets): stable to the instruction where
+//! wall time is not. Each stack runs in its own process:
+//!
+//! - `bare`: axum alone;
+//! - `trace`: tower-http's `TraceLayer`;
+//! - `axum_prometheus`: axum-prometheus's layer (it installs a global recorder);
+//! - `monitor`: this crate as the README installs it — `monitor.layer()` on the router, and
+//!   `monitor.error_layer()` on the registry.
+//!
+//! Every stack has the same subscriber besides: a `fmt` layer filtered at WARN (an app run
+//! with `RUST_LOG=warn`). Per request = (count for 2,500 requests − count for 500) / 2,000, so
+//! start-up cancels out; per event = the extra cost of a 100-event OpenAI chat stream over bare
+//! axum, divided by 100.
+//!
+//! ```text
+//! cargo bench --bench instructions            # prints the table; fails above the budget
+//! ```
+//!
+//! The budget (README, Performance): at most +4,000 instructions per small request and +1,000
+//! per streamed event over bare axum. The check allows a 10% margin above the budget, so a
+//! toolchain or dependency update does not fail CI by itself; anything past it does.
+
+use std::convert::Infallible;
+use std::process::Command;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{Request, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt;
+
+const STACKS: [&str; 4] = ["bare", "trace", "axum_prometheus", "monitor"];
+/// Request counts whose difference gives the per-request figure.
+const FEW: u64 = 500;
+const MANY: u64 = 2_500;
+/// Streams per run, and events per stream.
+const STREAMS_FEW: u64 = 20;
+const STREAMS_MANY: u64 = 100;
+const EVENTS: usize = 100;
+/// The budget over bare axum (README, Performance) and the margin the check allows.
+const BUDGET_PER_REQUEST: f64 = 4_000.0;
+const BUDGET_PER_EVENT: f64 = 1_000.0;
+const MARGIN: f64 = 1.10;
+
+fn event(i: usize) -> Bytes {
+    Bytes::from(format!(
+        "data: {{\"id\":\"chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT\",\"object\":\"chat.completion.chunk\",\
+         \"created\":1741569952,\"model\":\"gpt-4o-mini-2024-07-18\",\"service_tier\":\"default\",\
+         \"system_fingerprint\":\"fp_06737a9306\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\
+         \" tok{i}\"}},\"logprobs\":null,\"finish_reason\":null}}]}}\n\n"
+    ))
+}
+
+async fn small() -> &'static str {
+    "hello"
+}
+
+async fn stream() -> impl IntoResponse {
+    let mut events: Vec<Result<Bytes, Infallible>> = (0..EVENTS).map(|i| Ok(event(i))).collect();
+    events.push(Ok(Bytes::from_static(b"data: [DONE]\n\n")));
+    (
+        [(header::CONTENT_TYPE, "text/event-stream")],
+        Body::from_stream(futures_util::stream::iter(events)),
+    )
+}
+
+/// Runs `requests` requests to `path` on `stack`, in process, on a current-thread runtime.
+fn child(stack: &str, path: &str, requests: u64) {
+    let routes = Router::new()
+        .route("/small", get(small))
+        .route("/v1/chat/completions", post(stream));
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(LevelFilter::WARN);
+    let (app, subscriber): (Router, tracing::Dispatch) = match stack {
+        "bare" => (routes, tracing_subscriber::registry().with(fmt).into()),
+        "trace" => (
+            routes.layer(tower_http::trace::TraceLayer::new_for_http()),
+            tracing_subscriber::registry().with(fmt).into(),
+        ),
+        "axum_prometheus" => {
+            let (layer, _handle) = axum_prometheus::PrometheusMetricLayer::pair();
+            (
+                routes.layer(layer),
+                tracing_subscriber::registry().with(fmt).into(),
+            )
+        }
+        "monitor" => {
+            let monitor = tower_stream_monitor::Monitor::builder()
+                .build()
+                .expect("default settings");
+            let subscriber = tracing_subscriber::registry()
+                .with(fmt)
+                .with(monitor.error_layer());
+            (routes.layer(monitor.layer()), subscriber.into())
+        }
+        other => panic!("unknown stack {other}"),
+    };
+    tracing::dispatcher::set_global_default(subscriber).expect("one subscriber");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        for _ in 0..requests {
+            let request = if path == "/small" {
+                Request::get(path).body(Body::empty())
+            } else {
+                Request::post(path)
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .header(header::ACCEPT, "text/event-stream")
+                    .body(Body::from(r#"{"model":"gpt-4o-mini","stream":true}"#))
+            }
+            .expect("a request");
+            let response = app.clone().oneshot(request).await.expect("infallible");
+            let body = response.into_body().collect().await.expect("a body");
+            std::hint::black_box(body.to_bytes());
+        }
+    });
+}
+
+/// Total instructions of one child run under callgrind.
+fn count(stack: &str, path: &str, requests: u64) -> Result<u64, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let out = Command::new("valgrind")
+        .args(["--tool=callgrind", "--callgrind-out-file=/dev/null", "--"])
+        .arg(exe)
+        .args(["--child", stack, path, &requests.to_string()])
+        .output()
+        .map_err(|e| format!("valgrind: {e} (apt-get install -y valgrind)"))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!("{stack} {path}: child failed\n{stderr}"));
+    }
+    stderr
+        .lines()
+        .find_map(|l| {
+            l.split_once("Collected :")
+                .map(|(_, n)| n.trim().to_owned())
+        })
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("no callgrind total in:\n{stderr}"))
+}
+
+fn per(stack: &str, path: &str, few: u64, many: u64) -> Result<f64, String> {
+    let a = count(stack, path, few)?;
+    let b = count(stack, path, many)?;
+    Ok((b as f64 - a as f64) / (many - few) as f64)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--child") {
+        let stack = &args[i + 1];
+        let path = &args[i + 2];
+        let requests = args[i + 3].parse().expect("a request count");
+        child(stack, path, requests);
+        return;
+    }
+    let only: Vec<&str> = args
+        .iter()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .map(String::as_str)
+        .collect();
+    let stacks: Vec<&str> = STACKS
+        .into_iter()
+        .filter(|s| only.is_empty() || only.contains(s) || *s == "bare")
+        .collect();
+
+    let mut rows = Vec::new();
+    for stack in &stacks {
+        let small = per(stack, "/small", FEW, MANY);
+        let stream = per(stack, "/v1/chat/completions", STREAMS_FEW, STREAMS_MANY);
+        match (small, stream) {
+            (Ok(small), Ok(stream)) => rows.push((*stack, small, stream)),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("{e}");
+                std::process::exit(2);
+            }
+        }
+    }
+    let (_, bare_small, bare_stream) = rows[0];
+    println!(
+        "| stack | instructions per GET /small | extra over bare | extra per streamed SSE event ({EVENTS}-event stream) |"
+    );
+    println!("|---|---|---|---|");
+    let mut over = Vec::new();
+    for (stack, small, stream) in &rows {
+        let extra = small - bare_small;
+        let per_event = (stream - bare_stream) / EVENTS as f64;
+        println!("| {stack} | {small:.0} | {extra:+.0} | {per_event:+.0} |");
+        if *stack == "monitor" {
+            if extra > BUDGET_PER_REQUEST * MARGIN {
+                over.push(format!(
+                    "+{extra:.0} instructions per request (budget {BUDGET_PER_REQUEST}, margin {MARGIN})"
+                ));
+            }
+            if per_event > BUDGET_PER_EVENT * MARGIN {
+                over.push(format!(
+                    "+{per_event:.0} instructions per event (budget {BUDGET_PER_EVENT}, margin {MARGIN})"
+                ));
+            }
+        }
+    }
+    if !over.is_empty() {
+        eprintln!("over the instruction budget: {}", over.join("; "));
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,70 @@
+//! The request an event happens in, for error records, without a tracing span.
+//!
+//! The stream layer's per-request span exists only when a subscriber layer asks for it (a `fmt`
+//! layer at INFO for the session logs, say): creating one costs more than the rest of the
+//! request's measuring together. The error layer does not ask for it. Instead the stream layer
+//! marks the request as current on this thread while it polls the handler's future and body and
+//! while it logs the request's end, and the error layer reads that mark when a WARN or ERROR
+//! event arrives: a thread-local read on a path that is rare by nature.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use http::HeaderValue;
+
+use crate::record::RequestId;
+
+scoped_tls::scoped_thread_local!(static CURRENT: RequestTags);
+
+/// The name error records show for the request's scope, as the span is named when it exists.
+pub(crate) const REQUEST_SCOPE_NAME: &str = "stream_request";
+
+/// A request's context fields: what its span would carry.
+#[derive(Clone)]
+pub(crate) struct RequestTags {
+    pub(crate) request_id: RequestId,
+    pub(crate) user_id: Option<Arc<str>>,
+    pub(crate) route: Arc<str>,
+    pub(crate) provider: ShownProvider,
+}
+
+/// The provider as the request names it so far; resolved when its response arrives.
+#[derive(Clone, Default)]
+pub(crate) enum ShownProvider {
+    #[default]
+    Unknown,
+    /// From the `request_labels` closure.
+    Labeled(Cow<'static, str>),
+    /// From the provider request header (a valid label, checked when read).
+    Header(HeaderValue),
+    /// The label the request is recorded under.
+    Resolved(Arc<str>),
+}
+
+impl ShownProvider {
+    pub(crate) fn as_str(&self) -> Option<&str> {
+        match self {
+            ShownProvider::Unknown => None,
+            ShownProvider::Labeled(p) => Some(p),
+            ShownProvider::Header(p) => p.to_str().ok(),
+            ShownProvider::Resolved(p) => Some(p),
+        }
+    }
+}
+
+impl RequestTags {
+    /// Runs `f` with this request marked current on this thread.
+    #[inline]
+    pub(crate) fn within<R>(&self, f: impl FnOnce() -> R) -> R {
+        CURRENT.set(self, f)
+    }
+}
+
+/// The request current on this thread, if any.
+pub(crate) fn with_current<R>(f: impl FnOnce(Option<&RequestTags>) -> R) -> R {
+    if CURRENT.is_set() {
+        CURRENT.with(|tags| f(Some(tags)))
+    } else {
+        f(None)
+    }
+}
