@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
-use metrics::{KeyName, Label, SharedString};
+use metrics::Label;
 
-use crate::names::{self, LabelValue, Metric, MetricKind, Sink};
+use crate::names::{self, LabelValue, Metric, Sink};
 use crate::record::StreamRecord;
 
 /// Whether a recorder other than `metrics`' no-op recorder is current. The no-op recorder is the
@@ -79,19 +79,4 @@ pub(crate) fn in_flight(route: &Arc<str>, delta: f64) {
 
 pub(crate) fn label_overflow(label: &'static str) {
     metrics::counter!(names::LABEL_OVERFLOW_TOTAL, names::CAPPED_LABEL => label).increment(1);
-}
-
-/// HELP text and units of every metric of [`names::METRICS`], once per recorder.
-pub(crate) fn describe() {
-    metrics::with_recorder(|recorder| {
-        for m in names::METRICS {
-            let name = KeyName::from_const_str(m.name);
-            let help = SharedString::const_str(m.help);
-            match m.kind {
-                MetricKind::Counter => recorder.describe_counter(name, m.unit, help),
-                MetricKind::Gauge => recorder.describe_gauge(name, m.unit, help),
-                MetricKind::Histogram => recorder.describe_histogram(name, m.unit, help),
-            }
-        }
-    });
 }

@@ -101,14 +101,14 @@ pub(crate) struct LabelInterner {
 #[derive(Debug)]
 struct Tier {
     cap: usize,
-    values: RwLock<HashMap<Box<str>, Arc<str>>>,
+    values: RwLock<HashMap<Box<str>, Arc<str>, foldhash::fast::RandomState>>,
 }
 
 impl Tier {
     fn new(cap: usize) -> Self {
         Self {
             cap,
-            values: RwLock::new(HashMap::new()),
+            values: RwLock::new(HashMap::default()),
         }
     }
 
@@ -246,7 +246,7 @@ impl Eq for dyn LabelView + '_ {}
 pub(crate) struct SeriesBudget {
     cap: usize,
     header_cap: usize,
-    known: RwLock<HashSet<LabelKey>>,
+    known: RwLock<HashSet<LabelKey, foldhash::fast::RandomState>>,
     /// How many of `known` came with a header label.
     from_headers: AtomicU64,
     other: Arc<str>,
@@ -258,7 +258,7 @@ impl SeriesBudget {
         Self {
             cap,
             header_cap: (cap / 4).max(1),
-            known: RwLock::new(HashSet::new()),
+            known: RwLock::new(HashSet::default()),
             from_headers: AtomicU64::new(0),
             other: Arc::from(OTHER),
             overflowed: AtomicU64::new(0),

@@ -371,6 +371,10 @@ pub(crate) struct LabelValue {
     pub(crate) index: usize,
 }
 
+/// The values of [`CAPPED_LABEL`] on [`LABEL_OVERFLOW_TOTAL`]: the capped labels, and `series`
+/// for the budget of label combinations.
+pub(crate) const OVERFLOW_LABELS: [&str; 4] = ["provider", "model", "route", "series"];
+
 /// Values per label beyond a record's provider, model and route: the outcomes are the most.
 pub(crate) const MAX_LABEL_VALUES: usize = Outcome::COUNT;
 

@@ -1,267 +1,486 @@
-//! The in-process Prometheus exposition: metrics-exporter-prometheus's recorder, built locally
-//! (never installed globally), so each monitor renders its own. It is fed through cached metric
-//! handles, one set per label set, registered with the same names and labels the `metrics`
-//! facade emission uses.
+//! The in-process Prometheus exposition: every metric of [`names::METRICS`], summed per thread
+//! and merged when scraped.
 //!
-//! Finished records are not fed one by one on the request's path: the exporter's histograms
-//! queue each observation on a structure all cores share, which made two cores recording at
-//! once four times slower each. Records wait instead in a per-thread shard (a lock no other
-//! core takes) and are fed in batches: when a shard holds [`BATCH`] records, and before every
-//! render, so a scrape is always current.
+//! Records are written constantly and scraped rarely, so each thread adds its observations to a
+//! shard of its own (a lock no other core takes, counts no other core writes): a record costs a
+//! label-set lookup and a few additions. A scrape locks each shard in turn, merges them and
+//! writes the text format 0.0.4 from the table: names, kinds, help, buckets and label names all
+//! come from [`names::METRICS`], so this file knows no metric by name. Series appear on their
+//! first observation, as Prometheus client libraries do; the in-flight gauge is the sum of the
+//! shards' starts and ends per route, worked out at render time.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use metrics::{Counter, Histogram, Key, Label, Recorder};
-use metrics_exporter_prometheus::{
-    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
-};
+use foldhash::fast::RandomState;
 
-use crate::facade;
 use crate::labels::{LabelKey, LabelView};
 use crate::names::{self, LabelValue, MAX_LABEL_VALUES, METRICS, Metric, Sink};
 use crate::record::StreamRecord;
 
-/// Records a shard holds before they are fed to the recorder.
-const BATCH: usize = 512;
-
-/// Label sets whose handles are cached; beyond, handles are registered per record (still correct,
-/// only slower). Labels are capped, so this is rarely reached.
-const MAX_CACHED_LABEL_SETS: usize = 4096;
-
-/// Handle slots per label set: one per value of each metric's last label.
+/// Series slots per label set (or for the unlabelled metrics): one per metric and value of its
+/// last label.
 const SLOTS: usize = METRICS.len() * MAX_LABEL_VALUES;
-
-static METADATA: metrics::Metadata<'static> =
-    metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
-
-enum Handle {
-    Counter(Counter),
-    Histogram(Histogram),
-}
-
-/// The handles of one (provider, model, route) label set, by metric and value of its last label
-/// ([`slot`]). Each is registered on first use, so absent outcomes (or a metric a label set never
-/// observes) add no empty series.
-struct LabelSetHandles {
-    labels: Vec<Label>,
-    slots: Box<[OnceLock<Handle>; SLOTS]>,
-}
 
 fn slot(metric: &Metric, extra: Option<LabelValue>) -> usize {
     let value = extra.map_or(0, |e| e.index);
-    debug_assert!(value < MAX_LABEL_VALUES, "{}", metric.name);
+    debug_assert!(value < MAX_LABEL_VALUES, "{}", metric.name());
     metric.index * MAX_LABEL_VALUES + value
 }
 
-pub(crate) struct PrometheusExposition {
-    recorder: PrometheusRecorder,
-    handle: PrometheusHandle,
-    handles: RwLock<HashMap<LabelKey, Arc<LabelSetHandles>>>,
-    pending: Box<[Mutex<Vec<StreamRecord>>]>,
-    in_flight: RwLock<HashMap<Arc<str>, metrics::Gauge>>,
+/// One series: a counter's total, or a histogram's bucket counts (not cumulative; the last is
+/// above every bound), sum and count.
+#[derive(Clone)]
+enum Series {
+    Counter(u64),
+    Histogram {
+        buckets: Box<[u64]>,
+        sum: f64,
+        count: u64,
+    },
 }
 
-fn build_recorder() -> Result<PrometheusRecorder, metrics_exporter_prometheus::BuildError> {
-    let mut builder = PrometheusBuilder::new();
-    for m in METRICS.iter().filter(|m| !m.buckets.is_empty()) {
-        builder = builder.set_buckets_for_metric(Matcher::Full(m.name.to_owned()), m.buckets)?;
+impl Series {
+    fn histogram(bounds: &[f64]) -> Self {
+        Series::Histogram {
+            buckets: vec![0; bounds.len() + 1].into_boxed_slice(),
+            sum: 0.0,
+            count: 0,
+        }
     }
-    Ok(builder.build_recorder())
-}
 
-/// Feeds one record's observations to the exposition through the cached handles of its label set.
-struct Feed<'a> {
-    recorder: &'a PrometheusRecorder,
-    handles: &'a LabelSetHandles,
-}
-
-impl Feed<'_> {
-    /// The cached handle of the series, registered by `register` on first use; metrics without
-    /// the record's labels (skipped events: rare) are registered each time instead.
-    #[inline(always)]
-    fn with_handle(
-        &self,
-        metric: &'static Metric,
-        extra: Option<LabelValue>,
-        register: impl FnOnce(&PrometheusRecorder, &Key) -> Handle,
-        observe: impl FnOnce(&Handle),
-    ) {
-        let register = || {
-            let labels = facade::labels(metric, &self.handles.labels, extra);
-            register(self.recorder, &Key::from_parts(metric.name, labels))
-        };
-        if metric.per_label_set() {
-            observe(self.handles.slots[slot(metric, extra)].get_or_init(register));
-        } else {
-            observe(&register());
+    fn merge(&mut self, other: &Series) {
+        match (self, other) {
+            (Series::Counter(a), Series::Counter(b)) => *a += b,
+            (
+                Series::Histogram {
+                    buckets,
+                    sum,
+                    count,
+                },
+                Series::Histogram {
+                    buckets: b,
+                    sum: s,
+                    count: c,
+                },
+            ) => {
+                buckets.iter_mut().zip(b.iter()).for_each(|(a, b)| *a += b);
+                *sum += s;
+                *count += c;
+            }
+            _ => {}
         }
     }
 }
 
-// Inlined into `names::observe`: a call per observation made feeding measurably slower.
-impl Sink for Feed<'_> {
-    #[inline(always)]
+/// A series, with the value of its metric's last label (outcome, token type), once observed.
+type Slot = Option<(Option<&'static str>, Series)>;
+
+/// The series of one label set, by [`slot`].
+#[derive(Clone)]
+struct LabelSetSeries {
+    slots: Box<[Slot]>,
+}
+
+impl LabelSetSeries {
+    fn new() -> Self {
+        Self {
+            slots: vec![None; SLOTS].into_boxed_slice(),
+        }
+    }
+}
+
+impl Sink for LabelSetSeries {
+    #[inline]
     fn counter(&mut self, metric: &'static Metric, extra: Option<LabelValue>, n: u64) {
-        let register =
-            |r: &PrometheusRecorder, key: &Key| Handle::Counter(r.register_counter(key, &METADATA));
-        self.with_handle(metric, extra, register, |h| {
-            if let Handle::Counter(c) = h {
-                c.increment(n);
-            }
-        });
+        let (_, series) = self.slots[slot(metric, extra)]
+            .get_or_insert((extra.map(|e| e.value), Series::Counter(0)));
+        if let Series::Counter(total) = series {
+            *total += n;
+        }
     }
 
-    #[inline(always)]
+    #[inline]
     fn histogram(&mut self, metric: &'static Metric, extra: Option<LabelValue>, value: f64) {
-        let register = |r: &PrometheusRecorder, key: &Key| {
-            Handle::Histogram(r.register_histogram(key, &METADATA))
-        };
-        self.with_handle(metric, extra, register, |h| {
-            if let Handle::Histogram(h) = h {
-                h.record(value);
-            }
-        });
+        let (_, series) = self.slots[slot(metric, extra)]
+            .get_or_insert_with(|| (extra.map(|e| e.value), Series::histogram(metric.buckets())));
+        if let Series::Histogram {
+            buckets,
+            sum,
+            count,
+        } = series
+        {
+            // `le` buckets: the first bound at or above the value (NaN lands above them all).
+            let i = metric.buckets().partition_point(|b| *b < value);
+            buckets[i] += 1;
+            *sum += value;
+            *count += 1;
+        }
     }
+}
+
+#[derive(Default)]
+struct Shard {
+    sets: HashMap<LabelKey, LabelSetSeries, RandomState>,
+    unlabelled: Option<LabelSetSeries>,
+    /// Requests started minus requests recorded, by route, on this shard. Keyed by the route
+    /// label's address: routes are interned (one `Arc` per value) and a request's start and end
+    /// pass the same one, so no string is hashed on the request path.
+    in_flight: HashMap<usize, (Arc<str>, i64), RandomState>,
+}
+
+/// Routes a record's observations: those of per-label-set metrics to its label set, the
+/// others to the shard's unlabelled series.
+struct Feed<'a> {
+    set: &'a mut LabelSetSeries,
+    unlabelled: &'a mut Option<LabelSetSeries>,
+}
+
+impl Sink for Feed<'_> {
+    #[inline]
+    fn counter(&mut self, metric: &'static Metric, extra: Option<LabelValue>, n: u64) {
+        if metric.per_label_set() {
+            self.set.counter(metric, extra, n);
+        } else {
+            let unlabelled = self.unlabelled.get_or_insert_with(LabelSetSeries::new);
+            unlabelled.counter(metric, extra, n);
+        }
+    }
+
+    #[inline]
+    fn histogram(&mut self, metric: &'static Metric, extra: Option<LabelValue>, value: f64) {
+        if metric.per_label_set() {
+            self.set.histogram(metric, extra, value);
+        } else {
+            let unlabelled = self.unlabelled.get_or_insert_with(LabelSetSeries::new);
+            unlabelled.histogram(metric, extra, value);
+        }
+    }
+}
+
+pub(crate) struct PrometheusExposition {
+    shards: Box<[Mutex<Shard>]>,
+    /// `stream_monitor_unrouted_requests_total`: rare, so one shared counter.
+    unrouted: AtomicU64,
+    /// `stream_monitor_label_overflow_total`, by [`names::OVERFLOW_LABELS`]: rare too.
+    overflow: [AtomicU64; names::OVERFLOW_LABELS.len()],
+}
+
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    // A panic while holding the lock leaves at worst one observation half-added.
+    shard.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl PrometheusExposition {
     pub(crate) fn new() -> Self {
-        // Only an empty bucket list is refused, and the table's histograms all have buckets.
-        let recorder =
-            build_recorder().unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
-        let handle = recorder.handle();
-        metrics::with_local_recorder(&recorder, facade::describe);
         Self {
-            recorder,
-            handle,
-            handles: RwLock::new(HashMap::new()),
-            pending: (0..crate::shard::count())
-                .map(|_| Mutex::new(Vec::new()))
+            shards: (0..crate::shard::count())
+                .map(|_| Mutex::new(Shard::default()))
                 .collect(),
-            in_flight: RwLock::new(HashMap::new()),
+            unrouted: AtomicU64::new(0),
+            overflow: Default::default(),
         }
     }
 
-    fn handles(&self, r: &StreamRecord) -> Arc<LabelSetHandles> {
+    fn shard(&self) -> MutexGuard<'_, Shard> {
+        lock(&self.shards[crate::shard::index(self.shards.len())])
+    }
+
+    /// Adds a finished record's observations on this thread's shard.
+    pub(crate) fn record(&self, r: &StreamRecord) {
+        let mut shard = self.shard();
+        let shard = &mut *shard;
         let view: (&str, &str, &str) = (&r.provider, &r.model, &r.route);
-        let read = self.handles.read().unwrap_or_else(|p| p.into_inner());
-        if let Some(h) = read.get(&view as &dyn LabelView) {
-            return h.clone();
-        }
-        let cached = read.len();
-        drop(read);
-        let handles = Arc::new(LabelSetHandles {
-            labels: facade::base_labels(r),
-            slots: Box::new(std::array::from_fn(|_| OnceLock::new())),
-        });
-        if cached < MAX_CACHED_LABEL_SETS {
-            let key = LabelKey(r.provider.clone(), r.model.clone(), r.route.clone());
-            let mut write = self.handles.write().unwrap_or_else(|p| p.into_inner());
-            return write.entry(key).or_insert(handles).clone();
-        }
-        handles
-    }
-
-    /// Queues a finished record on this thread's shard; feeds the shard when it is full.
-    pub(crate) fn record(&self, record: StreamRecord) {
-        let shard = &self.pending[crate::shard::index(self.pending.len())];
-        let full = {
-            let mut pending = shard.lock().unwrap_or_else(|p| p.into_inner());
-            pending.push(record);
-            (pending.len() >= BATCH).then(|| std::mem::take(&mut *pending))
-        };
-        if let Some(batch) = full {
-            batch.iter().for_each(|r| self.feed(r));
-        }
-    }
-
-    /// Feeds every queued record to the recorder.
-    fn flush(&self) {
-        for shard in self.pending.iter() {
-            let batch = std::mem::take(&mut *shard.lock().unwrap_or_else(|p| p.into_inner()));
-            batch.iter().for_each(|r| self.feed(r));
-        }
-    }
-
-    fn feed(&self, r: &StreamRecord) {
-        let handles = self.handles(r);
-        let mut feed = Feed {
-            recorder: &self.recorder,
-            handles: &handles,
-        };
-        names::observe(r, &mut feed);
-    }
-
-    /// Moves the route's in-flight gauge; its handle is registered once per route.
-    pub(crate) fn in_flight(&self, route: &Arc<str>, delta: f64) {
-        if let Some(g) = self
-            .in_flight
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(route)
-        {
-            g.increment(delta);
+        if let Some(set) = shard.sets.get_mut(&view as &dyn LabelView) {
+            let mut feed = Feed {
+                set,
+                unlabelled: &mut shard.unlabelled,
+            };
+            names::observe(r, &mut feed);
             return;
         }
-        let key = Key::from_parts(
-            names::IN_FLIGHT,
-            vec![Label::new(names::ROUTE, route.clone())],
-        );
-        let gauge = self.recorder.register_gauge(&key, &METADATA);
-        gauge.increment(delta);
-        // Routes are capped labels, so this map stays small.
-        self.in_flight
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(route.clone())
-            .or_insert(gauge);
+        // A new label set on this shard. Label sets are capped by the series budget
+        // (`max_label_sets`), so this map is too.
+        let mut set = LabelSetSeries::new();
+        let mut feed = Feed {
+            set: &mut set,
+            unlabelled: &mut shard.unlabelled,
+        };
+        names::observe(r, &mut feed);
+        let key = LabelKey(r.provider.clone(), r.model.clone(), r.route.clone());
+        shard.sets.insert(key, set);
+    }
+
+    /// Moves the route's in-flight count.
+    pub(crate) fn in_flight(&self, route: &Arc<str>, delta: i64) {
+        let mut shard = self.shard();
+        let address = Arc::as_ptr(route).cast::<u8>() as usize;
+        // Routes are capped labels, interned for the monitor's life, so this map stays small.
+        shard
+            .in_flight
+            .entry(address)
+            .or_insert_with(|| (route.clone(), 0))
+            .1 += delta;
     }
 
     /// Counts a request that matched no route (no labels: such requests never make series).
     pub(crate) fn unrouted(&self) {
-        metrics::with_local_recorder(&self.recorder, facade::unrouted);
+        self.unrouted.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a label value folded into `other`; `label` is one of [`names::OVERFLOW_LABELS`].
     pub(crate) fn label_overflow(&self, label: &'static str) {
-        metrics::with_local_recorder(&self.recorder, || facade::label_overflow(label));
+        if let Some(i) = names::OVERFLOW_LABELS.iter().position(|l| *l == label) {
+            self.overflow[i].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
-    /// Folds pending histogram observations into their buckets (the recorder queues them).
-    /// Runs on the upkeep thread ([`spawn_upkeep`]), never on a request's path.
-    pub(crate) fn upkeep(&self) {
-        self.handle.run_upkeep();
-    }
-
-    /// Text exposition format 0.0.4.
+    /// Text exposition format 0.0.4: the shards merged, metrics in table order, label sets
+    /// sorted.
     pub(crate) fn render(&self) -> String {
-        self.flush();
-        self.handle.run_upkeep();
-        self.handle.render()
+        let mut sets: BTreeMap<[Arc<str>; 3], LabelSetSeries> = BTreeMap::new();
+        let mut unlabelled = LabelSetSeries::new();
+        let mut in_flight: BTreeMap<Arc<str>, i64> = BTreeMap::new();
+        for shard in self.shards.iter() {
+            let shard = lock(shard);
+            for (key, series) in &shard.sets {
+                let merged = sets
+                    .entry([key.0.clone(), key.1.clone(), key.2.clone()])
+                    .or_insert_with(LabelSetSeries::new);
+                merge_into(merged, series);
+            }
+            if let Some(series) = &shard.unlabelled {
+                merge_into(&mut unlabelled, series);
+            }
+            for (route, n) in shard.in_flight.values() {
+                *in_flight.entry(route.clone()).or_default() += n;
+            }
+        }
+        let mut out = String::new();
+        for metric in METRICS {
+            let mut lines = String::new();
+            match metric.name() {
+                names::IN_FLIGHT => {
+                    for (route, n) in &in_flight {
+                        sample(
+                            &mut lines,
+                            metric.name(),
+                            "",
+                            &[(metric.labels()[0], route)],
+                            *n as f64,
+                        );
+                    }
+                }
+                names::UNROUTED_REQUESTS_TOTAL => {
+                    let n = self.unrouted.load(Ordering::Relaxed);
+                    if n > 0 {
+                        sample(&mut lines, metric.name(), "", &[], n as f64);
+                    }
+                }
+                names::LABEL_OVERFLOW_TOTAL => {
+                    for (label, n) in names::OVERFLOW_LABELS.iter().zip(&self.overflow) {
+                        let n = n.load(Ordering::Relaxed);
+                        if n > 0 {
+                            sample(
+                                &mut lines,
+                                metric.name(),
+                                "",
+                                &[(metric.labels()[0], label)],
+                                n as f64,
+                            );
+                        }
+                    }
+                }
+                _ if metric.per_label_set() => {
+                    for (labels, series) in &sets {
+                        let base = labels.each_ref().map(|v| &**v);
+                        render_slots(&mut lines, metric, &base, series);
+                    }
+                }
+                _ => render_slots(&mut lines, metric, &[], &unlabelled),
+            }
+            if lines.is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "# HELP {} {}", metric.name(), metric.help());
+            let _ = writeln!(out, "# TYPE {} {}", metric.name(), metric.kind().as_str());
+            out.push_str(&lines);
+            out.push('\n');
+        }
+        out
     }
 }
 
-/// How often the upkeep thread folds queued histogram observations.
-const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+fn merge_into(into: &mut LabelSetSeries, from: &LabelSetSeries) {
+    for (a, b) in into.slots.iter_mut().zip(from.slots.iter()) {
+        match (a, b) {
+            (Some((_, a)), Some((_, b))) => a.merge(b),
+            (a @ None, Some(b)) => *a = Some(b.clone()),
+            _ => {}
+        }
+    }
+}
 
-/// Starts the thread that folds queued histogram observations every [`UPKEEP_EVERY`], so they
-/// neither pile up between scrapes nor cost a request anything. It holds only a weak reference
-/// to the monitor and ends at its first tick after the last clone of the monitor is dropped.
-/// Should the thread fail to start, observations are still folded before every render.
-pub(crate) fn spawn_upkeep<T, F>(owner: std::sync::Weak<T>, exposition: F)
-where
-    T: Send + Sync + 'static,
-    F: Fn(&T) -> &PrometheusExposition + Send + 'static,
-{
-    let _ = std::thread::Builder::new()
-        .name("stream-monitor-upkeep".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(UPKEEP_EVERY);
-                match owner.upgrade() {
-                    Some(owner) => exposition(&owner).upkeep(),
-                    None => return,
+/// The series of `metric` in one label set, `base` being its provider, model and route values
+/// (or nothing).
+fn render_slots(out: &mut String, metric: &Metric, base: &[&str], series: &LabelSetSeries) {
+    let start = metric.index * MAX_LABEL_VALUES;
+    let bounds: Vec<String> = metric
+        .buckets()
+        .iter()
+        .map(|b| format_value(*b))
+        .chain(["+Inf".to_owned()])
+        .collect();
+    for (extra, series) in series.slots[start..start + MAX_LABEL_VALUES]
+        .iter()
+        .flatten()
+    {
+        let mut labels: Vec<(&str, &str)> = metric
+            .labels()
+            .iter()
+            .copied()
+            .zip(base.iter().copied())
+            .collect();
+        if let (Some(extra), Some(name)) = (extra, metric.labels().get(base.len())) {
+            labels.push((name, extra));
+        }
+        match series {
+            Series::Counter(n) => sample(out, metric.name(), "", &labels, *n as f64),
+            Series::Histogram {
+                buckets,
+                sum,
+                count,
+            } => {
+                let mut cumulative = 0;
+                for (n, le) in buckets.iter().zip(&bounds) {
+                    cumulative += n;
+                    labels.push(("le", le));
+                    sample(out, metric.name(), "_bucket", &labels, cumulative as f64);
+                    labels.pop();
                 }
+                sample(out, metric.name(), "_sum", &labels, *sum);
+                sample(out, metric.name(), "_count", &labels, *count as f64);
             }
+        }
+    }
+}
+
+/// One sample line: `name{label="value",...} value`.
+fn sample(out: &mut String, name: &str, suffix: &str, labels: &[(&str, &str)], value: f64) {
+    out.push_str(name);
+    out.push_str(suffix);
+    if !labels.is_empty() {
+        out.push('{');
+        for (i, (name, value)) in labels.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(name);
+            out.push_str("=\"");
+            escape_label_value(out, value);
+            out.push('"');
+        }
+        out.push('}');
+    }
+    out.push(' ');
+    out.push_str(&format_value(value));
+    out.push('\n');
+}
+
+/// Backslash, double quote and line feed escaped, as the text format requires.
+fn escape_label_value(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// A sample value as the text format spells it: `+Inf`, `-Inf`, `NaN`, else the shortest
+/// decimal that reads back the same (`1`, `0.25`).
+fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_owned()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
+    } else {
+        v.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::record::Outcome;
+
+    fn record(outcome: Outcome, ttft_ms: u64) -> StreamRecord {
+        let mut r = StreamRecord::new("openai", "gpt-4o-mini", "/v1/chat", outcome);
+        r.time_to_first_token = Some(Duration::from_millis(ttft_ms));
+        r.output_tokens = 10;
+        r.malformed_events = 2;
+        r
+    }
+
+    #[test]
+    fn merges_shards_and_renders_cumulative_buckets() {
+        let exposition = PrometheusExposition::new();
+        std::thread::scope(|s| {
+            s.spawn(|| exposition.record(&record(Outcome::Ok, 100)));
+            s.spawn(|| exposition.record(&record(Outcome::ServerError, 300)));
         });
+        exposition.record(&record(Outcome::Ok, 3));
+        let text = exposition.render();
+        let labels = r#"gen_ai_provider_name="openai",gen_ai_request_model="gpt-4o-mini",http_route="/v1/chat""#;
+        for line in [
+            format!(r#"stream_monitor_requests_total{{{labels},outcome="ok"}} 2"#),
+            format!(r#"stream_monitor_requests_total{{{labels},outcome="server_error"}} 1"#),
+            format!(r#"gen_ai_server_time_to_first_token_seconds_bucket{{{labels},le="0.001"}} 0"#),
+            format!(r#"gen_ai_server_time_to_first_token_seconds_bucket{{{labels},le="0.005"}} 1"#),
+            format!(r#"gen_ai_server_time_to_first_token_seconds_bucket{{{labels},le="0.1"}} 2"#),
+            format!(r#"gen_ai_server_time_to_first_token_seconds_bucket{{{labels},le="0.25"}} 2"#),
+            format!(r#"gen_ai_server_time_to_first_token_seconds_bucket{{{labels},le="0.5"}} 3"#),
+            format!(r#"gen_ai_server_time_to_first_token_seconds_bucket{{{labels},le="+Inf"}} 3"#),
+            format!(r#"gen_ai_server_time_to_first_token_seconds_count{{{labels}}} 3"#),
+            format!(r#"gen_ai_client_token_usage_sum{{{labels},gen_ai_token_type="output"}} 30"#),
+            r#"stream_monitor_skipped_events_total{reason="malformed"} 6"#.to_owned(),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        assert!(text.contains("# TYPE gen_ai_server_time_to_first_token_seconds histogram\n"));
+        // Nothing observed, nothing shown.
+        assert!(!text.contains(names::UNROUTED_REQUESTS_TOTAL));
+        assert!(!text.contains(names::TIME_PER_OUTPUT_TOKEN));
+    }
+
+    #[test]
+    fn in_flight_sums_starts_and_ends_from_any_thread() {
+        let exposition = PrometheusExposition::new();
+        let route: Arc<str> = Arc::from("/v1/chat");
+        std::thread::scope(|s| {
+            s.spawn(|| exposition.in_flight(&route, 1));
+            s.spawn(|| exposition.in_flight(&route, 1));
+        });
+        exposition.in_flight(&route, -1);
+        assert!(
+            exposition
+                .render()
+                .contains("stream_monitor_in_flight{http_route=\"/v1/chat\"} 1\n")
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut out = String::new();
+        sample(&mut out, "m", "", &[("l", "a\"b\\c\nd")], 1.0);
+        assert_eq!(out, "m{l=\"a\\\"b\\\\c\\nd\"} 1\n");
+        assert_eq!(format_value(f64::INFINITY), "+Inf");
+        assert_eq!(format_value(0.25), "0.25");
+    }
 }

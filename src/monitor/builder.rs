@@ -631,7 +631,7 @@ impl MonitorBuilder {
                 window_time,
                 prometheus: PrometheusExposition::new(),
                 system: SystemSampler::new(),
-                provider_in_flight: RwLock::new(HashMap::new()),
+                provider_in_flight: RwLock::new(HashMap::default()),
                 config: c,
                 providers: LabelInterner::new(cap, header_cap),
                 models: LabelInterner::new(cap, header_cap),
@@ -646,9 +646,6 @@ impl MonitorBuilder {
                 unmatched: Arc::from(crate::labels::UNMATCHED),
             }),
         };
-        crate::prometheus::spawn_upkeep(Arc::downgrade(&monitor.shared), |shared: &Shared| {
-            &shared.prometheus
-        });
         Ok(monitor)
     }
 }

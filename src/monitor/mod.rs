@@ -39,7 +39,7 @@ pub(crate) struct Shared {
     prometheus: PrometheusExposition,
     system: SystemSampler,
     /// Streams in progress per provider (known from the response on).
-    provider_in_flight: RwLock<HashMap<Arc<str>, Arc<AtomicI64>>>,
+    provider_in_flight: RwLock<HashMap<Arc<str>, Arc<AtomicI64>, foldhash::fast::RandomState>>,
     providers: LabelInterner,
     models: LabelInterner,
     routes: LabelInterner,
@@ -260,7 +260,7 @@ impl Monitor {
         if facade {
             facade::in_flight(route, 1.0);
         }
-        self.shared.prometheus.in_flight(route, 1.0);
+        self.shared.prometheus.in_flight(route, 1);
         facade
     }
 
@@ -307,7 +307,7 @@ impl Monitor {
         if facade_in_flight {
             facade::in_flight(&record.route, -1.0);
         }
-        self.shared.prometheus.in_flight(&record.route, -1.0);
+        self.shared.prometheus.in_flight(&record.route, -1);
         self.ingest_from(record, source);
     }
 
@@ -372,11 +372,10 @@ impl Monitor {
         if let Some(cb) = &self.shared.config.on_record {
             cb.on_record(&record);
         }
-        // Last: the record moves into the Prometheus queue.
-        self.shared.prometheus.record(record);
+        self.shared.prometheus.record(&record);
         // Once a second on the recording path (no thread of our own, not on every request):
         // re-judge health so alerts fire. Its cost is bounded by the shards and slots, not by
-        // traffic or labels. Histogram upkeep runs on the exposition's own thread instead.
+        // traffic or labels.
         let last = self.shared.last_health_check.load(Ordering::Relaxed);
         if last != secs
             && self

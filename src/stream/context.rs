@@ -30,10 +30,9 @@ use crate::{Monitor, SESSION_TARGET};
 pub(crate) struct RequestContext {
     pub(crate) monitor: Monitor,
     pub(crate) started: Instant,
-    provider_header: Option<HeaderValue>,
-    model_header: Option<HeaderValue>,
-    /// The `request_labels` closure's answer.
-    labeled: StreamLabels,
+    /// What the request names, when it names anything (boxed: most requests name nothing, and
+    /// the context moves with every request's future and body).
+    names: Option<Box<RequestNames>>,
     /// `Accept: text/event-stream` or a configured streaming route.
     streaming_hint: bool,
     /// Set when the request body asked for a stream (`"stream": true`); see [`StreamIntent`].
@@ -42,6 +41,14 @@ pub(crate) struct RequestContext {
     pub(crate) head: bool,
     /// Whether the facade's in-flight gauge was raised for this request.
     pub(crate) facade_in_flight: bool,
+}
+
+/// The provider and model a request names: by header (raw), or by the `request_labels`
+/// closure.
+struct RequestNames {
+    provider_header: Option<HeaderValue>,
+    model_header: Option<HeaderValue>,
+    labeled: StreamLabels,
 }
 
 /// Where a request's logs and error records find its context: its span, which exists only
@@ -166,9 +173,17 @@ impl RequestContext {
         let context = Self {
             monitor: monitor.clone(),
             started,
-            provider_header,
-            model_header,
-            labeled,
+            names: (provider_header.is_some()
+                || model_header.is_some()
+                || labeled.provider.is_some()
+                || labeled.model.is_some())
+            .then(|| {
+                Box::new(RequestNames {
+                    provider_header,
+                    model_header,
+                    labeled,
+                })
+            }),
             streaming_hint,
             intent,
             head,
@@ -207,19 +222,18 @@ impl RequestContext {
         }
         type Lookup<'m> = dyn Fn(&str, LabelSource) -> Option<(Arc<str>, LabelSource)> + 'm;
         let trusted = |v: Option<&str>, f: &Lookup<'_>| v.and_then(|v| f(v, LabelSource::Trusted));
-        let header = |v: &Option<HeaderValue>, f: &Lookup<'_>| {
-            v.as_ref()
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| f(v, LabelSource::Header))
+        let header = |v: &HeaderValue, f: &Lookup<'_>| {
+            v.to_str().ok().and_then(|v| f(v, LabelSource::Header))
         };
         let provider_of = |v: &str, s| monitor.provider_label(v, s);
         let model_of = |v: &str, s| monitor.model_label(v, s);
+        let names = self.names.as_deref();
         let provider = trusted(response.and_then(|l| l.provider.as_deref()), &provider_of)
-            .or_else(|| header(&self.provider_header, &provider_of))
-            .or_else(|| trusted(self.labeled.provider.as_deref(), &provider_of));
+            .or_else(|| header(names?.provider_header.as_ref()?, &provider_of))
+            .or_else(|| trusted(names?.labeled.provider.as_deref(), &provider_of));
         let model = trusted(response.and_then(|l| l.model.as_deref()), &model_of)
-            .or_else(|| header(&self.model_header, &model_of))
-            .or_else(|| trusted(self.labeled.model.as_deref(), &model_of));
+            .or_else(|| header(names?.model_header.as_ref()?, &model_of))
+            .or_else(|| trusted(names?.labeled.model.as_deref(), &model_of));
         // A header value the app already names counts as the app's (see `LabelInterner`).
         let source = if [&provider, &model]
             .into_iter()

@@ -27,8 +27,9 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: Option<F>,
-        // A response the monitor gives itself (its endpoints), ready at once.
-        own: Option<Response<Bytes>>,
+        // A response the monitor gives itself (its endpoints), ready at once. Boxed: it is
+        // rare, and every request's future would otherwise carry its size.
+        own: Option<Box<Response<Bytes>>>,
         context: Option<RequestContext>,
         deadline: Option<Pin<Box<Sleep>>>,
         // Set exactly when `context` is, at first; moves into the body with the meter.
@@ -75,7 +76,7 @@ impl<F> ResponseFuture<F> {
     pub(crate) fn own(response: Response<Bytes>) -> Self {
         Self {
             inner: None,
-            own: Some(response),
+            own: Some(Box::new(response)),
             context: None,
             deadline: None,
             scope: None,
@@ -97,7 +98,7 @@ where
         let this = self.project();
         let Some(inner) = this.inner.as_pin_mut() else {
             return match this.own.take() {
-                Some(response) => Poll::Ready(Ok(response.map(MonitoredBody::full))),
+                Some(response) => Poll::Ready(Ok((*response).map(MonitoredBody::full))),
                 None => Poll::Pending,
             };
         };

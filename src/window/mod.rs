@@ -53,7 +53,7 @@ impl Pair {
 
 struct Shard {
     overall: Pair,
-    providers: HashMap<Arc<str>, Pair>,
+    providers: HashMap<Arc<str>, Pair, foldhash::fast::RandomState>,
     triggers: Vec<RateRing>,
 }
 
@@ -87,7 +87,7 @@ impl WindowStore {
             .map(|_| {
                 Mutex::new(Shard {
                     overall: Pair::new(),
-                    providers: HashMap::new(),
+                    providers: HashMap::default(),
                     triggers: triggers
                         .iter()
                         .map(|_| RateRing::new(WindowSpan::FiveMinutes))
