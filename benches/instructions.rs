@@ -72,6 +72,12 @@ async fn stream() -> impl IntoResponse {
 
 /// Runs `requests` requests to `path` on `stack`, in process, on a current-thread runtime.
 fn child(stack: &str, path: &str, requests: u64) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    // axum-prometheus starts a task when its layer is built.
+    let _entered = runtime.enter();
     let routes = Router::new()
         .route("/small", get(small))
         .route("/v1/chat/completions", post(stream));
@@ -103,10 +109,6 @@ fn child(stack: &str, path: &str, requests: u64) {
         other => panic!("unknown stack {other}"),
     };
     tracing::dispatcher::set_global_default(subscriber).expect("one subscriber");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
     runtime.block_on(async {
         for _ in 0..requests {
             let request = if path == "/small" {

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// Longest value accepted as a label (bytes).
 pub(crate) const MAX_LABEL_LEN: usize = 64;
@@ -195,6 +195,14 @@ pub(crate) struct LabelKey(
     pub(crate) Arc<str>,
 );
 
+impl LabelKey {
+    /// Whether these are the very `Arc`s given (not only equal strings).
+    #[inline]
+    pub(crate) fn is(&self, provider: &Arc<str>, model: &Arc<str>, route: &Arc<str>) -> bool {
+        Arc::ptr_eq(&self.0, provider) && Arc::ptr_eq(&self.1, model) && Arc::ptr_eq(&self.2, route)
+    }
+}
+
 /// Three label values, owned or borrowed, hashed and compared alike.
 pub(crate) trait LabelView {
     fn parts(&self) -> (&str, &str, &str);
@@ -247,6 +255,9 @@ pub(crate) struct SeriesBudget {
     cap: usize,
     header_cap: usize,
     known: RwLock<HashSet<LabelKey, foldhash::fast::RandomState>>,
+    /// Per thread shard, a few admitted label sets, found by address without taking the
+    /// shared lock or hashing.
+    recent: Box<[Mutex<Vec<LabelKey>>]>,
     /// How many of `known` came with a header label.
     from_headers: AtomicU64,
     other: Arc<str>,
@@ -259,6 +270,9 @@ impl SeriesBudget {
             cap,
             header_cap: (cap / 4).max(1),
             known: RwLock::new(HashSet::default()),
+            recent: (0..crate::shard::count())
+                .map(|_| Mutex::new(Vec::with_capacity(RECENT_SETS)))
+                .collect(),
             from_headers: AtomicU64::new(0),
             other: Arc::from(OTHER),
             overflowed: AtomicU64::new(0),
@@ -274,6 +288,17 @@ impl SeriesBudget {
         route: &mut Arc<str>,
         source: LabelSource,
     ) -> bool {
+        let recent = &self.recent[crate::shard::index(self.recent.len())];
+        let mut recent = recent.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.iter().any(|k| k.is(provider, model, route)) {
+            return false;
+        }
+        let remember = |recent: &mut Vec<LabelKey>| {
+            if recent.len() == RECENT_SETS {
+                recent.pop();
+            }
+            recent.insert(0, LabelKey(provider.clone(), model.clone(), route.clone()));
+        };
         let view: (&str, &str, &str) = (provider, model, route);
         if self
             .known
@@ -281,11 +306,14 @@ impl SeriesBudget {
             .unwrap_or_else(|p| p.into_inner())
             .contains(&view as &dyn LabelView)
         {
+            remember(&mut recent);
             return false;
         }
         let key = LabelKey(provider.clone(), model.clone(), route.clone());
         let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
         if known.contains(&key) {
+            drop(known);
+            remember(&mut recent);
             return false;
         }
         // The budgets are exclusive: `cap` for all, of which at most `header_cap` from headers,
@@ -302,6 +330,8 @@ impl SeriesBudget {
             if source == LabelSource::Header {
                 self.from_headers.fetch_add(1, Ordering::Relaxed);
             }
+            drop(known);
+            remember(&mut recent);
             return false;
         }
         self.overflowed.fetch_add(1, Ordering::Relaxed);
@@ -316,6 +346,9 @@ impl SeriesBudget {
         self.overflowed.load(Ordering::Relaxed)
     }
 }
+
+/// Admitted label sets each shard remembers.
+const RECENT_SETS: usize = 4;
 
 /// A route pattern such as `/v1/chat/completions` or `/v1beta/models/{model}:streamGenerateContent`.
 ///

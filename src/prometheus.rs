@@ -19,6 +19,7 @@ use foldhash::fast::RandomState;
 use crate::labels::{LabelKey, LabelView};
 use crate::names::{self, LabelValue, MAX_LABEL_VALUES, METRICS, Metric, Sink};
 use crate::record::StreamRecord;
+use crate::shard::RecentIndices;
 
 /// Series slots per label set (or for the unlabelled metrics): one per metric and value of its
 /// last label.
@@ -123,7 +124,10 @@ impl Sink for LabelSetSeries {
 
 #[derive(Default)]
 struct Shard {
-    sets: HashMap<LabelKey, LabelSetSeries, RandomState>,
+    sets: Vec<(LabelKey, LabelSetSeries)>,
+    /// Positions in `sets`.
+    index: HashMap<LabelKey, usize, RandomState>,
+    recent: RecentIndices,
     unlabelled: Option<LabelSetSeries>,
     /// Requests started minus requests recorded, by route, on this shard. Keyed by the route
     /// label's address: routes are interned (one `Arc` per value) and a request's start and end
@@ -192,25 +196,34 @@ impl PrometheusExposition {
     pub(crate) fn record(&self, r: &StreamRecord) {
         let mut shard = self.shard();
         let shard = &mut *shard;
-        let view: (&str, &str, &str) = (&r.provider, &r.model, &r.route);
-        if let Some(set) = shard.sets.get_mut(&view as &dyn LabelView) {
-            let mut feed = Feed {
-                set,
-                unlabelled: &mut shard.unlabelled,
-            };
-            names::observe(r, &mut feed);
-            return;
-        }
-        // A new label set on this shard. Label sets are capped by the series budget
-        // (`max_label_sets`), so this map is too.
-        let mut set = LabelSetSeries::new();
+        let i = match shard.recent.find(&shard.sets, |(key, _)| {
+            key.is(&r.provider, &r.model, &r.route)
+        }) {
+            Some(i) => i,
+            None => {
+                let view: (&str, &str, &str) = (&r.provider, &r.model, &r.route);
+                let i = match shard.index.get(&view as &dyn LabelView) {
+                    Some(&i) => i,
+                    None => {
+                        // Label sets are capped by the series budget (`max_label_sets`), so
+                        // this shard's are too.
+                        let key = || LabelKey(r.provider.clone(), r.model.clone(), r.route.clone());
+                        shard.sets.push((key(), LabelSetSeries::new()));
+                        shard.index.insert(key(), shard.sets.len() - 1);
+                        shard.sets.len() - 1
+                    }
+                };
+                if shard.sets[i].0.is(&r.provider, &r.model, &r.route) {
+                    shard.recent.remember(i);
+                }
+                i
+            }
+        };
         let mut feed = Feed {
-            set: &mut set,
+            set: &mut shard.sets[i].1,
             unlabelled: &mut shard.unlabelled,
         };
         names::observe(r, &mut feed);
-        let key = LabelKey(r.provider.clone(), r.model.clone(), r.route.clone());
-        shard.sets.insert(key, set);
     }
 
     /// Moves the route's in-flight count.

@@ -20,3 +20,35 @@ pub(crate) fn count() -> usize {
 pub(crate) fn index(shards: usize) -> usize {
     INDEX.with(|i| *i) % shards
 }
+
+/// The positions a shard found last, tried before a hash lookup: consecutive records on one
+/// thread mostly carry the same few label sets, and a label set's values are the same interned
+/// `Arc`s each time, so comparing addresses finds them without hashing a string.
+#[derive(Debug)]
+pub(crate) struct RecentIndices([usize; 4]);
+
+impl Default for RecentIndices {
+    fn default() -> Self {
+        Self([usize::MAX; 4])
+    }
+}
+
+impl RecentIndices {
+    /// The first remembered position whose item `matches`.
+    #[inline]
+    pub(crate) fn find<T>(&self, items: &[T], matches: impl Fn(&T) -> bool) -> Option<usize> {
+        self.0
+            .iter()
+            .copied()
+            .find(|&i| items.get(i).is_some_and(&matches))
+    }
+
+    /// Remembers `i` first, forgetting the oldest.
+    #[inline]
+    pub(crate) fn remember(&mut self, i: usize) {
+        if self.0[0] != i {
+            self.0.copy_within(0..3, 1);
+            self.0[0] = i;
+        }
+    }
+}

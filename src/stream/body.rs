@@ -5,10 +5,10 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::context::RequestScope;
-use super::meter::{StreamEnd, StreamMeter};
+use super::meter::StreamEnd;
 use super::panic_guard::PanicGuard;
 use super::timer::TimeoutBody;
+use super::tracked::Tracked;
 use crate::classify::{BoxError, classify_body_error};
 use crate::timeout::StreamTimeoutError;
 
@@ -34,9 +34,8 @@ pin_project! {
     pub struct MonitoredBody<B> {
         #[pin]
         kind: Kind<B>,
-        meter: Option<StreamMeter>,
-        // Set whenever `meter` is, at first; kept after the meter finishes.
-        scope: Option<RequestScope>,
+        // A measured body's meter and scope; the meter is taken when the request is recorded.
+        tracked: Option<Box<Tracked>>,
         ended: bool,
     }
 
@@ -45,8 +44,10 @@ pin_project! {
             let this = this.project();
             // Every way a body can end while polled records it; one still holding its meter
             // was dropped before its end.
-            if let (Some(meter), Some(scope)) = (this.meter.take(), this.scope.as_ref()) {
-                meter.finish(StreamEnd::Dropped, scope);
+            if let Some(Tracked { meter, scope, .. }) = this.tracked.as_deref_mut() {
+                if let Some(meter) = meter.take() {
+                    meter.finish(StreamEnd::Dropped, scope);
+                }
             }
         }
     }
@@ -57,18 +58,16 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    pub(crate) fn measured(body: TimeoutBody<B>, meter: StreamMeter, scope: RequestScope) -> Self {
+    pub(crate) fn measured(body: TimeoutBody<B>, mut tracked: Box<Tracked>) -> Self {
         // An empty body (a bare 401, a 204) may never be polled: it is complete already.
-        let meter = if body.is_end_stream() {
-            meter.finish(StreamEnd::Complete, &scope);
-            None
-        } else {
-            Some(meter)
-        };
+        if body.is_end_stream() {
+            if let Some(meter) = tracked.meter.take() {
+                meter.finish(StreamEnd::Complete, &tracked.scope);
+            }
+        }
         Self {
             kind: Kind::Inner { body },
-            meter,
-            scope: Some(scope),
+            tracked: Some(tracked),
             ended: false,
         }
     }
@@ -81,8 +80,7 @@ impl<B> MonitoredBody<B> {
             kind: Kind::Inner {
                 body: TimeoutBody::new(body, None),
             },
-            meter: None,
-            scope: None,
+            tracked: None,
             ended: false,
         }
     }
@@ -91,8 +89,7 @@ impl<B> MonitoredBody<B> {
     pub(crate) fn full(data: Bytes) -> Self {
         Self {
             kind: Kind::Full { data: Some(data) },
-            meter: None,
-            scope: None,
+            tracked: None,
             ended: false,
         }
     }
@@ -128,7 +125,12 @@ where
             }
             KindProj::Inner { body } => body,
         };
-        let (meter_slot, Some(scope)) = (this.meter, this.scope.as_ref()) else {
+        let Some(Tracked {
+            meter: meter_slot,
+            scope,
+            ..
+        }) = this.tracked.as_deref_mut()
+        else {
             return body.poll_frame(cx);
         };
         if meter_slot.is_none() {

@@ -11,10 +11,11 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
 use super::MonitoredBody;
-use super::context::{RequestContext, RequestScope};
+use super::context::RequestContext;
 use super::meter::StreamMeter;
 use super::panic_guard::PanicGuard;
 use super::timer::{StreamTimer, TimeoutBody};
+use super::tracked::Tracked;
 use crate::classify::classify_service_error;
 use crate::record::Outcome;
 use crate::timeout::StreamTimeoutError;
@@ -30,24 +31,29 @@ pin_project! {
         // A response the monitor gives itself (its endpoints), ready at once. Boxed: it is
         // rare, and every request's future would otherwise carry its size.
         own: Option<Box<Response<Bytes>>>,
-        context: Option<RequestContext>,
         deadline: Option<Pin<Box<Sleep>>>,
-        // Set exactly when `context` is, at first; moves into the body with the meter.
-        scope: Option<RequestScope>,
+        // A measured request's state; moves into the body with its meter.
+        tracked: Option<Box<Tracked>>,
     }
 
     impl<F> PinnedDrop for ResponseFuture<F> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if let (Some(context), Some(scope)) = (this.context.take(), this.scope.as_ref()) {
-                context.finish_without_body(scope, Outcome::Cancelled, None);
+            if let Some(tracked) = this.tracked.as_deref_mut() {
+                if let Some(context) = tracked.context.take() {
+                    context.finish_without_body(&tracked.scope, Outcome::Cancelled, None);
+                }
             }
         }
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, context: RequestContext, scope: RequestScope) -> Self {
+    pub(crate) fn new(
+        inner: F,
+        context: RequestContext,
+        scope: super::context::RequestScope,
+    ) -> Self {
         let deadline = context
             .monitor
             .stream_timeout()
@@ -55,9 +61,8 @@ impl<F> ResponseFuture<F> {
         Self {
             inner: Some(inner),
             own: None,
-            context: Some(context),
             deadline,
-            scope: Some(scope),
+            tracked: Some(Tracked::new(context, scope)),
         }
     }
 
@@ -66,9 +71,8 @@ impl<F> ResponseFuture<F> {
         Self {
             inner: Some(inner),
             own: None,
-            context: None,
             deadline: None,
-            scope: None,
+            tracked: None,
         }
     }
 
@@ -77,9 +81,8 @@ impl<F> ResponseFuture<F> {
         Self {
             inner: None,
             own: Some(Box::new(response)),
-            context: None,
             deadline: None,
-            scope: None,
+            tracked: None,
         }
     }
 }
@@ -102,9 +105,8 @@ where
                 None => Poll::Pending,
             };
         };
-        let context = &mut *this.context;
-        let polled = match this.scope.as_ref() {
-            Some(scope) => scope.enter(|| {
+        let polled = match this.tracked.as_deref_mut() {
+            Some(Tracked { context, scope, .. }) => scope.enter(|| {
                 let _guard = PanicGuard::new(context, scope);
                 inner.poll(cx)
             }),
@@ -115,13 +117,17 @@ where
             Poll::Pending => {
                 if let Some(sleep) = this.deadline.as_mut() {
                     if sleep.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Ok(deadline_response(this.context, this.scope)));
+                        return Poll::Ready(Ok(deadline_response(this.tracked)));
                     }
                 }
                 return Poll::Pending;
             }
         };
-        let (Some(context), Some(scope)) = (this.context.take(), this.scope.take()) else {
+        let Some((mut tracked, context)) = this
+            .tracked
+            .take()
+            .and_then(|mut t| t.context.take().map(|c| (t, c)))
+        else {
             // Polled again after a panic was recorded: pass the result through unmeasured.
             return Poll::Ready(result.map(|r| r.map(|b| MonitoredBody::unmeasured(b))));
         };
@@ -134,21 +140,22 @@ where
                     .stream_timeout()
                     .map(|after| (context.deadline(after), after));
                 let head = context.head;
-                let meter = StreamMeter::new(context, &scope, &parts);
+                let meter = StreamMeter::new(context, &tracked.scope, &parts);
                 let timer = StreamTimer::new(this.deadline.take(), deadline, idle);
                 let body = if head {
                     // A HEAD answer has no body to measure, whatever its headers say: the
                     // request ends with its headers.
-                    meter.finish(super::meter::StreamEnd::Complete, &scope);
+                    meter.finish(super::meter::StreamEnd::Complete, &tracked.scope);
                     MonitoredBody::unmeasured(body)
                 } else {
-                    MonitoredBody::measured(TimeoutBody::new(body, timer), meter, scope)
+                    tracked.meter = Some(meter);
+                    MonitoredBody::measured(TimeoutBody::new(body, timer), tracked)
                 };
                 Poll::Ready(Ok(Response::from_parts(parts, body)))
             }
             Err(error) => {
                 let outcome = classify_service_error(&error as &dyn Any);
-                context.finish_without_body(&scope, outcome, Some(&error));
+                context.finish_without_body(&tracked.scope, outcome, Some(&error));
                 Poll::Ready(Err(error))
             }
         }
@@ -156,17 +163,15 @@ where
 }
 
 /// The deadline passed before the inner service produced a response: answer 504 ourselves.
-fn deadline_response<B>(
-    context: &mut Option<RequestContext>,
-    scope: &Option<RequestScope>,
-) -> Response<MonitoredBody<B>> {
+fn deadline_response<B>(tracked: &mut Option<Box<Tracked>>) -> Response<MonitoredBody<B>> {
+    let context = tracked.as_deref_mut().and_then(|t| t.context.take());
     let after = context
         .as_ref()
         .and_then(|c| c.monitor.stream_timeout())
         .unwrap_or_default();
     let error = StreamTimeoutError::new(after);
-    if let (Some(context), Some(scope)) = (context.take(), scope) {
-        context.finish_without_body(scope, Outcome::Timeout, Some(&error));
+    if let (Some(context), Some(tracked)) = (context, tracked.as_deref()) {
+        context.finish_without_body(&tracked.scope, Outcome::Timeout, Some(&error));
     }
     let payload = serde_json::json!({"error": {"type": "timeout", "message": error.to_string()}});
     let mut response = Response::new(MonitoredBody::full(Bytes::from(payload.to_string())));

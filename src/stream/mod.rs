@@ -14,6 +14,7 @@ mod meter;
 mod panic_guard;
 mod service;
 mod timer;
+mod tracked;
 
 pub use crate::timeout::{StreamTimeoutError, TimeoutKind};
 pub use body::MonitoredBody;

@@ -22,6 +22,7 @@ pub(crate) use ring::{RateRing, Ring};
 pub(crate) use stats::SlotStats;
 
 use crate::record::StreamRecord;
+use crate::shard::RecentIndices;
 
 /// A population of records and the hits within it, whose rate the windows count over 5 minutes
 /// (a rollback trigger implements it). The windows know the counting, not what is counted.
@@ -53,7 +54,10 @@ impl Pair {
 
 struct Shard {
     overall: Pair,
-    providers: HashMap<Arc<str>, Pair, foldhash::fast::RandomState>,
+    providers: Vec<(Arc<str>, Pair)>,
+    /// Positions in `providers`.
+    index: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
+    recent: RecentIndices,
     triggers: Vec<RateRing>,
 }
 
@@ -87,7 +91,9 @@ impl WindowStore {
             .map(|_| {
                 Mutex::new(Shard {
                     overall: Pair::new(),
-                    providers: HashMap::default(),
+                    providers: Vec::new(),
+                    index: HashMap::default(),
+                    recent: RecentIndices::default(),
                     triggers: triggers
                         .iter()
                         .map(|_| RateRing::new(WindowSpan::FiveMinutes))
@@ -109,14 +115,25 @@ impl WindowStore {
             // Counted in the overall windows only: no provider entry, no trigger.
             return;
         }
-        match shard.providers.get_mut(&record.provider) {
-            Some(pair) => pair.add(now_secs, record),
+        let shard = &mut *shard;
+        let provider = &record.provider;
+        let i = match shard
+            .recent
+            .find(&shard.providers, |(p, _)| Arc::ptr_eq(p, provider))
+        {
+            Some(i) => i,
             None => {
-                let mut pair = Pair::new();
-                pair.add(now_secs, record);
-                shard.providers.insert(record.provider.clone(), pair);
+                let i = *shard.index.entry(provider.clone()).or_insert_with(|| {
+                    shard.providers.push((provider.clone(), Pair::new()));
+                    shard.providers.len() - 1
+                });
+                if Arc::ptr_eq(&shard.providers[i].0, provider) {
+                    shard.recent.remember(i);
+                }
+                i
             }
-        }
+        };
+        shard.providers[i].1.add(now_secs, record);
         for (trigger, rate) in self.triggers.iter().zip(shard.triggers.iter_mut()) {
             if trigger.counts(record) {
                 rate.add(now_secs, trigger.is_hit(record));
