@@ -1,17 +1,23 @@
 //! Whole-stack overhead, side by side in one run: bare axum, tower-http's `TraceLayer`,
-//! axum-prometheus, and tower-stream-monitor (facade on, and off), each serving in its own
-//! process (axum-prometheus installs a global recorder) and driven by `wrk` over loopback.
+//! axum-prometheus, and tower-stream-monitor with both layers as the README installs them
+//! (`monitor.layer()` on the router, `monitor.error_layer()` on the registry). Every variant has
+//! the same `fmt` layer filtered at WARN (an app run with `RUST_LOG=warn`). Each serves in its
+//! own process (axum-prometheus installs a global recorder), driven by `wrk` over loopback.
 //!
 //! ```text
 //! apt-get install -y wrk
-//! cargo run --release --example overhead [-- --seconds 5 --rounds 3 --connections 32 --scenario small|stream]
+//! cargo run --release --example overhead                                   # small requests
+//! cargo run --release --example overhead -- --scenario stream --connections 1000
+//! # options: --seconds 5 --rounds 3 --connections 64
 //! ```
 //!
 //! `small`: `GET /hello`, a 5-byte body. `stream`: `GET /stream`, an SSE body of 20 OpenAI-style
 //! chunks 50 ms apart (1 s per stream), so each connection keeps one stream going. For each
 //! variant it prints requests per second and the server's CPU time per request (from
-//! /proc/PID/stat), as medians over the rounds, and both as ratios to bare axum. Variants run
-//! interleaved round by round, so machine drift hits them alike.
+//! /proc/PID/stat; per stream, divide by 20 for per event), as medians over the rounds, and both
+//! as ratios to bare axum. Variants run interleaved round by round, so machine drift hits them
+//! alike. Loopback CPU figures are noisy (about ±10% on streams); `benches/instructions.rs`
+//! gives the stable in-process counts.
 
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
@@ -24,13 +30,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-const VARIANTS: [&str; 5] = [
-    "bare",
-    "trace",
-    "axum_prometheus",
-    "stream_monitor",
-    "stream_monitor_no_facade",
-];
+const VARIANTS: [&str; 4] = ["bare", "trace", "axum_prometheus", "stream_monitor"];
 
 async fn hello() -> &'static str {
     "hello"
@@ -53,22 +53,38 @@ async fn stream() -> impl IntoResponse {
     )
 }
 
+/// The variant's app, with its subscriber installed.
 fn app(variant: &str) -> Router {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let routes = Router::new()
         .route("/hello", get(hello))
         .route("/stream", get(stream));
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(tracing_subscriber::filter::LevelFilter::WARN);
+    let registry = tracing_subscriber::registry().with(fmt);
     match variant {
-        "bare" => routes,
-        "trace" => routes.layer(tower_http::trace::TraceLayer::new_for_http()),
+        "bare" => {
+            registry.init();
+            routes
+        }
+        "trace" => {
+            registry.init();
+            routes.layer(tower_http::trace::TraceLayer::new_for_http())
+        }
         "axum_prometheus" => {
+            registry.init();
             let (layer, _handle) = axum_prometheus::PrometheusMetricLayer::pair();
             routes.layer(layer)
         }
-        "stream_monitor" | "stream_monitor_no_facade" => {
+        "stream_monitor" => {
             let monitor = tower_stream_monitor::Monitor::builder()
-                .metrics_facade(variant == "stream_monitor")
                 .build()
                 .expect("valid settings");
+            registry.with(monitor.error_layer()).init();
             routes.layer(monitor.layer())
         }
         other => panic!("unknown variant {other}"),
@@ -168,7 +184,7 @@ fn main() {
     }
     let mut seconds = 5;
     let mut rounds = 3;
-    let mut connections = 32;
+    let mut connections = 64;
     let mut scenario = "small".to_owned();
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
@@ -219,9 +235,9 @@ fn main() {
     for (i, variant) in VARIANTS.iter().enumerate() {
         let (rps, cpu) = (median(results[i].0.clone()), median(results[i].1.clone()));
         println!(
-            "{variant:<26}{rps:>12.0}{:>+9.1}%{cpu:>14.2}{:>+9.1}%",
-            (rps / bare_rps - 1.0) * 100.0,
-            (cpu / bare_cpu - 1.0) * 100.0
+            "{variant:<26}{rps:>12.0}{:>9.3}x{cpu:>14.2}{:>9.3}x",
+            rps / bare_rps,
+            cpu / bare_cpu
         );
     }
 }

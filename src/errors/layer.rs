@@ -32,7 +32,7 @@ const MAX_CONTEXT_BYTES: usize = 256;
 /// reaches the layer without a span: see `scope.rs`). Interest is decided once per callsite, and
 /// the layer's level hint is INFO, so a `debug!` costs nothing more than it did without the layer.
 #[derive(Debug, Clone, Copy)]
-pub struct ErrorFilter {
+pub(crate) struct ErrorFilter {
     level: Level,
 }
 
@@ -132,7 +132,7 @@ impl Visit for EventVisitor {
 ///
 /// It holds only what it needs: the store, the clock and its size cap, not the monitor.
 #[derive(Clone)]
-pub struct ErrorLayer {
+pub(crate) struct ErrorLayer {
     store: Arc<ErrorStore>,
     clock: Arc<dyn Clock>,
     window_time: WindowTime,
@@ -269,7 +269,7 @@ where
             level,
             target: cut(meta.target().to_owned(), 256),
             message: visitor.message,
-            fields: Fields(visitor.fields),
+            fields: Fields::new(visitor.fields),
             spans,
             request_id,
             user_id,

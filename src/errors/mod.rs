@@ -41,7 +41,7 @@ pub struct ErrorPage {
     pub total: usize,
 }
 
-pub use layer::{ErrorFilter, ErrorLayer};
+pub(crate) use layer::ErrorLayer;
 pub use redact::{REDACTED, is_secret_field, redact};
 pub use store::{
     ErrorGroup, ErrorLevel, ErrorQuery, ErrorRecord, ErrorSummary, Fields, LevelCounts,

@@ -37,9 +37,28 @@ fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error
 
 /// Event fields in the order they were recorded, serialised as a JSON object.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Fields(pub Vec<(String, String)>);
+pub struct Fields(Vec<(String, String)>);
 
 impl Fields {
+    pub(crate) fn new(fields: Vec<(String, String)>) -> Self {
+        Self(fields)
+    }
+
+    /// Each field's name and value, in the order they were recorded.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// How many fields there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// The value of a field.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use crate::errors::{ErrorFilter, ErrorLayer, ErrorPage, ErrorQuery, ErrorStore, ErrorSummary};
+use crate::errors::{ErrorLayer, ErrorPage, ErrorQuery, ErrorStore, ErrorSummary};
 use crate::facade;
 use crate::health::{HealthReport, HealthTracker};
 use crate::labels::{LabelInterner, LabelSource, SeriesBudget, is_valid_label};
@@ -123,7 +123,7 @@ impl Monitor {
     /// # let _ = subscriber;
     /// # Ok::<(), tower_stream_monitor::ConfigError>(())
     /// ```
-    pub fn error_layer<S>(&self) -> tracing_subscriber::filter::Filtered<ErrorLayer, ErrorFilter, S>
+    pub fn error_layer<S>(&self) -> impl tracing_subscriber::Layer<S> + Send + Sync + 'static
     where
         S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
     {

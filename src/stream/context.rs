@@ -65,6 +65,15 @@ pub(crate) struct RequestScope {
 impl RequestScope {
     /// Runs `f` inside the request: its span entered (if any layer wants it), its context
     /// current for the error layer.
+    /// Records a field on the span, if it exists (building the value set costs even for a
+    /// disabled span).
+    #[inline]
+    pub(crate) fn record(&self, field: &'static str, value: &dyn std::fmt::Display) {
+        if !self.span.is_disabled() {
+            self.span.record(field, tracing::field::display(value));
+        }
+    }
+
     #[inline]
     pub(crate) fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
         // A disabled span is not entered: with tracing's `log` feature on, entering one still
@@ -333,7 +342,7 @@ pub(crate) struct End<'a> {
 pub(crate) fn log_end(scope: &RequestScope, end: &End<'_>) {
     let span = &scope.span;
     let outcome = end.outcome;
-    span.record("outcome", tracing::field::display(outcome));
+    scope.record("outcome", &outcome);
     if outcome.is_error() && !outcome.is_client_caused() {
         // A failure's record names the provider it was recorded under, which the request
         // alone may not have named.

@@ -77,9 +77,7 @@ impl StreamMeter {
         let monitor = &context.monitor;
         let labels = context.resolve_labels(head.extensions.get::<crate::StreamLabels>(), unrouted);
         let (provider, model, label_source) = (labels.provider, labels.model, labels.source);
-        scope
-            .span
-            .record("provider", tracing::field::display(&*provider));
+        scope.record("provider", &provider);
         let provider_in_flight = monitor.provider_started(&provider);
         let max_event_bytes = monitor.config().max_event_bytes;
         let wire = content_type.and_then(WireFormat::from_content_type);
@@ -261,7 +259,7 @@ impl StreamMeter {
                     .map(|(m, _)| m)
             })
             .unwrap_or_else(|| monitor.unknown());
-        scope.span.record("model", tracing::field::display(&*model));
+        scope.record("model", &model);
         let upstream = match (&self.error_body, summary) {
             _ if !outcome.is_error() => None,
             (Some(body), _) => UpstreamError::from_json(body),

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 pub(crate) use clock::WindowTime;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use ring::WindowSpan;
+pub(crate) use ring::WindowSpan;
 pub use stats::{RequestStats, WindowStats};
 
 pub(crate) use ring::{RateRing, Ring};

@@ -5,7 +5,7 @@ use crate::record::StreamRecord;
 
 /// The two windows of `/metrics` (README, Endpoints).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum WindowSpan {
+pub(crate) enum WindowSpan {
     /// The last 5 minutes, in 30 slots of 10 s.
     FiveMinutes,
     /// The last hour, in 60 slots of 1 minute.
