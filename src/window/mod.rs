@@ -3,7 +3,9 @@
 //! finished [`StreamRecord`]s.
 //!
 //! Recording takes one of several shard locks (picked per thread), so cores do not queue on one
-//! lock; reading merges the shards. Memory is fixed by the number of slots and labels, not by
+//! lock; reading merges the shards. A record is added once, to its provider's windows (or, for
+//! a request that matched no route, to the unrouted windows): the overall windows are the merge
+//! of those, made when read. Memory is fixed by the number of slots and labels, not by
 //! traffic.
 
 mod clock;
@@ -53,12 +55,20 @@ impl Pair {
 }
 
 struct Shard {
-    overall: Pair,
+    /// Requests that matched no route: part of the overall windows only.
+    unrouted: Pair,
     providers: Vec<(Arc<str>, Pair)>,
     /// Positions in `providers`.
     index: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
     recent: RecentIndices,
     triggers: Vec<RateRing>,
+}
+
+impl Shard {
+    /// Every pair of windows: together, the overall windows.
+    fn pairs(&self) -> impl Iterator<Item = &Pair> {
+        std::iter::once(&self.unrouted).chain(self.providers.iter().map(|(_, pair)| pair))
+    }
 }
 
 /// Merged windows at one instant.
@@ -90,7 +100,7 @@ impl WindowStore {
         let shards = (0..n)
             .map(|_| {
                 Mutex::new(Shard {
-                    overall: Pair::new(),
+                    unrouted: Pair::new(),
                     providers: Vec::new(),
                     index: HashMap::default(),
                     recent: RecentIndices::default(),
@@ -110,9 +120,9 @@ impl WindowStore {
     pub(crate) fn record(&self, now_secs: u64, record: &StreamRecord) {
         let index = crate::shard::index(self.shards.len());
         let mut shard = lock(&self.shards[index]);
-        shard.overall.add(now_secs, record);
         if record.is_unrouted() {
             // Counted in the overall windows only: no provider entry, no trigger.
+            shard.unrouted.add(now_secs, record);
             return;
         }
         let shard = &mut *shard;
@@ -151,14 +161,11 @@ impl WindowStore {
         };
         for shard in self.shards.iter() {
             let shard = lock(shard);
-            shard
-                .overall
-                .five_minutes
-                .merge_into(now_secs, &mut out.five_minutes);
-            shard
-                .overall
-                .one_hour
-                .merge_into(now_secs, &mut out.one_hour);
+            for pair in shard.pairs() {
+                pair.five_minutes
+                    .merge_into(now_secs, &mut out.five_minutes);
+                pair.one_hour.merge_into(now_secs, &mut out.one_hour);
+            }
             for (provider, pair) in &shard.providers {
                 let entry = out.providers.entry(provider.clone()).or_default();
                 pair.five_minutes.merge_into(now_secs, &mut entry.0);
@@ -175,7 +182,9 @@ impl WindowStore {
         let mut triggers = vec![(0, 0); self.triggers.len()];
         for shard in self.shards.iter() {
             let shard = lock(shard);
-            shard.overall.five_minutes.merge_into(now_secs, &mut five);
+            for pair in shard.pairs() {
+                pair.five_minutes.merge_into(now_secs, &mut five);
+            }
             add_trigger_totals(&shard, now_secs, &mut triggers);
         }
         (five, triggers)
