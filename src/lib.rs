@@ -63,6 +63,7 @@ pub mod endpoints;
 pub mod errors;
 mod facade;
 pub mod health;
+mod in_flight;
 mod labels;
 mod monitor;
 pub mod names;

@@ -129,10 +129,6 @@ struct Shard {
     index: HashMap<LabelKey, usize, RandomState>,
     recent: RecentIndices,
     unlabelled: Option<LabelSetSeries>,
-    /// Requests started minus requests recorded, by route, on this shard. Keyed by the route
-    /// label's address: routes are interned (one `Arc` per value) and a request's start and end
-    /// pass the same one, so no string is hashed on the request path.
-    in_flight: HashMap<usize, (Arc<str>, i64), RandomState>,
 }
 
 /// Routes a record's observations: those of per-label-set metrics to its label set, the
@@ -226,18 +222,6 @@ impl PrometheusExposition {
         names::observe(r, &mut feed);
     }
 
-    /// Moves the route's in-flight count.
-    pub(crate) fn in_flight(&self, route: &Arc<str>, delta: i64) {
-        let mut shard = self.shard();
-        let address = Arc::as_ptr(route).cast::<u8>() as usize;
-        // Routes are capped labels, interned for the monitor's life, so this map stays small.
-        shard
-            .in_flight
-            .entry(address)
-            .or_insert_with(|| (route.clone(), 0))
-            .1 += delta;
-    }
-
     /// Counts a request that matched no route (no labels: such requests never make series).
     pub(crate) fn unrouted(&self) {
         self.unrouted.fetch_add(1, Ordering::Relaxed);
@@ -251,11 +235,10 @@ impl PrometheusExposition {
     }
 
     /// Text exposition format 0.0.4: the shards merged, metrics in table order, label sets
-    /// sorted.
-    pub(crate) fn render(&self) -> String {
+    /// sorted. `in_flight` is the in-flight count by route.
+    pub(crate) fn render(&self, in_flight: &BTreeMap<Arc<str>, i64>) -> String {
         let mut sets: BTreeMap<[Arc<str>; 3], LabelSetSeries> = BTreeMap::new();
         let mut unlabelled = LabelSetSeries::new();
-        let mut in_flight: BTreeMap<Arc<str>, i64> = BTreeMap::new();
         for shard in self.shards.iter() {
             let shard = lock(shard);
             for (key, series) in &shard.sets {
@@ -267,16 +250,13 @@ impl PrometheusExposition {
             if let Some(series) = &shard.unlabelled {
                 merge_into(&mut unlabelled, series);
             }
-            for (route, n) in shard.in_flight.values() {
-                *in_flight.entry(route.clone()).or_default() += n;
-            }
         }
         let mut out = String::new();
         for metric in METRICS {
             let mut lines = String::new();
             match metric.name() {
                 names::IN_FLIGHT => {
-                    for (route, n) in &in_flight {
+                    for (route, n) in in_flight {
                         sample(
                             &mut lines,
                             metric.name(),
@@ -449,7 +429,7 @@ mod tests {
             s.spawn(|| exposition.record(&record(Outcome::ServerError, 300)));
         });
         exposition.record(&record(Outcome::Ok, 3));
-        let text = exposition.render();
+        let text = exposition.render(&BTreeMap::new());
         let labels = r#"gen_ai_provider_name="openai",gen_ai_request_model="gpt-4o-mini",http_route="/v1/chat""#;
         for line in [
             format!(r#"stream_monitor_requests_total{{{labels},outcome="ok"}} 2"#),
@@ -473,17 +453,12 @@ mod tests {
     }
 
     #[test]
-    fn in_flight_sums_starts_and_ends_from_any_thread() {
+    fn in_flight_is_rendered_by_route() {
         let exposition = PrometheusExposition::new();
-        let route: Arc<str> = Arc::from("/v1/chat");
-        std::thread::scope(|s| {
-            s.spawn(|| exposition.in_flight(&route, 1));
-            s.spawn(|| exposition.in_flight(&route, 1));
-        });
-        exposition.in_flight(&route, -1);
+        let in_flight = BTreeMap::from([(Arc::from("/v1/chat"), 1)]);
         assert!(
             exposition
-                .render()
+                .render(&in_flight)
                 .contains("stream_monitor_in_flight{http_route=\"/v1/chat\"} 1\n")
         );
     }

@@ -1,10 +1,8 @@
 //! Settings: [`MonitorBuilder`], the environment, and [`ConfigError`].
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::RwLock;
-use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::HeaderName;
@@ -631,16 +629,13 @@ impl MonitorBuilder {
                 window_time,
                 prometheus: PrometheusExposition::new(),
                 system: SystemSampler::new(),
-                provider_in_flight: RwLock::new(HashMap::default()),
+                in_flight: crate::in_flight::InFlight::new(),
                 config: c,
                 providers: LabelInterner::new(cap, header_cap),
                 models: LabelInterner::new(cap, header_cap),
                 routes: LabelInterner::new(cap, 0),
                 series: SeriesBudget::new(max_label_sets),
-                in_flight: AtomicI64::new(0),
                 unrouted: AtomicU64::new(0),
-                by_outcome: Default::default(),
-                next_request: AtomicU64::new(0),
                 id_base,
                 unknown: Arc::from("unknown"),
                 unmatched: Arc::from(crate::labels::UNMATCHED),

@@ -2,18 +2,16 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
-
-use std::collections::HashMap;
-use std::sync::RwLock;
 
 use crate::errors::{ErrorLayer, ErrorPage, ErrorQuery, ErrorStore, ErrorSummary};
 use crate::facade;
 use crate::health::{HealthReport, HealthTracker};
+use crate::in_flight::{InFlight, InFlightBy};
 use crate::labels::{LabelInterner, LabelSource, SeriesBudget, is_valid_label};
 use crate::prometheus::PrometheusExposition;
-use crate::record::{Outcome, OutcomeMap, StreamRecord};
+use crate::record::{Outcome, StreamRecord};
 use crate::snapshot::{MetricsSnapshot, ProviderWindows};
 use crate::stream::StreamMonitorLayer;
 use crate::system::SystemSampler;
@@ -39,15 +37,12 @@ pub(crate) struct Shared {
     prometheus: PrometheusExposition,
     system: SystemSampler,
     /// Streams in progress per provider (known from the response on).
-    provider_in_flight: RwLock<HashMap<Arc<str>, Arc<AtomicI64>, foldhash::fast::RandomState>>,
+    in_flight: InFlight,
     providers: LabelInterner,
     models: LabelInterner,
     routes: LabelInterner,
     series: SeriesBudget,
-    in_flight: AtomicI64,
     unrouted: AtomicU64,
-    by_outcome: OutcomeMap<AtomicU64>,
-    next_request: AtomicU64,
     id_base: u64,
     unknown: Arc<str>,
     unmatched: Arc<str>,
@@ -166,12 +161,12 @@ impl Monitor {
 
     /// Requests started and not yet recorded.
     pub fn in_flight(&self) -> u64 {
-        self.shared.in_flight.load(Ordering::Relaxed).max(0) as u64
+        self.shared.in_flight.total(InFlightBy::Route).max(0) as u64
     }
 
     /// Requests recorded with `outcome` since the monitor was built.
     pub fn recorded(&self, outcome: Outcome) -> u64 {
-        self.shared.by_outcome[outcome].load(Ordering::Relaxed)
+        self.shared.windows.recorded()[outcome]
     }
 
     /// Label values folded into `other` by the cardinality caps (per label, and the budget of
@@ -194,9 +189,7 @@ impl Monitor {
     }
 
     pub(crate) fn next_request_number(&self) -> u64 {
-        self.shared
-            .id_base
-            .wrapping_add(self.shared.next_request.fetch_add(1, Ordering::Relaxed))
+        self.shared.id_base.wrapping_add(request_number())
     }
 
     pub(crate) fn unknown(&self) -> Arc<str> {
@@ -255,34 +248,24 @@ impl Monitor {
     /// Counts a request in flight. Returns whether the facade's gauge was raised, so that only
     /// then is it lowered (a recorder installed meanwhile must not see it go negative).
     pub(crate) fn request_started(&self, route: &Arc<str>) -> bool {
-        self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
         let facade = self.facade_active();
         if facade {
             facade::in_flight(route, 1.0);
         }
-        self.shared.prometheus.in_flight(route, 1);
+        self.shared.in_flight.add(InFlightBy::Route, route, 1);
         facade
     }
 
-    /// A response arrived from `provider`: it is in flight for that provider until the caller
-    /// decrements the returned counter.
-    pub(crate) fn provider_started(&self, provider: &Arc<str>) -> Arc<AtomicI64> {
-        let counter = self.provider_counter(provider);
-        counter.fetch_add(1, Ordering::Relaxed);
-        counter
+    /// A response arrived from `provider` (an interned label): it is in flight for that
+    /// provider until [`Monitor::provider_finished`] with the same label.
+    pub(crate) fn provider_started(&self, provider: &Arc<str>) {
+        self.shared.in_flight.add(InFlightBy::Provider, provider, 1);
     }
 
-    fn provider_counter(&self, provider: &Arc<str>) -> Arc<AtomicI64> {
-        let map = &self.shared.provider_in_flight;
-        if let Some(c) = map.read().unwrap_or_else(|p| p.into_inner()).get(provider) {
-            return c.clone();
-        }
-        // Providers are capped labels, so this map stays small.
-        map.write()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(provider.clone())
-            .or_default()
-            .clone()
+    pub(crate) fn provider_finished(&self, provider: &Arc<str>) {
+        self.shared
+            .in_flight
+            .add(InFlightBy::Provider, provider, -1);
     }
 
     /// Whether emitting to the `metrics` facade can reach anyone: enabled, and a recorder other
@@ -303,11 +286,12 @@ impl Monitor {
     /// The one hand-over point of a finished request: every started request reaches it once.
     /// `source` says whether a label came from a request header (see `max_label_sets`).
     pub(crate) fn record(&self, record: StreamRecord, facade_in_flight: bool, source: LabelSource) {
-        self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
         if facade_in_flight {
             facade::in_flight(&record.route, -1.0);
         }
-        self.shared.prometheus.in_flight(&record.route, -1);
+        self.shared
+            .in_flight
+            .add(InFlightBy::Route, &record.route, -1);
         self.ingest_from(record, source);
     }
 
@@ -338,7 +322,6 @@ impl Monitor {
         record.finished_at = self.now();
         record.output_tokens = record.output_tokens.min(MAX_TOKENS);
         record.input_tokens = record.input_tokens.map(|n| n.min(MAX_TOKENS));
-        self.shared.by_outcome[record.outcome].fetch_add(1, Ordering::Relaxed);
         let secs = self.window_secs();
         if record.is_unrouted() {
             // Counted apart: no labelled series, no window but its unrouted count, no health.
@@ -420,14 +403,9 @@ impl Monitor {
             &collected.triggers,
         );
         self.observe_health(&health);
-        let provider_in_flight = |p: &Arc<str>| -> u64 {
-            self.shared
-                .provider_in_flight
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(p)
-                .map_or(0, |c| c.load(Ordering::Relaxed).max(0) as u64)
-        };
+        let by_provider = self.shared.in_flight.by_label(InFlightBy::Provider);
+        let provider_in_flight =
+            |p: &Arc<str>| -> u64 { by_provider.get(p).map_or(0, |n| (*n).max(0) as u64) };
         let streaming_by_provider = collected
             .providers
             .iter()
@@ -463,7 +441,8 @@ impl Monitor {
 
     /// The Prometheus text exposition (format 0.0.4) of this monitor's metrics.
     pub fn render_prometheus(&self) -> String {
-        self.shared.prometheus.render()
+        let in_flight = self.shared.in_flight.by_label(InFlightBy::Route);
+        self.shared.prometheus.render(&in_flight)
     }
 }
 
@@ -546,4 +525,34 @@ mod tests {
         assert!(Monitor::builder().route_patterns(["nope"]).build().is_err());
         assert!(Monitor::builder().build().is_ok());
     }
+}
+
+/// Request numbers are handed to threads in blocks of this many, so numbering a request writes
+/// no memory another core writes.
+const REQUEST_NUMBER_BLOCK: u64 = 1024;
+
+static NEXT_NUMBER_BLOCK: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// This thread's next request number and the end of its block.
+    static REQUEST_NUMBERS: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// A number no other request in this process gets.
+fn request_number() -> u64 {
+    REQUEST_NUMBERS.with(|numbers| {
+        let (next, end) = numbers.get();
+        let next = if next < end {
+            next
+        } else {
+            NEXT_NUMBER_BLOCK.fetch_add(REQUEST_NUMBER_BLOCK, Ordering::Relaxed)
+        };
+        let end = if next < end {
+            end
+        } else {
+            next + REQUEST_NUMBER_BLOCK
+        };
+        numbers.set((next + 1, end));
+        next
+    })
 }

@@ -2,7 +2,6 @@
 
 use std::fmt::Display;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
@@ -51,7 +50,6 @@ pub(crate) struct StreamMeter {
     // Boxed: only streaming bodies have one, and it would make every response body larger.
     parser: Option<Box<StreamParser>>,
     max_event_bytes: usize,
-    provider_in_flight: Arc<AtomicI64>,
     first_byte: Option<Instant>,
     first_token: Option<Instant>,
     last_token: Option<Instant>,
@@ -78,7 +76,7 @@ impl StreamMeter {
         let labels = context.resolve_labels(head.extensions.get::<crate::StreamLabels>(), unrouted);
         let (provider, model, label_source) = (labels.provider, labels.model, labels.source);
         scope.record("provider", &provider);
-        let provider_in_flight = monitor.provider_started(&provider);
+        monitor.provider_started(&provider);
         let max_event_bytes = monitor.config().max_event_bytes;
         let wire = content_type.and_then(WireFormat::from_content_type);
         // A compressed body is not the events it carries: measure it, do not parse it.
@@ -100,7 +98,6 @@ impl StreamMeter {
             sniff: content_type.is_none() && !encoded,
             parser,
             max_event_bytes,
-            provider_in_flight,
             first_byte: None,
             first_token: None,
             last_token: None,
@@ -247,8 +244,8 @@ impl StreamMeter {
         let output_tokens = summary.map_or(0, |s| s.output_tokens());
         let (tokens_per_second, time_per_output_token) =
             StreamRecord::derived_rates(output_tokens, duration, ttft);
-        self.provider_in_flight.fetch_sub(1, Ordering::Relaxed);
         let monitor = self.context.monitor.clone();
+        monitor.provider_finished(&self.provider);
         let model = self
             .model
             .or_else(|| {

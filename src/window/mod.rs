@@ -23,7 +23,7 @@ pub use stats::{RequestStats, WindowStats};
 pub(crate) use ring::{RateRing, Ring};
 pub(crate) use stats::SlotStats;
 
-use crate::record::StreamRecord;
+use crate::record::{Outcome, OutcomeMap, StreamRecord};
 use crate::shard::RecentIndices;
 
 /// A population of records and the hits within it, whose rate the windows count over 5 minutes
@@ -57,6 +57,8 @@ impl Pair {
 struct Shard {
     /// Requests that matched no route: part of the overall windows only.
     unrouted: Pair,
+    /// Every record since the store was built, by outcome.
+    recorded: OutcomeMap<u64>,
     providers: Vec<(Arc<str>, Pair)>,
     /// Positions in `providers`.
     index: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
@@ -101,6 +103,7 @@ impl WindowStore {
             .map(|_| {
                 Mutex::new(Shard {
                     unrouted: Pair::new(),
+                    recorded: OutcomeMap::default(),
                     providers: Vec::new(),
                     index: HashMap::default(),
                     recent: RecentIndices::default(),
@@ -120,6 +123,7 @@ impl WindowStore {
     pub(crate) fn record(&self, now_secs: u64, record: &StreamRecord) {
         let index = crate::shard::index(self.shards.len());
         let mut shard = lock(&self.shards[index]);
+        shard.recorded[record.outcome] += 1;
         if record.is_unrouted() {
             // Counted in the overall windows only: no provider entry, no trigger.
             shard.unrouted.add(now_secs, record);
@@ -172,6 +176,18 @@ impl WindowStore {
                 pair.one_hour.merge_into(now_secs, &mut entry.1);
             }
             add_trigger_totals(&shard, now_secs, &mut out.triggers);
+        }
+        out
+    }
+
+    /// Records since the store was built, by outcome, over the shards.
+    pub(crate) fn recorded(&self) -> OutcomeMap<u64> {
+        let mut out = OutcomeMap::<u64>::default();
+        for shard in self.shards.iter() {
+            let shard = lock(shard);
+            for outcome in Outcome::ALL {
+                out[outcome] += shard.recorded[outcome];
+            }
         }
         out
     }
