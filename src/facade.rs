@@ -80,3 +80,16 @@ pub(crate) fn in_flight(route: &Arc<str>, delta: f64) {
 pub(crate) fn label_overflow(label: &'static str) {
     metrics::counter!(names::LABEL_OVERFLOW_TOTAL, names::CAPPED_LABEL => label).increment(1);
 }
+
+/// The health gauges of a report (see [`names::observe_health`]).
+pub(crate) fn health(report: &crate::health::HealthReport) {
+    names::observe_health(report, |metric, values, value| {
+        let labels: Vec<Label> = metric
+            .labels()
+            .iter()
+            .zip(values)
+            .map(|(key, value)| Label::new(*key, value.to_string()))
+            .collect();
+        metrics::gauge!(metric.name(), labels).set(value);
+    });
+}

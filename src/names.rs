@@ -6,6 +6,7 @@
 
 use metrics::Unit;
 
+use crate::health::{HealthReport, HealthStatus};
 use crate::record::{Outcome, StreamRecord};
 
 /// Histogram (seconds): service call to first output token.
@@ -18,6 +19,8 @@ pub const REQUEST_DURATION: &str = "gen_ai_server_request_duration_seconds";
 pub const TOKEN_USAGE: &str = "gen_ai_client_token_usage";
 /// Counter: finished requests; has the `outcome` label.
 pub const REQUESTS_TOTAL: &str = "stream_monitor_requests_total";
+/// Counter: finished streaming requests (the population health judges); has the `outcome` label.
+pub const STREAMING_REQUESTS_TOTAL: &str = "stream_monitor_streaming_requests_total";
 /// Gauge: requests started and not yet recorded; labelled by `http_route` only (the provider
 /// may not be known until the response).
 pub const IN_FLIGHT: &str = "stream_monitor_in_flight";
@@ -33,6 +36,19 @@ pub const UNROUTED_REQUESTS_TOTAL: &str = "stream_monitor_unrouted_requests_tota
 /// `provider` | `model` | `route` | `series` (the budget of label combinations).
 pub const LABEL_OVERFLOW_TOTAL: &str = "stream_monitor_label_overflow_total";
 
+/// Gauge: the `/health` status, one series per status, 1 on the current one.
+pub const HEALTH_STATUS: &str = "stream_monitor_health_status";
+/// Gauge: each health check's status, one series per check and status, 1 on the current one.
+pub const HEALTH_CHECK_STATUS: &str = "stream_monitor_health_check_status";
+/// Gauge: each health check's value in its unit (first token P95 in ms, tokens/s, error %).
+pub const HEALTH_CHECK_VALUE: &str = "stream_monitor_health_check_value";
+/// Gauge: 1 while the rollback trigger is fired, else 0.
+pub const ROLLBACK_TRIGGER_FIRED: &str = "stream_monitor_rollback_trigger_fired";
+/// Gauge: the rollback trigger's rate over 5 minutes, in percent.
+pub const ROLLBACK_TRIGGER_RATE: &str = "stream_monitor_rollback_trigger_rate_percent";
+/// Gauge: the requests in the rollback trigger's population over 5 minutes.
+pub const ROLLBACK_TRIGGER_SAMPLES: &str = "stream_monitor_rollback_trigger_samples";
+
 /// Label: the provider (`openai`, `anthropic`, ...).
 pub const PROVIDER: &str = "gen_ai_provider_name";
 /// Label: the model.
@@ -47,11 +63,22 @@ pub const TOKEN_TYPE: &str = "gen_ai_token_type";
 pub(crate) const SKIP_REASON: &str = "reason";
 /// Label: the capped label (or `series`) on [`LABEL_OVERFLOW_TOTAL`].
 pub(crate) const CAPPED_LABEL: &str = "label";
+/// Label: a health status (`unknown`, `healthy`, `degraded`, `critical`).
+pub const STATUS: &str = "status";
+/// Label: a health check's name.
+pub const CHECK: &str = "check";
+/// Label: a rollback trigger's name.
+pub const TRIGGER: &str = "trigger";
+/// Label on every series when [`MonitorBuilder::service_version`](crate::MonitorBuilder::service_version)
+/// is set: the app's version, so a canary can be told from the stable fleet.
+pub const SERVICE_VERSION: &str = "service_version";
 
-/// Time to first token histogram buckets (seconds), as the OpenTelemetry GenAI conventions advise.
-pub const TTFT_BUCKETS: [f64; 19] = [
-    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-    20.0, 40.0, 80.0,
+/// Time to first token histogram buckets (seconds): the OpenTelemetry GenAI conventions'
+/// advisory list, plus 2 (the default first-token baseline's warning threshold, so fleet rules
+/// can count requests past it exactly) and 20, 40, 80 (long reasoning streams).
+pub const TTFT_BUCKETS: [f64; 20] = [
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.0, 2.5, 5.0, 7.5,
+    10.0, 20.0, 40.0, 80.0,
 ];
 /// Request duration buckets (seconds): 0.01 doubling to 81.92, then 163.84 and 327.68.
 pub const DURATION_BUCKETS: [f64; 16] = [
@@ -224,6 +251,13 @@ pub const METRICS: &[Metric] = &[
     def::SKIPPED_EVENTS_TOTAL,
     def::LABEL_OVERFLOW_TOTAL,
     def::UNROUTED_REQUESTS_TOTAL,
+    def::STREAMING_REQUESTS_TOTAL,
+    def::HEALTH_STATUS,
+    def::HEALTH_CHECK_STATUS,
+    def::HEALTH_CHECK_VALUE,
+    def::ROLLBACK_TRIGGER_FIRED,
+    def::ROLLBACK_TRIGGER_RATE,
+    def::ROLLBACK_TRIGGER_SAMPLES,
 ];
 
 /// The entries of [`METRICS`] by name, for the code that observes them.
@@ -342,6 +376,58 @@ pub(crate) mod def {
         &[],
         "Requests that matched no route (a router 404 or a 405).",
     );
+    pub(crate) const STREAMING_REQUESTS_TOTAL: Metric = counter(
+        11,
+        super::STREAMING_REQUESTS_TOTAL,
+        WITH_OUTCOME,
+        "Finished streaming requests, by outcome.",
+    );
+
+    const fn gauge(
+        index: usize,
+        name: &'static str,
+        labels: &'static [&'static str],
+        help: &'static str,
+    ) -> Metric {
+        Metric::new(index, name, MetricKind::Gauge, None, labels, &[], help)
+    }
+
+    pub(crate) const HEALTH_STATUS: Metric = gauge(
+        12,
+        super::HEALTH_STATUS,
+        &[STATUS],
+        "The /health status: 1 on the current status, 0 on the others.",
+    );
+    pub(crate) const HEALTH_CHECK_STATUS: Metric = gauge(
+        13,
+        super::HEALTH_CHECK_STATUS,
+        &[CHECK, STATUS],
+        "Each health check's status: 1 on the current status, 0 on the others.",
+    );
+    pub(crate) const HEALTH_CHECK_VALUE: Metric = gauge(
+        14,
+        super::HEALTH_CHECK_VALUE,
+        &[CHECK],
+        "Each health check's value over 5 minutes, in its unit (ms, tokens/s, %).",
+    );
+    pub(crate) const ROLLBACK_TRIGGER_FIRED: Metric = gauge(
+        15,
+        super::ROLLBACK_TRIGGER_FIRED,
+        &[TRIGGER],
+        "1 while the rollback trigger is fired, else 0.",
+    );
+    pub(crate) const ROLLBACK_TRIGGER_RATE: Metric = gauge(
+        16,
+        super::ROLLBACK_TRIGGER_RATE,
+        &[TRIGGER],
+        "The rollback trigger's rate over 5 minutes, in percent.",
+    );
+    pub(crate) const ROLLBACK_TRIGGER_SAMPLES: Metric = gauge(
+        17,
+        super::ROLLBACK_TRIGGER_SAMPLES,
+        &[TRIGGER],
+        "Requests in the rollback trigger's population over 5 minutes.",
+    );
 }
 
 // Checked when compiling: each entry's index is its position (the exposition's handle cache
@@ -414,11 +500,16 @@ pub(crate) fn observe(r: &StreamRecord, sink: &mut impl Sink) {
     if let Some(ttfb) = r.time_to_first_byte {
         sink.histogram(&def::TIME_TO_FIRST_BYTE, None, ttfb.as_secs_f64());
     }
-    if let Some(ttft) = r.time_to_first_token {
-        sink.histogram(&def::TIME_TO_FIRST_TOKEN, None, ttft.as_secs_f64());
-    }
-    if let Some(tpot) = r.time_per_output_token {
-        sink.histogram(&def::TIME_PER_OUTPUT_TOKEN, None, tpot.as_secs_f64());
+    // The population health judges: first token and time per token of streams only, as the
+    // windows count them, so fleet rules over these series mirror `/health`.
+    if r.streaming {
+        sink.counter(&def::STREAMING_REQUESTS_TOTAL, outcome, 1);
+        if let Some(ttft) = r.time_to_first_token {
+            sink.histogram(&def::TIME_TO_FIRST_TOKEN, None, ttft.as_secs_f64());
+        }
+        if let Some(tpot) = r.time_per_output_token {
+            sink.histogram(&def::TIME_PER_OUTPUT_TOKEN, None, tpot.as_secs_f64());
+        }
     }
     sink.histogram(&def::RESPONSE_BYTES, None, r.bytes as f64);
     // A stream that reported no usage at all (an error, a provider without counts) would
@@ -441,6 +532,47 @@ pub(crate) fn observe(r: &StreamRecord, sink: &mut impl Sink) {
             &def::SKIPPED_EVENTS_TOTAL,
             Some(MALFORMED),
             r.malformed_events,
+        );
+    }
+}
+
+/// Every gauge a health report gives, the one place that says which: `gauge(metric, labels,
+/// value)` for each series, labels in the metric's order.
+pub(crate) fn observe_health(
+    report: &HealthReport,
+    mut gauge: impl FnMut(&'static Metric, &[&str], f64),
+) {
+    let one_hot =
+        |current: HealthStatus, status: HealthStatus| f64::from(u8::from(current == status));
+    for status in HealthStatus::ALL {
+        gauge(
+            &def::HEALTH_STATUS,
+            &[status.as_str()],
+            one_hot(report.status, status),
+        );
+    }
+    for check in &report.checks {
+        for status in HealthStatus::ALL {
+            gauge(
+                &def::HEALTH_CHECK_STATUS,
+                &[check.name, status.as_str()],
+                one_hot(check.status, status),
+            );
+        }
+        gauge(&def::HEALTH_CHECK_VALUE, &[check.name], check.value);
+    }
+    for trigger in &report.triggers {
+        let name = trigger.name.as_str();
+        gauge(
+            &def::ROLLBACK_TRIGGER_FIRED,
+            &[name],
+            f64::from(u8::from(trigger.fired)),
+        );
+        gauge(&def::ROLLBACK_TRIGGER_RATE, &[name], trigger.value);
+        gauge(
+            &def::ROLLBACK_TRIGGER_SAMPLES,
+            &[name],
+            trigger.samples as f64,
         );
     }
 }
@@ -493,7 +625,12 @@ mod tests {
             r.malformed_events = 1;
             let mut check = Check::default();
             observe(&r, &mut check);
-            assert_eq!(check.0.len(), 10);
+            // First token, time per token and the streaming counter are for streams only.
+            assert_eq!(check.0.len(), 8);
+            r.streaming = true;
+            let mut check = Check::default();
+            observe(&r, &mut check);
+            assert_eq!(check.0.len(), 11);
         }
     }
 

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use foldhash::fast::RandomState;
 
+use crate::health::HealthReport;
 use crate::labels::{LabelKey, LabelView};
 use crate::names::{self, LabelValue, MAX_LABEL_VALUES, METRICS, Metric, Sink};
 use crate::record::StreamRecord;
@@ -235,8 +236,29 @@ impl PrometheusExposition {
     }
 
     /// Text exposition format 0.0.4: the shards merged, metrics in table order, label sets
-    /// sorted. `in_flight` is the in-flight count by route.
-    pub(crate) fn render(&self, in_flight: &BTreeMap<Arc<str>, i64>) -> String {
+    /// sorted. `in_flight` is the in-flight count by route, `health` the current report, and
+    /// `version` the `service_version` every series carries, if set.
+    pub(crate) fn render(
+        &self,
+        in_flight: &BTreeMap<Arc<str>, i64>,
+        health: &HealthReport,
+        version: Option<&str>,
+    ) -> String {
+        let constant = version.map(|v| (names::SERVICE_VERSION, v));
+        let mut gauges: BTreeMap<&'static str, Lines<'_>> = BTreeMap::new();
+        names::observe_health(health, |metric, values, value| {
+            let labels: Vec<(&str, &str)> = metric
+                .labels()
+                .iter()
+                .copied()
+                .zip(values.iter().copied())
+                .collect();
+            let lines = gauges.entry(metric.name()).or_insert_with(|| Lines {
+                text: String::new(),
+                constant,
+            });
+            sample(lines, metric.name(), "", &labels, value);
+        });
         let mut sets: BTreeMap<[Arc<str>; 3], LabelSetSeries> = BTreeMap::new();
         let mut unlabelled = LabelSetSeries::new();
         for shard in self.shards.iter() {
@@ -253,8 +275,16 @@ impl PrometheusExposition {
         }
         let mut out = String::new();
         for metric in METRICS {
-            let mut lines = String::new();
+            let mut lines = Lines {
+                text: String::new(),
+                constant,
+            };
             match metric.name() {
+                name if gauges.contains_key(name) => {
+                    if let Some(health) = gauges.remove(name) {
+                        lines = health;
+                    }
+                }
                 names::IN_FLIGHT => {
                     for (route, n) in in_flight {
                         sample(
@@ -294,12 +324,12 @@ impl PrometheusExposition {
                 }
                 _ => render_slots(&mut lines, metric, &[], &unlabelled),
             }
-            if lines.is_empty() {
+            if lines.text.is_empty() {
                 continue;
             }
             let _ = writeln!(out, "# HELP {} {}", metric.name(), metric.help());
             let _ = writeln!(out, "# TYPE {} {}", metric.name(), metric.kind().as_str());
-            out.push_str(&lines);
+            out.push_str(&lines.text);
             out.push('\n');
         }
         out
@@ -318,7 +348,7 @@ fn merge_into(into: &mut LabelSetSeries, from: &LabelSetSeries) {
 
 /// The series of `metric` in one label set, `base` being its provider, model and route values
 /// (or nothing).
-fn render_slots(out: &mut String, metric: &Metric, base: &[&str], series: &LabelSetSeries) {
+fn render_slots(out: &mut Lines<'_>, metric: &Metric, base: &[&str], series: &LabelSetSeries) {
     let start = metric.index * MAX_LABEL_VALUES;
     let bounds: Vec<String> = metric
         .buckets()
@@ -360,26 +390,34 @@ fn render_slots(out: &mut String, metric: &Metric, base: &[&str], series: &Label
     }
 }
 
+/// Sample lines being written, and the label every series carries (`service_version`), if any.
+struct Lines<'a> {
+    text: String,
+    constant: Option<(&'static str, &'a str)>,
+}
+
 /// One sample line: `name{label="value",...} value`.
-fn sample(out: &mut String, name: &str, suffix: &str, labels: &[(&str, &str)], value: f64) {
-    out.push_str(name);
-    out.push_str(suffix);
-    if !labels.is_empty() {
-        out.push('{');
-        for (i, (name, value)) in labels.iter().enumerate() {
+fn sample(out: &mut Lines<'_>, name: &str, suffix: &str, labels: &[(&str, &str)], value: f64) {
+    let text = &mut out.text;
+    text.push_str(name);
+    text.push_str(suffix);
+    let mut labels = labels.iter().copied().chain(out.constant).peekable();
+    if labels.peek().is_some() {
+        text.push('{');
+        for (i, (name, value)) in labels.enumerate() {
             if i > 0 {
-                out.push(',');
+                text.push(',');
             }
-            out.push_str(name);
-            out.push_str("=\"");
-            escape_label_value(out, value);
-            out.push('"');
+            text.push_str(name);
+            text.push_str("=\"");
+            escape_label_value(text, value);
+            text.push('"');
         }
-        out.push('}');
+        text.push('}');
     }
-    out.push(' ');
-    out.push_str(&format_value(value));
-    out.push('\n');
+    text.push(' ');
+    text.push_str(&format_value(value));
+    text.push('\n');
 }
 
 /// Backslash, double quote and line feed escaped, as the text format requires.
@@ -413,8 +451,18 @@ mod tests {
     use super::*;
     use crate::record::Outcome;
 
+    fn no_health() -> HealthReport {
+        HealthReport {
+            status: crate::health::HealthStatus::Unknown,
+            checks: Vec::new(),
+            triggers: Vec::new(),
+            rollback: false,
+        }
+    }
+
     fn record(outcome: Outcome, ttft_ms: u64) -> StreamRecord {
         let mut r = StreamRecord::new("openai", "gpt-4o-mini", "/v1/chat", outcome);
+        r.streaming = true;
         r.time_to_first_token = Some(Duration::from_millis(ttft_ms));
         r.output_tokens = 10;
         r.malformed_events = 2;
@@ -429,7 +477,7 @@ mod tests {
             s.spawn(|| exposition.record(&record(Outcome::ServerError, 300)));
         });
         exposition.record(&record(Outcome::Ok, 3));
-        let text = exposition.render(&BTreeMap::new());
+        let text = exposition.render(&BTreeMap::new(), &no_health(), None);
         let labels = r#"gen_ai_provider_name="openai",gen_ai_request_model="gpt-4o-mini",http_route="/v1/chat""#;
         for line in [
             format!(r#"stream_monitor_requests_total{{{labels},outcome="ok"}} 2"#),
@@ -458,16 +506,21 @@ mod tests {
         let in_flight = BTreeMap::from([(Arc::from("/v1/chat"), 1)]);
         assert!(
             exposition
-                .render(&in_flight)
-                .contains("stream_monitor_in_flight{http_route=\"/v1/chat\"} 1\n")
+                .render(&in_flight, &no_health(), Some("v2"))
+                .contains(
+                    "stream_monitor_in_flight{http_route=\"/v1/chat\",service_version=\"v2\"} 1\n"
+                )
         );
     }
 
     #[test]
     fn label_values_are_escaped() {
-        let mut out = String::new();
+        let mut out = Lines {
+            text: String::new(),
+            constant: None,
+        };
         sample(&mut out, "m", "", &[("l", "a\"b\\c\nd")], 1.0);
-        assert_eq!(out, "m{l=\"a\\\"b\\\\c\\nd\"} 1\n");
+        assert_eq!(out.text, "m{l=\"a\\\"b\\\\c\\nd\"} 1\n");
         assert_eq!(format_value(f64::INFINITY), "+Inf");
         assert_eq!(format_value(0.25), "0.25");
     }

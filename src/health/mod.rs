@@ -30,6 +30,14 @@ pub enum HealthStatus {
 }
 
 impl HealthStatus {
+    /// Every status, from best known to worst.
+    pub const ALL: [HealthStatus; 4] = [
+        HealthStatus::Unknown,
+        HealthStatus::Healthy,
+        HealthStatus::Degraded,
+        HealthStatus::Critical,
+    ];
+
     /// `unknown`, `healthy`, `degraded` or `critical`.
     pub fn as_str(self) -> &'static str {
         match self {

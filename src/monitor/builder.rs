@@ -121,6 +121,7 @@ pub(crate) struct Config {
     pub(crate) prefix: String,
     pub(crate) stream_timeout: Option<Duration>,
     pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) service_version: Option<String>,
     pub(crate) provider_header: Option<HeaderName>,
     pub(crate) model_header: Option<HeaderName>,
     pub(crate) user_id_header: Option<HeaderName>,
@@ -178,6 +179,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             prefix: DEFAULT_PREFIX.to_owned(),
+            service_version: None,
             stream_timeout: None,
             idle_timeout: None,
             provider_header: Some(HeaderName::from_static("x-llm-provider")),
@@ -237,6 +239,15 @@ impl MonitorBuilder {
     /// and not end with one.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.config.prefix = prefix.into();
+        self
+    }
+
+    /// The app's version, as the label `service_version` on every series of the Prometheus
+    /// exposition, so fleet rules can compare a canary with the stable version. Default: none
+    /// (no such label); [`Monitor::from_env`] reads `MONITOR_SERVICE_VERSION`. A label value:
+    /// 1 to 64 bytes of printable ASCII.
+    pub fn service_version(mut self, version: impl Into<String>) -> Self {
+        self.config.service_version = Some(version.into());
         self
     }
 
@@ -537,6 +548,16 @@ impl MonitorBuilder {
                 .map_err(|_| invalid("MONITOR_TOKEN", "<redacted>", "visible ASCII"))?;
             self.config.endpoint_token = Some(v);
         }
+        if let Some(v) = lookup("MONITOR_SERVICE_VERSION") {
+            if !crate::labels::is_valid_label(&v) {
+                return Err(invalid(
+                    "MONITOR_SERVICE_VERSION",
+                    &v,
+                    "1 to 64 bytes of printable ASCII",
+                ));
+            }
+            self.config.service_version = Some(v);
+        }
         if let Some(v) = lookup("MONITOR_MIN_SAMPLES") {
             let n: u64 = v
                 .trim()
@@ -594,6 +615,15 @@ impl MonitorBuilder {
         }
         if c.max_error_groups == 0 || c.max_error_groups > 100_000 {
             return Err(bad("max_error_groups", "must be from 1 to 100000"));
+        }
+        if c.service_version
+            .as_deref()
+            .is_some_and(|v| !crate::labels::is_valid_label(v))
+        {
+            return Err(bad(
+                "service_version",
+                "must be 1 to 64 bytes of printable ASCII",
+            ));
         }
         if c.max_error_field_bytes < 16 {
             return Err(bad("max_error_field_bytes", "must be at least 16"));

@@ -382,6 +382,9 @@ impl Monitor {
     }
 
     fn observe_health(&self, report: &HealthReport) {
+        if self.facade_active() {
+            facade::health(report);
+        }
         if let Some(alert) = self.shared.health.observe(report) {
             if let Some(cb) = &self.shared.config.on_alert {
                 cb.on_alert(&alert);
@@ -442,7 +445,9 @@ impl Monitor {
     /// The Prometheus text exposition (format 0.0.4) of this monitor's metrics.
     pub fn render_prometheus(&self) -> String {
         let in_flight = self.shared.in_flight.by_label(InFlightBy::Route);
-        self.shared.prometheus.render(&in_flight)
+        let health = self.health();
+        let version = self.shared.config.service_version.as_deref();
+        self.shared.prometheus.render(&in_flight, &health, version)
     }
 }
 
