@@ -20,15 +20,19 @@
 //! assert_eq!(summary.token_source(), TokenSource::Counted);
 //! ```
 
+#[cfg(test)]
+mod agreement;
 mod ndjson;
 mod provider;
 mod sse;
+mod template;
 
 use std::fmt;
 
 use ndjson::NdjsonDecoder;
 use serde_json::value::RawValue;
-use sse::SseDecoder;
+use sse::{EventSink, SseDecoder};
+use template::Templates;
 
 /// Default cap on the bytes buffered for one event (1 MiB); larger events are skipped and counted.
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
@@ -353,6 +357,33 @@ impl StreamSummary {
         UpstreamError::from_json(self.error_data.as_deref()?)
     }
 
+    /// A copy to try an event out on (see [`template`]): without the error data, which is
+    /// never read while events are interpreted, and without reported usage, so that any usage
+    /// the event assigns shows as a change.
+    fn probe(&self) -> Self {
+        Self {
+            reported_output: None,
+            reported_input: None,
+            error_data: None,
+            ..*self
+        }
+    }
+
+    /// Whether two summaries hold the same figures.
+    fn same_as(&self, other: &Self) -> bool {
+        self.format == other.format
+            && self.content_events == other.content_events
+            && self.reported_output == other.reported_output
+            && self.reported_input == other.reported_input
+            && self.model() == other.model()
+            && self.error == other.error
+            && self.error_data.is_some() == other.error_data.is_some()
+            && self.events == other.events
+            && self.malformed_events == other.malformed_events
+            && self.oversized_events == other.oversized_events
+            && self.done == other.done
+    }
+
     fn set_model(&mut self, raw: Option<&RawValue>) {
         if self.model.is_none() {
             if let Some(raw) = raw {
@@ -382,6 +413,7 @@ enum Decoder {
 pub struct StreamParser {
     decoder: Decoder,
     summary: StreamSummary,
+    templates: Templates,
 }
 
 impl StreamParser {
@@ -399,25 +431,26 @@ impl StreamParser {
         Self {
             decoder,
             summary: StreamSummary::default(),
+            templates: Templates::new(),
         }
     }
 
     /// Feeds the next bytes of the body. Returns how many content events they completed.
     pub fn feed(&mut self, chunk: &[u8]) -> u64 {
         let before = self.summary.content_events;
-        let summary = &mut self.summary;
-        let mut on_event = |event_type: &[u8], data: &[u8]| {
-            if provider::apply(summary, event_type, data) {
-                summary.content_events += 1;
-            }
+        let mut sink = Sink {
+            summary: &mut self.summary,
+            templates: &mut self.templates,
         };
         match &mut self.decoder {
             Decoder::Sse(d) => {
-                d.feed(chunk, &mut on_event);
+                d.feed(chunk, &mut sink);
                 self.summary.oversized_events = d.oversized_events();
             }
             Decoder::Ndjson(d) => {
-                d.feed(chunk, &mut on_event);
+                d.feed(chunk, &mut |event_type: &[u8], data: &[u8]| {
+                    sink.event(event_type, data)
+                });
                 self.summary.oversized_events = d.oversized_events();
             }
         }
@@ -429,12 +462,11 @@ impl StreamParser {
     pub fn finish(&mut self) -> u64 {
         let before = self.summary.content_events;
         if let Decoder::Ndjson(d) = &mut self.decoder {
-            let summary = &mut self.summary;
-            d.finish(&mut |event_type: &[u8], data: &[u8]| {
-                if provider::apply(summary, event_type, data) {
-                    summary.content_events += 1;
-                }
-            });
+            let mut sink = Sink {
+                summary: &mut self.summary,
+                templates: &mut self.templates,
+            };
+            d.finish(&mut |event_type: &[u8], data: &[u8]| sink.event(event_type, data));
             self.summary.oversized_events = d.oversized_events();
         }
         self.summary.content_events - before
@@ -460,6 +492,45 @@ impl StreamParser {
     /// What has been learnt so far.
     pub fn summary(&self) -> &StreamSummary {
         &self.summary
+    }
+}
+
+#[cfg(test)]
+impl StreamParser {
+    /// A parser that never learns a template: every event is read by serde_json.
+    pub(crate) fn without_templates(wire: WireFormat, max_event_bytes: usize) -> Self {
+        let mut parser = Self::with_max_event_bytes(wire, max_event_bytes);
+        parser.templates.disable();
+        parser
+    }
+
+    /// Events answered by a template so far.
+    pub(crate) fn template_hits(&self) -> u64 {
+        self.templates.hits()
+    }
+}
+
+/// Where decoded events go: the provider reading, with the templates' shortcut.
+struct Sink<'a> {
+    summary: &'a mut StreamSummary,
+    templates: &'a mut Templates,
+}
+
+impl EventSink for Sink<'_> {
+    fn event(&mut self, event_type: &[u8], data: &[u8]) {
+        if provider::apply(self.summary, self.templates, event_type, data) {
+            self.summary.content_events += 1;
+        }
+    }
+
+    fn recognise(&mut self, event_type: &[u8], rest: &[u8]) -> Option<usize> {
+        provider::recognise(self.summary, self.templates, event_type, rest)
+    }
+
+    fn accept(&mut self) {
+        if provider::accept(self.summary, self.templates) {
+            self.summary.content_events += 1;
+        }
     }
 }
 

@@ -3,7 +3,9 @@
 //! One borrowed, allocation-free view ([`Payload`]) covers the event shapes of OpenAI chat
 //! completions, OpenAI Responses, Anthropic Messages, Gemini and Ollama: serde skips every field
 //! not named here, nested values we only test for emptiness stay as borrowed `RawValue`s, and
-//! arrays are walked by visitors that keep one bool instead of building a `Vec`.
+//! arrays are walked by visitors that keep one bool instead of building a `Vec`. Most events of
+//! a stream never get here: a template learnt from an earlier one answers for them
+//! (`template.rs`).
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -11,6 +13,7 @@ use std::marker::PhantomData;
 use serde::de::{Deserialize, Deserializer, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
+use super::template::Templates;
 use super::{ProviderFormat, StreamErrorKind, StreamSummary};
 
 type Raw<'a> = Option<&'a RawValue>;
@@ -343,7 +346,12 @@ fn uninformative_event(event_type: &[u8]) -> Option<ProviderFormat> {
 }
 
 /// Interprets one event. Returns whether it carried output content.
-pub(super) fn apply(summary: &mut StreamSummary, event_type: &[u8], data: &[u8]) -> bool {
+pub(super) fn apply(
+    summary: &mut StreamSummary,
+    templates: &mut Templates,
+    event_type: &[u8],
+    data: &[u8],
+) -> bool {
     summary.events += 1;
     if let Some(format) = uninformative_event(event_type) {
         summary.detect(format);
@@ -360,11 +368,64 @@ pub(super) fn apply(summary: &mut StreamSummary, event_type: &[u8], data: &[u8])
         }
         return false;
     }
-    // Once a stream is known to be OpenAI chat, the lighter view serves; the first few chunks
-    // still go through the full one to pick up the model.
-    if summary.format == ProviderFormat::OpenAiChat
-        && (summary.model.is_some() || summary.events > 4)
-    {
+    let chat = chat_view(summary, summary.events);
+    if let Some(content) = templates.read(event_type, data, chat, summary.events) {
+        return content;
+    }
+    let recorded = |s: &StreamSummary| {
+        (
+            s.reported_output,
+            s.reported_input,
+            s.error.is_some(),
+            s.malformed_events,
+        )
+    };
+    let before = recorded(summary);
+    let content = interpret(summary, event_type, data, chat);
+    // An event that recorded usage or an error cannot stand for others: not worth trying out.
+    if content && recorded(summary) == before {
+        templates.learn(summary, event_type, data, chat);
+    }
+    content
+}
+
+/// Whether the event numbered `event` is read by the OpenAI chat view. Once a stream is known
+/// to be OpenAI chat, the lighter view serves; the first few chunks still go through the full
+/// one to pick up the model. Which view reads an event is part of what a template stands for:
+/// the choice, once made, holds for the rest of the stream.
+fn chat_view(summary: &StreamSummary, event: u64) -> bool {
+    summary.format == ProviderFormat::OpenAiChat && (summary.model.is_some() || event > 4)
+}
+
+/// The length of the event data at the start of `rest` that a template recognises, for the
+/// next event, of type `event_type`; [`accept`] records it as [`apply`] would.
+pub(super) fn recognise(
+    summary: &StreamSummary,
+    templates: &mut Templates,
+    event_type: &[u8],
+    rest: &[u8],
+) -> Option<usize> {
+    // Templates are only learnt from events that get past `apply`'s checks before the JSON is
+    // read (an informative event type, data starting with `{`), and what one matches starts
+    // with `{` and ends with `}`: such an event passes them too, untouched by the trim.
+    templates.recognise(event_type, rest, chat_view(summary, summary.events + 1))
+}
+
+/// Records the event [`recognise`] last recognised. Returns whether it carried content.
+pub(super) fn accept(summary: &mut StreamSummary, templates: &mut Templates) -> bool {
+    summary.events += 1;
+    templates.accept(summary.events)
+}
+
+/// Reads an event's JSON (`data` starts with `{`) with serde_json, by the OpenAI chat view when
+/// `chat`, else by the full one, and records what it says. Returns whether it carried content.
+pub(super) fn interpret(
+    summary: &mut StreamSummary,
+    event_type: &[u8],
+    data: &[u8],
+    chat: bool,
+) -> bool {
+    if chat {
         return apply_chat_chunk(summary, data);
     }
     let Ok(p) = serde_json::from_slice::<Payload<'_>>(data) else {

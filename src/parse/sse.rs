@@ -4,6 +4,11 @@
 //! the `\r` and `\n` of a CRLF. The decoder is a byte-level state machine, so every decision it
 //! makes depends only on the byte sequence, never on where the frames were cut: that is what makes
 //! it chunk-split invariant. Event data is copied into one reused buffer, capped in size.
+//!
+//! One shortcut: when a frame holds a whole event made of one `data:` line (what providers send),
+//! the sink may recognise the data straight from the frame ([`EventSink::recognise`]); the
+//! decoder only checks that the line and the event end where the sink says, and skips the line
+//! scan and the copy. The outcome is the one the state machine would reach on the same bytes.
 
 use memchr::{memchr2, memchr3};
 
@@ -32,6 +37,30 @@ enum Field {
     Data,
     Event,
     Other,
+}
+
+/// Receives the decoded events.
+pub(crate) trait EventSink {
+    /// One dispatched event: its type (`message` when none was given) and its data (lines
+    /// joined by `\n`).
+    fn event(&mut self, event_type: &[u8], data: &[u8]);
+
+    /// At the start of an event's first `data:` line, `rest` being the line's value and what
+    /// follows it in the frame: the length of the event data the sink recognises at its start,
+    /// with no line break in it. Nothing is recorded until [`accept`](Self::accept).
+    fn recognise(&mut self, _event_type: &[u8], _rest: &[u8]) -> Option<usize> {
+        None
+    }
+
+    /// The recognised data was the event's whole data: record it as [`event`](Self::event)
+    /// would have.
+    fn accept(&mut self) {}
+}
+
+impl<F: FnMut(&[u8], &[u8])> EventSink for F {
+    fn event(&mut self, event_type: &[u8], data: &[u8]) {
+        self(event_type, data)
+    }
 }
 
 /// Incremental SSE decoder. Feed it chunks; it calls back once per dispatched event with the
@@ -88,8 +117,8 @@ impl SseDecoder {
         self.state == State::LineStart && !self.has_data
     }
 
-    /// Decodes `buf`, calling `on_event(event_type, data)` for each complete event.
-    pub(crate) fn feed(&mut self, mut buf: &[u8], on_event: &mut impl FnMut(&[u8], &[u8])) {
+    /// Decodes `buf`, calling `on_event` for each complete event.
+    pub(crate) fn feed(&mut self, mut buf: &[u8], on_event: &mut impl EventSink) {
         if self.bom_matched < 3 {
             buf = self.strip_bom(buf);
         }
@@ -110,6 +139,14 @@ impl SseDecoder {
                         self.state = State::Skip;
                         buf = &buf[1..];
                     }
+                    b'd' if !self.has_data => match self.whole_event(buf, on_event) {
+                        Some(rest) => buf = rest,
+                        None => {
+                            self.state = State::Name;
+                            self.name_len = 0;
+                            self.name_overflow = false;
+                        }
+                    },
                     _ => {
                         self.state = State::Name;
                         self.name_len = 0;
@@ -154,6 +191,57 @@ impl SseDecoder {
                     None => buf = &[],
                 },
             }
+        }
+    }
+
+    /// At the start of an event, a `data:` line whose value the sink recognises up to a line
+    /// break that a blank line follows: the event is accepted without copying it. Returns the
+    /// bytes after it, or `None` to decode `buf` the ordinary way.
+    fn whole_event<'b>(&mut self, buf: &'b [u8], sink: &mut impl EventSink) -> Option<&'b [u8]> {
+        let value = buf.strip_prefix(b"data:")?;
+        let value = value.strip_prefix(b" ").unwrap_or(value);
+        let len = sink.recognise(self.event_type(), value)?;
+        if len == 0 || len > self.max_event_bytes {
+            // Empty data is not dispatched and oversized data is counted: the state machine's.
+            return None;
+        }
+        let after = value.get(len..)?;
+        if let Some(rest) = after.strip_prefix(b"\n\n") {
+            // The usual ending, tested first.
+            sink.accept();
+            self.event_type_len = 0;
+            self.event_type_overflow = false;
+            return Some(rest);
+        }
+        // The data line's terminator (a CR at the end of `buf` may be half of a CRLF).
+        let rest = match after {
+            [b'\r', b'\n', rest @ ..] => rest,
+            [b'\r', rest @ ..] if !rest.is_empty() => rest,
+            [b'\n', rest @ ..] => rest,
+            _ => return None,
+        };
+        // The blank line that ends the event.
+        let rest = match rest {
+            [b'\r', b'\n', rest @ ..] => rest,
+            [b'\r'] => {
+                self.pending_cr = true;
+                &[]
+            }
+            [b'\r' | b'\n', rest @ ..] => rest,
+            _ => return None,
+        };
+        sink.accept();
+        self.event_type_len = 0;
+        self.event_type_overflow = false;
+        Some(rest)
+    }
+
+    /// The type of the event being decoded, as it is dispatched.
+    fn event_type(&self) -> &[u8] {
+        match (self.event_type_overflow, self.event_type_len) {
+            (true, _) => b"",
+            (false, 0) => b"message",
+            (false, n) => &self.event_type[..n],
         }
     }
 
@@ -255,16 +343,11 @@ impl SseDecoder {
         self.data.extend_from_slice(part);
     }
 
-    fn dispatch(&mut self, on_event: &mut impl FnMut(&[u8], &[u8])) {
+    fn dispatch(&mut self, on_event: &mut impl EventSink) {
         if self.oversized {
             self.oversized_events += 1;
         } else if self.has_data && !self.data.is_empty() {
-            let event_type: &[u8] = match (self.event_type_overflow, self.event_type_len) {
-                (true, _) => b"",
-                (false, 0) => b"message",
-                (false, n) => &self.event_type[..n],
-            };
-            on_event(event_type, &self.data);
+            on_event.event(self.event_type(), &self.data);
         }
         self.data.clear();
         if self.data.capacity() > RETAINED_CAPACITY {
@@ -285,7 +368,7 @@ mod tests {
         let mut d = SseDecoder::new(64);
         let mut out = Vec::new();
         for c in chunks {
-            d.feed(c, &mut |t, data| {
+            d.feed(c, &mut |t: &[u8], data: &[u8]| {
                 out.push((
                     String::from_utf8_lossy(t).into_owned(),
                     String::from_utf8_lossy(data).into_owned(),
@@ -361,6 +444,77 @@ mod tests {
         let long_type = format!("event: {}\ndata: d\n\n", "t".repeat(100));
         let (events, _) = decode(&[long_type.as_bytes()]);
         assert_eq!(events, vec![ev("", "d")]);
+    }
+
+    /// A sink that recognises every data line up to its line break, as a template would.
+    #[derive(Default)]
+    struct Recognising {
+        events: Vec<(String, String)>,
+        recognised: Option<(String, String)>,
+    }
+
+    impl EventSink for Recognising {
+        fn event(&mut self, event_type: &[u8], data: &[u8]) {
+            self.events.push((
+                String::from_utf8_lossy(event_type).into_owned(),
+                String::from_utf8_lossy(data).into_owned(),
+            ));
+        }
+
+        fn recognise(&mut self, event_type: &[u8], rest: &[u8]) -> Option<usize> {
+            let len = rest.iter().position(|&b| b == b'\n' || b == b'\r')?;
+            self.recognised = Some((
+                String::from_utf8_lossy(event_type).into_owned(),
+                String::from_utf8_lossy(&rest[..len]).into_owned(),
+            ));
+            Some(len)
+        }
+
+        fn accept(&mut self) {
+            let event = self.recognised.take().expect("recognised before accepted");
+            self.events.push(event);
+        }
+    }
+
+    #[test]
+    fn recognised_events_are_the_events_the_state_machine_gives() {
+        let texts: [&[u8]; 12] = [
+            b"data: a\n\ndata: b\n\n",
+            b"data:a\r\n\r\ndata:  b\r\n\r\n",
+            b"data: a\r\rdata: b\r\r\n",
+            b"data: a\n\r\ndata: b\r\n\n",
+            b"event: x\ndata: a\n\ndata: b\n\n",
+            b"data: a\ndata: b\n\n",
+            b"data: a\n: comment\n\n",
+            b"data: \n\ndata:\n\n",
+            b"data: 0123456789012345678901234567890123456789012345678901234567890123456789\n\n",
+            b"data: a\r",
+            b"data: a\n",
+            b"datum: a\n\ndata\n\n",
+        ];
+        for text in texts {
+            for cut in 0..=text.len() {
+                let mut plain = Vec::new();
+                let mut d = SseDecoder::new(64);
+                for part in [&text[..cut], &text[cut..], b"\n\n"] {
+                    d.feed(part, &mut |t: &[u8], data: &[u8]| {
+                        plain.push((
+                            String::from_utf8_lossy(t).into_owned(),
+                            String::from_utf8_lossy(data).into_owned(),
+                        ))
+                    });
+                }
+                let mut sink = Recognising::default();
+                let mut r = SseDecoder::new(64);
+                for part in [&text[..cut], &text[cut..], b"\n\n"] {
+                    r.feed(part, &mut sink);
+                }
+                let what = String::from_utf8_lossy(text);
+                assert_eq!(sink.events, plain, "{what:?} cut at {cut}");
+                assert_eq!(r.oversized_events(), d.oversized_events(), "{what:?}");
+                assert_eq!(r.at_event_boundary(), d.at_event_boundary(), "{what:?}");
+            }
+        }
     }
 
     #[test]
