@@ -1,0 +1,571 @@
+//! The fleet view on a real Prometheus: three demo replicas (in process, each its own monitor, on
+//! its own port), a `prometheus` server scraping them every second with the shipped rules from
+//! `deploy/prometheus/`, and known load. Then Prometheus's HTTP API is asked what an operator
+//! would ask, and its answers are compared with what the replicas and the client saw.
+//!
+//! Needs Debian's `prometheus` (installed by `.ci/install`). No assertion here is about time:
+//! the test waits for scrapes that happened after the load ended, then compares counts and
+//! quantiles with the client's own measurement of the same requests.
+
+mod common;
+
+#[allow(dead_code)]
+#[path = "../examples/demo/main.rs"]
+mod demo;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tower_stream_monitor::{Monitor, Outcome};
+
+const PREFIX: &str = "/api/v1/monitoring";
+
+/// A `prometheus` server scraping `targets` every second, with the shipped rules evaluated every
+/// second (their `for:` durations cut to 0 s so alerts fire within the test), killed on drop.
+struct Prometheus {
+    child: Child,
+    url: String,
+    dir: PathBuf,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn shipped_rules() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/rules.yml")
+}
+
+/// The shipped rules with every `for:` set to 0s (the test cannot wait minutes).
+fn fast_rules() -> String {
+    let rules = std::fs::read_to_string(shipped_rules()).expect("deploy/prometheus/rules.yml");
+    rules
+        .lines()
+        .map(|line| match line.trim_start().strip_prefix("for:") {
+            Some(_) => format!("{}for: 0s", &line[..line.len() - line.trim_start().len()]),
+            None => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl Prometheus {
+    async fn start(targets: &[SocketAddr]) -> Self {
+        let which = Command::new("prometheus").arg("--version").output();
+        assert!(
+            which.is_ok_and(|o| o.status.success()),
+            "the `prometheus` server is missing: run `bash .ci/install`"
+        );
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!("stream-monitor-fleet-{nanos}"));
+        std::fs::create_dir_all(&dir).expect("a temp dir");
+        std::fs::write(dir.join("rules.yml"), fast_rules()).expect("write rules");
+        let targets: Vec<String> = targets.iter().map(|a| format!("'{a}'")).collect();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             rule_files: ['{rules}']\n\
+             scrape_configs:\n  - job_name: demo\n    metrics_path: {PREFIX}/metrics/prometheus\n    \
+             static_configs:\n      - targets: [{targets}]\n",
+            rules = dir.join("rules.yml").display(),
+            targets = targets.join(", "),
+        );
+        std::fs::write(dir.join("prometheus.yml"), config).expect("write config");
+        let port = free_port();
+        let child = Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus");
+        let prometheus = Prometheus {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            dir,
+        };
+        let ready = format!("{}/-/ready", prometheus.url);
+        for _ in 0..600 {
+            if let Ok(r) = reqwest::get(&ready).await {
+                if r.status().is_success() {
+                    return prometheus;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("prometheus did not become ready");
+    }
+
+    /// An instant query's result vector.
+    async fn query(&self, promql: &str) -> Vec<Value> {
+        let encoded: String = form_urlencoded::byte_serialize(promql.as_bytes()).collect();
+        let body: Value = reqwest::Client::new()
+            .get(format!("{}/api/v1/query?query={encoded}", self.url))
+            .send()
+            .await
+            .expect("query prometheus")
+            .json()
+            .await
+            .expect("a JSON answer");
+        assert_eq!(body["status"], "success", "{promql}: {body}");
+        body["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The single value of an instant query.
+    async fn value(&self, promql: &str) -> f64 {
+        let result = self.query(promql).await;
+        assert_eq!(result.len(), 1, "{promql}: {result:?}");
+        result[0]["value"][1]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{promql}: {result:?}"))
+    }
+
+    /// Waits until every target has been scraped after `since` (a Unix time in seconds), so
+    /// instant queries see everything that happened before it.
+    async fn scraped_after(&self, since: f64, targets: usize) {
+        for _ in 0..600 {
+            let fresh = self
+                .query("timestamp(up == 1)")
+                .await
+                .iter()
+                .filter(|s| {
+                    s["value"][1]
+                        .as_str()
+                        .and_then(|v| v.parse::<f64>().ok())
+                        .is_some_and(|t| t > since)
+                })
+                .count();
+            if fresh == targets {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("prometheus did not scrape every target after the load");
+    }
+
+    /// Waits until `alert` is firing (the rules run every second); fails after a minute.
+    async fn wait_firing(&self, alert: &str) {
+        for _ in 0..300 {
+            if self.firing().await.iter().any(|a| a == alert) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("{alert} did not fire; firing: {:?}", self.firing().await);
+    }
+
+    /// The alerts in state `firing`, by name.
+    async fn firing(&self) -> Vec<String> {
+        let body: Value = reqwest::get(format!("{}/api/v1/alerts", self.url))
+            .await
+            .expect("alerts")
+            .json()
+            .await
+            .expect("a JSON answer");
+        body["data"]["alerts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["state"] == "firing")
+            .filter_map(|a| a["labels"]["alertname"].as_str().map(str::to_owned))
+            .collect()
+    }
+}
+
+/// A demo replica: its monitor and address. Its budget of label sets is 2 (the test's traffic
+/// uses one), so the dashboard's overflow panel can be shown data.
+async fn replica(version: Option<&str>) -> (Monitor, SocketAddr) {
+    let mut builder = Monitor::builder().prefix(PREFIX).max_label_sets(2);
+    if let Some(v) = version {
+        builder = builder.service_version(v);
+    }
+    let monitor = builder.build().expect("valid settings");
+    let addr = common::serve(demo::app(&monitor)).await;
+    (monitor, addr)
+}
+
+fn now_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// One streaming chat completion; returns the time to its first content token as the client
+/// saw it, or `None` for a failure.
+async fn stream(
+    client: &reqwest::Client,
+    addr: SocketAddr,
+    ttft_ms: u64,
+    fail: Option<&str>,
+) -> Option<f64> {
+    let mut request = client
+        .post(format!("http://{addr}/v1/chat/completions"))
+        .header("x-sim-ttft-ms", ttft_ms.to_string())
+        .header("x-sim-tokens", "3")
+        .header("x-sim-token-interval-ms", "1")
+        .json(&json!({"model": "gpt-4o-mini", "stream": true}));
+    if let Some(fail) = fail {
+        request = request.header("x-sim-fail", fail);
+    }
+    let started = Instant::now();
+    let response = request.send().await.expect("the demo answers");
+    let ok = response.status().is_success();
+    let mut body = response.bytes_stream();
+    let mut text = String::new();
+    let mut first_token = None;
+    while let Some(chunk) = body.next().await {
+        let Ok(chunk) = chunk else { break };
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        if first_token.is_none() && text.contains("\"content\":\" The") {
+            first_token = Some(started.elapsed().as_secs_f64());
+        }
+    }
+    first_token.filter(|_| ok)
+}
+
+/// The exact `q` quantile of `values` (nearest rank).
+fn quantile(values: &mut [f64], q: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
+    values[rank - 1]
+}
+
+/// The bucket `(lower, upper]` of the first-token histogram that holds `seconds`.
+fn bucket_of(seconds: f64) -> (f64, f64) {
+    let bounds = tower_stream_monitor::names::TTFT_BUCKETS;
+    let upper = bounds.iter().position(|b| seconds <= *b);
+    match upper {
+        Some(0) => (0.0, bounds[0]),
+        Some(i) => (bounds[i - 1], bounds[i]),
+        None => (bounds[bounds.len() - 1], f64::INFINITY),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_counts_quantiles_and_rollback_alert_on_a_real_prometheus() {
+    let replicas = [
+        replica(None).await,
+        replica(None).await,
+        replica(None).await,
+    ];
+    let addrs: Vec<SocketAddr> = replicas.iter().map(|(_, a)| *a).collect();
+    let prometheus = Prometheus::start(&addrs).await;
+    // A first stream on each replica, scraped, so every series exists before the load and
+    // rates over the load see all of it.
+    let client = reqwest::Client::new();
+    let mut client_ttft = Vec::new();
+    for addr in &addrs {
+        client_ttft.extend(stream(&client, *addr, 150, None).await);
+    }
+    stream(&client, addrs[2], 150, Some("auth")).await;
+    prometheus
+        .scraped_after(now_secs() + 1.0, addrs.len())
+        .await;
+
+    // First-token delays spread over several buckets, each far from a bucket boundary; the
+    // third replica answers one request in three with an upstream 401.
+    let delays_ms = [150u64, 350, 600, 850, 1400, 3500];
+    let mut calls = Vec::new();
+    for (i, delay) in delays_ms.iter().enumerate() {
+        let copies = if *delay == 3500 { 10 } else { 20 };
+        for k in 0..copies {
+            let replica = (i * 7 + k) % 3;
+            let fail = (replica == 2 && k % 3 == 0).then_some("auth");
+            let (client, addr, delay) = (client.clone(), addrs[replica], *delay);
+            calls.push(tokio::spawn(async move {
+                stream(&client, addr, delay, fail).await
+            }));
+        }
+    }
+    for call in calls {
+        if let Some(t) = call.await.expect("the request task") {
+            client_ttft.push(t);
+        }
+    }
+    let load_end = now_secs();
+    prometheus.scraped_after(load_end + 1.0, addrs.len()).await;
+
+    // The fleet counter is the sum of the replicas' own counts of the same population.
+    let own: u64 = replicas
+        .iter()
+        .map(|(m, _)| Outcome::ALL.iter().map(|o| m.recorded(*o)).sum::<u64>())
+        .sum();
+    assert_eq!(own, 114);
+    let fleet = prometheus.value("sum(stream_monitor_requests_total)").await;
+    assert_eq!(fleet as u64, own);
+    let own_auth: u64 = replicas
+        .iter()
+        .map(|(m, _)| m.recorded(Outcome::AuthError))
+        .sum();
+    let fleet_auth = prometheus
+        .value(r#"sum(stream_monitor_requests_total{outcome="auth_error"})"#)
+        .await;
+    assert!(own_auth > 0);
+    assert_eq!(fleet_auth as u64, own_auth);
+
+    // Fleet first-token p95 from the histograms lands in the bucket of the clients' exact p95.
+    let exact = quantile(&mut client_ttft, 0.95);
+    let fleet_p95 = prometheus
+        .value("histogram_quantile(0.95, sum by (le) (gen_ai_server_time_to_first_token_seconds_bucket))")
+        .await;
+    let (lower, upper) = bucket_of(exact);
+    assert!(
+        fleet_p95 > lower && fleet_p95 <= upper,
+        "fleet p95 {fleet_p95} s outside ({lower}, {upper}], the bucket of the clients' p95 {exact} s"
+    );
+
+    // Auth errors are about a third of one replica's requests: above the trigger's 5% of the
+    // fleet, so the fleet-wide rollback alert fires.
+    prometheus
+        .wait_firing("StreamMonitorAuthErrorRateRollback")
+        .await;
+}
+
+/// Every query of the shipped Grafana dashboard, by panel title, with the template variables
+/// as "All" (`.*`) and the rate interval at 1 m.
+fn dashboard_queries() -> Vec<(String, String)> {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana/dashboards/stream-monitor.json");
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("the dashboard")).expect("JSON");
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        let title = panel["title"].as_str().unwrap_or("?").to_owned();
+        let targets = panel["targets"].as_array().cloned().unwrap_or_default();
+        assert!(!targets.is_empty(), "panel {title:?} has no query");
+        for target in targets {
+            let expr = target["expr"].as_str().expect("an expr");
+            let expr = ["$provider", "$model", "$route", "$version"]
+                .iter()
+                .fold(expr.to_owned(), |e, v| e.replace(v, ".*"))
+                .replace("$__rate_interval", "1m");
+            assert!(!expr.contains('$'), "{title}: a variable left in {expr}");
+            queries.push((title.clone(), expr));
+        }
+    }
+    queries
+}
+
+/// The values of `label` over a query's result.
+fn label_values(result: &[Value], label: &str) -> std::collections::BTreeSet<String> {
+    result
+        .iter()
+        .filter_map(|s| s["metric"][label].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// What the dashboard's hygiene panel shows: a request no route matched, label sets past the
+/// budget, and streams with malformed events (ingested as a job would).
+async fn hygiene_events(
+    client: &reqwest::Client,
+    replicas: &[(Monitor, SocketAddr)],
+    models: &[&str],
+) {
+    let unrouted = client
+        .get(format!("http://{}/no/such/route", replicas[0].1))
+        .send()
+        .await
+        .expect("the demo answers");
+    assert_eq!(unrouted.status(), 404);
+    for model in models {
+        let mut record =
+            tower_stream_monitor::StreamRecord::new("openai", *model, "/jobs", Outcome::Ok);
+        record.malformed_events = 1;
+        replicas[1].0.ingest(record);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_panel_shows_the_traffic_it_is_meant_to_show() {
+    let replicas = [
+        replica(None).await,
+        replica(None).await,
+        replica(None).await,
+    ];
+    let addrs: Vec<SocketAddr> = replicas.iter().map(|(_, a)| *a).collect();
+    let prometheus = Prometheus::start(&addrs).await;
+
+    // A first stream and refusal on each replica, scraped, so every series exists before the
+    // load and rates over the load are increases Prometheus saw.
+    let client = reqwest::Client::new();
+    for addr in &addrs {
+        stream(&client, *addr, 10, None).await;
+        stream(&client, *addr, 10, Some("auth")).await;
+    }
+    hygiene_events(&client, &replicas, &["m-a", "m-b", "m-c", "m-d", "m-e"]).await;
+    prometheus
+        .scraped_after(now_secs() + 1.0, addrs.len())
+        .await;
+
+    // Streams on every replica, some refused upstream (auth).
+    let mut calls = Vec::new();
+    for k in 0..45u64 {
+        let fail = match k % 9 {
+            0 => Some("auth"),
+            _ => None,
+        };
+        let (client, addr) = (client.clone(), addrs[(k % 3) as usize]);
+        calls.push(tokio::spawn(async move {
+            stream(&client, addr, 20 + k * 5, fail).await
+        }));
+    }
+    for call in calls {
+        call.await.expect("the request task");
+    }
+    hygiene_events(&client, &replicas, &["m-f", "m-g"]).await;
+    let load_end = now_secs();
+    prometheus.scraped_after(load_end + 1.0, addrs.len()).await;
+
+    let queries = dashboard_queries();
+    assert!(queries.len() >= 10, "{} queries", queries.len());
+    for (title, expr) in &queries {
+        let result = prometheus.query(expr).await;
+        assert!(!result.is_empty(), "panel {title:?} shows nothing: {expr}");
+        let finite = result.iter().any(|s| {
+            s["value"][1]
+                .as_str()
+                .and_then(|v| v.parse::<f64>().ok())
+                .is_some_and(f64::is_finite)
+        });
+        assert!(
+            finite,
+            "panel {title:?} shows no number: {expr}: {result:?}"
+        );
+        let instances = label_values(&result, "instance");
+        if title.contains("by provider") {
+            assert_eq!(
+                label_values(&result, "gen_ai_provider_name"),
+                ["openai".to_owned()].into()
+            );
+        }
+        if title.contains("by outcome") {
+            let outcomes = label_values(&result, "outcome");
+            assert!(
+                outcomes.contains("ok") && outcomes.contains("auth_error"),
+                "{title}: {outcomes:?}"
+            );
+        }
+        if title.contains("per replica") {
+            assert_eq!(instances.len(), 3, "{title}: {instances:?}");
+        }
+        if title.contains("Rollback triggers") {
+            assert_eq!(
+                label_values(&result, "trigger"),
+                ["auth_error_rate".to_owned(), "timeout_rate".to_owned()].into()
+            );
+        }
+        if title.contains("hygiene") && expr.contains("label_overflow") {
+            assert!(
+                label_values(&result, "label").contains("series"),
+                "{result:?}"
+            );
+        }
+        if title.contains("hygiene") && expr.contains("skipped") {
+            assert_eq!(
+                label_values(&result, "reason"),
+                ["malformed".to_owned()].into()
+            );
+        }
+        if title.contains("By provider / model / route") {
+            let models = label_values(&result, "gen_ai_request_model");
+            assert!(models.contains("gpt-4o-mini"), "{title}: {models:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_canary_fires_the_canary_alert_and_not_the_fleet_one() {
+    let replicas = [
+        replica(Some("v1")).await,
+        replica(Some("v1")).await,
+        replica(Some("v2")).await,
+    ];
+    let addrs: Vec<SocketAddr> = replicas.iter().map(|(_, a)| *a).collect();
+    let prometheus = Prometheus::start(&addrs).await;
+    let client = reqwest::Client::new();
+    // Every series exists and is scraped before the load, so rates see all of it.
+    for addr in &addrs {
+        stream(&client, *addr, 1, None).await;
+        stream(&client, *addr, 1, Some("auth")).await;
+    }
+    prometheus
+        .scraped_after(now_secs() + 1.0, addrs.len())
+        .await;
+
+    // 380 clean streams on each stable replica; 40 on the canary, 12 of them refused upstream:
+    // 30% of the canary's requests, 1.5% of the fleet's (under the fleet trigger's 5%).
+    let mut plan = Vec::new();
+    for k in 0..380 {
+        plan.push((addrs[0], None));
+        plan.push((addrs[1], None));
+        if k < 40 {
+            plan.push((addrs[2], (k % 10 < 3).then_some("auth")));
+        }
+    }
+    let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(32));
+    let mut calls = Vec::new();
+    for (addr, fail) in plan {
+        let (client, semaphore) = (client.clone(), semaphore.clone());
+        calls.push(tokio::spawn(async move {
+            let _permit = semaphore.acquire().await.expect("open");
+            stream(&client, addr, 1, fail).await
+        }));
+    }
+    for call in calls {
+        call.await.expect("the request task");
+    }
+    let auth: Vec<u64> = replicas
+        .iter()
+        .map(|(m, _)| m.recorded(Outcome::AuthError))
+        .collect();
+    assert_eq!(auth, [1, 1, 13]);
+    prometheus
+        .scraped_after(now_secs() + 1.0, addrs.len())
+        .await;
+
+    prometheus
+        .wait_firing("StreamMonitorCanaryAuthErrors")
+        .await;
+    let canary = prometheus
+        .query(r#"ALERTS{alertname="StreamMonitorCanaryAuthErrors", alertstate="firing"}"#)
+        .await;
+    assert_eq!(
+        label_values(&canary, "service_version"),
+        ["v2".to_owned()].into()
+    );
+    // The rules that fired the canary alert ran on the same data: the fleet-wide one is quiet.
+    let firing = prometheus.firing().await;
+    assert!(
+        !firing
+            .iter()
+            .any(|a| a == "StreamMonitorAuthErrorRateRollback"),
+        "fleet-wide rollback fired for a canary: {firing:?}"
+    );
+}
