@@ -1,3 +1,5 @@
+//! The service's response body: the measured inner body, or an answer of the monitor's own.
+
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -5,51 +7,32 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::meter::StreamEnd;
-use super::panic_guard::PanicGuard;
+use super::measured::MeasuredBody;
 use super::timer::TimeoutBody;
 use super::tracked::Tracked;
-use crate::classify::{BoxError, classify_body_error};
-use crate::timeout::StreamTimeoutError;
+use crate::classify::BoxError;
 
 pin_project! {
     #[project = KindProj]
     enum Kind<B> {
-        Inner { #[pin] body: TimeoutBody<B> },
-        Full { data: Option<Bytes> },
+        Measured { #[pin] body: MeasuredBody<B> },
+        Own { data: Option<Bytes> },
     }
 }
 
 pin_project! {
     /// The response body of [`StreamMonitorService`](super::StreamMonitorService): the inner
     /// body, measured frame by frame, or a small body of the monitor's own (a 504 for a request
-    /// whose deadline passed before its response started).
+    /// whose deadline passed before its response started, or a monitoring endpoint's answer).
     ///
-    /// Measuring is all it does to the inner body; the deadline and idle timeout run in a
-    /// timeout body inside it, whose [`StreamTimeoutError`] it records as `timeout` and, for
-    /// `text/event-stream`, turns into a final SSE `event: error` so an `EventSource` sees why.
-    ///
-    /// It forwards `size_hint`, `is_end_stream` and trailers untouched. Its request is recorded
-    /// exactly once: at the end of the stream, on an error or timeout, or when it is dropped.
+    /// The measured body forwards `size_hint`, `is_end_stream` and trailers untouched; the
+    /// deadline and idle timeout end it with a [`StreamTimeoutError`](super::StreamTimeoutError),
+    /// or, for `text/event-stream`, with a final SSE `event: error` so an `EventSource` sees
+    /// why. Its request is recorded exactly once: at the end of the stream, on an error or
+    /// timeout, or when it is dropped.
     pub struct MonitoredBody<B> {
         #[pin]
         kind: Kind<B>,
-        // A measured body's meter and scope; the meter is taken when the request is recorded.
-        tracked: Option<Box<Tracked>>,
-        ended: bool,
-    }
-
-    impl<B> PinnedDrop for MonitoredBody<B> {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            // Every way a body can end while polled records it; one still holding its meter
-            // was dropped before its end.
-            if let Some(Tracked { meter, scope, .. }) = this.tracked.as_deref_mut() {
-                if let Some(meter) = meter.take() {
-                    meter.finish(StreamEnd::Dropped, scope);
-                }
-            }
-        }
     }
 }
 
@@ -58,17 +41,11 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    pub(crate) fn measured(body: TimeoutBody<B>, mut tracked: Box<Tracked>) -> Self {
-        // An empty body (a bare 401, a 204) may never be polled: it is complete already.
-        if body.is_end_stream() {
-            if let Some(meter) = tracked.meter.take() {
-                meter.finish(StreamEnd::Complete, &tracked.scope);
-            }
-        }
+    pub(crate) fn measured(body: TimeoutBody<B>, tracked: Box<Tracked>) -> Self {
         Self {
-            kind: Kind::Inner { body },
-            tracked: Some(tracked),
-            ended: false,
+            kind: Kind::Measured {
+                body: MeasuredBody::measured(body, tracked),
+            },
         }
     }
 }
@@ -77,29 +54,18 @@ impl<B> MonitoredBody<B> {
     /// The inner body passed through without measurement.
     pub(crate) fn unmeasured(body: B) -> Self {
         Self {
-            kind: Kind::Inner {
-                body: TimeoutBody::new(body, None),
+            kind: Kind::Measured {
+                body: MeasuredBody::unmeasured(body),
             },
-            tracked: None,
-            ended: false,
         }
     }
 
     /// A body the monitor answers with itself; not measured.
     pub(crate) fn full(data: Bytes) -> Self {
         Self {
-            kind: Kind::Full { data: Some(data) },
-            tracked: None,
-            ended: false,
+            kind: Kind::Own { data: Some(data) },
         }
     }
-}
-
-/// `event: error` with the timeout, so an `EventSource` sees why the stream ended.
-fn sse_timeout_event(message: &str, at_boundary: bool) -> Bytes {
-    let payload = serde_json::json!({"error": {"type": "timeout", "message": message}});
-    let separator = if at_boundary { "" } else { "\n\n" };
-    Bytes::from(format!("{separator}event: error\ndata: {payload}\n\n"))
 }
 
 impl<B> Body for MonitoredBody<B>
@@ -111,110 +77,28 @@ where
     type Data = B::Data;
     type Error = BoxError;
 
+    #[inline]
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        if *this.ended {
-            return Poll::Ready(None);
+        match self.project().kind.project() {
+            KindProj::Measured { body } => body.poll_frame(cx),
+            KindProj::Own { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d.into())))),
         }
-        let mut body = match this.kind.project() {
-            KindProj::Full { data } => {
-                return Poll::Ready(data.take().map(|d| Ok(Frame::data(d.into()))));
-            }
-            KindProj::Inner { body } => body,
-        };
-        let Some(Tracked {
-            meter: meter_slot,
-            scope,
-            ..
-        }) = this.tracked.as_deref_mut()
-        else {
-            return body.poll_frame(cx);
-        };
-        if meter_slot.is_none() {
-            // Recorded already (after `is_end_stream` or trailers): pass the rest through.
-            return body.poll_frame(cx);
-        }
-        let ended = this.ended;
-        scope.enter(|| {
-            let guard = PanicGuard::new(&mut *meter_slot, scope);
-            let polled = body.as_mut().poll_frame(cx);
-            drop(guard);
-
-            let frame = match polled {
-                Poll::Ready(frame) => frame,
-                Poll::Pending => return Poll::Pending,
-            };
-            let Some(meter) = meter_slot.as_mut() else {
-                // The inner body panicked earlier and was polled again.
-                return Poll::Ready(frame);
-            };
-            match frame {
-                None => {
-                    *ended = true;
-                    if let Some(meter) = meter_slot.take() {
-                        meter.finish(StreamEnd::Complete, scope);
-                    }
-                    Poll::Ready(None)
-                }
-                Some(Ok(mut frame)) => {
-                    let is_trailers = match frame.data_mut() {
-                        Some(data) => {
-                            meter.on_data(data, scope);
-                            false
-                        }
-                        None => frame.is_trailers(),
-                    };
-                    if is_trailers || body.is_end_stream() {
-                        if let Some(meter) = meter_slot.take() {
-                            meter.finish(StreamEnd::Complete, scope);
-                        }
-                    }
-                    Poll::Ready(Some(Ok(frame)))
-                }
-                Some(Err(error)) => {
-                    let outcome = classify_body_error(error.as_ref());
-                    *ended = true;
-                    if let Some(meter) = meter_slot.take() {
-                        // Where an SSE stream was cut by this layer's own timeout, it ends with
-                        // an error event rather than a broken connection.
-                        let sse_end = (error.downcast_ref::<StreamTimeoutError>().is_some()
-                            && meter.is_sse())
-                        .then(|| meter.at_event_boundary());
-                        let chain = crate::errors::ErrorChain(error.as_ref());
-                        meter.finish(StreamEnd::Failed(outcome, &chain), scope);
-                        if let Some(at_boundary) = sse_end {
-                            let event = sse_timeout_event(&error.to_string(), at_boundary);
-                            return Poll::Ready(Some(Ok(Frame::data(event.into()))));
-                        }
-                    }
-                    Poll::Ready(Some(Err(error)))
-                }
-            }
-        })
     }
 
     fn is_end_stream(&self) -> bool {
-        if self.ended {
-            return true;
-        }
         match &self.kind {
-            Kind::Inner { body } => body.is_end_stream(),
-            Kind::Full { data } => data.is_none(),
+            Kind::Measured { body } => body.is_end_stream(),
+            Kind::Own { data } => data.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        if self.ended {
-            return SizeHint::with_exact(0);
-        }
         match &self.kind {
-            Kind::Inner { body } => body.size_hint(),
-            Kind::Full { data } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
+            Kind::Measured { body } => body.size_hint(),
+            Kind::Own { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
         }
     }
 }

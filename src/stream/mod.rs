@@ -2,7 +2,8 @@
 //!
 //! Laid out like tower-http's middleware: [`StreamMonitorLayer`] makes a
 //! [`StreamMonitorService`], whose [`ResponseFuture`] resolves to a response with a
-//! [`MonitoredBody`]. The body does the per-frame work; everything per request happens once, in
+//! [`MonitoredBody`]: the measured inner body (`measured.rs`) or an answer of the monitor's own.
+//! The measured body does the per-frame work; everything per request happens once, in
 //! the service call and when the body ends.
 
 mod body;
@@ -10,6 +11,7 @@ mod context;
 mod future;
 mod intent;
 mod layer;
+mod measured;
 mod meter;
 mod panic_guard;
 mod service;
