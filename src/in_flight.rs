@@ -65,6 +65,25 @@ impl InFlight {
             .1 += delta;
     }
 
+    /// A request ends: its route's count, and its provider's if it was counted, go down by one
+    /// (one lock for both).
+    pub(crate) fn finished(&self, route: &Arc<str>, provider: Option<&Arc<str>>) {
+        let mut shard = lock(&self.shards[crate::shard::index(self.shards.len())]);
+        for (by, label) in [
+            (InFlightBy::Route, Some(route)),
+            (InFlightBy::Provider, provider),
+        ] {
+            if let Some(label) = label {
+                let address = Arc::as_ptr(label).cast::<u8>() as usize;
+                shard
+                    .of(by)
+                    .entry(address)
+                    .or_insert_with(|| (label.clone(), 0))
+                    .1 -= 1;
+            }
+        }
+    }
+
     /// The counts by label value, over the shards.
     pub(crate) fn by_label(&self, by: InFlightBy) -> BTreeMap<Arc<str>, i64> {
         let mut out = BTreeMap::<Arc<str>, i64>::new();

@@ -257,15 +257,9 @@ impl Monitor {
     }
 
     /// A response arrived from `provider` (an interned label): it is in flight for that
-    /// provider until [`Monitor::provider_finished`] with the same label.
+    /// provider until the request is recorded with `provider_in_flight` set.
     pub(crate) fn provider_started(&self, provider: &Arc<str>) {
         self.shared.in_flight.add(InFlightBy::Provider, provider, 1);
-    }
-
-    pub(crate) fn provider_finished(&self, provider: &Arc<str>) {
-        self.shared
-            .in_flight
-            .add(InFlightBy::Provider, provider, -1);
     }
 
     /// Whether emitting to the `metrics` facade can reach anyone: enabled, and a recorder other
@@ -285,13 +279,19 @@ impl Monitor {
 
     /// The one hand-over point of a finished request: every started request reaches it once.
     /// `source` says whether a label came from a request header (see `max_label_sets`).
-    pub(crate) fn record(&self, record: StreamRecord, facade_in_flight: bool, source: LabelSource) {
+    /// `provider_in_flight`: whether [`Monitor::provider_started`] counted the record's provider.
+    pub(crate) fn record(
+        &self,
+        record: StreamRecord,
+        facade_in_flight: bool,
+        provider_in_flight: bool,
+        source: LabelSource,
+    ) {
         if facade_in_flight {
             facade::in_flight(&record.route, -1.0);
         }
-        self.shared
-            .in_flight
-            .add(InFlightBy::Route, &record.route, -1);
+        let provider = provider_in_flight.then_some(&record.provider);
+        self.shared.in_flight.finished(&record.route, provider);
         self.ingest_from(record, source);
     }
 

@@ -299,7 +299,7 @@ impl RequestContext {
         record.streaming = streaming;
         record.duration = duration;
         self.monitor
-            .record(record, self.facade_in_flight, labels.source);
+            .record(record, self.facade_in_flight, false, labels.source);
     }
 }
 

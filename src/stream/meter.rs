@@ -245,7 +245,6 @@ impl StreamMeter {
         let (tokens_per_second, time_per_output_token) =
             StreamRecord::derived_rates(output_tokens, duration, ttft);
         let monitor = self.context.monitor.clone();
-        monitor.provider_finished(&self.provider);
         let model = self
             .model
             .or_else(|| {
@@ -302,6 +301,11 @@ impl StreamMeter {
             oversized_events: summary.map_or(0, |s| s.oversized_events()),
             malformed_events: summary.map_or(0, |s| s.malformed_events()),
         };
-        monitor.record(record, self.context.facade_in_flight, self.label_source);
+        monitor.record(
+            record,
+            self.context.facade_in_flight,
+            true,
+            self.label_source,
+        );
     }
 }
