@@ -4,10 +4,8 @@
 //! and uncounted when it is recorded, often on another thread. Each thread adds to a shard of
 //! its own, so counting writes no memory another core writes; a read sums the shards.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-
-use foldhash::fast::RandomState;
 
 /// What a count is kept by.
 #[derive(Debug, Clone, Copy)]
@@ -16,20 +14,29 @@ pub(crate) enum InFlightBy {
     Provider,
 }
 
-/// Counts by label, keyed by the label's address: labels are interned (one `Arc` per value)
-/// and a request's start and end pass the same one, so no string is hashed on the request
-/// path. The `Arc` kept beside each count holds the address for the map's life.
+/// Counts by label, found by the label's address: labels are interned (one `Arc` per value)
+/// and a request's start and end pass the same one, so no string is compared or hashed on the
+/// request path. The `Arc` kept beside each count holds its address for the list's life.
+/// Routes and providers are capped labels, so each list is short and a scan beats a hash.
 #[derive(Default)]
 struct Counts {
-    routes: HashMap<usize, (Arc<str>, i64), RandomState>,
-    providers: HashMap<usize, (Arc<str>, i64), RandomState>,
+    routes: Vec<(Arc<str>, i64)>,
+    providers: Vec<(Arc<str>, i64)>,
 }
 
 impl Counts {
-    fn of(&mut self, by: InFlightBy) -> &mut HashMap<usize, (Arc<str>, i64), RandomState> {
+    fn of(&mut self, by: InFlightBy) -> &mut Vec<(Arc<str>, i64)> {
         match by {
             InFlightBy::Route => &mut self.routes,
             InFlightBy::Provider => &mut self.providers,
+        }
+    }
+
+    fn add(&mut self, by: InFlightBy, label: &Arc<str>, delta: i64) {
+        let counts = self.of(by);
+        match counts.iter_mut().find(|(l, _)| Arc::ptr_eq(l, label)) {
+            Some((_, n)) => *n += delta,
+            None => counts.push((label.clone(), delta)),
         }
     }
 }
@@ -54,33 +61,16 @@ impl InFlight {
 
     /// Moves the count of `label` by `delta` on this thread's shard.
     pub(crate) fn add(&self, by: InFlightBy, label: &Arc<str>, delta: i64) {
-        let mut shard = lock(&self.shards[crate::shard::index(self.shards.len())]);
-        let address = Arc::as_ptr(label).cast::<u8>() as usize;
-        // Routes and providers are capped labels, interned for the monitor's life, so these
-        // maps stay small.
-        shard
-            .of(by)
-            .entry(address)
-            .or_insert_with(|| (label.clone(), 0))
-            .1 += delta;
+        lock(&self.shards[crate::shard::index(self.shards.len())]).add(by, label, delta);
     }
 
     /// A request ends: its route's count, and its provider's if it was counted, go down by one
     /// (one lock for both).
     pub(crate) fn finished(&self, route: &Arc<str>, provider: Option<&Arc<str>>) {
         let mut shard = lock(&self.shards[crate::shard::index(self.shards.len())]);
-        for (by, label) in [
-            (InFlightBy::Route, Some(route)),
-            (InFlightBy::Provider, provider),
-        ] {
-            if let Some(label) = label {
-                let address = Arc::as_ptr(label).cast::<u8>() as usize;
-                shard
-                    .of(by)
-                    .entry(address)
-                    .or_insert_with(|| (label.clone(), 0))
-                    .1 -= 1;
-            }
+        shard.add(InFlightBy::Route, route, -1);
+        if let Some(provider) = provider {
+            shard.add(InFlightBy::Provider, provider, -1);
         }
     }
 
@@ -88,7 +78,7 @@ impl InFlight {
     pub(crate) fn by_label(&self, by: InFlightBy) -> BTreeMap<Arc<str>, i64> {
         let mut out = BTreeMap::<Arc<str>, i64>::new();
         for shard in self.shards.iter() {
-            for (label, n) in lock(shard).of(by).values() {
+            for (label, n) in lock(shard).of(by).iter() {
                 *out.entry(label.clone()).or_default() += n;
             }
         }
@@ -99,7 +89,7 @@ impl InFlight {
     pub(crate) fn total(&self, by: InFlightBy) -> i64 {
         self.shards
             .iter()
-            .map(|shard| lock(shard).of(by).values().map(|(_, n)| n).sum::<i64>())
+            .map(|shard| lock(shard).of(by).iter().map(|(_, n)| n).sum::<i64>())
             .sum()
     }
 }
