@@ -138,6 +138,8 @@ pub(crate) struct Config {
     pub(crate) min_samples: u64,
     pub(crate) on_record: Option<Arc<dyn OnRecord>>,
     pub(crate) baselines: Baselines,
+    /// From `baselines.streaming_first_token`, set by `build`.
+    pub(crate) first_token_log: crate::stream::FirstTokenLogLevels,
     pub(crate) triggers: Vec<RollbackTrigger>,
     pub(crate) on_alert: Option<Arc<dyn OnAlert>>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -198,6 +200,7 @@ impl Default for Config {
             min_samples: DEFAULT_MIN_SAMPLES,
             on_record: None,
             baselines: Baselines::default(),
+            first_token_log: first_token_log(&Baselines::default()),
             triggers: vec![
                 RollbackTrigger::auth_error_rate(),
                 RollbackTrigger::timeout_rate(),
@@ -580,7 +583,8 @@ impl MonitorBuilder {
         if let Some(e) = self.errors.into_iter().next() {
             return Err(e);
         }
-        let c = self.config;
+        let mut c = self.config;
+        c.first_token_log = first_token_log(&c.baselines);
         let bad = |setting: &'static str, reason: &str| ConfigError::InvalidSetting {
             setting,
             reason: reason.to_owned(),
@@ -672,6 +676,15 @@ impl MonitorBuilder {
             }),
         };
         Ok(monitor)
+    }
+}
+
+fn first_token_log(baselines: &Baselines) -> crate::stream::FirstTokenLogLevels {
+    let b = &baselines.streaming_first_token;
+    crate::stream::FirstTokenLogLevels {
+        warn_past_ms: b.critical,
+        info_past_ms: b.warning,
+        below: b.higher_is_better,
     }
 }
 

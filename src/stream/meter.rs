@@ -12,7 +12,6 @@ use http::StatusCode;
 use super::context::{End, RequestContext, RequestScope, log_end};
 use crate::SESSION_TARGET;
 use crate::classify::{classify_status, classify_stream_error};
-use crate::health::HealthStatus;
 use crate::labels::LabelSource;
 use crate::parse::{ProviderFormat, StreamParser, TokenSource, UpstreamError, WireFormat};
 use crate::record::{Outcome, StreamRecord};
@@ -20,6 +19,36 @@ use crate::record::{Outcome, StreamRecord};
 /// Bytes of a failed response's body kept to read the upstream's error from (JSON error bodies
 /// are small; a longer one is read as far as this).
 const MAX_ERROR_BODY: usize = 4096;
+
+/// How late a first token must be to log above DEBUG: WARN past the first-token baseline's
+/// critical threshold, INFO past its warning one (README, Session logs). Worked out from the
+/// baseline when the monitor is built, so measuring knows no health rules.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FirstTokenLogLevels {
+    pub(crate) warn_past_ms: f64,
+    pub(crate) info_past_ms: f64,
+    /// Whether "past" means below (a baseline where higher is better).
+    pub(crate) below: bool,
+}
+
+impl FirstTokenLogLevels {
+    fn level(&self, latency_ms: f64) -> tracing::Level {
+        let past = |threshold: f64| {
+            if self.below {
+                latency_ms < threshold
+            } else {
+                latency_ms > threshold
+            }
+        };
+        if past(self.warn_past_ms) {
+            tracing::Level::WARN
+        } else if past(self.info_past_ms) {
+            tracing::Level::INFO
+        } else {
+            tracing::Level::DEBUG
+        }
+    }
+}
 
 /// How a body ended.
 pub(crate) enum StreamEnd<'a> {
@@ -181,15 +210,10 @@ impl StreamMeter {
     /// Per-request first-token alerting: past the critical baseline WARN, past warning INFO.
     fn log_first_token(&self, latency_ms: f64, scope: &RequestScope) {
         let span = &scope.span;
-        let baseline = &self
-            .context
-            .monitor
-            .config()
-            .baselines
-            .streaming_first_token;
+        let levels = &self.context.monitor.config().first_token_log;
         let provider = &*self.provider;
-        match baseline.status(latency_ms) {
-            HealthStatus::Critical => scope.tags.within(|| {
+        match levels.level(latency_ms) {
+            tracing::Level::WARN => scope.tags.within(|| {
                 tracing::warn!(
                 target: SESSION_TARGET,
                 parent: span,
@@ -198,7 +222,7 @@ impl StreamMeter {
                 "Critical first token latency: {latency_ms:.2}ms"
                 )
             }),
-            HealthStatus::Degraded => tracing::info!(
+            tracing::Level::INFO => tracing::info!(
                 target: SESSION_TARGET,
                 parent: span,
                 latency_ms,
