@@ -1,5 +1,5 @@
-//! SSE scanning throughput: the provider fixtures parsed as body frames.
-//! Target: >= 1 GB/s on the OpenAI chat fixture.
+//! SSE scanning throughput: the provider fixtures parsed as body frames, as one long stream and
+//! as many short ones. Target: >= 1 GB/s on the OpenAI chat fixture.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
@@ -72,5 +72,58 @@ fn bench_scan(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_scan);
+/// `body` as the stream numbered `n` of a server: ids and creation times its own, the same in
+/// all its events.
+fn as_stream(body: &[u8], n: usize) -> Vec<u8> {
+    let text = String::from_utf8_lossy(body);
+    let mut out = text.into_owned();
+    for (from, to) in [
+        ("chatcmpl-", format!("chatcmpl-{n:04}")),
+        ("msg_", format!("msg_{n:04}")),
+        ("resp_", format!("resp_{n:04}")),
+        ("\"responseId\":\"", format!("\"responseId\":\"{n:04}")),
+        ("\"created\":17", format!("\"created\":{}", 17 + n % 10)),
+        (
+            "\"created_at\":17",
+            format!("\"created_at\":{}", 17 + n % 10),
+        ),
+    ] {
+        out = out.replace(from, &to);
+    }
+    out.into_bytes()
+}
+
+/// Short streams, each the fixture once with its own ids, one parser each, one event per frame:
+/// what a new stream costs, templates learnt by earlier streams of the thread included.
+fn bench_streams(c: &mut Criterion) {
+    let mut group = c.benchmark_group("sse_streams");
+    for name in [
+        "openai-chat.sse",
+        "anthropic-messages.sse",
+        "openai-responses.sse",
+        "gemini.sse",
+    ] {
+        let one = fixture(name);
+        let streams: Vec<Vec<u8>> = (0..64).map(|n| as_stream(&one, n)).collect();
+        let frames: Vec<Vec<&[u8]>> = streams.iter().map(|s| events(s)).collect();
+        let bytes: usize = streams.iter().map(Vec::len).sum();
+        group.throughput(Throughput::Bytes(bytes as u64));
+        group.bench_function(format!("{name}/event_frames"), |b| {
+            b.iter(|| {
+                let mut n = 0;
+                for stream in &frames {
+                    let mut p = StreamParser::new(WireFormat::Sse);
+                    for frame in stream {
+                        n += p.feed(black_box(frame));
+                    }
+                    n += p.summary().output_tokens();
+                }
+                black_box(n)
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_scan, bench_streams);
 criterion_main!(benches);

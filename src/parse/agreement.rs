@@ -3,13 +3,18 @@
 //! `model`, unicode, invalid bytes, JSON injected unescaped) and generated numbers, some events
 //! broken byte by byte, are fed to a parser that learns templates and to one that never does.
 //! Both must report the same content events after every frame and the same summary at the end.
+//!
+//! Templates are shared by the streams of a thread, so the learning parser of each case reads
+//! with what earlier cases (and earlier streams of the same case) taught: streams in a row, with
+//! their own ids, models and usage, check that no stream's templates answer wrongly for another.
 
 use proptest::prelude::*;
 
 use super::{StreamParser, WireFormat};
 
 /// Event shapes: SSE event type and JSON, where `{T}` and `{U}` take generated text (inside
-/// quotes) and `{N}` a generated number.
+/// quotes) and `{N}` a generated number; `{I}`, `{M}` and `{C}` take the stream's id, model and
+/// creation time (the same in all its events, mostly).
 const SHAPES: &[(&str, &str)] = &[
     (
         "",
@@ -95,6 +100,51 @@ const SHAPES: &[(&str, &str)] = &[
         r#"{"model":"llama3","message":{"role":"assistant","content":"{T}"},"done":false}"#,
     ),
     ("", r#"{"model":"llama3","response":"{T}","done":false}"#),
+    // Per-stream values: ids, creation times and models that differ from stream to stream.
+    (
+        "",
+        r#"{"id":"{I}","object":"chat.completion.chunk","created":{C},"model":"{M}","system_fingerprint":"fp_{I}","choices":[{"index":0,"delta":{"role":"assistant","content":"{T}","refusal":null},"logprobs":null,"finish_reason":null}]}"#,
+    ),
+    (
+        "",
+        r#"{"id":"{I}","object":"chat.completion.chunk","created":{C},"model":"{M}","choices":[{"index":0,"delta":{"content":"{T}"},"logprobs":null,"finish_reason":null}],"obfuscation":"{U}"}"#,
+    ),
+    (
+        "",
+        r#"{"id":"{I}","object":"chat.completion.chunk","created":{C},"model":"{M}","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}]}"#,
+    ),
+    (
+        "",
+        r#"{"id":"{I}","object":"chat.completion.chunk","created":{C},"model":"{M}","choices":[],"usage":{"prompt_tokens":{N},"completion_tokens":{N}}}"#,
+    ),
+    (
+        "",
+        r#"{"id":"{I}","created":{C},"model":"{M}","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_{I}","function":{"arguments":"{T}"}}]}}]}"#,
+    ),
+    (
+        "response.created",
+        r#"{"type":"response.created","sequence_number":{N},"response":{"id":"resp_{I}","object":"response","created_at":{C},"status":"in_progress","model":"{M}","output":[],"usage":null}}"#,
+    ),
+    (
+        "response.output_text.delta",
+        r#"{"type":"response.output_text.delta","sequence_number":{N},"item_id":"msg_{I}","output_index":0,"content_index":0,"delta":"{T}","logprobs":[]}"#,
+    ),
+    (
+        "message_start",
+        r#"{"type":"message_start","message":{"id":"msg_{I}","type":"message","role":"assistant","model":"{M}","content":[],"usage":{"input_tokens":{N},"output_tokens":1}}}"#,
+    ),
+    (
+        "",
+        r#"{"candidates":[{"content":{"parts":[{"text":"{T}"}],"role":"model"},"index":0}],"modelVersion":"{M}","responseId":"{I}"}"#,
+    ),
+    (
+        "",
+        r#"{"model":"{M}","created_at":"2024-05-01T10:00:{N}Z","message":{"role":"assistant","content":"{T}"},"done":false}"#,
+    ),
+    (
+        "",
+        r#"{"id":"{I}","model":"{M}","error":{"type":"{T}","message":"{U}"}}"#,
+    ),
 ];
 
 /// Text put between quotes: valid JSON string contents and not.
@@ -177,6 +227,24 @@ fn damage() -> impl Strategy<Value = Damage> {
     ]
 }
 
+/// What a stream repeats in its events.
+#[derive(Debug, Clone)]
+struct PerStream {
+    id: Vec<u8>,
+    model: Vec<u8>,
+    created: Vec<u8>,
+}
+
+impl Default for PerStream {
+    fn default() -> Self {
+        Self {
+            id: b"c1".to_vec(),
+            model: b"gpt-4o".to_vec(),
+            created: b"1".to_vec(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Event {
     shape: usize,
@@ -184,8 +252,35 @@ struct Event {
     other: Vec<u8>,
     number: Vec<u8>,
     damage: Damage,
-    /// Give the event type on an `event:` line even when it is the default.
-    explicit_type: bool,
+    /// The event type given on an `event:` line: the shape's (`message` when it has none), or
+    /// another one, so that the same data comes under several types.
+    event_type: EventType,
+    lead: Lead,
+    stream: PerStream,
+}
+
+/// What comes before an event's data line, or how the line is cut.
+#[derive(Debug, Clone, Copy)]
+enum Lead {
+    None,
+    /// A comment line first.
+    Comment,
+    /// An `id:` line first.
+    Id,
+    /// The data line is a comment: no event.
+    CommentedOut,
+    /// The data on two `data:` lines (joined by a line break, still the same JSON).
+    TwoLines,
+}
+
+fn lead() -> impl Strategy<Value = Lead> {
+    prop_oneof![
+        40 => Just(Lead::None),
+        1 => Just(Lead::Comment),
+        1 => Just(Lead::Id),
+        1 => Just(Lead::CommentedOut),
+        1 => Just(Lead::TwoLines),
+    ]
 }
 
 impl Event {
@@ -204,6 +299,15 @@ impl Event {
                 rest = &after[3..];
             } else if after.starts_with(b"{N}") {
                 out.extend_from_slice(&self.number);
+                rest = &after[3..];
+            } else if after.starts_with(b"{I}") {
+                out.extend_from_slice(&self.stream.id);
+                rest = &after[3..];
+            } else if after.starts_with(b"{M}") {
+                out.extend_from_slice(&self.stream.model);
+                rest = &after[3..];
+            } else if after.starts_with(b"{C}") {
+                out.extend_from_slice(&self.stream.created);
                 rest = &after[3..];
             } else {
                 out.push(b'{');
@@ -228,23 +332,74 @@ impl Event {
 
     fn sse(&self, crlf: bool) -> Vec<u8> {
         let eol: &[u8] = if crlf { b"\r\n" } else { b"\n" };
-        let (event_type, _) = SHAPES[self.shape % SHAPES.len()];
+        let (shape_type, _) = SHAPES[self.shape % SHAPES.len()];
+        let event_type = match self.event_type {
+            EventType::Shape if shape_type.is_empty() => None,
+            EventType::Shape => Some(shape_type),
+            EventType::Explicit if shape_type.is_empty() => Some("message"),
+            EventType::Explicit => Some(shape_type),
+            EventType::Other(other) => Some(other),
+        };
         let mut out = Vec::new();
-        if !event_type.is_empty() || self.explicit_type {
-            out.extend_from_slice(b"event: ");
-            out.extend_from_slice(if event_type.is_empty() {
-                b"message"
-            } else {
-                event_type.as_bytes()
-            });
+        match self.lead {
+            Lead::Comment => out.extend_from_slice(b": keep-alive"),
+            Lead::Id => out.extend_from_slice(b"id: 7"),
+            _ => {}
+        }
+        if matches!(self.lead, Lead::Comment | Lead::Id) {
             out.extend_from_slice(eol);
         }
+        if let Some(event_type) = event_type {
+            out.extend_from_slice(b"event: ");
+            out.extend_from_slice(event_type.as_bytes());
+            out.extend_from_slice(eol);
+        }
+        let json = self.json();
+        match self.lead {
+            Lead::CommentedOut => out.extend_from_slice(b": "),
+            Lead::TwoLines if json.len() > 1 => {
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(&json[..1]);
+                out.extend_from_slice(eol);
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(&json[1..]);
+                out.extend_from_slice(eol);
+                out.extend_from_slice(eol);
+                return out;
+            }
+            _ => {}
+        }
         out.extend_from_slice(b"data: ");
-        out.extend_from_slice(&self.json());
+        out.extend_from_slice(&json);
         out.extend_from_slice(eol);
         out.extend_from_slice(eol);
         out
     }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum EventType {
+    /// The shape's, given only when it is not the default.
+    Shape,
+    /// The shape's, always given.
+    Explicit,
+    Other(&'static str),
+}
+
+fn event_type() -> impl Strategy<Value = EventType> {
+    prop_oneof![
+        40 => Just(EventType::Shape),
+        4 => Just(EventType::Explicit),
+        1 => Just(EventType::Other("error")),
+        1 => Just(EventType::Other("message")),
+        1 => Just(EventType::Other("content_block_delta")),
+        1 => Just(EventType::Other("response.output_text.delta")),
+        1 => Just(EventType::Other("ping")),
+        1 => Just(EventType::Other("")),
+        1 => Just(EventType::Other(
+            "a-type-name-longer-than-the-sixty-four-bytes-that-the-decoder-keeps"
+        )),
+    ]
 }
 
 /// A stream: mostly a few shapes repeated (so that templates are learnt and used), with
@@ -259,7 +414,8 @@ fn stream() -> impl Strategy<Value = Vec<Event>> {
                 text(),
                 number(),
                 damage(),
-                prop::bool::weighted(0.1),
+                event_type(),
+                lead(),
             ),
             1..40,
         ),
@@ -267,16 +423,97 @@ fn stream() -> impl Strategy<Value = Vec<Event>> {
         .prop_map(|(shapes, events)| {
             events
                 .into_iter()
-                .map(|(pick, text, other, number, damage, explicit_type)| Event {
-                    shape: shapes[pick.index(shapes.len())],
-                    text,
-                    other,
-                    number,
-                    damage,
-                    explicit_type,
-                })
+                .map(
+                    |(pick, text, other, number, damage, event_type, lead)| Event {
+                        shape: shapes[pick.index(shapes.len())],
+                        text,
+                        other,
+                        number,
+                        damage,
+                        event_type,
+                        lead,
+                        stream: PerStream::default(),
+                    },
+                )
                 .collect()
         })
+}
+
+/// A stream's id, model or creation time: a few values, so that streams share them or not.
+fn per_stream() -> impl Strategy<Value = PerStream> {
+    let id = prop_oneof![
+        3 => "[a-zA-Z0-9]{1,24}".prop_map(String::into_bytes),
+        1 => Just(b"c1".to_vec()),
+        1 => Just(br#"x\"y"#.to_vec()),
+        1 => Just(b"\xff".to_vec()),
+    ];
+    let model = prop_oneof![
+        2 => Just(b"gpt-4o".to_vec()),
+        2 => Just(b"gpt-4o-mini".to_vec()),
+        1 => Just(b"claude-sonnet-4".to_vec()),
+        1 => Just(b"gemini-2.5-flash".to_vec()),
+        1 => Just(Vec::new()),
+        1 => Just(b"bad\tname".to_vec()),
+        1 => "[a-z0-9.-]{1,12}".prop_map(String::into_bytes),
+    ];
+    let created = prop_oneof![
+        2 => (1_700_000_000u64..1_700_000_010).prop_map(|n| n.to_string().into_bytes()),
+        1 => Just(b"0".to_vec()),
+        1 => Just(b"-5".to_vec()),
+        1 => Just(b"\"7\"".to_vec()),
+    ];
+    (id, model, created).prop_map(|(id, model, created)| PerStream { id, model, created })
+}
+
+/// Streams in a row, each of the per-stream shapes (and a few others) with its own ids, model
+/// and creation time; now and then an event has another stream's values.
+fn streams() -> impl Strategy<Value = Vec<Vec<Event>>> {
+    let first = SHAPES
+        .iter()
+        .position(|(_, json)| json.contains("{I}") || json.contains("{M}"))
+        .unwrap_or(0);
+    let per_stream_shapes = (first..SHAPES.len()).collect::<Vec<_>>();
+    let one = (
+        per_stream(),
+        per_stream(),
+        proptest::collection::vec(prop::sample::select(per_stream_shapes), 1..4),
+        proptest::collection::vec(0..SHAPES.len(), 0..2),
+        proptest::collection::vec(
+            (
+                any::<prop::sample::Index>(),
+                text(),
+                text(),
+                number(),
+                damage(),
+                (event_type(), lead()),
+                prop::bool::weighted(0.05),
+            ),
+            1..30,
+        ),
+    )
+        .prop_map(|(values, stray, mut shapes, others, events)| {
+            shapes.extend(others);
+            events
+                .into_iter()
+                .map(
+                    |(pick, text, other, number, damage, (event_type, lead), strayed)| Event {
+                        shape: shapes[pick.index(shapes.len())],
+                        text,
+                        other,
+                        number,
+                        damage,
+                        event_type,
+                        lead,
+                        stream: if strayed {
+                            stray.clone()
+                        } else {
+                            values.clone()
+                        },
+                    },
+                )
+                .collect()
+        });
+    proptest::collection::vec(one, 1..8)
 }
 
 /// Feeds `frames` to both parsers; the content events each frame completes and the final
@@ -326,6 +563,27 @@ proptest! {
         let lines: Vec<&[u8]> = body.split_inclusive(|&b| b == b'\n').collect();
         assert_same(WireFormat::Sse, max_event_bytes, &lines);
 
+        // An event's last line and blank line in a frame of their own: often a whole event in
+        // one frame, of the type named before, or what looks like one (the rest of a comment,
+        // the second data line of an event).
+        let mut apart = Vec::new();
+        for event in &per_event {
+            let body = event.trim_ascii_end();
+            let cut = if event.starts_with(b": data") {
+                Some(2)
+            } else {
+                body.iter().rposition(|&b| b == b'\n').map(|i| i + 1)
+            };
+            match cut {
+                Some(i) if i < event.len() => {
+                    apart.push(&event[..i]);
+                    apart.push(&event[i..]);
+                }
+                _ => apart.push(event),
+            }
+        }
+        assert_same(WireFormat::Sse, max_event_bytes, &apart);
+
         // Split anywhere.
         let mut cuts: Vec<usize> = seeds.iter().map(|&s| s as usize % (body.len() + 1)).collect();
         cuts.sort_unstable();
@@ -351,6 +609,33 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Many streams through one thread, each with its own ids, model and usage, some events
+    /// broken: every stream agrees with a parser that uses no templates.
+    #[test]
+    fn streams_in_a_row_agree(streams in streams(), crlf in prop::bool::weighted(0.2)) {
+        for events in &streams {
+            let per_event: Vec<Vec<u8>> = events.iter().map(|e| e.sse(crlf)).collect();
+            let frames: Vec<&[u8]> = per_event.iter().map(Vec::as_slice).collect();
+            assert_same(WireFormat::Sse, super::DEFAULT_MAX_EVENT_BYTES, &frames);
+            let body: Vec<u8> = per_event.concat();
+            let lines: Vec<&[u8]> = body.split_inclusive(|&b| b == b'\n').collect();
+            assert_same(WireFormat::Sse, super::DEFAULT_MAX_EVENT_BYTES, &lines);
+            let ndjson: Vec<u8> = events
+                .iter()
+                .flat_map(|e| {
+                    let mut line = e.json();
+                    line.push(b'\n');
+                    line
+                })
+                .collect();
+            assert_same(WireFormat::Ndjson, super::DEFAULT_MAX_EVENT_BYTES, &[&ndjson]);
+        }
+    }
+}
+
 /// The shapes the fast path is for do take it, in every framing. (A chat stream with no model
 /// changes view at its fifth event and learns its template again: hits since then are counted.)
 #[test]
@@ -368,7 +653,9 @@ fn provider_deltas_are_answered_by_templates() {
                 },
                 number: (i + 4).to_string().into_bytes(),
                 damage: Damage::None,
-                explicit_type: false,
+                event_type: EventType::Shape,
+                lead: Lead::None,
+                stream: PerStream::default(),
             })
             .collect();
         for crlf in [false, true] {
@@ -450,4 +737,105 @@ fn repeated_usage_is_never_taken_for_no_usage() {
     }
     assert_eq!(parser.summary().output_tokens(), 4);
     assert_eq!(parser.summary().content_events(), 5);
+}
+
+/// A chat stream as OpenAI sends it: a first chunk naming the role, content chunks, a last
+/// chunk with the finish reason, usage, `[DONE]`.
+fn chat_stream(id: &str, created: u64, model: &str, output: u64) -> Vec<String> {
+    let chunk = |id: &str, delta: &str, finish: &str| {
+        format!(
+            "data: {{\"id\":\"{id}\",\"object\":\"chat.completion.chunk\",\"created\":{created},\"model\":\"{model}\",\"system_fingerprint\":\"fp_{id}\",\"choices\":[{{\"index\":0,\"delta\":{delta},\"logprobs\":null,\"finish_reason\":{finish}}}]}}\n\n"
+        )
+    };
+    let mut frames = vec![chunk(
+        id,
+        r#"{"role":"assistant","content":"","refusal":null}"#,
+        "null",
+    )];
+    for i in 0..10 {
+        frames.push(chunk(id, &format!(r#"{{"content":" tok{i}"}}"#), "null"));
+    }
+    frames.push(chunk(id, "{}", "\"stop\""));
+    frames.push(format!(
+        "data: {{\"id\":\"{id}\",\"object\":\"chat.completion.chunk\",\"created\":{created},\"model\":\"{model}\",\"choices\":[],\"usage\":{{\"prompt_tokens\":7,\"completion_tokens\":{output}}}}}\n\n"
+    ));
+    frames.push("data: [DONE]\n\n".to_owned());
+    frames
+}
+
+/// Feeds `frames` to a learning parser and to one that learns nothing; they must agree. Returns
+/// the summary, the events answered by templates, and the templates the thread learnt.
+fn run(frames: &[String]) -> (super::StreamSummary, u64, u64) {
+    let before = super::template::shared_learnt();
+    let frames: Vec<&[u8]> = frames.iter().map(|f| f.as_bytes()).collect();
+    assert_same(WireFormat::Sse, super::DEFAULT_MAX_EVENT_BYTES, &frames);
+    let mut parser = StreamParser::new(WireFormat::Sse);
+    let learnt_in_check = super::template::shared_learnt() - before;
+    for frame in &frames {
+        parser.feed(frame);
+    }
+    let learnt = super::template::shared_learnt() - before - learnt_in_check;
+    (
+        parser.summary().clone(),
+        parser.template_answers(),
+        learnt_in_check + learnt,
+    )
+}
+
+/// A stream reads with the templates earlier streams of its thread learnt, whatever its ids
+/// and creation time; never with those of another model, and its own figures are its own.
+#[test]
+fn streams_share_templates_but_not_their_figures() {
+    std::thread::spawn(|| {
+        // The first stream learns: its content chunks, then (seen a second time, by the check
+        // that runs it twice) its first and last chunks.
+        let (a, _, learnt) = run(&chat_stream("chatcmpl-a", 1_700_000_001, "gpt-4o", 21));
+        assert!(learnt >= 1, "{learnt}");
+        assert_eq!(a.model(), Some("gpt-4o"));
+        assert_eq!(a.output_tokens(), 21);
+
+        // Another stream of the model, with its own ids: nothing to learn, and every event but
+        // usage and [DONE] answered by a template.
+        let (b, answered, learnt) = run(&chat_stream("chatcmpl-bb", 1_700_000_002, "gpt-4o", 9));
+        assert_eq!(learnt, 0);
+        assert_eq!(answered, 12);
+        assert_eq!(b.model(), Some("gpt-4o"));
+        assert_eq!(b.format(), super::ProviderFormat::OpenAiChat);
+        assert_eq!((b.content_events(), b.output_tokens()), (10, 9));
+        assert_eq!(b.input_tokens(), Some(7));
+
+        // Another model: the templates of the first do not stand for its events.
+        let (c, _, learnt) = run(&chat_stream("chatcmpl-c", 1_700_000_003, "o3-mini", 4));
+        assert!(learnt >= 1, "{learnt}");
+        assert_eq!(c.model(), Some("o3-mini"));
+        assert_eq!((c.content_events(), c.output_tokens()), (10, 4));
+
+        // Back to the first model, now with content that is no event of the first stream's.
+        let mut d = chat_stream("chatcmpl-d", 1_700_000_004, "gpt-4o", 3);
+        d[3] = d[3].replace(" tok2", "");
+        let (d, answered, learnt) = run(&d);
+        assert_eq!(learnt, 0);
+        assert_eq!(answered, 12);
+        assert_eq!((d.content_events(), d.output_tokens()), (9, 3));
+    })
+    .join()
+    .expect("the checks pass");
+}
+
+/// A stream whose "per-stream" values change from event to event still agrees, and is still
+/// answered by templates (its copy keeps those values as holes).
+#[test]
+fn values_that_change_within_a_stream_stay_holes() {
+    std::thread::spawn(|| {
+        let mut frames = Vec::new();
+        for i in 0..20 {
+            let stream = chat_stream(&format!("chatcmpl-{i}"), 1_700_000_000 + i, "gpt-4o", 5);
+            frames.push(stream[1 + (i as usize % 10)].clone());
+        }
+        let (summary, answered, _) = run(&frames);
+        assert_eq!(summary.content_events(), 20);
+        assert!(answered >= 17, "{answered}");
+    })
+    .join()
+    .expect("the checks pass");
 }

@@ -357,18 +357,6 @@ impl StreamSummary {
         UpstreamError::from_json(self.error_data.as_deref()?)
     }
 
-    /// A copy to try an event out on (see [`template`]): without the error data, which is
-    /// never read while events are interpreted, and without reported usage, so that any usage
-    /// the event assigns shows as a change.
-    fn probe(&self) -> Self {
-        Self {
-            reported_output: None,
-            reported_input: None,
-            error_data: None,
-            ..*self
-        }
-    }
-
     /// Whether two summaries hold the same figures.
     fn same_as(&self, other: &Self) -> bool {
         self.format == other.format
@@ -414,6 +402,10 @@ pub struct StreamParser {
     decoder: Decoder,
     summary: StreamSummary,
     templates: Templates,
+    /// Whether every frame goes through the decoder's state machine (the reference parser
+    /// that tests compare with).
+    #[cfg(test)]
+    plain: bool,
 }
 
 impl StreamParser {
@@ -432,11 +424,44 @@ impl StreamParser {
             decoder,
             summary: StreamSummary::default(),
             templates: Templates::new(),
+            #[cfg(test)]
+            plain: false,
         }
     }
 
     /// Feeds the next bytes of the body. Returns how many content events they completed.
     pub fn feed(&mut self, chunk: &[u8]) -> u64 {
+        // A frame that is one whole event, as providers flush them: if its data holds no line
+        // break, the state machine would dispatch just that event and end between events. A
+        // template of the stream answers for it (a template never matches a line break), else
+        // it is read in full, without going through the state machine.
+        #[cfg(test)]
+        let plain = self.plain;
+        #[cfg(not(test))]
+        let plain = false;
+        if let (Decoder::Sse(d), false) = (&mut self.decoder, plain) {
+            if let Some((event_type, data)) = d.whole_frame(chunk) {
+                let chat = provider::chat_view(&self.summary, self.summary.events + 1);
+                let content = match self
+                    .templates
+                    .answer(&mut self.summary, event_type, data, chat)
+                {
+                    Some(content) => Some(content),
+                    None if memchr::memchr2(b'\n', b'\r', data).is_none() => Some(provider::apply(
+                        &mut self.summary,
+                        &mut self.templates,
+                        event_type,
+                        data,
+                    )),
+                    None => None,
+                };
+                if let Some(content) = content {
+                    d.whole_frame_taken();
+                    self.summary.content_events += u64::from(content);
+                    return u64::from(content);
+                }
+            }
+        }
         let before = self.summary.content_events;
         let mut sink = Sink {
             summary: &mut self.summary,
@@ -497,16 +522,23 @@ impl StreamParser {
 
 #[cfg(test)]
 impl StreamParser {
-    /// A parser that never learns a template: every event is read by serde_json.
+    /// A parser that never learns a template, nor takes a whole frame as an event: every event
+    /// is decoded by the state machine and read by serde_json.
     pub(crate) fn without_templates(wire: WireFormat, max_event_bytes: usize) -> Self {
         let mut parser = Self::with_max_event_bytes(wire, max_event_bytes);
         parser.templates.disable();
+        parser.plain = true;
         parser
     }
 
     /// Events answered by a template so far.
     pub(crate) fn template_hits(&self) -> u64 {
         self.templates.hits()
+    }
+
+    /// Events answered by a template, the stream's own or one shared by the thread's streams.
+    pub(crate) fn template_answers(&self) -> u64 {
+        self.templates.answered()
     }
 }
 

@@ -369,22 +369,23 @@ pub(super) fn apply(
         return false;
     }
     let chat = chat_view(summary, summary.events);
-    if let Some(content) = templates.read(event_type, data, chat, summary.events) {
+    if let Some(content) = templates.read(summary, event_type, data, chat) {
         return content;
     }
-    let recorded = |s: &StreamSummary| {
-        (
-            s.reported_output,
-            s.reported_input,
-            s.error.is_some(),
-            s.malformed_events,
-        )
-    };
-    let before = recorded(summary);
+    // Usage is taken out while the event is read, so that an event that assigns it shows, even
+    // when it repeats the figures already recorded; what the event does not assign is put back.
+    let usage = (
+        summary.reported_output.take(),
+        summary.reported_input.take(),
+    );
+    let before = (summary.error.is_some(), summary.malformed_events);
     let content = interpret(summary, event_type, data, chat);
+    let assigned = summary.reported_output.is_some() || summary.reported_input.is_some();
+    summary.reported_output = summary.reported_output.or(usage.0);
+    summary.reported_input = summary.reported_input.or(usage.1);
     // An event that recorded usage or an error cannot stand for others: not worth trying out.
-    if content && recorded(summary) == before {
-        templates.learn(summary, event_type, data, chat);
+    if !assigned && (summary.error.is_some(), summary.malformed_events) == before {
+        templates.learn(summary, event_type, data, chat, content);
     }
     content
 }
@@ -393,7 +394,7 @@ pub(super) fn apply(
 /// to be OpenAI chat, the lighter view serves; the first few chunks still go through the full
 /// one to pick up the model. Which view reads an event is part of what a template stands for:
 /// the choice, once made, holds for the rest of the stream.
-fn chat_view(summary: &StreamSummary, event: u64) -> bool {
+pub(super) fn chat_view(summary: &StreamSummary, event: u64) -> bool {
     summary.format == ProviderFormat::OpenAiChat && (summary.model.is_some() || event > 4)
 }
 
@@ -414,7 +415,7 @@ pub(super) fn recognise(
 /// Records the event [`recognise`] last recognised. Returns whether it carried content.
 pub(super) fn accept(summary: &mut StreamSummary, templates: &mut Templates) -> bool {
     summary.events += 1;
-    templates.accept(summary.events)
+    templates.accept(summary)
 }
 
 /// Reads an event's JSON (`data` starts with `{`) with serde_json, by the OpenAI chat view when

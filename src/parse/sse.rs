@@ -9,6 +9,8 @@
 //! the sink may recognise the data straight from the frame ([`EventSink::recognise`]); the
 //! decoder only checks that the line and the event end where the sink says, and skips the line
 //! scan and the copy. The outcome is the one the state machine would reach on the same bytes.
+//! When the frame is that event and nothing else, the parser need not even enter the state
+//! machine ([`SseDecoder::whole_frame`]).
 
 use memchr::{memchr2, memchr3};
 
@@ -84,6 +86,26 @@ pub(crate) struct SseDecoder {
     oversized_events: u64,
 }
 
+/// An `event:` line at the start of `buf`: the type it gives, as the state machine keeps it
+/// (`message` when empty, nothing when too long), and the bytes after the line.
+#[inline(never)]
+fn event_line(buf: &[u8]) -> Option<(&[u8], &[u8])> {
+    let line = buf.strip_prefix(b"event:")?;
+    let line = line.strip_prefix(b" ").unwrap_or(line);
+    let end = memchr2(b'\n', b'\r', line)?;
+    let rest = match &line[end..] {
+        [b'\r', b'\n', rest @ ..] => rest,
+        [_, rest @ ..] => rest,
+        [] => return None,
+    };
+    let event_type: &[u8] = match end {
+        0 => b"message",
+        n if n > EVENT_TYPE_CAP => b"",
+        n => &line[..n],
+    };
+    Some((event_type, rest))
+}
+
 impl SseDecoder {
     /// A decoder that skips (and counts) events whose data exceeds `max_event_bytes`.
     pub(crate) fn new(max_event_bytes: usize) -> Self {
@@ -115,6 +137,52 @@ impl SseDecoder {
     /// At the start of a line with no event data pending.
     pub(crate) fn at_event_boundary(&self) -> bool {
         self.state == State::LineStart && !self.has_data
+    }
+
+    /// When the decoder is between events and `buf` is one whole event, a single `data:` line,
+    /// maybe after an `event:` line, and the blank line that ends it (`\n\n` or `\r\n\r\n`):
+    /// the event's type and the data line's value. The event is the one the state machine would
+    /// dispatch if the value holds no line break, which the caller checks; it then calls
+    /// [`whole_frame_taken`](Self::whole_frame_taken) instead of [`feed`](Self::feed).
+    #[inline]
+    pub(crate) fn whole_frame<'a>(&'a self, buf: &'a [u8]) -> Option<(&'a [u8], &'a [u8])> {
+        if self.state != State::LineStart
+            || self.has_data
+            || self.pending_cr
+            || self.bom_matched < 3
+        {
+            return None;
+        }
+        // A `data:` line and the blank line: the line's value.
+        let data = |buf: &'a [u8]| {
+            let value = buf.strip_prefix(b"data:")?;
+            let value = value.strip_prefix(b" ").unwrap_or(value);
+            value
+                .strip_suffix(b"\n\n")
+                .or_else(|| value.strip_suffix(b"\r\n\r\n"))
+        };
+        let (event_type, value) = match buf.first() {
+            Some(b'd') => (self.event_type(), data(buf)?),
+            // The ending first: it rules out a frame that holds only the event line.
+            Some(b'e') if buf.ends_with(b"\n\n") || buf.ends_with(b"\r\n\r\n") => {
+                let (event_type, rest) = event_line(buf)?;
+                (event_type, data(rest)?)
+            }
+            _ => return None,
+        };
+        // Empty data is not dispatched and oversized data is counted: the state machine's.
+        if value.is_empty() || value.len() > self.max_event_bytes {
+            return None;
+        }
+        Some((event_type, value))
+    }
+
+    /// The frame [`whole_frame`](Self::whole_frame) gave was taken as that event: the decoder
+    /// is where the state machine would be after it.
+    #[inline]
+    pub(crate) fn whole_frame_taken(&mut self) {
+        self.event_type_len = 0;
+        self.event_type_overflow = false;
     }
 
     /// Decodes `buf`, calling `on_event` for each complete event.
@@ -521,5 +589,89 @@ mod tests {
     fn invalid_utf8_passes_through_without_panic() {
         let (events, _) = decode(&[b"data: \xff\xfe\n\n"]);
         assert_eq!(events.len(), 1);
+    }
+
+    /// What [`SseDecoder::whole_frame`] takes for a whole event (with no line break in its
+    /// data) is the one event the state machine dispatches for the frame, after whatever came
+    /// before, and the decoder is left as the state machine leaves it.
+    #[test]
+    fn whole_frames_are_the_events_the_state_machine_gives() {
+        let long_type = format!("event: {}\ndata: a\n\n", "t".repeat(70));
+        let frames: [&[u8]; 20] = [
+            b"data: a\n\n",
+            b"data:a\r\n\r\n",
+            b"data:  a\n\n",
+            b"event: x\ndata: a\n\n",
+            b"event:x\r\ndata: a\r\n\r\n",
+            b"event: x\rdata: a\n\n",
+            b"event:\ndata: a\n\n",
+            b"event: \ndata: a\n\n",
+            long_type.as_bytes(),
+            b"data: a\r\n\n",
+            b"data: a\nb\n\n",
+            b"data: a\rb\n\n",
+            b"event: x\n\n",
+            b"data: \n\n",
+            b"data: a\n\ndata: b\n\n",
+            b"datum: a\n\n",
+            b"event: x\ndata: a\ndata: b\n\n",
+            b"event: x\nid: 1\ndata: a\n\n",
+            b"data: 0123456789012345678901234567890123456789012345678901234567890123456789\n\n",
+            b"events: x\ndata: a\n\n",
+        ];
+        let befores: [&[u8]; 8] = [
+            b"",
+            b"data: z\n\n",
+            b"event: y\n",
+            b": c",
+            b"data: z\n",
+            b"data: z\r",
+            b"\xEF\xBB",
+            b"ev",
+        ];
+        type Events = Vec<(Vec<u8>, Vec<u8>)>;
+        let run = |d: &mut SseDecoder, bytes: &[u8], out: &mut Events| {
+            d.feed(bytes, &mut |t: &[u8], data: &[u8]| {
+                out.push((t.to_vec(), data.to_vec()))
+            });
+        };
+        let mut taken = 0;
+        for before in befores {
+            for frame in frames {
+                let (mut fast, mut plain) = (SseDecoder::new(64), SseDecoder::new(64));
+                let (mut fast_events, mut plain_events) = (Vec::new(), Vec::new());
+                run(&mut fast, before, &mut fast_events);
+                run(&mut plain, before, &mut plain_events);
+                run(&mut plain, frame, &mut plain_events);
+                let whole = fast
+                    .whole_frame(frame)
+                    .filter(|(_, data)| !data.iter().any(|&b| b == b'\n' || b == b'\r'))
+                    .map(|(t, data)| (t.to_vec(), data.to_vec()));
+                match whole {
+                    Some(event) => {
+                        fast.whole_frame_taken();
+                        fast_events.push(event);
+                        taken += 1;
+                    }
+                    None => run(&mut fast, frame, &mut fast_events),
+                }
+                for after in [&b"data: next\n\n"[..], b"\n"] {
+                    run(&mut fast, after, &mut fast_events);
+                    run(&mut plain, after, &mut plain_events);
+                }
+                let what = (
+                    String::from_utf8_lossy(before),
+                    String::from_utf8_lossy(frame),
+                );
+                assert_eq!(fast_events, plain_events, "{what:?}");
+                assert_eq!(
+                    fast.oversized_events(),
+                    plain.oversized_events(),
+                    "{what:?}"
+                );
+                assert_eq!(fast.at_event_boundary(), plain.at_event_boundary());
+            }
+        }
+        assert!(taken >= 18, "{taken} frames taken whole");
     }
 }

@@ -1,4 +1,5 @@
-//! The per-event fast path: event templates learnt from the stream itself.
+//! The per-event fast path: event templates, learnt from the streams themselves and shared by
+//! the streams of a thread.
 //!
 //! The chunks of one stream are nearly the same bytes each time. An OpenAI chat chunk repeats its
 //! `id`, `created`, `model` and `system_fingerprint` and differs only in `delta.content`; an
@@ -12,31 +13,50 @@
 //! `memcmp`s and a scan of the text, instead of a JSON parse.
 //!
 //! How the answer depends on the holes is tried out when the template is learnt: the event is
-//! read again, by the same code and on a copy of the summary, with every hole emptied, and once
-//! more for each text hole with that hole filled. A template is kept only if those readings
-//! change nothing in the summary: no usage, and no error, model or format that is not already
-//! recorded (the first one seen is kept, so such a reading stays without effect for the rest of
-//! the stream). Events that record anything keep the full path. So do events a template does not
-//! match or whose hole values a scan is unsure of: a miss costs speed, never correctness.
+//! read again, by the same code and on a fresh summary, with every hole emptied, once more for
+//! each text hole with that hole filled, and once with every other hole filled. A template is
+//! kept only if those readings agree and record nothing but a provider format and a model: its
+//! *effects*, which a match replays (they take hold only in a stream that has none yet, as with
+//! the full reading, the first one seen being kept). Events that record usage, an error or a
+//! malformed event keep the full path. So do events a template does not match or whose hole
+//! values a scan is unsure of: a miss costs speed, never correctness.
+//!
+//! Since a template's reading was tried on a fresh summary and owes nothing to the stream it was
+//! learnt from, the streams of a thread share them: a small per-thread cache that a stream
+//! consults when none of its own templates matches, so that most streams verify nothing. For
+//! that, the values a stream repeats in every event but that differ between streams (`id`,
+//! `created`, `system_fingerprint`, Responses `item_id`, Gemini `responseId`) are holes in the
+//! shared template; they are never read by [`interpret`], and the stream's own copy has them
+//! filled in with its values, so that matching stays a `memcmp`. The model is never a hole: a
+//! template stands for one model, whose name its reading records.
+
+use std::cell::RefCell;
+use std::hash::{BuildHasher, Hasher};
 
 use memchr::memchr;
 
-use super::StreamSummary;
-use super::provider::interpret;
+use super::provider::{chat_view, interpret};
+use super::{ModelName, ProviderFormat, StreamSummary};
 
-/// Templates kept at once: enough for a stream whose events alternate between a few shapes
-/// (several choices, interleaved providers in tests) without evicting each other.
+/// Templates a stream keeps at once: enough for a stream whose events alternate between a few
+/// shapes (several choices, interleaved providers in tests) without evicting each other.
 const SLOTS: usize = 4;
 /// Holes per template.
-const MAX_HOLES: usize = 4;
+const MAX_HOLES: usize = 8;
 /// Larger events are not learnt: chunks worth a template are a few hundred bytes.
 const MAX_TEMPLATE_BYTES: usize = 1024;
-/// A probe event is the learnt event with its holes emptied and at most one byte put in.
-const SCRATCH_BYTES: usize = MAX_TEMPLATE_BYTES + 1;
+/// A probe event is the learnt event with its holes emptied and at most one byte put in each.
+const SCRATCH_BYTES: usize = MAX_TEMPLATE_BYTES + MAX_HOLES;
 /// Event types are compared whole; longer ones are not learnt.
 const EVENT_TYPE_CAP: usize = 64;
 /// Most events between two learning attempts after repeated failures.
 const MAX_BACKOFF: u64 = 1024;
+/// Templates a thread keeps for its streams to share, the least recently used replaced first.
+/// With their bytes (`MAX_TEMPLATE_BYTES` each) and the probe buffer that is about 22 KiB per
+/// thread that has parsed a stream, allocated once, with the thread's first parser.
+const SHARED_TEMPLATES: usize = 16;
+/// Shapes of events without content remembered per thread (see [`Shared::seen`]).
+const SEEN: usize = 16;
 
 /// String values under these keys are only ever tested for emptiness by [`interpret`] (delta
 /// text, reasoning, refusals, tool arguments), so they may vary in a template. Which of them
@@ -52,10 +72,16 @@ const TEXT_KEYS: [&[u8]; 9] = [
     b"partial_json",
     b"arguments",
 ];
-/// String values under these keys are never read by [`interpret`]; they change on every chunk.
-const IGNORED_STRING_KEYS: [&[u8]; 1] = [b"obfuscation"];
+/// String values under these keys are never read by [`interpret`]; they change on every chunk
+/// (Ollama's `created_at` is a timestamp string).
+const IGNORED_STRING_KEYS: [&[u8]; 2] = [b"obfuscation", b"created_at"];
 /// Integer values under these keys are never read by [`interpret`]; they change on every chunk.
 const IGNORED_INTEGER_KEYS: [&[u8]; 1] = [b"sequence_number"];
+/// String values under these keys are never read by [`interpret`]; a stream repeats them in
+/// every event, and they differ from stream to stream.
+const STREAM_STRING_KEYS: [&[u8]; 4] = [b"id", b"system_fingerprint", b"item_id", b"responseId"];
+/// The same for integers: OpenAI chat's `created`, Responses' `created_at`.
+const STREAM_INTEGER_KEYS: [&[u8]; 2] = [b"created", b"created_at"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Hole {
@@ -65,12 +91,57 @@ enum Hole {
     String,
     /// A non-negative integer whose value does not matter.
     Integer,
+    /// A string whose value does not matter and that a stream repeats: a hole in a shared
+    /// template, filled in by the stream's value in the stream's copy.
+    StreamString,
+    /// The same for an integer.
+    StreamInteger,
 }
 
-#[derive(Debug)]
-struct Template {
-    /// The length of the template event's bytes with the hole values cut out, kept in this
-    /// slot's part of the arena.
+impl Hole {
+    fn integer(self) -> bool {
+        matches!(self, Self::Integer | Self::StreamInteger)
+    }
+
+    /// The kind of hole a stream's copy keeps when it leaves a per-stream value a hole.
+    fn varying(self) -> Self {
+        match self {
+            Self::StreamString => Self::String,
+            Self::StreamInteger => Self::Integer,
+            other => other,
+        }
+    }
+}
+
+/// What reading a template's event records besides content: the provider format and the model
+/// (`Unknown` and `None` when it records none).
+#[derive(Debug, Clone, Copy, Default)]
+struct Effects {
+    format: ProviderFormat,
+    model: Option<ModelName>,
+}
+
+impl Effects {
+    /// Records them as the full reading does: only where the stream has none yet.
+    #[inline(always)]
+    fn apply(&self, summary: &mut StreamSummary) {
+        summary.detect(self.format);
+        if summary.model.is_none() {
+            summary.model = self.model;
+        }
+    }
+
+    fn same(&self, other: &Self) -> bool {
+        self.format == other.format
+            && self.model.as_ref().map(ModelName::as_str)
+                == other.model.as_ref().map(ModelName::as_str)
+    }
+}
+
+/// A template, its bytes kept elsewhere.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    /// The length of the template event's bytes with the hole values cut out.
     len: usize,
     /// Where each hole sits in those bytes, in order.
     holes: [(usize, Hole); MAX_HOLES],
@@ -83,14 +154,10 @@ struct Template {
     one_line: bool,
     /// The answer when every text hole is empty.
     base: bool,
-    live: bool,
-    /// The event count when this template was last learnt or matched (for eviction).
-    last_used: u64,
-    /// Events matched since it was learnt.
-    hits: u64,
+    effects: Effects,
 }
 
-impl Default for Template {
+impl Default for Shape {
     fn default() -> Self {
         Self {
             len: 0,
@@ -101,16 +168,15 @@ impl Default for Template {
             chat: false,
             one_line: false,
             base: false,
-            live: false,
-            last_used: 0,
-            hits: 0,
+            effects: Effects::default(),
         }
     }
 }
 
-impl Template {
-    /// Whether the start of `data` is this template with well-formed hole values; if so, the
-    /// length matched and whether it carries content.
+impl Shape {
+    /// Whether the start of `data` is this template (whose bytes are `bytes`) with well-formed
+    /// hole values; if so, the length matched and whether it carries content. `spans`, when
+    /// given, receives where each hole's value sits in `data`.
     #[inline(always)]
     fn read(
         &self,
@@ -118,45 +184,77 @@ impl Template {
         event_type: &[u8],
         data: &[u8],
         chat: bool,
+        mut spans: Option<&mut [(usize, usize); MAX_HOLES]>,
     ) -> Option<(usize, bool)> {
-        if !self.live
-            || self.chat != chat
-            || !same_bytes(event_type, &self.event_type[..self.event_type_len])
-        {
+        if self.chat != chat || !same_bytes(event_type, &self.event_type[..self.event_type_len]) {
             return None;
         }
-        let bytes = bytes.get(..self.len)?;
+        if self.hole_count == 1 && spans.is_none() {
+            // The usual template, one text hole: its bytes before and after it.
+            let (at, hole) = self.holes[0];
+            let rest = data.strip_prefix(bytes.get(..at)?)?;
+            let len = if hole.integer() {
+                scan_integer(rest)?
+            } else {
+                scan_string(rest)?
+            };
+            let rest = rest.get(len..)?.strip_prefix(bytes.get(at..self.len)?)?;
+            return Some((
+                data.len() - rest.len(),
+                self.base || (hole == Hole::Text && len > 0),
+            ));
+        }
         let mut content = self.base;
-        let mut pos = 0;
+        // What is left of `data` past the part matched.
+        let mut rest = data;
         let mut literal_start = 0;
-        for &(at, hole) in &self.holes[..self.hole_count] {
-            let literal = bytes.get(literal_start..at)?;
-            if data.get(pos..pos + literal.len())? != literal {
-                return None;
-            }
-            pos += literal.len();
-            let rest = data.get(pos..)?;
-            let len = if hole == Hole::Integer {
+        for (k, &(at, hole)) in self.holes[..self.hole_count].iter().enumerate() {
+            rest = rest.strip_prefix(bytes.get(literal_start..at)?)?;
+            let len = if hole.integer() {
                 scan_integer(rest)?
             } else {
                 scan_string(rest)?
             };
             content |= hole == Hole::Text && len > 0;
-            pos += len;
+            if let Some(spans) = spans.as_deref_mut() {
+                let pos = data.len() - rest.len();
+                *spans.get_mut(k)? = (pos, pos + len);
+            }
+            rest = rest.get(len..)?;
             literal_start = at;
         }
-        let literal = bytes.get(literal_start..)?;
-        (data.get(pos..pos + literal.len())? == literal).then_some((pos + literal.len(), content))
+        let rest = rest.strip_prefix(bytes.get(literal_start..self.len)?)?;
+        Some((data.len() - rest.len(), content))
     }
+}
+
+/// One of a stream's templates.
+#[derive(Debug, Default)]
+struct Slot {
+    shape: Shape,
+    /// Where its bytes start in the stream's arena.
+    start: usize,
+    live: bool,
+    /// `live` and `shape.one_line`.
+    one_line: bool,
+    /// The event count when this template was last learnt or matched (for eviction).
+    last_used: u64,
+    /// Events matched since it was learnt.
+    hits: u64,
+    /// The shared template it is a copy of, and whether the copy has the per-stream values
+    /// filled in.
+    origin: u64,
+    filled_in: bool,
 }
 
 /// The templates of one stream, and when to try learning the next one.
 #[derive(Debug)]
 pub(crate) struct Templates {
-    slots: [Template; SLOTS],
-    /// The slots' bytes, `MAX_TEMPLATE_BYTES` each, then room for a probe event: allocated
-    /// once with the parser, so that learning never allocates while frames are polled.
-    arena: Box<[u8]>,
+    slots: [Slot; SLOTS],
+    /// The slots' bytes, one after another, at most `MAX_TEMPLATE_BYTES` each. Its capacity,
+    /// room for all, is reserved with the parser (and not zeroed), so that replacing a template
+    /// never allocates while frames are polled.
+    arena: Vec<u8>,
     /// What [`recognise`](Self::recognise) found, for [`accept`](Self::accept): the slot and
     /// whether the event carries content.
     recognised: (usize, bool),
@@ -165,22 +263,40 @@ pub(crate) struct Templates {
     /// No learning before this event count.
     next_attempt: u64,
     backoff: u64,
+    /// No looking in the thread's templates before this event count: a stream whose events
+    /// keep missing them (Gemini's, which all carry usage) looks less and less often.
+    next_lookup: u64,
+    lookup_backoff: u64,
+    /// Whether templates are used at all (tests compare with a parser that uses none).
+    enabled: bool,
+    /// Events answered by a template, the stream's or the thread's.
+    #[cfg(test)]
+    answered: u64,
 }
 
 impl Templates {
     pub(crate) fn new() -> Self {
+        // The thread's shared templates are set up now, with the parser, rather than while a
+        // frame is polled.
+        let _ = SHARED.try_with(|_| ());
         Self {
             slots: Default::default(),
-            arena: vec![0; SLOTS * MAX_TEMPLATE_BYTES + SCRATCH_BYTES].into_boxed_slice(),
+            arena: Vec::with_capacity(SLOTS * MAX_TEMPLATE_BYTES),
             recognised: (0, false),
             one_line: false,
             next_attempt: 0,
             backoff: 0,
+            next_lookup: 0,
+            lookup_backoff: 0,
+            enabled: true,
+            #[cfg(test)]
+            answered: 0,
         }
     }
 
     #[cfg(test)]
     pub(crate) fn disable(&mut self) {
+        self.enabled = false;
         self.next_attempt = u64::MAX;
     }
 
@@ -189,23 +305,101 @@ impl Templates {
         self.slots.iter().map(|s| s.hits).sum()
     }
 
-    /// The answer for an event that matches a template, without parsing it.
+    #[cfg(test)]
+    pub(crate) fn answered(&self) -> u64 {
+        self.answered
+    }
+
+    /// The answer for an event that matches a template, without parsing it; its effects are
+    /// recorded in `summary`. The stream's own templates are tried first, then the thread's.
     pub(crate) fn read(
         &mut self,
+        summary: &mut StreamSummary,
         event_type: &[u8],
         data: &[u8],
         chat: bool,
-        events: u64,
     ) -> Option<bool> {
-        for (i, slot) in self.slots.iter_mut().enumerate() {
+        for slot in &mut self.slots {
             if !slot.live {
                 continue;
             }
-            let bytes = self.arena.get(i * MAX_TEMPLATE_BYTES..)?;
-            if let Some((len, content)) = slot.read(bytes, event_type, data, chat) {
+            let bytes = self.arena.get(slot.start..)?;
+            if let Some((len, content)) = slot.shape.read(bytes, event_type, data, chat, None) {
                 if len == data.len() {
-                    slot.last_used = events;
+                    slot.last_used = summary.events;
                     slot.hits += 1;
+                    slot.shape.effects.apply(summary);
+                    #[cfg(test)]
+                    {
+                        self.answered += 1;
+                    }
+                    return Some(content);
+                }
+            }
+        }
+        if !self.enabled || summary.events < self.next_lookup {
+            return None;
+        }
+        let found = SHARED
+            .try_with(|shared| {
+                let mut shared = shared.try_borrow_mut().ok()?;
+                let mut spans = [(0, 0); MAX_HOLES];
+                let (index, content) = shared.find(event_type, data, chat, &mut spans)?;
+                let (shape, bytes, stamp) = shared.entry(index)?;
+                shape.effects.apply(summary);
+                // A template of the other view than the next event's can never match again in
+                // this stream (the chat view, once chosen, stays chosen): it is not copied.
+                if shape.chat == chat_view(summary, summary.events + 1) {
+                    let slot = self.install(shape, bytes, stamp, data, &spans, summary.events);
+                    if let Some(slot) = self.slots.get_mut(slot) {
+                        slot.hits = 1;
+                    }
+                }
+                Some(content)
+            })
+            .ok()
+            .flatten();
+        self.lookup_backoff = match found {
+            Some(_) => 0,
+            None => (self.lookup_backoff * 2).clamp(1, MAX_BACKOFF),
+        };
+        self.next_lookup = summary.events + self.lookup_backoff;
+        #[cfg(test)]
+        {
+            self.answered += u64::from(found.is_some());
+        }
+        found
+    }
+
+    /// The answer for an event whose data is `data`, from the stream's one-line templates only;
+    /// when there is one the event is recorded as read (its effects and the event count in
+    /// `summary`).
+    #[inline]
+    pub(crate) fn answer(
+        &mut self,
+        summary: &mut StreamSummary,
+        event_type: &[u8],
+        data: &[u8],
+        chat: bool,
+    ) -> Option<bool> {
+        if !self.one_line {
+            return None;
+        }
+        for slot in &mut self.slots {
+            if !slot.one_line {
+                continue;
+            }
+            let bytes = self.arena.get(slot.start..)?;
+            if let Some((len, content)) = slot.shape.read(bytes, event_type, data, chat, None) {
+                if len == data.len() {
+                    summary.events += 1;
+                    slot.last_used = summary.events;
+                    slot.hits += 1;
+                    slot.shape.effects.apply(summary);
+                    #[cfg(test)]
+                    {
+                        self.answered += 1;
+                    }
                     return Some(content);
                 }
             }
@@ -228,8 +422,8 @@ impl Templates {
             if !slot.one_line {
                 continue;
             }
-            let bytes = self.arena.get(i * MAX_TEMPLATE_BYTES..)?;
-            if let Some((len, content)) = slot.read(bytes, event_type, rest, chat) {
+            let bytes = self.arena.get(slot.start..)?;
+            if let Some((len, content)) = slot.shape.read(bytes, event_type, rest, chat, None) {
                 // A line break must follow (the decoder checks): then this is the whole data.
                 self.recognised = (i, content);
                 return Some(len);
@@ -238,39 +432,93 @@ impl Templates {
         None
     }
 
-    /// Records the event last recognised, numbered `events`. Returns whether it carried
-    /// content.
-    pub(crate) fn accept(&mut self, events: u64) -> bool {
+    /// Records the event last recognised (its effects in `summary`, whose event count includes
+    /// it). Returns whether it carried content.
+    pub(crate) fn accept(&mut self, summary: &mut StreamSummary) -> bool {
         let (i, content) = self.recognised;
         if let Some(slot) = self.slots.get_mut(i) {
-            slot.last_used = events;
+            slot.last_used = summary.events;
             slot.hits += 1;
+            slot.shape.effects.apply(summary);
+        }
+        #[cfg(test)]
+        {
+            self.answered += 1;
         }
         content
     }
 
-    /// After `interpret` read a content event that no template matched, tries to make a
-    /// template of it. `summary` is the state after that reading.
+    /// After `interpret` read an event that no template matched and that recorded no usage,
+    /// error or malformed event, tries to make a template of it. `summary` is the state after
+    /// that reading, `content` its answer.
     pub(crate) fn learn(
         &mut self,
         summary: &StreamSummary,
         event_type: &[u8],
         data: &[u8],
         chat: bool,
+        content: bool,
     ) {
-        let events = summary.events();
+        let events = summary.events;
         if events < self.next_attempt
             || data.len() > MAX_TEMPLATE_BYTES
             || event_type.len() > EVENT_TYPE_CAP
         {
             return;
         }
+        let learnt = SHARED
+            .try_with(|shared| {
+                let mut shared = shared.try_borrow_mut().ok()?;
+                // The thread may know the template already (this stream was not looking).
+                let mut spans = [(0, 0); MAX_HOLES];
+                let (index, spans) = match shared.find(event_type, data, chat, &mut spans) {
+                    Some((index, _)) => (index, spans),
+                    None => match shared.learn(event_type, data, chat, content) {
+                        Learnt::Skipped => return None,
+                        Learnt::Failed => return Some(false),
+                        Learnt::Entry(index, spans) => (index, spans),
+                    },
+                };
+                let (shape, bytes, stamp) = shared.entry(index)?;
+                // As in `read`: a template of the other view is for the thread's next streams.
+                if shape.chat != chat_view(summary, events + 1) {
+                    return Some(true);
+                }
+                let evicted = &self.slots[self.choose(shape.chat, stamp).0];
+                let evicted_unused = evicted.live && evicted.hits == 0;
+                self.install(shape, bytes, stamp, data, &spans, events);
+                Some(!evicted_unused)
+            })
+            .ok()
+            .flatten();
+        // Back off while learning fails, or while templates are replaced before any use (more
+        // shapes than slots), so that such a stream pays for a few attempts only.
+        match learnt {
+            None => return,
+            Some(true) => self.backoff = 0,
+            Some(false) => self.backoff = (self.backoff * 2).clamp(1, MAX_BACKOFF),
+        }
+        self.next_attempt = events + self.backoff;
+    }
+
+    /// The slot a copy of shared template `stamp` read by the `chat` view goes to, and whether
+    /// the per-stream values are filled in.
+    fn choose(&self, chat: bool, stamp: u64) -> (usize, bool) {
+        // A slot holding a copy of the same template with other per-stream values filled in:
+        // they change within this stream, so they stay holes.
+        if let Some(i) = self
+            .slots
+            .iter()
+            .position(|s| s.live && s.origin == stamp && s.filled_in)
+        {
+            return (i, false);
+        }
         // A slot read by the other view can never match again: the chat view, once chosen,
         // stays chosen for the stream.
         let index = self
             .slots
             .iter()
-            .position(|s| s.live && s.chat != chat)
+            .position(|s| s.live && s.shape.chat != chat)
             .or_else(|| self.slots.iter().position(|s| !s.live))
             .unwrap_or_else(|| {
                 let oldest = self.slots.iter().map(|s| s.last_used).min().unwrap_or(0);
@@ -279,137 +527,404 @@ impl Templates {
                     .position(|s| s.last_used == oldest)
                     .unwrap_or(0)
             });
-        let evicted_unused = self.slots[index].live && self.slots[index].hits == 0;
-        let (slots_bytes, scratch) = self.arena.split_at_mut(SLOTS * MAX_TEMPLATE_BYTES);
-        let Some(bytes) = slots_bytes.chunks_exact_mut(MAX_TEMPLATE_BYTES).nth(index) else {
-            return;
-        };
-        let learnt = learn_into(
-            &mut self.slots[index],
-            bytes,
-            scratch,
-            summary,
-            event_type,
-            data,
-            chat,
-        );
-        // Back off while learning fails, or while templates are replaced before any use (more
-        // shapes than slots), so that such a stream pays for a few attempts only.
-        self.backoff = if learnt && !evicted_unused {
-            0
+        (index, true)
+    }
+
+    /// Copies shared template `stamp` (`shape`, `bytes`), which `data` matched with its hole
+    /// values at `spans`, into one of the stream's slots, with this stream's values filled in
+    /// its per-stream holes. Returns the slot.
+    fn install(
+        &mut self,
+        shape: &Shape,
+        bytes: &[u8],
+        stamp: u64,
+        data: &[u8],
+        spans: &[(usize, usize); MAX_HOLES],
+        events: u64,
+    ) -> usize {
+        let (index, mut fill) = self.choose(shape.chat, stamp);
+        let holes = &shape.holes[..shape.hole_count];
+        let filled: usize = holes
+            .iter()
+            .zip(spans)
+            .filter(|((_, h), _)| !matches!(h, Hole::Text | Hole::String | Hole::Integer))
+            .map(|(_, &(s, e))| e.saturating_sub(s))
+            .sum();
+        fill &= shape.len + filled <= MAX_TEMPLATE_BYTES;
+        // The old bytes go; the others move down, and the new ones are put at the end. Each
+        // template taking at most MAX_TEMPLATE_BYTES, they fit in the capacity reserved.
+        let slot = &mut self.slots[index];
+        if slot.live {
+            let (start, len) = (slot.start, slot.shape.len);
+            self.arena.drain(start..(start + len).min(self.arena.len()));
+            for other in &mut self.slots {
+                if other.live && other.start > start {
+                    other.start -= len;
+                }
+            }
+        }
+        self.slots[index].live = false;
+        self.slots[index].one_line = false;
+        let start = self.arena.len();
+        let mut copy = *shape;
+        let mut count = 0;
+        let mut at = 0;
+        let mut copied = true;
+        if fill {
+            // `data` is the template with the hole values filled in: the copy is `data` without
+            // the values that vary.
+            for (&(_, hole), &(s, e)) in holes.iter().zip(spans) {
+                if hole == hole.varying() {
+                    copied &= extend(&mut self.arena, data.get(at..s));
+                    copy.holes[count] = (self.arena.len() - start, hole);
+                    count += 1;
+                    at = e;
+                }
+            }
+            copied &= extend(&mut self.arena, data.get(at..));
         } else {
-            (self.backoff * 2).clamp(1, MAX_BACKOFF)
-        };
-        self.next_attempt = events + self.backoff;
+            for &(pos, hole) in holes {
+                copied &= extend(&mut self.arena, bytes.get(at..pos));
+                copy.holes[count] = (self.arena.len() - start, hole.varying());
+                count += 1;
+                at = pos;
+            }
+            copied &= extend(&mut self.arena, bytes.get(at..shape.len));
+        }
+        if !copied {
+            // Not reached (the spans are those of a match); the slot is left empty.
+            self.arena.truncate(start);
+        } else {
+            copy.hole_count = count;
+            copy.len = self.arena.len() - start;
+            self.slots[index] = Slot {
+                shape: copy,
+                start,
+                live: true,
+                one_line: copy.one_line,
+                last_used: events,
+                hits: 0,
+                origin: stamp,
+                filled_in: fill,
+            };
+        }
         self.one_line = self.slots.iter().any(|s| s.one_line);
+        index
     }
 }
 
-/// Makes a template of `data` in `slot` (its bytes going to `bytes`) if the probes allow it;
-/// returns whether it did. A slot is left as it was when they do not.
-fn learn_into(
-    slot: &mut Template,
-    bytes: &mut [u8],
-    scratch: &mut [u8],
-    summary: &StreamSummary,
-    event_type: &[u8],
-    data: &[u8],
-    chat: bool,
-) -> bool {
-    let mut holes = [(0, 0, Hole::String); MAX_HOLES];
-    let count = find_holes(data, &mut holes);
-    if count == 0 {
-        // It would only match the very same event.
-        return false;
-    }
-    let holes = &mut holes[..count];
-    let Some(base) = probe(summary, scratch, event_type, data, holes, None, chat) else {
-        return false;
-    };
-    for i in 0..holes.len() {
-        if holes[i].2 != Hole::Text {
-            continue;
+/// The templates shared by the streams of one thread, and the buffer that probes are built in.
+#[derive(Debug)]
+struct Shared {
+    entries: [Entry; SHARED_TEMPLATES],
+    /// The entries' bytes, `MAX_TEMPLATE_BYTES` each.
+    bytes: Box<[u8]>,
+    scratch: Vec<u8>,
+    /// Fingerprints of the events learning was asked for lately, and whether their probes
+    /// failed. An event without content (an OpenAI chat stream's first and last chunks) is
+    /// worth a template when it recurs in another stream, but many are one-offs: one is learnt
+    /// only when seen a second time. A shape whose probes failed is not tried again.
+    seen: [(u64, bool); SEEN],
+    seen_next: usize,
+    /// Counts uses, for eviction.
+    clock: u64,
+    /// Numbers the templates learnt, so that a stream knows which of its copies came from
+    /// which.
+    stamps: u64,
+}
+
+#[derive(Debug, Default)]
+struct Entry {
+    shape: Shape,
+    live: bool,
+    last_used: u64,
+    stamp: u64,
+}
+
+thread_local! {
+    static SHARED: RefCell<Shared> = RefCell::new(Shared::new());
+}
+
+/// Shared templates learnt on this thread so far.
+#[cfg(test)]
+pub(crate) fn shared_learnt() -> u64 {
+    SHARED.with(|s| s.borrow().stamps)
+}
+
+enum Learnt {
+    /// Not tried.
+    Skipped,
+    /// Tried, and the probes did not allow a template.
+    Failed,
+    /// The entry learnt, and where each hole's value sits in the event.
+    Entry(usize, [(usize, usize); MAX_HOLES]),
+}
+
+/// Which holes a probe fills.
+#[derive(Clone, Copy, PartialEq)]
+enum Fill {
+    None,
+    Text(usize),
+    Others,
+}
+
+impl Shared {
+    fn new() -> Self {
+        Self {
+            entries: Default::default(),
+            bytes: vec![0; SHARED_TEMPLATES * MAX_TEMPLATE_BYTES].into_boxed_slice(),
+            scratch: Vec::with_capacity(SCRATCH_BYTES),
+            seen: [(0, false); SEEN],
+            seen_next: 0,
+            clock: 0,
+            stamps: 0,
         }
-        match probe(summary, scratch, event_type, data, holes, Some(i), chat) {
-            // Filling this hole makes the event carry content.
-            Some(true) if !base => {}
-            // Its value does not change the answer.
-            Some(filled) if filled == base => holes[i].2 = Hole::String,
-            _ => return false,
+    }
+
+    /// The entry `data` matches, with the hole values' places in `spans`, and whether it
+    /// carries content.
+    fn find(
+        &mut self,
+        event_type: &[u8],
+        data: &[u8],
+        chat: bool,
+        spans: &mut [(usize, usize); MAX_HOLES],
+    ) -> Option<(usize, bool)> {
+        for (i, entry) in self.entries.iter_mut().enumerate() {
+            if !entry.live || entry.shape.len > data.len() {
+                continue;
+            }
+            let bytes = self.bytes.get(i * MAX_TEMPLATE_BYTES..)?;
+            if let Some((len, content)) =
+                entry
+                    .shape
+                    .read(bytes, event_type, data, chat, Some(&mut *spans))
+            {
+                if len == data.len() {
+                    self.clock += 1;
+                    entry.last_used = self.clock;
+                    return Some((i, content));
+                }
+            }
         }
+        None
     }
-    // The event itself must read as the template says it does (it carried content).
-    if !(base || holes.iter().any(|&(s, e, h)| h == Hole::Text && e > s)) {
-        return false;
+
+    /// Entry `index`: its shape, bytes and stamp.
+    fn entry(&self, index: usize) -> Option<(&Shape, &[u8], u64)> {
+        let entry = self.entries.get(index)?;
+        let bytes = self
+            .bytes
+            .get(index * MAX_TEMPLATE_BYTES..)?
+            .get(..entry.shape.len)?;
+        Some((&entry.shape, bytes, entry.stamp))
     }
-    // The slot's template is replaced only now, by one that passed.
-    slot.live = false;
-    slot.one_line = false;
-    let mut len = 0;
-    let mut at = 0;
-    for (i, &(start, end, hole)) in holes.iter().enumerate() {
-        let Some(len_after) = put(bytes, len, &data[at..start]) else {
-            return false;
+
+    /// Makes a shared template of `data` if the probes allow it, replacing the least recently
+    /// used one. `content` is what the full reading of `data` answered.
+    fn learn(&mut self, event_type: &[u8], data: &[u8], chat: bool, content: bool) -> Learnt {
+        let mut holes = [(0, 0, Hole::String); MAX_HOLES];
+        let count = find_holes(data, &mut holes);
+        let holes = &mut holes[..count];
+        let fingerprint = fingerprint(event_type, data, holes, chat);
+        match self.seen.iter().position(|&(f, _)| f == fingerprint) {
+            Some(i) if self.seen[i].1 => return Learnt::Failed,
+            Some(_) => {}
+            None => {
+                self.seen[self.seen_next] = (fingerprint, false);
+                self.seen_next = (self.seen_next + 1) % SEEN;
+                if !content {
+                    return Learnt::Skipped;
+                }
+            }
+        }
+        let learnt = self.verify(event_type, data, holes, chat, content);
+        if matches!(learnt, Learnt::Failed) {
+            if let Some(seen) = self.seen.iter_mut().find(|(f, _)| *f == fingerprint) {
+                seen.1 = true;
+            }
+        }
+        learnt
+    }
+
+    /// Tries the event out with its holes emptied and filled; if the readings allow it, makes
+    /// it the template of an entry (the least recently used one).
+    fn verify(
+        &mut self,
+        event_type: &[u8],
+        data: &[u8],
+        holes: &mut [(usize, usize, Hole)],
+        chat: bool,
+        content: bool,
+    ) -> Learnt {
+        let scratch = &mut self.scratch;
+        let Some((base, effects)) = probe(scratch, event_type, data, holes, Fill::None, chat)
+        else {
+            return Learnt::Failed;
         };
-        len = len_after;
-        slot.holes[i] = (len, hole);
+        for i in 0..holes.len() {
+            if holes[i].2 != Hole::Text {
+                continue;
+            }
+            match probe(scratch, event_type, data, holes, Fill::Text(i), chat) {
+                // Filling this hole makes the event carry content.
+                Some((true, e)) if !base && e.same(&effects) => {}
+                // Its value does not change the answer.
+                Some((filled, e)) if filled == base && e.same(&effects) => {
+                    holes[i].2 = Hole::String;
+                }
+                _ => return Learnt::Failed,
+            }
+        }
+        // Values that are never read are tried too: filled, they must change nothing.
+        if holes.iter().any(|h| h.2 != Hole::Text) {
+            match probe(scratch, event_type, data, holes, Fill::Others, chat) {
+                Some((c, e)) if c == base && e.same(&effects) => {}
+                _ => return Learnt::Failed,
+            }
+        }
+        // The event itself must read as the template says it does.
+        if content != (base || holes.iter().any(|&(s, e, h)| h == Hole::Text && e > s)) {
+            return Learnt::Failed;
+        }
+        let index = self
+            .entries
+            .iter()
+            .position(|e| !e.live)
+            .unwrap_or_else(|| {
+                let oldest = self.entries.iter().map(|e| e.last_used).min().unwrap_or(0);
+                self.entries
+                    .iter()
+                    .position(|e| e.last_used == oldest)
+                    .unwrap_or(0)
+            });
+        // The entry's old template goes first: its bytes are overwritten.
+        self.entries[index].live = false;
+        let Some(bytes) = self
+            .bytes
+            .get_mut(index * MAX_TEMPLATE_BYTES..(index + 1) * MAX_TEMPLATE_BYTES)
+        else {
+            return Learnt::Failed;
+        };
+        let mut shape = Shape::default();
+        let mut len = 0;
+        let mut at = 0;
+        let mut spans = [(0, 0); MAX_HOLES];
+        for (i, &(start, end, hole)) in holes.iter().enumerate() {
+            let Some(len_after) = put_at(bytes, len, &data[at..start]) else {
+                return Learnt::Failed;
+            };
+            len = len_after;
+            shape.holes[i] = (len, hole);
+            spans[i] = (start, end);
+            at = end;
+        }
+        let Some(len) = put_at(bytes, len, &data[at..]) else {
+            return Learnt::Failed;
+        };
+        shape.len = len;
+        shape.hole_count = holes.len();
+        shape.event_type[..event_type.len()].copy_from_slice(event_type);
+        shape.event_type_len = event_type.len();
+        shape.chat = chat;
+        shape.one_line = !bytes[..len].iter().any(|&b| b == b'\n' || b == b'\r');
+        shape.base = base;
+        shape.effects = effects;
+        self.clock += 1;
+        self.stamps += 1;
+        self.entries[index] = Entry {
+            shape,
+            live: true,
+            last_used: self.clock,
+            stamp: self.stamps,
+        };
+        Learnt::Entry(index, spans)
+    }
+}
+
+/// A hash of the event's type, view and bytes outside its holes: what a template of it would
+/// be. (Two shapes hashed alike only share their learning history, never a template.)
+fn fingerprint(event_type: &[u8], data: &[u8], holes: &[(usize, usize, Hole)], chat: bool) -> u64 {
+    let mut hasher = foldhash::fast::FixedState::default().build_hasher();
+    hasher.write(event_type);
+    hasher.write_u8(chat.into());
+    let mut at = 0;
+    for &(start, end, _) in holes {
+        hasher.write(&data[at..start]);
         at = end;
     }
-    let Some(len) = put(bytes, len, &data[at..]) else {
-        return false;
-    };
-    slot.len = len;
-    slot.hole_count = holes.len();
-    slot.event_type[..event_type.len()].copy_from_slice(event_type);
-    slot.event_type_len = event_type.len();
-    slot.chat = chat;
-    slot.one_line = !bytes[..len].iter().any(|&b| b == b'\n' || b == b'\r');
-    slot.base = base;
-    slot.last_used = summary.events();
-    slot.hits = 0;
-    slot.live = true;
-    true
+    hasher.write(&data[at..]);
+    hasher.finish()
 }
 
-/// Reads `data` with its holes emptied (integers set to 0), and hole `filled` set to `"x"`, on a
-/// copy of `summary`. `None` if the reading changed the summary in any way: such an event is
-/// not one a template may stand for.
+/// Reads `data` with its holes emptied (integers set to 0), or filled as `fill` says (`x`, or
+/// 1 for integers), on a fresh summary. Returns its answer and effects, or `None` if the reading
+/// recorded anything but a format or a model: such an event is not one a template may stand
+/// for.
 fn probe(
-    summary: &StreamSummary,
-    scratch: &mut [u8],
+    scratch: &mut Vec<u8>,
     event_type: &[u8],
     data: &[u8],
     holes: &[(usize, usize, Hole)],
-    filled: Option<usize>,
+    fill: Fill,
     chat: bool,
-) -> Option<bool> {
-    let mut len = 0;
+) -> Option<(bool, Effects)> {
+    scratch.clear();
     let mut at = 0;
     for (i, &(start, end, hole)) in holes.iter().enumerate() {
-        len = put(scratch, len, &data[at..start])?;
-        if hole == Hole::Integer {
-            len = put(scratch, len, b"0")?;
-        } else if filled == Some(i) {
-            len = put(scratch, len, b"x")?;
-        }
+        put(scratch, &data[at..start])?;
+        let filled = match fill {
+            Fill::None => false,
+            Fill::Text(t) => t == i,
+            Fill::Others => hole != Hole::Text,
+        };
+        put(
+            scratch,
+            match (hole.integer(), filled) {
+                (true, false) => b"0",
+                (true, true) => b"1",
+                (false, true) => b"x",
+                (false, false) => b"",
+            },
+        )?;
         at = end;
     }
-    len = put(scratch, len, &data[at..])?;
-    let mut trial = summary.probe();
-    let content = interpret(&mut trial, event_type, &scratch[..len], chat);
-    trial.same_as(&summary.probe()).then_some(content)
+    put(scratch, &data[at..])?;
+    let mut trial = StreamSummary::default();
+    let content = interpret(&mut trial, event_type, scratch, chat);
+    let effects = Effects {
+        format: trial.format,
+        model: trial.model,
+    };
+    trial.format = ProviderFormat::Unknown;
+    trial.model = None;
+    trial
+        .same_as(&StreamSummary::default())
+        .then_some((content, effects))
+}
+
+/// Appends `part` to the probe buffer, within the capacity reserved for it (so that a probe
+/// never allocates); `None` when it does not fit.
+fn put(buf: &mut Vec<u8>, part: &[u8]) -> Option<()> {
+    (buf.len() + part.len() <= SCRATCH_BYTES).then(|| buf.extend_from_slice(part))
+}
+
+/// Appends `part` to `buf`, if there is one; returns whether there was.
+fn extend(buf: &mut Vec<u8>, part: Option<&[u8]>) -> bool {
+    part.map(|p| buf.extend_from_slice(p)).is_some()
 }
 
 /// Copies `part` into `buf` at `at`; returns the end, or `None` when it does not fit.
-fn put(buf: &mut [u8], at: usize, part: &[u8]) -> Option<usize> {
+fn put_at(buf: &mut [u8], at: usize, part: &[u8]) -> Option<usize> {
     let end = at + part.len();
     buf.get_mut(at..end)?.copy_from_slice(part);
     Some(end)
 }
 
-/// Finds the values that may become holes: strings under [`TEXT_KEYS`] and
-/// [`IGNORED_STRING_KEYS`] (the bytes between the quotes) and plain integers under
-/// [`IGNORED_INTEGER_KEYS`]. `data` is JSON that serde_json has just accepted.
+/// Finds the values that may become holes: strings under [`TEXT_KEYS`],
+/// [`IGNORED_STRING_KEYS`] and [`STREAM_STRING_KEYS`] (the bytes between the quotes) and plain
+/// integers under [`IGNORED_INTEGER_KEYS`] and [`STREAM_INTEGER_KEYS`]. `data` is JSON that
+/// serde_json has just accepted.
 fn find_holes(data: &[u8], holes: &mut [(usize, usize, Hole); MAX_HOLES]) -> usize {
     let mut count = 0;
     let mut key: &[u8] = b"";
@@ -432,14 +947,20 @@ fn find_holes(data: &[u8], holes: &mut [(usize, usize, Hole); MAX_HOLES]) -> usi
                     i = next.map_or(data.len(), |n| n + 1);
                     continue;
                 }
-                if after_colon {
-                    if TEXT_KEYS.contains(&key) {
-                        holes[count] = (start, end, Hole::Text);
-                        count += 1;
-                    } else if IGNORED_STRING_KEYS.contains(&key) {
-                        holes[count] = (start, end, Hole::String);
-                        count += 1;
-                    }
+                let hole = if !after_colon {
+                    None
+                } else if TEXT_KEYS.contains(&key) {
+                    Some(Hole::Text)
+                } else if IGNORED_STRING_KEYS.contains(&key) {
+                    Some(Hole::String)
+                } else if STREAM_STRING_KEYS.contains(&key) {
+                    Some(Hole::StreamString)
+                } else {
+                    None
+                };
+                if let Some(hole) = hole {
+                    holes[count] = (start, end, hole);
+                    count += 1;
                 }
                 after_colon = false;
                 i = end + 1;
@@ -449,11 +970,17 @@ fn find_holes(data: &[u8], holes: &mut [(usize, usize, Hole); MAX_HOLES]) -> usi
                     .iter()
                     .position(|b| !matches!(b, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'))
                     .unwrap_or(data.len() - i);
-                if after_colon
-                    && IGNORED_INTEGER_KEYS.contains(&key)
-                    && scan_integer(&data[i..]) == Some(len)
-                {
-                    holes[count] = (i, i + len, Hole::Integer);
+                let hole = if !after_colon || scan_integer(&data[i..]) != Some(len) {
+                    None
+                } else if IGNORED_INTEGER_KEYS.contains(&key) {
+                    Some(Hole::Integer)
+                } else if STREAM_INTEGER_KEYS.contains(&key) {
+                    Some(Hole::StreamInteger)
+                } else {
+                    None
+                };
+                if let Some(hole) = hole {
+                    holes[count] = (i, i + len, hole);
                     count += 1;
                 }
                 after_colon = false;
@@ -629,9 +1156,31 @@ mod tests {
         assert_eq!(scan_integer(b","), None);
     }
 
+    /// Holes other than text are cut under keys that the reading never looks at: no field of
+    /// the provider's view is named so.
+    #[test]
+    fn values_of_holes_other_than_text_are_never_read() {
+        let provider = include_str!("provider.rs");
+        for key in IGNORED_STRING_KEYS
+            .iter()
+            .chain(&IGNORED_INTEGER_KEYS)
+            .chain(&STREAM_STRING_KEYS)
+            .chain(&STREAM_INTEGER_KEYS)
+        {
+            let key = String::from_utf8_lossy(key);
+            assert!(!provider.contains(&format!("\"{key}\"")), "{key} is read");
+            assert!(
+                !provider
+                    .lines()
+                    .any(|l| l.trim_start().starts_with(&format!("{key}:"))),
+                "{key} is a field"
+            );
+        }
+    }
+
     #[test]
     fn holes_are_found_under_their_keys_only() {
-        let data = br#"{"type":"x","sequence_number":12,"delta":"a\"b","content":[{"text":"t"}],"n":"content","obfuscation":"zz"}"#;
+        let data = br#"{"id":"c-1","type":"x","created":17,"model":"m","sequence_number":12,"delta":"a\"b","content":[{"text":"t"}],"n":"content","obfuscation":"zz","created_at":"2024"}"#;
         let mut holes = [(0, 0, Hole::String); MAX_HOLES];
         let n = find_holes(data, &mut holes);
         let found: Vec<(&[u8], Hole)> = holes[..n]
@@ -641,10 +1190,13 @@ mod tests {
         assert_eq!(
             found,
             vec![
-                (&b"12"[..], Hole::Integer),
+                (&b"c-1"[..], Hole::StreamString),
+                (b"17", Hole::StreamInteger),
+                (b"12", Hole::Integer),
                 (b"a\\\"b", Hole::Text),
                 (b"t", Hole::Text),
                 (b"zz", Hole::String),
+                (b"2024", Hole::String),
             ]
         );
     }
