@@ -55,17 +55,25 @@ impl WireFormat {
     /// assert_eq!(WireFormat::from_content_type("application/json"), None);
     /// ```
     pub fn from_content_type(content_type: &str) -> Option<Self> {
-        let essence = content_type.split(';').next().unwrap_or("").trim();
-        if essence.eq_ignore_ascii_case("text/event-stream") {
-            Some(Self::Sse)
-        } else if [
+        // Asked for every response: the essence's length rules most types out before any
+        // comparison.
+        let essence = match content_type.bytes().position(|b| b == b';') {
+            Some(end) => &content_type[..end],
+            None => content_type,
+        }
+        .trim_ascii();
+        const SSE: &str = "text/event-stream";
+        const NDJSON: [&str; 4] = [
             "application/x-ndjson",
             "application/ndjson",
             "application/jsonl",
             "application/x-jsonlines",
-        ]
-        .iter()
-        .any(|t| essence.eq_ignore_ascii_case(t))
+        ];
+        if essence.len() == SSE.len() && essence.eq_ignore_ascii_case(SSE) {
+            Some(Self::Sse)
+        } else if NDJSON
+            .iter()
+            .any(|t| t.len() == essence.len() && essence.eq_ignore_ascii_case(t))
         {
             Some(Self::Ndjson)
         } else {
@@ -225,14 +233,14 @@ pub enum StreamErrorKind {
 /// A model name kept inline (no allocation); only names that are valid label values
 /// (printable ASCII, at most 64 bytes) are kept.
 #[derive(Clone, Copy)]
-pub struct ModelName {
+pub(crate) struct ModelName {
     bytes: [u8; 64],
     len: u8,
 }
 
 impl ModelName {
     /// Validates `name` as a label value.
-    pub fn new(name: &str) -> Option<Self> {
+    pub(crate) fn new(name: &str) -> Option<Self> {
         if name.is_empty()
             || name.len() > 64
             || !name.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
@@ -248,7 +256,7 @@ impl ModelName {
     }
 
     /// The name.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         // Only printable ASCII is ever stored.
         std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("")
     }
