@@ -133,3 +133,57 @@ async fn on_a_separate_port() {
         .unwrap();
     assert_eq!(res.status(), 405);
 }
+
+/// The README's endpoint table lists exactly the endpoints served: the 404 for an unknown path
+/// names them, and each is answered (so a new endpoint fails here until the README lists it).
+#[tokio::test]
+async fn the_readme_lists_every_endpoint_served() {
+    let readme = include_str!("../README.md");
+    let listed: std::collections::BTreeSet<String> = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("## Endpoints"))
+        .skip_while(|l| !l.starts_with("| path |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .filter_map(|row| {
+            let path = row.split('`').nth(1)?.strip_prefix("GET ")?;
+            Some(format!(
+                "{PREFIX}{}",
+                path.split('?').next().unwrap_or(path)
+            ))
+        })
+        .collect();
+    assert!(!listed.is_empty(), "README.md has no endpoint table");
+
+    let monitor = Monitor::builder().prefix(PREFIX).build().unwrap();
+    let addr = serve(Router::new().nest_service(PREFIX, monitor.endpoints())).await;
+    let unknown = client()
+        .get(format!("http://{addr}{PREFIX}/no-such-endpoint"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    let body: serde_json::Value = unknown.json().await.unwrap();
+    let served: std::collections::BTreeSet<String> = body["error"]["endpoints"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no endpoint list in {body}"))
+        .iter()
+        .filter_map(|p| p.as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        listed, served,
+        "README.md's endpoint table against the endpoints served"
+    );
+    for path in &served {
+        let status = client()
+            .get(format!("http://{addr}{path}"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(
+            status == StatusCode::OK || status == StatusCode::SERVICE_UNAVAILABLE,
+            "{path}: {status}"
+        );
+    }
+}
