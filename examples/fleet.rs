@@ -18,7 +18,7 @@
 
 #[allow(dead_code)]
 #[path = "demo/main.rs"]
-mod demo;
+pub mod demo;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -79,21 +79,27 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
     Ok(o)
 }
 
-/// Starts `prometheus` scraping `replicas` with the shipped rules, if it is installed.
-fn start_prometheus(replicas: &[SocketAddr], port: u16) -> Option<Child> {
-    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/rules.yml");
-    let dir = std::env::temp_dir().join(format!("stream-monitor-fleet-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).ok()?;
+/// Writes a Prometheus config into `dir` (scrape and rule evaluation every `interval`, the
+/// rules at `rules`, the replicas' monitoring endpoints as targets) and starts `prometheus` on
+/// `port` with its data under `dir`. Also used by `tests/fleet.rs`.
+pub fn spawn_prometheus(
+    dir: &Path,
+    replicas: &[SocketAddr],
+    rules: &Path,
+    interval: &str,
+    port: u16,
+) -> std::io::Result<Child> {
+    std::fs::create_dir_all(dir)?;
     let targets: Vec<String> = replicas.iter().map(|a| format!("'{a}'")).collect();
     let config = format!(
-        "global:\n  scrape_interval: 5s\n  evaluation_interval: 5s\n\
+        "global:\n  scrape_interval: {interval}\n  evaluation_interval: {interval}\n\
          rule_files: ['{rules}']\n\
          scrape_configs:\n  - job_name: stream-monitor-demo\n    metrics_path: {PREFIX}/metrics/prometheus\n    \
          static_configs:\n      - targets: [{targets}]\n",
         rules = rules.display(),
         targets = targets.join(", "),
     );
-    std::fs::write(dir.join("prometheus.yml"), config).ok()?;
+    std::fs::write(dir.join("prometheus.yml"), config)?;
     Command::new("prometheus")
         .arg(format!(
             "--config.file={}",
@@ -107,7 +113,6 @@ fn start_prometheus(replicas: &[SocketAddr], port: u16) -> Option<Child> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .ok()
 }
 
 #[tokio::main]
@@ -140,7 +145,9 @@ async fn main() {
         replicas.push((addr, canary));
     }
     let addrs: Vec<SocketAddr> = replicas.iter().map(|(a, _)| *a).collect();
-    let mut prometheus = start_prometheus(&addrs, options.prometheus_port);
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/rules.yml");
+    let dir = std::env::temp_dir().join(format!("stream-monitor-fleet-{}", std::process::id()));
+    let mut prometheus = spawn_prometheus(&dir, &addrs, &rules, "5s", options.prometheus_port).ok();
     match &prometheus {
         Some(_) => println!(
             "prometheus: http://127.0.0.1:{}/alerts (rules: deploy/prometheus/rules.yml)",

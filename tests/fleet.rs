@@ -10,12 +10,14 @@
 mod common;
 
 #[allow(dead_code)]
-#[path = "../examples/demo/main.rs"]
-mod demo;
+#[path = "../examples/fleet.rs"]
+mod fleet;
+
+use fleet::demo;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
@@ -77,30 +79,8 @@ impl Prometheus {
         let dir = std::env::temp_dir().join(format!("stream-monitor-fleet-{nanos}"));
         std::fs::create_dir_all(&dir).expect("a temp dir");
         std::fs::write(dir.join("rules.yml"), fast_rules()).expect("write rules");
-        let targets: Vec<String> = targets.iter().map(|a| format!("'{a}'")).collect();
-        let config = format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-             rule_files: ['{rules}']\n\
-             scrape_configs:\n  - job_name: demo\n    metrics_path: {PREFIX}/metrics/prometheus\n    \
-             static_configs:\n      - targets: [{targets}]\n",
-            rules = dir.join("rules.yml").display(),
-            targets = targets.join(", "),
-        );
-        std::fs::write(dir.join("prometheus.yml"), config).expect("write config");
         let port = free_port();
-        let child = Command::new("prometheus")
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+        let child = fleet::spawn_prometheus(&dir, targets, &dir.join("rules.yml"), "1s", port)
             .expect("start prometheus");
         let prometheus = Prometheus {
             child,
