@@ -17,31 +17,35 @@ pub(crate) fn recorder_installed() -> bool {
     metrics::with_recorder(|recorder| std::mem::size_of_val(recorder) != 0)
 }
 
-/// The labels every per-request metric carries.
+/// The labels every per-request metric carries: those of [`names::REQUEST_LABELS`] that apply
+/// (an operation and a response model only when the record has them).
 pub(crate) fn base_labels(record: &StreamRecord) -> Vec<Label> {
-    let mut labels = Vec::with_capacity(names::REQUEST_LABELS.len() + 1);
+    let mut labels = Vec::with_capacity(names::REQUEST_LABELS.len() + 2);
     labels.push(Label::new(names::PROVIDER, record.provider.clone()));
     labels.push(Label::new(names::MODEL, record.model.clone()));
     labels.push(Label::new(names::ROUTE, record.route.clone()));
+    if let Some(operation) = record.operation_name {
+        labels.push(Label::new(names::OPERATION, operation));
+    }
+    if let Some(model) = &record.response_model {
+        labels.push(Label::new(names::RESPONSE_MODEL, model.clone()));
+    }
     labels
 }
 
 /// The labels of one observation: the record's (`base`) when the metric has them, then `extra`
-/// under the metric's last label name.
+/// under the label name that follows them, then `error_type` for a failure's outcome.
 pub(crate) fn labels(metric: &Metric, base: &[Label], extra: Option<LabelValue>) -> Vec<Label> {
-    let mut labels = if metric.per_label_set() {
-        base.to_vec()
+    let (mut labels, at) = if metric.per_label_set() {
+        (base.to_vec(), names::REQUEST_LABELS.len())
     } else {
-        Vec::with_capacity(1)
+        (Vec::with_capacity(1), 0)
     };
-    debug_assert_eq!(
-        metric.labels.len(),
-        labels.len() + usize::from(extra.is_some()),
-        "{}",
-        metric.name
-    );
-    if let (Some(extra), Some(&key)) = (extra, metric.labels.get(labels.len())) {
-        labels.push(Label::new(key, extra.value));
+    if let (Some(value), Some(&key)) = (extra, metric.labels.get(at)) {
+        labels.push(Label::new(key, value.value));
+    }
+    if let Some((key, value)) = metric.error_type(extra) {
+        labels.push(Label::new(key, value));
     }
     labels
 }

@@ -186,37 +186,81 @@ pub(crate) const UNMATCHED: &str = "unmatched";
 /// The value a label takes past its budget.
 pub(crate) const OTHER: &str = "other";
 
-/// A (provider, model, route) label set as a map key, looked up by `&str` through
-/// [`LabelView`] without building `Arc`s (so without touching their shared counts).
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub(crate) struct LabelKey(
-    pub(crate) Arc<str>,
-    pub(crate) Arc<str>,
-    pub(crate) Arc<str>,
-);
+/// A record's series labels, borrowed: the label set one set of series is kept for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LabelSet<'a> {
+    pub(crate) provider: &'a Arc<str>,
+    pub(crate) model: &'a Arc<str>,
+    pub(crate) route: &'a Arc<str>,
+    /// `None` for a request that is not an LLM call.
+    pub(crate) operation: Option<&'static str>,
+    pub(crate) response_model: Option<&'a Arc<str>>,
+}
+
+/// A label set as a map key, looked up by `&str` through [`LabelView`] without building `Arc`s
+/// (so without touching their shared counts).
+#[derive(Debug)]
+pub(crate) struct LabelKey {
+    pub(crate) provider: Arc<str>,
+    pub(crate) model: Arc<str>,
+    pub(crate) route: Arc<str>,
+    pub(crate) operation: Option<&'static str>,
+    pub(crate) response_model: Option<Arc<str>>,
+}
 
 impl LabelKey {
-    /// Whether these are the very `Arc`s given (not only equal strings).
+    pub(crate) fn of(set: LabelSet<'_>) -> Self {
+        Self {
+            provider: set.provider.clone(),
+            model: set.model.clone(),
+            route: set.route.clone(),
+            operation: set.operation,
+            response_model: set.response_model.cloned(),
+        }
+    }
+
+    /// Whether these are the very `Arc`s given (not only equal strings), and the same operation.
     #[inline]
-    pub(crate) fn is(&self, provider: &Arc<str>, model: &Arc<str>, route: &Arc<str>) -> bool {
-        Arc::ptr_eq(&self.0, provider) && Arc::ptr_eq(&self.1, model) && Arc::ptr_eq(&self.2, route)
+    pub(crate) fn is(&self, set: LabelSet<'_>) -> bool {
+        Arc::ptr_eq(&self.provider, set.provider)
+            && Arc::ptr_eq(&self.model, set.model)
+            && Arc::ptr_eq(&self.route, set.route)
+            && self.operation == set.operation
+            && match (&self.response_model, set.response_model) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
     }
 }
 
-/// Three label values, owned or borrowed, hashed and compared alike.
+/// The values of a label set in label order (provider, model, route, operation, response
+/// model), `""` for an absent one, owned or borrowed, hashed and compared alike.
 pub(crate) trait LabelView {
-    fn parts(&self) -> (&str, &str, &str);
+    fn parts(&self) -> [&str; 5];
 }
 
 impl LabelView for LabelKey {
-    fn parts(&self) -> (&str, &str, &str) {
-        (&self.0, &self.1, &self.2)
+    fn parts(&self) -> [&str; 5] {
+        [
+            &self.provider,
+            &self.model,
+            &self.route,
+            self.operation.unwrap_or(""),
+            self.response_model.as_deref().unwrap_or(""),
+        ]
     }
 }
 
-impl LabelView for (&str, &str, &str) {
-    fn parts(&self) -> (&str, &str, &str) {
-        *self
+impl LabelView for LabelSet<'_> {
+    fn parts(&self) -> [&str; 5] {
+        [
+            self.provider,
+            self.model,
+            self.route,
+            self.operation.unwrap_or(""),
+            self.response_model.map_or("", |m| m),
+        ]
     }
 }
 
@@ -228,11 +272,7 @@ impl<'a> Borrow<dyn LabelView + 'a> for LabelKey {
 
 impl Hash for dyn LabelView + '_ {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        // Must hash as `LabelKey` does: a tuple of three `str`s.
-        let (a, b, c) = self.parts();
-        a.hash(state);
-        b.hash(state);
-        c.hash(state);
+        self.parts().hash(state);
     }
 }
 
@@ -244,7 +284,22 @@ impl PartialEq for dyn LabelView + '_ {
 
 impl Eq for dyn LabelView + '_ {}
 
-/// Caps the distinct (provider, model, route) combinations that reach the windows, the
+// A key hashes and compares as its view, so that a view finds it in a map.
+impl Hash for LabelKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (self as &dyn LabelView).hash(state);
+    }
+}
+
+impl PartialEq for LabelKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for LabelKey {}
+
+/// Caps the distinct label sets (provider, model, route, operation, response model) that reach the windows, the
 /// Prometheus exposition and the `metrics` facade: each combination is a set of series. Past
 /// the budget a new combination is recorded as `other`/`other`/`other`, so the number of series
 /// and the cost of a scrape stay bounded whatever clients send. Combinations with a label taken
@@ -279,42 +334,35 @@ impl SeriesBudget {
         }
     }
 
-    /// Admits the record's label set, or folds its labels into `other`. Returns whether it
-    /// folded.
-    pub(crate) fn admit(
-        &self,
-        provider: &mut Arc<str>,
-        model: &mut Arc<str>,
-        route: &mut Arc<str>,
-        source: LabelSource,
-    ) -> bool {
+    /// Admits a record's label set. Returns `false` when it is past the budget: the record's
+    /// labels must then be folded into [`other`](Self::other).
+    pub(crate) fn admit(&self, set: LabelSet<'_>, source: LabelSource) -> bool {
         let recent = &self.recent[crate::shard::index(self.recent.len())];
         let mut recent = recent.lock().unwrap_or_else(|p| p.into_inner());
-        if recent.iter().any(|k| k.is(provider, model, route)) {
-            return false;
+        if recent.iter().any(|k| k.is(set)) {
+            return true;
         }
         let remember = |recent: &mut Vec<LabelKey>| {
             if recent.len() == RECENT_SETS {
                 recent.pop();
             }
-            recent.insert(0, LabelKey(provider.clone(), model.clone(), route.clone()));
+            recent.insert(0, LabelKey::of(set));
         };
-        let view: (&str, &str, &str) = (provider, model, route);
         if self
             .known
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(&view as &dyn LabelView)
+            .contains(&set as &dyn LabelView)
         {
             remember(&mut recent);
-            return false;
+            return true;
         }
-        let key = LabelKey(provider.clone(), model.clone(), route.clone());
+        let key = LabelKey::of(set);
         let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
         if known.contains(&key) {
             drop(known);
             remember(&mut recent);
-            return false;
+            return true;
         }
         // The budgets are exclusive: `cap` for all, of which at most `header_cap` from headers,
         // while the rest stays for the trusted ones.
@@ -332,13 +380,15 @@ impl SeriesBudget {
             }
             drop(known);
             remember(&mut recent);
-            return false;
+            return true;
         }
         self.overflowed.fetch_add(1, Ordering::Relaxed);
-        *provider = self.other.clone();
-        *model = self.other.clone();
-        *route = self.other.clone();
-        true
+        false
+    }
+
+    /// The value every label of a folded record takes.
+    pub(crate) fn other(&self) -> &Arc<str> {
+        &self.other
     }
 
     /// How many records were folded into `other`.
@@ -493,23 +543,25 @@ mod tests {
         let (t, h) = (LabelSource::Trusted, LabelSource::Header);
         let budget = SeriesBudget::new(4);
         let admit = |m: &str, source| {
-            let mut set: [Arc<str>; 3] = [Arc::from("p"), Arc::from(m), Arc::from("/r")];
-            let [p, m, r] = &mut set;
-            let folded = budget.admit(p, m, r, source);
-            (folded, set.map(|v| v.to_string()))
+            let (p, m, r) = (Arc::from("p"), Arc::from(m), Arc::from("/r"));
+            let set = LabelSet {
+                provider: &p,
+                model: &m,
+                route: &r,
+                operation: Some("chat"),
+                response_model: Some(&m),
+            };
+            !budget.admit(set, source)
         };
         // One of the four is for header-sourced combinations.
-        assert!(!admit("h1", h).0);
-        assert!(admit("h2", h).0);
-        assert!(!admit("m1", t).0);
-        assert!(!admit("m2", t).0);
-        assert!(!admit("m3", t).0);
-        assert_eq!(
-            admit("m4", t),
-            (true, ["other", "other", "other"].map(String::from))
-        );
-        assert!(!admit("m1", t).0);
-        assert!(!admit("h1", h).0);
+        assert!(!admit("h1", h));
+        assert!(admit("h2", h));
+        assert!(!admit("m1", t));
+        assert!(!admit("m2", t));
+        assert!(!admit("m3", t));
+        assert!(admit("m4", t));
+        assert!(!admit("m1", t));
+        assert!(!admit("h1", h));
         assert_eq!(budget.overflowed(), 2);
     }
 

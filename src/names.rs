@@ -7,17 +7,36 @@
 use metrics::Unit;
 
 use crate::health::{HealthReport, HealthStatus};
+use crate::parse::FinishReason;
 use crate::record::{Outcome, StreamRecord};
 
 /// Histogram (seconds): service call to first output token.
 pub const TIME_TO_FIRST_TOKEN: &str = "gen_ai_server_time_to_first_token_seconds";
 /// Histogram (seconds): time per output token after the first.
 pub const TIME_PER_OUTPUT_TOKEN: &str = "gen_ai_server_time_per_output_token_seconds";
-/// Histogram (seconds): service call to end of body; has the `outcome` label.
+/// Histogram (seconds): service call to end of body; has the `outcome` label, and
+/// `error_type` on failures.
 pub const REQUEST_DURATION: &str = "gen_ai_server_request_duration_seconds";
 /// Histogram (tokens): tokens per request, with `gen_ai_token_type` = `input` | `output`.
 pub const TOKEN_USAGE: &str = "gen_ai_client_token_usage";
-/// Counter: finished requests; has the `outcome` label.
+/// Counter (tokens): input tokens, every prompt token (cached ones included).
+pub const INPUT_TOKENS_TOTAL: &str = "gen_ai_client_inference_usage_detailed_input_tokens_total";
+/// Counter (tokens): output tokens, every generated token (reasoning included).
+pub const OUTPUT_TOKENS_TOTAL: &str = "gen_ai_client_inference_usage_detailed_output_tokens_total";
+/// Counter (tokens): input tokens read from the provider's prompt cache (part of
+/// [`INPUT_TOKENS_TOTAL`]).
+pub const CACHE_READ_INPUT_TOKENS_TOTAL: &str =
+    "gen_ai_client_inference_usage_detailed_cache_read_input_tokens_total";
+/// Counter (tokens): input tokens written to the provider's prompt cache (part of
+/// [`INPUT_TOKENS_TOTAL`]).
+pub const CACHE_WRITE_INPUT_TOKENS_TOTAL: &str =
+    "gen_ai_client_inference_usage_detailed_cache_write_input_tokens_total";
+/// Counter (tokens): reasoning tokens (part of [`OUTPUT_TOKENS_TOTAL`]).
+pub const REASONING_OUTPUT_TOKENS_TOTAL: &str =
+    "gen_ai_client_inference_usage_detailed_reasoning_output_tokens_total";
+/// Counter: finished LLM calls whose stream gave a finish reason, by `finish_reason`.
+pub const FINISH_REASONS_TOTAL: &str = "stream_monitor_finish_reasons_total";
+/// Counter: finished requests; has the `outcome` label, and `error_type` on failures.
 pub const REQUESTS_TOTAL: &str = "stream_monitor_requests_total";
 /// Counter: finished streaming requests (the population health judges); has the `outcome` label.
 pub const STREAMING_REQUESTS_TOTAL: &str = "stream_monitor_streaming_requests_total";
@@ -51,12 +70,25 @@ pub const ROLLBACK_TRIGGER_SAMPLES: &str = "stream_monitor_rollback_trigger_samp
 
 /// Label: the provider (`openai`, `anthropic`, ...).
 pub const PROVIDER: &str = "gen_ai_provider_name";
-/// Label: the model.
+/// Label: the model the request named (or, when it named none, the one the stream reported).
 pub const MODEL: &str = "gen_ai_request_model";
 /// Label: the route pattern.
 pub const ROUTE: &str = "http_route";
+/// Label: the OpenTelemetry operation (`chat`, `text_completion`, `generate_content`); absent
+/// on requests that are not LLM calls.
+pub const OPERATION: &str = "gen_ai_operation_name";
+/// Label: the model the stream reported; absent when it reported none.
+pub const RESPONSE_MODEL: &str = "gen_ai_response_model";
 /// Label: the [`Outcome`].
 pub const OUTCOME: &str = "outcome";
+/// Label: the OpenTelemetry `error.type` of a failed request, its [`Outcome`] (`timeout`,
+/// `auth_error`, ...); absent when the outcome is `ok`.
+pub const ERROR_TYPE: &str = "error_type";
+/// Label: the token modality on the detailed token counters; always `unknown`, as the
+/// conventions ask when a provider's usage is not broken down by modality.
+pub const TOKEN_MODALITY: &str = "gen_ai_token_modality";
+/// Label: the [`FinishReason`] on [`FINISH_REASONS_TOTAL`].
+pub const FINISH_REASON: &str = "finish_reason";
 /// Label: `input` or `output` on [`TOKEN_USAGE`].
 pub const TOKEN_TYPE: &str = "gen_ai_token_type";
 /// Label: `oversized` or `malformed` on [`SKIPPED_EVENTS_TOTAL`].
@@ -153,6 +185,8 @@ pub struct Metric {
     /// Whether `labels` starts with [`REQUEST_LABELS`], worked out once: it is asked for every
     /// observation.
     request_labels: bool,
+    /// Whether its last label is [`ERROR_TYPE`], derived from the outcome label before it.
+    error_type: bool,
 }
 
 impl Metric {
@@ -186,9 +220,19 @@ impl Metric {
         self.help
     }
 
-    /// Whether the metric carries a record's provider, model and route labels.
+    /// Whether the metric carries a record's label set ([`REQUEST_LABELS`]).
     pub(crate) const fn per_label_set(&self) -> bool {
         self.request_labels
+    }
+
+    /// The `error_type` label of an observation whose last label value is `extra`: the outcome,
+    /// when the metric has the label and the outcome is a failure.
+    pub(crate) fn error_type(
+        &self,
+        extra: Option<LabelValue>,
+    ) -> Option<(&'static str, &'static str)> {
+        let outcome = extra?.value;
+        (self.error_type && outcome != Outcome::Ok.as_str()).then_some((ERROR_TYPE, outcome))
     }
 
     const fn new(
@@ -206,6 +250,7 @@ impl Metric {
             request_labels = str_eq(labels[i], REQUEST_LABELS[i]);
             i += 1;
         }
+        let error_type = !labels.is_empty() && str_eq(labels[labels.len() - 1], ERROR_TYPE);
         Metric {
             index,
             name,
@@ -215,6 +260,7 @@ impl Metric {
             buckets,
             help,
             request_labels,
+            error_type,
         }
     }
 }
@@ -235,8 +281,9 @@ const fn str_eq(a: &str, b: &str) -> bool {
     true
 }
 
-/// The labels of every per-request metric.
-pub(crate) const REQUEST_LABELS: &[&str] = &[PROVIDER, MODEL, ROUTE];
+/// The labels of every per-request metric: its label set. Operation and response model are
+/// absent (empty) when they do not apply.
+pub(crate) const REQUEST_LABELS: &[&str] = &[PROVIDER, MODEL, ROUTE, OPERATION, RESPONSE_MODEL];
 
 /// Every metric the monitor exposes, to the `metrics` facade and on its Prometheus endpoint.
 pub const METRICS: &[Metric] = &[
@@ -258,14 +305,51 @@ pub const METRICS: &[Metric] = &[
     def::ROLLBACK_TRIGGER_FIRED,
     def::ROLLBACK_TRIGGER_RATE,
     def::ROLLBACK_TRIGGER_SAMPLES,
+    def::INPUT_TOKENS_TOTAL,
+    def::OUTPUT_TOKENS_TOTAL,
+    def::CACHE_READ_INPUT_TOKENS_TOTAL,
+    def::CACHE_WRITE_INPUT_TOKENS_TOTAL,
+    def::REASONING_OUTPUT_TOKENS_TOTAL,
+    def::FINISH_REASONS_TOTAL,
 ];
 
 /// The entries of [`METRICS`] by name, for the code that observes them.
 pub(crate) mod def {
     use super::*;
 
-    const WITH_OUTCOME: &[&str] = &[PROVIDER, MODEL, ROUTE, OUTCOME];
-    const WITH_TOKEN_TYPE: &[&str] = &[PROVIDER, MODEL, ROUTE, TOKEN_TYPE];
+    const WITH_OUTCOME: &[&str] = &[
+        PROVIDER,
+        MODEL,
+        ROUTE,
+        OPERATION,
+        RESPONSE_MODEL,
+        OUTCOME,
+        ERROR_TYPE,
+    ];
+    const WITH_TOKEN_TYPE: &[&str] = &[
+        PROVIDER,
+        MODEL,
+        ROUTE,
+        OPERATION,
+        RESPONSE_MODEL,
+        TOKEN_TYPE,
+    ];
+    const WITH_MODALITY: &[&str] = &[
+        PROVIDER,
+        MODEL,
+        ROUTE,
+        OPERATION,
+        RESPONSE_MODEL,
+        TOKEN_MODALITY,
+    ];
+    const WITH_FINISH_REASON: &[&str] = &[
+        PROVIDER,
+        MODEL,
+        ROUTE,
+        OPERATION,
+        RESPONSE_MODEL,
+        FINISH_REASON,
+    ];
 
     const fn histogram(
         index: usize,
@@ -428,6 +512,42 @@ pub(crate) mod def {
         &[TRIGGER],
         "Requests in the rollback trigger's population over 5 minutes.",
     );
+    pub(crate) const INPUT_TOKENS_TOTAL: Metric = counter(
+        18,
+        super::INPUT_TOKENS_TOTAL,
+        WITH_MODALITY,
+        "Input tokens, every prompt token (cached ones included).",
+    );
+    pub(crate) const OUTPUT_TOKENS_TOTAL: Metric = counter(
+        19,
+        super::OUTPUT_TOKENS_TOTAL,
+        WITH_MODALITY,
+        "Output tokens, every generated token (reasoning included).",
+    );
+    pub(crate) const CACHE_READ_INPUT_TOKENS_TOTAL: Metric = counter(
+        20,
+        super::CACHE_READ_INPUT_TOKENS_TOTAL,
+        WITH_MODALITY,
+        "Input tokens read from the provider's prompt cache (part of the input tokens).",
+    );
+    pub(crate) const CACHE_WRITE_INPUT_TOKENS_TOTAL: Metric = counter(
+        21,
+        super::CACHE_WRITE_INPUT_TOKENS_TOTAL,
+        WITH_MODALITY,
+        "Input tokens written to the provider's prompt cache (part of the input tokens).",
+    );
+    pub(crate) const REASONING_OUTPUT_TOKENS_TOTAL: Metric = counter(
+        22,
+        super::REASONING_OUTPUT_TOKENS_TOTAL,
+        WITH_MODALITY,
+        "Reasoning tokens (part of the output tokens).",
+    );
+    pub(crate) const FINISH_REASONS_TOTAL: Metric = counter(
+        23,
+        super::FINISH_REASONS_TOTAL,
+        WITH_FINISH_REASON,
+        "Finished LLM calls whose stream gave a finish reason, by reason.",
+    );
 }
 
 // Checked when compiling: each entry's index is its position (the exposition's handle cache
@@ -461,8 +581,9 @@ pub(crate) struct LabelValue {
 /// for the budget of label combinations.
 pub(crate) const OVERFLOW_LABELS: [&str; 4] = ["provider", "model", "route", "series"];
 
-/// Values per label beyond a record's provider, model and route: the outcomes are the most.
+/// Values per label beyond a record's label set: the outcomes are the most.
 pub(crate) const MAX_LABEL_VALUES: usize = Outcome::COUNT;
+const _: () = assert!(FinishReason::ALL.len() <= MAX_LABEL_VALUES);
 
 const OUTPUT: LabelValue = LabelValue {
     value: "output",
@@ -489,37 +610,30 @@ pub(crate) trait Sink {
     fn histogram(&mut self, metric: &'static Metric, extra: Option<LabelValue>, value: f64);
 }
 
-/// Every observation a finished request makes, the one place that says which.
+/// The one value of [`TOKEN_MODALITY`]: no provider stream breaks usage down by modality.
+const UNKNOWN_MODALITY: LabelValue = LabelValue {
+    value: "unknown",
+    index: 0,
+};
+
+/// Every observation a finished request makes, the one place that says which. The `gen_ai_*`
+/// metrics are for LLM calls only (a record with an operation name); `stream_monitor_*` for
+/// every request.
 pub(crate) fn observe(r: &StreamRecord, sink: &mut impl Sink) {
     let outcome = Some(LabelValue {
         value: r.outcome.as_str(),
         index: r.outcome as usize,
     });
     sink.counter(&def::REQUESTS_TOTAL, outcome, 1);
-    sink.histogram(&def::REQUEST_DURATION, outcome, r.duration.as_secs_f64());
     if let Some(ttfb) = r.time_to_first_byte {
         sink.histogram(&def::TIME_TO_FIRST_BYTE, None, ttfb.as_secs_f64());
     }
-    // The population health judges: first token and time per token of streams only, as the
-    // windows count them, so fleet rules over these series mirror `/health`.
+    // The population health judges: streams only, as the windows count them, so fleet rules
+    // over these series mirror `/health`.
     if r.streaming {
         sink.counter(&def::STREAMING_REQUESTS_TOTAL, outcome, 1);
-        if let Some(ttft) = r.time_to_first_token {
-            sink.histogram(&def::TIME_TO_FIRST_TOKEN, None, ttft.as_secs_f64());
-        }
-        if let Some(tpot) = r.time_per_output_token {
-            sink.histogram(&def::TIME_PER_OUTPUT_TOKEN, None, tpot.as_secs_f64());
-        }
     }
     sink.histogram(&def::RESPONSE_BYTES, None, r.bytes as f64);
-    // A stream that reported no usage at all (an error, a provider without counts) would
-    // otherwise fill the lowest bucket with zeros.
-    if r.output_tokens > 0 || r.input_tokens.is_some() {
-        sink.histogram(&def::TOKEN_USAGE, Some(OUTPUT), r.output_tokens as f64);
-        if let Some(input) = r.input_tokens {
-            sink.histogram(&def::TOKEN_USAGE, Some(INPUT), input as f64);
-        }
-    }
     if r.oversized_events > 0 {
         sink.counter(
             &def::SKIPPED_EVENTS_TOTAL,
@@ -532,6 +646,65 @@ pub(crate) fn observe(r: &StreamRecord, sink: &mut impl Sink) {
             &def::SKIPPED_EVENTS_TOTAL,
             Some(MALFORMED),
             r.malformed_events,
+        );
+    }
+    if r.operation_name.is_none() {
+        return;
+    }
+    sink.histogram(&def::REQUEST_DURATION, outcome, r.duration.as_secs_f64());
+    // First token and time per token of streams only: the figures health judges.
+    if r.streaming {
+        if let Some(ttft) = r.time_to_first_token {
+            sink.histogram(&def::TIME_TO_FIRST_TOKEN, None, ttft.as_secs_f64());
+        }
+        if let Some(tpot) = r.time_per_output_token {
+            sink.histogram(&def::TIME_PER_OUTPUT_TOKEN, None, tpot.as_secs_f64());
+        }
+    }
+    // A stream that reported no usage at all (an error, a provider without counts) would
+    // otherwise fill the lowest bucket with zeros.
+    if r.output_tokens > 0 || r.input_tokens.is_some() {
+        sink.histogram(&def::TOKEN_USAGE, Some(OUTPUT), r.output_tokens as f64);
+        sink.counter(
+            &def::OUTPUT_TOKENS_TOTAL,
+            Some(UNKNOWN_MODALITY),
+            r.output_tokens,
+        );
+        if let Some(input) = r.input_tokens {
+            sink.histogram(&def::TOKEN_USAGE, Some(INPUT), input as f64);
+            sink.counter(&def::INPUT_TOKENS_TOTAL, Some(UNKNOWN_MODALITY), input);
+        }
+    }
+    for (metric, part) in [
+        (
+            &def::CACHE_READ_INPUT_TOKENS_TOTAL,
+            r.cache_read_input_tokens,
+        ),
+        (
+            &def::CACHE_WRITE_INPUT_TOKENS_TOTAL,
+            r.cache_creation_input_tokens,
+        ),
+        (
+            &def::REASONING_OUTPUT_TOKENS_TOTAL,
+            r.reasoning_output_tokens,
+        ),
+    ] {
+        if let Some(n) = part {
+            sink.counter(metric, Some(UNKNOWN_MODALITY), n);
+        }
+    }
+    if let Some(reason) = r.finish_reason {
+        let index = FinishReason::ALL
+            .iter()
+            .position(|f| *f == reason)
+            .unwrap_or(0);
+        sink.counter(
+            &def::FINISH_REASONS_TOTAL,
+            Some(LabelValue {
+                value: reason.as_str(),
+                index,
+            }),
+            1,
         );
     }
 }
@@ -591,9 +764,13 @@ mod tests {
         fn check(&mut self, metric: &Metric, extra: Option<LabelValue>, kind: MetricKind) {
             assert_eq!(metric.kind, kind, "{}", metric.name);
             assert_eq!(METRICS[metric.index].name, metric.name);
-            let base = if metric.per_label_set() { 3 } else { 0 };
+            let base = if metric.per_label_set() {
+                REQUEST_LABELS.len()
+            } else {
+                0
+            };
             assert_eq!(
-                base + usize::from(extra.is_some()),
+                base + usize::from(extra.is_some()) + usize::from(metric.error_type),
                 metric.labels.len(),
                 "{}",
                 metric.name
@@ -623,15 +800,42 @@ mod tests {
             r.input_tokens = Some(5);
             r.oversized_events = 1;
             r.malformed_events = 1;
+            r.cache_read_input_tokens = Some(2);
+            r.cache_creation_input_tokens = Some(1);
+            r.reasoning_output_tokens = Some(4);
+            r.finish_reason = Some(FinishReason::Length);
+            // Not an LLM call: no `gen_ai_*` series at all.
+            r.operation_name = None;
+            let mut check = Check::default();
+            observe(&r, &mut check);
+            assert_eq!(check.0.len(), 5);
+            assert!(check.0.iter().all(|n| !n.starts_with("gen_ai_")));
+            r.operation_name = Some("chat");
             let mut check = Check::default();
             observe(&r, &mut check);
             // First token, time per token and the streaming counter are for streams only.
-            assert_eq!(check.0.len(), 8);
+            assert_eq!(check.0.len(), 14);
             r.streaming = true;
             let mut check = Check::default();
             observe(&r, &mut check);
-            assert_eq!(check.0.len(), 11);
+            assert_eq!(check.0.len(), 17);
         }
+    }
+
+    #[test]
+    fn error_type_only_on_failures() {
+        let outcome = |o: Outcome| {
+            Some(LabelValue {
+                value: o.as_str(),
+                index: o as usize,
+            })
+        };
+        assert_eq!(def::REQUESTS_TOTAL.error_type(outcome(Outcome::Ok)), None);
+        assert_eq!(
+            def::REQUESTS_TOTAL.error_type(outcome(Outcome::Timeout)),
+            Some((ERROR_TYPE, "timeout"))
+        );
+        assert_eq!(def::TOKEN_USAGE.error_type(Some(OUTPUT)), None);
     }
 
     #[test]
@@ -652,6 +856,7 @@ mod tests {
             let mut r = StreamRecord::new("openai", "gpt-4o-mini", "/v1/chat", Outcome::Ok);
             r.output_tokens = output_tokens;
             r.input_tokens = input_tokens;
+            r.operation_name = Some("chat");
             let mut check = Check::default();
             observe(&r, &mut check);
             check.0.iter().filter(|n| **n == TOKEN_USAGE).count()

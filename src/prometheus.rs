@@ -193,24 +193,21 @@ impl PrometheusExposition {
     pub(crate) fn record(&self, r: &StreamRecord) {
         let mut shard = self.shard();
         let shard = &mut *shard;
-        let i = match shard.recent.find(&shard.sets, |(key, _)| {
-            key.is(&r.provider, &r.model, &r.route)
-        }) {
+        let set = r.label_set();
+        let i = match shard.recent.find(&shard.sets, |(key, _)| key.is(set)) {
             Some(i) => i,
             None => {
-                let view: (&str, &str, &str) = (&r.provider, &r.model, &r.route);
-                let i = match shard.index.get(&view as &dyn LabelView) {
+                let i = match shard.index.get(&set as &dyn LabelView) {
                     Some(&i) => i,
                     None => {
                         // Label sets are capped by the series budget (`max_label_sets`), so
                         // this shard's are too.
-                        let key = || LabelKey(r.provider.clone(), r.model.clone(), r.route.clone());
-                        shard.sets.push((key(), LabelSetSeries::new()));
-                        shard.index.insert(key(), shard.sets.len() - 1);
+                        shard.sets.push((LabelKey::of(set), LabelSetSeries::new()));
+                        shard.index.insert(LabelKey::of(set), shard.sets.len() - 1);
                         shard.sets.len() - 1
                     }
                 };
-                if shard.sets[i].0.is(&r.provider, &r.model, &r.route) {
+                if shard.sets[i].0.is(set) {
                     shard.recent.remember(i);
                 }
                 i
@@ -259,14 +256,20 @@ impl PrometheusExposition {
             });
             sample(lines, metric.name(), "", &labels, value);
         });
-        let mut sets: BTreeMap<[Arc<str>; 3], LabelSetSeries> = BTreeMap::new();
+        type SortKey = (Arc<str>, Arc<str>, Arc<str>, &'static str, Option<Arc<str>>);
+        let mut sets: BTreeMap<SortKey, LabelSetSeries> = BTreeMap::new();
         let mut unlabelled = LabelSetSeries::new();
         for shard in self.shards.iter() {
             let shard = lock(shard);
             for (key, series) in &shard.sets {
-                let merged = sets
-                    .entry([key.0.clone(), key.1.clone(), key.2.clone()])
-                    .or_insert_with(LabelSetSeries::new);
+                let sort_key = (
+                    key.provider.clone(),
+                    key.model.clone(),
+                    key.route.clone(),
+                    key.operation.unwrap_or(""),
+                    key.response_model.clone(),
+                );
+                let merged = sets.entry(sort_key).or_insert_with(LabelSetSeries::new);
                 merge_into(merged, series);
             }
             if let Some(series) = &shard.unlabelled {
@@ -317,8 +320,14 @@ impl PrometheusExposition {
                     }
                 }
                 _ if metric.per_label_set() => {
-                    for (labels, series) in &sets {
-                        let base = labels.each_ref().map(|v| &**v);
+                    for ((provider, model, route, operation, response_model), series) in &sets {
+                        let base = [
+                            &**provider,
+                            &**model,
+                            &**route,
+                            operation,
+                            response_model.as_deref().unwrap_or(""),
+                        ];
                         render_slots(&mut lines, metric, &base, series);
                     }
                 }
@@ -346,8 +355,8 @@ fn merge_into(into: &mut LabelSetSeries, from: &LabelSetSeries) {
     }
 }
 
-/// The series of `metric` in one label set, `base` being its provider, model and route values
-/// (or nothing).
+/// The series of `metric` in one label set, `base` being its values in [`names::REQUEST_LABELS`]
+/// order (or nothing).
 fn render_slots(out: &mut Lines<'_>, metric: &Metric, base: &[&str], series: &LabelSetSeries) {
     let start = metric.index * MAX_LABEL_VALUES;
     let bounds: Vec<String> = metric
@@ -368,6 +377,12 @@ fn render_slots(out: &mut Lines<'_>, metric: &Metric, base: &[&str], series: &La
             .collect();
         if let (Some(extra), Some(name)) = (extra, metric.labels().get(base.len())) {
             labels.push((name, extra));
+            if let Some(error_type) = metric.error_type(Some(LabelValue {
+                value: extra,
+                index: 0,
+            })) {
+                labels.push(error_type);
+            }
         }
         match series {
             Series::Counter(n) => sample(out, metric.name(), "", &labels, *n as f64),
@@ -396,12 +411,18 @@ struct Lines<'a> {
     constant: Option<(&'static str, &'a str)>,
 }
 
-/// One sample line: `name{label="value",...} value`.
+/// One sample line: `name{label="value",...} value`. A label with an empty value is left out:
+/// to Prometheus it is the same as no label, and the line is shorter.
 fn sample(out: &mut Lines<'_>, name: &str, suffix: &str, labels: &[(&str, &str)], value: f64) {
     let text = &mut out.text;
     text.push_str(name);
     text.push_str(suffix);
-    let mut labels = labels.iter().copied().chain(out.constant).peekable();
+    let mut labels = labels
+        .iter()
+        .copied()
+        .chain(out.constant)
+        .filter(|(_, value)| !value.is_empty())
+        .peekable();
     if labels.peek().is_some() {
         text.push('{');
         for (i, (name, value)) in labels.enumerate() {
@@ -463,6 +484,8 @@ mod tests {
     fn record(outcome: Outcome, ttft_ms: u64) -> StreamRecord {
         let mut r = StreamRecord::new("openai", "gpt-4o-mini", "/v1/chat", outcome);
         r.streaming = true;
+        r.operation_name = Some("chat");
+        r.response_model = Some(Arc::from("gpt-4o-mini-2024-07-18"));
         r.time_to_first_token = Some(Duration::from_millis(ttft_ms));
         r.output_tokens = 10;
         r.malformed_events = 2;
@@ -478,10 +501,15 @@ mod tests {
         });
         exposition.record(&record(Outcome::Ok, 3));
         let text = exposition.render(&BTreeMap::new(), &no_health(), None);
-        let labels = r#"gen_ai_provider_name="openai",gen_ai_request_model="gpt-4o-mini",http_route="/v1/chat""#;
+        let labels = r#"gen_ai_provider_name="openai",gen_ai_request_model="gpt-4o-mini",http_route="/v1/chat",gen_ai_operation_name="chat",gen_ai_response_model="gpt-4o-mini-2024-07-18""#;
         for line in [
             format!(r#"stream_monitor_requests_total{{{labels},outcome="ok"}} 2"#),
-            format!(r#"stream_monitor_requests_total{{{labels},outcome="server_error"}} 1"#),
+            format!(
+                r#"stream_monitor_requests_total{{{labels},outcome="server_error",error_type="server_error"}} 1"#
+            ),
+            format!(
+                r#"gen_ai_client_inference_usage_detailed_output_tokens_total{{{labels},gen_ai_token_modality="unknown"}} 30"#
+            ),
             format!(r#"gen_ai_server_time_to_first_token_seconds_bucket{{{labels},le="0.001"}} 0"#),
             format!(r#"gen_ai_server_time_to_first_token_seconds_bucket{{{labels},le="0.005"}} 1"#),
             format!(r#"gen_ai_server_time_to_first_token_seconds_bucket{{{labels},le="0.1"}} 2"#),

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use http::StatusCode;
 
-use crate::parse::{ProviderFormat, TokenSource};
+use crate::parse::{FinishReason, ProviderFormat, TokenSource};
 
 /// How a request ended. Also the OpenTelemetry `error.type` of the request (the README's outcome table).
 ///
@@ -170,6 +170,16 @@ pub struct StreamRecord {
     pub model: Arc<str>,
     /// Route label: a route pattern, never the raw path.
     pub route: Arc<str>,
+    /// The OpenTelemetry `gen_ai.operation.name` (`chat`, `text_completion`,
+    /// `generate_content`): from the stream's format, else `chat` for a request the app named
+    /// a provider for or that streamed. `None` for a request that is not an LLM call (or on a
+    /// route excluded by
+    /// [`MonitorBuilder::exclude_gen_ai_routes`](crate::MonitorBuilder::exclude_gen_ai_routes)):
+    /// it stays out of the `gen_ai_*` series.
+    pub operation_name: Option<&'static str>,
+    /// The model the stream itself reported (`gen_ai_response_model`), after the model cap;
+    /// [`model`](Self::model) is the one the request named, or this when it named none.
+    pub response_model: Option<Arc<str>>,
     /// The request id.
     pub request_id: RequestId,
     /// The user id, when the request carried one.
@@ -196,10 +206,22 @@ pub struct StreamRecord {
     pub time_to_first_token: Option<Duration>,
     /// From the service call to the end of the body (or of the failed call).
     pub duration: Duration,
-    /// Output tokens: reported usage when the provider sent it, else counted content events.
+    /// Output tokens: reported usage when the provider sent it (every generated token, reasoning
+    /// included, for every provider), else counted content events.
     pub output_tokens: u64,
-    /// Input tokens, when the provider reported them.
+    /// Input tokens, when the provider reported them: every prompt token, cached ones included,
+    /// for every provider (the README's token table).
     pub input_tokens: Option<u64>,
+    /// Input tokens read from the provider's prompt cache (part of `input_tokens`), when
+    /// reported.
+    pub cache_read_input_tokens: Option<u64>,
+    /// Input tokens written to the provider's prompt cache (part of `input_tokens`), when
+    /// reported (Anthropic).
+    pub cache_creation_input_tokens: Option<u64>,
+    /// Reasoning tokens (part of `output_tokens`), when reported.
+    pub reasoning_output_tokens: Option<u64>,
+    /// Why the model stopped, when the stream said so.
+    pub finish_reason: Option<FinishReason>,
     /// Where `output_tokens` came from.
     pub token_source: TokenSource,
     /// `output_tokens / (duration - time_to_first_token)`, when there are >= 2 tokens.
@@ -227,8 +249,8 @@ pub(crate) fn is_unrouted(status: StatusCode, route: &str) -> bool {
 }
 
 impl StreamRecord {
-    /// A record with the given labels and outcome and everything else empty (zero, `None`,
-    /// not streaming); set the public fields that apply.
+    /// A record with the given labels and outcome, an LLM call (`operation_name` `chat`), and
+    /// everything else empty (zero, `None`, not streaming); set the public fields that apply.
     pub fn new(
         provider: impl Into<Arc<str>>,
         model: impl Into<Arc<str>>,
@@ -239,6 +261,8 @@ impl StreamRecord {
             provider: provider.into(),
             model: model.into(),
             route: route.into(),
+            operation_name: Some(crate::parse::DEFAULT_OPERATION_NAME),
+            response_model: None,
             request_id: RequestId::Generated(0),
             user_id: None,
             status: None,
@@ -252,6 +276,10 @@ impl StreamRecord {
             duration: Duration::ZERO,
             output_tokens: 0,
             input_tokens: None,
+            cache_read_input_tokens: None,
+            cache_creation_input_tokens: None,
+            reasoning_output_tokens: None,
+            finish_reason: None,
             token_source: TokenSource::Counted,
             tokens_per_second: None,
             time_per_output_token: None,
@@ -268,6 +296,27 @@ impl StreamRecord {
     /// reach neither the windows, nor health, nor any labelled series.
     pub fn is_unrouted(&self) -> bool {
         self.status.is_some_and(|s| is_unrouted(s, &self.route))
+    }
+
+    /// The label set of this record's series.
+    pub(crate) fn label_set(&self) -> crate::labels::LabelSet<'_> {
+        crate::labels::LabelSet {
+            provider: &self.provider,
+            model: &self.model,
+            route: &self.route,
+            operation: self.operation_name,
+            response_model: self.response_model.as_ref(),
+        }
+    }
+
+    /// Puts every label that names something into `other` (past the series budget).
+    pub(crate) fn fold_labels(&mut self, other: &Arc<str>) {
+        self.provider = other.clone();
+        self.model = other.clone();
+        self.route = other.clone();
+        if self.response_model.is_some() {
+            self.response_model = Some(other.clone());
+        }
     }
 
     pub(crate) fn derived_rates(

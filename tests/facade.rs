@@ -108,10 +108,13 @@ fn facade_receives_spec_names_and_labels() {
         }
     }
 
+    // No model named by the handler: the request model is the one the stream reported.
     let base = [
         (names::PROVIDER, "openai"),
         (names::MODEL, "gpt-4o-mini-2024-07-18"),
         (names::ROUTE, "/v1/chat/completions"),
+        (names::OPERATION, "chat"),
+        (names::RESPONSE_MODEL, "gpt-4o-mini-2024-07-18"),
     ];
     let with = |extra: (&'static str, &'static str)| {
         let mut v = base.to_vec();
@@ -126,7 +129,9 @@ fn facade_receives_spec_names_and_labels() {
         (names::PROVIDER, "openai"),
         (names::MODEL, "unknown"),
         (names::ROUTE, "/v1/chat/completions"),
+        (names::OPERATION, "chat"),
         (names::OUTCOME, "auth_error"),
+        (names::ERROR_TYPE, "auth_error"),
     ]);
     assert_eq!(counters[&(names::REQUESTS_TOTAL.into(), auth.clone())], 1);
     assert_eq!(histograms[&(names::REQUEST_DURATION.into(), auth)].len(), 1);

@@ -157,7 +157,7 @@ async fn fifty_thousand_hostile_requests_move_nothing() {
     let scrape = monitor.render_prometheus();
     assert!(
         scrape.contains(
-            r#"gen_ai_server_time_to_first_token_seconds_count{gen_ai_provider_name="openai",gen_ai_request_model="gpt-4o-mini",http_route="/v1/chat/completions"} 1"#
+            r#"gen_ai_server_time_to_first_token_seconds_count{gen_ai_provider_name="openai",gen_ai_request_model="gpt-4o-mini",http_route="/v1/chat/completions",gen_ai_operation_name="chat",gen_ai_response_model="gpt-4o-mini"} 1"#
         ),
         "the real stream keeps its labels"
     );

@@ -129,6 +129,7 @@ pub(crate) struct Config {
     pub(crate) labeler: Option<Arc<dyn RequestLabeler>>,
     pub(crate) route_patterns: Vec<RoutePattern>,
     pub(crate) streaming_routes: Vec<String>,
+    pub(crate) gen_ai_excluded_routes: Vec<String>,
     pub(crate) label_cardinality: usize,
     pub(crate) header_label_cardinality: usize,
     pub(crate) max_label_sets: usize,
@@ -162,6 +163,7 @@ impl fmt::Debug for Config {
             .field("request_id_header", &self.request_id_header)
             .field("route_patterns", &self.route_patterns.len())
             .field("streaming_routes", &self.streaming_routes)
+            .field("gen_ai_excluded_routes", &self.gen_ai_excluded_routes)
             .field("label_cardinality", &self.label_cardinality)
             .field("header_label_cardinality", &self.header_label_cardinality)
             .field("max_label_sets", &self.max_label_sets)
@@ -191,6 +193,7 @@ impl Default for Config {
             labeler: None,
             route_patterns: Vec::new(),
             streaming_routes: Vec::new(),
+            gen_ai_excluded_routes: Vec::new(),
             label_cardinality: DEFAULT_LABEL_CARDINALITY,
             header_label_cardinality: DEFAULT_HEADER_LABEL_CARDINALITY,
             max_label_sets: DEFAULT_MAX_LABEL_SETS,
@@ -352,6 +355,28 @@ impl MonitorBuilder {
     {
         self.config
             .streaming_routes
+            .extend(routes.into_iter().map(Into::into));
+        self
+    }
+
+    /// Routes (as they appear in the `route` label) whose requests are not LLM calls, whatever
+    /// they answer: they are counted in the `stream_monitor_*` series, the windows and health
+    /// as any request, but stay out of the OpenTelemetry `gen_ai_*` series (a proxied health
+    /// check that streams, a replay endpoint). Default: none. Requests no provider was named for
+    /// and that did not stream are left out of `gen_ai_*` without being listed here.
+    ///
+    /// ```
+    /// use tower_stream_monitor::Monitor;
+    /// let monitor = Monitor::builder().exclude_gen_ai_routes(["/v1/replay"]).build()?;
+    /// # Ok::<(), tower_stream_monitor::ConfigError>(())
+    /// ```
+    pub fn exclude_gen_ai_routes<I, S>(mut self, routes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config
+            .gen_ai_excluded_routes
             .extend(routes.into_iter().map(Into::into));
         self
     }

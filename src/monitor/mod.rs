@@ -196,6 +196,11 @@ impl Monitor {
         self.shared.unknown.clone()
     }
 
+    /// Whether `label` is the `unknown` placeholder (no value was named).
+    pub(crate) fn is_unknown(&self, label: &Arc<str>) -> bool {
+        Arc::ptr_eq(label, &self.shared.unknown)
+    }
+
     pub(crate) fn unmatched(&self) -> Arc<str> {
         self.shared.unmatched.clone()
     }
@@ -322,6 +327,17 @@ impl Monitor {
         record.finished_at = self.now();
         record.output_tokens = record.output_tokens.min(MAX_TOKENS);
         record.input_tokens = record.input_tokens.map(|n| n.min(MAX_TOKENS));
+        for part in [
+            &mut record.cache_read_input_tokens,
+            &mut record.cache_creation_input_tokens,
+            &mut record.reasoning_output_tokens,
+        ] {
+            *part = part.map(|n| n.min(MAX_TOKENS));
+        }
+        let excluded = &self.shared.config.gen_ai_excluded_routes;
+        if !excluded.is_empty() && excluded.iter().any(|r| **r == *record.route) {
+            record.operation_name = None;
+        }
         let secs = self.window_secs();
         if record.is_unrouted() {
             // Counted apart: no labelled series, no window but its unrouted count, no health.
@@ -336,13 +352,9 @@ impl Monitor {
             }
             return;
         }
-        let folded = self.shared.series.admit(
-            &mut record.provider,
-            &mut record.model,
-            &mut record.route,
-            source,
-        );
+        let folded = !self.shared.series.admit(record.label_set(), source);
         if folded {
+            record.fold_labels(self.shared.series.other());
             if self.facade_active() {
                 facade::label_overflow("series");
             }

@@ -795,10 +795,11 @@ fn streams_share_templates_but_not_their_figures() {
         assert_eq!(a.output_tokens(), 21);
 
         // Another stream of the model, with its own ids: nothing to learn, and every event but
-        // usage and [DONE] answered by a template.
+        // the finish reason, usage and [DONE] answered by a template.
         let (b, answered, learnt) = run(&chat_stream("chatcmpl-bb", 1_700_000_002, "gpt-4o", 9));
         assert_eq!(learnt, 0);
-        assert_eq!(answered, 12);
+        assert_eq!(answered, 11);
+        assert_eq!(b.finish_reason(), Some(super::FinishReason::Stop));
         assert_eq!(b.model(), Some("gpt-4o"));
         assert_eq!(b.format(), super::ProviderFormat::OpenAiChat);
         assert_eq!((b.content_events(), b.output_tokens()), (10, 9));
@@ -815,7 +816,7 @@ fn streams_share_templates_but_not_their_figures() {
         d[3] = d[3].replace(" tok2", "");
         let (d, answered, learnt) = run(&d);
         assert_eq!(learnt, 0);
-        assert_eq!(answered, 12);
+        assert_eq!(answered, 11);
         assert_eq!((d.content_events(), d.output_tokens()), (9, 3));
     })
     .join()

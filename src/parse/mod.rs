@@ -37,6 +37,9 @@ use template::Templates;
 /// Default cap on the bytes buffered for one event (1 MiB); larger events are skipped and counted.
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
 
+/// The `gen_ai.operation.name` of an LLM call whose stream names no format of its own.
+pub(crate) const DEFAULT_OPERATION_NAME: &str = "chat";
+
 /// How events are framed on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WireFormat {
@@ -108,6 +111,9 @@ pub enum ProviderFormat {
     AnthropicMessages,
     /// Gemini `streamGenerateContent` chunks (`candidates`, `usageMetadata`).
     Gemini,
+    /// OpenAI legacy completions chunks (`choices[].text`), also served by OpenAI-compatible
+    /// servers (vLLM's `/v1/completions`).
+    OpenAiCompletions,
     /// Ollama NDJSON chunks (`response` or `message.content`, `done`, `eval_count`).
     Ollama,
 }
@@ -122,6 +128,21 @@ impl ProviderFormat {
             Self::AnthropicMessages => "anthropic_messages",
             Self::Gemini => "gemini",
             Self::Ollama => "ollama",
+            Self::OpenAiCompletions => "openai_completions",
+        }
+    }
+
+    /// The OpenTelemetry `gen_ai.operation.name` of a stream in this format: `chat` (OpenAI
+    /// chat and Responses, Anthropic Messages, Ollama), `generate_content` (Gemini) or
+    /// `text_completion` (OpenAI legacy completions); `None` when no format was recognised.
+    pub fn operation_name(self) -> Option<&'static str> {
+        match self {
+            Self::Unknown => None,
+            Self::OpenAiChat | Self::OpenAiResponses | Self::AnthropicMessages | Self::Ollama => {
+                Some("chat")
+            }
+            Self::Gemini => Some("generate_content"),
+            Self::OpenAiCompletions => Some("text_completion"),
         }
     }
 }
@@ -148,6 +169,105 @@ impl TokenSource {
             Self::Reported => "reported",
             Self::Counted => "counted",
         }
+    }
+}
+
+/// Why the model stopped generating, as the provider said it, in one vocabulary for all
+/// providers (the README's finish reason table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FinishReason {
+    /// The answer ended naturally or at a stop sequence: OpenAI `stop`, Anthropic `end_turn`
+    /// and `stop_sequence`, Gemini `STOP`, a Responses `response.completed`, Ollama `stop`.
+    Stop,
+    /// Cut by the output token limit: OpenAI and Ollama `length`, Anthropic `max_tokens`,
+    /// Gemini `MAX_TOKENS`, Responses incomplete for `max_output_tokens`.
+    Length,
+    /// Withheld or cut by a filter: OpenAI `content_filter`, Anthropic `refusal`, Gemini
+    /// `SAFETY`, `RECITATION`, `BLOCKLIST`, `PROHIBITED_CONTENT`, `SPII`, `IMAGE_SAFETY`,
+    /// Responses incomplete for `content_filter`.
+    ContentFilter,
+    /// The model asked for tool calls: OpenAI `tool_calls` and `function_call`, Anthropic
+    /// `tool_use`.
+    ToolCalls,
+    /// Any other reason a provider gave (Anthropic `pause_turn`, Gemini `OTHER`,
+    /// `MALFORMED_FUNCTION_CALL`, ...).
+    Other,
+}
+
+impl FinishReason {
+    /// Every finish reason, in label order.
+    pub const ALL: [FinishReason; 5] = [
+        FinishReason::Stop,
+        FinishReason::Length,
+        FinishReason::ContentFilter,
+        FinishReason::ToolCalls,
+        FinishReason::Other,
+    ];
+
+    /// `stop`, `length`, `content_filter`, `tool_calls` or `other`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Length => "length",
+            Self::ContentFilter => "content_filter",
+            Self::ToolCalls => "tool_calls",
+            Self::Other => "other",
+        }
+    }
+
+    /// The reason a provider's own value names (see each variant).
+    pub fn from_provider(value: &str) -> Self {
+        match value {
+            "stop" | "end_turn" | "stop_sequence" | "STOP" | "completed" => Self::Stop,
+            "length" | "max_tokens" | "MAX_TOKENS" | "max_output_tokens" => Self::Length,
+            "content_filter" | "refusal" | "SAFETY" | "RECITATION" | "BLOCKLIST"
+            | "PROHIBITED_CONTENT" | "SPII" | "IMAGE_SAFETY" => Self::ContentFilter,
+            "tool_calls" | "function_call" | "tool_use" => Self::ToolCalls,
+            _ => Self::Other,
+        }
+    }
+}
+
+impl fmt::Display for FinishReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a stream's provider reported about its answer, each figure the latest value seen
+/// (providers repeat usage cumulatively: it is assigned, never added), as the provider spelt
+/// it: the totals are made comparable across providers only when read (see
+/// [`StreamSummary::input_tokens`] and [`StreamSummary::output_tokens`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Reported {
+    pub(crate) output: Option<u64>,
+    pub(crate) input: Option<u64>,
+    pub(crate) cache_read: Option<u64>,
+    pub(crate) cache_creation: Option<u64>,
+    pub(crate) reasoning: Option<u64>,
+    pub(crate) finish: Option<FinishReason>,
+}
+
+impl Reported {
+    /// Takes every figure `newer` has.
+    pub(crate) fn assign(&mut self, newer: Reported) {
+        fn take<T>(slot: &mut Option<T>, newer: Option<T>) {
+            if newer.is_some() {
+                *slot = newer;
+            }
+        }
+        take(&mut self.output, newer.output);
+        take(&mut self.input, newer.input);
+        take(&mut self.cache_read, newer.cache_read);
+        take(&mut self.cache_creation, newer.cache_creation);
+        take(&mut self.reasoning, newer.reasoning);
+        take(&mut self.finish, newer.finish);
+    }
+
+    /// Whether anything was reported.
+    pub(crate) fn any(&self) -> bool {
+        *self != Self::default()
     }
 }
 
@@ -273,8 +393,7 @@ impl fmt::Debug for ModelName {
 pub struct StreamSummary {
     format: ProviderFormat,
     content_events: u64,
-    reported_output: Option<u64>,
-    reported_input: Option<u64>,
+    reported: Reported,
     model: Option<ModelName>,
     error: Option<StreamErrorKind>,
     /// The first error event's data (cut to [`MAX_ERROR_DATA`]): read only when the stream's
@@ -295,17 +414,54 @@ impl StreamSummary {
     pub fn content_events(&self) -> u64 {
         self.content_events
     }
-    /// Output tokens: the provider's reported usage when present, else the content events.
+    /// Output tokens: every generated token, reasoning included, as the provider reported
+    /// them (Gemini's `candidatesTokenCount` plus its `thoughtsTokenCount`, which it counts
+    /// apart); the content events when no usage was reported.
     pub fn output_tokens(&self) -> u64 {
-        self.reported_output.unwrap_or(self.content_events)
+        match (self.reported.output, self.format) {
+            (Some(output), ProviderFormat::Gemini) => {
+                output.saturating_add(self.reported.reasoning.unwrap_or(0))
+            }
+            (Some(output), _) => output,
+            (None, _) => self.content_events,
+        }
     }
-    /// Input tokens, when the provider reported them.
+    /// Input tokens, when the provider reported them: every prompt token, cached ones included
+    /// (Anthropic's `input_tokens` plus its `cache_creation_input_tokens` and
+    /// `cache_read_input_tokens`, which it counts apart).
     pub fn input_tokens(&self) -> Option<u64> {
-        self.reported_input
+        let input = self.reported.input?;
+        Some(match self.format {
+            ProviderFormat::AnthropicMessages => input
+                .saturating_add(self.reported.cache_creation.unwrap_or(0))
+                .saturating_add(self.reported.cache_read.unwrap_or(0)),
+            _ => input,
+        })
+    }
+    /// Input tokens read from the provider's prompt cache (part of
+    /// [`input_tokens`](Self::input_tokens)), when reported: OpenAI `cached_tokens`,
+    /// Anthropic `cache_read_input_tokens`, Gemini `cachedContentTokenCount`.
+    pub fn cache_read_input_tokens(&self) -> Option<u64> {
+        self.reported.cache_read
+    }
+    /// Input tokens written to the provider's prompt cache (part of
+    /// [`input_tokens`](Self::input_tokens)), when reported: Anthropic
+    /// `cache_creation_input_tokens`, OpenAI `cache_write_tokens`.
+    pub fn cache_creation_input_tokens(&self) -> Option<u64> {
+        self.reported.cache_creation
+    }
+    /// Reasoning tokens (part of [`output_tokens`](Self::output_tokens)), when reported: OpenAI
+    /// `reasoning_tokens`, Gemini `thoughtsTokenCount`, Anthropic `thinking_tokens`.
+    pub fn reasoning_output_tokens(&self) -> Option<u64> {
+        self.reported.reasoning
+    }
+    /// Why the model stopped, when the stream said so (the latest reason seen).
+    pub fn finish_reason(&self) -> Option<FinishReason> {
+        self.reported.finish
     }
     /// Whether [`output_tokens`](Self::output_tokens) was reported or counted.
     pub fn token_source(&self) -> TokenSource {
-        if self.reported_output.is_some() {
+        if self.reported.output.is_some() {
             TokenSource::Reported
         } else {
             TokenSource::Counted
@@ -344,12 +500,13 @@ impl StreamSummary {
 
     /// Reported usage is the running total so far (Anthropic and Gemini repeat it cumulatively):
     /// the latest value is assigned, never added.
-    fn assign_usage(&mut self, output: Option<u64>, input: Option<u64>) {
-        if output.is_some() {
-            self.reported_output = output;
-        }
-        if input.is_some() {
-            self.reported_input = input;
+    fn assign(&mut self, reported: Reported) {
+        self.reported.assign(reported);
+    }
+
+    fn set_finish(&mut self, finish: Option<FinishReason>) {
+        if finish.is_some() {
+            self.reported.finish = finish;
         }
     }
 
@@ -369,8 +526,7 @@ impl StreamSummary {
     fn same_as(&self, other: &Self) -> bool {
         self.format == other.format
             && self.content_events == other.content_events
-            && self.reported_output == other.reported_output
-            && self.reported_input == other.reported_input
+            && self.reported == other.reported
             && self.model() == other.model()
             && self.error == other.error
             && self.error_data.is_some() == other.error_data.is_some()

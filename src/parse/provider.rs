@@ -14,7 +14,7 @@ use serde::de::{Deserialize, Deserializer, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::template::Templates;
-use super::{ProviderFormat, StreamErrorKind, StreamSummary};
+use super::{FinishReason, ProviderFormat, Reported, StreamErrorKind, StreamSummary};
 
 type Raw<'a> = Option<&'a RawValue>;
 
@@ -54,6 +54,8 @@ struct Payload<'a> {
     eval_count: Option<u64>,
     #[serde(default)]
     prompt_eval_count: Option<u64>,
+    #[serde(borrow, default)]
+    done_reason: Raw<'a>,
 }
 
 /// The fast path for OpenAI chat streams once the format and model are known: the same fields
@@ -68,8 +70,9 @@ struct ChatChunk<'a> {
     error: Raw<'a>,
 }
 
-/// Token usage in the OpenAI (`prompt_tokens`/`completion_tokens`) or Anthropic and Responses
-/// (`input_tokens`/`output_tokens`) spelling.
+/// Token usage in the OpenAI chat (`prompt_tokens`/`completion_tokens`, with
+/// `*_tokens_details`), Responses (`input_tokens`/`output_tokens`, with `*_tokens_details`) or
+/// Anthropic (`input_tokens`/`output_tokens`, with `cache_*_input_tokens`) spelling.
 #[derive(serde::Deserialize)]
 struct Usage {
     #[serde(default)]
@@ -80,14 +83,64 @@ struct Usage {
     input_tokens: Option<u64>,
     #[serde(default)]
     output_tokens: Option<u64>,
+    #[serde(default)]
+    cache_read_input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens_details: Option<TokenDetails>,
+    #[serde(default)]
+    input_tokens_details: Option<TokenDetails>,
+    #[serde(default)]
+    completion_tokens_details: Option<TokenDetails>,
+    #[serde(default)]
+    output_tokens_details: Option<TokenDetails>,
+    // Anthropic's nested objects, named so that serde walks them without allocating (see
+    // [`Skip`]).
+    #[serde(rename = "cache_creation", default)]
+    _cache_creation: Option<Skip>,
+    #[serde(rename = "server_tool_use", default)]
+    _server_tool_use: Option<Skip>,
+}
+
+/// OpenAI's `prompt_tokens_details` / `completion_tokens_details` (and the Responses
+/// `input_tokens_details` / `output_tokens_details`).
+#[derive(serde::Deserialize)]
+struct TokenDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+    #[serde(default)]
+    cache_write_tokens: Option<u64>,
+    #[serde(default)]
+    reasoning_tokens: Option<u64>,
+    /// Anthropic's `output_tokens_details.thinking_tokens`.
+    #[serde(default)]
+    thinking_tokens: Option<u64>,
 }
 
 impl Usage {
-    fn output(&self) -> Option<u64> {
-        self.completion_tokens.or(self.output_tokens)
-    }
-    fn input(&self) -> Option<u64> {
-        self.prompt_tokens.or(self.input_tokens)
+    /// The figures as spelt: Anthropic's `input_tokens` stays without its cache parts here
+    /// ([`StreamSummary::input_tokens`] adds them).
+    fn reported(&self) -> Reported {
+        let detail =
+            |d: &Option<TokenDetails>, f: fn(&TokenDetails) -> Option<u64>| d.as_ref().and_then(f);
+        let input_detail = |f: fn(&TokenDetails) -> Option<u64>| {
+            detail(&self.prompt_tokens_details, f).or(detail(&self.input_tokens_details, f))
+        };
+        let output_detail = |f: fn(&TokenDetails) -> Option<u64>| {
+            detail(&self.completion_tokens_details, f).or(detail(&self.output_tokens_details, f))
+        };
+        Reported {
+            output: self.completion_tokens.or(self.output_tokens),
+            input: self.prompt_tokens.or(self.input_tokens),
+            cache_read: input_detail(|d| d.cached_tokens).or(self.cache_read_input_tokens),
+            cache_creation: self
+                .cache_creation_input_tokens
+                .or(input_detail(|d| d.cache_write_tokens)),
+            reasoning: output_detail(|d| d.reasoning_tokens)
+                .or(output_detail(|d| d.thinking_tokens)),
+            finish: None,
+        }
     }
 }
 
@@ -97,6 +150,78 @@ struct GeminiUsage {
     candidates: Option<u64>,
     #[serde(rename = "promptTokenCount", default)]
     prompt: Option<u64>,
+    #[serde(rename = "cachedContentTokenCount", default)]
+    cached: Option<u64>,
+    #[serde(rename = "thoughtsTokenCount", default)]
+    thoughts: Option<u64>,
+    // Arrays of objects: named so that serde walks them without allocating (see [`Skip`]).
+    #[serde(rename = "promptTokensDetails", default)]
+    _prompt_details: Option<Skip>,
+    #[serde(rename = "cacheTokensDetails", default)]
+    _cache_details: Option<Skip>,
+    #[serde(rename = "candidatesTokensDetails", default)]
+    _candidates_details: Option<Skip>,
+    #[serde(rename = "toolUsePromptTokensDetails", default)]
+    _tool_use_details: Option<Skip>,
+}
+
+impl GeminiUsage {
+    /// As spelt: `candidatesTokenCount` stays without the thoughts here
+    /// ([`StreamSummary::output_tokens`] adds them).
+    fn reported(&self) -> Reported {
+        Reported {
+            output: self.candidates,
+            input: self.prompt,
+            cache_read: self.cached,
+            cache_creation: None,
+            reasoning: self.thoughts,
+            finish: None,
+        }
+    }
+}
+
+/// Any JSON value, walked and dropped. serde_json skips a value it is not asked for by keeping
+/// a heap stack of the arrays and objects it is inside; walking it through this visitor keeps
+/// that stack on the call stack instead, so reading an event allocates nothing.
+struct Skip;
+
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SkipVisitor;
+        impl<'de> Visitor<'de> for SkipVisitor {
+            type Value = Skip;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any value")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_unit<E>(self) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+                while seq.next_element::<Skip>()?.is_some() {}
+                Ok(Skip)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+                while map.next_entry::<Skip, Skip>()?.is_some() {}
+                Ok(Skip)
+            }
+        }
+        deserializer.deserialize_any(SkipVisitor)
+    }
 }
 
 /// OpenAI chat `choices[i]`: a streamed `delta`, or `text` for legacy completions.
@@ -106,6 +231,8 @@ struct Choice<'a> {
     delta: Option<ChatDelta<'a>>,
     #[serde(borrow, default)]
     text: Raw<'a>,
+    #[serde(borrow, default)]
+    finish_reason: Raw<'a>,
 }
 
 #[derive(serde::Deserialize)]
@@ -127,6 +254,8 @@ struct ChatDelta<'a> {
 struct Candidate<'a> {
     #[serde(borrow, default)]
     content: Option<CandidateContent<'a>>,
+    #[serde(rename = "finishReason", borrow, default)]
+    finish_reason: Raw<'a>,
 }
 
 #[derive(serde::Deserialize)]
@@ -141,6 +270,13 @@ struct Part<'a> {
     text: Raw<'a>,
     #[serde(rename = "functionCall", borrow, default)]
     function_call: Raw<'a>,
+}
+
+/// Anthropic `message_delta.delta`.
+#[derive(serde::Deserialize)]
+struct MessageDelta<'a> {
+    #[serde(borrow, default)]
+    stop_reason: Raw<'a>,
 }
 
 /// Anthropic `content_block_delta.delta`.
@@ -205,6 +341,15 @@ struct ResponseObject<'a> {
     usage: Option<Usage>,
     #[serde(borrow, default)]
     error: Raw<'a>,
+    #[serde(borrow, default)]
+    incomplete_details: Option<IncompleteDetails<'a>>,
+}
+
+/// OpenAI Responses `response.incomplete_details`.
+#[derive(serde::Deserialize)]
+struct IncompleteDetails<'a> {
+    #[serde(borrow, default)]
+    reason: Raw<'a>,
 }
 
 #[derive(serde::Deserialize)]
@@ -219,9 +364,24 @@ struct ErrorObject<'a> {
 
 trait HasContent {
     fn has_content(&self) -> bool;
+    /// The element's finish reason, as the provider spelt it.
+    fn finish_reason(&self) -> Raw<'_> {
+        None
+    }
+    /// Whether the element is a legacy completions choice (`text`, no `delta`).
+    fn completion_text(&self) -> bool {
+        false
+    }
 }
 
 impl HasContent for Choice<'_> {
+    fn finish_reason(&self) -> Raw<'_> {
+        self.finish_reason
+    }
+    fn completion_text(&self) -> bool {
+        self.delta.is_none() && is_string(self.text)
+    }
+
     fn has_content(&self) -> bool {
         self.delta.as_ref().is_some_and(|d| {
             non_empty(d.content)
@@ -234,6 +394,10 @@ impl HasContent for Choice<'_> {
 }
 
 impl HasContent for Candidate<'_> {
+    fn finish_reason(&self) -> Raw<'_> {
+        self.finish_reason
+    }
+
     fn has_content(&self) -> bool {
         self.content
             .as_ref()
@@ -248,9 +412,12 @@ impl HasContent for Part<'_> {
     }
 }
 
-/// A JSON array walked element by element, keeping only whether any element carries content.
+/// A JSON array walked element by element, keeping only whether any element carries content,
+/// the last finish reason an element gave, and whether any is a legacy completions choice.
 struct AnyContent<T> {
     any: bool,
+    finish: Option<FinishReason>,
+    completion_text: bool,
     element: PhantomData<T>,
 }
 
@@ -264,17 +431,28 @@ impl<'de, T: Deserialize<'de> + HasContent> Deserialize<'de> for AnyContent<T> {
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 let mut any = false;
+                let mut finish = None;
+                let mut completion_text = false;
                 while let Some(element) = seq.next_element::<T>()? {
                     any |= element.has_content();
+                    finish = finish_reason(element.finish_reason()).or(finish);
+                    completion_text |= element.completion_text();
                 }
                 Ok(AnyContent {
                     any,
+                    finish,
+                    completion_text,
                     element: PhantomData,
                 })
             }
         }
         deserializer.deserialize_seq(SeqVisitor(PhantomData))
     }
+}
+
+/// The finish reason a JSON string names; `None` for `null` or anything but a plain string.
+fn finish_reason(value: Raw<'_>) -> Option<FinishReason> {
+    plain_str(value).map(FinishReason::from_provider)
 }
 
 /// Content is present unless the value is absent, `null`, `""`, `[]` or `{}`.
@@ -372,18 +550,17 @@ pub(super) fn apply(
     if let Some(content) = templates.read(summary, event_type, data, chat) {
         return content;
     }
-    // Usage is taken out while the event is read, so that an event that assigns it shows, even
-    // when it repeats the figures already recorded; what the event does not assign is put back.
-    let usage = (
-        summary.reported_output.take(),
-        summary.reported_input.take(),
-    );
+    // What was reported is taken out while the event is read, so that an event that assigns
+    // usage or a finish reason shows, even when it repeats the figures already recorded; what
+    // the event does not assign is put back.
+    let earlier = std::mem::take(&mut summary.reported);
     let before = (summary.error.is_some(), summary.malformed_events);
     let content = interpret(summary, event_type, data, chat);
-    let assigned = summary.reported_output.is_some() || summary.reported_input.is_some();
-    summary.reported_output = summary.reported_output.or(usage.0);
-    summary.reported_input = summary.reported_input.or(usage.1);
-    // An event that recorded usage or an error cannot stand for others: not worth trying out.
+    let assigned = summary.reported.any();
+    let newer = std::mem::replace(&mut summary.reported, earlier);
+    summary.reported.assign(newer);
+    // An event that reported usage, a finish reason or an error cannot stand for others: not
+    // worth trying out.
     if !assigned && (summary.error.is_some(), summary.malformed_events) == before {
         templates.learn(summary, event_type, data, chat, content);
     }
@@ -440,12 +617,17 @@ pub(super) fn interpret(
     let kind = plain_str(p.kind).unwrap_or("");
 
     if let Some(choices) = &p.choices {
-        summary.detect(ProviderFormat::OpenAiChat);
+        summary.detect(if choices.completion_text {
+            ProviderFormat::OpenAiCompletions
+        } else {
+            ProviderFormat::OpenAiChat
+        });
         content |= choices.any;
+        summary.set_finish(choices.finish);
     }
     if let Some(usage) = &p.usage {
         // OpenAI chat's final usage chunk, or Anthropic's cumulative `message_delta` usage.
-        summary.assign_usage(usage.output(), usage.input());
+        summary.assign(usage.reported());
     }
     match kind {
         "message_start" => {
@@ -453,9 +635,18 @@ pub(super) fn interpret(
             if let Some(m) = &p.message {
                 summary.set_model(m.model);
                 // The `output_tokens` here is a placeholder count, not the answer's usage.
-                if let Some(input) = m.usage.as_ref().and_then(Usage::input) {
-                    summary.reported_input = Some(input);
+                if let Some(usage) = &m.usage {
+                    summary.assign(Reported {
+                        output: None,
+                        ..usage.reported()
+                    });
                 }
+            }
+        }
+        "message_delta" => {
+            summary.detect(ProviderFormat::AnthropicMessages);
+            if let Some(d) = parse::<MessageDelta<'_>>(p.delta) {
+                summary.set_finish(finish_reason(d.stop_reason));
             }
         }
         "content_block_delta" => {
@@ -464,11 +655,9 @@ pub(super) fn interpret(
                 content |= non_empty(d.text) || non_empty(d.partial_json) || non_empty(d.thinking);
             }
         }
-        "message_delta"
-        | "message_stop"
-        | "content_block_start"
-        | "content_block_stop"
-        | "ping" => summary.detect(ProviderFormat::AnthropicMessages),
+        "message_stop" | "content_block_start" | "content_block_stop" | "ping" => {
+            summary.detect(ProviderFormat::AnthropicMessages)
+        }
         "error" => summary.set_error(data, error_object_kind(p.error, p.code)),
         k if k.starts_with("response.") => {
             summary.detect(ProviderFormat::OpenAiResponses);
@@ -478,7 +667,17 @@ pub(super) fn interpret(
             if let Some(TextOr::Object(r)) = &p.response {
                 summary.set_model(r.model);
                 if let Some(usage) = &r.usage {
-                    summary.assign_usage(usage.output(), usage.input());
+                    summary.assign(usage.reported());
+                }
+                match k {
+                    "response.completed" => summary.set_finish(Some(FinishReason::Stop)),
+                    "response.incomplete" => summary.set_finish(Some(
+                        r.incomplete_details
+                            .as_ref()
+                            .and_then(|d| finish_reason(d.reason))
+                            .unwrap_or(FinishReason::Other),
+                    )),
+                    _ => {}
                 }
                 if k == "response.failed" {
                     summary.set_error(data, error_object_kind(r.error, None));
@@ -491,9 +690,12 @@ pub(super) fn interpret(
     }
     if p.candidates.is_some() || p.usage_metadata.is_some() {
         summary.detect(ProviderFormat::Gemini);
-        content |= p.candidates.as_ref().is_some_and(|c| c.any);
+        if let Some(candidates) = &p.candidates {
+            content |= candidates.any;
+            summary.set_finish(candidates.finish);
+        }
         if let Some(u) = &p.usage_metadata {
-            summary.assign_usage(u.candidates, u.prompt);
+            summary.assign(u.reported());
         }
     }
     if p.done.is_some() || p.eval_count.is_some() {
@@ -503,7 +705,12 @@ pub(super) fn interpret(
         } else if let Some(m) = &p.message {
             content |= is_string(m.content) && non_empty(m.content);
         }
-        summary.assign_usage(p.eval_count, p.prompt_eval_count);
+        summary.assign(Reported {
+            output: p.eval_count,
+            input: p.prompt_eval_count,
+            finish: finish_reason(p.done_reason),
+            ..Reported::default()
+        });
     }
     if kind != "error" && (is_object(p.error) || is_string(p.error)) {
         // OpenAI's `{"error":{..}}` chunk, Gemini's error object, Ollama's error string.
@@ -521,10 +728,14 @@ fn apply_chat_chunk(summary: &mut StreamSummary, data: &[u8]) -> bool {
         return false;
     };
     if let Some(usage) = &chunk.usage {
-        summary.assign_usage(usage.output(), usage.input());
+        summary.assign(usage.reported());
     }
     if is_object(chunk.error) || is_string(chunk.error) {
         summary.set_error(data, error_object_kind(chunk.error, None));
     }
-    chunk.choices.is_some_and(|c| c.any)
+    let Some(choices) = chunk.choices else {
+        return false;
+    };
+    summary.set_finish(choices.finish);
+    choices.any
 }

@@ -298,6 +298,10 @@ impl RequestContext {
         record.user_id = tags.user_id.clone();
         record.streaming = streaming;
         record.duration = duration;
+        // An LLM call that failed before its response: a stream, or a provider the app named.
+        if !streaming && self.monitor.is_unknown(&record.provider) {
+            record.operation_name = None;
+        }
         self.monitor
             .record(record, self.facade_in_flight, false, labels.source);
     }

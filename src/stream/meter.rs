@@ -269,16 +269,20 @@ impl StreamMeter {
         let (tokens_per_second, time_per_output_token) =
             StreamRecord::derived_rates(output_tokens, duration, ttft);
         let monitor = self.context.monitor.clone();
+        let response_model = summary
+            .filter(|_| !self.unrouted)
+            .and_then(|s| s.model())
+            .and_then(|m| monitor.model_label(m, LabelSource::Trusted))
+            .map(|(m, _)| m);
         let model = self
             .model
-            .or_else(|| {
-                summary
-                    .filter(|_| !self.unrouted)
-                    .and_then(|s| s.model())
-                    .and_then(|m| monitor.model_label(m, LabelSource::Trusted))
-                    .map(|(m, _)| m)
-            })
+            .or_else(|| response_model.clone())
             .unwrap_or_else(|| monitor.unknown());
+        // An LLM call: a recognised stream, a stream, or a request the app named a provider for.
+        let operation_name = format.operation_name().or_else(|| {
+            (!self.unrouted && (self.streaming || !monitor.is_unknown(&self.provider)))
+                .then_some(crate::parse::DEFAULT_OPERATION_NAME)
+        });
         scope.record("model", &model);
         let upstream = match (&self.error_body, summary) {
             _ if !outcome.is_error() => None,
@@ -303,6 +307,8 @@ impl StreamMeter {
             provider: self.provider,
             model,
             route: scope.tags.route.clone(),
+            operation_name,
+            response_model,
             request_id: scope.tags.request_id.clone(),
             user_id: scope.tags.user_id.clone(),
             status: Some(self.status),
@@ -317,6 +323,10 @@ impl StreamMeter {
             duration,
             output_tokens,
             input_tokens: summary.and_then(|s| s.input_tokens()),
+            cache_read_input_tokens: summary.and_then(|s| s.cache_read_input_tokens()),
+            cache_creation_input_tokens: summary.and_then(|s| s.cache_creation_input_tokens()),
+            reasoning_output_tokens: summary.and_then(|s| s.reasoning_output_tokens()),
+            finish_reason: summary.and_then(|s| s.finish_reason()),
             token_source: summary.map_or(TokenSource::Counted, |s| s.token_source()),
             tokens_per_second,
             time_per_output_token,

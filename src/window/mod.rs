@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub(crate) use clock::WindowTime;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub(crate) use ring::WindowSpan;
-pub use stats::{RequestStats, WindowStats};
+pub use stats::{FinishReasons, RequestStats, WindowStats};
 
 pub(crate) use ring::{RateRing, Ring};
 pub(crate) use stats::SlotStats;

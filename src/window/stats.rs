@@ -3,6 +3,7 @@
 use serde::Serialize;
 use sketches_ddsketch::{Config, DDSketch};
 
+use crate::parse::FinishReason;
 use crate::record::{Outcome, OutcomeMap, StreamRecord};
 
 /// Relative accuracy of the quantile sketches: p50/p95/p99 within 1%.
@@ -28,6 +29,10 @@ pub(crate) struct SlotStats {
     pub(crate) streaming_by_outcome: OutcomeMap<u64>,
     pub(crate) output_tokens: u64,
     pub(crate) input_tokens: u64,
+    pub(crate) cache_read_input_tokens: u64,
+    pub(crate) cache_creation_input_tokens: u64,
+    pub(crate) reasoning_output_tokens: u64,
+    pub(crate) finish_reasons: FinishReasons,
     pub(crate) ttft_ms_sum: f64,
     pub(crate) tps_sum: f64,
     pub(crate) tps_count: u64,
@@ -49,6 +54,10 @@ impl Default for SlotStats {
             streaming_by_outcome: OutcomeMap::default(),
             output_tokens: 0,
             input_tokens: 0,
+            cache_read_input_tokens: 0,
+            cache_creation_input_tokens: 0,
+            reasoning_output_tokens: 0,
+            finish_reasons: FinishReasons::default(),
             ttft_ms_sum: 0.0,
             tps_sum: 0.0,
             tps_count: 0,
@@ -90,6 +99,19 @@ impl SlotStats {
         self.input_tokens = self
             .input_tokens
             .saturating_add(r.input_tokens.unwrap_or(0));
+        for (sum, part) in [
+            (&mut self.cache_read_input_tokens, r.cache_read_input_tokens),
+            (
+                &mut self.cache_creation_input_tokens,
+                r.cache_creation_input_tokens,
+            ),
+            (&mut self.reasoning_output_tokens, r.reasoning_output_tokens),
+        ] {
+            *sum = sum.saturating_add(part.unwrap_or(0));
+        }
+        if let Some(reason) = r.finish_reason {
+            self.finish_reasons.add(reason, 1);
+        }
         if let Some(ttft) = r.time_to_first_token {
             self.ttft_ms_sum += ms(ttft);
             self.ttft_ms.add(ms(ttft));
@@ -119,6 +141,16 @@ impl SlotStats {
         }
         self.output_tokens = self.output_tokens.saturating_add(o.output_tokens);
         self.input_tokens = self.input_tokens.saturating_add(o.input_tokens);
+        self.cache_read_input_tokens = self
+            .cache_read_input_tokens
+            .saturating_add(o.cache_read_input_tokens);
+        self.cache_creation_input_tokens = self
+            .cache_creation_input_tokens
+            .saturating_add(o.cache_creation_input_tokens);
+        self.reasoning_output_tokens = self
+            .reasoning_output_tokens
+            .saturating_add(o.reasoning_output_tokens);
+        self.finish_reasons.merge(&o.finish_reasons);
         self.ttft_ms_sum += o.ttft_ms_sum;
         self.tps_sum += o.tps_sum;
         self.tps_count += o.tps_count;
@@ -149,6 +181,10 @@ impl SlotStats {
             avg_tokens_per_second: ratio(self.tps_sum, self.tps_count as f64),
             total_tokens: self.output_tokens,
             input_tokens: self.input_tokens,
+            cache_read_input_tokens: self.cache_read_input_tokens,
+            cache_creation_input_tokens: self.cache_creation_input_tokens,
+            reasoning_output_tokens: self.reasoning_output_tokens,
+            finish_reasons: self.finish_reasons,
             streaming_error_rate: ratio(errors as f64 * 100.0, self.streaming_judged as f64),
             streaming_errors: errors,
             by_outcome: self.streaming_by_outcome,
@@ -201,10 +237,18 @@ pub struct WindowStats {
     pub first_token_p99_ms: f64,
     /// Mean of the streams' tokens per second.
     pub avg_tokens_per_second: f64,
-    /// Output tokens.
+    /// Output tokens: every generated token, reasoning included (the README's token table).
     pub total_tokens: u64,
-    /// Input tokens (reported).
+    /// Input tokens (reported): every prompt token, cached ones included.
     pub input_tokens: u64,
+    /// Input tokens read from a provider's prompt cache (part of `input_tokens`).
+    pub cache_read_input_tokens: u64,
+    /// Input tokens written to a provider's prompt cache (part of `input_tokens`).
+    pub cache_creation_input_tokens: u64,
+    /// Reasoning tokens (part of `total_tokens`).
+    pub reasoning_output_tokens: u64,
+    /// Streams by the finish reason they gave (streams that gave none are not counted).
+    pub finish_reasons: FinishReasons,
     /// Streaming errors as a percent of the streaming requests the client did not end alone
     /// (client-caused outcomes, `client_error` and `cancelled`, are left out of both sides).
     pub streaming_error_rate: f64,
@@ -246,4 +290,49 @@ pub struct RequestStats {
     /// Requests that matched no route (a router 404 or a 405), counted apart from everything
     /// above ([`StreamRecord::is_unrouted`]).
     pub unrouted_requests: u64,
+}
+
+/// Streams counted by [`FinishReason`], one field per reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct FinishReasons {
+    /// [`FinishReason::Stop`].
+    pub stop: u64,
+    /// [`FinishReason::Length`]: cut by the token limit.
+    pub length: u64,
+    /// [`FinishReason::ContentFilter`].
+    pub content_filter: u64,
+    /// [`FinishReason::ToolCalls`].
+    pub tool_calls: u64,
+    /// [`FinishReason::Other`].
+    pub other: u64,
+}
+
+impl FinishReasons {
+    /// The count of one reason.
+    pub fn get(&self, reason: FinishReason) -> u64 {
+        match reason {
+            FinishReason::Stop => self.stop,
+            FinishReason::Length => self.length,
+            FinishReason::ContentFilter => self.content_filter,
+            FinishReason::ToolCalls => self.tool_calls,
+            _ => self.other,
+        }
+    }
+
+    fn add(&mut self, reason: FinishReason, n: u64) {
+        let count = match reason {
+            FinishReason::Stop => &mut self.stop,
+            FinishReason::Length => &mut self.length,
+            FinishReason::ContentFilter => &mut self.content_filter,
+            FinishReason::ToolCalls => &mut self.tool_calls,
+            _ => &mut self.other,
+        };
+        *count = count.saturating_add(n);
+    }
+
+    fn merge(&mut self, other: &FinishReasons) {
+        for reason in FinishReason::ALL {
+            self.add(reason, other.get(reason));
+        }
+    }
 }
