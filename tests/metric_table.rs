@@ -304,3 +304,29 @@ fn facade_emits_with_the_table_kind_and_labels() {
         .collect();
     assert_eq!(emitted.keys().copied().collect::<BTreeSet<_>>(), expected);
 }
+
+/// The README's outcome table lists every outcome, once: dashboards and alerts
+/// match on these values.
+#[test]
+fn readme_outcome_table_lists_every_outcome() {
+    let readme = include_str!("../README.md");
+    let listed: Vec<String> = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("| outcome | when |"))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2)
+        .map(|row| {
+            let first = row.trim_matches('|').split('|').next().unwrap_or("");
+            first.trim().trim_matches('`').to_owned()
+        })
+        .collect();
+    let expected: Vec<String> = Outcome::ALL.iter().map(|o| o.as_str().to_owned()).collect();
+    let mut sorted_listed = listed.clone();
+    sorted_listed.sort();
+    let mut sorted_expected = expected.clone();
+    sorted_expected.sort();
+    assert_eq!(
+        sorted_listed, sorted_expected,
+        "README.md's outcome table must list exactly Outcome::ALL"
+    );
+}
