@@ -15,6 +15,12 @@
 //! `--prometheus-port P` (9090), `--duration SECONDS` (run until Ctrl-C without it). Replicas
 //! listen on free loopback ports, printed at start; their endpoints are under
 //! `/api/v1/monitoring`. Without a `prometheus` binary the replicas and the load still run.
+//!
+//! Every simulated answer reports prompt-cache reads and, on OpenAI and Gemini, reasoning
+//! tokens (`x-sim-cached-tokens`, `x-sim-reasoning-tokens`), so the dashboard's cached input and
+//! reasoning output share panel has lines to show: a cache-read share of 75% (36 cached of 48
+//! prompt tokens) and a reasoning share of about a third (32 of 96 output tokens; an OpenAI
+//! stream cut by an injected error reports no usage, so only its content is counted).
 
 #[allow(dead_code)]
 #[path = "demo/main.rs"]
@@ -30,6 +36,10 @@ use std::time::Duration;
 use tower_stream_monitor::Monitor;
 
 const PREFIX: &str = "/api/v1/monitoring";
+/// Prompt tokens read from the cache per request, beside the simulator's 12 uncached ones.
+const CACHED_TOKENS: &str = "36";
+/// Reasoning tokens per request, beside the simulator's 64 content tokens.
+const REASONING_TOKENS: &str = "32";
 
 struct Options {
     replicas: usize,
@@ -81,7 +91,8 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
 
 /// Writes a Prometheus config into `dir` (scrape and rule evaluation every `interval`, the
 /// rules at `rules`, the replicas' monitoring endpoints as targets) and starts `prometheus` on
-/// `port` with its data under `dir`. Also used by `tests/fleet.rs`.
+/// `port` with its data under `dir`, storing exemplars (each request's trace on the first-token,
+/// duration and time-per-token buckets; README, Tracing). Also used by `tests/fleet.rs`.
 pub fn spawn_prometheus(
     dir: &Path,
     replicas: &[SocketAddr],
@@ -110,6 +121,7 @@ pub fn spawn_prometheus(
             dir.join("data").display()
         ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--enable-feature=exemplar-storage")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -168,7 +180,10 @@ async fn main() {
             requests_per_user: None,
             mix: demo::load::Mix::default(),
             fail_rate: options.fail_rate,
-            headers: Vec::new(),
+            headers: vec![
+                ("x-sim-cached-tokens".into(), CACHED_TOKENS.into()),
+                ("x-sim-reasoning-tokens".into(), REASONING_TOKENS.into()),
+            ],
         };
         let (stop, load) = (stop.clone(), load);
         loads.push(tokio::spawn(async move {

@@ -77,6 +77,7 @@ pub mod snapshot;
 pub mod stream;
 mod system;
 mod timeout;
+pub mod trace;
 pub mod window;
 
 pub use labels::{StreamLabels, UserId};

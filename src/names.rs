@@ -187,6 +187,8 @@ pub struct Metric {
     request_labels: bool,
     /// Whether its last label is [`ERROR_TYPE`], derived from the outcome label before it.
     error_type: bool,
+    /// Whether its buckets carry an exemplar (a recent request's trace) in OpenMetrics.
+    exemplars: bool,
 }
 
 impl Metric {
@@ -218,6 +220,17 @@ impl Metric {
     /// The help text.
     pub const fn help(&self) -> &'static str {
         self.help
+    }
+
+    /// Whether its buckets carry exemplars in the OpenMetrics exposition: the trace of a recent
+    /// request that fell in each bucket (README, Tracing).
+    pub const fn exemplars(&self) -> bool {
+        self.exemplars
+    }
+
+    const fn with_exemplars(mut self) -> Self {
+        self.exemplars = true;
+        self
     }
 
     /// Whether the metric carries a record's label set ([`REQUEST_LABELS`]).
@@ -261,6 +274,7 @@ impl Metric {
             help,
             request_labels,
             error_type,
+            exemplars: false,
         }
     }
 }
@@ -386,7 +400,8 @@ pub(crate) mod def {
         REQUEST_LABELS,
         &TTFT_BUCKETS,
         "Time from the request to the first output token.",
-    );
+    )
+    .with_exemplars();
     pub(crate) const TIME_PER_OUTPUT_TOKEN: Metric = histogram(
         1,
         super::TIME_PER_OUTPUT_TOKEN,
@@ -394,7 +409,8 @@ pub(crate) mod def {
         REQUEST_LABELS,
         &TPOT_BUCKETS,
         "Time per output token after the first.",
-    );
+    )
+    .with_exemplars();
     pub(crate) const REQUEST_DURATION: Metric = histogram(
         2,
         super::REQUEST_DURATION,
@@ -402,7 +418,8 @@ pub(crate) mod def {
         WITH_OUTCOME,
         &DURATION_BUCKETS,
         "Time from the request to the end of the response body.",
-    );
+    )
+    .with_exemplars();
     pub(crate) const TOKEN_USAGE: Metric = histogram(
         3,
         super::TOKEN_USAGE,

@@ -4,10 +4,15 @@
 //! Records are written constantly and scraped rarely, so each thread adds its observations to a
 //! shard of its own (a lock no other core takes, counts no other core writes): a record costs a
 //! label-set lookup and a few additions. A scrape locks each shard in turn, merges them and
-//! writes the text format 0.0.4 from the table: names, kinds, help, buckets and label names all
-//! come from [`names::METRICS`], so this file knows no metric by name. Series appear on their
-//! first observation, as Prometheus client libraries do; the in-flight gauge is the sum of the
-//! shards' starts and ends per route, worked out at render time.
+//! writes the text format 0.0.4 (or OpenMetrics 1.0, with exemplars) from the table: names,
+//! kinds, help, buckets and label names all come from [`names::METRICS`], so this file knows no
+//! metric by name. Series appear on their first observation, as Prometheus client libraries do;
+//! the in-flight gauge is the sum of the shards' starts and ends per route, worked out at render
+//! time.
+//!
+//! Exemplars: each bucket of a histogram whose table entry asks for them keeps the trace of the
+//! latest request that fell in it (40 bytes, allocated with the series, never per request); a
+//! scrape keeps the latest of the shards'.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -21,6 +26,26 @@ use crate::labels::{LabelKey, LabelView};
 use crate::names::{self, LabelValue, MAX_LABEL_VALUES, METRICS, Metric, Sink};
 use crate::record::StreamRecord;
 use crate::shard::RecentIndices;
+use crate::trace::{SpanId, TraceId};
+
+/// The text formats the exposition writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// Prometheus text format 0.0.4 (the default).
+    Text,
+    /// OpenMetrics 1.0: the same samples, with exemplars on the histograms that keep them.
+    OpenMetrics,
+}
+
+/// A recent request's trace on a histogram bucket.
+#[derive(Debug, Clone, Copy)]
+struct Exemplar {
+    trace_id: TraceId,
+    span_id: SpanId,
+    value: f64,
+    /// Seconds since the Unix epoch.
+    timestamp: f64,
+}
 
 /// Series slots per label set (or for the unlabelled metrics): one per metric and value of its
 /// last label.
@@ -41,15 +66,19 @@ enum Series {
         buckets: Box<[u64]>,
         sum: f64,
         count: u64,
+        /// Per bucket, the latest exemplar; for the metrics that keep them.
+        exemplars: Option<Box<[Option<Exemplar>]>>,
     },
 }
 
 impl Series {
-    fn histogram(bounds: &[f64]) -> Self {
+    fn histogram(metric: &Metric) -> Self {
+        let n = metric.buckets().len() + 1;
         Series::Histogram {
-            buckets: vec![0; bounds.len() + 1].into_boxed_slice(),
+            buckets: vec![0; n].into_boxed_slice(),
             sum: 0.0,
             count: 0,
+            exemplars: metric.exemplars().then(|| vec![None; n].into_boxed_slice()),
         }
     }
 
@@ -61,16 +90,27 @@ impl Series {
                     buckets,
                     sum,
                     count,
+                    exemplars,
                 },
                 Series::Histogram {
                     buckets: b,
                     sum: s,
                     count: c,
+                    exemplars: e,
                 },
             ) => {
                 buckets.iter_mut().zip(b.iter()).for_each(|(a, b)| *a += b);
                 *sum += s;
                 *count += c;
+                if let (Some(mine), Some(theirs)) = (exemplars, e) {
+                    for (a, b) in mine.iter_mut().zip(theirs.iter()) {
+                        if let Some(b) = b {
+                            if a.is_none_or(|a| a.timestamp < b.timestamp) {
+                                *a = Some(*b);
+                            }
+                        }
+                    }
+                }
             }
             _ => {}
         }
@@ -106,12 +146,27 @@ impl Sink for LabelSetSeries {
 
     #[inline]
     fn histogram(&mut self, metric: &'static Metric, extra: Option<LabelValue>, value: f64) {
+        self.observe(metric, extra, value, None);
+    }
+}
+
+impl LabelSetSeries {
+    /// A histogram observation, with the trace (ids and time) of the request it came from.
+    #[inline]
+    fn observe(
+        &mut self,
+        metric: &'static Metric,
+        extra: Option<LabelValue>,
+        value: f64,
+        trace: Option<(TraceId, SpanId, f64)>,
+    ) {
         let (_, series) = self.slots[slot(metric, extra)]
-            .get_or_insert_with(|| (extra.map(|e| e.value), Series::histogram(metric.buckets())));
+            .get_or_insert_with(|| (extra.map(|e| e.value), Series::histogram(metric)));
         if let Series::Histogram {
             buckets,
             sum,
             count,
+            exemplars,
         } = series
         {
             // `le` buckets: the first bound at or above the value (NaN lands above them all).
@@ -119,6 +174,14 @@ impl Sink for LabelSetSeries {
             buckets[i] += 1;
             *sum += value;
             *count += 1;
+            if let (Some(exemplars), Some((trace_id, span_id, timestamp))) = (exemplars, trace) {
+                exemplars[i] = Some(Exemplar {
+                    trace_id,
+                    span_id,
+                    value,
+                    timestamp,
+                });
+            }
         }
     }
 }
@@ -137,6 +200,8 @@ struct Shard {
 struct Feed<'a> {
     set: &'a mut LabelSetSeries,
     unlabelled: &'a mut Option<LabelSetSeries>,
+    /// The record's trace and end time, for exemplars.
+    trace: Option<(TraceId, SpanId, f64)>,
 }
 
 impl Sink for Feed<'_> {
@@ -153,7 +218,8 @@ impl Sink for Feed<'_> {
     #[inline]
     fn histogram(&mut self, metric: &'static Metric, extra: Option<LabelValue>, value: f64) {
         if metric.per_label_set() {
-            self.set.histogram(metric, extra, value);
+            let trace = self.trace.filter(|_| metric.exemplars());
+            self.set.observe(metric, extra, value, trace);
         } else {
             let unlabelled = self.unlabelled.get_or_insert_with(LabelSetSeries::new);
             unlabelled.histogram(metric, extra, value);
@@ -213,9 +279,17 @@ impl PrometheusExposition {
                 i
             }
         };
+        let trace = r.trace.as_ref().map(|t| {
+            let at = r
+                .finished_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            (t.trace_id(), t.span_id(), at.as_secs_f64())
+        });
         let mut feed = Feed {
             set: &mut shard.sets[i].1,
             unlabelled: &mut shard.unlabelled,
+            trace,
         };
         names::observe(r, &mut feed);
     }
@@ -232,7 +306,7 @@ impl PrometheusExposition {
         }
     }
 
-    /// Text exposition format 0.0.4: the shards merged, metrics in table order, label sets
+    /// The exposition in `format`: the shards merged, metrics in table order, label sets
     /// sorted. `in_flight` is the in-flight count by route, `health` the current report, and
     /// `version` the `service_version` every series carries, if set.
     pub(crate) fn render(
@@ -240,6 +314,7 @@ impl PrometheusExposition {
         in_flight: &BTreeMap<Arc<str>, i64>,
         health: &HealthReport,
         version: Option<&str>,
+        format: Format,
     ) -> String {
         let constant = version.map(|v| (names::SERVICE_VERSION, v));
         let mut gauges: BTreeMap<&'static str, Lines<'_>> = BTreeMap::new();
@@ -253,6 +328,7 @@ impl PrometheusExposition {
             let lines = gauges.entry(metric.name()).or_insert_with(|| Lines {
                 text: String::new(),
                 constant,
+                format,
             });
             sample(lines, metric.name(), "", &labels, value);
         });
@@ -281,6 +357,7 @@ impl PrometheusExposition {
             let mut lines = Lines {
                 text: String::new(),
                 constant,
+                format,
             };
             match metric.name() {
                 name if gauges.contains_key(name) => {
@@ -336,10 +413,23 @@ impl PrometheusExposition {
             if lines.text.is_empty() {
                 continue;
             }
-            let _ = writeln!(out, "# HELP {} {}", metric.name(), metric.help());
-            let _ = writeln!(out, "# TYPE {} {}", metric.name(), metric.kind().as_str());
+            // OpenMetrics names a counter's family without its `_total`.
+            let family = match (format, metric.kind()) {
+                (Format::OpenMetrics, names::MetricKind::Counter) => metric
+                    .name()
+                    .strip_suffix("_total")
+                    .unwrap_or(metric.name()),
+                _ => metric.name(),
+            };
+            let _ = writeln!(out, "# HELP {family} {}", metric.help());
+            let _ = writeln!(out, "# TYPE {family} {}", metric.kind().as_str());
             out.push_str(&lines.text);
-            out.push('\n');
+            if format == Format::Text {
+                out.push('\n');
+            }
+        }
+        if format == Format::OpenMetrics {
+            out.push_str("# EOF\n");
         }
         out
     }
@@ -390,12 +480,21 @@ fn render_slots(out: &mut Lines<'_>, metric: &Metric, base: &[&str], series: &La
                 buckets,
                 sum,
                 count,
+                exemplars,
             } => {
                 let mut cumulative = 0;
-                for (n, le) in buckets.iter().zip(&bounds) {
+                for (i, (n, le)) in buckets.iter().zip(&bounds).enumerate() {
                     cumulative += n;
                     labels.push(("le", le));
-                    sample(out, metric.name(), "_bucket", &labels, cumulative as f64);
+                    let exemplar = exemplars.as_ref().and_then(|e| e[i].as_ref());
+                    sample_with(
+                        out,
+                        metric.name(),
+                        "_bucket",
+                        &labels,
+                        cumulative as f64,
+                        exemplar,
+                    );
                     labels.pop();
                 }
                 sample(out, metric.name(), "_sum", &labels, *sum);
@@ -405,15 +504,31 @@ fn render_slots(out: &mut Lines<'_>, metric: &Metric, base: &[&str], series: &La
     }
 }
 
-/// Sample lines being written, and the label every series carries (`service_version`), if any.
+/// Sample lines being written, the label every series carries (`service_version`), if any, and
+/// the format.
 struct Lines<'a> {
     text: String,
     constant: Option<(&'static str, &'a str)>,
+    format: Format,
 }
 
 /// One sample line: `name{label="value",...} value`. A label with an empty value is left out:
 /// to Prometheus it is the same as no label, and the line is shorter.
 fn sample(out: &mut Lines<'_>, name: &str, suffix: &str, labels: &[(&str, &str)], value: f64) {
+    sample_with(out, name, suffix, labels, value, None);
+}
+
+/// A sample line with, in OpenMetrics, its exemplar:
+/// `name{...} value # {trace_id="...",span_id="..."} value timestamp`.
+fn sample_with(
+    out: &mut Lines<'_>,
+    name: &str,
+    suffix: &str,
+    labels: &[(&str, &str)],
+    value: f64,
+    exemplar: Option<&Exemplar>,
+) {
+    let openmetrics = out.format == Format::OpenMetrics;
     let text = &mut out.text;
     text.push_str(name);
     text.push_str(suffix);
@@ -438,6 +553,16 @@ fn sample(out: &mut Lines<'_>, name: &str, suffix: &str, labels: &[(&str, &str)]
     }
     text.push(' ');
     text.push_str(&format_value(value));
+    if let (true, Some(e)) = (openmetrics, exemplar) {
+        let _ = write!(
+            text,
+            " # {{trace_id=\"{}\",span_id=\"{}\"}} {} {:.3}",
+            e.trace_id,
+            e.span_id,
+            format_value(e.value),
+            e.timestamp
+        );
+    }
     text.push('\n');
 }
 
@@ -500,7 +625,7 @@ mod tests {
             s.spawn(|| exposition.record(&record(Outcome::ServerError, 300)));
         });
         exposition.record(&record(Outcome::Ok, 3));
-        let text = exposition.render(&BTreeMap::new(), &no_health(), None);
+        let text = exposition.render(&BTreeMap::new(), &no_health(), None, Format::Text);
         let labels = r#"gen_ai_provider_name="openai",gen_ai_request_model="gpt-4o-mini",http_route="/v1/chat",gen_ai_operation_name="chat",gen_ai_response_model="gpt-4o-mini-2024-07-18""#;
         for line in [
             format!(r#"stream_monitor_requests_total{{{labels},outcome="ok"}} 2"#),
@@ -534,7 +659,7 @@ mod tests {
         let in_flight = BTreeMap::from([(Arc::from("/v1/chat"), 1)]);
         assert!(
             exposition
-                .render(&in_flight, &no_health(), Some("v2"))
+                .render(&in_flight, &no_health(), Some("v2"), Format::Text)
                 .contains(
                     "stream_monitor_in_flight{http_route=\"/v1/chat\",service_version=\"v2\"} 1\n"
                 )
@@ -542,10 +667,47 @@ mod tests {
     }
 
     #[test]
+    fn openmetrics_carries_exemplars_and_ends_with_eof() {
+        let exposition = PrometheusExposition::new();
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let trace = crate::trace::TraceContext::from_traceparent(parent, None).unwrap();
+        let mut r = record(Outcome::Ok, 300);
+        r.finished_at = std::time::UNIX_EPOCH + Duration::from_millis(1_800_000_000_250);
+        r.trace = Some(trace.clone());
+        exposition.record(&r);
+        let text = exposition.render(&BTreeMap::new(), &no_health(), None, Format::Text);
+        assert!(!text.contains(" # {"), "no exemplars in text 0.0.4");
+        let om = exposition.render(&BTreeMap::new(), &no_health(), None, Format::OpenMetrics);
+        assert!(om.ends_with("# EOF\n"), "{om}");
+        assert!(!om.contains("\n\n"), "no blank lines in OpenMetrics");
+        // The 0.5 s bucket holds the 300 ms first token; its exemplar is the request's trace.
+        let bucket = om
+            .lines()
+            .find(|l| {
+                l.starts_with("gen_ai_server_time_to_first_token_seconds_bucket{")
+                    && l.contains("le=\"0.5\"")
+            })
+            .unwrap();
+        let expected = format!(
+            " 1 # {{trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\",span_id=\"{}\"}} 0.3 1800000000.250",
+            trace.span_id()
+        );
+        assert!(bucket.ends_with(&expected), "{bucket}");
+        // Buckets the request did not fall in have none; counters are named without `_total`.
+        assert!(
+            om.lines()
+                .any(|l| l.contains("le=\"0.25\"} 0") && !l.contains('#'))
+        );
+        assert!(om.contains("# TYPE stream_monitor_requests counter\n"));
+        assert!(om.contains("\nstream_monitor_requests_total{"));
+    }
+
+    #[test]
     fn label_values_are_escaped() {
         let mut out = Lines {
             text: String::new(),
             constant: None,
+            format: Format::Text,
         };
         sample(&mut out, "m", "", &[("l", "a\"b\\c\nd")], 1.0);
         assert_eq!(out.text, "m{l=\"a\\\"b\\\\c\\nd\"} 1\n");

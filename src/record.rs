@@ -182,6 +182,9 @@ pub struct StreamRecord {
     pub response_model: Option<Arc<str>>,
     /// The request id.
     pub request_id: RequestId,
+    /// The request's W3C trace context (its caller's trace, or one started here), when it
+    /// was measured by the layer.
+    pub trace: Option<crate::trace::TraceContext>,
     /// The user id, when the request carried one.
     pub user_id: Option<Arc<str>>,
     /// The response status; `None` when no response was produced (inner error, panic, cancel).
@@ -264,6 +267,7 @@ impl StreamRecord {
             operation_name: Some(crate::parse::DEFAULT_OPERATION_NAME),
             response_model: None,
             request_id: RequestId::Generated(0),
+            trace: None,
             user_id: None,
             status: None,
             outcome,

@@ -96,7 +96,7 @@ async fn hundred_concurrent_users_are_recorded_exactly() {
         "every request recorded exactly once"
     );
     assert_eq!(monitor.in_flight(), 0);
-    for provider in ["openai", "anthropic", "gemini"] {
+    for provider in ["openai", "anthropic", "gcp.gemini"] {
         assert!(
             got.iter().any(|r| &*r.provider == provider),
             "{provider} in the mix"
@@ -187,7 +187,7 @@ async fn each_provider_speaks_its_wire_format() {
             "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
             json!({}),
             ProviderFormat::Gemini,
-            "gemini",
+            "gcp.gemini",
         ),
     ];
     for (i, (path, body, format, provider)) in cases.iter().enumerate() {
@@ -241,6 +241,246 @@ async fn each_provider_speaks_its_wire_format() {
         .unwrap();
     assert_eq!(answer["type"], "message");
     assert_eq!(answer["usage"]["output_tokens"], 4);
+}
+
+/// The sum of every sample of `name` whose labels include `provider`, in a Prometheus text
+/// exposition; 0 when there is none.
+fn prometheus_sum(text: &str, name: &str, provider: &str) -> f64 {
+    let provider = format!("gen_ai_provider_name=\"{provider}\"");
+    text.lines()
+        .filter_map(|line| line.strip_prefix(name)?.strip_prefix('{'))
+        .filter(|rest| rest.contains(&provider))
+        .map(|rest| {
+            let value = rest.rsplit_once(' ').unwrap().1;
+            value
+                .parse::<f64>()
+                .unwrap_or_else(|_| panic!("{name}: {rest}"))
+        })
+        .sum()
+}
+
+/// Cached prompt tokens and reasoning tokens, as each provider reports them: every record has
+/// the normalised totals and the parts, and so do the `/metrics` window and the Prometheus
+/// counters.
+#[tokio::test]
+async fn cached_and_reasoning_tokens_are_reported_per_provider() {
+    use tower_stream_monitor::names;
+    use tower_stream_monitor::parse::FinishReason;
+
+    const CACHED: u64 = 2048;
+    const REASONING: u64 = 120;
+    const TOKENS: u64 = 5;
+    let records = Records::default();
+    let (_monitor, base) = start(&records, Monitor::builder()).await;
+    let http = client();
+    // Path, body, provider, operation, whether reasoning is simulated there.
+    let cases = [
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-5-mini", "stream": true, "stream_options": {"include_usage": true}}),
+            "openai",
+            "chat",
+            true,
+        ),
+        (
+            "/v1/responses",
+            json!({"model": "o4-mini", "stream": true}),
+            "openai",
+            "chat",
+            true,
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "claude-sonnet-4-5", "stream": true, "max_tokens": 256}),
+            "anthropic",
+            "chat",
+            false,
+        ),
+        (
+            "/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse",
+            json!({}),
+            "gcp.gemini",
+            "generate_content",
+            true,
+        ),
+    ];
+    for (i, (path, body, provider, operation, reasoning)) in cases.iter().enumerate() {
+        let text = http
+            .post(format!("{base}{path}"))
+            .header("x-sim-tokens", TOKENS.to_string())
+            .header("x-sim-ttft-ms", "1")
+            .header("x-sim-token-interval-ms", "1")
+            .header("x-sim-cached-tokens", CACHED.to_string())
+            .header("x-sim-reasoning-tokens", REASONING.to_string())
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(text.contains("data: "), "{path}: {text}");
+        let r = records.wait_for(i + 1).await.pop().unwrap();
+        assert_eq!(
+            (&*r.provider, r.outcome),
+            (*provider, Outcome::Ok),
+            "{path}"
+        );
+        assert_eq!(r.input_tokens, Some(12 + CACHED), "{path}: cached included");
+        assert_eq!(r.cache_read_input_tokens, Some(CACHED), "{path}");
+        let (output, reasoning_part) = if *reasoning {
+            (TOKENS + REASONING, Some(REASONING))
+        } else {
+            (TOKENS, None)
+        };
+        assert_eq!(r.output_tokens, output, "{path}: reasoning included");
+        assert_eq!(r.reasoning_output_tokens, reasoning_part, "{path}");
+        assert_eq!(r.finish_reason, Some(FinishReason::Stop), "{path}");
+        assert_eq!(r.operation_name, Some(*operation), "{path}");
+    }
+
+    // The 5-minute window sums the parts over the four streams.
+    let metrics: Value = http
+        .get(format!("{base}{PREFIX}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let w = &metrics["data"]["streaming_5min"];
+    assert_eq!(w["total_streaming_requests"], 4);
+    assert_eq!(w["input_tokens"], 4 * (12 + CACHED));
+    assert_eq!(w["cache_read_input_tokens"], 4 * CACHED);
+    assert_eq!(w["total_tokens"], 4 * TOKENS + 3 * REASONING);
+    assert_eq!(w["reasoning_output_tokens"], 3 * REASONING);
+    assert_eq!(w["finish_reasons"]["stop"], 4);
+
+    // The Prometheus counters, per provider (OpenAI's two APIs are two series). A record
+    // reaches the exposition just after `on_record`: wait until all four did.
+    let url = format!("{base}{PREFIX}/metrics/prometheus");
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = http.get(&url).send().await.unwrap().text().await.unwrap();
+        let stops: f64 = ["openai", "anthropic", "gcp.gemini"]
+            .iter()
+            .map(|p| prometheus_sum(&text, names::FINISH_REASONS_TOTAL, p))
+            .sum();
+        if stops == 4.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (provider, streams, reasoning_streams) in [
+        ("openai", 2.0, 2.0),
+        ("anthropic", 1.0, 0.0),
+        ("gcp.gemini", 1.0, 1.0),
+    ] {
+        let sum = |name| prometheus_sum(&text, name, provider);
+        assert_eq!(
+            sum(names::CACHE_READ_INPUT_TOKENS_TOTAL),
+            streams * CACHED as f64,
+            "{provider}\n{text}"
+        );
+        assert_eq!(
+            sum(names::REASONING_OUTPUT_TOKENS_TOTAL),
+            reasoning_streams * REASONING as f64,
+            "{provider}\n{text}"
+        );
+        assert_eq!(
+            sum(names::INPUT_TOKENS_TOTAL),
+            streams * (12 + CACHED) as f64,
+            "{provider}"
+        );
+        assert_eq!(
+            sum(names::OUTPUT_TOKENS_TOTAL),
+            streams * TOKENS as f64 + reasoning_streams * REASONING as f64,
+            "{provider}"
+        );
+        assert_eq!(sum(names::FINISH_REASONS_TOTAL), streams, "{provider}");
+    }
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with(names::CACHE_READ_INPUT_TOKENS_TOTAL))
+    {
+        assert!(
+            line.contains(r#"gen_ai_token_modality="unknown""#),
+            "{line}"
+        );
+    }
+    assert!(
+        text.contains(r#"finish_reason="stop""#),
+        "finish reasons by label\n{text}"
+    );
+}
+
+/// The usage parts in each provider's plain JSON answer, in its own shape.
+#[tokio::test]
+async fn non_streaming_answers_report_cached_and_reasoning_tokens() {
+    let records = Records::default();
+    let (_monitor, base) = start(&records, Monitor::builder()).await;
+    let ask = |path: &'static str, body: Value| {
+        let url = format!("{base}{path}");
+        async move {
+            client()
+                .post(url)
+                .header("x-sim-tokens", "4")
+                .header("x-sim-ttft-ms", "0")
+                .header("x-sim-token-interval-ms", "0")
+                .header("x-sim-cached-tokens", "300")
+                .header("x-sim-reasoning-tokens", "50")
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let chat = ask("/v1/chat/completions", json!({"model": "o3"})).await;
+    assert_eq!(
+        chat["usage"],
+        json!({"prompt_tokens": 312, "completion_tokens": 54, "total_tokens": 366,
+               "prompt_tokens_details": {"cached_tokens": 300, "audio_tokens": 0},
+               "completion_tokens_details": {"reasoning_tokens": 50, "audio_tokens": 0,
+                                             "accepted_prediction_tokens": 0,
+                                             "rejected_prediction_tokens": 0}})
+    );
+    let message = ask(
+        "/v1/messages",
+        json!({"model": "claude-sonnet-4-5", "stream": false, "max_tokens": 256}),
+    )
+    .await;
+    assert_eq!(
+        message["usage"],
+        json!({"input_tokens": 12, "cache_creation_input_tokens": 0,
+               "cache_read_input_tokens": 300, "output_tokens": 4})
+    );
+    let gemini = ask("/v1beta/models/gemini-2.5-pro:generateContent", json!({})).await;
+    assert_eq!(
+        gemini["usageMetadata"],
+        json!({"promptTokenCount": 312, "cachedContentTokenCount": 300,
+               "candidatesTokenCount": 4, "thoughtsTokenCount": 50, "totalTokenCount": 366})
+    );
+    // Gemini leaves zero counts out.
+    let plain: Value = client()
+        .post(format!(
+            "{base}/v1beta/models/gemini-2.5-pro:generateContent"
+        ))
+        .header("x-sim-tokens", "4")
+        .header("x-sim-ttft-ms", "0")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        plain["usageMetadata"],
+        json!({"promptTokenCount": 12, "candidatesTokenCount": 4, "totalTokenCount": 16})
+    );
 }
 
 #[tokio::test]
@@ -298,6 +538,19 @@ async fn bad_knobs_get_a_400_in_the_providers_own_format() {
         (status, body["error"]["code"].as_str()),
         (400, Some("invalid_header"))
     );
+    for knob in ["x-sim-cached-tokens", "x-sim-reasoning-tokens"] {
+        let (status, body) = ask("/v1/chat/completions", knob, "1000001").await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("invalid_header")),
+            "{knob}"
+        );
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(knob) && message.contains("1000000"),
+            "{message}"
+        );
+    }
 }
 
 #[tokio::test]

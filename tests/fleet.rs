@@ -179,10 +179,12 @@ impl Prometheus {
     }
 }
 
-/// A demo replica: its monitor and address. Its budget of label sets is 2 (the test's traffic
-/// uses one), so the dashboard's overflow panel can be shown data.
+/// A demo replica: its monitor and address. Its budget of label sets is 4, of which 3 for labels
+/// the app sets: the test's traffic uses those (a stream, a refused request, a stream reporting
+/// usage), so records ingested with other models overflow and the dashboard's overflow panel
+/// can be shown data.
 async fn replica(version: Option<&str>) -> (Monitor, SocketAddr) {
-    let mut builder = Monitor::builder().prefix(PREFIX).max_label_sets(2);
+    let mut builder = Monitor::builder().prefix(PREFIX).max_label_sets(4);
     if let Some(v) = version {
         builder = builder.service_version(v);
     }
@@ -197,8 +199,19 @@ fn now_secs() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// One streaming chat completion; returns the time to its first content token as the client
-/// saw it, or `None` for a failure.
+/// Content tokens of every simulated stream.
+const TOKENS: u64 = 3;
+/// The model of the streams that report their usage; the others name `gpt-4o-mini` and report
+/// none.
+const USAGE_MODEL: &str = "o4-mini";
+/// Prompt tokens read from the cache in each usage-reporting stream, beside the simulator's 12
+/// uncached ones.
+const CACHED_TOKENS: u64 = 188;
+/// Reasoning tokens in each usage-reporting stream, beside its `TOKENS` content tokens.
+const REASONING_TOKENS: u64 = 7;
+
+/// One streaming chat completion on `gpt-4o-mini`, without usage; returns the time to its
+/// first content token as the client saw it, or `None` for a failure.
 async fn stream(
     client: &reqwest::Client,
     addr: SocketAddr,
@@ -207,13 +220,36 @@ async fn stream(
 ) -> Option<f64> {
     let mut request = client
         .post(format!("http://{addr}/v1/chat/completions"))
-        .header("x-sim-ttft-ms", ttft_ms.to_string())
-        .header("x-sim-tokens", "3")
-        .header("x-sim-token-interval-ms", "1")
         .json(&json!({"model": "gpt-4o-mini", "stream": true}));
     if let Some(fail) = fail {
         request = request.header("x-sim-fail", fail);
     }
+    timed(request, ttft_ms).await
+}
+
+/// One streaming chat completion on `USAGE_MODEL` that reports its usage, with
+/// `CACHED_TOKENS` cached prompt tokens and `REASONING_TOKENS` reasoning tokens.
+async fn stream_with_usage(
+    client: &reqwest::Client,
+    addr: SocketAddr,
+    ttft_ms: u64,
+) -> Option<f64> {
+    let request = client
+        .post(format!("http://{addr}/v1/chat/completions"))
+        .header("x-sim-cached-tokens", CACHED_TOKENS.to_string())
+        .header("x-sim-reasoning-tokens", REASONING_TOKENS.to_string())
+        .json(&json!({"model": USAGE_MODEL, "stream": true,
+                      "stream_options": {"include_usage": true}}));
+    timed(request, ttft_ms).await
+}
+
+/// Sends a simulated stream of `TOKENS` tokens, the first after `ttft_ms`; returns the time to
+/// its first content token as the client saw it, or `None` for a failure.
+async fn timed(request: reqwest::RequestBuilder, ttft_ms: u64) -> Option<f64> {
+    let request = request
+        .header("x-sim-ttft-ms", ttft_ms.to_string())
+        .header("x-sim-tokens", TOKENS.to_string())
+        .header("x-sim-token-interval-ms", "1");
     let started = Instant::now();
     let response = request.send().await.expect("the demo answers");
     let ok = response.status().is_success();
@@ -353,6 +389,25 @@ fn dashboard_queries() -> Vec<(String, String)> {
     queries
 }
 
+/// The dashboard panel of cached input and reasoning output shares.
+const SHARE_PANEL: &str = "Cached input and reasoning output share";
+
+/// Waits (up to 10 s) until `monitor` has recorded `n` requests.
+async fn recorded(monitor: &Monitor, n: u64) {
+    for _ in 0..200 {
+        if Outcome::ALL
+            .iter()
+            .map(|o| monitor.recorded(*o))
+            .sum::<u64>()
+            >= n
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{n} requests not recorded");
+}
+
 /// The values of `label` over a query's result.
 fn label_values(result: &[Value], label: &str) -> std::collections::BTreeSet<String> {
     result
@@ -392,28 +447,37 @@ async fn every_dashboard_panel_shows_the_traffic_it_is_meant_to_show() {
     let addrs: Vec<SocketAddr> = replicas.iter().map(|(_, a)| *a).collect();
     let prometheus = Prometheus::start(&addrs).await;
 
-    // A first stream and refusal on each replica, scraped, so every series exists before the
-    // load and rates over the load are increases Prometheus saw.
+    // A first stream, refusal and stream reporting usage on each replica, scraped, so every
+    // series exists before the load and rates over the load are increases Prometheus saw. They
+    // are the replica's label sets: only then come the ones past its budget.
     let client = reqwest::Client::new();
-    for addr in &addrs {
+    for (monitor, addr) in &replicas {
         stream(&client, *addr, 10, None).await;
         stream(&client, *addr, 10, Some("auth")).await;
+        stream_with_usage(&client, *addr, 10).await;
+        recorded(monitor, 3).await;
     }
     hygiene_events(&client, &replicas, &["m-a", "m-b", "m-c", "m-d", "m-e"]).await;
     prometheus
         .scraped_after(now_secs() + 1.0, addrs.len())
         .await;
 
-    // Streams on every replica, some refused upstream (auth).
+    // Streams on every replica, some refused upstream (auth), some reporting cached and
+    // reasoning tokens.
     let mut calls = Vec::new();
     for k in 0..45u64 {
         let fail = match k % 9 {
             0 => Some("auth"),
             _ => None,
         };
+        let usage = fail.is_none() && k % 5 == 1;
         let (client, addr) = (client.clone(), addrs[(k % 3) as usize]);
         calls.push(tokio::spawn(async move {
-            stream(&client, addr, 20 + k * 5, fail).await
+            if usage {
+                stream_with_usage(&client, addr, 20 + k * 5).await
+            } else {
+                stream(&client, addr, 20 + k * 5, fail).await
+            }
         }));
     }
     for call in calls {
@@ -425,6 +489,14 @@ async fn every_dashboard_panel_shows_the_traffic_it_is_meant_to_show() {
 
     let queries = dashboard_queries();
     assert!(queries.len() >= 10, "{} queries", queries.len());
+    assert_eq!(
+        queries
+            .iter()
+            .filter(|(title, _)| title == SHARE_PANEL)
+            .count(),
+        2,
+        "the cache-read and reasoning queries of {SHARE_PANEL:?}"
+    );
     for (title, expr) in &queries {
         let result = prometheus.query(expr).await;
         assert!(!result.is_empty(), "panel {title:?} shows nothing: {expr}");
@@ -473,6 +545,30 @@ async fn every_dashboard_panel_shows_the_traffic_it_is_meant_to_show() {
                 ["malformed".to_owned()].into()
             );
         }
+        if title == SHARE_PANEL {
+            // Every stream of the usage model reports the same parts, so its shares are exact
+            // whatever the rate window; the other model reports no usage, so it has no line.
+            let expected = if expr.contains("cache_read") {
+                CACHED_TOKENS as f64 / (12 + CACHED_TOKENS) as f64
+            } else {
+                REASONING_TOKENS as f64 / (TOKENS + REASONING_TOKENS) as f64
+            };
+            assert_eq!(result.len(), 1, "{title}: {expr}: {result:?}");
+            let series = &result[0];
+            assert_eq!(
+                (
+                    &series["metric"]["gen_ai_provider_name"],
+                    &series["metric"]["gen_ai_request_model"]
+                ),
+                (&json!("openai"), &json!(USAGE_MODEL)),
+                "{title}: {result:?}"
+            );
+            let share: f64 = series["value"][1].as_str().unwrap().parse().unwrap();
+            assert!(
+                (share - expected).abs() < 1e-9,
+                "{title}: {expr}: share {share}, the traffic sent {expected}"
+            );
+        }
         if title.contains("By provider / model / route") {
             let models = label_values(&result, "gen_ai_request_model");
             assert!(models.contains("gpt-4o-mini"), "{title}: {models:?}");
@@ -500,14 +596,16 @@ async fn a_failing_canary_fires_the_canary_alert_and_not_the_fleet_one() {
         .await;
 
     // 380 clean streams on each stable replica; 40 on the canary, 12 of them refused upstream:
-    // 30% of the canary's requests, 1.5% of the fleet's (under the fleet trigger's 5%).
+    // 30% of the canary's requests, 1.5% of the fleet's (under the fleet trigger's 5%). The
+    // canary's requests come after the stable ones, so that no scrape during the load sees the
+    // fleet's share above its final 1.5% (Prometheus scrapes every second, whatever the pace).
     let mut plan = Vec::new();
-    for k in 0..380 {
+    for _ in 0..380 {
         plan.push((addrs[0], None));
         plan.push((addrs[1], None));
-        if k < 40 {
-            plan.push((addrs[2], (k % 10 < 3).then_some("auth")));
-        }
+    }
+    for k in 0..40 {
+        plan.push((addrs[2], (k % 10 < 3).then_some("auth")));
     }
     let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(32));
     let mut calls = Vec::new();
@@ -548,4 +646,70 @@ async fn a_failing_canary_fires_the_canary_alert_and_not_the_fleet_one() {
             .any(|a| a == "StreamMonitorAuthErrorRateRollback"),
         "fleet-wide rollback fired for a canary: {firing:?}"
     );
+}
+
+/// From a bucket to the request: Prometheus scrapes OpenMetrics with exemplars, and
+/// `/api/v1/query_exemplars` gives back the trace id a request was sent with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exemplars_lead_from_a_bucket_to_the_request() {
+    let (_monitor, addr) = replica(None).await;
+    let prometheus = Prometheus::start(&[addr]).await;
+    let client = reqwest::Client::new();
+    let trace_ids = [
+        "0af7651916cd43dd8448eb211c80319c",
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+    ];
+    let started = now_secs();
+    for (i, trace_id) in trace_ids.iter().enumerate() {
+        let request = client
+            .post(format!("http://{addr}/v1/chat/completions"))
+            .header("traceparent", format!("00-{trace_id}-b7ad6b7169203331-01"))
+            .json(&json!({"model": "gpt-4o-mini", "stream": true}));
+        // First tokens 0.3 s and 1.5 s apart: each request is the exemplar of its own bucket.
+        assert!(timed(request, [300, 1500][i]).await.is_some());
+    }
+    prometheus.scraped_after(now_secs() + 1.0, 1).await;
+
+    let query: String =
+        form_urlencoded::byte_serialize(b"gen_ai_server_time_to_first_token_seconds_bucket")
+            .collect();
+    let body: Value = client
+        .get(format!(
+            "{}/api/v1/query_exemplars?query={query}&start={}&end={}",
+            prometheus.url,
+            started - 60.0,
+            now_secs() + 60.0
+        ))
+        .send()
+        .await
+        .expect("query exemplars")
+        .json()
+        .await
+        .expect("a JSON answer");
+    assert_eq!(body["status"], "success", "{body}");
+    let mut found = std::collections::BTreeMap::new();
+    for series in body["data"].as_array().into_iter().flatten() {
+        let le: f64 = series["seriesLabels"]["le"]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::INFINITY);
+        for exemplar in series["exemplars"].as_array().into_iter().flatten() {
+            if let Some(id) = exemplar["labels"]["trace_id"].as_str() {
+                let value: f64 = exemplar["value"]
+                    .as_str()
+                    .and_then(|v| v.parse().ok())
+                    .expect("an exemplar value");
+                assert!(value <= le, "{id}: {value} in the bucket le={le}");
+                found.insert(id.to_owned(), value);
+            }
+        }
+    }
+    for (trace_id, ttft) in trace_ids.iter().zip([0.3, 1.5]) {
+        let value = found
+            .get(*trace_id)
+            .unwrap_or_else(|| panic!("{trace_id} among the exemplars: {body}"));
+        // The exemplar's value is that request's first token as the monitor measured it: at
+        // least the simulated delay.
+        assert!(*value >= ttft, "{trace_id}: {value} < {ttft}");
+    }
 }

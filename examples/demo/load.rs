@@ -19,7 +19,7 @@ impl Provider {
         match self {
             Provider::OpenAi => "openai",
             Provider::Anthropic => "anthropic",
-            Provider::Gemini => "gemini",
+            Provider::Gemini => "gcp.gemini",
         }
     }
 

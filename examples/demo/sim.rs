@@ -1,5 +1,22 @@
 //! The simulated providers: OpenAI chat and Responses, Anthropic Messages and Gemini, speaking
-//! their real wire formats, steered by `x-sim-*` request headers.
+//! their real wire formats, steered by `x-sim-*` request headers:
+//!
+//! - `x-sim-tokens` (default 64, up to 100000): content tokens streamed.
+//! - `x-sim-ttft-ms` (200): delay before the first token.
+//! - `x-sim-token-interval-ms` (10): delay between tokens.
+//! - `x-sim-fail`: `auth` | `rate_limit` | `timeout` | `server` (refused before the stream),
+//!   `stream_error` (an error event halfway), `stall` (a pause of `x-sim-stall-ms` halfway).
+//! - `x-sim-stall-ms` (120000): how long a `stall` lasts.
+//! - `x-sim-cached-tokens` (0, up to 1000000): prompt tokens read from the prompt cache, reported
+//!   in each provider's usage shape (OpenAI `cached_tokens` within `prompt_tokens` /
+//!   `input_tokens`, Anthropic `cache_read_input_tokens` beside `input_tokens`, Gemini
+//!   `cachedContentTokenCount` within `promptTokenCount`).
+//! - `x-sim-reasoning-tokens` (0, up to 1000000): reasoning tokens reported on top of the
+//!   streamed ones (OpenAI `reasoning_tokens` within `completion_tokens` / `output_tokens`,
+//!   Gemini `thoughtsTokenCount` beside `candidatesTokenCount`). No reasoning text is streamed.
+//!   Anthropic's reasoning is not simulated: there the knob has no effect.
+//!
+//! The prompt is always 12 uncached tokens, plus the cached ones.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -19,7 +36,10 @@ pub const DEFAULT_TOKENS: u64 = 64;
 pub const DEFAULT_TTFT_MS: u64 = 200;
 pub const DEFAULT_INTERVAL_MS: u64 = 10;
 pub const DEFAULT_STALL_MS: u64 = 120_000;
+/// The prompt tokens not read from the cache.
 const PROMPT_TOKENS: u64 = 12;
+/// The most cached or reasoning tokens a request can ask for.
+const MAX_USAGE_PART: u64 = 1_000_000;
 
 const WORDS: [&str; 16] = [
     " The",
@@ -93,6 +113,10 @@ pub struct Sim {
     pub interval: Duration,
     pub fail: Option<Fail>,
     pub stall: Duration,
+    /// Prompt tokens read from the prompt cache, on top of the 12 uncached ones.
+    pub cached_tokens: u64,
+    /// Reasoning tokens reported on top of the streamed ones (not on Anthropic).
+    pub reasoning_tokens: u64,
 }
 
 impl Sim {
@@ -135,7 +159,49 @@ impl Sim {
                 DEFAULT_STALL_MS,
                 3_600_000,
             )?),
+            cached_tokens: number(headers, "x-sim-cached-tokens", 0, MAX_USAGE_PART)?,
+            reasoning_tokens: number(headers, "x-sim-reasoning-tokens", 0, MAX_USAGE_PART)?,
         })
+    }
+
+    /// Every prompt token, cached ones included (OpenAI `prompt_tokens` / `input_tokens`,
+    /// Gemini `promptTokenCount`).
+    fn prompt_tokens(&self) -> u64 {
+        PROMPT_TOKENS + self.cached_tokens
+    }
+
+    /// OpenAI chat's `usage`, as its API sends it, details objects included.
+    fn openai_chat_usage(&self) -> Value {
+        let completion = self.tokens + self.reasoning_tokens;
+        json!({"prompt_tokens": self.prompt_tokens(), "completion_tokens": completion,
+               "total_tokens": self.prompt_tokens() + completion,
+               "prompt_tokens_details": {"cached_tokens": self.cached_tokens, "audio_tokens": 0},
+               "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens, "audio_tokens": 0,
+                                             "accepted_prediction_tokens": 0,
+                                             "rejected_prediction_tokens": 0}})
+    }
+
+    /// The Responses API's `usage`.
+    fn openai_responses_usage(&self) -> Value {
+        let output = self.tokens + self.reasoning_tokens;
+        json!({"input_tokens": self.prompt_tokens(), "input_tokens_details": {"cached_tokens": self.cached_tokens},
+               "output_tokens": output, "output_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
+               "total_tokens": self.prompt_tokens() + output})
+    }
+
+    /// Gemini's `usageMetadata` after `candidates` content tokens. Thinking comes before the
+    /// answer, so every chunk carries the whole `thoughtsTokenCount`; like Gemini, zero counts
+    /// of cached and thought tokens are left out.
+    fn gemini_usage(&self, candidates: u64) -> Value {
+        let mut usage = json!({"promptTokenCount": self.prompt_tokens(), "candidatesTokenCount": candidates,
+                               "totalTokenCount": self.prompt_tokens() + candidates + self.reasoning_tokens});
+        if self.cached_tokens > 0 {
+            usage["cachedContentTokenCount"] = json!(self.cached_tokens);
+        }
+        if self.reasoning_tokens > 0 {
+            usage["thoughtsTokenCount"] = json!(self.reasoning_tokens);
+        }
+        usage
     }
 }
 
@@ -546,8 +612,7 @@ async fn openai_chat(headers: HeaderMap, body: Bytes) -> Response {
             "id": "chatcmpl-sim", "object": "chat.completion", "created": created, "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": null},
                          "logprobs": null, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": sim.tokens,
-                      "total_tokens": PROMPT_TOKENS + sim.tokens},
+            "usage": sim.openai_chat_usage(),
         });
         return (labels, Json(body)).into_response();
     }
@@ -565,8 +630,7 @@ async fn openai_chat(headers: HeaderMap, body: Bytes) -> Response {
             None,
             &json!({"id": "chatcmpl-sim", "object": "chat.completion.chunk", "created": created, "model": model,
                     "system_fingerprint": "fp_sim", "choices": [],
-                    "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": sim.tokens,
-                              "total_tokens": PROMPT_TOKENS + sim.tokens}}),
+                    "usage": sim.openai_chat_usage()}),
         ));
     }
     epilogue.push(Bytes::from_static(b"data: [DONE]\n\n"));
@@ -650,9 +714,7 @@ async fn openai_responses(headers: HeaderMap, body: Bytes) -> Response {
             )
         })
         .collect();
-    let usage = json!({"input_tokens": PROMPT_TOKENS, "input_tokens_details": {"cached_tokens": 0},
-                       "output_tokens": sim.tokens, "output_tokens_details": {"reasoning_tokens": 0},
-                       "total_tokens": PROMPT_TOKENS + sim.tokens});
+    let usage = sim.openai_responses_usage();
     let epilogue = vec![
         event(
             "response.output_text.done",
@@ -745,11 +807,13 @@ async fn anthropic_messages(headers: HeaderMap, body: Bytes) -> Response {
         Err(response) => return *response,
     };
     let labels = StreamLabels::new("anthropic").with_model(model);
+    // Anthropic counts cached prompt tokens apart from `input_tokens`. Its reasoning is not
+    // simulated: `x-sim-reasoning-tokens` has no effect here.
     let message = |content: Value, stop: Value, output: u64| {
         json!({"id": "msg_sim", "type": "message", "role": "assistant", "content": content, "model": model,
                "stop_reason": stop, "stop_sequence": null,
                "usage": {"input_tokens": PROMPT_TOKENS, "cache_creation_input_tokens": 0,
-                         "cache_read_input_tokens": 0, "output_tokens": output}})
+                         "cache_read_input_tokens": sim.cached_tokens, "output_tokens": output}})
     };
     if !request["stream"].as_bool().unwrap_or(false) {
         tokio::time::sleep(sim.ttft + sim.interval * sim.tokens.saturating_sub(1) as u32).await;
@@ -811,7 +875,7 @@ async fn anthropic_messages(headers: HeaderMap, body: Bytes) -> Response {
 fn gemini_error(status: StatusCode, grpc_status: &str, message: &str) -> Response {
     let body =
         json!({"error": {"code": status.as_u16(), "message": message, "status": grpc_status}});
-    (status, StreamLabels::new("gemini"), Json(body)).into_response()
+    (status, StreamLabels::new("gcp.gemini"), Json(body)).into_response()
 }
 
 /// Gemini's 400 for a body it refuses ("Invalid JSON payload received. ...").
@@ -892,16 +956,14 @@ async fn gemini(
         Ok(model) => model,
         Err(response) => return *response,
     };
-    let labels = StreamLabels::new("gemini").with_model(model);
+    let labels = StreamLabels::new("gcp.gemini").with_model(model);
     let chunk = |text: &str, k: u64, finish: bool| {
         let mut candidate =
             json!({"content": {"parts": [{"text": text}], "role": "model"}, "index": 0});
         if finish {
             candidate["finishReason"] = json!("STOP");
         }
-        json!({"candidates": [candidate],
-               "usageMetadata": {"promptTokenCount": PROMPT_TOKENS, "candidatesTokenCount": k,
-                                 "totalTokenCount": PROMPT_TOKENS + k},
+        json!({"candidates": [candidate], "usageMetadata": sim.gemini_usage(k),
                "modelVersion": model, "responseId": "sim"})
     };
     if !streaming {

@@ -56,6 +56,30 @@ pub(crate) fn respond(monitor: &Monitor, parts: &Parts) -> Response<Bytes> {
 }
 
 /// Answers the endpoint at `rest`, the path below wherever the endpoints are mounted.
+const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Whether the scraper accepts OpenMetrics (Prometheus asks for it first, then for text 0.0.4):
+/// any `Accept` media range `application/openmetrics-text` not refused with `q=0`.
+fn wants_openmetrics(parts: &Parts) -> bool {
+    parts
+        .headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|range| {
+            let mut params = range.split(';').map(str::trim);
+            let essence = params.next().unwrap_or("");
+            essence.eq_ignore_ascii_case("application/openmetrics-text")
+                && !params.any(|p| {
+                    p.strip_prefix("q=")
+                        .and_then(|q| q.parse::<f32>().ok())
+                        .is_some_and(|q| q <= 0.0)
+                })
+        })
+}
+
 fn answer(monitor: &Monitor, parts: &Parts, rest: &str) -> Response<Bytes> {
     let Some(endpoint) = ENDPOINTS.iter().find(|(p, _)| *p == rest).map(|(_, e)| *e) else {
         let known: Vec<String> = ENDPOINTS
@@ -135,11 +159,15 @@ fn answer(monitor: &Monitor, parts: &Parts, rest: &str) -> Response<Bytes> {
             },
         ),
         Endpoint::Prometheus => {
-            let mut response = Response::new(Bytes::from(monitor.render_prometheus()));
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
+            let (text, content_type) = if wants_openmetrics(parts) {
+                (monitor.render_openmetrics(), OPENMETRICS_CONTENT_TYPE)
+            } else {
+                (monitor.render_prometheus(), TEXT_CONTENT_TYPE)
+            };
+            let mut response = Response::new(Bytes::from(text));
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
             no_store(response)
         }
         Endpoint::Health => {

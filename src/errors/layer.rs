@@ -19,7 +19,14 @@ use super::store::ErrorStore;
 use crate::window::{Clock, WindowTime};
 
 /// The span fields copied into error records, nearest span first.
-const CONTEXT_FIELDS: [&str; 4] = ["request_id", "user_id", "provider", "route"];
+const CONTEXT_FIELDS: [&str; 6] = [
+    "request_id",
+    "user_id",
+    "provider",
+    "route",
+    "trace_id",
+    "span_id",
+];
 /// Fields kept per event; more are dropped (the record says how many in `fields_dropped`).
 const MAX_FIELDS: usize = 32;
 /// Span names kept per record (innermost ones when the scope is deeper).
@@ -67,7 +74,7 @@ impl<S> Filter<S> for ErrorFilter {
 /// Context fields of one span, kept in its extensions. Kept as given (cut to size): they are
 /// redacted only if an event copies them into a record, so a span costs no regex search.
 #[derive(Default, Clone)]
-struct SpanContext([Option<String>; 4]);
+struct SpanContext([Option<String>; 6]);
 
 impl Visit for SpanContext {
     fn record_str(&mut self, field: &Field, value: &str) {
@@ -226,7 +233,7 @@ where
         }
 
         let mut spans = Vec::new();
-        let mut context: [Option<String>; 4] = Default::default();
+        let mut context: [Option<String>; 6] = Default::default();
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope {
                 if spans.len() < MAX_SPANS {
@@ -253,6 +260,8 @@ where
                 tags.user_id.as_deref().map(str::to_owned),
                 tags.provider.as_str().map(str::to_owned),
                 Some(tags.route.to_string()),
+                Some(tags.trace().trace_id().to_string()),
+                Some(tags.trace().span_id().to_string()),
             ];
             for (slot, value) in context.iter_mut().zip(values) {
                 if slot.is_none() {
@@ -261,7 +270,7 @@ where
             }
         });
         spans.reverse();
-        let [request_id, user_id, provider, route] =
+        let [request_id, user_id, provider, route, trace_id, span_id] =
             context.map(|v| v.map(|v| cut(redact(&v).into_owned(), MAX_CONTEXT_BYTES)));
         let print = fingerprint(meta);
         let record = ErrorRecord {
@@ -275,6 +284,8 @@ where
             user_id,
             provider,
             route,
+            trace_id,
+            span_id,
             location: meta.file().map(|f| match meta.line() {
                 Some(line) => format!("{f}:{line}"),
                 None => f.to_owned(),

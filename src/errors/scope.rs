@@ -8,11 +8,13 @@
 //! event arrives: a thread-local read on a path that is rare by nature.
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::sync::Arc;
 
 use http::HeaderValue;
 
 use crate::record::RequestId;
+use crate::trace::TraceContext;
 
 scoped_tls::scoped_thread_local!(static CURRENT: RequestTags);
 
@@ -26,6 +28,9 @@ pub(crate) struct RequestTags {
     pub(crate) user_id: Option<Arc<str>>,
     pub(crate) route: Arc<str>,
     pub(crate) provider: ShownProvider,
+    /// The caller's trace context when it sent a valid one; else started when first asked for
+    /// (README, Tracing: a trace id is made only where something uses it).
+    pub(crate) trace: OnceCell<TraceContext>,
 }
 
 /// The provider as the request names it so far; resolved when its response arrives.
@@ -53,6 +58,11 @@ impl ShownProvider {
 }
 
 impl RequestTags {
+    /// The request's trace context, started now if the caller sent none.
+    pub(crate) fn trace(&self) -> &TraceContext {
+        self.trace.get_or_init(TraceContext::new_root)
+    }
+
     /// Runs `f` with this request marked current on this thread.
     #[inline]
     pub(crate) fn within<R>(&self, f: impl FnOnce() -> R) -> R {

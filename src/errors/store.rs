@@ -103,6 +103,11 @@ pub struct ErrorRecord {
     pub provider: Option<String>,
     /// `route` of the nearest span that has one.
     pub route: Option<String>,
+    /// `trace_id` of the nearest span that has one: the W3C trace of the request the event
+    /// happened in (README, Tracing).
+    pub trace_id: Option<String>,
+    /// `span_id` of the nearest span that has one (the request's own span).
+    pub span_id: Option<String>,
     /// `file:line` of the callsite, when known.
     pub location: Option<String>,
     /// Identifies the callsite (16 hex digits): the same `error!` line always has the same one.
@@ -396,6 +401,8 @@ mod tests {
             user_id: None,
             provider: None,
             route: None,
+            trace_id: None,
+            span_id: None,
             location: None,
             fingerprint: String::new(),
         }

@@ -10,7 +10,7 @@ use crate::facade;
 use crate::health::{HealthReport, HealthTracker};
 use crate::in_flight::{InFlight, InFlightBy};
 use crate::labels::{LabelInterner, LabelSource, SeriesBudget, is_valid_label};
-use crate::prometheus::PrometheusExposition;
+use crate::prometheus::{Format, PrometheusExposition};
 use crate::record::{Outcome, StreamRecord};
 use crate::snapshot::{MetricsSnapshot, ProviderWindows};
 use crate::stream::StreamMonitorLayer;
@@ -456,10 +456,25 @@ impl Monitor {
 
     /// The Prometheus text exposition (format 0.0.4) of this monitor's metrics.
     pub fn render_prometheus(&self) -> String {
+        self.render(Format::Text)
+    }
+
+    /// The OpenMetrics 1.0 exposition of this monitor's metrics: the same samples as
+    /// [`render_prometheus`](Self::render_prometheus), and on the buckets of first token, time
+    /// per output token and request duration an exemplar, the trace of the latest request that
+    /// fell in each (README, Tracing). `/metrics/prometheus` serves it to a scraper that asks
+    /// for it (`Accept: application/openmetrics-text`).
+    pub fn render_openmetrics(&self) -> String {
+        self.render(Format::OpenMetrics)
+    }
+
+    fn render(&self, format: Format) -> String {
         let in_flight = self.shared.in_flight.by_label(InFlightBy::Route);
         let health = self.health();
         let version = self.shared.config.service_version.as_deref();
-        self.shared.prometheus.render(&in_flight, &health, version)
+        self.shared
+            .prometheus
+            .render(&in_flight, &health, version, format)
     }
 }
 

@@ -19,7 +19,9 @@ use crate::errors::scope::{RequestTags, ShownProvider};
 use crate::labels::{LabelSource, UserId, is_valid_label};
 use crate::parse::UpstreamError;
 use crate::record::{Outcome, RequestId, StreamRecord};
+use crate::trace::TraceContext;
 use crate::{Monitor, SESSION_TARGET};
+use std::cell::OnceCell;
 
 /// What the request alone tells; moves from the response future into the body.
 ///
@@ -98,6 +100,33 @@ fn header_value(headers: &HeaderMap, name: Option<&http::HeaderName>) -> Option<
         .cloned()
 }
 
+/// The caller's trace context (`traceparent`, `tracestate`), when valid. A malformed header is
+/// ignored, never an error (README, Tracing).
+fn trace_context(headers: &HeaderMap) -> Option<TraceContext> {
+    headers
+        .get(TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|parent| {
+            let state = headers.get(TRACESTATE).and_then(|v| v.to_str().ok());
+            TraceContext::from_traceparent(parent, state)
+        })
+}
+
+/// The trace id for the session log, once something made one; `-` before.
+struct TraceIdShown<'a>(&'a OnceCell<TraceContext>);
+
+impl Display for TraceIdShown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.get() {
+            Some(trace) => Display::fmt(&trace.trace_id(), f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+
 fn header_str<'a>(headers: &'a HeaderMap, name: Option<&http::HeaderName>) -> Option<&'a str> {
     headers.get(name?)?.to_str().ok()
 }
@@ -142,6 +171,8 @@ impl RequestContext {
             .any(|v| v.to_str().is_ok_and(|v| v.contains("text/event-stream")));
         let streaming_hint = accepts_sse || config.streaming_routes.iter().any(|r| **r == *route);
         let head = parts.method == http::Method::HEAD;
+        let trace = trace_context(&parts.headers);
+        let trace = trace.map_or_else(OnceCell::new, OnceCell::from);
 
         // Shown as the request names them; what is recorded is decided at the end.
         let provider_shown = match (&labeled.provider, &provider_header) {
@@ -160,8 +191,13 @@ impl RequestContext {
             model = Empty,
             route = %route,
             outcome = Empty,
+            trace_id = Empty,
+            span_id = Empty,
         );
         if !span.is_disabled() {
+            let trace = trace.get_or_init(TraceContext::new_root);
+            span.record("trace_id", tracing::field::display(trace.trace_id()));
+            span.record("span_id", tracing::field::display(trace.span_id()));
             if let Some(user) = &user_id {
                 span.record("user_id", tracing::field::display(&**user));
             }
@@ -176,6 +212,7 @@ impl RequestContext {
             user_id = %user_id.as_deref().unwrap_or("-"),
             provider = %provider_shown.as_str().unwrap_or("unknown"),
             route = %route,
+            trace_id = %TraceIdShown(&trace),
             "stream started"
         );
         let facade_in_flight = monitor.request_started(&route);
@@ -203,6 +240,7 @@ impl RequestContext {
             user_id,
             route,
             provider: provider_shown,
+            trace,
         };
         (context, RequestScope { span, tags })
     }
@@ -295,6 +333,10 @@ impl RequestContext {
         let tags = &scope.tags;
         let mut record = StreamRecord::new(labels.provider, model, tags.route.clone(), outcome);
         record.request_id = tags.request_id.clone();
+        record.trace = record
+            .operation_name
+            .map(|_| tags.trace().clone())
+            .or_else(|| tags.trace.get().cloned());
         record.user_id = tags.user_id.clone();
         record.streaming = streaming;
         record.duration = duration;

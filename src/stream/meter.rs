@@ -310,6 +310,12 @@ impl StreamMeter {
             operation_name,
             response_model,
             request_id: scope.tags.request_id.clone(),
+            // A trace id for LLM calls (their exemplars); others keep one only if something
+            // already made it.
+            trace: match operation_name {
+                Some(_) => Some(scope.tags.trace().clone()),
+                None => scope.tags.trace.get().cloned(),
+            },
             user_id: scope.tags.user_id.clone(),
             status: Some(self.status),
             outcome,

@@ -99,6 +99,29 @@ def main(base):
         failures["anthropic_server"] = error.status_code
     result["stream_failures"] = failures
 
+    # Cached prompt tokens and reasoning tokens in each SDK's own usage types, on plain JSON
+    # answers (no stream, so the streaming figures above stay as they are).
+    parts = {"x-sim-cached-tokens": "2048", "x-sim-reasoning-tokens": "120", "x-sim-ttft-ms": "0"}
+    answer = client.chat.completions.create(
+        model="o4-mini", messages=[{"role": "user", "content": "x"}],
+        extra_headers={**parts, "x-sim-tokens": "5"},
+    )
+    usage = answer.usage
+    assert (usage.prompt_tokens, usage.prompt_tokens_details.cached_tokens) == (12 + 2048, 2048), usage
+    assert (usage.completion_tokens, usage.completion_tokens_details.reasoning_tokens) == (5 + 120, 120), usage
+    assert usage.total_tokens == 12 + 2048 + 5 + 120, usage
+    client = anthropic.Anthropic(base_url=base, api_key="sim-key", max_retries=0)
+    message = client.messages.create(
+        model="claude-sonnet-4-5", max_tokens=8, messages=[{"role": "user", "content": "x"}],
+        extra_headers={**parts, "x-sim-tokens": "5"},
+    )
+    usage = message.usage
+    assert (usage.input_tokens, usage.cache_read_input_tokens, usage.cache_creation_input_tokens,
+            usage.output_tokens) == (12, 2048, 0, 5), usage
+    result["usage_parts"] = {"openai_cached": answer.usage.prompt_tokens_details.cached_tokens,
+                             "openai_reasoning": answer.usage.completion_tokens_details.reasoning_tokens,
+                             "anthropic_cache_read": usage.cache_read_input_tokens}
+
     print(json.dumps(result))
 
 
