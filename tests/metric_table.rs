@@ -330,3 +330,71 @@ fn readme_outcome_table_lists_every_outcome() {
         "README.md's outcome table must list exactly Outcome::ALL"
     );
 }
+
+/// `gen_ai_*` series count LLM calls only: a plain JSON route and a route excluded by
+/// `exclude_gen_ai_routes` are in `stream_monitor_requests_total` but in no `gen_ai_*` series.
+#[tokio::test]
+async fn gen_ai_series_count_llm_calls_only() {
+    let monitor = Monitor::builder()
+        .exclude_gen_ai_routes(["/v1/replay"])
+        .build()
+        .unwrap();
+    let sse = || async {
+        (
+            StreamLabels::new("openai"),
+            [(http::header::CONTENT_TYPE, "text/event-stream")],
+            "data: {\"model\":\"gpt-4o-mini\",\"choices\":[{\"delta\":{\"content\":\"hi\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n",
+        )
+    };
+    let app = Router::new()
+        .route("/v1/chat", post(sse))
+        .route("/v1/replay", post(sse))
+        .route("/healthz", post(|| async { "{\"ok\":true}" }))
+        .layer(monitor.layer());
+    for path in ["/v1/chat", "/v1/replay", "/healthz"] {
+        let response = app
+            .clone()
+            .oneshot(http::Request::post(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        response.into_body().collect().await.unwrap();
+    }
+    let scrape = monitor.render_prometheus();
+    let routes = |metric: &str| -> BTreeSet<String> {
+        scrape
+            .lines()
+            .filter(|l| l.starts_with(metric))
+            .filter_map(|l| l.split("http_route=\"").nth(1))
+            .filter_map(|rest| rest.split('"').next())
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        routes("stream_monitor_requests_total{"),
+        ["/healthz", "/v1/chat", "/v1/replay"]
+            .map(String::from)
+            .into()
+    );
+    for metric in [
+        "gen_ai_server_request_duration_seconds_count{",
+        "gen_ai_server_time_to_first_token_seconds_count{",
+        "gen_ai_client_token_usage_count{",
+        "stream_monitor_finish_reasons_total{",
+    ] {
+        assert_eq!(routes(metric), ["/v1/chat".to_owned()].into(), "{metric}");
+    }
+    // The LLM call carries its operation and the model its stream reported.
+    assert!(
+        scrape
+            .lines()
+            .any(|l| l.starts_with("stream_monitor_requests_total{")
+                && l.contains("http_route=\"/v1/chat\"")
+                && l.contains("gen_ai_operation_name=\"chat\"")
+                && l.contains("gen_ai_response_model=\"gpt-4o-mini\""))
+    );
+    assert!(
+        !scrape
+            .lines()
+            .any(|l| l.contains("http_route=\"/healthz\"") && l.contains("gen_ai_operation_name"))
+    );
+}
