@@ -69,6 +69,9 @@ mod in_flight;
 mod labels;
 mod monitor;
 pub mod names;
+#[cfg(feature = "otlp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "otlp")))]
+pub mod otlp;
 pub mod parse;
 mod prometheus;
 mod record;

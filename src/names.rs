@@ -189,6 +189,9 @@ pub struct Metric {
     error_type: bool,
     /// Whether its buckets carry an exemplar (a recent request's trace) in OpenMetrics.
     exemplars: bool,
+    /// Its OpenTelemetry name and unit (UCUM), for the metrics the GenAI conventions define:
+    /// what OTLP export pushes.
+    otel: Option<(&'static str, &'static str)>,
 }
 
 impl Metric {
@@ -230,6 +233,17 @@ impl Metric {
 
     const fn with_exemplars(mut self) -> Self {
         self.exemplars = true;
+        self
+    }
+
+    /// The OpenTelemetry name and UCUM unit of a metric the GenAI conventions define (the
+    /// `gen_ai_*` ones), as OTLP export pushes it; `None` for this crate's own metrics.
+    pub const fn otel(&self) -> Option<(&'static str, &'static str)> {
+        self.otel
+    }
+
+    const fn with_otel(mut self, name: &'static str, unit: &'static str) -> Self {
+        self.otel = Some((name, unit));
         self
     }
 
@@ -275,6 +289,7 @@ impl Metric {
             request_labels,
             error_type,
             exemplars: false,
+            otel: None,
         }
     }
 }
@@ -401,7 +416,8 @@ pub(crate) mod def {
         &TTFT_BUCKETS,
         "Time from the request to the first output token.",
     )
-    .with_exemplars();
+    .with_exemplars()
+    .with_otel("gen_ai.server.time_to_first_token", "s");
     pub(crate) const TIME_PER_OUTPUT_TOKEN: Metric = histogram(
         1,
         super::TIME_PER_OUTPUT_TOKEN,
@@ -410,7 +426,8 @@ pub(crate) mod def {
         &TPOT_BUCKETS,
         "Time per output token after the first.",
     )
-    .with_exemplars();
+    .with_exemplars()
+    .with_otel("gen_ai.server.time_per_output_token", "s");
     pub(crate) const REQUEST_DURATION: Metric = histogram(
         2,
         super::REQUEST_DURATION,
@@ -419,7 +436,8 @@ pub(crate) mod def {
         &DURATION_BUCKETS,
         "Time from the request to the end of the response body.",
     )
-    .with_exemplars();
+    .with_exemplars()
+    .with_otel("gen_ai.server.request.duration", "s");
     pub(crate) const TOKEN_USAGE: Metric = histogram(
         3,
         super::TOKEN_USAGE,
@@ -427,7 +445,8 @@ pub(crate) mod def {
         WITH_TOKEN_TYPE,
         &TOKEN_BUCKETS,
         "Tokens per request, by token type.",
-    );
+    )
+    .with_otel("gen_ai.client.token.usage", "{token}");
     pub(crate) const REQUESTS_TOTAL: Metric = counter(
         4,
         super::REQUESTS_TOTAL,
@@ -534,30 +553,50 @@ pub(crate) mod def {
         super::INPUT_TOKENS_TOTAL,
         WITH_MODALITY,
         "Input tokens, every prompt token (cached ones included).",
+    )
+    .with_otel(
+        "gen_ai.client.inference.usage.detailed.input_tokens",
+        "{token}",
     );
     pub(crate) const OUTPUT_TOKENS_TOTAL: Metric = counter(
         19,
         super::OUTPUT_TOKENS_TOTAL,
         WITH_MODALITY,
         "Output tokens, every generated token (reasoning included).",
+    )
+    .with_otel(
+        "gen_ai.client.inference.usage.detailed.output_tokens",
+        "{token}",
     );
     pub(crate) const CACHE_READ_INPUT_TOKENS_TOTAL: Metric = counter(
         20,
         super::CACHE_READ_INPUT_TOKENS_TOTAL,
         WITH_MODALITY,
         "Input tokens read from the provider's prompt cache (part of the input tokens).",
+    )
+    .with_otel(
+        "gen_ai.client.inference.usage.detailed.cache_read.input_tokens",
+        "{token}",
     );
     pub(crate) const CACHE_WRITE_INPUT_TOKENS_TOTAL: Metric = counter(
         21,
         super::CACHE_WRITE_INPUT_TOKENS_TOTAL,
         WITH_MODALITY,
         "Input tokens written to the provider's prompt cache (part of the input tokens).",
+    )
+    .with_otel(
+        "gen_ai.client.inference.usage.detailed.cache_write.input_tokens",
+        "{token}",
     );
     pub(crate) const REASONING_OUTPUT_TOKENS_TOTAL: Metric = counter(
         22,
         super::REASONING_OUTPUT_TOKENS_TOTAL,
         WITH_MODALITY,
         "Reasoning tokens (part of the output tokens).",
+    )
+    .with_otel(
+        "gen_ai.client.inference.usage.detailed.reasoning.output_tokens",
+        "{token}",
     );
     pub(crate) const FINISH_REASONS_TOTAL: Metric = counter(
         23,
@@ -593,6 +632,20 @@ pub(crate) struct LabelValue {
     pub(crate) value: &'static str,
     pub(crate) index: usize,
 }
+
+/// The OpenTelemetry attribute of each label an exported metric carries; labels not listed
+/// (`outcome`: `error.type` says it for failures) are not exported.
+#[cfg_attr(not(feature = "otlp"), allow(dead_code))]
+pub(crate) const OTEL_ATTRIBUTES: [(&str, &str); 8] = [
+    (PROVIDER, "gen_ai.provider.name"),
+    (MODEL, "gen_ai.request.model"),
+    (ROUTE, "http.route"),
+    (OPERATION, "gen_ai.operation.name"),
+    (RESPONSE_MODEL, "gen_ai.response.model"),
+    (ERROR_TYPE, "error.type"),
+    (TOKEN_TYPE, "gen_ai.token.type"),
+    (TOKEN_MODALITY, "gen_ai.token.modality"),
+];
 
 /// The values of [`CAPPED_LABEL`] on [`LABEL_OVERFLOW_TOTAL`]: the capped labels, and `series`
 /// for the budget of label combinations.

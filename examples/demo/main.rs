@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use tower_stream_monitor::{ConfigError, Monitor, Outcome};
+use tower_stream_monitor::{Monitor, Outcome};
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -39,6 +39,8 @@ pub struct Options {
     pub duration: Option<Duration>,
     pub mix: Mix,
     pub fail_rate: f64,
+    /// An OTLP/HTTP collector to push the GenAI metrics to (feature `otlp`).
+    pub otlp: Option<String>,
 }
 
 impl Options {
@@ -49,6 +51,7 @@ impl Options {
             duration: None,
             mix: Mix::default(),
             fail_rate: 0.0,
+            otlp: None,
         };
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
@@ -83,6 +86,15 @@ impl Options {
                     }
                     o.fail_rate = r;
                 }
+                "--otlp" => {
+                    let url = value("--otlp")?;
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        return Err(
+                            "--otlp must be an http(s) URL, e.g. http://localhost:4318".into()
+                        );
+                    }
+                    o.otlp = Some(url);
+                }
                 "-h" | "--help" => return Err(USAGE.into()),
                 other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
             }
@@ -94,14 +106,53 @@ impl Options {
     }
 }
 
-const USAGE: &str = "usage: demo [--addr HOST:PORT] [--load USERS [--duration SECONDS] [--mix openai=50,anthropic=30,gemini=20] [--fail-rate 0.02]]";
+const USAGE: &str = "usage: demo [--addr HOST:PORT] [--otlp URL] [--load USERS [--duration SECONDS] [--mix openai=50,anthropic=30,gemini=20] [--fail-rate 0.02]]";
 
-/// The demo's monitor: from the environment, endpoints under `/api/v1/monitoring` by default.
-pub fn monitor_from_env() -> Result<Monitor, ConfigError> {
-    Monitor::builder()
+/// Pushes the GenAI metrics to an OTLP collector, flushed when the demo stops.
+#[cfg(feature = "otlp")]
+pub type Export = Option<tower_stream_monitor::otlp::OtlpExporter>;
+/// Built without the `otlp` feature: nothing to push.
+#[cfg(not(feature = "otlp"))]
+pub type Export = ();
+
+/// The demo's monitor: from the environment, endpoints under `/api/v1/monitoring` by default,
+/// pushing to the `--otlp` collector if one is given.
+pub fn monitor_with(otlp: Option<&str>) -> Result<(Monitor, Export), String> {
+    let builder = Monitor::builder()
         .prefix("/api/v1/monitoring")
-        .with_env()?
-        .build()
+        .with_env()
+        .map_err(|e| e.to_string())?;
+    #[cfg(feature = "otlp")]
+    {
+        let exporter = otlp
+            .map(|url| tower_stream_monitor::otlp::OtlpExporter::new(url, None))
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let builder = match &exporter {
+            Some(e) => builder.otlp(e.clone()),
+            None => builder,
+        };
+        Ok((builder.build().map_err(|e| e.to_string())?, exporter))
+    }
+    #[cfg(not(feature = "otlp"))]
+    {
+        if otlp.is_some() {
+            return Err("--otlp needs the `otlp` feature: cargo run --example demo --features otlp -- --otlp URL".into());
+        }
+        Ok((builder.build().map_err(|e| e.to_string())?, ()))
+    }
+}
+
+/// Sends what the OTLP export holds (at the demo's end).
+fn flush(export: &Export) {
+    #[cfg(feature = "otlp")]
+    if let Some(exporter) = export {
+        if let Err(error) = exporter.shutdown() {
+            eprintln!("demo: {error}");
+        }
+    }
+    #[cfg(not(feature = "otlp"))]
+    let () = export;
 }
 
 /// The simulated providers behind layer 1.
@@ -412,7 +463,7 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    let monitor = match monitor_from_env() {
+    let (monitor, export) = match monitor_with(options.otlp.as_deref()) {
         Ok(m) => m,
         Err(error) => {
             eprintln!("demo: {error}");
@@ -437,7 +488,7 @@ async fn main() {
     let addr: SocketAddr = listener
         .local_addr()
         .expect("a bound socket has an address");
-    // The monitor's token comes from MONITOR_TOKEN (monitor_from_env); set, it is valid, or the
+    // The monitor's token comes from MONITOR_TOKEN (monitor_with); set, it is valid, or the
     // monitor would not have been built.
     let token_set = std::env::var_os("MONITOR_TOKEN").is_some();
     let base = format!("http://{addr}");
@@ -462,12 +513,23 @@ async fn main() {
             "monitoring endpoints open beyond loopback: MONITOR_TOKEN is not set"
         );
     }
+    if let Some(url) = &options.otlp {
+        println!("  OTLP: pushing the GenAI metrics to {url} (flushed on Ctrl-C)");
+    }
     let server = tokio::spawn(serve(listener, monitor.clone()));
 
     let Some(users) = options.load else {
-        if let Ok(Err(error)) = server.await {
-            eprintln!("demo: server error: {error}");
+        tokio::select! {
+            result = server => {
+                if let Ok(Err(error)) = result {
+                    eprintln!("demo: server error: {error}");
+                }
+            }
+            _ = tokio::signal::ctrl_c() => {}
         }
+        tokio::task::spawn_blocking(move || flush(&export))
+            .await
+            .ok();
         return;
     };
 
@@ -541,6 +603,12 @@ async fn main() {
         serde_json::to_string_pretty(&metrics).unwrap_or_default()
     );
     if options.duration.is_none() {
-        let _ = server.await;
+        tokio::select! {
+            _ = server => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
     }
+    tokio::task::spawn_blocking(move || flush(&export))
+        .await
+        .ok();
 }

@@ -130,6 +130,8 @@ pub(crate) struct Config {
     pub(crate) route_patterns: Vec<RoutePattern>,
     pub(crate) streaming_routes: Vec<String>,
     pub(crate) gen_ai_excluded_routes: Vec<String>,
+    #[cfg(feature = "otlp")]
+    pub(crate) otlp: Option<crate::otlp::OtlpExporter>,
     pub(crate) label_cardinality: usize,
     pub(crate) header_label_cardinality: usize,
     pub(crate) max_label_sets: usize,
@@ -194,6 +196,8 @@ impl Default for Config {
             route_patterns: Vec::new(),
             streaming_routes: Vec::new(),
             gen_ai_excluded_routes: Vec::new(),
+            #[cfg(feature = "otlp")]
+            otlp: None,
             label_cardinality: DEFAULT_LABEL_CARDINALITY,
             header_label_cardinality: DEFAULT_HEADER_LABEL_CARDINALITY,
             max_label_sets: DEFAULT_MAX_LABEL_SETS,
@@ -378,6 +382,15 @@ impl MonitorBuilder {
         self.config
             .gen_ai_excluded_routes
             .extend(routes.into_iter().map(Into::into));
+        self
+    }
+
+    /// Pushes the OpenTelemetry GenAI metrics of every LLM call this monitor records to a
+    /// collector over OTLP/HTTP (feature `otlp`; README, Tracing and OTLP). Default: none.
+    #[cfg(feature = "otlp")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "otlp")))]
+    pub fn otlp(mut self, exporter: crate::otlp::OtlpExporter) -> Self {
+        self.config.otlp = Some(exporter);
         self
     }
 

@@ -368,6 +368,10 @@ impl Monitor {
             cb.on_record(&record);
         }
         self.shared.prometheus.record(&record);
+        #[cfg(feature = "otlp")]
+        if let Some(exporter) = &self.shared.config.otlp {
+            exporter.record(&record);
+        }
         // Once a second on the recording path (no thread of our own, not on every request):
         // re-judge health so alerts fire. Its cost is bounded by the shards and slots, not by
         // traffic or labels.
