@@ -105,6 +105,18 @@ impl TraceContext {
         }
     }
 
+    /// A context the app already has (its tracing system's current span): that trace and that
+    /// span, as the request's own. `None` for all-zero ids.
+    pub fn from_ids(trace_id: u128, span_id: u64, sampled: bool) -> Option<Self> {
+        Some(Self {
+            trace_id: TraceId::from_u128(trace_id)?,
+            span_id: SpanId::from_u64(span_id)?,
+            parent_span_id: None,
+            sampled,
+            tracestate: None,
+        })
+    }
+
     /// The context of a request whose caller sent `traceparent` (and `tracestate`): the
     /// caller's trace, a new span of its own. `None` when the value is not a valid W3C
     /// `traceparent` (version `00` exactly, or a later version's first four fields; ids not all

@@ -112,6 +112,35 @@ fn trace_context(headers: &HeaderMap) -> Option<TraceContext> {
         })
 }
 
+/// The trace of the app's current span when the app runs tracing-opentelemetry (feature
+/// `tracing-opentelemetry`): the request is part of it, and its `traceparent` was the app's to
+/// read.
+#[cfg(feature = "tracing-opentelemetry")]
+fn app_trace_context() -> Option<TraceContext> {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let span = tracing::Span::current();
+    if span.is_none() {
+        return None;
+    }
+    let context = span.context();
+    let otel_span = context.span();
+    let ids = otel_span.span_context();
+    if !ids.is_valid() {
+        return None;
+    }
+    TraceContext::from_ids(
+        u128::from_be_bytes(ids.trace_id().to_bytes()),
+        u64::from_be_bytes(ids.span_id().to_bytes()),
+        ids.is_sampled(),
+    )
+}
+
+#[cfg(not(feature = "tracing-opentelemetry"))]
+fn app_trace_context() -> Option<TraceContext> {
+    None
+}
+
 /// The trace id for the session log, once something made one; `-` before.
 struct TraceIdShown<'a>(&'a OnceCell<TraceContext>);
 
@@ -171,7 +200,7 @@ impl RequestContext {
             .any(|v| v.to_str().is_ok_and(|v| v.contains("text/event-stream")));
         let streaming_hint = accepts_sse || config.streaming_routes.iter().any(|r| **r == *route);
         let head = parts.method == http::Method::HEAD;
-        let trace = trace_context(&parts.headers);
+        let trace = app_trace_context().or_else(|| trace_context(&parts.headers));
         let trace = trace.map_or_else(OnceCell::new, OnceCell::from);
 
         // Shown as the request names them; what is recorded is decided at the end.
