@@ -57,7 +57,13 @@ struct Facade {
 
 impl Sink for Facade {
     fn counter(&mut self, metric: &'static Metric, extra: Option<LabelValue>, n: u64) {
-        metrics::counter!(metric.name, labels(metric, &self.base, extra)).increment(n);
+        let labels = labels(metric, &self.base, extra);
+        if metric.scale() == 1.0 {
+            metrics::counter!(metric.name, labels).increment(n);
+        } else {
+            // The facade's counters count whole units: a fractional amount rises a gauge.
+            metrics::gauge!(metric.name, labels).increment(n as f64 * metric.scale());
+        }
     }
 
     fn histogram(&mut self, metric: &'static Metric, extra: Option<LabelValue>, value: f64) {

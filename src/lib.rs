@@ -61,6 +61,7 @@
 #![deny(unreachable_pub)]
 
 pub mod classify;
+pub mod cost;
 pub mod endpoints;
 pub mod errors;
 mod facade;
@@ -77,6 +78,7 @@ mod prometheus;
 mod record;
 mod shard;
 pub mod snapshot;
+mod spend;
 pub mod stream;
 mod system;
 mod timeout;

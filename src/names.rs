@@ -36,6 +36,10 @@ pub const REASONING_OUTPUT_TOKENS_TOTAL: &str =
     "gen_ai_client_inference_usage_detailed_reasoning_output_tokens_total";
 /// Counter: finished LLM calls whose stream gave a finish reason, by `finish_reason`.
 pub const FINISH_REASONS_TOTAL: &str = "stream_monitor_finish_reasons_total";
+/// Counter (USD): what priced LLM calls cost (README, Cost). Kept in pico-USD, exact, and
+/// written in USD; to the `metrics` facade, which has no fractional counters, it goes as a
+/// gauge that only rises.
+pub const COST_USD_TOTAL: &str = "stream_monitor_cost_usd_total";
 /// Counter: finished requests; has the `outcome` label, and `error_type` on failures.
 pub const REQUESTS_TOTAL: &str = "stream_monitor_requests_total";
 /// Counter: finished streaming requests (the population health judges); has the `outcome` label.
@@ -192,6 +196,9 @@ pub struct Metric {
     /// Its OpenTelemetry name and unit (UCUM), for the metrics the GenAI conventions define:
     /// what OTLP export pushes.
     otel: Option<(&'static str, &'static str)>,
+    /// For a counter kept in a smaller integer unit than it is written in: the size of that
+    /// unit (1e-12 for the cost, kept in pico-USD); 1 otherwise.
+    scale: f64,
 }
 
 impl Metric {
@@ -242,6 +249,17 @@ impl Metric {
         self.otel
     }
 
+    /// The size of the integer unit a counter's observations are in, relative to the unit it
+    /// is written in (1e-12 for [`COST_USD_TOTAL`]); 1 for every other metric.
+    pub const fn scale(&self) -> f64 {
+        self.scale
+    }
+
+    const fn with_scale(mut self, scale: f64) -> Self {
+        self.scale = scale;
+        self
+    }
+
     const fn with_otel(mut self, name: &'static str, unit: &'static str) -> Self {
         self.otel = Some((name, unit));
         self
@@ -290,6 +308,7 @@ impl Metric {
             error_type,
             exemplars: false,
             otel: None,
+            scale: 1.0,
         }
     }
 }
@@ -340,6 +359,7 @@ pub const METRICS: &[Metric] = &[
     def::CACHE_WRITE_INPUT_TOKENS_TOTAL,
     def::REASONING_OUTPUT_TOKENS_TOTAL,
     def::FINISH_REASONS_TOTAL,
+    def::COST_USD_TOTAL,
 ];
 
 /// The entries of [`METRICS`] by name, for the code that observes them.
@@ -598,6 +618,16 @@ pub(crate) mod def {
         "gen_ai.client.inference.usage.detailed.reasoning.output_tokens",
         "{token}",
     );
+    pub(crate) const COST_USD_TOTAL: Metric = Metric::new(
+        24,
+        super::COST_USD_TOTAL,
+        MetricKind::Counter,
+        None,
+        REQUEST_LABELS,
+        &[],
+        "What priced LLM calls cost, in USD.",
+    )
+    .with_scale(1e-12);
     pub(crate) const FINISH_REASONS_TOTAL: Metric = counter(
         23,
         super::FINISH_REASONS_TOTAL,
@@ -762,6 +792,9 @@ pub(crate) fn observe(r: &StreamRecord, sink: &mut impl Sink) {
         if let Some(n) = part {
             sink.counter(metric, Some(UNKNOWN_MODALITY), n);
         }
+    }
+    if let Some(cost) = r.cost {
+        sink.counter(&def::COST_USD_TOTAL, None, cost.picodollars());
     }
     if let Some(reason) = r.finish_reason {
         let index = FinishReason::ALL

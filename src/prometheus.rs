@@ -475,7 +475,9 @@ fn render_slots(out: &mut Lines<'_>, metric: &Metric, base: &[&str], series: &La
             }
         }
         match series {
-            Series::Counter(n) => sample(out, metric.name(), "", &labels, *n as f64),
+            Series::Counter(n) => {
+                sample(out, metric.name(), "", &labels, *n as f64 * metric.scale())
+            }
             Series::Histogram {
                 buckets,
                 sum,
@@ -602,6 +604,7 @@ mod tests {
             status: crate::health::HealthStatus::Unknown,
             checks: Vec::new(),
             triggers: Vec::new(),
+            budgets: Vec::new(),
             rollback: false,
         }
     }

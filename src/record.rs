@@ -225,6 +225,13 @@ pub struct StreamRecord {
     pub reasoning_output_tokens: Option<u64>,
     /// Why the model stopped, when the stream said so.
     pub finish_reason: Option<FinishReason>,
+    /// What the request cost, from its usage and the monitor's price table (README, Cost);
+    /// `None` when it is no LLM call or its model has no price (counted as unpriced, never as
+    /// free). Set when the monitor records it.
+    pub cost: Option<crate::cost::Cost>,
+    /// Whether `cost` is an estimate: the stream reported no usage, so its counted output is
+    /// priced and its input, unknown, is not (a lower bound).
+    pub cost_estimated: bool,
     /// Where `output_tokens` came from.
     pub token_source: TokenSource,
     /// `output_tokens / (duration - time_to_first_token)`, when there are >= 2 tokens.
@@ -284,6 +291,8 @@ impl StreamRecord {
             cache_creation_input_tokens: None,
             reasoning_output_tokens: None,
             finish_reason: None,
+            cost: None,
+            cost_estimated: false,
             token_source: TokenSource::Counted,
             tokens_per_second: None,
             time_per_output_token: None,

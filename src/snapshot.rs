@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::health::{Baselines, HealthStatus};
+pub use crate::spend::{ModelSpend, UserSpend};
 pub use crate::system::SystemStats;
 use crate::window::{RequestStats, WindowStats};
 
@@ -40,4 +41,22 @@ pub struct MetricsSnapshot {
     pub current_system: SystemStats,
     /// The overall health status.
     pub health_status: HealthStatus,
+    /// Spend since the monitor started.
+    pub spend: SpendSnapshot,
+}
+
+/// Spend since the monitor started (the `spend` object of `/metrics`; README, Cost).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SpendSnapshot {
+    /// When the built-in prices were taken (`YYYY-MM-DD`), if the table says.
+    pub prices_taken: Option<String>,
+    /// Spend per model (the model that answered, else the one asked for).
+    pub by_model: BTreeMap<String, ModelSpend>,
+    /// The heaviest users by spend, at most `top_users` of them.
+    pub top_users: Vec<UserSpend>,
+    /// Models of LLM calls that no price was found for (at most 64 listed): their calls are
+    /// not in any cost, never counted as free.
+    pub unpriced_models: Vec<String>,
+    /// LLM calls of unpriced models.
+    pub unpriced_requests: u64,
 }

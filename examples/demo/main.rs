@@ -407,6 +407,23 @@ pub fn report(
         f(&w["total_tokens"]),
         0,
     );
+    // Cost beside tokens: the monitor prices each stream from its usage and the price table.
+    let _ = writeln!(
+        out,
+        "  {:<26}{:>14}{:>14.6}",
+        "cost (USD)",
+        "",
+        f(&w["cost_usd"])
+    );
+    if f(&w["unpriced_requests"]) > 0.0 {
+        let _ = writeln!(
+            out,
+            "  {:<26}{:>14}{:>14}",
+            "unpriced streams",
+            "",
+            f(&w["unpriced_requests"])
+        );
+    }
 
     let _ = writeln!(out, "\nby outcome (monitor, since it started):");
     for (o, n) in recorded {

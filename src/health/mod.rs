@@ -275,6 +275,122 @@ pub struct TriggerState {
     pub provider: Option<String>,
 }
 
+/// A spend-rate budget (README, Cost): the last hour's spend, overall or of one provider,
+/// route or user, against a limit in USD. Passing it is an alert (through `on_alert` and a tracing WARN on
+/// target `tower_stream_monitor::health`), and so is falling back under it; it moves `/health`
+/// only when made a rollback trigger with [`rollback`](Self::rollback).
+///
+/// ```
+/// use tower_stream_monitor::Monitor;
+/// use tower_stream_monitor::health::Budget;
+///
+/// let monitor = Monitor::builder()
+///     .budget(Budget::per_hour("all", 50.0))
+///     .budget(Budget::per_hour("anthropic", 20.0).provider("anthropic"))
+///     .build()?;
+/// # Ok::<(), tower_stream_monitor::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Budget {
+    pub(crate) name: String,
+    pub(crate) usd_per_hour: f64,
+    pub(crate) provider: Option<String>,
+    pub(crate) route: Option<String>,
+    pub(crate) user: Option<String>,
+    pub(crate) rollback: bool,
+}
+
+impl Budget {
+    /// A budget of `usd_per_hour` over the last hour of every priced LLM call.
+    pub fn per_hour(name: impl Into<String>, usd_per_hour: f64) -> Self {
+        Self {
+            name: name.into(),
+            usd_per_hour,
+            provider: None,
+            route: None,
+            user: None,
+            rollback: false,
+        }
+    }
+
+    /// Only the calls on this route (as the `route` label shows it) count.
+    pub fn route(mut self, route: impl Into<String>) -> Self {
+        self.route = Some(route.into());
+        self
+    }
+
+    /// Only the calls of this user id count.
+    pub fn user(mut self, user_id: impl Into<String>) -> Self {
+        self.user = Some(user_id.into());
+        self
+    }
+
+    /// Only the calls recorded under this provider count.
+    pub fn provider(mut self, provider: impl Into<String>) -> Self {
+        self.provider = Some(provider.into());
+        self
+    }
+
+    /// Passing the budget also makes `/health` critical with `rollback: true`.
+    pub fn rollback(mut self) -> Self {
+        self.rollback = true;
+        self
+    }
+
+    /// The budget's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether a record's cost counts against this budget.
+    pub(crate) fn counts(&self, r: &StreamRecord) -> bool {
+        self.provider.as_deref().is_none_or(|p| *r.provider == *p)
+            && self.route.as_deref().is_none_or(|p| *r.route == *p)
+            && self
+                .user
+                .as_deref()
+                .is_none_or(|u| r.user_id.as_deref() == Some(u))
+    }
+
+    pub(crate) fn valid(&self) -> bool {
+        self.usd_per_hour.is_finite() && self.usd_per_hour > 0.0 && !self.name.is_empty()
+    }
+}
+
+/// One budget judged over the last hour.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BudgetState {
+    /// The budget's name.
+    pub name: String,
+    /// Always `1hour`.
+    pub window: &'static str,
+    /// The spend of the last hour, in USD.
+    pub spent_usd: f64,
+    /// The limit, in USD per hour.
+    pub usd_per_hour: f64,
+    /// Whether the spend passed the limit.
+    pub exceeded: bool,
+    /// Whether passing it is a rollback trigger.
+    pub rollback: bool,
+    /// The provider filter, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+}
+
+impl BudgetState {
+    pub(crate) fn judge(budget: &Budget, spent_usd: f64) -> Self {
+        Self {
+            name: budget.name.clone(),
+            window: "1hour",
+            spent_usd,
+            usd_per_hour: budget.usd_per_hour,
+            exceeded: spent_usd > budget.usd_per_hour,
+            rollback: budget.rollback,
+            provider: budget.provider.clone(),
+        }
+    }
+}
+
 /// The body of `GET {prefix}/health`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HealthReport {
@@ -284,7 +400,9 @@ pub struct HealthReport {
     pub checks: Vec<Check>,
     /// The rollback triggers.
     pub triggers: Vec<TriggerState>,
-    /// Whether a rollback trigger fired.
+    /// The spend budgets (README, Cost).
+    pub budgets: Vec<BudgetState>,
+    /// Whether a rollback trigger fired (or a budget made one was passed).
     pub rollback: bool,
 }
 
@@ -297,6 +415,8 @@ pub struct Alert {
     pub status: HealthStatus,
     /// Names of the triggers firing now.
     pub fired: Vec<String>,
+    /// Names of the budgets passed now.
+    pub budgets_exceeded: Vec<String>,
     /// The report that showed the change.
     pub report: HealthReport,
 }
@@ -320,6 +440,7 @@ pub(crate) fn evaluate(
     min_samples: u64,
     five: &SlotStats,
     trigger_totals: &[(u64, u64)],
+    budgets: Vec<BudgetState>,
 ) -> HealthReport {
     let summary = five.summary(0);
     let enough = five.streaming_judged >= min_samples;
@@ -375,7 +496,8 @@ pub(crate) fn evaluate(
             }
         })
         .collect();
-    let rollback = triggers.iter().any(|t| t.fired);
+    let rollback =
+        triggers.iter().any(|t| t.fired) || budgets.iter().any(|b| b.exceeded && b.rollback);
     let worst_check = checks
         .iter()
         .map(|c| c.status)
@@ -390,19 +512,21 @@ pub(crate) fn evaluate(
         status,
         checks,
         triggers,
+        budgets,
         rollback,
     }
 }
 
 /// Remembers the last health state, to alert on changes only.
 pub(crate) struct HealthTracker {
-    last: Mutex<(HealthStatus, Vec<String>)>,
+    /// Status, fired triggers, passed budgets.
+    last: Mutex<(HealthStatus, Vec<String>, Vec<String>)>,
 }
 
 impl HealthTracker {
     pub(crate) fn new() -> Self {
         Self {
-            last: Mutex::new((HealthStatus::Unknown, Vec::new())),
+            last: Mutex::new((HealthStatus::Unknown, Vec::new(), Vec::new())),
         }
     }
 
@@ -414,19 +538,49 @@ impl HealthTracker {
             .filter(|t| t.fired)
             .map(|t| t.name.clone())
             .collect();
+        let exceeded: Vec<String> = report
+            .budgets
+            .iter()
+            .filter(|b| b.exceeded)
+            .map(|b| b.name.clone())
+            .collect();
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if last.0 == report.status && last.1 == fired {
+        if last.0 == report.status && last.1 == fired && last.2 == exceeded {
             return None;
         }
-        let previous = last.0;
-        *last = (report.status, fired.clone());
+        let (previous, was_fired, was_exceeded) =
+            std::mem::replace(&mut *last, (report.status, fired.clone(), exceeded.clone()));
         drop(last);
+        for budget in &report.budgets {
+            match (budget.exceeded, was_exceeded.contains(&budget.name)) {
+                (true, false) => tracing::warn!(
+                    target: crate::HEALTH_TARGET,
+                    budget = %budget.name,
+                    spent_usd = budget.spent_usd,
+                    usd_per_hour = budget.usd_per_hour,
+                    "spend budget exceeded"
+                ),
+                (false, true) => tracing::info!(
+                    target: crate::HEALTH_TARGET,
+                    budget = %budget.name,
+                    spent_usd = budget.spent_usd,
+                    usd_per_hour = budget.usd_per_hour,
+                    "spend budget back under its limit"
+                ),
+                _ => {}
+            }
+        }
         let alert = Alert {
             previous,
             status: report.status,
             fired,
+            budgets_exceeded: exceeded,
             report: report.clone(),
         };
+        if previous == alert.status && was_fired == alert.fired {
+            // Only a budget changed: its own event above says so.
+            return Some(alert);
+        }
         let fired_list = alert.fired.join(",");
         match alert.status {
             HealthStatus::Critical => tracing::warn!(

@@ -36,6 +36,8 @@ pub(crate) const DEFAULT_MIN_SAMPLES: u64 = 20;
 pub(crate) const DEFAULT_MAX_ERROR_RECORDS: usize = 1000;
 /// Default number of error groups (callsites) kept; later callsites count into `other`.
 pub(crate) const DEFAULT_MAX_ERROR_GROUPS: usize = 1000;
+/// Default number of users whose spend is kept (the heaviest).
+pub(crate) const DEFAULT_TOP_USERS: usize = 20;
 /// Default cap on each stored message and field value (bytes).
 pub(crate) const DEFAULT_MAX_ERROR_FIELD_BYTES: usize = 1024;
 
@@ -130,6 +132,9 @@ pub(crate) struct Config {
     pub(crate) route_patterns: Vec<RoutePattern>,
     pub(crate) streaming_routes: Vec<String>,
     pub(crate) gen_ai_excluded_routes: Vec<String>,
+    pub(crate) prices: crate::cost::PriceTable,
+    pub(crate) top_users: usize,
+    pub(crate) budgets: Vec<crate::health::Budget>,
     #[cfg(feature = "otlp")]
     pub(crate) otlp: Option<crate::otlp::OtlpExporter>,
     pub(crate) label_cardinality: usize,
@@ -166,6 +171,9 @@ impl fmt::Debug for Config {
             .field("route_patterns", &self.route_patterns.len())
             .field("streaming_routes", &self.streaming_routes)
             .field("gen_ai_excluded_routes", &self.gen_ai_excluded_routes)
+            .field("prices", &self.prices.len())
+            .field("top_users", &self.top_users)
+            .field("budgets", &self.budgets)
             .field("label_cardinality", &self.label_cardinality)
             .field("header_label_cardinality", &self.header_label_cardinality)
             .field("max_label_sets", &self.max_label_sets)
@@ -196,6 +204,9 @@ impl Default for Config {
             route_patterns: Vec::new(),
             streaming_routes: Vec::new(),
             gen_ai_excluded_routes: Vec::new(),
+            prices: crate::cost::PriceTable::builtin(),
+            top_users: DEFAULT_TOP_USERS,
+            budgets: Vec::new(),
             #[cfg(feature = "otlp")]
             otlp: None,
             label_cardinality: DEFAULT_LABEL_CARDINALITY,
@@ -391,6 +402,30 @@ impl MonitorBuilder {
     #[cfg_attr(docsrs, doc(cfg(feature = "otlp")))]
     pub fn otlp(mut self, exporter: crate::otlp::OtlpExporter) -> Self {
         self.config.otlp = Some(exporter);
+        self
+    }
+
+    /// The prices requests are costed with (README, Cost). Default: the built-in table
+    /// ([`PriceTable::builtin`](crate::cost::PriceTable::builtin)); to add to it rather than
+    /// replace it, pass `PriceTable::builtin().merged(yours)`. [`Monitor::from_env`] merges the
+    /// file `MONITOR_PRICES` names over the built-in table.
+    pub fn prices(mut self, prices: crate::cost::PriceTable) -> Self {
+        self.config.prices = prices;
+        self
+    }
+
+    /// Users whose spend `/metrics` lists (`top_users`), the heaviest first. Default 20; 0 keeps
+    /// none. Memory is bounded by it whatever the number of users (README, Cost).
+    pub fn top_users(mut self, n: usize) -> Self {
+        self.config.top_users = n;
+        self
+    }
+
+    /// Adds a spend-rate budget: an alert (through `on_alert` and a tracing event, as health
+    /// changes) when the last hour's spend passes it, and again when it no longer does.
+    /// Default: none.
+    pub fn budget(mut self, budget: crate::health::Budget) -> Self {
+        self.config.budgets.push(budget);
         self
     }
 
@@ -599,6 +634,15 @@ impl MonitorBuilder {
             }
             self.config.service_version = Some(v);
         }
+        if let Some(path) = lookup("MONITOR_PRICES") {
+            let file = crate::cost::PriceTable::load(std::path::Path::new(&path)).map_err(|e| {
+                ConfigError::InvalidSetting {
+                    setting: "MONITOR_PRICES",
+                    reason: e.to_string(),
+                }
+            })?;
+            self.config.prices = crate::cost::PriceTable::builtin().merged(file);
+        }
         if let Some(v) = lookup("MONITOR_MIN_SAMPLES") {
             let n: u64 = v
                 .trim()
@@ -636,6 +680,18 @@ impl MonitorBuilder {
         }
         if c.idle_timeout.is_some_and(|d| d.is_zero()) {
             return Err(bad("idle_timeout", "must be greater than zero"));
+        }
+        if let Some(b) = c.budgets.iter().find(|b| !b.valid()) {
+            return Err(bad(
+                "budget",
+                &format!(
+                    "budget {:?}: a name and a positive, finite USD per hour",
+                    b.name()
+                ),
+            ));
+        }
+        if c.top_users > 10_000 {
+            return Err(bad("top_users", "must be at most 10000"));
         }
         if c.label_cardinality == 0 || c.label_cardinality > 100_000 {
             return Err(bad("label_cardinality", "must be from 1 to 100000"));
@@ -692,6 +748,8 @@ impl MonitorBuilder {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0)
             .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let top_users = c.top_users;
+        let budgets = c.budgets.clone();
         let monitor = Monitor {
             shared: Arc::new(Shared {
                 windows: WindowStore::new(triggers),
@@ -708,6 +766,8 @@ impl MonitorBuilder {
                 routes: LabelInterner::new(cap, 0),
                 series: SeriesBudget::new(max_label_sets),
                 unrouted: AtomicU64::new(0),
+                spend: crate::spend::Spend::new(top_users),
+                budgets: crate::spend::BudgetMeter::new(budgets),
                 id_base,
                 unknown: Arc::from("unknown"),
                 unmatched: Arc::from(crate::labels::UNMATCHED),

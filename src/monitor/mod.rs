@@ -43,6 +43,8 @@ pub(crate) struct Shared {
     routes: LabelInterner,
     series: SeriesBudget,
     unrouted: AtomicU64,
+    spend: crate::spend::Spend,
+    budgets: crate::spend::BudgetMeter,
     id_base: u64,
     unknown: Arc<str>,
     unmatched: Arc<str>,
@@ -338,6 +340,26 @@ impl Monitor {
         if !excluded.is_empty() && excluded.iter().any(|r| **r == *record.route) {
             record.operation_name = None;
         }
+        // LLM calls are priced by the model that answered (else the one asked for).
+        let priced_as = record.operation_name.map(|_| {
+            record
+                .response_model
+                .clone()
+                .unwrap_or_else(|| record.model.clone())
+        });
+        if let Some(model) = &priced_as {
+            let usage = crate::cost::TokenUsage {
+                input_tokens: record.input_tokens.unwrap_or(0),
+                output_tokens: record.output_tokens,
+                cache_read_input_tokens: record.cache_read_input_tokens.unwrap_or(0),
+                cache_creation_input_tokens: record.cache_creation_input_tokens.unwrap_or(0),
+                reasoning_output_tokens: record.reasoning_output_tokens.unwrap_or(0),
+            };
+            record.cost = self.shared.config.prices.cost(model, &usage);
+            record.cost_estimated = record.cost.is_some()
+                && (record.token_source == crate::parse::TokenSource::Counted
+                    || record.input_tokens.is_none());
+        }
         let secs = self.window_secs();
         if record.is_unrouted() {
             // Counted apart: no labelled series, no window but its unrouted count, no health.
@@ -361,6 +383,10 @@ impl Monitor {
             self.shared.prometheus.label_overflow("series");
         }
         self.shared.windows.record(secs, &record);
+        if let Some(model) = &priced_as {
+            self.shared.spend.record(&record, model);
+            self.shared.budgets.record(secs, &record);
+        }
         if self.facade_active() {
             facade::emit(&record);
         }
@@ -391,8 +417,14 @@ impl Monitor {
     pub fn health(&self) -> HealthReport {
         let c = &self.shared.config;
         let (five, triggers) = self.shared.windows.collect_health(self.window_secs());
-        let report =
-            crate::health::evaluate(&c.baselines, &c.triggers, c.min_samples, &five, &triggers);
+        let report = crate::health::evaluate(
+            &c.baselines,
+            &c.triggers,
+            c.min_samples,
+            &five,
+            &triggers,
+            self.shared.budgets.judge(self.window_secs()),
+        );
         self.observe_health(&report);
         report
     }
@@ -420,6 +452,7 @@ impl Monitor {
             c.min_samples,
             &collected.five_minutes,
             &collected.triggers,
+            self.shared.budgets.judge(self.window_secs()),
         );
         self.observe_health(&health);
         let by_provider = self.shared.in_flight.by_label(InFlightBy::Provider);
@@ -455,6 +488,16 @@ impl Monitor {
             requests_5min: collected.five_minutes.requests(),
             current_system: self.shared.system.sample(),
             health_status: health.status,
+            spend: {
+                let (unpriced_models, unpriced_requests) = self.shared.spend.unpriced();
+                crate::snapshot::SpendSnapshot {
+                    prices_taken: c.prices.taken().map(str::to_owned),
+                    by_model: self.shared.spend.by_model(),
+                    top_users: self.shared.spend.top_users(),
+                    unpriced_models,
+                    unpriced_requests,
+                }
+            },
         }
     }
 
@@ -546,6 +589,46 @@ mod tests {
                 .unwrap_err();
             assert!(err.to_string().contains(var), "{err}");
         }
+    }
+
+    #[test]
+    fn monitor_prices_adds_a_file_over_the_built_in_table() {
+        let excerpt = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/litellm-prices-excerpt.json"
+        );
+        let monitor = Monitor::builder()
+            .with_vars(vars(&[("MONITOR_PRICES", excerpt)]))
+            .unwrap()
+            .build()
+            .unwrap();
+        let prices = &monitor.config().prices;
+        // From the file and from the built-in table alike.
+        assert!(prices.price("o4-mini-2025-04-16").is_some());
+        assert!(prices.price("gpt-4.1-nano").is_some());
+
+        let dir = std::env::temp_dir().join(format!("prices-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bad = dir.join("bad.json");
+        std::fs::write(
+            &bad,
+            r#"{"gpt-x": {"input_cost_per_token": "cheap", "output_cost_per_token": 1e-6}}"#,
+        )
+        .unwrap();
+        let err = Monitor::builder()
+            .with_vars(vars(&[("MONITOR_PRICES", bad.to_str().unwrap())]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("MONITOR_PRICES") && err.contains("bad.json") && err.contains("gpt-x"),
+            "{err}"
+        );
+        let missing = Monitor::builder()
+            .with_vars(vars(&[("MONITOR_PRICES", "/nonexistent/prices.json")]))
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("/nonexistent/prices.json"), "{missing}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -333,6 +333,9 @@ impl StreamMeter {
             cache_creation_input_tokens: summary.and_then(|s| s.cache_creation_input_tokens()),
             reasoning_output_tokens: summary.and_then(|s| s.reasoning_output_tokens()),
             finish_reason: summary.and_then(|s| s.finish_reason()),
+            // Priced when the monitor records it.
+            cost: None,
+            cost_estimated: false,
             token_source: summary.map_or(TokenSource::Counted, |s| s.token_source()),
             tokens_per_second,
             time_per_output_token,

@@ -3,6 +3,7 @@
 use serde::Serialize;
 use sketches_ddsketch::{Config, DDSketch};
 
+use crate::cost::Cost;
 use crate::parse::FinishReason;
 use crate::record::{Outcome, OutcomeMap, StreamRecord};
 
@@ -33,6 +34,11 @@ pub(crate) struct SlotStats {
     pub(crate) cache_creation_input_tokens: u64,
     pub(crate) reasoning_output_tokens: u64,
     pub(crate) finish_reasons: FinishReasons,
+    /// What the priced streams cost, and of which estimated (pico-USD).
+    pub(crate) cost: u64,
+    pub(crate) estimated_cost: u64,
+    /// LLM streams whose model has no price.
+    pub(crate) unpriced: u64,
     pub(crate) ttft_ms_sum: f64,
     pub(crate) tps_sum: f64,
     pub(crate) tps_count: u64,
@@ -58,6 +64,9 @@ impl Default for SlotStats {
             cache_creation_input_tokens: 0,
             reasoning_output_tokens: 0,
             finish_reasons: FinishReasons::default(),
+            cost: 0,
+            estimated_cost: 0,
+            unpriced: 0,
             ttft_ms_sum: 0.0,
             tps_sum: 0.0,
             tps_count: 0,
@@ -112,6 +121,16 @@ impl SlotStats {
         if let Some(reason) = r.finish_reason {
             self.finish_reasons.add(reason, 1);
         }
+        match r.cost {
+            Some(cost) => {
+                self.cost = self.cost.saturating_add(cost.picodollars());
+                if r.cost_estimated {
+                    self.estimated_cost = self.estimated_cost.saturating_add(cost.picodollars());
+                }
+            }
+            None if r.operation_name.is_some() => self.unpriced += 1,
+            None => {}
+        }
         if let Some(ttft) = r.time_to_first_token {
             self.ttft_ms_sum += ms(ttft);
             self.ttft_ms.add(ms(ttft));
@@ -151,6 +170,9 @@ impl SlotStats {
             .reasoning_output_tokens
             .saturating_add(o.reasoning_output_tokens);
         self.finish_reasons.merge(&o.finish_reasons);
+        self.cost = self.cost.saturating_add(o.cost);
+        self.estimated_cost = self.estimated_cost.saturating_add(o.estimated_cost);
+        self.unpriced += o.unpriced;
         self.ttft_ms_sum += o.ttft_ms_sum;
         self.tps_sum += o.tps_sum;
         self.tps_count += o.tps_count;
@@ -185,6 +207,9 @@ impl SlotStats {
             cache_creation_input_tokens: self.cache_creation_input_tokens,
             reasoning_output_tokens: self.reasoning_output_tokens,
             finish_reasons: self.finish_reasons,
+            cost_usd: Cost::from_picodollars(self.cost).usd(),
+            estimated_cost_usd: Cost::from_picodollars(self.estimated_cost).usd(),
+            unpriced_requests: self.unpriced,
             streaming_error_rate: ratio(errors as f64 * 100.0, self.streaming_judged as f64),
             streaming_errors: errors,
             by_outcome: self.streaming_by_outcome,
@@ -249,6 +274,13 @@ pub struct WindowStats {
     pub reasoning_output_tokens: u64,
     /// Streams by the finish reason they gave (streams that gave none are not counted).
     pub finish_reasons: FinishReasons,
+    /// What the streams cost, in USD, summed exactly (pico-USD) before conversion (README,
+    /// Cost).
+    pub cost_usd: f64,
+    /// Of `cost_usd`, what was estimated (streams without reported usage).
+    pub estimated_cost_usd: f64,
+    /// LLM streams whose model has no price: not in `cost_usd`, never counted as free.
+    pub unpriced_requests: u64,
     /// Streaming errors as a percent of the streaming requests the client did not end alone
     /// (client-caused outcomes, `client_error` and `cancelled`, are left out of both sides).
     pub streaming_error_rate: f64,
