@@ -86,7 +86,48 @@ async fn official_sdks_parse_the_demo_and_the_monitor_counts_them() {
         got.iter()
             .any(|r| r.outcome == Outcome::AuthError && &*r.provider == "anthropic")
     );
+    // Each stream's cost: the usage the SDK parsed, times prices written here (USD per million
+    // tokens: input, output, cache read, cache write), to the pico-dollar.
+    let priced = [
+        (
+            ProviderFormat::OpenAiChat,
+            "openai_chat",
+            (0.15, 0.60, 0.075, 0.15),
+        ),
+        (
+            ProviderFormat::OpenAiResponses,
+            "openai_responses",
+            (2.0, 8.0, 0.50, 2.0),
+        ),
+        (
+            ProviderFormat::AnthropicMessages,
+            "anthropic",
+            (3.0, 15.0, 0.30, 3.75),
+        ),
+    ];
+    let mut total = 0;
+    for (format, key, (input, output, read, write)) in priced {
+        let usage: Vec<u64> = parsed["stream_usage"][key]
+            .as_array()
+            .unwrap_or_else(|| panic!("{key} usage in {parsed}"))
+            .iter()
+            .map(|n| n.as_u64().expect("a token count"))
+            .collect();
+        let per_token = |usd_per_million: f64| (usd_per_million * 1e6).round() as u64;
+        let expected = (usage[0] - usage[2] - usage[3]) * per_token(input)
+            + usage[2] * per_token(read)
+            + usage[3] * per_token(write)
+            + usage[1] * per_token(output);
+        let record = by_format(format);
+        assert_eq!(
+            record.cost.map(|c| c.picodollars()),
+            Some(expected),
+            "{key}: {usage:?}"
+        );
+        total += expected;
+    }
     let snapshot = monitor.snapshot();
+    assert!((snapshot.streaming_5min.cost_usd - total as f64 * 1e-12).abs() < 1e-12);
     assert_eq!(snapshot.streaming_5min.total_tokens, 12 + 7 + 9);
     assert_eq!(snapshot.requests_5min.auth_errors, 1);
     assert_eq!(snapshot.streaming_5min.streaming_errors, 4);

@@ -39,6 +39,9 @@ def main(base):
     assert text == expected_text(12), f"openai chat text: {text!r}"
     assert usage is not None and usage.completion_tokens == 12 and usage.prompt_tokens == 12, usage
     result["openai_chat"] = {"text": text, "output_tokens": usage.completion_tokens}
+    # Usage as the SDK parsed it, for the cost check: (input, output, cache read, cache write).
+    stream_usage = {"openai_chat": [usage.prompt_tokens, usage.completion_tokens,
+                                    usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details else 0, 0]}
 
     events = client.responses.create(
         model="gpt-4.1", input="Read the cards.", stream=True, extra_headers={**knobs, "x-sim-tokens": "7"}
@@ -52,6 +55,9 @@ def main(base):
     assert text == expected_text(7), f"openai responses text: {text!r}"
     assert completed is not None and completed.usage.output_tokens == 7, completed
     result["openai_responses"] = {"text": text, "output_tokens": completed.usage.output_tokens}
+    u = completed.usage
+    stream_usage["openai_responses"] = [u.input_tokens, u.output_tokens,
+                                        u.input_tokens_details.cached_tokens if u.input_tokens_details else 0, 0]
 
     client = anthropic.Anthropic(base_url=base, api_key="sim-key", max_retries=0)
     with client.messages.stream(
@@ -65,6 +71,11 @@ def main(base):
     assert text == expected_text(9), f"anthropic text: {text!r}"
     assert final.usage.output_tokens == 9 and final.usage.input_tokens == 12, final.usage
     result["anthropic"] = {"text": text, "output_tokens": final.usage.output_tokens}
+    # Anthropic counts cache reads and writes apart from input_tokens.
+    u = final.usage
+    read, write = u.cache_read_input_tokens or 0, u.cache_creation_input_tokens or 0
+    stream_usage["anthropic"] = [u.input_tokens + read + write, u.output_tokens, read, write]
+    result["stream_usage"] = stream_usage
 
     # An auth failure surfaces as the SDK's own error type.
     try:
