@@ -60,3 +60,40 @@ pub struct SpendSnapshot {
     /// LLM calls of unpriced models.
     pub unpriced_requests: u64,
 }
+
+/// One slot of `GET {prefix}/metrics/history`: the window figures of the streams that ended in
+/// it (flattened: `first_token_p95_ms`, `by_outcome`, `cost_usd`, ...) and all requests
+/// (`requests`). `in_flight` is not kept over time: it is 0 here (`/metrics` has the current
+/// figure).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HistoryPoint {
+    /// The slot's start, Unix seconds.
+    pub start_unix: u64,
+    /// The streaming figures of the slot.
+    #[serde(flatten)]
+    pub streaming: WindowStats,
+    /// All requests of the slot.
+    pub requests: RequestStats,
+}
+
+/// A window slot by slot, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HistorySeries {
+    /// The length of a slot: 10 s for the last 5 minutes, 60 s for the last hour.
+    pub slot_seconds: u64,
+    /// The slots, oldest first (30 or 60; empty slots are zeros).
+    pub points: Vec<HistoryPoint>,
+    /// The same slots per provider (the hour only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by_provider: Option<BTreeMap<String, Vec<HistoryPoint>>>,
+}
+
+/// The `data` of `GET {prefix}/metrics/history`: [`Monitor::history`](crate::Monitor::history).
+/// Bounded: 30 + 60 points, and 60 per provider (providers are capped by `label_cardinality`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MetricsHistory {
+    /// The last 5 minutes in 10 s slots.
+    pub five_minutes: HistorySeries,
+    /// The last hour in 1 minute slots, overall and per provider.
+    pub one_hour: HistorySeries,
+}

@@ -1,153 +1,272 @@
 //! `current_system`: this process's CPU, memory, threads and file descriptors.
 //!
-//! Read from `/proc` (Linux) rather than through a crate such as sysinfo: we need five numbers
-//! about our own process, which are three small files, and sysinfo would refresh far more. Sampled
-//! lazily when an endpoint asks, cached for one second; no thread of its own. On other systems
-//! every figure is 0.
+//! Read through [sysinfo], which covers Linux, macOS, Windows, FreeBSD and Android, refreshing
+//! only this process (CPU time and memory, nothing else) and the machine's total RAM: never the
+//! process list as a whole, the CPUs, disks or networks. sysinfo has no thread count, so on Linux
+//! and Android that one figure is read from `/proc/self/stat`. A figure this platform cannot give
+//! is `None` (`null` in JSON), never a made-up 0.
+//!
+//! Sampled lazily when an endpoint asks (the [`System`] is only created then), cached for one
+//! second; no thread of its own.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use sysinfo::{MemoryRefreshKind, Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
-/// The `current_system` object of `/metrics`.
+/// The `current_system` object of `/metrics`: this process, as the operating system sees it.
+///
+/// Every field is `None` (`null` in JSON) when this platform, or this run, cannot give it; the
+/// JSON keys are always present.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
 pub struct SystemStats {
-    /// CPU used by this process since the previous sample, in percent of one core.
-    pub cpu_percent: f64,
-    /// Resident set size, MiB.
-    pub memory_mb: f64,
-    /// Resident set size as a percent of the machine's memory.
-    pub memory_percent: f64,
-    /// Threads of this process.
-    pub num_threads: u64,
-    /// Open file descriptors of this process.
-    pub num_fds: u64,
+    /// CPU time (user + system, all threads) used by this process since the previous sample,
+    /// in percent of one core over the wall time between the two samples: above 100 when more
+    /// than one core is busy. The first sample of a monitor has no interval to measure over and
+    /// says 0 (the next request samples again rather than serving it from the cache). `None`
+    /// where this process's CPU time cannot be read.
+    pub cpu_percent: Option<f64>,
+    /// Resident set size (physical memory in use by this process; the working set on Windows),
+    /// in MiB. `None` where it cannot be read.
+    pub memory_mb: Option<f64>,
+    /// Resident set size as a percent of the machine's physical memory (not of a cgroup or
+    /// container limit). `None` where either figure cannot be read.
+    pub memory_percent: Option<f64>,
+    /// Threads (tasks) of this process. Linux and Android only (`/proc/self/stat`); `None`
+    /// elsewhere.
+    pub num_threads: Option<u64>,
+    /// Open file descriptors of this process, sockets and pipes included. Linux, Android and
+    /// FreeBSD; `None` elsewhere: macOS only reports the size of the descriptor table, not how
+    /// many are open, and Windows has handles (of every kind), not descriptors. On Linux one of
+    /// them is sysinfo's, which keeps `/proc/self/stat` open between samples.
+    pub num_fds: Option<u64>,
 }
 
 const CACHE_FOR: Duration = Duration::from_secs(1);
 
+/// Where sysinfo's open-file count is a count of open descriptors.
+const COUNTS_FDS: bool = cfg!(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd"
+));
+
+pub(crate) struct SystemSampler {
+    /// `None` until the first sample.
+    state: Mutex<Option<State>>,
+}
+
+struct State {
+    sys: System,
+    /// `None` where sysinfo cannot name this process (an unsupported platform).
+    pid: Option<Pid>,
+    last: Option<Sample>,
+}
+
 struct Sample {
     at: Instant,
-    cpu_ticks: u64,
-    /// False for the first sample, which has no interval to measure CPU over.
-    cpu_ticks_valid: bool,
+    /// Accumulated CPU time of this process, milliseconds.
+    cpu_ms: Option<u64>,
+    /// False for a first sample whose CPU figure had no interval to measure over: the next call
+    /// samples again instead of serving it from the cache.
+    complete: bool,
     stats: SystemStats,
 }
 
-pub(crate) struct SystemSampler {
-    last: Mutex<Option<Sample>>,
+/// One reading of the operating system's figures.
+#[derive(Default)]
+struct Reading {
+    cpu_ms: Option<u64>,
+    rss_bytes: Option<u64>,
+    total_bytes: Option<u64>,
+    threads: Option<u64>,
+    fds: Option<u64>,
 }
 
 impl SystemSampler {
     pub(crate) fn new() -> Self {
         Self {
-            last: Mutex::new(None),
+            state: Mutex::new(None),
         }
     }
 
     pub(crate) fn sample(&self) -> SystemStats {
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let state = guard.get_or_insert_with(State::new);
         let now = Instant::now();
-        if let Some(s) = last.as_ref() {
-            if now.duration_since(s.at) < CACHE_FOR && s.cpu_ticks_valid {
+        if let Some(s) = &state.last {
+            if s.complete && now.duration_since(s.at) < CACHE_FOR {
                 return s.stats;
             }
         }
-        let raw = read_proc();
-        let cpu_percent = match (last.as_ref(), raw.cpu_ticks) {
-            (Some(prev), Some(ticks)) if ticks >= prev.cpu_ticks => {
-                let secs = now.duration_since(prev.at).as_secs_f64();
-                let used = (ticks - prev.cpu_ticks) as f64 / clock_ticks_per_second();
-                if secs > 0.0 { used / secs * 100.0 } else { 0.0 }
+        let raw = state.read();
+        let prev = state.last.as_ref().map(|s| (s.at, s.cpu_ms));
+        let cpu_percent = match (prev, raw.cpu_ms) {
+            (_, None) => None,
+            (Some((at, Some(before))), Some(after)) => {
+                let secs = now.duration_since(at).as_secs_f64();
+                match after.checked_sub(before) {
+                    Some(used) if secs > 0.0 => Some(used as f64 / 1000.0 / secs * 100.0),
+                    _ => None,
+                }
             }
-            _ => 0.0,
+            // No previous CPU time to measure from.
+            (_, Some(_)) => Some(0.0),
         };
         let stats = SystemStats {
             cpu_percent,
-            memory_mb: raw.rss_bytes as f64 / (1024.0 * 1024.0),
-            memory_percent: if raw.total_bytes > 0 {
-                raw.rss_bytes as f64 * 100.0 / raw.total_bytes as f64
-            } else {
-                0.0
+            memory_mb: raw.rss_bytes.map(|b| b as f64 / (1024.0 * 1024.0)),
+            memory_percent: match (raw.rss_bytes, raw.total_bytes) {
+                (Some(rss), Some(total)) => Some(rss as f64 * 100.0 / total as f64),
+                _ => None,
             },
             num_threads: raw.threads,
             num_fds: raw.fds,
         };
-        *last = Some(Sample {
+        state.last = Some(Sample {
             at: now,
-            cpu_ticks: raw.cpu_ticks.unwrap_or(0),
-            cpu_ticks_valid: last.is_some(),
+            cpu_ms: raw.cpu_ms,
+            // Complete when measured over an interval, or when there is nothing to wait for.
+            complete: prev.is_some() || raw.cpu_ms.is_none(),
             stats,
         });
         stats
     }
 }
 
-#[derive(Default)]
-struct Raw {
-    cpu_ticks: Option<u64>,
-    rss_bytes: u64,
-    total_bytes: u64,
-    threads: u64,
-    fds: u64,
-}
-
-/// `sysconf(_SC_CLK_TCK)` is 100 on every Linux architecture in use.
-fn clock_ticks_per_second() -> f64 {
-    100.0
-}
-
-#[cfg(target_os = "linux")]
-fn read_proc() -> Raw {
-    let mut raw = Raw::default();
-    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
-        // Fields after the command name (which may contain spaces) start after the last ')'.
-        if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
-            let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
-            if let (Some(u), Some(s)) = (tick(11), tick(12)) {
-                raw.cpu_ticks = Some(u + s);
-            }
-            raw.threads = tick(17).unwrap_or(0);
+impl State {
+    fn new() -> Self {
+        Self {
+            sys: System::new(),
+            pid: sysinfo::get_current_pid().ok(),
+            last: None,
         }
     }
-    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
-        raw.rss_bytes = kib_field(&status, "VmRSS:") * 1024;
+
+    fn read(&mut self) -> Reading {
+        let Some(pid) = self.pid else {
+            return Reading {
+                threads: read_threads(),
+                ..Reading::default()
+            };
+        };
+        self.sys.refresh_processes_specifics(
+            ProcessesToUpdate::Some(&[pid]),
+            true,
+            ProcessRefreshKind::nothing().with_cpu().with_memory(),
+        );
+        self.sys
+            .refresh_memory_specifics(MemoryRefreshKind::nothing().with_ram());
+        let process = self.sys.process(pid);
+        Reading {
+            // Accumulated CPU time over our own wall-clock interval rather than sysinfo's
+            // `cpu_usage`, which is measured against the CPUs' own times (on Windows it reads 0
+            // unless every CPU is refreshed too): the same figure on every platform.
+            cpu_ms: process.map(|p| p.accumulated_cpu_time()),
+            // A running process always has resident pages: 0 means sysinfo could not read it.
+            rss_bytes: process.map(|p| p.memory()).filter(|&b| b > 0),
+            total_bytes: Some(self.sys.total_memory()).filter(|&b| b > 0),
+            threads: read_threads(),
+            fds: process
+                .filter(|_| COUNTS_FDS)
+                .and_then(|p| p.open_files())
+                .map(|n| n as u64),
+        }
     }
-    if let Ok(meminfo) = std::fs::read_to_string("/proc/meminfo") {
-        raw.total_bytes = kib_field(&meminfo, "MemTotal:") * 1024;
-    }
-    raw.fds = std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.count() as u64)
-        .unwrap_or(0);
-    raw
 }
 
-#[cfg(not(target_os = "linux"))]
-fn read_proc() -> Raw {
-    Raw::default()
+/// `num_threads`, field 20 of `/proc/self/stat`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn read_threads() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may contain spaces) start after the last ')':
+    // field 3 (state) is the first there, so field 20 is the 18th.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace()
+        .nth(17)?
+        .parse()
+        .ok()
+        .filter(|&n| n > 0)
 }
 
-#[cfg(target_os = "linux")]
-fn kib_field(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn read_threads() -> Option<u64> {
+    None
 }
 
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Burns about `ms` milliseconds of CPU on this thread.
+    fn spin(ms: u64) {
+        let until = Instant::now() + Duration::from_millis(ms);
+        let mut x = 0u64;
+        while Instant::now() < until {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+    }
+
     #[test]
-    fn reads_this_process() {
-        let s = SystemSampler::new().sample();
-        assert!(s.memory_mb > 1.0, "{s:?}");
-        assert!(s.memory_percent > 0.0 && s.memory_percent < 100.0);
-        assert!(s.num_threads >= 1 && s.num_fds >= 3, "{s:?}");
+    fn this_process_figures_are_plausible() {
+        let sampler = SystemSampler::new();
+        let first = sampler.sample();
+        spin(100);
+        // The first sample had no interval, so this one samples again.
+        let s = sampler.sample();
+        if sysinfo::IS_SUPPORTED_SYSTEM {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+            for stats in [first, s] {
+                let mb = stats.memory_mb.expect("memory_mb");
+                assert!(mb > 1.0 && mb.is_finite(), "{stats:?}");
+                let pct = stats.memory_percent.expect("memory_percent");
+                assert!(pct > 0.0 && pct < 100.0, "{stats:?}");
+                let cpu = stats.cpu_percent.expect("cpu_percent");
+                // Generous: CPU time is counted in ticks (10 ms on Linux).
+                assert!(
+                    cpu.is_finite() && cpu >= 0.0 && cpu <= cores * 100.0 * 2.0 + 50.0,
+                    "{stats:?}"
+                );
+            }
+            assert_eq!(
+                first.cpu_percent,
+                Some(0.0),
+                "first sample: no interval yet"
+            );
+        }
+        if cfg!(target_os = "linux") {
+            let (threads, fds) = (s.num_threads.expect("threads"), s.num_fds.expect("fds"));
+            assert!(threads >= 1 && fds >= 3, "{s:?}");
+        }
+        if cfg!(any(target_os = "macos", target_os = "windows")) {
+            assert_eq!((s.num_threads, s.num_fds), (None, None), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn a_complete_sample_is_cached_for_a_second() {
+        let sampler = SystemSampler::new();
+        sampler.sample();
+        let s = sampler.sample();
+        spin(20);
+        assert_eq!(sampler.sample(), s);
+    }
+
+    #[test]
+    fn unknown_figures_are_null_and_keys_stay() {
+        let json = serde_json::to_value(SystemStats {
+            cpu_percent: Some(1.5),
+            memory_mb: Some(20.0),
+            memory_percent: Some(0.5),
+            num_threads: None,
+            num_fds: None,
+        })
+        .expect("serializes");
+        assert_eq!(
+            json,
+            serde_json::json!({"cpu_percent": 1.5, "memory_mb": 20.0, "memory_percent": 0.5,
+                               "num_threads": null, "num_fds": null})
+        );
     }
 }

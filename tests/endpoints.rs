@@ -117,11 +117,19 @@ fn assert_shape(data: &Value) {
     );
     assert!(r["by_outcome"].is_object());
     let s = &data["current_system"];
+    // Numbers on Linux; a figure another platform cannot give is null, never a false 0.
+    let linux = cfg!(target_os = "linux");
     for f in ["cpu_percent", "memory_mb", "memory_percent"] {
-        assert!(s[f].is_number(), "current_system.{f}");
+        assert!(
+            s[f].is_number() || (!linux && s[f].is_null()),
+            "current_system.{f}"
+        );
     }
     for f in ["num_threads", "num_fds"] {
-        assert!(s[f].is_u64(), "current_system.{f}");
+        assert!(
+            s[f].is_u64() || (!linux && s[f].is_null()),
+            "current_system.{f}"
+        );
     }
     assert!(
         ["unknown", "healthy", "degraded", "critical"]

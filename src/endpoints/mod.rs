@@ -1,5 +1,6 @@
-//! The monitoring endpoints (README, Endpoints): `/metrics`, `/metrics/prometheus`, `/health`,
-//! `/errors`, `/errors/summary`. They only read the monitor and are never measured.
+//! The monitoring endpoints (README, Endpoints): `/metrics`, `/metrics/history`,
+//! `/metrics/prometheus`, `/health`, `/errors`, `/errors/summary`, `/dashboard`. They only read
+//! the monitor and are never measured.
 //!
 //! The stream layer serves them under its prefix (unless told not to, with
 //! `MonitorBuilder::serve_endpoints(false)`); [`MonitoringEndpoints`], from
@@ -23,19 +24,28 @@ use crate::errors::{ErrorLevel, ErrorQuery};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Endpoint {
     Metrics,
+    History,
     Prometheus,
     Health,
     Errors,
     ErrorSummary,
+    Dashboard,
 }
 
-const ENDPOINTS: [(&str, Endpoint); 5] = [
+const ENDPOINTS: [(&str, Endpoint); 7] = [
     ("/metrics", Endpoint::Metrics),
+    ("/metrics/history", Endpoint::History),
     ("/metrics/prometheus", Endpoint::Prometheus),
     ("/health", Endpoint::Health),
     ("/errors", Endpoint::Errors),
     ("/errors/summary", Endpoint::ErrorSummary),
+    ("/dashboard", Endpoint::Dashboard),
 ];
+
+/// The live dashboard: one self-contained page (HTML, CSS and JS; no network but its own
+/// relative requests to the endpoints above). It holds no data, so it needs no token; it asks
+/// for one when the data requests need it and sends it as a bearer header (README, Dashboard).
+const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// The path below `prefix`, when `path` is the prefix itself or under it.
 fn under_prefix<'a>(prefix: &str, path: &'a str) -> Option<&'a str> {
@@ -105,7 +115,9 @@ fn answer(monitor: &Monitor, parts: &Parts, rest: &str) -> Response<Bytes> {
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return response;
     }
-    if endpoint != Endpoint::Health {
+    // Health answers load balancers; the dashboard's page carries no data (a browser cannot send
+    // a header when it navigates: the page asks for the token and sends it itself).
+    if endpoint != Endpoint::Health && endpoint != Endpoint::Dashboard {
         if let Some(token) = &monitor.config().endpoint_token {
             if !bearer_matches(parts, token) {
                 let mut response = error(
@@ -151,6 +163,33 @@ fn answer(monitor: &Monitor, parts: &Parts, rest: &str) -> Response<Bytes> {
                 data: monitor.error_summary(),
             },
         ),
+        Endpoint::History => json_response(
+            StatusCode::OK,
+            &Success {
+                status: "success",
+                data: monitor.history(),
+            },
+        ),
+        Endpoint::Dashboard => {
+            let mut response = Response::new(Bytes::from_static(DASHBOARD.as_bytes()));
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            // The page runs its own inline script and talks to this origin only.
+            headers.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(
+                    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+                ),
+            );
+            headers.insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
+            no_store(response)
+        }
         Endpoint::Metrics => json_response(
             StatusCode::OK,
             &Success {

@@ -355,11 +355,20 @@ impl Monitor {
                 cache_creation_input_tokens: record.cache_creation_input_tokens.unwrap_or(0),
                 reasoning_output_tokens: record.reasoning_output_tokens.unwrap_or(0),
             };
-            record.cost = self.shared.config.prices.cost(model, &usage);
-            record.cost_estimated = record.cost.is_some()
+            // A call that used no token (refused before any) cost nothing, whatever its model.
+            let used_nothing = record.output_tokens == 0 && record.input_tokens.is_none();
+            record.cost = if used_nothing {
+                Some(crate::cost::Cost::ZERO)
+            } else {
+                self.shared.config.prices.cost(model, &usage)
+            };
+            record.cost_estimated = !used_nothing
+                && record.cost.is_some()
                 && (record.token_source == crate::parse::TokenSource::Counted
                     || record.input_tokens.is_none());
         }
+        // Spend is what calls used: one that used no token adds nothing.
+        let priced_as = priced_as.filter(|_| record.cost != Some(crate::cost::Cost::ZERO));
         let secs = self.window_secs();
         if record.is_unrouted() {
             // Counted apart: no labelled series, no window but its unrouted count, no health.
@@ -497,6 +506,41 @@ impl Monitor {
                     unpriced_models,
                     unpriced_requests,
                 }
+            },
+        }
+    }
+
+    /// The windows slot by slot, for charts: what `GET {prefix}/metrics/history` serves.
+    pub fn history(&self) -> crate::snapshot::MetricsHistory {
+        use crate::snapshot::{HistoryPoint, HistorySeries, MetricsHistory};
+        let h = self.shared.windows.history(self.window_secs());
+        let points = |slots: &[crate::window::SlotStats], last_start: u64, secs: u64| {
+            let n = slots.len() as u64;
+            slots
+                .iter()
+                .enumerate()
+                .map(|(i, s)| HistoryPoint {
+                    start_unix: last_start.saturating_sub((n - 1 - i as u64) * secs),
+                    streaming: s.summary(0),
+                    requests: s.requests(),
+                })
+                .collect::<Vec<_>>()
+        };
+        MetricsHistory {
+            five_minutes: HistorySeries {
+                slot_seconds: 10,
+                points: points(&h.five_minutes, h.last_starts.0, 10),
+                by_provider: None,
+            },
+            one_hour: HistorySeries {
+                slot_seconds: 60,
+                points: points(&h.one_hour, h.last_starts.1, 60),
+                by_provider: Some(
+                    h.providers
+                        .iter()
+                        .map(|(p, slots)| (p.to_string(), points(slots, h.last_starts.1, 60)))
+                        .collect(),
+                ),
             },
         }
     }

@@ -73,6 +73,18 @@ impl Shard {
     }
 }
 
+/// The windows slot by slot, oldest first: what `/metrics/history` draws.
+pub(crate) struct History {
+    /// The 30 slots of 10 s of the last 5 minutes, overall.
+    pub(crate) five_minutes: Vec<SlotStats>,
+    /// The 60 slots of 1 minute of the last hour, overall.
+    pub(crate) one_hour: Vec<SlotStats>,
+    /// The same hour per provider.
+    pub(crate) providers: BTreeMap<Arc<str>, Vec<SlotStats>>,
+    /// The start of the last slot of each window (Unix seconds): the 5-minute one, the hour one.
+    pub(crate) last_starts: (u64, u64),
+}
+
 /// Merged windows at one instant.
 pub(crate) struct Collected {
     pub(crate) five_minutes: SlotStats,
@@ -176,6 +188,38 @@ impl WindowStore {
                 pair.one_hour.merge_into(now_secs, &mut entry.1);
             }
             add_trigger_totals(&shard, now_secs, &mut out.triggers);
+        }
+        out
+    }
+
+    /// Every window slot by slot, merged over the shards.
+    pub(crate) fn history(&self, now_secs: u64) -> History {
+        let five = WindowSpan::FiveMinutes;
+        let hour = WindowSpan::OneHour;
+        let slots = |span: WindowSpan| vec![SlotStats::default(); span.slots()];
+        let mut out = History {
+            five_minutes: slots(five),
+            one_hour: slots(hour),
+            providers: BTreeMap::new(),
+            last_starts: (
+                now_secs / five.slot_secs() * five.slot_secs(),
+                now_secs / hour.slot_secs() * hour.slot_secs(),
+            ),
+        };
+        for shard in self.shards.iter() {
+            let shard = lock(shard);
+            for pair in shard.pairs() {
+                pair.five_minutes
+                    .merge_slots_into(now_secs, &mut out.five_minutes);
+                pair.one_hour.merge_slots_into(now_secs, &mut out.one_hour);
+            }
+            for (provider, pair) in &shard.providers {
+                let entry = out
+                    .providers
+                    .entry(provider.clone())
+                    .or_insert_with(|| slots(hour));
+                pair.one_hour.merge_slots_into(now_secs, entry);
+            }
         }
         out
     }

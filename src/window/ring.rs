@@ -83,6 +83,21 @@ impl Ring {
         slot.stats.add(record);
     }
 
+    /// Adds each slot still inside the window at `now_secs` into its place in `into`, one
+    /// entry per slot, oldest first (`into` has `span.slots()` entries).
+    pub(crate) fn merge_slots_into(&self, now_secs: u64, into: &mut [SlotStats]) {
+        let current = self.span.epoch(now_secs);
+        let n = into.len() as u64;
+        for slot in &self.slots {
+            if self.span.holds(slot.epoch, now_secs) {
+                let age = current - slot.epoch;
+                if let Some(place) = into.get_mut((n - 1 - age) as usize) {
+                    place.merge(&slot.stats);
+                }
+            }
+        }
+    }
+
     /// Adds the slots still inside the window at `now_secs` into `into`.
     pub(crate) fn merge_into(&self, now_secs: u64, into: &mut SlotStats) {
         for slot in &self.slots {

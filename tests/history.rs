@@ -1,0 +1,92 @@
+//! `/metrics/history`: the windows slot by slot, each request in the slot it ended in, the
+//! slots adding up to the windows of `/metrics`.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use tower_stream_monitor::window::ManualClock;
+use tower_stream_monitor::{Monitor, Outcome, StreamRecord};
+
+fn stream(provider: &str, ttft_ms: u64, outcome: Outcome) -> StreamRecord {
+    let mut r = StreamRecord::new(provider, "m", "/v1/chat", outcome);
+    r.streaming = true;
+    r.time_to_first_token = Some(Duration::from_millis(ttft_ms));
+    r.duration = Duration::from_millis(ttft_ms + 100);
+    r.output_tokens = 10;
+    r
+}
+
+#[test]
+fn each_request_lands_in_its_slot_and_the_slots_add_up() {
+    // A whole minute, so slot boundaries are where the test says.
+    let start = 1_800_000_000; // a whole minute
+    let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(start));
+    let monitor = Monitor::builder().clock(clock.clone()).build().unwrap();
+    // Ten minutes ago: two streams; two minutes ago: one failure; now: three streams.
+    monitor.ingest(stream("openai", 100, Outcome::Ok));
+    monitor.ingest(stream("anthropic", 300, Outcome::Ok));
+    clock.advance(Duration::from_secs(8 * 60));
+    monitor.ingest(stream("openai", 200, Outcome::ServerError));
+    clock.advance(Duration::from_secs(2 * 60 + 5));
+    for ttft in [50, 60, 70] {
+        monitor.ingest(stream("openai", ttft, Outcome::Ok));
+    }
+
+    let history = monitor.history();
+    let hour = &history.one_hour;
+    assert_eq!((hour.slot_seconds, hour.points.len()), (60, 60));
+    let counts: Vec<u64> = hour
+        .points
+        .iter()
+        .map(|p| p.streaming.total_streaming_requests)
+        .collect();
+    assert_eq!(counts[59], 3, "now");
+    assert_eq!(counts[57], 1, "two minutes ago");
+    assert_eq!(counts[49], 2, "ten minutes ago");
+    assert_eq!(counts.iter().sum::<u64>(), 6);
+    assert_eq!(
+        hour.points[57].streaming.by_outcome[Outcome::ServerError],
+        1
+    );
+    assert_eq!(hour.points[57].requests.total_requests, 1);
+    // Slots are a minute apart and the last one holds now.
+    let now = start + 10 * 60 + 5;
+    assert!(hour.points[59].start_unix <= now && now < hour.points[59].start_unix + 60);
+    assert_eq!(hour.points[58].start_unix + 60, hour.points[59].start_unix);
+    // Per provider, the same slots.
+    let by_provider = hour.by_provider.as_ref().unwrap();
+    assert_eq!(
+        by_provider["anthropic"][49]
+            .streaming
+            .total_streaming_requests,
+        1
+    );
+    assert_eq!(
+        by_provider["openai"][59].streaming.total_streaming_requests,
+        3
+    );
+    // The last 5 minutes: only the latest three, in the current 10 s slot.
+    let five = &history.five_minutes;
+    assert_eq!((five.slot_seconds, five.points.len()), (10, 30));
+    assert_eq!(five.points[29].streaming.total_streaming_requests, 3);
+    assert_eq!(
+        five.points
+            .iter()
+            .map(|p| p.streaming.total_streaming_requests)
+            .sum::<u64>(),
+        monitor.snapshot().streaming_5min.total_streaming_requests
+    );
+    // The slots add up to the hour window of /metrics.
+    assert_eq!(
+        counts.iter().sum::<u64>(),
+        monitor.snapshot().streaming_1hour.total_streaming_requests
+    );
+    // Quantiles per slot: the current slot's p95 is among its own requests' (50-70 ms), not
+    // the older slots' (100-300 ms).
+    let p95 = hour.points[59].streaming.first_token_p95_ms;
+    assert!((49.0..=71.0).contains(&p95), "{p95}");
+    assert!(hour.points[49].streaming.first_token_p95_ms > 99.0);
+    // Bounded whatever the traffic: 30 + 60 points, and 60 per provider (about 1 KiB each).
+    let json = serde_json::to_string(&history).unwrap();
+    let points = 30 + 60 + 60 * by_provider.len();
+    assert!(json.len() < points * 1200, "{} bytes", json.len());
+}
