@@ -518,6 +518,7 @@ async fn main() {
     println!(
         "  monitoring: {base}{prefix}/metrics  {prefix}/metrics/prometheus  {prefix}/health  {prefix}/errors  {prefix}/errors/summary"
     );
+    println!("  dashboard:  {base}{prefix}/dashboard");
     println!("  stream timeout: {:?}", monitor.stream_timeout());
     println!(
         "  try: curl -N {base}/v1/chat/completions -H 'x-sim-tokens: 20' -d '{{\"model\":\"gpt-4o-mini\",\"stream\":true,\"stream_options\":{{\"include_usage\":true}}}}'"
