@@ -90,3 +90,23 @@ fn each_request_lands_in_its_slot_and_the_slots_add_up() {
     let points = 30 + 60 + 60 * by_provider.len();
     assert!(json.len() < points * 1200, "{} bytes", json.len());
 }
+
+#[test]
+fn token_distributions_per_stream_are_in_the_windows() {
+    let monitor = Monitor::builder().build().unwrap();
+    // Output tokens 1..=200 and input tokens 1000..=1199, one stream each.
+    for i in 1..=200u64 {
+        let mut r = stream("openai", 100, Outcome::Ok);
+        r.output_tokens = i;
+        r.input_tokens = Some(999 + i);
+        monitor.ingest(r);
+    }
+    let w = monitor.snapshot().streaming_5min;
+    // Within the sketches' 1% (and one rank) of the exact quantiles.
+    let near = |got: f64, exact: f64| (got - exact).abs() <= exact * 0.02 + 1.0;
+    assert!(near(w.output_tokens_p50, 100.0), "{}", w.output_tokens_p50);
+    assert!(near(w.output_tokens_p95, 190.0), "{}", w.output_tokens_p95);
+    assert!(near(w.output_tokens_p99, 198.0), "{}", w.output_tokens_p99);
+    assert!(near(w.input_tokens_p50, 1099.0), "{}", w.input_tokens_p50);
+    assert!(near(w.input_tokens_p99, 1197.0), "{}", w.input_tokens_p99);
+}

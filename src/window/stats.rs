@@ -47,6 +47,9 @@ pub(crate) struct SlotStats {
     pub(crate) ttft_ms: DDSketch,
     pub(crate) duration_ms: DDSketch,
     pub(crate) tpot_ms: DDSketch,
+    /// Tokens per stream: output (every stream), input (streams that reported it).
+    pub(crate) output_tokens_dist: DDSketch,
+    pub(crate) input_tokens_dist: DDSketch,
 }
 
 impl Default for SlotStats {
@@ -75,6 +78,8 @@ impl Default for SlotStats {
             ttft_ms: new_sketch(),
             duration_ms: new_sketch(),
             tpot_ms: new_sketch(),
+            output_tokens_dist: new_sketch(),
+            input_tokens_dist: new_sketch(),
         }
     }
 }
@@ -120,6 +125,11 @@ impl SlotStats {
         }
         if let Some(reason) = r.finish_reason {
             self.finish_reasons.add(reason, 1);
+        }
+        // The sketches hold positive values: a stream of no token counts as the least one.
+        self.output_tokens_dist.add(r.output_tokens.max(1) as f64);
+        if let Some(input) = r.input_tokens {
+            self.input_tokens_dist.add(input.max(1) as f64);
         }
         match r.cost {
             Some(cost) => {
@@ -182,6 +192,8 @@ impl SlotStats {
         let _ = self.ttft_ms.merge(&o.ttft_ms);
         let _ = self.duration_ms.merge(&o.duration_ms);
         let _ = self.tpot_ms.merge(&o.tpot_ms);
+        let _ = self.output_tokens_dist.merge(&o.output_tokens_dist);
+        let _ = self.input_tokens_dist.merge(&o.input_tokens_dist);
     }
 
     /// The window's figures, as the `/metrics` JSON names them.
@@ -207,6 +219,12 @@ impl SlotStats {
             cache_creation_input_tokens: self.cache_creation_input_tokens,
             reasoning_output_tokens: self.reasoning_output_tokens,
             finish_reasons: self.finish_reasons,
+            output_tokens_p50: quantile(&self.output_tokens_dist, 0.50),
+            output_tokens_p95: quantile(&self.output_tokens_dist, 0.95),
+            output_tokens_p99: quantile(&self.output_tokens_dist, 0.99),
+            input_tokens_p50: quantile(&self.input_tokens_dist, 0.50),
+            input_tokens_p95: quantile(&self.input_tokens_dist, 0.95),
+            input_tokens_p99: quantile(&self.input_tokens_dist, 0.99),
             cost_usd: Cost::from_picodollars(self.cost).usd(),
             estimated_cost_usd: Cost::from_picodollars(self.estimated_cost).usd(),
             unpriced_requests: self.unpriced,
@@ -274,6 +292,18 @@ pub struct WindowStats {
     pub reasoning_output_tokens: u64,
     /// Streams by the finish reason they gave (streams that gave none are not counted).
     pub finish_reasons: FinishReasons,
+    /// Output tokens per stream: median (within 1%, as every quantile here).
+    pub output_tokens_p50: f64,
+    /// Output tokens per stream: 95th percentile.
+    pub output_tokens_p95: f64,
+    /// Output tokens per stream: 99th percentile.
+    pub output_tokens_p99: f64,
+    /// Input tokens per stream (of the streams that reported them): median.
+    pub input_tokens_p50: f64,
+    /// Input tokens per stream: 95th percentile.
+    pub input_tokens_p95: f64,
+    /// Input tokens per stream: 99th percentile.
+    pub input_tokens_p99: f64,
     /// What the streams cost, in USD, summed exactly (pico-USD) before conversion (README,
     /// Cost).
     pub cost_usd: f64,
