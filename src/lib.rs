@@ -74,6 +74,7 @@ pub mod names;
 #[cfg_attr(docsrs, doc(cfg(feature = "otlp")))]
 pub mod otlp;
 pub mod parse;
+pub mod predict;
 mod prometheus;
 mod record;
 mod shard;

@@ -36,6 +36,12 @@ pub const REASONING_OUTPUT_TOKENS_TOTAL: &str =
     "gen_ai_client_inference_usage_detailed_reasoning_output_tokens_total";
 /// Counter: finished LLM calls whose stream gave a finish reason, by `finish_reason`.
 pub const FINISH_REASONS_TOTAL: &str = "stream_monitor_finish_reasons_total";
+/// Gauge: each provider's signal against its own last hour, in robust standard deviations in
+/// the bad direction (README, Trends and anomalies); above 4 is an anomaly.
+pub const ANOMALY_SCORE: &str = "stream_monitor_anomaly_score";
+/// Label: the signal on [`ANOMALY_SCORE`] (`first_token_p95_ms`, `tokens_per_second`,
+/// `error_rate`).
+pub const SIGNAL: &str = "signal";
 /// Counter (USD): what priced LLM calls cost (README, Cost). Kept in pico-USD, exact, and
 /// written in USD; to the `metrics` facade, which has no fractional counters, it goes as a
 /// gauge that only rises.
@@ -360,6 +366,7 @@ pub const METRICS: &[Metric] = &[
     def::REASONING_OUTPUT_TOKENS_TOTAL,
     def::FINISH_REASONS_TOTAL,
     def::COST_USD_TOTAL,
+    def::ANOMALY_SCORE,
 ];
 
 /// The entries of [`METRICS`] by name, for the code that observes them.
@@ -618,6 +625,12 @@ pub(crate) mod def {
         "gen_ai.client.inference.usage.detailed.reasoning.output_tokens",
         "{token}",
     );
+    pub(crate) const ANOMALY_SCORE: Metric = gauge(
+        25,
+        super::ANOMALY_SCORE,
+        &[PROVIDER, SIGNAL],
+        "Each provider's signal against its own last hour, in robust standard deviations; above 4 is an anomaly.",
+    );
     pub(crate) const COST_USD_TOTAL: Metric = Metric::new(
         24,
         super::COST_USD_TOTAL,
@@ -836,6 +849,13 @@ pub(crate) fn observe_health(
             );
         }
         gauge(&def::HEALTH_CHECK_VALUE, &[check.name], check.value);
+    }
+    for anomaly in &report.anomalies {
+        gauge(
+            &def::ANOMALY_SCORE,
+            &[&anomaly.provider, anomaly.signal],
+            anomaly.score,
+        );
     }
     for trigger in &report.triggers {
         let name = trigger.name.as_str();

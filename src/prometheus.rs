@@ -605,6 +605,7 @@ mod tests {
             checks: Vec::new(),
             triggers: Vec::new(),
             budgets: Vec::new(),
+            anomalies: Vec::new(),
             rollback: false,
         }
     }

@@ -43,6 +43,8 @@ pub struct MetricsSnapshot {
     pub health_status: HealthStatus,
     /// Spend since the monitor started.
     pub spend: SpendSnapshot,
+    /// Trends and anomalies per provider over the last hour.
+    pub predictions: std::sync::Arc<crate::predict::Predictions>,
 }
 
 /// Spend since the monitor started (the `spend` object of `/metrics`; README, Cost).

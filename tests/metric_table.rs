@@ -11,6 +11,7 @@ use http_body_util::BodyExt;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use tower::ServiceExt;
 use tower_stream_monitor::names::{self, METRICS, Metric};
+use tower_stream_monitor::window::ManualClock;
 use tower_stream_monitor::{Monitor, Outcome, StreamLabels, StreamRecord};
 
 /// (name, kind, labels) as the README's table under "## Use" lists them, in order.
@@ -196,8 +197,16 @@ fn full_record(provider: &str) -> StreamRecord {
 }
 
 /// Records covering every metric: a full one, a second label set past `max_label_sets(1)`
-/// (a series overflow) and one that matched no route.
-fn ingest_all(monitor: &Monitor) {
+/// (a series overflow) and one that matched no route; before them, twelve minutes of the full
+/// one, so the anomaly scores have a baseline (the monitor runs on `clock`).
+fn ingest_all(monitor: &Monitor, clock: &ManualClock) {
+    for _ in 0..12 {
+        for _ in 0..5 {
+            monitor.ingest(full_record("openai"));
+        }
+        clock.advance(Duration::from_secs(60));
+    }
+    monitor.health();
     monitor.ingest(full_record("openai"));
     let mut failed = full_record("anthropic");
     failed.outcome = Outcome::Timeout;
@@ -209,7 +218,12 @@ fn ingest_all(monitor: &Monitor) {
 
 #[tokio::test]
 async fn live_scrape_exposes_exactly_the_table() {
-    let monitor = Monitor::builder().max_label_sets(1).build().unwrap();
+    let clock = ManualClock::new(std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+    let monitor = Monitor::builder()
+        .max_label_sets(1)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
     // One request through the layer, for the in-flight gauge.
     let app = Router::new()
         .route(
@@ -222,7 +236,7 @@ async fn live_scrape_exposes_exactly_the_table() {
         .await
         .unwrap();
     response.into_body().collect().await.unwrap();
-    ingest_all(&monitor);
+    ingest_all(&monitor, &clock);
     let scrape = monitor.render_prometheus();
 
     let mut types = BTreeMap::new();
@@ -277,8 +291,13 @@ fn facade_emits_with_the_table_kind_and_labels() {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     metrics::with_local_recorder(&recorder, || {
-        let monitor = Monitor::builder().max_label_sets(1).build().unwrap();
-        ingest_all(&monitor);
+        let clock = ManualClock::new(std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+        let monitor = Monitor::builder()
+            .max_label_sets(1)
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        ingest_all(&monitor, &clock);
     });
     let mut emitted: BTreeMap<&str, BTreeSet<BTreeSet<String>>> = BTreeMap::new();
     for (key, _, _, value) in snapshotter.snapshot().into_vec() {

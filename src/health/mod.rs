@@ -391,6 +391,23 @@ impl BudgetState {
     }
 }
 
+/// One provider's signal judged against its own last hour (README, Trends and anomalies).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AnomalyState {
+    /// The provider.
+    pub provider: String,
+    /// `first_token_p95_ms`, `tokens_per_second` or `error_rate`.
+    pub signal: &'static str,
+    /// The last complete minute's value.
+    pub value: f64,
+    /// The baseline's median (the minutes before, in the last hour).
+    pub baseline_median: f64,
+    /// Robust standard deviations in the bad direction.
+    pub score: f64,
+    /// Whether it is an anomaly (score above 4): health is then at least degraded.
+    pub anomalous: bool,
+}
+
 /// The body of `GET {prefix}/health`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HealthReport {
@@ -402,6 +419,8 @@ pub struct HealthReport {
     pub triggers: Vec<TriggerState>,
     /// The spend budgets (README, Cost).
     pub budgets: Vec<BudgetState>,
+    /// Each provider's signals against their baselines; an anomaly degrades health.
+    pub anomalies: Vec<AnomalyState>,
     /// Whether a rollback trigger fired (or a budget made one was passed).
     pub rollback: bool,
 }
@@ -417,6 +436,8 @@ pub struct Alert {
     pub fired: Vec<String>,
     /// Names of the budgets passed now.
     pub budgets_exceeded: Vec<String>,
+    /// The anomalies now, as `provider:signal`.
+    pub anomalies: Vec<String>,
     /// The report that showed the change.
     pub report: HealthReport,
 }
@@ -441,6 +462,7 @@ pub(crate) fn evaluate(
     five: &SlotStats,
     trigger_totals: &[(u64, u64)],
     budgets: Vec<BudgetState>,
+    anomalies: Vec<AnomalyState>,
 ) -> HealthReport {
     let summary = five.summary(0);
     let enough = five.streaming_judged >= min_samples;
@@ -505,6 +527,9 @@ pub(crate) fn evaluate(
         .unwrap_or(HealthStatus::Unknown);
     let status = if rollback {
         HealthStatus::Critical
+    } else if anomalies.iter().any(|a| a.anomalous) {
+        // An anomaly is a warning, never a rollback: a provider off its own usual.
+        worst_check.max(HealthStatus::Degraded)
     } else {
         worst_check
     };
@@ -513,20 +538,23 @@ pub(crate) fn evaluate(
         checks,
         triggers,
         budgets,
+        anomalies,
         rollback,
     }
 }
 
+/// The state alerts compare with: status, fired triggers, passed budgets, anomalies.
+type LastState = (HealthStatus, Vec<String>, Vec<String>, Vec<String>);
+
 /// Remembers the last health state, to alert on changes only.
 pub(crate) struct HealthTracker {
-    /// Status, fired triggers, passed budgets.
-    last: Mutex<(HealthStatus, Vec<String>, Vec<String>)>,
+    last: Mutex<LastState>,
 }
 
 impl HealthTracker {
     pub(crate) fn new() -> Self {
         Self {
-            last: Mutex::new((HealthStatus::Unknown, Vec::new(), Vec::new())),
+            last: Mutex::new((HealthStatus::Unknown, Vec::new(), Vec::new(), Vec::new())),
         }
     }
 
@@ -544,13 +572,40 @@ impl HealthTracker {
             .filter(|b| b.exceeded)
             .map(|b| b.name.clone())
             .collect();
+        let anomalies: Vec<String> = report
+            .anomalies
+            .iter()
+            .filter(|a| a.anomalous)
+            .map(|a| format!("{}:{}", a.provider, a.signal))
+            .collect();
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if last.0 == report.status && last.1 == fired && last.2 == exceeded {
+        if last.0 == report.status && last.1 == fired && last.2 == exceeded && last.3 == anomalies {
             return None;
         }
-        let (previous, was_fired, was_exceeded) =
-            std::mem::replace(&mut *last, (report.status, fired.clone(), exceeded.clone()));
+        let (previous, was_fired, was_exceeded, was_anomalous) = std::mem::replace(
+            &mut *last,
+            (
+                report.status,
+                fired.clone(),
+                exceeded.clone(),
+                anomalies.clone(),
+            ),
+        );
         drop(last);
+        for anomaly in report.anomalies.iter().filter(|a| a.anomalous) {
+            let name = format!("{}:{}", anomaly.provider, anomaly.signal);
+            if !was_anomalous.contains(&name) {
+                tracing::warn!(
+                    target: crate::HEALTH_TARGET,
+                    provider = %anomaly.provider,
+                    signal = anomaly.signal,
+                    value = anomaly.value,
+                    baseline = anomaly.baseline_median,
+                    score = anomaly.score,
+                    "anomaly"
+                );
+            }
+        }
         for budget in &report.budgets {
             match (budget.exceeded, was_exceeded.contains(&budget.name)) {
                 (true, false) => tracing::warn!(
@@ -575,10 +630,11 @@ impl HealthTracker {
             status: report.status,
             fired,
             budgets_exceeded: exceeded,
+            anomalies,
             report: report.clone(),
         };
         if previous == alert.status && was_fired == alert.fired {
-            // Only a budget changed: its own event above says so.
+            // Only a budget or an anomaly changed: its own event above says so.
             return Some(alert);
         }
         let fired_list = alert.fired.join(",");

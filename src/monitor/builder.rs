@@ -768,6 +768,7 @@ impl MonitorBuilder {
                 unrouted: AtomicU64::new(0),
                 spend: crate::spend::Spend::new(top_users),
                 budgets: crate::spend::BudgetMeter::new(budgets),
+                predictions: std::sync::Mutex::new((u64::MAX, Arc::default())),
                 id_base,
                 unknown: Arc::from("unknown"),
                 unmatched: Arc::from(crate::labels::UNMATCHED),

@@ -45,6 +45,9 @@ pub(crate) struct Shared {
     unrouted: AtomicU64,
     spend: crate::spend::Spend,
     budgets: crate::spend::BudgetMeter,
+    /// Trends and anomalies per provider, worked out at most once a minute (their data is
+    /// per minute): the minute they are for, and them.
+    predictions: std::sync::Mutex<(u64, Arc<crate::predict::Predictions>)>,
     id_base: u64,
     unknown: Arc<str>,
     unmatched: Arc<str>,
@@ -433,6 +436,7 @@ impl Monitor {
             &five,
             &triggers,
             self.shared.budgets.judge(self.window_secs()),
+            self.anomaly_states(),
         );
         self.observe_health(&report);
         report
@@ -462,6 +466,7 @@ impl Monitor {
             &collected.five_minutes,
             &collected.triggers,
             self.shared.budgets.judge(self.window_secs()),
+            self.anomaly_states(),
         );
         self.observe_health(&health);
         let by_provider = self.shared.in_flight.by_label(InFlightBy::Provider);
@@ -497,6 +502,7 @@ impl Monitor {
             requests_5min: collected.five_minutes.requests(),
             current_system: self.shared.system.sample(),
             health_status: health.status,
+            predictions: self.predictions(),
             spend: {
                 let (unpriced_models, unpriced_requests) = self.shared.spend.unpriced();
                 crate::snapshot::SpendSnapshot {
@@ -508,6 +514,44 @@ impl Monitor {
                 }
             },
         }
+    }
+
+    /// Trends and anomalies per provider over the last hour (README, Trends and anomalies):
+    /// the `predictions` of `/metrics`. Worked out at most once a minute.
+    pub fn predictions(&self) -> Arc<crate::predict::Predictions> {
+        let secs = self.window_secs();
+        let minute = secs / 60;
+        let mut cached = self
+            .shared
+            .predictions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if cached.0 != minute {
+            let history = self.shared.windows.history(secs);
+            let by_provider = history
+                .providers
+                .iter()
+                .map(|(p, minutes)| (p.to_string(), crate::predict::predict(minutes)))
+                .collect();
+            *cached = (minute, Arc::new(by_provider));
+        }
+        cached.1.clone()
+    }
+
+    fn anomaly_states(&self) -> Vec<crate::health::AnomalyState> {
+        self.predictions()
+            .iter()
+            .flat_map(|(provider, p)| {
+                p.anomalies.iter().map(|a| crate::health::AnomalyState {
+                    provider: provider.clone(),
+                    signal: a.signal,
+                    value: a.value,
+                    baseline_median: a.baseline_median,
+                    score: a.score,
+                    anomalous: a.anomalous,
+                })
+            })
+            .collect()
     }
 
     /// The windows slot by slot, for charts: what `GET {prefix}/metrics/history` serves.

@@ -1,0 +1,273 @@
+//! Trends and anomalies over the last hour, per provider, from the minute slots the windows
+//! already keep (README, Trends and anomalies).
+//!
+//! Each signal (first-token p95, mean tokens/s, error rate) is read per minute. A **trend** is
+//! the least-squares slope of the minutes that have data, with its standard error and r². An
+//! **anomaly** compares the last complete minute with a baseline learnt from the minutes before
+//! it: their median and median absolute deviation (MAD). Median and MAD rather than mean and
+//! variance (or an EWMA) because the baseline must not be dragged by the very outliers it is
+//! meant to catch, nor by a handful of slow minutes: one bad minute moves a mean and a variance
+//! a lot, a median not at all. A flat baseline (an error rate of 0) has no spread, so each
+//! signal has a floor on it: a small change is never an anomaly. Baselines are per provider, so
+//! a provider that is always slow is not anomalous.
+
+use serde::Serialize;
+
+use crate::window::SlotStats;
+
+/// Streams a minute needs before its value counts.
+pub(crate) const MIN_STREAMS_PER_MINUTE: u64 = 5;
+/// Minutes with data the baseline needs before an anomaly may be judged.
+pub(crate) const MIN_BASELINE_MINUTES: usize = 10;
+/// How many robust standard deviations (1.4826 × MAD) from the median is an anomaly.
+pub(crate) const ANOMALY_SCORE: f64 = 4.0;
+
+/// The least-squares line through a signal's minutes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Trend {
+    /// Change per minute, in the signal's unit.
+    pub slope_per_minute: f64,
+    /// Standard error of the slope: the slope is within about two of these of the truth.
+    pub slope_stderr: f64,
+    /// How much of the variation the line explains (0-1).
+    pub r2: f64,
+    /// Minutes with data.
+    pub minutes: usize,
+}
+
+/// A signal's last complete minute against its baseline.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Anomaly {
+    /// `first_token_p95_ms`, `tokens_per_second` or `error_rate`.
+    pub signal: &'static str,
+    /// The last complete minute's value.
+    pub value: f64,
+    /// The baseline's median.
+    pub baseline_median: f64,
+    /// The spread used: 1.4826 × MAD, or the signal's floor when larger.
+    pub baseline_spread: f64,
+    /// Robust standard deviations in the bad direction (negative: better than usual).
+    pub score: f64,
+    /// Whether the score passed the threshold (4).
+    pub anomalous: bool,
+    /// Baseline minutes with data.
+    pub baseline_minutes: usize,
+}
+
+/// Trends and anomalies by provider ([`Monitor::predictions`](crate::Monitor::predictions)).
+pub type Predictions = std::collections::BTreeMap<String, ProviderPrediction>;
+
+/// One provider's trends and anomalies.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProviderPrediction {
+    /// Trend of the first-token p95 (ms per minute), when 3 minutes or more have data.
+    pub first_token_p95_trend: Option<Trend>,
+    /// Trend of the error rate (percentage points per minute).
+    pub error_rate_trend: Option<Trend>,
+    /// The signals judged (those with enough data).
+    pub anomalies: Vec<Anomaly>,
+}
+
+/// A signal: its name, whether higher is worse, the floor on its spread, and its value for a
+/// minute (`None` when the minute has too few streams).
+struct Signal {
+    name: &'static str,
+    higher_is_worse: bool,
+    floor: fn(median: f64) -> f64,
+    value: fn(&SlotStats) -> Option<f64>,
+}
+
+fn enough(s: &SlotStats) -> bool {
+    s.streaming >= MIN_STREAMS_PER_MINUTE
+}
+
+const SIGNALS: [Signal; 3] = [
+    Signal {
+        name: "first_token_p95_ms",
+        higher_is_worse: true,
+        // 10% of the usual, at least 20 ms: jitter is not an anomaly.
+        floor: |median| (median * 0.10).max(20.0),
+        value: |s| enough(s).then(|| s.summary(0).first_token_p95_ms),
+    },
+    Signal {
+        name: "tokens_per_second",
+        higher_is_worse: false,
+        floor: |median| (median * 0.10).max(1.0),
+        value: |s| (enough(s) && s.tps_count > 0).then(|| s.summary(0).avg_tokens_per_second),
+    },
+    Signal {
+        name: "error_rate",
+        higher_is_worse: true,
+        // An error rate of 0 has no spread: 2 percentage points is the least that counts.
+        floor: |_| 2.0,
+        value: |s| enough(s).then(|| s.summary(0).streaming_error_rate),
+    },
+];
+
+/// Trends and anomalies of a provider's minutes (oldest first; the last is the current,
+/// incomplete minute and is left out).
+pub(crate) fn predict(minutes: &[SlotStats]) -> ProviderPrediction {
+    let complete = &minutes[..minutes.len().saturating_sub(1)];
+    let series = |signal: &Signal| -> Vec<Option<f64>> {
+        complete.iter().map(|s| (signal.value)(s)).collect()
+    };
+    let ttft = series(&SIGNALS[0]);
+    let errors = series(&SIGNALS[2]);
+    let anomalies = SIGNALS
+        .iter()
+        .filter_map(|signal| anomaly(signal, &series(signal)))
+        .collect();
+    ProviderPrediction {
+        first_token_p95_trend: trend(&ttft),
+        error_rate_trend: trend(&errors),
+        anomalies,
+    }
+}
+
+/// The least-squares line through the points that have a value (x in minutes).
+pub(crate) fn trend(values: &[Option<f64>]) -> Option<Trend> {
+    let points: Vec<(f64, f64)> = values
+        .iter()
+        .enumerate()
+        .filter_map(|(x, y)| y.map(|y| (x as f64, y)))
+        .collect();
+    let n = points.len();
+    if n < 3 {
+        return None;
+    }
+    let nf = n as f64;
+    let mean_x = points.iter().map(|p| p.0).sum::<f64>() / nf;
+    let mean_y = points.iter().map(|p| p.1).sum::<f64>() / nf;
+    let sxx: f64 = points.iter().map(|p| (p.0 - mean_x).powi(2)).sum();
+    let sxy: f64 = points.iter().map(|p| (p.0 - mean_x) * (p.1 - mean_y)).sum();
+    let syy: f64 = points.iter().map(|p| (p.1 - mean_y).powi(2)).sum();
+    if sxx == 0.0 {
+        return None;
+    }
+    let slope = sxy / sxx;
+    let residual: f64 = points
+        .iter()
+        .map(|p| (p.1 - (mean_y + slope * (p.0 - mean_x))).powi(2))
+        .sum();
+    let stderr = (residual / (nf - 2.0) / sxx).sqrt();
+    let r2 = if syy > 0.0 { 1.0 - residual / syy } else { 1.0 };
+    Some(Trend {
+        slope_per_minute: finite(slope),
+        slope_stderr: finite(stderr),
+        r2: finite(r2).clamp(0.0, 1.0),
+        minutes: n,
+    })
+}
+
+fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
+/// The last minute with a value against the minutes before it.
+fn anomaly(signal: &Signal, values: &[Option<f64>]) -> Option<Anomaly> {
+    let (last, before) = values.split_last()?;
+    let value = (*last)?;
+    let mut baseline: Vec<f64> = before.iter().flatten().copied().collect();
+    if baseline.len() < MIN_BASELINE_MINUTES {
+        return None;
+    }
+    baseline.sort_by(f64::total_cmp);
+    let med = median(&baseline);
+    let mut deviations: Vec<f64> = baseline.iter().map(|v| (v - med).abs()).collect();
+    deviations.sort_by(f64::total_cmp);
+    let spread = (1.4826 * median(&deviations)).max((signal.floor)(med));
+    let direction = if signal.higher_is_worse { 1.0 } else { -1.0 };
+    let score = finite(direction * (value - med) / spread);
+    Some(Anomaly {
+        signal: signal.name,
+        value,
+        baseline_median: med,
+        baseline_spread: spread,
+        score,
+        anomalous: score > ANOMALY_SCORE,
+        baseline_minutes: baseline.len(),
+    })
+}
+
+fn finite(v: f64) -> f64 {
+    if v.is_finite() { v } else { 0.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_has_its_slope_and_r2() {
+        let values: Vec<Option<f64>> = (0..30).map(|x| Some(100.0 + 5.0 * x as f64)).collect();
+        let t = trend(&values).unwrap();
+        assert!((t.slope_per_minute - 5.0).abs() < 1e-9);
+        assert!(t.slope_stderr < 1e-9);
+        assert!((t.r2 - 1.0).abs() < 1e-9);
+        // Gaps are skipped, not read as zeros.
+        let mut gappy = values.clone();
+        gappy[3] = None;
+        gappy[10] = None;
+        assert!((trend(&gappy).unwrap().slope_per_minute - 5.0).abs() < 1e-9);
+        assert_eq!(trend(&[Some(1.0), None, Some(2.0)]), None);
+    }
+
+    #[test]
+    fn noise_has_a_flat_slope_with_an_honest_error() {
+        let values: Vec<Option<f64>> = (0..60)
+            .map(|x| Some(if x % 2 == 0 { 300.0 } else { 320.0 }))
+            .collect();
+        let t = trend(&values).unwrap();
+        assert!(
+            t.slope_per_minute.abs() < 2.0 * t.slope_stderr + 1e-9,
+            "{t:?}"
+        );
+        assert!(t.r2 < 0.1);
+    }
+
+    fn minutes(values: &[f64], last: f64) -> Vec<Option<f64>> {
+        values
+            .iter()
+            .copied()
+            .map(Some)
+            .chain([Some(last)])
+            .collect()
+    }
+
+    #[test]
+    fn a_doubled_first_token_is_an_anomaly_and_jitter_is_not() {
+        let baseline: Vec<f64> = (0..30).map(|i| 300.0 + (i % 5) as f64 * 4.0).collect();
+        let ttft = &SIGNALS[0];
+        let a = anomaly(ttft, &minutes(&baseline, 600.0)).unwrap();
+        assert!(a.anomalous && a.score > 4.0, "{a:?}");
+        let a = anomaly(ttft, &minutes(&baseline, 320.0)).unwrap();
+        assert!(!a.anomalous, "{a:?}");
+        // Faster than usual is not an anomaly.
+        assert!(!anomaly(ttft, &minutes(&baseline, 100.0)).unwrap().anomalous);
+    }
+
+    #[test]
+    fn an_error_rate_of_zero_has_a_floor() {
+        let zeros = vec![0.0; 30];
+        let errors = &SIGNALS[2];
+        assert!(!anomaly(errors, &minutes(&zeros, 1.5)).unwrap().anomalous);
+        assert!(anomaly(errors, &minutes(&zeros, 20.0)).unwrap().anomalous);
+        // Tokens/s: lower is worse.
+        let tps = &SIGNALS[1];
+        let steady = vec![60.0; 30];
+        assert!(anomaly(tps, &minutes(&steady, 20.0)).unwrap().anomalous);
+        assert!(!anomaly(tps, &minutes(&steady, 90.0)).unwrap().anomalous);
+    }
+
+    #[test]
+    fn a_short_baseline_judges_nothing() {
+        let ttft = &SIGNALS[0];
+        assert!(anomaly(ttft, &minutes(&[300.0; 5], 900.0)).is_none());
+        assert!(anomaly(ttft, &[Some(300.0), None]).is_none());
+    }
+}

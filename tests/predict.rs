@@ -1,0 +1,124 @@
+//! Trends and anomalies per provider: a provider whose first token quietly doubles is an
+//! anomaly (one alert, health degraded, a gauge); one that is always slow is not; a rising first
+//! token has its slope.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use tower_stream_monitor::health::{Alert, HealthStatus};
+use tower_stream_monitor::window::ManualClock;
+use tower_stream_monitor::{Monitor, Outcome, StreamRecord};
+
+fn stream(provider: &str, ttft_ms: u64) -> StreamRecord {
+    let mut r = StreamRecord::new(provider, "m", "/v1/chat", Outcome::Ok);
+    r.streaming = true;
+    r.time_to_first_token = Some(Duration::from_millis(ttft_ms));
+    r.duration = Duration::from_millis(ttft_ms + 500);
+    r.output_tokens = 50;
+    r.tokens_per_second = Some(100.0);
+    r
+}
+
+#[test]
+fn a_doubled_first_token_is_an_anomaly_and_an_always_slow_provider_is_not() {
+    let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+    let alerts: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
+    let seen = alerts.clone();
+    let monitor = Monitor::builder()
+        .clock(clock.clone())
+        .on_alert(move |a: &Alert| seen.lock().unwrap().push(a.anomalies.clone()))
+        .build()
+        .unwrap();
+    // Thirty minutes: openai steady near 300 ms, gemini always near 2,000 ms.
+    for minute in 0..30u64 {
+        for i in 0..10u64 {
+            monitor.ingest(stream("openai", 290 + (minute + i) % 20));
+            monitor.ingest(stream("gcp.gemini", 1_990 + (minute * i) % 20));
+        }
+        clock.advance(Duration::from_secs(60));
+        monitor.health();
+    }
+    let anomalous = |m: &Monitor| -> Vec<String> {
+        m.health()
+            .anomalies
+            .iter()
+            .filter(|a| a.anomalous)
+            .map(|a| format!("{}:{}", a.provider, a.signal))
+            .collect()
+    };
+    assert!(anomalous(&monitor).is_empty(), "a steady hour has none");
+    let judged = monitor.health().anomalies;
+    assert!(
+        judged
+            .iter()
+            .any(|a| a.provider == "gcp.gemini" && a.signal == "first_token_p95_ms")
+    );
+
+    // Then a minute where openai's first token doubles, quietly (600 ms is under every
+    // fixed threshold), while gemini stays as slow as ever.
+    for _ in 0..10 {
+        monitor.ingest(stream("openai", 600));
+        monitor.ingest(stream("gcp.gemini", 2_000));
+    }
+    clock.advance(Duration::from_secs(60));
+    assert_eq!(anomalous(&monitor), ["openai:first_token_p95_ms"]);
+    let report = monitor.health();
+    assert_eq!(report.status.max(HealthStatus::Degraded), report.status);
+    assert!(
+        !report.rollback,
+        "an anomaly is a warning, never a rollback"
+    );
+    let scrape = monitor.render_prometheus();
+    let score: f64 = scrape
+        .lines()
+        .find(|l| {
+            l.starts_with("stream_monitor_anomaly_score{")
+                && l.contains("openai")
+                && l.contains("first_token_p95_ms")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .expect("the anomaly score gauge");
+    assert!(score > 4.0, "{score}");
+    // One alert for it, not one per judgement.
+    monitor.health();
+    monitor.snapshot();
+    let raised: Vec<Vec<String>> = alerts
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|a| !a.is_empty())
+        .cloned()
+        .collect();
+    assert_eq!(raised, vec![vec!["openai:first_token_p95_ms".to_owned()]]);
+    // The JSON has it too.
+    let predictions = monitor.snapshot().predictions;
+    assert!(
+        predictions["openai"]
+            .anomalies
+            .iter()
+            .any(|a| a.signal == "first_token_p95_ms" && a.anomalous)
+    );
+}
+
+#[test]
+fn a_rising_first_token_has_its_slope() {
+    let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+    let monitor = Monitor::builder().clock(clock.clone()).build().unwrap();
+    // 40 minutes, the first token 10 ms slower each minute.
+    for minute in 0..40u64 {
+        for _ in 0..10 {
+            monitor.ingest(stream("openai", 300 + 10 * minute));
+        }
+        clock.advance(Duration::from_secs(60));
+    }
+    let predictions = monitor.predictions();
+    let trend = predictions["openai"]
+        .first_token_p95_trend
+        .expect("a trend over 40 minutes");
+    // Within the sketches' 1% on each minute's p95.
+    assert!((trend.slope_per_minute - 10.0).abs() < 0.5, "{trend:?}");
+    assert!(trend.r2 > 0.95, "{trend:?}");
+    assert!(trend.minutes >= 39);
+    let errors = predictions["openai"].error_rate_trend.unwrap();
+    assert!(errors.slope_per_minute.abs() < 1e-9);
+}
