@@ -343,6 +343,55 @@ pub async fn verify(base: &str, prefix: &str, token: Option<String>) -> Vec<Chec
         }
     }
 
+    // /metrics/history and /dashboard
+    match client.get_json(&format!("{prefix}/metrics/history")).await {
+        Ok((status, body)) => {
+            let d = &body["data"];
+            let points = |w: &Value, n: usize| {
+                w["points"].as_array().is_some_and(|p| {
+                    p.len() == n
+                        && p.windows(2)
+                            .all(|w| w[0]["start_unix"].as_u64() < w[1]["start_unix"].as_u64())
+                        && p.iter().all(|p| p["total_streaming_requests"].is_u64())
+                })
+            };
+            c.check(
+                "metrics/history: 30 points of 10 s and 60 of 1 min, oldest first",
+                status == 200
+                    && d["five_minutes"]["slot_seconds"] == 10
+                    && points(&d["five_minutes"], 30)
+                    && d["one_hour"]["slot_seconds"] == 60
+                    && points(&d["one_hour"], 60)
+                    && d["one_hour"]["by_provider"].is_object(),
+                format!("HTTP {status}"),
+            );
+        }
+        Err(e) => {
+            c.check("metrics/history: reachable and JSON", false, e);
+        }
+    }
+    match client
+        .send(reqwest::Method::GET, &format!("{prefix}/dashboard"))
+        .await
+    {
+        Ok((status, content_type, body)) => {
+            c.check(
+                "dashboard: an HTML page that fetches relative URLs only",
+                status == 200
+                    && content_type.starts_with("text/html")
+                    && body.contains("metrics/history")
+                    // No absolute URL but the SVG namespace name: it loads nothing elsewhere.
+                    && !body
+                        .replace("http://www.w3.org/2000/svg", "")
+                        .contains("://"),
+                format!("HTTP {status}, {content_type}"),
+            );
+        }
+        Err(e) => {
+            c.check("dashboard: reachable", false, e);
+        }
+    }
+
     // /errors and /errors/summary
     match client.get_json(&format!("{prefix}/errors?limit=10")).await {
         Ok((status, body)) => {
