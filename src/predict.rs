@@ -66,6 +66,10 @@ pub struct ProviderPrediction {
     pub error_rate_trend: Option<Trend>,
     /// The signals judged (those with enough data).
     pub anomalies: Vec<Anomaly>,
+    /// Capacity: the lowest time-averaged in-flight count of the minutes (with enough streams)
+    /// whose first-token p95 was past the baseline's warning, in the last hour; `None` if none
+    /// was. The level above which the provider slowed: what planning replicas needs.
+    pub in_flight_at_first_token_warning: Option<f64>,
 }
 
 /// A signal: its name, whether higher is worse, the floor on its spread, and its value for a
@@ -106,7 +110,7 @@ const SIGNALS: [Signal; 3] = [
 
 /// Trends and anomalies of a provider's minutes (oldest first; the last is the current,
 /// incomplete minute and is left out).
-pub(crate) fn predict(minutes: &[SlotStats]) -> ProviderPrediction {
+pub(crate) fn predict(minutes: &[SlotStats], first_token_warning_ms: f64) -> ProviderPrediction {
     let complete = &minutes[..minutes.len().saturating_sub(1)];
     let series = |signal: &Signal| -> Vec<Option<f64>> {
         complete.iter().map(|s| (signal.value)(s)).collect()
@@ -117,10 +121,17 @@ pub(crate) fn predict(minutes: &[SlotStats]) -> ProviderPrediction {
         .iter()
         .filter_map(|signal| anomaly(signal, &series(signal)))
         .collect();
+    let in_flight_at_first_token_warning = complete
+        .iter()
+        .zip(&ttft)
+        .filter(|(_, p95)| p95.is_some_and(|p95| p95 > first_token_warning_ms))
+        .map(|(minute, _)| minute.busy_secs / 60.0)
+        .min_by(f64::total_cmp);
     ProviderPrediction {
         first_token_p95_trend: trend(&ttft),
         error_rate_trend: trend(&errors),
         anomalies,
+        in_flight_at_first_token_warning,
     }
 }
 

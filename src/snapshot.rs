@@ -64,9 +64,9 @@ pub struct SpendSnapshot {
 }
 
 /// One slot of `GET {prefix}/metrics/history`: the window figures of the streams that ended in
-/// it (flattened: `first_token_p95_ms`, `by_outcome`, `cost_usd`, ...) and all requests
-/// (`requests`). `in_flight` is not kept over time: it is 0 here (`/metrics` has the current
-/// figure).
+/// it (flattened: `first_token_p95_ms`, `by_outcome`, `cost_usd`, ...), all requests
+/// (`requests`), and capacity: `avg_in_flight` and `arrival_rate_per_second`. The flattened
+/// `in_flight` (an instant's count) is 0 here; `avg_in_flight` is the slot's.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HistoryPoint {
     /// The slot's start, Unix seconds.
@@ -76,6 +76,12 @@ pub struct HistoryPoint {
     pub streaming: WindowStats,
     /// All requests of the slot.
     pub requests: RequestStats,
+    /// Time-averaged requests in flight over the slot: each finished request's time spread
+    /// over the slots it overlapped (requests still running add theirs when they end). By
+    /// Little's law it equals `arrival_rate_per_second` × the mean duration in steady state.
+    pub avg_in_flight: f64,
+    /// Requests that ended in the slot, per second.
+    pub arrival_rate_per_second: f64,
 }
 
 /// A window slot by slot, oldest first.

@@ -122,3 +122,31 @@ fn a_rising_first_token_has_its_slope() {
     let errors = predictions["openai"].error_rate_trend.unwrap();
     assert!(errors.slope_per_minute.abs() < 1e-9);
 }
+
+#[test]
+fn capacity_is_the_in_flight_level_where_the_first_token_passed_its_warning() {
+    let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+    let monitor = Monitor::builder().clock(clock.clone()).build().unwrap();
+    // Ten minutes at about 1 in flight (a 6 s stream ending every 6 s) with a 300 ms first
+    // token, then ten at about 10 in flight (60 s streams) with 2.5 s, past the 2 s warning.
+    for (ttft, duration) in [(300, 6), (2_500, 60)] {
+        for _ in 0..100 {
+            clock.advance(Duration::from_secs(6));
+            let mut r = stream("openai", ttft);
+            r.duration = Duration::from_secs(duration);
+            monitor.ingest(r);
+        }
+    }
+    clock.advance(Duration::from_secs(60));
+    let level = monitor.predictions()["openai"]
+        .in_flight_at_first_token_warning
+        .expect("the first token passed its warning");
+    // Between the two regimes: above the calm one, at most the busy one.
+    assert!(level > 1.5 && level <= 10.05, "{level}");
+    let calm = Monitor::builder().build().unwrap();
+    calm.ingest(stream("openai", 300));
+    assert_eq!(
+        calm.predictions()["openai"].in_flight_at_first_token_warning,
+        None
+    );
+}

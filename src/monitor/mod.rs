@@ -531,7 +531,10 @@ impl Monitor {
             let by_provider = history
                 .providers
                 .iter()
-                .map(|(p, minutes)| (p.to_string(), crate::predict::predict(minutes)))
+                .map(|(p, minutes)| {
+                    let warning = self.shared.config.baselines.streaming_first_token.warning;
+                    (p.to_string(), crate::predict::predict(minutes, warning))
+                })
                 .collect();
             *cached = (minute, Arc::new(by_provider));
         }
@@ -567,6 +570,8 @@ impl Monitor {
                     start_unix: last_start.saturating_sub((n - 1 - i as u64) * secs),
                     streaming: s.summary(0),
                     requests: s.requests(),
+                    avg_in_flight: s.busy_secs / secs as f64,
+                    arrival_rate_per_second: (s.requests + s.unrouted) as f64 / secs as f64,
                 })
                 .collect::<Vec<_>>()
         };

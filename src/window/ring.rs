@@ -75,12 +75,38 @@ impl Ring {
 
     pub(crate) fn add(&mut self, now_secs: u64, record: &StreamRecord) {
         let epoch = self.span.epoch(now_secs);
+        self.slot(epoch).stats.add(record);
+        self.add_busy(now_secs, record.duration.as_secs_f64());
+    }
+
+    /// The slot of `epoch`, cleared first if it held an older one.
+    fn slot(&mut self, epoch: u64) -> &mut Slot {
         let slot = &mut self.slots[self.span.index(epoch)];
         if slot.epoch != epoch {
             slot.stats.clear();
             slot.epoch = epoch;
         }
-        slot.stats.add(record);
+        slot
+    }
+
+    /// Spreads a request's time in flight, which ended at `end_secs` after `duration` seconds,
+    /// over the slots it overlapped (those still in the window): their time-averaged in-flight
+    /// count (Little's law: arrivals per second × mean duration).
+    fn add_busy(&mut self, end_secs: u64, duration: f64) {
+        let slot_secs = self.span.slot_secs();
+        // Whole seconds of the clock: the request ends at the end of its second.
+        let end = (end_secs + 1) as f64;
+        let start = (end - duration).max(0.0);
+        let last = self.span.epoch(end_secs);
+        let oldest = last.saturating_sub(self.span.slots() as u64 - 1);
+        let first = ((start / slot_secs as f64) as u64).max(oldest);
+        for epoch in first..=last {
+            let (from, to) = ((epoch * slot_secs) as f64, ((epoch + 1) * slot_secs) as f64);
+            let overlap = end.min(to) - start.max(from);
+            if overlap > 0.0 {
+                self.slot(epoch).stats.busy_secs += overlap;
+            }
+        }
     }
 
     /// Adds each slot still inside the window at `now_secs` into its place in `into`, one

@@ -23,6 +23,9 @@ pub(crate) struct SlotStats {
     pub(crate) by_outcome: OutcomeMap<u64>,
     /// Requests that matched no route: counted, nothing else.
     pub(crate) unrouted: u64,
+    /// Seconds requests spent in flight within the slot (each request's time spread over the
+    /// slots it overlapped): divided by the slot's length, the time-averaged in-flight count.
+    pub(crate) busy_secs: f64,
     pub(crate) streaming: u64,
     /// Streaming requests whose outcome the client did not cause alone: the population health
     /// judges (error rate and its sample count).
@@ -58,6 +61,7 @@ impl Default for SlotStats {
             requests: 0,
             by_outcome: OutcomeMap::default(),
             unrouted: 0,
+            busy_secs: 0.0,
             streaming: 0,
             streaming_judged: 0,
             streaming_by_outcome: OutcomeMap::default(),
@@ -162,6 +166,7 @@ impl SlotStats {
     pub(crate) fn merge(&mut self, o: &SlotStats) {
         self.requests += o.requests;
         self.unrouted += o.unrouted;
+        self.busy_secs += o.busy_secs;
         self.streaming += o.streaming;
         self.streaming_judged += o.streaming_judged;
         for outcome in Outcome::ALL {
