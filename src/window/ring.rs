@@ -75,8 +75,17 @@ impl Ring {
 
     pub(crate) fn add(&mut self, now_secs: u64, record: &StreamRecord) {
         let epoch = self.span.epoch(now_secs);
-        self.slot(epoch).stats.add(record);
-        self.add_busy(now_secs, record.duration.as_secs_f64());
+        let duration = record.duration.as_secs_f64();
+        // Whole seconds of the clock: the request ends at the end of its second.
+        let since_slot_start = (now_secs + 1 - epoch * self.span.slot_secs()) as f64;
+        let slot = self.slot(epoch);
+        slot.stats.add(record);
+        if duration <= since_slot_start {
+            // Most requests: their whole time in flight lies in this slot.
+            slot.stats.busy_secs += duration;
+        } else {
+            self.add_busy(now_secs, duration);
+        }
     }
 
     /// The slot of `epoch`, cleared first if it held an older one.
