@@ -2,10 +2,12 @@
 //! models no price was found for (README, Cost).
 //!
 //! Per user, memory is bounded whatever the number of users: each thread shard keeps at most
-//! four times `top_users` users by the Space-Saving algorithm (a new user past the bound takes
-//! the place of the least-spending one, inheriting its figure as an over-estimate, `error`), and
-//! a read merges the shards and keeps the top `top_users`: the room to spare keeps users near
-//! the top from being pushed out by the churn of light ones. The heaviest users are exact as long as they
+//! 16 times `top_users` users (256 at least) by the Space-Saving algorithm (a new user past the
+//! bound takes the place of the least-spending one, inheriting its figures as an over-estimate,
+//! `error`), and a read merges the shards and keeps the top `top_users`. The room to spare keeps
+//! users near the top from being pushed out by the churn of light ones: on a Zipf load
+//! (s = 1.1) of 100,000 users the top 10 are found exactly (`tests/heavy_hitters.rs`). About
+//! 100 bytes per entry: some 25 KiB per shard with the default 20. The heaviest users are exact as long as they
 //! stay in their shards' tables; the order of the tail is approximate, and `error` says by how
 //! much a figure may be over. The same entries count requests, tokens and errors, for whatever
 //! else wants a user's share.
@@ -17,6 +19,10 @@ use serde::Serialize;
 
 use crate::cost::Cost;
 use crate::record::StreamRecord;
+
+/// Users a shard keeps at least: Space-Saving over-counts by at most the traffic over the
+/// table's size, so the table is kept well above the users listed (README, Cost).
+const MIN_CAPACITY: usize = 256;
 
 /// Models without a price listed at most; later ones are counted, not listed.
 const MAX_UNPRICED_LISTED: usize = 64;
@@ -69,6 +75,8 @@ struct ModelEntry {
 #[derive(Debug, Default)]
 struct Shard {
     users: Vec<(Arc<str>, UserEntry)>,
+    /// Positions in `users`.
+    index: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
     models: HashMap<Arc<str>, ModelEntry, foldhash::fast::RandomState>,
 }
 
@@ -90,7 +98,7 @@ impl Spend {
     pub(crate) fn new(top_users: usize) -> Self {
         Self {
             top_users,
-            capacity: top_users.saturating_mul(4),
+            capacity: top_users.saturating_mul(16).max(MIN_CAPACITY),
             shards: (0..crate::shard::count())
                 .map(|_| Mutex::new(Shard::default()))
                 .collect(),
@@ -120,28 +128,29 @@ impl Spend {
         if let (Some(user), true) = (&r.user_id, self.top_users > 0) {
             let tokens = r.output_tokens.saturating_add(r.input_tokens.unwrap_or(0));
             let failed = u64::from(r.outcome.is_error());
-            let users = &mut shard.users;
-            let i = match users.iter().position(|(u, _)| u == user) {
-                Some(i) => i,
+            let Shard { users, index, .. } = &mut *shard;
+            let i = match index.get(user) {
+                Some(&i) => i,
                 None if users.len() < self.capacity => {
                     users.push((user.clone(), UserEntry::default()));
+                    index.insert(user.clone(), users.len() - 1);
                     users.len() - 1
                 }
                 None => {
                     // Space-Saving: the least-spending user makes room, and the newcomer starts
-                    // from its figure, which it may not have spent (its `error`).
-                    let (i, _) = users
-                        .iter()
-                        .enumerate()
-                        .min_by_key(|(_, (_, e))| e.cost)
-                        .unwrap_or((0, &users[0]));
-                    let floor = users[i].1.cost;
+                    // from its figures, which it may not have spent (its `error`).
+                    let Some((i, _)) = users.iter().enumerate().min_by_key(|(_, (_, e))| e.cost)
+                    else {
+                        return;
+                    };
+                    let floor = users[i].1.clone();
+                    index.remove(&users[i].0);
+                    index.insert(user.clone(), i);
                     users[i] = (
                         user.clone(),
                         UserEntry {
-                            cost: floor,
-                            error: floor,
-                            ..UserEntry::default()
+                            error: floor.cost,
+                            ..floor
                         },
                     );
                     i
