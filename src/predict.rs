@@ -21,6 +21,9 @@ pub(crate) const MIN_STREAMS_PER_MINUTE: u64 = 5;
 pub(crate) const MIN_BASELINE_MINUTES: usize = 10;
 /// How many robust standard deviations (1.4826 × MAD) from the median is an anomaly.
 pub(crate) const ANOMALY_SCORE: f64 = 4.0;
+/// An anomaly holds until the score falls under this: hysteresis, so a noisy minute inside a
+/// change does not clear it and raise it again.
+pub(crate) const CLEAR_SCORE: f64 = 2.0;
 
 /// The least-squares line through a signal's minutes.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -48,7 +51,7 @@ pub struct Anomaly {
     pub baseline_spread: f64,
     /// Robust standard deviations in the bad direction (negative: better than usual).
     pub score: f64,
-    /// Whether the score passed the threshold (4).
+    /// Whether the score passed the threshold (4) in each of the last two complete minutes.
     pub anomalous: bool,
     /// Baseline minutes with data.
     pub baseline_minutes: usize,
@@ -110,7 +113,13 @@ const SIGNALS: [Signal; 3] = [
 
 /// Trends and anomalies of a provider's minutes (oldest first; the last is the current,
 /// incomplete minute and is left out).
-pub(crate) fn predict(minutes: &[SlotStats], first_token_warning_ms: f64) -> ProviderPrediction {
+/// Trends and anomalies of a provider's minutes; `previous` is the last judgement (for the
+/// hysteresis of anomalies).
+pub(crate) fn predict(
+    minutes: &[SlotStats],
+    first_token_warning_ms: f64,
+    previous: Option<&ProviderPrediction>,
+) -> ProviderPrediction {
     let complete = &minutes[..minutes.len().saturating_sub(1)];
     let series = |signal: &Signal| -> Vec<Option<f64>> {
         complete.iter().map(|s| (signal.value)(s)).collect()
@@ -119,7 +128,14 @@ pub(crate) fn predict(minutes: &[SlotStats], first_token_warning_ms: f64) -> Pro
     let errors = series(&SIGNALS[2]);
     let anomalies = SIGNALS
         .iter()
-        .filter_map(|signal| anomaly(signal, &series(signal)))
+        .filter_map(|signal| {
+            let was = previous.is_some_and(|p| {
+                p.anomalies
+                    .iter()
+                    .any(|a| a.signal == signal.name && a.anomalous)
+            });
+            anomaly(signal, &series(signal), was)
+        })
         .collect();
     let in_flight_at_first_token_warning = complete
         .iter()
@@ -179,9 +195,13 @@ fn median(sorted: &[f64]) -> f64 {
     }
 }
 
-/// The last minute with a value against the minutes before it.
-fn anomaly(signal: &Signal, values: &[Option<f64>]) -> Option<Anomaly> {
+/// The last two complete minutes against the minutes before them: an anomaly when both are
+/// past the threshold. One odd minute is noise (a p95 of a few dozen streams has a long tail);
+/// two in a row are a change, caught a minute later. Once raised (`was`), it holds while the
+/// last minute stays past [`CLEAR_SCORE`].
+fn anomaly(signal: &Signal, values: &[Option<f64>], was: bool) -> Option<Anomaly> {
     let (last, before) = values.split_last()?;
+    let (previous, before) = before.split_last()?;
     let value = (*last)?;
     let mut baseline: Vec<f64> = before.iter().flatten().copied().collect();
     if baseline.len() < MIN_BASELINE_MINUTES {
@@ -193,14 +213,20 @@ fn anomaly(signal: &Signal, values: &[Option<f64>]) -> Option<Anomaly> {
     deviations.sort_by(f64::total_cmp);
     let spread = (1.4826 * median(&deviations)).max((signal.floor)(med));
     let direction = if signal.higher_is_worse { 1.0 } else { -1.0 };
-    let score = finite(direction * (value - med) / spread);
+    let score_of = |v: f64| finite(direction * (v - med) / spread);
+    let score = score_of(value);
+    let sustained = previous.is_some_and(|p| score_of(p) > ANOMALY_SCORE);
     Some(Anomaly {
         signal: signal.name,
         value,
         baseline_median: med,
         baseline_spread: spread,
         score,
-        anomalous: score > ANOMALY_SCORE,
+        anomalous: if was {
+            score > CLEAR_SCORE
+        } else {
+            score > ANOMALY_SCORE && sustained
+        },
         baseline_minutes: baseline.len(),
     })
 }
@@ -241,12 +267,13 @@ mod tests {
         assert!(t.r2 < 0.1);
     }
 
+    /// The baseline, then two minutes at `last` (an anomaly must hold two minutes).
     fn minutes(values: &[f64], last: f64) -> Vec<Option<f64>> {
         values
             .iter()
             .copied()
             .map(Some)
-            .chain([Some(last)])
+            .chain([Some(last), Some(last)])
             .collect()
     }
 
@@ -254,31 +281,74 @@ mod tests {
     fn a_doubled_first_token_is_an_anomaly_and_jitter_is_not() {
         let baseline: Vec<f64> = (0..30).map(|i| 300.0 + (i % 5) as f64 * 4.0).collect();
         let ttft = &SIGNALS[0];
-        let a = anomaly(ttft, &minutes(&baseline, 600.0)).unwrap();
+        let a = anomaly(ttft, &minutes(&baseline, 600.0), false).unwrap();
         assert!(a.anomalous && a.score > 4.0, "{a:?}");
-        let a = anomaly(ttft, &minutes(&baseline, 320.0)).unwrap();
+        let a = anomaly(ttft, &minutes(&baseline, 320.0), false).unwrap();
         assert!(!a.anomalous, "{a:?}");
         // Faster than usual is not an anomaly.
-        assert!(!anomaly(ttft, &minutes(&baseline, 100.0)).unwrap().anomalous);
+        assert!(
+            !anomaly(ttft, &minutes(&baseline, 100.0), false)
+                .unwrap()
+                .anomalous
+        );
     }
 
     #[test]
     fn an_error_rate_of_zero_has_a_floor() {
         let zeros = vec![0.0; 30];
         let errors = &SIGNALS[2];
-        assert!(!anomaly(errors, &minutes(&zeros, 1.5)).unwrap().anomalous);
-        assert!(anomaly(errors, &minutes(&zeros, 20.0)).unwrap().anomalous);
+        assert!(
+            !anomaly(errors, &minutes(&zeros, 1.5), false)
+                .unwrap()
+                .anomalous
+        );
+        assert!(
+            anomaly(errors, &minutes(&zeros, 20.0), false)
+                .unwrap()
+                .anomalous
+        );
         // Tokens/s: lower is worse.
         let tps = &SIGNALS[1];
         let steady = vec![60.0; 30];
-        assert!(anomaly(tps, &minutes(&steady, 20.0)).unwrap().anomalous);
-        assert!(!anomaly(tps, &minutes(&steady, 90.0)).unwrap().anomalous);
+        assert!(
+            anomaly(tps, &minutes(&steady, 20.0), false)
+                .unwrap()
+                .anomalous
+        );
+        assert!(
+            !anomaly(tps, &minutes(&steady, 90.0), false)
+                .unwrap()
+                .anomalous
+        );
+    }
+
+    #[test]
+    fn a_raised_anomaly_holds_until_the_score_falls_under_two() {
+        let baseline: Vec<f64> = (0..30).map(|i| 300.0 + (i % 5) as f64 * 4.0).collect();
+        let ttft = &SIGNALS[0];
+        // 3 robust deviations: not enough to raise one, enough to keep one.
+        let three = 300.0 + 8.0 + 3.0 * 30.0;
+        assert!(
+            !anomaly(ttft, &minutes(&baseline, three), false)
+                .unwrap()
+                .anomalous
+        );
+        assert!(
+            anomaly(ttft, &minutes(&baseline, three), true)
+                .unwrap()
+                .anomalous
+        );
+        assert!(
+            !anomaly(ttft, &minutes(&baseline, 310.0), true)
+                .unwrap()
+                .anomalous
+        );
     }
 
     #[test]
     fn a_short_baseline_judges_nothing() {
         let ttft = &SIGNALS[0];
-        assert!(anomaly(ttft, &minutes(&[300.0; 5], 900.0)).is_none());
-        assert!(anomaly(ttft, &[Some(300.0), None]).is_none());
+        assert!(anomaly(ttft, &minutes(&[300.0; 5], 900.0), false).is_none());
+        assert!(anomaly(ttft, &[Some(300.0), None], false).is_none());
     }
 }

@@ -1,6 +1,6 @@
 //! Trends and anomalies per provider: a provider whose first token quietly doubles is an
-//! anomaly (one alert, health degraded, a gauge); one that is always slow is not; a rising first
-//! token has its slope.
+//! anomaly (one alert, health degraded, a gauge); one that is always slow is not; a simulated
+//! day raises nothing but its step; a rising first token has its slope; capacity.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
@@ -54,13 +54,18 @@ fn a_doubled_first_token_is_an_anomaly_and_an_always_slow_provider_is_not() {
             .any(|a| a.provider == "gcp.gemini" && a.signal == "first_token_p95_ms")
     );
 
-    // Then a minute where openai's first token doubles, quietly (600 ms is under every
-    // fixed threshold), while gemini stays as slow as ever.
-    for _ in 0..10 {
-        monitor.ingest(stream("openai", 600));
-        monitor.ingest(stream("gcp.gemini", 2_000));
+    // Then openai's first token doubles, quietly (600 ms is under every fixed threshold),
+    // while gemini stays as slow as ever: one odd minute is not enough, two in a row are.
+    for minute in 0..2 {
+        for _ in 0..10 {
+            monitor.ingest(stream("openai", 600));
+            monitor.ingest(stream("gcp.gemini", 2_000));
+        }
+        clock.advance(Duration::from_secs(60));
+        if minute == 0 {
+            assert!(anomalous(&monitor).is_empty(), "one minute is not a change");
+        }
     }
-    clock.advance(Duration::from_secs(60));
     assert_eq!(anomalous(&monitor), ["openai:first_token_p95_ms"]);
     let report = monitor.health();
     assert_eq!(report.status.max(HealthStatus::Degraded), report.status);
@@ -149,4 +154,76 @@ fn capacity_is_the_in_flight_level_where_the_first_token_passed_its_warning() {
         calm.predictions()["openai"].in_flight_at_first_token_warning,
         None
     );
+}
+
+/// A simulated day, for several seeds: log-normal first tokens around 300 ms with a ±30% daily
+/// swing raise no anomaly; a 15-minute step to twice the usual raises one, caught within three
+/// minutes, and clears after it ends.
+#[test]
+fn a_stationary_day_raises_nothing_and_a_step_is_caught_then_clears() {
+    for seed in [1, 2, 3] {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+        let alerts: Arc<Mutex<Vec<(u64, Vec<String>)>>> = Arc::default();
+        let seen = alerts.clone();
+        let minute = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let now = minute.clone();
+        let monitor = Monitor::builder()
+            .clock(clock.clone())
+            .on_alert(move |a: &Alert| {
+                let m = now.load(std::sync::atomic::Ordering::Relaxed);
+                seen.lock().unwrap().push((m, a.anomalies.clone()));
+            })
+            .build()
+            .unwrap();
+        let day = 24 * 60;
+        let (step_from, step_to) = (day - 120, day - 105);
+        for m in 0..day + 30 {
+            minute.store(m, std::sync::atomic::Ordering::Relaxed);
+            let swing = 1.0 + 0.3 * (2.0 * std::f64::consts::PI * m as f64 / day as f64).sin();
+            let step = if (step_from..step_to).contains(&m) {
+                2.0
+            } else {
+                1.0
+            };
+            for _ in 0..20 {
+                // Log-normal: exp of a normal (Box-Muller), sigma 0.25.
+                let normal = (-2.0 * rng.f64().max(1e-12).ln()).sqrt()
+                    * (2.0 * std::f64::consts::PI * rng.f64()).cos();
+                let ttft = 300.0 * swing * step * (0.25 * normal).exp();
+                monitor.ingest(stream("openai", ttft as u64));
+            }
+            clock.advance(Duration::from_secs(60));
+            monitor.health();
+        }
+        let raised: Vec<(u64, Vec<String>)> = alerts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, a)| !a.is_empty())
+            .cloned()
+            .collect();
+        assert_eq!(raised.len(), 1, "seed {seed}: {raised:?}");
+        let (at, which) = &raised[0];
+        assert_eq!(
+            which,
+            &["openai:first_token_p95_ms".to_owned()],
+            "seed {seed}"
+        );
+        assert!(
+            (step_from..=step_from + 3).contains(at),
+            "seed {seed}: caught at minute {at}, the step began at {step_from}"
+        );
+        // One clear: the last alert about anomalies has none, after the step ended.
+        let log = alerts.lock().unwrap();
+        let cleared = log
+            .iter()
+            .filter(|(m, a)| *m > *at && a.is_empty())
+            .map(|(m, _)| *m)
+            .next();
+        assert!(
+            cleared.is_some_and(|m| m >= step_to),
+            "seed {seed}: {cleared:?}"
+        );
+    }
 }

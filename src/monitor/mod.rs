@@ -528,12 +528,15 @@ impl Monitor {
             .unwrap_or_else(|p| p.into_inner());
         if cached.0 != minute {
             let history = self.shared.windows.history(secs);
+            let warning = self.shared.config.baselines.streaming_first_token.warning;
+            let previous = cached.1.clone();
             let by_provider = history
                 .providers
                 .iter()
                 .map(|(p, minutes)| {
-                    let warning = self.shared.config.baselines.streaming_first_token.warning;
-                    (p.to_string(), crate::predict::predict(minutes, warning))
+                    let p = p.to_string();
+                    let judged = crate::predict::predict(minutes, warning, previous.get(&p));
+                    (p, judged)
                 })
                 .collect();
             *cached = (minute, Arc::new(by_provider));
