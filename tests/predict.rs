@@ -156,6 +156,9 @@ fn capacity_is_the_in_flight_level_where_the_first_token_passed_its_warning() {
     );
 }
 
+/// The minute an alert came, with the anomalies it listed.
+type MinuteAlert = (u64, Vec<String>);
+
 /// A simulated day, for several seeds: log-normal first tokens around 300 ms with a ±30% daily
 /// swing raise no anomaly; a 15-minute step to twice the usual raises one, caught within three
 /// minutes, and clears after it ends.
@@ -164,7 +167,7 @@ fn a_stationary_day_raises_nothing_and_a_step_is_caught_then_clears() {
     for seed in [1, 2, 3] {
         let mut rng = fastrand::Rng::with_seed(seed);
         let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
-        let alerts: Arc<Mutex<Vec<(u64, Vec<String>)>>> = Arc::default();
+        let alerts: Arc<Mutex<Vec<MinuteAlert>>> = Arc::default();
         let seen = alerts.clone();
         let minute = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let now = minute.clone();
@@ -196,7 +199,7 @@ fn a_stationary_day_raises_nothing_and_a_step_is_caught_then_clears() {
             clock.advance(Duration::from_secs(60));
             monitor.health();
         }
-        let raised: Vec<(u64, Vec<String>)> = alerts
+        let raised: Vec<MinuteAlert> = alerts
             .lock()
             .unwrap()
             .iter()
