@@ -40,6 +40,8 @@ pub struct UserSpend {
     pub tokens: u64,
     /// Requests that failed on the service's or the upstream's side.
     pub errors: u64,
+    /// `errors` as a percent of `requests`.
+    pub error_rate: f64,
     /// By how much `cost_usd` may be over the truth (0 while the user never left its table).
     pub error_usd: f64,
 }
@@ -188,6 +190,11 @@ impl Spend {
                 requests: e.requests,
                 tokens: e.tokens,
                 errors: e.errors,
+                error_rate: if e.requests > 0 {
+                    e.errors as f64 * 100.0 / e.requests as f64
+                } else {
+                    0.0
+                },
                 error_usd: Cost::from_picodollars(e.error).usd(),
             })
             .collect()
@@ -264,6 +271,20 @@ mod tests {
             5 + 4 + 3 + 100,
             "every priced request counts for its model"
         );
+    }
+
+    #[test]
+    fn a_users_error_rate_is_its_failures_share() {
+        let spend = Spend::new(3);
+        let model: Arc<str> = Arc::from("m");
+        for outcome in [Outcome::Ok, Outcome::Ok, Outcome::Ok, Outcome::Timeout] {
+            let mut r = record("a", 10);
+            r.outcome = outcome;
+            spend.record(&r, &model);
+        }
+        let top = spend.top_users();
+        assert_eq!((top[0].requests, top[0].errors), (4, 1));
+        assert!((top[0].error_rate - 25.0).abs() < 1e-9);
     }
 
     #[test]
