@@ -30,6 +30,7 @@ use opentelemetry::metrics::{Counter, Histogram, MeterProvider as _};
 use opentelemetry_otlp::{MetricExporter, WithExportConfig};
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 
+use crate::labels::LabelView as _;
 use crate::names::{self, LabelValue, METRICS, Metric, MetricKind, Sink};
 use crate::record::StreamRecord;
 
@@ -152,15 +153,10 @@ impl OtlpExporter {
             return;
         }
         let mut base = Vec::with_capacity(names::REQUEST_LABELS.len());
-        let values = [
-            Some(&*r.provider),
-            Some(&*r.model),
-            Some(&*r.route),
-            r.operation_name,
-            r.response_model.as_deref(),
-        ];
-        for (label, value) in names::REQUEST_LABELS.iter().zip(values) {
-            if let (Some(key), Some(value)) = (attribute(label), value) {
+        // The label set's values in `REQUEST_LABELS` order, `""` for an absent one.
+        let set = r.label_set();
+        for (label, value) in names::REQUEST_LABELS.iter().zip(set.parts()) {
+            if let (Some(key), false) = (attribute(label), value.is_empty()) {
                 base.push(KeyValue::new(key, value.to_owned()));
             }
         }

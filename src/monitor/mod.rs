@@ -201,9 +201,19 @@ impl Monitor {
         self.shared.unknown.clone()
     }
 
-    /// Whether `label` is the `unknown` placeholder (no value was named).
-    pub(crate) fn is_unknown(&self, label: &Arc<str>) -> bool {
-        Arc::ptr_eq(label, &self.shared.unknown)
+    /// The `gen_ai.operation.name` of a request, `None` when it is no LLM call: the stream's
+    /// format names it; else a stream, or a request the app named a provider for, is a `chat`
+    /// (README, OpenTelemetry GenAI conventions).
+    pub(crate) fn operation_name(
+        &self,
+        format: crate::parse::ProviderFormat,
+        streaming: bool,
+        provider: &Arc<str>,
+    ) -> Option<&'static str> {
+        format.operation_name().or_else(|| {
+            (streaming || !Arc::ptr_eq(provider, &self.shared.unknown))
+                .then_some(crate::parse::DEFAULT_OPERATION_NAME)
+        })
     }
 
     pub(crate) fn unmatched(&self) -> Arc<str> {
@@ -427,14 +437,20 @@ impl Monitor {
 
     /// Judges health now (5-minute window), alerting if the state changed.
     pub fn health(&self) -> HealthReport {
-        let c = &self.shared.config;
         let (five, triggers) = self.shared.windows.collect_health(self.window_secs());
+        self.judge(&five, &triggers)
+    }
+
+    /// Health of the 5-minute window and trigger counts given, with the budgets and anomalies,
+    /// alerting if the state changed.
+    fn judge(&self, five: &crate::window::SlotStats, triggers: &[(u64, u64)]) -> HealthReport {
+        let c = &self.shared.config;
         let report = crate::health::evaluate(
             &c.baselines,
             &c.triggers,
             c.min_samples,
-            &five,
-            &triggers,
+            five,
+            triggers,
             self.shared.budgets.judge(self.window_secs()),
             self.anomaly_states(),
         );
@@ -459,16 +475,7 @@ impl Monitor {
         let now = self.now();
         let collected = self.shared.windows.collect(self.window_secs());
         let in_flight = self.in_flight();
-        let health = crate::health::evaluate(
-            &c.baselines,
-            &c.triggers,
-            c.min_samples,
-            &collected.five_minutes,
-            &collected.triggers,
-            self.shared.budgets.judge(self.window_secs()),
-            self.anomaly_states(),
-        );
-        self.observe_health(&health);
+        let health = self.judge(&collected.five_minutes, &collected.triggers);
         let by_provider = self.shared.in_flight.by_label(InFlightBy::Provider);
         let provider_in_flight =
             |p: &Arc<str>| -> u64 { by_provider.get(p).map_or(0, |n| (*n).max(0) as u64) };

@@ -369,10 +369,11 @@ impl RequestContext {
         record.user_id = tags.user_id.clone();
         record.streaming = streaming;
         record.duration = duration;
-        // An LLM call that failed before its response: a stream, or a provider the app named.
-        if !streaming && self.monitor.is_unknown(&record.provider) {
-            record.operation_name = None;
-        }
+        record.operation_name = self.monitor.operation_name(
+            crate::parse::ProviderFormat::Unknown,
+            streaming,
+            &record.provider,
+        );
         self.monitor
             .record(record, self.facade_in_flight, false, labels.source);
     }

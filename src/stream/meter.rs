@@ -278,11 +278,7 @@ impl StreamMeter {
             .model
             .or_else(|| response_model.clone())
             .unwrap_or_else(|| monitor.unknown());
-        // An LLM call: a recognised stream, a stream, or a request the app named a provider for.
-        let operation_name = format.operation_name().or_else(|| {
-            (!self.unrouted && (self.streaming || !monitor.is_unknown(&self.provider)))
-                .then_some(crate::parse::DEFAULT_OPERATION_NAME)
-        });
+        let operation_name = monitor.operation_name(format, self.streaming, &self.provider);
         scope.record("model", &model);
         let upstream = match (&self.error_body, summary) {
             _ if !outcome.is_error() => None,
