@@ -8,7 +8,7 @@ use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::post;
-use common::{Captured, Records, client, endless_sse, serve};
+use common::{Captured, Records, client, endless_sse, serve, subscriber};
 use serde_json::Value;
 use tower_stream_monitor::errors::ErrorQuery;
 use tower_stream_monitor::{Monitor, StreamLabels};
@@ -17,20 +17,6 @@ use tracing_subscriber::layer::SubscriberExt;
 const PREFIX: &str = "/api/v1/monitoring";
 const SECRET_KEY: &str = "sk-ant-api03-Zx9Yw8Vu7Ts6Rq5Po4";
 const SECRET_BEARER: &str = "eyJhbGciOiJIUzI1NiJ9.c2VjcmV0.sig";
-
-/// The two-layer set-up of the README: fmt at INFO beside the error layer.
-fn subscriber(monitor: &Monitor, fmt_out: &Captured) -> impl tracing::Subscriber + Send + Sync {
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(fmt_out.clone())
-                .with_ansi(false)
-                .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
-        )
-        .with(monitor.error_layer())
-}
-
-use tracing_subscriber::Layer as _;
 
 async fn get_json(addr: std::net::SocketAddr, path: &str) -> (u16, Value, String) {
     let res = client()

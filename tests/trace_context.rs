@@ -12,11 +12,9 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::post;
 use bytes::Bytes;
-use common::{Captured, Records, client, paced_body, serve};
+use common::{Captured, Records, client, paced_body, serve, subscriber};
 use tower_stream_monitor::errors::ErrorQuery;
 use tower_stream_monitor::{Monitor, StreamLabels};
-use tracing_subscriber::Layer as _;
-use tracing_subscriber::layer::SubscriberExt;
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_SPAN: &str = "00f067aa0ba902b7";
@@ -51,17 +49,6 @@ fn app(monitor: &Monitor) -> Router {
             }),
         )
         .layer(monitor.layer())
-}
-
-fn subscriber(monitor: &Monitor, fmt_out: &Captured) -> impl tracing::Subscriber + Send + Sync {
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(fmt_out.clone())
-                .with_ansi(false)
-                .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
-        )
-        .with(monitor.error_layer())
 }
 
 // Current-thread runtime: the thread-local subscriber sees the server's tasks.

@@ -248,3 +248,21 @@ pub fn stalling_sse(content_events: usize) -> Body {
     });
     Body::from_stream(head.chain(stall))
 }
+
+/// The two-layer set-up of the README: `fmt` at INFO (written into `fmt_out`) beside the
+/// monitor's error layer.
+pub fn subscriber(
+    monitor: &tower_stream_monitor::Monitor,
+    fmt_out: &Captured,
+) -> impl tracing::Subscriber + Send + Sync {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(fmt_out.clone())
+                .with_ansi(false)
+                .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
+        )
+        .with(monitor.error_layer())
+}
