@@ -184,6 +184,7 @@ async fn main() {
                 ("x-sim-cached-tokens".into(), CACHED_TOKENS.into()),
                 ("x-sim-reasoning-tokens".into(), REASONING_TOKENS.into()),
             ],
+            slow_down: None,
         };
         let (stop, load) = (stop.clone(), load);
         loads.push(tokio::spawn(async move {

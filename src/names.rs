@@ -36,8 +36,9 @@ pub const REASONING_OUTPUT_TOKENS_TOTAL: &str =
     "gen_ai_client_inference_usage_detailed_reasoning_output_tokens_total";
 /// Counter: finished LLM calls whose stream gave a finish reason, by `finish_reason`.
 pub const FINISH_REASONS_TOTAL: &str = "stream_monitor_finish_reasons_total";
-/// Gauge: each provider's signal against its own last hour, in robust standard deviations in
-/// the bad direction (README, Trends and anomalies); above 4 is an anomaly.
+/// Gauge: each provider and model's signal against its own recent past, in robust standard
+/// deviations in the bad direction (README, Trends and anomalies); above 4 (by default) is an
+/// anomaly.
 pub const ANOMALY_SCORE: &str = "stream_monitor_anomaly_score";
 /// Label: the signal on [`ANOMALY_SCORE`] (`first_token_p95_ms`, `tokens_per_second`,
 /// `error_rate`).
@@ -628,8 +629,8 @@ pub(crate) mod def {
     pub(crate) const ANOMALY_SCORE: Metric = gauge(
         25,
         super::ANOMALY_SCORE,
-        &[PROVIDER, SIGNAL],
-        "Each provider's signal against its own last hour, in robust standard deviations; above 4 is an anomaly.",
+        &[PROVIDER, MODEL, SIGNAL],
+        "Each provider and model's signal against its own recent past, in robust standard deviations; above 4 (by default) is an anomaly.",
     );
     pub(crate) const COST_USD_TOTAL: Metric = Metric::new(
         24,
@@ -853,7 +854,7 @@ pub(crate) fn observe_health(
     for anomaly in &report.anomalies {
         gauge(
             &def::ANOMALY_SCORE,
-            &[&anomaly.provider, anomaly.signal],
+            &[&anomaly.provider, &anomaly.model, anomaly.signal],
             anomaly.score,
         );
     }

@@ -1,29 +1,135 @@
-//! Trends and anomalies over the last hour, per provider, from the minute slots the windows
-//! already keep (README, Trends and anomalies).
+//! Trends and anomalies over the last hour, from the slots the windows already keep (README,
+//! Trends and anomalies).
 //!
-//! Each signal (first-token p95, mean tokens/s, error rate) is read per minute. A **trend** is
-//! the least-squares slope of the minutes that have data, with its standard error and r². An
-//! **anomaly** compares the last complete minute with a baseline learnt from the minutes before
-//! it: their median and median absolute deviation (MAD). Median and MAD rather than mean and
+//! Each signal (first-token p95, mean tokens/s, error rate) is read per slot. A **trend** is
+//! the least-squares slope, per provider, of the minutes that have data, with its standard
+//! error and r². An **anomaly** compares a provider and model's last complete slot (a minute by
+//! default, [`AnomalyDetection`]) with a baseline learnt from the slots before it: their median
+//! and median absolute deviation (MAD). Median and MAD rather than mean and
 //! variance (or an EWMA) because the baseline must not be dragged by the very outliers it is
 //! meant to catch, nor by a handful of slow minutes: one bad minute moves a mean and a variance
 //! a lot, a median not at all. A flat baseline (an error rate of 0) has no spread, so each
-//! signal has a floor on it: a small change is never an anomaly. Baselines are per provider, so
-//! a provider that is always slow is not anomalous.
+//! signal has a floor on it: a small change is never an anomaly. Baselines are per provider and
+//! model, so a model that is always slow is not anomalous, nor is a shift of traffic to it.
 
 use serde::Serialize;
 
 use crate::window::SlotStats;
 
-/// Streams a minute needs before its value counts.
+/// Streams a minute needs before its value counts (trends and the capacity figure).
 pub(crate) const MIN_STREAMS_PER_MINUTE: u64 = 5;
-/// Minutes with data the baseline needs before an anomaly may be judged.
-pub(crate) const MIN_BASELINE_MINUTES: usize = 10;
-/// How many robust standard deviations (1.4826 × MAD) from the median is an anomaly.
-pub(crate) const ANOMALY_SCORE: f64 = 4.0;
-/// An anomaly holds until the score falls under this: hysteresis, so a noisy minute inside a
-/// change does not clear it and raise it again.
-pub(crate) const CLEAR_SCORE: f64 = 2.0;
+
+/// The slots anomalies are judged on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AnomalySlot {
+    /// The hour's 60 one-minute slots (the default): a change is caught in 2 to 3 minutes.
+    OneMinute,
+    /// The 5 minutes' 30 slots of 10 s: caught in 20 to 30 s, from a baseline of at most
+    /// 28 slots. For demos and short-lived processes; noisier, since a slot holds fewer
+    /// streams.
+    TenSeconds,
+}
+
+impl AnomalySlot {
+    pub(crate) fn span(self) -> crate::window::WindowSpan {
+        match self {
+            AnomalySlot::OneMinute => crate::window::WindowSpan::OneHour,
+            AnomalySlot::TenSeconds => crate::window::WindowSpan::FiveMinutes,
+        }
+    }
+
+    pub(crate) fn secs(self) -> u64 {
+        self.span().slot_secs()
+    }
+}
+
+/// How anomalies are judged ([`MonitorBuilder::anomaly_detection`](crate::MonitorBuilder::anomaly_detection);
+/// README, Trends and anomalies). The defaults suit a service: one-minute slots, 5 streams
+/// a slot, 10 baseline slots, raised past 4 robust deviations two slots in a row, cleared under 2.
+///
+/// ```
+/// use tower_stream_monitor::Monitor;
+/// use tower_stream_monitor::predict::{AnomalyDetection, AnomalySlot};
+///
+/// // A demo that must show an anomaly within two minutes of starting.
+/// let monitor = Monitor::builder()
+///     .anomaly_detection(
+///         AnomalyDetection::default()
+///             .slot(AnomalySlot::TenSeconds)
+///             .min_baseline_slots(6),
+///     )
+///     .build()
+///     .unwrap();
+/// # drop(monitor);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnomalyDetection {
+    pub(crate) slot: AnomalySlot,
+    pub(crate) min_streams_per_slot: u64,
+    pub(crate) min_baseline_slots: usize,
+    pub(crate) raise_score: f64,
+    pub(crate) clear_score: f64,
+}
+
+impl Default for AnomalyDetection {
+    fn default() -> Self {
+        Self {
+            slot: AnomalySlot::OneMinute,
+            min_streams_per_slot: MIN_STREAMS_PER_MINUTE,
+            min_baseline_slots: 10,
+            raise_score: 4.0,
+            clear_score: 2.0,
+        }
+    }
+}
+
+impl AnomalyDetection {
+    /// The slots judged (default [`AnomalySlot::OneMinute`]).
+    pub fn slot(mut self, slot: AnomalySlot) -> Self {
+        self.slot = slot;
+        self
+    }
+
+    /// Streams a slot needs before its value counts (default 5; at least 1).
+    pub fn min_streams_per_slot(mut self, n: u64) -> Self {
+        self.min_streams_per_slot = n;
+        self
+    }
+
+    /// Slots with data the baseline needs before an anomaly may be judged (default 10; from
+    /// 3 to the slots a window holds minus the two judged: 58 for minutes, 28 for 10 s).
+    pub fn min_baseline_slots(mut self, n: usize) -> Self {
+        self.min_baseline_slots = n;
+        self
+    }
+
+    /// The score (robust standard deviations, 1.4826 × MAD, from the baseline's median) past
+    /// which two slots in a row raise an anomaly (default 4), and under which a raised one
+    /// clears (default 2): hysteresis, so a noisy slot inside a change does not clear it and
+    /// raise it again. `clear` must be below `raise`, both positive.
+    pub fn scores(mut self, raise: f64, clear: f64) -> Self {
+        self.raise_score = raise;
+        self.clear_score = clear;
+        self
+    }
+
+    /// Why the settings cannot be used, if they cannot.
+    pub(crate) fn invalid(&self) -> Option<String> {
+        let most = self.slot.span().slots() - 2;
+        if self.min_streams_per_slot == 0 {
+            return Some("min_streams_per_slot must be at least 1".into());
+        }
+        if !(3..=most).contains(&self.min_baseline_slots) {
+            return Some(format!("min_baseline_slots must be from 3 to {most}"));
+        }
+        let finite = self.raise_score.is_finite() && self.clear_score.is_finite();
+        if !finite || self.clear_score <= 0.0 || self.clear_score >= self.raise_score {
+            return Some("scores: 0 < clear < raise, both finite".into());
+        }
+        None
+    }
+}
 
 /// The least-squares line through a signal's minutes.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -38,12 +144,15 @@ pub struct Trend {
     pub minutes: usize,
 }
 
-/// A signal's last complete minute against its baseline.
+/// A signal's last complete slot against its baseline, for one provider and model.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Anomaly {
+    /// The request model (`gen_ai_request_model`): baselines are per provider and model, so a
+    /// model that is always slow is not an anomaly.
+    pub model: String,
     /// `first_token_p95_ms`, `tokens_per_second` or `error_rate`.
     pub signal: &'static str,
-    /// The last complete minute's value.
+    /// The last complete slot's value.
     pub value: f64,
     /// The baseline's median.
     pub baseline_median: f64,
@@ -51,10 +160,13 @@ pub struct Anomaly {
     pub baseline_spread: f64,
     /// Robust standard deviations in the bad direction (negative: better than usual).
     pub score: f64,
-    /// Whether the score passed the threshold (4) in each of the last two complete minutes.
+    /// Whether the score passed the raise score (4) in each of the last two complete slots, or,
+    /// once raised, stays above the clear score (2).
     pub anomalous: bool,
-    /// Baseline minutes with data.
-    pub baseline_minutes: usize,
+    /// Baseline slots with data.
+    pub baseline_slots: usize,
+    /// The slot's length in seconds (60 by default).
+    pub slot_secs: u64,
 }
 
 /// Trends and anomalies by provider ([`Monitor::predictions`](crate::Monitor::predictions)).
@@ -67,7 +179,7 @@ pub struct ProviderPrediction {
     pub first_token_p95_trend: Option<Trend>,
     /// Trend of the error rate (percentage points per minute).
     pub error_rate_trend: Option<Trend>,
-    /// The signals judged (those with enough data).
+    /// The signals judged (those with enough data), per model.
     pub anomalies: Vec<Anomaly>,
     /// Capacity: the lowest time-averaged in-flight count of the minutes (with enough streams)
     /// whose first-token p95 was past the baseline's warning, in the last hour; `None` if none
@@ -76,16 +188,12 @@ pub struct ProviderPrediction {
 }
 
 /// A signal: its name, whether higher is worse, the floor on its spread, and its value for a
-/// minute (`None` when the minute has too few streams).
+/// slot (`None` when the slot has no such value).
 struct Signal {
     name: &'static str,
     higher_is_worse: bool,
     floor: fn(median: f64) -> f64,
     value: fn(&SlotStats) -> Option<f64>,
-}
-
-fn enough(s: &SlotStats) -> bool {
-    s.streaming >= MIN_STREAMS_PER_MINUTE
 }
 
 const SIGNALS: [Signal; 3] = [
@@ -94,50 +202,45 @@ const SIGNALS: [Signal; 3] = [
         higher_is_worse: true,
         // 10% of the usual, at least 20 ms: jitter is not an anomaly.
         floor: |median| (median * 0.10).max(20.0),
-        value: |s| enough(s).then(|| s.summary(0).first_token_p95_ms),
+        value: |s| Some(s.summary(0).first_token_p95_ms),
     },
     Signal {
         name: "tokens_per_second",
         higher_is_worse: false,
         floor: |median| (median * 0.10).max(1.0),
-        value: |s| (enough(s) && s.tps_count > 0).then(|| s.summary(0).avg_tokens_per_second),
+        value: |s| (s.tps_count > 0).then(|| s.summary(0).avg_tokens_per_second),
     },
     Signal {
         name: "error_rate",
         higher_is_worse: true,
         // An error rate of 0 has no spread: 2 percentage points is the least that counts.
         floor: |_| 2.0,
-        value: |s| enough(s).then(|| s.summary(0).streaming_error_rate),
+        value: |s| Some(s.summary(0).streaming_error_rate),
     },
 ];
 
-/// Trends and anomalies of a provider's minutes (oldest first; the last is the current,
-/// incomplete minute and is left out).
-/// Trends and anomalies of a provider's minutes; `previous` is the last judgement (for the
-/// hysteresis of anomalies).
-pub(crate) fn predict(
-    minutes: &[SlotStats],
-    first_token_warning_ms: f64,
-    previous: Option<&ProviderPrediction>,
-) -> ProviderPrediction {
-    let complete = &minutes[..minutes.len().saturating_sub(1)];
-    let series = |signal: &Signal| -> Vec<Option<f64>> {
-        complete.iter().map(|s| (signal.value)(s)).collect()
-    };
-    let ttft = series(&SIGNALS[0]);
-    let errors = series(&SIGNALS[2]);
-    let anomalies = SIGNALS
+/// A signal's value per complete slot (the last slot, still filling, is left out), `None` where
+/// a slot has fewer than `min_streams` streams.
+fn series(signal: &Signal, slots: &[SlotStats], min_streams: u64) -> Vec<Option<f64>> {
+    let complete = &slots[..slots.len().saturating_sub(1)];
+    complete
         .iter()
-        .filter_map(|signal| {
-            let was = previous.is_some_and(|p| {
-                p.anomalies
-                    .iter()
-                    .any(|a| a.signal == signal.name && a.anomalous)
-            });
-            anomaly(signal, &series(signal), was)
+        .map(|s| {
+            if s.streaming >= min_streams {
+                (signal.value)(s)
+            } else {
+                None
+            }
         })
-        .collect();
-    let in_flight_at_first_token_warning = complete
+        .collect()
+}
+
+/// A provider's trends and capacity figure from its minutes (oldest first, the last one still
+/// filling); its anomalies are added per model by [`anomalies`].
+pub(crate) fn predict(minutes: &[SlotStats], first_token_warning_ms: f64) -> ProviderPrediction {
+    let ttft = series(&SIGNALS[0], minutes, MIN_STREAMS_PER_MINUTE);
+    let errors = series(&SIGNALS[2], minutes, MIN_STREAMS_PER_MINUTE);
+    let in_flight_at_first_token_warning = minutes
         .iter()
         .zip(&ttft)
         .filter(|(_, p95)| p95.is_some_and(|p95| p95 > first_token_warning_ms))
@@ -146,9 +249,29 @@ pub(crate) fn predict(
     ProviderPrediction {
         first_token_p95_trend: trend(&ttft),
         error_rate_trend: trend(&errors),
-        anomalies,
+        anomalies: Vec::new(),
         in_flight_at_first_token_warning,
     }
+}
+
+/// One provider and model's signals judged on its slots (oldest first, the last one still
+/// filling); `was` tells whether a signal was anomalous at the last judgement (hysteresis).
+pub(crate) fn anomalies(
+    model: &str,
+    slots: &[SlotStats],
+    settings: &AnomalyDetection,
+    was: impl Fn(&str) -> bool,
+) -> Vec<Anomaly> {
+    SIGNALS
+        .iter()
+        .filter_map(|signal| {
+            let values = series(signal, slots, settings.min_streams_per_slot);
+            let mut a = anomaly(signal, &values, was(signal.name), settings)?;
+            a.model = model.to_owned();
+            a.slot_secs = settings.slot.secs();
+            Some(a)
+        })
+        .collect()
 }
 
 /// The least-squares line through the points that have a value (x in minutes).
@@ -195,16 +318,21 @@ fn median(sorted: &[f64]) -> f64 {
     }
 }
 
-/// The last two complete minutes against the minutes before them: an anomaly when both are
-/// past the threshold. One odd minute is noise (a p95 of a few dozen streams has a long tail);
-/// two in a row are a change, caught a minute later. Once raised (`was`), it holds while the
-/// last minute stays past [`CLEAR_SCORE`].
-fn anomaly(signal: &Signal, values: &[Option<f64>], was: bool) -> Option<Anomaly> {
+/// The last two complete slots against the slots before them: an anomaly when both are past
+/// the raise score. One odd slot is noise (a p95 of a few dozen streams has a long tail); two
+/// in a row are a change, caught a slot later. Once raised (`was`), it holds while the last
+/// slot stays past the clear score.
+fn anomaly(
+    signal: &Signal,
+    values: &[Option<f64>],
+    was: bool,
+    settings: &AnomalyDetection,
+) -> Option<Anomaly> {
     let (last, before) = values.split_last()?;
     let (previous, before) = before.split_last()?;
     let value = (*last)?;
     let mut baseline: Vec<f64> = before.iter().flatten().copied().collect();
-    if baseline.len() < MIN_BASELINE_MINUTES {
+    if baseline.len() < settings.min_baseline_slots {
         return None;
     }
     baseline.sort_by(f64::total_cmp);
@@ -215,19 +343,21 @@ fn anomaly(signal: &Signal, values: &[Option<f64>], was: bool) -> Option<Anomaly
     let direction = if signal.higher_is_worse { 1.0 } else { -1.0 };
     let score_of = |v: f64| finite(direction * (v - med) / spread);
     let score = score_of(value);
-    let sustained = previous.is_some_and(|p| score_of(p) > ANOMALY_SCORE);
+    let sustained = previous.is_some_and(|p| score_of(p) > settings.raise_score);
     Some(Anomaly {
+        model: String::new(),
         signal: signal.name,
         value,
         baseline_median: med,
         baseline_spread: spread,
         score,
         anomalous: if was {
-            score > CLEAR_SCORE
+            score > settings.clear_score
         } else {
-            score > ANOMALY_SCORE && sustained
+            score > settings.raise_score && sustained
         },
-        baseline_minutes: baseline.len(),
+        baseline_slots: baseline.len(),
+        slot_secs: settings.slot.secs(),
     })
 }
 
@@ -238,6 +368,14 @@ fn finite(v: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const D: AnomalyDetection = AnomalyDetection {
+        slot: AnomalySlot::OneMinute,
+        min_streams_per_slot: 5,
+        min_baseline_slots: 10,
+        raise_score: 4.0,
+        clear_score: 2.0,
+    };
 
     #[test]
     fn a_line_has_its_slope_and_r2() {
@@ -281,13 +419,13 @@ mod tests {
     fn a_doubled_first_token_is_an_anomaly_and_jitter_is_not() {
         let baseline: Vec<f64> = (0..30).map(|i| 300.0 + (i % 5) as f64 * 4.0).collect();
         let ttft = &SIGNALS[0];
-        let a = anomaly(ttft, &minutes(&baseline, 600.0), false).unwrap();
+        let a = anomaly(ttft, &minutes(&baseline, 600.0), false, &D).unwrap();
         assert!(a.anomalous && a.score > 4.0, "{a:?}");
-        let a = anomaly(ttft, &minutes(&baseline, 320.0), false).unwrap();
+        let a = anomaly(ttft, &minutes(&baseline, 320.0), false, &D).unwrap();
         assert!(!a.anomalous, "{a:?}");
         // Faster than usual is not an anomaly.
         assert!(
-            !anomaly(ttft, &minutes(&baseline, 100.0), false)
+            !anomaly(ttft, &minutes(&baseline, 100.0), false, &D)
                 .unwrap()
                 .anomalous
         );
@@ -298,12 +436,12 @@ mod tests {
         let zeros = vec![0.0; 30];
         let errors = &SIGNALS[2];
         assert!(
-            !anomaly(errors, &minutes(&zeros, 1.5), false)
+            !anomaly(errors, &minutes(&zeros, 1.5), false, &D)
                 .unwrap()
                 .anomalous
         );
         assert!(
-            anomaly(errors, &minutes(&zeros, 20.0), false)
+            anomaly(errors, &minutes(&zeros, 20.0), false, &D)
                 .unwrap()
                 .anomalous
         );
@@ -311,12 +449,12 @@ mod tests {
         let tps = &SIGNALS[1];
         let steady = vec![60.0; 30];
         assert!(
-            anomaly(tps, &minutes(&steady, 20.0), false)
+            anomaly(tps, &minutes(&steady, 20.0), false, &D)
                 .unwrap()
                 .anomalous
         );
         assert!(
-            !anomaly(tps, &minutes(&steady, 90.0), false)
+            !anomaly(tps, &minutes(&steady, 90.0), false, &D)
                 .unwrap()
                 .anomalous
         );
@@ -329,17 +467,17 @@ mod tests {
         // 3 robust deviations: not enough to raise one, enough to keep one.
         let three = 300.0 + 8.0 + 3.0 * 30.0;
         assert!(
-            !anomaly(ttft, &minutes(&baseline, three), false)
+            !anomaly(ttft, &minutes(&baseline, three), false, &D)
                 .unwrap()
                 .anomalous
         );
         assert!(
-            anomaly(ttft, &minutes(&baseline, three), true)
+            anomaly(ttft, &minutes(&baseline, three), true, &D)
                 .unwrap()
                 .anomalous
         );
         assert!(
-            !anomaly(ttft, &minutes(&baseline, 310.0), true)
+            !anomaly(ttft, &minutes(&baseline, 310.0), true, &D)
                 .unwrap()
                 .anomalous
         );
@@ -348,7 +486,7 @@ mod tests {
     #[test]
     fn a_short_baseline_judges_nothing() {
         let ttft = &SIGNALS[0];
-        assert!(anomaly(ttft, &minutes(&[300.0; 5], 900.0), false).is_none());
-        assert!(anomaly(ttft, &[Some(300.0), None], false).is_none());
+        assert!(anomaly(ttft, &minutes(&[300.0; 5], 900.0), false, &D).is_none());
+        assert!(anomaly(ttft, &[Some(300.0), None], false, &D).is_none());
     }
 }

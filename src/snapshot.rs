@@ -82,6 +82,10 @@ pub struct HistoryPoint {
     pub avg_in_flight: f64,
     /// Requests that ended in the slot, per second.
     pub arrival_rate_per_second: f64,
+    /// The most requests in flight at once in the slot, as sampled once a second when a
+    /// request ends (so a slot where none ended has 0); `null` in the per-provider series,
+    /// since the sample is of the whole process.
+    pub peak_in_flight: Option<u64>,
 }
 
 /// A window slot by slot, oldest first.

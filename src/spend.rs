@@ -7,10 +7,12 @@
 //! `error`), and a read merges the shards and keeps the top `top_users`. The room to spare keeps
 //! users near the top from being pushed out by the churn of light ones: on a Zipf load
 //! (s = 1.1) of 100,000 users the top 10 are found exactly (`tests/heavy_hitters.rs`). About
-//! 100 bytes per entry: some 25 KiB per shard with the default 20. The heaviest users are exact as long as they
-//! stay in their shards' tables; the order of the tail is approximate, and `error` says by how
-//! much a figure may be over. The same entries count requests, tokens and errors, for whatever
-//! else wants a user's share.
+//! 380 bytes per entry, 256 of them a first-token histogram: some 120 KiB per shard with the
+//! default 20. The heaviest users are exact as long as they stay in their shards' tables; the
+//! order of the tail is approximate, and `error` says by how much a figure may be over. The same
+//! entries count requests, tokens and errors, for whatever else wants a user's share, and keep
+//! the user's first tokens in a [`FirstTokenHistogram`] for its first-token p95 (within about
+//! 10%); a newcomer to a table inherits its predecessor's counts but never its latencies.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -34,7 +36,7 @@ pub struct UserSpend {
     pub user_id: String,
     /// What the user's priced requests cost, in USD.
     pub cost_usd: f64,
-    /// Requests.
+    /// LLM calls, priced or not, a call refused before any token included.
     pub requests: u64,
     /// Input plus output tokens.
     pub tokens: u64,
@@ -44,6 +46,12 @@ pub struct UserSpend {
     pub error_rate: f64,
     /// By how much `cost_usd` may be over the truth (0 while the user never left its table).
     pub error_usd: f64,
+    /// Time to first token, 95th percentile, in ms, over the user's streaming LLM calls that
+    /// had a first token since the user entered the table (its latencies are never
+    /// inherited from the user it replaced): the geometric middle of a log bucket 20% wide, so
+    /// within about 10% of the exact figure for first tokens from 1 ms to about 117 s. `None`
+    /// when there was no such request.
+    pub first_token_p95_ms: Option<f64>,
 }
 
 /// One model's figures (the `cost_by_model` of `/metrics`).
@@ -65,6 +73,70 @@ struct UserEntry {
     errors: u64,
     /// Over-estimate inherited when this user replaced another (pico-USD).
     error: u64,
+    /// This user's own first tokens: never inherited.
+    first_token: FirstTokenHistogram,
+}
+
+/// Buckets of a [`FirstTokenHistogram`].
+const FIRST_TOKEN_BUCKETS: usize = 64;
+
+/// The ratio of a [`FirstTokenHistogram`] bucket's upper bound to its lower one.
+const FIRST_TOKEN_GROWTH: f64 = 1.2;
+
+/// Times to first token, in ms, in 64 logarithmic buckets of fixed size (256 bytes, no
+/// allocation): bucket `i` counts the values in [1.2^i, 1.2^(i+1)) ms, from 1 ms to about 117 s
+/// (1.2^64 ms); values below 1 ms count in the first bucket, values past the top in the last.
+///
+/// Accuracy: [`quantile`](Self::quantile) answers the geometric middle of the bucket holding the
+/// q-th value, 1.2^(i+0.5) ms, so within a factor of √1.2 ≈ 1.095 of the exact value (at most
+/// 9.5% over, 8.7% under) for values between 1 ms and 1.2^64 ms; below 1 ms it answers about
+/// 1.1 ms, and past the top about 107 s. Counts saturate at `u32::MAX` per bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FirstTokenHistogram([u32; FIRST_TOKEN_BUCKETS]);
+
+impl Default for FirstTokenHistogram {
+    fn default() -> Self {
+        Self([0; FIRST_TOKEN_BUCKETS])
+    }
+}
+
+impl FirstTokenHistogram {
+    /// Counts one time to first token, in ms.
+    fn add(&mut self, ms: f64) {
+        // Below 1 ms (and NaN) in the first bucket; the float to integer cast saturates, so
+        // past the top (and infinity) lands in the last.
+        let i = if ms >= 1.0 {
+            ((ms.ln() / FIRST_TOKEN_GROWTH.ln()) as usize).min(FIRST_TOKEN_BUCKETS - 1)
+        } else {
+            0
+        };
+        self.0[i] = self.0[i].saturating_add(1);
+    }
+
+    /// Adds `other`'s counts to these.
+    fn merge(&mut self, other: &Self) {
+        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
+            *a = a.saturating_add(*b);
+        }
+    }
+
+    /// The `q` quantile (0 to 1) in ms: the geometric middle of the bucket holding the value of
+    /// rank ⌈q·n⌉ (at least 1) of the n counted, within about 10% of it (see the type's docs);
+    /// `None` when nothing was counted.
+    fn quantile(&self, q: f64) -> Option<f64> {
+        let n: u64 = self.0.iter().map(|&c| u64::from(c)).sum();
+        if n == 0 {
+            return None;
+        }
+        // The float to integer cast saturates (and takes NaN to 0): the rank stays in 1..=n.
+        let rank = ((q.clamp(0.0, 1.0) * n as f64).ceil() as u64).clamp(1, n);
+        let mut seen = 0u64;
+        let i = self.0.iter().position(|&c| {
+            seen += u64::from(c);
+            seen >= rank
+        })?;
+        Some(FIRST_TOKEN_GROWTH.powf(i as f64 + 0.5))
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -109,24 +181,37 @@ impl Spend {
     }
 
     /// Adds a finished LLM call. `model` is the model it was priced as (or looked up under).
+    /// Every LLM call comes here, so each user's requests and errors are whole (a call refused
+    /// before any token, which cost nothing, included); a model's figures count the priced
+    /// calls that used tokens.
     pub(crate) fn record(&self, r: &StreamRecord, model: &Arc<str>) {
-        let Some(cost) = r.cost else {
-            let mut unpriced = lock(&self.unpriced);
-            unpriced.1 += 1;
-            if unpriced.0.len() < MAX_UNPRICED_LISTED && !unpriced.0.contains(&**model) {
-                unpriced.0.insert(model.to_string());
+        let pico = match r.cost {
+            Some(cost) => cost.picodollars(),
+            None => {
+                let mut unpriced = lock(&self.unpriced);
+                unpriced.1 += 1;
+                if unpriced.0.len() < MAX_UNPRICED_LISTED && !unpriced.0.contains(&**model) {
+                    unpriced.0.insert(model.to_string());
+                }
+                0
             }
-            return;
         };
-        let pico = cost.picodollars();
-        let mut shard = lock(&self.shards[crate::shard::index(self.shards.len())]);
-        // Models are label values, capped by the model label budget: the map is bounded.
-        let entry = shard.models.entry(model.clone()).or_default();
-        entry.cost = entry.cost.saturating_add(pico);
-        if r.cost_estimated {
-            entry.estimated = entry.estimated.saturating_add(pico);
+        // A call that used no token was not priced as a call of its model.
+        let priced = r.cost.is_some() && (r.output_tokens > 0 || r.input_tokens.is_some());
+        let counts_for_user = r.user_id.is_some() && self.top_users > 0;
+        if !priced && !counts_for_user {
+            return;
         }
-        entry.requests += 1;
+        let mut shard = lock(&self.shards[crate::shard::index(self.shards.len())]);
+        if priced {
+            // Models are label values, capped by the model label budget: the map is bounded.
+            let entry = shard.models.entry(model.clone()).or_default();
+            entry.cost = entry.cost.saturating_add(pico);
+            if r.cost_estimated {
+                entry.estimated = entry.estimated.saturating_add(pico);
+            }
+            entry.requests += 1;
+        }
         if let (Some(user), true) = (&r.user_id, self.top_users > 0) {
             let tokens = r.output_tokens.saturating_add(r.input_tokens.unwrap_or(0));
             let failed = u64::from(r.outcome.is_error());
@@ -134,6 +219,10 @@ impl Spend {
             let i = match index.get(user) {
                 Some(&i) => i,
                 None if users.len() < self.capacity => {
+                    if users.len() == users.capacity() {
+                        // Doubling, but never past `capacity`: the table is never over-allocated.
+                        users.reserve_exact(users.len().max(4).min(self.capacity - users.len()));
+                    }
                     users.push((user.clone(), UserEntry::default()));
                     index.insert(user.clone(), users.len() - 1);
                     users.len() - 1
@@ -141,20 +230,23 @@ impl Spend {
                 None => {
                     // Space-Saving: the least-spending user makes room, and the newcomer starts
                     // from its figures, which it may not have spent (its `error`).
+                    // Its first tokens are not inherited: they would be another user's.
                     let Some((i, _)) = users.iter().enumerate().min_by_key(|(_, (_, e))| e.cost)
                     else {
                         return;
                     };
-                    let floor = users[i].1.clone();
-                    index.remove(&users[i].0);
+                    let (evicted, floor) = &users[i];
+                    index.remove(evicted);
                     index.insert(user.clone(), i);
-                    users[i] = (
-                        user.clone(),
-                        UserEntry {
-                            error: floor.cost,
-                            ..floor
-                        },
-                    );
+                    let entry = UserEntry {
+                        cost: floor.cost,
+                        requests: floor.requests,
+                        tokens: floor.tokens,
+                        errors: floor.errors,
+                        error: floor.cost,
+                        first_token: FirstTokenHistogram::default(),
+                    };
+                    users[i] = (user.clone(), entry);
                     i
                 }
             };
@@ -163,6 +255,9 @@ impl Spend {
             e.requests += 1;
             e.tokens = e.tokens.saturating_add(tokens);
             e.errors += failed;
+            if let (true, Some(ttft)) = (r.streaming, r.time_to_first_token) {
+                e.first_token.add(ttft.as_secs_f64() * 1000.0);
+            }
         }
     }
 
@@ -177,6 +272,7 @@ impl Spend {
                 m.tokens = m.tokens.saturating_add(e.tokens);
                 m.errors += e.errors;
                 m.error = m.error.saturating_add(e.error);
+                m.first_token.merge(&e.first_token);
             }
         }
         let mut users: Vec<(Arc<str>, UserEntry)> = merged.into_iter().collect();
@@ -196,6 +292,7 @@ impl Spend {
                     0.0
                 },
                 error_usd: Cost::from_picodollars(e.error).usd(),
+                first_token_p95_ms: e.first_token.quantile(0.95),
             })
             .collect()
     }
@@ -237,6 +334,7 @@ impl Spend {
 mod tests {
     use super::*;
     use crate::record::Outcome;
+    use std::time::Duration;
 
     fn record(user: &str, pico: u64) -> StreamRecord {
         let mut r = StreamRecord::new("openai", "m", "/r", Outcome::Ok);
@@ -244,6 +342,23 @@ mod tests {
         r.cost = Some(Cost::from_picodollars(pico));
         r.output_tokens = 10;
         r
+    }
+
+    /// A call refused before any token cost nothing, yet is one of the user's requests and
+    /// errors; it is no priced call of its model.
+    #[test]
+    fn a_call_refused_before_any_token_counts_for_its_user() {
+        let spend = Spend::new(3);
+        let model: Arc<str> = Arc::from("m");
+        spend.record(&record("u", 1_000), &model);
+        let mut refused = StreamRecord::new("openai", "m", "/r", Outcome::RateLimited);
+        refused.user_id = Some(Arc::from("u"));
+        refused.cost = Some(Cost::ZERO);
+        spend.record(&refused, &model);
+        let top = spend.top_users();
+        assert_eq!((top[0].requests, top[0].errors), (2, 1));
+        assert_eq!(top[0].error_rate, 50.0);
+        assert_eq!(spend.by_model()["m"].requests, 1);
     }
 
     #[test]
@@ -285,6 +400,156 @@ mod tests {
         let top = spend.top_users();
         assert_eq!((top[0].requests, top[0].errors), (4, 1));
         assert!((top[0].error_rate - 25.0).abs() < 1e-9);
+    }
+
+    /// The exact `q` quantile by nearest rank: the value of rank ⌈q·n⌉ (at least 1).
+    fn exact_quantile(values: &[f64], q: f64) -> f64 {
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+        sorted[rank - 1]
+    }
+
+    /// A deterministic log-normal-ish sample: a median of 400 ms, spread by e^(0.6 z) with z
+    /// roughly standard normal (the sum of 12 uniforms less 6).
+    fn log_normal_sample(seed: u64, n: usize) -> Vec<f64> {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        (0..n)
+            .map(|_| {
+                let z = (0..12).map(|_| rng.f64()).sum::<f64>() - 6.0;
+                400.0 * (0.6 * z).exp()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_first_token_histogram_is_within_ten_percent() {
+        for seed in [1, 2, 3] {
+            let values = log_normal_sample(seed, 5_000);
+            let mut h = FirstTokenHistogram::default();
+            for &v in &values {
+                h.add(v);
+            }
+            for q in [0.0, 0.5, 0.9, 0.95, 0.99, 1.0] {
+                let exact = exact_quantile(&values, q);
+                let got = h.quantile(q).unwrap();
+                assert!(
+                    (got - exact).abs() <= 0.1 * exact,
+                    "seed {seed}, q {q}: {got} against {exact}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_first_token_histogram_clamps_its_range_and_answers_none_when_empty() {
+        let mut h = FirstTokenHistogram::default();
+        assert_eq!(h.quantile(0.95), None);
+        h.add(0.2);
+        h.add(f64::NAN);
+        assert_eq!(h.0[0], 2, "below 1 ms in the first bucket");
+        h.add(1e12);
+        h.add(f64::INFINITY);
+        assert_eq!(
+            h.0[FIRST_TOKEN_BUCKETS - 1],
+            2,
+            "past the top in the last bucket"
+        );
+        let top = h.quantile(1.0).unwrap();
+        assert!((100_000.0..120_000.0).contains(&top), "{top}");
+        let bottom = h.quantile(0.0).unwrap();
+        assert!((1.0..1.2).contains(&bottom), "{bottom}");
+    }
+
+    #[test]
+    fn merged_first_token_histograms_count_both() {
+        let (a, b) = (log_normal_sample(4, 2_000), log_normal_sample(5, 3_000));
+        let mut ha = FirstTokenHistogram::default();
+        let mut hb = FirstTokenHistogram::default();
+        let mut both = FirstTokenHistogram::default();
+        for &v in &a {
+            ha.add(v);
+            both.add(v);
+        }
+        for &v in &b {
+            hb.add(v);
+            both.add(v);
+        }
+        ha.merge(&hb);
+        assert_eq!(ha, both);
+        let all: Vec<f64> = a.iter().chain(&b).copied().collect();
+        let exact = exact_quantile(&all, 0.95);
+        let got = ha.quantile(0.95).unwrap();
+        assert!((got - exact).abs() <= 0.1 * exact, "{got} against {exact}");
+        // Saturating, never wrapping.
+        let mut full = FirstTokenHistogram([u32::MAX; FIRST_TOKEN_BUCKETS]);
+        full.merge(&both);
+        full.add(5.0);
+        assert_eq!(full, FirstTokenHistogram([u32::MAX; FIRST_TOKEN_BUCKETS]));
+    }
+
+    #[test]
+    fn a_users_first_token_p95_is_its_own_and_merged_across_shards() {
+        let spend = Spend::new(3);
+        let model: Arc<str> = Arc::from("m");
+        let mut latencies = Vec::new();
+        for (i, ms) in log_normal_sample(6, 400).into_iter().enumerate() {
+            let mut r = record("a", 10);
+            r.streaming = true;
+            r.time_to_first_token = Some(Duration::from_secs_f64(ms / 1000.0));
+            latencies.push(ms);
+            // Half from another thread: another shard, merged on read (when there are two).
+            if i % 2 == 0 {
+                spend.record(&r, &model);
+            } else {
+                std::thread::scope(|s| {
+                    s.spawn(|| spend.record(&r, &model));
+                });
+            }
+        }
+        // Not streaming, or streaming with no first token: not counted.
+        let mut r = record("b", 1);
+        r.time_to_first_token = Some(Duration::from_secs(1));
+        spend.record(&r, &model);
+        r.streaming = true;
+        r.time_to_first_token = None;
+        spend.record(&r, &model);
+        let top = spend.top_users();
+        let exact = exact_quantile(&latencies, 0.95);
+        let got = top[0].first_token_p95_ms.unwrap();
+        assert_eq!((top[0].user_id.as_str(), top[0].requests), ("a", 400));
+        assert_eq!((top[1].user_id.as_str(), top[1].requests), ("b", 2));
+        assert!((got - exact).abs() <= 0.1 * exact, "{got} against {exact}");
+        assert_eq!(top[1].first_token_p95_ms, None);
+    }
+
+    #[test]
+    fn a_newcomer_inherits_counts_but_not_first_tokens() {
+        let spend = Spend::new(3);
+        let model: Arc<str> = Arc::from("m");
+        // Fill the table (256 users) with slow first tokens.
+        for i in 0..MIN_CAPACITY {
+            let mut r = record(&format!("slow-{i}"), 1);
+            r.streaming = true;
+            r.time_to_first_token = Some(Duration::from_secs(30));
+            spend.record(&r, &model);
+        }
+        // A newcomer takes the place of one of them, with a fast first token of its own.
+        let mut r = record("new", 1_000);
+        r.streaming = true;
+        r.time_to_first_token = Some(Duration::from_millis(50));
+        spend.record(&r, &model);
+        let top = spend.top_users();
+        assert_eq!(top[0].user_id, "new");
+        assert_eq!(top[0].requests, 2, "the counts are inherited");
+        assert!(top[0].error_usd > 0.0);
+        let p95 = top[0].first_token_p95_ms.unwrap();
+        assert!((45.0..55.0).contains(&p95), "the latencies are not: {p95}");
+        // A newcomer with no first token of its own has none.
+        spend.record(&record("newer", 2_000), &model);
+        let top = spend.top_users();
+        assert_eq!(top[0].user_id, "newer");
+        assert_eq!(top[0].first_token_p95_ms, None);
     }
 
     #[test]

@@ -82,6 +82,7 @@ async fn hundred_concurrent_users_are_recorded_exactly() {
         mix: demo::load::Mix::default(),
         fail_rate: 0.02,
         headers: vec![("x-sim-tokens".into(), "16".into())],
+        slow_down: None,
     };
     let samples = demo::load::run(options, Arc::new(AtomicBool::new(false)), |_| {}).await;
     assert_eq!(samples.len(), 300);
@@ -157,6 +158,62 @@ async fn hundred_concurrent_users_are_recorded_exactly() {
     }
     let by = &w["by_outcome"];
     assert_eq!(by["ok"].as_u64().unwrap() + 6, 300);
+}
+
+/// Little's law on the demo's load: the monitor's time-averaged in-flight count agrees with its
+/// arrival rate times its mean duration, and with the client's own concurrency, measured from
+/// its own send-to-end times; its sampled peak is at most the users the client ran. Figures are
+/// compared with each other, never with a wall-clock bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn littles_law_holds_on_the_demo_load() {
+    let records = Records::default();
+    let (monitor, base) = start(&records, Monitor::builder()).await;
+    let users = 30;
+    let options = demo::load::LoadOptions {
+        base: base.clone(),
+        users,
+        duration: None,
+        requests_per_user: Some(6),
+        mix: demo::load::Mix::default(),
+        fail_rate: 0.0,
+        // About 0.8 s a stream (200 ms to the first token, then 10 ms a token): long beside
+        // what the client spends between requests.
+        headers: vec![("x-sim-tokens".into(), "60".into())],
+        slow_down: None,
+    };
+    let started = std::time::Instant::now();
+    let started_at = std::time::SystemTime::now();
+    let samples = demo::load::run(options, Arc::new(AtomicBool::new(false)), |_| {}).await;
+    let run = demo::Run {
+        users,
+        started: started_at,
+        elapsed: started.elapsed(),
+        cpu: None,
+    };
+    assert_eq!(samples.len(), 180);
+    records.wait_for(180).await;
+    let history = serde_json::to_value(monitor.history()).unwrap();
+    let c = demo::capacity(&samples, &run, &history).expect("figures");
+    let near = |a: f64, b: f64| (a - b).abs() <= 0.10 * b;
+    assert!(
+        near(c.monitor_in_flight, c.monitor_arrivals * c.monitor_duration),
+        "Little's law on the monitor's figures: {c:?}"
+    );
+    assert!(
+        near(c.monitor_in_flight, c.client_in_flight),
+        "the monitor's in-flight average against the client's: {c:?}"
+    );
+    assert!(near(c.monitor_arrivals, c.client_arrivals), "{c:?}");
+    assert!(near(c.monitor_duration, c.client_duration), "{c:?}");
+    assert!(
+        c.monitor_peak as usize <= users && c.monitor_peak as usize >= users / 2,
+        "a closed loop of {users} users: {c:?}"
+    );
+    // The report prints the same figures.
+    let text = c.to_string();
+    assert!(
+        text.contains("in flight (time-averaged)") && text.contains("arrivals x mean duration")
+    );
 }
 
 #[tokio::test]
@@ -822,6 +879,7 @@ fn sample(finished: f64, ttft_ms: u64) -> demo::load::Sample {
         tokens_per_second: Some(50.0),
         injected: None,
         transport_error: false,
+        duration: Duration::from_millis(ttft_ms + 200),
         finished: UNIX_EPOCH + Duration::from_secs_f64(finished),
     }
 }

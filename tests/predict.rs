@@ -10,7 +10,11 @@ use tower_stream_monitor::window::ManualClock;
 use tower_stream_monitor::{Monitor, Outcome, StreamRecord};
 
 fn stream(provider: &str, ttft_ms: u64) -> StreamRecord {
-    let mut r = StreamRecord::new(provider, "m", "/v1/chat", Outcome::Ok);
+    model_stream(provider, "m", ttft_ms)
+}
+
+fn model_stream(provider: &str, model: &str, ttft_ms: u64) -> StreamRecord {
+    let mut r = StreamRecord::new(provider, model, "/v1/chat", Outcome::Ok);
     r.streaming = true;
     r.time_to_first_token = Some(Duration::from_millis(ttft_ms));
     r.duration = Duration::from_millis(ttft_ms + 500);
@@ -43,7 +47,7 @@ fn a_doubled_first_token_is_an_anomaly_and_an_always_slow_provider_is_not() {
             .anomalies
             .iter()
             .filter(|a| a.anomalous)
-            .map(|a| format!("{}:{}", a.provider, a.signal))
+            .map(|a| a.name())
             .collect()
     };
     assert!(anomalous(&monitor).is_empty(), "a steady hour has none");
@@ -66,7 +70,7 @@ fn a_doubled_first_token_is_an_anomaly_and_an_always_slow_provider_is_not() {
             assert!(anomalous(&monitor).is_empty(), "one minute is not a change");
         }
     }
-    assert_eq!(anomalous(&monitor), ["openai:first_token_p95_ms"]);
+    assert_eq!(anomalous(&monitor), ["openai:m:first_token_p95_ms"]);
     let report = monitor.health();
     assert_eq!(report.status.max(HealthStatus::Degraded), report.status);
     assert!(
@@ -94,7 +98,7 @@ fn a_doubled_first_token_is_an_anomaly_and_an_always_slow_provider_is_not() {
         .filter(|a| !a.is_empty())
         .cloned()
         .collect();
-    assert_eq!(raised, vec![vec!["openai:first_token_p95_ms".to_owned()]]);
+    assert_eq!(raised, vec![vec!["openai:m:first_token_p95_ms".to_owned()]]);
     // The JSON has it too.
     let predictions = monitor.snapshot().predictions;
     assert!(
@@ -103,6 +107,117 @@ fn a_doubled_first_token_is_an_anomaly_and_an_always_slow_provider_is_not() {
             .iter()
             .any(|a| a.signal == "first_token_p95_ms" && a.anomalous)
     );
+}
+
+/// Baselines are per model: traffic moving to a provider's slow model raises the provider's
+/// p95 but is no anomaly; the fast model doubling is one, named with its model.
+#[test]
+fn baselines_are_per_model_so_a_shift_to_a_slow_model_is_no_anomaly() {
+    let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+    let monitor = Monitor::builder().clock(clock.clone()).build().unwrap();
+    let minute = |fast: u64, fast_ms: u64, slow: u64| {
+        for i in 0..fast {
+            monitor.ingest(model_stream("openai", "fast", fast_ms + i % 10));
+        }
+        for i in 0..slow {
+            monitor.ingest(model_stream("openai", "slow", 3_000 + i % 10));
+        }
+        clock.advance(Duration::from_secs(60));
+        monitor.health()
+    };
+    // 3% of the streams on the slow model: the provider's p95 is the fast model's.
+    for _ in 0..20 {
+        minute(150, 300, 5);
+    }
+    // The mix turns to the slow model: the provider's p95 goes from 300 ms to 3 s, a provider
+    // baseline would cry wolf; per model nothing changed.
+    for _ in 0..4 {
+        let report = minute(6, 300, 40);
+        assert!(
+            report.anomalies.iter().all(|a| !a.anomalous),
+            "{:?}",
+            report.anomalies
+        );
+    }
+    assert!(
+        monitor
+            .health()
+            .anomalies
+            .iter()
+            .any(|a| a.model == "slow" && a.signal == "first_token_p95_ms"),
+        "each model is judged"
+    );
+    for _ in 0..2 {
+        minute(150, 600, 5);
+    }
+    let raised: Vec<String> = monitor
+        .health()
+        .anomalies
+        .iter()
+        .filter(|a| a.anomalous)
+        .map(|a| a.name())
+        .collect();
+    assert_eq!(raised, ["openai:fast:first_token_p95_ms"]);
+    let scrape = monitor.render_prometheus();
+    assert!(
+        scrape
+            .lines()
+            .any(|l| l.starts_with("stream_monitor_anomaly_score{")
+                && l.contains("gen_ai_request_model=\"fast\"")),
+        "the gauge carries the model"
+    );
+}
+
+/// Ten-second slots and a short baseline, as the demo sets them: caught within 30 s.
+#[test]
+fn ten_second_slots_catch_a_change_in_half_a_minute() {
+    use tower_stream_monitor::predict::{AnomalyDetection, AnomalySlot};
+    let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+    let monitor = Monitor::builder()
+        .clock(clock.clone())
+        .anomaly_detection(
+            AnomalyDetection::default()
+                .slot(AnomalySlot::TenSeconds)
+                .min_baseline_slots(6),
+        )
+        .build()
+        .unwrap();
+    for i in 0..8u64 {
+        for j in 0..10 {
+            monitor.ingest(stream("openai", 300 + (i + j) % 10));
+        }
+        clock.advance(Duration::from_secs(10));
+    }
+    assert!(monitor.health().anomalies.iter().all(|a| !a.anomalous));
+    let mut caught_after = None;
+    for slot in 1..=3u64 {
+        for _ in 0..10 {
+            monitor.ingest(stream("openai", 600));
+        }
+        clock.advance(Duration::from_secs(10));
+        let a = monitor.health().anomalies;
+        if caught_after.is_none() && a.iter().any(|a| a.anomalous) {
+            caught_after = Some(slot * 10);
+            let judged = &monitor.predictions()["openai"].anomalies;
+            assert!(judged.iter().all(|a| a.slot_secs == 10), "{judged:?}");
+        }
+    }
+    assert_eq!(caught_after, Some(20), "two slots of 10 s in a row");
+    // Settings it cannot use are an error from build, naming the setting.
+    for bad in [
+        AnomalyDetection::default()
+            .min_baseline_slots(29)
+            .slot(AnomalySlot::TenSeconds),
+        AnomalyDetection::default().min_streams_per_slot(0),
+        AnomalyDetection::default().scores(2.0, 4.0),
+        AnomalyDetection::default().scores(f64::NAN, 1.0),
+    ] {
+        let e = Monitor::builder()
+            .anomaly_detection(bad)
+            .build()
+            .unwrap_err();
+        assert!(e.to_string().contains("anomaly_detection"), "{e}");
+    }
 }
 
 #[test]
@@ -210,7 +325,7 @@ fn a_stationary_day_raises_nothing_and_a_step_is_caught_then_clears() {
         let (at, which) = &raised[0];
         assert_eq!(
             which,
-            &["openai:first_token_p95_ms".to_owned()],
+            &["openai:m:first_token_p95_ms".to_owned()],
             "seed {seed}"
         );
         assert!(

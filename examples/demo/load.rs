@@ -15,6 +15,18 @@ pub enum Provider {
 }
 
 impl Provider {
+    /// From the `--mix` and `--slow-down` names (`gemini` or `gcp.gemini`).
+    pub fn parse(name: &str) -> Result<Self, String> {
+        match name {
+            "openai" => Ok(Provider::OpenAi),
+            "anthropic" => Ok(Provider::Anthropic),
+            "gemini" | "gcp.gemini" => Ok(Provider::Gemini),
+            other => Err(format!(
+                "unknown provider {other:?} (openai, anthropic, gemini)"
+            )),
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Provider::OpenAi => "openai",
@@ -69,16 +81,7 @@ impl Mix {
             let (name, share) = part
                 .split_once('=')
                 .ok_or_else(|| format!("--mix: {part:?} is not name=share"))?;
-            let provider = match name.trim() {
-                "openai" => Provider::OpenAi,
-                "anthropic" => Provider::Anthropic,
-                "gemini" => Provider::Gemini,
-                other => {
-                    return Err(format!(
-                        "--mix: unknown provider {other:?} (openai, anthropic, gemini)"
-                    ));
-                }
-            };
+            let provider = Provider::parse(name.trim()).map_err(|e| format!("--mix: {e}"))?;
             let share: u32 = share
                 .trim()
                 .parse()
@@ -128,6 +131,8 @@ pub struct Sample {
     pub tokens_per_second: Option<f64>,
     pub injected: Option<&'static str>,
     pub transport_error: bool,
+    /// From send to the body's end (or the failure), as the client saw it.
+    pub duration: Duration,
     /// When the client saw the request end: the report matches it against the monitor's
     /// windows, which place a request by when it ended.
     pub finished: SystemTime,
@@ -145,6 +150,36 @@ pub struct LoadOptions {
     pub fail_rate: f64,
     /// Extra headers on every request (simulation knobs).
     pub headers: Vec<(String, String)>,
+    /// One provider's first token made slower from some time into the run on.
+    pub slow_down: Option<SlowDown>,
+}
+
+/// `--slow-down PROVIDER=MS@SECONDS`: from `after` into the run, the provider's requests ask
+/// the simulator for a first token after `ttft_ms` (its default is 200 ms).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SlowDown {
+    pub provider: Provider,
+    pub ttft_ms: u64,
+    pub after: Duration,
+}
+
+impl SlowDown {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let bad = || format!("--slow-down: {s:?} is not PROVIDER=MS@SECONDS, e.g. openai=800@60");
+        let (name, rest) = s.split_once('=').ok_or_else(bad)?;
+        let (ms, after) = rest.split_once('@').ok_or_else(bad)?;
+        let provider = Provider::parse(name.trim())?;
+        let ttft_ms: u64 = ms.trim().parse().map_err(|_| bad())?;
+        let after: f64 = after.trim().parse().map_err(|_| bad())?;
+        if !(1..=60_000).contains(&ttft_ms) || !(0.0..=86_400.0).contains(&after) {
+            return Err("--slow-down: MS from 1 to 60000, SECONDS from 0 to 86400".into());
+        }
+        Ok(Self {
+            provider,
+            ttft_ms,
+            after: Duration::from_secs_f64(after),
+        })
+    }
 }
 
 /// Runs the load; `on_sample` sees each finished request (the progress bar).
@@ -159,7 +194,8 @@ pub async fn run(
         .expect("an HTTP client");
     let counter = Arc::new(AtomicU64::new(0));
     let on_sample = Arc::new(on_sample);
-    let deadline = options.duration.map(|d| Instant::now() + d);
+    let began = Instant::now();
+    let deadline = options.duration.map(|d| began + d);
     let options = Arc::new(options);
     let mut users = Vec::new();
     for _ in 0..options.users {
@@ -181,7 +217,7 @@ pub async fn run(
                     break;
                 }
                 let k = counter.fetch_add(1, Ordering::Relaxed);
-                let sample = one_request(&client, &options, k).await;
+                let sample = one_request(&client, &options, k, began.elapsed()).await;
                 on_sample(&sample);
                 samples.push(sample);
                 done += 1;
@@ -196,7 +232,12 @@ pub async fn run(
     all
 }
 
-async fn one_request(client: &reqwest::Client, options: &LoadOptions, k: u64) -> Sample {
+async fn one_request(
+    client: &reqwest::Client,
+    options: &LoadOptions,
+    k: u64,
+    into_run: Duration,
+) -> Sample {
     let provider = options.mix.pick(k);
     let injected = injected_failure(k, options.fail_rate);
     let mut request = provider
@@ -208,6 +249,12 @@ async fn one_request(client: &reqwest::Client, options: &LoadOptions, k: u64) ->
     if let Some(fail) = injected {
         request = request.header("x-sim-fail", fail);
     }
+    if let Some(slow) = options
+        .slow_down
+        .filter(|s| s.provider == provider && into_run >= s.after)
+    {
+        request = request.header("x-sim-ttft-ms", slow.ttft_ms.to_string());
+    }
     let mut sample = Sample {
         provider,
         status: 0,
@@ -216,6 +263,7 @@ async fn one_request(client: &reqwest::Client, options: &LoadOptions, k: u64) ->
         tokens_per_second: None,
         injected,
         transport_error: false,
+        duration: Duration::ZERO,
         finished: SystemTime::now(),
     };
     let started = Instant::now();
@@ -223,6 +271,7 @@ async fn one_request(client: &reqwest::Client, options: &LoadOptions, k: u64) ->
         Ok(r) => r,
         Err(_) => {
             sample.transport_error = true;
+            sample.duration = started.elapsed();
             sample.finished = SystemTime::now();
             return sample;
         }
@@ -245,6 +294,7 @@ async fn one_request(client: &reqwest::Client, options: &LoadOptions, k: u64) ->
             }
         }
     }
+    sample.duration = started.elapsed();
     sample.finished = SystemTime::now();
     parser.finish();
     sample.tokens = parser.summary().output_tokens();

@@ -6,11 +6,15 @@
 //! cargo run --release --example demo -- --addr 127.0.0.1:8080
 //! cargo run --release --example demo -- --load 100 --duration 20  # drive load, report, exit
 //! cargo run --release --example demo -- --load 20                 # drive load and keep serving
+//! cargo run --release --example demo -- --load 40 --duration 110 --slow-down openai=800@70
+//!                                                                 # an anomaly caught mid-run
 //! STREAMING_TIMEOUT=2 cargo run --release --example demo          # cut streams at 2 s
 //! ```
 //!
 //! Options: `--addr HOST:PORT`, `--load N`, `--duration SECONDS`,
-//! `--mix openai=50,anthropic=30,gemini=20`, `--fail-rate 0.02`. The monitor is configured from
+//! `--mix openai=50,anthropic=30,gemini=20`, `--fail-rate 0.02`, `--slow-down PROVIDER=MS@SECONDS`
+//! (from SECONDS into the run, PROVIDER's first token comes after MS; anomalies are then judged
+//! on 10 s slots, so one shows within the run). The monitor is configured from
 //! the environment (`STREAMING_TIMEOUT`, `MONITOR_PREFIX`, `MONITOR_TOKEN`,
 //! `MONITOR_MIN_SAMPLES`); its endpoints are under `/api/v1/monitoring`. Listening beyond
 //! loopback without `MONITOR_TOKEN` prints a warning: those endpoints would be open to anyone.
@@ -24,12 +28,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
+use tower_stream_monitor::predict::{AnomalyDetection, AnomalySlot};
 use tower_stream_monitor::{Monitor, Outcome};
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use load::{LoadOptions, Mix, Sample};
+use load::{LoadOptions, Mix, Sample, SlowDown};
 
 /// The demo's command line.
 #[derive(Debug, Clone)]
@@ -41,6 +46,8 @@ pub struct Options {
     pub fail_rate: f64,
     /// An OTLP/HTTP collector to push the GenAI metrics to (feature `otlp`).
     pub otlp: Option<String>,
+    /// One provider made slower mid-run, to show an anomaly being caught.
+    pub slow_down: Option<SlowDown>,
 }
 
 impl Options {
@@ -52,6 +59,7 @@ impl Options {
             mix: Mix::default(),
             fail_rate: 0.0,
             otlp: None,
+            slow_down: None,
         };
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
@@ -77,6 +85,7 @@ impl Options {
                     o.duration = Some(Duration::from_secs_f64(s));
                 }
                 "--mix" => o.mix = Mix::parse(&value("--mix")?)?,
+                "--slow-down" => o.slow_down = Some(SlowDown::parse(&value("--slow-down")?)?),
                 "--fail-rate" => {
                     let r: f64 = value("--fail-rate")?
                         .parse()
@@ -102,11 +111,14 @@ impl Options {
         if o.duration.is_some() && o.load.is_none() {
             return Err("--duration goes with --load".into());
         }
+        if o.slow_down.is_some() && o.load.is_none() {
+            return Err("--slow-down goes with --load".into());
+        }
         Ok(o)
     }
 }
 
-const USAGE: &str = "usage: demo [--addr HOST:PORT] [--otlp URL] [--load USERS [--duration SECONDS] [--mix openai=50,anthropic=30,gemini=20] [--fail-rate 0.02]]";
+const USAGE: &str = "usage: demo [--addr HOST:PORT] [--otlp URL] [--load USERS [--duration SECONDS] [--mix openai=50,anthropic=30,gemini=20] [--fail-rate 0.02] [--slow-down openai=800@70]]";
 
 /// Pushes the GenAI metrics to an OTLP collector, flushed when the demo stops.
 #[cfg(feature = "otlp")]
@@ -117,11 +129,24 @@ pub type Export = ();
 
 /// The demo's monitor: from the environment, endpoints under `/api/v1/monitoring` by default,
 /// pushing to the `--otlp` collector if one is given.
-pub fn monitor_with(otlp: Option<&str>) -> Result<(Monitor, Export), String> {
-    let builder = Monitor::builder()
+/// The demo's monitor: from the environment, pushing to `otlp` if given; with `quick_anomalies`
+/// (`--slow-down`), anomalies are judged on 10 s slots from a baseline of 6 (a minute), so a
+/// demo run shows one within two minutes, where a service's defaults need over ten.
+pub fn monitor_with(
+    otlp: Option<&str>,
+    quick_anomalies: bool,
+) -> Result<(Monitor, Export), String> {
+    let mut builder = Monitor::builder()
         .prefix("/api/v1/monitoring")
         .with_env()
         .map_err(|e| e.to_string())?;
+    if quick_anomalies {
+        builder = builder.anomaly_detection(
+            AnomalyDetection::default()
+                .slot(AnomalySlot::TenSeconds)
+                .min_baseline_slots(6),
+        );
+    }
     #[cfg(feature = "otlp")]
     {
         let exporter = otlp
@@ -455,6 +480,121 @@ pub fn report(
     out
 }
 
+/// The capacity figures of a run, the client's beside the monitor's (README, Capacity). Little's
+/// law: in flight (time-averaged) = arrivals per second × mean duration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Capacity {
+    /// Time-averaged requests in flight over the run: the client's from its own send-to-end
+    /// times, the monitor's from its history (`avg_in_flight` of each slot).
+    pub client_in_flight: f64,
+    pub monitor_in_flight: f64,
+    /// The most in flight at once: the client's users (a closed loop), the monitor's sampled
+    /// peak (`peak_in_flight`).
+    pub client_peak: usize,
+    pub monitor_peak: u64,
+    /// Requests per second over the run.
+    pub client_arrivals: f64,
+    pub monitor_arrivals: f64,
+    /// Mean request duration, seconds.
+    pub client_duration: f64,
+    pub monitor_duration: f64,
+}
+
+/// The run's capacity figures, from the client's samples and the monitor's `/metrics/history`
+/// (the 5-minute series for a run that fits in it, else the hour), summed over every slot: the
+/// demo's monitor sees only the load.
+pub fn capacity(samples: &[Sample], run: &Run, history: &serde_json::Value) -> Option<Capacity> {
+    let secs = run.elapsed.as_secs_f64();
+    if samples.is_empty() || secs <= 0.0 {
+        return None;
+    }
+    let series = if secs <= 280.0 {
+        &history["five_minutes"]
+    } else {
+        &history["one_hour"]
+    };
+    let slot = series["slot_seconds"].as_f64()?;
+    let points = series["points"].as_array()?;
+    let f = |p: &serde_json::Value, k: &str| p[k].as_f64().unwrap_or(0.0);
+    let busy: f64 = points.iter().map(|p| f(p, "avg_in_flight") * slot).sum();
+    let arrivals: f64 = points
+        .iter()
+        .map(|p| f(p, "arrival_rate_per_second") * slot)
+        .sum();
+    let streams: f64 = points
+        .iter()
+        .map(|p| f(p, "total_streaming_requests"))
+        .sum();
+    let duration_ms: f64 = points
+        .iter()
+        .map(|p| f(p, "avg_duration_ms") * f(p, "total_streaming_requests"))
+        .sum();
+    let peak = points
+        .iter()
+        .filter_map(|p| p["peak_in_flight"].as_u64())
+        .max()
+        .unwrap_or(0);
+    let client_busy: f64 = samples.iter().map(|s| s.duration.as_secs_f64()).sum();
+    Some(Capacity {
+        client_in_flight: client_busy / secs,
+        monitor_in_flight: busy / secs,
+        client_peak: run.users,
+        monitor_peak: peak,
+        client_arrivals: samples.len() as f64 / secs,
+        monitor_arrivals: arrivals / secs,
+        client_duration: client_busy / samples.len() as f64,
+        monitor_duration: duration_ms / 1000.0 / streams.max(1.0),
+    })
+}
+
+impl std::fmt::Display for Capacity {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let row = |out: &mut std::fmt::Formatter<'_>, name: &str, c: f64, m: f64, d: usize| {
+            writeln!(out, "{name:<28}{c:>14.d$}{m:>14.d$}")
+        };
+        writeln!(
+            out,
+            "capacity: whole run (Little's law: in flight = arrivals/s x mean duration)"
+        )?;
+        writeln!(out, "{:<28}{:>14}{:>14}", "", "load (client)", "monitor")?;
+        row(
+            out,
+            "  in flight (time-averaged)",
+            self.client_in_flight,
+            self.monitor_in_flight,
+            1,
+        )?;
+        row(
+            out,
+            "  in flight (peak)",
+            self.client_peak as f64,
+            self.monitor_peak as f64,
+            0,
+        )?;
+        row(
+            out,
+            "  arrivals (/s)",
+            self.client_arrivals,
+            self.monitor_arrivals,
+            1,
+        )?;
+        row(
+            out,
+            "  mean duration (s)",
+            self.client_duration,
+            self.monitor_duration,
+            3,
+        )?;
+        row(
+            out,
+            "  arrivals x mean duration",
+            self.client_arrivals * self.client_duration,
+            self.monitor_arrivals * self.monitor_duration,
+            1,
+        )
+    }
+}
+
 async fn fetch_metrics(base: &str, monitor: &Monitor) -> serde_json::Value {
     let url = format!("{base}{}/metrics", monitor.prefix());
     let mut request = reqwest::Client::new().get(url);
@@ -480,7 +620,8 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    let (monitor, export) = match monitor_with(options.otlp.as_deref()) {
+    let (monitor, export) = match monitor_with(options.otlp.as_deref(), options.slow_down.is_some())
+    {
         Ok(m) => m,
         Err(error) => {
             eprintln!("demo: {error}");
@@ -570,6 +711,7 @@ async fn main() {
         mix: options.mix.clone(),
         fail_rate: options.fail_rate,
         headers: Vec::new(),
+        slow_down: options.slow_down,
     };
     let started = std::time::Instant::now();
     let started_at = SystemTime::now();
@@ -593,7 +735,59 @@ async fn main() {
             ));
         }
     });
+    // With --slow-down, judge health each second (as a scrape or a dashboard would) and print
+    // each change of anomalies as it comes; the crate also logs it as a WARN event.
+    let anomaly_log: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let watcher = options.slow_down.map(|slow| {
+        let (monitor, log, bar) = (monitor.clone(), anomaly_log.clone(), bar.clone());
+        println!(
+            "{} will answer its first token after {} ms from {:.0} s on; anomalies are judged on 10 s slots",
+            slow.provider.name(),
+            slow.ttft_ms,
+            slow.after.as_secs_f64()
+        );
+        tokio::spawn(async move {
+            let mut last: Vec<String> = Vec::new();
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let report = monitor.health();
+                let now: Vec<String> = report
+                    .anomalies
+                    .iter()
+                    .filter(|a| a.anomalous)
+                    .map(|a| {
+                        format!(
+                            "{} at {:.0} (usual {:.0}, score {:.1})",
+                            a.name(),
+                            a.value,
+                            a.baseline_median,
+                            a.score
+                        )
+                    })
+                    .collect();
+                let names = |v: &[String]| -> Vec<String> {
+                    v.iter().filter_map(|l| l.split(' ').next()).map(str::to_owned).collect()
+                };
+                if names(&now) != names(&last) {
+                    let line = format!(
+                        "[{:>5.1} s] anomalies: {} (health {})",
+                        started.elapsed().as_secs_f64(),
+                        if now.is_empty() { "none".to_owned() } else { now.join("; ") },
+                        report.status.as_str()
+                    );
+                    // Above the bar, and printed even when stdout is no terminal (the bar is
+                    // hidden then, and `println` on it would drop the line).
+                    bar.suspend(|| println!("{line}"));
+                    log.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+                    last = now;
+                }
+            }
+        })
+    });
     let samples = load.await.unwrap_or_default();
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
     let run = Run {
         users,
         started: started_at,
@@ -616,6 +810,17 @@ async fn main() {
         .map(|&o| (o, monitor.recorded(o)))
         .collect();
     println!("{}", report(&samples, &run, &metrics, &recorded));
+    let history = serde_json::to_value(monitor.history()).unwrap_or_default();
+    if let Some(capacity) = capacity(&samples, &run, &history) {
+        println!("{capacity}");
+    }
+    let anomaly_log = std::mem::take(&mut *anomaly_log.lock().unwrap_or_else(|p| p.into_inner()));
+    if !anomaly_log.is_empty() {
+        println!(
+            "anomalies as they were judged:\n  {}\n",
+            anomaly_log.join("\n  ")
+        );
+    }
     println!(
         "GET {prefix}/metrics:\n{}",
         serde_json::to_string_pretty(&metrics).unwrap_or_default()

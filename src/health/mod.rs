@@ -391,21 +391,32 @@ impl BudgetState {
     }
 }
 
-/// One provider's signal judged against its own last hour (README, Trends and anomalies).
+/// One provider and model's signal judged against its own recent past (README, Trends and
+/// anomalies).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AnomalyState {
     /// The provider.
     pub provider: String,
+    /// The request model.
+    pub model: String,
     /// `first_token_p95_ms`, `tokens_per_second` or `error_rate`.
     pub signal: &'static str,
-    /// The last complete minute's value.
+    /// The last complete slot's value (a minute by default).
     pub value: f64,
-    /// The baseline's median (the minutes before, in the last hour).
+    /// The baseline's median (the slots before).
     pub baseline_median: f64,
     /// Robust standard deviations in the bad direction.
     pub score: f64,
-    /// Whether it is an anomaly (score above 4): health is then at least degraded.
+    /// Whether it is an anomaly (score past the raise score, 4 by default): health is then at
+    /// least degraded.
     pub anomalous: bool,
+}
+
+impl AnomalyState {
+    /// `provider:model:signal`, as alerts list it.
+    pub fn name(&self) -> String {
+        format!("{}:{}:{}", self.provider, self.model, self.signal)
+    }
 }
 
 /// The body of `GET {prefix}/health`.
@@ -436,7 +447,7 @@ pub struct Alert {
     pub fired: Vec<String>,
     /// Names of the budgets passed now.
     pub budgets_exceeded: Vec<String>,
-    /// The anomalies now, as `provider:signal`.
+    /// The anomalies now, as `provider:model:signal`.
     pub anomalies: Vec<String>,
     /// The report that showed the change.
     pub report: HealthReport,
@@ -576,7 +587,7 @@ impl HealthTracker {
             .anomalies
             .iter()
             .filter(|a| a.anomalous)
-            .map(|a| format!("{}:{}", a.provider, a.signal))
+            .map(AnomalyState::name)
             .collect();
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         if last.0 == report.status && last.1 == fired && last.2 == exceeded && last.3 == anomalies {
@@ -593,11 +604,12 @@ impl HealthTracker {
         );
         drop(last);
         for anomaly in report.anomalies.iter().filter(|a| a.anomalous) {
-            let name = format!("{}:{}", anomaly.provider, anomaly.signal);
+            let name = anomaly.name();
             if !was_anomalous.contains(&name) {
                 tracing::warn!(
                     target: crate::HEALTH_TARGET,
                     provider = %anomaly.provider,
+                    model = %anomaly.model,
                     signal = anomaly.signal,
                     value = anomaly.value,
                     baseline = anomaly.baseline_median,

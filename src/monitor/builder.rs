@@ -135,6 +135,7 @@ pub(crate) struct Config {
     pub(crate) prices: crate::cost::PriceTable,
     pub(crate) top_users: usize,
     pub(crate) budgets: Vec<crate::health::Budget>,
+    pub(crate) anomaly_detection: crate::predict::AnomalyDetection,
     #[cfg(feature = "otlp")]
     pub(crate) otlp: Option<crate::otlp::OtlpExporter>,
     pub(crate) label_cardinality: usize,
@@ -174,6 +175,7 @@ impl fmt::Debug for Config {
             .field("prices", &self.prices.len())
             .field("top_users", &self.top_users)
             .field("budgets", &self.budgets)
+            .field("anomaly_detection", &self.anomaly_detection)
             .field("label_cardinality", &self.label_cardinality)
             .field("header_label_cardinality", &self.header_label_cardinality)
             .field("max_label_sets", &self.max_label_sets)
@@ -207,6 +209,7 @@ impl Default for Config {
             prices: crate::cost::PriceTable::builtin(),
             top_users: DEFAULT_TOP_USERS,
             budgets: Vec::new(),
+            anomaly_detection: crate::predict::AnomalyDetection::default(),
             #[cfg(feature = "otlp")]
             otlp: None,
             label_cardinality: DEFAULT_LABEL_CARDINALITY,
@@ -418,6 +421,15 @@ impl MonitorBuilder {
     /// none. Memory is bounded by it whatever the number of users (README, Cost).
     pub fn top_users(mut self, n: usize) -> Self {
         self.config.top_users = n;
+        self
+    }
+
+    /// How anomalies are judged: the slot length, the streams a slot needs, the baseline slots
+    /// needed, the raise and clear scores (defaults: one minute, 5, 10, 4 and 2; README, Trends
+    /// and anomalies). `build` fails with [`ConfigError::InvalidSetting`] on settings it cannot
+    /// use.
+    pub fn anomaly_detection(mut self, settings: crate::predict::AnomalyDetection) -> Self {
+        self.config.anomaly_detection = settings;
         self
     }
 
@@ -690,6 +702,9 @@ impl MonitorBuilder {
                 ),
             ));
         }
+        if let Some(reason) = c.anomaly_detection.invalid() {
+            return Err(bad("anomaly_detection", &reason));
+        }
         if c.top_users > 10_000 {
             return Err(bad("top_users", "must be at most 10000"));
         }
@@ -766,6 +781,7 @@ impl MonitorBuilder {
                 routes: LabelInterner::new(cap, 0),
                 series: SeriesBudget::new(max_label_sets),
                 unrouted: AtomicU64::new(0),
+                in_flight_sampled: AtomicU64::new(u64::MAX),
                 spend: crate::spend::Spend::new(top_users),
                 budgets: crate::spend::BudgetMeter::new(budgets),
                 predictions: std::sync::Mutex::new((u64::MAX, Arc::default())),

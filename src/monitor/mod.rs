@@ -43,6 +43,8 @@ pub(crate) struct Shared {
     routes: LabelInterner,
     series: SeriesBudget,
     unrouted: AtomicU64,
+    /// The window second the in-flight count was last sampled in.
+    in_flight_sampled: AtomicU64,
     spend: crate::spend::Spend,
     budgets: crate::spend::BudgetMeter,
     /// Trends and anomalies per provider, worked out at most once a minute (their data is
@@ -297,6 +299,17 @@ impl Monitor {
         self.shared.window_time.secs(&*self.shared.config.clock)
     }
 
+    /// The first request to end in each second samples how many are in flight, for the
+    /// windows' peaks: one relaxed read per request of a line written once a second, and the
+    /// in-flight shards summed once a second.
+    fn sample_in_flight(&self, secs: u64, ended_in_flight: i64) {
+        let last = &self.shared.in_flight_sampled;
+        if last.load(Ordering::Relaxed) != secs && last.swap(secs, Ordering::Relaxed) != secs {
+            let n = self.shared.in_flight.total(InFlightBy::Route) + ended_in_flight;
+            self.shared.windows.note_in_flight(secs, n.max(0) as u64);
+        }
+    }
+
     /// The one hand-over point of a finished request: every started request reaches it once.
     /// `source` says whether a label came from a request header (see `max_label_sets`).
     /// `provider_in_flight`: whether [`Monitor::provider_started`] counted the record's provider.
@@ -312,7 +325,7 @@ impl Monitor {
         }
         let provider = provider_in_flight.then_some(&record.provider);
         self.shared.in_flight.finished(&record.route, provider);
-        self.ingest_from(record, source);
+        self.ingest_from(record, source, 1);
     }
 
     /// Records a stream measured elsewhere (a job that is not an HTTP request, a replay): into
@@ -335,10 +348,11 @@ impl Monitor {
     /// # Ok::<(), tower_stream_monitor::ConfigError>(())
     /// ```
     pub fn ingest(&self, record: StreamRecord) {
-        self.ingest_from(record, LabelSource::Trusted);
+        self.ingest_from(record, LabelSource::Trusted, 0);
     }
 
-    fn ingest_from(&self, mut record: StreamRecord, source: LabelSource) {
+    /// `ended_in_flight`: 1 when the request was counted in flight until just now.
+    fn ingest_from(&self, mut record: StreamRecord, source: LabelSource, ended_in_flight: i64) {
         record.finished_at = self.now();
         record.output_tokens = record.output_tokens.min(MAX_TOKENS);
         record.input_tokens = record.input_tokens.map(|n| n.min(MAX_TOKENS));
@@ -380,9 +394,8 @@ impl Monitor {
                 && (record.token_source == crate::parse::TokenSource::Counted
                     || record.input_tokens.is_none());
         }
-        // Spend is what calls used: one that used no token adds nothing.
-        let priced_as = priced_as.filter(|_| record.cost != Some(crate::cost::Cost::ZERO));
         let secs = self.window_secs();
+        self.sample_in_flight(secs, ended_in_flight);
         if record.is_unrouted() {
             // Counted apart: no labelled series, no window but its unrouted count, no health.
             self.shared.unrouted.fetch_add(1, Ordering::Relaxed);
@@ -527,26 +540,39 @@ impl Monitor {
     /// the `predictions` of `/metrics`. Worked out at most once a minute.
     pub fn predictions(&self) -> Arc<crate::predict::Predictions> {
         let secs = self.window_secs();
-        let minute = secs / 60;
+        let settings = &self.shared.config.anomaly_detection;
+        let slot = secs / settings.slot.secs();
         let mut cached = self
             .shared
             .predictions
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if cached.0 != minute {
-            let history = self.shared.windows.history(secs);
+        if cached.0 != slot {
+            let history = self
+                .shared
+                .windows
+                .history(secs, Some(settings.slot.span()));
             let warning = self.shared.config.baselines.streaming_first_token.warning;
             let previous = cached.1.clone();
-            let by_provider = history
+            let mut by_provider: crate::predict::Predictions = history
                 .providers
                 .iter()
-                .map(|(p, minutes)| {
-                    let p = p.to_string();
-                    let judged = crate::predict::predict(minutes, warning, previous.get(&p));
-                    (p, judged)
-                })
+                .map(|(p, minutes)| (p.to_string(), crate::predict::predict(minutes, warning)))
                 .collect();
-            *cached = (minute, Arc::new(by_provider));
+            for ((provider, model), slots) in &history.models {
+                let was = |signal: &str| {
+                    previous.get(&**provider).is_some_and(|p| {
+                        p.anomalies.iter().any(|a| {
+                            a.anomalous && a.signal == signal && a.model.as_str() == &**model
+                        })
+                    })
+                };
+                let judged = crate::predict::anomalies(model, slots, settings, was);
+                if let Some(p) = by_provider.get_mut(&**provider) {
+                    p.anomalies.extend(judged);
+                }
+            }
+            *cached = (slot, Arc::new(by_provider));
         }
         cached.1.clone()
     }
@@ -557,6 +583,7 @@ impl Monitor {
             .flat_map(|(provider, p)| {
                 p.anomalies.iter().map(|a| crate::health::AnomalyState {
                     provider: provider.clone(),
+                    model: a.model.clone(),
                     signal: a.signal,
                     value: a.value,
                     baseline_median: a.baseline_median,
@@ -570,34 +597,38 @@ impl Monitor {
     /// The windows slot by slot, for charts: what `GET {prefix}/metrics/history` serves.
     pub fn history(&self) -> crate::snapshot::MetricsHistory {
         use crate::snapshot::{HistoryPoint, HistorySeries, MetricsHistory};
-        let h = self.shared.windows.history(self.window_secs());
-        let points = |slots: &[crate::window::SlotStats], last_start: u64, secs: u64| {
-            let n = slots.len() as u64;
-            slots
-                .iter()
-                .enumerate()
-                .map(|(i, s)| HistoryPoint {
-                    start_unix: last_start.saturating_sub((n - 1 - i as u64) * secs),
-                    streaming: s.summary(0),
-                    requests: s.requests(),
-                    avg_in_flight: s.busy_secs / secs as f64,
-                    arrival_rate_per_second: (s.requests + s.unrouted) as f64 / secs as f64,
-                })
-                .collect::<Vec<_>>()
-        };
+        let h = self.shared.windows.history(self.window_secs(), None);
+        let points =
+            |slots: &[crate::window::SlotStats], last_start: u64, secs: u64, overall: bool| {
+                let n = slots.len() as u64;
+                slots
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| HistoryPoint {
+                        start_unix: last_start.saturating_sub((n - 1 - i as u64) * secs),
+                        streaming: s.summary(0),
+                        requests: s.requests(),
+                        avg_in_flight: s.busy_secs / secs as f64,
+                        arrival_rate_per_second: (s.requests + s.unrouted) as f64 / secs as f64,
+                        peak_in_flight: overall.then_some(s.peak_in_flight),
+                    })
+                    .collect::<Vec<_>>()
+            };
         MetricsHistory {
             five_minutes: HistorySeries {
                 slot_seconds: 10,
-                points: points(&h.five_minutes, h.last_starts.0, 10),
+                points: points(&h.five_minutes, h.last_starts.0, 10, true),
                 by_provider: None,
             },
             one_hour: HistorySeries {
                 slot_seconds: 60,
-                points: points(&h.one_hour, h.last_starts.1, 60),
+                points: points(&h.one_hour, h.last_starts.1, 60, true),
                 by_provider: Some(
                     h.providers
                         .iter()
-                        .map(|(p, slots)| (p.to_string(), points(slots, h.last_starts.1, 60)))
+                        .map(|(p, slots)| {
+                            (p.to_string(), points(slots, h.last_starts.1, 60, false))
+                        })
                         .collect(),
                 ),
             },

@@ -3,10 +3,12 @@
 //! finished [`StreamRecord`]s.
 //!
 //! Recording takes one of several shard locks (picked per thread), so cores do not queue on one
-//! lock; reading merges the shards. A record is added once, to its provider's windows (or, for
-//! a request that matched no route, to the unrouted windows): the overall windows are the merge
-//! of those, made when read. Memory is fixed by the number of slots and labels, not by
-//! traffic.
+//! lock; reading merges the shards. A record is added once, to its provider and model's windows
+//! (or, for a request that matched no route, to the unrouted windows): a provider's windows are
+//! the merge of its models', and the overall windows the merge of all, made when read. Memory
+//! is fixed by the number of slots and labels, not by traffic: a shard keeps at most
+//! 128 (`MAX_MODEL_PAIRS`) provider and model pairs; later models of a provider share its `other`
+//! pair (one per provider, providers being capped labels).
 
 mod clock;
 mod ring;
@@ -25,6 +27,14 @@ pub(crate) use stats::SlotStats;
 
 use crate::record::{Outcome, OutcomeMap, StreamRecord};
 use crate::shard::RecentIndices;
+
+/// Provider and model pairs a shard keeps windows for; past it, a provider's new models share
+/// one `other` pair, made for it then (the provider's figures stay whole). Twice the default label cap: room for
+/// every provider with a few models each.
+pub(crate) const MAX_MODEL_PAIRS: usize = 128;
+
+/// Windows are kept per provider and model.
+type PairKey = (Arc<str>, Arc<str>);
 
 /// A population of records and the hits within it, whose rate the windows count over 5 minutes
 /// (a rollback trigger implements it). The windows know the counting, not what is counted.
@@ -55,13 +65,15 @@ impl Pair {
 }
 
 struct Shard {
-    /// Requests that matched no route: part of the overall windows only.
+    /// Requests that matched no route, and the in-flight peaks (a figure of the whole
+    /// process): part of the overall windows only.
     unrouted: Pair,
     /// Every record since the store was built, by outcome.
     recorded: OutcomeMap<u64>,
-    providers: Vec<(Arc<str>, Pair)>,
-    /// Positions in `providers`.
-    index: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
+    /// Windows per provider and model.
+    pairs: Vec<(PairKey, Pair)>,
+    /// Positions in `pairs`.
+    index: HashMap<PairKey, usize, foldhash::fast::RandomState>,
     recent: RecentIndices,
     triggers: Vec<RateRing>,
 }
@@ -69,7 +81,7 @@ struct Shard {
 impl Shard {
     /// Every pair of windows: together, the overall windows.
     fn pairs(&self) -> impl Iterator<Item = &Pair> {
-        std::iter::once(&self.unrouted).chain(self.providers.iter().map(|(_, pair)| pair))
+        std::iter::once(&self.unrouted).chain(self.pairs.iter().map(|(_, pair)| pair))
     }
 }
 
@@ -81,6 +93,8 @@ pub(crate) struct History {
     pub(crate) one_hour: Vec<SlotStats>,
     /// The same hour per provider.
     pub(crate) providers: BTreeMap<Arc<str>, Vec<SlotStats>>,
+    /// Per provider and model, slot by slot, in the span asked for.
+    pub(crate) models: BTreeMap<PairKey, Vec<SlotStats>>,
     /// The start of the last slot of each window (Unix seconds): the 5-minute one, the hour one.
     pub(crate) last_starts: (u64, u64),
 }
@@ -96,6 +110,8 @@ pub(crate) struct Collected {
 
 pub(crate) struct WindowStore {
     shards: Box<[Mutex<Shard>]>,
+    /// The model of the pair a provider's models share past [`MAX_MODEL_PAIRS`].
+    other: Arc<str>,
     triggers: Box<[Box<dyn RatePopulation>]>,
 }
 
@@ -116,7 +132,7 @@ impl WindowStore {
                 Mutex::new(Shard {
                     unrouted: Pair::new(),
                     recorded: OutcomeMap::default(),
-                    providers: Vec::new(),
+                    pairs: Vec::new(),
                     index: HashMap::default(),
                     recent: RecentIndices::default(),
                     triggers: triggers
@@ -128,6 +144,7 @@ impl WindowStore {
             .collect();
         Self {
             shards,
+            other: Arc::from(crate::labels::OTHER),
             triggers: triggers.into(),
         }
     }
@@ -142,29 +159,43 @@ impl WindowStore {
             return;
         }
         let shard = &mut *shard;
-        let provider = &record.provider;
-        let i = match shard
-            .recent
-            .find(&shard.providers, |(p, _)| Arc::ptr_eq(p, provider))
-        {
+        let (provider, model) = (&record.provider, &record.model);
+        let i = match shard.recent.find(&shard.pairs, |((p, m), _)| {
+            Arc::ptr_eq(p, provider) && Arc::ptr_eq(m, model)
+        }) {
             Some(i) => i,
             None => {
-                let i = *shard.index.entry(provider.clone()).or_insert_with(|| {
-                    shard.providers.push((provider.clone(), Pair::new()));
-                    shard.providers.len() - 1
+                let full = shard.pairs.len() >= MAX_MODEL_PAIRS;
+                let key = (provider.clone(), model.clone());
+                let key = match shard.index.get(&key) {
+                    Some(_) => key,
+                    None if full => (provider.clone(), self.other.clone()),
+                    None => key,
+                };
+                let i = *shard.index.entry(key.clone()).or_insert_with(|| {
+                    shard.pairs.push((key, Pair::new()));
+                    shard.pairs.len() - 1
                 });
-                if Arc::ptr_eq(&shard.providers[i].0, provider) {
+                let (p, m) = &shard.pairs[i].0;
+                if Arc::ptr_eq(p, provider) && Arc::ptr_eq(m, model) {
                     shard.recent.remember(i);
                 }
                 i
             }
         };
-        shard.providers[i].1.add(now_secs, record);
+        shard.pairs[i].1.add(now_secs, record);
         for (trigger, rate) in self.triggers.iter().zip(shard.triggers.iter_mut()) {
             if trigger.counts(record) {
                 rate.add(now_secs, trigger.is_hit(record));
             }
         }
+    }
+
+    /// Notes `n` requests in flight at `now_secs`: the slot's peak (README, Capacity).
+    pub(crate) fn note_in_flight(&self, now_secs: u64, n: u64) {
+        let mut shard = lock(&self.shards[crate::shard::index(self.shards.len())]);
+        shard.unrouted.five_minutes.note_in_flight(now_secs, n);
+        shard.unrouted.one_hour.note_in_flight(now_secs, n);
     }
 
     /// Every window, merged over the shards.
@@ -182,7 +213,7 @@ impl WindowStore {
                     .merge_into(now_secs, &mut out.five_minutes);
                 pair.one_hour.merge_into(now_secs, &mut out.one_hour);
             }
-            for (provider, pair) in &shard.providers {
+            for ((provider, _), pair) in &shard.pairs {
                 let entry = out.providers.entry(provider.clone()).or_default();
                 pair.five_minutes.merge_into(now_secs, &mut entry.0);
                 pair.one_hour.merge_into(now_secs, &mut entry.1);
@@ -192,8 +223,9 @@ impl WindowStore {
         out
     }
 
-    /// Every window slot by slot, merged over the shards.
-    pub(crate) fn history(&self, now_secs: u64) -> History {
+    /// Every window slot by slot, merged over the shards; per provider and model too in the
+    /// span `models`, when asked (the slots anomalies are judged on).
+    pub(crate) fn history(&self, now_secs: u64, models: Option<WindowSpan>) -> History {
         let five = WindowSpan::FiveMinutes;
         let hour = WindowSpan::OneHour;
         let slots = |span: WindowSpan| vec![SlotStats::default(); span.slots()];
@@ -201,6 +233,7 @@ impl WindowStore {
             five_minutes: slots(five),
             one_hour: slots(hour),
             providers: BTreeMap::new(),
+            models: BTreeMap::new(),
             last_starts: (
                 now_secs / five.slot_secs() * five.slot_secs(),
                 now_secs / hour.slot_secs() * hour.slot_secs(),
@@ -213,12 +246,23 @@ impl WindowStore {
                     .merge_slots_into(now_secs, &mut out.five_minutes);
                 pair.one_hour.merge_slots_into(now_secs, &mut out.one_hour);
             }
-            for (provider, pair) in &shard.providers {
+            for ((provider, model), pair) in &shard.pairs {
                 let entry = out
                     .providers
                     .entry(provider.clone())
                     .or_insert_with(|| slots(hour));
                 pair.one_hour.merge_slots_into(now_secs, entry);
+                if let Some(span) = models {
+                    let entry = out
+                        .models
+                        .entry((provider.clone(), model.clone()))
+                        .or_insert_with(|| slots(span));
+                    let ring = match span {
+                        WindowSpan::FiveMinutes => &pair.five_minutes,
+                        WindowSpan::OneHour => &pair.one_hour,
+                    };
+                    ring.merge_slots_into(now_secs, entry);
+                }
             }
         }
         out
@@ -332,6 +376,33 @@ mod tests {
         }
         let mean: f64 = latencies.iter().sum::<f64>() / latencies.len() as f64;
         assert!((w.avg_first_token_latency_ms - mean).abs() < 1e-6 * mean);
+    }
+
+    /// Past `MAX_MODEL_PAIRS`, a provider's new models share its `other` pair: memory stays
+    /// bounded and the provider's figures stay whole.
+    #[test]
+    fn model_pairs_are_capped_and_the_provider_stays_whole() {
+        let store = WindowStore::new(Vec::new());
+        let now = 1_800_000_000;
+        for i in 0..MAX_MODEL_PAIRS + 50 {
+            let mut r = streaming("p", 100.0);
+            r.model = Arc::from(format!("model-{i}"));
+            store.record(now, &r);
+        }
+        let h = store.history(now, Some(WindowSpan::OneHour));
+        // The pairs, and the provider's `other`.
+        assert_eq!(h.models.len(), MAX_MODEL_PAIRS + 1);
+        let other = h
+            .models
+            .iter()
+            .find(|((_, m), _)| &**m == crate::labels::OTHER)
+            .map(|(_, slots)| slots.iter().map(|s| s.streaming).sum::<u64>());
+        assert!(other.is_some_and(|n| n >= 50), "{other:?}");
+        let collected = store.collect(now);
+        assert_eq!(
+            collected.providers[&*Arc::<str>::from("p")].1.streaming,
+            MAX_MODEL_PAIRS as u64 + 50
+        );
     }
 
     #[test]

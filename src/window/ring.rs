@@ -88,6 +88,12 @@ impl Ring {
         }
     }
 
+    /// Raises the peak in flight of the slot of `now_secs` to `n` if below.
+    pub(crate) fn note_in_flight(&mut self, now_secs: u64, n: u64) {
+        let stats = &mut self.slot(self.span.epoch(now_secs)).stats;
+        stats.peak_in_flight = stats.peak_in_flight.max(n);
+    }
+
     /// The slot of `epoch`, cleared first if it held an older one.
     fn slot(&mut self, epoch: u64) -> &mut Slot {
         let slot = &mut self.slots[self.span.index(epoch)];

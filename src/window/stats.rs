@@ -26,6 +26,9 @@ pub(crate) struct SlotStats {
     /// Seconds requests spent in flight within the slot (each request's time spread over the
     /// slots it overlapped): divided by the slot's length, the time-averaged in-flight count.
     pub(crate) busy_secs: f64,
+    /// The most requests in flight seen in the slot: sampled once a second, as a request ends
+    /// (itself counted). Merged by the maximum; kept in the overall windows only.
+    pub(crate) peak_in_flight: u64,
     pub(crate) streaming: u64,
     /// Streaming requests whose outcome the client did not cause alone: the population health
     /// judges (error rate and its sample count).
@@ -62,6 +65,7 @@ impl Default for SlotStats {
             by_outcome: OutcomeMap::default(),
             unrouted: 0,
             busy_secs: 0.0,
+            peak_in_flight: 0,
             streaming: 0,
             streaming_judged: 0,
             streaming_by_outcome: OutcomeMap::default(),
@@ -167,6 +171,7 @@ impl SlotStats {
         self.requests += o.requests;
         self.unrouted += o.unrouted;
         self.busy_secs += o.busy_secs;
+        self.peak_in_flight = self.peak_in_flight.max(o.peak_in_flight);
         self.streaming += o.streaming;
         self.streaming_judged += o.streaming_judged;
         for outcome in Outcome::ALL {
