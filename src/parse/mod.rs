@@ -22,6 +22,7 @@
 
 #[cfg(test)]
 mod agreement;
+mod buffers;
 mod ndjson;
 mod provider;
 mod sse;

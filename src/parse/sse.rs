@@ -106,6 +106,13 @@ fn event_line(buf: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((event_type, rest))
 }
 
+impl Drop for SseDecoder {
+    fn drop(&mut self) {
+        // The buffer goes back to this thread's pool for the next stream.
+        super::buffers::give(std::mem::take(&mut self.data));
+    }
+}
+
 impl SseDecoder {
     /// A decoder that skips (and counts) events whose data exceeds `max_event_bytes`.
     pub(crate) fn new(max_event_bytes: usize) -> Self {
@@ -118,7 +125,7 @@ impl SseDecoder {
             pending_cr: false,
             bom_matched: 0,
             // Sized for a typical provider chunk so the first events do not reallocate.
-            data: Vec::with_capacity(max_event_bytes.min(2048)),
+            data: super::buffers::take(max_event_bytes.min(2048)),
             has_data: false,
             event_type: [0; EVENT_TYPE_CAP],
             event_type_len: 0,

@@ -274,6 +274,13 @@ pub(crate) struct Templates {
     answered: u64,
 }
 
+impl Drop for Templates {
+    fn drop(&mut self) {
+        // The arena goes back to this thread's pool for the next stream.
+        super::buffers::give(std::mem::take(&mut self.arena));
+    }
+}
+
 impl Templates {
     pub(crate) fn new() -> Self {
         // The thread's shared templates are set up now, with the parser, rather than while a
@@ -281,7 +288,7 @@ impl Templates {
         let _ = SHARED.try_with(|_| ());
         Self {
             slots: Default::default(),
-            arena: Vec::with_capacity(SLOTS * MAX_TEMPLATE_BYTES),
+            arena: super::buffers::take(SLOTS * MAX_TEMPLATE_BYTES),
             recognised: (0, false),
             one_line: false,
             next_attempt: 0,
