@@ -53,16 +53,30 @@ fn under_prefix<'a>(prefix: &str, path: &'a str) -> Option<&'a str> {
     (rest.is_empty() || rest.starts_with('/')).then_some(rest)
 }
 
-/// Whether the request is under the monitor's prefix: the stream layer never measures it, and
-/// answers it itself unless told not to.
-pub(crate) fn is_under_prefix(monitor: &Monitor, parts: &Parts) -> bool {
-    under_prefix(monitor.prefix(), parts.uri.path()).is_some()
+/// What the stream layer does with a request, as far as the endpoints go.
+pub(crate) enum UnderPrefix {
+    /// Not under the monitor's prefix: measure it.
+    No,
+    /// Under the prefix, but the app mounts the endpoints itself (behind its own auth, say):
+    /// pass it through, unmeasured.
+    PassThrough,
+    /// Under the prefix, answered by the layer.
+    Answer(Response<Bytes>),
 }
 
-/// Answers a request under the prefix.
-pub(crate) fn respond(monitor: &Monitor, parts: &Parts) -> Response<Bytes> {
-    let rest = under_prefix(monitor.prefix(), parts.uri.path()).unwrap_or("");
-    answer(monitor, parts, rest)
+impl MonitoringEndpoints {
+    /// Whether the request is under the monitor's prefix: the stream layer never measures it,
+    /// and answers it itself unless told not to (`serve_endpoints(false)`).
+    pub(crate) fn under_prefix(&self, parts: &Parts) -> UnderPrefix {
+        let monitor = self.monitor();
+        let Some(rest) = under_prefix(monitor.prefix(), parts.uri.path()) else {
+            return UnderPrefix::No;
+        };
+        if !monitor.config().serve_endpoints {
+            return UnderPrefix::PassThrough;
+        }
+        UnderPrefix::Answer(answer(monitor, parts, rest))
+    }
 }
 
 /// Answers the endpoint at `rest`, the path below wherever the endpoints are mounted.

@@ -34,9 +34,22 @@ pub struct MonitoringEndpoints {
     monitor: Monitor,
 }
 
+impl Monitor {
+    /// The monitoring endpoints as a tower [`Service`](tower_service::Service) of their own,
+    /// to mount with axum's `nest_service` behind the app's own auth or on a separate port
+    /// (README, Endpoints). Pair with
+    /// [`serve_endpoints(false)`](crate::MonitorBuilder::serve_endpoints) so the layer does not
+    /// also answer them, openly, under its prefix.
+    pub fn endpoints(&self) -> MonitoringEndpoints {
+        MonitoringEndpoints {
+            monitor: self.clone(),
+        }
+    }
+}
+
 impl MonitoringEndpoints {
-    pub(crate) fn new(monitor: Monitor) -> Self {
-        Self { monitor }
+    pub(crate) fn monitor(&self) -> &Monitor {
+        &self.monitor
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::HeaderName;
 use http::request::Parts;
 
+use super::recorder::{FirstTokenLogLevels, StreamSettings};
 use super::{Monitor, Shared};
 use crate::errors::ErrorStore;
 use crate::health::{Baselines, HealthTracker, OnAlert, RollbackTrigger};
@@ -121,16 +122,9 @@ impl std::error::Error for ConfigError {}
 #[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) prefix: String,
-    pub(crate) stream_timeout: Option<Duration>,
-    pub(crate) idle_timeout: Option<Duration>,
+    /// What the stream layer measures with: all it reads of the settings.
+    pub(crate) stream: StreamSettings,
     pub(crate) service_version: Option<String>,
-    pub(crate) provider_header: Option<HeaderName>,
-    pub(crate) model_header: Option<HeaderName>,
-    pub(crate) user_id_header: Option<HeaderName>,
-    pub(crate) request_id_header: Option<HeaderName>,
-    pub(crate) labeler: Option<Arc<dyn RequestLabeler>>,
-    pub(crate) route_patterns: Vec<RoutePattern>,
-    pub(crate) streaming_routes: Vec<String>,
     pub(crate) gen_ai_excluded_routes: Vec<String>,
     pub(crate) prices: crate::cost::PriceTable,
     pub(crate) top_users: usize,
@@ -141,14 +135,11 @@ pub(crate) struct Config {
     pub(crate) label_cardinality: usize,
     pub(crate) header_label_cardinality: usize,
     pub(crate) max_label_sets: usize,
-    pub(crate) max_event_bytes: usize,
     pub(crate) endpoint_token: Option<String>,
     pub(crate) serve_endpoints: bool,
     pub(crate) min_samples: u64,
     pub(crate) on_record: Option<Arc<dyn OnRecord>>,
     pub(crate) baselines: Baselines,
-    /// From `baselines.streaming_first_token`, set by `build`.
-    pub(crate) first_token_log: crate::stream::FirstTokenLogLevels,
     pub(crate) triggers: Vec<RollbackTrigger>,
     pub(crate) on_alert: Option<Arc<dyn OnAlert>>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -163,14 +154,14 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("prefix", &self.prefix)
-            .field("stream_timeout", &self.stream_timeout)
-            .field("idle_timeout", &self.idle_timeout)
-            .field("provider_header", &self.provider_header)
-            .field("model_header", &self.model_header)
-            .field("user_id_header", &self.user_id_header)
-            .field("request_id_header", &self.request_id_header)
-            .field("route_patterns", &self.route_patterns.len())
-            .field("streaming_routes", &self.streaming_routes)
+            .field("stream_timeout", &self.stream.stream_timeout)
+            .field("idle_timeout", &self.stream.idle_timeout)
+            .field("provider_header", &self.stream.provider_header)
+            .field("model_header", &self.stream.model_header)
+            .field("user_id_header", &self.stream.user_id_header)
+            .field("request_id_header", &self.stream.request_id_header)
+            .field("route_patterns", &self.stream.route_patterns.len())
+            .field("streaming_routes", &self.stream.streaming_routes)
             .field("gen_ai_excluded_routes", &self.gen_ai_excluded_routes)
             .field("prices", &self.prices.len())
             .field("top_users", &self.top_users)
@@ -179,7 +170,7 @@ impl fmt::Debug for Config {
             .field("label_cardinality", &self.label_cardinality)
             .field("header_label_cardinality", &self.header_label_cardinality)
             .field("max_label_sets", &self.max_label_sets)
-            .field("max_event_bytes", &self.max_event_bytes)
+            .field("max_event_bytes", &self.stream.max_event_bytes)
             .field(
                 "endpoint_token",
                 &self.endpoint_token.as_ref().map(|_| "<redacted>"),
@@ -196,15 +187,19 @@ impl Default for Config {
         Self {
             prefix: DEFAULT_PREFIX.to_owned(),
             service_version: None,
-            stream_timeout: None,
-            idle_timeout: None,
-            provider_header: Some(HeaderName::from_static("x-llm-provider")),
-            model_header: Some(HeaderName::from_static("x-llm-model")),
-            user_id_header: Some(HeaderName::from_static("x-user-id")),
-            request_id_header: Some(HeaderName::from_static("x-request-id")),
-            labeler: None,
-            route_patterns: Vec::new(),
-            streaming_routes: Vec::new(),
+            stream: StreamSettings {
+                stream_timeout: None,
+                idle_timeout: None,
+                provider_header: Some(HeaderName::from_static("x-llm-provider")),
+                model_header: Some(HeaderName::from_static("x-llm-model")),
+                user_id_header: Some(HeaderName::from_static("x-user-id")),
+                request_id_header: Some(HeaderName::from_static("x-request-id")),
+                labeler: None,
+                route_patterns: Vec::new(),
+                streaming_routes: Vec::new(),
+                max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
+                first_token_log: FirstTokenLogLevels::from_baselines(&Baselines::default()),
+            },
             gen_ai_excluded_routes: Vec::new(),
             prices: crate::cost::PriceTable::builtin(),
             top_users: DEFAULT_TOP_USERS,
@@ -215,13 +210,11 @@ impl Default for Config {
             label_cardinality: DEFAULT_LABEL_CARDINALITY,
             header_label_cardinality: DEFAULT_HEADER_LABEL_CARDINALITY,
             max_label_sets: DEFAULT_MAX_LABEL_SETS,
-            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             endpoint_token: None,
             serve_endpoints: true,
             min_samples: DEFAULT_MIN_SAMPLES,
             on_record: None,
             baselines: Baselines::default(),
-            first_token_log: first_token_log(&Baselines::default()),
             triggers: vec![
                 RollbackTrigger::auth_error_rate(),
                 RollbackTrigger::timeout_rate(),
@@ -278,49 +271,49 @@ impl MonitorBuilder {
     /// Total deadline for a request, from the service call to the end of its body. Default: none
     /// (60 s with [`Monitor::from_env`]). On expiry the request is recorded as `timeout`, logged at
     /// ERROR, and the body ends: with a final SSE `event: error` for `text/event-stream`, else with
-    /// a [`StreamTimeoutError`](crate::stream::StreamTimeoutError). A response not started by then is
+    /// a `stream::StreamTimeoutError`. A response not started by then is
     /// answered with 504.
     pub fn stream_timeout(mut self, timeout: Duration) -> Self {
-        self.config.stream_timeout = Some(timeout);
+        self.config.stream.stream_timeout = Some(timeout);
         self
     }
 
     /// Longest gap allowed between body frames, counted from the response headers. Default: none.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
-        self.config.idle_timeout = Some(timeout);
+        self.config.stream.idle_timeout = Some(timeout);
         self
     }
 
     /// Removes any stream or idle timeout.
     pub fn no_timeouts(mut self) -> Self {
-        self.config.stream_timeout = None;
-        self.config.idle_timeout = None;
+        self.config.stream.stream_timeout = None;
+        self.config.stream.idle_timeout = None;
         self
     }
 
     /// Request header naming the provider when the handler sets no [`StreamLabels`]. Default
     /// `x-llm-provider`; `None` disables it.
     pub fn provider_header(mut self, header: Option<HeaderName>) -> Self {
-        self.config.provider_header = header;
+        self.config.stream.provider_header = header;
         self
     }
 
     /// Request header naming the model. Default `x-llm-model`; `None` disables it.
     pub fn model_header(mut self, header: Option<HeaderName>) -> Self {
-        self.config.model_header = header;
+        self.config.stream.model_header = header;
         self
     }
 
     /// Request header carrying the user id (else the [`UserId`](crate::UserId) request extension).
     /// Default `x-user-id`.
     pub fn user_id_header(mut self, header: Option<HeaderName>) -> Self {
-        self.config.user_id_header = header;
+        self.config.stream.user_id_header = header;
         self
     }
 
     /// Request header carrying the caller's request id (else one is generated). Default `x-request-id`.
     pub fn request_id_header(mut self, header: Option<HeaderName>) -> Self {
-        self.config.request_id_header = header;
+        self.config.stream.request_id_header = header;
         self
     }
 
@@ -340,7 +333,7 @@ impl MonitorBuilder {
     ///     .unwrap();
     /// ```
     pub fn request_labels(mut self, labeler: impl RequestLabeler) -> Self {
-        self.config.labeler = Some(Arc::new(labeler));
+        self.config.stream.labeler = Some(Arc::new(labeler));
         self
     }
 
@@ -354,7 +347,7 @@ impl MonitorBuilder {
     {
         for p in patterns {
             match RoutePattern::parse(p.as_ref()) {
-                Ok(p) => self.config.route_patterns.push(p),
+                Ok(p) => self.config.stream.route_patterns.push(p),
                 Err(reason) => self.errors.push(ConfigError::InvalidSetting {
                     setting: "route_patterns",
                     reason,
@@ -372,6 +365,7 @@ impl MonitorBuilder {
         S: Into<String>,
     {
         self.config
+            .stream
             .streaming_routes
             .extend(routes.into_iter().map(Into::into));
         self
@@ -471,7 +465,7 @@ impl MonitorBuilder {
     /// Largest SSE event or NDJSON line buffered for parsing; larger ones are skipped and
     /// counted. Default 1 MiB.
     pub fn max_event_bytes(mut self, bytes: usize) -> Self {
-        self.config.max_event_bytes = bytes;
+        self.config.stream.max_event_bytes = bytes;
         self
     }
 
@@ -613,7 +607,7 @@ impl MonitorBuilder {
                 value: value.chars().take(64).collect(),
                 expected,
             };
-        self.config.stream_timeout = match lookup("STREAMING_TIMEOUT") {
+        self.config.stream.stream_timeout = match lookup("STREAMING_TIMEOUT") {
             None => Some(DEFAULT_ENV_STREAM_TIMEOUT),
             Some(v) => {
                 let secs: f64 = v
@@ -678,7 +672,7 @@ impl MonitorBuilder {
             return Err(e);
         }
         let mut c = self.config;
-        c.first_token_log = first_token_log(&c.baselines);
+        c.stream.first_token_log = FirstTokenLogLevels::from_baselines(&c.baselines);
         let bad = |setting: &'static str, reason: &str| ConfigError::InvalidSetting {
             setting,
             reason: reason.to_owned(),
@@ -687,10 +681,10 @@ impl MonitorBuilder {
         if let Some(token) = &c.endpoint_token {
             validate_token(token).map_err(|r| bad("endpoint_token", r))?;
         }
-        if c.stream_timeout.is_some_and(|d| d.is_zero()) {
+        if c.stream.stream_timeout.is_some_and(|d| d.is_zero()) {
             return Err(bad("stream_timeout", "must be greater than zero"));
         }
-        if c.idle_timeout.is_some_and(|d| d.is_zero()) {
+        if c.stream.idle_timeout.is_some_and(|d| d.is_zero()) {
             return Err(bad("idle_timeout", "must be greater than zero"));
         }
         if let Some(b) = c.budgets.iter().find(|b| !b.valid()) {
@@ -717,7 +711,7 @@ impl MonitorBuilder {
         if c.max_label_sets == 0 || c.max_label_sets > 1_000_000 {
             return Err(bad("max_label_sets", "must be from 1 to 1000000"));
         }
-        if c.max_event_bytes == 0 {
+        if c.stream.max_event_bytes == 0 {
             return Err(bad("max_event_bytes", "must be at least 1"));
         }
         if c.min_samples == 0 {
@@ -791,15 +785,6 @@ impl MonitorBuilder {
             }),
         };
         Ok(monitor)
-    }
-}
-
-fn first_token_log(baselines: &Baselines) -> crate::stream::FirstTokenLogLevels {
-    let b = &baselines.streaming_first_token;
-    crate::stream::FirstTokenLogLevels {
-        warn_past_ms: b.critical,
-        info_past_ms: b.warning,
-        below: b.higher_is_better,
     }
 }
 

@@ -13,11 +13,11 @@ use crate::labels::{LabelInterner, LabelSource, SeriesBudget, is_valid_label};
 use crate::prometheus::{Format, PrometheusExposition};
 use crate::record::{Outcome, StreamRecord};
 use crate::snapshot::{MetricsSnapshot, ProviderWindows};
-use crate::stream::StreamMonitorLayer;
 use crate::system::SystemSampler;
 use crate::window::{WindowStore, WindowTime};
 
 mod builder;
+mod recorder;
 
 /// Token counts above this are taken as this (about 10^15): a hostile usage figure cannot wrap
 /// a sum or poison a mean.
@@ -25,6 +25,7 @@ const MAX_TOKENS: u64 = 1 << 50;
 
 pub(crate) use builder::Config;
 pub use builder::{ConfigError, MonitorBuilder, OnRecord, RequestLabeler};
+pub(crate) use recorder::Recorder;
 
 pub(crate) struct Shared {
     pub(crate) config: Config,
@@ -98,20 +99,6 @@ impl Monitor {
         Self::builder().with_env()?.build()
     }
 
-    /// The tower layer that measures every response of the service it wraps (layer 1).
-    pub fn layer(&self) -> StreamMonitorLayer {
-        StreamMonitorLayer::new(self.clone())
-    }
-
-    /// The monitoring endpoints as a tower [`Service`](tower_service::Service) of their own,
-    /// to mount with axum's `nest_service` behind the app's own auth or on a separate port
-    /// (README, Endpoints). Pair with
-    /// [`serve_endpoints(false)`](MonitorBuilder::serve_endpoints) so the layer does not also
-    /// answer them, openly, under its prefix.
-    pub fn endpoints(&self) -> crate::endpoints::MonitoringEndpoints {
-        crate::endpoints::MonitoringEndpoints::new(self.clone())
-    }
-
     /// The tracing-subscriber layer that records WARN and ERROR events into this monitor
     /// (layer 2). It filters per layer, so it works beside fmt, JSON or OpenTelemetry layers
     /// without changing what they see.
@@ -158,12 +145,12 @@ impl Monitor {
 
     /// The stream deadline, if any.
     pub fn stream_timeout(&self) -> Option<Duration> {
-        self.shared.config.stream_timeout
+        self.shared.config.stream.stream_timeout
     }
 
     /// The idle timeout, if any.
     pub fn idle_timeout(&self) -> Option<Duration> {
-        self.shared.config.idle_timeout
+        self.shared.config.stream.idle_timeout
     }
 
     /// Requests started and not yet recorded.
@@ -195,18 +182,14 @@ impl Monitor {
         &self.shared.config
     }
 
-    pub(crate) fn next_request_number(&self) -> u64 {
+    fn next_request_number(&self) -> u64 {
         self.shared.id_base.wrapping_add(request_number())
-    }
-
-    pub(crate) fn unknown(&self) -> Arc<str> {
-        self.shared.unknown.clone()
     }
 
     /// The `gen_ai.operation.name` of a request, `None` when it is no LLM call: the stream's
     /// format names it; else a stream, or a request the app named a provider for, is a `chat`
     /// (README, OpenTelemetry GenAI conventions).
-    pub(crate) fn operation_name(
+    fn operation_name(
         &self,
         format: crate::parse::ProviderFormat,
         streaming: bool,
@@ -218,31 +201,19 @@ impl Monitor {
         })
     }
 
-    pub(crate) fn unmatched(&self) -> Arc<str> {
-        self.shared.unmatched.clone()
-    }
-
     /// The provider label for `value` and where it counts (see [`LabelInterner`]).
-    pub(crate) fn provider_label(
-        &self,
-        value: &str,
-        source: LabelSource,
-    ) -> Option<(Arc<str>, LabelSource)> {
+    fn provider_label(&self, value: &str, source: LabelSource) -> Option<(Arc<str>, LabelSource)> {
         self.intern_label(&self.shared.providers, value, source, "provider")
     }
 
     /// The model label for `value` and where it counts.
-    pub(crate) fn model_label(
-        &self,
-        value: &str,
-        source: LabelSource,
-    ) -> Option<(Arc<str>, LabelSource)> {
+    fn model_label(&self, value: &str, source: LabelSource) -> Option<(Arc<str>, LabelSource)> {
         self.intern_label(&self.shared.models, value, source, "model")
     }
 
-    pub(crate) fn route_label(&self, value: &str) -> Arc<str> {
+    fn route_label(&self, value: &str) -> Arc<str> {
         self.intern_label(&self.shared.routes, value, LabelSource::Trusted, "route")
-            .map_or_else(|| self.unmatched(), |(v, _)| v)
+            .map_or_else(|| self.shared.unmatched.clone(), |(v, _)| v)
     }
 
     /// Validates and interns a label value; `None` when the value is not a valid label.
@@ -269,7 +240,7 @@ impl Monitor {
 
     /// Counts a request in flight. Returns whether the facade's gauge was raised, so that only
     /// then is it lowered (a recorder installed meanwhile must not see it go negative).
-    pub(crate) fn request_started(&self, route: &Arc<str>) -> bool {
+    fn request_started(&self, route: &Arc<str>) -> bool {
         let facade = self.facade_active();
         if facade {
             facade::in_flight(route, 1.0);
@@ -280,7 +251,7 @@ impl Monitor {
 
     /// A response arrived from `provider` (an interned label): it is in flight for that
     /// provider until the request is recorded with `provider_in_flight` set.
-    pub(crate) fn provider_started(&self, provider: &Arc<str>) {
+    fn provider_started(&self, provider: &Arc<str>) {
         self.shared.in_flight.add(InFlightBy::Provider, provider, 1);
     }
 
@@ -313,7 +284,7 @@ impl Monitor {
     /// The one hand-over point of a finished request: every started request reaches it once.
     /// `source` says whether a label came from a request header (see `max_label_sets`).
     /// `provider_in_flight`: whether [`Monitor::provider_started`] counted the record's provider.
-    pub(crate) fn record(
+    fn record(
         &self,
         record: StreamRecord,
         facade_in_flight: bool,

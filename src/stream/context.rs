@@ -14,13 +14,14 @@ use tracing::Span;
 use tracing::field::Empty;
 
 use super::intent::StreamIntent;
+use crate::SESSION_TARGET;
 use crate::StreamLabels;
 use crate::errors::scope::{RequestTags, ShownProvider};
 use crate::labels::{LabelSource, UserId, is_valid_label};
+use crate::monitor::Recorder;
 use crate::parse::UpstreamError;
 use crate::record::{Outcome, RequestId, StreamRecord};
 use crate::trace::TraceContext;
-use crate::{Monitor, SESSION_TARGET};
 use std::cell::OnceCell;
 
 /// What the request alone tells; moves from the response future into the body.
@@ -30,7 +31,7 @@ use std::cell::OnceCell;
 /// [`StreamLabels`]) and the request matched a route: a header can then never spend a label
 /// budget for a request that did not need it.
 pub(crate) struct RequestContext {
-    pub(crate) monitor: Monitor,
+    pub(crate) recorder: Recorder,
     pub(crate) started: Instant,
     /// What the request names, when it names anything (boxed: most requests name nothing, and
     /// the context moves with every request's future and body).
@@ -164,14 +165,14 @@ impl RequestContext {
     /// Starts measuring a request: resolves what the request tells, opens its span, logs the
     /// start and counts it in flight. `intent` is the body watcher's flag, if one was set up.
     pub(crate) fn start(
-        monitor: &Monitor,
+        recorder: &Recorder,
         parts: &Parts,
         intent: Option<StreamIntent>,
     ) -> (Self, RequestScope) {
         let started = Instant::now();
-        let config = monitor.config();
+        let config = recorder.settings();
 
-        let route = route_of(monitor, parts);
+        let route = route_of(recorder, parts);
         let labeled = config
             .labeler
             .as_ref()
@@ -192,7 +193,7 @@ impl RequestContext {
         let request_id = header_str(&parts.headers, config.request_id_header.as_ref())
             .filter(|v| is_valid_label(v))
             .map(|v| RequestId::Header(Arc::from(v)))
-            .unwrap_or_else(|| RequestId::Generated(monitor.next_request_number()));
+            .unwrap_or_else(|| RequestId::Generated(recorder.next_request_number()));
         let accepts_sse = parts
             .headers
             .get_all(http::header::ACCEPT)
@@ -244,9 +245,9 @@ impl RequestContext {
             trace_id = %TraceIdShown(&trace),
             "stream started"
         );
-        let facade_in_flight = monitor.request_started(&route);
+        let facade_in_flight = recorder.request_started(&route);
         let context = Self {
-            monitor: monitor.clone(),
+            recorder: recorder.clone(),
             started,
             names: (provider_header.is_some()
                 || model_header.is_some()
@@ -288,10 +289,10 @@ impl RequestContext {
         response: Option<&StreamLabels>,
         unrouted: bool,
     ) -> ResolvedLabels {
-        let monitor = &self.monitor;
+        let recorder = &self.recorder;
         if unrouted {
             return ResolvedLabels {
-                provider: monitor.unknown(),
+                provider: recorder.unknown(),
                 model: None,
                 source: LabelSource::Trusted,
             };
@@ -301,8 +302,8 @@ impl RequestContext {
         let header = |v: &HeaderValue, f: &Lookup<'_>| {
             v.to_str().ok().and_then(|v| f(v, LabelSource::Header))
         };
-        let provider_of = |v: &str, s| monitor.provider_label(v, s);
-        let model_of = |v: &str, s| monitor.model_label(v, s);
+        let provider_of = |v: &str, s| recorder.provider_label(v, s);
+        let model_of = |v: &str, s| recorder.model_label(v, s);
         let names = self.names.as_deref();
         let provider = trusted(response.and_then(|l| l.provider.as_deref()), &provider_of)
             .or_else(|| header(names?.provider_header.as_ref()?, &provider_of))
@@ -320,7 +321,7 @@ impl RequestContext {
         } else {
             LabelSource::Trusted
         };
-        let provider = provider.map_or_else(|| monitor.unknown(), |(v, _)| v);
+        let provider = provider.map_or_else(|| recorder.unknown(), |(v, _)| v);
         let model = model.map(|(v, _)| v);
         ResolvedLabels {
             provider,
@@ -344,7 +345,7 @@ impl RequestContext {
     ) {
         let duration = self.started.elapsed();
         let labels = self.resolve_labels(None, false);
-        let model = labels.model.unwrap_or_else(|| self.monitor.unknown());
+        let model = labels.model.unwrap_or_else(|| self.recorder.unknown());
         log_end(
             scope,
             &End {
@@ -369,31 +370,31 @@ impl RequestContext {
         record.user_id = tags.user_id.clone();
         record.streaming = streaming;
         record.duration = duration;
-        record.operation_name = self.monitor.operation_name(
+        record.operation_name = self.recorder.operation_name(
             crate::parse::ProviderFormat::Unknown,
             streaming,
             &record.provider,
         );
-        self.monitor
+        self.recorder
             .record(record, self.facade_in_flight, false, labels.source);
     }
 }
 
 /// `MatchedPath` (axum), then the configured patterns, else `unmatched`: never the raw path.
-fn route_of(monitor: &Monitor, parts: &Parts) -> Arc<str> {
+fn route_of(recorder: &Recorder, parts: &Parts) -> Arc<str> {
     #[cfg(feature = "axum")]
     if let Some(matched) = parts.extensions.get::<axum::extract::MatchedPath>() {
-        return monitor.route_label(matched.as_str());
+        return recorder.route_label(matched.as_str());
     }
     let path = parts.uri.path();
-    match monitor
-        .config()
+    match recorder
+        .settings()
         .route_patterns
         .iter()
         .find(|p| p.matches(path))
     {
-        Some(p) => monitor.route_label(p.pattern()),
-        None => monitor.unmatched(),
+        Some(p) => recorder.route_label(p.pattern()),
+        None => recorder.unmatched(),
     }
 }
 

@@ -55,8 +55,9 @@ impl<F> ResponseFuture<F> {
         scope: super::context::RequestScope,
     ) -> Self {
         let deadline = context
-            .monitor
-            .stream_timeout()
+            .recorder
+            .settings()
+            .stream_timeout
             .map(|after| Box::pin(tokio::time::sleep_until(context.deadline(after))));
         Self {
             inner: Some(inner),
@@ -134,10 +135,10 @@ where
         match result {
             Ok(response) => {
                 let (parts, body) = response.into_parts();
-                let idle = context.monitor.idle_timeout();
-                let deadline = context
-                    .monitor
-                    .stream_timeout()
+                let settings = context.recorder.settings();
+                let idle = settings.idle_timeout;
+                let deadline = settings
+                    .stream_timeout
                     .map(|after| (context.deadline(after), after));
                 let head = context.head;
                 let meter = StreamMeter::new(context, &tracked.scope, &parts);
@@ -167,7 +168,7 @@ fn deadline_response<B>(tracked: &mut Option<Box<Tracked>>) -> Response<Monitore
     let context = tracked.as_deref_mut().and_then(|t| t.context.take());
     let after = context
         .as_ref()
-        .and_then(|c| c.monitor.stream_timeout())
+        .and_then(|c| c.recorder.settings().stream_timeout)
         .unwrap_or_default();
     let error = StreamTimeoutError::new(after);
     if let (Some(context), Some(tracked)) = (context, tracked.as_deref()) {

@@ -20,36 +20,6 @@ use crate::record::{Outcome, StreamRecord};
 /// are small; a longer one is read as far as this).
 const MAX_ERROR_BODY: usize = 4096;
 
-/// How late a first token must be to log above DEBUG: WARN past the first-token baseline's
-/// critical threshold, INFO past its warning one (README, Session logs). Worked out from the
-/// baseline when the monitor is built, so measuring knows no health rules.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct FirstTokenLogLevels {
-    pub(crate) warn_past_ms: f64,
-    pub(crate) info_past_ms: f64,
-    /// Whether "past" means below (a baseline where higher is better).
-    pub(crate) below: bool,
-}
-
-impl FirstTokenLogLevels {
-    fn level(&self, latency_ms: f64) -> tracing::Level {
-        let past = |threshold: f64| {
-            if self.below {
-                latency_ms < threshold
-            } else {
-                latency_ms > threshold
-            }
-        };
-        if past(self.warn_past_ms) {
-            tracing::Level::WARN
-        } else if past(self.info_past_ms) {
-            tracing::Level::INFO
-        } else {
-            tracing::Level::DEBUG
-        }
-    }
-}
-
 /// How a body ended.
 pub(crate) enum StreamEnd<'a> {
     /// End of stream, trailers, or `is_end_stream`.
@@ -101,12 +71,12 @@ impl StreamMeter {
             .get(http::header::CONTENT_ENCODING)
             .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
         let unrouted = crate::record::is_unrouted(status, &scope.tags.route);
-        let monitor = &context.monitor;
+        let recorder = &context.recorder;
         let labels = context.resolve_labels(head.extensions.get::<crate::StreamLabels>(), unrouted);
         let (provider, model, label_source) = (labels.provider, labels.model, labels.source);
         scope.record("provider", &provider);
-        monitor.provider_started(&provider);
-        let max_event_bytes = monitor.config().max_event_bytes;
+        recorder.provider_started(&provider);
+        let max_event_bytes = recorder.settings().max_event_bytes;
         let wire = content_type.and_then(WireFormat::from_content_type);
         // A compressed body is not the events it carries: measure it, do not parse it.
         let parser = wire
@@ -210,7 +180,7 @@ impl StreamMeter {
     /// Per-request first-token alerting: past the critical baseline WARN, past warning INFO.
     fn log_first_token(&self, latency_ms: f64, scope: &RequestScope) {
         let span = &scope.span;
-        let levels = &self.context.monitor.config().first_token_log;
+        let levels = &self.context.recorder.settings().first_token_log;
         let provider = &*self.provider;
         match levels.level(latency_ms) {
             tracing::Level::WARN => scope.tags.within(|| {
@@ -268,17 +238,17 @@ impl StreamMeter {
         let output_tokens = summary.map_or(0, |s| s.output_tokens());
         let (tokens_per_second, time_per_output_token) =
             StreamRecord::derived_rates(output_tokens, duration, ttft);
-        let monitor = self.context.monitor.clone();
+        let recorder = self.context.recorder.clone();
         let response_model = summary
             .filter(|_| !self.unrouted)
             .and_then(|s| s.model())
-            .and_then(|m| monitor.model_label(m, LabelSource::Trusted))
+            .and_then(|m| recorder.model_label(m, LabelSource::Trusted))
             .map(|(m, _)| m);
         let model = self
             .model
             .or_else(|| response_model.clone())
-            .unwrap_or_else(|| monitor.unknown());
-        let operation_name = monitor.operation_name(format, self.streaming, &self.provider);
+            .unwrap_or_else(|| recorder.unknown());
+        let operation_name = recorder.operation_name(format, self.streaming, &self.provider);
         scope.record("model", &model);
         let upstream = match (&self.error_body, summary) {
             _ if !outcome.is_error() => None,
@@ -340,7 +310,7 @@ impl StreamMeter {
             oversized_events: summary.map_or(0, |s| s.oversized_events()),
             malformed_events: summary.map_or(0, |s| s.malformed_events()),
         };
-        monitor.record(
+        recorder.record(
             record,
             self.context.facade_in_flight,
             true,

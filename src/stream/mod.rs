@@ -25,4 +25,3 @@ pub use layer::StreamMonitorLayer;
 pub use service::StreamMonitorService;
 
 pub(crate) use context::RequestContext;
-pub(crate) use meter::FirstTokenLogLevels;

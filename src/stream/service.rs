@@ -11,19 +11,42 @@ use super::panic_guard::PanicGuard;
 use super::{MonitoredBody, RequestContext, ResponseFuture};
 use crate::Monitor;
 use crate::classify::BoxError;
+use crate::endpoints::{MonitoringEndpoints, UnderPrefix};
+use crate::monitor::Recorder;
 
 /// Middleware that measures each response body and records one
 /// [`StreamRecord`](crate::StreamRecord) per request. See the [crate docs](crate).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StreamMonitorService<S> {
     inner: S,
-    monitor: Monitor,
+    /// Measuring: the settings and the hand-over of records.
+    recorder: Recorder,
+    /// Serving: the monitor's own endpoints under its prefix.
+    endpoints: MonitoringEndpoints,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for StreamMonitorService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamMonitorService")
+            .field("inner", &self.inner)
+            .field("monitor", self.recorder.monitor())
+            .finish()
+    }
 }
 
 impl<S> StreamMonitorService<S> {
     /// Wraps `inner`, recording into `monitor`.
     pub fn new(inner: S, monitor: Monitor) -> Self {
-        Self { inner, monitor }
+        Self::with_recorder(inner, Recorder::new(monitor))
+    }
+
+    pub(crate) fn with_recorder(inner: S, recorder: Recorder) -> Self {
+        let endpoints = recorder.monitor().endpoints();
+        Self {
+            inner,
+            recorder,
+            endpoints,
+        }
     }
 
     /// The inner service.
@@ -61,17 +84,17 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let (parts, mut body) = request.into_parts();
-        if crate::endpoints::is_under_prefix(&self.monitor, &parts) {
-            if self.monitor.config().serve_endpoints {
-                return ResponseFuture::own(crate::endpoints::respond(&self.monitor, &parts));
+        match self.endpoints.under_prefix(&parts) {
+            UnderPrefix::No => {}
+            UnderPrefix::Answer(answer) => return ResponseFuture::own(answer),
+            UnderPrefix::PassThrough => {
+                return ResponseFuture::new_unmeasured(
+                    self.inner.call(Request::from_parts(parts, body)),
+                );
             }
-            // Mounted by the app (behind its own auth, say): passed through, not measured.
-            return ResponseFuture::new_unmeasured(
-                self.inner.call(Request::from_parts(parts, body)),
-            );
         }
         let intent = super::intent::watch(&parts, &mut body);
-        let (context, scope) = RequestContext::start(&self.monitor, &parts, intent);
+        let (context, scope) = RequestContext::start(&self.recorder, &parts, intent);
         let request = Request::from_parts(parts, body);
         let mut slot = Some(context);
         // The handler's own events (and the spans it opens) get the request's context.

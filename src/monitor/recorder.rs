@@ -1,0 +1,163 @@
+//! The stream layer's handle on the monitor (ARCHITECTURE.md, The parts): the settings a request
+//! is measured with, and the few things measuring does with the monitor: intern labels, count
+//! requests in flight, hand over the finished record. Nothing more: the stream layer cannot
+//! reach the windows, health, spend or the exposition.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderName;
+
+use super::{Monitor, RequestLabeler};
+use crate::health::Baselines;
+use crate::labels::{LabelSource, RoutePattern};
+use crate::parse::ProviderFormat;
+use crate::record::StreamRecord;
+
+/// What the stream layer measures with: the part of the monitor's settings it reads.
+#[derive(Clone)]
+pub(crate) struct StreamSettings {
+    pub(crate) stream_timeout: Option<Duration>,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) provider_header: Option<HeaderName>,
+    pub(crate) model_header: Option<HeaderName>,
+    pub(crate) user_id_header: Option<HeaderName>,
+    pub(crate) request_id_header: Option<HeaderName>,
+    pub(crate) labeler: Option<Arc<dyn RequestLabeler>>,
+    pub(crate) route_patterns: Vec<RoutePattern>,
+    pub(crate) streaming_routes: Vec<String>,
+    pub(crate) max_event_bytes: usize,
+    /// From the first-token baseline, set when the monitor is built.
+    pub(crate) first_token_log: FirstTokenLogLevels,
+}
+
+/// How late a first token must be to log above DEBUG: WARN past the first-token baseline's
+/// critical threshold, INFO past its warning one (README, Session logs). Worked out from the
+/// baseline when the monitor is built, so measuring knows no health rules.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FirstTokenLogLevels {
+    warn_past_ms: f64,
+    info_past_ms: f64,
+    /// Whether "past" means below (a baseline where higher is better).
+    below: bool,
+}
+
+impl FirstTokenLogLevels {
+    pub(crate) fn from_baselines(baselines: &Baselines) -> Self {
+        let b = &baselines.streaming_first_token;
+        Self {
+            warn_past_ms: b.critical,
+            info_past_ms: b.warning,
+            below: b.higher_is_better,
+        }
+    }
+
+    pub(crate) fn level(&self, latency_ms: f64) -> tracing::Level {
+        let past = |threshold: f64| {
+            if self.below {
+                latency_ms < threshold
+            } else {
+                latency_ms > threshold
+            }
+        };
+        if past(self.warn_past_ms) {
+            tracing::Level::WARN
+        } else if past(self.info_past_ms) {
+            tracing::Level::INFO
+        } else {
+            tracing::Level::DEBUG
+        }
+    }
+}
+
+/// The stream layer's handle: cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub(crate) struct Recorder {
+    monitor: Monitor,
+}
+
+impl Recorder {
+    pub(crate) fn new(monitor: Monitor) -> Self {
+        Self { monitor }
+    }
+
+    /// The monitor behind the handle, for the layer's public accessor.
+    pub(crate) fn monitor(&self) -> &Monitor {
+        &self.monitor
+    }
+
+    pub(crate) fn settings(&self) -> &StreamSettings {
+        &self.monitor.shared.config.stream
+    }
+
+    /// A number for a request that brought no id of its own.
+    pub(crate) fn next_request_number(&self) -> u64 {
+        self.monitor.next_request_number()
+    }
+
+    /// The label of a provider or model nothing named.
+    pub(crate) fn unknown(&self) -> Arc<str> {
+        self.monitor.shared.unknown.clone()
+    }
+
+    /// The route label of a request no route matched.
+    pub(crate) fn unmatched(&self) -> Arc<str> {
+        self.monitor.shared.unmatched.clone()
+    }
+
+    /// The provider label for `value` and where it counts (see `LabelInterner`); `None` when
+    /// `value` is no valid label.
+    pub(crate) fn provider_label(
+        &self,
+        value: &str,
+        source: LabelSource,
+    ) -> Option<(Arc<str>, LabelSource)> {
+        self.monitor.provider_label(value, source)
+    }
+
+    /// The model label for `value` and where it counts.
+    pub(crate) fn model_label(
+        &self,
+        value: &str,
+        source: LabelSource,
+    ) -> Option<(Arc<str>, LabelSource)> {
+        self.monitor.model_label(value, source)
+    }
+
+    /// The route label for a route pattern.
+    pub(crate) fn route_label(&self, value: &str) -> Arc<str> {
+        self.monitor.route_label(value)
+    }
+
+    /// The `gen_ai.operation.name` of a request, `None` when it is no LLM call.
+    pub(crate) fn operation_name(
+        &self,
+        format: ProviderFormat,
+        streaming: bool,
+        provider: &Arc<str>,
+    ) -> Option<&'static str> {
+        self.monitor.operation_name(format, streaming, provider)
+    }
+
+    /// Counts a request in flight; whether the facade's gauge was raised (lower it only then).
+    pub(crate) fn request_started(&self, route: &Arc<str>) -> bool {
+        self.monitor.request_started(route)
+    }
+
+    /// A response arrived from `provider`: in flight for it until recorded.
+    pub(crate) fn provider_started(&self, provider: &Arc<str>) {
+        self.monitor.provider_started(provider)
+    }
+
+    /// Hands over a finished request, once (see `Monitor::record`).
+    pub(crate) fn record(
+        &self,
+        record: StreamRecord,
+        facade_in_flight: bool,
+        provider_in_flight: bool,
+        source: LabelSource,
+    ) {
+        self.monitor
+            .record(record, facade_in_flight, provider_in_flight, source)
+    }
+}
