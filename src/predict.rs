@@ -70,6 +70,7 @@ pub struct AnomalyDetection {
     pub(crate) min_baseline_slots: usize,
     pub(crate) raise_score: f64,
     pub(crate) clear_score: f64,
+    pub(crate) rollback: bool,
 }
 
 impl Default for AnomalyDetection {
@@ -80,6 +81,7 @@ impl Default for AnomalyDetection {
             min_baseline_slots: 10,
             raise_score: 4.0,
             clear_score: 2.0,
+            rollback: false,
         }
     }
 }
@@ -111,6 +113,14 @@ impl AnomalyDetection {
     pub fn scores(mut self, raise: f64, clear: f64) -> Self {
         self.raise_score = raise;
         self.clear_score = clear;
+        self
+    }
+
+    /// Whether an anomaly is a rollback trigger: `/health` critical with `rollback: true` while
+    /// it holds (default `false`: an anomaly degrades health, a provider off its own usual is a
+    /// warning).
+    pub fn rollback(mut self, rollback: bool) -> Self {
+        self.rollback = rollback;
         self
     }
 
@@ -375,6 +385,7 @@ mod tests {
         min_baseline_slots: 10,
         raise_score: 4.0,
         clear_score: 2.0,
+        rollback: false,
     };
 
     #[test]

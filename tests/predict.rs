@@ -220,6 +220,47 @@ fn ten_second_slots_catch_a_change_in_half_a_minute() {
     }
 }
 
+/// An anomaly degrades health; it is a rollback only when configured so.
+#[test]
+fn an_anomaly_is_a_rollback_only_when_configured() {
+    use tower_stream_monitor::predict::{AnomalyDetection, AnomalySlot};
+    for rollback in [false, true] {
+        let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+        let monitor = Monitor::builder()
+            .clock(clock.clone())
+            .anomaly_detection(
+                AnomalyDetection::default()
+                    .slot(AnomalySlot::TenSeconds)
+                    .min_baseline_slots(6)
+                    .rollback(rollback),
+            )
+            .build()
+            .unwrap();
+        for (slots, ms) in [(8u64, 300u64), (2, 900)] {
+            for i in 0..slots {
+                for j in 0..10 {
+                    monitor.ingest(stream("openai", ms + (i + j) % 10));
+                }
+                clock.advance(Duration::from_secs(10));
+            }
+        }
+        let report = monitor.health();
+        assert!(
+            report
+                .anomalies
+                .iter()
+                .any(|a| a.anomalous && a.rollback == rollback)
+        );
+        assert_eq!(report.rollback, rollback);
+        let expected = if rollback {
+            HealthStatus::Critical
+        } else {
+            HealthStatus::Degraded
+        };
+        assert_eq!(report.status, expected);
+    }
+}
+
 #[test]
 fn a_rising_first_token_has_its_slope() {
     let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000));

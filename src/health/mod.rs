@@ -410,6 +410,8 @@ pub struct AnomalyState {
     /// Whether it is an anomaly (score past the raise score, 4 by default): health is then at
     /// least degraded.
     pub anomalous: bool,
+    /// Whether an anomaly is a rollback trigger (`AnomalyDetection::rollback`; default no).
+    pub rollback: bool,
 }
 
 impl AnomalyState {
@@ -529,8 +531,9 @@ pub(crate) fn evaluate(
             }
         })
         .collect();
-    let rollback =
-        triggers.iter().any(|t| t.fired) || budgets.iter().any(|b| b.exceeded && b.rollback);
+    let rollback = triggers.iter().any(|t| t.fired)
+        || budgets.iter().any(|b| b.exceeded && b.rollback)
+        || anomalies.iter().any(|a| a.anomalous && a.rollback);
     let worst_check = checks
         .iter()
         .map(|c| c.status)
@@ -539,7 +542,8 @@ pub(crate) fn evaluate(
     let status = if rollback {
         HealthStatus::Critical
     } else if anomalies.iter().any(|a| a.anomalous) {
-        // An anomaly is a warning, never a rollback: a provider off its own usual.
+        // An anomaly is a warning, not a rollback unless configured: a provider off its own
+        // usual.
         worst_check.max(HealthStatus::Degraded)
     } else {
         worst_check

@@ -560,6 +560,7 @@ impl Monitor {
                     baseline_median: a.baseline_median,
                     score: a.score,
                     anomalous: a.anomalous,
+                    rollback: self.shared.config.anomaly_detection.rollback,
                 })
             })
             .collect()
