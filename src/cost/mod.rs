@@ -429,11 +429,16 @@ impl PriceTable {
     /// (`-2024-07-18`, `-20250929`, `-0613`); else `None`.
     pub fn price(&self, model: &str) -> Option<&ModelPrice> {
         let bare = without_provider_prefix(model);
+        // Each name looked up once: most names carry no prefix, so `bare` is `model`.
+        let prefixed = bare.len() != model.len();
         self.models
             .get(model)
-            .or_else(|| self.models.get(bare))
+            .or_else(|| prefixed.then(|| self.models.get(bare)).flatten())
             .or_else(|| without_date_suffix(bare).and_then(|name| self.models.get(name)))
-            .or_else(|| without_date_suffix(model).and_then(|name| self.models.get(name)))
+            .or_else(|| {
+                let name = without_date_suffix(model).filter(|_| prefixed)?;
+                self.models.get(name)
+            })
     }
 
     /// What `usage` cost on `model` (see [`ModelPrice::cost`]); `None`: the model is unpriced.

@@ -23,6 +23,7 @@
 #[cfg(test)]
 mod agreement;
 mod buffers;
+pub(crate) use buffers::PooledParser;
 mod ndjson;
 mod provider;
 mod sse;
@@ -589,6 +590,17 @@ impl StreamParser {
             decoder,
             summary: StreamSummary::default(),
             templates: Templates::new(),
+            #[cfg(test)]
+            plain: false,
+        }
+    }
+
+    /// A parser that owns no buffer, for a pooled box between streams.
+    pub(crate) fn placeholder() -> Self {
+        Self {
+            decoder: Decoder::Ndjson(NdjsonDecoder::new(0)),
+            summary: StreamSummary::default(),
+            templates: Templates::placeholder(),
             #[cfg(test)]
             plain: false,
         }

@@ -301,6 +301,23 @@ impl Templates {
         }
     }
 
+    /// Templates that own no arena (a pooled parser's placeholder between streams).
+    pub(crate) fn placeholder() -> Self {
+        Self {
+            slots: Default::default(),
+            arena: Vec::new(),
+            recognised: (0, false),
+            one_line: false,
+            next_attempt: 0,
+            backoff: 0,
+            next_lookup: 0,
+            lookup_backoff: 0,
+            enabled: true,
+            #[cfg(test)]
+            answered: 0,
+        }
+    }
+
     #[cfg(test)]
     pub(crate) fn disable(&mut self) {
         self.enabled = false;

@@ -13,7 +13,9 @@ use super::context::{End, RequestContext, RequestScope, log_end};
 use crate::SESSION_TARGET;
 use crate::classify::{classify_status, classify_stream_error};
 use crate::labels::LabelSource;
-use crate::parse::{ProviderFormat, StreamParser, TokenSource, UpstreamError, WireFormat};
+use crate::parse::{
+    PooledParser, ProviderFormat, StreamParser, TokenSource, UpstreamError, WireFormat,
+};
 use crate::record::{Outcome, StreamRecord};
 
 /// Bytes of a failed response's body kept to read the upstream's error from (JSON error bodies
@@ -47,7 +49,7 @@ pub(crate) struct StreamMeter {
     /// The body has no content type: decide on SSE from its first bytes.
     sniff: bool,
     // Boxed: only streaming bodies have one, and it would make every response body larger.
-    parser: Option<Box<StreamParser>>,
+    parser: Option<PooledParser>,
     max_event_bytes: usize,
     first_byte: Option<Instant>,
     first_token: Option<Instant>,
@@ -81,7 +83,7 @@ impl StreamMeter {
         // A compressed body is not the events it carries: measure it, do not parse it.
         let parser = wire
             .filter(|_| !encoded && !context.head)
-            .map(|w| Box::new(StreamParser::with_max_event_bytes(w, max_event_bytes)));
+            .map(|w| PooledParser::new(w, max_event_bytes));
         let failed = status.is_client_error() || status.is_server_error();
         Self {
             // A HEAD answer carries no body, so no stream, whatever its headers say.
@@ -140,10 +142,7 @@ impl StreamMeter {
             now = Some(t);
             if self.sniff && self.parser.is_none() {
                 if let Some(wire) = WireFormat::sniff(data.chunk()) {
-                    self.parser = Some(Box::new(StreamParser::with_max_event_bytes(
-                        wire,
-                        self.max_event_bytes,
-                    )));
+                    self.parser = Some(PooledParser::new(wire, self.max_event_bytes));
                     self.streaming = true;
                 }
             }
