@@ -85,6 +85,47 @@ pub(crate) enum LabelSource {
     Header,
 }
 
+/// Trusted values a thread found last, with the interner they belong to: a request's route (and
+/// provider, model) is found again here without the interner's lock, whose reader count every
+/// core would otherwise write per request. Trusted values are never removed, so an entry stays
+/// right for its interner's life.
+const RECENT_VALUES: usize = 16;
+
+thread_local! {
+    static RECENT: std::cell::RefCell<Vec<(u64, Arc<str>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Interners get distinct ids, so one thread's cache serves several monitors.
+static INTERNER_IDS: AtomicU64 = AtomicU64::new(0);
+
+fn recent_value(interner: u64, value: &str) -> Option<Arc<str>> {
+    RECENT
+        .try_with(|recent| {
+            recent
+                .try_borrow()
+                .ok()?
+                .iter()
+                .rev()
+                .find(|(id, v)| *id == interner && **v == *value)
+                .map(|(_, v)| v.clone())
+        })
+        .ok()
+        .flatten()
+}
+
+fn remember_value(interner: u64, value: &Arc<str>) {
+    let _ = RECENT.try_with(|recent| {
+        if let Ok(mut recent) = recent.try_borrow_mut() {
+            if recent.len() == RECENT_VALUES {
+                // The oldest makes room; the newest is found first.
+                recent.remove(0);
+            }
+            recent.push((interner, value.clone()));
+        }
+    });
+}
+
 /// Interns the values of one label under two budgets: trusted values (the app's and the
 /// upstream's) up to `cap`, header values up to `header_cap` of their own. A new value past its
 /// budget folds into `other`. A header value the trusted side already knows is that value, so
@@ -92,6 +133,8 @@ pub(crate) enum LabelSource {
 /// `Arc<str>`s, so records and metric keys clone them for free.
 #[derive(Debug)]
 pub(crate) struct LabelInterner {
+    /// Its key in the threads' caches of recent values.
+    id: u64,
     trusted: Tier,
     header: Tier,
     other: Arc<str>,
@@ -140,6 +183,7 @@ impl Tier {
 impl LabelInterner {
     pub(crate) fn new(cap: usize, header_cap: usize) -> Self {
         Self {
+            id: INTERNER_IDS.fetch_add(1, Ordering::Relaxed),
             trusted: Tier::new(cap),
             header: Tier::new(header_cap),
             other: Arc::from(OTHER),
@@ -160,7 +204,11 @@ impl LabelInterner {
         value: &str,
         source: LabelSource,
     ) -> (Arc<str>, LabelSource) {
+        if let Some(v) = recent_value(self.id, value) {
+            return (v, LabelSource::Trusted);
+        }
         if let Some(v) = self.trusted.get(value) {
+            remember_value(self.id, &v);
             return (v, LabelSource::Trusted);
         }
         let interned = match source {
@@ -511,6 +559,29 @@ mod tests {
         assert!(!is_valid_label(""));
         assert!(!is_valid_label(&"x".repeat(65)));
         assert!(!is_valid_label("caf\u{e9}"));
+    }
+
+    #[test]
+    fn a_threads_recent_values_belong_to_their_interner() {
+        let a = LabelInterner::new(4, 1);
+        let b = LabelInterner::new(4, 1);
+        let (first, _) = a.intern_sourced("/v1/chat", LabelSource::Trusted);
+        // Found once through the lock, then from this thread's cache: the same value.
+        let (again, _) = a.intern_sourced("/v1/chat", LabelSource::Trusted);
+        let (cached, source) = a.intern_sourced("/v1/chat", LabelSource::Header);
+        assert!(Arc::ptr_eq(&first, &again) && Arc::ptr_eq(&first, &cached));
+        assert_eq!(source, LabelSource::Trusted);
+        // Another interner never gets a's value, and spends its own budget.
+        let (other, _) = b.intern_sourced("/v1/chat", LabelSource::Trusted);
+        assert!(!Arc::ptr_eq(&first, &other));
+        assert_eq!(b.trusted.values.read().unwrap().len(), 1);
+        // The cache stays bounded.
+        for i in 0..100 {
+            let v = format!("/r{i}");
+            a.intern_sourced(&v, LabelSource::Trusted);
+            a.intern_sourced(&v, LabelSource::Trusted);
+        }
+        RECENT.with(|r| assert!(r.borrow().len() <= RECENT_VALUES));
     }
 
     #[test]
