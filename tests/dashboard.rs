@@ -46,6 +46,8 @@ struct Seen {
     error_messages: Vec<String>,
     injected_images: u64,
     providers: Vec<String>,
+    anomalies: Vec<String>,
+    users_header: Vec<String>,
     charts: u64,
     notice: String,
     refreshes: u64,
@@ -151,6 +153,13 @@ async fn expected(base: &str) -> (Expected, Value) {
         ttft_p95: js_to_fixed_1(p95),
     };
     (expected, metrics)
+}
+
+/// How many signals `/health` judged.
+async fn after_health_anomalies(base: &str) -> usize {
+    let (_, health) = get_json(base, "/health").await;
+    let health: Value = serde_json::from_str(&health).unwrap();
+    health["anomalies"].as_array().map_or(0, Vec::len)
 }
 
 /// Debian's Chromium, or a clear failure.
@@ -414,6 +423,21 @@ async fn the_dashboard_shows_what_the_endpoints_say() {
     assert_clean(&seen, false);
     assert_shows(&seen, &before, &after);
     assert_ne!(seen.status, "critical", "{seen:#?}");
+    // A minute of streams judges no anomaly yet, and the page says why; the top users show
+    // their first-token p95.
+    assert_eq!(after_health_anomalies(&base).await, 0);
+    assert_eq!(seen.anomalies.len(), 1, "{seen:#?}");
+    assert!(
+        seen.anomalies[0].starts_with("Nothing judged yet"),
+        "{seen:#?}"
+    );
+    assert!(
+        // Headers are upper-cased by the page's style, which `innerText` follows.
+        seen.users_header
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case("TTFT p95 ms")),
+        "{seen:#?}"
+    );
 
     // Auth failures: 40 of 82 requests, far past the auth_error_rate trigger's 5%.
     sent += streams(

@@ -113,6 +113,8 @@ def main():
                 # An `<img>` planted in an error message must stay text, never become an element.
                 "injected_images": page.locator("#errors img").count(),
                 "providers": page.locator("#providers tbody tr td.name").all_inner_texts(),
+                "anomalies": page.locator("#anomalies tbody tr").all_inner_texts(),
+                "users_header": page.locator("#users thead th").all_inner_texts(),
                 "charts": page.locator("#charts svg").count(),
                 "notice": text("#notice"),
                 "refreshes": int(page.get_attribute("body", "data-refreshes") or "0"),
