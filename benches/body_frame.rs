@@ -1,5 +1,5 @@
 //! Per-frame overhead of the monitored body over the bare body, side by side in one run.
-//! Target (SPEC section 11): <= 25 ns per frame for a body that is not parsed.
+//! Target (README, Performance): <= 25 ns per frame for a body that is not parsed.
 
 use std::convert::Infallible;
 use std::hint::black_box;

@@ -1,7 +1,7 @@
 //! Memory soak: one million requests through the stream layer (no network: the service is
 //! called directly and its SSE bodies polled to the end), with fixed labels and a clock that
 //! moves 4 ms per request, so both windows turn over fully. Prints RSS as it goes; the
-//! target (SPEC section 11) is <= 1 MB of growth over 1M requests.
+//! target (README, Performance) is <= 1 MB of growth over 1M requests.
 //!
 //! ```text
 //! cargo run --release --example soak_rss [-- REQUESTS]

@@ -1,5 +1,5 @@
-//! Checks the monitoring endpoints of any running server (the Rust counterpart of the seed's
-//! `monitoring_verification` script): status codes, every field of SPEC section 5 and its type,
+//! Checks the monitoring endpoints of any running server: status codes, every field of the
+//! `/metrics`, `/health` and `/errors` answers (README, Endpoints) and its type,
 //! health semantics, error handling, and 100 concurrent `/health` requests.
 //!
 //! ```text
@@ -478,7 +478,7 @@ pub async fn verify(base: &str, prefix: &str, token: Option<String>) -> Vec<Chec
         }
     }
 
-    // 100 concurrent /health requests (the seed's concurrency check).
+    // 100 concurrent /health requests (a concurrency check).
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..100 {

@@ -1,4 +1,4 @@
-//! Session logs and the per-request span (SPEC section 8), captured from a real fmt subscriber.
+//! Session logs and the per-request span (crate docs, Session logs), captured from a real fmt subscriber.
 
 mod common;
 
@@ -92,7 +92,7 @@ async fn handler_events_carry_request_context_and_timeouts_log_at_error() {
     assert!(timeout.contains("request_id=req-77"), "{timeout}");
 }
 
-/// The seed's per-request alerting: a first token past the critical baseline logs WARN with the
+/// The per-request alerting (crate docs, Session logs): a first token past the critical baseline logs WARN with the
 /// provider, past warning INFO.
 #[tokio::test]
 async fn slow_first_tokens_log_at_warn_and_info() {

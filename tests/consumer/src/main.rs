@@ -1,4 +1,4 @@
-//! The consumer check (issue 8): tower-stream-monitor built as a downstream user builds it —
+//! The consumer check: tower-stream-monitor built as a downstream user builds it —
 //! default features, none of its dev-dependencies — then redaction and the layer exercised.
 //! Prints one line per check and exits non-zero if any failed.
 
@@ -46,7 +46,7 @@ async fn main() -> ExitCode {
     }
     eprintln!(
         "consumer check FAILED ({} of the checks above); tower-stream-monitor misbehaves when \
-         built with only its own features (issue 8):",
+         built with only its own features:",
         checks.failed.len()
     );
     for line in &checks.failed {
