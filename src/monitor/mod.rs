@@ -284,6 +284,7 @@ impl Monitor {
     /// The one hand-over point of a finished request: every started request reaches it once.
     /// `source` says whether a label came from a request header (see `max_label_sets`).
     /// `provider_in_flight`: whether [`Monitor::provider_started`] counted the record's provider.
+    #[inline]
     fn record(
         &self,
         record: StreamRecord,
