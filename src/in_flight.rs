@@ -2,10 +2,12 @@
 //!
 //! A request is counted when it starts (by route) and when its response starts (by provider),
 //! and uncounted when it is recorded, often on another thread. Each thread adds to a shard of
-//! its own, so counting writes no memory another core writes; a read sums the shards.
+//! its own, so counting writes no memory another core writes; a read sums the shards. A count
+//! is an atomic in a slot set once per label and shard: counting takes no lock.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// What a count is kept by.
 #[derive(Debug, Clone, Copy)]
@@ -14,63 +16,111 @@ pub(crate) enum InFlightBy {
     Provider,
 }
 
+/// Slots a shard has per kind: routes and providers are capped labels (64 of each by default,
+/// plus `unmatched`, `unknown` and `other`), so a shard rarely fills them; past them, counts go
+/// to a locked list.
+const SLOTS: usize = 96;
+
+/// A label and its count, set once.
+type Slot = OnceLock<(Arc<str>, AtomicI64)>;
+
 /// Counts by label, found by the label's address: labels are interned (one `Arc` per value)
 /// and a request's start and end pass the same one, so no string is compared or hashed on the
 /// request path. The `Arc` kept beside each count holds its address for the list's life.
-/// Routes and providers are capped labels, so each list is short and a scan beats a hash.
-#[derive(Default)]
 struct Counts {
-    routes: Vec<(Arc<str>, i64)>,
-    providers: Vec<(Arc<str>, i64)>,
+    slots: Box<[Slot]>,
+    /// Past the slots (more distinct labels than a shard has room for).
+    overflow: Mutex<Vec<(Arc<str>, i64)>>,
 }
 
 impl Counts {
-    fn of(&mut self, by: InFlightBy) -> &mut Vec<(Arc<str>, i64)> {
-        match by {
-            InFlightBy::Route => &mut self.routes,
-            InFlightBy::Provider => &mut self.providers,
+    fn new() -> Self {
+        Self {
+            slots: (0..SLOTS).map(|_| OnceLock::new()).collect(),
+            overflow: Mutex::new(Vec::new()),
         }
     }
 
-    fn add(&mut self, by: InFlightBy, label: &Arc<str>, delta: i64) {
-        let counts = self.of(by);
-        match counts.iter_mut().find(|(l, _)| Arc::ptr_eq(l, label)) {
+    fn add(&self, label: &Arc<str>, delta: i64) {
+        for slot in self.slots.iter() {
+            let (held, count) = match slot.get() {
+                Some(entry) => entry,
+                // The first free slot: take it for `label`, unless another thread of this
+                // shard just did, for this label or another (then look on).
+                None => slot.get_or_init(|| (label.clone(), AtomicI64::new(0))),
+            };
+            if Arc::ptr_eq(held, label) {
+                count.fetch_add(delta, Ordering::Relaxed);
+                return;
+            }
+        }
+        let mut overflow = self.overflow.lock().unwrap_or_else(|p| p.into_inner());
+        match overflow.iter_mut().find(|(l, _)| Arc::ptr_eq(l, label)) {
             Some((_, n)) => *n += delta,
-            None => counts.push((label.clone(), delta)),
+            None => overflow.push((label.clone(), delta)),
+        }
+    }
+
+    fn each(&self, mut f: impl FnMut(&Arc<str>, i64)) {
+        for (label, count) in self.slots.iter().map_while(OnceLock::get) {
+            f(label, count.load(Ordering::Relaxed));
+        }
+        for (label, n) in self
+            .overflow
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            f(label, *n);
+        }
+    }
+}
+
+struct Shard {
+    routes: Counts,
+    providers: Counts,
+}
+
+impl Shard {
+    fn of(&self, by: InFlightBy) -> &Counts {
+        match by {
+            InFlightBy::Route => &self.routes,
+            InFlightBy::Provider => &self.providers,
         }
     }
 }
 
 pub(crate) struct InFlight {
-    shards: Box<[Mutex<Counts>]>,
-}
-
-fn lock(shard: &Mutex<Counts>) -> MutexGuard<'_, Counts> {
-    // A panic while holding the lock leaves every count whole.
-    shard.lock().unwrap_or_else(|p| p.into_inner())
+    shards: Box<[Shard]>,
 }
 
 impl InFlight {
     pub(crate) fn new() -> Self {
         Self {
             shards: (0..crate::shard::count())
-                .map(|_| Mutex::new(Counts::default()))
+                .map(|_| Shard {
+                    routes: Counts::new(),
+                    providers: Counts::new(),
+                })
                 .collect(),
         }
     }
 
-    /// Moves the count of `label` by `delta` on this thread's shard.
-    pub(crate) fn add(&self, by: InFlightBy, label: &Arc<str>, delta: i64) {
-        lock(&self.shards[crate::shard::index(self.shards.len())]).add(by, label, delta);
+    fn shard(&self) -> &Shard {
+        &self.shards[crate::shard::index(self.shards.len())]
     }
 
-    /// A request ends: its route's count, and its provider's if it was counted, go down by one
-    /// (one lock for both).
+    /// Moves the count of `label` by `delta` on this thread's shard.
+    pub(crate) fn add(&self, by: InFlightBy, label: &Arc<str>, delta: i64) {
+        self.shard().of(by).add(label, delta);
+    }
+
+    /// A request ends: its route's count, and its provider's if it was counted, go down by one.
     pub(crate) fn finished(&self, route: &Arc<str>, provider: Option<&Arc<str>>) {
-        let mut shard = lock(&self.shards[crate::shard::index(self.shards.len())]);
-        shard.add(InFlightBy::Route, route, -1);
+        let shard = self.shard();
+        shard.routes.add(route, -1);
         if let Some(provider) = provider {
-            shard.add(InFlightBy::Provider, provider, -1);
+            shard.providers.add(provider, -1);
         }
     }
 
@@ -78,19 +128,20 @@ impl InFlight {
     pub(crate) fn by_label(&self, by: InFlightBy) -> BTreeMap<Arc<str>, i64> {
         let mut out = BTreeMap::<Arc<str>, i64>::new();
         for shard in self.shards.iter() {
-            for (label, n) in lock(shard).of(by).iter() {
-                *out.entry(label.clone()).or_default() += n;
-            }
+            shard
+                .of(by)
+                .each(|label, n| *out.entry(label.clone()).or_default() += n);
         }
         out
     }
 
     /// The total over every label and shard.
     pub(crate) fn total(&self, by: InFlightBy) -> i64 {
-        self.shards
-            .iter()
-            .map(|shard| lock(shard).of(by).iter().map(|(_, n)| n).sum::<i64>())
-            .sum()
+        let mut sum = 0;
+        for shard in self.shards.iter() {
+            shard.of(by).each(|_, n| sum += n);
+        }
+        sum
     }
 }
 
@@ -112,5 +163,23 @@ mod tests {
         assert_eq!(in_flight.total(InFlightBy::Route), 2);
         assert_eq!(in_flight.by_label(InFlightBy::Route)[&route], 2);
         assert_eq!(in_flight.total(InFlightBy::Provider), 0);
+    }
+
+    #[test]
+    fn more_labels_than_slots_still_sum_up() {
+        let in_flight = InFlight::new();
+        let labels: Vec<Arc<str>> = (0..SLOTS * 2)
+            .map(|i| Arc::from(format!("/r{i}")))
+            .collect();
+        for label in &labels {
+            in_flight.add(InFlightBy::Provider, label, 2);
+        }
+        for label in &labels {
+            in_flight.add(InFlightBy::Provider, label, -1);
+        }
+        assert_eq!(in_flight.total(InFlightBy::Provider), labels.len() as i64);
+        let by = in_flight.by_label(InFlightBy::Provider);
+        assert_eq!(by.len(), labels.len());
+        assert!(by.values().all(|n| *n == 1));
     }
 }
