@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use tower_stream_monitor::health::{Alert, HealthStatus};
+use tower_stream_monitor::predict::{AnomalyDetection, AnomalySlot};
 use tower_stream_monitor::window::ManualClock;
 use tower_stream_monitor::{Monitor, Outcome, StreamRecord};
 
@@ -168,20 +169,26 @@ fn baselines_are_per_model_so_a_shift_to_a_slow_model_is_no_anomaly() {
     );
 }
 
-/// Ten-second slots and a short baseline, as the demo sets them: caught within 30 s.
-#[test]
-fn ten_second_slots_catch_a_change_in_half_a_minute() {
-    use tower_stream_monitor::predict::{AnomalyDetection, AnomalySlot};
+/// A monitor on a manual clock judging 10 s slots from a baseline of 6, as the demo sets it.
+fn ten_second_monitor(rollback: bool) -> (Monitor, ManualClock) {
     let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
     let monitor = Monitor::builder()
         .clock(clock.clone())
         .anomaly_detection(
             AnomalyDetection::default()
                 .slot(AnomalySlot::TenSeconds)
-                .min_baseline_slots(6),
+                .min_baseline_slots(6)
+                .rollback(rollback),
         )
         .build()
         .unwrap();
+    (monitor, clock)
+}
+
+/// Ten-second slots and a short baseline, as the demo sets them: caught within 30 s.
+#[test]
+fn ten_second_slots_catch_a_change_in_half_a_minute() {
+    let (monitor, clock) = ten_second_monitor(false);
     for i in 0..8u64 {
         for j in 0..10 {
             monitor.ingest(stream("openai", 300 + (i + j) % 10));
@@ -223,19 +230,8 @@ fn ten_second_slots_catch_a_change_in_half_a_minute() {
 /// An anomaly degrades health; it is a rollback only when configured so.
 #[test]
 fn an_anomaly_is_a_rollback_only_when_configured() {
-    use tower_stream_monitor::predict::{AnomalyDetection, AnomalySlot};
     for rollback in [false, true] {
-        let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
-        let monitor = Monitor::builder()
-            .clock(clock.clone())
-            .anomaly_detection(
-                AnomalyDetection::default()
-                    .slot(AnomalySlot::TenSeconds)
-                    .min_baseline_slots(6)
-                    .rollback(rollback),
-            )
-            .build()
-            .unwrap();
+        let (monitor, clock) = ten_second_monitor(rollback);
         for (slots, ms) in [(8u64, 300u64), (2, 900)] {
             for i in 0..slots {
                 for j in 0..10 {

@@ -286,19 +286,9 @@ impl Templates {
         // The thread's shared templates are set up now, with the parser, rather than while a
         // frame is polled.
         let _ = SHARED.try_with(|_| ());
-        Self {
-            slots: Default::default(),
-            arena: super::buffers::take(SLOTS * MAX_TEMPLATE_BYTES),
-            recognised: (0, false),
-            one_line: false,
-            next_attempt: 0,
-            backoff: 0,
-            next_lookup: 0,
-            lookup_backoff: 0,
-            enabled: true,
-            #[cfg(test)]
-            answered: 0,
-        }
+        let mut templates = Self::placeholder();
+        templates.arena = super::buffers::take(SLOTS * MAX_TEMPLATE_BYTES);
+        templates
     }
 
     /// Templates that own no arena (a pooled parser's placeholder between streams).
