@@ -173,12 +173,12 @@ async fn littles_law_holds_on_the_demo_load() {
         base: base.clone(),
         users,
         duration: None,
-        requests_per_user: Some(6),
+        requests_per_user: Some(4),
         mix: demo::load::Mix::default(),
         fail_rate: 0.0,
-        // About 0.8 s a stream (200 ms to the first token, then 10 ms a token): long beside
+        // About 0.5 s a stream (200 ms to the first token, then 10 ms a token): long beside
         // what the client spends between requests.
-        headers: vec![("x-sim-tokens".into(), "60".into())],
+        headers: vec![("x-sim-tokens".into(), "30".into())],
         slow_down: None,
     };
     let started = std::time::Instant::now();
@@ -190,8 +190,8 @@ async fn littles_law_holds_on_the_demo_load() {
         elapsed: started.elapsed(),
         cpu: None,
     };
-    assert_eq!(samples.len(), 180);
-    records.wait_for(180).await;
+    assert_eq!(samples.len(), 120);
+    records.wait_for(120).await;
     let history = serde_json::to_value(monitor.history()).unwrap();
     let c = demo::capacity(&samples, &run, &history).expect("figures");
     let near = |a: f64, b: f64| (a - b).abs() <= 0.10 * b;

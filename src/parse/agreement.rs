@@ -541,8 +541,16 @@ fn assert_same(wire: WireFormat, max_event_bytes: usize, frames: &[&[u8]]) -> u6
     fast.template_hits()
 }
 
+/// Cases per property: proptest's default (256, or `PROPTEST_CASES` when set, for a deeper run)
+/// divided by `share`. The suite runs the default on every `cargo test`; these two properties are
+/// the slowest tests of the library in a debug build.
+fn cases(share: u32) -> ProptestConfig {
+    let default = ProptestConfig::default();
+    ProptestConfig::with_cases((default.cases / share).max(1))
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(1000))]
+    #![proptest_config(cases(1))]
 
     #[test]
     fn templates_agree_with_serde_json(
@@ -610,7 +618,8 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(300))]
+    // Each case runs up to eight streams: a quarter of the cases is about the same work.
+    #![proptest_config(cases(4))]
 
     /// Many streams through one thread, each with its own ids, model and usage, some events
     /// broken: every stream agrees with a parser that uses no templates.
