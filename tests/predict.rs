@@ -316,69 +316,76 @@ type MinuteAlert = (u64, Vec<String>);
 /// minutes, and clears after it ends.
 #[test]
 fn a_stationary_day_raises_nothing_and_a_step_is_caught_then_clears() {
-    for seed in [1, 2, 3] {
-        let mut rng = fastrand::Rng::with_seed(seed);
-        let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
-        let alerts: Arc<Mutex<Vec<MinuteAlert>>> = Arc::default();
-        let seen = alerts.clone();
-        let minute = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let now = minute.clone();
-        let monitor = Monitor::builder()
-            .clock(clock.clone())
-            .on_alert(move |a: &Alert| {
-                let m = now.load(std::sync::atomic::Ordering::Relaxed);
-                seen.lock().unwrap().push((m, a.anomalies.clone()));
-            })
-            .build()
-            .unwrap();
-        let day = 24 * 60;
-        let (step_from, step_to) = (day - 120, day - 105);
-        for m in 0..day + 30 {
-            minute.store(m, std::sync::atomic::Ordering::Relaxed);
-            let swing = 1.0 + 0.3 * (2.0 * std::f64::consts::PI * m as f64 / day as f64).sin();
-            let step = if (step_from..step_to).contains(&m) {
-                2.0
-            } else {
-                1.0
-            };
-            for _ in 0..20 {
-                // Log-normal: exp of a normal (Box-Muller), sigma 0.25.
-                let normal = (-2.0 * rng.f64().max(1e-12).ln()).sqrt()
-                    * (2.0 * std::f64::consts::PI * rng.f64()).cos();
-                let ttft = 300.0 * swing * step * (0.25 * normal).exp();
-                monitor.ingest(stream("openai", ttft as u64));
-            }
-            clock.advance(Duration::from_secs(60));
-            monitor.health();
+    // Three independent days, one thread each; the scope re-raises a panic from any of them.
+    std::thread::scope(|days| {
+        for seed in [1, 2, 3] {
+            days.spawn(move || simulate_day(seed));
         }
-        let raised: Vec<MinuteAlert> = alerts
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, a)| !a.is_empty())
-            .cloned()
-            .collect();
-        assert_eq!(raised.len(), 1, "seed {seed}: {raised:?}");
-        let (at, which) = &raised[0];
-        assert_eq!(
-            which,
-            &["openai:m:first_token_p95_ms".to_owned()],
-            "seed {seed}"
-        );
-        assert!(
-            (step_from..=step_from + 3).contains(at),
-            "seed {seed}: caught at minute {at}, the step began at {step_from}"
-        );
-        // One clear: the last alert about anomalies has none, after the step ended.
-        let log = alerts.lock().unwrap();
-        let cleared = log
-            .iter()
-            .filter(|(m, a)| *m > *at && a.is_empty())
-            .map(|(m, _)| *m)
-            .next();
-        assert!(
-            cleared.is_some_and(|m| m >= step_to),
-            "seed {seed}: {cleared:?}"
-        );
+    });
+}
+
+fn simulate_day(seed: u64) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+    let alerts: Arc<Mutex<Vec<MinuteAlert>>> = Arc::default();
+    let seen = alerts.clone();
+    let minute = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let now = minute.clone();
+    let monitor = Monitor::builder()
+        .clock(clock.clone())
+        .on_alert(move |a: &Alert| {
+            let m = now.load(std::sync::atomic::Ordering::Relaxed);
+            seen.lock().unwrap().push((m, a.anomalies.clone()));
+        })
+        .build()
+        .unwrap();
+    let day = 24 * 60;
+    let (step_from, step_to) = (day - 120, day - 105);
+    for m in 0..day + 30 {
+        minute.store(m, std::sync::atomic::Ordering::Relaxed);
+        let swing = 1.0 + 0.3 * (2.0 * std::f64::consts::PI * m as f64 / day as f64).sin();
+        let step = if (step_from..step_to).contains(&m) {
+            2.0
+        } else {
+            1.0
+        };
+        for _ in 0..20 {
+            // Log-normal: exp of a normal (Box-Muller), sigma 0.25.
+            let normal = (-2.0 * rng.f64().max(1e-12).ln()).sqrt()
+                * (2.0 * std::f64::consts::PI * rng.f64()).cos();
+            let ttft = 300.0 * swing * step * (0.25 * normal).exp();
+            monitor.ingest(stream("openai", ttft as u64));
+        }
+        clock.advance(Duration::from_secs(60));
+        monitor.health();
     }
+    let raised: Vec<MinuteAlert> = alerts
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, a)| !a.is_empty())
+        .cloned()
+        .collect();
+    assert_eq!(raised.len(), 1, "seed {seed}: {raised:?}");
+    let (at, which) = &raised[0];
+    assert_eq!(
+        which,
+        &["openai:m:first_token_p95_ms".to_owned()],
+        "seed {seed}"
+    );
+    assert!(
+        (step_from..=step_from + 3).contains(at),
+        "seed {seed}: caught at minute {at}, the step began at {step_from}"
+    );
+    // One clear: the last alert about anomalies has none, after the step ended.
+    let log = alerts.lock().unwrap();
+    let cleared = log
+        .iter()
+        .filter(|(m, a)| *m > *at && a.is_empty())
+        .map(|(m, _)| *m)
+        .next();
+    assert!(
+        cleared.is_some_and(|m| m >= step_to),
+        "seed {seed}: {cleared:?}"
+    );
 }
