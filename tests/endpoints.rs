@@ -694,3 +694,138 @@ async fn each_monitor_renders_its_own_prometheus() {
     assert!(text_b.contains("only-b") && !text_b.contains("only-a"));
     assert!(text_b.contains("outcome=\"ok\"} 2"), "{text_b}");
 }
+
+/// The gauges of one scrape: `name{labels}` (labels as the exposition writes them) to value.
+fn gauges(scrape: &str, names: &[&str]) -> std::collections::BTreeMap<String, f64> {
+    scrape
+        .lines()
+        .filter(|line| names.iter().any(|n| line.starts_with(&format!("{n}{{"))))
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').expect("a sample line");
+            (series.to_owned(), value.parse().expect("a number"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn health_gauges_say_what_health_says() {
+    let clock = clock();
+    let records = Records::default();
+    let monitor = records
+        .attach(Monitor::builder().prefix(PREFIX).clock(clock.clone()))
+        .build()
+        .unwrap();
+    let server = Server::start(&monitor).await;
+    // Past the 20 samples health needs: 4 upstream refusals in 24, 16.7% (the trigger is 5%).
+    for _ in 0..20 {
+        server.chat(&[]).await;
+    }
+    for _ in 0..4 {
+        server.chat(&[("x-status", "401")]).await;
+    }
+    records.wait_for(24).await;
+
+    // The clock stands still: the scrape, /health and health() judge the same window.
+    let (status, _, scrape) = server.get(&format!("{PREFIX}/metrics/prometheus")).await;
+    assert_eq!(status, 200);
+    let (status, body) = server.json(&format!("{PREFIX}/health")).await;
+    assert_eq!(
+        (status.as_u16(), &body["status"]),
+        (503, &"critical".into())
+    );
+    let report = monitor.health();
+    assert_eq!(report.status, HealthStatus::Critical);
+
+    let status_gauges = gauges(&scrape, &["stream_monitor_health_status"]);
+    let expected: std::collections::BTreeMap<String, f64> = HealthStatus::ALL
+        .iter()
+        .map(|s| {
+            (
+                format!("stream_monitor_health_status{{status=\"{s}\"}}"),
+                f64::from(u8::from(*s == HealthStatus::Critical)),
+            )
+        })
+        .collect();
+    assert_eq!(status_gauges, expected, "{scrape}");
+
+    let trigger_gauges = gauges(
+        &scrape,
+        &[
+            "stream_monitor_rollback_trigger_fired",
+            "stream_monitor_rollback_trigger_rate_percent",
+            "stream_monitor_rollback_trigger_samples",
+        ],
+    );
+    let auth = |metric: &str| trigger_gauges[&format!("{metric}{{trigger=\"auth_error_rate\"}}")];
+    assert_eq!(auth("stream_monitor_rollback_trigger_fired"), 1.0);
+    assert_eq!(auth("stream_monitor_rollback_trigger_samples"), 24.0);
+    assert!((auth("stream_monitor_rollback_trigger_rate_percent") - 400.0 / 24.0).abs() < 1e-9);
+    let mut expected = std::collections::BTreeMap::new();
+    for (trigger, json) in report
+        .triggers
+        .iter()
+        .zip(body["triggers"].as_array().unwrap())
+    {
+        assert_eq!(json["fired"], trigger.fired, "{}", trigger.name);
+        let series = |metric: &str| format!("{metric}{{trigger=\"{}\"}}", trigger.name);
+        expected.insert(
+            series("stream_monitor_rollback_trigger_fired"),
+            f64::from(u8::from(trigger.fired)),
+        );
+        expected.insert(
+            series("stream_monitor_rollback_trigger_rate_percent"),
+            trigger.value,
+        );
+        expected.insert(
+            series("stream_monitor_rollback_trigger_samples"),
+            trigger.samples as f64,
+        );
+    }
+    assert_eq!(trigger_gauges, expected, "{scrape}");
+    assert_eq!(
+        trigger_gauges["stream_monitor_rollback_trigger_fired{trigger=\"timeout_rate\"}"],
+        0.0
+    );
+
+    // Each check's status one-hot and its value, as health() and /health give them.
+    let check_gauges = gauges(
+        &scrape,
+        &[
+            "stream_monitor_health_check_status",
+            "stream_monitor_health_check_value",
+        ],
+    );
+    let mut expected = std::collections::BTreeMap::new();
+    assert_eq!(report.checks.len(), 3);
+    for (check, json) in report.checks.iter().zip(body["checks"].as_array().unwrap()) {
+        assert_eq!(
+            (json["name"].as_str(), json["status"].as_str()),
+            (Some(check.name), Some(check.status.as_str()))
+        );
+        for status in HealthStatus::ALL {
+            expected.insert(
+                format!(
+                    "stream_monitor_health_check_status{{check=\"{}\",status=\"{status}\"}}",
+                    check.name
+                ),
+                f64::from(u8::from(check.status == status)),
+            );
+        }
+        expected.insert(
+            format!(
+                "stream_monitor_health_check_value{{check=\"{}\"}}",
+                check.name
+            ),
+            check.value,
+        );
+    }
+    assert_eq!(check_gauges, expected, "{scrape}");
+    // 4 errors in 24 streams: the error-rate check is past its 10% critical line.
+    assert_eq!(
+        check_gauges["stream_monitor_health_check_status{check=\"streaming_error_rate\",status=\"critical\"}"],
+        1.0
+    );
+    let error_rate =
+        check_gauges["stream_monitor_health_check_value{check=\"streaming_error_rate\"}"];
+    assert!((error_rate - 400.0 / 24.0).abs() < 1e-9, "{error_rate}");
+}
