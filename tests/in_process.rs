@@ -16,7 +16,7 @@ use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
-use tower_stream_monitor::parse::{ProviderFormat, TokenSource};
+use tower_stream_monitor::parse::{FinishReason, ProviderFormat, TokenSource};
 use tower_stream_monitor::stream::{MonitoredBody, StreamTimeoutError, TimeoutKind};
 use tower_stream_monitor::{Monitor, MonitorBuilder, Outcome, StreamRecord};
 
@@ -182,6 +182,46 @@ async fn role_chunk_is_first_byte_but_not_first_token() {
     assert_eq!(r.time_per_output_token, Some(ms(125))); // 250 ms / 2
     assert_eq!(r.bytes, expected.len() as u64);
     assert_eq!(monitor.in_flight(), 0);
+}
+
+/// An OpenAI chat chunk with one tool-call delta (`head` is the call's id, type and name, set on
+/// the first delta only).
+fn tool_delta(head: &str, arguments: &str) -> String {
+    format!(
+        "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"tool_calls\":[{{\"index\":0,{head}\"function\":{{\"arguments\":\"{arguments}\"}}}}]}}}}]}}\n\n"
+    )
+}
+
+/// A stream that only calls a tool: no content ever, so its first token is its first
+/// tool-call delta (not the role chunk before it), its tokens are its deltas, and it finishes
+/// as `tool_calls`.
+#[tokio::test(start_paused = true)]
+async fn a_tool_call_only_stream_starts_at_its_first_tool_call_delta() {
+    let finish =
+        "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n";
+    let script = vec![
+        data(20, ROLE), // t=20
+        data(
+            280,
+            tool_delta(r#""id":"call_1","type":"function","#, r#"{\"city\":"#),
+        ), // t=300
+        data(40, tool_delta("", r#"\"Paris\""#)), // t=340
+        data(40, tool_delta("", "}")), // t=380
+        data(10, finish), // t=390
+        data(10, "data: [DONE]\n\n"),
+    ];
+    let (records, _monitor, response) = run(Monitor::builder(), ms(0), SSE, script).await;
+    let body = text(response.into_body()).await;
+    assert!(body.contains("call_1") && body.ends_with("data: [DONE]\n\n"));
+    let r = records.only().await;
+    assert_eq!(r.outcome, Outcome::Ok);
+    assert_eq!(r.format, ProviderFormat::OpenAiChat);
+    assert_eq!(r.time_to_first_byte, Some(ms(20)));
+    assert_eq!(r.time_to_first_token, Some(ms(300)));
+    assert_eq!((r.output_tokens, r.token_source), (3, TokenSource::Counted));
+    assert_eq!(r.max_inter_token_gap, Some(ms(40)));
+    assert_eq!(r.finish_reason, Some(FinishReason::ToolCalls));
+    assert_eq!(r.duration, ms(400));
 }
 
 /// `stream_timeout(2s)` cuts an SSE stream at exactly 2 s: the six events sent by then pass
