@@ -163,6 +163,16 @@ impl Prometheus {
 
     /// The alerts in state `firing`, by name.
     async fn firing(&self) -> Vec<String> {
+        self.alerts()
+            .await
+            .into_iter()
+            .filter(|(_, state)| state == "firing")
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    /// Every active alert (pending or firing): its name and state.
+    async fn alerts(&self) -> Vec<(String, String)> {
         let body: Value = reqwest::get(format!("{}/api/v1/alerts", self.url))
             .await
             .expect("alerts")
@@ -173,9 +183,48 @@ impl Prometheus {
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|a| a["state"] == "firing")
-            .filter_map(|a| a["labels"]["alertname"].as_str().map(str::to_owned))
+            .filter_map(|a| {
+                let name = a["labels"]["alertname"].as_str()?;
+                Some((name.to_owned(), a["state"].as_str()?.to_owned()))
+            })
             .collect()
+    }
+
+    /// When each rule group last ran (Unix seconds), from Prometheus's own metrics.
+    async fn group_evaluations(&self) -> Vec<f64> {
+        let text = reqwest::get(format!("{}/metrics", self.url))
+            .await
+            .expect("prometheus's metrics")
+            .text()
+            .await
+            .expect("a text answer");
+        text.lines()
+            .filter(|l| l.starts_with("prometheus_rule_group_last_evaluation_timestamp_seconds{"))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse().ok())
+            .collect()
+    }
+
+    /// Waits until every rule group has run twice since the call: by the second run, the
+    /// recording rules have read everything scraped before the call, and the alerts have read
+    /// what they recorded.
+    async fn rules_evaluated(&self) {
+        for _ in 0..2 {
+            let since = now_secs();
+            let mut done = false;
+            for _ in 0..300 {
+                let runs = self.group_evaluations().await;
+                if !runs.is_empty() && runs.iter().all(|t| *t > since) {
+                    done = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            assert!(
+                done,
+                "the rule groups did not run: {:?}",
+                self.group_evaluations().await
+            );
+        }
     }
 }
 
@@ -576,6 +625,22 @@ async fn every_dashboard_panel_shows_the_traffic_it_is_meant_to_show() {
     }
 }
 
+/// Sends one stream per `(replica, failure)` of `plan`, 32 at a time, and waits for them all.
+async fn send_all(client: &reqwest::Client, plan: Vec<(SocketAddr, Option<&'static str>)>) {
+    let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(32));
+    let mut calls = Vec::new();
+    for (addr, fail) in plan {
+        let (client, semaphore) = (client.clone(), semaphore.clone());
+        calls.push(tokio::spawn(async move {
+            let _permit = semaphore.acquire().await.expect("open");
+            stream(&client, addr, 1, fail).await
+        }));
+    }
+    for call in calls {
+        call.await.expect("the request task");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_canary_fires_the_canary_alert_and_not_the_fleet_one() {
     let replicas = [
@@ -595,30 +660,50 @@ async fn a_failing_canary_fires_the_canary_alert_and_not_the_fleet_one() {
         .scraped_after(now_secs() + 1.0, addrs.len())
         .await;
 
-    // 380 clean streams on each stable replica; 40 on the canary, 12 of them refused upstream:
-    // 30% of the canary's requests, 1.5% of the fleet's (under the fleet trigger's 5%). The
-    // canary's requests come after the stable ones, so that no scrape during the load sees the
-    // fleet's share above its final 1.5% (Prometheus scrapes every second, whatever the pace).
-    let mut plan = Vec::new();
+    // 380 clean streams on each stable replica; then 40 on the canary, 12 of them refused
+    // upstream: 30% of the canary's requests, 1.5% of the fleet's (under the fleet trigger's
+    // 5%). The canary's requests come after the stable ones, so that no scrape during the load
+    // sees the fleet's share above its final 1.5% (Prometheus scrapes every second, whatever the
+    // pace).
+    let mut stable = Vec::new();
     for _ in 0..380 {
-        plan.push((addrs[0], None));
-        plan.push((addrs[1], None));
+        stable.push((addrs[0], None));
+        stable.push((addrs[1], None));
     }
-    for k in 0..40 {
-        plan.push((addrs[2], (k % 10 < 3).then_some("auth")));
-    }
-    let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(32));
-    let mut calls = Vec::new();
-    for (addr, fail) in plan {
-        let (client, semaphore) = (client.clone(), semaphore.clone());
-        calls.push(tokio::spawn(async move {
-            let _permit = semaphore.acquire().await.expect("open");
-            stream(&client, addr, 1, fail).await
-        }));
-    }
-    for call in calls {
-        call.await.expect("the request task");
-    }
+    send_all(&client, stable).await;
+
+    // The clean traffic, scraped and judged by the rules: the auth-error rollback alert reads a
+    // 0% share over enough requests and stays silent.
+    prometheus
+        .scraped_after(now_secs() + 1.0, addrs.len())
+        .await;
+    prometheus.rules_evaluated().await;
+    let judged = prometheus
+        .value("job:stream_monitor_requests_judged:rate5m * 300")
+        .await;
+    assert!(judged >= 20.0, "{judged} requests judged: too few to fire");
+    assert_eq!(
+        prometheus
+            .value("job:stream_monitor_requests_auth_error:ratio_rate5m")
+            .await,
+        0.0
+    );
+    let alerts = prometheus.alerts().await;
+    assert!(
+        !alerts
+            .iter()
+            .any(|(name, _)| name == "StreamMonitorAuthErrorRateRollback"),
+        "the auth-error rollback is active on clean traffic: {alerts:?}"
+    );
+    let series = prometheus
+        .query(r#"ALERTS{alertname="StreamMonitorAuthErrorRateRollback"}"#)
+        .await;
+    assert!(series.is_empty(), "{series:?}");
+
+    let canary = (0..40)
+        .map(|k| (addrs[2], (k % 10 < 3).then_some("auth")))
+        .collect();
+    send_all(&client, canary).await;
     let auth: Vec<u64> = replicas
         .iter()
         .map(|(m, _)| m.recorded(Outcome::AuthError))
