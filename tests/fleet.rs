@@ -259,14 +259,22 @@ const CACHED_TOKENS: u64 = 188;
 /// Reasoning tokens in each usage-reporting stream, beside its `TOKENS` content tokens.
 const REASONING_TOKENS: u64 = 7;
 
-/// One streaming chat completion on `gpt-4o-mini`, without usage; returns the time to its
-/// first content token as the client saw it, or `None` for a failure.
+/// What the client saw of one stream, in seconds: the time to its first content token, and the
+/// longest wait between two content tokens after it.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    ttft: f64,
+    max_gap: f64,
+}
+
+/// One streaming chat completion on `gpt-4o-mini`, without usage; returns what the client saw
+/// of it, or `None` for a failure.
 async fn stream(
     client: &reqwest::Client,
     addr: SocketAddr,
     ttft_ms: u64,
     fail: Option<&str>,
-) -> Option<f64> {
+) -> Option<Timing> {
     let mut request = client
         .post(format!("http://{addr}/v1/chat/completions"))
         .json(&json!({"model": "gpt-4o-mini", "stream": true}));
@@ -282,7 +290,7 @@ async fn stream_with_usage(
     client: &reqwest::Client,
     addr: SocketAddr,
     ttft_ms: u64,
-) -> Option<f64> {
+) -> Option<Timing> {
     let request = client
         .post(format!("http://{addr}/v1/chat/completions"))
         .header("x-sim-cached-tokens", CACHED_TOKENS.to_string())
@@ -292,9 +300,9 @@ async fn stream_with_usage(
     timed(request, ttft_ms).await
 }
 
-/// Sends a simulated stream of `TOKENS` tokens, the first after `ttft_ms`; returns the time to
-/// its first content token as the client saw it, or `None` for a failure.
-async fn timed(request: reqwest::RequestBuilder, ttft_ms: u64) -> Option<f64> {
+/// Sends a simulated stream of `TOKENS` tokens, the first after `ttft_ms`; returns what the
+/// client saw of it, or `None` for a failure.
+async fn timed(request: reqwest::RequestBuilder, ttft_ms: u64) -> Option<Timing> {
     let request = request
         .header("x-sim-ttft-ms", ttft_ms.to_string())
         .header("x-sim-tokens", TOKENS.to_string())
@@ -304,15 +312,26 @@ async fn timed(request: reqwest::RequestBuilder, ttft_ms: u64) -> Option<f64> {
     let ok = response.status().is_success();
     let mut body = response.bytes_stream();
     let mut text = String::new();
-    let mut first_token = None;
+    let (mut tokens, mut first_token, mut last_token, mut max_gap) = (0, None, None, 0.0f64);
     while let Some(chunk) = body.next().await {
         let Ok(chunk) = chunk else { break };
         text.push_str(&String::from_utf8_lossy(&chunk));
-        if first_token.is_none() && text.contains("\"content\":\" The") {
-            first_token = Some(started.elapsed().as_secs_f64());
+        // Content deltas; the role chunk's empty content is none.
+        let seen =
+            text.matches("\"content\":\"").count() - text.matches("\"content\":\"\"").count();
+        if seen > tokens {
+            tokens = seen;
+            let now = started.elapsed().as_secs_f64();
+            first_token.get_or_insert(now);
+            if let Some(last) = last_token {
+                max_gap = max_gap.max(now - last);
+            }
+            last_token = Some(now);
         }
     }
-    first_token.filter(|_| ok)
+    first_token
+        .filter(|_| ok)
+        .map(|ttft| Timing { ttft, max_gap })
 }
 
 /// The exact `q` quantile of `values` (nearest rank).
@@ -324,8 +343,12 @@ fn quantile(values: &mut [f64], q: f64) -> f64 {
 
 /// The bucket `(lower, upper]` of the first-token histogram that holds `seconds`.
 fn bucket_of(seconds: f64) -> (f64, f64) {
-    let bounds = tower_stream_monitor::names::TTFT_BUCKETS;
-    let upper = bounds.iter().position(|b| seconds <= *b);
+    bucket_in(&tower_stream_monitor::names::TTFT_BUCKETS, seconds)
+}
+
+/// The bucket `(lower, upper]` of `bounds` that holds `value`.
+fn bucket_in(bounds: &[f64], value: f64) -> (f64, f64) {
+    let upper = bounds.iter().position(|b| value <= *b);
     match upper {
         Some(0) => (0.0, bounds[0]),
         Some(i) => (bounds[i - 1], bounds[i]),
@@ -347,7 +370,7 @@ async fn fleet_counts_quantiles_and_rollback_alert_on_a_real_prometheus() {
     let client = reqwest::Client::new();
     let mut client_ttft = Vec::new();
     for addr in &addrs {
-        client_ttft.extend(stream(&client, *addr, 150, None).await);
+        client_ttft.extend(stream(&client, *addr, 150, None).await.map(|t| t.ttft));
     }
     stream(&client, addrs[2], 150, Some("auth")).await;
     prometheus
@@ -371,7 +394,7 @@ async fn fleet_counts_quantiles_and_rollback_alert_on_a_real_prometheus() {
     }
     for call in calls {
         if let Some(t) = call.await.expect("the request task") {
-            client_ttft.push(t);
+            client_ttft.push(t.ttft);
         }
     }
     let load_end = now_secs();
@@ -486,6 +509,47 @@ async fn hygiene_events(
     }
 }
 
+/// A sample's value.
+fn number(series: &Value) -> f64 {
+    series["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no number: {series}"))
+}
+
+/// A result's values by the value of `label` (each must be there, once).
+fn by_label(result: &[Value], label: &str) -> std::collections::BTreeMap<String, f64> {
+    let mut values = std::collections::BTreeMap::new();
+    for series in result {
+        let key = series["metric"][label]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {label}: {series}"));
+        assert!(
+            values.insert(key.to_owned(), number(series)).is_none(),
+            "two series with {label}={key}: {result:?}"
+        );
+    }
+    values
+}
+
+/// A result's values by `instance` and the value of `label`.
+fn by_instance(result: &[Value], label: &str) -> std::collections::BTreeMap<(String, String), f64> {
+    result
+        .iter()
+        .map(|s| {
+            let key = |l: &str| {
+                s["metric"][l]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("no {l}: {s}"))
+                    .to_owned()
+            };
+            ((key("instance"), key(label)), number(s))
+        })
+        .collect()
+}
+
+/// The dashboard's panels, each shown traffic it knows and asked to show that: every panel has
+/// an expectation tied to what was sent, and a panel without one fails the test.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_panel_shows_the_traffic_it_is_meant_to_show() {
     let replicas = [
@@ -500,10 +564,12 @@ async fn every_dashboard_panel_shows_the_traffic_it_is_meant_to_show() {
     // series exists before the load and rates over the load are increases Prometheus saw. They
     // are the replica's label sets: only then come the ones past its budget.
     let client = reqwest::Client::new();
+    let mut sent_ms = vec![10u64];
+    let mut timings = Vec::new();
     for (monitor, addr) in &replicas {
-        stream(&client, *addr, 10, None).await;
+        timings.extend(stream(&client, *addr, 10, None).await);
         stream(&client, *addr, 10, Some("auth")).await;
-        stream_with_usage(&client, *addr, 10).await;
+        timings.extend(stream_with_usage(&client, *addr, 10).await);
         recorded(monitor, 3).await;
     }
     hygiene_events(&client, &replicas, &["m-a", "m-b", "m-c", "m-d", "m-e"]).await;
@@ -512,7 +578,7 @@ async fn every_dashboard_panel_shows_the_traffic_it_is_meant_to_show() {
         .await;
 
     // Streams on every replica, some refused upstream (auth), some reporting cached and
-    // reasoning tokens.
+    // reasoning tokens; first tokens from 20 to 240 ms.
     let mut calls = Vec::new();
     for k in 0..45u64 {
         let fail = match k % 9 {
@@ -521,6 +587,7 @@ async fn every_dashboard_panel_shows_the_traffic_it_is_meant_to_show() {
         };
         let usage = fail.is_none() && k % 5 == 1;
         let (client, addr) = (client.clone(), addrs[(k % 3) as usize]);
+        sent_ms.push(20 + k * 5);
         calls.push(tokio::spawn(async move {
             if usage {
                 stream_with_usage(&client, addr, 20 + k * 5).await
@@ -530,11 +597,38 @@ async fn every_dashboard_panel_shows_the_traffic_it_is_meant_to_show() {
         }));
     }
     for call in calls {
-        call.await.expect("the request task");
+        timings.extend(call.await.expect("the request task"));
     }
     hygiene_events(&client, &replicas, &["m-f", "m-g"]).await;
     let load_end = now_secs();
     prometheus.scraped_after(load_end + 1.0, addrs.len()).await;
+
+    // What the traffic bounds. A first token comes no sooner than its simulated delay and no
+    // later than the client saw it, so every first-token quantile lies between the bucket of
+    // the shortest delay sent and the bucket of the longest wait a client saw. Tokens follow
+    // each other 1 ms apart, so time per token lies at most in the bucket of the longest gap a
+    // client saw (the first bucket, 10 ms, on an idle machine).
+    let shortest = *sent_ms.iter().min().expect("delays") as f64 / 1000.0;
+    let longest = timings.iter().map(|t| t.ttft).fold(0.0, f64::max);
+    let ttft_span = (bucket_of(shortest).0, bucket_of(longest).1);
+    let in_ttft_span = |title: &str, v: f64| {
+        assert!(
+            v > ttft_span.0 && v <= ttft_span.1,
+            "{title}: {v} s outside {ttft_span:?}, the span of the delays sent ({shortest} s) \
+             and the clients' longest first token ({longest} s)"
+        );
+    };
+    let widest_gap = timings.iter().map(|t| t.max_gap).fold(0.0, f64::max);
+    let tpot_bound = bucket_in(&tower_stream_monitor::names::TPOT_BUCKETS, widest_gap).1;
+    // Each replica's own judgement, by the instance Prometheus scrapes it as. Nothing was
+    // recorded since the last scrape, so its gauges say the same.
+    let health: std::collections::BTreeMap<String, tower_stream_monitor::health::HealthReport> =
+        replicas
+            .iter()
+            .map(|(m, a)| (a.to_string(), m.health()))
+            .collect();
+    let instances: std::collections::BTreeSet<String> = health.keys().cloned().collect();
+    let openai: std::collections::BTreeSet<String> = ["openai".to_owned()].into();
 
     let queries = dashboard_queries();
     assert!(queries.len() >= 10, "{} queries", queries.len());
@@ -546,83 +640,246 @@ async fn every_dashboard_panel_shows_the_traffic_it_is_meant_to_show() {
         2,
         "the cache-read and reasoning queries of {SHARE_PANEL:?}"
     );
+    let mut ttft_quantiles = Vec::new();
     for (title, expr) in &queries {
         let result = prometheus.query(expr).await;
         assert!(!result.is_empty(), "panel {title:?} shows nothing: {expr}");
-        let finite = result.iter().any(|s| {
-            s["value"][1]
-                .as_str()
-                .and_then(|v| v.parse::<f64>().ok())
-                .is_some_and(f64::is_finite)
-        });
-        assert!(
-            finite,
-            "panel {title:?} shows no number: {expr}: {result:?}"
-        );
-        let instances = label_values(&result, "instance");
-        if title.contains("by provider") {
-            assert_eq!(
-                label_values(&result, "gen_ai_provider_name"),
-                ["openai".to_owned()].into()
-            );
+        for series in &result {
+            assert!(number(series).is_finite(), "{title}: {expr}: {series}");
         }
-        if title.contains("by outcome") {
-            let outcomes = label_values(&result, "outcome");
-            assert!(
-                outcomes.contains("ok") && outcomes.contains("auth_error"),
-                "{title}: {outcomes:?}"
-            );
+        let context = format!("{title}: {expr}: {result:?}");
+        match title.as_str() {
+            "Time to first token (p50 / p95 / p99)" => {
+                assert_eq!(result.len(), 1, "{context}");
+                let v = number(&result[0]);
+                in_ttft_span(title, v);
+                ttft_quantiles.push(v);
+            }
+            "Time to first token p95 by provider" => {
+                let values = by_label(&result, "gen_ai_provider_name");
+                assert_eq!(
+                    values
+                        .keys()
+                        .cloned()
+                        .collect::<std::collections::BTreeSet<_>>(),
+                    openai,
+                    "{context}"
+                );
+                values.values().for_each(|v| in_ttft_span(title, *v));
+            }
+            "Time per output token (p50 / p95)" => {
+                assert_eq!(result.len(), 1, "{context}");
+                let v = number(&result[0]);
+                assert!(
+                    v > 0.0 && v <= tpot_bound,
+                    "{context}: {v} s past {tpot_bound} s, the bucket of the widest gap a client \
+                     saw ({widest_gap} s)"
+                );
+            }
+            "Output tokens per second, fleet total (approximation)" => {
+                let values = by_label(&result, "gen_ai_provider_name");
+                assert_eq!(
+                    values
+                        .keys()
+                        .cloned()
+                        .collect::<std::collections::BTreeSet<_>>(),
+                    openai,
+                    "{context}"
+                );
+                assert!(values.values().all(|v| *v > 0.0), "{context}");
+            }
+            "Request rate by outcome" => {
+                let values = by_label(&result, "outcome");
+                assert_eq!(
+                    values.keys().map(String::as_str).collect::<Vec<_>>(),
+                    ["auth_error", "ok"],
+                    "{context}"
+                );
+                assert!(values.values().all(|v| *v > 0.0), "{context}");
+            }
+            "Streaming error ratio" => {
+                // Auth refusals were one request in nine: a share above 0, below 1.
+                let values: Vec<f64> = if expr.contains("sum by (gen_ai_provider_name)") {
+                    let values = by_label(&result, "gen_ai_provider_name");
+                    assert_eq!(
+                        values
+                            .keys()
+                            .cloned()
+                            .collect::<std::collections::BTreeSet<_>>(),
+                        openai,
+                        "{context}"
+                    );
+                    values.into_values().collect()
+                } else {
+                    assert_eq!(result.len(), 1, "{context}");
+                    vec![number(&result[0])]
+                };
+                assert!(values.iter().all(|v| *v > 0.0 && *v < 1.0), "{context}");
+            }
+            "Token usage: input vs output tokens per second" => {
+                let values = by_label(&result, "gen_ai_token_type");
+                assert_eq!(
+                    values.keys().map(String::as_str).collect::<Vec<_>>(),
+                    ["input", "output"],
+                    "{context}"
+                );
+                assert!(values.values().all(|v| *v > 0.0), "{context}");
+            }
+            "In flight by route" => {
+                // The routes requests were sent to (the request to no route as `unmatched`),
+                // none of them in flight any more.
+                let values = by_label(&result, "http_route");
+                assert_eq!(
+                    values.into_iter().collect::<Vec<_>>(),
+                    [
+                        ("/v1/chat/completions".to_owned(), 0.0),
+                        ("unmatched".to_owned(), 0.0)
+                    ],
+                    "{context}"
+                );
+            }
+            "Health status per replica" => {
+                let shown = by_instance(&result, "status");
+                let judged: std::collections::BTreeMap<(String, String), f64> = health
+                    .iter()
+                    .map(|(i, h)| ((i.clone(), h.status.as_str().to_owned()), 1.0))
+                    .collect();
+                assert_eq!(shown, judged, "{context}");
+            }
+            "Rollback triggers per replica" | "Rollback trigger rates per replica (%)" => {
+                let shown = by_instance(&result, "trigger");
+                let fired = title.starts_with("Rollback triggers");
+                let judged: std::collections::BTreeMap<(String, String), f64> = health
+                    .iter()
+                    .flat_map(|(i, h)| {
+                        h.triggers.iter().map(move |t| {
+                            let v = if fired {
+                                f64::from(u8::from(t.fired))
+                            } else {
+                                t.value
+                            };
+                            ((i.clone(), t.name.clone()), v)
+                        })
+                    })
+                    .collect();
+                assert_eq!(shown, judged, "{context}");
+                assert_eq!(
+                    label_values(&result, "trigger"),
+                    ["auth_error_rate".to_owned(), "timeout_rate".to_owned()].into()
+                );
+            }
+            "Health check: first token p95 (ms)"
+            | "Health check: tokens per second"
+            | "Health check: streaming error rate (%)" => {
+                let check = expr
+                    .split("check=\"")
+                    .nth(1)
+                    .and_then(|rest| rest.split('"').next())
+                    .expect("the panel's check");
+                let shown = by_instance(&result, "check");
+                let judged: std::collections::BTreeMap<(String, String), f64> = health
+                    .iter()
+                    .map(|(i, h)| {
+                        let c = h
+                            .checks
+                            .iter()
+                            .find(|c| c.name == check)
+                            .expect("the check");
+                        ((i.clone(), check.to_owned()), c.value)
+                    })
+                    .collect();
+                assert_eq!(shown, judged, "{context}");
+            }
+            "Monitor hygiene: unrouted, label overflow, skipped events" => {
+                if expr.contains("unrouted") {
+                    // One request to no route on the first replica during the load.
+                    assert_eq!(result.len(), 1, "{context}");
+                    assert!(number(&result[0]) > 0.0, "{context}");
+                } else if expr.contains("label_overflow") {
+                    assert!(
+                        by_label(&result, "label")
+                            .get("series")
+                            .is_some_and(|v| *v > 0.0),
+                        "{context}"
+                    );
+                } else {
+                    let values = by_label(&result, "reason");
+                    assert_eq!(
+                        values.keys().map(String::as_str).collect::<Vec<_>>(),
+                        ["malformed"],
+                        "{context}"
+                    );
+                    assert!(values.values().all(|v| *v > 0.0), "{context}");
+                }
+            }
+            "By provider / model / route (now)" => {
+                let rows: std::collections::BTreeMap<(String, String), f64> = result
+                    .iter()
+                    .filter(|s| s["metric"]["http_route"] == "/v1/chat/completions")
+                    .map(|s| {
+                        let label = |l: &str| s["metric"][l].as_str().unwrap_or("").to_owned();
+                        (
+                            (label("gen_ai_provider_name"), label("gen_ai_request_model")),
+                            number(s),
+                        )
+                    })
+                    .collect();
+                let model = |m: &str| rows.get(&("openai".to_owned(), m.to_owned())).copied();
+                // The simulator refuses before it reads the model, so the refusals are a row of
+                // their own, `unknown`.
+                let (plain, usage, refused) =
+                    (model("gpt-4o-mini"), model(USAGE_MODEL), model("unknown"));
+                if expr.contains("histogram_quantile") {
+                    in_ttft_span(title, plain.expect(&context));
+                    in_ttft_span(title, usage.expect(&context));
+                } else if expr.contains("auth_error") {
+                    assert_eq!(
+                        (plain, usage, refused),
+                        (Some(0.0), Some(0.0), Some(1.0)),
+                        "{context}"
+                    );
+                } else {
+                    for rate in [plain, usage, refused] {
+                        assert!(rate.is_some_and(|v| v > 0.0), "{context}");
+                    }
+                }
+            }
+            SHARE_PANEL => {
+                // Every stream of the usage model reports the same parts, so its shares are
+                // exact whatever the rate window; the other model reports no usage, so it has
+                // no line.
+                let expected = if expr.contains("cache_read") {
+                    CACHED_TOKENS as f64 / (12 + CACHED_TOKENS) as f64
+                } else {
+                    REASONING_TOKENS as f64 / (TOKENS + REASONING_TOKENS) as f64
+                };
+                assert_eq!(result.len(), 1, "{context}");
+                let series = &result[0];
+                assert_eq!(
+                    (
+                        &series["metric"]["gen_ai_provider_name"],
+                        &series["metric"]["gen_ai_request_model"]
+                    ),
+                    (&json!("openai"), &json!(USAGE_MODEL)),
+                    "{context}"
+                );
+                let share = number(series);
+                assert!(
+                    (share - expected).abs() < 1e-9,
+                    "{context}: share {share}, the traffic sent {expected}"
+                );
+            }
+            _ => panic!("panel {title:?} has no expectation here: add one for {expr}"),
         }
-        if title.contains("per replica") {
-            assert_eq!(instances.len(), 3, "{title}: {instances:?}");
-        }
-        if title.contains("Rollback triggers") {
-            assert_eq!(
-                label_values(&result, "trigger"),
-                ["auth_error_rate".to_owned(), "timeout_rate".to_owned()].into()
-            );
-        }
-        if title.contains("hygiene") && expr.contains("label_overflow") {
-            assert!(
-                label_values(&result, "label").contains("series"),
-                "{result:?}"
-            );
-        }
-        if title.contains("hygiene") && expr.contains("skipped") {
-            assert_eq!(
-                label_values(&result, "reason"),
-                ["malformed".to_owned()].into()
-            );
-        }
-        if title == SHARE_PANEL {
-            // Every stream of the usage model reports the same parts, so its shares are exact
-            // whatever the rate window; the other model reports no usage, so it has no line.
-            let expected = if expr.contains("cache_read") {
-                CACHED_TOKENS as f64 / (12 + CACHED_TOKENS) as f64
-            } else {
-                REASONING_TOKENS as f64 / (TOKENS + REASONING_TOKENS) as f64
-            };
-            assert_eq!(result.len(), 1, "{title}: {expr}: {result:?}");
-            let series = &result[0];
-            assert_eq!(
-                (
-                    &series["metric"]["gen_ai_provider_name"],
-                    &series["metric"]["gen_ai_request_model"]
-                ),
-                (&json!("openai"), &json!(USAGE_MODEL)),
-                "{title}: {result:?}"
-            );
-            let share: f64 = series["value"][1].as_str().unwrap().parse().unwrap();
-            assert!(
-                (share - expected).abs() < 1e-9,
-                "{title}: {expr}: share {share}, the traffic sent {expected}"
-            );
-        }
-        if title.contains("By provider / model / route") {
-            let models = label_values(&result, "gen_ai_request_model");
-            assert!(models.contains("gpt-4o-mini"), "{title}: {models:?}");
+        if title.contains("per replica") || title.starts_with("Health check") {
+            assert_eq!(label_values(&result, "instance"), instances, "{context}");
         }
     }
+    assert_eq!(ttft_quantiles.len(), 3);
+    assert!(
+        ttft_quantiles.windows(2).all(|w| w[0] <= w[1]),
+        "p50, p95, p99 in order: {ttft_quantiles:?}"
+    );
 }
 
 /// Sends one stream per `(replica, failure)` of `plan`, 32 at a time, and waits for them all.
