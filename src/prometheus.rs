@@ -678,6 +678,9 @@ mod tests {
         let mut r = record(Outcome::Ok, 300);
         r.finished_at = std::time::UNIX_EPOCH + Duration::from_millis(1_800_000_000_250);
         r.trace = Some(trace.clone());
+        // Ten tokens, the first at 300 ms, then one every 45 ms.
+        r.duration = Duration::from_millis(705);
+        r.time_per_output_token = Some(Duration::from_millis(45));
         exposition.record(&r);
         let text = exposition.render(&BTreeMap::new(), &no_health(), None, Format::Text);
         assert!(!text.contains(" # {"), "no exemplars in text 0.0.4");
@@ -697,6 +700,46 @@ mod tests {
             trace.span_id()
         );
         assert!(bucket.ends_with(&expected), "{bucket}");
+        // Each timing histogram's exemplar sits in the one bucket its value falls in.
+        let exemplar = format!(
+            " # {{trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\",span_id=\"{}\"}} ",
+            trace.span_id()
+        );
+        for (metric, value) in [
+            (names::TIME_TO_FIRST_TOKEN, 0.3),
+            (names::TIME_PER_OUTPUT_TOKEN, 0.045),
+            (names::REQUEST_DURATION, 0.705),
+        ] {
+            let buckets: Vec<&str> = om
+                .lines()
+                .filter(|l| l.starts_with(&format!("{metric}_bucket{{")))
+                .collect();
+            let le = |line: &str| -> f64 {
+                let v = line
+                    .split("le=\"")
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap();
+                if v == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    v.parse().unwrap()
+                }
+            };
+            let with: Vec<usize> = (0..buckets.len())
+                .filter(|&i| buckets[i].contains(&exemplar))
+                .collect();
+            assert_eq!(with.len(), 1, "one exemplar for {metric} in\n{om}");
+            let i = with[0];
+            let shown = buckets[i].split(&exemplar).nth(1).unwrap();
+            assert_eq!(shown, format!("{value} 1800000000.250"), "{metric}");
+            assert!(
+                i > 0 && le(buckets[i - 1]) < value && value <= le(buckets[i]),
+                "{metric}: {value} in\n{buckets:#?}"
+            );
+        }
         // Buckets the request did not fall in have none; counters are named without `_total`.
         assert!(
             om.lines()
