@@ -76,7 +76,7 @@ impl fmt::Debug for SpanId {
 }
 
 /// Longest `tracestate` kept (bytes): the W3C limit of 32 entries fits in 512 in practice.
-const MAX_TRACESTATE: usize = 512;
+pub(crate) const MAX_TRACESTATE: usize = 512;
 
 /// The trace context of one request: its trace, its own span (a child of the caller's span
 /// when the request carried a valid `traceparent`), the caller's span and sampling flag, and
@@ -117,10 +117,11 @@ impl TraceContext {
         })
     }
 
-    /// The context of a request whose caller sent `traceparent` (and `tracestate`): the
-    /// caller's trace, a new span of its own. `None` when the value is not a valid W3C
-    /// `traceparent` (version `00` exactly, or a later version's first four fields; ids not all
-    /// zeros; lowercase hex). An invalid `tracestate` is dropped, never an error.
+    /// The context of a request whose caller sent `traceparent` (and `tracestate`, its header
+    /// lines joined with `,`): the caller's trace, a new span of its own. `None` when the value
+    /// is not a valid W3C `traceparent` (version `00` exactly, or a later version's first four
+    /// fields; ids not all zeros; lowercase hex). An invalid `tracestate` is dropped, never an
+    /// error.
     pub fn from_traceparent(traceparent: &str, tracestate: Option<&str>) -> Option<Self> {
         let value = traceparent.trim_matches([' ', '\t']).as_bytes();
         if value.len() < 55 {

@@ -21,7 +21,8 @@ use crate::labels::{LabelSource, UserId, is_valid_label};
 use crate::monitor::Recorder;
 use crate::parse::UpstreamError;
 use crate::record::{Outcome, RequestId, StreamRecord};
-use crate::trace::TraceContext;
+use crate::trace::{MAX_TRACESTATE, TraceContext};
+use std::borrow::Cow;
 use std::cell::OnceCell;
 
 /// What the request alone tells; moves from the response future into the body.
@@ -104,13 +105,28 @@ fn header_value(headers: &HeaderMap, name: Option<&http::HeaderName>) -> Option<
 /// The caller's trace context (`traceparent`, `tracestate`), when valid. A malformed header is
 /// ignored, never an error (README, Tracing).
 fn trace_context(headers: &HeaderMap) -> Option<TraceContext> {
-    headers
-        .get(TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|parent| {
-            let state = headers.get(TRACESTATE).and_then(|v| v.to_str().ok());
-            TraceContext::from_traceparent(parent, state)
-        })
+    let parent = headers.get(TRACEPARENT)?.to_str().ok()?;
+    TraceContext::from_traceparent(parent, tracestate(headers).as_deref())
+}
+
+/// The caller's `tracestate`: several header lines are one list, joined with `,` (W3C Trace
+/// Context). `None` when a line is not visible ASCII (the list is then invalid as a whole) or the
+/// list outgrows what [`TraceContext`] keeps; one line is borrowed, not copied.
+fn tracestate(headers: &HeaderMap) -> Option<Cow<'_, str>> {
+    let mut lines = headers.get_all(TRACESTATE).iter();
+    let first = lines.next()?.to_str().ok()?;
+    let Some(second) = lines.next() else {
+        return Some(Cow::Borrowed(first));
+    };
+    let mut joined = String::from(first);
+    for line in std::iter::once(second).chain(lines) {
+        joined.push(',');
+        joined.push_str(line.to_str().ok()?);
+        if joined.len() > MAX_TRACESTATE {
+            return None;
+        }
+    }
+    Some(Cow::Owned(joined))
 }
 
 /// The trace of the app's current span when the app runs tracing-opentelemetry (feature
@@ -520,5 +536,67 @@ impl Display for FailureDetail<'_, '_> {
             f.write_str("no detail")?;
         }
         f.write_str(")")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    fn headers(states: &[&[u8]]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(TRACEPARENT, HeaderValue::from_static(PARENT));
+        for state in states {
+            headers.append(TRACESTATE, HeaderValue::from_bytes(state).unwrap());
+        }
+        headers
+    }
+
+    fn state_of(states: &[&[u8]]) -> Option<String> {
+        let trace = trace_context(&headers(states)).expect("the traceparent is valid");
+        trace.tracestate().map(str::to_owned)
+    }
+
+    #[test]
+    fn tracestate_lines_are_one_list() {
+        assert_eq!(state_of(&[]), None);
+        assert_eq!(
+            state_of(&[b"congo=t61rcWkgMzE"]).as_deref(),
+            Some("congo=t61rcWkgMzE")
+        );
+        assert_eq!(
+            state_of(&[b"congo=t61rcWkgMzE", b"rojo=00f067aa0ba902b7", b"a=1,b=2"]).as_deref(),
+            Some("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7,a=1,b=2")
+        );
+    }
+
+    #[test]
+    fn tracestate_limit_holds_for_the_joined_list() {
+        let half = format!("a={}", "x".repeat(253));
+        assert_eq!(half.len(), 255);
+        // 255 + 1 + 255 = 511 bytes: kept whole.
+        let joined = state_of(&[half.as_bytes(), half.as_bytes()]).unwrap();
+        assert_eq!(joined.len(), 511);
+        // 3 lines, 767 bytes: dropped, the trace kept.
+        assert_eq!(
+            state_of(&[half.as_bytes(), half.as_bytes(), half.as_bytes()]),
+            None
+        );
+        // One line over the limit: dropped too.
+        let long = format!("a={}", "x".repeat(600));
+        assert_eq!(state_of(&[long.as_bytes()]), None);
+    }
+
+    #[test]
+    fn one_bad_tracestate_line_drops_the_list() {
+        assert_eq!(state_of(&[b"congo=t61rcWkgMzE", b"rojo=\xff"]), None);
+        let trace = trace_context(&headers(&[b"a=1", b"b=\xc3\xa9"])).unwrap();
+        assert_eq!(
+            trace.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(trace.tracestate(), None);
     }
 }
