@@ -379,18 +379,21 @@ impl RequestContext {
         let tags = &scope.tags;
         let mut record = StreamRecord::new(labels.provider, model, tags.route.clone(), outcome);
         record.request_id = tags.request_id.clone();
-        record.trace = record
-            .operation_name
-            .map(|_| tags.trace().clone())
-            .or_else(|| tags.trace.get().cloned());
         record.user_id = tags.user_id.clone();
         record.streaming = streaming;
         record.duration = duration;
+        // Decided before the trace: `StreamRecord::new` names every record an LLM call.
         record.operation_name = self.recorder.operation_name(
             crate::parse::ProviderFormat::Unknown,
             streaming,
             &record.provider,
         );
+        // A trace id for LLM calls (their exemplars); others keep one only if something
+        // already made it.
+        record.trace = match record.operation_name {
+            Some(_) => Some(tags.trace().clone()),
+            None => tags.trace.get().cloned(),
+        };
         self.recorder
             .record(record, self.facade_in_flight, false, labels.source);
     }
