@@ -82,8 +82,11 @@ pub(crate) const MAX_TRACESTATE: usize = 512;
 /// when the request carried a valid `traceparent`), the caller's span and sampling flag, and
 /// the caller's `tracestate`, kept for the app to pass on.
 ///
-/// The stream layer puts it in the request's extensions, so a handler can propagate it to its
-/// upstream provider (`traceparent()` is the header value to send).
+/// When the request has one as it enters the stream layer (the caller sent a valid
+/// `traceparent`, the app's OpenTelemetry span gave it, or the session span made it), the layer
+/// puts it in the request's extensions, so a handler can propagate it to its upstream provider
+/// (`traceparent()` is the header value to send). A request without one has none there: no
+/// trace is started for every request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceContext {
     trace_id: TraceId,

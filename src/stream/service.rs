@@ -83,7 +83,7 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let (parts, mut body) = request.into_parts();
+        let (mut parts, mut body) = request.into_parts();
         match self.endpoints.under_prefix(&parts) {
             UnderPrefix::No => {}
             UnderPrefix::Answer(answer) => return ResponseFuture::own(answer),
@@ -95,6 +95,11 @@ where
         }
         let intent = super::intent::watch(&parts, &mut body);
         let (context, scope) = RequestContext::start(&self.recorder, &parts, intent);
+        // For the handler to propagate upstream; only a trace already made (the caller's, the
+        // app's, or the enabled span's): a request without one allocates nothing here.
+        if let Some(trace) = scope.tags.trace.get() {
+            parts.extensions.insert(trace.clone());
+        }
         let request = Request::from_parts(parts, body);
         let mut slot = Some(context);
         // The handler's own events (and the spans it opens) get the request's context.
