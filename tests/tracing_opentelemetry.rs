@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
+
 use axum::Router;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -24,6 +26,9 @@ async fn the_apps_opentelemetry_trace_is_the_records() {
 
     let records = Records::default();
     let monitor = records.attach(Monitor::builder()).build().unwrap();
+    // The span id of the app's request span, as OpenTelemetry gave it.
+    let app_span = Arc::new(Mutex::new(None));
+    let seen = app_span.clone();
     let app =
         Router::new()
             .route(
@@ -45,7 +50,12 @@ async fn the_apps_opentelemetry_trace_is_the_records() {
             )
             .layer(monitor.layer())
             // The app's request span, an OpenTelemetry span through the layer above.
-            .layer(tower_http::trace::TraceLayer::new_for_http());
+            .layer(tower_http::trace::TraceLayer::new_for_http().on_request(
+                move |_: &axum::http::Request<_>, span: &tracing::Span| {
+                    let id = span.context().span().span_context().span_id();
+                    *seen.lock().unwrap() = Some(id.to_string());
+                },
+            ));
     let addr = serve(app).await;
 
     let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -62,6 +72,11 @@ async fn the_apps_opentelemetry_trace_is_the_records() {
 
     assert_eq!(app_trace.len(), 32);
     assert_eq!(trace.trace_id().to_string(), app_trace);
+    // The request's span is the app's, not one the monitor made up.
+    let app_span = app_span.lock().unwrap().clone().expect("the app's span");
+    assert_eq!(app_span.len(), 16);
+    assert_eq!(trace.span_id().to_string(), app_span);
+    assert_eq!(trace.parent_span_id(), None);
     // The app did not extract the caller's context: neither does the monitor behind its back.
     assert_ne!(
         trace.trace_id().to_string(),
