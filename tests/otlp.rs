@@ -1,34 +1,99 @@
 //! OTLP export (feature `otlp`) against a receiver that decodes what arrives with the official
-//! OpenTelemetry protobuf types (`opentelemetry-proto`): the GenAI metrics have the
-//! conventions' names, units, attributes and bucket boundaries, and the counts of the traffic
-//! sent. Run with `cargo test --features otlp` (`.ci/run` tests every feature).
+//! OpenTelemetry protobuf types (`opentelemetry-proto`): the GenAI metrics have the names, units
+//! and bucket boundaries the conventions state (written out here, not taken from the crate's
+//! table), the conventions' attributes, and the counts of the traffic sent; the standard
+//! `OTEL_*` variables configure the export. Run with `cargo test --features otlp` (`.ci/run`
+//! tests every feature).
 
 mod common;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::http::{StatusCode, header};
+use axum::body::Bytes;
+use axum::extract::OriginalUri;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use common::{client, fixture, serve};
+use common::{Records, client, fixture, paced_body, serve, split_events};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::metrics::v1::{Metric, metric};
+use opentelemetry_proto::tonic::metrics::v1::{HistogramDataPoint, Metric, metric};
 use prost::Message;
-use tower_stream_monitor::names;
 use tower_stream_monitor::otlp::OtlpExporter;
 use tower_stream_monitor::{Monitor, StreamLabels};
 
-/// A collector's OTLP/HTTP metrics endpoint: every request body decoded and kept.
-async fn receiver() -> (String, Arc<Mutex<Vec<ExportMetricsServiceRequest>>>) {
-    let received = Arc::new(Mutex::new(Vec::new()));
+/// The units of the GenAI semantic conventions (`docs/gen-ai/gen-ai-metrics.md` and
+/// `docs/gen-ai/gen-ai-inference-usage-metrics.md`) for every metric the export may send.
+const CONVENTION_UNITS: [(&str, &str); 9] = [
+    ("gen_ai.server.time_to_first_token", "s"),
+    ("gen_ai.server.time_per_output_token", "s"),
+    ("gen_ai.server.request.duration", "s"),
+    ("gen_ai.client.token.usage", "{token}"),
+    (
+        "gen_ai.client.inference.usage.detailed.input_tokens",
+        "{token}",
+    ),
+    (
+        "gen_ai.client.inference.usage.detailed.output_tokens",
+        "{token}",
+    ),
+    (
+        "gen_ai.client.inference.usage.detailed.cache_read.input_tokens",
+        "{token}",
+    ),
+    (
+        "gen_ai.client.inference.usage.detailed.cache_write.input_tokens",
+        "{token}",
+    ),
+    (
+        "gen_ai.client.inference.usage.detailed.reasoning.output_tokens",
+        "{token}",
+    ),
+];
+
+/// The conventions' advisory bucket boundaries (`ExplicitBucketBoundaries`).
+const ADVISED_TIME_TO_FIRST_TOKEN: [f64; 16] = [
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+const ADVISED_REQUEST_DURATION: [f64; 14] = [
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+];
+const ADVISED_TIME_PER_OUTPUT_TOKEN: [f64; 13] = [
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
+];
+const ADVISED_TOKEN_USAGE: [f64; 14] = [
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+    16777216.0, 67108864.0,
+];
+
+/// `bounds` ascending, holding every advised boundary, and beyond them exactly `extras` (the
+/// boundaries the README documents as the crate's own).
+fn advised_plus(bounds: &[f64], advised: &[f64], extras: &[f64]) {
+    assert!(bounds.windows(2).all(|w| w[0] < w[1]), "{bounds:?}");
+    for b in advised {
+        assert!(bounds.contains(b), "advised bound {b} in {bounds:?}");
+    }
+    let added: Vec<f64> = bounds
+        .iter()
+        .copied()
+        .filter(|b| !advised.contains(b))
+        .collect();
+    assert_eq!(added, extras, "bounds beyond the advised list");
+}
+
+/// What a collector received: the path each request was sent to, its headers, its body.
+type Received = Arc<Mutex<Vec<(String, HeaderMap, ExportMetricsServiceRequest)>>>;
+
+/// A collector's OTLP/HTTP metrics endpoint, at the standard `/v1/metrics` and at a path of its
+/// own, `/collector/metrics`: every request body decoded and kept.
+async fn receiver() -> (String, Received) {
+    let received: Received = Arc::default();
     let store = received.clone();
-    let app = Router::new().route(
-        "/v1/metrics",
-        post(move |headers: axum::http::HeaderMap, body: Bytes| {
+    let handler = post(
+        move |OriginalUri(uri): OriginalUri, headers: HeaderMap, body: Bytes| {
             let store = store.clone();
             async move {
                 assert_eq!(
@@ -38,13 +103,45 @@ async fn receiver() -> (String, Arc<Mutex<Vec<ExportMetricsServiceRequest>>>) {
                 );
                 let request = ExportMetricsServiceRequest::decode(body)
                     .expect("an ExportMetricsServiceRequest");
-                store.lock().unwrap().push(request);
+                store
+                    .lock()
+                    .unwrap()
+                    .push((uri.path().to_owned(), headers, request));
                 StatusCode::OK
             }
-        }),
+        },
     );
+    let app = Router::new()
+        .route("/v1/metrics", handler.clone())
+        .route("/collector/metrics", handler);
     let addr = serve(app).await;
     (format!("http://{addr}"), received)
+}
+
+/// The metrics of every request received.
+fn metrics_of(received: &[(String, HeaderMap, ExportMetricsServiceRequest)]) -> Vec<&Metric> {
+    received
+        .iter()
+        .flat_map(|(_, _, r)| &r.resource_metrics)
+        .flat_map(|r| &r.scope_metrics)
+        .flat_map(|s| &s.metrics)
+        .collect()
+}
+
+fn histogram(m: &Metric) -> Vec<HistogramDataPoint> {
+    match &m.data {
+        Some(metric::Data::Histogram(h)) => h.data_points.clone(),
+        other => panic!("{} is a histogram: {other:?}", m.name),
+    }
+}
+
+/// The OpenAI chat fixture, one event every 2 ms: every stream has a time per output token.
+fn openai_stream() -> axum::body::Body {
+    paced_body(
+        split_events(&fixture("openai-chat.sse")),
+        Duration::from_millis(1),
+        Duration::from_millis(2),
+    )
 }
 
 fn string(value: &Option<AnyValue>) -> String {
@@ -67,9 +164,13 @@ fn attributes(attrs: &[KeyValue]) -> Vec<(String, String)> {
 async fn genai_metrics_reach_a_collector_as_the_conventions_name_them() {
     let (endpoint, received) = receiver().await;
     // No periodic push during the test: everything goes at shutdown, once.
-    let exporter =
-        OtlpExporter::new(&endpoint, Some(std::time::Duration::from_secs(3600))).unwrap();
-    let monitor = Monitor::builder().otlp(exporter.clone()).build().unwrap();
+    let exporter = OtlpExporter::new(&endpoint, Some(Duration::from_secs(3600))).unwrap();
+    let records = Records::default();
+    let monitor = records
+        .attach(Monitor::builder())
+        .otlp(exporter.clone())
+        .build()
+        .unwrap();
     let app = Router::new()
         .route(
             "/v1/chat/completions",
@@ -85,7 +186,7 @@ async fn genai_metrics_reach_a_collector_as_the_conventions_name_them() {
                 (
                     StreamLabels::new("openai").with_model("gpt-4o-mini"),
                     [(header::CONTENT_TYPE, "text/event-stream")],
-                    Body::from(fixture("openai-chat.sse")),
+                    openai_stream(),
                 )
                     .into_response()
             }),
@@ -125,7 +226,7 @@ async fn genai_metrics_reach_a_collector_as_the_conventions_name_them() {
         if monitor.snapshot().requests_5min.total_requests == 5 {
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(monitor.snapshot().requests_5min.total_requests, 5);
     let flushing = exporter.clone();
@@ -135,12 +236,8 @@ async fn genai_metrics_reach_a_collector_as_the_conventions_name_them() {
         .expect("the export is flushed");
 
     let received = received.lock().unwrap();
-    let metrics: Vec<&Metric> = received
-        .iter()
-        .flat_map(|r| &r.resource_metrics)
-        .flat_map(|r| &r.scope_metrics)
-        .flat_map(|s| &s.metrics)
-        .collect();
+    assert!(received.iter().all(|(path, _, _)| path == "/v1/metrics"));
+    let metrics = metrics_of(&received);
     let find = |name: &str| -> &Metric {
         metrics.iter().find(|m| m.name == name).unwrap_or_else(|| {
             panic!(
@@ -149,19 +246,14 @@ async fn genai_metrics_reach_a_collector_as_the_conventions_name_them() {
             )
         })
     };
-    // Every exported name is one the table gives an OpenTelemetry name, with its unit.
+    // Every exported name is one the conventions define, in their unit.
     for m in &metrics {
-        let entry = names::METRICS
+        let (_, unit) = CONVENTION_UNITS
             .iter()
-            .find(|e| e.otel().map(|(n, _)| n) == Some(m.name.as_str()))
-            .unwrap_or_else(|| panic!("{} is not in names::METRICS", m.name));
-        assert_eq!(Some(m.unit.as_str()), entry.otel().map(|(_, u)| u));
+            .find(|(name, _)| *name == m.name)
+            .unwrap_or_else(|| panic!("{} is not a GenAI convention metric", m.name));
+        assert_eq!(m.unit, *unit, "{}", m.name);
     }
-
-    let histogram = |m: &Metric| match &m.data {
-        Some(metric::Data::Histogram(h)) => h.data_points.clone(),
-        other => panic!("{} is a histogram: {other:?}", m.name),
-    };
     let base = |extra: &[(&str, &str)]| {
         let mut v: Vec<(String, String)> = [
             ("gen_ai.provider.name", "openai"),
@@ -178,12 +270,39 @@ async fn genai_metrics_reach_a_collector_as_the_conventions_name_them() {
         v
     };
 
-    // First token: the three streams, with the table's bounds.
+    // First token: the three streams; the advised bounds, plus the README's 2, 20, 40, 80 s.
     let ttft = histogram(find("gen_ai.server.time_to_first_token"));
     assert_eq!(ttft.len(), 1);
     assert_eq!(attributes(&ttft[0].attributes), base(&[]));
     assert_eq!(ttft[0].count, 3);
-    assert_eq!(ttft[0].explicit_bounds, names::TTFT_BUCKETS.to_vec());
+    advised_plus(
+        &ttft[0].explicit_bounds,
+        &ADVISED_TIME_TO_FIRST_TOKEN,
+        &[2.0, 20.0, 40.0, 80.0],
+    );
+
+    // Time per output token: the three streams, each its own figure, the advised bounds exactly.
+    let tpot = find("gen_ai.server.time_per_output_token");
+    assert_eq!(tpot.unit, "s");
+    let tpot = histogram(tpot);
+    assert_eq!(tpot.len(), 1);
+    assert_eq!(attributes(&tpot[0].attributes), base(&[]));
+    assert_eq!(tpot[0].count, 3);
+    assert_eq!(
+        tpot[0].explicit_bounds,
+        ADVISED_TIME_PER_OUTPUT_TOKEN.to_vec()
+    );
+    let recorded: f64 = records
+        .snapshot()
+        .iter()
+        .filter_map(|r| r.time_per_output_token)
+        .map(|d| d.as_secs_f64())
+        .sum();
+    let exported = tpot[0].sum.expect("a sum");
+    assert!(
+        recorded > 0.0 && (exported - recorded).abs() < 1e-9,
+        "{exported} vs the records' {recorded}"
+    );
 
     // Duration: three successes, and the refusal with `error.type` (no response model).
     let duration = histogram(find("gen_ai.server.request.duration"));
@@ -202,7 +321,13 @@ async fn genai_metrics_reach_a_collector_as_the_conventions_name_them() {
     assert!(failed_attrs.contains(&("error.type".into(), "auth_error".into())));
     assert!(failed_attrs.contains(&("gen_ai.operation.name".into(), "chat".into())));
     assert_eq!(failed.count, 1);
-    assert_eq!(failed.explicit_bounds, names::DURATION_BUCKETS.to_vec());
+    // The advised bounds, plus the README's 163.84 and 327.68 s.
+    advised_plus(
+        &failed.explicit_bounds,
+        &ADVISED_REQUEST_DURATION,
+        &[163.84, 327.68],
+    );
+    assert_eq!(ok.explicit_bounds, failed.explicit_bounds);
 
     // Token usage: 18 output and 24 input tokens per stream, as the fixture reports.
     let usage = histogram(find("gen_ai.client.token.usage"));
@@ -215,10 +340,9 @@ async fn genai_metrics_reach_a_collector_as_the_conventions_name_them() {
     };
     assert_eq!(of_type("output").sum, Some(54.0));
     assert_eq!(of_type("input").sum, Some(72.0));
-    assert_eq!(
-        of_type("output").explicit_bounds,
-        names::TOKEN_BUCKETS.to_vec()
-    );
+    for t in ["output", "input"] {
+        assert_eq!(of_type(t).explicit_bounds, ADVISED_TOKEN_USAGE.to_vec());
+    }
 
     let counter_total = |name: &str| -> i64 {
         match &find(name).data {
@@ -271,4 +395,136 @@ async fn genai_metrics_reach_a_collector_as_the_conventions_name_them() {
         .map(|(_, v)| v)
         .collect();
     assert_eq!(routes, ["/v1/chat/completions".to_owned()].into());
+}
+
+/// Set only in the child processes [`otel_variables_configure_the_export`] starts.
+const CHILD: &str = "OTLP_TEST_CHILD";
+
+/// `OtlpExporter::from_env` in a child process (the variables are the process's own): the
+/// endpoint with `/v1/metrics` appended, or the metrics endpoint as is; the headers; the
+/// service name and resource attributes on what arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otel_variables_configure_the_export() {
+    let (endpoint, received) = receiver().await;
+    for (variable, value, path) in [
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            endpoint.clone(),
+            "/v1/metrics",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+            format!("{endpoint}/collector/metrics"),
+            "/collector/metrics",
+        ),
+    ] {
+        let mut child = tokio::process::Command::new(std::env::current_exe().unwrap());
+        child.args([
+            "--exact",
+            "otel_variables_child",
+            "--ignored",
+            "--nocapture",
+        ]);
+        // Only the variables under test: none of the environment's own.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("OTEL_") {
+                child.env_remove(name);
+            }
+        }
+        child
+            .env(CHILD, "1")
+            .env(variable, &value)
+            .env("OTEL_EXPORTER_OTLP_HEADERS", "x-collector-key=k-123")
+            .env("OTEL_SERVICE_NAME", "checkout-api")
+            .env(
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment.name=staging,service.version=1.4.2",
+            )
+            // No periodic push: the child's shutdown sends everything, once.
+            .env("OTEL_METRIC_EXPORT_INTERVAL", "3600000");
+        let output = child.output().await.unwrap();
+        assert!(
+            output.status.success(),
+            "{variable}: the child failed\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+
+        let mut received = received.lock().unwrap();
+        assert!(!received.is_empty(), "{variable}: nothing arrived");
+        for (at, headers, request) in received.iter() {
+            assert_eq!(at, path, "{variable}");
+            assert_eq!(headers["x-collector-key"], "k-123", "{variable}");
+            for resource_metrics in &request.resource_metrics {
+                let resource = attributes(
+                    &resource_metrics
+                        .resource
+                        .as_ref()
+                        .expect("a resource")
+                        .attributes,
+                );
+                for expected in [
+                    ("service.name", "checkout-api"),
+                    ("deployment.environment.name", "staging"),
+                    ("service.version", "1.4.2"),
+                ] {
+                    let expected = (expected.0.to_owned(), expected.1.to_owned());
+                    assert!(resource.contains(&expected), "{expected:?} in {resource:?}");
+                }
+            }
+        }
+        // The child's one stream arrived.
+        let metrics = metrics_of(&received);
+        let ttft = metrics
+            .iter()
+            .find(|m| m.name == "gen_ai.server.time_to_first_token")
+            .unwrap_or_else(|| panic!("{variable}: first token exported"));
+        assert_eq!(histogram(ttft)[0].count, 1, "{variable}");
+        received.clear();
+    }
+}
+
+/// The child of [`otel_variables_configure_the_export`]: one stream through a monitor whose
+/// exporter the `OTEL_*` variables configure, then the flush.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run in a child process by otel_variables_configure_the_export"]
+async fn otel_variables_child() {
+    if std::env::var_os(CHILD).is_none() {
+        return;
+    }
+    let exporter = OtlpExporter::from_env().expect("an exporter from the OTEL_* variables");
+    let records = Records::default();
+    let monitor = records
+        .attach(Monitor::builder())
+        .otlp(exporter.clone())
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/v1/chat/completions",
+            post(|| async {
+                (
+                    StreamLabels::new("openai").with_model("gpt-4o-mini"),
+                    [(header::CONTENT_TYPE, "text/event-stream")],
+                    openai_stream(),
+                )
+                    .into_response()
+            }),
+        )
+        .layer(monitor.layer());
+    let addr = serve(app).await;
+    let body = client()
+        .post(format!("http://{addr}/v1/chat/completions"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains("[DONE]"));
+    records.wait_for(1).await;
+    tokio::task::spawn_blocking(move || exporter.shutdown())
+        .await
+        .unwrap()
+        .expect("the export is flushed");
 }
