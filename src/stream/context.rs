@@ -103,9 +103,14 @@ fn header_value(headers: &HeaderMap, name: Option<&http::HeaderName>) -> Option<
 }
 
 /// The caller's trace context (`traceparent`, `tracestate`), when valid. A malformed header is
-/// ignored, never an error (README, Tracing).
+/// ignored, never an error (README, Tracing); so are several `traceparent` lines, which W3C
+/// Trace Context counts as invalid (which one would be the parent?).
 fn trace_context(headers: &HeaderMap) -> Option<TraceContext> {
-    let parent = headers.get(TRACEPARENT)?.to_str().ok()?;
+    let mut lines = headers.get_all(TRACEPARENT).iter();
+    let parent = lines.next()?.to_str().ok()?;
+    if lines.next().is_some() {
+        return None;
+    }
     TraceContext::from_traceparent(parent, tracestate(headers).as_deref())
 }
 
@@ -590,6 +595,17 @@ mod tests {
         // One line over the limit: dropped too.
         let long = format!("a={}", "x".repeat(600));
         assert_eq!(state_of(&[long.as_bytes()]), None);
+    }
+
+    #[test]
+    fn several_traceparent_lines_are_no_parent() {
+        let mut two = headers(&[]);
+        assert!(trace_context(&two).is_some());
+        two.append(
+            TRACEPARENT,
+            HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        );
+        assert!(trace_context(&two).is_none());
     }
 
     #[test]
