@@ -221,6 +221,9 @@ pub struct StreamRecord {
     /// Input tokens written to the provider's prompt cache (part of `input_tokens`), when
     /// reported (Anthropic).
     pub cache_creation_input_tokens: Option<u64>,
+    /// The part of `cache_creation_input_tokens` written to Anthropic's 1-hour cache (its
+    /// `cache_creation.ephemeral_1h_input_tokens`), when reported; priced at the 1-hour rate.
+    pub cache_creation_1h_input_tokens: Option<u64>,
     /// Reasoning tokens (part of `output_tokens`), when reported.
     pub reasoning_output_tokens: Option<u64>,
     /// Why the model stopped, when the stream said so.
@@ -289,6 +292,7 @@ impl StreamRecord {
             input_tokens: None,
             cache_read_input_tokens: None,
             cache_creation_input_tokens: None,
+            cache_creation_1h_input_tokens: None,
             reasoning_output_tokens: None,
             finish_reason: None,
             cost: None,

@@ -274,6 +274,53 @@ async fn cost_in_metrics_is_the_sum_of_the_requests_priced_independently() {
     );
 }
 
+/// An Anthropic stream whose cache writes are partly for an hour: the 1-hour part comes through
+/// the layer into the record and is priced at the 1-hour write rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_hour_cache_writes_are_priced_at_their_own_rate() {
+    let body = common::fixture("anthropic-cache-1h.sse");
+    let app = axum::Router::new().route(
+        "/v1/messages",
+        axum::routing::post(move || {
+            let body = body.clone();
+            async move { ([("content-type", "text/event-stream")], body) }
+        }),
+    );
+    let (records, _monitor, addr) = common::monitored(Monitor::builder(), app).await;
+    let text = client()
+        .post(format!("http://{addr}/v1/messages"))
+        .header("x-llm-provider", "anthropic")
+        .body(r#"{"model":"claude-sonnet-4-5","stream":true}"#)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let record = records.one().await;
+    // What the client read: 3072 writes, of which 2048 for an hour (cache_creation).
+    let start = text
+        .lines()
+        .find_map(|line| line.strip_prefix("data: "))
+        .and_then(|data| serde_json::from_str::<Value>(data).ok())
+        .expect("message_start");
+    let usage = &start["message"]["usage"];
+    let written_1h = usage["cache_creation"]["ephemeral_1h_input_tokens"]
+        .as_u64()
+        .expect("1-hour writes on the wire");
+    let written = usage["cache_creation_input_tokens"].as_u64().unwrap();
+    assert_eq!(record.cache_creation_input_tokens, Some(written));
+    assert_eq!(record.cache_creation_1h_input_tokens, Some(written_1h));
+    // $3 in, $3.75 5-minute writes, $6 1-hour writes, $15 out, per million tokens.
+    let input = usage["input_tokens"].as_u64().unwrap();
+    let expected = input * 3_000_000
+        + (written - written_1h) * 3_750_000
+        + written_1h * 6_000_000
+        + record.output_tokens * 15_000_000;
+    assert_eq!(expected, 16_305_000_000);
+    assert_eq!(record.cost.map(|c| c.picodollars()), Some(expected));
+}
+
 #[test]
 fn a_budget_alerts_once_when_passed_and_once_when_clear() {
     let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000));

@@ -195,6 +195,20 @@ fn gemini_crlf_frames_allocate_nothing() {
     );
 }
 
+/// Anthropic's usage with its cache writes broken down by lifetime (`cache_creation`) is read
+/// without allocating.
+#[test]
+fn anthropic_cache_usage_allocates_nothing() {
+    let fixture = common::fixture("anthropic-cache-1h.sse");
+    let events = common::split_events(&fixture);
+    let frames: Vec<Bytes> = (0..10).flat_map(|_| events.iter().cloned()).collect();
+    let n = frames.len();
+    assert_eq!(
+        allocations_per_frames("text/event-stream", frames, 1, n - 2),
+        0
+    );
+}
+
 /// Text with JSON escapes (newlines, quotes, unicode) is tested for emptiness, never unescaped.
 #[test]
 fn escaped_text_allocates_nothing() {

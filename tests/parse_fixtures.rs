@@ -24,7 +24,7 @@ fn fixtures() -> Vec<(String, Vec<u8>, Value)> {
         .unwrap();
         out.push((name, body, expected));
     }
-    assert_eq!(out.len(), 12, "all fixtures present");
+    assert_eq!(out.len(), 13, "all fixtures present");
     out
 }
 
@@ -45,6 +45,7 @@ fn actual(s: &StreamSummary, content_seen: u64) -> Value {
         "input_tokens": s.input_tokens(),
         "cache_read_input_tokens": s.cache_read_input_tokens(),
         "cache_creation_input_tokens": s.cache_creation_input_tokens(),
+        "cache_creation_1h_input_tokens": s.cache_creation_1h_input_tokens(),
         "reasoning_output_tokens": s.reasoning_output_tokens(),
         "token_source": s.token_source().as_str(),
         "model": s.model(),

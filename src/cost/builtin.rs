@@ -45,15 +45,55 @@ const fn anthropic(
     }
 }
 
-/// Sonnet 4 and 4.5: the Anthropic rates plus the long-context tier above 200k input tokens.
-const SONNET_4: ModelPrice = ModelPrice {
+/// Sonnet 4's tier above 200k input tokens (`claude-sonnet-4-20250514`): LiteLLM's entry has
+/// no 1-hour cache-write price there, so the model's own 1-hour rate applies.
+const SONNET_4_TIER: TierPrice = TierPrice {
+    input: 6_000_000,
+    output: 22_500_000,
+    cache_read: Some(600_000),
+    cache_write: Some(7_500_000),
+    cache_write_1h: None,
+};
+
+/// Sonnet 4.5: the Anthropic rates plus the long-context tier, its 1-hour cache writes
+/// included.
+const SONNET_4_5: ModelPrice = ModelPrice {
     above_200k: Some(TierPrice {
-        input: 6_000_000,
-        output: 22_500_000,
-        cache_read: Some(600_000),
+        cache_write_1h: Some(12_000_000),
+        ..SONNET_4_TIER
     }),
     ..anthropic(3_000_000, 15_000_000, 300_000, 3_750_000, 6_000_000)
 };
+
+/// Sonnet 4: the rates of Sonnet 4.5, with its own tier.
+const SONNET_4: ModelPrice = ModelPrice {
+    above_200k: Some(SONNET_4_TIER),
+    ..SONNET_4_5
+};
+
+/// A Gemini model with a tier above 200k prompt tokens (input, output, cache read): neither
+/// tier prices cache writes, which Gemini bills as storage, not per request.
+const fn gemini_tiered(base: [u64; 3], above_200k: [u64; 3]) -> ModelPrice {
+    ModelPrice {
+        above_200k: Some(TierPrice {
+            input: above_200k[0],
+            output: above_200k[1],
+            cache_read: Some(above_200k[2]),
+            cache_write: None,
+            cache_write_1h: None,
+        }),
+        ..basic(base[0], base[1], Some(base[2]))
+    }
+}
+
+/// A Gemini model with a reasoning (thinking) price of its own: input, output, cache read,
+/// reasoning.
+const fn gemini_thinking(input: u64, output: u64, cache_read: u64, reasoning: u64) -> ModelPrice {
+    ModelPrice {
+        reasoning: Some(reasoning),
+        ..basic(input, output, Some(cache_read))
+    }
+}
 
 /// Claude 3.5 Haiku. LiteLLM's file no longer has an Anthropic API entry for it: the rates are
 /// those of its entry `bedrock/us.anthropic.claude-3-5-haiku-20241022-v1:0`, which match
@@ -80,7 +120,7 @@ pub(super) const MODELS: &[(&str, ModelPrice)] = &[
     ("o3-mini", basic(1_100_000, 4_400_000, Some(550_000))),
     ("o4-mini", basic(1_100_000, 4_400_000, Some(275_000))),
     // Anthropic: input, output, cache read, 5-minute cache write, 1-hour cache write.
-    ("claude-sonnet-4-5", SONNET_4),
+    ("claude-sonnet-4-5", SONNET_4_5),
     ("claude-sonnet-4", SONNET_4), // claude-sonnet-4-20250514
     (
         "claude-sonnet-4-6", // no long-context tier in LiteLLM's entry
@@ -111,32 +151,52 @@ pub(super) const MODELS: &[(&str, ModelPrice)] = &[
     // Google, Gemini API: input, output, cache read; reasoning (thinking) at the output price.
     (
         "gemini-2.5-pro", // gemini/gemini-2.5-pro, with its tier above 200k prompt tokens
-        ModelPrice {
-            above_200k: Some(TierPrice {
-                input: 2_500_000,
-                output: 15_000_000,
-                cache_read: Some(250_000),
-            }),
-            ..basic(1_250_000, 10_000_000, Some(125_000))
-        },
+        gemini_tiered(
+            [1_250_000, 10_000_000, 125_000],
+            [2_500_000, 15_000_000, 250_000],
+        ),
     ),
     (
         "gemini-2.5-flash", // gemini/gemini-2.5-flash
-        ModelPrice {
-            reasoning: Some(2_500_000),
-            ..basic(300_000, 2_500_000, Some(30_000))
-        },
+        gemini_thinking(300_000, 2_500_000, 30_000, 2_500_000),
     ),
     (
         "gemini-2.5-flash-lite", // gemini/gemini-2.5-flash-lite
-        ModelPrice {
-            reasoning: Some(400_000),
-            ..basic(100_000, 400_000, Some(10_000))
-        },
+        gemini_thinking(100_000, 400_000, 10_000, 400_000),
     ),
     ("gemini-2.0-flash", basic(100_000, 400_000, Some(25_000))), // gemini/gemini-2.0-flash
     (
         "gemini-2.0-flash-lite", // gemini/gemini-2.0-flash-lite
         basic(75_000, 300_000, Some(18_750)),
+    ),
+    (
+        "gemini-3-pro-preview", // gemini/gemini-3-pro-preview, with its tier above 200k
+        gemini_tiered(
+            [2_000_000, 12_000_000, 200_000],
+            [4_000_000, 18_000_000, 400_000],
+        ),
+    ),
+    (
+        "gemini-3.1-pro-preview", // gemini/gemini-3.1-pro-preview, with its tier above 200k
+        gemini_tiered(
+            [2_000_000, 12_000_000, 200_000],
+            [4_000_000, 18_000_000, 400_000],
+        ),
+    ),
+    (
+        "gemini-3-flash-preview", // gemini/gemini-3-flash-preview
+        gemini_thinking(500_000, 3_000_000, 50_000, 3_000_000),
+    ),
+    (
+        "gemini-3.1-flash-lite", // gemini/gemini-3.1-flash-lite
+        gemini_thinking(250_000, 1_500_000, 25_000, 1_500_000),
+    ),
+    (
+        "gemini-3.1-flash-lite-preview", // gemini/gemini-3.1-flash-lite-preview
+        gemini_thinking(250_000, 1_500_000, 25_000, 1_500_000),
+    ),
+    (
+        "gemini-3.5-flash", // gemini/gemini-3.5-flash
+        gemini_thinking(1_500_000, 9_000_000, 150_000, 9_000_000),
     ),
 ];

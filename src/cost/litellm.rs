@@ -20,6 +20,8 @@ const REASONING: &str = "output_cost_per_reasoning_token";
 const TIER_INPUT: &str = "input_cost_per_token_above_200k_tokens";
 const TIER_OUTPUT: &str = "output_cost_per_token_above_200k_tokens";
 const TIER_CACHE_READ: &str = "cache_read_input_token_cost_above_200k_tokens";
+const TIER_CACHE_WRITE: &str = "cache_creation_input_token_cost_above_200k_tokens";
+const TIER_CACHE_WRITE_1H: &str = "cache_creation_input_token_cost_above_1hr_above_200k_tokens";
 
 pub(super) fn parse(top: BTreeMap<String, &RawValue>) -> Result<PriceTable, PriceError> {
     let mut table = PriceTable::empty();
@@ -48,17 +50,27 @@ pub(super) fn parse(top: BTreeMap<String, &RawValue>) -> Result<PriceTable, Pric
         let tier_input = read(TIER_INPUT)?;
         let tier_output = read(TIER_OUTPUT)?;
         let tier_cache_read = read(TIER_CACHE_READ)?;
+        let tier_cache_write = read(TIER_CACHE_WRITE)?;
+        let tier_cache_write_1h = read(TIER_CACHE_WRITE_1H)?;
         let (Some(input), Some(output)) = (input, output) else {
             table.skipped += 1;
             continue;
         };
-        let above_200k = (tier_input.is_some()
-            || tier_output.is_some()
-            || tier_cache_read.is_some())
+        let above_200k = [
+            tier_input,
+            tier_output,
+            tier_cache_read,
+            tier_cache_write,
+            tier_cache_write_1h,
+        ]
+        .iter()
+        .any(Option::is_some)
         .then(|| TierPrice {
             input: tier_input.unwrap_or(input),
             output: tier_output.unwrap_or(output),
             cache_read: tier_cache_read,
+            cache_write: tier_cache_write,
+            cache_write_1h: tier_cache_write_1h,
         });
         let price = ModelPrice {
             input,

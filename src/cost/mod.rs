@@ -66,9 +66,8 @@ pub struct ModelPrice {
     /// An input token written to the prompt cache (Anthropic's 5-minute cache write); `None`:
     /// priced as input.
     pub cache_write: Option<u64>,
-    /// An input token written to Anthropic's 1-hour cache. Kept for reference only: streams do
-    /// not say which cache a write went to, so [`cost`](Self::cost) prices every write at
-    /// [`cache_write`](Self::cache_write).
+    /// An input token written to Anthropic's 1-hour cache (the stream's
+    /// `cache_creation.ephemeral_1h_input_tokens`); `None`: priced as a 5-minute write.
     pub cache_write_1h: Option<u64>,
     /// A reasoning (thinking) output token; `None`: priced as output.
     pub reasoning: Option<u64>,
@@ -86,18 +85,26 @@ pub struct TierPrice {
     pub output: u64,
     /// A cache read; `None`: the model's own [`cache_read`](ModelPrice::cache_read) price.
     pub cache_read: Option<u64>,
+    /// A 5-minute cache write; `None`: the model's own
+    /// [`cache_write`](ModelPrice::cache_write) price.
+    pub cache_write: Option<u64>,
+    /// A 1-hour cache write; `None`: the model's own
+    /// [`cache_write_1h`](ModelPrice::cache_write_1h) price.
+    pub cache_write_1h: Option<u64>,
 }
 
 impl ModelPrice {
     /// What `usage` costs at these prices.
     ///
     /// Uncached input (input less cache reads and writes, never below 0) is priced at `input`,
-    /// cache reads at `cache_read` (else input), cache writes at `cache_write` (else input),
-    /// output less reasoning (never below 0) at `output`, reasoning at `reasoning` (else
-    /// output). Above [`LONG_PROMPT_TOKENS`] input tokens a model with an
-    /// [`above_200k`](Self::above_200k) tier uses the tier's input, output and (when it has
-    /// one) cache-read prices; the fallbacks above then mean the tier's input and output.
-    /// Integer arithmetic that saturates at `u64::MAX` pico-USD instead of overflowing.
+    /// cache reads at `cache_read` (else input), 1-hour cache writes (never more than all the
+    /// writes) at `cache_write_1h` (else as 5-minute ones), the other cache writes at
+    /// `cache_write` (else input), output less reasoning (never below 0) at `output`, reasoning
+    /// at `reasoning` (else output). Above [`LONG_PROMPT_TOKENS`] input tokens a model with an
+    /// [`above_200k`](Self::above_200k) tier uses the tier's input and output prices, and its
+    /// cache prices where it has them (else the model's own); the fallbacks to input and output
+    /// then mean the tier's. Integer arithmetic that saturates at `u64::MAX` pico-USD instead
+    /// of overflowing.
     ///
     /// ```
     /// use tower_stream_monitor::cost::{ModelPrice, TokenUsage};
@@ -125,20 +132,31 @@ impl ModelPrice {
             .and_then(|tier| tier.cache_read)
             .or(self.cache_read)
             .unwrap_or(input);
-        let cache_write = self.cache_write.unwrap_or(input);
+        let cache_write = tier
+            .and_then(|tier| tier.cache_write)
+            .or(self.cache_write)
+            .unwrap_or(input);
+        let cache_write_1h = tier
+            .and_then(|tier| tier.cache_write_1h)
+            .or(self.cache_write_1h)
+            .unwrap_or(cache_write);
         let reasoning = self.reasoning.unwrap_or(output);
 
         let uncached = usage
             .input_tokens
             .saturating_sub(usage.cache_read_input_tokens)
             .saturating_sub(usage.cache_creation_input_tokens);
+        let writes_1h = usage
+            .cache_creation_1h_input_tokens
+            .min(usage.cache_creation_input_tokens);
         let visible_output = usage
             .output_tokens
             .saturating_sub(usage.reasoning_output_tokens);
         let parts = [
             (uncached, input),
             (usage.cache_read_input_tokens, cache_read),
-            (usage.cache_creation_input_tokens, cache_write),
+            (usage.cache_creation_input_tokens - writes_1h, cache_write),
+            (writes_1h, cache_write_1h),
             (visible_output, output),
             (usage.reasoning_output_tokens, reasoning),
         ];
@@ -158,8 +176,11 @@ pub struct TokenUsage {
     pub output_tokens: u64,
     /// The part of `input_tokens` read from the prompt cache.
     pub cache_read_input_tokens: u64,
-    /// The part of `input_tokens` written to the prompt cache.
+    /// The part of `input_tokens` written to the prompt cache, for any time to live.
     pub cache_creation_input_tokens: u64,
+    /// The part of `cache_creation_input_tokens` written to Anthropic's 1-hour cache (its
+    /// `ephemeral_1h_input_tokens`); the other writes are 5-minute ones.
+    pub cache_creation_1h_input_tokens: u64,
     /// The part of `output_tokens` spent on reasoning.
     pub reasoning_output_tokens: u64,
 }
@@ -245,7 +266,9 @@ impl PriceTable {
     /// `gpt-5-mini`, `gpt-5-nano`, `gpt-5.1`, `gpt-5.2`, `o3`, `o3-mini`, `o4-mini`. Anthropic:
     /// `claude-sonnet-4-5`, `claude-sonnet-4`, `claude-sonnet-4-6`, `claude-opus-4-1`,
     /// `claude-opus-4-5`, `claude-opus-4-6`, `claude-opus-4-7`, `claude-haiku-4-5`,
-    /// `claude-3-5-haiku`. Google (Gemini API prices): `gemini-2.5-pro`, `gemini-2.5-flash`,
+    /// `claude-3-5-haiku`. Google (Gemini API prices): `gemini-3-pro-preview`,
+    /// `gemini-3.1-pro-preview`, `gemini-3-flash-preview`, `gemini-3.1-flash-lite`,
+    /// `gemini-3.1-flash-lite-preview`, `gemini-3.5-flash`, `gemini-2.5-pro`, `gemini-2.5-flash`,
     /// `gemini-2.5-flash-lite`, `gemini-2.0-flash`, `gemini-2.0-flash-lite`. Dated snapshots
     /// (`gpt-4o-mini-2024-07-18`, `claude-sonnet-4-5-20250929`) resolve to these names (see
     /// [`price`](Self::price)).
@@ -289,8 +312,10 @@ impl PriceTable {
     /// `cache_read_input_token_cost`, `cache_creation_input_token_cost`,
     /// `cache_creation_input_token_cost_above_1hr`, `output_cost_per_reasoning_token` and the
     /// long-prompt tier `input_cost_per_token_above_200k_tokens`,
-    /// `output_cost_per_token_above_200k_tokens`, `cache_read_input_token_cost_above_200k_tokens`
-    /// (a tier that names only some of these takes the others from the base prices). Other keys
+    /// `output_cost_per_token_above_200k_tokens`, `cache_read_input_token_cost_above_200k_tokens`,
+    /// `cache_creation_input_token_cost_above_200k_tokens`,
+    /// `cache_creation_input_token_cost_above_1hr_above_200k_tokens` (a tier that names only
+    /// some of these takes the others from the base prices). Other keys
     /// are ignored; `sample_spec` and entries without both prices are [skipped](Self::skipped).
     ///
     /// Prices convert exactly from their decimal text (`2.5e-06` is 2 500 000 pico-USD); a price
@@ -330,7 +355,8 @@ impl PriceTable {
     ///       "input": 0.15, "output": 0.6,
     ///       "cache_read": 0.075, "cache_write": 0.1875, "cache_write_1h": 0.3,
     ///       "reasoning": 0.6,
-    ///       "above_200k": {"input": 0.3, "output": 1.2, "cache_read": 0.15}
+    ///       "above_200k": {"input": 0.3, "output": 1.2, "cache_read": 0.15,
+    ///                      "cache_write": 0.375, "cache_write_1h": 0.6}
     ///     }
     ///   }
     /// }
@@ -339,9 +365,10 @@ impl PriceTable {
     /// `models` is required; `taken` (a date, returned by [`taken`](Self::taken)) is optional.
     /// In a model, `input` and `output` are required and the rest optional, with the meanings of
     /// [`ModelPrice`]'s fields; `above_200k` needs `input` and `output` and may have
-    /// `cache_read`. Prices convert exactly from their decimal text (`0.15` is 150 000 pico-USD
-    /// per token), finer than a pico-USD per token rounding half up; `null` counts as absent.
-    /// Unknown keys are errors naming the key, so a misspelt price is not silently dropped.
+    /// `cache_read`, `cache_write` and `cache_write_1h` ([`TierPrice`]). Prices convert exactly
+    /// from their decimal text (`0.15` is 150 000 pico-USD per token), finer than a pico-USD per
+    /// token rounding half up; `null` counts as absent. Unknown keys are errors naming the key,
+    /// so a misspelt price is not silently dropped.
     ///
     /// ```
     /// use tower_stream_monitor::cost::PriceTable;

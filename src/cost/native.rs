@@ -17,7 +17,13 @@ const MODEL_KEYS: [&str; 7] = [
     "reasoning",
     "above_200k",
 ];
-const TIER_KEYS: [&str; 3] = ["input", "output", "cache_read"];
+const TIER_KEYS: [&str; 5] = [
+    "input",
+    "output",
+    "cache_read",
+    "cache_write",
+    "cache_write_1h",
+];
 
 pub(super) fn parse(top: BTreeMap<String, &RawValue>) -> Result<PriceTable, PriceError> {
     let mut table = PriceTable::empty();
@@ -95,5 +101,7 @@ fn tier(raw: &RawValue) -> Result<TierPrice, String> {
         input: required("input")?,
         output: required("output")?,
         cache_read: read("cache_read")?,
+        cache_write: read("cache_write")?,
+        cache_write_1h: read("cache_write_1h")?,
     })
 }

@@ -36,6 +36,7 @@ struct Published {
     output: u64,
     cache_read: u64,
     cache_write: u64,
+    cache_write_1h: u64,
     reasoning: u64,
 }
 
@@ -48,6 +49,7 @@ fn published(model: &str) -> Published {
             output: 600_000,
             cache_read: 75_000,
             cache_write: 150_000,
+            cache_write_1h: 150_000,
             reasoning: 600_000,
         },
         // $2 in, $8 out, $0.50 cached in.
@@ -56,6 +58,7 @@ fn published(model: &str) -> Published {
             output: 8_000_000,
             cache_read: 500_000,
             cache_write: 2_000_000,
+            cache_write_1h: 2_000_000,
             reasoning: 8_000_000,
         },
         // $1.10 in, $4.40 out, $0.275 cached in.
@@ -64,14 +67,17 @@ fn published(model: &str) -> Published {
             output: 4_400_000,
             cache_read: 275_000,
             cache_write: 1_100_000,
+            cache_write_1h: 1_100_000,
             reasoning: 4_400_000,
         },
-        // Anthropic: $3 in, $15 out, $0.30 cache hits, $3.75 5-minute cache writes.
+        // Anthropic: $3 in, $15 out, $0.30 cache hits, $3.75 5-minute and $6 1-hour cache
+        // writes.
         "claude-sonnet-4-5-20250929" => Published {
             input: 3_000_000,
             output: 15_000_000,
             cache_read: 300_000,
             cache_write: 3_750_000,
+            cache_write_1h: 6_000_000,
             reasoning: 15_000_000,
         },
         // Google: $0.30 in, $2.50 out (thinking included), $0.03 context caching.
@@ -80,13 +86,14 @@ fn published(model: &str) -> Published {
             output: 2_500_000,
             cache_read: 30_000,
             cache_write: 300_000,
+            cache_write_1h: 300_000,
             reasoning: 2_500_000,
         },
         other => panic!("no published prices written for {other}"),
     }
 }
 
-/// The five token figures of a fixture's `.expected.json` (`null` is 0) and its model.
+/// The six token figures of a fixture's `.expected.json` (`null` is 0) and its model.
 fn expected_usage(path: &Path) -> (String, TokenUsage) {
     let text = std::fs::read_to_string(path).expect("readable fixture");
     let json: serde_json::Value = serde_json::from_str(&text).expect("fixture JSON");
@@ -99,6 +106,7 @@ fn expected_usage(path: &Path) -> (String, TokenUsage) {
         output_tokens: figure("output_tokens"),
         cache_read_input_tokens: figure("cache_read_input_tokens"),
         cache_creation_input_tokens: figure("cache_creation_input_tokens"),
+        cache_creation_1h_input_tokens: figure("cache_creation_1h_input_tokens"),
         reasoning_output_tokens: figure("reasoning_output_tokens"),
     };
     let model = json["model"].as_str().expect("a model").to_owned();
@@ -111,6 +119,8 @@ fn every_fixture_costs_what_the_published_prices_say() {
     let by_hand: &[(&str, &str, u64)] = &[
         // 21 × 3 + 2048 × 0.30 + 188 × 3.75 + 16 × 15 = 1622.4
         ("anthropic-cache", "$0.0016224", 1_622_400_000),
+        // 14 × 3 + 1024 × 3.75 + 2048 × 6 + 9 × 15 = 16305
+        ("anthropic-cache-1h", "$0.016305", 16_305_000_000),
         // 472 × 3 + 20 × 15 = 1716
         ("anthropic-messages", "$0.001716", 1_716_000_000),
         // 100 × 3 + 3 × 15 = 345
@@ -150,9 +160,11 @@ fn every_fixture_costs_what_the_published_prices_say() {
         let uncached =
             usage.input_tokens - usage.cache_read_input_tokens - usage.cache_creation_input_tokens;
         let visible = usage.output_tokens - usage.reasoning_output_tokens;
+        let writes_5m = usage.cache_creation_input_tokens - usage.cache_creation_1h_input_tokens;
         let hand = uncached * p.input
             + usage.cache_read_input_tokens * p.cache_read
-            + usage.cache_creation_input_tokens * p.cache_write
+            + writes_5m * p.cache_write
+            + usage.cache_creation_1h_input_tokens * p.cache_write_1h
             + visible * p.output
             + usage.reasoning_output_tokens * p.reasoning;
 
@@ -229,6 +241,13 @@ fn builtin_table_is_sound() {
                 tier.input > price.input && tier.output > price.output,
                 "{name}"
             );
+            // Anthropic's long-context writes: 1.25× and 2× the tier's input price.
+            if let Some(write) = tier.cache_write {
+                assert_eq!(write * 4, tier.input * 5, "{name}");
+            }
+            if let Some(write_1h) = tier.cache_write_1h {
+                assert_eq!(write_1h, tier.input * 2, "{name}");
+            }
         }
     }
 }
@@ -299,6 +318,66 @@ fn reasoning_has_its_own_rate_when_the_model_has_one() {
 }
 
 #[test]
+fn one_hour_cache_writes_have_their_own_rate() {
+    // $3 in, $15 out, $0.30 cache reads, $3.75 5-minute and $6 1-hour cache writes.
+    let price = ModelPrice {
+        input: 3_000_000,
+        output: 15_000_000,
+        cache_read: Some(300_000),
+        cache_write: Some(3_750_000),
+        cache_write_1h: Some(6_000_000),
+        reasoning: None,
+        above_200k: None,
+    };
+    let usage = TokenUsage {
+        input_tokens: 10_000,
+        cache_read_input_tokens: 5_000,
+        cache_creation_input_tokens: 3_000,
+        cache_creation_1h_input_tokens: 1_000,
+        output_tokens: 100,
+        ..TokenUsage::default()
+    };
+    // 2000 × 3 + 5000 × 0.30 + 2000 × 3.75 + 1000 × 6 + 100 × 15 = 22 500 micro-USD.
+    let cost = price.cost(&usage);
+    assert_eq!(cost.picodollars(), 22_500_000_000);
+    assert_eq!(cost.to_string(), "$0.0225");
+    // The same writes all for 5 minutes cost 1000 × (6 - 3.75) = 2 250 micro-USD less.
+    let all_5m = TokenUsage {
+        cache_creation_1h_input_tokens: 0,
+        ..usage
+    };
+    assert_eq!(price.cost(&all_5m).picodollars(), 20_250_000_000);
+    // A 1-hour figure above the writes' total counts as all of them, never more.
+    let too_many = TokenUsage {
+        cache_creation_1h_input_tokens: 9_000,
+        ..usage
+    };
+    assert_eq!(
+        price.cost(&too_many).picodollars(),
+        2_000 * 3_000_000 + 5_000 * 300_000 + 3_000 * 6_000_000 + 100 * 15_000_000
+    );
+    // Without a 1-hour price, 1-hour writes are priced as 5-minute ones.
+    let no_1h = ModelPrice {
+        cache_write_1h: None,
+        ..price.clone()
+    };
+    assert_eq!(no_1h.cost(&usage).picodollars(), 20_250_000_000);
+    // The built-in claude-haiku-4-5: $1.25 5-minute, $2 1-hour writes.
+    let writes = TokenUsage {
+        input_tokens: 10_000,
+        cache_creation_input_tokens: 10_000,
+        cache_creation_1h_input_tokens: 4_000,
+        ..TokenUsage::default()
+    };
+    assert_eq!(
+        PriceTable::builtin().cost("claude-haiku-4-5", &writes),
+        Some(Cost::from_picodollars(
+            6_000 * 1_250_000 + 4_000 * 2_000_000
+        ))
+    );
+}
+
+#[test]
 fn the_long_prompt_tier_starts_above_200k_input_tokens() {
     let table = PriceTable::builtin();
     let usage = |input_tokens| TokenUsage {
@@ -332,11 +411,73 @@ fn the_long_prompt_tier_starts_above_200k_input_tokens() {
             input: 3_000,
             output: 4_000,
             cache_read: None,
+            cache_write: None,
+            cache_write_1h: None,
         }),
     };
     assert_eq!(
         price.cost(&usage(300_000)).picodollars(),
         250_000 * 3_000 + 50_000 * 100 + 1_000 * 4_000
+    );
+    // Cache writes above 200k take the tier's write prices; a tier without them, the model's.
+    let writes = |input_tokens| TokenUsage {
+        input_tokens,
+        cache_read_input_tokens: 50_000,
+        cache_creation_input_tokens: 30_000,
+        cache_creation_1h_input_tokens: 10_000,
+        output_tokens: 1_000,
+        ..TokenUsage::default()
+    };
+    let anthropic_like = ModelPrice {
+        input: 1_000,
+        output: 2_000,
+        cache_read: Some(100),
+        cache_write: Some(1_250),
+        cache_write_1h: Some(2_000),
+        reasoning: None,
+        above_200k: Some(TierPrice {
+            input: 3_000,
+            output: 4_000,
+            cache_read: Some(300),
+            cache_write: Some(3_750),
+            cache_write_1h: Some(6_000),
+        }),
+    };
+    assert_eq!(
+        anthropic_like.cost(&writes(200_000)).picodollars(),
+        120_000 * 1_000 + 50_000 * 100 + 20_000 * 1_250 + 10_000 * 2_000 + 1_000 * 2_000
+    );
+    assert_eq!(
+        anthropic_like.cost(&writes(300_000)).picodollars(),
+        220_000 * 3_000 + 50_000 * 300 + 20_000 * 3_750 + 10_000 * 6_000 + 1_000 * 4_000
+    );
+    let tier_without_writes = ModelPrice {
+        above_200k: Some(TierPrice {
+            cache_write: None,
+            cache_write_1h: None,
+            ..anthropic_like.above_200k.clone().expect("a tier")
+        }),
+        ..anthropic_like.clone()
+    };
+    assert_eq!(
+        tier_without_writes.cost(&writes(300_000)).picodollars(),
+        220_000 * 3_000 + 50_000 * 300 + 20_000 * 1_250 + 10_000 * 2_000 + 1_000 * 4_000
+    );
+    // The built-in Sonnets: 4.5 has both long-context write prices ($7.50 and $12 per
+    // million); Sonnet 4's entry has only the 5-minute one, its 1-hour writes stay at $6.
+    let sonnet =
+        |writes_1h: u64| 220_000 * 6_000_000 + 50_000 * 600_000 + 20_000 * 7_500_000 + writes_1h;
+    assert_eq!(
+        table.cost("claude-sonnet-4-5", &writes(300_000)),
+        Some(Cost::from_picodollars(
+            sonnet(10_000 * 12_000_000) + 1_000 * 22_500_000
+        ))
+    );
+    assert_eq!(
+        table.cost("claude-sonnet-4-20250514", &writes(300_000)),
+        Some(Cost::from_picodollars(
+            sonnet(10_000 * 6_000_000) + 1_000 * 22_500_000
+        ))
     );
     // No tier: the base prices at any size.
     assert_eq!(
@@ -345,6 +486,72 @@ fn the_long_prompt_tier_starts_above_200k_input_tokens() {
             850_000 * 2_000_000 + 50_000 * 500_000 + 1_000 * 8_000_000
         ))
     );
+}
+
+#[test]
+fn gemini_3_models_resolve_with_their_prices() {
+    let table = PriceTable::builtin();
+    let usage = |input_tokens| TokenUsage {
+        input_tokens,
+        cache_read_input_tokens: 10_000,
+        output_tokens: 2_000,
+        reasoning_output_tokens: 1_500,
+        ..TokenUsage::default()
+    };
+    // LiteLLM's gemini/gemini-3-pro-preview and gemini/gemini-3.1-pro-preview: $2 in, $12 out,
+    // $0.20 cached; above 200k prompt tokens $4, $18, $0.40. Thinking is billed as output.
+    for name in [
+        "gemini-3-pro-preview",
+        "gemini/gemini-3-pro-preview",
+        "models/gemini-3-pro-preview",
+        "gemini-3.1-pro-preview",
+        "gemini/gemini-3.1-pro-preview",
+    ] {
+        assert_eq!(
+            table.cost(name, &usage(100_000)),
+            Some(Cost::from_picodollars(
+                90_000 * 2_000_000 + 10_000 * 200_000 + 2_000 * 12_000_000
+            )),
+            "{name}"
+        );
+        assert_eq!(
+            table.cost(name, &usage(250_000)),
+            Some(Cost::from_picodollars(
+                240_000 * 4_000_000 + 10_000 * 400_000 + 2_000 * 18_000_000
+            )),
+            "{name}"
+        );
+    }
+    // Flash models, each with a thinking price of its own (equal to its output price) and no
+    // long-prompt tier: (input, output, cached, thinking) in USD per million tokens × 10⁶.
+    for (name, [input, output, cached, thinking]) in [
+        (
+            "gemini-3-flash-preview",
+            [500_000, 3_000_000, 50_000, 3_000_000],
+        ),
+        (
+            "gemini-3.1-flash-lite",
+            [250_000, 1_500_000, 25_000, 1_500_000],
+        ),
+        (
+            "gemini-3.1-flash-lite-preview",
+            [250_000, 1_500_000, 25_000, 1_500_000],
+        ),
+        (
+            "gemini-3.5-flash",
+            [1_500_000, 9_000_000, 150_000, 9_000_000],
+        ),
+    ] {
+        let prefixed = format!("gemini/{name}");
+        assert_eq!(table.price(&prefixed), table.price(name), "{name}");
+        assert_eq!(
+            table.cost(name, &usage(250_000)),
+            Some(Cost::from_picodollars(
+                240_000 * input + 10_000 * cached + 500 * output + 1_500 * thinking
+            )),
+            "{name}"
+        );
+    }
 }
 
 #[test]
@@ -438,6 +645,8 @@ fn the_litellm_excerpt_loads_and_prices() {
                 input: 6_000_000,
                 output: 22_500_000,
                 cache_read: Some(600_000),
+                cache_write: Some(7_500_000),
+                cache_write_1h: Some(12_000_000),
             }),
         }
     );
@@ -467,6 +676,9 @@ fn litellm_tiers_and_nulls() {
         r#"{
             "partial-tier": {"input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06,
                              "output_cost_per_token_above_200k_tokens": 3e-06},
+            "write-tier": {"input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06,
+                           "cache_creation_input_token_cost_above_200k_tokens": 2.5e-06,
+                           "cache_creation_input_token_cost_above_1hr_above_200k_tokens": 4e-06},
             "nulls": {"input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06,
                       "cache_read_input_token_cost": null},
             "no-output": {"input_cost_per_token": 1e-06, "output_cost_per_token": null},
@@ -474,7 +686,7 @@ fn litellm_tiers_and_nulls() {
         }"#,
     )
     .expect("valid");
-    assert_eq!(table.len(), 2);
+    assert_eq!(table.len(), 3);
     assert_eq!(table.skipped(), 2);
     assert_eq!(
         table
@@ -484,6 +696,19 @@ fn litellm_tiers_and_nulls() {
             input: 1_000_000,
             output: 3_000_000,
             cache_read: None,
+            cache_write: None,
+            cache_write_1h: None,
+        })
+    );
+    // Cache-write prices alone make a tier, its input and output the base ones.
+    assert_eq!(
+        table.price("write-tier").and_then(|p| p.above_200k.clone()),
+        Some(TierPrice {
+            input: 1_000_000,
+            output: 2_000_000,
+            cache_read: None,
+            cache_write: Some(2_500_000),
+            cache_write_1h: Some(4_000_000),
         })
     );
     assert_eq!(table.price("nulls").and_then(|p| p.cache_read), None);
@@ -495,7 +720,8 @@ fn native_files_convert_per_million_prices() {
         r#"{"taken": "2026-11-01", "models": {"my-model": {
             "input": 0.15, "output": 0.6, "cache_read": 0.075, "cache_write": 0.1875,
             "cache_write_1h": 0.3, "reasoning": 0.6,
-            "above_200k": {"input": 0.3, "output": 1.2}}}}"#,
+            "above_200k": {"input": 0.3, "output": 1.2, "cache_write": 0.375,
+                           "cache_write_1h": 0.6}}}}"#,
     )
     .expect("valid");
     assert_eq!(table.taken(), Some("2026-11-01"));
@@ -512,6 +738,8 @@ fn native_files_convert_per_million_prices() {
                 input: 300_000,
                 output: 1_200_000,
                 cache_read: None,
+                cache_write: Some(375_000),
+                cache_write_1h: Some(600_000),
             }),
         })
     );
@@ -663,6 +891,7 @@ fn cost_arithmetic_saturates_and_displays() {
         output_tokens: u64::MAX,
         cache_read_input_tokens: u64::MAX / 2,
         cache_creation_input_tokens: u64::MAX / 2,
+        cache_creation_1h_input_tokens: u64::MAX / 4,
         reasoning_output_tokens: 1,
     };
     let table = PriceTable::builtin();
@@ -768,25 +997,39 @@ proptest! {
     #[test]
     fn costs_are_additive_in_tokens(
         input in 0u64..1_000_000, read in 0u64..1_000_000, write in 0u64..1_000_000,
-        output in 0u64..1_000_000, reasoning in 0u64..1_000_000,
+        write_1h in 0u64..1_000_000, output in 0u64..1_000_000, reasoning in 0u64..1_000_000,
     ) {
         let usage = TokenUsage {
-            input_tokens: input + read + write,
+            input_tokens: input + read + write + write_1h,
             cache_read_input_tokens: read,
-            cache_creation_input_tokens: write,
+            cache_creation_input_tokens: write + write_1h,
+            cache_creation_1h_input_tokens: write_1h,
             output_tokens: output + reasoning,
             reasoning_output_tokens: reasoning,
         };
         let table = PriceTable::builtin();
         let price = table.price("claude-sonnet-4-5").expect("built in").clone();
         let cost = table.cost("claude-sonnet-4-5", &usage).expect("priced").picodollars();
-        let (i, o, r) = match &price.above_200k {
-            Some(tier) if usage.input_tokens > LONG_PROMPT_TOKENS => {
-                (tier.input, tier.output, tier.cache_read.unwrap_or(0))
-            }
-            _ => (price.input, price.output, price.cache_read.unwrap_or(0)),
+        // Every price of claude-sonnet-4-5 is set, in its tier too.
+        let (i, o, r, w, w1) = match &price.above_200k {
+            Some(tier) if usage.input_tokens > LONG_PROMPT_TOKENS => (
+                tier.input,
+                tier.output,
+                tier.cache_read.unwrap_or(0),
+                tier.cache_write.unwrap_or(0),
+                tier.cache_write_1h.unwrap_or(0),
+            ),
+            _ => (
+                price.input,
+                price.output,
+                price.cache_read.unwrap_or(0),
+                price.cache_write.unwrap_or(0),
+                price.cache_write_1h.unwrap_or(0),
+            ),
         };
-        let w = price.cache_write.unwrap_or(0);
-        prop_assert_eq!(cost, input * i + read * r + write * w + (output + reasoning) * o);
+        prop_assert_eq!(
+            cost,
+            input * i + read * r + write * w + write_1h * w1 + (output + reasoning) * o
+        );
     }
 }

@@ -331,6 +331,7 @@ impl Monitor {
         for part in [
             &mut record.cache_read_input_tokens,
             &mut record.cache_creation_input_tokens,
+            &mut record.cache_creation_1h_input_tokens,
             &mut record.reasoning_output_tokens,
         ] {
             *part = part.map(|n| n.min(MAX_TOKENS));
@@ -352,6 +353,7 @@ impl Monitor {
                 output_tokens: record.output_tokens,
                 cache_read_input_tokens: record.cache_read_input_tokens.unwrap_or(0),
                 cache_creation_input_tokens: record.cache_creation_input_tokens.unwrap_or(0),
+                cache_creation_1h_input_tokens: record.cache_creation_1h_input_tokens.unwrap_or(0),
                 reasoning_output_tokens: record.reasoning_output_tokens.unwrap_or(0),
             };
             // A call that used no token (refused before any) cost nothing, whatever its model.

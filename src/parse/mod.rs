@@ -247,6 +247,8 @@ pub(crate) struct Reported {
     pub(crate) input: Option<u64>,
     pub(crate) cache_read: Option<u64>,
     pub(crate) cache_creation: Option<u64>,
+    /// Anthropic's 1-hour cache writes, part of `cache_creation`.
+    pub(crate) cache_creation_1h: Option<u64>,
     pub(crate) reasoning: Option<u64>,
     pub(crate) finish: Option<FinishReason>,
 }
@@ -263,6 +265,7 @@ impl Reported {
         take(&mut self.input, newer.input);
         take(&mut self.cache_read, newer.cache_read);
         take(&mut self.cache_creation, newer.cache_creation);
+        take(&mut self.cache_creation_1h, newer.cache_creation_1h);
         take(&mut self.reasoning, newer.reasoning);
         take(&mut self.finish, newer.finish);
     }
@@ -451,6 +454,12 @@ impl StreamSummary {
     /// `cache_creation_input_tokens`, OpenAI `cache_write_tokens`.
     pub fn cache_creation_input_tokens(&self) -> Option<u64> {
         self.reported.cache_creation
+    }
+    /// Input tokens written to Anthropic's 1-hour prompt cache (part of
+    /// [`cache_creation_input_tokens`](Self::cache_creation_input_tokens)), when reported:
+    /// `cache_creation.ephemeral_1h_input_tokens`. The other writes went to the 5-minute cache.
+    pub fn cache_creation_1h_input_tokens(&self) -> Option<u64> {
+        self.reported.cache_creation_1h
     }
     /// Reasoning tokens (part of [`output_tokens`](Self::output_tokens)), when reported: OpenAI
     /// `reasoning_tokens`, Gemini `thoughtsTokenCount`, Anthropic `thinking_tokens`.

@@ -95,12 +95,20 @@ struct Usage {
     completion_tokens_details: Option<TokenDetails>,
     #[serde(default)]
     output_tokens_details: Option<TokenDetails>,
+    #[serde(default)]
+    cache_creation: Option<CacheCreation>,
     // Anthropic's nested objects, named so that serde walks them without allocating (see
     // [`Skip`]).
-    #[serde(rename = "cache_creation", default)]
-    _cache_creation: Option<Skip>,
     #[serde(rename = "server_tool_use", default)]
     _server_tool_use: Option<Skip>,
+}
+
+/// Anthropic's `usage.cache_creation`: the cache writes by time to live. Its 5-minute figure is
+/// the rest of `cache_creation_input_tokens`, so only the 1-hour one is kept.
+#[derive(serde::Deserialize)]
+struct CacheCreation {
+    #[serde(default)]
+    ephemeral_1h_input_tokens: Option<u64>,
 }
 
 /// OpenAI's `prompt_tokens_details` / `completion_tokens_details` (and the Responses
@@ -137,6 +145,10 @@ impl Usage {
             cache_creation: self
                 .cache_creation_input_tokens
                 .or(input_detail(|d| d.cache_write_tokens)),
+            cache_creation_1h: self
+                .cache_creation
+                .as_ref()
+                .and_then(|c| c.ephemeral_1h_input_tokens),
             reasoning: output_detail(|d| d.reasoning_tokens)
                 .or(output_detail(|d| d.thinking_tokens)),
             finish: None,
@@ -174,6 +186,7 @@ impl GeminiUsage {
             input: self.prompt,
             cache_read: self.cached,
             cache_creation: None,
+            cache_creation_1h: None,
             reasoning: self.thoughts,
             finish: None,
         }

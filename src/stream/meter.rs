@@ -296,6 +296,8 @@ impl StreamMeter {
             input_tokens: summary.and_then(|s| s.input_tokens()),
             cache_read_input_tokens: summary.and_then(|s| s.cache_read_input_tokens()),
             cache_creation_input_tokens: summary.and_then(|s| s.cache_creation_input_tokens()),
+            cache_creation_1h_input_tokens: summary
+                .and_then(|s| s.cache_creation_1h_input_tokens()),
             reasoning_output_tokens: summary.and_then(|s| s.reasoning_output_tokens()),
             finish_reason: summary.and_then(|s| s.finish_reason()),
             // Priced when the monitor records it.

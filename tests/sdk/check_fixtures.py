@@ -14,6 +14,8 @@ computes the project's provider-neutral figures from them:
     output_tokens                every generated token (Gemini: candidates + thoughts)
     cache_read_input_tokens      prompt tokens read from a cache, None if never reported
     cache_creation_input_tokens  prompt tokens written to a cache (Anthropic only)
+    cache_creation_1h_input_tokens  the part of those written to the 1-hour cache (Anthropic's
+                                 cache_creation.ephemeral_1h_input_tokens), None if never reported
     reasoning_output_tokens      reasoning/thinking tokens inside output_tokens, None if never reported
 
 and compares them with NAME.expected.json. A stream that reports no output figure (cut by an
@@ -44,6 +46,7 @@ FIGURES = [
     "output_tokens",
     "cache_read_input_tokens",
     "cache_creation_input_tokens",
+    "cache_creation_1h_input_tokens",
     "reasoning_output_tokens",
 ]
 
@@ -150,6 +153,7 @@ class OpenAiChat:
             "output_tokens": attr(u, "completion_tokens"),
             "cache_read_input_tokens": attr(u, "prompt_tokens_details", "cached_tokens"),
             "cache_creation_input_tokens": None,
+            "cache_creation_1h_input_tokens": None,
             "reasoning_output_tokens": attr(u, "completion_tokens_details", "reasoning_tokens"),
         }
 
@@ -182,6 +186,7 @@ class OpenAiResponses:
             "output_tokens": attr(u, "output_tokens"),
             "cache_read_input_tokens": attr(u, "input_tokens_details", "cached_tokens"),
             "cache_creation_input_tokens": None,
+            "cache_creation_1h_input_tokens": None,
             "reasoning_output_tokens": attr(u, "output_tokens_details", "reasoning_tokens"),
         }
 
@@ -192,6 +197,7 @@ class AnthropicMessages:
 
     def __init__(self):
         self.latest = {"input_tokens": None, "cache_creation_input_tokens": None, "cache_read_input_tokens": None}
+        self.written_1h = None
         self.output = None
 
     def take(self, usage):
@@ -199,6 +205,10 @@ class AnthropicMessages:
             value = getattr(usage, key, None)
             if value is not None:
                 self.latest[key] = value
+        # The writes by lifetime, when the usage breaks them down (its `cache_creation`).
+        written_1h = attr(usage, "cache_creation", "ephemeral_1h_input_tokens")
+        if written_1h is not None:
+            self.written_1h = written_1h
 
     def feed(self, name, data, absent):
         if name == "ping":
@@ -230,6 +240,7 @@ class AnthropicMessages:
             "output_tokens": self.output,
             "cache_read_input_tokens": read,
             "cache_creation_input_tokens": written,
+            "cache_creation_1h_input_tokens": self.written_1h,
             "reasoning_output_tokens": None,
         }
 
@@ -265,6 +276,7 @@ class Gemini:
             "output_tokens": output,
             "cache_read_input_tokens": attr(u, "cached_content_token_count"),
             "cache_creation_input_tokens": None,
+            "cache_creation_1h_input_tokens": None,
             "reasoning_output_tokens": thoughts,
         }
 
