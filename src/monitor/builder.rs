@@ -591,6 +591,14 @@ impl MonitorBuilder {
     /// | `MONITOR_PREFIX` | endpoint prefix | builder's |
     /// | `MONITOR_TOKEN` | endpoint bearer token | none |
     /// | `MONITOR_MIN_SAMPLES` | health minimum samples | 20 |
+    /// | `MONITOR_SERVICE_VERSION` | the `service_version` label on every series | none |
+    /// | `MONITOR_PRICES` | a price file (LiteLLM's or the native format), merged over the built-in table ([`prices`](Self::prices)) | the built-in table |
+    ///
+    /// # Errors
+    /// [`ConfigError::InvalidVar`] naming the variable whose value cannot be used;
+    /// [`ConfigError::InvalidSetting`] with `setting` `MONITOR_PRICES` when the price file cannot
+    /// be read or used, its reason naming the file and the entry (a
+    /// [`PriceError`](crate::cost::PriceError)).
     pub fn with_env(self) -> Result<Self, ConfigError> {
         self.with_vars(|name| std::env::var(name).ok())
     }

@@ -94,7 +94,9 @@ impl Monitor {
     /// A monitor configured from the environment ([`MonitorBuilder::with_env`]).
     ///
     /// # Errors
-    /// A [`ConfigError::InvalidVar`] naming the variable whose value cannot be used.
+    /// A [`ConfigError::InvalidVar`] naming the variable whose value cannot be used; a
+    /// [`ConfigError::InvalidSetting`] with `setting` `MONITOR_PRICES` when the price file it
+    /// names cannot be read or used (the reason names the file and the entry).
     pub fn from_env() -> Result<Monitor, ConfigError> {
         Self::builder().with_env()?.build()
     }
@@ -726,8 +728,17 @@ mod tests {
         .unwrap();
         let err = Monitor::builder()
             .with_vars(vars(&[("MONITOR_PRICES", bad.to_str().unwrap())]))
-            .unwrap_err()
-            .to_string();
+            .unwrap_err();
+        // The variant `from_env` documents: the file's error is the reason.
+        assert!(
+            matches!(
+                &err,
+                ConfigError::InvalidSetting { setting: "MONITOR_PRICES", reason }
+                    if reason.contains("bad.json")
+            ),
+            "{err:?}"
+        );
+        let err = err.to_string();
         assert!(
             err.contains("MONITOR_PRICES") && err.contains("bad.json") && err.contains("gpt-x"),
             "{err}"
