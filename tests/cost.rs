@@ -365,12 +365,24 @@ fn a_budget_alerts_once_when_passed_and_once_when_clear() {
         vec![vec!["openai-hourly".to_owned()]],
         "one alert while it holds"
     );
-    // An hour later the spend has left the window: one alert that it cleared.
+    // An hour later the spend has left the window: one alert that it cleared, sent when
+    // something judges health again (a record or a read), as nothing runs on a timer.
     clock.advance(Duration::from_secs(3600));
+    assert_eq!(alerts.lock().unwrap().len(), 1, "not judged yet");
     let report = monitor.health();
     assert!(!report.budgets[0].exceeded);
     assert_eq!(alerts.lock().unwrap().len(), 2);
     assert!(alerts.lock().unwrap()[1].is_empty());
+
+    // Each budget's filters are in its JSON, as /health serves it.
+    let json = serde_json::to_value(&report.budgets).unwrap();
+    let filters = |i: usize| {
+        ["provider", "route", "user"].map(|key| json[i].get(key).and_then(Value::as_str))
+    };
+    assert_eq!(filters(0), [Some("openai"), None, None]);
+    assert_eq!(filters(2), [None, None, Some("user-z")]);
+    assert_eq!(filters(3), [None, Some("/v1/other"), None]);
+    assert_eq!(json[3]["name"], "other-route");
 }
 
 #[test]

@@ -276,9 +276,16 @@ pub struct TriggerState {
 }
 
 /// A spend-rate budget (README, Cost): the last hour's spend, overall or of one provider,
-/// route or user, against a limit in USD. Passing it is an alert (through `on_alert` and a tracing WARN on
-/// target `tower_stream_monitor::health`), and so is falling back under it; it moves `/health`
-/// only when made a rollback trigger with [`rollback`](Self::rollback).
+/// route or user, against a limit in USD. Passing it is an alert (through `on_alert` and a
+/// tracing WARN on target `tower_stream_monitor::health`), and so is falling back under it; it
+/// moves `/health` only when made a rollback trigger with [`rollback`](Self::rollback).
+///
+/// Budgets are judged with health, with no timer of their own: on a record (the first of each
+/// second) and on every read of `/health`, `/metrics` or `/metrics/prometheus`
+/// ([`Monitor::health`](crate::Monitor::health), [`snapshot`](crate::Monitor::snapshot),
+/// [`render_prometheus`](crate::Monitor::render_prometheus)). So a budget's clear, when its
+/// rate falls back under the limit as spend slides out of the hour, is judged (and its alert
+/// sent) on the next record or read after the rate falls.
 ///
 /// ```
 /// use tower_stream_monitor::Monitor;
@@ -375,6 +382,12 @@ pub struct BudgetState {
     /// The provider filter, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
+    /// The route filter, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    /// The user filter, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 impl BudgetState {
@@ -387,6 +400,8 @@ impl BudgetState {
             exceeded: spent_usd > budget.usd_per_hour,
             rollback: budget.rollback,
             provider: budget.provider.clone(),
+            route: budget.route.clone(),
+            user: budget.user.clone(),
         }
     }
 }
