@@ -52,7 +52,11 @@ pub struct MetricsSnapshot {
 pub struct SpendSnapshot {
     /// When the built-in prices were taken (`YYYY-MM-DD`), if the table says.
     pub prices_taken: Option<String>,
-    /// Spend per model (the model that answered, else the one asked for).
+    /// Spend per model, the per-model cost figure: by the model the call was priced as (the
+    /// one that answered, else the one asked for), summed since the monitor started, never
+    /// reset nor windowed. The windows' `cost_usd` are per provider, not per model; a model's
+    /// spend over a window is `increase(stream_monitor_cost_usd_total[1h])` summed by
+    /// `gen_ai_response_model` (README, Cost).
     pub by_model: BTreeMap<String, ModelSpend>,
     /// The heaviest users by spend, at most `top_users` of them.
     pub top_users: Vec<UserSpend>,

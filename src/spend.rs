@@ -54,7 +54,8 @@ pub struct UserSpend {
     pub first_token_p95_ms: Option<f64>,
 }
 
-/// One model's figures (the `cost_by_model` of `/metrics`).
+/// One model's spend since the monitor started, never reset nor windowed: an entry of
+/// `spend.by_model` in `/metrics` (README, Cost).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ModelSpend {
     /// What its priced requests cost, in USD.

@@ -385,6 +385,30 @@ fn a_budget_alerts_once_when_passed_and_once_when_clear() {
     assert_eq!(json[3]["name"], "other-route");
 }
 
+/// `spend.by_model` is the per-model figure since the monitor started: it keeps a call the
+/// windows have let go.
+#[test]
+fn spend_by_model_covers_the_time_since_start_not_a_window() {
+    let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+    let monitor = Monitor::builder().clock(clock.clone()).build().unwrap();
+    let mut r = StreamRecord::new("openai", "gpt-4o-mini", "/v1/chat", Outcome::Ok);
+    r.streaming = true;
+    r.output_tokens = 1_000;
+    r.input_tokens = Some(0);
+    monitor.ingest(r);
+    // 1,000 output tokens at $0.60 per million.
+    let cost = 1_000.0 * 0.60 / 1e6;
+    let snapshot = monitor.snapshot();
+    assert!((snapshot.streaming_1hour.cost_usd - cost).abs() < 1e-15);
+    assert!((snapshot.spend.by_model["gpt-4o-mini"].cost_usd - cost).abs() < 1e-15);
+    clock.advance(Duration::from_secs(2 * 3600));
+    let snapshot = monitor.snapshot();
+    assert_eq!(snapshot.streaming_1hour.cost_usd, 0.0, "out of the hour");
+    let model = &snapshot.spend.by_model["gpt-4o-mini"];
+    assert!((model.cost_usd - cost).abs() < 1e-15, "{model:?}");
+    assert_eq!(model.requests, 1);
+}
+
 #[test]
 fn a_budget_made_a_rollback_trigger_moves_health() {
     let monitor = Monitor::builder()
