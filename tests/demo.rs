@@ -913,11 +913,17 @@ fn the_load_report_compares_like_with_like() {
         .map(|i| sample(built + 0.25 + i as f64, if i > 6900 { 300 } else { 100 }))
         .collect();
     let started = UNIX_EPOCH + Duration::from_secs_f64(built + 0.25);
+    // Each window priced apart: the report's cost is the held window's, never the other's.
+    let priced = |mut w: Value, cost_usd: f64, unpriced: u64| {
+        w["cost_usd"] = json!(cost_usd);
+        w["unpriced_requests"] = json!(unpriced);
+        w
+    };
     let metrics = metrics_at(
         8_201.0,
         8_201.0 - built,
-        window(291, 300.0, 2910),
-        window(3540, 100.0, 35_400),
+        priced(window(291, 300.0, 2910), 0.001746, 3),
+        priced(window(3540, 100.0, 35_400), 0.02124, 0),
     );
     // Longer than an hour: the 5-minute window, whose slots at second 8200 are 7910..=8200,
     // beside the 291 requests that ended in them.
@@ -950,6 +956,9 @@ fn the_load_report_compares_like_with_like() {
     );
     assert_eq!(rows("TTFT p50"), [["300.0", "300.0"]], "{report}");
     assert_eq!(rows("output tokens"), [["2910", "2910"]], "{report}");
+    // Cost has the monitor's column only (the client has no prices), to the micro-dollar.
+    assert_eq!(rows("cost (USD)"), [["0.001746"]], "{report}");
+    assert_eq!(rows("unpriced streams"), [["3"]], "{report}");
     assert!(report.contains("counts: whole run"), "{report}");
     assert!(
         report.contains("CPU over the run 5.0% of one core"),
