@@ -1,6 +1,7 @@
 //! Wire fidelity with clients nobody here wrote: the official OpenAI and Anthropic Python SDKs
-//! stream from the demo, and the monitor counts those streams and their tokens. Needs python3
-//! with the `openai` and `anthropic` packages (`.ci/install` installs them).
+//! stream from the demo, and the monitor counts those streams and their tokens, and prices them
+//! as `GET {prefix}/metrics` serves it. Needs python3 with the `openai` and `anthropic` packages
+//! (`.ci/install` installs them).
 
 mod common;
 
@@ -10,7 +11,8 @@ mod demo;
 
 use std::time::Duration;
 
-use common::{Records, serve};
+use common::{Records, client, serve};
+use serde_json::Value;
 use tower_stream_monitor::parse::{ProviderFormat, TokenSource};
 use tower_stream_monitor::{Monitor, Outcome};
 
@@ -72,6 +74,11 @@ async fn official_sdks_parse_the_demo_and_the_monitor_counts_them() {
         (&*chat.provider, &*chat.model, chat.output_tokens),
         ("openai", "gpt-4o-mini", 12)
     );
+    // The streams that read part of their prompt from the cache (x-sim-cached-tokens).
+    assert_eq!(
+        (chat.input_tokens, chat.cache_read_input_tokens),
+        (Some(12 + 1024), Some(1024))
+    );
     assert_eq!(
         (chat.token_source, chat.outcome),
         (TokenSource::Reported, Outcome::Ok)
@@ -80,14 +87,32 @@ async fn official_sdks_parse_the_demo_and_the_monitor_counts_them() {
     let claude = by_format(ProviderFormat::AnthropicMessages);
     assert_eq!(
         (&*claude.provider, claude.output_tokens, claude.input_tokens),
-        ("anthropic", 9, Some(12))
+        ("anthropic", 9, Some(12 + 2048))
     );
+    assert_eq!(claude.cache_read_input_tokens, Some(2048));
     assert!(
         got.iter()
             .any(|r| r.outcome == Outcome::AuthError && &*r.provider == "anthropic")
     );
+    // The figures as served over HTTP, not read in process.
+    let body: Value = client()
+        .get(format!("http://{addr}/api/v1/monitoring/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .expect("/metrics is JSON");
+    assert_eq!(body["status"], "success", "{body}");
+    let metrics = &body["data"];
+    let usd = |v: &Value| {
+        v.as_f64()
+            .unwrap_or_else(|| panic!("a number of USD: {v} in {metrics}"))
+    };
     // Each stream's cost: the usage the SDK parsed, times prices written here (USD per million
-    // tokens: input, output, cache read, cache write), to the pico-dollar.
+    // tokens: input, output, cache read, cache write), to the pico-dollar; beside it the cost
+    // of its model in /metrics (spend.by_model: the other calls of these models used no token,
+    // so cost nothing).
     let priced = [
         (
             ProviderFormat::OpenAiChat,
@@ -119,17 +144,31 @@ async fn official_sdks_parse_the_demo_and_the_monitor_counts_them() {
             + usage[3] * per_token(write)
             + usage[1] * per_token(output);
         let record = by_format(format);
-        assert_eq!(
-            record.cost.map(|c| c.picodollars()),
-            Some(expected),
-            "{key}: {usage:?}"
+        let model = record.response_model.as_deref().unwrap_or(&record.model);
+        let served = usd(&metrics["spend"]["by_model"][model]["cost_usd"]);
+        assert!(
+            (served - expected as f64 * 1e-12).abs() <= 1e-15,
+            "{key} ({model}): /metrics says ${served}, the SDK's usage {usage:?} ${}",
+            expected as f64 * 1e-12
         );
         total += expected;
     }
-    let snapshot = monitor.snapshot();
-    assert!((snapshot.streaming_5min.cost_usd - total as f64 * 1e-12).abs() < 1e-12);
-    assert_eq!(snapshot.streaming_5min.total_tokens, 12 + 7 + 9);
-    assert_eq!(snapshot.requests_5min.auth_errors, 1);
-    assert_eq!(snapshot.streaming_5min.streaming_errors, 4);
-    assert_eq!(snapshot.streaming_5min.timeouts, 1);
+    // The cached tokens were priced at the cache-read rate: without them the chat stream would
+    // cost 1024 × (0.15 - 0.075) and the Anthropic one 2048 × (3 - 0.30) micro-dollars more.
+    assert!(
+        parsed["stream_usage"]["openai_chat"][2] == 1024
+            && parsed["stream_usage"]["anthropic"][2] == 2048,
+        "{parsed}"
+    );
+    let streams = &metrics["streaming_5min"];
+    let served = usd(&streams["cost_usd"]);
+    assert!(
+        (served - total as f64 * 1e-12).abs() <= 1e-15,
+        "/metrics streaming_5min.cost_usd ${served}, the SDKs' usage ${}",
+        total as f64 * 1e-12
+    );
+    assert_eq!(streams["total_tokens"], 12 + 7 + 9);
+    assert_eq!(metrics["requests_5min"]["auth_errors"], 1);
+    assert_eq!(streams["streaming_errors"], 4);
+    assert_eq!(streams["timeouts"], 1);
 }

@@ -23,12 +23,13 @@ def main(base):
     result = {}
 
     client = openai.OpenAI(base_url=f"{base}/v1", api_key="sim-key", max_retries=0)
+    # Part of the prompt read from the cache, so the cached-input price is exercised.
     stream = client.chat.completions.create(
         model="gpt-4o-mini",
         messages=[{"role": "user", "content": "Read the cards."}],
         stream=True,
         stream_options={"include_usage": True},
-        extra_headers={**knobs, "x-sim-tokens": "12"},
+        extra_headers={**knobs, "x-sim-tokens": "12", "x-sim-cached-tokens": "1024"},
     )
     text, usage = "", None
     for chunk in stream:
@@ -37,7 +38,8 @@ def main(base):
         if chunk.usage:
             usage = chunk.usage
     assert text == expected_text(12), f"openai chat text: {text!r}"
-    assert usage is not None and usage.completion_tokens == 12 and usage.prompt_tokens == 12, usage
+    assert usage is not None and usage.completion_tokens == 12 and usage.prompt_tokens == 12 + 1024, usage
+    assert usage.prompt_tokens_details.cached_tokens == 1024, usage
     result["openai_chat"] = {"text": text, "output_tokens": usage.completion_tokens}
     # Usage as the SDK parsed it, for the cost check: (input, output, cache read, cache write).
     stream_usage = {"openai_chat": [usage.prompt_tokens, usage.completion_tokens,
@@ -64,12 +66,13 @@ def main(base):
         model="claude-sonnet-4-5",
         max_tokens=64,
         messages=[{"role": "user", "content": "Read the cards."}],
-        extra_headers={**knobs, "x-sim-tokens": "9"},
+        extra_headers={**knobs, "x-sim-tokens": "9", "x-sim-cached-tokens": "2048"},
     ) as stream:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
     assert text == expected_text(9), f"anthropic text: {text!r}"
     assert final.usage.output_tokens == 9 and final.usage.input_tokens == 12, final.usage
+    assert final.usage.cache_read_input_tokens == 2048, final.usage
     result["anthropic"] = {"text": text, "output_tokens": final.usage.output_tokens}
     # Anthropic counts cache reads and writes apart from input_tokens.
     u = final.usage
