@@ -23,9 +23,9 @@ use sysinfo::{MemoryRefreshKind, Pid, ProcessRefreshKind, ProcessesToUpdate, Sys
 pub struct SystemStats {
     /// CPU time (user + system, all threads) used by this process since the previous sample,
     /// in percent of one core over the wall time between the two samples: above 100 when more
-    /// than one core is busy. The first sample of a monitor has no interval to measure over and
-    /// says 0 (the next request samples again rather than serving it from the cache). `None`
-    /// where this process's CPU time cannot be read.
+    /// than one core is busy. `None` where this process's CPU time cannot be read, and for the
+    /// first sample of a monitor, which has no interval to measure over yet (the next request
+    /// samples again rather than serving it from the cache).
     pub cpu_percent: Option<f64>,
     /// Resident set size (physical memory in use by this process; the working set on Windows),
     /// in MiB. `None` where it cannot be read.
@@ -111,8 +111,8 @@ impl SystemSampler {
                     _ => None,
                 }
             }
-            // No previous CPU time to measure from.
-            (_, Some(_)) => Some(0.0),
+            // No previous CPU time to measure from: unknown, not a false 0.
+            (_, Some(_)) => None,
         };
         let stats = SystemStats {
             cpu_percent,
@@ -222,17 +222,13 @@ mod tests {
                 assert!(mb > 1.0 && mb.is_finite(), "{stats:?}");
                 let pct = stats.memory_percent.expect("memory_percent");
                 assert!(pct > 0.0 && pct < 100.0, "{stats:?}");
-                let cpu = stats.cpu_percent.expect("cpu_percent");
-                // Generous: CPU time is counted in ticks (10 ms on Linux).
-                assert!(
-                    cpu.is_finite() && cpu >= 0.0 && cpu <= cores * 100.0 * 2.0 + 50.0,
-                    "{stats:?}"
-                );
             }
-            assert_eq!(
-                first.cpu_percent,
-                Some(0.0),
-                "first sample: no interval yet"
+            assert_eq!(first.cpu_percent, None, "first sample: no interval yet");
+            let cpu = s.cpu_percent.expect("cpu_percent over the interval");
+            // Generous: CPU time is counted in ticks (10 ms on Linux).
+            assert!(
+                cpu.is_finite() && cpu >= 0.0 && cpu <= cores * 100.0 * 2.0 + 50.0,
+                "{s:?}"
             );
         }
         if cfg!(target_os = "linux") {

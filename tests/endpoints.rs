@@ -117,9 +117,14 @@ fn assert_shape(data: &Value) {
     );
     assert!(r["by_outcome"].is_object());
     let s = &data["current_system"];
-    // Numbers on Linux; a figure another platform cannot give is null, never a false 0.
+    // Numbers on Linux; a figure another platform cannot give is null, never a false 0. The
+    // CPU figure is null on a monitor's first sample too, which has no interval yet.
     let linux = cfg!(target_os = "linux");
-    for f in ["cpu_percent", "memory_mb", "memory_percent"] {
+    assert!(
+        s["cpu_percent"].is_number() || s["cpu_percent"].is_null(),
+        "current_system.cpu_percent"
+    );
+    for f in ["memory_mb", "memory_percent"] {
         assert!(
             s[f].is_number() || (!linux && s[f].is_null()),
             "current_system.{f}"
@@ -148,6 +153,13 @@ async fn empty_windows_are_zeros_never_nan() {
     assert_eq!(data["requests_5min"]["auth_error_rate"], 0.0);
     assert_eq!(data["health_status"], "unknown");
     assert_eq!(data["streaming_by_provider"], serde_json::json!({}));
+    // The monitor's first CPU sample has no interval to measure over: null, not a false 0; the
+    // next answer samples again and has one.
+    if cfg!(target_os = "linux") {
+        assert!(data["current_system"]["cpu_percent"].is_null(), "{data}");
+        let data = server.metrics().await;
+        assert!(data["current_system"]["cpu_percent"].is_f64(), "{data}");
+    }
 }
 
 #[tokio::test]
