@@ -347,22 +347,28 @@ pub async fn verify(base: &str, prefix: &str, token: Option<String>) -> Vec<Chec
     match client.get_json(&format!("{prefix}/metrics/history")).await {
         Ok((status, body)) => {
             let d = &body["data"];
+            let ordered = |p: &Vec<Value>, n: usize| {
+                p.len() == n
+                    && p.windows(2)
+                        .all(|w| w[0]["start_unix"].as_u64() < w[1]["start_unix"].as_u64())
+                    && p.iter().all(|p| p["total_streaming_requests"].is_u64())
+            };
             let points = |w: &Value, n: usize| {
-                w["points"].as_array().is_some_and(|p| {
-                    p.len() == n
-                        && p.windows(2)
-                            .all(|w| w[0]["start_unix"].as_u64() < w[1]["start_unix"].as_u64())
-                        && p.iter().all(|p| p["total_streaming_requests"].is_u64())
-                })
+                w["points"].as_array().is_some_and(|p| ordered(p, n))
+                    && w["by_provider"].as_object().is_some_and(|providers| {
+                        providers
+                            .values()
+                            .all(|p| p.as_array().is_some_and(|p| ordered(p, n)))
+                    })
             };
             c.check(
-                "metrics/history: 30 points of 10 s and 60 of 1 min, oldest first",
+                "metrics/history: 30 points of 10 s and 60 of 1 min, oldest first, overall and \
+                 per provider",
                 status == 200
                     && d["five_minutes"]["slot_seconds"] == 10
                     && points(&d["five_minutes"], 30)
                     && d["one_hour"]["slot_seconds"] == 60
-                    && points(&d["one_hour"], 60)
-                    && d["one_hour"]["by_provider"].is_object(),
+                    && points(&d["one_hour"], 60),
                 format!("HTTP {status}"),
             );
         }

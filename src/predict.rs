@@ -212,20 +212,20 @@ const SIGNALS: [Signal; 3] = [
         higher_is_worse: true,
         // 10% of the usual, at least 20 ms: jitter is not an anomaly.
         floor: |median| (median * 0.10).max(20.0),
-        value: |s| Some(s.summary(0).first_token_p95_ms),
+        value: |s| Some(s.summary(None).first_token_p95_ms),
     },
     Signal {
         name: "tokens_per_second",
         higher_is_worse: false,
         floor: |median| (median * 0.10).max(1.0),
-        value: |s| (s.tps_count > 0).then(|| s.summary(0).avg_tokens_per_second),
+        value: |s| (s.tps_count > 0).then(|| s.summary(None).avg_tokens_per_second),
     },
     Signal {
         name: "error_rate",
         higher_is_worse: true,
         // An error rate of 0 has no spread: 2 percentage points is the least that counts.
         floor: |_| 2.0,
-        value: |s| Some(s.summary(0).streaming_error_rate),
+        value: |s| Some(s.summary(None).streaming_error_rate),
     },
 ];
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::health::{Baselines, HealthStatus};
+use crate::record::OutcomeMap;
 pub use crate::spend::{ModelSpend, UserSpend};
 pub use crate::system::SystemStats;
 use crate::window::{RequestStats, WindowStats};
@@ -68,14 +69,14 @@ pub struct SpendSnapshot {
 }
 
 /// One slot of `GET {prefix}/metrics/history`: the window figures of the streams that ended in
-/// it (flattened: `first_token_p95_ms`, `by_outcome`, `cost_usd`, ...), all requests
-/// (`requests`), and capacity: `avg_in_flight` and `arrival_rate_per_second`. The flattened
-/// `in_flight` (an instant's count) is 0 here; `avg_in_flight` is the slot's.
+/// it (flattened: `first_token_p95_ms`, `by_outcome`, `cost_usd`, ...; not `in_flight`, an
+/// instant's count that a past slot has none of), all requests (`requests`), and capacity:
+/// `avg_in_flight`, `arrival_rate_per_second` and `peak_in_flight`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HistoryPoint {
     /// The slot's start, Unix seconds.
     pub start_unix: u64,
-    /// The streaming figures of the slot.
+    /// The streaming figures of the slot (`in_flight` is `None`).
     #[serde(flatten)]
     pub streaming: WindowStats,
     /// All requests of the slot.
@@ -87,9 +88,35 @@ pub struct HistoryPoint {
     /// Requests that ended in the slot, per second.
     pub arrival_rate_per_second: f64,
     /// The most requests in flight at once in the slot, as sampled once a second when a
-    /// request ends (so a slot where none ended has 0); `null` in the per-provider series,
-    /// since the sample is of the whole process.
-    pub peak_in_flight: Option<u64>,
+    /// request ends (so a slot where none ended has 0).
+    pub peak_in_flight: u64,
+}
+
+/// One slot of one provider in `GET {prefix}/metrics/history`: only the figures the history
+/// carries per provider, so that the series of many providers stay small (README, Endpoints).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProviderHistoryPoint {
+    /// The slot's start, Unix seconds.
+    pub start_unix: u64,
+    /// All of the provider's requests (streaming or not) that ended in the slot, by outcome.
+    pub requests_by_outcome: OutcomeMap<u64>,
+    /// Streaming requests.
+    pub total_streaming_requests: u64,
+    /// Median time to first token.
+    pub first_token_p50_ms: f64,
+    /// 95th percentile time to first token.
+    pub first_token_p95_ms: f64,
+    /// 99th percentile time to first token.
+    pub first_token_p99_ms: f64,
+    /// Mean of the streams' tokens per second.
+    pub avg_tokens_per_second: f64,
+    /// 95th percentile time per output token.
+    pub time_per_output_token_p95_ms: f64,
+    /// What the streams cost, in USD.
+    pub cost_usd: f64,
+    /// Time-averaged requests of the provider in flight over the slot (its arrivals per
+    /// second are the sum of `requests_by_outcome` over the slot's length).
+    pub avg_in_flight: f64,
 }
 
 /// A window slot by slot, oldest first.
@@ -99,16 +126,16 @@ pub struct HistorySeries {
     pub slot_seconds: u64,
     /// The slots, oldest first (30 or 60; empty slots are zeros).
     pub points: Vec<HistoryPoint>,
-    /// The same slots per provider (the hour only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub by_provider: Option<BTreeMap<String, Vec<HistoryPoint>>>,
+    /// The same slots per provider.
+    pub by_provider: BTreeMap<String, Vec<ProviderHistoryPoint>>,
 }
 
 /// The `data` of `GET {prefix}/metrics/history`: [`Monitor::history`](crate::Monitor::history).
-/// Bounded: 30 + 60 points, and 60 per provider (providers are capped by `label_cardinality`).
+/// Bounded: 30 + 60 points, and as many per provider (providers are capped by
+/// `label_cardinality` and `header_label_cardinality`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MetricsHistory {
-    /// The last 5 minutes in 10 s slots.
+    /// The last 5 minutes in 10 s slots, overall and per provider.
     pub five_minutes: HistorySeries,
     /// The last hour in 1 minute slots, overall and per provider.
     pub one_hour: HistorySeries,

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
+use tower_stream_monitor::snapshot::MetricsHistory;
 use tower_stream_monitor::window::ManualClock;
 use tower_stream_monitor::{Monitor, Outcome, StreamRecord};
 
@@ -53,16 +54,16 @@ fn each_request_lands_in_its_slot_and_the_slots_add_up() {
     assert!(hour.points[59].start_unix <= now && now < hour.points[59].start_unix + 60);
     assert_eq!(hour.points[58].start_unix + 60, hour.points[59].start_unix);
     // Per provider, the same slots.
-    let by_provider = hour.by_provider.as_ref().unwrap();
+    let by_provider = &hour.by_provider;
+    assert_eq!(by_provider["anthropic"][49].total_streaming_requests, 1);
+    assert_eq!(by_provider["openai"][59].total_streaming_requests, 3);
     assert_eq!(
-        by_provider["anthropic"][49]
-            .streaming
-            .total_streaming_requests,
+        by_provider["openai"][57].requests_by_outcome[Outcome::ServerError],
         1
     );
     assert_eq!(
-        by_provider["openai"][59].streaming.total_streaming_requests,
-        3
+        by_provider["openai"][59].start_unix,
+        hour.points[59].start_unix
     );
     // The last 5 minutes: only the latest three, in the current 10 s slot.
     let five = &history.five_minutes;
@@ -85,10 +86,10 @@ fn each_request_lands_in_its_slot_and_the_slots_add_up() {
     let p95 = hour.points[59].streaming.first_token_p95_ms;
     assert!((49.0..=71.0).contains(&p95), "{p95}");
     assert!(hour.points[49].streaming.first_token_p95_ms > 99.0);
-    // Bounded whatever the traffic: 30 + 60 points, and 60 per provider (about 1 KiB each).
-    let json = serde_json::to_string(&history).unwrap();
-    let points = 30 + 60 + 60 * by_provider.len();
-    assert!(json.len() < points * 1400, "{} bytes", json.len());
+    // A past slot has no count of requests in flight now.
+    let json = serde_json::to_value(&history).unwrap();
+    assert!(json["one_hour"]["points"][59].get("in_flight").is_none());
+    assert!(json["one_hour"]["points"][59]["avg_in_flight"].is_f64());
 }
 
 #[test]
@@ -141,4 +142,202 @@ fn time_averaged_in_flight_follows_littles_law() {
         );
     }
     assert!((steady[5].avg_in_flight - 6.0).abs() < 0.05);
+}
+
+/// The 5-minute series per provider holds the same streams as the 5-minute windows per provider
+/// of `/metrics`.
+#[test]
+fn five_minute_series_per_provider_agree_with_the_provider_windows() {
+    let start = 1_800_000_000; // a whole minute
+    let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(start));
+    let monitor = Monitor::builder().clock(clock.clone()).build().unwrap();
+    let priced = |provider: &str, model: &str, ttft_ms: u64, outcome: Outcome| {
+        let mut r = stream(provider, ttft_ms, outcome);
+        r.model = model.into();
+        r.operation_name = Some("chat");
+        r.input_tokens = Some(1_000 + ttft_ms);
+        r.tokens_per_second = Some(40.0 + ttft_ms as f64 / 7.0);
+        r.time_per_output_token = Some(Duration::from_micros(20_000 + ttft_ms * 13));
+        r
+    };
+    // Six minutes ago: outside the 5 minutes, inside the hour.
+    monitor.ingest(priced("openai", "gpt-4o-mini", 900, Outcome::Ok));
+    clock.advance(Duration::from_secs(6 * 60));
+    // openai over three 10 s slots, two models; anthropic all in one slot.
+    for (i, ttft) in [120, 80, 260, 45, 300, 150].into_iter().enumerate() {
+        let model = if i % 2 == 0 { "gpt-4o-mini" } else { "gpt-4o" };
+        let outcome = if i == 3 {
+            Outcome::Timeout
+        } else {
+            Outcome::Ok
+        };
+        monitor.ingest(priced("openai", model, ttft, outcome));
+        if i % 2 == 1 {
+            clock.advance(Duration::from_secs(10));
+        }
+    }
+    for ttft in [210, 230, 250, 700] {
+        monitor.ingest(priced("anthropic", "claude-sonnet-4-5", ttft, Outcome::Ok));
+    }
+    clock.advance(Duration::from_secs(5));
+
+    let history = monitor.history();
+    let snapshot = monitor.snapshot();
+    let five = &history.five_minutes.by_provider;
+    assert_eq!(five.len(), 2, "{:?}", five.keys());
+    for (provider, points) in five {
+        assert_eq!(points.len(), 30);
+        let w = &snapshot.streaming_by_provider[provider].five_minutes;
+        let n: u64 = points.iter().map(|p| p.total_streaming_requests).sum();
+        assert_eq!(n, w.total_streaming_requests, "{provider}");
+        for outcome in Outcome::ALL {
+            let n: u64 = points.iter().map(|p| p.requests_by_outcome[outcome]).sum();
+            assert_eq!(n, w.by_outcome[outcome], "{provider} {outcome:?}");
+        }
+        let cost: f64 = points.iter().map(|p| p.cost_usd).sum();
+        assert!(w.cost_usd > 0.0, "{provider}: priced");
+        assert!(
+            (cost - w.cost_usd).abs() <= 1e-12,
+            "{provider}: {cost} vs {}",
+            w.cost_usd
+        );
+        // The same slots as the overall series.
+        for (p, overall) in points.iter().zip(&history.five_minutes.points) {
+            assert_eq!(p.start_unix, overall.start_unix);
+        }
+    }
+    assert_eq!(
+        five["openai"]
+            .iter()
+            .filter(|p| p.total_streaming_requests > 0)
+            .count(),
+        3,
+        "openai's streams ended in three slots"
+    );
+    // anthropic's streams all ended in one slot: its figures are the window's, exactly.
+    let w = &snapshot.streaming_by_provider["anthropic"].five_minutes;
+    let slot = five["anthropic"]
+        .iter()
+        .find(|p| p.total_streaming_requests > 0)
+        .unwrap();
+    assert_eq!(slot.total_streaming_requests, 4);
+    assert_eq!(
+        (
+            slot.first_token_p50_ms,
+            slot.first_token_p95_ms,
+            slot.first_token_p99_ms
+        ),
+        (
+            w.first_token_p50_ms,
+            w.first_token_p95_ms,
+            w.first_token_p99_ms
+        )
+    );
+    assert_eq!(slot.avg_tokens_per_second, w.avg_tokens_per_second);
+    assert_eq!(
+        slot.time_per_output_token_p95_ms,
+        w.time_per_output_token_p95_ms
+    );
+    assert_eq!(slot.cost_usd, w.cost_usd);
+    // The hour's series still has the stream of six minutes ago.
+    let hour_openai: u64 = history.one_hour.by_provider["openai"]
+        .iter()
+        .map(|p| p.total_streaming_requests)
+        .sum();
+    assert_eq!(hour_openai, 7);
+}
+
+/// The largest JSON text of a number of each kind: a `u64` (20 digits) and an `f64` (serde_json
+/// writes the shortest form that reads back, at most 24 characters: `-2.2250738585072014e-308`).
+const MAX_U64_CHARS: usize = 20;
+const MAX_F64_CHARS: usize = 24;
+
+/// The most bytes `value` can take with the same fields and any numbers in them: its length
+/// with every number widened to its kind's longest text.
+fn widest(value: &serde_json::Value) -> usize {
+    fn growth(v: &serde_json::Value) -> usize {
+        match v {
+            serde_json::Value::Number(n) => {
+                let now = n.to_string().len();
+                let most = if n.is_f64() {
+                    MAX_F64_CHARS
+                } else {
+                    MAX_U64_CHARS
+                };
+                most.saturating_sub(now)
+            }
+            serde_json::Value::Array(a) => a.iter().map(growth).sum(),
+            serde_json::Value::Object(o) => o.values().map(growth).sum(),
+            _ => 0,
+        }
+    }
+    serde_json::to_string(value).unwrap().len() + growth(value)
+}
+
+/// The history of 64 providers, each busy in every slot, stays under a ceiling worked out from
+/// its fixed shape: 30 + 60 overall points, as many per provider, each provider's name at most
+/// 64 bytes, every number at its longest.
+#[test]
+fn the_history_of_64_providers_stays_under_its_ceiling() {
+    const PROVIDERS: usize = 64; // the default label_cardinality
+    let start = 1_800_000_000;
+    let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(start));
+    let monitor = Monitor::builder().clock(clock.clone()).build().unwrap();
+    // Names of the longest a label may be, so the keys are the widest too.
+    let names: Vec<String> = (0..PROVIDERS).map(|i| format!("{i:0>64}")).collect();
+    // A stream from every provider every 10 s for an hour: every slot of every series is busy.
+    for step in 0..360u64 {
+        clock.advance(Duration::from_secs(10));
+        for (i, name) in names.iter().enumerate() {
+            let outcome = Outcome::ALL[(step as usize + i) % Outcome::ALL.len()];
+            let mut r = stream(name, 100 + (step * 7 + i as u64) % 900, outcome);
+            r.model = "gpt-4o-mini".into();
+            r.operation_name = Some("chat");
+            r.input_tokens = Some(1_000 + step);
+            r.tokens_per_second = Some(33.3 + step as f64 / 3.0);
+            r.time_per_output_token = Some(Duration::from_micros(20_001 + step));
+            monitor.ingest(r);
+        }
+    }
+    let history = monitor.history();
+    for series in [&history.five_minutes, &history.one_hour] {
+        assert_eq!(series.by_provider.len(), PROVIDERS);
+        assert!(
+            series
+                .by_provider
+                .values()
+                .all(|points| points.iter().all(|p| p.total_streaming_requests > 0))
+        );
+    }
+    let bytes = serde_json::to_vec(&history).unwrap().len();
+
+    // The shape, from an idle monitor: one provider seen long ago, every slot empty.
+    let idle = Monitor::builder().clock(clock.clone()).build().unwrap();
+    idle.ingest(stream("p", 100, Outcome::Ok));
+    clock.advance(Duration::from_secs(2 * 3600));
+    let idle: MetricsHistory = idle.history();
+    let value = serde_json::to_value(&idle).unwrap();
+    let mut ceiling = 0;
+    for (span, points) in [("five_minutes", 30), ("one_hour", 60)] {
+        let series = &value[span];
+        let overall = series["points"].as_array().unwrap();
+        let provider = series["by_provider"]["p"].as_array().unwrap();
+        assert_eq!((overall.len(), provider.len()), (points, points));
+        // `{"slot_seconds":..,"points":[..],"by_provider":{..}},` with a comma per point.
+        ceiling += 64 + points * (widest(&overall[0]) + 1);
+        // `"NAME":[..],` per provider, a name being at most 64 bytes.
+        ceiling += PROVIDERS * (64 + 5 + points * (widest(&provider[0]) + 1));
+    }
+    eprintln!(
+        "history of {PROVIDERS} providers: {bytes} bytes; ceiling {ceiling} bytes \
+         (an overall point <= {} bytes, a provider's <= {})",
+        widest(&value["one_hour"]["points"][0]),
+        widest(&value["one_hour"]["by_provider"]["p"][0])
+    );
+    assert!(
+        bytes <= ceiling,
+        "{bytes} bytes against a ceiling of {ceiling}"
+    );
+    // What the README states for 64 providers.
+    assert!(ceiling <= 4_300_000, "{ceiling}");
 }

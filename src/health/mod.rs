@@ -492,7 +492,7 @@ pub(crate) fn evaluate(
     budgets: Vec<BudgetState>,
     anomalies: Vec<AnomalyState>,
 ) -> HealthReport {
-    let summary = five.summary(0);
+    let summary = five.summary(None);
     let enough = five.streaming_judged >= min_samples;
     let check = |name, value: f64, has_value: bool, b: &Baseline| Check {
         name,

@@ -472,7 +472,7 @@ impl Monitor {
             .providers
             .iter()
             .map(|(p, (five, hour))| {
-                let n = provider_in_flight(p);
+                let n = Some(provider_in_flight(p));
                 (
                     p.to_string(),
                     ProviderWindows {
@@ -492,8 +492,8 @@ impl Monitor {
                 .saturating_sub(self.shared.window_time.mono_origin())
                 .as_secs_f64(),
             baselines: c.baselines,
-            streaming_5min: collected.five_minutes.summary(in_flight),
-            streaming_1hour: collected.one_hour.summary(in_flight),
+            streaming_5min: collected.five_minutes.summary(Some(in_flight)),
+            streaming_1hour: collected.one_hour.summary(Some(in_flight)),
             streaming_by_provider,
             requests_5min: collected.five_minutes.requests(),
             current_system: self.shared.system.sample(),
@@ -573,41 +573,65 @@ impl Monitor {
 
     /// The windows slot by slot, for charts: what `GET {prefix}/metrics/history` serves.
     pub fn history(&self) -> crate::snapshot::MetricsHistory {
-        use crate::snapshot::{HistoryPoint, HistorySeries, MetricsHistory};
+        use crate::snapshot::{HistoryPoint, HistorySeries, MetricsHistory, ProviderHistoryPoint};
+        use crate::window::SlotStats;
         let h = self.shared.windows.history(self.window_secs(), None);
-        let points =
-            |slots: &[crate::window::SlotStats], last_start: u64, secs: u64, overall: bool| {
-                let n = slots.len() as u64;
-                slots
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| HistoryPoint {
-                        start_unix: last_start.saturating_sub((n - 1 - i as u64) * secs),
-                        streaming: s.summary(0),
-                        requests: s.requests(),
-                        avg_in_flight: s.busy_secs / secs as f64,
-                        arrival_rate_per_second: (s.requests + s.unrouted) as f64 / secs as f64,
-                        peak_in_flight: overall.then_some(s.peak_in_flight),
-                    })
-                    .collect::<Vec<_>>()
-            };
+        let start = |last_start: u64, secs: u64, n: usize, i: usize| {
+            last_start.saturating_sub((n - 1 - i) as u64 * secs)
+        };
+        let points = |slots: &[SlotStats], last_start: u64, secs: u64| -> Vec<HistoryPoint> {
+            slots
+                .iter()
+                .enumerate()
+                .map(|(i, s)| HistoryPoint {
+                    start_unix: start(last_start, secs, slots.len(), i),
+                    streaming: s.summary(None),
+                    requests: s.requests(),
+                    avg_in_flight: s.busy_secs / secs as f64,
+                    arrival_rate_per_second: (s.requests + s.unrouted) as f64 / secs as f64,
+                    peak_in_flight: s.peak_in_flight,
+                })
+                .collect()
+        };
+        let provider_points = |providers: &std::collections::BTreeMap<Arc<str>, Vec<SlotStats>>,
+                               last_start: u64,
+                               secs: u64| {
+            providers
+                .iter()
+                .map(|(p, slots)| {
+                    let points = slots
+                        .iter()
+                        .enumerate()
+                        .map(|(i, s)| {
+                            let w = s.summary(None);
+                            ProviderHistoryPoint {
+                                start_unix: start(last_start, secs, slots.len(), i),
+                                requests_by_outcome: s.by_outcome,
+                                total_streaming_requests: w.total_streaming_requests,
+                                first_token_p50_ms: w.first_token_p50_ms,
+                                first_token_p95_ms: w.first_token_p95_ms,
+                                first_token_p99_ms: w.first_token_p99_ms,
+                                avg_tokens_per_second: w.avg_tokens_per_second,
+                                time_per_output_token_p95_ms: w.time_per_output_token_p95_ms,
+                                cost_usd: w.cost_usd,
+                                avg_in_flight: s.busy_secs / secs as f64,
+                            }
+                        })
+                        .collect();
+                    (p.to_string(), points)
+                })
+                .collect()
+        };
         MetricsHistory {
             five_minutes: HistorySeries {
                 slot_seconds: 10,
-                points: points(&h.five_minutes, h.last_starts.0, 10, true),
-                by_provider: None,
+                points: points(&h.five_minutes, h.last_starts.0, 10),
+                by_provider: provider_points(&h.five_minutes_providers, h.last_starts.0, 10),
             },
             one_hour: HistorySeries {
                 slot_seconds: 60,
-                points: points(&h.one_hour, h.last_starts.1, 60, true),
-                by_provider: Some(
-                    h.providers
-                        .iter()
-                        .map(|(p, slots)| {
-                            (p.to_string(), points(slots, h.last_starts.1, 60, false))
-                        })
-                        .collect(),
-                ),
+                points: points(&h.one_hour, h.last_starts.1, 60),
+                by_provider: provider_points(&h.providers, h.last_starts.1, 60),
             },
         }
     }

@@ -91,6 +91,8 @@ pub(crate) struct History {
     pub(crate) five_minutes: Vec<SlotStats>,
     /// The 60 slots of 1 minute of the last hour, overall.
     pub(crate) one_hour: Vec<SlotStats>,
+    /// The same 5 minutes per provider.
+    pub(crate) five_minutes_providers: BTreeMap<Arc<str>, Vec<SlotStats>>,
     /// The same hour per provider.
     pub(crate) providers: BTreeMap<Arc<str>, Vec<SlotStats>>,
     /// Per provider and model, slot by slot, in the span asked for.
@@ -232,6 +234,7 @@ impl WindowStore {
         let mut out = History {
             five_minutes: slots(five),
             one_hour: slots(hour),
+            five_minutes_providers: BTreeMap::new(),
             providers: BTreeMap::new(),
             models: BTreeMap::new(),
             last_starts: (
@@ -247,6 +250,11 @@ impl WindowStore {
                 pair.one_hour.merge_slots_into(now_secs, &mut out.one_hour);
             }
             for ((provider, model), pair) in &shard.pairs {
+                let entry = out
+                    .five_minutes_providers
+                    .entry(provider.clone())
+                    .or_insert_with(|| slots(five));
+                pair.five_minutes.merge_slots_into(now_secs, entry);
                 let entry = out
                     .providers
                     .entry(provider.clone())
@@ -359,7 +367,7 @@ mod tests {
         let mut sorted = latencies.clone();
         sorted.sort_by(f64::total_cmp);
         let collected = store.collect(start + 240);
-        let w = collected.five_minutes.summary(0);
+        let w = collected.five_minutes.summary(None);
         assert_eq!(w.total_streaming_requests, 10_000);
         for (q, got) in [
             (0.5, w.first_token_p50_ms),

@@ -206,8 +206,9 @@ impl SlotStats {
         let _ = self.input_tokens_dist.merge(&o.input_tokens_dist);
     }
 
-    /// The window's figures, as the `/metrics` JSON names them.
-    pub(crate) fn summary(&self, in_flight: u64) -> WindowStats {
+    /// The window's figures, as the `/metrics` JSON names them (`in_flight`: now, for a window
+    /// that ends now).
+    pub(crate) fn summary(&self, in_flight: Option<u64>) -> WindowStats {
         let quantile = |s: &DDSketch, q: f64| finite(s.quantile(q).ok().flatten().unwrap_or(0.0));
         let ttft_n = self.ttft_ms.count() as f64;
         let errors: u64 = self
@@ -344,8 +345,10 @@ pub struct WindowStats {
     pub time_per_output_token_p95_ms: f64,
     /// The longest gap between content events of any stream in the window.
     pub max_stall_ms: f64,
-    /// Requests in flight now.
-    pub in_flight: u64,
+    /// Requests in flight now; `None` (and left out of the JSON) in a `/metrics/history`
+    /// point, since a past slot has no count of now (its `avg_in_flight` is the slot's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<u64>,
 }
 
 /// All requests of a window, streaming or not (the `requests_5min` object).
