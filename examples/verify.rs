@@ -219,6 +219,32 @@ pub async fn verify(base: &str, prefix: &str, token: Option<String>) -> Vec<Chec
                     c.check("metrics: streaming_by_provider", false, "not an object");
                 }
             }
+            let rows = d["streaming_by_model"].as_array();
+            c.check(
+                format!(
+                    "metrics: streaming_by_model ({} provider and model pairs)",
+                    rows.map_or(0, Vec::len)
+                ),
+                rows.is_some_and(|rows| {
+                    rows.iter().all(|r| {
+                        r["provider"].is_string()
+                            && r["model"].is_string()
+                            && r["total_streaming_requests"].as_u64() > Some(0)
+                            && r["streaming_errors"].is_u64()
+                            && [
+                                "streaming_error_rate",
+                                "first_token_p50_ms",
+                                "first_token_p95_ms",
+                                "avg_tokens_per_second",
+                                "time_per_output_token_p95_ms",
+                                "cost_usd",
+                            ]
+                            .iter()
+                            .all(|f| is_number(&r[*f]))
+                    })
+                }),
+                "each row: provider, model, streams, errors and figures",
+            );
             let r = &d["requests_5min"];
             c.check(
                 "metrics: requests_5min",

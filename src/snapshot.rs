@@ -36,6 +36,9 @@ pub struct MetricsSnapshot {
     pub streaming_1hour: WindowStats,
     /// The same windows per provider.
     pub streaming_by_provider: BTreeMap<String, ProviderWindows>,
+    /// The last 5 minutes per provider and model, by provider then model: the pairs with
+    /// streams in the window, at most as many as the windows keep (README, Endpoints).
+    pub streaming_by_model: Vec<ModelWindow>,
     /// All requests, last 5 minutes.
     pub requests_5min: RequestStats,
     /// This process.
@@ -46,6 +49,49 @@ pub struct MetricsSnapshot {
     pub spend: SpendSnapshot,
     /// Trends and anomalies per provider over the last hour.
     pub predictions: std::sync::Arc<crate::predict::Predictions>,
+}
+
+/// One provider and model's streams over the last 5 minutes (`streaming_by_model` of
+/// `/metrics`): the figures of its [`WindowStats`] that a table of pairs shows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelWindow {
+    /// The provider.
+    pub provider: String,
+    /// The model asked for (`other` for a provider's models past the windows' cap).
+    pub model: String,
+    /// Streaming requests.
+    pub total_streaming_requests: u64,
+    /// Streaming errors as a percent, as [`WindowStats::streaming_error_rate`].
+    pub streaming_error_rate: f64,
+    /// Streaming requests that failed on the service's or the upstream's side.
+    pub streaming_errors: u64,
+    /// Median time to first token.
+    pub first_token_p50_ms: f64,
+    /// 95th percentile time to first token.
+    pub first_token_p95_ms: f64,
+    /// Mean of the streams' tokens per second.
+    pub avg_tokens_per_second: f64,
+    /// 95th percentile time per output token.
+    pub time_per_output_token_p95_ms: f64,
+    /// What the streams cost, in USD.
+    pub cost_usd: f64,
+}
+
+impl ModelWindow {
+    pub(crate) fn new(provider: &str, model: &str, w: &WindowStats) -> Self {
+        Self {
+            provider: provider.to_owned(),
+            model: model.to_owned(),
+            total_streaming_requests: w.total_streaming_requests,
+            streaming_error_rate: w.streaming_error_rate,
+            streaming_errors: w.streaming_errors,
+            first_token_p50_ms: w.first_token_p50_ms,
+            first_token_p95_ms: w.first_token_p95_ms,
+            avg_tokens_per_second: w.avg_tokens_per_second,
+            time_per_output_token_p95_ms: w.time_per_output_token_p95_ms,
+            cost_usd: w.cost_usd,
+        }
+    }
 }
 
 /// Spend since the monitor started (the `spend` object of `/metrics`; README, Cost).

@@ -1,8 +1,9 @@
 //! The dashboard as a person sees it: headless Chromium (Debian's, driven by Python Playwright
 //! through `tests/browser/check_dashboard.py`) opens `{prefix}/dashboard` on the demo, types the
 //! endpoint token into the page's own form, and reads the figures the page shows. They must be
-//! exactly the monitor's own `/metrics` and `/health` answers; an error message carrying HTML
-//! must show as text and run nothing. Then injected auth failures fire the rollback trigger and
+//! exactly the monitor's own `/metrics` and `/health` answers (the status both of `/health` and
+//! of `/metrics`, each row of the provider and model table); an error message carrying HTML
+//! must show as text and run nothing; a process figure that is `null` shows as `n/a`. Then injected auth failures fire the rollback trigger and
 //! the page must say `critical`. The last screenshot is saved to `docs/dashboard.png` for the
 //! README; no assertion reads it.
 //!
@@ -15,6 +16,7 @@ mod common;
 #[path = "../examples/demo/main.rs"]
 mod demo;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -46,6 +48,9 @@ struct Seen {
     error_messages: Vec<String>,
     injected_images: u64,
     providers: Vec<String>,
+    model_rows: Vec<Vec<String>>,
+    system: BTreeMap<String, String>,
+    apply_ms: Option<f64>,
     anomalies: Vec<String>,
     users_header: Vec<String>,
     charts: u64,
@@ -75,10 +80,15 @@ struct ConsoleError {
 /// The figures the page must show, as `/metrics` and `/health` give them.
 #[derive(Debug, PartialEq)]
 struct Expected {
+    /// `/health`'s status.
     status: String,
+    /// `/metrics`' `health_status`.
+    metrics_status: String,
     requests_5min: String,
     streaming_5min: String,
     ttft_p95: String,
+    /// `streaming_by_model`, each row as the page formats it.
+    model_rows: Vec<Vec<String>>,
 }
 
 /// `/metrics` with the p95 as its exact JSON text: parsed here as correctly as the browser's
@@ -92,6 +102,8 @@ struct RawMetrics<'a> {
 struct RawData<'a> {
     #[serde(borrow)]
     streaming_5min: RawWindow<'a>,
+    #[serde(borrow)]
+    streaming_by_model: Vec<BTreeMap<&'a str, &'a RawValue>>,
 }
 #[derive(serde::Deserialize)]
 struct RawWindow<'a> {
@@ -99,20 +111,68 @@ struct RawWindow<'a> {
     first_token_p95_ms: &'a RawValue,
 }
 
-/// JavaScript's `x.toFixed(1)` for a finite `x >= 0`: the exact binary value rounded half up
-/// (Rust's `{:.1}` breaks exact ties to even instead).
-fn js_to_fixed_1(x: f64) -> String {
+/// JavaScript's `x.toFixed(digits)` for a finite `x >= 0`: the exact binary value rounded half
+/// up (Rust's `{:.1}` breaks exact ties to even instead).
+fn js_to_fixed(x: f64, digits: usize) -> String {
     assert!(x.is_finite() && x >= 0.0, "{x}");
     // Every finite f64 has a finite decimal expansion; 1100 places hold all of it.
     let exact = format!("{x:.1100}");
     let (int, frac) = exact.split_once('.').unwrap();
-    let tenths: u128 = format!("{int}{}", &frac[..1]).parse().unwrap();
-    let tenths = if frac.as_bytes()[1] >= b'5' {
-        tenths + 1
+    let scaled: u128 = format!("{int}{}", &frac[..digits]).parse().unwrap();
+    let scaled = if frac.as_bytes()[digits] >= b'5' {
+        scaled + 1
     } else {
-        tenths
+        scaled
     };
-    format!("{}.{}", tenths / 10, tenths % 10)
+    let unit = 10u128.pow(digits as u32);
+    if digits == 0 {
+        return scaled.to_string();
+    }
+    format!("{}.{:0>digits$}", scaled / unit, scaled % unit)
+}
+
+fn js_to_fixed_1(x: f64) -> String {
+    js_to_fixed(x, 1)
+}
+
+/// The page's `fusd`: a cost in USD as it shows it.
+fn js_usd(v: f64) -> String {
+    if v == 0.0 {
+        "$0".to_owned()
+    } else if v < 0.0001 {
+        "<$0.0001".to_owned()
+    } else {
+        format!("${}", js_to_fixed(v, if v >= 1.0 { 2 } else { 4 }))
+    }
+}
+
+/// One `streaming_by_model` row as the page's provider and model table shows it, cell by cell.
+fn model_row(row: &BTreeMap<&str, &RawValue>, text: &str) -> Vec<String> {
+    let raw = |key: &str| {
+        row.get(key)
+            .unwrap_or_else(|| panic!("streaming_by_model rows have {key}: {text}"))
+            .get()
+    };
+    let num = |key: &str| -> f64 {
+        raw(key)
+            .parse()
+            .unwrap_or_else(|e| panic!("{key} is a number ({e}): {text}"))
+    };
+    let name = |key: &str| -> String {
+        serde_json::from_str(raw(key)).unwrap_or_else(|e| panic!("{key} is a string ({e})"))
+    };
+    vec![
+        name("provider"),
+        name("model"),
+        raw("total_streaming_requests").to_owned(),
+        js_to_fixed(num("first_token_p50_ms"), 1),
+        js_to_fixed(num("first_token_p95_ms"), 1),
+        js_to_fixed(num("avg_tokens_per_second"), 1),
+        js_to_fixed(num("time_per_output_token_p95_ms"), 1),
+        js_to_fixed(num("streaming_error_rate"), 2),
+        raw("streaming_errors").to_owned(),
+        js_usd(num("cost_usd")),
+    ]
 }
 
 async fn get_json(base: &str, path: &str) -> (u16, String) {
@@ -148,9 +208,19 @@ async fn expected(base: &str) -> (Expected, Value) {
     };
     let expected = Expected {
         status: health["status"].as_str().expect("health status").to_owned(),
+        metrics_status: metrics["data"]["health_status"]
+            .as_str()
+            .expect("health_status in /metrics")
+            .to_owned(),
         requests_5min: count(&metrics["data"]["requests_5min"]["total_requests"]),
         streaming_5min: count(&metrics["data"]["streaming_5min"]["total_streaming_requests"]),
         ttft_p95: js_to_fixed_1(p95),
+        model_rows: raw
+            .data
+            .streaming_by_model
+            .iter()
+            .map(|row| model_row(row, &text))
+            .collect(),
     };
     (expected, metrics)
 }
@@ -170,8 +240,9 @@ fn require_chromium() {
     );
 }
 
-/// Runs the browser script against the dashboard and returns what the page showed.
-async fn look(addr: SocketAddr, screenshot: &Path) -> Seen {
+/// Runs the browser script against the dashboard and returns what the page showed; with
+/// `null_system`, the page gets `current_system` as all `null`.
+async fn look(addr: SocketAddr, screenshot: &Path, null_system: bool) -> Seen {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/browser/check_dashboard.py"
@@ -183,6 +254,7 @@ async fn look(addr: SocketAddr, screenshot: &Path) -> Seen {
             .arg(format!("http://{addr}{PREFIX}/dashboard"))
             .arg(TOKEN)
             .arg(screenshot)
+            .args(null_system.then_some("null-system"))
             .kill_on_drop(true)
             .output(),
     )
@@ -208,9 +280,16 @@ async fn look(addr: SocketAddr, screenshot: &Path) -> Seen {
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
     let line = stdout.lines().last().unwrap_or("");
-    serde_json::from_str(line).unwrap_or_else(|e| {
+    let seen: Seen = serde_json::from_str(line).unwrap_or_else(|e| {
         panic!("one JSON line from the browser script ({e}):\n{stdout}\n{stderr}")
-    })
+    });
+    // Printed, never asserted: a figure of this machine's load.
+    eprintln!(
+        "the page showed one refresh in {} ms (performance.now())",
+        seen.apply_ms
+            .map_or_else(|| "an unknown number of".to_owned(), |ms| ms.to_string())
+    );
+    seen
 }
 
 /// What holds on every look: the token flow, no script from data, no console or page errors.
@@ -299,12 +378,16 @@ fn assert_shows(seen: &Seen, before: &Expected, after: &Expected) {
         "the monitor's figures held still while the page read them"
     );
     let shown = Expected {
+        // One status shown: it must be /health's and /metrics' alike.
         status: seen.status.clone(),
+        metrics_status: seen.status.clone(),
         requests_5min: seen.requests_5min.clone(),
         streaming_5min: seen.streaming_5min.clone(),
         ttft_p95: seen.ttft_p95.clone(),
+        model_rows: seen.model_rows.clone(),
     };
     assert_eq!(&shown, after, "the page against /metrics and /health");
+    assert!(!after.model_rows.is_empty(), "{after:#?}");
 }
 
 /// `n` simulated streams at `path`, all at once, each with its own first-token delay; each must
@@ -417,11 +500,17 @@ async fn the_dashboard_shows_what_the_endpoints_say() {
         "{metrics}"
     );
     let first = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-first.png");
-    let seen = look(addr, &first).await;
+    // This look gets the process figures as `null`, as a platform that cannot give them does.
+    let seen = look(addr, &first, true).await;
     let (after, _) = expected(&base).await;
     eprintln!("page (first look): {seen:#?}\nmonitor: {after:#?}");
     assert_clean(&seen, false);
     assert_shows(&seen, &before, &after);
+    assert_eq!(after.model_rows.len(), 3, "a row per provider and model");
+    for (figure, shown) in &seen.system {
+        assert_eq!(shown, "n/a", "{figure}: an unknown figure is not a number");
+    }
+    assert_eq!(seen.system.len(), 5, "{seen:#?}");
     assert_ne!(seen.status, "critical", "{seen:#?}");
     // A minute of streams judges no anomaly yet, and the page says why; the top users show
     // their first-token p95.
@@ -456,12 +545,44 @@ async fn the_dashboard_shows_what_the_endpoints_say() {
     let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
     std::fs::create_dir_all(&docs).unwrap();
     let screenshot = docs.join("dashboard.png");
-    let seen = look(addr, &screenshot).await;
+    let seen = look(addr, &screenshot, false).await;
     let (after, _) = expected(&base).await;
     eprintln!("page (after failures): {seen:#?}\nmonitor: {after:#?}");
     assert_clean(&seen, true);
     assert_shows(&seen, &before, &after);
     assert_eq!(seen.status, "critical");
+    // The auth failures are in openai's row of the provider and model table.
+    assert!(
+        seen.model_rows
+            .iter()
+            .any(|row| row[0] == "openai" && row[8] != "0"),
+        "{seen:#?}"
+    );
+    if cfg!(target_os = "linux") {
+        // The real figures, as numbers (they move between reads: their values are not compared).
+        for (figure, shown) in &seen.system {
+            assert!(shown.parse::<f64>().is_ok(), "{figure}: {shown}");
+        }
+    }
+}
+
+#[test]
+fn to_fixed_with_other_digits_and_usd_like_the_page() {
+    // As Node prints them.
+    for (x, d, js) in [
+        (0.0, 2, "0.00"),
+        (33.335, 2, "33.34"),
+        (1.005, 2, "1.00"),
+        (0.00281075, 4, "0.0028"),
+        (12.5, 0, "13"),
+        (7.0, 3, "7.000"),
+    ] {
+        assert_eq!(js_to_fixed(x, d), js, "{x} to {d}");
+    }
+    assert_eq!(js_usd(0.0), "$0");
+    assert_eq!(js_usd(0.00004), "<$0.0001");
+    assert_eq!(js_usd(0.0028107), "$0.0028");
+    assert_eq!(js_usd(12.345), "$12.35");
 }
 
 #[test]

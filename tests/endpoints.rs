@@ -153,6 +153,7 @@ async fn empty_windows_are_zeros_never_nan() {
     assert_eq!(data["requests_5min"]["auth_error_rate"], 0.0);
     assert_eq!(data["health_status"], "unknown");
     assert_eq!(data["streaming_by_provider"], serde_json::json!({}));
+    assert_eq!(data["streaming_by_model"], serde_json::json!([]));
     // The monitor's first CPU sample has no interval to measure over: null, not a false 0; the
     // next answer samples again and has one.
     if cfg!(target_os = "linux") {

@@ -145,7 +145,7 @@ fn time_averaged_in_flight_follows_littles_law() {
 }
 
 /// The 5-minute series per provider holds the same streams as the 5-minute windows per provider
-/// of `/metrics`.
+/// of `/metrics`, and `streaming_by_model` the same per provider and model.
 #[test]
 fn five_minute_series_per_provider_agree_with_the_provider_windows() {
     let start = 1_800_000_000; // a whole minute
@@ -245,6 +245,47 @@ fn five_minute_series_per_provider_agree_with_the_provider_windows() {
         .map(|p| p.total_streaming_requests)
         .sum();
     assert_eq!(hour_openai, 7);
+
+    // Per provider and model over the same 5 minutes: anthropic has one model, so its row is
+    // its provider window; openai's two rows add up to its window.
+    let rows = &snapshot.streaming_by_model;
+    let pairs: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.provider.as_str(), r.model.as_str()))
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            ("anthropic", "claude-sonnet-4-5"),
+            ("openai", "gpt-4o"),
+            ("openai", "gpt-4o-mini")
+        ]
+    );
+    let claude = &rows[0];
+    assert_eq!(
+        (
+            claude.total_streaming_requests,
+            claude.first_token_p95_ms,
+            claude.avg_tokens_per_second,
+            claude.cost_usd,
+            claude.streaming_error_rate
+        ),
+        (
+            w.total_streaming_requests,
+            w.first_token_p95_ms,
+            w.avg_tokens_per_second,
+            w.cost_usd,
+            w.streaming_error_rate
+        )
+    );
+    let openai = &snapshot.streaming_by_provider["openai"].five_minutes;
+    assert_eq!(
+        rows[1].total_streaming_requests + rows[2].total_streaming_requests,
+        openai.total_streaming_requests
+    );
+    assert_eq!((rows[1].streaming_errors, rows[2].streaming_errors), (1, 0));
+    assert!((rows[1].streaming_error_rate - 100.0 / 3.0).abs() < 1e-9);
+    assert!((rows[1].cost_usd + rows[2].cost_usd - openai.cost_usd).abs() <= 1e-12);
 }
 
 /// The largest JSON text of a number of each kind: a `u64` (20 digits) and an `f64` (serde_json

@@ -482,6 +482,12 @@ impl Monitor {
                 )
             })
             .collect();
+        let streaming_by_model = collected
+            .models
+            .iter()
+            .filter(|(_, five)| five.streaming > 0)
+            .map(|((p, m), five)| crate::snapshot::ModelWindow::new(p, m, &five.summary(None)))
+            .collect();
         MetricsSnapshot {
             timestamp: humantime::format_rfc3339_micros(now).to_string(),
             uptime_seconds: self
@@ -495,6 +501,7 @@ impl Monitor {
             streaming_5min: collected.five_minutes.summary(Some(in_flight)),
             streaming_1hour: collected.one_hour.summary(Some(in_flight)),
             streaming_by_provider,
+            streaming_by_model,
             requests_5min: collected.five_minutes.requests(),
             current_system: self.shared.system.sample(),
             health_status: health.status,

@@ -106,6 +106,9 @@ pub(crate) struct Collected {
     pub(crate) five_minutes: SlotStats,
     pub(crate) one_hour: SlotStats,
     pub(crate) providers: BTreeMap<Arc<str>, (SlotStats, SlotStats)>,
+    /// The last 5 minutes per provider and model: at most [`MAX_MODEL_PAIRS`] pairs, then a
+    /// provider's further models in its `other` pair, as a shard keeps them.
+    pub(crate) models: BTreeMap<PairKey, SlotStats>,
     /// (population, hits) per rollback trigger over 5 minutes.
     pub(crate) triggers: Vec<(u64, u64)>,
 }
@@ -206,6 +209,7 @@ impl WindowStore {
             five_minutes: SlotStats::default(),
             one_hour: SlotStats::default(),
             providers: BTreeMap::new(),
+            models: BTreeMap::new(),
             triggers: vec![(0, 0); self.triggers.len()],
         };
         for shard in self.shards.iter() {
@@ -215,10 +219,19 @@ impl WindowStore {
                     .merge_into(now_secs, &mut out.five_minutes);
                 pair.one_hour.merge_into(now_secs, &mut out.one_hour);
             }
-            for ((provider, _), pair) in &shard.pairs {
+            for ((provider, model), pair) in &shard.pairs {
                 let entry = out.providers.entry(provider.clone()).or_default();
                 pair.five_minutes.merge_into(now_secs, &mut entry.0);
                 pair.one_hour.merge_into(now_secs, &mut entry.1);
+                // Shards may hold different pairs: the merge is capped as each shard is.
+                let key = (provider.clone(), model.clone());
+                let key = if out.models.len() >= MAX_MODEL_PAIRS && !out.models.contains_key(&key) {
+                    (provider.clone(), self.other.clone())
+                } else {
+                    key
+                };
+                pair.five_minutes
+                    .merge_into(now_secs, out.models.entry(key).or_default());
             }
             add_trigger_totals(&shard, now_secs, &mut out.triggers);
         }
@@ -411,6 +424,35 @@ mod tests {
             collected.providers[&*Arc::<str>::from("p")].1.streaming,
             MAX_MODEL_PAIRS as u64 + 50
         );
+        assert_eq!(collected.models.len(), MAX_MODEL_PAIRS + 1);
+    }
+
+    /// Shards holding different pairs merge into no more pairs than one shard keeps, and every
+    /// stream stays counted.
+    #[test]
+    fn merged_model_windows_are_capped_too() {
+        let store = WindowStore::new(Vec::new());
+        let now = 1_800_000_000;
+        std::thread::scope(|scope| {
+            for t in 0..4 {
+                let store = &store;
+                scope.spawn(move || {
+                    for i in 0..100 {
+                        let mut r = streaming("p", 100.0);
+                        r.model = Arc::from(format!("model-{t}-{i}"));
+                        store.record(now, &r);
+                    }
+                });
+            }
+        });
+        let collected = store.collect(now);
+        assert!(
+            collected.models.len() <= MAX_MODEL_PAIRS + 1,
+            "{}",
+            collected.models.len()
+        );
+        let streams: u64 = collected.models.values().map(|s| s.streaming).sum();
+        assert_eq!(streams, 400);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 """Opens the monitor's dashboard in headless Chromium and prints, as one JSON line, what a person
 would read on it.
 
-    python3 tests/browser/check_dashboard.py DASHBOARD_URL TOKEN SCREENSHOT_PATH
+    python3 tests/browser/check_dashboard.py DASHBOARD_URL TOKEN SCREENSHOT_PATH [null-system]
 
 Drives Debian's Chromium (`apt-get install chromium`) through the Python `playwright` package;
 no `playwright install` is needed (`.ci/install` installs both). When the page asks for a token
@@ -10,6 +10,11 @@ waits for the page's first successful refresh (`body[data-loaded="1"]`), reads t
 element ids, records every dialog (`alert`, ...) the page opens, every console error and
 uncaught exception, then saves a 1280x900 screenshot. It asserts nothing itself:
 tests/dashboard.rs compares what it read with the monitor's own JSON.
+
+With `null-system`, the `current_system` figures of every `/metrics` answer reach the page as
+`null` (a platform that cannot give them, or a monitor's first CPU sample), to read how the page
+shows an unknown figure. It prints (on stderr) how long the page took to show one refresh, as
+the page measured it with `performance.now()`.
 """
 
 import json
@@ -35,10 +40,19 @@ def chromium_path():
     sys.exit("Chromium not found (looked for /usr/lib/chromium/chromium, /usr/bin/chromium): run bash .ci/install")
 
 
+def apply_ms(attribute):
+    """The page's own measure of its last refresh, in milliseconds; None if it has none."""
+    try:
+        return float(attribute)
+    except (TypeError, ValueError):
+        return None
+
+
 def main():
-    if len(sys.argv) != 4:
-        sys.exit("usage: check_dashboard.py DASHBOARD_URL TOKEN SCREENSHOT_PATH")
-    url, token, screenshot = sys.argv[1:]
+    if len(sys.argv) not in (4, 5) or sys.argv[4:] not in ([], ["null-system"]):
+        sys.exit("usage: check_dashboard.py DASHBOARD_URL TOKEN SCREENSHOT_PATH [null-system]")
+    url, token, screenshot = sys.argv[1:4]
+    null_system = sys.argv[4:] == ["null-system"]
     try:
         from playwright.sync_api import sync_playwright
     except ModuleNotFoundError:
@@ -83,6 +97,22 @@ def main():
             page.on("response", on_response)
             page.on("pageerror", lambda exc: page_errors.append(str(exc)))
 
+            def unknown_system(route):
+                response = route.fetch()
+                try:
+                    body = response.json()
+                    system = body["data"]["current_system"]
+                    body["data"]["current_system"] = {k: None for k in system}
+                except (ValueError, KeyError, TypeError):
+                    # Not a metrics answer (a 401): as it came.
+                    route.fulfill(response=response)
+                    return
+                route.fulfill(response=response, json=body)
+
+            if null_system:
+                # `metrics` only, not `metrics/history` nor `metrics/prometheus`.
+                page.route(lambda u: u.split("?")[0].endswith("/metrics"), unknown_system)
+
             response = page.goto(url, wait_until="load")
             page_status = response.status if response else None
 
@@ -113,6 +143,14 @@ def main():
                 # An `<img>` planted in an error message must stay text, never become an element.
                 "injected_images": page.locator("#errors img").count(),
                 "providers": page.locator("#providers tbody tr td.name").all_inner_texts(),
+                # Each row of the provider and model table, cell by cell.
+                "model_rows": page.locator("#provider-models tbody tr").evaluate_all(
+                    "rows => rows.map(r => Array.from(r.cells, c => c.innerText.trim()))"
+                ),
+                "system": {
+                    key: text("#sys-" + key) for key in ("cpu", "mem", "mem-pct", "threads", "fds")
+                },
+                "apply_ms": apply_ms(page.get_attribute("body", "data-apply-ms")),
                 "anomalies": page.locator("#anomalies tbody tr").all_inner_texts(),
                 "users_header": page.locator("#users thead th").all_inner_texts(),
                 "charts": page.locator("#charts svg").count(),
@@ -129,6 +167,7 @@ def main():
             result["failed_responses"] = failed_responses
         finally:
             browser.close()
+    print(f"the page showed one refresh in {result['apply_ms']} ms", file=sys.stderr)
     print(json.dumps(result))
 
 
