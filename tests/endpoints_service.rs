@@ -187,3 +187,90 @@ async fn the_readme_lists_every_endpoint_served() {
         );
     }
 }
+
+/// Nested under a path of the app's choosing with an endpoint token: the page needs no token,
+/// its data does, and every URL the page names is relative, so its requests reach the nested
+/// endpoints.
+#[tokio::test]
+async fn nested_with_a_token_the_page_reaches_its_data_by_relative_urls() {
+    const TOKEN: &str = "ops-s3cret";
+    let monitor = Monitor::builder().endpoint_token(TOKEN).build().unwrap();
+    let addr = serve(Router::new().nest_service("/ops", monitor.endpoints())).await;
+
+    let page = client()
+        .get(format!("http://{addr}/ops/dashboard"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200, "the page needs no token");
+    assert!(
+        page.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = page.text().await.unwrap();
+    // No absolute URL but the SVG namespace name (an identifier, never fetched).
+    let svg_ns = "http://www.w3.org/2000/svg";
+    let absolute: Vec<&str> = html
+        .match_indices("http")
+        .map(|(i, _)| &html[i..html.len().min(i + 40)])
+        .filter(|rest| {
+            (rest.starts_with("http://") || rest.starts_with("https://"))
+                && !rest.starts_with(svg_ns)
+        })
+        .collect();
+    assert!(
+        absolute.is_empty(),
+        "absolute URLs in the page: {absolute:?}"
+    );
+    assert!(
+        !html.contains("\"/metrics") && !html.contains("'/metrics"),
+        "no root-relative data path"
+    );
+
+    let history = format!("http://{addr}/ops/metrics/history");
+    let res = client().get(&history).send().await.unwrap();
+    assert_eq!(res.status(), 401, "the data needs the token");
+    let res = client()
+        .get(&history)
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let res = client()
+        .get(&history)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["data"]["one_hour"]["slot_seconds"], 60);
+
+    // Each data path the page fetches, resolved against the page's own URL as a browser does,
+    // lands on the nested endpoints.
+    let page_url = reqwest::Url::parse(&format!("http://{addr}/ops/dashboard")).unwrap();
+    for path in [
+        "metrics",
+        "health",
+        "metrics/history",
+        "errors?limit=20",
+        "errors/summary",
+    ] {
+        assert!(
+            html.contains(&format!("\"{path}\"")),
+            "the page fetches {path}"
+        );
+        let url = page_url.join(path).unwrap();
+        assert!(url.path().starts_with("/ops/"), "{url}");
+        let res = client()
+            .get(url.clone())
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{url}");
+    }
+}
