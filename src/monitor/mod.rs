@@ -609,20 +609,18 @@ impl Monitor {
                     let points = slots
                         .iter()
                         .enumerate()
-                        .map(|(i, s)| {
-                            let w = s.summary(None);
-                            ProviderHistoryPoint {
-                                start_unix: start(last_start, secs, slots.len(), i),
-                                requests_by_outcome: s.by_outcome,
-                                total_streaming_requests: w.total_streaming_requests,
-                                first_token_p50_ms: w.first_token_p50_ms,
-                                first_token_p95_ms: w.first_token_p95_ms,
-                                first_token_p99_ms: w.first_token_p99_ms,
-                                avg_tokens_per_second: w.avg_tokens_per_second,
-                                time_per_output_token_p95_ms: w.time_per_output_token_p95_ms,
-                                cost_usd: w.cost_usd,
-                                avg_in_flight: s.busy_secs / secs as f64,
-                            }
+                        // Only the figures a provider's point carries: not the whole summary.
+                        .map(|(i, s)| ProviderHistoryPoint {
+                            start_unix: start(last_start, secs, slots.len(), i),
+                            requests_by_outcome: s.by_outcome,
+                            total_streaming_requests: s.streaming,
+                            first_token_p50_ms: s.first_token_ms(0.50),
+                            first_token_p95_ms: s.first_token_ms(0.95),
+                            first_token_p99_ms: s.first_token_ms(0.99),
+                            avg_tokens_per_second: s.avg_tokens_per_second(),
+                            time_per_output_token_p95_ms: s.time_per_output_token_ms(0.95),
+                            cost_usd: s.cost_usd(),
+                            avg_in_flight: s.busy_secs / secs as f64,
                         })
                         .collect();
                     (p.to_string(), points)

@@ -206,10 +206,29 @@ impl SlotStats {
         let _ = self.input_tokens_dist.merge(&o.input_tokens_dist);
     }
 
+    /// A quantile of the time to first token (ms); 0 when there is none.
+    pub(crate) fn first_token_ms(&self, q: f64) -> f64 {
+        quantile(&self.ttft_ms, q)
+    }
+
+    /// A quantile of the time per output token (ms); 0 when there is none.
+    pub(crate) fn time_per_output_token_ms(&self, q: f64) -> f64 {
+        quantile(&self.tpot_ms, q)
+    }
+
+    /// The mean of the streams' tokens per second; 0 when there is none.
+    pub(crate) fn avg_tokens_per_second(&self) -> f64 {
+        ratio(self.tps_sum, self.tps_count as f64)
+    }
+
+    /// What the priced streams cost, in USD.
+    pub(crate) fn cost_usd(&self) -> f64 {
+        Cost::from_picodollars(self.cost).usd()
+    }
+
     /// The window's figures, as the `/metrics` JSON names them (`in_flight`: now, for a window
     /// that ends now).
     pub(crate) fn summary(&self, in_flight: Option<u64>) -> WindowStats {
-        let quantile = |s: &DDSketch, q: f64| finite(s.quantile(q).ok().flatten().unwrap_or(0.0));
         let ttft_n = self.ttft_ms.count() as f64;
         let errors: u64 = self
             .streaming_by_outcome
@@ -220,10 +239,10 @@ impl SlotStats {
         WindowStats {
             total_streaming_requests: self.streaming,
             avg_first_token_latency_ms: ratio(self.ttft_ms_sum, ttft_n),
-            first_token_p50_ms: quantile(&self.ttft_ms, 0.50),
-            first_token_p95_ms: quantile(&self.ttft_ms, 0.95),
-            first_token_p99_ms: quantile(&self.ttft_ms, 0.99),
-            avg_tokens_per_second: ratio(self.tps_sum, self.tps_count as f64),
+            first_token_p50_ms: self.first_token_ms(0.50),
+            first_token_p95_ms: self.first_token_ms(0.95),
+            first_token_p99_ms: self.first_token_ms(0.99),
+            avg_tokens_per_second: self.avg_tokens_per_second(),
             total_tokens: self.output_tokens,
             input_tokens: self.input_tokens,
             cache_read_input_tokens: self.cache_read_input_tokens,
@@ -236,7 +255,7 @@ impl SlotStats {
             input_tokens_p50: quantile(&self.input_tokens_dist, 0.50),
             input_tokens_p95: quantile(&self.input_tokens_dist, 0.95),
             input_tokens_p99: quantile(&self.input_tokens_dist, 0.99),
-            cost_usd: Cost::from_picodollars(self.cost).usd(),
+            cost_usd: self.cost_usd(),
             estimated_cost_usd: Cost::from_picodollars(self.estimated_cost).usd(),
             unpriced_requests: self.unpriced,
             streaming_error_rate: ratio(errors as f64 * 100.0, self.streaming_judged as f64),
@@ -247,7 +266,7 @@ impl SlotStats {
             cancelled: self.streaming_by_outcome[Outcome::Cancelled],
             avg_duration_ms: ratio(self.duration_ms_sum, self.streaming as f64),
             duration_p95_ms: quantile(&self.duration_ms, 0.95),
-            time_per_output_token_p95_ms: quantile(&self.tpot_ms, 0.95),
+            time_per_output_token_p95_ms: self.time_per_output_token_ms(0.95),
             max_stall_ms: finite(self.max_stall_ms),
             in_flight,
         }
@@ -264,6 +283,11 @@ impl SlotStats {
             unrouted_requests: self.unrouted,
         }
     }
+}
+
+/// A quantile of a sketch, or 0 for an empty one.
+fn quantile(s: &DDSketch, q: f64) -> f64 {
+    finite(s.quantile(q).ok().flatten().unwrap_or(0.0))
 }
 
 fn finite(v: f64) -> f64 {
