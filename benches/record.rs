@@ -1,6 +1,6 @@
 //! Recording a finished stream (1 and 2 threads), rendering `/metrics` with 10 providers,
-//! Prometheus text with 64 label sets, and `/metrics/history` and the dashboard's data with 64
-//! label sets. Targets (README, Performance): `/metrics` JSON render <= 1 ms; history and the
+//! Prometheus text with 64 label sets, and `/metrics/history` and the dashboard's data (its five
+//! requests, error records present) with 64 label sets. Targets (README, Performance): `/metrics` JSON render <= 1 ms; history and the
 //! dashboard's data <= 50 ms; recording must not serialise cores on one lock.
 
 use std::hint::black_box;
@@ -8,6 +8,7 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use tower_stream_monitor::errors::ErrorQuery;
 use tower_stream_monitor::window::ManualClock;
 use tower_stream_monitor::{Monitor, Outcome, StreamRecord};
 
@@ -97,12 +98,34 @@ fn bench_render(c: &mut Criterion) {
     group.bench_function("history_json_64_providers", |b| {
         b.iter(|| black_box(serde_json::to_vec(&monitor.history()).unwrap()))
     });
+    // Error records for the page's error list and groups: 2,000 records over four callsites.
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        let subscriber = tracing_subscriber::registry().with(monitor.error_layer());
+        let _guard = tracing::subscriber::set_default(subscriber);
+        for i in 0..500u64 {
+            tracing::error!(target: "app::upstream", provider = "openai", attempt = i, "upstream failed: 502 Bad Gateway");
+            tracing::error!(target: "app::upstream", provider = "anthropic", "stream cut after {i} events");
+            tracing::warn!(target: "app::retry", delay_ms = i % 300, "retrying");
+            tracing::warn!(target: "app::budget", user = "u-17", "budget at {}%", 80 + i % 20);
+        }
+    }
+    let errors = ErrorQuery {
+        limit: 20,
+        ..ErrorQuery::default()
+    };
+    assert!(
+        monitor.errors(&errors).errors.len() == 20,
+        "error records are stored"
+    );
     // One dashboard refresh: its five data requests.
     group.bench_function("dashboard_refresh_64_providers", |b| {
         b.iter(|| {
             black_box(serde_json::to_vec(&monitor.snapshot()).unwrap());
-            black_box(serde_json::to_vec(&monitor.history()).unwrap());
             black_box(serde_json::to_vec(&monitor.health()).unwrap());
+            black_box(serde_json::to_vec(&monitor.history()).unwrap());
+            black_box(serde_json::to_vec(&monitor.errors(&errors)).unwrap());
+            black_box(serde_json::to_vec(&monitor.error_summary()).unwrap());
         })
     });
     group.finish();
