@@ -532,6 +532,18 @@ fn by_label(result: &[Value], label: &str) -> std::collections::BTreeMap<String,
     values
 }
 
+/// The values of a query's series, one per value of `label`, after checking those values are
+/// exactly `expected` (in order).
+fn values_by(result: &[Value], label: &str, expected: &[&str], context: &str) -> Vec<f64> {
+    let values = by_label(result, label);
+    assert_eq!(
+        values.keys().map(String::as_str).collect::<Vec<_>>(),
+        expected,
+        "{context}"
+    );
+    values.into_values().collect()
+}
+
 /// A result's values by `instance` and the value of `label`.
 fn by_instance(result: &[Value], label: &str) -> std::collections::BTreeMap<(String, String), f64> {
     result
@@ -628,7 +640,6 @@ async fn every_dashboard_panel_shows_the_traffic_it_is_meant_to_show() {
             .map(|(m, a)| (a.to_string(), m.health()))
             .collect();
     let instances: std::collections::BTreeSet<String> = health.keys().cloned().collect();
-    let openai: std::collections::BTreeSet<String> = ["openai".to_owned()].into();
 
     let queries = dashboard_queries();
     assert!(queries.len() >= 10, "{} queries", queries.len());
@@ -656,16 +667,9 @@ async fn every_dashboard_panel_shows_the_traffic_it_is_meant_to_show() {
                 ttft_quantiles.push(v);
             }
             "Time to first token p95 by provider" => {
-                let values = by_label(&result, "gen_ai_provider_name");
-                assert_eq!(
-                    values
-                        .keys()
-                        .cloned()
-                        .collect::<std::collections::BTreeSet<_>>(),
-                    openai,
-                    "{context}"
-                );
-                values.values().for_each(|v| in_ttft_span(title, *v));
+                values_by(&result, "gen_ai_provider_name", &["openai"], &context)
+                    .into_iter()
+                    .for_each(|v| in_ttft_span(title, v));
             }
             "Time per output token (p50 / p95)" => {
                 assert_eq!(result.len(), 1, "{context}");
@@ -677,39 +681,17 @@ async fn every_dashboard_panel_shows_the_traffic_it_is_meant_to_show() {
                 );
             }
             "Output tokens per second, fleet total (approximation)" => {
-                let values = by_label(&result, "gen_ai_provider_name");
-                assert_eq!(
-                    values
-                        .keys()
-                        .cloned()
-                        .collect::<std::collections::BTreeSet<_>>(),
-                    openai,
-                    "{context}"
-                );
-                assert!(values.values().all(|v| *v > 0.0), "{context}");
+                let values = values_by(&result, "gen_ai_provider_name", &["openai"], &context);
+                assert!(values.iter().all(|v| *v > 0.0), "{context}");
             }
             "Request rate by outcome" => {
-                let values = by_label(&result, "outcome");
-                assert_eq!(
-                    values.keys().map(String::as_str).collect::<Vec<_>>(),
-                    ["auth_error", "ok"],
-                    "{context}"
-                );
-                assert!(values.values().all(|v| *v > 0.0), "{context}");
+                let values = values_by(&result, "outcome", &["auth_error", "ok"], &context);
+                assert!(values.iter().all(|v| *v > 0.0), "{context}");
             }
             "Streaming error ratio" => {
                 // Auth refusals were one request in nine: a share above 0, below 1.
                 let values: Vec<f64> = if expr.contains("sum by (gen_ai_provider_name)") {
-                    let values = by_label(&result, "gen_ai_provider_name");
-                    assert_eq!(
-                        values
-                            .keys()
-                            .cloned()
-                            .collect::<std::collections::BTreeSet<_>>(),
-                        openai,
-                        "{context}"
-                    );
-                    values.into_values().collect()
+                    values_by(&result, "gen_ai_provider_name", &["openai"], &context)
                 } else {
                     assert_eq!(result.len(), 1, "{context}");
                     vec![number(&result[0])]
@@ -717,13 +699,9 @@ async fn every_dashboard_panel_shows_the_traffic_it_is_meant_to_show() {
                 assert!(values.iter().all(|v| *v > 0.0 && *v < 1.0), "{context}");
             }
             "Token usage: input vs output tokens per second" => {
-                let values = by_label(&result, "gen_ai_token_type");
-                assert_eq!(
-                    values.keys().map(String::as_str).collect::<Vec<_>>(),
-                    ["input", "output"],
-                    "{context}"
-                );
-                assert!(values.values().all(|v| *v > 0.0), "{context}");
+                let values =
+                    values_by(&result, "gen_ai_token_type", &["input", "output"], &context);
+                assert!(values.iter().all(|v| *v > 0.0), "{context}");
             }
             "In flight by route" => {
                 // The routes requests were sent to (the request to no route as `unmatched`),
