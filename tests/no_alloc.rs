@@ -209,6 +209,19 @@ fn anthropic_cache_usage_allocates_nothing() {
     );
 }
 
+/// Cohere's events nest their text and usage three objects deep: read in place, no scratch.
+#[test]
+fn cohere_frames_allocate_nothing() {
+    let fixture = common::fixture("cohere-chat.sse");
+    let events = common::split_events(&fixture);
+    let frames: Vec<Bytes> = (0..10).flat_map(|_| events.iter().cloned()).collect();
+    let n = frames.len();
+    assert_eq!(
+        allocations_per_frames("text/event-stream", frames, 1, n - 2),
+        0
+    );
+}
+
 /// Text with JSON escapes (newlines, quotes, unicode) is tested for emptiness, never unescaped.
 #[test]
 fn escaped_text_allocates_nothing() {

@@ -24,7 +24,7 @@ fn fixtures() -> Vec<(String, Vec<u8>, Value)> {
         .unwrap();
         out.push((name, body, expected));
     }
-    assert_eq!(out.len(), 13, "all fixtures present");
+    assert_eq!(out.len(), 14, "all fixtures present");
     out
 }
 

@@ -1,7 +1,8 @@
 //! The fixtures' usage figures as the official SDKs read them: tests/sdk/check_fixtures.py parses
-//! every `tests/fixtures/*.sse` with the OpenAI, Anthropic and Google GenAI Python SDKs' own
-//! types and checks the `.expected.json` token figures against what those objects report. Needs
-//! python3 with the `openai`, `anthropic` and `google-genai` packages (`.ci/install` installs them).
+//! every `tests/fixtures/*.sse` with the OpenAI, Anthropic, Google GenAI and Cohere Python SDKs'
+//! own types and checks the `.expected.json` token figures against what those objects report.
+//! Needs python3 with the `openai`, `anthropic`, `google-genai` and `cohere` packages
+//! (`.ci/install` installs them).
 
 use std::path::Path;
 use std::time::Duration;
@@ -20,11 +21,11 @@ async fn official_sdks_read_the_fixture_usage_as_expected() {
     )
     .await
     .expect("the fixture check finishes within 2 minutes")
-    .unwrap_or_else(|e| panic!("cannot run python3 ({e}): install Python 3 and `pip install openai anthropic google-genai` (see .ci/install)"));
+    .unwrap_or_else(|e| panic!("cannot run python3 ({e}): install Python 3 and `pip install openai anthropic google-genai cohere` (see .ci/install)"));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         !stderr.contains("ModuleNotFoundError"),
-        "the openai, anthropic and google-genai Python packages are missing: `pip install openai anthropic google-genai` (see .ci/install)\n{stderr}"
+        "the openai, anthropic, google-genai and cohere Python packages are missing: `pip install openai anthropic google-genai cohere` (see .ci/install)\n{stderr}"
     );
     assert!(
         output.status.success(),

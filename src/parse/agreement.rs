@@ -145,6 +145,43 @@ const SHAPES: &[(&str, &str)] = &[
         "",
         r#"{"id":"{I}","model":"{M}","error":{"type":"{T}","message":"{U}"}}"#,
     ),
+    // Cohere v2 chat, with its `event:` lines and without.
+    (
+        "content-delta",
+        r#"{"type":"content-delta","index":0,"delta":{"message":{"content":{"text":"{T}"}}}}"#,
+    ),
+    (
+        "",
+        r#"{"type":"content-delta","index":0,"delta":{"message":{"content":{"text":"{T}"}}}}"#,
+    ),
+    (
+        "content-delta",
+        r#"{"type":"content-delta","index":0,"delta":{"message":{"content":{"thinking":"{T}"}}},"logprobs":{"token_ids":[{N}],"logprobs":[-0.5]}}"#,
+    ),
+    (
+        "tool-plan-delta",
+        r#"{"type":"tool-plan-delta","delta":{"message":{"tool_plan":"{T}"}}}"#,
+    ),
+    (
+        "tool-call-start",
+        r#"{"type":"tool-call-start","index":0,"delta":{"message":{"tool_calls":{"id":"get_weather_{I}","type":"function","function":{"name":"{U}","arguments":"{T}"}}}}}"#,
+    ),
+    (
+        "tool-call-delta",
+        r#"{"type":"tool-call-delta","index":0,"delta":{"message":{"tool_calls":{"function":{"arguments":"{T}"}}}}}"#,
+    ),
+    (
+        "message-start",
+        r#"{"id":"{I}","type":"message-start","delta":{"message":{"role":"assistant","content":[],"tool_plan":"","tool_calls":[],"citations":[]}}}"#,
+    ),
+    (
+        "message-end",
+        r#"{"type":"message-end","delta":{"finish_reason":"COMPLETE","usage":{"billed_units":{"input_tokens":{N},"output_tokens":{N}},"tokens":{"input_tokens":{N},"output_tokens":{N}},"cached_tokens":{N}}}}"#,
+    ),
+    (
+        "",
+        r#"{"type":"message-end","delta":{"error":"{T}","finish_reason":"ERROR"}}"#,
+    ),
 ];
 
 /// Text put between quotes: valid JSON string contents and not.
@@ -649,7 +686,7 @@ proptest! {
 /// changes view at its fifth event and learns its template again: hits since then are counted.)
 #[test]
 fn provider_deltas_are_answered_by_templates() {
-    for shape in [0, 1, 5, 6, 12, 13, 17, 20, 21] {
+    for shape in [0, 1, 5, 6, 12, 13, 17, 20, 21, 34, 35, 39] {
         let events: Vec<Event> = (0..20)
             .map(|i| Event {
                 shape,

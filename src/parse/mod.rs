@@ -1,5 +1,5 @@
 //! Incremental parsing of streamed LLM responses: SSE and NDJSON framing, then the provider's
-//! event format (OpenAI chat, OpenAI Responses, Anthropic Messages, Gemini, Ollama).
+//! event format (OpenAI chat, OpenAI Responses, Anthropic Messages, Gemini, Ollama, Cohere).
 //!
 //! This module knows nothing of HTTP. [`StreamParser`] takes body bytes split at any points and
 //! gives the same [`StreamSummary`] whatever the split: it is what the stream layer runs on every
@@ -118,6 +118,8 @@ pub enum ProviderFormat {
     OpenAiCompletions,
     /// Ollama NDJSON chunks (`response` or `message.content`, `done`, `eval_count`).
     Ollama,
+    /// Cohere v2 chat events (`message-start`, `content-delta`, `message-end`, ...).
+    CohereChat,
 }
 
 impl ProviderFormat {
@@ -131,18 +133,21 @@ impl ProviderFormat {
             Self::Gemini => "gemini",
             Self::Ollama => "ollama",
             Self::OpenAiCompletions => "openai_completions",
+            Self::CohereChat => "cohere_chat",
         }
     }
 
     /// The OpenTelemetry `gen_ai.operation.name` of a stream in this format: `chat` (OpenAI
-    /// chat and Responses, Anthropic Messages, Ollama), `generate_content` (Gemini) or
+    /// chat and Responses, Anthropic Messages, Ollama, Cohere), `generate_content` (Gemini) or
     /// `text_completion` (OpenAI legacy completions); `None` when no format was recognised.
     pub fn operation_name(self) -> Option<&'static str> {
         match self {
             Self::Unknown => None,
-            Self::OpenAiChat | Self::OpenAiResponses | Self::AnthropicMessages | Self::Ollama => {
-                Some("chat")
-            }
+            Self::OpenAiChat
+            | Self::OpenAiResponses
+            | Self::AnthropicMessages
+            | Self::Ollama
+            | Self::CohereChat => Some("chat"),
             Self::Gemini => Some("generate_content"),
             Self::OpenAiCompletions => Some("text_completion"),
         }
@@ -180,20 +185,21 @@ impl TokenSource {
 #[non_exhaustive]
 pub enum FinishReason {
     /// The answer ended naturally or at a stop sequence: OpenAI `stop`, Anthropic `end_turn`
-    /// and `stop_sequence`, Gemini `STOP`, a Responses `response.completed`, Ollama `stop`.
+    /// and `stop_sequence`, Gemini `STOP`, a Responses `response.completed`, Ollama `stop`,
+    /// Cohere `COMPLETE` and `STOP_SEQUENCE`.
     Stop,
     /// Cut by the output token limit: OpenAI and Ollama `length`, Anthropic `max_tokens`,
-    /// Gemini `MAX_TOKENS`, Responses incomplete for `max_output_tokens`.
+    /// Gemini and Cohere `MAX_TOKENS`, Responses incomplete for `max_output_tokens`.
     Length,
     /// Withheld or cut by a filter: OpenAI `content_filter`, Anthropic `refusal`, Gemini
     /// `SAFETY`, `RECITATION`, `BLOCKLIST`, `PROHIBITED_CONTENT`, `SPII`, `IMAGE_SAFETY`,
     /// Responses incomplete for `content_filter`.
     ContentFilter,
     /// The model asked for tool calls: OpenAI `tool_calls` and `function_call`, Anthropic
-    /// `tool_use`.
+    /// `tool_use`, Cohere `TOOL_CALL`.
     ToolCalls,
     /// Any other reason a provider gave (Anthropic `pause_turn`, Gemini `OTHER`,
-    /// `MALFORMED_FUNCTION_CALL`, ...).
+    /// `MALFORMED_FUNCTION_CALL`, Cohere `ERROR`, `TIMEOUT`, ...).
     Other,
 }
 
@@ -221,11 +227,12 @@ impl FinishReason {
     /// The reason a provider's own value names (see each variant).
     pub fn from_provider(value: &str) -> Self {
         match value {
-            "stop" | "end_turn" | "stop_sequence" | "STOP" | "completed" => Self::Stop,
+            "stop" | "end_turn" | "stop_sequence" | "STOP" | "completed" | "COMPLETE"
+            | "STOP_SEQUENCE" => Self::Stop,
             "length" | "max_tokens" | "MAX_TOKENS" | "max_output_tokens" => Self::Length,
             "content_filter" | "refusal" | "SAFETY" | "RECITATION" | "BLOCKLIST"
             | "PROHIBITED_CONTENT" | "SPII" | "IMAGE_SAFETY" => Self::ContentFilter,
-            "tool_calls" | "function_call" | "tool_use" => Self::ToolCalls,
+            "tool_calls" | "function_call" | "tool_use" | "TOOL_CALL" => Self::ToolCalls,
             _ => Self::Other,
         }
     }
@@ -283,7 +290,8 @@ const MAX_ERROR_DATA: usize = 2048;
 /// shapes: OpenAI `{"error":{"type","code","message"}}`, Anthropic
 /// `{"type":"error","error":{"type","message"}}`, OpenAI Responses
 /// `{"type":"response.failed","response":{"error":{"code","message"}}}`, Gemini
-/// `{"error":{"code","status","message"}}`, Ollama `{"error":"..."}`.
+/// `{"error":{"code","status","message"}}`, Ollama `{"error":"..."}`, Cohere
+/// `{"type":"message-end","delta":{"error":"..."}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct UpstreamError {
     /// The error's type, code or status (`overloaded_error`, `rate_limit_exceeded`, ...).
@@ -300,7 +308,8 @@ impl UpstreamError {
     pub(crate) fn from_json(data: &[u8]) -> Option<Self> {
         use serde_json::Value;
         let value: Value = serde_json::from_slice(data.trim_ascii()).ok()?;
-        let error = match value.get("response").and_then(|r| r.get("error")) {
+        let nested = |outer: &str| value.get(outer).and_then(|o| o.get("error"));
+        let error = match nested("response").or_else(|| nested("delta")) {
             Some(e) if !e.is_null() => e,
             _ => value.get("error")?,
         };
@@ -433,7 +442,8 @@ impl StreamSummary {
     }
     /// Input tokens, when the provider reported them: every prompt token, cached ones included
     /// (Anthropic's `input_tokens` plus its `cache_creation_input_tokens` and
-    /// `cache_read_input_tokens`, which it counts apart).
+    /// `cache_read_input_tokens`, which it counts apart). Cohere's are its `usage.tokens`, not its
+    /// `billed_units`, which leave out the prompt template it adds.
     pub fn input_tokens(&self) -> Option<u64> {
         let input = self.reported.input?;
         Some(match self.format {
@@ -445,7 +455,8 @@ impl StreamSummary {
     }
     /// Input tokens read from the provider's prompt cache (part of
     /// [`input_tokens`](Self::input_tokens)), when reported: OpenAI `cached_tokens`,
-    /// Anthropic `cache_read_input_tokens`, Gemini `cachedContentTokenCount`.
+    /// Anthropic `cache_read_input_tokens`, Gemini `cachedContentTokenCount`, Cohere
+    /// `cached_tokens`.
     pub fn cache_read_input_tokens(&self) -> Option<u64> {
         self.reported.cache_read
     }
@@ -754,7 +765,9 @@ impl EventSink for Sink<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::UpstreamError;
+    use super::{
+        FinishReason, ProviderFormat, StreamErrorKind, StreamParser, UpstreamError, WireFormat,
+    };
 
     #[test]
     fn upstream_errors_read_every_provider_shape() {
@@ -781,8 +794,84 @@ mod tests {
             read(r#"{"error":"model not found"}"#).as_deref(),
             Some("model not found")
         );
+        assert_eq!(
+            read(r#"{"type":"message-end","delta":{"error":"internal error","finish_reason":"ERROR"}}"#).as_deref(),
+            Some("internal error")
+        );
         assert_eq!(read(r#"{"choices":[]}"#), None);
         assert_eq!(read("not json"), None);
         assert_eq!(read(r#"{"error":null}"#), None);
+    }
+
+    fn parse(body: &str) -> (StreamParser, u64) {
+        let mut parser = StreamParser::new(WireFormat::Sse);
+        let content = parser.feed(body.as_bytes()) + parser.finish();
+        (parser, content)
+    }
+
+    /// Without `event:` lines a Cohere stream reads the same, through the full view.
+    #[test]
+    fn cohere_reads_the_same_without_event_lines() {
+        let with = include_str!("../../tests/fixtures/cohere-chat.sse");
+        let without: String = with
+            .lines()
+            .filter(|l| !l.starts_with("event:"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let (a, content_a) = parse(with);
+        let (b, content_b) = parse(&without);
+        assert_eq!(content_a, content_b);
+        assert_eq!(format!("{:?}", a.summary()), format!("{:?}", b.summary()));
+        assert_eq!(b.summary().format(), ProviderFormat::CohereChat);
+    }
+
+    /// The tool plan and tool calls are content; counts Cohere's schema types as floats read.
+    #[test]
+    fn cohere_tool_calls_and_float_counts() {
+        let body = concat!(
+            "event: tool-plan-delta\n",
+            r#"data: {"type":"tool-plan-delta","delta":{"message":{"tool_plan":"I will"}}}"#,
+            "\n\nevent: tool-call-start\n",
+            r#"data: {"type":"tool-call-start","index":0,"delta":{"message":{"tool_calls":{"id":"get_weather_1","type":"function","function":{"name":"get_weather","arguments":""}}}}}"#,
+            "\n\nevent: tool-call-delta\n",
+            r#"data: {"type":"tool-call-delta","index":0,"delta":{"message":{"tool_calls":{"function":{"arguments":"{\"city\":"}}}}}"#,
+            "\n\nevent: tool-call-delta\n",
+            r#"data: {"type":"tool-call-delta","index":0,"delta":{"message":{"tool_calls":{"function":{"arguments":""}}}}}"#,
+            "\n\nevent: tool-call-end\n",
+            r#"data: {"type":"tool-call-end","index":0}"#,
+            "\n\nevent: message-end\n",
+            r#"data: {"type":"message-end","delta":{"finish_reason":"TOOL_CALL","usage":{"billed_units":{"input_tokens":30.0,"output_tokens":21.0},"tokens":{"input_tokens":1040.0,"output_tokens":21.0},"cached_tokens":512}}}"#,
+            "\n\n",
+        );
+        let (parser, content) = parse(body);
+        let s = parser.summary();
+        assert_eq!(content, 3);
+        assert_eq!(s.finish_reason(), Some(FinishReason::ToolCalls));
+        assert_eq!(s.input_tokens(), Some(1040));
+        assert_eq!(s.output_tokens(), 21);
+        assert_eq!(s.cache_read_input_tokens(), Some(512));
+        assert_eq!(s.error(), None);
+    }
+
+    /// `billed_units` stand in when `tokens` is absent; an `ERROR` finish is a stream error.
+    #[test]
+    fn cohere_error_finish_and_billed_fallback() {
+        let body = concat!(
+            "event: content-delta\n",
+            r#"data: {"type":"content-delta","index":0,"delta":{"message":{"content":{"text":"Hi"}}}}"#,
+            "\n\nevent: message-end\n",
+            r#"data: {"type":"message-end","delta":{"error":"internal server error","finish_reason":"ERROR","usage":{"billed_units":{"input_tokens":7,"output_tokens":1}}}}"#,
+            "\n\n",
+        );
+        let (parser, content) = parse(body);
+        let s = parser.summary();
+        assert_eq!(content, 1);
+        assert_eq!(s.finish_reason(), Some(FinishReason::Other));
+        assert_eq!(s.error(), Some(StreamErrorKind::Other));
+        assert_eq!(
+            s.error_detail().map(|e| e.to_string()).as_deref(),
+            Some("internal server error")
+        );
+        assert_eq!((s.input_tokens(), s.output_tokens()), (Some(7), 1));
     }
 }

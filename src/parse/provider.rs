@@ -1,11 +1,11 @@
 //! What one decoded event means: content or not, usage, model, in-stream error.
 //!
 //! One borrowed, allocation-free view ([`Payload`]) covers the event shapes of OpenAI chat
-//! completions, OpenAI Responses, Anthropic Messages, Gemini and Ollama: serde skips every field
-//! not named here, nested values we only test for emptiness stay as borrowed `RawValue`s, and
-//! arrays are walked by visitors that keep one bool instead of building a `Vec`. Most events of
-//! a stream never get here: a template learnt from an earlier one answers for them
-//! (`template.rs`).
+//! completions, OpenAI Responses, Anthropic Messages, Gemini and Ollama (Cohere's deeper events
+//! have their own, [`CohereEvent`]): serde skips every field not named here, nested values we
+//! only test for emptiness stay as borrowed `RawValue`s, and arrays are walked by visitors that
+//! keep one bool instead of building a `Vec`. Most events of a stream never get here: a template
+//! learnt from an earlier one answers for them (`template.rs`).
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -190,6 +190,157 @@ impl GeminiUsage {
             reasoning: self.thoughts,
             finish: None,
         }
+    }
+}
+
+/// A Cohere v2 chat event. Its `delta` is three objects deep, which capturing raw (as
+/// [`Payload`] does) would make serde_json allocate for: parsed in place instead.
+#[derive(serde::Deserialize)]
+struct CohereEvent<'a> {
+    #[serde(borrow, default)]
+    delta: Option<CohereDelta<'a>>,
+    #[serde(rename = "logprobs", default)]
+    _logprobs: Option<Skip>,
+}
+
+#[derive(serde::Deserialize)]
+struct CohereDelta<'a> {
+    #[serde(borrow, default)]
+    message: Option<CohereMessage<'a>>,
+    #[serde(borrow, default)]
+    finish_reason: Raw<'a>,
+    #[serde(borrow, default)]
+    error: Raw<'a>,
+    #[serde(default)]
+    usage: Option<CohereUsage>,
+}
+
+#[derive(serde::Deserialize)]
+struct CohereMessage<'a> {
+    // An object in content and tool-call events, `[]` in `message-start`.
+    #[serde(borrow, default)]
+    content: Option<ObjectOrArray<CohereContent<'a>>>,
+    #[serde(borrow, default)]
+    tool_plan: Raw<'a>,
+    #[serde(borrow, default)]
+    tool_calls: Option<ObjectOrArray<CohereToolCall<'a>>>,
+    #[serde(rename = "citations", default)]
+    _citations: Option<Skip>,
+}
+
+#[derive(serde::Deserialize)]
+struct CohereContent<'a> {
+    #[serde(borrow, default)]
+    text: Raw<'a>,
+    #[serde(borrow, default)]
+    thinking: Raw<'a>,
+}
+
+/// Its `id` is not read: templates leave `id` values out of what they compare.
+#[derive(serde::Deserialize)]
+struct CohereToolCall<'a> {
+    #[serde(borrow, default)]
+    function: Option<CohereFunction<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct CohereFunction<'a> {
+    #[serde(borrow, default)]
+    name: Raw<'a>,
+    #[serde(borrow, default)]
+    arguments: Raw<'a>,
+}
+
+/// Cohere's `usage`: `tokens` counts what the model read and wrote, `billed_units` what was
+/// charged (without the prompt template Cohere adds); the totals are the former.
+#[derive(serde::Deserialize)]
+struct CohereUsage {
+    #[serde(default)]
+    tokens: Option<CohereTokens>,
+    #[serde(default)]
+    billed_units: Option<CohereTokens>,
+    #[serde(default)]
+    cached_tokens: Count,
+}
+
+#[derive(serde::Deserialize)]
+struct CohereTokens {
+    #[serde(default)]
+    input_tokens: Count,
+    #[serde(default)]
+    output_tokens: Count,
+}
+
+impl CohereUsage {
+    fn reported(&self) -> Reported {
+        let figure = |f: fn(&CohereTokens) -> Count| {
+            let count = |t: &Option<CohereTokens>| t.as_ref().and_then(|t| f(t).0);
+            count(&self.tokens).or(count(&self.billed_units))
+        };
+        Reported {
+            output: figure(|t| t.output_tokens),
+            input: figure(|t| t.input_tokens),
+            cache_read: self.cached_tokens.0,
+            ..Reported::default()
+        }
+    }
+}
+
+/// A token count, which Cohere's schema types as any number: an integer or a whole float; a
+/// negative or fractional number is dropped rather than failing the event.
+#[derive(Clone, Copy, Default)]
+struct Count(Option<u64>);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct CountVisitor;
+        impl Visitor<'_> for CountVisitor {
+            type Value = Count;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a count")
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Count(Some(v)))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Count(None))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+                let whole = v >= 0.0 && v.fract() == 0.0 && v < u64::MAX as f64;
+                Ok(Count(whole.then_some(v as u64)))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Count(None))
+            }
+        }
+        deserializer.deserialize_any(CountVisitor)
+    }
+}
+
+/// An object parsed in place, or an array walked and dropped (`None`).
+struct ObjectOrArray<T>(Option<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectOrArray<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldVisitor<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for FieldVisitor<T> {
+            type Value = ObjectOrArray<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object or an array")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<Skip>()?.is_some() {}
+                Ok(ObjectOrArray(None))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|t| ObjectOrArray(Some(t)))
+            }
+        }
+        deserializer.deserialize_any(FieldVisitor(PhantomData))
     }
 }
 
@@ -532,6 +683,9 @@ fn uninformative_event(event_type: &[u8]) -> Option<ProviderFormat> {
         | b"response.content_part.added"
         | b"response.content_part.done"
         | b"response.output_text.done" => Some(ProviderFormat::OpenAiResponses),
+        b"content-end" | b"tool-call-end" | b"citation-start" | b"citation-end" => {
+            Some(ProviderFormat::CohereChat)
+        }
         _ => None,
     }
 }
@@ -619,6 +773,9 @@ pub(super) fn interpret(
     if chat {
         return apply_chat_chunk(summary, data);
     }
+    if is_cohere_event(event_type) {
+        return apply_cohere(summary, data);
+    }
     let Ok(p) = serde_json::from_slice::<Payload<'_>>(data) else {
         summary.malformed_events += 1;
         if event_type == b"error" {
@@ -672,6 +829,8 @@ pub(super) fn interpret(
             summary.detect(ProviderFormat::AnthropicMessages)
         }
         "error" => summary.set_error(data, error_object_kind(p.error, p.code)),
+        // A Cohere stream sent without `event:` lines.
+        k if is_cohere_event(k.as_bytes()) => return apply_cohere(summary, data),
         k if k.starts_with("response.") => {
             summary.detect(ProviderFormat::OpenAiResponses);
             if k.ends_with(".delta") && is_string(p.delta) {
@@ -751,4 +910,59 @@ fn apply_chat_chunk(summary: &mut StreamSummary, data: &[u8]) -> bool {
     };
     summary.set_finish(choices.finish);
     choices.any
+}
+
+/// Cohere v2 chat's event types, as its SSE `event:` lines and its `type` fields name them.
+fn is_cohere_event(event_type: &[u8]) -> bool {
+    matches!(
+        event_type,
+        b"message-start"
+            | b"content-start"
+            | b"content-delta"
+            | b"content-end"
+            | b"tool-plan-delta"
+            | b"tool-call-start"
+            | b"tool-call-delta"
+            | b"tool-call-end"
+            | b"citation-start"
+            | b"citation-end"
+            | b"message-end"
+    )
+}
+
+/// Reads a Cohere v2 chat event. Returns whether it carried content (text, thinking, the tool
+/// plan or a tool call).
+fn apply_cohere(summary: &mut StreamSummary, data: &[u8]) -> bool {
+    let Ok(event) = serde_json::from_slice::<CohereEvent<'_>>(data) else {
+        summary.malformed_events += 1;
+        return false;
+    };
+    summary.detect(ProviderFormat::CohereChat);
+    let Some(delta) = &event.delta else {
+        return false;
+    };
+    if let Some(usage) = &delta.usage {
+        // `message-end` states the whole usage once.
+        summary.assign(usage.reported());
+    }
+    let finish = plain_str(delta.finish_reason);
+    summary.set_finish(finish.map(FinishReason::from_provider));
+    if finish == Some("ERROR") || non_empty(delta.error) {
+        summary.set_error(data, StreamErrorKind::Other);
+    }
+    let Some(message) = &delta.message else {
+        return false;
+    };
+    let text = message
+        .content
+        .as_ref()
+        .and_then(|c| c.0.as_ref())
+        .is_some_and(|c| non_empty(c.text) || non_empty(c.thinking));
+    let tool_call = message
+        .tool_calls
+        .as_ref()
+        .and_then(|t| t.0.as_ref())
+        .and_then(|t| t.function.as_ref())
+        .is_some_and(|f| non_empty(f.name) || non_empty(f.arguments));
+    text || tool_call || non_empty(message.tool_plan)
 }

@@ -6,11 +6,14 @@ For each DIR/NAME.sse: splits the body into SSE events (LF, CRLF or CR line endi
 event's JSON with the provider's official Python SDK model (OpenAI chat: ChatCompletionChunk,
 legacy completions: Completion; OpenAI Responses: the ResponseStreamEvent member its `type`
 names; Anthropic: the RawMessageStreamEvent member its `type` names; Gemini:
-google.genai's GenerateContentResponse), stops where the SDK's stream would stop (OpenAI's
+google.genai's GenerateContentResponse; Cohere: the V2ChatStreamResponse member its `type`
+names), stops where the SDK's stream would stop (OpenAI's
 `[DONE]` or error object, Anthropic's `error` event), takes the usage the SDK objects report and
 computes the project's provider-neutral figures from them:
 
     input_tokens                 every prompt token (Anthropic: input + cache writes + cache reads)
+                                 (Cohere: usage.tokens, not billed_units, which leave out the
+                                 prompt template)
     output_tokens                every generated token (Gemini: candidates + thoughts)
     cache_read_input_tokens      prompt tokens read from a cache, None if never reported
     cache_creation_input_tokens  prompt tokens written to a cache (Anthropic only)
@@ -34,6 +37,7 @@ import typing
 from pathlib import Path
 
 import anthropic.types
+import cohere.v2.types
 import openai.types
 import openai.types.chat
 import openai.types.responses
@@ -95,6 +99,7 @@ def members_by_type(union):
 
 RESPONSES_EVENTS = members_by_type(openai.types.responses.ResponseStreamEvent)
 ANTHROPIC_EVENTS = members_by_type(anthropic.types.RawMessageStreamEvent)
+COHERE_EVENTS = members_by_type(cohere.v2.types.V2ChatStreamResponse)
 
 
 def parse(model, data, absent):
@@ -281,6 +286,40 @@ class Gemini:
         }
 
 
+class CohereChat:
+    format = "cohere_chat"
+    sdk = "cohere.v2.types.V2ChatStreamResponse"
+
+    def __init__(self):
+        self.usage = None
+
+    def feed(self, name, data, absent):
+        if data == "[DONE]":
+            return False  # where the SDK's iterator stops
+        obj = json.loads(data)
+        model = COHERE_EVENTS.get(obj.get("type"))
+        if model is None:
+            raise Mismatch(f"event type {obj.get('type')!r} is not in {self.sdk}")
+        event = parse(model, obj, absent)
+        # message-end carries the one usage of the stream.
+        usage = attr(event, "delta", "usage")
+        if usage is not None:
+            self.usage = usage
+        return True
+
+    def figures(self):
+        u = self.usage
+        count = lambda v: None if v is None else int(v)  # the SDK types counts as floats
+        return {
+            "input_tokens": count(attr(u, "tokens", "input_tokens")),
+            "output_tokens": count(attr(u, "tokens", "output_tokens")),
+            "cache_read_input_tokens": count(attr(u, "cached_tokens")),
+            "cache_creation_input_tokens": None,
+            "cache_creation_1h_input_tokens": None,
+            "reasoning_output_tokens": None,
+        }
+
+
 ANTHROPIC_TYPES = set(ANTHROPIC_EVENTS) | {"ping", "error"}
 
 
@@ -302,6 +341,8 @@ def reader_for(events):
             return AnthropicMessages()
         if "candidates" in obj or "usageMetadata" in obj:
             return Gemini()
+        if kind in COHERE_EVENTS:
+            return CohereChat()
     raise Mismatch("no event identifies the provider")
 
 
