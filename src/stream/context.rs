@@ -24,6 +24,7 @@ use crate::record::{Outcome, RequestId, StreamRecord};
 use crate::trace::{MAX_TRACESTATE, TraceContext};
 use std::borrow::Cow;
 use std::cell::OnceCell;
+use std::sync::OnceLock;
 
 /// What the request alone tells; moves from the response future into the body.
 ///
@@ -187,13 +188,14 @@ impl RequestContext {
     /// start and counts it in flight. `intent` is the body watcher's flag, if one was set up.
     pub(crate) fn start(
         recorder: &Recorder,
+        routes: &RouteCache,
         parts: &Parts,
         intent: Option<StreamIntent>,
     ) -> (Self, RequestScope) {
         let started = Instant::now();
         let config = recorder.settings();
 
-        let route = route_of(recorder, parts);
+        let route = route_of(recorder, routes, parts);
         let labeled = config
             .labeler
             .as_ref()
@@ -405,10 +407,10 @@ impl RequestContext {
 }
 
 /// `MatchedPath` (axum), then the configured patterns, else `unmatched`: never the raw path.
-fn route_of(recorder: &Recorder, parts: &Parts) -> Arc<str> {
+fn route_of(recorder: &Recorder, routes: &RouteCache, parts: &Parts) -> Arc<str> {
     #[cfg(feature = "axum")]
     if let Some(matched) = parts.extensions.get::<axum::extract::MatchedPath>() {
-        return recorder.route_label(matched.as_str());
+        return routes.label(recorder, matched.as_str());
     }
     let path = parts.uri.path();
     match recorder
@@ -417,8 +419,29 @@ fn route_of(recorder: &Recorder, parts: &Parts) -> Arc<str> {
         .iter()
         .find(|p| p.matches(path))
     {
-        Some(p) => recorder.route_label(p.pattern()),
+        Some(p) => routes.label(recorder, p.pattern()),
         None => recorder.unmatched(),
+    }
+}
+
+/// The route label a service last resolved, shared by its clones. axum applies a layer to each
+/// route apart, so a service sees one route: this spares interning it again (validate, hash,
+/// look up) on every request. Only a label that is the route itself is kept, never `other`:
+/// the interner keeps such a label for its life, so the kept one is what it would return.
+#[derive(Clone, Default)]
+pub(crate) struct RouteCache(Arc<OnceLock<Arc<str>>>);
+
+impl RouteCache {
+    fn label(&self, recorder: &Recorder, route: &str) -> Arc<str> {
+        if let Some(label) = self.0.get().filter(|l| ***l == *route) {
+            return label.clone();
+        }
+        let label = recorder.route_label(route);
+        if *label == *route {
+            // Another route's label may be kept already; then this one is looked up each time.
+            let _ = self.0.set(label.clone());
+        }
+        label
     }
 }
 
@@ -453,7 +476,9 @@ pub(crate) fn log_end(scope: &RequestScope, end: &End<'_>) {
         };
         tags.within(|| log_end_event(span, end));
     } else {
-        scope.tags.within(|| log_end_event(span, end));
+        // Logged at INFO, below any level the error layer records: no need to mark the request
+        // current for it.
+        log_end_event(span, end);
     }
 }
 

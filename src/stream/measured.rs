@@ -135,16 +135,14 @@ where
                     Poll::Ready(None)
                 }
                 Some(Ok(mut frame)) => {
-                    let is_trailers = match frame.data_mut() {
-                        Some(data) => {
-                            meter.on_data(data, scope);
-                            false
-                        }
-                        None => frame.is_trailers(),
+                    let (is_trailers, read) = match frame.data_mut() {
+                        Some(data) => (false, meter.on_data(data, scope)),
+                        None => (frame.is_trailers(), None),
                     };
                     if is_trailers || body.is_end_stream() {
                         if let Some(meter) = meter_slot.take() {
-                            meter.finish(StreamEnd::Complete, scope);
+                            let finished = read.unwrap_or_else(tokio::time::Instant::now);
+                            meter.finish_at(finished, StreamEnd::Complete, scope);
                         }
                     }
                     Poll::Ready(Some(Ok(frame)))

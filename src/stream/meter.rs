@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use bytes::{Buf, Bytes};
-use http::StatusCode;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use super::context::{End, RequestContext, RequestScope, log_end};
 use crate::SESSION_TARGET;
@@ -21,6 +21,28 @@ use crate::record::{Outcome, StreamRecord};
 /// Bytes of a failed response's body kept to read the upstream's error from (JSON error bodies
 /// are small; a longer one is read as far as this).
 const MAX_ERROR_BODY: usize = 4096;
+
+/// The response's `Content-Type` and `Content-Encoding` (each its first value, as
+/// `HeaderMap::get` gives it). A response has few headers as a rule: one pass over them costs
+/// less than two hashed lookups.
+fn content_headers(headers: &HeaderMap) -> (Option<&HeaderValue>, Option<&HeaderValue>) {
+    const FEW: usize = 6;
+    if headers.len() > FEW {
+        return (
+            headers.get(header::CONTENT_TYPE),
+            headers.get(header::CONTENT_ENCODING),
+        );
+    }
+    let (mut content_type, mut encoding) = (None, None);
+    for (name, value) in headers {
+        if *name == header::CONTENT_TYPE {
+            content_type = content_type.or(Some(value));
+        } else if *name == header::CONTENT_ENCODING {
+            encoding = encoding.or(Some(value));
+        }
+    }
+    (content_type, encoding)
+}
 
 /// How a body ended.
 pub(crate) enum StreamEnd<'a> {
@@ -66,12 +88,9 @@ impl StreamMeter {
     ) -> Self {
         let status = head.status;
         let headers = &head.headers;
-        let content_type = headers
-            .get(http::header::CONTENT_TYPE)
-            .map(|v| v.to_str().unwrap_or(""));
-        let encoded = headers
-            .get(http::header::CONTENT_ENCODING)
-            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+        let (content_type, encoding) = content_headers(headers);
+        let content_type = content_type.map(|v| v.to_str().unwrap_or(""));
+        let encoded = encoding.is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
         let unrouted = crate::record::is_unrouted(status, &scope.tags.route);
         let recorder = &context.recorder;
         let labels = context.resolve_labels(head.extensions.get::<crate::StreamLabels>(), unrouted);
@@ -120,12 +139,16 @@ impl StreamMeter {
     }
 
     /// The hot path: one data frame. Reads the clock only on the first byte and on frames that
-    /// complete a content event.
+    /// complete a content event; returns the time read, if any, for an end in the same poll.
     #[inline]
-    pub(crate) fn on_data<D: Buf + From<Bytes>>(&mut self, data: &mut D, scope: &RequestScope) {
+    pub(crate) fn on_data<D: Buf + From<Bytes>>(
+        &mut self,
+        data: &mut D,
+        scope: &RequestScope,
+    ) -> Option<Instant> {
         let len = data.remaining();
         if len == 0 {
-            return;
+            return None;
         }
         self.bytes += len as u64;
         if let Some(kept) = self.error_body.as_mut() {
@@ -148,7 +171,7 @@ impl StreamMeter {
             }
         }
         let Some(parser) = self.parser.as_mut() else {
-            return;
+            return now;
         };
         // `Bytes` (what axum and hyper use) is one contiguous chunk. A `Buf` in several pieces
         // is made one, so the parser sees every byte: one copy, for such bodies only.
@@ -158,8 +181,11 @@ impl StreamMeter {
         }
         let content = parser.feed(data.chunk());
         if content > 0 {
-            self.on_content(now.unwrap_or_else(Instant::now), scope);
+            let t = now.unwrap_or_else(Instant::now);
+            self.on_content(t, scope);
+            now = Some(t);
         }
+        now
     }
 
     fn on_content(&mut self, now: Instant, scope: &RequestScope) {
@@ -203,8 +229,13 @@ impl StreamMeter {
     }
 
     /// Builds the record, logs the end, and hands the record to the monitor.
-    pub(crate) fn finish(mut self, end: StreamEnd<'_>, scope: &RequestScope) {
-        let finished = Instant::now();
+    pub(crate) fn finish(self, end: StreamEnd<'_>, scope: &RequestScope) {
+        self.finish_at(Instant::now(), end, scope);
+    }
+
+    /// [`finish`](Self::finish) at `finished`: a time read in the same poll (the frame that
+    /// ended the body), so the end costs no second clock read.
+    pub(crate) fn finish_at(mut self, finished: Instant, end: StreamEnd<'_>, scope: &RequestScope) {
         let started = self.context.started;
         if matches!(end, StreamEnd::Complete) {
             if let Some(parser) = self.parser.as_mut() {
@@ -225,15 +256,19 @@ impl StreamMeter {
         let format = summary
             .map(|s| s.format())
             .unwrap_or(ProviderFormat::Unknown);
-        let ttfb = self.first_byte.map(|t| t - started);
+        let duration = finished - started;
+        // A body whose one frame came in the poll that ended it read the clock once.
+        let since_start = |t: Instant| {
+            if t == finished { duration } else { t - started }
+        };
+        let ttfb = self.first_byte.map(since_start);
         // For bodies that are not a known provider format, the first byte is the first token;
         // an error response (a 401's JSON) has no first token.
         let ttft = match (self.first_token, format) {
-            (Some(t), _) => Some(t - started),
+            (Some(t), _) => Some(since_start(t)),
             (None, ProviderFormat::Unknown) if by_status == Outcome::Ok => ttfb,
             (None, _) => None,
         };
-        let duration = finished - started;
         let output_tokens = summary.map_or(0, |s| s.output_tokens());
         let (tokens_per_second, time_per_output_token) =
             StreamRecord::derived_rates(output_tokens, duration, ttft);

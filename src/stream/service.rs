@@ -7,6 +7,7 @@ use http::{Request, Response};
 use http_body::Body;
 use tower_service::Service;
 
+use super::context::RouteCache;
 use super::panic_guard::PanicGuard;
 use super::{MonitoredBody, RequestContext, ResponseFuture};
 use crate::Monitor;
@@ -23,6 +24,8 @@ pub struct StreamMonitorService<S> {
     recorder: Recorder,
     /// Serving: the monitor's own endpoints under its prefix.
     endpoints: MonitoringEndpoints,
+    /// The route label, resolved once for this service and its clones.
+    routes: RouteCache,
 }
 
 impl<S: std::fmt::Debug> std::fmt::Debug for StreamMonitorService<S> {
@@ -46,6 +49,7 @@ impl<S> StreamMonitorService<S> {
             inner,
             recorder,
             endpoints,
+            routes: RouteCache::default(),
         }
     }
 
@@ -94,7 +98,7 @@ where
             }
         }
         let intent = super::intent::watch(&parts, &mut body);
-        let (context, scope) = RequestContext::start(&self.recorder, &parts, intent);
+        let (context, scope) = RequestContext::start(&self.recorder, &self.routes, &parts, intent);
         // For the handler to propagate upstream; only a trace already made (the caller's, the
         // app's, or the enabled span's): a request without one allocates nothing here.
         if let Some(trace) = scope.tags.trace.get() {
