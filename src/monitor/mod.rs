@@ -25,7 +25,7 @@ const MAX_TOKENS: u64 = 1 << 50;
 
 pub(crate) use builder::Config;
 pub use builder::{ConfigError, MonitorBuilder, OnRecord, RequestLabeler};
-pub(crate) use recorder::Recorder;
+pub(crate) use recorder::{Recorder, StreamSettings};
 
 pub(crate) struct Shared {
     pub(crate) config: Config,

@@ -18,7 +18,7 @@ use crate::SESSION_TARGET;
 use crate::StreamLabels;
 use crate::errors::scope::{RequestTags, ShownProvider};
 use crate::labels::{LabelSource, UserId, is_valid_label};
-use crate::monitor::Recorder;
+use crate::monitor::{Recorder, StreamSettings};
 use crate::parse::UpstreamError;
 use crate::record::{Outcome, RequestId, StreamRecord};
 use crate::trace::{MAX_TRACESTATE, TraceContext};
@@ -96,22 +96,94 @@ pub(crate) struct ResolvedLabels {
     pub(crate) source: LabelSource,
 }
 
-fn header_value(headers: &HeaderMap, name: Option<&http::HeaderName>) -> Option<HeaderValue> {
-    headers
-        .get(name?)
+/// The request headers the layer reads: the configured ones (each its first value, as
+/// `HeaderMap::get` gives it), `Accept` and `traceparent`.
+#[derive(Default)]
+struct RequestHeaders<'a> {
+    provider: Option<&'a HeaderValue>,
+    model: Option<&'a HeaderValue>,
+    user_id: Option<&'a HeaderValue>,
+    request_id: Option<&'a HeaderValue>,
+    accepts_sse: bool,
+    /// The `traceparent` line, when there is exactly one (see [`trace_context`]).
+    traceparent: Option<&'a HeaderValue>,
+}
+
+impl<'a> RequestHeaders<'a> {
+    /// A request has a dozen headers or so: one pass over them, comparing names, costs less
+    /// than six hashed lookups. Past a few dozen, the lookups cost less.
+    fn read(headers: &'a HeaderMap, config: &StreamSettings) -> Self {
+        const FEW: usize = 24;
+        if headers.len() > FEW {
+            return Self::look_up(headers, config);
+        }
+        let mut found = Self::default();
+        let mut traceparents = 0;
+        let is = |name: &http::HeaderName, configured: &Option<http::HeaderName>| {
+            configured.as_ref() == Some(name)
+        };
+        for (name, value) in headers {
+            if *name == http::header::ACCEPT {
+                found.accepts_sse |= accepts_sse(value);
+            }
+            if *name == TRACEPARENT {
+                traceparents += 1;
+                found.traceparent.get_or_insert(value);
+            }
+            if is(name, &config.provider_header) {
+                found.provider.get_or_insert(value);
+            }
+            if is(name, &config.model_header) {
+                found.model.get_or_insert(value);
+            }
+            if is(name, &config.user_id_header) {
+                found.user_id.get_or_insert(value);
+            }
+            if is(name, &config.request_id_header) {
+                found.request_id.get_or_insert(value);
+            }
+        }
+        if traceparents > 1 {
+            found.traceparent = None;
+        }
+        found
+    }
+
+    fn look_up(headers: &'a HeaderMap, config: &StreamSettings) -> Self {
+        let get = |name: &Option<http::HeaderName>| headers.get(name.as_ref()?);
+        let mut parents = headers.get_all(TRACEPARENT).iter();
+        let first_parent = parents.next();
+        Self {
+            provider: get(&config.provider_header),
+            model: get(&config.model_header),
+            user_id: get(&config.user_id_header),
+            request_id: get(&config.request_id_header),
+            accepts_sse: headers
+                .get_all(http::header::ACCEPT)
+                .iter()
+                .any(accepts_sse),
+            traceparent: first_parent.filter(|_| parents.next().is_none()),
+        }
+    }
+}
+
+fn accepts_sse(value: &HeaderValue) -> bool {
+    value
+        .to_str()
+        .is_ok_and(|v| v.contains("text/event-stream"))
+}
+
+fn header_value(value: Option<&HeaderValue>) -> Option<HeaderValue> {
+    value
         .filter(|v| v.to_str().is_ok_and(is_valid_label))
         .cloned()
 }
 
 /// The caller's trace context (`traceparent`, `tracestate`), when valid. A malformed header is
 /// ignored, never an error (README, Tracing); so are several `traceparent` lines, which W3C
-/// Trace Context counts as invalid (which one would be the parent?).
-fn trace_context(headers: &HeaderMap) -> Option<TraceContext> {
-    let mut lines = headers.get_all(TRACEPARENT).iter();
-    let parent = lines.next()?.to_str().ok()?;
-    if lines.next().is_some() {
-        return None;
-    }
+/// Trace Context counts as invalid (which one would be the parent?): `parent` is the one line.
+fn trace_context(parent: Option<&HeaderValue>, headers: &HeaderMap) -> Option<TraceContext> {
+    let parent = parent?.to_str().ok()?;
     TraceContext::from_traceparent(parent, tracestate(headers).as_deref())
 }
 
@@ -179,10 +251,6 @@ impl Display for TraceIdShown<'_> {
 const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
 
-fn header_str<'a>(headers: &'a HeaderMap, name: Option<&http::HeaderName>) -> Option<&'a str> {
-    headers.get(name?)?.to_str().ok()
-}
-
 impl RequestContext {
     /// Starts measuring a request: resolves what the request tells, opens its span, logs the
     /// start and counts it in flight. `intent` is the body watcher's flag, if one was set up.
@@ -201,9 +269,11 @@ impl RequestContext {
             .as_ref()
             .map(|l| l.labels(parts))
             .unwrap_or_default();
-        let provider_header = header_value(&parts.headers, config.provider_header.as_ref());
-        let model_header = header_value(&parts.headers, config.model_header.as_ref());
-        let user_id = header_str(&parts.headers, config.user_id_header.as_ref())
+        let headers = RequestHeaders::read(&parts.headers, config);
+        let provider_header = header_value(headers.provider);
+        let model_header = header_value(headers.model);
+        let user_id = (headers.user_id)
+            .and_then(|v| v.to_str().ok())
             .filter(|v| is_valid_label(v))
             .map(Arc::from)
             .or_else(|| {
@@ -213,18 +283,16 @@ impl RequestContext {
                     .filter(|u| is_valid_label(&u.0))
                     .map(|u| Arc::from(&*u.0))
             });
-        let request_id = header_str(&parts.headers, config.request_id_header.as_ref())
+        let request_id = (headers.request_id)
+            .and_then(|v| v.to_str().ok())
             .filter(|v| is_valid_label(v))
             .map(|v| RequestId::Header(Arc::from(v)))
             .unwrap_or_else(|| RequestId::Generated(recorder.next_request_number()));
-        let accepts_sse = parts
-            .headers
-            .get_all(http::header::ACCEPT)
-            .iter()
-            .any(|v| v.to_str().is_ok_and(|v| v.contains("text/event-stream")));
-        let streaming_hint = accepts_sse || config.streaming_routes.iter().any(|r| **r == *route);
+        let streaming_hint =
+            headers.accepts_sse || config.streaming_routes.iter().any(|r| **r == *route);
         let head = parts.method == http::Method::HEAD;
-        let trace = app_trace_context().or_else(|| trace_context(&parts.headers));
+        let trace =
+            app_trace_context().or_else(|| trace_context(headers.traceparent, &parts.headers));
         let trace = trace.map_or_else(OnceCell::new, OnceCell::from);
 
         // Shown as the request names them; what is recorded is decided at the end.
@@ -587,8 +655,22 @@ mod tests {
         headers
     }
 
+    fn trace_of(headers: &HeaderMap) -> Option<TraceContext> {
+        let settings = crate::Monitor::builder()
+            .build()
+            .unwrap()
+            .shared
+            .config
+            .stream
+            .clone();
+        trace_context(
+            RequestHeaders::read(headers, &settings).traceparent,
+            headers,
+        )
+    }
+
     fn state_of(states: &[&[u8]]) -> Option<String> {
-        let trace = trace_context(&headers(states)).expect("the traceparent is valid");
+        let trace = trace_of(&headers(states)).expect("the traceparent is valid");
         trace.tracestate().map(str::to_owned)
     }
 
@@ -625,18 +707,61 @@ mod tests {
     #[test]
     fn several_traceparent_lines_are_no_parent() {
         let mut two = headers(&[]);
-        assert!(trace_context(&two).is_some());
+        assert!(trace_of(&two).is_some());
         two.append(
             TRACEPARENT,
             HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
         );
-        assert!(trace_context(&two).is_none());
+        assert!(trace_of(&two).is_none());
+    }
+
+    /// The one pass over a few headers and the lookups past them read the same values.
+    #[test]
+    fn header_scan_reads_what_the_lookups_read() {
+        let settings = crate::Monitor::builder()
+            .build()
+            .unwrap()
+            .shared
+            .config
+            .stream
+            .clone();
+        let mut few = headers(&[]);
+        few.append("x-llm-provider", HeaderValue::from_static("openai"));
+        few.append("x-llm-provider", HeaderValue::from_static("anthropic"));
+        few.append("x-request-id", HeaderValue::from_static("req-1"));
+        few.append(
+            http::header::ACCEPT,
+            HeaderValue::from_static("application/json"),
+        );
+        few.append(
+            http::header::ACCEPT,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        let mut many = few.clone();
+        for i in 0..30 {
+            let name = http::HeaderName::try_from(format!("x-filler-{i}")).unwrap();
+            many.append(name, HeaderValue::from_static("1"));
+        }
+        for map in [&few, &many] {
+            let read = RequestHeaders::read(map, &settings);
+            assert_eq!(read.provider.unwrap(), "openai");
+            assert_eq!(read.request_id.unwrap(), "req-1");
+            assert!(read.model.is_none() && read.user_id.is_none());
+            assert!(read.accepts_sse);
+            assert_eq!(read.traceparent.unwrap(), PARENT);
+        }
+        let scanned = RequestHeaders::read(&few, &settings);
+        let looked_up = RequestHeaders::look_up(&few, &settings);
+        assert_eq!(scanned.provider, looked_up.provider);
+        assert_eq!(scanned.traceparent, looked_up.traceparent);
+        many.append(TRACEPARENT, HeaderValue::from_static(PARENT));
+        assert!(RequestHeaders::read(&many, &settings).traceparent.is_none());
     }
 
     #[test]
     fn one_bad_tracestate_line_drops_the_list() {
         assert_eq!(state_of(&[b"congo=t61rcWkgMzE", b"rojo=\xff"]), None);
-        let trace = trace_context(&headers(&[b"a=1", b"b=\xc3\xa9"])).unwrap();
+        let trace = trace_of(&headers(&[b"a=1", b"b=\xc3\xa9"])).unwrap();
         assert_eq!(
             trace.trace_id().to_string(),
             "4bf92f3577b34da6a3ce929d0e0e4736"
