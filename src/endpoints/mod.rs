@@ -65,6 +65,11 @@ pub(crate) enum UnderPrefix {
 }
 
 impl MonitoringEndpoints {
+    /// Whether `path` is the monitor's prefix or under it (see [`under_prefix`](Self::under_prefix)).
+    pub(crate) fn claims(&self, path: &str) -> bool {
+        under_prefix(self.monitor().prefix(), path).is_some()
+    }
+
     /// Whether the request is under the monitor's prefix: the stream layer never measures it,
     /// and answers it itself unless told not to (`serve_endpoints(false)`).
     pub(crate) fn under_prefix(&self, parts: &Parts) -> UnderPrefix {

@@ -8,12 +8,12 @@ use std::time::Duration;
 // Tokio's clock: a paused test runtime moves first-token and duration figures too.
 use tokio::time::Instant;
 
-use http::request::Parts;
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderValue, Request};
 use tracing::Span;
 use tracing::field::Empty;
 
 use super::intent::StreamIntent;
+use super::tracked::Tracked;
 use crate::SESSION_TARGET;
 use crate::StreamLabels;
 use crate::errors::scope::{RequestTags, ShownProvider};
@@ -254,22 +254,20 @@ const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate")
 impl RequestContext {
     /// Starts measuring a request: resolves what the request tells, opens its span, logs the
     /// start and counts it in flight. `intent` is the body watcher's flag, if one was set up.
+    ///
+    /// Boxed here, once: the response future and then the body carry the box.
     pub(crate) fn start(
         recorder: &Recorder,
         routes: &RouteCache,
-        parts: &Parts,
+        request: RequestHead<'_>,
+        labeled: StreamLabels,
         intent: Option<StreamIntent>,
-    ) -> (Self, RequestScope) {
+    ) -> Box<Tracked> {
         let started = Instant::now();
         let config = recorder.settings();
 
-        let route = route_of(recorder, routes, parts);
-        let labeled = config
-            .labeler
-            .as_ref()
-            .map(|l| l.labels(parts))
-            .unwrap_or_default();
-        let headers = RequestHeaders::read(&parts.headers, config);
+        let route = route_of(recorder, routes, request);
+        let headers = RequestHeaders::read(request.headers(), config);
         let provider_header = header_value(headers.provider);
         let model_header = header_value(headers.model);
         let user_id = (headers.user_id)
@@ -277,8 +275,8 @@ impl RequestContext {
             .filter(|v| is_valid_label(v))
             .map(Arc::from)
             .or_else(|| {
-                parts
-                    .extensions
+                request
+                    .extensions()
                     .get::<UserId>()
                     .filter(|u| is_valid_label(&u.0))
                     .map(|u| Arc::from(&*u.0))
@@ -290,9 +288,9 @@ impl RequestContext {
             .unwrap_or_else(|| RequestId::Generated(recorder.next_request_number()));
         let streaming_hint =
             headers.accepts_sse || config.streaming_routes.iter().any(|r| **r == *route);
-        let head = parts.method == http::Method::HEAD;
+        let head = request.method() == http::Method::HEAD;
         let trace =
-            app_trace_context().or_else(|| trace_context(headers.traceparent, &parts.headers));
+            app_trace_context().or_else(|| trace_context(headers.traceparent, request.headers()));
         let trace = trace.map_or_else(OnceCell::new, OnceCell::from);
 
         // Shown as the request names them; what is recorded is decided at the end.
@@ -363,7 +361,11 @@ impl RequestContext {
             provider: provider_shown,
             trace,
         };
-        (context, RequestScope { span, tags })
+        Box::new(Tracked {
+            context: Some(context),
+            meter: None,
+            scope: RequestScope { span, tags },
+        })
     }
 
     /// Whether the request said it wants a stream: `Accept: text/event-stream`, a streaming
@@ -475,12 +477,12 @@ impl RequestContext {
 }
 
 /// `MatchedPath` (axum), then the configured patterns, else `unmatched`: never the raw path.
-fn route_of(recorder: &Recorder, routes: &RouteCache, parts: &Parts) -> Arc<str> {
+fn route_of(recorder: &Recorder, routes: &RouteCache, request: RequestHead<'_>) -> Arc<str> {
     #[cfg(feature = "axum")]
-    if let Some(matched) = parts.extensions.get::<axum::extract::MatchedPath>() {
+    if let Some(matched) = request.extensions().get::<axum::extract::MatchedPath>() {
         return routes.label(recorder, matched.as_str());
     }
-    let path = parts.uri.path();
+    let path = request.uri().path();
     match recorder
         .settings()
         .route_patterns
@@ -489,6 +491,42 @@ fn route_of(recorder: &Recorder, routes: &RouteCache, parts: &Parts) -> Arc<str>
     {
         Some(p) => routes.label(recorder, p.pattern()),
         None => recorder.unmatched(),
+    }
+}
+
+/// What the layer reads of a request, borrowed from it in place.
+#[derive(Clone, Copy)]
+pub(crate) struct RequestHead<'a> {
+    method: &'a http::Method,
+    uri: &'a http::Uri,
+    headers: &'a HeaderMap,
+    extensions: &'a http::Extensions,
+}
+
+impl<'a> RequestHead<'a> {
+    pub(crate) fn of<B>(request: &'a Request<B>) -> Self {
+        Self {
+            method: request.method(),
+            uri: request.uri(),
+            headers: request.headers(),
+            extensions: request.extensions(),
+        }
+    }
+
+    fn method(&self) -> &'a http::Method {
+        self.method
+    }
+
+    fn uri(&self) -> &'a http::Uri {
+        self.uri
+    }
+
+    fn headers(&self) -> &'a HeaderMap {
+        self.headers
+    }
+
+    fn extensions(&self) -> &'a http::Extensions {
+        self.extensions
     }
 }
 

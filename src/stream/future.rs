@@ -11,7 +11,6 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
 use super::MonitoredBody;
-use super::context::RequestContext;
 use super::meter::StreamMeter;
 use super::panic_guard::PanicGuard;
 use super::timer::{StreamTimer, TimeoutBody};
@@ -49,21 +48,16 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(
-        inner: F,
-        context: RequestContext,
-        scope: super::context::RequestScope,
-    ) -> Self {
-        let deadline = context
-            .recorder
-            .settings()
-            .stream_timeout
-            .map(|after| Box::pin(tokio::time::sleep_until(context.deadline(after))));
+    pub(crate) fn new(inner: F, tracked: Box<Tracked>) -> Self {
+        let deadline = tracked.context.as_ref().and_then(|context| {
+            let after = context.recorder.settings().stream_timeout?;
+            Some(Box::pin(tokio::time::sleep_until(context.deadline(after))))
+        });
         Self {
             inner: Some(inner),
             own: None,
             deadline,
-            tracked: Some(Tracked::new(context, scope)),
+            tracked: Some(tracked),
         }
     }
 

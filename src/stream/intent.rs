@@ -89,10 +89,10 @@ fn skip_space(bytes: &[u8]) -> &[u8] {
 }
 
 /// Whether a request's body should be watched: a JSON `POST`.
-pub(crate) fn is_json_post(parts: &http::request::Parts) -> bool {
-    parts.method == http::Method::POST
-        && parts
-            .headers
+pub(crate) fn is_json_post<B>(request: &http::Request<B>) -> bool {
+    request.method() == http::Method::POST
+        && request
+            .headers()
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| {
@@ -167,20 +167,16 @@ mod axum_body {
 }
 
 /// Sets up the watch of a JSON `POST` body, where its type allows (see the module docs).
-pub(crate) fn watch<B: 'static>(
-    parts: &http::request::Parts,
-    body: &mut B,
-) -> Option<StreamIntent> {
-    if !is_json_post(parts) {
+pub(crate) fn watch<B: 'static>(request: &mut http::Request<B>) -> Option<StreamIntent> {
+    if !is_json_post(request) {
         return None;
     }
     #[cfg(feature = "axum")]
     {
-        axum_body::watch(body)
+        axum_body::watch(request.body_mut())
     }
     #[cfg(not(feature = "axum"))]
     {
-        let _ = body;
         None
     }
 }

@@ -7,13 +7,14 @@ use http::{Request, Response};
 use http_body::Body;
 use tower_service::Service;
 
-use super::context::RouteCache;
+use super::context::{RequestHead, RouteCache};
 use super::panic_guard::PanicGuard;
+use super::tracked::Tracked;
 use super::{MonitoredBody, RequestContext, ResponseFuture};
-use crate::Monitor;
 use crate::classify::BoxError;
 use crate::endpoints::{MonitoringEndpoints, UnderPrefix};
 use crate::monitor::Recorder;
+use crate::{Monitor, StreamLabels};
 
 /// Middleware that measures each response body and records one
 /// [`StreamRecord`](crate::StreamRecord) per request. See the [crate docs](crate).
@@ -86,36 +87,52 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let (mut parts, mut body) = request.into_parts();
-        match self.endpoints.under_prefix(&parts) {
-            UnderPrefix::No => {}
-            UnderPrefix::Answer(answer) => return ResponseFuture::own(answer),
-            UnderPrefix::PassThrough => {
-                return ResponseFuture::new_unmeasured(
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        // The request is read in place: splitting it into parts and back moved it twice.
+        if self.endpoints.claims(request.uri().path()) {
+            let (parts, body) = request.into_parts();
+            return match self.endpoints.under_prefix(&parts) {
+                UnderPrefix::Answer(answer) => ResponseFuture::own(answer),
+                // `No` is not reached: the path is under the prefix.
+                UnderPrefix::PassThrough | UnderPrefix::No => ResponseFuture::new_unmeasured(
                     self.inner.call(Request::from_parts(parts, body)),
-                );
-            }
+                ),
+            };
         }
-        let intent = super::intent::watch(&parts, &mut body);
-        let (context, scope) = RequestContext::start(&self.recorder, &self.routes, &parts, intent);
+        // The `request_labels` closure reads the request's parts.
+        let labeled = match &self.recorder.settings().labeler {
+            Some(labeler) => {
+                let (parts, body) = request.into_parts();
+                let labels = labeler.labels(&parts);
+                request = Request::from_parts(parts, body);
+                labels
+            }
+            None => StreamLabels::default(),
+        };
+        let intent = super::intent::watch(&mut request);
+        let mut tracked = RequestContext::start(
+            &self.recorder,
+            &self.routes,
+            RequestHead::of(&request),
+            labeled,
+            intent,
+        );
         // For the handler to propagate upstream; only a trace already made (the caller's, the
         // app's, or the enabled span's): a request without one allocates nothing here.
-        if let Some(trace) = scope.tags.trace.get() {
-            parts.extensions.insert(trace.clone());
+        if let Some(trace) = tracked.scope.tags.trace.get() {
+            request.extensions_mut().insert(trace.clone());
         }
-        let request = Request::from_parts(parts, body);
-        let mut slot = Some(context);
+        let Tracked { context, scope, .. } = &mut *tracked;
         // The handler's own events (and the spans it opens) get the request's context.
         let inner = scope.enter(|| {
             // A panic in `call` itself (before any future exists) is recorded too.
-            let _guard = PanicGuard::new(&mut slot, &scope);
+            let _guard = PanicGuard::new(context, scope);
             self.inner.call(request)
         });
-        match slot {
-            Some(context) => ResponseFuture::new(inner, context, scope),
+        if tracked.context.is_none() {
             // Not reached: the guard takes the context only while unwinding.
-            None => ResponseFuture::new_unmeasured(inner),
+            return ResponseFuture::new_unmeasured(inner);
         }
+        ResponseFuture::new(inner, tracked)
     }
 }

@@ -14,13 +14,3 @@ pub(crate) struct Tracked {
     pub(crate) meter: Option<StreamMeter>,
     pub(crate) scope: RequestScope,
 }
-
-impl Tracked {
-    pub(crate) fn new(context: RequestContext, scope: RequestScope) -> Box<Self> {
-        Box::new(Self {
-            context: Some(context),
-            meter: None,
-            scope,
-        })
-    }
-}
