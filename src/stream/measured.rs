@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::meter::StreamEnd;
+use super::meter::{StreamEnd, StreamMeter};
 use super::panic_guard::PanicGuard;
 use super::timer::TimeoutBody;
 use super::tracked::Tracked;
@@ -129,9 +129,7 @@ where
             match frame {
                 None => {
                     *ended = true;
-                    if let Some(meter) = meter_slot.take() {
-                        meter.finish(StreamEnd::Complete, scope);
-                    }
+                    StreamMeter::finish_in(meter_slot, None, StreamEnd::Complete, scope);
                     Poll::Ready(None)
                 }
                 Some(Ok(mut frame)) => {
@@ -140,10 +138,7 @@ where
                         None => (frame.is_trailers(), None),
                     };
                     if is_trailers || body.is_end_stream() {
-                        if let Some(meter) = meter_slot.take() {
-                            let finished = read.unwrap_or_else(tokio::time::Instant::now);
-                            meter.finish_at(finished, StreamEnd::Complete, scope);
-                        }
+                        StreamMeter::finish_in(meter_slot, read, StreamEnd::Complete, scope);
                     }
                     Poll::Ready(Some(Ok(frame)))
                 }

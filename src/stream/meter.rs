@@ -229,13 +229,35 @@ impl StreamMeter {
     }
 
     /// Builds the record, logs the end, and hands the record to the monitor.
-    pub(crate) fn finish(self, end: StreamEnd<'_>, scope: &RequestScope) {
-        self.finish_at(Instant::now(), end, scope);
+    pub(crate) fn finish(mut self, end: StreamEnd<'_>, scope: &RequestScope) {
+        self.record(Instant::now(), end, scope);
     }
 
-    /// [`finish`](Self::finish) at `finished`: a time read in the same poll (the frame that
-    /// ended the body), so the end costs no second clock read.
-    pub(crate) fn finish_at(mut self, finished: Instant, end: StreamEnd<'_>, scope: &RequestScope) {
+    /// [`finish`](Self::finish) for the meter in `slot`, at `finished` if the clock was read in
+    /// the same poll (the frame that ended the body). The meter is recorded where it is, not
+    /// moved out first (a few hundred bytes), and the slot is emptied even if recording panics,
+    /// so the request is never recorded twice.
+    pub(crate) fn finish_in(
+        slot: &mut Option<Self>,
+        finished: Option<Instant>,
+        end: StreamEnd<'_>,
+        scope: &RequestScope,
+    ) {
+        struct Empty<'a>(&'a mut Option<StreamMeter>);
+        impl Drop for Empty<'_> {
+            fn drop(&mut self) {
+                *self.0 = None;
+            }
+        }
+        let slot = Empty(slot);
+        if let Some(meter) = slot.0.as_mut() {
+            meter.record(finished.unwrap_or_else(Instant::now), end, scope);
+        }
+    }
+
+    /// Builds the record at `finished` and hands it over. Called once: the meter is dropped
+    /// after it.
+    fn record(&mut self, finished: Instant, end: StreamEnd<'_>, scope: &RequestScope) {
         let started = self.context.started;
         if matches!(end, StreamEnd::Complete) {
             if let Some(parser) = self.parser.as_mut() {
@@ -280,6 +302,7 @@ impl StreamMeter {
             .map(|(m, _)| m);
         let model = self
             .model
+            .take()
             .or_else(|| response_model.clone())
             .unwrap_or_else(|| recorder.unknown());
         let operation_name = recorder.operation_name(format, self.streaming, &self.provider);
@@ -304,7 +327,7 @@ impl StreamMeter {
             },
         );
         let record = StreamRecord {
-            provider: self.provider,
+            provider: self.provider.clone(),
             model,
             route: scope.tags.route.clone(),
             operation_name,
