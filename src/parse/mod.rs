@@ -60,8 +60,19 @@ impl WireFormat {
     /// assert_eq!(WireFormat::from_content_type("application/json"), None);
     /// ```
     pub fn from_content_type(content_type: &str) -> Option<Self> {
-        // Asked for every response: the essence's length rules most types out before any
-        // comparison.
+        // Asked for every response: two bytes rule most types out (`text/plain`, `text/html`,
+        // `image/png`) before the value is scanned; then the essence's length rules out most
+        // of the rest before any comparison.
+        let start = content_type.trim_ascii_start().as_bytes();
+        let byte_is = |at: usize, any: &[u8]| {
+            start
+                .get(at)
+                .is_some_and(|b| any.contains(&b.to_ascii_lowercase()))
+        };
+        // `text/event-stream`; `application/x-ndjson`, `/ndjson`, `/jsonl`, `/x-jsonlines`.
+        if !(byte_is(0, b"t") && byte_is(5, b"e") || byte_is(0, b"a") && byte_is(12, b"xnj")) {
+            return None;
+        }
         let essence = match content_type.bytes().position(|b| b == b';') {
             Some(end) => &content_type[..end],
             None => content_type,
@@ -873,5 +884,30 @@ mod tests {
             Some("internal server error")
         );
         assert_eq!((s.input_tokens(), s.output_tokens()), (Some(7), 1));
+    }
+
+    /// The two-byte check before the scan rules out no streaming type, in any case or spacing.
+    #[test]
+    fn content_types_read_past_the_quick_check() {
+        use super::WireFormat::{self, Ndjson, Sse};
+        for (value, wire) in [
+            ("text/event-stream", Some(Sse)),
+            ("  Text/Event-Stream ; charset=utf-8", Some(Sse)),
+            ("TEXT/EVENT-STREAM", Some(Sse)),
+            ("application/x-ndjson", Some(Ndjson)),
+            ("Application/NDJSON;charset=utf-8", Some(Ndjson)),
+            ("application/jsonl", Some(Ndjson)),
+            ("application/X-JSONLINES", Some(Ndjson)),
+            ("application/json", None),
+            ("application/jsonlines", None),
+            ("text/plain; charset=utf-8", None),
+            ("text/event-streams", None),
+            ("text/html", None),
+            ("t", None),
+            ("", None),
+            ("image/png", None),
+        ] {
+            assert_eq!(WireFormat::from_content_type(value), wire, "{value:?}");
+        }
     }
 }
