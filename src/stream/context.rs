@@ -383,7 +383,10 @@ impl RequestContext {
         unrouted: bool,
     ) -> ResolvedLabels {
         let recorder = &self.recorder;
-        if unrouted {
+        // Most requests name nothing: no lookups to try.
+        let unnamed = self.names.is_none()
+            && response.is_none_or(|l| l.provider.is_none() && l.model.is_none());
+        if unrouted || unnamed {
             return ResolvedLabels {
                 provider: recorder.unknown(),
                 model: None,
