@@ -48,6 +48,7 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
+    #[inline]
     pub(crate) fn new(inner: F, tracked: Box<Tracked>) -> Self {
         let deadline = tracked.context.as_ref().and_then(|context| {
             let after = context.recorder.settings().stream_timeout?;

@@ -116,6 +116,7 @@ pub(crate) struct StreamTimer {
 
 impl StreamTimer {
     /// `sleep` is the deadline sleep the response future already armed (if any).
+    #[inline]
     pub(crate) fn new(
         sleep: Option<Pin<Box<Sleep>>>,
         deadline: Option<(Instant, Duration)>,
