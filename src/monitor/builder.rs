@@ -788,6 +788,7 @@ impl MonitorBuilder {
                 budgets: crate::spend::BudgetMeter::new(budgets),
                 predictions: std::sync::Mutex::new((u64::MAX, Arc::default())),
                 id_base,
+                prices_id: super::next_prices_id(),
                 unknown: Arc::from("unknown"),
                 unmatched: Arc::from(crate::labels::UNMATCHED),
             }),

@@ -52,8 +52,28 @@ pub(crate) struct Shared {
     /// per minute): the minute they are for, and them.
     predictions: std::sync::Mutex<(u64, Arc<crate::predict::Predictions>)>,
     id_base: u64,
+    /// Tells this monitor's price table from other monitors' in the per-thread price cache.
+    prices_id: u64,
     unknown: Arc<str>,
     unmatched: Arc<str>,
+}
+
+/// The price a thread looked up last, and for which monitor's table (see [`Monitor::cost`]).
+struct LastPrice {
+    prices_id: u64,
+    model: Arc<str>,
+    price: Option<crate::cost::ModelPrice>,
+}
+
+thread_local! {
+    static LAST_PRICE: std::cell::RefCell<Option<LastPrice>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A fresh id per monitor built: price tables are fixed once built, so the id and a model name
+/// determine a price.
+pub(crate) fn next_prices_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// The in-process monitor: configuration, label state and the records of finished requests.
@@ -326,6 +346,27 @@ impl Monitor {
     }
 
     /// `ended_in_flight`: 1 when the request was counted in flight until just now.
+    /// What `usage` cost on `model`, through this thread's last price: consecutive records
+    /// mostly name the same model, and a hit skips the table's search (a string comparison at
+    /// each level of it).
+    fn cost(&self, model: &Arc<str>, usage: &crate::cost::TokenUsage) -> Option<crate::cost::Cost> {
+        LAST_PRICE.with(|last| {
+            let mut last = last.borrow_mut();
+            let hit = last.as_ref().is_some_and(|l| {
+                l.prices_id == self.shared.prices_id
+                    && (Arc::ptr_eq(&l.model, model) || *l.model == **model)
+            });
+            if !hit {
+                *last = Some(LastPrice {
+                    prices_id: self.shared.prices_id,
+                    model: model.clone(),
+                    price: self.shared.config.prices.price(model).cloned(),
+                });
+            }
+            last.as_ref()?.price.as_ref().map(|price| price.cost(usage))
+        })
+    }
+
     fn ingest_from(&self, mut record: StreamRecord, source: LabelSource, ended_in_flight: i64) {
         record.finished_at = self.now();
         record.output_tokens = record.output_tokens.min(MAX_TOKENS);
@@ -363,7 +404,7 @@ impl Monitor {
             record.cost = if used_nothing {
                 Some(crate::cost::Cost::ZERO)
             } else {
-                self.shared.config.prices.cost(model, &usage)
+                self.cost(model, &usage)
             };
             record.cost_estimated = !used_nothing
                 && record.cost.is_some()
