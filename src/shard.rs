@@ -1,12 +1,17 @@
 //! Per-thread shard selection: each thread keeps to one shard of a sharded structure, so two
 //! cores recording at once take different locks and touch different cache lines.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
+/// Not yet assigned.
+const UNSET: usize = usize::MAX;
+
 thread_local! {
-    static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    // Const-initialised, so an access is a plain load: no lazy-initialisation check.
+    static INDEX: Cell<usize> = const { Cell::new(UNSET) };
 }
 
 /// How many shards a structure gets: one per core, at least 1, at most 16.
@@ -17,8 +22,15 @@ pub(crate) fn count() -> usize {
 }
 
 /// This thread's shard among `shards`.
+#[inline]
 pub(crate) fn index(shards: usize) -> usize {
-    INDEX.with(|i| *i) % shards
+    let mut i = INDEX.get();
+    if i == UNSET {
+        // Never `UNSET` itself.
+        i = NEXT.fetch_add(1, Ordering::Relaxed) & (UNSET >> 1);
+        INDEX.set(i);
+    }
+    i % shards
 }
 
 /// The positions a shard found last, tried before a hash lookup: consecutive records on one
