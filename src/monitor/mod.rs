@@ -309,7 +309,7 @@ impl Monitor {
     #[inline]
     fn record(
         &self,
-        record: StreamRecord,
+        mut record: StreamRecord,
         facade_in_flight: bool,
         provider_in_flight: bool,
         source: LabelSource,
@@ -319,7 +319,8 @@ impl Monitor {
         }
         let provider = provider_in_flight.then_some(&record.provider);
         self.shared.in_flight.finished(&record.route, provider);
-        self.ingest_from(record, source, 1);
+        // By reference: the record is not copied once more on its way.
+        self.ingest_from(&mut record, source, 1);
     }
 
     /// Records a stream measured elsewhere (a job that is not an HTTP request, a replay): into
@@ -341,8 +342,8 @@ impl Monitor {
     /// assert_eq!(monitor.snapshot().streaming_5min.total_tokens, 128);
     /// # Ok::<(), tower_stream_monitor::ConfigError>(())
     /// ```
-    pub fn ingest(&self, record: StreamRecord) {
-        self.ingest_from(record, LabelSource::Trusted, 0);
+    pub fn ingest(&self, mut record: StreamRecord) {
+        self.ingest_from(&mut record, LabelSource::Trusted, 0);
     }
 
     /// `ended_in_flight`: 1 when the request was counted in flight until just now.
@@ -367,7 +368,7 @@ impl Monitor {
         })
     }
 
-    fn ingest_from(&self, mut record: StreamRecord, source: LabelSource, ended_in_flight: i64) {
+    fn ingest_from(&self, record: &mut StreamRecord, source: LabelSource, ended_in_flight: i64) {
         record.finished_at = self.now();
         record.output_tokens = record.output_tokens.min(MAX_TOKENS);
         record.input_tokens = record.input_tokens.map(|n| n.min(MAX_TOKENS));
@@ -416,13 +417,13 @@ impl Monitor {
         if record.is_unrouted() {
             // Counted apart: no labelled series, no window but its unrouted count, no health.
             self.shared.unrouted.fetch_add(1, Ordering::Relaxed);
-            self.shared.windows.record(secs, &record);
+            self.shared.windows.record(secs, record);
             self.shared.prometheus.unrouted();
             if self.facade_active() {
                 facade::unrouted();
             }
             if let Some(cb) = &self.shared.config.on_record {
-                cb.on_record(&record);
+                cb.on_record(record);
             }
             return;
         }
@@ -434,21 +435,21 @@ impl Monitor {
             }
             self.shared.prometheus.label_overflow("series");
         }
-        self.shared.windows.record(secs, &record);
+        self.shared.windows.record(secs, record);
         if let Some(model) = &priced_as {
-            self.shared.spend.record(&record, model);
-            self.shared.budgets.record(secs, &record);
+            self.shared.spend.record(record, model);
+            self.shared.budgets.record(secs, record);
         }
         if self.facade_active() {
-            facade::emit(&record);
+            facade::emit(record);
         }
         if let Some(cb) = &self.shared.config.on_record {
-            cb.on_record(&record);
+            cb.on_record(record);
         }
-        self.shared.prometheus.record(&record);
+        self.shared.prometheus.record(record);
         #[cfg(feature = "otlp")]
         if let Some(exporter) = &self.shared.config.otlp {
-            exporter.record(&record);
+            exporter.record(record);
         }
         // Once a second on the recording path (no thread of our own, not on every request):
         // re-judge health so alerts fire. Its cost is bounded by the shards and slots, not by
