@@ -205,13 +205,19 @@ impl Spend {
         }
         let mut shard = lock(&self.shards[crate::shard::index(self.shards.len())]);
         if priced {
-            // Models are label values, capped by the model label budget: the map is bounded.
-            let entry = shard.models.entry(model.clone()).or_default();
-            entry.cost = entry.cost.saturating_add(pico);
-            if r.cost_estimated {
-                entry.estimated = entry.estimated.saturating_add(pico);
+            let add = |entry: &mut ModelEntry| {
+                entry.cost = entry.cost.saturating_add(pico);
+                if r.cost_estimated {
+                    entry.estimated = entry.estimated.saturating_add(pico);
+                }
+                entry.requests += 1;
+            };
+            // Looked up before inserting: a known model costs no reference count change.
+            match shard.models.get_mut(model) {
+                Some(entry) => add(entry),
+                // Models are label values, capped by the model label budget: the map is bounded.
+                None => add(shard.models.entry(model.clone()).or_default()),
             }
-            entry.requests += 1;
         }
         if let (Some(user), true) = (&r.user_id, self.top_users > 0) {
             let tokens = r.output_tokens.saturating_add(r.input_tokens.unwrap_or(0));
