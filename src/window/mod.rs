@@ -45,22 +45,106 @@ pub(crate) trait RatePopulation: Send + Sync {
     fn is_hit(&self, record: &StreamRecord) -> bool;
 }
 
+/// A provider and model's two windows. A streaming record's quantile sketches go into its
+/// 10-second slot only; the slot hands them to its minute of the hour once the next 10 seconds
+/// begin (a slot lies within one minute), and reads of the hour take the slot still open from
+/// the 5-minute ring. So each value is sketched once, not once per window: the sketches are
+/// most of a record's cost, and merging bins gives the hour the same bins.
 struct Pair {
     five_minutes: Ring,
     one_hour: Ring,
+    /// The latest 10-second slot recorded in (its `epoch`).
+    latest: u64,
+    /// Whether that slot's sketches are still to hand to the hour. Never again once handed:
+    /// a record for an earlier slot (the clock stepped back) is sketched in both windows.
+    pending: bool,
+}
+
+const FIVE: WindowSpan = WindowSpan::FiveMinutes;
+const HOUR: WindowSpan = WindowSpan::OneHour;
+
+/// The minute (hour ring epoch) a 10-second slot lies in.
+fn minute_of(epoch: u64) -> u64 {
+    HOUR.epoch(epoch * FIVE.slot_secs())
 }
 
 impl Pair {
     fn new() -> Self {
         Self {
-            five_minutes: Ring::new(WindowSpan::FiveMinutes),
-            one_hour: Ring::new(WindowSpan::OneHour),
+            five_minutes: Ring::new(FIVE),
+            one_hour: Ring::new(HOUR),
+            latest: 0,
+            pending: false,
         }
     }
 
     fn add(&mut self, now: u64, record: &StreamRecord) {
-        self.five_minutes.add(now, record);
-        self.one_hour.add(now, record);
+        let defer = self.advance(now);
+        self.five_minutes.add(now, record, true);
+        self.one_hour.add(now, record, !defer);
+    }
+
+    /// Moves to the 10-second slot of `now` (before either ring touches a slot, as that may
+    /// clear one): hands the pending slot's sketches to the hour when `now` is past it.
+    /// Whether a record at `now` leaves its sketches to the 10-second slot.
+    #[inline]
+    fn advance(&mut self, now: u64) -> bool {
+        let epoch = FIVE.epoch(now);
+        if epoch == self.latest {
+            return self.pending;
+        }
+        if self.pending {
+            let minute = minute_of(self.latest);
+            if let (Some(from), Some(to)) = (
+                self.five_minutes.stats(self.latest),
+                self.one_hour.stats_mut(minute),
+            ) {
+                to.merge_sketches(from);
+            }
+        }
+        self.pending = epoch > self.latest;
+        if self.pending {
+            self.latest = epoch;
+        }
+        self.pending
+    }
+
+    fn note_in_flight(&mut self, now: u64, n: u64) {
+        self.advance(now);
+        self.five_minutes.note_in_flight(now, n);
+        self.one_hour.note_in_flight(now, n);
+    }
+
+    /// The sketches of the 10-second slot not yet handed to the hour, and its minute, if the
+    /// hour at `now` holds that minute.
+    fn pending_sketches(&self, now: u64) -> Option<(u64, &SlotStats)> {
+        let minute = minute_of(self.latest);
+        if !self.pending || !HOUR.holds(minute, now) {
+            return None;
+        }
+        Some((minute, self.five_minutes.stats(self.latest)?))
+    }
+
+    /// The hour's slots still inside it at `now`, merged into `into`.
+    fn merge_hour_into(&self, now: u64, into: &mut SlotStats) {
+        self.one_hour.merge_into(now, into);
+        if let Some((_, pending)) = self.pending_sketches(now) {
+            into.merge_sketches(pending);
+        }
+    }
+
+    /// The hour slot by slot (see [`Ring::merge_slots_into`]).
+    fn merge_hour_slots_into(&self, now: u64, into: &mut [SlotStats]) {
+        self.one_hour.merge_slots_into(now, into);
+        if let Some((minute, pending)) = self.pending_sketches(now) {
+            let age = HOUR.epoch(now) - minute;
+            if let Some(place) = (into.len() as u64)
+                .checked_sub(1 + age)
+                .and_then(|i| into.get_mut(i as usize))
+            {
+                place.merge_sketches(pending);
+            }
+        }
     }
 }
 
@@ -199,8 +283,7 @@ impl WindowStore {
     /// Notes `n` requests in flight at `now_secs`: the slot's peak (README, Capacity).
     pub(crate) fn note_in_flight(&self, now_secs: u64, n: u64) {
         let mut shard = lock(&self.shards[crate::shard::index(self.shards.len())]);
-        shard.unrouted.five_minutes.note_in_flight(now_secs, n);
-        shard.unrouted.one_hour.note_in_flight(now_secs, n);
+        shard.unrouted.note_in_flight(now_secs, n);
     }
 
     /// Every window, merged over the shards.
@@ -217,12 +300,12 @@ impl WindowStore {
             for pair in shard.pairs() {
                 pair.five_minutes
                     .merge_into(now_secs, &mut out.five_minutes);
-                pair.one_hour.merge_into(now_secs, &mut out.one_hour);
+                pair.merge_hour_into(now_secs, &mut out.one_hour);
             }
             for ((provider, model), pair) in &shard.pairs {
                 let entry = out.providers.entry(provider.clone()).or_default();
                 pair.five_minutes.merge_into(now_secs, &mut entry.0);
-                pair.one_hour.merge_into(now_secs, &mut entry.1);
+                pair.merge_hour_into(now_secs, &mut entry.1);
                 // Shards may hold different pairs: the merge is capped as each shard is.
                 let key = (provider.clone(), model.clone());
                 let key = if out.models.len() >= MAX_MODEL_PAIRS && !out.models.contains_key(&key) {
@@ -260,7 +343,7 @@ impl WindowStore {
             for pair in shard.pairs() {
                 pair.five_minutes
                     .merge_slots_into(now_secs, &mut out.five_minutes);
-                pair.one_hour.merge_slots_into(now_secs, &mut out.one_hour);
+                pair.merge_hour_slots_into(now_secs, &mut out.one_hour);
             }
             for ((provider, model), pair) in &shard.pairs {
                 let entry = out
@@ -272,17 +355,18 @@ impl WindowStore {
                     .providers
                     .entry(provider.clone())
                     .or_insert_with(|| slots(hour));
-                pair.one_hour.merge_slots_into(now_secs, entry);
+                pair.merge_hour_slots_into(now_secs, entry);
                 if let Some(span) = models {
                     let entry = out
                         .models
                         .entry((provider.clone(), model.clone()))
                         .or_insert_with(|| slots(span));
-                    let ring = match span {
-                        WindowSpan::FiveMinutes => &pair.five_minutes,
-                        WindowSpan::OneHour => &pair.one_hour,
-                    };
-                    ring.merge_slots_into(now_secs, entry);
+                    match span {
+                        WindowSpan::FiveMinutes => {
+                            pair.five_minutes.merge_slots_into(now_secs, entry)
+                        }
+                        WindowSpan::OneHour => pair.merge_hour_slots_into(now_secs, entry),
+                    }
                 }
             }
         }
@@ -328,6 +412,7 @@ fn add_trigger_totals(shard: &Shard, now_secs: u64, into: &mut [(u64, u64)]) {
 mod tests {
     use std::time::Duration;
 
+    use super::stats::quantile;
     use super::*;
     use crate::record::Outcome;
 
@@ -356,6 +441,54 @@ mod tests {
 
     fn exact_quantile(sorted: &[f64], q: f64) -> f64 {
         sorted[(q * (sorted.len() - 1) as f64) as usize]
+    }
+
+    /// The hour's sketches hold each record once, whether its 10-second slot is still open
+    /// (read from the 5-minute ring), was handed over, or was recorded after the clock stepped
+    /// back: the same bins as sketching every record in the hour directly.
+    #[test]
+    fn the_hour_sketches_each_record_once() {
+        let store = WindowStore::new(Vec::new());
+        let start: u64 = 1_800_000_000 - 1_800_000_000 % 60;
+        let mut direct = SlotStats::default();
+        let mut per_minute = BTreeMap::<u64, usize>::new();
+        let mut t = start;
+        let mut end = start;
+        // Steps of 3 s over 20 minutes, with a step back of 7 minutes and one of 25 s; the last
+        // record is the latest, its slot still open.
+        for (i, ttft) in random_latencies(400).into_iter().enumerate() {
+            t = match i {
+                100 => t - 420,
+                250 => t - 25,
+                _ => t + 3,
+            };
+            end = end.max(t);
+            let r = streaming("p", ttft);
+            store.record(t, &r);
+            direct.add(&r, true);
+            *per_minute.entry(t / 60).or_default() += 1;
+        }
+        assert_eq!(end, t);
+        let hour = store.collect(end).one_hour;
+        assert_eq!(hour.ttft_ms.count(), 400);
+        for q in [0.0, 0.25, 0.5, 0.95, 0.99, 1.0] {
+            assert_eq!(
+                quantile(&hour.duration_ms, q),
+                quantile(&direct.duration_ms, q)
+            );
+            assert_eq!(hour.first_token_ms(q), direct.first_token_ms(q), "q {q}");
+        }
+        let history = store.history(end, Some(WindowSpan::OneHour));
+        for slots in [
+            &history.one_hour,
+            &history.models[&(Arc::from("p"), Arc::from("m"))],
+        ] {
+            for (minute, n) in &per_minute {
+                let place = 59 - (end / 60 - minute) as usize;
+                assert_eq!(slots[place].ttft_ms.count(), *n, "minute {minute}");
+                assert_eq!(slots[place].requests as usize, *n, "minute {minute}");
+            }
+        }
     }
 
     #[test]

@@ -28,7 +28,7 @@ impl WindowSpan {
     }
 
     /// The slot (`unix_secs / slot_secs`) a time falls in.
-    fn epoch(self, now_secs: u64) -> u64 {
+    pub(crate) fn epoch(self, now_secs: u64) -> u64 {
         now_secs / self.slot_secs()
     }
 
@@ -38,7 +38,7 @@ impl WindowSpan {
     }
 
     /// Whether a slot filled at `epoch` still lies inside the window at `now_secs`.
-    fn holds(self, epoch: u64, now_secs: u64) -> bool {
+    pub(crate) fn holds(self, epoch: u64, now_secs: u64) -> bool {
         let current = self.epoch(now_secs);
         epoch != UNUSED && epoch <= current && epoch + self.slots() as u64 > current
     }
@@ -73,19 +73,32 @@ impl Ring {
         }
     }
 
-    pub(crate) fn add(&mut self, now_secs: u64, record: &StreamRecord) {
+    /// Adds a record to the slot of `now_secs`; its quantile sketches only if `sketches`.
+    pub(crate) fn add(&mut self, now_secs: u64, record: &StreamRecord, sketches: bool) {
         let epoch = self.span.epoch(now_secs);
         let duration = record.duration.as_secs_f64();
         // Whole seconds of the clock: the request ends at the end of its second.
         let since_slot_start = (now_secs + 1 - epoch * self.span.slot_secs()) as f64;
         let slot = self.slot(epoch);
-        slot.stats.add(record);
+        slot.stats.add(record, sketches);
         if duration <= since_slot_start {
             // Most requests: their whole time in flight lies in this slot.
             slot.stats.busy_secs += duration;
         } else {
             self.add_busy(now_secs, duration);
         }
+    }
+
+    /// The figures of the slot of `epoch`, if the ring holds it.
+    pub(crate) fn stats(&self, epoch: u64) -> Option<&SlotStats> {
+        let slot = &self.slots[self.span.index(epoch)];
+        (slot.epoch == epoch).then_some(&slot.stats)
+    }
+
+    /// The same, to change.
+    pub(crate) fn stats_mut(&mut self, epoch: u64) -> Option<&mut SlotStats> {
+        let slot = &mut self.slots[self.span.index(epoch)];
+        (slot.epoch == epoch).then_some(&mut slot.stats)
     }
 
     /// Raises the peak in flight of the slot of `now_secs` to `n` if below.

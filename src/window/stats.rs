@@ -101,7 +101,9 @@ impl SlotStats {
         *self = Self::default();
     }
 
-    pub(crate) fn add(&mut self, r: &StreamRecord) {
+    /// Adds a record; its quantile sketches only if `sketches` (else handed over later, see
+    /// [`merge_sketches`](Self::merge_sketches)).
+    pub(crate) fn add(&mut self, r: &StreamRecord, sketches: bool) {
         if r.is_unrouted() {
             self.unrouted += 1;
             return;
@@ -134,11 +136,6 @@ impl SlotStats {
         if let Some(reason) = r.finish_reason {
             self.finish_reasons.add(reason, 1);
         }
-        // The sketches hold positive values: a stream of no token counts as the least one.
-        self.output_tokens_dist.add(r.output_tokens.max(1) as f64);
-        if let Some(input) = r.input_tokens {
-            self.input_tokens_dist.add(input.max(1) as f64);
-        }
         match r.cost {
             Some(cost) => {
                 self.cost = self.cost.saturating_add(cost.picodollars());
@@ -151,20 +148,44 @@ impl SlotStats {
         }
         if let Some(ttft) = r.time_to_first_token {
             self.ttft_ms_sum += ms(ttft);
-            self.ttft_ms.add(ms(ttft));
         }
         if let Some(tps) = r.tokens_per_second {
             self.tps_sum += tps;
             self.tps_count += 1;
         }
-        if let Some(tpot) = r.time_per_output_token {
-            self.tpot_ms.add(ms(tpot));
-        }
         self.duration_ms_sum += ms(r.duration);
-        self.duration_ms.add(ms(r.duration));
         if let Some(gap) = r.max_inter_token_gap {
             self.max_stall_ms = self.max_stall_ms.max(ms(gap));
         }
+        if sketches {
+            self.add_sketches(r);
+        }
+    }
+
+    /// A streaming record's values into the quantile sketches.
+    fn add_sketches(&mut self, r: &StreamRecord) {
+        // The sketches hold positive values: a stream of no token counts as the least one.
+        self.output_tokens_dist.add(r.output_tokens.max(1) as f64);
+        if let Some(input) = r.input_tokens {
+            self.input_tokens_dist.add(input.max(1) as f64);
+        }
+        if let Some(ttft) = r.time_to_first_token {
+            self.ttft_ms.add(ms(ttft));
+        }
+        if let Some(tpot) = r.time_per_output_token {
+            self.tpot_ms.add(ms(tpot));
+        }
+        self.duration_ms.add(ms(r.duration));
+    }
+
+    /// Another slot's quantile sketches into this one's (its counts stay apart).
+    pub(crate) fn merge_sketches(&mut self, o: &SlotStats) {
+        // Same configuration on both sides: merge cannot fail.
+        let _ = self.ttft_ms.merge(&o.ttft_ms);
+        let _ = self.duration_ms.merge(&o.duration_ms);
+        let _ = self.tpot_ms.merge(&o.tpot_ms);
+        let _ = self.output_tokens_dist.merge(&o.output_tokens_dist);
+        let _ = self.input_tokens_dist.merge(&o.input_tokens_dist);
     }
 
     pub(crate) fn merge(&mut self, o: &SlotStats) {
@@ -198,12 +219,7 @@ impl SlotStats {
         self.tps_count += o.tps_count;
         self.duration_ms_sum += o.duration_ms_sum;
         self.max_stall_ms = self.max_stall_ms.max(o.max_stall_ms);
-        // Same configuration on both sides: merge cannot fail.
-        let _ = self.ttft_ms.merge(&o.ttft_ms);
-        let _ = self.duration_ms.merge(&o.duration_ms);
-        let _ = self.tpot_ms.merge(&o.tpot_ms);
-        let _ = self.output_tokens_dist.merge(&o.output_tokens_dist);
-        let _ = self.input_tokens_dist.merge(&o.input_tokens_dist);
+        self.merge_sketches(o);
     }
 
     /// A quantile of the time to first token (ms); 0 when there is none.
@@ -286,7 +302,7 @@ impl SlotStats {
 }
 
 /// A quantile of a sketch, or 0 for an empty one.
-fn quantile(s: &DDSketch, q: f64) -> f64 {
+pub(crate) fn quantile(s: &DDSketch, q: f64) -> f64 {
     finite(s.quantile(q).ok().flatten().unwrap_or(0.0))
 }
 
