@@ -58,6 +58,11 @@ pub(crate) struct Shared {
     unmatched: Arc<str>,
 }
 
+/// The model an LLM call is priced by: the one that answered, else the one asked for.
+fn priced_as(record: &StreamRecord) -> &Arc<str> {
+    record.response_model.as_ref().unwrap_or(&record.model)
+}
+
 /// The price a thread looked up last, and for which monitor's table (see [`Monitor::cost`]).
 struct LastPrice {
     prices_id: u64,
@@ -384,14 +389,8 @@ impl Monitor {
         if !excluded.is_empty() && excluded.iter().any(|r| **r == *record.route) {
             record.operation_name = None;
         }
-        // LLM calls are priced by the model that answered (else the one asked for).
-        let priced_as = record.operation_name.map(|_| {
-            record
-                .response_model
-                .clone()
-                .unwrap_or_else(|| record.model.clone())
-        });
-        if let Some(model) = &priced_as {
+        let llm = record.operation_name.is_some();
+        if llm {
             let usage = crate::cost::TokenUsage {
                 input_tokens: record.input_tokens.unwrap_or(0),
                 output_tokens: record.output_tokens,
@@ -405,7 +404,7 @@ impl Monitor {
             record.cost = if used_nothing {
                 Some(crate::cost::Cost::ZERO)
             } else {
-                self.cost(model, &usage)
+                self.cost(priced_as(record), &usage)
             };
             record.cost_estimated = !used_nothing
                 && record.cost.is_some()
@@ -428,7 +427,11 @@ impl Monitor {
             return;
         }
         let folded = !self.shared.series.admit(record.label_set(), source);
+        // Spend stays by the model priced, folded or not; kept apart only then, so a record
+        // costs no reference count change on a model every core shares.
+        let mut unfolded = None;
         if folded {
+            unfolded = llm.then(|| priced_as(record).clone());
             record.fold_labels(self.shared.series.other());
             if self.facade_active() {
                 facade::label_overflow("series");
@@ -436,7 +439,8 @@ impl Monitor {
             self.shared.prometheus.label_overflow("series");
         }
         self.shared.windows.record(secs, record);
-        if let Some(model) = &priced_as {
+        if llm {
+            let model = unfolded.as_ref().unwrap_or_else(|| priced_as(record));
             self.shared.spend.record(record, model);
             self.shared.budgets.record(secs, record);
         }
