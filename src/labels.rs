@@ -360,7 +360,7 @@ pub(crate) struct SeriesBudget {
     known: RwLock<HashSet<LabelKey, foldhash::fast::RandomState>>,
     /// Per thread shard, a few admitted label sets, found by address without taking the
     /// shared lock or hashing.
-    recent: Box<[Mutex<Vec<LabelKey>>]>,
+    recent: Box<[crate::shard::Padded<Mutex<Vec<LabelKey>>>]>,
     /// How many of `known` came with a header label.
     from_headers: AtomicU64,
     other: Arc<str>,
@@ -374,7 +374,7 @@ impl SeriesBudget {
             header_cap: (cap / 4).max(1),
             known: RwLock::new(HashSet::default()),
             recent: (0..crate::shard::count())
-                .map(|_| Mutex::new(Vec::with_capacity(RECENT_SETS)))
+                .map(|_| crate::shard::Padded(Mutex::new(Vec::with_capacity(RECENT_SETS))))
                 .collect(),
             from_headers: AtomicU64::new(0),
             other: Arc::from(OTHER),

@@ -228,7 +228,7 @@ impl Sink for Feed<'_> {
 }
 
 pub(crate) struct PrometheusExposition {
-    shards: Box<[Mutex<Shard>]>,
+    shards: Box<[crate::shard::Padded<Mutex<Shard>>]>,
     /// `stream_monitor_unrouted_requests_total`: rare, so one shared counter.
     unrouted: AtomicU64,
     /// `stream_monitor_label_overflow_total`, by [`names::OVERFLOW_LABELS`]: rare too.
@@ -244,7 +244,7 @@ impl PrometheusExposition {
     pub(crate) fn new() -> Self {
         Self {
             shards: (0..crate::shard::count())
-                .map(|_| Mutex::new(Shard::default()))
+                .map(|_| crate::shard::Padded(Mutex::new(Shard::default())))
                 .collect(),
             unrouted: AtomicU64::new(0),
             overflow: Default::default(),

@@ -33,6 +33,21 @@ pub(crate) fn index(shards: usize) -> usize {
     i % shards
 }
 
+/// A shard on cache lines of its own (128 bytes: cores fetch lines in pairs), so two cores
+/// writing neighbouring shards do not contend for one line.
+#[derive(Debug)]
+#[repr(align(128))]
+pub(crate) struct Padded<T>(pub(crate) T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+
+    #[inline]
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// The positions a shard found last, tried before a hash lookup: consecutive records on one
 /// thread mostly carry the same few label sets, and a label set's values are the same interned
 /// `Arc`s each time, so comparing addresses finds them without hashing a string.

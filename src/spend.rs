@@ -161,7 +161,7 @@ pub(crate) struct Spend {
     top_users: usize,
     /// Users each shard keeps: room beyond `top_users` for the churn below the top.
     capacity: usize,
-    shards: Box<[Mutex<Shard>]>,
+    shards: Box<[crate::shard::Padded<Mutex<Shard>>]>,
     unpriced: Mutex<(BTreeSet<String>, u64)>,
 }
 
@@ -175,7 +175,7 @@ impl Spend {
             top_users,
             capacity: top_users.saturating_mul(16).max(MIN_CAPACITY),
             shards: (0..crate::shard::count())
-                .map(|_| Mutex::new(Shard::default()))
+                .map(|_| crate::shard::Padded(Mutex::new(Shard::default())))
                 .collect(),
             unpriced: Mutex::new((BTreeSet::new(), 0)),
         }

@@ -26,7 +26,7 @@ pub(crate) use ring::{RateRing, Ring};
 pub(crate) use stats::SlotStats;
 
 use crate::record::{Outcome, OutcomeMap, StreamRecord};
-use crate::shard::RecentIndices;
+use crate::shard::{Padded, RecentIndices};
 
 /// Provider and model pairs a shard keeps windows for; past it, a provider's new models share
 /// one `other` pair, made for it then (the provider's figures stay whole). Twice the default label cap: room for
@@ -198,7 +198,7 @@ pub(crate) struct Collected {
 }
 
 pub(crate) struct WindowStore {
-    shards: Box<[Mutex<Shard>]>,
+    shards: Box<[Padded<Mutex<Shard>>]>,
     /// The model of the pair a provider's models share past [`MAX_MODEL_PAIRS`].
     other: Arc<str>,
     triggers: Box<[Box<dyn RatePopulation>]>,
@@ -218,7 +218,7 @@ impl WindowStore {
             .clamp(1, 16);
         let shards = (0..n)
             .map(|_| {
-                Mutex::new(Shard {
+                Padded(Mutex::new(Shard {
                     unrouted: Pair::new(),
                     recorded: OutcomeMap::default(),
                     pairs: Vec::new(),
@@ -228,7 +228,7 @@ impl WindowStore {
                         .iter()
                         .map(|_| RateRing::new(WindowSpan::FiveMinutes))
                         .collect(),
-                })
+                }))
             })
             .collect();
         Self {
