@@ -449,7 +449,8 @@ mod tests {
     #[test]
     fn the_hour_sketches_each_record_once() {
         let store = WindowStore::new(Vec::new());
-        let start: u64 = 1_800_000_000 - 1_800_000_000 % 60;
+        // The start of a minute.
+        let start: u64 = 1_800_000_000;
         let mut direct = SlotStats::default();
         let mut per_minute = BTreeMap::<u64, usize>::new();
         let mut t = start;
