@@ -777,6 +777,39 @@ mod tests {
         }
     }
 
+    /// A thread keeps the last price it looked up, but for one monitor only: the same model on
+    /// another monitor is priced by that one's table, and a model of another name afresh.
+    #[test]
+    fn a_repeated_model_is_priced_by_each_monitors_own_table() {
+        let monitor = |usd: u32| {
+            let json =
+                format!(r#"{{"models": {{"my-model": {{"input": {usd}, "output": {usd}}}}}}}"#);
+            Monitor::builder()
+                .metrics_facade(false)
+                .prices(crate::cost::PriceTable::from_native_json(&json).unwrap())
+                .build()
+                .unwrap()
+        };
+        let (cheap, dear) = (monitor(1), monitor(3));
+        // A million output tokens: the table's figure in USD.
+        let call = |model: &str| {
+            let mut r = StreamRecord::new("p", model, "/r", Outcome::Ok);
+            r.operation_name = Some("chat");
+            r.streaming = true;
+            r.output_tokens = 1_000_000;
+            r
+        };
+        cheap.ingest(call("my-model"));
+        dear.ingest(call("my-model"));
+        cheap.ingest(call("my-model"));
+        cheap.ingest(call("another-model"));
+        let cheap = cheap.snapshot().streaming_5min;
+        assert!((cheap.cost_usd - 2.0).abs() < 1e-9, "{}", cheap.cost_usd);
+        assert_eq!(cheap.unpriced_requests, 1);
+        let dear = dear.snapshot().streaming_5min;
+        assert!((dear.cost_usd - 3.0).abs() < 1e-9, "{}", dear.cost_usd);
+    }
+
     #[test]
     fn monitor_prices_adds_a_file_over_the_built_in_table() {
         let excerpt = concat!(
