@@ -169,7 +169,8 @@ impl LabelSetSeries {
             exemplars,
         } = series
         {
-            // `le` buckets: the first bound at or above the value (NaN lands above them all).
+            // `le` buckets: the first bound at or above the value. Values are durations and counts
+            // from the record, never NaN (which would land in the first bucket).
             let i = metric.buckets().partition_point(|b| *b < value);
             buckets[i] += 1;
             *sum += value;
