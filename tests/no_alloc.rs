@@ -183,43 +183,31 @@ fn responses_frames_allocate_nothing_but_one_scratch_per_completion() {
     );
 }
 
-#[test]
-fn gemini_crlf_frames_allocate_nothing() {
-    let fixture = common::fixture("gemini.sse");
+/// Allocations while a fixture's frames pass ten times over, past its first and last frame.
+fn fixture_repeated_allocations(name: &str) -> u64 {
+    let fixture = common::fixture(name);
     let events = common::split_events(&fixture);
     let frames: Vec<Bytes> = (0..10).flat_map(|_| events.iter().cloned()).collect();
     let n = frames.len();
-    assert_eq!(
-        allocations_per_frames("text/event-stream", frames, 1, n - 2),
-        0
-    );
+    allocations_per_frames("text/event-stream", frames, 1, n - 2)
+}
+
+#[test]
+fn gemini_crlf_frames_allocate_nothing() {
+    assert_eq!(fixture_repeated_allocations("gemini.sse"), 0);
 }
 
 /// Anthropic's usage with its cache writes broken down by lifetime (`cache_creation`) is read
 /// without allocating.
 #[test]
 fn anthropic_cache_usage_allocates_nothing() {
-    let fixture = common::fixture("anthropic-cache-1h.sse");
-    let events = common::split_events(&fixture);
-    let frames: Vec<Bytes> = (0..10).flat_map(|_| events.iter().cloned()).collect();
-    let n = frames.len();
-    assert_eq!(
-        allocations_per_frames("text/event-stream", frames, 1, n - 2),
-        0
-    );
+    assert_eq!(fixture_repeated_allocations("anthropic-cache-1h.sse"), 0);
 }
 
 /// Cohere's events nest their text and usage three objects deep: read in place, no scratch.
 #[test]
 fn cohere_frames_allocate_nothing() {
-    let fixture = common::fixture("cohere-chat.sse");
-    let events = common::split_events(&fixture);
-    let frames: Vec<Bytes> = (0..10).flat_map(|_| events.iter().cloned()).collect();
-    let n = frames.len();
-    assert_eq!(
-        allocations_per_frames("text/event-stream", frames, 1, n - 2),
-        0
-    );
+    assert_eq!(fixture_repeated_allocations("cohere-chat.sse"), 0);
 }
 
 /// Text with JSON escapes (newlines, quotes, unicode) is tested for emptiness, never unescaped.
