@@ -397,7 +397,8 @@ async fn genai_metrics_reach_a_collector_as_the_conventions_name_them() {
     assert_eq!(routes, ["/v1/chat/completions".to_owned()].into());
 }
 
-/// Set only in the child processes [`otel_variables_configure_the_export`] starts.
+/// Set only in the child processes [`otel_variables_configure_the_export`] starts, which run
+/// that same test as [`export_one_stream_from_env`].
 const CHILD: &str = "OTLP_TEST_CHILD";
 
 /// `OtlpExporter::from_env` in a child process (the variables are the process's own): the
@@ -405,6 +406,9 @@ const CHILD: &str = "OTLP_TEST_CHILD";
 /// service name and resource attributes on what arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn otel_variables_configure_the_export() {
+    if std::env::var_os(CHILD).is_some() {
+        return export_one_stream_from_env().await;
+    }
     let (endpoint, received) = receiver().await;
     for (variable, value, path) in [
         (
@@ -421,8 +425,7 @@ async fn otel_variables_configure_the_export() {
         let mut child = tokio::process::Command::new(std::env::current_exe().unwrap());
         child.args([
             "--exact",
-            "otel_variables_child",
-            "--ignored",
+            "otel_variables_configure_the_export",
             "--nocapture",
         ]);
         // Only the variables under test: none of the environment's own.
@@ -484,14 +487,9 @@ async fn otel_variables_configure_the_export() {
     }
 }
 
-/// The child of [`otel_variables_configure_the_export`]: one stream through a monitor whose
-/// exporter the `OTEL_*` variables configure, then the flush.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "run in a child process by otel_variables_configure_the_export"]
-async fn otel_variables_child() {
-    if std::env::var_os(CHILD).is_none() {
-        return;
-    }
+/// The child's part of [`otel_variables_configure_the_export`]: one stream through a monitor
+/// whose exporter the `OTEL_*` variables configure, then the flush.
+async fn export_one_stream_from_env() {
     let exporter = OtlpExporter::from_env().expect("an exporter from the OTEL_* variables");
     let records = Records::default();
     let monitor = records
