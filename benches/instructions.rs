@@ -3,6 +3,9 @@
 //! wall time is not. Each stack runs in its own process:
 //!
 //! - `bare`: axum alone;
+//! - `body_wrapper`: a layer that wraps the response body and does nothing else — the floor any
+//!   body-measuring layer pays on an axum `Router` (axum boxes the layered route, clones it per
+//!   request, and boxes the wrapped body again);
 //! - `trace`: tower-http's `TraceLayer`;
 //! - `axum_prometheus`: axum-prometheus's layer (it installs a global recorder);
 //! - `monitor`: this crate as the README installs it — `monitor.layer()` on the router, and
@@ -28,7 +31,7 @@ use std::process::Command;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::http::{Request, header};
+use axum::http::{Request, Response, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use http_body_util::BodyExt;
@@ -37,7 +40,13 @@ use tracing_subscriber::Layer as _;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 
-const STACKS: [&str; 4] = ["bare", "trace", "axum_prometheus", "monitor"];
+const STACKS: [&str; 5] = [
+    "bare",
+    "body_wrapper",
+    "trace",
+    "axum_prometheus",
+    "monitor",
+];
 /// Request counts whose difference gives the per-request figure.
 const FEW: u64 = 500;
 const MANY: u64 = 2_500;
@@ -75,6 +84,34 @@ async fn stream() -> impl IntoResponse {
     )
 }
 
+pin_project_lite::pin_project! {
+    /// The `body_wrapper` stack's body: the inner body's frames, passed through.
+    struct PassThrough {
+        #[pin]
+        body: Body,
+    }
+}
+
+impl http_body::Body for PassThrough {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// Runs `requests` requests to `path` on `stack`, in process, on a current-thread runtime.
 fn child(stack: &str, path: &str, requests: u64) {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -91,6 +128,12 @@ fn child(stack: &str, path: &str, requests: u64) {
         .with_filter(LevelFilter::WARN);
     let (app, subscriber): (Router, tracing::Dispatch) = match stack {
         "bare" => (routes, tracing_subscriber::registry().with(fmt).into()),
+        "body_wrapper" => (
+            routes.layer(tower::util::MapResponseLayer::new(
+                |response: Response<Body>| response.map(|body| PassThrough { body }),
+            )),
+            tracing_subscriber::registry().with(fmt).into(),
+        ),
         "trace" => (
             routes.layer(tower_http::trace::TraceLayer::new_for_http()),
             tracing_subscriber::registry().with(fmt).into(),

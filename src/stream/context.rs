@@ -533,12 +533,13 @@ impl<'a> RequestHead<'a> {
     }
 }
 
-/// The route label a service last resolved, shared by its clones. axum applies a layer to each
-/// route apart, so a service sees one route: this spares interning it again (validate, hash,
-/// look up) on every request. Only a label that is the route itself is kept, never `other`:
-/// the interner keeps such a label for its life, so the kept one is what it would return.
-#[derive(Clone, Default)]
-pub(crate) struct RouteCache(Arc<OnceLock<Arc<str>>>);
+/// The route label a service last resolved, shared by its clones (in the service's state).
+/// axum applies a layer to each route apart, so a service sees one route: this spares interning
+/// it again (validate, hash, look up) on every request. Only a label that is the route itself is
+/// kept, never `other`: the interner keeps such a label for its life, so the kept one is what it
+/// would return.
+#[derive(Default)]
+pub(crate) struct RouteCache(OnceLock<Arc<str>>);
 
 impl RouteCache {
     fn label(&self, recorder: &Recorder, route: &str) -> Arc<str> {

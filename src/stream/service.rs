@@ -1,5 +1,6 @@
 use std::any::Any;
 use std::fmt::Display;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -21,6 +22,13 @@ use crate::{Monitor, StreamLabels};
 #[derive(Clone)]
 pub struct StreamMonitorService<S> {
     inner: S,
+    /// One pointer: axum clones the service for every request, and each `Arc` in it is a
+    /// reference count written, twice per request, on a cache line every core shares.
+    state: Arc<ServiceState>,
+}
+
+/// What a service and its clones share.
+struct ServiceState {
     /// Measuring: the settings and the hand-over of records.
     recorder: Recorder,
     /// Serving: the monitor's own endpoints under its prefix.
@@ -33,7 +41,7 @@ impl<S: std::fmt::Debug> std::fmt::Debug for StreamMonitorService<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StreamMonitorService")
             .field("inner", &self.inner)
-            .field("monitor", self.recorder.monitor())
+            .field("monitor", self.state.recorder.monitor())
             .finish()
     }
 }
@@ -48,9 +56,11 @@ impl<S> StreamMonitorService<S> {
         let endpoints = recorder.monitor().endpoints();
         Self {
             inner,
-            recorder,
-            endpoints,
-            routes: RouteCache::default(),
+            state: Arc::new(ServiceState {
+                recorder,
+                endpoints,
+                routes: RouteCache::default(),
+            }),
         }
     }
 
@@ -88,10 +98,11 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let state = &*self.state;
         // The request is read in place: splitting it into parts and back moved it twice.
-        if self.endpoints.claims(request.uri().path()) {
+        if state.endpoints.claims(request.uri().path()) {
             let (parts, body) = request.into_parts();
-            return match self.endpoints.under_prefix(&parts) {
+            return match state.endpoints.under_prefix(&parts) {
                 UnderPrefix::Answer(answer) => ResponseFuture::own(answer),
                 // `No` is not reached: the path is under the prefix.
                 UnderPrefix::PassThrough | UnderPrefix::No => ResponseFuture::new_unmeasured(
@@ -100,7 +111,7 @@ where
             };
         }
         // The `request_labels` closure reads the request's parts.
-        let labeled = match &self.recorder.settings().labeler {
+        let labeled = match &state.recorder.settings().labeler {
             Some(labeler) => {
                 let (parts, body) = request.into_parts();
                 let labels = labeler.labels(&parts);
@@ -111,8 +122,8 @@ where
         };
         let intent = super::intent::watch(&mut request);
         let mut tracked = RequestContext::start(
-            &self.recorder,
-            &self.routes,
+            &state.recorder,
+            &state.routes,
             RequestHead::of(&request),
             labeled,
             intent,
