@@ -585,9 +585,10 @@ pub(crate) fn log_end(scope: &RequestScope, end: &End<'_>) {
             ..scope.tags.clone()
         };
         tags.within(|| log_end_event(span, end));
-    } else {
+    } else if tracing::enabled!(target: SESSION_TARGET, tracing::Level::INFO) {
         // Logged at INFO, below any level the error layer records: no need to mark the request
-        // current for it.
+        // current for it. Asked first: when no layer wants the session's INFO lines (a `fmt`
+        // layer at WARN), their fields need not be worked out.
         log_end_event(span, end);
     }
 }
