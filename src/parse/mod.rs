@@ -60,10 +60,17 @@ impl WireFormat {
     /// assert_eq!(WireFormat::from_content_type("application/json"), None);
     /// ```
     pub fn from_content_type(content_type: &str) -> Option<Self> {
-        // Asked for every response: two bytes rule most types out (`text/plain`, `text/html`,
-        // `image/png`) before the value is scanned; then the essence's length rules out most
-        // of the rest before any comparison.
-        let start = content_type.trim_ascii_start().as_bytes();
+        Self::from_content_type_bytes(content_type.as_bytes())
+    }
+
+    /// [`from_content_type`](Self::from_content_type) on a header value's bytes, which need not
+    /// be text: asked for every response, so the value is not checked whole first (the types
+    /// matched are ASCII, and a byte past them changes nothing).
+    pub(crate) fn from_content_type_bytes(content_type: &[u8]) -> Option<Self> {
+        // Two bytes rule most types out (`text/plain`, `text/html`, `image/png`) before the
+        // value is scanned; then the essence's length rules out most of the rest before any
+        // comparison.
+        let start = content_type.trim_ascii_start();
         let byte_is = |at: usize, any: &[u8]| {
             start
                 .get(at)
@@ -73,17 +80,17 @@ impl WireFormat {
         if !(byte_is(0, b"t") && byte_is(5, b"e") || byte_is(0, b"a") && byte_is(12, b"xnj")) {
             return None;
         }
-        let essence = match content_type.bytes().position(|b| b == b';') {
+        let essence = match content_type.iter().position(|b| *b == b';') {
             Some(end) => &content_type[..end],
             None => content_type,
         }
         .trim_ascii();
-        const SSE: &str = "text/event-stream";
-        const NDJSON: [&str; 4] = [
-            "application/x-ndjson",
-            "application/ndjson",
-            "application/jsonl",
-            "application/x-jsonlines",
+        const SSE: &[u8] = b"text/event-stream";
+        const NDJSON: [&[u8]; 4] = [
+            b"application/x-ndjson",
+            b"application/ndjson",
+            b"application/jsonl",
+            b"application/x-jsonlines",
         ];
         if essence.len() == SSE.len() && essence.eq_ignore_ascii_case(SSE) {
             Some(Self::Sse)
@@ -908,6 +915,21 @@ mod tests {
             ("image/png", None),
         ] {
             assert_eq!(WireFormat::from_content_type(value), wire, "{value:?}");
+        }
+        // A header value need not be text: bytes past the essence change nothing, and bytes
+        // in it match no type.
+        for (value, wire) in [
+            (&b"text/event-stream; charset=\xff"[..], Some(Sse)),
+            (b"application/x-ndjson;\x80", Some(Ndjson)),
+            (b"text/event-strea\xed", None),
+            (b"\xfftext/event-stream", None),
+            (b"text/\xe9vent-stream", None),
+        ] {
+            assert_eq!(
+                WireFormat::from_content_type_bytes(value),
+                wire,
+                "{value:?}"
+            );
         }
     }
 }

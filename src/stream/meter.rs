@@ -89,7 +89,8 @@ impl StreamMeter {
         let status = head.status;
         let headers = &head.headers;
         let (content_type, encoding) = content_headers(headers);
-        let content_type = content_type.map(|v| v.to_str().unwrap_or(""));
+        // Bytes, not text: a value checked whole first cost more than the check that uses it.
+        let content_type = content_type.map(HeaderValue::as_bytes);
         let encoded = encoding.is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
         let unrouted = crate::record::is_unrouted(status, &scope.tags.route);
         let recorder = &context.recorder;
@@ -98,7 +99,7 @@ impl StreamMeter {
         scope.record("provider", &provider);
         recorder.provider_started(&provider);
         let max_event_bytes = recorder.settings().max_event_bytes;
-        let wire = content_type.and_then(WireFormat::from_content_type);
+        let wire = content_type.and_then(WireFormat::from_content_type_bytes);
         // A compressed body is not the events it carries: measure it, do not parse it.
         let parser = wire
             .filter(|_| !encoded && !context.head)
