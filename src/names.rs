@@ -650,8 +650,13 @@ pub(crate) mod def {
     );
 }
 
+/// Most bucket bounds a histogram may have: the exposition finds a value's bucket in five
+/// halving steps.
+pub(crate) const MAX_BUCKETS: usize = 31;
+
 // Checked when compiling: each entry's index is its position (the exposition's handle cache
-// relies on it), and exactly the histograms have buckets.
+// relies on it), exactly the histograms have buckets, and bounds strictly increase, at most
+// `MAX_BUCKETS` of them (the exposition's bucket search relies on both).
 const _: () = {
     let mut i = 0;
     while i < METRICS.len() {
@@ -664,6 +669,15 @@ const _: () = {
             matches!(m.kind, MetricKind::Histogram) == !m.buckets.is_empty(),
             "histograms, and only they, have buckets"
         );
+        assert!(m.buckets.len() <= MAX_BUCKETS, "at most MAX_BUCKETS bounds");
+        let mut j = 1;
+        while j < m.buckets.len() {
+            assert!(
+                m.buckets[j - 1] < m.buckets[j],
+                "bucket bounds strictly increase"
+            );
+            j += 1;
+        }
         i += 1;
     }
 };

@@ -150,9 +150,30 @@ impl Sink for LabelSetSeries {
     }
 }
 
+/// The `le` bucket of `value`: the first bound at or above it, so the count of bounds below it,
+/// which is `bounds.partition_point(|b| *b < value)` for bounds that strictly increase (checked
+/// when compiling, as is their count, at most [`names::MAX_BUCKETS`]). A NaN, below no bound,
+/// lands in the first bucket. Five halving steps of fixed sizes, which the compiler unrolls.
+#[inline(always)]
+fn bucket(bounds: &[f64], value: f64) -> usize {
+    debug_assert!(bounds.len() <= names::MAX_BUCKETS);
+    let mut below = 0;
+    // Steps of 16, 8, 4, 2, 1: together they reach every count up to `MAX_BUCKETS`.
+    let mut step = (names::MAX_BUCKETS + 1).next_power_of_two() / 2;
+    while step > 0 {
+        // The bounds before `below + step` are all below the value when the last of them is.
+        if bounds.get(below + step - 1).is_some_and(|b| *b < value) {
+            below += step;
+        }
+        step /= 2;
+    }
+    below
+}
+
 impl LabelSetSeries {
     /// A histogram observation, with the trace (ids and time) of the request it came from.
-    #[inline]
+    /// Inlined into each observation, where the metric, so its buckets and slot, are constants.
+    #[inline(always)]
     fn observe(
         &mut self,
         metric: &'static Metric,
@@ -169,9 +190,8 @@ impl LabelSetSeries {
             exemplars,
         } = series
         {
-            // `le` buckets: the first bound at or above the value. Values are durations and counts
-            // from the record, never NaN (which would land in the first bucket).
-            let i = metric.buckets().partition_point(|b| *b < value);
+            // Values are durations and counts from the record, never NaN.
+            let i = bucket(metric.buckets(), value);
             buckets[i] += 1;
             *sum += value;
             *count += 1;
@@ -216,7 +236,7 @@ impl Sink for Feed<'_> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn histogram(&mut self, metric: &'static Metric, extra: Option<LabelValue>, value: f64) {
         if metric.per_label_set() {
             let trace = self.trace.filter(|_| metric.exemplars());
@@ -748,6 +768,49 @@ mod tests {
         );
         assert!(om.contains("# TYPE stream_monitor_requests counter\n"));
         assert!(om.contains("\nstream_monitor_requests_total{"));
+    }
+
+    #[test]
+    fn bucket_search_is_partition_point() {
+        let mut values = vec![
+            f64::NAN,
+            f64::NEG_INFINITY,
+            -1.0,
+            -0.0,
+            0.0,
+            f64::MIN_POSITIVE,
+            f64::INFINITY,
+            f64::MAX,
+        ];
+        for metric in METRICS.iter().filter(|m| !m.buckets().is_empty()) {
+            for b in metric.buckets() {
+                // The bounds are positive: their neighbours are one bit pattern away.
+                let (down, up) = (b.to_bits() - 1, b.to_bits() + 1);
+                values.extend([
+                    *b,
+                    f64::from_bits(down),
+                    f64::from_bits(up),
+                    b / 2.0,
+                    b * 1.5,
+                ]);
+            }
+        }
+        let lists: Vec<Vec<f64>> = (0..=names::MAX_BUCKETS)
+            .map(|n| (1..=n).map(|i| i as f64 * 0.5).collect())
+            .chain(METRICS.iter().map(|m| m.buckets().to_vec()))
+            .collect();
+        for bounds in &lists {
+            for v in values
+                .iter()
+                .chain(&[0.25, 0.5, 0.75, 8.0, 15.5, 15.75, 16.0])
+            {
+                assert_eq!(
+                    bucket(bounds, *v),
+                    bounds.partition_point(|b| b < v),
+                    "{v} in {bounds:?}"
+                );
+            }
+        }
     }
 
     #[test]
