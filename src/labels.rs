@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 /// Longest value accepted as a label (bytes).
 pub(crate) const MAX_LABEL_LEN: usize = 64;
@@ -355,12 +355,11 @@ impl Eq for LabelKey {}
 /// out the combinations the app and its upstreams name.
 #[derive(Debug)]
 pub(crate) struct SeriesBudget {
+    /// Its key in the threads' lists of recently admitted label sets.
+    id: u64,
     cap: usize,
     header_cap: usize,
     known: RwLock<HashSet<LabelKey, foldhash::fast::RandomState>>,
-    /// Per thread shard, a few admitted label sets, found by address without taking the
-    /// shared lock or hashing.
-    recent: Box<[crate::shard::Padded<Mutex<Vec<LabelKey>>>]>,
     /// How many of `known` came with a header label.
     from_headers: AtomicU64,
     other: Arc<str>,
@@ -370,12 +369,10 @@ pub(crate) struct SeriesBudget {
 impl SeriesBudget {
     pub(crate) fn new(cap: usize) -> Self {
         Self {
+            id: BUDGET_IDS.fetch_add(1, Ordering::Relaxed),
             cap,
             header_cap: (cap / 4).max(1),
             known: RwLock::new(HashSet::default()),
-            recent: (0..crate::shard::count())
-                .map(|_| crate::shard::Padded(Mutex::new(Vec::with_capacity(RECENT_SETS))))
-                .collect(),
             from_headers: AtomicU64::new(0),
             other: Arc::from(OTHER),
             overflowed: AtomicU64::new(0),
@@ -384,32 +381,52 @@ impl SeriesBudget {
 
     /// Admits a record's label set. Returns `false` when it is past the budget: the record's
     /// labels must then be folded into [`other`](Self::other).
+    #[inline]
     pub(crate) fn admit(&self, set: LabelSet<'_>, source: LabelSource) -> bool {
-        let recent = &self.recent[crate::shard::index(self.recent.len())];
-        let mut recent = recent.lock().unwrap_or_else(|p| p.into_inner());
-        if recent.iter().any(|k| k.is(set)) {
-            return true;
-        }
-        let remember = |recent: &mut Vec<LabelKey>| {
-            if recent.len() == RECENT_SETS {
-                recent.pop();
+        self.recently_admitted(set) || self.admit_known(set, source)
+    }
+
+    /// Whether this thread admitted `set` lately, found by address: no lock, no hashing.
+    #[inline]
+    fn recently_admitted(&self, set: LabelSet<'_>) -> bool {
+        ADMITTED
+            .try_with(|admitted| {
+                admitted
+                    .try_borrow()
+                    .is_ok_and(|a| a.iter().any(|(id, k)| *id == self.id && k.is(set)))
+            })
+            .unwrap_or(false)
+    }
+
+    /// Remembers `set` as this thread's latest admitted, forgetting its oldest.
+    fn remember(&self, set: LabelSet<'_>) {
+        let _ = ADMITTED.try_with(|admitted| {
+            if let Ok(mut admitted) = admitted.try_borrow_mut() {
+                if admitted.len() == RECENT_SETS {
+                    admitted.pop();
+                }
+                admitted.insert(0, (self.id, LabelKey::of(set)));
             }
-            recent.insert(0, LabelKey::of(set));
-        };
+        });
+    }
+
+    /// [`admit`](Self::admit), past this thread's recent sets: the shared set of known ones.
+    #[inline(never)]
+    fn admit_known(&self, set: LabelSet<'_>, source: LabelSource) -> bool {
         if self
             .known
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .contains(&set as &dyn LabelView)
         {
-            remember(&mut recent);
+            self.remember(set);
             return true;
         }
         let key = LabelKey::of(set);
         let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
         if known.contains(&key) {
             drop(known);
-            remember(&mut recent);
+            self.remember(set);
             return true;
         }
         // The budgets are exclusive: `cap` for all, of which at most `header_cap` from headers,
@@ -427,7 +444,7 @@ impl SeriesBudget {
                 self.from_headers.fetch_add(1, Ordering::Relaxed);
             }
             drop(known);
-            remember(&mut recent);
+            self.remember(set);
             return true;
         }
         self.overflowed.fetch_add(1, Ordering::Relaxed);
@@ -445,8 +462,21 @@ impl SeriesBudget {
     }
 }
 
-/// Admitted label sets each shard remembers.
+/// Admitted label sets each thread remembers.
 const RECENT_SETS: usize = 4;
+
+thread_local! {
+    /// The label sets this thread's records were admitted with last, newest first, with the
+    /// budget that admitted them: a record's set is found again by the addresses of its interned
+    /// values, without the budget's lock (whose count every core would otherwise write per
+    /// request). An admitted set stays admitted, so an entry stays right for its budget's life;
+    /// it holds its values, so no other value can take their addresses.
+    static ADMITTED: std::cell::RefCell<Vec<(u64, LabelKey)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Budgets get distinct ids, so one thread's list serves several monitors.
+static BUDGET_IDS: AtomicU64 = AtomicU64::new(0);
 
 /// A route pattern such as `/v1/chat/completions` or `/v1beta/models/{model}:streamGenerateContent`.
 ///
@@ -634,6 +664,43 @@ mod tests {
         assert!(!admit("m1", t));
         assert!(!admit("h1", h));
         assert_eq!(budget.overflowed(), 2);
+    }
+
+    #[test]
+    fn a_threads_admitted_sets_belong_to_their_budget() {
+        let t = LabelSource::Trusted;
+        let (p, r) = (Arc::from("p"), Arc::from("/r"));
+        let models: Vec<Arc<str>> = (0..8).map(|i| Arc::from(format!("m{i}"))).collect();
+        let set = |m| LabelSet {
+            provider: &p,
+            model: &models[m],
+            route: &r,
+            operation: Some("chat"),
+            response_model: None,
+        };
+        // Room for one trusted combination in each.
+        let (a, b) = (SeriesBudget::new(2), SeriesBudget::new(2));
+        assert!(a.admit(set(0), t));
+        // Found again in this thread's list, as often as asked.
+        assert!(a.admit(set(0), t) && a.admit(set(0), t));
+        // `b` never takes `a`'s admission for its own: its one combination is another.
+        assert!(b.admit(set(1), t));
+        assert!(!b.admit(set(0), t));
+        assert!(!a.admit(set(1), t));
+        // Other threads, whose lists are empty, get the same answers.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                assert!(a.admit(set(0), t) && !a.admit(set(1), t));
+                assert!(b.admit(set(1), t) && !b.admit(set(0), t));
+            });
+        });
+        assert_eq!((a.overflowed(), b.overflowed()), (2, 2));
+        // The list stays bounded.
+        let many = SeriesBudget::new(64);
+        for m in 0..models.len() {
+            assert!(many.admit(set(m), t) && many.admit(set(m), t));
+        }
+        ADMITTED.with(|a| assert!(a.borrow().len() <= RECENT_SETS));
     }
 
     #[test]
