@@ -295,7 +295,7 @@ impl StreamMeter {
         let output_tokens = summary.map_or(0, |s| s.output_tokens());
         let (tokens_per_second, time_per_output_token) =
             StreamRecord::derived_rates(output_tokens, duration, ttft);
-        let recorder = self.context.recorder.clone();
+        let recorder = &self.context.recorder;
         let response_model = summary
             .filter(|_| !self.unrouted)
             .and_then(|s| s.model())
