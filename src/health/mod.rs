@@ -219,21 +219,18 @@ impl RollbackTrigger {
 }
 
 impl crate::window::RatePopulation for RollbackTrigger {
-    /// Whether `record` belongs to the population this trigger watches.
-    fn counts(&self, record: &StreamRecord) -> bool {
+    /// Whether `record` belongs to the population this trigger watches, and is a hit.
+    fn classify(&self, record: &StreamRecord) -> Option<bool> {
         // What a client alone causes never moves a trigger, neither way.
-        !record.outcome.is_client_caused()
+        let counts = !record.outcome.is_client_caused()
             && !record.is_unrouted()
             && (!self.streaming_only || record.streaming)
             && self.route.as_deref().is_none_or(|r| r == &*record.route)
             && self
                 .provider
                 .as_deref()
-                .is_none_or(|p| p == &*record.provider)
-    }
-
-    fn is_hit(&self, record: &StreamRecord) -> bool {
-        self.outcomes[record.outcome]
+                .is_none_or(|p| p == &*record.provider);
+        counts.then(|| self.outcomes[record.outcome])
     }
 }
 

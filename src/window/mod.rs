@@ -39,10 +39,9 @@ type PairKey = (Arc<str>, Arc<str>);
 /// A population of records and the hits within it, whose rate the windows count over 5 minutes
 /// (a rollback trigger implements it). The windows know the counting, not what is counted.
 pub(crate) trait RatePopulation: Send + Sync {
-    /// Whether `record` belongs to the population.
-    fn counts(&self, record: &StreamRecord) -> bool;
-    /// Whether `record` is a hit.
-    fn is_hit(&self, record: &StreamRecord) -> bool;
+    /// Whether `record` belongs to the population (`Some`), and if so whether it is a hit: one
+    /// call per record and population.
+    fn classify(&self, record: &StreamRecord) -> Option<bool>;
 }
 
 /// A provider and model's two windows. A streaming record's quantile sketches go into its
@@ -274,8 +273,8 @@ impl WindowStore {
         };
         shard.pairs[i].1.add(now_secs, record);
         for (trigger, rate) in self.triggers.iter().zip(shard.triggers.iter_mut()) {
-            if trigger.counts(record) {
-                rate.add(now_secs, trigger.is_hit(record));
+            if let Some(hit) = trigger.classify(record) {
+                rate.add(now_secs, hit);
             }
         }
     }

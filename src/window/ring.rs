@@ -1,5 +1,7 @@
 //! A window as a ring of time slots: 5 minutes as 30 slots of 10 s, 1 hour as 60 of 1 min.
 
+use std::time::Duration;
+
 use super::stats::SlotStats;
 use crate::record::StreamRecord;
 
@@ -76,16 +78,17 @@ impl Ring {
     /// Adds a record to the slot of `now_secs`; its quantile sketches only if `sketches`.
     pub(crate) fn add(&mut self, now_secs: u64, record: &StreamRecord, sketches: bool) {
         let epoch = self.span.epoch(now_secs);
-        let duration = record.duration.as_secs_f64();
         // Whole seconds of the clock: the request ends at the end of its second.
-        let since_slot_start = (now_secs + 1 - epoch * self.span.slot_secs()) as f64;
+        let since_slot_start = Duration::from_secs(now_secs + 1 - epoch * self.span.slot_secs());
         let slot = self.slot(epoch);
         slot.stats.add(record, sketches);
-        if duration <= since_slot_start {
+        // Compared as durations: the same answer as in seconds as f64 (a whole number of seconds,
+        // at most a minute, against `as_secs_f64`), without converting either side.
+        if record.duration <= since_slot_start {
             // Most requests: their whole time in flight lies in this slot.
-            slot.stats.busy_secs += duration;
+            slot.stats.busy_secs += record.duration.as_secs_f64();
         } else {
-            self.add_busy(now_secs, duration);
+            self.add_busy(now_secs, record.duration.as_secs_f64());
         }
     }
 
@@ -120,6 +123,7 @@ impl Ring {
     /// Spreads a request's time in flight, which ended at `end_secs` after `duration` seconds,
     /// over the slots it overlapped (those still in the window): their time-averaged in-flight
     /// count (Little's law: arrivals per second × mean duration).
+    #[inline(never)]
     fn add_busy(&mut self, end_secs: u64, duration: f64) {
         let slot_secs = self.span.slot_secs();
         // Whole seconds of the clock: the request ends at the end of its second.
