@@ -16,6 +16,7 @@ mod stats;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 pub(crate) use clock::WindowTime;
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -24,6 +25,7 @@ pub use stats::{FinishReasons, RequestStats, WindowStats};
 
 pub(crate) use ring::{RateRing, Ring};
 pub(crate) use stats::SlotStats;
+use stats::Sums;
 
 use crate::record::{Outcome, OutcomeMap, StreamRecord};
 use crate::shard::{Padded, RecentIndices};
@@ -44,19 +46,25 @@ pub(crate) trait RatePopulation: Send + Sync {
     fn classify(&self, record: &StreamRecord) -> Option<bool>;
 }
 
-/// A provider and model's two windows. A streaming record's quantile sketches go into its
-/// 10-second slot only; the slot hands them to its minute of the hour once the next 10 seconds
-/// begin (a slot lies within one minute), and reads of the hour take the slot still open from
-/// the 5-minute ring. So each value is sketched once, not once per window: the sketches are
-/// most of a record's cost, and merging bins gives the hour the same bins.
+/// A provider and model's two windows. A record goes into its 10-second slot only: the slot
+/// hands its figures to its minute of the hour once the next 10 seconds begin (a slot lies
+/// within one minute), and reads of the hour take the slot still open from the 5-minute ring.
+/// So a record touches one ring, not two: counts, maxima and quantile sketches merge to the
+/// same figures (merging bins gives the same bins). Float sums do not (their rounding follows
+/// the order of the additions): the minute's own running sums go on in `carry` meanwhile, so
+/// every value is the one adding each record to both rings would give.
 struct Pair {
     five_minutes: Ring,
     one_hour: Ring,
     /// The latest 10-second slot recorded in (its `epoch`).
     latest: u64,
-    /// Whether that slot's sketches are still to hand to the hour. Never again once handed:
-    /// a record for an earlier slot (the clock stepped back) is sketched in both windows.
+    /// Whether that slot's figures are still to hand to the hour. Never again once handed: a
+    /// record for an earlier slot (the clock stepped back) hands it over first, and from then
+    /// on records go into both rings.
     pending: bool,
+    /// While `pending`, the hour's float sums for the minute of `latest` (that slot's own are
+    /// replaced by these at the hand-over).
+    carry: Sums,
 }
 
 const FIVE: WindowSpan = WindowSpan::FiveMinutes;
@@ -74,75 +82,114 @@ impl Pair {
             one_hour: Ring::new(HOUR),
             latest: 0,
             pending: false,
+            carry: Sums::default(),
         }
     }
 
     fn add(&mut self, now: u64, record: &StreamRecord) {
-        let defer = self.advance(now);
-        self.five_minutes.add(now, record, true);
-        self.one_hour.add(now, record, !defer);
+        let open = self.advance(FIVE.epoch(now));
+        self.five_minutes.add_in(FIVE, now, record);
+        if !open {
+            self.one_hour.add(now, record);
+            return;
+        }
+        // The hour's share: the counts wait in the 10-second slot, the sums go on in `carry`
+        // as the hour's slot would add them (see `Ring::add`).
+        self.carry.add(record);
+        let since_minute_start = Duration::from_secs(now + 1 - HOUR.epoch(now) * HOUR.slot_secs());
+        if record.duration <= since_minute_start {
+            self.carry.busy_secs += record.duration.as_secs_f64();
+        } else if let Some(overlap) = self
+            .one_hour
+            .add_busy_before(now, record.duration.as_secs_f64())
+        {
+            self.carry.busy_secs += overlap;
+        }
     }
 
-    /// Moves to the 10-second slot of `now` (before either ring touches a slot, as that may
-    /// clear one): hands the pending slot's sketches to the hour when `now` is past it.
-    /// Whether a record at `now` leaves its sketches to the 10-second slot.
+    /// Moves to the 10-second slot `epoch` (before either ring touches a slot, as that may
+    /// clear one): hands the pending slot to the hour when `epoch` is another. Whether a record
+    /// in `epoch` leaves the hour's share to the 10-second slot.
     #[inline]
-    fn advance(&mut self, now: u64) -> bool {
-        let epoch = FIVE.epoch(now);
+    fn advance(&mut self, epoch: u64) -> bool {
         if epoch == self.latest {
             return self.pending;
         }
-        if self.pending {
-            let minute = minute_of(self.latest);
-            if let (Some(from), Some(to)) = (
-                self.five_minutes.stats(self.latest),
-                self.one_hour.stats_mut(minute),
-            ) {
-                to.merge_sketches(from);
-            }
-        }
-        self.pending = epoch > self.latest;
-        if self.pending {
+        self.hand_over();
+        if epoch > self.latest {
             self.latest = epoch;
+            self.pending = true;
+            self.carry = self
+                .one_hour
+                .stats(minute_of(epoch))
+                .map_or_else(Sums::default, SlotStats::sums);
         }
         self.pending
     }
 
-    fn note_in_flight(&mut self, now: u64, n: u64) {
-        self.advance(now);
-        self.five_minutes.note_in_flight(now, n);
-        self.one_hour.note_in_flight(now, n);
+    /// The pending 10-second slot into its minute of the hour.
+    #[inline(never)]
+    fn hand_over(&mut self) {
+        if !self.pending {
+            return;
+        }
+        self.pending = false;
+        let to = self.one_hour.slot_stats(minute_of(self.latest));
+        if let Some(from) = self.five_minutes.stats(self.latest) {
+            to.merge_counts(from);
+        }
+        to.set_sums(self.carry);
     }
 
-    /// The sketches of the 10-second slot not yet handed to the hour, and its minute, if the
-    /// hour at `now` holds that minute.
-    fn pending_sketches(&self, now: u64) -> Option<(u64, &SlotStats)> {
-        let minute = minute_of(self.latest);
-        if !self.pending || !HOUR.holds(minute, now) {
-            return None;
+    fn note_in_flight(&mut self, now: u64, n: u64) {
+        let open = self.advance(FIVE.epoch(now));
+        self.five_minutes.note_in_flight(now, n);
+        if !open {
+            self.one_hour.note_in_flight(now, n);
         }
-        Some((minute, self.five_minutes.stats(self.latest)?))
+    }
+
+    /// The minute of the 10-second slot not yet handed to the hour, if the hour at `now` holds
+    /// it.
+    fn pending_minute(&self, now: u64) -> Option<u64> {
+        let minute = minute_of(self.latest);
+        (self.pending && HOUR.holds(minute, now)).then_some(minute)
+    }
+
+    /// The hour's figures for the pending minute into `into`: the ring's slot for it (`held`,
+    /// if any), the open 10-second slot's figures, and the minute's sums, as the hand-over
+    /// would leave them.
+    fn merge_pending(&self, held: Option<&SlotStats>, into: &mut SlotStats) {
+        if let Some(held) = held {
+            into.merge_counts(held);
+        }
+        if let Some(open) = self.five_minutes.stats(self.latest) {
+            into.merge_counts(open);
+        }
+        into.add_sums(&self.carry);
     }
 
     /// The hour's slots still inside it at `now`, merged into `into`.
     fn merge_hour_into(&self, now: u64, into: &mut SlotStats) {
-        self.one_hour.merge_into(now, into);
-        if let Some((_, pending)) = self.pending_sketches(now) {
-            into.merge_sketches(pending);
+        match self.pending_minute(now) {
+            None => self.one_hour.merge_into(now, into),
+            Some(minute) => self.one_hour.merge_into_with(
+                now,
+                into,
+                Some((minute, &|held, into| self.merge_pending(held, into))),
+            ),
         }
     }
 
     /// The hour slot by slot (see [`Ring::merge_slots_into`]).
     fn merge_hour_slots_into(&self, now: u64, into: &mut [SlotStats]) {
-        self.one_hour.merge_slots_into(now, into);
-        if let Some((minute, pending)) = self.pending_sketches(now) {
-            let age = HOUR.epoch(now) - minute;
-            if let Some(place) = (into.len() as u64)
-                .checked_sub(1 + age)
-                .and_then(|i| into.get_mut(i as usize))
-            {
-                place.merge_sketches(pending);
-            }
+        match self.pending_minute(now) {
+            None => self.one_hour.merge_slots_into(now, into),
+            Some(minute) => self.one_hour.merge_slots_into_with(
+                now,
+                into,
+                Some((minute, &|held, into| self.merge_pending(held, into))),
+            ),
         }
     }
 }
@@ -465,7 +512,7 @@ mod tests {
             end = end.max(t);
             let r = streaming("p", ttft);
             store.record(t, &r);
-            direct.add(&r, true);
+            direct.add(&r);
             *per_minute.entry(t / 60).or_default() += 1;
         }
         assert_eq!(end, t);
@@ -487,6 +534,138 @@ mod tests {
                 let place = 59 - (end / 60 - minute) as usize;
                 assert_eq!(slots[place].ttft_ms.count(), *n, "minute {minute}");
                 assert_eq!(slots[place].requests as usize, *n, "minute {minute}");
+            }
+        }
+    }
+
+    /// Every figure of a slot: float sums to the bit.
+    fn figures(s: &SlotStats) -> String {
+        let sketches = [
+            &s.ttft_ms,
+            &s.duration_ms,
+            &s.tpot_ms,
+            &s.output_tokens_dist,
+            &s.input_tokens_dist,
+        ]
+        .map(|k| {
+            (
+                k.count(),
+                quantile(k, 0.0),
+                quantile(k, 0.5),
+                quantile(k, 1.0),
+            )
+        });
+        format!(
+            "{:?}",
+            (
+                s.summary(None),
+                s.requests(),
+                [
+                    s.busy_secs,
+                    s.ttft_ms_sum,
+                    s.tps_sum,
+                    s.duration_ms_sum,
+                    s.max_stall_ms
+                ]
+                .map(f64::to_bits),
+                (
+                    s.peak_in_flight,
+                    s.tps_count,
+                    s.cost,
+                    s.estimated_cost,
+                    s.unpriced
+                ),
+                sketches,
+            )
+        )
+    }
+
+    /// A record touching one ring (the hour's share handed over from its 10-second slot) reads
+    /// the same as adding every record to both rings, through every read of both windows: over
+    /// slot and minute boundaries, requests longer than a slot, a minute or the hour, unrouted
+    /// ones, peaks in flight, and the clock stepping back and jumping ahead.
+    #[test]
+    fn one_ring_per_record_reads_as_both_rings() {
+        let mut pair = Pair::new();
+        let (mut five, mut hour) = (Ring::new(FIVE), Ring::new(HOUR));
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move |n: u64| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) % n
+        };
+        let durations_ms = [
+            0, 3, 420, 1_700, 9_500, 14_000, 61_000, 95_000, 700_000, 7_200_000,
+        ];
+        let mut t: u64 = 1_800_000_000 - 7;
+        for step in 0..3_000 {
+            t = match next(40) {
+                0 => t - 420,
+                1 => t - 25,
+                2 => t - 3,
+                3 => t + 3_700,
+                4 => t + 47,
+                5..=12 => t,
+                _ => t + next(12),
+            };
+            if next(6) == 0 {
+                let n = next(50);
+                pair.note_in_flight(t, n);
+                five.note_in_flight(t, n);
+                hour.note_in_flight(t, n);
+            } else {
+                let kind = next(4);
+                let mut r = StreamRecord::new("p", "m", "/r", Outcome::ALL[next(8) as usize]);
+                if kind == 0 {
+                    r.status = Some(http::StatusCode::METHOD_NOT_ALLOWED);
+                }
+                r.streaming = kind >= 2;
+                r.duration = Duration::from_millis(durations_ms[next(10) as usize])
+                    + Duration::from_nanos(next(1_000_000_000));
+                if kind == 3 {
+                    r.time_to_first_token = Some(Duration::from_nanos(1 + next(3_000_000_000)));
+                    r.tokens_per_second = Some(next(10_000) as f64 / 7.0);
+                    r.time_per_output_token = Some(Duration::from_micros(1 + next(90_000)));
+                    r.max_inter_token_gap = Some(Duration::from_micros(next(900_000)));
+                    r.output_tokens = next(2_000);
+                    r.input_tokens = Some(next(9_000));
+                }
+                pair.add(t, &r);
+                five.add(t, &r);
+                hour.add(t, &r);
+            }
+            for at in [t, t + 9, t + 61, t + 3_599] {
+                let (mut got, mut want) = (SlotStats::default(), SlotStats::default());
+                pair.merge_hour_into(at, &mut got);
+                hour.merge_into(at, &mut want);
+                assert_eq!(figures(&got), figures(&want), "hour at {at}, step {step}");
+                let (mut got, mut want) = (SlotStats::default(), SlotStats::default());
+                pair.five_minutes.merge_into(at, &mut got);
+                five.merge_into(at, &mut want);
+                assert_eq!(figures(&got), figures(&want), "5 min at {at}, step {step}");
+                if step % 10 == 0 {
+                    for (span, n) in [(FIVE, 30), (HOUR, 60), (HOUR, 30)] {
+                        let mut got = vec![SlotStats::default(); n];
+                        let mut want = vec![SlotStats::default(); n];
+                        match span {
+                            WindowSpan::FiveMinutes => {
+                                pair.five_minutes.merge_slots_into(at, &mut got);
+                                five.merge_slots_into(at, &mut want);
+                            }
+                            WindowSpan::OneHour => {
+                                pair.merge_hour_slots_into(at, &mut got);
+                                hour.merge_slots_into(at, &mut want);
+                            }
+                        }
+                        let (got, want): (Vec<_>, Vec<_>) = got
+                            .iter()
+                            .zip(&want)
+                            .map(|(g, w)| (figures(g), figures(w)))
+                            .unzip();
+                        assert_eq!(got, want, "{span:?} slots at {at}, step {step}");
+                    }
+                }
             }
         }
     }

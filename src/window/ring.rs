@@ -56,6 +56,20 @@ struct Slot {
     stats: SlotStats,
 }
 
+impl Slot {
+    /// Makes this the slot of `epoch`, cleared (once per slot of time, not per record).
+    #[cold]
+    #[inline(never)]
+    fn recycle(&mut self, epoch: u64) {
+        self.stats.clear();
+        self.epoch = epoch;
+    }
+}
+
+/// A slot a ring's reader merges itself: its epoch, and how (given the ring's figures for it,
+/// if the ring holds that slot).
+pub(crate) type OpenSlot<'a> = (u64, &'a dyn Fn(Option<&SlotStats>, &mut SlotStats));
+
 /// One window: a fixed ring of slots, so memory does not grow with traffic.
 pub(crate) struct Ring {
     span: WindowSpan,
@@ -75,13 +89,24 @@ impl Ring {
         }
     }
 
-    /// Adds a record to the slot of `now_secs`; its quantile sketches only if `sketches`.
-    pub(crate) fn add(&mut self, now_secs: u64, record: &StreamRecord, sketches: bool) {
-        let epoch = self.span.epoch(now_secs);
+    /// Adds a record to the slot of `now_secs`.
+    pub(crate) fn add(&mut self, now_secs: u64, record: &StreamRecord) {
+        self.add_in(self.span, now_secs, record);
+    }
+
+    /// The same, `span` being this ring's: a caller that knows it at compile time gets the
+    /// slot arithmetic done with constants.
+    #[inline(always)]
+    pub(crate) fn add_in(&mut self, span: WindowSpan, now_secs: u64, record: &StreamRecord) {
+        debug_assert_eq!(span, self.span);
+        let epoch = span.epoch(now_secs);
         // Whole seconds of the clock: the request ends at the end of its second.
-        let since_slot_start = Duration::from_secs(now_secs + 1 - epoch * self.span.slot_secs());
-        let slot = self.slot(epoch);
-        slot.stats.add(record, sketches);
+        let since_slot_start = Duration::from_secs(now_secs + 1 - epoch * span.slot_secs());
+        let slot = &mut self.slots[span.index(epoch)];
+        if slot.epoch != epoch {
+            slot.recycle(epoch);
+        }
+        slot.stats.add(record);
         // Compared as durations: the same answer as in seconds as f64 (a whole number of seconds,
         // at most a minute, against `as_secs_f64`), without converting either side.
         if record.duration <= since_slot_start {
@@ -98,24 +123,22 @@ impl Ring {
         (slot.epoch == epoch).then_some(&slot.stats)
     }
 
-    /// The same, to change.
-    pub(crate) fn stats_mut(&mut self, epoch: u64) -> Option<&mut SlotStats> {
-        let slot = &mut self.slots[self.span.index(epoch)];
-        (slot.epoch == epoch).then_some(&mut slot.stats)
-    }
-
     /// Raises the peak in flight of the slot of `now_secs` to `n` if below.
     pub(crate) fn note_in_flight(&mut self, now_secs: u64, n: u64) {
         let stats = &mut self.slot(self.span.epoch(now_secs)).stats;
         stats.peak_in_flight = stats.peak_in_flight.max(n);
     }
 
+    /// The figures of the slot of `epoch`, cleared first if it held an older one.
+    pub(crate) fn slot_stats(&mut self, epoch: u64) -> &mut SlotStats {
+        &mut self.slot(epoch).stats
+    }
+
     /// The slot of `epoch`, cleared first if it held an older one.
     fn slot(&mut self, epoch: u64) -> &mut Slot {
         let slot = &mut self.slots[self.span.index(epoch)];
         if slot.epoch != epoch {
-            slot.stats.clear();
-            slot.epoch = epoch;
+            slot.recycle(epoch);
         }
         slot
     }
@@ -125,6 +148,15 @@ impl Ring {
     /// count (Little's law: arrivals per second × mean duration).
     #[inline(never)]
     fn add_busy(&mut self, end_secs: u64, duration: f64) {
+        if let Some(overlap) = self.add_busy_before(end_secs, duration) {
+            self.slot(self.span.epoch(end_secs)).stats.busy_secs += overlap;
+        }
+    }
+
+    /// [`add_busy`](Self::add_busy) over the slots before the last (that of `end_secs`); the
+    /// last one's share, if any, is returned instead of added.
+    #[inline(never)]
+    pub(crate) fn add_busy_before(&mut self, end_secs: u64, duration: f64) -> Option<f64> {
         let slot_secs = self.span.slot_secs();
         // Whole seconds of the clock: the request ends at the end of its second.
         let end = (end_secs + 1) as f64;
@@ -136,21 +168,46 @@ impl Ring {
             let (from, to) = ((epoch * slot_secs) as f64, ((epoch + 1) * slot_secs) as f64);
             let overlap = end.min(to) - start.max(from);
             if overlap > 0.0 {
+                if epoch == last {
+                    return Some(overlap);
+                }
                 self.slot(epoch).stats.busy_secs += overlap;
             }
         }
+        None
     }
 
     /// Adds each slot still inside the window at `now_secs` into its place in `into`, one
     /// entry per slot, oldest first (`into` has `span.slots()` entries).
     pub(crate) fn merge_slots_into(&self, now_secs: u64, into: &mut [SlotStats]) {
+        self.merge_slots_into_with(now_secs, into, None);
+    }
+
+    /// The same, but the slot of `open.0`, which the window at `now_secs` holds, is merged by
+    /// `open.1` (given the ring's figures for it, if the ring holds that slot).
+    pub(crate) fn merge_slots_into_with(
+        &self,
+        now_secs: u64,
+        into: &mut [SlotStats],
+        open: Option<OpenSlot<'_>>,
+    ) {
         let current = self.span.epoch(now_secs);
         let n = into.len() as u64;
-        for slot in &self.slots {
-            if self.span.holds(slot.epoch, now_secs) {
-                let age = current - slot.epoch;
-                if let Some(place) = into.get_mut((n - 1 - age) as usize) {
-                    place.merge(&slot.stats);
+        let place = |epoch: u64| (n - 1 - (current - epoch)) as usize;
+        let open_index = open.map(|(epoch, _)| self.span.index(epoch));
+        for (i, slot) in self.slots.iter().enumerate() {
+            match open {
+                Some((epoch, merge)) if open_index == Some(i) => {
+                    if let Some(place) = into.get_mut(place(epoch)) {
+                        merge((slot.epoch == epoch).then_some(&slot.stats), place);
+                    }
+                }
+                _ => {
+                    if self.span.holds(slot.epoch, now_secs) {
+                        if let Some(place) = into.get_mut(place(slot.epoch)) {
+                            place.merge(&slot.stats);
+                        }
+                    }
                 }
             }
         }
@@ -158,9 +215,29 @@ impl Ring {
 
     /// Adds the slots still inside the window at `now_secs` into `into`.
     pub(crate) fn merge_into(&self, now_secs: u64, into: &mut SlotStats) {
-        for slot in &self.slots {
-            if self.span.holds(slot.epoch, now_secs) {
-                into.merge(&slot.stats);
+        self.merge_into_with(now_secs, into, None);
+    }
+
+    /// The same, but the slot of `open.0`, which the window at `now_secs` holds, is merged by
+    /// `open.1` (given the ring's figures for it, if the ring holds that slot) in its turn:
+    /// float sums depend on the order of the additions.
+    pub(crate) fn merge_into_with(
+        &self,
+        now_secs: u64,
+        into: &mut SlotStats,
+        open: Option<OpenSlot<'_>>,
+    ) {
+        let open_index = open.map(|(epoch, _)| self.span.index(epoch));
+        for (i, slot) in self.slots.iter().enumerate() {
+            match open {
+                Some((epoch, merge)) if open_index == Some(i) => {
+                    merge((slot.epoch == epoch).then_some(&slot.stats), into);
+                }
+                _ => {
+                    if self.span.holds(slot.epoch, now_secs) {
+                        into.merge(&slot.stats);
+                    }
+                }
             }
         }
     }

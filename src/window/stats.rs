@@ -96,14 +96,52 @@ fn ms(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// The float sums of a slot: unlike the counts, their rounding depends on the order of the
+/// additions, so a slot's sums are kept as one running sum per slot (see `Pair` in the module).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Sums {
+    pub(crate) busy_secs: f64,
+    pub(crate) ttft_ms_sum: f64,
+    pub(crate) tps_sum: f64,
+    pub(crate) duration_ms_sum: f64,
+}
+
+impl Sums {
+    /// What [`SlotStats::add`] adds to the sums (all but `busy_secs`, which the ring adds).
+    #[inline]
+    pub(crate) fn add(&mut self, r: &StreamRecord) {
+        if !r.streaming || r.is_unrouted() {
+            return;
+        }
+        add_sums(
+            r,
+            &mut self.ttft_ms_sum,
+            &mut self.tps_sum,
+            &mut self.duration_ms_sum,
+        );
+    }
+}
+
+/// A streaming record's values into the float sums: one place, so a slot and a `Sums` add
+/// alike.
+#[inline(always)]
+fn add_sums(r: &StreamRecord, ttft_ms_sum: &mut f64, tps_sum: &mut f64, duration_ms_sum: &mut f64) {
+    if let Some(ttft) = r.time_to_first_token {
+        *ttft_ms_sum += ms(ttft);
+    }
+    if let Some(tps) = r.tokens_per_second {
+        *tps_sum += tps;
+    }
+    *duration_ms_sum += ms(r.duration);
+}
+
 impl SlotStats {
     pub(crate) fn clear(&mut self) {
         *self = Self::default();
     }
 
-    /// Adds a record; its quantile sketches only if `sketches` (else handed over later, see
-    /// [`merge_sketches`](Self::merge_sketches)).
-    pub(crate) fn add(&mut self, r: &StreamRecord, sketches: bool) {
+    /// Adds a record.
+    pub(crate) fn add(&mut self, r: &StreamRecord) {
         if r.is_unrouted() {
             self.unrouted += 1;
             return;
@@ -146,20 +184,19 @@ impl SlotStats {
             None if r.operation_name.is_some() => self.unpriced += 1,
             None => {}
         }
-        if let Some(ttft) = r.time_to_first_token {
-            self.ttft_ms_sum += ms(ttft);
-        }
-        if let Some(tps) = r.tokens_per_second {
-            self.tps_sum += tps;
+        add_sums(
+            r,
+            &mut self.ttft_ms_sum,
+            &mut self.tps_sum,
+            &mut self.duration_ms_sum,
+        );
+        if r.tokens_per_second.is_some() {
             self.tps_count += 1;
         }
-        self.duration_ms_sum += ms(r.duration);
         if let Some(gap) = r.max_inter_token_gap {
             self.max_stall_ms = self.max_stall_ms.max(ms(gap));
         }
-        if sketches {
-            self.add_sketches(r);
-        }
+        self.add_sketches(r);
     }
 
     /// A streaming record's values into the quantile sketches.
@@ -178,8 +215,8 @@ impl SlotStats {
         self.duration_ms.add(ms(r.duration));
     }
 
-    /// Another slot's quantile sketches into this one's (its counts stay apart).
-    pub(crate) fn merge_sketches(&mut self, o: &SlotStats) {
+    /// Another slot's quantile sketches into this one's.
+    fn merge_sketches(&mut self, o: &SlotStats) {
         // Same configuration on both sides: merge cannot fail.
         let _ = self.ttft_ms.merge(&o.ttft_ms);
         let _ = self.duration_ms.merge(&o.duration_ms);
@@ -189,9 +226,41 @@ impl SlotStats {
     }
 
     pub(crate) fn merge(&mut self, o: &SlotStats) {
+        self.merge_counts(o);
+        self.add_sums(&o.sums());
+    }
+
+    /// The float sums.
+    pub(crate) fn sums(&self) -> Sums {
+        Sums {
+            busy_secs: self.busy_secs,
+            ttft_ms_sum: self.ttft_ms_sum,
+            tps_sum: self.tps_sum,
+            duration_ms_sum: self.duration_ms_sum,
+        }
+    }
+
+    /// Replaces the float sums.
+    pub(crate) fn set_sums(&mut self, s: Sums) {
+        self.busy_secs = s.busy_secs;
+        self.ttft_ms_sum = s.ttft_ms_sum;
+        self.tps_sum = s.tps_sum;
+        self.duration_ms_sum = s.duration_ms_sum;
+    }
+
+    /// Adds float sums in (the float part of [`merge`](Self::merge)).
+    pub(crate) fn add_sums(&mut self, s: &Sums) {
+        self.busy_secs += s.busy_secs;
+        self.ttft_ms_sum += s.ttft_ms_sum;
+        self.tps_sum += s.tps_sum;
+        self.duration_ms_sum += s.duration_ms_sum;
+    }
+
+    /// Another slot's figures but its float sums into this one's (the rest of
+    /// [`merge`](Self::merge): counts, maxima and sketches, whose order does not matter).
+    pub(crate) fn merge_counts(&mut self, o: &SlotStats) {
         self.requests += o.requests;
         self.unrouted += o.unrouted;
-        self.busy_secs += o.busy_secs;
         self.peak_in_flight = self.peak_in_flight.max(o.peak_in_flight);
         self.streaming += o.streaming;
         self.streaming_judged += o.streaming_judged;
@@ -214,10 +283,7 @@ impl SlotStats {
         self.cost = self.cost.saturating_add(o.cost);
         self.estimated_cost = self.estimated_cost.saturating_add(o.estimated_cost);
         self.unpriced += o.unpriced;
-        self.ttft_ms_sum += o.ttft_ms_sum;
-        self.tps_sum += o.tps_sum;
         self.tps_count += o.tps_count;
-        self.duration_ms_sum += o.duration_ms_sum;
         self.max_stall_ms = self.max_stall_ms.max(o.max_stall_ms);
         self.merge_sketches(o);
     }
