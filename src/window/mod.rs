@@ -88,16 +88,18 @@ impl Pair {
 
     fn add(&mut self, now: u64, record: &StreamRecord) {
         let open = self.advance(FIVE.epoch(now));
-        self.five_minutes.add_in(FIVE, now, record);
+        let within_slot = self.five_minutes.add_in(FIVE, now, record);
         if !open {
             self.one_hour.add(now, record);
             return;
         }
         // The hour's share: the counts wait in the 10-second slot, the sums go on in `carry`
-        // as the hour's slot would add them (see `Ring::add`).
+        // as the hour's slot would add them (see `Ring::add`; within the 10-second slot is
+        // within its minute).
         self.carry.add(record);
-        let since_minute_start = Duration::from_secs(now + 1 - HOUR.epoch(now) * HOUR.slot_secs());
-        if record.duration <= since_minute_start {
+        if within_slot
+            || record.duration <= Duration::from_secs(now + 1 - HOUR.epoch(now) * HOUR.slot_secs())
+        {
             self.carry.busy_secs += record.duration.as_secs_f64();
         } else if let Some(overlap) = self
             .one_hour
@@ -270,10 +272,7 @@ impl WindowStore {
                     pairs: Vec::new(),
                     index: HashMap::default(),
                     recent: RecentIndices::default(),
-                    triggers: triggers
-                        .iter()
-                        .map(|_| RateRing::new(WindowSpan::FiveMinutes))
-                        .collect(),
+                    triggers: triggers.iter().map(|_| RateRing::new(FIVE)).collect(),
                 }))
             })
             .collect();
@@ -321,7 +320,7 @@ impl WindowStore {
         shard.pairs[i].1.add(now_secs, record);
         for (trigger, rate) in self.triggers.iter().zip(shard.triggers.iter_mut()) {
             if let Some(hit) = trigger.classify(record) {
-                rate.add(now_secs, hit);
+                rate.add_in(FIVE, now_secs, hit);
             }
         }
     }

@@ -95,9 +95,15 @@ impl Ring {
     }
 
     /// The same, `span` being this ring's: a caller that knows it at compile time gets the
-    /// slot arithmetic done with constants.
+    /// slot arithmetic done with constants. Whether the request's whole time in flight lay in
+    /// the slot.
     #[inline(always)]
-    pub(crate) fn add_in(&mut self, span: WindowSpan, now_secs: u64, record: &StreamRecord) {
+    pub(crate) fn add_in(
+        &mut self,
+        span: WindowSpan,
+        now_secs: u64,
+        record: &StreamRecord,
+    ) -> bool {
         debug_assert_eq!(span, self.span);
         let epoch = span.epoch(now_secs);
         // Whole seconds of the clock: the request ends at the end of its second.
@@ -109,12 +115,14 @@ impl Ring {
         slot.stats.add(record);
         // Compared as durations: the same answer as in seconds as f64 (a whole number of seconds,
         // at most a minute, against `as_secs_f64`), without converting either side.
-        if record.duration <= since_slot_start {
+        let within = record.duration <= since_slot_start;
+        if within {
             // Most requests: their whole time in flight lies in this slot.
             slot.stats.busy_secs += record.duration.as_secs_f64();
         } else {
             self.add_busy(now_secs, record.duration.as_secs_f64());
         }
+        within
     }
 
     /// The figures of the slot of `epoch`, if the ring holds it.
@@ -260,8 +268,15 @@ impl RateRing {
     }
 
     pub(crate) fn add(&mut self, now_secs: u64, hit: bool) {
-        let epoch = self.span.epoch(now_secs);
-        let slot = &mut self.slots[self.span.index(epoch)];
+        self.add_in(self.span, now_secs, hit);
+    }
+
+    /// The same, `span` being this ring's (see [`Ring::add_in`]).
+    #[inline(always)]
+    pub(crate) fn add_in(&mut self, span: WindowSpan, now_secs: u64, hit: bool) {
+        debug_assert_eq!(span, self.span);
+        let epoch = span.epoch(now_secs);
+        let slot = &mut self.slots[span.index(epoch)];
         if slot.0 != epoch {
             *slot = (epoch, 0, 0);
         }
