@@ -221,10 +221,11 @@ impl RollbackTrigger {
 impl crate::window::RatePopulation for RollbackTrigger {
     /// Whether `record` belongs to the population this trigger watches, and is a hit.
     fn classify(&self, record: &StreamRecord) -> Option<bool> {
-        // What a client alone causes never moves a trigger, neither way.
-        let counts = !record.outcome.is_client_caused()
+        // What a client alone causes never moves a trigger, neither way. The cheapest test
+        // first: most requests are not streams, which a streaming trigger skips at once.
+        let counts = (!self.streaming_only || record.streaming)
+            && !record.outcome.is_client_caused()
             && !record.is_unrouted()
-            && (!self.streaming_only || record.streaming)
             && self.route.as_deref().is_none_or(|r| r == &*record.route)
             && self
                 .provider
