@@ -193,6 +193,10 @@ impl SseDecoder {
     }
 
     /// Decodes `buf`, calling `on_event` for each complete event.
+    ///
+    /// Pinned inline in `StreamParser::feed`: left to the compiler, the choice changed with
+    /// unrelated edits, and with it the whole-frame path's cost per event.
+    #[inline(always)]
     pub(crate) fn feed(&mut self, mut buf: &[u8], on_event: &mut impl EventSink) {
         if self.bom_matched < 3 {
             buf = self.strip_bom(buf);

@@ -1028,6 +1028,10 @@ fn string_end(data: &[u8], mut start: usize) -> Option<usize> {
 
 /// `a == b`, without a call to `memcmp` for lengths of 4 to 16 (`message`, the usual event
 /// type, among them): the first and last four or eight bytes, overlapping.
+// Kept out of line: inlined into the template read it made `StreamParser::feed` spill more
+// registers around its `memcmp`s (about 20 instructions more per event), and left to the
+// compiler it went either way with unrelated edits.
+#[inline(never)]
 fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     if n != b.len() {
