@@ -141,7 +141,7 @@ impl StreamMeter {
 
     /// The hot path: one data frame. Reads the clock only on the first byte and on frames that
     /// complete a content event; returns the time read, if any, for an end in the same poll.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn on_data<D: Buf + From<Bytes>>(
         &mut self,
         data: &mut D,

@@ -42,7 +42,39 @@ where
     type Data = B::Data;
     type Error = BoxError;
 
+    #[inline]
     fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
+        if self.timer.is_none() {
+            // No limit to watch (the default): the inner body's frames as they come.
+            return self.project().inner.poll_frame(cx).map_err(Into::into);
+        }
+        self.poll_timed(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.timed_out || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.timed_out {
+            SizeHint::with_exact(0)
+        } else {
+            self.inner.size_hint()
+        }
+    }
+}
+
+impl<B> TimeoutBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    /// [`poll_frame`](Body::poll_frame) with a timer.
+    #[inline(never)]
+    fn poll_timed(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
@@ -89,18 +121,6 @@ where
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(other) => Poll::Ready(other.map(|r| r.map_err(Into::into))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.timed_out || self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        if self.timed_out {
-            SizeHint::with_exact(0)
-        } else {
-            self.inner.size_hint()
         }
     }
 }
