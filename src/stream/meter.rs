@@ -77,6 +77,8 @@ pub(crate) struct StreamMeter {
     first_token: Option<Instant>,
     last_token: Option<Instant>,
     max_gap: Option<Duration>,
+    /// `last_token + max_gap`: a token after it makes a new widest gap (see `on_content`).
+    gap_edge: Option<Instant>,
     bytes: u64,
 }
 
@@ -123,6 +125,7 @@ impl StreamMeter {
             first_token: None,
             last_token: None,
             max_gap: None,
+            gap_edge: None,
             bytes: 0,
         }
     }
@@ -189,18 +192,24 @@ impl StreamMeter {
         now
     }
 
+    #[inline(always)]
     fn on_content(&mut self, now: Instant, scope: &RequestScope) {
         if self.first_token.is_none() {
-            self.first_token = Some(now);
-            self.log_first_token((now - self.context.started).as_secs_f64() * 1000.0, scope);
+            self.on_first_token(now, scope);
         }
-        if let Some(last) = self.last_token {
-            let gap = now - last;
-            if self.max_gap.is_none_or(|m| gap > m) {
-                self.max_gap = Some(gap);
-            }
-        }
-        self.last_token = Some(now);
+        widen_gap(
+            &mut self.last_token,
+            &mut self.max_gap,
+            &mut self.gap_edge,
+            now,
+        );
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn on_first_token(&mut self, now: Instant, scope: &RequestScope) {
+        self.first_token = Some(now);
+        self.log_first_token((now - self.context.started).as_secs_f64() * 1000.0, scope);
     }
 
     /// Per-request first-token alerting: past the critical baseline WARN, past warning INFO.
@@ -376,5 +385,70 @@ impl StreamMeter {
             true,
             self.label_source,
         );
+    }
+}
+
+/// The widest gap between tokens, after a token at `now` following one at `last`: as
+/// `max_gap.max(now - last)` (a clock that went back giving a gap of zero), with the gap worked
+/// out only when it is a new widest one. `now - last > max_gap` is `now > last + max_gap`,
+/// exactly, and comparing instants costs less than subtracting them; `edge` keeps that sum for
+/// the next token. Without an edge (the first gap, or one past the clock's range) the gap is
+/// compared the long way.
+#[inline(always)]
+fn widen_gap(
+    last: &mut Option<Instant>,
+    max_gap: &mut Option<Duration>,
+    edge: &mut Option<Instant>,
+    now: Instant,
+) {
+    if let Some(last) = *last {
+        let widest = match *edge {
+            Some(edge) => now > edge,
+            None => max_gap.is_none_or(|m| now - last > m),
+        };
+        if widest {
+            *max_gap = Some(now - last);
+        }
+    }
+    *last = Some(now);
+    *edge = max_gap.and_then(|m| now.checked_add(m));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The widest gap is the one the plain subtraction of every pair gives, to the nanosecond.
+    #[test]
+    fn widest_gap_is_the_largest_subtraction() {
+        let start = Instant::now();
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        for round in 0..200 {
+            let (mut last, mut max_gap, mut edge) = (None, None, None);
+            let (mut plain_last, mut plain_max): (Option<Instant>, Option<Duration>) = (None, None);
+            let mut at = start + Duration::from_secs(round);
+            for _ in 0..50 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                // Steps of a few nanoseconds to a few seconds, some zero, some back in time.
+                let step = Duration::from_nanos(state % 4_000_000_007 >> (state % 31));
+                at = match state % 11 {
+                    0 => at,
+                    1 => at.checked_sub(step).unwrap_or(at),
+                    _ => at + step,
+                };
+                widen_gap(&mut last, &mut max_gap, &mut edge, at);
+                if let Some(l) = plain_last {
+                    let gap = at - l;
+                    if plain_max.is_none_or(|m| gap > m) {
+                        plain_max = Some(gap);
+                    }
+                }
+                plain_last = Some(at);
+                assert_eq!(max_gap, plain_max);
+                assert_eq!(last, plain_last);
+            }
+        }
     }
 }
