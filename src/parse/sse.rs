@@ -15,6 +15,9 @@
 use memchr::{memchr2, memchr3};
 
 const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
+/// The type of an event that names none: one static, so that a template can tell it without
+/// reading it (see `Shape::read_whole`).
+pub(crate) static MESSAGE: [u8; 7] = *b"message";
 /// Field names we care about are `data` and `event`; anything longer is some other field.
 const NAME_CAP: usize = 8;
 /// Event types longer than this are not ones we interpret; they are kept as "unknown".
@@ -99,7 +102,7 @@ fn event_line(buf: &[u8]) -> Option<(&[u8], &[u8])> {
         [] => return None,
     };
     let event_type: &[u8] = match end {
-        0 => b"message",
+        0 => &MESSAGE,
         n if n > EVENT_TYPE_CAP => b"",
         n => &line[..n],
     };
@@ -319,7 +322,7 @@ impl SseDecoder {
     fn event_type(&self) -> &[u8] {
         match (self.event_type_overflow, self.event_type_len) {
             (true, _) => b"",
-            (false, 0) => b"message",
+            (false, 0) => &MESSAGE,
             (false, n) => &self.event_type[..n],
         }
     }

@@ -36,6 +36,7 @@ use std::hash::{BuildHasher, Hasher};
 use memchr::memchr;
 
 use super::provider::{chat_view, interpret};
+use super::sse::MESSAGE;
 use super::{ModelName, ProviderFormat, StreamSummary};
 
 /// Templates a stream keeps at once: enough for a stream whose events alternate between a few
@@ -174,6 +175,43 @@ impl Default for Shape {
 }
 
 impl Shape {
+    /// [`read`](Self::read) of all of `data`: whether `data` is this template (whose bytes
+    /// are `bytes`) with well-formed hole values, and if so whether it carries content. With
+    /// one hole (the usual template) the literal after it is compared at the end of `data`
+    /// first, and the hole must then fill the gap exactly: what `read` finds, in fewer steps.
+    #[inline(always)]
+    fn read_whole(&self, bytes: &[u8], event_type: &[u8], data: &[u8], chat: bool) -> Option<bool> {
+        if self.hole_count != 1 {
+            let (len, content) = self.read(bytes, event_type, data, chat, None)?;
+            return (len == data.len()).then_some(content);
+        }
+        // The usual event type, none given, is the decoder's static `message`: known equal to
+        // a template's `message` without reading it.
+        let message = std::ptr::eq(event_type, &MESSAGE[..])
+            && self.event_type_len == MESSAGE.len()
+            && self.event_type[..MESSAGE.len()] == MESSAGE;
+        if self.chat != chat
+            || !(message || same_bytes(event_type, &self.event_type[..self.event_type_len]))
+        {
+            return None;
+        }
+        let (at, hole) = self.holes[0];
+        let before = bytes.get(..at)?;
+        let after = bytes.get(at..self.len)?;
+        let value_len = data.len().checked_sub(before.len() + after.len())?;
+        let (head, tail) = data.split_at_checked(at + value_len)?;
+        if tail != after || !head.starts_with(before) {
+            return None;
+        }
+        let value = &data[at..];
+        let len = if hole.integer() {
+            scan_integer(value)?
+        } else {
+            scan_string(value)?
+        };
+        (len == value_len).then_some(self.base || (hole == Hole::Text && len > 0))
+    }
+
     /// Whether the start of `data` is this template (whose bytes are `bytes`) with well-formed
     /// hole values; if so, the length matched and whether it carries content. `spans`, when
     /// given, receives where each hole's value sits in `data`.
@@ -404,18 +442,16 @@ impl Templates {
                 continue;
             }
             let bytes = self.arena.get(slot.start..)?;
-            if let Some((len, content)) = slot.shape.read(bytes, event_type, data, chat, None) {
-                if len == data.len() {
-                    summary.events += 1;
-                    slot.last_used = summary.events;
-                    slot.hits += 1;
-                    slot.shape.effects.apply(summary);
-                    #[cfg(test)]
-                    {
-                        self.answered += 1;
-                    }
-                    return Some(content);
+            if let Some(content) = slot.shape.read_whole(bytes, event_type, data, chat) {
+                summary.events += 1;
+                slot.last_used = summary.events;
+                slot.hits += 1;
+                slot.shape.effects.apply(summary);
+                #[cfg(test)]
+                {
+                    self.answered += 1;
                 }
+                return Some(content);
             }
         }
         None
@@ -1134,6 +1170,76 @@ fn scan_integer(s: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A one-hole template read whole (its end compared first) answers as its read from the
+    /// start does when the match must take all of the data; so does the `message` shortcut.
+    #[test]
+    fn whole_reads_agree_with_reads_from_the_start() {
+        let chunk = |content: &str| {
+            format!(
+                r#"{{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{{"index":0,"delta":{{"content":"{content}"}},"finish_reason":null}}]}}"#
+            )
+        };
+        let learnt = chunk("hello");
+        // The stream's copy (one hole, the content: its per-stream values filled in) and the
+        // thread's template it copies (those values holes too).
+        let mut templates = Templates::new();
+        templates.learn(
+            &StreamSummary::default(),
+            &MESSAGE,
+            learnt.as_bytes(),
+            false,
+            true,
+        );
+        let slot = templates
+            .slots
+            .iter()
+            .find(|s| s.live)
+            .expect("a template learnt");
+        assert_eq!(
+            slot.shape.hole_count, 1,
+            "the content is the stream copy's one hole"
+        );
+        let mut shared = Shared::new();
+        let Learnt::Entry(index, _) = shared.learn(&MESSAGE, learnt.as_bytes(), false, true) else {
+            panic!("an OpenAI chat chunk makes a template");
+        };
+        let (shared_shape, shared_bytes, _) = shared.entry(index).expect("the entry learnt");
+        let shapes = [
+            (&slot.shape, &templates.arena[slot.start..]),
+            (shared_shape, shared_bytes),
+        ];
+        let mut datas: Vec<String> = ["", "x", " tok42", r#"a\"b"#, r#"\u00e9"#, "\\", "a\"b"]
+            .iter()
+            .map(|c| chunk(c))
+            .collect();
+        let base = chunk("hi");
+        datas.push(format!("{base} "));
+        datas.push(base[..base.len() - 1].to_owned());
+        datas.push(base.replace("\"m\"", "\"n\""));
+        datas.push(base.replace("\"hi\"", "\"h\ni\""));
+        datas.push(base.replace("\"hi\"", "7"));
+        datas.push(String::new());
+        datas.push("{}".to_owned());
+        let copy = MESSAGE.to_vec();
+        let mut matched = 0;
+        for (shape, bytes) in shapes {
+            for data in &datas {
+                for event_type in [&MESSAGE[..], &copy, b"other", b""] {
+                    for chat in [false, true] {
+                        let whole = shape.read_whole(bytes, event_type, data.as_bytes(), chat);
+                        let from_start = shape
+                            .read(bytes, event_type, data.as_bytes(), chat, None)
+                            .filter(|&(len, _)| len == data.len())
+                            .map(|(_, content)| content);
+                        assert_eq!(whole, from_start, "{data:?} {event_type:?} {chat}");
+                        matched += usize::from(whole.is_some());
+                    }
+                }
+            }
+        }
+        assert!(matched >= 10, "{matched} matched");
+    }
 
     #[test]
     fn strings_are_scanned_as_serde_json_reads_them() {
