@@ -182,8 +182,7 @@ impl Shape {
     #[inline(always)]
     fn read_whole(&self, bytes: &[u8], event_type: &[u8], data: &[u8], chat: bool) -> Option<bool> {
         if self.hole_count != 1 {
-            let (len, content) = self.read(bytes, event_type, data, chat, None)?;
-            return (len == data.len()).then_some(content);
+            return self.read_all(bytes, event_type, data, chat);
         }
         // The usual event type, none given, is the decoder's static `message`: known equal to
         // a template's `message` without reading it.
@@ -191,7 +190,7 @@ impl Shape {
             && self.event_type_len == MESSAGE.len()
             && self.event_type[..MESSAGE.len()] == MESSAGE;
         if self.chat != chat
-            || !(message || same_bytes(event_type, &self.event_type[..self.event_type_len]))
+            || !(message || same_type(event_type, &self.event_type[..self.event_type_len]))
         {
             return None;
         }
@@ -210,6 +209,14 @@ impl Shape {
             scan_string(value)?
         };
         (len == value_len).then_some(self.base || (hole == Hole::Text && len > 0))
+    }
+
+    /// [`read_whole`](Self::read_whole) of a template with several holes: out of line, so that
+    /// the one-hole path inlined in `StreamParser::feed` is not charged for its registers.
+    #[inline(never)]
+    fn read_all(&self, bytes: &[u8], event_type: &[u8], data: &[u8], chat: bool) -> Option<bool> {
+        let (len, content) = self.read(bytes, event_type, data, chat, None)?;
+        (len == data.len()).then_some(content)
     }
 
     /// Whether the start of `data` is this template (whose bytes are `bytes`) with well-formed
@@ -1064,10 +1071,7 @@ fn string_end(data: &[u8], mut start: usize) -> Option<usize> {
 
 /// `a == b`, without a call to `memcmp` for lengths of 4 to 16 (`message`, the usual event
 /// type, among them): the first and last four or eight bytes, overlapping.
-// Kept out of line: inlined into the template read it made `StreamParser::feed` spill more
-// registers around its `memcmp`s (about 20 instructions more per event), and left to the
-// compiler it went either way with unrelated edits.
-#[inline(never)]
+#[inline]
 fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     if n != b.len() {
@@ -1078,6 +1082,14 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
         8..=16 => word(&a[..8]) == word(&b[..8]) && word(&a[n - 8..]) == word(&b[n - 8..]),
         _ => a == b,
     }
+}
+
+/// [`same_bytes`] kept out of line, for the whole-frame path: inlined there it made
+/// `StreamParser::feed` spill more registers around its `memcmp`s (about 20 instructions more
+/// per event), and left to the compiler it went either way with unrelated edits.
+#[inline(never)]
+fn same_type(a: &[u8], b: &[u8]) -> bool {
+    same_bytes(a, b)
 }
 
 /// Four bytes as a number (`bytes` holds four).
