@@ -432,7 +432,7 @@ mod tests {
                 state ^= state >> 7;
                 state ^= state << 17;
                 // Steps of a few nanoseconds to a few seconds, some zero, some back in time.
-                let step = Duration::from_nanos(state % 4_000_000_007 >> (state % 31));
+                let step = Duration::from_nanos((state % 4_000_000_007) >> (state % 31));
                 at = match state % 11 {
                     0 => at,
                     1 => at.checked_sub(step).unwrap_or(at),
