@@ -292,6 +292,17 @@ struct Slot {
     filled_in: bool,
 }
 
+impl Slot {
+    /// This template answered the stream's latest event (counted in `summary` already): its
+    /// use noted, and the event's effects applied.
+    #[inline(always)]
+    fn answered(&mut self, summary: &mut StreamSummary) {
+        self.last_used = summary.events;
+        self.hits += 1;
+        self.shape.effects.apply(summary);
+    }
+}
+
 /// The templates of one stream, and when to try learning the next one.
 #[derive(Debug)]
 pub(crate) struct Templates {
@@ -385,9 +396,7 @@ impl Templates {
             let bytes = self.arena.get(slot.start..)?;
             if let Some((len, content)) = slot.shape.read(bytes, event_type, data, chat, None) {
                 if len == data.len() {
-                    slot.last_used = summary.events;
-                    slot.hits += 1;
-                    slot.shape.effects.apply(summary);
+                    slot.answered(summary);
                     #[cfg(test)]
                     {
                         self.answered += 1;
@@ -451,9 +460,7 @@ impl Templates {
             let bytes = self.arena.get(slot.start..)?;
             if let Some(content) = slot.shape.read_whole(bytes, event_type, data, chat) {
                 summary.events += 1;
-                slot.last_used = summary.events;
-                slot.hits += 1;
-                slot.shape.effects.apply(summary);
+                slot.answered(summary);
                 #[cfg(test)]
                 {
                     self.answered += 1;

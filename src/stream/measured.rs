@@ -133,23 +133,21 @@ where
                 Poll::Ready(frame) => frame,
                 Poll::Pending => return Poll::Pending,
             };
-            let Some(meter) = meter_slot.as_mut() else {
+            if meter_slot.is_none() {
                 // The inner body panicked earlier and was polled again.
                 return Poll::Ready(frame);
-            };
+            }
             match frame {
                 None => {
                     *ended = true;
                     StreamMeter::finish_in(meter_slot, None, StreamEnd::Complete, scope);
                     Poll::Ready(None)
                 }
-                Some(Ok(mut frame)) => {
-                    let (is_trailers, read) = match frame.data_mut() {
-                        Some(data) => (false, meter.on_data(data, scope)),
-                        None => (frame.is_trailers(), None),
-                    };
-                    if is_trailers || body.is_end_stream() {
-                        StreamMeter::finish_in(meter_slot, read, StreamEnd::Complete, scope);
+                // Not data (measured above): trailers, which end the body, or a frame of
+                // another kind.
+                Some(Ok(frame)) => {
+                    if frame.is_trailers() || body.is_end_stream() {
+                        StreamMeter::finish_in(meter_slot, None, StreamEnd::Complete, scope);
                     }
                     Poll::Ready(Some(Ok(frame)))
                 }

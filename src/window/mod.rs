@@ -173,26 +173,16 @@ impl Pair {
 
     /// The hour's slots still inside it at `now`, merged into `into`.
     fn merge_hour_into(&self, now: u64, into: &mut SlotStats) {
-        match self.pending_minute(now) {
-            None => self.one_hour.merge_into(now, into),
-            Some(minute) => self.one_hour.merge_into_with(
-                now,
-                into,
-                Some((minute, &|held, into| self.merge_pending(held, into))),
-            ),
-        }
+        let merge = |held: Option<&SlotStats>, into: &mut SlotStats| self.merge_pending(held, into);
+        let open = self.pending_minute(now).map(|minute| (minute, &merge as _));
+        self.one_hour.merge_into_with(now, into, open);
     }
 
     /// The hour slot by slot (see [`Ring::merge_slots_into`]).
     fn merge_hour_slots_into(&self, now: u64, into: &mut [SlotStats]) {
-        match self.pending_minute(now) {
-            None => self.one_hour.merge_slots_into(now, into),
-            Some(minute) => self.one_hour.merge_slots_into_with(
-                now,
-                into,
-                Some((minute, &|held, into| self.merge_pending(held, into))),
-            ),
-        }
+        let merge = |held: Option<&SlotStats>, into: &mut SlotStats| self.merge_pending(held, into);
+        let open = self.pending_minute(now).map(|minute| (minute, &merge as _));
+        self.one_hour.merge_slots_into_with(now, into, open);
     }
 }
 
