@@ -273,7 +273,12 @@ impl LabelKey {
         Arc::ptr_eq(&self.provider, set.provider)
             && Arc::ptr_eq(&self.model, set.model)
             && Arc::ptr_eq(&self.route, set.route)
-            && self.operation == set.operation
+            && match (self.operation, set.operation) {
+                (None, None) => true,
+                // Mostly the same constant: its address first, its text only if they differ.
+                (Some(a), Some(b)) => std::ptr::eq(a, b) || a == b,
+                _ => false,
+            }
             && match (&self.response_model, set.response_model) {
                 (None, None) => true,
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b),

@@ -2,6 +2,7 @@
 //! cores recording at once take different locks and touch different cache lines.
 
 use std::cell::Cell;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -9,25 +10,39 @@ static NEXT: AtomicUsize = AtomicUsize::new(0);
 /// Not yet assigned.
 const UNSET: usize = usize::MAX;
 
+static COUNT: OnceLock<usize> = OnceLock::new();
+
 thread_local! {
-    // Const-initialised, so an access is a plain load: no lazy-initialisation check.
+    // Const-initialised, so an access is a plain load: no lazy-initialisation check. Kept
+    // below `count()`, so that finding a shard takes no division.
     static INDEX: Cell<usize> = const { Cell::new(UNSET) };
 }
 
-/// How many shards a structure gets: one per core, at least 1, at most 16.
+/// How many shards a structure gets: one per core, at least 1, at most 16. Read once, so every
+/// sharded structure has as many shards.
 pub(crate) fn count() -> usize {
-    std::thread::available_parallelism()
-        .map_or(4, |n| n.get())
-        .clamp(1, 16)
+    *COUNT.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(4, |n| n.get())
+            .clamp(1, 16)
+    })
 }
 
-/// This thread's shard among `shards`.
+/// This thread's shard among `shards`: a load and a compare (every structure has `count()`
+/// shards, which this thread's index is below).
 #[inline]
 pub(crate) fn index(shards: usize) -> usize {
+    let i = INDEX.get();
+    if i < shards { i } else { assign(shards) }
+}
+
+/// A thread's first call takes its index; `shards` other than `count()` are reduced to.
+#[cold]
+#[inline(never)]
+fn assign(shards: usize) -> usize {
     let mut i = INDEX.get();
     if i == UNSET {
-        // Never `UNSET` itself.
-        i = NEXT.fetch_add(1, Ordering::Relaxed) & (UNSET >> 1);
+        i = NEXT.fetch_add(1, Ordering::Relaxed) % count();
         INDEX.set(i);
     }
     i % shards
@@ -77,5 +92,25 @@ impl RecentIndices {
             self.0.copy_within(0..3, 1);
             self.0[0] = i;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A thread keeps one shard, below any count asked for.
+    #[test]
+    fn a_threads_index_is_stable_and_in_range() {
+        let n = count();
+        let first = index(n);
+        assert!(first < n);
+        assert_eq!(index(n), first);
+        assert_eq!(index(1), 0);
+        assert_eq!(index(n), first);
+        let others: Vec<usize> = (0..8)
+            .map(|_| std::thread::spawn(move || index(n)).join().unwrap())
+            .collect();
+        assert!(others.iter().all(|&i| i < n));
     }
 }

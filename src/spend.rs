@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::cost::Cost;
 use crate::record::StreamRecord;
+use crate::shard::RecentIndices;
 
 /// Users a shard keeps at least: Space-Saving over-counts by at most the traffic over the
 /// table's size, so the table is kept well above the users listed (README, Cost).
@@ -152,7 +153,12 @@ struct Shard {
     users: Vec<(Arc<str>, UserEntry)>,
     /// Positions in `users`.
     index: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
-    models: HashMap<Arc<str>, ModelEntry, foldhash::fast::RandomState>,
+    /// Spend per model, in the order first seen.
+    models: Vec<(Arc<str>, ModelEntry)>,
+    /// Positions in `models` by name: one entry per model, whichever `Arc` names it.
+    model_index: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
+    /// Positions in `models` found last, tried by address before hashing the name.
+    recent_models: RecentIndices,
 }
 
 /// Spend per model and per heavy user, and the unpriced models, since the monitor started.
@@ -212,12 +218,33 @@ impl Spend {
                 }
                 entry.requests += 1;
             };
-            // Looked up before inserting: a known model costs no reference count change.
-            match shard.models.get_mut(model) {
-                Some(entry) => add(entry),
-                // Models are label values, capped by the model label budget: the map is bounded.
-                None => add(shard.models.entry(model.clone()).or_default()),
-            }
+            let Shard {
+                models,
+                model_index,
+                recent_models,
+                ..
+            } = &mut *shard;
+            let i = match recent_models.find(models, |(m, _)| Arc::ptr_eq(m, model)) {
+                Some(i) => i,
+                None => {
+                    // Looked up before inserting: a known model costs no reference count change.
+                    let i = match model_index.get(model) {
+                        Some(&i) => i,
+                        // Models are label values, capped by the model label budget: the table
+                        // is bounded.
+                        None => {
+                            models.push((model.clone(), ModelEntry::default()));
+                            model_index.insert(model.clone(), models.len() - 1);
+                            models.len() - 1
+                        }
+                    };
+                    if Arc::ptr_eq(&models[i].0, model) {
+                        recent_models.remember(i);
+                    }
+                    i
+                }
+            };
+            add(&mut models[i].1);
         }
         if let (Some(user), true) = (&r.user_id, self.top_users > 0) {
             let tokens = r.output_tokens.saturating_add(r.input_tokens.unwrap_or(0));
@@ -366,6 +393,25 @@ mod tests {
         assert_eq!((top[0].requests, top[0].errors), (2, 1));
         assert_eq!(top[0].error_rate, 50.0);
         assert_eq!(spend.by_model()["m"].requests, 1);
+    }
+
+    /// A model's spend is one entry whichever `Arc` names it, found by address or by name.
+    #[test]
+    fn a_model_named_by_several_arcs_is_one_entry() {
+        let spend = Spend::new(3);
+        let names: Vec<Arc<str>> = (0..6)
+            .map(|i| Arc::from(if i % 2 == 0 { "m" } else { "n" }))
+            .collect();
+        for (i, model) in names.iter().enumerate() {
+            for _ in 0..=i {
+                spend.record(&record("u", 10), model);
+            }
+        }
+        let by_model = spend.by_model();
+        assert_eq!(by_model.len(), 2);
+        assert_eq!(by_model["m"].requests, 1 + 3 + 5);
+        assert_eq!(by_model["n"].requests, 2 + 4 + 6);
+        assert!((by_model["m"].cost_usd - 90e-12).abs() < 1e-18);
     }
 
     #[test]

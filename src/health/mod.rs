@@ -233,6 +233,10 @@ impl crate::window::RatePopulation for RollbackTrigger {
                 .is_none_or(|p| p == &*record.provider);
         counts.then(|| self.outcomes[record.outcome])
     }
+
+    fn by_kind_only(&self) -> bool {
+        self.route.is_none() && self.provider.is_none()
+    }
 }
 
 /// One baseline judged over the window.

@@ -44,6 +44,47 @@ pub(crate) trait RatePopulation: Send + Sync {
     /// Whether `record` belongs to the population (`Some`), and if so whether it is a hit: one
     /// call per record and population.
     fn classify(&self, record: &StreamRecord) -> Option<bool>;
+
+    /// Whether [`classify`](Self::classify) depends on nothing but whether a (routed) record
+    /// streamed and its outcome: the windows then ask once per kind of record, when built, and
+    /// look the answer up per record.
+    fn by_kind_only(&self) -> bool {
+        false
+    }
+}
+
+/// A population's answers per kind of routed record: by whether it streamed, then by outcome.
+type KindTable = [OutcomeMap<Option<bool>>; 2];
+
+/// How the windows classify a record for a population.
+enum Classifier {
+    /// Looked up (see [`RatePopulation::by_kind_only`]).
+    Table(KindTable),
+    Ask(Box<dyn RatePopulation>),
+}
+
+impl Classifier {
+    fn new(population: Box<dyn RatePopulation>) -> Self {
+        if !population.by_kind_only() {
+            return Classifier::Ask(population);
+        }
+        let table = [false, true].map(|streaming| {
+            OutcomeMap::from_fn(|outcome| {
+                let mut record = StreamRecord::new("", "", "", outcome);
+                record.streaming = streaming;
+                population.classify(&record)
+            })
+        });
+        Classifier::Table(table)
+    }
+
+    #[inline]
+    fn classify(&self, record: &StreamRecord) -> Option<bool> {
+        match self {
+            Classifier::Table(table) => table[usize::from(record.streaming)][record.outcome],
+            Classifier::Ask(population) => population.classify(record),
+        }
+    }
 }
 
 /// A provider and model's two windows. A record goes into its 10-second slot only: the slot
@@ -86,17 +127,18 @@ impl Pair {
         }
     }
 
-    fn add(&mut self, now: u64, record: &StreamRecord) {
+    /// `unrouted`: `record.is_unrouted()`, worked out once per record.
+    fn add(&mut self, now: u64, record: &StreamRecord, unrouted: bool) {
         let open = self.advance(FIVE.epoch(now));
-        let within_slot = self.five_minutes.add_in(FIVE, now, record);
+        let within_slot = self.five_minutes.add_in(FIVE, now, record, unrouted);
         if !open {
-            self.one_hour.add(now, record);
+            self.one_hour.add(now, record, unrouted);
             return;
         }
         // The hour's share: the counts wait in the 10-second slot, the sums go on in `carry`
         // as the hour's slot would add them (see `Ring::add`; within the 10-second slot is
         // within its minute).
-        self.carry.add(record);
+        self.carry.add(record, unrouted);
         if within_slot
             || record.duration <= Duration::from_secs(now + 1 - HOUR.epoch(now) * HOUR.slot_secs())
         {
@@ -239,7 +281,7 @@ pub(crate) struct WindowStore {
     shards: Box<[Padded<Mutex<Shard>>]>,
     /// The model of the pair a provider's models share past [`MAX_MODEL_PAIRS`].
     other: Arc<str>,
-    triggers: Box<[Box<dyn RatePopulation>]>,
+    triggers: Box<[Classifier]>,
 }
 
 fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
@@ -251,10 +293,7 @@ fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
 
 impl WindowStore {
     pub(crate) fn new(triggers: Vec<Box<dyn RatePopulation>>) -> Self {
-        let n = std::thread::available_parallelism()
-            .map_or(4, |n| n.get())
-            .clamp(1, 16);
-        let shards = (0..n)
+        let shards = (0..crate::shard::count())
             .map(|_| {
                 Padded(Mutex::new(Shard {
                     unrouted: Pair::new(),
@@ -269,7 +308,7 @@ impl WindowStore {
         Self {
             shards,
             other: Arc::from(crate::labels::OTHER),
-            triggers: triggers.into(),
+            triggers: triggers.into_iter().map(Classifier::new).collect(),
         }
     }
 
@@ -279,7 +318,7 @@ impl WindowStore {
         shard.recorded[record.outcome] += 1;
         if record.is_unrouted() {
             // Counted in the overall windows only: no provider entry, no trigger.
-            shard.unrouted.add(now_secs, record);
+            shard.unrouted.add(now_secs, record, true);
             return;
         }
         let shard = &mut *shard;
@@ -307,7 +346,7 @@ impl WindowStore {
                 i
             }
         };
-        shard.pairs[i].1.add(now_secs, record);
+        shard.pairs[i].1.add(now_secs, record, false);
         for (trigger, rate) in self.triggers.iter().zip(shard.triggers.iter_mut()) {
             if let Some(hit) = trigger.classify(record) {
                 rate.add_in(FIVE, now_secs, hit);
@@ -451,6 +490,39 @@ mod tests {
     use super::*;
     use crate::record::Outcome;
 
+    /// A trigger's table answers as the trigger does, for every kind of routed record; a
+    /// trigger that filters by route or provider is asked per record.
+    #[test]
+    fn trigger_tables_answer_as_the_triggers() {
+        use crate::health::RollbackTrigger;
+        let errors = [Outcome::ServerError, Outcome::Timeout];
+        let triggers = [
+            RollbackTrigger::new("a", errors, 5.0),
+            RollbackTrigger::new("b", [Outcome::Ok, Outcome::ClientError], 5.0).streaming_only(),
+            RollbackTrigger::new("c", errors, 5.0).route("/r"),
+            RollbackTrigger::new("d", errors, 5.0).provider("p"),
+        ];
+        for trigger in triggers {
+            let classifier = Classifier::new(Box::new(trigger.clone()));
+            let table = matches!(classifier, Classifier::Table(_));
+            assert_eq!(table, trigger.by_kind_only(), "{}", trigger.name());
+            for outcome in Outcome::ALL {
+                for streaming in [false, true] {
+                    for (provider, route) in [("p", "/r"), ("q", "/s")] {
+                        let mut r = StreamRecord::new(provider, "m", route, outcome);
+                        r.streaming = streaming;
+                        assert_eq!(
+                            classifier.classify(&r),
+                            RatePopulation::classify(&trigger, &r),
+                            "{} {outcome:?} {streaming}",
+                            trigger.name()
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     fn streaming(provider: &str, ttft_ms: f64) -> StreamRecord {
         let mut r = StreamRecord::new(provider, "m", "/r", Outcome::Ok);
         r.streaming = true;
@@ -501,7 +573,7 @@ mod tests {
             end = end.max(t);
             let r = streaming("p", ttft);
             store.record(t, &r);
-            direct.add(&r);
+            direct.add(&r, r.is_unrouted());
             *per_minute.entry(t / 60).or_default() += 1;
         }
         assert_eq!(end, t);
@@ -620,9 +692,10 @@ mod tests {
                     r.output_tokens = next(2_000);
                     r.input_tokens = Some(next(9_000));
                 }
-                pair.add(t, &r);
-                five.add(t, &r);
-                hour.add(t, &r);
+                let unrouted = r.is_unrouted();
+                pair.add(t, &r, unrouted);
+                five.add(t, &r, unrouted);
+                hour.add(t, &r, unrouted);
             }
             for at in [t, t + 9, t + 61, t + 3_599] {
                 let (mut got, mut want) = (SlotStats::default(), SlotStats::default());

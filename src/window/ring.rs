@@ -90,8 +90,8 @@ impl Ring {
     }
 
     /// Adds a record to the slot of `now_secs`.
-    pub(crate) fn add(&mut self, now_secs: u64, record: &StreamRecord) {
-        self.add_in(self.span, now_secs, record);
+    pub(crate) fn add(&mut self, now_secs: u64, record: &StreamRecord, unrouted: bool) {
+        self.add_in(self.span, now_secs, record, unrouted);
     }
 
     /// The same, `span` being this ring's: a caller that knows it at compile time gets the
@@ -103,6 +103,7 @@ impl Ring {
         span: WindowSpan,
         now_secs: u64,
         record: &StreamRecord,
+        unrouted: bool,
     ) -> bool {
         debug_assert_eq!(span, self.span);
         let epoch = span.epoch(now_secs);
@@ -112,7 +113,7 @@ impl Ring {
         if slot.epoch != epoch {
             slot.recycle(epoch);
         }
-        slot.stats.add(record);
+        slot.stats.add(record, unrouted);
         // Compared as durations: the same answer as in seconds as f64 (a whole number of seconds,
         // at most a minute, against `as_secs_f64`), without converting either side.
         let within = record.duration <= since_slot_start;

@@ -108,9 +108,10 @@ pub(crate) struct Sums {
 
 impl Sums {
     /// What [`SlotStats::add`] adds to the sums (all but `busy_secs`, which the ring adds).
+    /// `unrouted`: `r.is_unrouted()`, worked out once per record.
     #[inline]
-    pub(crate) fn add(&mut self, r: &StreamRecord) {
-        if !r.streaming || r.is_unrouted() {
+    pub(crate) fn add(&mut self, r: &StreamRecord, unrouted: bool) {
+        if !r.streaming || unrouted {
             return;
         }
         add_sums(
@@ -140,10 +141,12 @@ impl SlotStats {
         *self = Self::default();
     }
 
-    /// Adds a record. Inlined up to the streaming figures: most requests stop there.
+    /// Adds a record; `unrouted`: `r.is_unrouted()`, worked out once per record. Inlined up to
+    /// the streaming figures: most requests stop there.
     #[inline]
-    pub(crate) fn add(&mut self, r: &StreamRecord) {
-        if r.is_unrouted() {
+    pub(crate) fn add(&mut self, r: &StreamRecord, unrouted: bool) {
+        debug_assert_eq!(unrouted, r.is_unrouted());
+        if unrouted {
             self.unrouted += 1;
             return;
         }
