@@ -125,7 +125,7 @@ impl InFlight {
     }
 
     fn shard(&self) -> &Shard {
-        &self.shards[crate::shard::index(self.shards.len())]
+        crate::shard::pick(&self.shards)
     }
 
     /// Moves the count of `label` by `delta` on this thread's shard.

@@ -123,13 +123,14 @@ type Slot = Option<(Option<&'static str>, Series)>;
 /// The series of one label set, by [`slot`].
 #[derive(Clone)]
 struct LabelSetSeries {
-    slots: Box<[Slot]>,
+    /// A fixed length: a metric's slot, a constant, needs no bounds check.
+    slots: Box<[Slot; SLOTS]>,
 }
 
 impl LabelSetSeries {
     fn new() -> Self {
         Self {
-            slots: vec![None; SLOTS].into_boxed_slice(),
+            slots: Box::new(std::array::from_fn(|_| None)),
         }
     }
 }
@@ -273,7 +274,7 @@ impl PrometheusExposition {
     }
 
     fn shard(&self) -> MutexGuard<'_, Shard> {
-        lock(&self.shards[crate::shard::index(self.shards.len())])
+        lock(&crate::shard::pick(&self.shards).0)
     }
 
     /// Adds a finished record's observations on this thread's shard.

@@ -209,7 +209,7 @@ impl Spend {
         if !priced && !counts_for_user {
             return;
         }
-        let mut shard = lock(&self.shards[crate::shard::index(self.shards.len())]);
+        let mut shard = lock(&crate::shard::pick(&self.shards).0);
         if priced {
             let add = |entry: &mut ModelEntry| {
                 entry.cost = entry.cost.saturating_add(pico);
@@ -645,7 +645,15 @@ impl BudgetMeter {
     }
 
     /// Adds a priced record's cost, at `now_secs`, to the budgets it counts for.
+    #[inline]
     pub(crate) fn record(&self, now_secs: u64, r: &StreamRecord) {
+        // Most monitors have no budget: no call then.
+        if !self.budgets.is_empty() {
+            self.record_in(now_secs, r);
+        }
+    }
+
+    fn record_in(&self, now_secs: u64, r: &StreamRecord) {
         let Some(cost) = r.cost else { return };
         let minute = now_secs / 60;
         for (budget, ring) in self.budgets.iter().zip(self.rings.iter()) {

@@ -313,8 +313,7 @@ impl WindowStore {
     }
 
     pub(crate) fn record(&self, now_secs: u64, record: &StreamRecord) {
-        let index = crate::shard::index(self.shards.len());
-        let mut shard = lock(&self.shards[index]);
+        let mut shard = lock(&crate::shard::pick(&self.shards).0);
         shard.recorded[record.outcome] += 1;
         if record.is_unrouted() {
             // Counted in the overall windows only: no provider entry, no trigger.
@@ -356,7 +355,7 @@ impl WindowStore {
 
     /// Notes `n` requests in flight at `now_secs`: the slot's peak (README, Capacity).
     pub(crate) fn note_in_flight(&self, now_secs: u64, n: u64) {
-        let mut shard = lock(&self.shards[crate::shard::index(self.shards.len())]);
+        let mut shard = lock(&crate::shard::pick(&self.shards).0);
         shard.unrouted.note_in_flight(now_secs, n);
     }
 
