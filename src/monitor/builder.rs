@@ -17,7 +17,7 @@ use crate::parse::DEFAULT_MAX_EVENT_BYTES;
 use crate::prometheus::PrometheusExposition;
 use crate::record::StreamRecord;
 use crate::system::SystemSampler;
-use crate::window::{Clock, RatePopulation, SystemClock, WindowStore, WindowTime};
+use crate::window::{Clock, RatePopulation, SystemClock, SystemSecs, WindowStore, WindowTime};
 
 /// Default prefix under which the monitoring endpoints are served.
 pub(crate) const DEFAULT_PREFIX: &str = "/monitoring";
@@ -143,6 +143,9 @@ pub(crate) struct Config {
     pub(crate) triggers: Vec<RollbackTrigger>,
     pub(crate) on_alert: Option<Arc<dyn OnAlert>>,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Whether `clock` is the default [`SystemClock`]: the window second is then read faster
+    /// (see [`SystemSecs`](crate::window::SystemSecs)).
+    pub(crate) system_clock: bool,
     pub(crate) metrics_facade: bool,
     pub(crate) error_level: tracing::Level,
     pub(crate) max_error_records: usize,
@@ -221,6 +224,7 @@ impl Default for Config {
             ],
             on_alert: None,
             clock: Arc::new(SystemClock),
+            system_clock: true,
             metrics_facade: true,
             error_level: tracing::Level::WARN,
             max_error_records: DEFAULT_MAX_ERROR_RECORDS,
@@ -536,6 +540,7 @@ impl MonitorBuilder {
     /// [`ManualClock`](crate::window::ManualClock) to move time.
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.config.clock = Arc::new(clock);
+        self.config.system_clock = false;
         self
     }
 
@@ -774,6 +779,7 @@ impl MonitorBuilder {
                 health: HealthTracker::new(),
                 last_health_check: AtomicU64::new(0),
                 window_time,
+                system_secs: c.system_clock.then(|| SystemSecs::new(window_time)),
                 prometheus: PrometheusExposition::new(),
                 system: SystemSampler::new(),
                 in_flight: crate::in_flight::InFlight::new(),

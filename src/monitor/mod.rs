@@ -35,6 +35,8 @@ pub(crate) struct Shared {
     /// Window second of the last health evaluation done on the recording path.
     last_health_check: AtomicU64,
     window_time: WindowTime,
+    /// The window second of the system clock, when that is the monitor's clock.
+    system_secs: Option<crate::window::SystemSecs>,
     prometheus: PrometheusExposition,
     system: SystemSampler,
     /// Streams in progress per provider (known from the response on).
@@ -294,7 +296,10 @@ impl Monitor {
 
     /// The window second now (monotonic; see [`Clock`](crate::window::Clock)).
     pub(crate) fn window_secs(&self) -> u64 {
-        self.shared.window_time.secs(&*self.shared.config.clock)
+        match &self.shared.system_secs {
+            Some(system) => system.secs(),
+            None => self.shared.window_time.secs(&*self.shared.config.clock),
+        }
     }
 
     /// The first request to end in each second samples how many are in flight, for the

@@ -1,6 +1,7 @@
 //! The monitor's time, injectable so tests can move it: a monotonic reading places records in
 //! window slots, the wall clock only labels them.
 
+use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -29,9 +30,14 @@ impl Clock for SystemClock {
     }
 
     fn monotonic(&self) -> Duration {
-        static ORIGIN: OnceLock<Instant> = OnceLock::new();
-        ORIGIN.get_or_init(Instant::now).elapsed()
+        system_origin().elapsed()
     }
+}
+
+/// The instant the system clock's monotonic readings count from.
+fn system_origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
 }
 
 /// A clock that moves only when told: for tests of windows, expiry and health.
@@ -123,6 +129,61 @@ impl WindowTime {
     }
 }
 
+/// [`WindowTime::secs`] of the [`SystemClock`], with one clock reading and, within the second
+/// a thread read last, no arithmetic on it: the second and the instants it spans are kept per
+/// thread. The same figures: the window second is the whole seconds since `start`, the instant
+/// the monitor's `WindowTime` was taken (its monotonic origin, as an `Instant`), past its wall
+/// origin.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SystemSecs {
+    time: WindowTime,
+    start: Instant,
+    /// Tells this monitor's second from others' in the per-thread cache.
+    id: u64,
+}
+
+thread_local! {
+    /// (monitor id, start of the second, its end, window second) as a thread read it last.
+    static LAST_SECOND: Cell<Option<(u64, Instant, Instant, u64)>> = const { Cell::new(None) };
+}
+
+impl SystemSecs {
+    /// For a monitor whose clock is the [`SystemClock`] and window time `time`.
+    pub(crate) fn new(time: WindowTime) -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+        Self {
+            time,
+            start: system_origin() + time.mono_origin,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// The window second now: `time.secs(&SystemClock)`.
+    #[inline]
+    pub(crate) fn secs(&self) -> u64 {
+        let now = Instant::now();
+        if let Some((id, from, to, secs)) = LAST_SECOND.get() {
+            if id == self.id && from <= now && now < to {
+                return secs;
+            }
+        }
+        self.secs_at(now)
+    }
+
+    #[inline(never)]
+    fn secs_at(&self, now: Instant) -> u64 {
+        // As `WindowTime::secs`: the monotonic reading less its origin, in whole seconds.
+        let elapsed = now.saturating_duration_since(self.start).as_secs();
+        let secs = self.time.wall_origin_secs.saturating_add(elapsed);
+        let from = self.start.checked_add(Duration::from_secs(elapsed));
+        let to = from.and_then(|from| from.checked_add(Duration::from_secs(1)));
+        if let (Some(from), Some(to)) = (from, to) {
+            LAST_SECOND.set(Some((self.id, from, to, secs)));
+        }
+        secs
+    }
+}
+
 fn nanos_since_epoch(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -134,4 +195,28 @@ pub(crate) fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fast reading of the system clock's window second agrees with the general one, read
+    /// just before and just after it, for two monitors sharing a thread's cache.
+    #[test]
+    fn system_secs_match_the_window_time() {
+        let early = WindowTime::new(&SystemClock);
+        std::thread::sleep(Duration::from_millis(30));
+        let late = WindowTime::new(&SystemClock);
+        let (fast_early, fast_late) = (SystemSecs::new(early), SystemSecs::new(late));
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(1_100) {
+            for (time, fast) in [(early, fast_early), (late, fast_late)] {
+                let before = time.secs(&SystemClock);
+                let secs = fast.secs();
+                let after = time.secs(&SystemClock);
+                assert!(before <= secs && secs <= after, "{before} {secs} {after}");
+            }
+        }
+    }
 }

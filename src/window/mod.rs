@@ -18,8 +18,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-pub(crate) use clock::WindowTime;
 pub use clock::{Clock, ManualClock, SystemClock};
+pub(crate) use clock::{SystemSecs, WindowTime};
 pub(crate) use ring::WindowSpan;
 pub use stats::{FinishReasons, RequestStats, WindowStats};
 
