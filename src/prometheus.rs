@@ -128,6 +128,10 @@ struct LabelSetSeries {
 }
 
 impl LabelSetSeries {
+    /// Out of line: the array is built on the stack, which the recording path should not pay
+    /// for on every record.
+    #[cold]
+    #[inline(never)]
     fn new() -> Self {
         Self {
             slots: Box::new(std::array::from_fn(|_| None)),
