@@ -81,10 +81,15 @@ impl RequestScope {
 
     #[inline]
     pub(crate) fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
-        // A disabled span is not entered: with tracing's `log` feature on, entering one still
-        // costs a log-level check.
-        let _entered = (!self.span.is_disabled()).then(|| self.span.enter());
+        let _entered = self.enter_span();
         self.tags.within(f)
+    }
+
+    /// The span entered, if any layer wants it. A disabled span is not entered: with tracing's
+    /// `log` feature on, entering one still costs a log-level check.
+    #[inline]
+    pub(crate) fn enter_span(&self) -> Option<tracing::span::Entered<'_>> {
+        (!self.span.is_disabled()).then(|| self.span.enter())
     }
 }
 

@@ -134,16 +134,16 @@ where
             request.extensions_mut().insert(trace.clone());
         }
         let Tracked { context, scope, .. } = &mut *tracked;
-        // The handler's own events (and the spans it opens) get the request's context.
-        let inner = scope.enter(|| {
-            // A panic in `call` itself (before any future exists) is recorded too.
+        // The handler's own events (and the spans it opens) get the request's context. The span
+        // is entered inside the mark: with nothing between, the request moves once, straight
+        // into the closure made for the mark.
+        let inner = scope.tags.within(|| {
+            let _entered = scope.enter_span();
+            // A panic in `call` itself (before any future exists) is recorded too. The guard
+            // takes the context only while unwinding, so the future never sees it taken.
             let _guard = PanicGuard::new(context, scope);
             self.inner.call(request)
         });
-        if tracked.context.is_none() {
-            // Not reached: the guard takes the context only while unwinding.
-            return ResponseFuture::new_unmeasured(inner);
-        }
         ResponseFuture::new(inner, tracked)
     }
 }
