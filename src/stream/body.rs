@@ -9,7 +9,7 @@ use pin_project_lite::pin_project;
 
 use super::measured::MeasuredBody;
 use super::timer::TimeoutBody;
-use super::tracked::Tracked;
+use super::tracked::TrackedBox;
 use crate::classify::BoxError;
 
 pin_project! {
@@ -41,7 +41,8 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    pub(crate) fn measured(body: TimeoutBody<B>, tracked: Box<Tracked>) -> Self {
+    #[inline]
+    pub(crate) fn measured(body: TimeoutBody<B>, tracked: TrackedBox) -> Self {
         Self {
             kind: Kind::Measured {
                 body: MeasuredBody::measured(body, tracked),

@@ -13,7 +13,7 @@ use tracing::Span;
 use tracing::field::Empty;
 
 use super::intent::StreamIntent;
-use super::tracked::Tracked;
+use super::tracked::{Tracked, TrackedBox};
 use crate::SESSION_TARGET;
 use crate::StreamLabels;
 use crate::errors::scope::{RequestTags, ShownProvider};
@@ -267,7 +267,7 @@ impl RequestContext {
         request: RequestHead<'_>,
         labeled: StreamLabels,
         intent: Option<StreamIntent>,
-    ) -> Box<Tracked> {
+    ) -> TrackedBox {
         let started = Instant::now();
         let config = recorder.settings();
 
@@ -366,7 +366,7 @@ impl RequestContext {
             provider: provider_shown,
             trace,
         };
-        Box::new(Tracked {
+        TrackedBox::new(Tracked {
             context: Some(context),
             meter: None,
             scope: RequestScope { span, tags },

@@ -14,7 +14,7 @@ use super::MonitoredBody;
 use super::meter::StreamMeter;
 use super::panic_guard::PanicGuard;
 use super::timer::{StreamTimer, TimeoutBody};
-use super::tracked::Tracked;
+use super::tracked::{Tracked, TrackedBox};
 use crate::classify::classify_service_error;
 use crate::record::Outcome;
 use crate::timeout::StreamTimeoutError;
@@ -32,16 +32,19 @@ pin_project! {
         own: Option<Box<Response<Bytes>>>,
         deadline: Option<Pin<Box<Sleep>>>,
         // A measured request's state; moves into the body with its meter.
-        tracked: Option<Box<Tracked>>,
+        tracked: Option<TrackedBox>,
     }
 
     impl<F> PinnedDrop for ResponseFuture<F> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if let Some(tracked) = this.tracked.as_deref_mut() {
+            if let Some(tracked) = this.tracked.as_mut().and_then(TrackedBox::get_mut) {
                 if let Some(context) = tracked.context.take() {
                     context.finish_without_body(&tracked.scope, Outcome::Cancelled, None);
                 }
+            }
+            if let Some(tracked) = this.tracked.take() {
+                tracked.give_back();
             }
         }
     }
@@ -49,11 +52,14 @@ pin_project! {
 
 impl<F> ResponseFuture<F> {
     #[inline]
-    pub(crate) fn new(inner: F, tracked: Box<Tracked>) -> Self {
-        let deadline = tracked.context.as_ref().and_then(|context| {
-            let after = context.recorder.settings().stream_timeout?;
-            Some(Box::pin(tokio::time::sleep_until(context.deadline(after))))
-        });
+    pub(crate) fn new(inner: F, tracked: TrackedBox) -> Self {
+        let deadline = tracked
+            .get()
+            .and_then(|t| t.context.as_ref())
+            .and_then(|context| {
+                let after = context.recorder.settings().stream_timeout?;
+                Some(Box::pin(tokio::time::sleep_until(context.deadline(after))))
+            });
         Self {
             inner: Some(inner),
             own: None,
@@ -101,7 +107,7 @@ where
                 None => Poll::Pending,
             };
         };
-        let polled = match this.tracked.as_deref_mut() {
+        let polled = match this.tracked.as_mut().and_then(TrackedBox::get_mut) {
             Some(Tracked { context, scope, .. }) => scope.enter(|| {
                 let _guard = PanicGuard::new(context, scope);
                 inner.poll(cx)
@@ -119,10 +125,12 @@ where
                 return Poll::Pending;
             }
         };
-        let Some((mut tracked, context)) = this
-            .tracked
-            .take()
-            .and_then(|mut t| t.context.take().map(|c| (t, c)))
+        let Some(mut boxed) = this.tracked.take() else {
+            return Poll::Ready(result.map(|r| r.map(|b| MonitoredBody::unmeasured(b))));
+        };
+        let Some((tracked, context)) = boxed
+            .get_mut()
+            .and_then(|t| t.context.take().map(|c| (t, c)))
         else {
             // Polled again after a panic was recorded: pass the result through unmeasured.
             return Poll::Ready(result.map(|r| r.map(|b| MonitoredBody::unmeasured(b))));
@@ -142,16 +150,18 @@ where
                     // A HEAD answer has no body to measure, whatever its headers say: the
                     // request ends with its headers.
                     meter.finish(super::meter::StreamEnd::Complete, &tracked.scope);
+                    boxed.give_back();
                     MonitoredBody::unmeasured(body)
                 } else {
                     tracked.meter = Some(meter);
-                    MonitoredBody::measured(TimeoutBody::new(body, timer), tracked)
+                    MonitoredBody::measured(TimeoutBody::new(body, timer), boxed)
                 };
                 Poll::Ready(Ok(Response::from_parts(parts, body)))
             }
             Err(error) => {
                 let outcome = classify_service_error(&error as &dyn Any);
                 context.finish_without_body(&tracked.scope, outcome, Some(&error));
+                boxed.give_back();
                 Poll::Ready(Err(error))
             }
         }
@@ -159,14 +169,17 @@ where
 }
 
 /// The deadline passed before the inner service produced a response: answer 504 ourselves.
-fn deadline_response<B>(tracked: &mut Option<Box<Tracked>>) -> Response<MonitoredBody<B>> {
-    let context = tracked.as_deref_mut().and_then(|t| t.context.take());
+fn deadline_response<B>(tracked: &mut Option<TrackedBox>) -> Response<MonitoredBody<B>> {
+    let context = tracked
+        .as_mut()
+        .and_then(TrackedBox::get_mut)
+        .and_then(|t| t.context.take());
     let after = context
         .as_ref()
         .and_then(|c| c.recorder.settings().stream_timeout)
         .unwrap_or_default();
     let error = StreamTimeoutError::new(after);
-    if let (Some(context), Some(tracked)) = (context, tracked.as_deref()) {
+    if let (Some(context), Some(tracked)) = (context, tracked.as_ref().and_then(TrackedBox::get)) {
         context.finish_without_body(&tracked.scope, Outcome::Timeout, Some(&error));
     }
     let payload = serde_json::json!({"error": {"type": "timeout", "message": error.to_string()}});

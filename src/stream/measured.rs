@@ -10,7 +10,7 @@ use pin_project_lite::pin_project;
 use super::meter::{StreamEnd, StreamMeter};
 use super::panic_guard::PanicGuard;
 use super::timer::TimeoutBody;
-use super::tracked::Tracked;
+use super::tracked::{Tracked, TrackedBox};
 use crate::classify::{BoxError, classify_body_error};
 use crate::timeout::StreamTimeoutError;
 
@@ -26,7 +26,7 @@ pin_project! {
         #[pin]
         body: TimeoutBody<B>,
         // A measured body's meter and scope; the meter is taken when the request is recorded.
-        tracked: Option<Box<Tracked>>,
+        tracked: Option<TrackedBox>,
         ended: bool,
     }
 
@@ -35,10 +35,15 @@ pin_project! {
             let this = this.project();
             // Every way a body can end while polled records it; one still holding its meter
             // was dropped before its end.
-            if let Some(Tracked { meter, scope, .. }) = this.tracked.as_deref_mut() {
+            if let Some(Tracked { meter, scope, .. }) =
+                this.tracked.as_mut().and_then(TrackedBox::get_mut)
+            {
                 if let Some(meter) = meter.take() {
                     meter.finish(StreamEnd::Dropped, scope);
                 }
+            }
+            if let Some(tracked) = this.tracked.take() {
+                tracked.give_back();
             }
         }
     }
@@ -49,11 +54,14 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    pub(crate) fn measured(body: TimeoutBody<B>, mut tracked: Box<Tracked>) -> Self {
+    #[inline]
+    pub(crate) fn measured(body: TimeoutBody<B>, mut tracked: TrackedBox) -> Self {
         // An empty body (a bare 401, a 204) may never be polled: it is complete already.
         if body.is_end_stream() {
-            if let Some(meter) = tracked.meter.take() {
-                meter.finish(StreamEnd::Complete, &tracked.scope);
+            if let Some(Tracked { meter, scope, .. }) = tracked.get_mut() {
+                if let Some(meter) = meter.take() {
+                    meter.finish(StreamEnd::Complete, scope);
+                }
             }
         }
         Self {
@@ -104,7 +112,7 @@ where
             meter: meter_slot,
             scope,
             ..
-        }) = this.tracked.as_deref_mut()
+        }) = this.tracked.as_mut().and_then(TrackedBox::get_mut)
         else {
             return body.poll_frame(cx);
         };

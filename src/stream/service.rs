@@ -130,10 +130,13 @@ where
         );
         // For the handler to propagate upstream; only a trace already made (the caller's, the
         // app's, or the enabled span's): a request without one allocates nothing here.
-        if let Some(trace) = tracked.scope.tags.trace.get() {
+        let Some(Tracked { context, scope, .. }) = tracked.get_mut() else {
+            // Not reached: the box is given back only when its request ends.
+            return ResponseFuture::new_unmeasured(self.inner.call(request));
+        };
+        if let Some(trace) = scope.tags.trace.get() {
             request.extensions_mut().insert(trace.clone());
         }
-        let Tracked { context, scope, .. } = &mut *tracked;
         // The handler's own events (and the spans it opens) get the request's context. The span
         // is entered inside the mark: with nothing between, the request moves once, straight
         // into the closure made for the mark.

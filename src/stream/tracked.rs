@@ -3,6 +3,11 @@
 //! The response future and then the body carry a pointer to it instead of its few hundred
 //! bytes: tower and axum move both several times per request (mapping futures, boxing the
 //! body), and each move copied them whole.
+//!
+//! The box itself is kept when the request ends, emptied, for the thread's next request: taking
+//! it from a short per-thread list and putting it back costs less than an allocation and a free.
+
+use std::cell::RefCell;
 
 use super::context::{RequestContext, RequestScope};
 use super::meter::StreamMeter;
@@ -13,4 +18,111 @@ pub(crate) struct Tracked {
     /// From the response on, until the body ends.
     pub(crate) meter: Option<StreamMeter>,
     pub(crate) scope: RequestScope,
+}
+
+/// Boxes kept per thread, at most. A request's box goes back to the thread that drops its body
+/// (or its future): a thread that only ever drops keeps at most this many, about 500 bytes
+/// each, and frees the rest.
+const SPARE_BOXES: usize = 32;
+
+thread_local! {
+    /// Emptied boxes (`None`), for the next requests started on this thread. Boxes in a `Vec`:
+    /// the boxes are the allocations kept.
+    #[allow(clippy::vec_box)]
+    static SPARE: RefCell<Vec<Box<Option<Tracked>>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A measured request's box: `Some` from the request's start until it is given back.
+pub(crate) struct TrackedBox(Box<Option<Tracked>>);
+
+impl TrackedBox {
+    /// Boxes `tracked`, in a spare box of this thread's if there is one.
+    #[inline]
+    pub(crate) fn new(tracked: Tracked) -> Self {
+        // A thread being torn down has no spares left: allocate.
+        let spare = SPARE
+            .try_with(|spare| spare.try_borrow_mut().ok()?.pop())
+            .ok()
+            .flatten();
+        match spare {
+            Some(mut boxed) => {
+                *boxed = Some(tracked);
+                Self(boxed)
+            }
+            None => Self(Box::new(Some(tracked))),
+        }
+    }
+
+    /// The request's state; `None` only once given back (never seen: giving back consumes).
+    #[inline]
+    pub(crate) fn get(&self) -> Option<&Tracked> {
+        (*self.0).as_ref()
+    }
+
+    #[inline]
+    pub(crate) fn get_mut(&mut self) -> Option<&mut Tracked> {
+        (*self.0).as_mut()
+    }
+
+    /// Drops the request's state now (its span closes here, as it would with the box) and
+    /// keeps the box for this thread's next request, unless the thread has enough.
+    pub(crate) fn give_back(self) {
+        let mut boxed = self.0;
+        *boxed = None;
+        let _ = SPARE.try_with(|spare| {
+            if let Ok(mut spare) = spare.try_borrow_mut() {
+                if spare.len() < SPARE_BOXES {
+                    spare.push(boxed);
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spare_count() -> usize {
+        SPARE.with(|spare| spare.borrow().len())
+    }
+
+    /// Boxes given back are reused, and a thread keeps no more than its cap.
+    #[test]
+    fn spare_boxes_are_reused_and_bounded() {
+        let monitor = crate::Monitor::builder().build().unwrap();
+        let recorder = crate::monitor::Recorder::new(monitor);
+        let routes = super::super::context::RouteCache::default();
+        let request = http::Request::get("/x").body(()).unwrap();
+        let start = || {
+            super::super::context::RequestContext::start(
+                &recorder,
+                &routes,
+                super::super::context::RequestHead::of(&request),
+                crate::StreamLabels::default(),
+                None,
+            )
+        };
+        let count = SPARE_BOXES + spare_count() + 8;
+        let boxes: Vec<TrackedBox> = (0..count).map(|_| start()).collect();
+        assert_eq!(spare_count(), 0, "spares are taken before allocating");
+        let mut last_kept = None;
+        for (i, mut tracked) in boxes.into_iter().enumerate() {
+            // Its in-flight count is left as it is: the monitor is the test's own.
+            if let Some(t) = tracked.get_mut() {
+                t.context.take();
+            }
+            if i == SPARE_BOXES - 1 {
+                last_kept = Some(&*tracked.0 as *const Option<Tracked>);
+            }
+            tracked.give_back();
+        }
+        assert_eq!(spare_count(), SPARE_BOXES, "no more than the cap are kept");
+        let reused = start();
+        assert!(reused.get().is_some());
+        assert_eq!(Some(&*reused.0 as *const Option<Tracked>), last_kept);
+        assert_eq!(spare_count(), SPARE_BOXES - 1);
+        reused.give_back();
+        assert_eq!(spare_count(), SPARE_BOXES);
+    }
 }
