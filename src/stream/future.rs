@@ -144,16 +144,17 @@ where
                     .stream_timeout
                     .map(|after| (context.deadline(after), after));
                 let head = context.head;
-                let meter = StreamMeter::new(context, &tracked.scope, &parts);
+                StreamMeter::start_in(&mut tracked.meter, context, &tracked.scope, &parts);
                 let timer = StreamTimer::new(this.deadline.take(), deadline, idle);
                 let body = if head {
                     // A HEAD answer has no body to measure, whatever its headers say: the
                     // request ends with its headers.
-                    meter.finish(super::meter::StreamEnd::Complete, &tracked.scope);
+                    if let Some(meter) = tracked.meter.take() {
+                        meter.finish(super::meter::StreamEnd::Complete, &tracked.scope);
+                    }
                     boxed.give_back();
                     MonitoredBody::unmeasured(body)
                 } else {
-                    tracked.meter = Some(meter);
                     MonitoredBody::measured(TimeoutBody::new(body, timer), boxed)
                 };
                 Poll::Ready(Ok(Response::from_parts(parts, body)))

@@ -83,11 +83,14 @@ pub(crate) struct StreamMeter {
 }
 
 impl StreamMeter {
-    pub(crate) fn new(
+    /// Starts measuring the response into `slot` (the request's box): written where it stays,
+    /// not built apart and copied in.
+    pub(crate) fn start_in(
+        slot: &mut Option<Self>,
         context: RequestContext,
         scope: &RequestScope,
         head: &http::response::Parts,
-    ) -> Self {
+    ) {
         let status = head.status;
         let headers = &head.headers;
         let (content_type, encoding) = content_headers(headers);
@@ -107,7 +110,7 @@ impl StreamMeter {
             .filter(|_| !encoded && !context.head)
             .map(|w| PooledParser::new(w, max_event_bytes));
         let failed = status.is_client_error() || status.is_server_error();
-        Self {
+        *slot = Some(Self {
             // A HEAD answer carries no body, so no stream, whatever its headers say.
             streaming: !context.head && !unrouted && (context.streaming_hint() || wire.is_some()),
             unrouted,
@@ -127,7 +130,7 @@ impl StreamMeter {
             max_gap: None,
             gap_edge: None,
             bytes: 0,
-        }
+        });
     }
 
     /// Whether the body is being parsed as server-sent events.
