@@ -488,7 +488,7 @@ impl RequestContext {
 fn route_of(recorder: &Recorder, routes: &RouteCache, request: RequestHead<'_>) -> Arc<str> {
     #[cfg(feature = "axum")]
     if let Some(matched) = request.extensions().get::<axum::extract::MatchedPath>() {
-        return routes.label(recorder, matched.as_str());
+        return routes.label_matched(recorder, matched);
     }
     let path = request.uri().path();
     match recorder
@@ -544,17 +544,38 @@ impl<'a> RequestHead<'a> {
 /// kept, never `other`: the interner keeps such a label for its life, so the kept one is what it
 /// would return.
 #[derive(Default)]
-pub(crate) struct RouteCache(OnceLock<Arc<str>>);
+pub(crate) struct RouteCache {
+    label: OnceLock<Arc<str>>,
+    /// axum's `MatchedPath` and its label. axum hands each request of a route the same shared
+    /// string, and the one kept here stays alive: a path at its address and of its length is
+    /// that path, found without comparing the text.
+    #[cfg(feature = "axum")]
+    matched: OnceLock<(axum::extract::MatchedPath, Arc<str>)>,
+}
 
 impl RouteCache {
     fn label(&self, recorder: &Recorder, route: &str) -> Arc<str> {
-        if let Some(label) = self.0.get().filter(|l| ***l == *route) {
+        if let Some(label) = self.label.get().filter(|l| ***l == *route) {
             return label.clone();
         }
         let label = recorder.route_label(route);
         if *label == *route {
             // Another route's label may be kept already; then this one is looked up each time.
-            let _ = self.0.set(label.clone());
+            let _ = self.label.set(label.clone());
+        }
+        label
+    }
+
+    #[cfg(feature = "axum")]
+    fn label_matched(&self, recorder: &Recorder, matched: &axum::extract::MatchedPath) -> Arc<str> {
+        if let Some((kept, label)) = self.matched.get() {
+            if std::ptr::eq(kept.as_str(), matched.as_str()) {
+                return label.clone();
+            }
+        }
+        let label = self.label(recorder, matched.as_str());
+        if *label == *matched.as_str() {
+            let _ = self.matched.set((matched.clone(), label.clone()));
         }
         label
     }
@@ -804,6 +825,50 @@ mod tests {
         assert_eq!(scanned.traceparent, looked_up.traceparent);
         many.append(TRACEPARENT, HeaderValue::from_static(PARENT));
         assert!(RequestHeaders::read(&many, &settings).traceparent.is_none());
+    }
+
+    /// The label kept for axum's shared path string is the one the text gives: for the same
+    /// string again, for an equal string elsewhere, and not for another route.
+    #[cfg(feature = "axum")]
+    #[tokio::test]
+    async fn matched_path_label_is_the_routes() {
+        use axum::extract::MatchedPath;
+        use std::sync::Mutex;
+        use tower::ServiceExt as _;
+
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let keep = |seen: Arc<Mutex<Vec<MatchedPath>>>| {
+            move |path: MatchedPath| async move {
+                seen.lock().unwrap().push(path);
+            }
+        };
+        let app = |seen: &Arc<Mutex<Vec<MatchedPath>>>| {
+            axum::Router::new()
+                .route("/a/{id}", axum::routing::get(keep(seen.clone())))
+                .route("/b", axum::routing::get(keep(seen.clone())))
+        };
+        // Two routers: equal route strings at different addresses.
+        let (first, second) = (app(&seen), app(&seen));
+        for (router, uri) in [(&first, "/a/1"), (&first, "/a/2"), (&second, "/a/3")] {
+            let request = Request::get(uri).body(axum::body::Body::empty()).unwrap();
+            router.clone().oneshot(request).await.unwrap();
+        }
+        let request = Request::get("/b").body(axum::body::Body::empty()).unwrap();
+        first.clone().oneshot(request).await.unwrap();
+        let paths = seen.lock().unwrap().clone();
+        assert!(std::ptr::eq(paths[0].as_str(), paths[1].as_str()));
+        assert!(!std::ptr::eq(paths[0].as_str(), paths[2].as_str()));
+
+        let recorder = Recorder::new(crate::Monitor::builder().build().unwrap());
+        let routes = RouteCache::default();
+        let labels: Vec<Arc<str>> = paths
+            .iter()
+            .map(|p| routes.label_matched(&recorder, p))
+            .collect();
+        let texts: Vec<&str> = labels.iter().map(|l| &**l).collect();
+        assert_eq!(texts, ["/a/{id}", "/a/{id}", "/a/{id}", "/b"]);
+        // The first path is the one kept; its label is returned as kept.
+        assert!(Arc::ptr_eq(&labels[0], &labels[1]));
     }
 
     #[test]
