@@ -13,7 +13,7 @@ use tracing::Span;
 use tracing::field::Empty;
 
 use super::intent::StreamIntent;
-use super::tracked::{Tracked, TrackedBox};
+use super::tracked::{EmptyBox, Tracked, TrackedBox};
 use crate::SESSION_TARGET;
 use crate::StreamLabels;
 use crate::errors::scope::{RequestTags, ShownProvider};
@@ -268,6 +268,8 @@ impl RequestContext {
         labeled: StreamLabels,
         intent: Option<StreamIntent>,
     ) -> TrackedBox {
+        // Taken first: what follows is written straight into it.
+        let boxed = EmptyBox::take();
         let started = Instant::now();
         let config = recorder.settings();
 
@@ -366,7 +368,7 @@ impl RequestContext {
             provider: provider_shown,
             trace,
         };
-        TrackedBox::new(Tracked {
+        boxed.fill(Tracked {
             context: Some(context),
             meter: None,
             scope: RequestScope { span, tags },

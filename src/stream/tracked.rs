@@ -35,24 +35,31 @@ thread_local! {
 /// A measured request's box: `Some` from the request's start until it is given back.
 pub(crate) struct TrackedBox(Box<Option<Tracked>>);
 
-impl TrackedBox {
-    /// Boxes `tracked`, in a spare box of this thread's if there is one.
+/// A box for a request about to start, empty: taken before the request's state is worked out,
+/// so that the state is written straight into it rather than built apart and copied in.
+pub(crate) struct EmptyBox(Box<Option<Tracked>>);
+
+impl EmptyBox {
+    /// A spare box of this thread's if there is one, else a new one.
     #[inline]
-    pub(crate) fn new(tracked: Tracked) -> Self {
+    pub(crate) fn take() -> Self {
         // A thread being torn down has no spares left: allocate.
         let spare = SPARE
             .try_with(|spare| spare.try_borrow_mut().ok()?.pop())
             .ok()
             .flatten();
-        match spare {
-            Some(mut boxed) => {
-                *boxed = Some(tracked);
-                Self(boxed)
-            }
-            None => Self(Box::new(Some(tracked))),
-        }
+        Self(spare.unwrap_or_else(|| Box::new(None)))
     }
 
+    #[inline]
+    pub(crate) fn fill(self, tracked: Tracked) -> TrackedBox {
+        let mut boxed = self.0;
+        *boxed = Some(tracked);
+        TrackedBox(boxed)
+    }
+}
+
+impl TrackedBox {
     /// The request's state; `None` only once given back (never seen: giving back consumes).
     #[inline]
     pub(crate) fn get(&self) -> Option<&Tracked> {
