@@ -54,7 +54,11 @@ impl EmptyBox {
     #[inline]
     pub(crate) fn fill(self, tracked: Tracked) -> TrackedBox {
         let mut boxed = self.0;
-        *boxed = Some(tracked);
+        // Empty (a box is emptied before it is kept, and only `take` makes an `EmptyBox`):
+        // nothing there to drop, and no drop glue called to find that out.
+        let empty = boxed.replace(tracked);
+        debug_assert!(empty.is_none());
+        std::mem::forget(empty);
         TrackedBox(boxed)
     }
 }
