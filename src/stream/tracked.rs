@@ -25,11 +25,34 @@ pub(crate) struct Tracked {
 /// each, and frees the rest.
 const SPARE_BOXES: usize = 32;
 
+/// The spare boxes of a thread: a fixed array, so that keeping them allocates nothing itself.
+struct Spares {
+    boxes: [Option<Box<Option<Tracked>>>; SPARE_BOXES],
+    len: usize,
+}
+
+impl Spares {
+    fn pop(&mut self) -> Option<Box<Option<Tracked>>> {
+        self.len = self.len.checked_sub(1)?;
+        self.boxes.get_mut(self.len)?.take()
+    }
+
+    fn push(&mut self, boxed: Box<Option<Tracked>>) {
+        if let Some(slot) = self.boxes.get_mut(self.len) {
+            *slot = Some(boxed);
+            self.len += 1;
+        }
+    }
+}
+
 thread_local! {
-    /// Emptied boxes (`None`), for the next requests started on this thread. Boxes in a `Vec`:
-    /// the boxes are the allocations kept.
-    #[allow(clippy::vec_box)]
-    static SPARE: RefCell<Vec<Box<Option<Tracked>>>> = const { RefCell::new(Vec::new()) };
+    /// Emptied boxes (`None`), for the next requests started on this thread.
+    static SPARE: RefCell<Spares> = const {
+        RefCell::new(Spares {
+            boxes: [const { None }; SPARE_BOXES],
+            len: 0,
+        })
+    };
 }
 
 /// A measured request's box: `Some` from the request's start until it is given back.
@@ -82,9 +105,7 @@ impl TrackedBox {
         *boxed = None;
         let _ = SPARE.try_with(|spare| {
             if let Ok(mut spare) = spare.try_borrow_mut() {
-                if spare.len() < SPARE_BOXES {
-                    spare.push(boxed);
-                }
+                spare.push(boxed);
             }
         });
     }
@@ -95,7 +116,7 @@ mod tests {
     use super::*;
 
     fn spare_count() -> usize {
-        SPARE.with(|spare| spare.borrow().len())
+        SPARE.with(|spare| spare.borrow().len)
     }
 
     /// Boxes given back are reused, and a thread keeps no more than its cap.
