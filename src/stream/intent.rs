@@ -89,6 +89,7 @@ fn skip_space(bytes: &[u8]) -> &[u8] {
 }
 
 /// Whether a request's body should be watched: a JSON `POST`.
+#[inline]
 pub(crate) fn is_json_post<B>(request: &http::Request<B>) -> bool {
     request.method() == http::Method::POST
         && request
@@ -167,6 +168,8 @@ mod axum_body {
 }
 
 /// Sets up the watch of a JSON `POST` body, where its type allows (see the module docs).
+/// Inlined: most requests are not a `POST`, and are told apart by one compare.
+#[inline]
 pub(crate) fn watch<B: 'static>(request: &mut http::Request<B>) -> Option<StreamIntent> {
     if !is_json_post(request) {
         return None;
