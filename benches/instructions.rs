@@ -58,8 +58,8 @@ const EVENTS: usize = 100;
 const TARGET_PER_REQUEST: f64 = 4_000.0;
 const TARGET_PER_EVENT: f64 = 1_000.0;
 /// The ceilings over bare axum: the counts reached, and the margin allowed above them.
-const REACHED_PER_REQUEST: f64 = 4_823.0;
-const REACHED_PER_EVENT: f64 = 804.0;
+const REACHED_PER_REQUEST: f64 = 4_364.0;
+const REACHED_PER_EVENT: f64 = 783.0;
 const MARGIN: f64 = 1.10;
 
 fn event(i: usize) -> Bytes {
@@ -203,9 +203,17 @@ fn count(stack: &str, path: &str, requests: u64) -> Result<u64, String> {
         .ok_or_else(|| format!("no callgrind total in:\n{stderr}"))
 }
 
+/// The lower of two runs' counts: the monitor re-judges health once a second and refits its
+/// trends once a minute on the recording path, and a run that crosses a minute pays for a refit
+/// (about 230,000 instructions, +115 a request in the figure). Two runs a few seconds long
+/// cannot both cross one.
+fn least(stack: &str, path: &str, requests: u64) -> Result<u64, String> {
+    Ok(count(stack, path, requests)?.min(count(stack, path, requests)?))
+}
+
 fn per(stack: &str, path: &str, few: u64, many: u64) -> Result<f64, String> {
-    let a = count(stack, path, few)?;
-    let b = count(stack, path, many)?;
+    let a = least(stack, path, few)?;
+    let b = least(stack, path, many)?;
     Ok((b as f64 - a as f64) / (many - few) as f64)
 }
 
