@@ -63,19 +63,42 @@ struct RequestNames {
 /// Kept apart from [`RequestContext`] and the meter, which a panic guard holds mutably while
 /// the request runs.
 pub(crate) struct RequestScope {
-    pub(crate) span: Span,
+    /// `None` for a disabled span once a subscriber is set: dropping such a span does nothing
+    /// (no subscriber to tell, and tracing's `log` fallback is off for good), so it is not kept
+    /// to be dropped.
+    span: Option<Span>,
     pub(crate) tags: RequestTags,
 }
 
+/// What a request without a kept span shows as its span: disabled, as the one it had.
+static NO_SPAN: Span = Span::none();
+
 impl RequestScope {
+    #[inline]
+    pub(crate) fn new(span: Span, tags: RequestTags) -> Self {
+        let span = if span.is_disabled() && tracing::dispatcher::has_been_set() {
+            std::mem::forget(span);
+            None
+        } else {
+            Some(span)
+        };
+        Self { span, tags }
+    }
+
+    /// The request's span (disabled unless a subscriber layer wants it).
+    #[inline]
+    pub(crate) fn span(&self) -> &Span {
+        self.span.as_ref().unwrap_or(&NO_SPAN)
+    }
+
     /// Runs `f` inside the request: its span entered (if any layer wants it), its context
     /// current for the error layer.
     /// Records a field on the span, if it exists (building the value set costs even for a
     /// disabled span).
     #[inline]
     pub(crate) fn record(&self, field: &'static str, value: &dyn std::fmt::Display) {
-        if !self.span.is_disabled() {
-            self.span.record(field, tracing::field::display(value));
+        if let Some(span) = self.span.as_ref().filter(|s| !s.is_disabled()) {
+            span.record(field, tracing::field::display(value));
         }
     }
 
@@ -89,7 +112,10 @@ impl RequestScope {
     /// `log` feature on, entering one still costs a log-level check.
     #[inline]
     pub(crate) fn enter_span(&self) -> Option<tracing::span::Entered<'_>> {
-        (!self.span.is_disabled()).then(|| self.span.enter())
+        self.span
+            .as_ref()
+            .filter(|s| !s.is_disabled())
+            .map(Span::enter)
     }
 }
 
@@ -371,7 +397,7 @@ impl RequestContext {
         boxed.fill(Tracked {
             context: Some(context),
             meter: None,
-            scope: RequestScope { span, tags },
+            scope: RequestScope::new(span, tags),
         })
     }
 
@@ -449,19 +475,16 @@ impl RequestContext {
         let duration = self.started.elapsed();
         let labels = self.resolve_labels(None, false);
         let model = labels.model.unwrap_or_else(|| self.recorder.unknown());
-        log_end(
-            scope,
-            &End {
-                outcome,
-                status: None,
-                provider: &labels.provider,
-                duration,
-                output_tokens: 0,
-                tokens_per_second: None,
-                error,
-                upstream: None,
-            },
-        );
+        log_end(scope, outcome, || End {
+            outcome,
+            status: None,
+            provider: &labels.provider,
+            duration,
+            output_tokens: 0,
+            tokens_per_second: None,
+            error,
+            upstream: None,
+        });
         let streaming = self.streaming_hint();
         let tags = &scope.tags;
         let mut record = StreamRecord::new(labels.provider, model, tags.route.clone(), outcome);
@@ -601,26 +624,33 @@ pub(crate) struct End<'a> {
 /// outcome ([`Outcome`]'s table in the README): ERROR for `server_error`, `stream_error`,
 /// `timeout` and `auth_error`, WARN for `rate_limited`; `client_error` and `cancelled` are the
 /// client's doing and log at INFO, like a success.
-pub(crate) fn log_end(scope: &RequestScope, end: &End<'_>) {
-    let span = &scope.span;
-    let outcome = end.outcome;
+///
+/// `end` is worked out only when the line is logged: most requests end logging nothing.
+#[inline]
+pub(crate) fn log_end<'a>(scope: &RequestScope, outcome: Outcome, end: impl FnOnce() -> End<'a>) {
     scope.record("outcome", &outcome);
     if outcome.is_error() && !outcome.is_client_caused() {
-        // A failure's record names the provider it was recorded under, which the request
-        // alone may not have named.
-        let tags = RequestTags {
-            provider: ShownProvider::Resolved(end.provider.clone()),
-            ..scope.tags.clone()
-        };
-        tags.within(|| log_end_event(span, end));
+        log_failure(scope, &end());
     } else if tracing::enabled!(target: SESSION_TARGET, tracing::Level::INFO) {
         // Logged at INFO, below any level the error layer records: no need to mark the request
         // current for it. Asked first: when no layer wants the session's INFO lines (a `fmt`
         // layer at WARN), their fields need not be worked out.
-        log_end_event(span, end);
+        log_end_event(scope.span(), &end());
     }
 }
 
+#[inline(never)]
+fn log_failure(scope: &RequestScope, end: &End<'_>) {
+    // A failure's record names the provider it was recorded under, which the request alone
+    // may not have named.
+    let tags = RequestTags {
+        provider: ShownProvider::Resolved(end.provider.clone()),
+        ..scope.tags.clone()
+    };
+    tags.within(|| log_end_event(scope.span(), end));
+}
+
+#[inline(never)]
 fn log_end_event(span: &Span, end: &End<'_>) {
     let outcome = end.outcome;
     let duration_ms = end.duration.as_secs_f64() * 1000.0;
@@ -871,6 +901,32 @@ mod tests {
         assert_eq!(texts, ["/a/{id}", "/a/{id}", "/a/{id}", "/b"]);
         // The first path is the one kept; its label is returned as kept.
         assert!(Arc::ptr_eq(&labels[0], &labels[1]));
+    }
+
+    /// A disabled span is not kept once a subscriber is set, and the scope then shows a
+    /// disabled span as before; an enabled span is kept as it is.
+    #[test]
+    fn disabled_span_is_not_kept() {
+        let tags = || RequestTags {
+            request_id: RequestId::Generated(1),
+            user_id: None,
+            route: Arc::from("/x"),
+            provider: ShownProvider::Unknown,
+            trace: OnceCell::new(),
+        };
+        let subscriber = tracing_subscriber::registry();
+        tracing::subscriber::with_default(subscriber, || {
+            assert!(tracing::dispatcher::has_been_set());
+            let enabled = RequestScope::new(tracing::info_span!("stream_request"), tags());
+            assert!(enabled.span.is_some());
+            assert!(!enabled.span().is_disabled());
+            assert!(enabled.enter_span().is_some());
+            let disabled = RequestScope::new(Span::none(), tags());
+            assert!(disabled.span.is_none());
+            assert!(disabled.span().is_disabled());
+            assert!(disabled.enter_span().is_none());
+            assert_eq!(disabled.span().id(), Span::none().id());
+        });
     }
 
     #[test]

@@ -217,7 +217,7 @@ impl StreamMeter {
 
     /// Per-request first-token alerting: past the critical baseline WARN, past warning INFO.
     fn log_first_token(&self, latency_ms: f64, scope: &RequestScope) {
-        let span = &scope.span;
+        let span = scope.span();
         let levels = &self.context.recorder.settings().first_token_log;
         let provider = &*self.provider;
         match levels.level(latency_ms) {
@@ -291,7 +291,10 @@ impl StreamMeter {
         let format = summary
             .map(|s| s.format())
             .unwrap_or(ProviderFormat::Unknown);
-        let duration = finished - started;
+        // `finished - started` (tokio's saturating subtraction) without tokio's wrapper call.
+        let duration = finished
+            .into_std()
+            .saturating_duration_since(started.into_std());
         // A body whose one frame came in the poll that ended it read the clock once.
         let since_start = |t: Instant| {
             if t == finished { duration } else { t - started }
@@ -326,19 +329,16 @@ impl StreamMeter {
             (None, Some(summary)) => summary.error_detail(),
             (None, None) => None,
         };
-        log_end(
-            scope,
-            &End {
-                outcome,
-                status: Some(self.status),
-                provider: &self.provider,
-                duration,
-                output_tokens,
-                tokens_per_second,
-                error,
-                upstream: upstream.as_ref(),
-            },
-        );
+        log_end(scope, outcome, || End {
+            outcome,
+            status: Some(self.status),
+            provider: &self.provider,
+            duration,
+            output_tokens,
+            tokens_per_second,
+            error,
+            upstream: upstream.as_ref(),
+        });
         let record = StreamRecord {
             provider: self.provider.clone(),
             model,
