@@ -410,22 +410,29 @@ impl RequestContext {
     /// The provider and model to record: the response's [`StreamLabels`] (trusted), then the
     /// request headers (their own budget), then the `request_labels` closure (trusted). A
     /// request that matched no route takes none of them: it is recorded as `unknown`.
+    #[inline]
     pub(crate) fn resolve_labels(
         &self,
         response: Option<&StreamLabels>,
         unrouted: bool,
     ) -> ResolvedLabels {
-        let recorder = &self.recorder;
-        // Most requests name nothing: no lookups to try.
+        // Most requests name nothing: no lookups to try (and no call made to find that out).
         let unnamed = self.names.is_none()
             && response.is_none_or(|l| l.provider.is_none() && l.model.is_none());
         if unrouted || unnamed {
             return ResolvedLabels {
-                provider: recorder.unknown(),
+                provider: self.recorder.unknown(),
                 model: None,
                 source: LabelSource::Trusted,
             };
         }
+        self.resolve_named(response)
+    }
+
+    /// [`resolve_labels`](Self::resolve_labels) for a request or response that names something.
+    #[inline(never)]
+    fn resolve_named(&self, response: Option<&StreamLabels>) -> ResolvedLabels {
+        let recorder = &self.recorder;
         type Lookup<'m> = dyn Fn(&str, LabelSource) -> Option<(Arc<str>, LabelSource)> + 'm;
         let trusted = |v: Option<&str>, f: &Lookup<'_>| v.and_then(|v| f(v, LabelSource::Trusted));
         let header = |v: &HeaderValue, f: &Lookup<'_>| {
