@@ -336,16 +336,19 @@ impl StreamRecord {
         }
     }
 
+    /// Inlined: most records (a JSON answer, a stream of fewer than two tokens) have no rates,
+    /// told apart by a compare where they are built.
+    #[inline]
     pub(crate) fn derived_rates(
         output_tokens: u64,
         duration: Duration,
         ttft: Option<Duration>,
     ) -> (Option<f64>, Option<Duration>) {
-        let Some(ttft) = ttft else {
+        let Some(ttft) = ttft.filter(|_| output_tokens >= 2) else {
             return (None, None);
         };
         let generating = duration.saturating_sub(ttft);
-        if output_tokens < 2 || generating.is_zero() {
+        if generating.is_zero() {
             return (None, None);
         }
         let tps = output_tokens as f64 / generating.as_secs_f64();
