@@ -23,6 +23,14 @@ mod recorder;
 /// a sum or poison a mean.
 const MAX_TOKENS: u64 = 1 << 50;
 
+/// A usage figure capped at [`MAX_TOKENS`].
+#[inline(always)]
+fn clamp_tokens(part: &mut Option<u64>) {
+    if let Some(n) = part {
+        *n = (*n).min(MAX_TOKENS);
+    }
+}
+
 pub(crate) use builder::Config;
 pub use builder::{ConfigError, MonitorBuilder, OnRecord, RequestLabeler};
 pub(crate) use recorder::{Recorder, StreamSettings};
@@ -291,7 +299,11 @@ impl Monitor {
     }
 
     pub(crate) fn now(&self) -> SystemTime {
-        self.shared.config.clock.now()
+        // The system clock read directly, not through the `Clock` object: once per record.
+        match self.shared.system_secs {
+            Some(_) => SystemTime::now(),
+            None => self.shared.config.clock.now(),
+        }
     }
 
     /// The window second now (monotonic; see [`Clock`](crate::window::Clock)).
@@ -381,15 +393,12 @@ impl Monitor {
     fn ingest_from(&self, record: &mut StreamRecord, source: LabelSource, ended_in_flight: i64) {
         record.finished_at = self.now();
         record.output_tokens = record.output_tokens.min(MAX_TOKENS);
-        record.input_tokens = record.input_tokens.map(|n| n.min(MAX_TOKENS));
-        for part in [
-            &mut record.cache_read_input_tokens,
-            &mut record.cache_creation_input_tokens,
-            &mut record.cache_creation_1h_input_tokens,
-            &mut record.reasoning_output_tokens,
-        ] {
-            *part = part.map(|n| n.min(MAX_TOKENS));
-        }
+        // One at a time, not through an array of references: no loop, no pointers kept.
+        clamp_tokens(&mut record.input_tokens);
+        clamp_tokens(&mut record.cache_read_input_tokens);
+        clamp_tokens(&mut record.cache_creation_input_tokens);
+        clamp_tokens(&mut record.cache_creation_1h_input_tokens);
+        clamp_tokens(&mut record.reasoning_output_tokens);
         let excluded = &self.shared.config.gen_ai_excluded_routes;
         if !excluded.is_empty() && excluded.iter().any(|r| **r == *record.route) {
             record.operation_name = None;

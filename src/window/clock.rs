@@ -143,8 +143,9 @@ pub(crate) struct SystemSecs {
 }
 
 thread_local! {
-    /// (monitor id, start of the second, its end, window second) as a thread read it last.
-    static LAST_SECOND: Cell<Option<(u64, Instant, Instant, u64)>> = const { Cell::new(None) };
+    /// (monitor id, end of the second, window second) as a thread read it last. Its start is
+    /// not kept: the thread's later readings are not before it (`Instant` never goes back).
+    static LAST_SECOND: Cell<Option<(u64, Instant, u64)>> = const { Cell::new(None) };
 }
 
 impl SystemSecs {
@@ -162,8 +163,8 @@ impl SystemSecs {
     #[inline]
     pub(crate) fn secs(&self) -> u64 {
         let now = Instant::now();
-        if let Some((id, from, to, secs)) = LAST_SECOND.get() {
-            if id == self.id && from <= now && now < to {
+        if let Some((id, to, secs)) = LAST_SECOND.get() {
+            if id == self.id && now < to {
                 return secs;
             }
         }
@@ -175,10 +176,12 @@ impl SystemSecs {
         // As `WindowTime::secs`: the monotonic reading less its origin, in whole seconds.
         let elapsed = now.saturating_duration_since(self.start).as_secs();
         let secs = self.time.wall_origin_secs.saturating_add(elapsed);
-        let from = self.start.checked_add(Duration::from_secs(elapsed));
-        let to = from.and_then(|from| from.checked_add(Duration::from_secs(1)));
-        if let (Some(from), Some(to)) = (from, to) {
-            LAST_SECOND.set(Some((self.id, from, to, secs)));
+        let to = self
+            .start
+            .checked_add(Duration::from_secs(elapsed))
+            .and_then(|from| from.checked_add(Duration::from_secs(1)));
+        if let Some(to) = to {
+            LAST_SECOND.set(Some((self.id, to, secs)));
         }
         secs
     }
