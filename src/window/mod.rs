@@ -87,6 +87,26 @@ impl Classifier {
     }
 }
 
+/// A looked-up population's (records, hits) in `five`, windows merged: what counting its
+/// records one by one over the same slots gives. A slot counts every routed record by outcome,
+/// and streams apart; the records that did not stream are the difference.
+fn table_totals(table: &KindTable, five: &SlotStats) -> (u64, u64) {
+    let (mut n, mut hits) = (0, 0);
+    for outcome in Outcome::ALL {
+        let streams = five.streaming_by_outcome[outcome];
+        let others = five.by_outcome[outcome].saturating_sub(streams);
+        for (count, answer) in [(others, table[0][outcome]), (streams, table[1][outcome])] {
+            if let Some(hit) = answer {
+                n += count;
+                if hit {
+                    hits += count;
+                }
+            }
+        }
+    }
+    (n, hits)
+}
+
 /// A provider and model's two windows. A record goes into its 10-second slot only: the slot
 /// hands its figures to its minute of the hour once the next 10 seconds begin (a slot lies
 /// within one minute), and reads of the hour take the slot still open from the 5-minute ring.
@@ -282,6 +302,11 @@ pub(crate) struct WindowStore {
     /// The model of the pair a provider's models share past [`MAX_MODEL_PAIRS`].
     other: Arc<str>,
     triggers: Box<[Classifier]>,
+    /// The triggers asked per record ([`Classifier::Ask`]), by position: only they count
+    /// records as they come (in the shard's ring of the same position). A looked-up one's
+    /// counts are worked out from the windows' counts by outcome when read (`table_totals`),
+    /// so a record costs the default triggers nothing.
+    asked: Box<[usize]>,
 }
 
 fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
@@ -305,10 +330,14 @@ impl WindowStore {
                 }))
             })
             .collect();
+        let triggers: Box<[Classifier]> = triggers.into_iter().map(Classifier::new).collect();
         Self {
             shards,
             other: Arc::from(crate::labels::OTHER),
-            triggers: triggers.into_iter().map(Classifier::new).collect(),
+            asked: (0..triggers.len())
+                .filter(|&i| matches!(triggers[i], Classifier::Ask(_)))
+                .collect(),
+            triggers,
         }
     }
 
@@ -346,9 +375,11 @@ impl WindowStore {
             }
         };
         shard.pairs[i].1.add(now_secs, record, false);
-        for (trigger, rate) in self.triggers.iter().zip(shard.triggers.iter_mut()) {
-            if let Some(hit) = trigger.classify(record) {
-                rate.add_in(FIVE, now_secs, hit);
+        for &t in self.asked.iter() {
+            if let (Some(trigger), Some(rate)) = (self.triggers.get(t), shard.triggers.get_mut(t)) {
+                if let Some(hit) = trigger.classify(record) {
+                    rate.add_in(FIVE, now_secs, hit);
+                }
             }
         }
     }
@@ -389,8 +420,9 @@ impl WindowStore {
                 pair.five_minutes
                     .merge_into(now_secs, out.models.entry(key).or_default());
             }
-            add_trigger_totals(&shard, now_secs, &mut out.triggers);
+            self.add_asked_totals(&shard, now_secs, &mut out.triggers);
         }
+        self.add_table_totals(&out.five_minutes, &mut out.triggers);
         out
     }
 
@@ -467,17 +499,30 @@ impl WindowStore {
             for pair in shard.pairs() {
                 pair.five_minutes.merge_into(now_secs, &mut five);
             }
-            add_trigger_totals(&shard, now_secs, &mut triggers);
+            self.add_asked_totals(&shard, now_secs, &mut triggers);
         }
+        self.add_table_totals(&five, &mut triggers);
         (five, triggers)
     }
-}
 
-fn add_trigger_totals(shard: &Shard, now_secs: u64, into: &mut [(u64, u64)]) {
-    for (rate, total) in shard.triggers.iter().zip(into.iter_mut()) {
-        let (n, h) = rate.totals(now_secs);
-        total.0 += n;
-        total.1 += h;
+    /// A shard's counts of the triggers asked per record, into their places in `into`.
+    fn add_asked_totals(&self, shard: &Shard, now_secs: u64, into: &mut [(u64, u64)]) {
+        for &t in self.asked.iter() {
+            if let (Some(rate), Some(total)) = (shard.triggers.get(t), into.get_mut(t)) {
+                let (n, h) = rate.totals(now_secs);
+                total.0 += n;
+                total.1 += h;
+            }
+        }
+    }
+
+    /// The looked-up triggers' counts, from `five`, the 5-minute window merged over the shards.
+    fn add_table_totals(&self, five: &SlotStats, into: &mut [(u64, u64)]) {
+        for (trigger, total) in self.triggers.iter().zip(into.iter_mut()) {
+            if let Classifier::Table(table) = trigger {
+                *total = table_totals(table, five);
+            }
+        }
     }
 }
 
@@ -520,6 +565,68 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Looked-up triggers counted from the windows' counts by outcome give what counting each
+    /// record as it comes gives (the same triggers asked per record), over records of every
+    /// kind, several pairs and shards' worth of time, unrouted ones among them.
+    #[test]
+    fn looked_up_triggers_count_as_asked_ones() {
+        use crate::health::RollbackTrigger;
+        struct Asked(RollbackTrigger);
+        impl RatePopulation for Asked {
+            fn classify(&self, record: &StreamRecord) -> Option<bool> {
+                RatePopulation::classify(&self.0, record)
+            }
+        }
+        let triggers = || {
+            [
+                RollbackTrigger::auth_error_rate(),
+                RollbackTrigger::timeout_rate(),
+                RollbackTrigger::new("errors", [Outcome::ServerError, Outcome::Ok], 5.0),
+                RollbackTrigger::new("route", [Outcome::Timeout], 5.0).route("/r"),
+            ]
+        };
+        let looked_up = WindowStore::new(
+            triggers()
+                .into_iter()
+                .map(|t| Box::new(t) as Box<dyn RatePopulation>)
+                .collect(),
+        );
+        assert_eq!(looked_up.asked.len(), 1);
+        let asked = WindowStore::new(
+            triggers()
+                .into_iter()
+                .map(|t| Box::new(Asked(t)) as Box<dyn RatePopulation>)
+                .collect(),
+        );
+        assert_eq!(asked.asked.len(), 4);
+        let start: u64 = 1_800_000_000;
+        let mut t = start;
+        for i in 0..900usize {
+            t += (i % 3) as u64;
+            let outcome = Outcome::ALL[i % Outcome::ALL.len()];
+            let (provider, route) = [("p", "/r"), ("q", "/s"), ("p", "/s")][i % 3];
+            let mut r = StreamRecord::new(provider, ["m", "n"][i % 2], route, outcome);
+            r.streaming = i % 4 != 0;
+            r.status = match i % 11 {
+                0 => Some(http::StatusCode::METHOD_NOT_ALLOWED),
+                _ => Some(http::StatusCode::OK),
+            };
+            looked_up.record(t, &r);
+            asked.record(t, &r);
+            if i % 50 == 0 {
+                for now in [t, t + 5, t + 200, t + 400] {
+                    assert_eq!(
+                        looked_up.collect_health(now).1,
+                        asked.collect_health(now).1,
+                        "{i} {now}"
+                    );
+                    assert_eq!(looked_up.collect(now).triggers, asked.collect(now).triggers);
+                }
+            }
+        }
+        assert!(looked_up.collect_health(t).1.iter().all(|(n, _)| *n > 0));
     }
 
     fn streaming(provider: &str, ttft_ms: f64) -> StreamRecord {
