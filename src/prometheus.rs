@@ -155,19 +155,49 @@ impl Sink for LabelSetSeries {
     }
 }
 
+/// Room for any metric's bounds, a power of two past [`names::MAX_BUCKETS`].
+const PADDED: usize = (names::MAX_BUCKETS + 1).next_power_of_two();
+
+/// A metric's bucket bounds, then `+Inf` up to [`PADDED`]: no value is above a padding bound
+/// (`+Inf` neither), so the search finds the same bucket as in the bounds alone, without a
+/// bounds check per step.
+type Padded = [f64; PADDED];
+
+const fn padded(bounds: &[f64]) -> Padded {
+    let mut out = [f64::INFINITY; PADDED];
+    let mut i = 0;
+    while i < bounds.len() {
+        out[i] = bounds[i];
+        i += 1;
+    }
+    out
+}
+
+/// Every metric's padded bounds, by [`Metric::index`] (all `+Inf` for those without buckets).
+static PADDED_BOUNDS: [Padded; METRICS.len()] = {
+    let mut out = [[f64::INFINITY; PADDED]; METRICS.len()];
+    let mut i = 0;
+    while i < METRICS.len() {
+        out[i] = padded(METRICS[i].buckets());
+        i += 1;
+    }
+    out
+};
+
 /// The `le` bucket of `value`: the first bound at or above it, so the count of bounds below it,
 /// which is `bounds.partition_point(|b| *b < value)` for bounds that strictly increase (checked
-/// when compiling, as is their count, at most [`names::MAX_BUCKETS`]). A NaN, below no bound,
-/// lands in the first bucket. Five halving steps of fixed sizes, which the compiler unrolls.
+/// when compiling, as is their count, at most [`names::MAX_BUCKETS`]), padded (see [`Padded`]).
+/// A NaN, below no bound, lands in the first bucket. Five halving steps of fixed sizes, which
+/// the compiler unrolls.
 #[inline(always)]
-fn bucket(bounds: &[f64], value: f64) -> usize {
-    debug_assert!(bounds.len() <= names::MAX_BUCKETS);
+fn bucket(bounds: &Padded, value: f64) -> usize {
     let mut below = 0;
     // Steps of 16, 8, 4, 2, 1: together they reach every count up to `MAX_BUCKETS`.
-    let mut step = (names::MAX_BUCKETS + 1).next_power_of_two() / 2;
+    let mut step = PADDED / 2;
     while step > 0 {
         // The bounds before `below + step` are all below the value when the last of them is.
-        if bounds.get(below + step - 1).is_some_and(|b| *b < value) {
+        // Always within the array (at most 30): the mask only lets the compiler see it.
+        if bounds[(below + step - 1) & (PADDED - 1)] < value {
             below += step;
         }
         step /= 2;
@@ -196,7 +226,7 @@ impl LabelSetSeries {
         } = series
         {
             // Values are durations and counts from the record, never NaN.
-            let i = bucket(metric.buckets(), value);
+            let i = bucket(&PADDED_BOUNDS[metric.index], value);
             buckets[i] += 1;
             *sum += value;
             *count += 1;
@@ -810,7 +840,7 @@ mod tests {
                 .chain(&[0.25, 0.5, 0.75, 8.0, 15.5, 15.75, 16.0])
             {
                 assert_eq!(
-                    bucket(bounds, *v),
+                    bucket(&padded(bounds), *v),
                     bounds.partition_point(|b| b < v),
                     "{v} in {bounds:?}"
                 );
