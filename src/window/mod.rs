@@ -47,7 +47,7 @@ pub(crate) trait RatePopulation: Send + Sync {
 
     /// Whether [`classify`](Self::classify) depends on nothing but whether a (routed) record
     /// streamed and its outcome: the windows then ask once per kind of record, when built, and
-    /// look the answer up per record.
+    /// work its counts out of their counts by outcome when read (none per record).
     fn by_kind_only(&self) -> bool {
         false
     }
