@@ -1,20 +1,12 @@
 //! What one window slot accumulates, and the merge of slots into a window's figures.
 
 use serde::Serialize;
-use sketches_ddsketch::{Config, DDSketch};
 
 use crate::cost::Cost;
 use crate::parse::FinishReason;
 use crate::record::{Outcome, OutcomeMap, StreamRecord};
 
-/// Relative accuracy of the quantile sketches: p50/p95/p99 within 1%.
-const SKETCH_ALPHA: f64 = 0.005;
-/// Bins per sketch at most (each bin 8 bytes); 1% accuracy from 1 µs to hours fits well within.
-const SKETCH_MAX_BINS: u32 = 2048;
-
-pub(crate) fn new_sketch() -> DDSketch {
-    DDSketch::new(Config::new(SKETCH_ALPHA, SKETCH_MAX_BINS, 1.0e-6))
-}
+use super::sketch::Sketch;
 
 /// Counts and sketches of the records that fell in one slot of one window.
 #[derive(Clone)]
@@ -50,12 +42,12 @@ pub(crate) struct SlotStats {
     pub(crate) tps_count: u64,
     pub(crate) duration_ms_sum: f64,
     pub(crate) max_stall_ms: f64,
-    pub(crate) ttft_ms: DDSketch,
-    pub(crate) duration_ms: DDSketch,
-    pub(crate) tpot_ms: DDSketch,
+    pub(crate) ttft_ms: Sketch,
+    pub(crate) duration_ms: Sketch,
+    pub(crate) tpot_ms: Sketch,
     /// Tokens per stream: output (every stream), input (streams that reported it).
-    pub(crate) output_tokens_dist: DDSketch,
-    pub(crate) input_tokens_dist: DDSketch,
+    pub(crate) output_tokens_dist: Sketch,
+    pub(crate) input_tokens_dist: Sketch,
 }
 
 impl Default for SlotStats {
@@ -83,11 +75,11 @@ impl Default for SlotStats {
             tps_count: 0,
             duration_ms_sum: 0.0,
             max_stall_ms: 0.0,
-            ttft_ms: new_sketch(),
-            duration_ms: new_sketch(),
-            tpot_ms: new_sketch(),
-            output_tokens_dist: new_sketch(),
-            input_tokens_dist: new_sketch(),
+            ttft_ms: Sketch::default(),
+            duration_ms: Sketch::default(),
+            tpot_ms: Sketch::default(),
+            output_tokens_dist: Sketch::default(),
+            input_tokens_dist: Sketch::default(),
         }
     }
 }
@@ -225,12 +217,11 @@ impl SlotStats {
 
     /// Another slot's quantile sketches into this one's.
     fn merge_sketches(&mut self, o: &SlotStats) {
-        // Same configuration on both sides: merge cannot fail.
-        let _ = self.ttft_ms.merge(&o.ttft_ms);
-        let _ = self.duration_ms.merge(&o.duration_ms);
-        let _ = self.tpot_ms.merge(&o.tpot_ms);
-        let _ = self.output_tokens_dist.merge(&o.output_tokens_dist);
-        let _ = self.input_tokens_dist.merge(&o.input_tokens_dist);
+        self.ttft_ms.merge(&o.ttft_ms);
+        self.duration_ms.merge(&o.duration_ms);
+        self.tpot_ms.merge(&o.tpot_ms);
+        self.output_tokens_dist.merge(&o.output_tokens_dist);
+        self.input_tokens_dist.merge(&o.input_tokens_dist);
     }
 
     pub(crate) fn merge(&mut self, o: &SlotStats) {
@@ -376,8 +367,8 @@ impl SlotStats {
 }
 
 /// A quantile of a sketch, or 0 for an empty one.
-pub(crate) fn quantile(s: &DDSketch, q: f64) -> f64 {
-    finite(s.quantile(q).ok().flatten().unwrap_or(0.0))
+pub(crate) fn quantile(s: &Sketch, q: f64) -> f64 {
+    finite(s.quantile(q).unwrap_or(0.0))
 }
 
 fn finite(v: f64) -> f64 {
