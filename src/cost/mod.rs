@@ -122,26 +122,67 @@ impl ModelPrice {
     /// assert_eq!(price.cost(&usage).picodollars(), 200 * 1_000_000 + 800 * 100_000 + 10 * 4_000_000);
     /// ```
     pub fn cost(&self, usage: &TokenUsage) -> Cost {
-        let tier = self
-            .above_200k
-            .as_ref()
-            .filter(|_| usage.input_tokens > LONG_PROMPT_TOKENS);
-        let input = tier.map_or(self.input, |tier| tier.input);
-        let output = tier.map_or(self.output, |tier| tier.output);
-        let cache_read = tier
-            .and_then(|tier| tier.cache_read)
-            .or(self.cache_read)
-            .unwrap_or(input);
-        let cache_write = tier
-            .and_then(|tier| tier.cache_write)
-            .or(self.cache_write)
-            .unwrap_or(input);
-        let cache_write_1h = tier
-            .and_then(|tier| tier.cache_write_1h)
-            .or(self.cache_write_1h)
-            .unwrap_or(cache_write);
-        let reasoning = self.reasoning.unwrap_or(output);
+        self.rates().cost(usage)
+    }
 
+    /// The prices [`cost`](Self::cost) applies, their fallbacks resolved: worked out once per
+    /// model by the recording path, which then only multiplies.
+    pub(crate) fn rates(&self) -> Rates {
+        let tier = self.above_200k.as_ref().map(|tier| {
+            let cache_write = tier.cache_write.or(self.cache_write).unwrap_or(tier.input);
+            PartRates {
+                input: tier.input,
+                cache_read: tier.cache_read.or(self.cache_read).unwrap_or(tier.input),
+                cache_write,
+                cache_write_1h: tier
+                    .cache_write_1h
+                    .or(self.cache_write_1h)
+                    .unwrap_or(cache_write),
+                output: tier.output,
+                reasoning: self.reasoning.unwrap_or(tier.output),
+            }
+        });
+        let cache_write = self.cache_write.unwrap_or(self.input);
+        Rates {
+            base: PartRates {
+                input: self.input,
+                cache_read: self.cache_read.unwrap_or(self.input),
+                cache_write,
+                cache_write_1h: self.cache_write_1h.unwrap_or(cache_write),
+                output: self.output,
+                reasoning: self.reasoning.unwrap_or(self.output),
+            },
+            above_200k: tier,
+        }
+    }
+}
+
+/// A model's price per token of each part, fallbacks resolved (see [`ModelPrice::cost`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PartRates {
+    input: u64,
+    cache_read: u64,
+    cache_write: u64,
+    cache_write_1h: u64,
+    output: u64,
+    reasoning: u64,
+}
+
+/// [`PartRates`] of a model, and of its long-prompt tier if it has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Rates {
+    base: PartRates,
+    above_200k: Option<PartRates>,
+}
+
+impl Rates {
+    /// What `usage` costs (see [`ModelPrice::cost`]).
+    #[inline]
+    pub(crate) fn cost(&self, usage: &TokenUsage) -> Cost {
+        let r = match &self.above_200k {
+            Some(tier) if usage.input_tokens > LONG_PROMPT_TOKENS => tier,
+            _ => &self.base,
+        };
         let uncached = usage
             .input_tokens
             .saturating_sub(usage.cache_read_input_tokens)
@@ -153,12 +194,12 @@ impl ModelPrice {
             .output_tokens
             .saturating_sub(usage.reasoning_output_tokens);
         let parts = [
-            (uncached, input),
-            (usage.cache_read_input_tokens, cache_read),
-            (usage.cache_creation_input_tokens - writes_1h, cache_write),
-            (writes_1h, cache_write_1h),
-            (visible_output, output),
-            (usage.reasoning_output_tokens, reasoning),
+            (uncached, r.input),
+            (usage.cache_read_input_tokens, r.cache_read),
+            (usage.cache_creation_input_tokens - writes_1h, r.cache_write),
+            (writes_1h, r.cache_write_1h),
+            (visible_output, r.output),
+            (usage.reasoning_output_tokens, r.reasoning),
         ];
         Cost(parts.iter().fold(0u64, |sum, &(tokens, price)| {
             sum.saturating_add(tokens.saturating_mul(price))

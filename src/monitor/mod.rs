@@ -77,7 +77,7 @@ fn priced_as(record: &StreamRecord) -> &Arc<str> {
 struct LastPrice {
     prices_id: u64,
     model: Arc<str>,
-    price: Option<crate::cost::ModelPrice>,
+    rates: Option<crate::cost::Rates>,
 }
 
 thread_local! {
@@ -383,10 +383,10 @@ impl Monitor {
                 *last = Some(LastPrice {
                     prices_id: self.shared.prices_id,
                     model: model.clone(),
-                    price: self.shared.config.prices.price(model).cloned(),
+                    rates: self.shared.config.prices.price(model).map(|p| p.rates()),
                 });
             }
-            last.as_ref()?.price.as_ref().map(|price| price.cost(usage))
+            last.as_ref()?.rates.as_ref().map(|rates| rates.cost(usage))
         })
     }
 
