@@ -2,8 +2,9 @@
 //! and merged when scraped.
 //!
 //! Records are written constantly and scraped rarely, so each thread adds its observations to a
-//! shard of its own (a lock no other core takes, counts no other core writes): a record costs a
-//! label-set lookup and a few additions. A scrape locks each shard in turn, merges them and
+//! shard of its own ([`SeriesShard`]; counts no other core writes), which the monitor keeps
+//! beside the thread's windows, under their lock: a record costs a label-set lookup and a few
+//! additions, and no lock of its own. A scrape locks each shard in turn, merges them and
 //! writes the text format 0.0.4 (or OpenMetrics 1.0, with exemplars) from the table: names,
 //! kinds, help, buckets and label names all come from [`names::METRICS`], so this file knows no
 //! metric by name. Series appear on their first observation, as Prometheus client libraries do;
@@ -16,8 +17,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use foldhash::fast::RandomState;
 
@@ -242,8 +243,10 @@ impl LabelSetSeries {
     }
 }
 
+/// One thread shard's series. Kept beside the windows' shard of the same thread, under its lock
+/// (see `WindowStore::record_with`): a record takes one lock, not two.
 #[derive(Default)]
-struct Shard {
+pub(crate) struct SeriesShard {
     sets: Vec<(LabelKey, LabelSetSeries)>,
     /// Positions in `sets`.
     index: HashMap<LabelKey, usize, RandomState>,
@@ -284,37 +287,22 @@ impl Sink for Feed<'_> {
 }
 
 pub(crate) struct PrometheusExposition {
-    shards: Box<[crate::shard::Padded<Mutex<Shard>>]>,
     /// `stream_monitor_unrouted_requests_total`: rare, so one shared counter.
     unrouted: AtomicU64,
     /// `stream_monitor_label_overflow_total`, by [`names::OVERFLOW_LABELS`]: rare too.
     overflow: [AtomicU64; names::OVERFLOW_LABELS.len()],
 }
 
-fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
-    // A panic while holding the lock leaves at worst one observation half-added.
-    shard.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl PrometheusExposition {
     pub(crate) fn new() -> Self {
         Self {
-            shards: (0..crate::shard::count())
-                .map(|_| crate::shard::Padded(Mutex::new(Shard::default())))
-                .collect(),
             unrouted: AtomicU64::new(0),
             overflow: Default::default(),
         }
     }
 
-    fn shard(&self) -> MutexGuard<'_, Shard> {
-        lock(&crate::shard::pick(&self.shards).0)
-    }
-
-    /// Adds a finished record's observations on this thread's shard.
-    pub(crate) fn record(&self, r: &StreamRecord) {
-        let mut shard = self.shard();
-        let shard = &mut *shard;
+    /// Adds a finished record's observations to `shard`, this thread's.
+    pub(crate) fn record(shard: &mut SeriesShard, r: &StreamRecord) {
         let set = r.label_set();
         let i = match shard.recent.find(&shard.sets, |(key, _)| key.is(set)) {
             Some(i) => i,
@@ -362,11 +350,13 @@ impl PrometheusExposition {
         }
     }
 
-    /// The exposition in `format`: the shards merged, metrics in table order, label sets
-    /// sorted. `in_flight` is the in-flight count by route, `health` the current report, and
-    /// `version` the `service_version` every series carries, if set.
+    /// The exposition in `format`: the shards merged (`shards` calls its argument with each, as
+    /// it holds it), metrics in table order, label sets sorted. `in_flight` is the in-flight
+    /// count by route, `health` the current report, and `version` the `service_version` every
+    /// series carries, if set.
     pub(crate) fn render(
         &self,
+        shards: impl FnOnce(&mut dyn FnMut(&SeriesShard)),
         in_flight: &BTreeMap<Arc<str>, i64>,
         health: &HealthReport,
         version: Option<&str>,
@@ -391,8 +381,7 @@ impl PrometheusExposition {
         type SortKey = (Arc<str>, Arc<str>, Arc<str>, &'static str, Option<Arc<str>>);
         let mut sets: BTreeMap<SortKey, LabelSetSeries> = BTreeMap::new();
         let mut unlabelled = LabelSetSeries::new();
-        for shard in self.shards.iter() {
-            let shard = lock(shard);
+        shards(&mut |shard| {
             for (key, series) in &shard.sets {
                 let sort_key = (
                     key.provider.clone(),
@@ -407,7 +396,7 @@ impl PrometheusExposition {
             if let Some(series) = &shard.unlabelled {
                 merge_into(&mut unlabelled, series);
             }
-        }
+        });
         let mut out = String::new();
         for metric in METRICS {
             let mut lines = Lines {
@@ -680,12 +669,17 @@ mod tests {
     #[test]
     fn merges_shards_and_renders_cumulative_buckets() {
         let exposition = PrometheusExposition::new();
-        std::thread::scope(|s| {
-            s.spawn(|| exposition.record(&record(Outcome::Ok, 100)));
-            s.spawn(|| exposition.record(&record(Outcome::ServerError, 300)));
-        });
-        exposition.record(&record(Outcome::Ok, 3));
-        let text = exposition.render(&BTreeMap::new(), &no_health(), None, Format::Text);
+        let mut shards = [SeriesShard::default(), SeriesShard::default()];
+        PrometheusExposition::record(&mut shards[0], &record(Outcome::Ok, 100));
+        PrometheusExposition::record(&mut shards[1], &record(Outcome::ServerError, 300));
+        PrometheusExposition::record(&mut shards[0], &record(Outcome::Ok, 3));
+        let text = exposition.render(
+            |f| shards.iter().for_each(f),
+            &BTreeMap::new(),
+            &no_health(),
+            None,
+            Format::Text,
+        );
         let labels = r#"gen_ai_provider_name="openai",gen_ai_request_model="gpt-4o-mini",http_route="/v1/chat",gen_ai_operation_name="chat",gen_ai_response_model="gpt-4o-mini-2024-07-18""#;
         for line in [
             format!(r#"stream_monitor_requests_total{{{labels},outcome="ok"}} 2"#),
@@ -719,7 +713,7 @@ mod tests {
         let in_flight = BTreeMap::from([(Arc::from("/v1/chat"), 1)]);
         assert!(
             exposition
-                .render(&in_flight, &no_health(), Some("v2"), Format::Text)
+                .render(|_| {}, &in_flight, &no_health(), Some("v2"), Format::Text)
                 .contains(
                     "stream_monitor_in_flight{http_route=\"/v1/chat\",service_version=\"v2\"} 1\n"
                 )
@@ -737,10 +731,13 @@ mod tests {
         // Ten tokens, the first at 300 ms, then one every 45 ms.
         r.duration = Duration::from_millis(705);
         r.time_per_output_token = Some(Duration::from_millis(45));
-        exposition.record(&r);
-        let text = exposition.render(&BTreeMap::new(), &no_health(), None, Format::Text);
+        let mut shard = SeriesShard::default();
+        PrometheusExposition::record(&mut shard, &r);
+        let render =
+            |format| exposition.render(|f| f(&shard), &BTreeMap::new(), &no_health(), None, format);
+        let text = render(Format::Text);
         assert!(!text.contains(" # {"), "no exemplars in text 0.0.4");
-        let om = exposition.render(&BTreeMap::new(), &no_health(), None, Format::OpenMetrics);
+        let om = render(Format::OpenMetrics);
         assert!(om.ends_with("# EOF\n"), "{om}");
         assert!(!om.contains("\n\n"), "no blank lines in OpenMetrics");
         // The 0.5 s bucket holds the 300 ms first token; its exemplar is the request's trace.

@@ -10,7 +10,7 @@ use crate::facade;
 use crate::health::{HealthReport, HealthTracker};
 use crate::in_flight::{InFlight, InFlightBy};
 use crate::labels::{LabelInterner, LabelSource, SeriesBudget, is_valid_label};
-use crate::prometheus::{Format, PrometheusExposition};
+use crate::prometheus::{Format, PrometheusExposition, SeriesShard};
 use crate::record::{Outcome, StreamRecord};
 use crate::snapshot::{MetricsSnapshot, ProviderWindows};
 use crate::system::SystemSampler;
@@ -37,7 +37,8 @@ pub(crate) use recorder::{Recorder, StreamSettings};
 
 pub(crate) struct Shared {
     pub(crate) config: Config,
-    windows: WindowStore,
+    /// With the Prometheus series of each thread shard beside its windows.
+    windows: WindowStore<SeriesShard>,
     errors: Arc<ErrorStore>,
     health: HealthTracker,
     /// Window second of the last health evaluation done on the recording path.
@@ -430,7 +431,8 @@ impl Monitor {
         if record.is_unrouted() {
             // Counted apart: no labelled series, no window but its unrouted count, no health.
             self.shared.unrouted.fetch_add(1, Ordering::Relaxed);
-            self.shared.windows.record(secs, record);
+            // Unrouted: the windows call no companion (no label set to record by).
+            self.shared.windows.record_with(secs, record, |_| {});
             self.shared.prometheus.unrouted();
             if self.facade_active() {
                 facade::unrouted();
@@ -452,7 +454,9 @@ impl Monitor {
             }
             self.shared.prometheus.label_overflow("series");
         }
-        self.shared.windows.record(secs, record);
+        self.shared.windows.record_with(secs, record, |series| {
+            PrometheusExposition::record(series, record)
+        });
         if llm {
             let model = unfolded.as_ref().unwrap_or_else(|| priced_as(record));
             self.shared.spend.record(record, model);
@@ -464,7 +468,6 @@ impl Monitor {
         if let Some(cb) = &self.shared.config.on_record {
             cb.on_record(record);
         }
-        self.shared.prometheus.record(record);
         #[cfg(feature = "otlp")]
         if let Some(exporter) = &self.shared.config.otlp {
             exporter.record(record);
@@ -719,9 +722,13 @@ impl Monitor {
         let in_flight = self.shared.in_flight.by_label(InFlightBy::Route);
         let health = self.health();
         let version = self.shared.config.service_version.as_deref();
-        self.shared
-            .prometheus
-            .render(&in_flight, &health, version, format)
+        self.shared.prometheus.render(
+            |f| self.shared.windows.companions(f),
+            &in_flight,
+            &health,
+            version,
+            format,
+        )
     }
 }
 

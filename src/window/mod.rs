@@ -249,7 +249,7 @@ impl Pair {
     }
 }
 
-struct Shard {
+struct Shard<C> {
     /// Requests that matched no route, and the in-flight peaks (a figure of the whole
     /// process): part of the overall windows only.
     unrouted: Pair,
@@ -261,9 +261,11 @@ struct Shard {
     index: HashMap<PairKey, usize, foldhash::fast::RandomState>,
     recent: RecentIndices,
     triggers: Vec<RateRing>,
+    /// What the store's owner records beside the windows, under the same lock.
+    companion: C,
 }
 
-impl Shard {
+impl<C> Shard<C> {
     /// Every pair of windows: together, the overall windows.
     fn pairs(&self) -> impl Iterator<Item = &Pair> {
         std::iter::once(&self.unrouted).chain(self.pairs.iter().map(|(_, pair)| pair))
@@ -298,8 +300,10 @@ pub(crate) struct Collected {
     pub(crate) triggers: Vec<(u64, u64)>,
 }
 
-pub(crate) struct WindowStore {
-    shards: Box<[Padded<Mutex<Shard>>]>,
+/// `C`: state the owner records beside each thread's windows, under the same lock (see
+/// [`record_with`](Self::record_with)): a record then takes one lock, not one per store.
+pub(crate) struct WindowStore<C = ()> {
+    shards: Box<[Padded<Mutex<Shard<C>>>]>,
     /// The model of the pair a provider's models share past [`MAX_MODEL_PAIRS`].
     other: Arc<str>,
     triggers: Box<[Classifier]>,
@@ -310,14 +314,14 @@ pub(crate) struct WindowStore {
     asked: Box<[usize]>,
 }
 
-fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+fn lock<C>(shard: &Mutex<Shard<C>>) -> MutexGuard<'_, Shard<C>> {
     // A panic mid-update leaves at worst one slot partly counted; keep serving.
     shard
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-impl WindowStore {
+impl<C: Default> WindowStore<C> {
     pub(crate) fn new(triggers: Vec<Box<dyn RatePopulation>>) -> Self {
         let shards = (0..crate::shard::count())
             .map(|_| {
@@ -328,6 +332,7 @@ impl WindowStore {
                     index: HashMap::default(),
                     recent: RecentIndices::default(),
                     triggers: triggers.iter().map(|_| RateRing::new(FIVE)).collect(),
+                    companion: C::default(),
                 }))
             })
             .collect();
@@ -342,7 +347,20 @@ impl WindowStore {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn record(&self, now_secs: u64, record: &StreamRecord) {
+        self.record_with(now_secs, record, |_| {});
+    }
+
+    /// Adds a record to this thread's shard, and calls `companion` with the shard's companion
+    /// state (for a routed record: an unrouted one has no labels to record by), under the
+    /// same lock.
+    pub(crate) fn record_with(
+        &self,
+        now_secs: u64,
+        record: &StreamRecord,
+        companion: impl FnOnce(&mut C),
+    ) {
         let mut shard = lock(&crate::shard::pick(&self.shards).0);
         shard.recorded[record.outcome] += 1;
         if record.is_unrouted() {
@@ -351,6 +369,7 @@ impl WindowStore {
             return;
         }
         let shard = &mut *shard;
+        companion(&mut shard.companion);
         let (provider, model) = (&record.provider, &record.model);
         let i = match shard.recent.find(&shard.pairs, |((p, m), _)| {
             Arc::ptr_eq(p, provider) && Arc::ptr_eq(m, model)
@@ -382,6 +401,13 @@ impl WindowStore {
                     rate.add_in(FIVE, now_secs, hit);
                 }
             }
+        }
+    }
+
+    /// Calls `f` with each shard's companion state, one shard locked at a time.
+    pub(crate) fn companions(&self, f: &mut dyn FnMut(&C)) {
+        for shard in self.shards.iter() {
+            f(&lock(shard).companion);
         }
     }
 
@@ -507,7 +533,7 @@ impl WindowStore {
     }
 
     /// A shard's counts of the triggers asked per record, into their places in `into`.
-    fn add_asked_totals(&self, shard: &Shard, now_secs: u64, into: &mut [(u64, u64)]) {
+    fn add_asked_totals(&self, shard: &Shard<C>, now_secs: u64, into: &mut [(u64, u64)]) {
         for &t in self.asked.iter() {
             if let (Some(rate), Some(total)) = (shard.triggers.get(t), into.get_mut(t)) {
                 let (n, h) = rate.totals(now_secs);
@@ -588,14 +614,14 @@ mod tests {
                 RollbackTrigger::new("route", [Outcome::Timeout], 5.0).route("/r"),
             ]
         };
-        let looked_up = WindowStore::new(
+        let looked_up = WindowStore::<()>::new(
             triggers()
                 .into_iter()
                 .map(|t| Box::new(t) as Box<dyn RatePopulation>)
                 .collect(),
         );
         assert_eq!(looked_up.asked.len(), 1);
-        let asked = WindowStore::new(
+        let asked = WindowStore::<()>::new(
             triggers()
                 .into_iter()
                 .map(|t| Box::new(Asked(t)) as Box<dyn RatePopulation>)
@@ -662,7 +688,7 @@ mod tests {
     /// back: the same bins as sketching every record in the hour directly.
     #[test]
     fn the_hour_sketches_each_record_once() {
-        let store = WindowStore::new(Vec::new());
+        let store = WindowStore::<()>::new(Vec::new());
         // The start of a minute.
         let start: u64 = 1_800_000_000;
         let mut direct = SlotStats::default();
@@ -841,7 +867,7 @@ mod tests {
 
     #[test]
     fn quantiles_within_one_percent_over_shards_and_slots() {
-        let store = WindowStore::new(Vec::new());
+        let store = WindowStore::<()>::new(Vec::new());
         let latencies = random_latencies(10_000);
         let start = 1_800_000_000;
         // Spread over 4 minutes (24 slots) and several threads (shards).
@@ -884,7 +910,7 @@ mod tests {
     /// bounded and the provider's figures stay whole.
     #[test]
     fn model_pairs_are_capped_and_the_provider_stays_whole() {
-        let store = WindowStore::new(Vec::new());
+        let store = WindowStore::<()>::new(Vec::new());
         let now = 1_800_000_000;
         for i in 0..MAX_MODEL_PAIRS + 50 {
             let mut r = streaming("p", 100.0);
@@ -912,7 +938,7 @@ mod tests {
     /// stream stays counted.
     #[test]
     fn merged_model_windows_are_capped_too() {
-        let store = WindowStore::new(Vec::new());
+        let store = WindowStore::<()>::new(Vec::new());
         let now = 1_800_000_000;
         std::thread::scope(|scope| {
             for t in 0..4 {
@@ -938,7 +964,7 @@ mod tests {
 
     #[test]
     fn slots_expire_and_recycle() {
-        let store = WindowStore::new(Vec::new());
+        let store = WindowStore::<()>::new(Vec::new());
         let t0 = 1_800_000_000;
         store.record(t0, &streaming("a", 10.0));
         store.record(t0 + 290, &streaming("a", 10.0));
