@@ -148,8 +148,11 @@ struct ModelEntry {
     requests: u64,
 }
 
+/// One thread shard's spend. Kept beside the windows' shard of the same thread, under its lock
+/// (see `WindowStore::record_with`): a record takes one lock for the windows, the Prometheus
+/// series and the spend.
 #[derive(Debug, Default)]
-struct Shard {
+pub(crate) struct SpendShard {
     users: Vec<(Arc<str>, UserEntry)>,
     /// Positions in `users`.
     index: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
@@ -167,7 +170,6 @@ pub(crate) struct Spend {
     top_users: usize,
     /// Users each shard keeps: room beyond `top_users` for the churn below the top.
     capacity: usize,
-    shards: Box<[crate::shard::Padded<Mutex<Shard>>]>,
     unpriced: Mutex<(BTreeSet<String>, u64)>,
 }
 
@@ -180,9 +182,6 @@ impl Spend {
         Self {
             top_users,
             capacity: top_users.saturating_mul(16).max(MIN_CAPACITY),
-            shards: (0..crate::shard::count())
-                .map(|_| crate::shard::Padded(Mutex::new(Shard::default())))
-                .collect(),
             unpriced: Mutex::new((BTreeSet::new(), 0)),
         }
     }
@@ -190,8 +189,8 @@ impl Spend {
     /// Adds a finished LLM call. `model` is the model it was priced as (or looked up under).
     /// Every LLM call comes here, so each user's requests and errors are whole (a call refused
     /// before any token, which cost nothing, included); a model's figures count the priced
-    /// calls that used tokens.
-    pub(crate) fn record(&self, r: &StreamRecord, model: &Arc<str>) {
+    /// calls that used tokens. `shard`: this thread's.
+    pub(crate) fn record(&self, shard: &mut SpendShard, r: &StreamRecord, model: &Arc<str>) {
         let pico = match r.cost {
             Some(cost) => cost.picodollars(),
             None => {
@@ -209,7 +208,6 @@ impl Spend {
         if !priced && !counts_for_user {
             return;
         }
-        let mut shard = lock(&crate::shard::pick(&self.shards).0);
         if priced {
             let add = |entry: &mut ModelEntry| {
                 entry.cost = entry.cost.saturating_add(pico);
@@ -218,7 +216,7 @@ impl Spend {
                 }
                 entry.requests += 1;
             };
-            let Shard {
+            let SpendShard {
                 models,
                 model_index,
                 recent_models,
@@ -249,7 +247,7 @@ impl Spend {
         if let (Some(user), true) = (&r.user_id, self.top_users > 0) {
             let tokens = r.output_tokens.saturating_add(r.input_tokens.unwrap_or(0));
             let failed = u64::from(r.outcome.is_error());
-            let Shard { users, index, .. } = &mut *shard;
+            let SpendShard { users, index, .. } = &mut *shard;
             let i = match index.get(user) {
                 Some(&i) => i,
                 None if users.len() < self.capacity => {
@@ -295,11 +293,15 @@ impl Spend {
         }
     }
 
-    /// The top users by spend, the heaviest first.
-    pub(crate) fn top_users(&self) -> Vec<UserSpend> {
+    /// The top users by spend, the heaviest first, over the shards (`shards` calls its argument
+    /// with each, as it holds it).
+    pub(crate) fn top_users(
+        &self,
+        shards: impl FnOnce(&mut dyn FnMut(&SpendShard)),
+    ) -> Vec<UserSpend> {
         let mut merged: HashMap<Arc<str>, UserEntry> = HashMap::new();
-        for shard in self.shards.iter() {
-            for (user, e) in &lock(shard).users {
+        shards(&mut |shard| {
+            for (user, e) in &shard.users {
                 let m = merged.entry(user.clone()).or_default();
                 m.cost = m.cost.saturating_add(e.cost);
                 m.requests += e.requests;
@@ -308,7 +310,7 @@ impl Spend {
                 m.error = m.error.saturating_add(e.error);
                 m.first_token.merge(&e.first_token);
             }
-        }
+        });
         let mut users: Vec<(Arc<str>, UserEntry)> = merged.into_iter().collect();
         users.sort_by(|a, b| b.1.cost.cmp(&a.1.cost).then_with(|| a.0.cmp(&b.0)));
         users.truncate(self.top_users);
@@ -331,17 +333,20 @@ impl Spend {
             .collect()
     }
 
-    /// Spend per model.
-    pub(crate) fn by_model(&self) -> BTreeMap<String, ModelSpend> {
+    /// Spend per model, over the shards (as [`top_users`](Self::top_users)).
+    pub(crate) fn by_model(
+        &self,
+        shards: impl FnOnce(&mut dyn FnMut(&SpendShard)),
+    ) -> BTreeMap<String, ModelSpend> {
         let mut merged: BTreeMap<String, ModelEntry> = BTreeMap::new();
-        for shard in self.shards.iter() {
-            for (model, e) in &lock(shard).models {
+        shards(&mut |shard| {
+            for (model, e) in &shard.models {
                 let m = merged.entry(model.to_string()).or_default();
                 m.cost = m.cost.saturating_add(e.cost);
                 m.estimated = m.estimated.saturating_add(e.estimated);
                 m.requests += e.requests;
             }
-        }
+        });
         merged
             .into_iter()
             .map(|(model, e)| {
@@ -370,6 +375,41 @@ mod tests {
     use crate::record::Outcome;
     use std::time::Duration;
 
+    /// The monitor's arrangement in small: a `Spend` and two shards of its state, one picked
+    /// per thread, read one at a time.
+    struct Sharded {
+        spend: Spend,
+        shards: Vec<Mutex<SpendShard>>,
+    }
+
+    impl Sharded {
+        fn new(top_users: usize) -> Self {
+            Self {
+                spend: Spend::new(top_users),
+                shards: (0..2).map(|_| Mutex::default()).collect(),
+            }
+        }
+
+        fn record(&self, r: &StreamRecord, model: &Arc<str>) {
+            let mut shard = lock(crate::shard::pick(&self.shards));
+            self.spend.record(&mut shard, r, model);
+        }
+
+        fn top_users(&self) -> Vec<UserSpend> {
+            self.spend
+                .top_users(|f| self.shards.iter().for_each(|s| f(&lock(s))))
+        }
+
+        fn by_model(&self) -> BTreeMap<String, ModelSpend> {
+            self.spend
+                .by_model(|f| self.shards.iter().for_each(|s| f(&lock(s))))
+        }
+
+        fn unpriced(&self) -> (Vec<String>, u64) {
+            self.spend.unpriced()
+        }
+    }
+
     fn record(user: &str, pico: u64) -> StreamRecord {
         let mut r = StreamRecord::new("openai", "m", "/r", Outcome::Ok);
         r.user_id = Some(Arc::from(user));
@@ -382,7 +422,7 @@ mod tests {
     /// errors; it is no priced call of its model.
     #[test]
     fn a_call_refused_before_any_token_counts_for_its_user() {
-        let spend = Spend::new(3);
+        let spend = Sharded::new(3);
         let model: Arc<str> = Arc::from("m");
         spend.record(&record("u", 1_000), &model);
         let mut refused = StreamRecord::new("openai", "m", "/r", Outcome::RateLimited);
@@ -398,7 +438,7 @@ mod tests {
     /// A model's spend is one entry whichever `Arc` names it, found by address or by name.
     #[test]
     fn a_model_named_by_several_arcs_is_one_entry() {
-        let spend = Spend::new(3);
+        let spend = Sharded::new(3);
         let names: Vec<Arc<str>> = (0..6)
             .map(|i| Arc::from(if i % 2 == 0 { "m" } else { "n" }))
             .collect();
@@ -416,7 +456,7 @@ mod tests {
 
     #[test]
     fn keeps_the_heaviest_users_within_its_bound() {
-        let spend = Spend::new(3);
+        let spend = Sharded::new(3);
         let model: Arc<str> = Arc::from("m");
         for (user, pico, times) in [("a", 100, 5), ("b", 50, 4), ("c", 10, 3)] {
             for _ in 0..times {
@@ -443,7 +483,7 @@ mod tests {
 
     #[test]
     fn a_users_error_rate_is_its_failures_share() {
-        let spend = Spend::new(3);
+        let spend = Sharded::new(3);
         let model: Arc<str> = Arc::from("m");
         for outcome in [Outcome::Ok, Outcome::Ok, Outcome::Ok, Outcome::Timeout] {
             let mut r = record("a", 10);
@@ -543,7 +583,7 @@ mod tests {
 
     #[test]
     fn a_users_first_token_p95_is_its_own_and_merged_across_shards() {
-        let spend = Spend::new(3);
+        let spend = Sharded::new(3);
         let model: Arc<str> = Arc::from("m");
         let mut latencies = Vec::new();
         for (i, ms) in log_normal_sample(6, 400).into_iter().enumerate() {
@@ -578,7 +618,7 @@ mod tests {
 
     #[test]
     fn a_newcomer_inherits_counts_but_not_first_tokens() {
-        let spend = Spend::new(3);
+        let spend = Sharded::new(3);
         let model: Arc<str> = Arc::from("m");
         // Fill the table (256 users) with slow first tokens.
         for i in 0..MIN_CAPACITY {
@@ -607,7 +647,7 @@ mod tests {
 
     #[test]
     fn unpriced_models_are_listed_and_counted() {
-        let spend = Spend::new(3);
+        let spend = Sharded::new(3);
         let mut r = record("a", 0);
         r.cost = None;
         for i in 0..100 {

@@ -37,8 +37,8 @@ pub(crate) use recorder::{Recorder, StreamSettings};
 
 pub(crate) struct Shared {
     pub(crate) config: Config,
-    /// With the Prometheus series of each thread shard beside its windows.
-    windows: WindowStore<SeriesShard>,
+    /// With the Prometheus series and the spend of each thread shard beside its windows.
+    windows: WindowStore<RecordShard>,
     errors: Arc<ErrorStore>,
     health: HealthTracker,
     /// Window second of the last health evaluation done on the recording path.
@@ -83,6 +83,14 @@ struct LastPrice {
 
 thread_local! {
     static LAST_PRICE: std::cell::RefCell<Option<LastPrice>> = const { std::cell::RefCell::new(None) };
+}
+
+/// What a record adds beside its thread's windows, under their lock (see
+/// `WindowStore::record_with`): one lock per record for all three.
+#[derive(Default)]
+struct RecordShard {
+    series: SeriesShard,
+    spend: crate::spend::SpendShard,
 }
 
 /// A fresh id per monitor built: price tables are fixed once built, so the id and a model name
@@ -454,13 +462,17 @@ impl Monitor {
             }
             self.shared.prometheus.label_overflow("series");
         }
-        self.shared.windows.record_with(secs, record, |series| {
-            PrometheusExposition::record(series, record)
-        });
         if llm {
             let model = unfolded.as_ref().unwrap_or_else(|| priced_as(record));
-            self.shared.spend.record(record, model);
+            self.shared.windows.record_with(secs, record, |shard| {
+                PrometheusExposition::record(&mut shard.series, record);
+                self.shared.spend.record(&mut shard.spend, record, model);
+            });
             self.shared.budgets.record(secs, record);
+        } else {
+            self.shared.windows.record_with(secs, record, |shard| {
+                PrometheusExposition::record(&mut shard.series, record)
+            });
         }
         if self.facade_active() {
             facade::emit(record);
@@ -573,8 +585,13 @@ impl Monitor {
                 let (unpriced_models, unpriced_requests) = self.shared.spend.unpriced();
                 crate::snapshot::SpendSnapshot {
                     prices_taken: c.prices.taken().map(str::to_owned),
-                    by_model: self.shared.spend.by_model(),
-                    top_users: self.shared.spend.top_users(),
+                    by_model: self
+                        .shared
+                        .spend
+                        .by_model(|f| self.shared.windows.companions(&mut |shard| f(&shard.spend))),
+                    top_users: self.shared.spend.top_users(|f| {
+                        self.shared.windows.companions(&mut |shard| f(&shard.spend))
+                    }),
                     unpriced_models,
                     unpriced_requests,
                 }
@@ -723,7 +740,11 @@ impl Monitor {
         let health = self.health();
         let version = self.shared.config.service_version.as_deref();
         self.shared.prometheus.render(
-            |f| self.shared.windows.companions(f),
+            |f| {
+                self.shared
+                    .windows
+                    .companions(&mut |shard| f(&shard.series))
+            },
             &in_flight,
             &health,
             version,
