@@ -1,6 +1,7 @@
 use std::any::Any;
 use std::fmt::Display;
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -29,23 +30,34 @@ pin_project! {
         inner: Option<F>,
         // A response the monitor gives itself (its endpoints), ready at once. Boxed: it is
         // rare, and every request's future would otherwise carry its size.
-        own: Option<Box<Response<Bytes>>>,
-        deadline: Option<Pin<Box<Sleep>>>,
+        //
+        // These three are emptied in `drop` (not left to drop glue, a call each for a field
+        // that is `None` by then on the common path).
+        own: ManuallyDrop<Option<Box<Response<Bytes>>>>,
+        deadline: ManuallyDrop<Option<Pin<Box<Sleep>>>>,
         // A measured request's state; moves into the body with its meter.
-        tracked: Option<TrackedBox>,
+        tracked: ManuallyDrop<Option<TrackedBox>>,
     }
 
     impl<F> PinnedDrop for ResponseFuture<F> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if let Some(tracked) = this.tracked.as_mut().and_then(TrackedBox::get_mut) {
+            if let Some(own) = this.own.take() {
+                drop(own);
+            }
+            if let Some(sleep) = this.deadline.take() {
+                drop(sleep);
+            }
+            // A local from here: dropped even if recording panics.
+            let Some(mut tracked) = this.tracked.take() else {
+                return;
+            };
+            if let Some(tracked) = tracked.get_mut() {
                 if let Some(context) = tracked.context.take() {
                     context.finish_without_body(&tracked.scope, Outcome::Cancelled, None);
                 }
             }
-            if let Some(tracked) = this.tracked.take() {
-                tracked.give_back();
-            }
+            tracked.give_back();
         }
     }
 }
@@ -62,9 +74,9 @@ impl<F> ResponseFuture<F> {
             });
         Self {
             inner: Some(inner),
-            own: None,
-            deadline,
-            tracked: Some(tracked),
+            own: ManuallyDrop::new(None),
+            deadline: ManuallyDrop::new(deadline),
+            tracked: ManuallyDrop::new(Some(tracked)),
         }
     }
 
@@ -72,9 +84,9 @@ impl<F> ResponseFuture<F> {
     pub(crate) fn new_unmeasured(inner: F) -> Self {
         Self {
             inner: Some(inner),
-            own: None,
-            deadline: None,
-            tracked: None,
+            own: ManuallyDrop::new(None),
+            deadline: ManuallyDrop::new(None),
+            tracked: ManuallyDrop::new(None),
         }
     }
 
@@ -82,9 +94,9 @@ impl<F> ResponseFuture<F> {
     pub(crate) fn own(response: Response<Bytes>) -> Self {
         Self {
             inner: None,
-            own: Some(Box::new(response)),
-            deadline: None,
-            tracked: None,
+            own: ManuallyDrop::new(Some(Box::new(response))),
+            deadline: ManuallyDrop::new(None),
+            tracked: ManuallyDrop::new(None),
         }
     }
 }

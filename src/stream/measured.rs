@@ -1,5 +1,6 @@
 //! The measuring body: the inner body, measured frame by frame.
 
+use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -26,25 +27,26 @@ pin_project! {
         #[pin]
         body: TimeoutBody<B>,
         // A measured body's meter and scope; the meter is taken when the request is recorded.
-        tracked: Option<TrackedBox>,
+        // Emptied in `drop` (not left to drop glue, a call for a field `None` when unmeasured).
+        tracked: ManuallyDrop<Option<TrackedBox>>,
         ended: bool,
     }
 
     impl<B> PinnedDrop for MeasuredBody<B> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
+            // A local from here: dropped even if recording panics.
+            let Some(mut tracked) = this.tracked.take() else {
+                return;
+            };
             // Every way a body can end while polled records it; one still holding its meter
             // was dropped before its end.
-            if let Some(Tracked { meter, scope, .. }) =
-                this.tracked.as_mut().and_then(TrackedBox::get_mut)
-            {
+            if let Some(Tracked { meter, scope, .. }) = tracked.get_mut() {
                 if let Some(meter) = meter.take() {
                     meter.finish(StreamEnd::Dropped, scope);
                 }
             }
-            if let Some(tracked) = this.tracked.take() {
-                tracked.give_back();
-            }
+            tracked.give_back();
         }
     }
 }
@@ -66,7 +68,7 @@ where
         }
         Self {
             body,
-            tracked: Some(tracked),
+            tracked: ManuallyDrop::new(Some(tracked)),
             ended: false,
         }
     }
@@ -77,7 +79,7 @@ impl<B> MeasuredBody<B> {
     pub(crate) fn unmeasured(body: B) -> Self {
         Self {
             body: TimeoutBody::new(body, None),
-            tracked: None,
+            tracked: ManuallyDrop::new(None),
             ended: false,
         }
     }

@@ -97,6 +97,9 @@ where
         self.inner.poll_ready(cx)
     }
 
+    // Not inlined into the caller's `call` (axum's wrappers): there, our future was built apart
+    // and copied once more.
+    #[inline(never)]
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let state = &*self.state;
         // The request is read in place: splitting it into parts and back moved it twice.

@@ -119,6 +119,55 @@ mod tests {
         SPARE.with(|spare| spare.borrow().len)
     }
 
+    /// A response future dropped before its response, and a body dropped before its end,
+    /// each record their request once (`cancelled`) and give their box back.
+    #[tokio::test]
+    async fn dropped_future_and_body_record_and_give_back() {
+        use crate::record::Outcome;
+        use std::convert::Infallible;
+        use std::future::Future as _;
+        type Answer = Result<http::Response<http_body_util::Full<bytes::Bytes>>, Infallible>;
+
+        let monitor = crate::Monitor::builder().build().unwrap();
+        let recorder = crate::monitor::Recorder::new(monitor.clone());
+        let routes = super::super::context::RouteCache::default();
+        let request = http::Request::get("/x").body(()).unwrap();
+        let start = || {
+            super::super::context::RequestContext::start(
+                &recorder,
+                &routes,
+                super::super::context::RequestHead::of(&request),
+                crate::StreamLabels::default(),
+                None,
+            )
+        };
+        let before = spare_count();
+        let pending = std::future::pending::<Answer>();
+        drop(super::super::ResponseFuture::new(pending, start()));
+        assert_eq!(monitor.recorded(Outcome::Cancelled), 1);
+        assert_eq!(spare_count(), before + 1, "the future's box is given back");
+
+        let body = http_body_util::Full::new(bytes::Bytes::from_static(b"data"));
+        let ready = std::future::ready::<Answer>(Ok(http::Response::new(body)));
+        let mut future = Box::pin(super::super::ResponseFuture::new(ready, start()));
+        let waker = std::task::Waker::noop();
+        let std::task::Poll::Ready(Ok(response)) = future
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(waker))
+        else {
+            panic!("the response is ready");
+        };
+        drop(future);
+        assert_eq!(
+            monitor.recorded(Outcome::Cancelled),
+            1,
+            "the body holds it now"
+        );
+        drop(response);
+        assert_eq!(monitor.recorded(Outcome::Cancelled), 2);
+        assert_eq!(spare_count(), before + 1, "the body's box is given back");
+    }
+
     /// Boxes given back are reused, and a thread keeps no more than its cap.
     #[test]
     fn spare_boxes_are_reused_and_bounded() {
