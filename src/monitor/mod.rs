@@ -400,7 +400,11 @@ impl Monitor {
     }
 
     fn ingest_from(&self, record: &mut StreamRecord, source: LabelSource, ended_in_flight: i64) {
-        record.finished_at = self.now();
+        // The wall clock is read only where the time is shown: `on_record`, and the Prometheus
+        // exemplar of a record with a trace id. Nothing else reads it, and the record ends here.
+        if record.trace.is_some() || self.shared.config.on_record.is_some() {
+            record.finished_at = self.now();
+        }
         record.output_tokens = record.output_tokens.min(MAX_TOKENS);
         // One at a time, not through an array of references: no loop, no pointers kept.
         clamp_tokens(&mut record.input_tokens);
@@ -768,6 +772,50 @@ mod tests {
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.clone())
         }
+    }
+
+    /// The wall clock stamps a record wherever its time is shown: `on_record` (with or without
+    /// a trace), and the OpenMetrics exemplar of a record with a trace id.
+    #[test]
+    fn finished_at_is_stamped_where_shown() {
+        use crate::window::ManualClock;
+        use std::sync::Mutex;
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_800_000_000_250);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let kept = seen.clone();
+        let monitor = Monitor::builder()
+            .clock(ManualClock::new(at))
+            .on_record(move |r: &StreamRecord| kept.lock().unwrap().push(r.finished_at))
+            .build()
+            .unwrap();
+        let mut plain = StreamRecord::new("openai", "gpt-4o-mini", "/v1/chat", Outcome::Ok);
+        plain.operation_name = None;
+        monitor.ingest(plain);
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut traced = StreamRecord::new("openai", "gpt-4o-mini", "/v1/chat", Outcome::Ok);
+        traced.trace = crate::trace::TraceContext::from_traceparent(parent, None);
+        traced.streaming = true;
+        traced.time_to_first_token = Some(Duration::from_millis(300));
+        monitor.ingest(traced);
+        assert_eq!(*seen.lock().unwrap(), [at, at]);
+
+        let monitor = Monitor::builder()
+            .clock(ManualClock::new(at))
+            .build()
+            .unwrap();
+        let mut traced = StreamRecord::new("openai", "gpt-4o-mini", "/v1/chat", Outcome::Ok);
+        traced.trace = crate::trace::TraceContext::from_traceparent(parent, None);
+        traced.streaming = true;
+        traced.time_to_first_token = Some(Duration::from_millis(300));
+        monitor.ingest(traced);
+        let om = monitor.render_openmetrics();
+        assert!(
+            om.lines().any(
+                |l| l.starts_with("gen_ai_server_time_to_first_token_seconds_bucket{")
+                    && l.ends_with(" 0.3 1800000000.250")
+            ),
+            "{om}"
+        );
     }
 
     #[test]
