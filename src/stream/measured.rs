@@ -135,6 +135,9 @@ where
                     let read = meter.on_data(data, scope);
                     if body.is_end_stream() {
                         StreamMeter::finish_in(meter_slot, read, StreamEnd::Complete, scope);
+                        // The inner body has nothing more, trailers included: the next poll
+                        // ends here, without polling it (hyper stops at `is_end_stream`).
+                        *ended = true;
                     }
                     return polled;
                 }
@@ -195,5 +198,99 @@ where
             return SizeHint::with_exact(0);
         }
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::future::Future as _;
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll};
+
+    use bytes::Bytes;
+    use http_body::{Body, Frame};
+
+    use crate::record::Outcome;
+    use crate::stream::ResponseFuture;
+    use crate::stream::context::{RequestContext, RequestHead, RouteCache};
+
+    /// One data frame, then the end; counts its polls.
+    struct OneFrame {
+        data: Option<Bytes>,
+        polls: Arc<AtomicUsize>,
+    }
+
+    impl Body for OneFrame {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            self.polls.fetch_add(1, Ordering::Relaxed);
+            Poll::Ready(self.data.take().map(|d| Ok(Frame::data(d))))
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.data.is_none()
+        }
+    }
+
+    /// A body whose last data frame leaves its inner body at its end is recorded with that
+    /// frame, and the next poll ends it without polling the inner body again.
+    #[tokio::test]
+    async fn inner_body_at_its_end_is_not_polled_again() {
+        type Answer = Result<http::Response<OneFrame>, Infallible>;
+        let monitor = crate::Monitor::builder().build().unwrap();
+        let recorder = crate::monitor::Recorder::new(monitor.clone());
+        let routes = RouteCache::default();
+        let request = http::Request::get("/x").body(()).unwrap();
+        let tracked = RequestContext::start(
+            &recorder,
+            &routes,
+            RequestHead::of(&request),
+            crate::StreamLabels::default(),
+            None,
+        );
+        let polls = Arc::new(AtomicUsize::new(0));
+        let body = OneFrame {
+            data: Some(Bytes::from_static(b"small")),
+            polls: polls.clone(),
+        };
+        let ready = std::future::ready::<Answer>(Ok(http::Response::new(body)));
+        let mut future = Box::pin(ResponseFuture::new(ready, tracked));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let Poll::Ready(Ok(response)) = future.as_mut().poll(&mut cx) else {
+            panic!("the response is ready");
+        };
+        let mut body = Box::pin(response.into_body());
+        assert!(!body.is_end_stream());
+        let Poll::Ready(Some(Ok(frame))) = body.as_mut().poll_frame(&mut cx) else {
+            panic!("a data frame");
+        };
+        assert_eq!(frame.into_data().ok(), Some(Bytes::from_static(b"small")));
+        assert_eq!(
+            monitor.recorded(Outcome::Ok),
+            1,
+            "recorded with its last frame"
+        );
+        assert!(body.is_end_stream());
+        assert_eq!(body.size_hint().exact(), Some(0));
+        assert!(matches!(
+            body.as_mut().poll_frame(&mut cx),
+            Poll::Ready(None)
+        ));
+        assert_eq!(
+            polls.load(Ordering::Relaxed),
+            1,
+            "the inner body is polled once"
+        );
+        drop(body);
+        assert_eq!(monitor.recorded(Outcome::Ok), 1);
+        assert_eq!(monitor.recorded(Outcome::Cancelled), 0);
     }
 }
