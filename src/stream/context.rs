@@ -368,20 +368,25 @@ impl RequestContext {
             "stream started"
         );
         let facade_in_flight = recorder.request_started(&route);
+        // A branch, not `bool::then` with a closure: a request that names nothing moves nothing
+        // into a closure only to drop it.
+        let names = if provider_header.is_some()
+            || model_header.is_some()
+            || labeled.provider.is_some()
+            || labeled.model.is_some()
+        {
+            Some(Box::new(RequestNames {
+                provider_header,
+                model_header,
+                labeled,
+            }))
+        } else {
+            None
+        };
         let context = Self {
             recorder: recorder.clone(),
             started,
-            names: (provider_header.is_some()
-                || model_header.is_some()
-                || labeled.provider.is_some()
-                || labeled.model.is_some())
-            .then(|| {
-                Box::new(RequestNames {
-                    provider_header,
-                    model_header,
-                    labeled,
-                })
-            }),
+            names,
             streaming_hint,
             intent,
             head,
