@@ -140,23 +140,31 @@ where
         let Some(mut boxed) = this.tracked.take() else {
             return Poll::Ready(result.map(|r| r.map(|b| MonitoredBody::unmeasured(b))));
         };
-        let Some((tracked, context)) = boxed
-            .get_mut()
-            .and_then(|t| t.context.take().map(|c| (t, c)))
-        else {
+        // The context stays in the box until the meter takes it there (not moved out and in).
+        let Some(tracked) = boxed.get_mut().filter(|t| t.context.is_some()) else {
             // Polled again after a panic was recorded: pass the result through unmeasured.
             return Poll::Ready(result.map(|r| r.map(|b| MonitoredBody::unmeasured(b))));
         };
         match result {
             Ok(response) => {
                 let (parts, body) = response.into_parts();
-                let settings = context.recorder.settings();
-                let idle = settings.idle_timeout;
-                let deadline = settings
-                    .stream_timeout
-                    .map(|after| (context.deadline(after), after));
-                let head = context.head;
-                StreamMeter::start_in(&mut tracked.meter, context, &tracked.scope, &parts);
+                // `None` is not reached (the context is there, checked above).
+                let (deadline, idle, head) = match &tracked.context {
+                    Some(context) => {
+                        let settings = context.recorder.settings();
+                        let deadline = settings
+                            .stream_timeout
+                            .map(|after| (context.deadline(after), after));
+                        (deadline, settings.idle_timeout, context.head)
+                    }
+                    None => (None, None, false),
+                };
+                StreamMeter::start_in(
+                    &mut tracked.meter,
+                    &mut tracked.context,
+                    &tracked.scope,
+                    &parts,
+                );
                 let timer = StreamTimer::new(this.deadline.take(), deadline, idle);
                 let body = if head {
                     // A HEAD answer has no body to measure, whatever its headers say: the
@@ -173,7 +181,9 @@ where
             }
             Err(error) => {
                 let outcome = classify_service_error(&error as &dyn Any);
-                context.finish_without_body(&tracked.scope, outcome, Some(&error));
+                if let Some(context) = tracked.context.take() {
+                    context.finish_without_body(&tracked.scope, outcome, Some(&error));
+                }
                 boxed.give_back();
                 Poll::Ready(Err(error))
             }

@@ -240,6 +240,35 @@ mod tests {
         }
     }
 
+    /// The meter takes the request's context from beside it when the response starts: once
+    /// taken (the request recorded already), starting again measures nothing.
+    #[test]
+    fn meter_starts_from_the_context_once() {
+        let monitor = crate::Monitor::builder().build().unwrap();
+        let recorder = crate::monitor::Recorder::new(monitor.clone());
+        let routes = RouteCache::default();
+        let request = http::Request::get("/x").body(()).unwrap();
+        let mut tracked = RequestContext::start(
+            &recorder,
+            &routes,
+            RequestHead::of(&request),
+            crate::StreamLabels::default(),
+            None,
+        );
+        let (head, ()) = http::Response::new(()).into_parts();
+        let t = tracked.get_mut().unwrap();
+        crate::stream::meter::StreamMeter::start_in(&mut t.meter, &mut t.context, &t.scope, &head);
+        assert!(t.context.is_none() && t.meter.is_some());
+        let meter = t.meter.take();
+        crate::stream::meter::StreamMeter::start_in(&mut t.meter, &mut t.context, &t.scope, &head);
+        assert!(t.meter.is_none(), "no context, no meter");
+        if let Some(meter) = meter {
+            meter.finish(crate::stream::meter::StreamEnd::Complete, &t.scope);
+        }
+        assert_eq!(monitor.recorded(Outcome::Ok), 1);
+        tracked.give_back();
+    }
+
     /// A body whose last data frame leaves its inner body at its end is recorded with that
     /// frame, and the next poll ends it without polling the inner body again.
     #[tokio::test]

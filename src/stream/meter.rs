@@ -13,6 +13,7 @@ use super::context::{End, RequestContext, RequestScope, log_end};
 use crate::SESSION_TARGET;
 use crate::classify::{classify_status, classify_stream_error};
 use crate::labels::LabelSource;
+use crate::monitor::Recorder;
 use crate::parse::{
     PooledParser, ProviderFormat, StreamParser, TokenSource, UpstreamError, WireFormat,
 };
@@ -56,7 +57,11 @@ pub(crate) enum StreamEnd<'a> {
 
 /// The per-body measurement. Everything here is owned by one body: no atomics, no locks.
 pub(crate) struct StreamMeter {
-    context: RequestContext,
+    // What the meter keeps of the request's context (the rest is read when it starts).
+    recorder: Recorder,
+    started: Instant,
+    /// Whether the facade's in-flight gauge was raised for this request.
+    facade_in_flight: bool,
     status: StatusCode,
     provider: Arc<str>,
     model: Option<Arc<str>>,
@@ -83,14 +88,18 @@ pub(crate) struct StreamMeter {
 }
 
 impl StreamMeter {
-    /// Starts measuring the response into `slot` (the request's box): written where it stays,
-    /// not built apart and copied in.
+    /// Starts measuring the response into `slot` (the request's box), taking the request's
+    /// context from beside it: written where it stays, not built apart and copied in. Nothing
+    /// when the context was taken already.
     pub(crate) fn start_in(
         slot: &mut Option<Self>,
-        context: RequestContext,
+        context: &mut Option<RequestContext>,
         scope: &RequestScope,
         head: &http::response::Parts,
     ) {
+        let Some(context) = context.take() else {
+            return;
+        };
         let status = head.status;
         let headers = &head.headers;
         let (content_type, encoding) = content_headers(headers);
@@ -110,13 +119,22 @@ impl StreamMeter {
             .filter(|_| !encoded && !context.head)
             .map(|w| PooledParser::new(w, max_event_bytes));
         let failed = status.is_client_error() || status.is_server_error();
+        // A HEAD answer carries no body, so no stream, whatever its headers say.
+        let streaming = !context.head && !unrouted && (context.streaming_hint() || wire.is_some());
+        let RequestContext {
+            recorder,
+            started,
+            facade_in_flight,
+            ..
+        } = context;
         *slot = Some(Self {
-            // A HEAD answer carries no body, so no stream, whatever its headers say.
-            streaming: !context.head && !unrouted && (context.streaming_hint() || wire.is_some()),
+            streaming,
             unrouted,
             encoded,
             error_body: (failed && !encoded).then(Vec::new),
-            context,
+            recorder,
+            started,
+            facade_in_flight,
             status,
             provider,
             model,
@@ -212,13 +230,13 @@ impl StreamMeter {
     #[inline(never)]
     fn on_first_token(&mut self, now: Instant, scope: &RequestScope) {
         self.first_token = Some(now);
-        self.log_first_token((now - self.context.started).as_secs_f64() * 1000.0, scope);
+        self.log_first_token((now - self.started).as_secs_f64() * 1000.0, scope);
     }
 
     /// Per-request first-token alerting: past the critical baseline WARN, past warning INFO.
     fn log_first_token(&self, latency_ms: f64, scope: &RequestScope) {
         let span = scope.span();
-        let levels = &self.context.recorder.settings().first_token_log;
+        let levels = &self.recorder.settings().first_token_log;
         let provider = &*self.provider;
         match levels.level(latency_ms) {
             tracing::Level::WARN => scope.tags.within(|| {
@@ -271,7 +289,7 @@ impl StreamMeter {
     /// Builds the record at `finished` and hands it over. Called once: the meter is dropped
     /// after it.
     fn record(&mut self, finished: Instant, end: StreamEnd<'_>, scope: &RequestScope) {
-        let started = self.context.started;
+        let started = self.started;
         if matches!(end, StreamEnd::Complete) {
             if let Some(parser) = self.parser.as_mut() {
                 if parser.finish() > 0 {
@@ -310,7 +328,7 @@ impl StreamMeter {
         let output_tokens = summary.map_or(0, |s| s.output_tokens());
         let (tokens_per_second, time_per_output_token) =
             StreamRecord::derived_rates(output_tokens, duration, ttft);
-        let recorder = &self.context.recorder;
+        let recorder = &self.recorder;
         let response_model = summary
             .filter(|_| !self.unrouted)
             .and_then(|s| s.model())
@@ -382,12 +400,7 @@ impl StreamMeter {
             oversized_events: summary.map_or(0, |s| s.oversized_events()),
             malformed_events: summary.map_or(0, |s| s.malformed_events()),
         };
-        recorder.record(
-            record,
-            self.context.facade_in_flight,
-            true,
-            self.label_source,
-        );
+        recorder.record(record, self.facade_in_flight, true, self.label_source);
     }
 }
 
