@@ -74,15 +74,23 @@ pub(crate) struct RequestScope {
 static NO_SPAN: Span = Span::none();
 
 impl RequestScope {
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn new(span: Span, tags: RequestTags) -> Self {
-        let span = if span.is_disabled() && tracing::dispatcher::has_been_set() {
+        Self {
+            span: Self::kept(span),
+            tags,
+        }
+    }
+
+    /// The span as kept: `None` for a disabled one once a subscriber is set (see `span`).
+    #[inline]
+    fn kept(span: Span) -> Option<Span> {
+        if span.is_disabled() && tracing::dispatcher::has_been_set() {
             std::mem::forget(span);
             None
         } else {
             Some(span)
-        };
-        Self { span, tags }
+        }
     }
 
     /// The request's span (disabled unless a subscriber layer wants it).
@@ -268,11 +276,11 @@ fn app_trace_context() -> Option<TraceContext> {
 }
 
 /// The trace id for the session log, once something made one; `-` before.
-struct TraceIdShown<'a>(&'a OnceCell<TraceContext>);
+struct TraceIdShown<'a>(Option<&'a TraceContext>);
 
 impl Display for TraceIdShown<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0.get() {
+        match self.0 {
             Some(trace) => Display::fmt(&trace.trace_id(), f),
             None => f.write_str("-"),
         }
@@ -322,9 +330,8 @@ impl RequestContext {
         let streaming_hint =
             headers.accepts_sse || config.streaming_routes.iter().any(|r| **r == *route);
         let head = request.method() == http::Method::HEAD;
-        let trace =
+        let mut trace =
             app_trace_context().or_else(|| trace_context(headers.traceparent, request.headers()));
-        let trace = trace.map_or_else(OnceCell::new, OnceCell::from);
 
         // Shown as the request names them; what is recorded is decided at the end.
         let provider_shown = match (&labeled.provider, &provider_header) {
@@ -347,7 +354,7 @@ impl RequestContext {
             span_id = Empty,
         );
         if !span.is_disabled() {
-            let trace = trace.get_or_init(TraceContext::new_root);
+            let trace = trace.get_or_insert_with(TraceContext::new_root);
             span.record("trace_id", tracing::field::display(trace.trace_id()));
             span.record("span_id", tracing::field::display(trace.span_id()));
             if let Some(user) = &user_id {
@@ -364,9 +371,11 @@ impl RequestContext {
             user_id = %user_id.as_deref().unwrap_or("-"),
             provider = %provider_shown.as_str().unwrap_or("unknown"),
             route = %route,
-            trace_id = %TraceIdShown(&trace),
+            trace_id = %TraceIdShown(trace.as_ref()),
             "stream started"
         );
+        // Decided before the state is built, so the state is written straight into the box.
+        let span = RequestScope::kept(span);
         let facade_in_flight = recorder.request_started(&route);
         // A branch, not `bool::then` with a closure: a request that names nothing moves nothing
         // into a closure only to drop it.
@@ -392,18 +401,28 @@ impl RequestContext {
             head,
             facade_in_flight,
         };
-        let tags = RequestTags {
-            request_id,
-            user_id,
-            route,
-            provider: provider_shown,
-            trace,
-        };
-        boxed.fill(Tracked {
+        let mut tracked = boxed.fill(Tracked {
             context: Some(context),
             meter: None,
-            scope: RequestScope::new(span, tags),
-        })
+            scope: RequestScope {
+                span,
+                tags: RequestTags {
+                    request_id,
+                    user_id,
+                    route,
+                    provider: provider_shown,
+                    trace: OnceCell::new(),
+                },
+            },
+        });
+        // Set in place once the box is filled: a request without a trace context (most) moves
+        // none through the state built above.
+        if let Some(trace) = trace {
+            if let Some(t) = tracked.get_mut() {
+                let _ = t.scope.tags.trace.set(trace);
+            }
+        }
+        tracked
     }
 
     /// Whether the request said it wants a stream: `Accept: text/event-stream`, a streaming
@@ -939,6 +958,42 @@ mod tests {
             assert!(disabled.enter_span().is_none());
             assert_eq!(disabled.span().id(), Span::none().id());
         });
+    }
+
+    /// The caller's trace context lands in the request's tags (set once the box is filled);
+    /// a request without one has none until something makes one.
+    #[test]
+    fn started_request_keeps_the_callers_trace() {
+        let recorder = Recorder::new(crate::Monitor::builder().build().unwrap());
+        let routes = RouteCache::default();
+        let start = |request: &Request<()>| {
+            RequestContext::start(
+                &recorder,
+                &routes,
+                RequestHead::of(request),
+                StreamLabels::default(),
+                None,
+            )
+        };
+        let traced = Request::get("/x")
+            .header(TRACEPARENT, PARENT)
+            .body(())
+            .unwrap();
+        let tracked = start(&traced);
+        let trace = tracked.get().and_then(|t| t.scope.tags.trace.get());
+        assert_eq!(
+            trace.map(|t| t.trace_id().to_string()).as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        tracked.give_back();
+        let plain = Request::get("/x").body(()).unwrap();
+        let tracked = start(&plain);
+        assert!(
+            tracked
+                .get()
+                .is_some_and(|t| t.scope.tags.trace.get().is_none())
+        );
+        tracked.give_back();
     }
 
     #[test]
