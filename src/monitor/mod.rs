@@ -286,6 +286,7 @@ impl Monitor {
 
     /// Counts a request in flight. Returns whether the facade's gauge was raised, so that only
     /// then is it lowered (a recorder installed meanwhile must not see it go negative).
+    #[inline]
     fn request_started(&self, route: &Arc<str>) -> bool {
         let facade = self.facade_active();
         if facade {

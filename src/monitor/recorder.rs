@@ -140,6 +140,8 @@ impl Recorder {
     }
 
     /// Counts a request in flight; whether the facade's gauge was raised (lower it only then).
+    /// Inlined, with the monitor's, where a request starts: once per request.
+    #[inline]
     pub(crate) fn request_started(&self, route: &Arc<str>) -> bool {
         self.monitor.request_started(route)
     }
