@@ -59,14 +59,14 @@ fn slot(metric: &Metric, extra: Option<LabelValue>) -> usize {
 }
 
 /// One series: a counter's total, or a histogram's bucket counts (not cumulative; the last is
-/// above every bound), sum and count.
+/// above every bound) and sum. Its count is the buckets' total, added up when rendered: an
+/// observation adds to one bucket, and nothing more per record.
 #[derive(Clone)]
 enum Series {
     Counter(u64),
     Histogram {
         buckets: Box<[u64]>,
         sum: f64,
-        count: u64,
         /// Per bucket, the latest exemplar; for the metrics that keep them.
         exemplars: Option<Box<[Option<Exemplar>]>>,
     },
@@ -78,7 +78,6 @@ impl Series {
         Series::Histogram {
             buckets: vec![0; n].into_boxed_slice(),
             sum: 0.0,
-            count: 0,
             exemplars: metric.exemplars().then(|| vec![None; n].into_boxed_slice()),
         }
     }
@@ -90,19 +89,16 @@ impl Series {
                 Series::Histogram {
                     buckets,
                     sum,
-                    count,
                     exemplars,
                 },
                 Series::Histogram {
                     buckets: b,
                     sum: s,
-                    count: c,
                     exemplars: e,
                 },
             ) => {
                 buckets.iter_mut().zip(b.iter()).for_each(|(a, b)| *a += b);
                 *sum += s;
-                *count += c;
                 if let (Some(mine), Some(theirs)) = (exemplars, e) {
                     for (a, b) in mine.iter_mut().zip(theirs.iter()) {
                         if let Some(b) = b {
@@ -222,7 +218,6 @@ impl LabelSetSeries {
         if let Series::Histogram {
             buckets,
             sum,
-            count,
             exemplars,
         } = series
         {
@@ -230,7 +225,6 @@ impl LabelSetSeries {
             let i = bucket(&PADDED_BOUNDS[metric.index], value);
             buckets[i] += 1;
             *sum += value;
-            *count += 1;
             if let (Some(exemplars), Some((trace_id, span_id, timestamp))) = (exemplars, trace) {
                 exemplars[i] = Some(Exemplar {
                     trace_id,
@@ -526,7 +520,6 @@ fn render_slots(out: &mut Lines<'_>, metric: &Metric, base: &[&str], series: &La
             Series::Histogram {
                 buckets,
                 sum,
-                count,
                 exemplars,
             } => {
                 let mut cumulative = 0;
@@ -545,7 +538,8 @@ fn render_slots(out: &mut Lines<'_>, metric: &Metric, base: &[&str], series: &La
                     labels.pop();
                 }
                 sample(out, metric.name(), "_sum", &labels, *sum);
-                sample(out, metric.name(), "_count", &labels, *count as f64);
+                // The last cumulative count, +Inf's: every observation.
+                sample(out, metric.name(), "_count", &labels, cumulative as f64);
             }
         }
     }
