@@ -773,6 +773,25 @@ impl Display for FailureDetail<'_, '_> {
 }
 
 #[cfg(test)]
+impl RequestContext {
+    /// [`start`](Self::start) for a request with no labels and no body watched: the stream
+    /// types' tests start their requests so.
+    pub(crate) fn start_plain<B>(
+        recorder: &Recorder,
+        routes: &RouteCache,
+        request: &Request<B>,
+    ) -> TrackedBox {
+        Self::start(
+            recorder,
+            routes,
+            RequestHead::of(request),
+            StreamLabels::default(),
+            None,
+        )
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -966,15 +985,8 @@ mod tests {
     fn started_request_keeps_the_callers_trace() {
         let recorder = Recorder::new(crate::Monitor::builder().build().unwrap());
         let routes = RouteCache::default();
-        let start = |request: &Request<()>| {
-            RequestContext::start(
-                &recorder,
-                &routes,
-                RequestHead::of(request),
-                StreamLabels::default(),
-                None,
-            )
-        };
+        let start =
+            |request: &Request<()>| RequestContext::start_plain(&recorder, &routes, request);
         let traced = Request::get("/x")
             .header(TRACEPARENT, PARENT)
             .body(())

@@ -215,7 +215,7 @@ mod tests {
 
     use crate::record::Outcome;
     use crate::stream::ResponseFuture;
-    use crate::stream::context::{RequestContext, RequestHead, RouteCache};
+    use crate::stream::context::{RequestContext, RouteCache};
 
     /// One data frame, then the end; counts its polls.
     struct OneFrame {
@@ -248,13 +248,7 @@ mod tests {
         let recorder = crate::monitor::Recorder::new(monitor.clone());
         let routes = RouteCache::default();
         let request = http::Request::get("/x").body(()).unwrap();
-        let mut tracked = RequestContext::start(
-            &recorder,
-            &routes,
-            RequestHead::of(&request),
-            crate::StreamLabels::default(),
-            None,
-        );
+        let mut tracked = RequestContext::start_plain(&recorder, &routes, &request);
         let (head, ()) = http::Response::new(()).into_parts();
         let t = tracked.get_mut().unwrap();
         crate::stream::meter::StreamMeter::start_in(&mut t.meter, &mut t.context, &t.scope, &head);
@@ -278,13 +272,7 @@ mod tests {
         let recorder = crate::monitor::Recorder::new(monitor.clone());
         let routes = RouteCache::default();
         let request = http::Request::get("/x").body(()).unwrap();
-        let tracked = RequestContext::start(
-            &recorder,
-            &routes,
-            RequestHead::of(&request),
-            crate::StreamLabels::default(),
-            None,
-        );
+        let tracked = RequestContext::start_plain(&recorder, &routes, &request);
         let polls = Arc::new(AtomicUsize::new(0));
         let body = OneFrame {
             data: Some(Bytes::from_static(b"small")),

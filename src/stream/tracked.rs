@@ -132,15 +132,8 @@ mod tests {
         let recorder = crate::monitor::Recorder::new(monitor.clone());
         let routes = super::super::context::RouteCache::default();
         let request = http::Request::get("/x").body(()).unwrap();
-        let start = || {
-            super::super::context::RequestContext::start(
-                &recorder,
-                &routes,
-                super::super::context::RequestHead::of(&request),
-                crate::StreamLabels::default(),
-                None,
-            )
-        };
+        let start =
+            || super::super::context::RequestContext::start_plain(&recorder, &routes, &request);
         let before = spare_count();
         let pending = std::future::pending::<Answer>();
         drop(super::super::ResponseFuture::new(pending, start()));
@@ -175,15 +168,8 @@ mod tests {
         let recorder = crate::monitor::Recorder::new(monitor);
         let routes = super::super::context::RouteCache::default();
         let request = http::Request::get("/x").body(()).unwrap();
-        let start = || {
-            super::super::context::RequestContext::start(
-                &recorder,
-                &routes,
-                super::super::context::RequestHead::of(&request),
-                crate::StreamLabels::default(),
-                None,
-            )
-        };
+        let start =
+            || super::super::context::RequestContext::start_plain(&recorder, &routes, &request);
         let count = SPARE_BOXES + spare_count() + 8;
         let boxes: Vec<TrackedBox> = (0..count).map(|_| start()).collect();
         assert_eq!(spare_count(), 0, "spares are taken before allocating");
