@@ -21,19 +21,26 @@ impl StreamIntent {
         self.0.load(Ordering::Relaxed)
     }
 
+    #[cfg(any(feature = "axum", test))]
     fn set(&self) {
         self.0.store(true, Ordering::Relaxed);
     }
 }
 
+// The scanner below reads bodies of axum's type only (the `axum` feature): without it, a
+// request's intent comes from `Accept` and `streaming_routes` alone.
+
 /// Longest `"stream" : true` recognised, whitespace included (bytes).
+#[cfg(any(feature = "axum", test))]
 const CARRY: usize = 24;
 /// Whitespace allowed on each side of the colon.
+#[cfg(any(feature = "axum", test))]
 const MAX_SPACE: usize = 4;
 
 /// Finds a JSON member `"stream": true` in a body split at any points. Inside a JSON string a
 /// quote is escaped, so an unescaped `"stream"` followed by a colon is a key; a nested key of
 /// that name (a tool's parameter schema) has an object, not `true`, after it.
+#[cfg(any(feature = "axum", test))]
 #[derive(Debug, Default)]
 pub(crate) struct StreamFlagScanner {
     carry: [u8; CARRY],
@@ -41,6 +48,7 @@ pub(crate) struct StreamFlagScanner {
     found: bool,
 }
 
+#[cfg(any(feature = "axum", test))]
 impl StreamFlagScanner {
     /// Scans the next piece of the body; returns whether the flag has been seen so far.
     pub(crate) fn feed(&mut self, chunk: &[u8]) -> bool {
@@ -68,6 +76,7 @@ impl StreamFlagScanner {
     }
 }
 
+#[cfg(any(feature = "axum", test))]
 fn contains_stream_true(hay: &[u8]) -> bool {
     memchr::memmem::find_iter(hay, b"\"stream\"").any(|at| {
         let rest = &hay[at + b"\"stream\"".len()..];
@@ -79,6 +88,7 @@ fn contains_stream_true(hay: &[u8]) -> bool {
     })
 }
 
+#[cfg(any(feature = "axum", test))]
 fn skip_space(bytes: &[u8]) -> &[u8] {
     let n = bytes
         .iter()
