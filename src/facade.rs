@@ -3,8 +3,6 @@
 //! Whatever recorder the application installed (Prometheus, StatsD, OpenTelemetry) receives them;
 //! with none installed these calls are no-ops.
 
-use std::sync::Arc;
-
 use metrics::Label;
 
 use crate::names::{self, LabelValue, Metric, Sink};
@@ -21,14 +19,14 @@ pub(crate) fn recorder_installed() -> bool {
 /// (an operation and a response model only when the record has them).
 pub(crate) fn base_labels(record: &StreamRecord) -> Vec<Label> {
     let mut labels = Vec::with_capacity(names::REQUEST_LABELS.len() + 2);
-    labels.push(Label::new(names::PROVIDER, record.provider.clone()));
-    labels.push(Label::new(names::MODEL, record.model.clone()));
-    labels.push(Label::new(names::ROUTE, record.route.clone()));
+    labels.push(Label::new(names::PROVIDER, record.provider.as_str()));
+    labels.push(Label::new(names::MODEL, record.model.as_str()));
+    labels.push(Label::new(names::ROUTE, record.route.as_str()));
     if let Some(operation) = record.operation_name {
         labels.push(Label::new(names::OPERATION, operation));
     }
     if let Some(model) = &record.response_model {
-        labels.push(Label::new(names::RESPONSE_MODEL, model.clone()));
+        labels.push(Label::new(names::RESPONSE_MODEL, model.as_str()));
     }
     labels
 }
@@ -83,8 +81,8 @@ pub(crate) fn emit(record: &StreamRecord) {
     names::observe(record, &mut facade);
 }
 
-pub(crate) fn in_flight(route: &Arc<str>, delta: f64) {
-    metrics::gauge!(names::IN_FLIGHT, names::ROUTE => route.clone()).increment(delta);
+pub(crate) fn in_flight(route: crate::label::Label, delta: f64) {
+    metrics::gauge!(names::IN_FLIGHT, names::ROUTE => route.as_str()).increment(delta);
 }
 
 pub(crate) fn label_overflow(label: &'static str) {

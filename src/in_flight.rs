@@ -5,9 +5,10 @@
 //! its own, so counting writes no memory another core writes; a read sums the shards. A count
 //! is an atomic in a slot set once per label and shard: counting takes no lock.
 
+use crate::label::Label;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 
 /// What a count is kept by.
 #[derive(Debug, Clone, Copy)]
@@ -22,15 +23,15 @@ pub(crate) enum InFlightBy {
 const SLOTS: usize = 96;
 
 /// A label and its count, set once.
-type Slot = OnceLock<(Arc<str>, AtomicI64)>;
+type Slot = OnceLock<(Label, AtomicI64)>;
 
-/// Counts by label, found by the label's address: labels are interned (one `Arc` per value)
+/// Counts by label, found by the label's address: labels are interned (one address per value)
 /// and a request's start and end pass the same one, so no string is compared or hashed on the
-/// request path. The `Arc` kept beside each count holds its address for the list's life.
+/// request path. A label lives as long as the process, so its address stays its own.
 struct Counts {
     slots: Box<[Slot]>,
     /// Past the slots (more distinct labels than a shard has room for).
-    overflow: Mutex<Vec<(Arc<str>, i64)>>,
+    overflow: Mutex<Vec<(Label, i64)>>,
 }
 
 impl Counts {
@@ -44,10 +45,10 @@ impl Counts {
     /// Every request passes here four times: the label's slot, set already, is found with a
     /// few loads and one atomic add; taking a free slot or the overflow list is apart.
     #[inline]
-    fn add(&self, label: &Arc<str>, delta: i64) {
+    fn add(&self, label: &Label, delta: i64) {
         for slot in self.slots.iter() {
             match slot.get() {
-                Some((held, count)) if Arc::ptr_eq(held, label) => {
+                Some((held, count)) if held.is(*label) => {
                     count.fetch_add(delta, Ordering::Relaxed);
                     return;
                 }
@@ -59,27 +60,27 @@ impl Counts {
     }
 
     #[cold]
-    fn add_new(&self, label: &Arc<str>, delta: i64) {
+    fn add_new(&self, label: &Label, delta: i64) {
         for slot in self.slots.iter() {
             let (held, count) = match slot.get() {
                 Some(entry) => entry,
                 // The first free slot: take it for `label`, unless another thread of this
                 // shard just did, for this label or another (then look on).
-                None => slot.get_or_init(|| (label.clone(), AtomicI64::new(0))),
+                None => slot.get_or_init(|| (*label, AtomicI64::new(0))),
             };
-            if Arc::ptr_eq(held, label) {
+            if held.is(*label) {
                 count.fetch_add(delta, Ordering::Relaxed);
                 return;
             }
         }
         let mut overflow = self.overflow.lock().unwrap_or_else(|p| p.into_inner());
-        match overflow.iter_mut().find(|(l, _)| Arc::ptr_eq(l, label)) {
+        match overflow.iter_mut().find(|(l, _)| l.is(*label)) {
             Some((_, n)) => *n += delta,
-            None => overflow.push((label.clone(), delta)),
+            None => overflow.push((*label, delta)),
         }
     }
 
-    fn each(&self, mut f: impl FnMut(&Arc<str>, i64)) {
+    fn each(&self, mut f: impl FnMut(&Label, i64)) {
         for (label, count) in self.slots.iter().map_while(OnceLock::get) {
             f(label, count.load(Ordering::Relaxed));
         }
@@ -129,14 +130,14 @@ impl InFlight {
     }
 
     /// Moves the count of `label` by `delta` on this thread's shard.
-    pub(crate) fn add(&self, by: InFlightBy, label: &Arc<str>, delta: i64) {
+    pub(crate) fn add(&self, by: InFlightBy, label: &Label, delta: i64) {
         self.shard().of(by).add(label, delta);
     }
 
     /// A request ends: its route's count, and its provider's if it was counted, go down by one.
     /// Inlined where a request is recorded: a few loads and two atomic adds, not worth a call.
     #[inline]
-    pub(crate) fn finished(&self, route: &Arc<str>, provider: Option<&Arc<str>>) {
+    pub(crate) fn finished(&self, route: &Label, provider: Option<&Label>) {
         let shard = self.shard();
         shard.routes.add(route, -1);
         if let Some(provider) = provider {
@@ -145,12 +146,12 @@ impl InFlight {
     }
 
     /// The counts by label value, over the shards.
-    pub(crate) fn by_label(&self, by: InFlightBy) -> BTreeMap<Arc<str>, i64> {
-        let mut out = BTreeMap::<Arc<str>, i64>::new();
+    pub(crate) fn by_label(&self, by: InFlightBy) -> BTreeMap<Label, i64> {
+        let mut out = BTreeMap::<Label, i64>::new();
         for shard in self.shards.iter() {
             shard
                 .of(by)
-                .each(|label, n| *out.entry(label.clone()).or_default() += n);
+                .each(|label, n| *out.entry(*label).or_default() += n);
         }
         out
     }
@@ -172,12 +173,11 @@ mod tests {
     #[test]
     fn starts_and_ends_on_different_threads_sum_up() {
         let in_flight = InFlight::new();
-        let route: Arc<str> = Arc::from("/v1/chat");
-        let same_value: Arc<str> = Arc::from("/v1/chat");
+        let route = Label::new("/v1/chat");
         std::thread::scope(|s| {
             s.spawn(|| in_flight.add(InFlightBy::Route, &route, 1));
             s.spawn(|| in_flight.add(InFlightBy::Route, &route, 1));
-            s.spawn(|| in_flight.add(InFlightBy::Route, &same_value, 1));
+            s.spawn(|| in_flight.add(InFlightBy::Route, &Label::new("/v1/chat"), 1));
         });
         in_flight.add(InFlightBy::Route, &route, -1);
         assert_eq!(in_flight.total(InFlightBy::Route), 2);
@@ -188,8 +188,8 @@ mod tests {
     #[test]
     fn more_labels_than_slots_still_sum_up() {
         let in_flight = InFlight::new();
-        let labels: Vec<Arc<str>> = (0..SLOTS * 2)
-            .map(|i| Arc::from(format!("/r{i}")))
+        let labels: Vec<Label> = (0..SLOTS * 2)
+            .map(|i| Label::new(&format!("/r{i}")))
             .collect();
         for label in &labels {
             in_flight.add(InFlightBy::Provider, label, 2);

@@ -1,12 +1,12 @@
 //! Label sources and their guards: [`StreamLabels`] set by handlers, header validation, route
 //! patterns, and the per-label cardinality cap.
 
-use std::borrow::Borrow;
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
+use std::collections::HashSet;
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+
+use crate::label::Label;
 
 /// Longest value accepted as a label (bytes).
 pub(crate) const MAX_LABEL_LEN: usize = 64;
@@ -92,14 +92,14 @@ pub(crate) enum LabelSource {
 const RECENT_VALUES: usize = 16;
 
 thread_local! {
-    static RECENT: std::cell::RefCell<Vec<(u64, Arc<str>)>> =
+    static RECENT: std::cell::RefCell<Vec<(u64, Label)>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Interners get distinct ids, so one thread's cache serves several monitors.
 static INTERNER_IDS: AtomicU64 = AtomicU64::new(0);
 
-fn recent_value(interner: u64, value: &str) -> Option<Arc<str>> {
+fn recent_value(interner: u64, value: &str) -> Option<Label> {
     RECENT
         .try_with(|recent| {
             recent
@@ -108,20 +108,20 @@ fn recent_value(interner: u64, value: &str) -> Option<Arc<str>> {
                 .iter()
                 .rev()
                 .find(|(id, v)| *id == interner && **v == *value)
-                .map(|(_, v)| v.clone())
+                .map(|&(_, v)| v)
         })
         .ok()
         .flatten()
 }
 
-fn remember_value(interner: u64, value: &Arc<str>) {
+fn remember_value(interner: u64, value: Label) {
     let _ = RECENT.try_with(|recent| {
         if let Ok(mut recent) = recent.try_borrow_mut() {
             if recent.len() == RECENT_VALUES {
                 // The oldest makes room; the newest is found first.
                 recent.remove(0);
             }
-            recent.push((interner, value.clone()));
+            recent.push((interner, value));
         }
     });
 }
@@ -129,54 +129,54 @@ fn remember_value(interner: u64, value: &Arc<str>) {
 /// Interns the values of one label under two budgets: trusted values (the app's and the
 /// upstream's) up to `cap`, header values up to `header_cap` of their own. A new value past its
 /// budget folds into `other`. A header value the trusted side already knows is that value, so
-/// junk headers can never push a real provider or model into `other`. Values are shared
-/// `Arc<str>`s, so records and metric keys clone them for free.
+/// junk headers can never push a real provider or model into `other`. Values are [`Label`]s, so
+/// records and metric keys copy them for free.
 #[derive(Debug)]
 pub(crate) struct LabelInterner {
     /// Its key in the threads' caches of recent values.
     id: u64,
     trusted: Tier,
     header: Tier,
-    other: Arc<str>,
+    other: Label,
     overflowed: AtomicU64,
 }
 
 #[derive(Debug)]
 struct Tier {
     cap: usize,
-    values: RwLock<HashMap<Box<str>, Arc<str>, foldhash::fast::RandomState>>,
+    values: RwLock<HashSet<Label, foldhash::fast::RandomState>>,
 }
 
 impl Tier {
     fn new(cap: usize) -> Self {
         Self {
             cap,
-            values: RwLock::new(HashMap::default()),
+            values: RwLock::new(HashSet::default()),
         }
     }
 
-    fn get(&self, value: &str) -> Option<Arc<str>> {
+    fn get(&self, value: &str) -> Option<Label> {
         // A panic while holding the lock cannot leave the map half-written (insert is atomic
         // from our side), so a poisoned lock is still safe to read.
         self.values
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(value)
-            .cloned()
+            .copied()
     }
 
     /// The shared value, or `None` once the tier is full.
-    fn insert(&self, value: &str) -> Option<Arc<str>> {
+    fn insert(&self, value: &str) -> Option<Label> {
         let mut values = self.values.write().unwrap_or_else(|p| p.into_inner());
         if let Some(v) = values.get(value) {
-            return Some(v.clone());
+            return Some(*v);
         }
         if values.len() >= self.cap {
             return None;
         }
-        let shared: Arc<str> = Arc::from(value);
-        values.insert(Box::from(value), shared.clone());
-        Some(shared)
+        let label = Label::new(value);
+        values.insert(label);
+        Some(label)
     }
 }
 
@@ -186,29 +186,25 @@ impl LabelInterner {
             id: INTERNER_IDS.fetch_add(1, Ordering::Relaxed),
             trusted: Tier::new(cap),
             header: Tier::new(header_cap),
-            other: Arc::from(OTHER),
+            other: Label::new(OTHER),
             overflowed: AtomicU64::new(0),
         }
     }
 
     /// The shared value for `value`, or `other` once its source's budget is spent.
     #[cfg(test)]
-    pub(crate) fn intern(&self, value: &str, source: LabelSource) -> Arc<str> {
+    pub(crate) fn intern(&self, value: &str, source: LabelSource) -> Label {
         self.intern_sourced(value, source).0
     }
 
     /// [`intern`](Self::intern), and where the value now counts: `Trusted` when the trusted
     /// side knows it, whatever source asked.
-    pub(crate) fn intern_sourced(
-        &self,
-        value: &str,
-        source: LabelSource,
-    ) -> (Arc<str>, LabelSource) {
+    pub(crate) fn intern_sourced(&self, value: &str, source: LabelSource) -> (Label, LabelSource) {
         if let Some(v) = recent_value(self.id, value) {
             return (v, LabelSource::Trusted);
         }
         if let Some(v) = self.trusted.get(value) {
-            remember_value(self.id, &v);
+            remember_value(self.id, v);
             return (v, LabelSource::Trusted);
         }
         let interned = match source {
@@ -217,7 +213,7 @@ impl LabelInterner {
         };
         let value = interned.unwrap_or_else(|| {
             self.overflowed.fetch_add(1, Ordering::Relaxed);
-            self.other.clone()
+            self.other
         });
         (value, source)
     }
@@ -232,125 +228,54 @@ impl LabelInterner {
 pub(crate) const UNMATCHED: &str = "unmatched";
 
 /// The value a label takes past its budget.
-pub(crate) const OTHER: &str = "other";
+pub(crate) const OTHER: &str = Label::OTHER;
 
-/// A record's series labels, borrowed: the label set one set of series is kept for.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct LabelSet<'a> {
-    pub(crate) provider: &'a Arc<str>,
-    pub(crate) model: &'a Arc<str>,
-    pub(crate) route: &'a Arc<str>,
+/// A record's series labels: the label set one set of series is kept for. Labels are copied
+/// for free, so the set is its own map key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct LabelSet {
+    pub(crate) provider: Label,
+    pub(crate) model: Label,
+    pub(crate) route: Label,
     /// `None` for a request that is not an LLM call.
     pub(crate) operation: Option<&'static str>,
-    pub(crate) response_model: Option<&'a Arc<str>>,
+    pub(crate) response_model: Option<Label>,
 }
 
-/// A label set as a map key, looked up by `&str` through [`LabelView`] without building `Arc`s
-/// (so without touching their shared counts).
-#[derive(Debug)]
-pub(crate) struct LabelKey {
-    pub(crate) provider: Arc<str>,
-    pub(crate) model: Arc<str>,
-    pub(crate) route: Arc<str>,
-    pub(crate) operation: Option<&'static str>,
-    pub(crate) response_model: Option<Arc<str>>,
-}
-
-impl LabelKey {
-    pub(crate) fn of(set: LabelSet<'_>) -> Self {
-        Self {
-            provider: set.provider.clone(),
-            model: set.model.clone(),
-            route: set.route.clone(),
-            operation: set.operation,
-            response_model: set.response_model.cloned(),
-        }
-    }
-
-    /// Whether these are the very `Arc`s given (not only equal strings), and the same operation.
+impl LabelSet {
+    /// Whether these are the very labels of `set` (their addresses, not only their text), and
+    /// the same operation.
     #[inline]
-    pub(crate) fn is(&self, set: LabelSet<'_>) -> bool {
-        Arc::ptr_eq(&self.provider, set.provider)
-            && Arc::ptr_eq(&self.model, set.model)
-            && Arc::ptr_eq(&self.route, set.route)
+    pub(crate) fn is(&self, set: &LabelSet) -> bool {
+        self.provider.is(set.provider)
+            && self.model.is(set.model)
+            && self.route.is(set.route)
             && match (self.operation, set.operation) {
                 (None, None) => true,
                 // Mostly the same constant: its address first, its text only if they differ.
                 (Some(a), Some(b)) => std::ptr::eq(a, b) || a == b,
                 _ => false,
             }
-            && match (&self.response_model, set.response_model) {
+            && match (self.response_model, set.response_model) {
                 (None, None) => true,
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (Some(a), Some(b)) => a.is(b),
                 _ => false,
             }
     }
-}
 
-/// The values of a label set in label order (provider, model, route, operation, response
-/// model), `""` for an absent one, owned or borrowed, hashed and compared alike.
-pub(crate) trait LabelView {
-    fn parts(&self) -> [&str; 5];
-}
-
-impl LabelView for LabelKey {
-    fn parts(&self) -> [&str; 5] {
+    /// The values in label order (provider, model, route, operation, response model), `""`
+    /// for an absent one.
+    #[cfg(feature = "otlp")]
+    pub(crate) fn parts(&self) -> [&'static str; 5] {
         [
-            &self.provider,
-            &self.model,
-            &self.route,
+            self.provider.as_str(),
+            self.model.as_str(),
+            self.route.as_str(),
             self.operation.unwrap_or(""),
-            self.response_model.as_deref().unwrap_or(""),
+            self.response_model.map_or("", |m| m.as_str()),
         ]
     }
 }
-
-impl LabelView for LabelSet<'_> {
-    fn parts(&self) -> [&str; 5] {
-        [
-            self.provider,
-            self.model,
-            self.route,
-            self.operation.unwrap_or(""),
-            self.response_model.map_or("", |m| m),
-        ]
-    }
-}
-
-impl<'a> Borrow<dyn LabelView + 'a> for LabelKey {
-    fn borrow(&self) -> &(dyn LabelView + 'a) {
-        self
-    }
-}
-
-impl Hash for dyn LabelView + '_ {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.parts().hash(state);
-    }
-}
-
-impl PartialEq for dyn LabelView + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        self.parts() == other.parts()
-    }
-}
-
-impl Eq for dyn LabelView + '_ {}
-
-// A key hashes and compares as its view, so that a view finds it in a map.
-impl Hash for LabelKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        (self as &dyn LabelView).hash(state);
-    }
-}
-
-impl PartialEq for LabelKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.parts() == other.parts()
-    }
-}
-
-impl Eq for LabelKey {}
 
 /// Caps the distinct label sets (provider, model, route, operation, response model) that reach the windows, the
 /// Prometheus exposition and the `metrics` facade: each combination is a set of series. Past
@@ -364,10 +289,10 @@ pub(crate) struct SeriesBudget {
     id: u64,
     cap: usize,
     header_cap: usize,
-    known: RwLock<HashSet<LabelKey, foldhash::fast::RandomState>>,
+    known: RwLock<HashSet<LabelSet, foldhash::fast::RandomState>>,
     /// How many of `known` came with a header label.
     from_headers: AtomicU64,
-    other: Arc<str>,
+    other: Label,
     overflowed: AtomicU64,
 }
 
@@ -379,7 +304,7 @@ impl SeriesBudget {
             header_cap: (cap / 4).max(1),
             known: RwLock::new(HashSet::default()),
             from_headers: AtomicU64::new(0),
-            other: Arc::from(OTHER),
+            other: Label::new(OTHER),
             overflowed: AtomicU64::new(0),
         }
     }
@@ -387,13 +312,13 @@ impl SeriesBudget {
     /// Admits a record's label set. Returns `false` when it is past the budget: the record's
     /// labels must then be folded into [`other`](Self::other).
     #[inline]
-    pub(crate) fn admit(&self, set: LabelSet<'_>, source: LabelSource) -> bool {
+    pub(crate) fn admit(&self, set: &LabelSet, source: LabelSource) -> bool {
         self.recently_admitted(set) || self.admit_known(set, source)
     }
 
     /// Whether this thread admitted `set` lately, found by address: no lock, no hashing.
     #[inline]
-    fn recently_admitted(&self, set: LabelSet<'_>) -> bool {
+    fn recently_admitted(&self, set: &LabelSet) -> bool {
         ADMITTED
             .try_with(|admitted| {
                 admitted
@@ -404,30 +329,30 @@ impl SeriesBudget {
     }
 
     /// Remembers `set` as this thread's latest admitted, forgetting its oldest.
-    fn remember(&self, set: LabelSet<'_>) {
+    fn remember(&self, set: &LabelSet) {
         let _ = ADMITTED.try_with(|admitted| {
             if let Ok(mut admitted) = admitted.try_borrow_mut() {
                 if admitted.len() == RECENT_SETS {
                     admitted.pop();
                 }
-                admitted.insert(0, (self.id, LabelKey::of(set)));
+                admitted.insert(0, (self.id, *set));
             }
         });
     }
 
     /// [`admit`](Self::admit), past this thread's recent sets: the shared set of known ones.
     #[inline(never)]
-    fn admit_known(&self, set: LabelSet<'_>, source: LabelSource) -> bool {
+    fn admit_known(&self, set: &LabelSet, source: LabelSource) -> bool {
         if self
             .known
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(&set as &dyn LabelView)
+            .contains(set)
         {
             self.remember(set);
             return true;
         }
-        let key = LabelKey::of(set);
+        let key = *set;
         let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
         if known.contains(&key) {
             drop(known);
@@ -457,7 +382,7 @@ impl SeriesBudget {
     }
 
     /// The value every label of a folded record takes.
-    pub(crate) fn other(&self) -> &Arc<str> {
+    pub(crate) fn other(&self) -> &Label {
         &self.other
     }
 
@@ -476,7 +401,7 @@ thread_local! {
     /// values, without the budget's lock (whose count every core would otherwise write per
     /// request). An admitted set stays admitted, so an entry stays right for its budget's life;
     /// it holds its values, so no other value can take their addresses.
-    static ADMITTED: std::cell::RefCell<Vec<(u64, LabelKey)>> =
+    static ADMITTED: std::cell::RefCell<Vec<(u64, LabelSet)>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -489,7 +414,7 @@ static BUDGET_IDS: AtomicU64 = AtomicU64::new(0);
 /// and suffix around it), or is `{*rest}` (all remaining segments).
 #[derive(Debug, Clone)]
 pub(crate) struct RoutePattern {
-    pattern: Arc<str>,
+    pattern: Label,
     segments: Vec<Segment>,
 }
 
@@ -543,7 +468,7 @@ impl RoutePattern {
             segments.push(segment);
         }
         Ok(Self {
-            pattern: Arc::from(pattern),
+            pattern: Label::new(pattern),
             segments,
         })
     }
@@ -577,7 +502,7 @@ impl RoutePattern {
         parts.next().is_none()
     }
 
-    pub(crate) fn pattern(&self) -> &Arc<str> {
+    pub(crate) fn pattern(&self) -> &Label {
         &self.pattern
     }
 }
@@ -604,11 +529,12 @@ mod tests {
         // Found once through the lock, then from this thread's cache: the same value.
         let (again, _) = a.intern_sourced("/v1/chat", LabelSource::Trusted);
         let (cached, source) = a.intern_sourced("/v1/chat", LabelSource::Header);
-        assert!(Arc::ptr_eq(&first, &again) && Arc::ptr_eq(&first, &cached));
+        assert!(first.is(again) && first.is(cached));
         assert_eq!(source, LabelSource::Trusted);
-        // Another interner never gets a's value, and spends its own budget.
+        // Another interner finds the value in its own budget, never in a's list.
+        assert_eq!(b.trusted.values.read().unwrap().len(), 0);
         let (other, _) = b.intern_sourced("/v1/chat", LabelSource::Trusted);
-        assert!(!Arc::ptr_eq(&first, &other));
+        assert!(first.is(other));
         assert_eq!(b.trusted.values.read().unwrap().len(), 1);
         // The cache stays bounded.
         for i in 0..100 {
@@ -649,15 +575,15 @@ mod tests {
         let (t, h) = (LabelSource::Trusted, LabelSource::Header);
         let budget = SeriesBudget::new(4);
         let admit = |m: &str, source| {
-            let (p, m, r) = (Arc::from("p"), Arc::from(m), Arc::from("/r"));
+            let (p, m, r) = (Label::new("p"), Label::new(m), Label::new("/r"));
             let set = LabelSet {
-                provider: &p,
-                model: &m,
-                route: &r,
+                provider: p,
+                model: m,
+                route: r,
                 operation: Some("chat"),
-                response_model: Some(&m),
+                response_model: Some(m),
             };
-            !budget.admit(set, source)
+            !budget.admit(&set, source)
         };
         // One of the four is for header-sourced combinations.
         assert!(!admit("h1", h));
@@ -674,36 +600,36 @@ mod tests {
     #[test]
     fn a_threads_admitted_sets_belong_to_their_budget() {
         let t = LabelSource::Trusted;
-        let (p, r) = (Arc::from("p"), Arc::from("/r"));
-        let models: Vec<Arc<str>> = (0..8).map(|i| Arc::from(format!("m{i}"))).collect();
+        let (p, r) = (Label::new("p"), Label::new("/r"));
+        let models: Vec<Label> = (0..8).map(|i| Label::new(&format!("m{i}"))).collect();
         let set = |m| LabelSet {
-            provider: &p,
-            model: &models[m],
-            route: &r,
+            provider: p,
+            model: models[m],
+            route: r,
             operation: Some("chat"),
             response_model: None,
         };
         // Room for one trusted combination in each.
         let (a, b) = (SeriesBudget::new(2), SeriesBudget::new(2));
-        assert!(a.admit(set(0), t));
+        assert!(a.admit(&set(0), t));
         // Found again in this thread's list, as often as asked.
-        assert!(a.admit(set(0), t) && a.admit(set(0), t));
+        assert!(a.admit(&set(0), t) && a.admit(&set(0), t));
         // `b` never takes `a`'s admission for its own: its one combination is another.
-        assert!(b.admit(set(1), t));
-        assert!(!b.admit(set(0), t));
-        assert!(!a.admit(set(1), t));
+        assert!(b.admit(&set(1), t));
+        assert!(!b.admit(&set(0), t));
+        assert!(!a.admit(&set(1), t));
         // Other threads, whose lists are empty, get the same answers.
         std::thread::scope(|s| {
             s.spawn(|| {
-                assert!(a.admit(set(0), t) && !a.admit(set(1), t));
-                assert!(b.admit(set(1), t) && !b.admit(set(0), t));
+                assert!(a.admit(&set(0), t) && !a.admit(&set(1), t));
+                assert!(b.admit(&set(1), t) && !b.admit(&set(0), t));
             });
         });
         assert_eq!((a.overflowed(), b.overflowed()), (2, 2));
         // The list stays bounded.
         let many = SeriesBudget::new(64);
         for m in 0..models.len() {
-            assert!(many.admit(set(m), t) && many.admit(set(m), t));
+            assert!(many.admit(&set(m), t) && many.admit(&set(m), t));
         }
         ADMITTED.with(|a| assert!(a.borrow().len() <= RECENT_SETS));
     }

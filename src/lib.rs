@@ -67,6 +67,7 @@ pub mod errors;
 mod facade;
 pub mod health;
 mod in_flight;
+mod label;
 mod labels;
 mod monitor;
 pub mod names;
@@ -86,6 +87,7 @@ mod timeout;
 pub mod trace;
 pub mod window;
 
+pub use label::Label;
 pub use labels::{StreamLabels, UserId};
 pub use monitor::{ConfigError, Monitor, MonitorBuilder, OnRecord, RequestLabeler};
 pub use record::{Outcome, OutcomeMap, RequestId, StreamRecord};

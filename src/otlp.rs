@@ -30,7 +30,6 @@ use opentelemetry::metrics::{Counter, Histogram, MeterProvider as _};
 use opentelemetry_otlp::{MetricExporter, WithExportConfig};
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 
-use crate::labels::LabelView as _;
 use crate::names::{self, LabelValue, METRICS, Metric, MetricKind, Sink};
 use crate::record::StreamRecord;
 

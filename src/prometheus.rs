@@ -17,13 +17,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use foldhash::fast::RandomState;
 
 use crate::health::HealthReport;
-use crate::labels::{LabelKey, LabelView};
+use crate::label::Label;
+use crate::labels::LabelSet;
 use crate::names::{self, LabelValue, MAX_LABEL_VALUES, METRICS, Metric, Sink};
 use crate::record::StreamRecord;
 use crate::shard::RecentIndices;
@@ -241,9 +241,9 @@ impl LabelSetSeries {
 /// (see `WindowStore::record_with`): a record takes one lock, not two.
 #[derive(Default)]
 pub(crate) struct SeriesShard {
-    sets: Vec<(LabelKey, LabelSetSeries)>,
+    sets: Vec<(LabelSet, LabelSetSeries)>,
     /// Positions in `sets`.
-    index: HashMap<LabelKey, usize, RandomState>,
+    index: HashMap<LabelSet, usize, RandomState>,
     recent: RecentIndices,
     unlabelled: Option<LabelSetSeries>,
 }
@@ -295,19 +295,19 @@ impl PrometheusExposition {
         }
     }
 
-    /// Adds a finished record's observations to `shard`, this thread's.
-    pub(crate) fn record(shard: &mut SeriesShard, r: &StreamRecord) {
-        let set = r.label_set();
+    /// Adds a finished record's observations to `shard`, this thread's, under `set` (the
+    /// record's label set, after the series budget).
+    pub(crate) fn record(shard: &mut SeriesShard, r: &StreamRecord, set: &LabelSet) {
         let i = match shard.recent.find(&shard.sets, |(key, _)| key.is(set)) {
             Some(i) => i,
             None => {
-                let i = match shard.index.get(&set as &dyn LabelView) {
+                let i = match shard.index.get(set) {
                     Some(&i) => i,
                     None => {
                         // Label sets are capped by the series budget (`max_label_sets`), so
                         // this shard's are too.
-                        shard.sets.push((LabelKey::of(set), LabelSetSeries::new()));
-                        shard.index.insert(LabelKey::of(set), shard.sets.len() - 1);
+                        shard.sets.push((*set, LabelSetSeries::new()));
+                        shard.index.insert(*set, shard.sets.len() - 1);
                         shard.sets.len() - 1
                     }
                 };
@@ -351,7 +351,7 @@ impl PrometheusExposition {
     pub(crate) fn render(
         &self,
         shards: impl FnOnce(&mut dyn FnMut(&SeriesShard)),
-        in_flight: &BTreeMap<Arc<str>, i64>,
+        in_flight: &BTreeMap<Label, i64>,
         health: &HealthReport,
         version: Option<&str>,
         format: Format,
@@ -372,17 +372,17 @@ impl PrometheusExposition {
             });
             sample(lines, metric.name(), "", &labels, value);
         });
-        type SortKey = (Arc<str>, Arc<str>, Arc<str>, &'static str, Option<Arc<str>>);
+        type SortKey = (Label, Label, Label, &'static str, Option<Label>);
         let mut sets: BTreeMap<SortKey, LabelSetSeries> = BTreeMap::new();
         let mut unlabelled = LabelSetSeries::new();
         shards(&mut |shard| {
             for (key, series) in &shard.sets {
                 let sort_key = (
-                    key.provider.clone(),
-                    key.model.clone(),
-                    key.route.clone(),
+                    key.provider,
+                    key.model,
+                    key.route,
                     key.operation.unwrap_or(""),
-                    key.response_model.clone(),
+                    key.response_model,
                 );
                 let merged = sets.entry(sort_key).or_insert_with(LabelSetSeries::new);
                 merge_into(merged, series);
@@ -653,20 +653,25 @@ mod tests {
         let mut r = StreamRecord::new("openai", "gpt-4o-mini", "/v1/chat", outcome);
         r.streaming = true;
         r.operation_name = Some("chat");
-        r.response_model = Some(Arc::from("gpt-4o-mini-2024-07-18"));
+        r.response_model = Some(Label::new("gpt-4o-mini-2024-07-18"));
         r.time_to_first_token = Some(Duration::from_millis(ttft_ms));
         r.output_tokens = 10;
         r.malformed_events = 2;
         r
     }
 
+    /// Records `r` under its own labels.
+    fn observe(shard: &mut SeriesShard, r: &StreamRecord) {
+        PrometheusExposition::record(shard, r, &r.label_set());
+    }
+
     #[test]
     fn merges_shards_and_renders_cumulative_buckets() {
         let exposition = PrometheusExposition::new();
         let mut shards = [SeriesShard::default(), SeriesShard::default()];
-        PrometheusExposition::record(&mut shards[0], &record(Outcome::Ok, 100));
-        PrometheusExposition::record(&mut shards[1], &record(Outcome::ServerError, 300));
-        PrometheusExposition::record(&mut shards[0], &record(Outcome::Ok, 3));
+        observe(&mut shards[0], &record(Outcome::Ok, 100));
+        observe(&mut shards[1], &record(Outcome::ServerError, 300));
+        observe(&mut shards[0], &record(Outcome::Ok, 3));
         let text = exposition.render(
             |f| shards.iter().for_each(f),
             &BTreeMap::new(),
@@ -704,7 +709,7 @@ mod tests {
     #[test]
     fn in_flight_is_rendered_by_route() {
         let exposition = PrometheusExposition::new();
-        let in_flight = BTreeMap::from([(Arc::from("/v1/chat"), 1)]);
+        let in_flight = BTreeMap::from([(Label::new("/v1/chat"), 1)]);
         assert!(
             exposition
                 .render(|_| {}, &in_flight, &no_health(), Some("v2"), Format::Text)
@@ -726,7 +731,7 @@ mod tests {
         r.duration = Duration::from_millis(705);
         r.time_per_output_token = Some(Duration::from_millis(45));
         let mut shard = SeriesShard::default();
-        PrometheusExposition::record(&mut shard, &r);
+        observe(&mut shard, &r);
         let render =
             |format| exposition.render(|f| f(&shard), &BTreeMap::new(), &no_health(), None, format);
         let text = render(Format::Text);

@@ -2,6 +2,8 @@
 
 use std::fmt;
 use std::sync::Arc;
+
+use crate::label::Label;
 use std::time::{Duration, SystemTime};
 
 use http::StatusCode;
@@ -165,11 +167,11 @@ impl fmt::Display for RequestId {
 #[non_exhaustive]
 pub struct StreamRecord {
     /// Provider label (after validation and the cardinality cap).
-    pub provider: Arc<str>,
+    pub provider: Label,
     /// Model label.
-    pub model: Arc<str>,
+    pub model: Label,
     /// Route label: a route pattern, never the raw path.
-    pub route: Arc<str>,
+    pub route: Label,
     /// The OpenTelemetry `gen_ai.operation.name` (`chat`, `text_completion`,
     /// `generate_content`): from the stream's format, else `chat` for a request the app named
     /// a provider for or that streamed. `None` for a request that is not an LLM call (or on a
@@ -179,7 +181,7 @@ pub struct StreamRecord {
     pub operation_name: Option<&'static str>,
     /// The model the stream itself reported (`gen_ai_response_model`), after the model cap;
     /// [`model`](Self::model) is the one the request named, or this when it named none.
-    pub response_model: Option<Arc<str>>,
+    pub response_model: Option<Label>,
     /// The request id.
     pub request_id: RequestId,
     /// The request's W3C trace context (its caller's trace, or one started here), when it
@@ -265,9 +267,9 @@ impl StreamRecord {
     /// A record with the given labels and outcome, an LLM call (`operation_name` `chat`), and
     /// everything else empty (zero, `None`, not streaming); set the public fields that apply.
     pub fn new(
-        provider: impl Into<Arc<str>>,
-        model: impl Into<Arc<str>>,
-        route: impl Into<Arc<str>>,
+        provider: impl Into<Label>,
+        model: impl Into<Label>,
+        route: impl Into<Label>,
         outcome: Outcome,
     ) -> Self {
         Self {
@@ -316,23 +318,23 @@ impl StreamRecord {
     }
 
     /// The label set of this record's series.
-    pub(crate) fn label_set(&self) -> crate::labels::LabelSet<'_> {
+    pub(crate) fn label_set(&self) -> crate::labels::LabelSet {
         crate::labels::LabelSet {
-            provider: &self.provider,
-            model: &self.model,
-            route: &self.route,
+            provider: self.provider,
+            model: self.model,
+            route: self.route,
             operation: self.operation_name,
-            response_model: self.response_model.as_ref(),
+            response_model: self.response_model,
         }
     }
 
     /// Puts every label that names something into `other` (past the series budget).
-    pub(crate) fn fold_labels(&mut self, other: &Arc<str>) {
-        self.provider = other.clone();
-        self.model = other.clone();
-        self.route = other.clone();
+    pub(crate) fn fold_labels(&mut self, other: Label) {
+        self.provider = other;
+        self.model = other;
+        self.route = other;
         if self.response_model.is_some() {
-            self.response_model = Some(other.clone());
+            self.response_model = Some(other);
         }
     }
 

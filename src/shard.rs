@@ -66,7 +66,8 @@ impl<T> std::ops::Deref for Padded<T> {
 
 /// The positions a shard found last, tried before a hash lookup: consecutive records on one
 /// thread mostly carry the same few label sets, and a label set's values are the same interned
-/// `Arc`s each time, so comparing addresses finds them without hashing a string.
+/// [`Label`](crate::Label)s each time, so comparing addresses finds them without hashing a
+/// string.
 #[derive(Debug)]
 pub(crate) struct RecentIndices([usize; 4]);
 

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::Serialize;
 
 use crate::cost::Cost;
+use crate::label::Label;
 use crate::record::StreamRecord;
 use crate::shard::RecentIndices;
 
@@ -157,9 +158,9 @@ pub(crate) struct SpendShard {
     /// Positions in `users`.
     index: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
     /// Spend per model, in the order first seen.
-    models: Vec<(Arc<str>, ModelEntry)>,
-    /// Positions in `models` by name: one entry per model, whichever `Arc` names it.
-    model_index: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
+    models: Vec<(Label, ModelEntry)>,
+    /// Positions in `models` by name: one entry per model.
+    model_index: HashMap<Label, usize, foldhash::fast::RandomState>,
     /// Positions in `models` found last, tried by address before hashing the name.
     recent_models: RecentIndices,
 }
@@ -190,7 +191,7 @@ impl Spend {
     /// Every LLM call comes here, so each user's requests and errors are whole (a call refused
     /// before any token, which cost nothing, included); a model's figures count the priced
     /// calls that used tokens. `shard`: this thread's.
-    pub(crate) fn record(&self, shard: &mut SpendShard, r: &StreamRecord, model: &Arc<str>) {
+    pub(crate) fn record(&self, shard: &mut SpendShard, r: &StreamRecord, model: &Label) {
         let pico = match r.cost {
             Some(cost) => cost.picodollars(),
             None => {
@@ -222,7 +223,7 @@ impl Spend {
                 recent_models,
                 ..
             } = &mut *shard;
-            let i = match recent_models.find(models, |(m, _)| Arc::ptr_eq(m, model)) {
+            let i = match recent_models.find(models, |(m, _)| m.is(*model)) {
                 Some(i) => i,
                 None => {
                     // Looked up before inserting: a known model costs no reference count change.
@@ -231,12 +232,12 @@ impl Spend {
                         // Models are label values, capped by the model label budget: the table
                         // is bounded.
                         None => {
-                            models.push((model.clone(), ModelEntry::default()));
-                            model_index.insert(model.clone(), models.len() - 1);
+                            models.push((*model, ModelEntry::default()));
+                            model_index.insert(*model, models.len() - 1);
                             models.len() - 1
                         }
                     };
-                    if Arc::ptr_eq(&models[i].0, model) {
+                    if models[i].0.is(*model) {
                         recent_models.remember(i);
                     }
                     i
@@ -390,7 +391,7 @@ mod tests {
             }
         }
 
-        fn record(&self, r: &StreamRecord, model: &Arc<str>) {
+        fn record(&self, r: &StreamRecord, model: &Label) {
             let mut shard = lock(crate::shard::pick(&self.shards));
             self.spend.record(&mut shard, r, model);
         }
@@ -423,7 +424,7 @@ mod tests {
     #[test]
     fn a_call_refused_before_any_token_counts_for_its_user() {
         let spend = Sharded::new(3);
-        let model: Arc<str> = Arc::from("m");
+        let model: Label = Label::new("m");
         spend.record(&record("u", 1_000), &model);
         let mut refused = StreamRecord::new("openai", "m", "/r", Outcome::RateLimited);
         refused.user_id = Some(Arc::from("u"));
@@ -435,12 +436,12 @@ mod tests {
         assert_eq!(spend.by_model()["m"].requests, 1);
     }
 
-    /// A model's spend is one entry whichever `Arc` names it, found by address or by name.
+    /// A model's spend is one entry, found by address or by name.
     #[test]
-    fn a_model_named_by_several_arcs_is_one_entry() {
+    fn a_model_is_one_entry() {
         let spend = Sharded::new(3);
-        let names: Vec<Arc<str>> = (0..6)
-            .map(|i| Arc::from(if i % 2 == 0 { "m" } else { "n" }))
+        let names: Vec<Label> = (0..6)
+            .map(|i| Label::new(if i % 2 == 0 { "m" } else { "n" }))
             .collect();
         for (i, model) in names.iter().enumerate() {
             for _ in 0..=i {
@@ -457,7 +458,7 @@ mod tests {
     #[test]
     fn keeps_the_heaviest_users_within_its_bound() {
         let spend = Sharded::new(3);
-        let model: Arc<str> = Arc::from("m");
+        let model: Label = Label::new("m");
         for (user, pico, times) in [("a", 100, 5), ("b", 50, 4), ("c", 10, 3)] {
             for _ in 0..times {
                 spend.record(&record(user, pico), &model);
@@ -484,7 +485,7 @@ mod tests {
     #[test]
     fn a_users_error_rate_is_its_failures_share() {
         let spend = Sharded::new(3);
-        let model: Arc<str> = Arc::from("m");
+        let model: Label = Label::new("m");
         for outcome in [Outcome::Ok, Outcome::Ok, Outcome::Ok, Outcome::Timeout] {
             let mut r = record("a", 10);
             r.outcome = outcome;
@@ -584,7 +585,7 @@ mod tests {
     #[test]
     fn a_users_first_token_p95_is_its_own_and_merged_across_shards() {
         let spend = Sharded::new(3);
-        let model: Arc<str> = Arc::from("m");
+        let model: Label = Label::new("m");
         let mut latencies = Vec::new();
         for (i, ms) in log_normal_sample(6, 400).into_iter().enumerate() {
             let mut r = record("a", 10);
@@ -619,7 +620,7 @@ mod tests {
     #[test]
     fn a_newcomer_inherits_counts_but_not_first_tokens() {
         let spend = Sharded::new(3);
-        let model: Arc<str> = Arc::from("m");
+        let model: Label = Label::new("m");
         // Fill the table (256 users) with slow first tokens.
         for i in 0..MIN_CAPACITY {
             let mut r = record(&format!("slow-{i}"), 1);
@@ -651,7 +652,7 @@ mod tests {
         let mut r = record("a", 0);
         r.cost = None;
         for i in 0..100 {
-            spend.record(&r, &Arc::from(format!("model-{i}")));
+            spend.record(&r, &Label::new(&format!("model-{i}")));
         }
         let (listed, requests) = spend.unpriced();
         assert_eq!(listed.len(), MAX_UNPRICED_LISTED);

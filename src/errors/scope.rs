@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 
+use crate::label::Label;
 use crate::record::RequestId;
 use crate::trace::TraceContext;
 
@@ -26,7 +27,7 @@ pub(crate) const REQUEST_SCOPE_NAME: &str = "stream_request";
 pub(crate) struct RequestTags {
     pub(crate) request_id: RequestId,
     pub(crate) user_id: Option<Arc<str>>,
-    pub(crate) route: Arc<str>,
+    pub(crate) route: Label,
     pub(crate) provider: ShownProvider,
     /// The caller's trace context when it sent a valid one; else started when first asked for
     /// (README, Tracing: a trace id is made only where something uses it).
@@ -43,7 +44,7 @@ pub(crate) enum ShownProvider {
     /// From the provider request header (a valid label, checked when read).
     Header(HeaderValue),
     /// The label the request is recorded under.
-    Resolved(Arc<str>),
+    Resolved(Label),
 }
 
 impl ShownProvider {

@@ -12,6 +12,7 @@ use super::recorder::{FirstTokenLogLevels, StreamSettings};
 use super::{Monitor, Shared};
 use crate::errors::ErrorStore;
 use crate::health::{Baselines, HealthTracker, OnAlert, RollbackTrigger};
+use crate::label::Label;
 use crate::labels::{LabelInterner, RoutePattern, SeriesBudget, StreamLabels};
 use crate::parse::DEFAULT_MAX_EVENT_BYTES;
 use crate::prometheus::PrometheusExposition;
@@ -795,8 +796,8 @@ impl MonitorBuilder {
                 predictions: std::sync::Mutex::new((u64::MAX, Arc::default())),
                 id_base,
                 prices_id: super::next_prices_id(),
-                unknown: Arc::from("unknown"),
-                unmatched: Arc::from(crate::labels::UNMATCHED),
+                unknown: Label::new("unknown"),
+                unmatched: Label::new(crate::labels::UNMATCHED),
             }),
         };
         Ok(monitor)

@@ -9,6 +9,7 @@ use crate::errors::{ErrorLayer, ErrorPage, ErrorQuery, ErrorStore, ErrorSummary}
 use crate::facade;
 use crate::health::{HealthReport, HealthTracker};
 use crate::in_flight::{InFlight, InFlightBy};
+use crate::label::Label;
 use crate::labels::{LabelInterner, LabelSource, SeriesBudget, is_valid_label};
 use crate::prometheus::{Format, PrometheusExposition, SeriesShard};
 use crate::record::{Outcome, StreamRecord};
@@ -65,19 +66,19 @@ pub(crate) struct Shared {
     id_base: u64,
     /// Tells this monitor's price table from other monitors' in the per-thread price cache.
     prices_id: u64,
-    unknown: Arc<str>,
-    unmatched: Arc<str>,
+    unknown: Label,
+    unmatched: Label,
 }
 
 /// The model an LLM call is priced by: the one that answered, else the one asked for.
-fn priced_as(record: &StreamRecord) -> &Arc<str> {
+fn priced_as(record: &StreamRecord) -> &Label {
     record.response_model.as_ref().unwrap_or(&record.model)
 }
 
 /// The price a thread looked up last, and for which monitor's table (see [`Monitor::cost`]).
 struct LastPrice {
     prices_id: u64,
-    model: Arc<str>,
+    model: Label,
     rates: Option<crate::cost::Rates>,
 }
 
@@ -239,27 +240,27 @@ impl Monitor {
         &self,
         format: crate::parse::ProviderFormat,
         streaming: bool,
-        provider: &Arc<str>,
+        provider: &Label,
     ) -> Option<&'static str> {
         format.operation_name().or_else(|| {
-            (streaming || !Arc::ptr_eq(provider, &self.shared.unknown))
+            (streaming || !provider.is(self.shared.unknown))
                 .then_some(crate::parse::DEFAULT_OPERATION_NAME)
         })
     }
 
     /// The provider label for `value` and where it counts (see [`LabelInterner`]).
-    fn provider_label(&self, value: &str, source: LabelSource) -> Option<(Arc<str>, LabelSource)> {
+    fn provider_label(&self, value: &str, source: LabelSource) -> Option<(Label, LabelSource)> {
         self.intern_label(&self.shared.providers, value, source, "provider")
     }
 
     /// The model label for `value` and where it counts.
-    fn model_label(&self, value: &str, source: LabelSource) -> Option<(Arc<str>, LabelSource)> {
+    fn model_label(&self, value: &str, source: LabelSource) -> Option<(Label, LabelSource)> {
         self.intern_label(&self.shared.models, value, source, "model")
     }
 
-    fn route_label(&self, value: &str) -> Arc<str> {
+    fn route_label(&self, value: &str) -> Label {
         self.intern_label(&self.shared.routes, value, LabelSource::Trusted, "route")
-            .map_or_else(|| self.shared.unmatched.clone(), |(v, _)| v)
+            .map_or_else(|| self.shared.unmatched, |(v, _)| v)
     }
 
     /// Validates and interns a label value; `None` when the value is not a valid label.
@@ -269,7 +270,7 @@ impl Monitor {
         value: &str,
         source: LabelSource,
         label: &'static str,
-    ) -> Option<(Arc<str>, LabelSource)> {
+    ) -> Option<(Label, LabelSource)> {
         if !is_valid_label(value) {
             return None;
         }
@@ -287,10 +288,10 @@ impl Monitor {
     /// Counts a request in flight. Returns whether the facade's gauge was raised, so that only
     /// then is it lowered (a recorder installed meanwhile must not see it go negative).
     #[inline]
-    fn request_started(&self, route: &Arc<str>) -> bool {
+    fn request_started(&self, route: &Label) -> bool {
         let facade = self.facade_active();
         if facade {
-            facade::in_flight(route, 1.0);
+            facade::in_flight(*route, 1.0);
         }
         self.shared.in_flight.add(InFlightBy::Route, route, 1);
         facade
@@ -298,7 +299,7 @@ impl Monitor {
 
     /// A response arrived from `provider` (an interned label): it is in flight for that
     /// provider until the request is recorded with `provider_in_flight` set.
-    fn provider_started(&self, provider: &Arc<str>) {
+    fn provider_started(&self, provider: &Label) {
         self.shared.in_flight.add(InFlightBy::Provider, provider, 1);
     }
 
@@ -347,7 +348,7 @@ impl Monitor {
         source: LabelSource,
     ) {
         if facade_in_flight {
-            facade::in_flight(&record.route, -1.0);
+            facade::in_flight(record.route, -1.0);
         }
         let provider = provider_in_flight.then_some(&record.provider);
         self.shared.in_flight.finished(&record.route, provider);
@@ -382,17 +383,16 @@ impl Monitor {
     /// What `usage` cost on `model`, through this thread's last price: consecutive records
     /// mostly name the same model, and a hit skips the table's search (a string comparison at
     /// each level of it).
-    fn cost(&self, model: &Arc<str>, usage: &crate::cost::TokenUsage) -> Option<crate::cost::Cost> {
+    fn cost(&self, model: &Label, usage: &crate::cost::TokenUsage) -> Option<crate::cost::Cost> {
         LAST_PRICE.with(|last| {
             let mut last = last.borrow_mut();
             let hit = last.as_ref().is_some_and(|l| {
-                l.prices_id == self.shared.prices_id
-                    && (Arc::ptr_eq(&l.model, model) || *l.model == **model)
+                l.prices_id == self.shared.prices_id && (l.model.is(*model) || *l.model == **model)
             });
             if !hit {
                 *last = Some(LastPrice {
                     prices_id: self.shared.prices_id,
-                    model: model.clone(),
+                    model: *model,
                     rates: self.shared.config.prices.price(model).map(|p| p.rates()),
                 });
             }
@@ -455,28 +455,27 @@ impl Monitor {
             }
             return;
         }
-        let folded = !self.shared.series.admit(record.label_set(), source);
-        // Spend stays by the model priced, folded or not; kept apart only then, so a record
-        // costs no reference count change on a model every core shares.
-        let mut unfolded = None;
-        if folded {
-            unfolded = llm.then(|| priced_as(record).clone());
-            record.fold_labels(self.shared.series.other());
+        // Spend stays by the model priced, folded or not.
+        let priced = *priced_as(record);
+        // Built once, for the budget and the series.
+        let mut set = record.label_set();
+        if !self.shared.series.admit(&set, source) {
+            record.fold_labels(*self.shared.series.other());
+            set = record.label_set();
             if self.facade_active() {
                 facade::label_overflow("series");
             }
             self.shared.prometheus.label_overflow("series");
         }
         if llm {
-            let model = unfolded.as_ref().unwrap_or_else(|| priced_as(record));
             self.shared.windows.record_with(secs, record, |shard| {
-                PrometheusExposition::record(&mut shard.series, record);
-                self.shared.spend.record(&mut shard.spend, record, model);
+                PrometheusExposition::record(&mut shard.series, record, &set);
+                self.shared.spend.record(&mut shard.spend, record, &priced);
             });
             self.shared.budgets.record(secs, record);
         } else {
             self.shared.windows.record_with(secs, record, |shard| {
-                PrometheusExposition::record(&mut shard.series, record)
+                PrometheusExposition::record(&mut shard.series, record, &set)
             });
         }
         if self.facade_active() {
@@ -547,7 +546,7 @@ impl Monitor {
         let health = self.judge(&collected.five_minutes, &collected.triggers);
         let by_provider = self.shared.in_flight.by_label(InFlightBy::Provider);
         let provider_in_flight =
-            |p: &Arc<str>| -> u64 { by_provider.get(p).map_or(0, |n| (*n).max(0) as u64) };
+            |p: &Label| -> u64 { by_provider.get(p).map_or(0, |n| (*n).max(0) as u64) };
         let streaming_by_provider = collected
             .providers
             .iter()
@@ -685,7 +684,7 @@ impl Monitor {
                 })
                 .collect()
         };
-        let provider_points = |providers: &std::collections::BTreeMap<Arc<str>, Vec<SlotStats>>,
+        let provider_points = |providers: &std::collections::BTreeMap<Label, Vec<SlotStats>>,
                                last_start: u64,
                                secs: u64| {
             providers

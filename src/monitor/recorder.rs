@@ -10,6 +10,7 @@ use http::HeaderName;
 
 use super::{Monitor, RequestLabeler};
 use crate::health::Baselines;
+use crate::label::Label;
 use crate::labels::{LabelSource, RoutePattern};
 use crate::parse::ProviderFormat;
 use crate::record::StreamRecord;
@@ -96,13 +97,13 @@ impl Recorder {
     }
 
     /// The label of a provider or model nothing named.
-    pub(crate) fn unknown(&self) -> Arc<str> {
-        self.monitor.shared.unknown.clone()
+    pub(crate) fn unknown(&self) -> Label {
+        self.monitor.shared.unknown
     }
 
     /// The route label of a request no route matched.
-    pub(crate) fn unmatched(&self) -> Arc<str> {
-        self.monitor.shared.unmatched.clone()
+    pub(crate) fn unmatched(&self) -> Label {
+        self.monitor.shared.unmatched
     }
 
     /// The provider label for `value` and where it counts (see `LabelInterner`); `None` when
@@ -111,7 +112,7 @@ impl Recorder {
         &self,
         value: &str,
         source: LabelSource,
-    ) -> Option<(Arc<str>, LabelSource)> {
+    ) -> Option<(Label, LabelSource)> {
         self.monitor.provider_label(value, source)
     }
 
@@ -120,12 +121,12 @@ impl Recorder {
         &self,
         value: &str,
         source: LabelSource,
-    ) -> Option<(Arc<str>, LabelSource)> {
+    ) -> Option<(Label, LabelSource)> {
         self.monitor.model_label(value, source)
     }
 
     /// The route label for a route pattern.
-    pub(crate) fn route_label(&self, value: &str) -> Arc<str> {
+    pub(crate) fn route_label(&self, value: &str) -> Label {
         self.monitor.route_label(value)
     }
 
@@ -134,7 +135,7 @@ impl Recorder {
         &self,
         format: ProviderFormat,
         streaming: bool,
-        provider: &Arc<str>,
+        provider: &Label,
     ) -> Option<&'static str> {
         self.monitor.operation_name(format, streaming, provider)
     }
@@ -142,12 +143,12 @@ impl Recorder {
     /// Counts a request in flight; whether the facade's gauge was raised (lower it only then).
     /// Inlined, with the monitor's, where a request starts: once per request.
     #[inline]
-    pub(crate) fn request_started(&self, route: &Arc<str>) -> bool {
+    pub(crate) fn request_started(&self, route: &Label) -> bool {
         self.monitor.request_started(route)
     }
 
     /// A response arrived from `provider`: in flight for it until recorded.
-    pub(crate) fn provider_started(&self, provider: &Arc<str>) {
+    pub(crate) fn provider_started(&self, provider: &Label) {
         self.monitor.provider_started(provider)
     }
 

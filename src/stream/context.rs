@@ -17,6 +17,7 @@ use super::tracked::{EmptyBox, Tracked, TrackedBox};
 use crate::SESSION_TARGET;
 use crate::StreamLabels;
 use crate::errors::scope::{RequestTags, ShownProvider};
+use crate::label::Label;
 use crate::labels::{LabelSource, UserId, is_valid_label};
 use crate::monitor::{Recorder, StreamSettings};
 use crate::parse::UpstreamError;
@@ -129,8 +130,8 @@ impl RequestScope {
 
 /// The labels a finished request is recorded under.
 pub(crate) struct ResolvedLabels {
-    pub(crate) provider: Arc<str>,
-    pub(crate) model: Option<Arc<str>>,
+    pub(crate) provider: Label,
+    pub(crate) model: Option<Label>,
     /// `Header` when the provider or the model came from a request header.
     pub(crate) source: LabelSource,
 }
@@ -457,7 +458,7 @@ impl RequestContext {
     #[inline(never)]
     fn resolve_named(&self, response: Option<&StreamLabels>) -> ResolvedLabels {
         let recorder = &self.recorder;
-        type Lookup<'m> = dyn Fn(&str, LabelSource) -> Option<(Arc<str>, LabelSource)> + 'm;
+        type Lookup<'m> = dyn Fn(&str, LabelSource) -> Option<(Label, LabelSource)> + 'm;
         let trusted = |v: Option<&str>, f: &Lookup<'_>| v.and_then(|v| f(v, LabelSource::Trusted));
         let header = |v: &HeaderValue, f: &Lookup<'_>| {
             v.to_str().ok().and_then(|v| f(v, LabelSource::Header))
@@ -518,7 +519,7 @@ impl RequestContext {
         });
         let streaming = self.streaming_hint();
         let tags = &scope.tags;
-        let mut record = StreamRecord::new(labels.provider, model, tags.route.clone(), outcome);
+        let mut record = StreamRecord::new(labels.provider, model, tags.route, outcome);
         record.request_id = tags.request_id.clone();
         record.user_id = tags.user_id.clone();
         record.streaming = streaming;
@@ -541,7 +542,7 @@ impl RequestContext {
 }
 
 /// `MatchedPath` (axum), then the configured patterns, else `unmatched`: never the raw path.
-fn route_of(recorder: &Recorder, routes: &RouteCache, request: RequestHead<'_>) -> Arc<str> {
+fn route_of(recorder: &Recorder, routes: &RouteCache, request: RequestHead<'_>) -> Label {
     #[cfg(feature = "axum")]
     if let Some(matched) = request.extensions().get::<axum::extract::MatchedPath>() {
         return routes.label_matched(recorder, matched);
@@ -601,37 +602,37 @@ impl<'a> RequestHead<'a> {
 /// would return.
 #[derive(Default)]
 pub(crate) struct RouteCache {
-    label: OnceLock<Arc<str>>,
+    label: OnceLock<Label>,
     /// axum's `MatchedPath` and its label. axum hands each request of a route the same shared
     /// string, and the one kept here stays alive: a path at its address and of its length is
     /// that path, found without comparing the text.
     #[cfg(feature = "axum")]
-    matched: OnceLock<(axum::extract::MatchedPath, Arc<str>)>,
+    matched: OnceLock<(axum::extract::MatchedPath, Label)>,
 }
 
 impl RouteCache {
-    fn label(&self, recorder: &Recorder, route: &str) -> Arc<str> {
+    fn label(&self, recorder: &Recorder, route: &str) -> Label {
         if let Some(label) = self.label.get().filter(|l| ***l == *route) {
-            return label.clone();
+            return *label;
         }
         let label = recorder.route_label(route);
         if *label == *route {
             // Another route's label may be kept already; then this one is looked up each time.
-            let _ = self.label.set(label.clone());
+            let _ = self.label.set(label);
         }
         label
     }
 
     #[cfg(feature = "axum")]
-    fn label_matched(&self, recorder: &Recorder, matched: &axum::extract::MatchedPath) -> Arc<str> {
+    fn label_matched(&self, recorder: &Recorder, matched: &axum::extract::MatchedPath) -> Label {
         if let Some((kept, label)) = self.matched.get() {
             if std::ptr::eq(kept.as_str(), matched.as_str()) {
-                return label.clone();
+                return *label;
             }
         }
         let label = self.label(recorder, matched.as_str());
         if *label == *matched.as_str() {
-            let _ = self.matched.set((matched.clone(), label.clone()));
+            let _ = self.matched.set((matched.clone(), label));
         }
         label
     }
@@ -641,7 +642,7 @@ impl RouteCache {
 pub(crate) struct End<'a> {
     pub(crate) outcome: Outcome,
     pub(crate) status: Option<http::StatusCode>,
-    pub(crate) provider: &'a Arc<str>,
+    pub(crate) provider: &'a Label,
     pub(crate) duration: Duration,
     pub(crate) output_tokens: u64,
     pub(crate) tokens_per_second: Option<f64>,
@@ -675,7 +676,7 @@ fn log_failure(scope: &RequestScope, end: &End<'_>) {
     // A failure's record names the provider it was recorded under, which the request alone
     // may not have named.
     let tags = RequestTags {
-        provider: ShownProvider::Resolved(end.provider.clone()),
+        provider: ShownProvider::Resolved(*end.provider),
         ..scope.tags.clone()
     };
     tags.within(|| log_end_event(scope.span(), end));
@@ -943,14 +944,14 @@ mod tests {
 
         let recorder = Recorder::new(crate::Monitor::builder().build().unwrap());
         let routes = RouteCache::default();
-        let labels: Vec<Arc<str>> = paths
+        let labels: Vec<Label> = paths
             .iter()
             .map(|p| routes.label_matched(&recorder, p))
             .collect();
         let texts: Vec<&str> = labels.iter().map(|l| &**l).collect();
         assert_eq!(texts, ["/a/{id}", "/a/{id}", "/a/{id}", "/b"]);
         // The first path is the one kept; its label is returned as kept.
-        assert!(Arc::ptr_eq(&labels[0], &labels[1]));
+        assert!(labels[0].is(labels[1]));
     }
 
     /// A disabled span is not kept once a subscriber is set, and the scope then shows a
@@ -960,7 +961,7 @@ mod tests {
         let tags = || RequestTags {
             request_id: RequestId::Generated(1),
             user_id: None,
-            route: Arc::from("/x"),
+            route: Label::new("/x"),
             provider: ShownProvider::Unknown,
             trace: OnceCell::new(),
         };

@@ -1,7 +1,6 @@
 //! Measurement of one response body: first byte, first token, gaps, bytes, tokens, outcome.
 
 use std::fmt::Display;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
@@ -12,6 +11,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use super::context::{End, RequestContext, RequestScope, log_end};
 use crate::SESSION_TARGET;
 use crate::classify::{classify_status, classify_stream_error};
+use crate::label::Label;
 use crate::labels::LabelSource;
 use crate::monitor::Recorder;
 use crate::parse::{
@@ -63,8 +63,8 @@ pub(crate) struct StreamMeter {
     /// Whether the facade's in-flight gauge was raised for this request.
     facade_in_flight: bool,
     status: StatusCode,
-    provider: Arc<str>,
-    model: Option<Arc<str>>,
+    provider: Label,
+    model: Option<Label>,
     label_source: LabelSource,
     streaming: bool,
     /// The response matched no route: recorded apart (see `StreamRecord::is_unrouted`).
@@ -337,7 +337,7 @@ impl StreamMeter {
         let model = self
             .model
             .take()
-            .or_else(|| response_model.clone())
+            .or(response_model)
             .unwrap_or_else(|| recorder.unknown());
         let operation_name = recorder.operation_name(format, self.streaming, &self.provider);
         scope.record("model", &model);
@@ -358,9 +358,9 @@ impl StreamMeter {
             upstream: upstream.as_ref(),
         });
         let record = StreamRecord {
-            provider: self.provider.clone(),
+            provider: self.provider,
             model,
-            route: scope.tags.route.clone(),
+            route: scope.tags.route,
             operation_name,
             response_model,
             request_id: scope.tags.request_id.clone(),

@@ -16,7 +16,7 @@ mod sketch;
 mod stats;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -28,6 +28,7 @@ pub(crate) use ring::{RateRing, Ring};
 pub(crate) use stats::SlotStats;
 use stats::Sums;
 
+use crate::label::Label;
 use crate::record::{Outcome, OutcomeMap, StreamRecord};
 use crate::shard::{Padded, RecentIndices};
 
@@ -37,7 +38,7 @@ use crate::shard::{Padded, RecentIndices};
 pub(crate) const MAX_MODEL_PAIRS: usize = 128;
 
 /// Windows are kept per provider and model.
-type PairKey = (Arc<str>, Arc<str>);
+type PairKey = (Label, Label);
 
 /// A population of records and the hits within it, whose rate the windows count over 5 minutes
 /// (a rollback trigger implements it). The windows know the counting, not what is counted.
@@ -279,9 +280,9 @@ pub(crate) struct History {
     /// The 60 slots of 1 minute of the last hour, overall.
     pub(crate) one_hour: Vec<SlotStats>,
     /// The same 5 minutes per provider.
-    pub(crate) five_minutes_providers: BTreeMap<Arc<str>, Vec<SlotStats>>,
+    pub(crate) five_minutes_providers: BTreeMap<Label, Vec<SlotStats>>,
     /// The same hour per provider.
-    pub(crate) providers: BTreeMap<Arc<str>, Vec<SlotStats>>,
+    pub(crate) providers: BTreeMap<Label, Vec<SlotStats>>,
     /// Per provider and model, slot by slot, in the span asked for.
     pub(crate) models: BTreeMap<PairKey, Vec<SlotStats>>,
     /// The start of the last slot of each window (Unix seconds): the 5-minute one, the hour one.
@@ -292,7 +293,7 @@ pub(crate) struct History {
 pub(crate) struct Collected {
     pub(crate) five_minutes: SlotStats,
     pub(crate) one_hour: SlotStats,
-    pub(crate) providers: BTreeMap<Arc<str>, (SlotStats, SlotStats)>,
+    pub(crate) providers: BTreeMap<Label, (SlotStats, SlotStats)>,
     /// The last 5 minutes per provider and model: at most [`MAX_MODEL_PAIRS`] pairs, then a
     /// provider's further models in its `other` pair, as a shard keeps them.
     pub(crate) models: BTreeMap<PairKey, SlotStats>,
@@ -305,7 +306,7 @@ pub(crate) struct Collected {
 pub(crate) struct WindowStore<C = ()> {
     shards: Box<[Padded<Mutex<Shard<C>>>]>,
     /// The model of the pair a provider's models share past [`MAX_MODEL_PAIRS`].
-    other: Arc<str>,
+    other: Label,
     triggers: Box<[Classifier]>,
     /// The triggers asked per record ([`Classifier::Ask`]), by position: only they count
     /// records as they come (in the shard's ring of the same position). A looked-up one's
@@ -339,7 +340,7 @@ impl<C: Default> WindowStore<C> {
         let triggers: Box<[Classifier]> = triggers.into_iter().map(Classifier::new).collect();
         Self {
             shards,
-            other: Arc::from(crate::labels::OTHER),
+            other: Label::new(crate::labels::OTHER),
             asked: (0..triggers.len())
                 .filter(|&i| matches!(triggers[i], Classifier::Ask(_)))
                 .collect(),
@@ -371,24 +372,25 @@ impl<C: Default> WindowStore<C> {
         let shard = &mut *shard;
         companion(&mut shard.companion);
         let (provider, model) = (&record.provider, &record.model);
-        let i = match shard.recent.find(&shard.pairs, |((p, m), _)| {
-            Arc::ptr_eq(p, provider) && Arc::ptr_eq(m, model)
-        }) {
+        let i = match shard
+            .recent
+            .find(&shard.pairs, |((p, m), _)| p.is(*provider) && m.is(*model))
+        {
             Some(i) => i,
             None => {
                 let full = shard.pairs.len() >= MAX_MODEL_PAIRS;
-                let key = (provider.clone(), model.clone());
+                let key = (*provider, *model);
                 let key = match shard.index.get(&key) {
                     Some(_) => key,
-                    None if full => (provider.clone(), self.other.clone()),
+                    None if full => (*provider, self.other),
                     None => key,
                 };
-                let i = *shard.index.entry(key.clone()).or_insert_with(|| {
+                let i = *shard.index.entry(key).or_insert_with(|| {
                     shard.pairs.push((key, Pair::new()));
                     shard.pairs.len() - 1
                 });
                 let (p, m) = &shard.pairs[i].0;
-                if Arc::ptr_eq(p, provider) && Arc::ptr_eq(m, model) {
+                if p.is(*provider) && m.is(*model) {
                     shard.recent.remember(i);
                 }
                 i
@@ -434,13 +436,13 @@ impl<C: Default> WindowStore<C> {
                 pair.merge_hour_into(now_secs, &mut out.one_hour);
             }
             for ((provider, model), pair) in &shard.pairs {
-                let entry = out.providers.entry(provider.clone()).or_default();
+                let entry = out.providers.entry(*provider).or_default();
                 pair.five_minutes.merge_into(now_secs, &mut entry.0);
                 pair.merge_hour_into(now_secs, &mut entry.1);
                 // Shards may hold different pairs: the merge is capped as each shard is.
-                let key = (provider.clone(), model.clone());
+                let key = (*provider, *model);
                 let key = if out.models.len() >= MAX_MODEL_PAIRS && !out.models.contains_key(&key) {
-                    (provider.clone(), self.other.clone())
+                    (*provider, self.other)
                 } else {
                     key
                 };
@@ -480,18 +482,18 @@ impl<C: Default> WindowStore<C> {
             for ((provider, model), pair) in &shard.pairs {
                 let entry = out
                     .five_minutes_providers
-                    .entry(provider.clone())
+                    .entry(*provider)
                     .or_insert_with(|| slots(five));
                 pair.five_minutes.merge_slots_into(now_secs, entry);
                 let entry = out
                     .providers
-                    .entry(provider.clone())
+                    .entry(*provider)
                     .or_insert_with(|| slots(hour));
                 pair.merge_hour_slots_into(now_secs, entry);
                 if let Some(span) = models {
                     let entry = out
                         .models
-                        .entry((provider.clone(), model.clone()))
+                        .entry((*provider, *model))
                         .or_insert_with(|| slots(span));
                     match span {
                         WindowSpan::FiveMinutes => {
@@ -722,7 +724,7 @@ mod tests {
         let history = store.history(end, Some(WindowSpan::OneHour));
         for slots in [
             &history.one_hour,
-            &history.models[&(Arc::from("p"), Arc::from("m"))],
+            &history.models[&(Label::new("p"), Label::new("m"))],
         ] {
             for (minute, n) in &per_minute {
                 let place = 59 - (end / 60 - minute) as usize;
@@ -914,7 +916,7 @@ mod tests {
         let now = 1_800_000_000;
         for i in 0..MAX_MODEL_PAIRS + 50 {
             let mut r = streaming("p", 100.0);
-            r.model = Arc::from(format!("model-{i}"));
+            r.model = Label::new(&format!("model-{i}"));
             store.record(now, &r);
         }
         let h = store.history(now, Some(WindowSpan::OneHour));
@@ -928,7 +930,7 @@ mod tests {
         assert!(other.is_some_and(|n| n >= 50), "{other:?}");
         let collected = store.collect(now);
         assert_eq!(
-            collected.providers[&*Arc::<str>::from("p")].1.streaming,
+            collected.providers[&Label::new("p")].1.streaming,
             MAX_MODEL_PAIRS as u64 + 50
         );
         assert_eq!(collected.models.len(), MAX_MODEL_PAIRS + 1);
@@ -946,7 +948,7 @@ mod tests {
                 scope.spawn(move || {
                     for i in 0..100 {
                         let mut r = streaming("p", 100.0);
-                        r.model = Arc::from(format!("model-{t}-{i}"));
+                        r.model = Label::new(&format!("model-{t}-{i}"));
                         store.record(now, &r);
                     }
                 });
