@@ -45,10 +45,10 @@ impl Counts {
     /// Every request passes here four times: the label's slot, set already, is found with a
     /// few loads and one atomic add; taking a free slot or the overflow list is apart.
     #[inline]
-    fn add(&self, label: &Label, delta: i64) {
+    fn add(&self, label: Label, delta: i64) {
         for slot in self.slots.iter() {
             match slot.get() {
-                Some((held, count)) if held.is(*label) => {
+                Some((held, count)) if held.is(label) => {
                     count.fetch_add(delta, Ordering::Relaxed);
                     return;
                 }
@@ -60,29 +60,29 @@ impl Counts {
     }
 
     #[cold]
-    fn add_new(&self, label: &Label, delta: i64) {
+    fn add_new(&self, label: Label, delta: i64) {
         for slot in self.slots.iter() {
             let (held, count) = match slot.get() {
                 Some(entry) => entry,
                 // The first free slot: take it for `label`, unless another thread of this
                 // shard just did, for this label or another (then look on).
-                None => slot.get_or_init(|| (*label, AtomicI64::new(0))),
+                None => slot.get_or_init(|| (label, AtomicI64::new(0))),
             };
-            if held.is(*label) {
+            if held.is(label) {
                 count.fetch_add(delta, Ordering::Relaxed);
                 return;
             }
         }
         let mut overflow = self.overflow.lock().unwrap_or_else(|p| p.into_inner());
-        match overflow.iter_mut().find(|(l, _)| l.is(*label)) {
+        match overflow.iter_mut().find(|(l, _)| l.is(label)) {
             Some((_, n)) => *n += delta,
-            None => overflow.push((*label, delta)),
+            None => overflow.push((label, delta)),
         }
     }
 
-    fn each(&self, mut f: impl FnMut(&Label, i64)) {
+    fn each(&self, mut f: impl FnMut(Label, i64)) {
         for (label, count) in self.slots.iter().map_while(OnceLock::get) {
-            f(label, count.load(Ordering::Relaxed));
+            f(*label, count.load(Ordering::Relaxed));
         }
         for (label, n) in self
             .overflow
@@ -90,7 +90,7 @@ impl Counts {
             .unwrap_or_else(|p| p.into_inner())
             .iter()
         {
-            f(label, *n);
+            f(*label, *n);
         }
     }
 }
@@ -130,14 +130,14 @@ impl InFlight {
     }
 
     /// Moves the count of `label` by `delta` on this thread's shard.
-    pub(crate) fn add(&self, by: InFlightBy, label: &Label, delta: i64) {
+    pub(crate) fn add(&self, by: InFlightBy, label: Label, delta: i64) {
         self.shard().of(by).add(label, delta);
     }
 
     /// A request ends: its route's count, and its provider's if it was counted, go down by one.
     /// Inlined where a request is recorded: a few loads and two atomic adds, not worth a call.
     #[inline]
-    pub(crate) fn finished(&self, route: &Label, provider: Option<&Label>) {
+    pub(crate) fn finished(&self, route: Label, provider: Option<Label>) {
         let shard = self.shard();
         shard.routes.add(route, -1);
         if let Some(provider) = provider {
@@ -151,7 +151,7 @@ impl InFlight {
         for shard in self.shards.iter() {
             shard
                 .of(by)
-                .each(|label, n| *out.entry(*label).or_default() += n);
+                .each(|label, n| *out.entry(label).or_default() += n);
         }
         out
     }
@@ -175,11 +175,11 @@ mod tests {
         let in_flight = InFlight::new();
         let route = Label::new("/v1/chat");
         std::thread::scope(|s| {
-            s.spawn(|| in_flight.add(InFlightBy::Route, &route, 1));
-            s.spawn(|| in_flight.add(InFlightBy::Route, &route, 1));
-            s.spawn(|| in_flight.add(InFlightBy::Route, &Label::new("/v1/chat"), 1));
+            s.spawn(|| in_flight.add(InFlightBy::Route, route, 1));
+            s.spawn(|| in_flight.add(InFlightBy::Route, route, 1));
+            s.spawn(|| in_flight.add(InFlightBy::Route, Label::new("/v1/chat"), 1));
         });
-        in_flight.add(InFlightBy::Route, &route, -1);
+        in_flight.add(InFlightBy::Route, route, -1);
         assert_eq!(in_flight.total(InFlightBy::Route), 2);
         assert_eq!(in_flight.by_label(InFlightBy::Route)[&route], 2);
         assert_eq!(in_flight.total(InFlightBy::Provider), 0);
@@ -192,10 +192,10 @@ mod tests {
             .map(|i| Label::new(&format!("/r{i}")))
             .collect();
         for label in &labels {
-            in_flight.add(InFlightBy::Provider, label, 2);
+            in_flight.add(InFlightBy::Provider, *label, 2);
         }
         for label in &labels {
-            in_flight.add(InFlightBy::Provider, label, -1);
+            in_flight.add(InFlightBy::Provider, *label, -1);
         }
         assert_eq!(in_flight.total(InFlightBy::Provider), labels.len() as i64);
         let by = in_flight.by_label(InFlightBy::Provider);

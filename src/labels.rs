@@ -382,8 +382,8 @@ impl SeriesBudget {
     }
 
     /// The value every label of a folded record takes.
-    pub(crate) fn other(&self) -> &Label {
-        &self.other
+    pub(crate) fn other(&self) -> Label {
+        self.other
     }
 
     /// How many records were folded into `other`.
@@ -502,8 +502,8 @@ impl RoutePattern {
         parts.next().is_none()
     }
 
-    pub(crate) fn pattern(&self) -> &Label {
-        &self.pattern
+    pub(crate) fn pattern(&self) -> Label {
+        self.pattern
     }
 }
 

@@ -191,13 +191,13 @@ impl Spend {
     /// Every LLM call comes here, so each user's requests and errors are whole (a call refused
     /// before any token, which cost nothing, included); a model's figures count the priced
     /// calls that used tokens. `shard`: this thread's.
-    pub(crate) fn record(&self, shard: &mut SpendShard, r: &StreamRecord, model: &Label) {
+    pub(crate) fn record(&self, shard: &mut SpendShard, r: &StreamRecord, model: Label) {
         let pico = match r.cost {
             Some(cost) => cost.picodollars(),
             None => {
                 let mut unpriced = lock(&self.unpriced);
                 unpriced.1 += 1;
-                if unpriced.0.len() < MAX_UNPRICED_LISTED && !unpriced.0.contains(&**model) {
+                if unpriced.0.len() < MAX_UNPRICED_LISTED && !unpriced.0.contains(model.as_str()) {
                     unpriced.0.insert(model.to_string());
                 }
                 0
@@ -223,21 +223,20 @@ impl Spend {
                 recent_models,
                 ..
             } = &mut *shard;
-            let i = match recent_models.find(models, |(m, _)| m.is(*model)) {
+            let i = match recent_models.find(models, |(m, _)| m.is(model)) {
                 Some(i) => i,
                 None => {
-                    // Looked up before inserting: a known model costs no reference count change.
-                    let i = match model_index.get(model) {
+                    let i = match model_index.get(&model) {
                         Some(&i) => i,
                         // Models are label values, capped by the model label budget: the table
                         // is bounded.
                         None => {
-                            models.push((*model, ModelEntry::default()));
-                            model_index.insert(*model, models.len() - 1);
+                            models.push((model, ModelEntry::default()));
+                            model_index.insert(model, models.len() - 1);
                             models.len() - 1
                         }
                     };
-                    if models[i].0.is(*model) {
+                    if models[i].0.is(model) {
                         recent_models.remember(i);
                     }
                     i
@@ -391,7 +390,7 @@ mod tests {
             }
         }
 
-        fn record(&self, r: &StreamRecord, model: &Label) {
+        fn record(&self, r: &StreamRecord, model: Label) {
             let mut shard = lock(crate::shard::pick(&self.shards));
             self.spend.record(&mut shard, r, model);
         }
@@ -425,11 +424,11 @@ mod tests {
     fn a_call_refused_before_any_token_counts_for_its_user() {
         let spend = Sharded::new(3);
         let model: Label = Label::new("m");
-        spend.record(&record("u", 1_000), &model);
+        spend.record(&record("u", 1_000), model);
         let mut refused = StreamRecord::new("openai", "m", "/r", Outcome::RateLimited);
         refused.user_id = Some(Arc::from("u"));
         refused.cost = Some(Cost::ZERO);
-        spend.record(&refused, &model);
+        spend.record(&refused, model);
         let top = spend.top_users();
         assert_eq!((top[0].requests, top[0].errors), (2, 1));
         assert_eq!(top[0].error_rate, 50.0);
@@ -445,7 +444,7 @@ mod tests {
             .collect();
         for (i, model) in names.iter().enumerate() {
             for _ in 0..=i {
-                spend.record(&record("u", 10), model);
+                spend.record(&record("u", 10), *model);
             }
         }
         let by_model = spend.by_model();
@@ -461,12 +460,12 @@ mod tests {
         let model: Label = Label::new("m");
         for (user, pico, times) in [("a", 100, 5), ("b", 50, 4), ("c", 10, 3)] {
             for _ in 0..times {
-                spend.record(&record(user, pico), &model);
+                spend.record(&record(user, pico), model);
             }
         }
         // Many light users pass through the last place; the heavy ones stay exact.
         for i in 0..100 {
-            spend.record(&record(&format!("light-{i}"), 1), &model);
+            spend.record(&record(&format!("light-{i}"), 1), model);
         }
         let top = spend.top_users();
         assert_eq!(top.len(), 3);
@@ -489,7 +488,7 @@ mod tests {
         for outcome in [Outcome::Ok, Outcome::Ok, Outcome::Ok, Outcome::Timeout] {
             let mut r = record("a", 10);
             r.outcome = outcome;
-            spend.record(&r, &model);
+            spend.record(&r, model);
         }
         let top = spend.top_users();
         assert_eq!((top[0].requests, top[0].errors), (4, 1));
@@ -594,20 +593,20 @@ mod tests {
             latencies.push(ms);
             // Half from another thread: another shard, merged on read (when there are two).
             if i % 2 == 0 {
-                spend.record(&r, &model);
+                spend.record(&r, model);
             } else {
                 std::thread::scope(|s| {
-                    s.spawn(|| spend.record(&r, &model));
+                    s.spawn(|| spend.record(&r, model));
                 });
             }
         }
         // Not streaming, or streaming with no first token: not counted.
         let mut r = record("b", 1);
         r.time_to_first_token = Some(Duration::from_secs(1));
-        spend.record(&r, &model);
+        spend.record(&r, model);
         r.streaming = true;
         r.time_to_first_token = None;
-        spend.record(&r, &model);
+        spend.record(&r, model);
         let top = spend.top_users();
         let exact = exact_quantile(&latencies, 0.95);
         let got = top[0].first_token_p95_ms.unwrap();
@@ -626,13 +625,13 @@ mod tests {
             let mut r = record(&format!("slow-{i}"), 1);
             r.streaming = true;
             r.time_to_first_token = Some(Duration::from_secs(30));
-            spend.record(&r, &model);
+            spend.record(&r, model);
         }
         // A newcomer takes the place of one of them, with a fast first token of its own.
         let mut r = record("new", 1_000);
         r.streaming = true;
         r.time_to_first_token = Some(Duration::from_millis(50));
-        spend.record(&r, &model);
+        spend.record(&r, model);
         let top = spend.top_users();
         assert_eq!(top[0].user_id, "new");
         assert_eq!(top[0].requests, 2, "the counts are inherited");
@@ -640,7 +639,7 @@ mod tests {
         let p95 = top[0].first_token_p95_ms.unwrap();
         assert!((45.0..55.0).contains(&p95), "the latencies are not: {p95}");
         // A newcomer with no first token of its own has none.
-        spend.record(&record("newer", 2_000), &model);
+        spend.record(&record("newer", 2_000), model);
         let top = spend.top_users();
         assert_eq!(top[0].user_id, "newer");
         assert_eq!(top[0].first_token_p95_ms, None);
@@ -652,7 +651,7 @@ mod tests {
         let mut r = record("a", 0);
         r.cost = None;
         for i in 0..100 {
-            spend.record(&r, &Label::new(&format!("model-{i}")));
+            spend.record(&r, Label::new(&format!("model-{i}")));
         }
         let (listed, requests) = spend.unpriced();
         assert_eq!(listed.len(), MAX_UNPRICED_LISTED);

@@ -71,8 +71,8 @@ pub(crate) struct Shared {
 }
 
 /// The model an LLM call is priced by: the one that answered, else the one asked for.
-fn priced_as(record: &StreamRecord) -> &Label {
-    record.response_model.as_ref().unwrap_or(&record.model)
+fn priced_as(record: &StreamRecord) -> Label {
+    record.response_model.unwrap_or(record.model)
 }
 
 /// The price a thread looked up last, and for which monitor's table (see [`Monitor::cost`]).
@@ -240,7 +240,7 @@ impl Monitor {
         &self,
         format: crate::parse::ProviderFormat,
         streaming: bool,
-        provider: &Label,
+        provider: Label,
     ) -> Option<&'static str> {
         format.operation_name().or_else(|| {
             (streaming || !provider.is(self.shared.unknown))
@@ -288,10 +288,10 @@ impl Monitor {
     /// Counts a request in flight. Returns whether the facade's gauge was raised, so that only
     /// then is it lowered (a recorder installed meanwhile must not see it go negative).
     #[inline]
-    fn request_started(&self, route: &Label) -> bool {
+    fn request_started(&self, route: Label) -> bool {
         let facade = self.facade_active();
         if facade {
-            facade::in_flight(*route, 1.0);
+            facade::in_flight(route, 1.0);
         }
         self.shared.in_flight.add(InFlightBy::Route, route, 1);
         facade
@@ -299,7 +299,7 @@ impl Monitor {
 
     /// A response arrived from `provider` (an interned label): it is in flight for that
     /// provider until the request is recorded with `provider_in_flight` set.
-    fn provider_started(&self, provider: &Label) {
+    fn provider_started(&self, provider: Label) {
         self.shared.in_flight.add(InFlightBy::Provider, provider, 1);
     }
 
@@ -350,8 +350,8 @@ impl Monitor {
         if facade_in_flight {
             facade::in_flight(record.route, -1.0);
         }
-        let provider = provider_in_flight.then_some(&record.provider);
-        self.shared.in_flight.finished(&record.route, provider);
+        let provider = provider_in_flight.then_some(record.provider);
+        self.shared.in_flight.finished(record.route, provider);
         // By reference: the record is not copied once more on its way.
         self.ingest_from(&mut record, source, 1);
     }
@@ -383,17 +383,17 @@ impl Monitor {
     /// What `usage` cost on `model`, through this thread's last price: consecutive records
     /// mostly name the same model, and a hit skips the table's search (a string comparison at
     /// each level of it).
-    fn cost(&self, model: &Label, usage: &crate::cost::TokenUsage) -> Option<crate::cost::Cost> {
+    fn cost(&self, model: Label, usage: &crate::cost::TokenUsage) -> Option<crate::cost::Cost> {
         LAST_PRICE.with(|last| {
             let mut last = last.borrow_mut();
-            let hit = last.as_ref().is_some_and(|l| {
-                l.prices_id == self.shared.prices_id && (l.model.is(*model) || *l.model == **model)
-            });
+            let hit = last
+                .as_ref()
+                .is_some_and(|l| l.prices_id == self.shared.prices_id && l.model == model);
             if !hit {
                 *last = Some(LastPrice {
                     prices_id: self.shared.prices_id,
-                    model: *model,
-                    rates: self.shared.config.prices.price(model).map(|p| p.rates()),
+                    model,
+                    rates: self.shared.config.prices.price(&model).map(|p| p.rates()),
                 });
             }
             last.as_ref()?.rates.as_ref().map(|rates| rates.cost(usage))
@@ -456,11 +456,11 @@ impl Monitor {
             return;
         }
         // Spend stays by the model priced, folded or not.
-        let priced = *priced_as(record);
+        let priced = priced_as(record);
         // Built once, for the budget and the series.
         let mut set = record.label_set();
         if !self.shared.series.admit(&set, source) {
-            record.fold_labels(*self.shared.series.other());
+            record.fold_labels(self.shared.series.other());
             set = record.label_set();
             if self.facade_active() {
                 facade::label_overflow("series");
@@ -470,7 +470,7 @@ impl Monitor {
         if llm {
             self.shared.windows.record_with(secs, record, |shard| {
                 PrometheusExposition::record(&mut shard.series, record, &set);
-                self.shared.spend.record(&mut shard.spend, record, &priced);
+                self.shared.spend.record(&mut shard.spend, record, priced);
             });
             self.shared.budgets.record(secs, record);
         } else {

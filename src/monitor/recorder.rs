@@ -135,7 +135,7 @@ impl Recorder {
         &self,
         format: ProviderFormat,
         streaming: bool,
-        provider: &Label,
+        provider: Label,
     ) -> Option<&'static str> {
         self.monitor.operation_name(format, streaming, provider)
     }
@@ -143,12 +143,12 @@ impl Recorder {
     /// Counts a request in flight; whether the facade's gauge was raised (lower it only then).
     /// Inlined, with the monitor's, where a request starts: once per request.
     #[inline]
-    pub(crate) fn request_started(&self, route: &Label) -> bool {
+    pub(crate) fn request_started(&self, route: Label) -> bool {
         self.monitor.request_started(route)
     }
 
     /// A response arrived from `provider`: in flight for it until recorded.
-    pub(crate) fn provider_started(&self, provider: &Label) {
+    pub(crate) fn provider_started(&self, provider: Label) {
         self.monitor.provider_started(provider)
     }
 

@@ -377,7 +377,7 @@ impl RequestContext {
         );
         // Decided before the state is built, so the state is written straight into the box.
         let span = RequestScope::kept(span);
-        let facade_in_flight = recorder.request_started(&route);
+        let facade_in_flight = recorder.request_started(route);
         // A branch, not `bool::then` with a closure: a request that names nothing moves nothing
         // into a closure only to drop it.
         let names = if provider_header.is_some()
@@ -510,7 +510,7 @@ impl RequestContext {
         log_end(scope, outcome, || End {
             outcome,
             status: None,
-            provider: &labels.provider,
+            provider: labels.provider,
             duration,
             output_tokens: 0,
             tokens_per_second: None,
@@ -528,7 +528,7 @@ impl RequestContext {
         record.operation_name = self.recorder.operation_name(
             crate::parse::ProviderFormat::Unknown,
             streaming,
-            &record.provider,
+            record.provider,
         );
         // A trace id for LLM calls (their exemplars); others keep one only if something
         // already made it.
@@ -554,7 +554,7 @@ fn route_of(recorder: &Recorder, routes: &RouteCache, request: RequestHead<'_>) 
         .iter()
         .find(|p| p.matches(path))
     {
-        Some(p) => routes.label(recorder, p.pattern()),
+        Some(p) => routes.label(recorder, &p.pattern()),
         None => recorder.unmatched(),
     }
 }
@@ -642,7 +642,7 @@ impl RouteCache {
 pub(crate) struct End<'a> {
     pub(crate) outcome: Outcome,
     pub(crate) status: Option<http::StatusCode>,
-    pub(crate) provider: &'a Label,
+    pub(crate) provider: Label,
     pub(crate) duration: Duration,
     pub(crate) output_tokens: u64,
     pub(crate) tokens_per_second: Option<f64>,
@@ -676,7 +676,7 @@ fn log_failure(scope: &RequestScope, end: &End<'_>) {
     // A failure's record names the provider it was recorded under, which the request alone
     // may not have named.
     let tags = RequestTags {
-        provider: ShownProvider::Resolved(*end.provider),
+        provider: ShownProvider::Resolved(end.provider),
         ..scope.tags.clone()
     };
     tags.within(|| log_end_event(scope.span(), end));
@@ -687,7 +687,7 @@ fn log_end_event(span: &Span, end: &End<'_>) {
     let outcome = end.outcome;
     let duration_ms = end.duration.as_secs_f64() * 1000.0;
     let status = end.status.map_or(0, |s| s.as_u16());
-    let provider = &**end.provider;
+    let provider = end.provider.as_str();
     let output_tokens = end.output_tokens;
     // The timeout's own message keeps its documented wording, `Streaming timeout after {n}s`.
     if let (Outcome::Timeout, Some(error)) = (outcome, end.error) {

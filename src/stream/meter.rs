@@ -111,7 +111,7 @@ impl StreamMeter {
         let labels = context.resolve_labels(head.extensions.get::<crate::StreamLabels>(), unrouted);
         let (provider, model, label_source) = (labels.provider, labels.model, labels.source);
         scope.record("provider", &provider);
-        recorder.provider_started(&provider);
+        recorder.provider_started(provider);
         let max_event_bytes = recorder.settings().max_event_bytes;
         let wire = content_type.and_then(WireFormat::from_content_type_bytes);
         // A compressed body is not the events it carries: measure it, do not parse it.
@@ -339,7 +339,7 @@ impl StreamMeter {
             .take()
             .or(response_model)
             .unwrap_or_else(|| recorder.unknown());
-        let operation_name = recorder.operation_name(format, self.streaming, &self.provider);
+        let operation_name = recorder.operation_name(format, self.streaming, self.provider);
         scope.record("model", &model);
         let upstream = match (&self.error_body, summary) {
             _ if !outcome.is_error() => None,
@@ -350,7 +350,7 @@ impl StreamMeter {
         log_end(scope, outcome, || End {
             outcome,
             status: Some(self.status),
-            provider: &self.provider,
+            provider: self.provider,
             duration,
             output_tokens,
             tokens_per_second,
