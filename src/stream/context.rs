@@ -13,6 +13,7 @@ use tracing::Span;
 use tracing::field::Empty;
 
 use super::intent::StreamIntent;
+use super::service::ServiceState;
 use super::tracked::{EmptyBox, Tracked, TrackedBox};
 use crate::SESSION_TARGET;
 use crate::StreamLabels;
@@ -34,7 +35,8 @@ use std::sync::OnceLock;
 /// [`StreamLabels`]) and the request matched a route: a header can then never spend a label
 /// budget for a request that did not need it.
 pub(crate) struct RequestContext {
-    pub(crate) recorder: Recorder,
+    /// The service's state: its recorder and route cache.
+    pub(crate) state: Arc<ServiceState>,
     pub(crate) started: Instant,
     /// What the request names, when it names anything (boxed: most requests name nothing, and
     /// the context moves with every request's future and body).
@@ -292,13 +294,18 @@ const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent
 const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
 
 impl RequestContext {
+    /// The recorder of the service that took the request.
+    #[inline]
+    pub(crate) fn recorder(&self) -> &Recorder {
+        &self.state.recorder
+    }
+
     /// Starts measuring a request: resolves what the request tells, opens its span, logs the
     /// start and counts it in flight. `intent` is the body watcher's flag, if one was set up.
     ///
     /// Boxed here, once: the response future and then the body carry the box.
     pub(crate) fn start(
-        recorder: &Recorder,
-        routes: &RouteCache,
+        state: &Arc<ServiceState>,
         request: RequestHead<'_>,
         labeled: StreamLabels,
         intent: Option<StreamIntent>,
@@ -306,6 +313,7 @@ impl RequestContext {
         // Taken first: what follows is written straight into it.
         let boxed = EmptyBox::take();
         let started = Instant::now();
+        let (recorder, routes) = (&state.recorder, &state.routes);
         let config = recorder.settings();
 
         let route = route_of(recorder, routes, request);
@@ -394,7 +402,7 @@ impl RequestContext {
             None
         };
         let context = Self {
-            recorder: recorder.clone(),
+            state: state.clone(),
             started,
             names,
             streaming_hint,
@@ -446,7 +454,7 @@ impl RequestContext {
             && response.is_none_or(|l| l.provider.is_none() && l.model.is_none());
         if unrouted || unnamed {
             return ResolvedLabels {
-                provider: self.recorder.unknown(),
+                provider: self.recorder().unknown(),
                 model: None,
                 source: LabelSource::Trusted,
             };
@@ -457,7 +465,7 @@ impl RequestContext {
     /// [`resolve_labels`](Self::resolve_labels) for a request or response that names something.
     #[inline(never)]
     fn resolve_named(&self, response: Option<&StreamLabels>) -> ResolvedLabels {
-        let recorder = &self.recorder;
+        let recorder = self.recorder();
         type Lookup<'m> = dyn Fn(&str, LabelSource) -> Option<(Label, LabelSource)> + 'm;
         let trusted = |v: Option<&str>, f: &Lookup<'_>| v.and_then(|v| f(v, LabelSource::Trusted));
         let header = |v: &HeaderValue, f: &Lookup<'_>| {
@@ -506,7 +514,7 @@ impl RequestContext {
     ) {
         let duration = self.started.elapsed();
         let labels = self.resolve_labels(None, false);
-        let model = labels.model.unwrap_or_else(|| self.recorder.unknown());
+        let model = labels.model.unwrap_or_else(|| self.recorder().unknown());
         log_end(scope, outcome, || End {
             outcome,
             status: None,
@@ -525,7 +533,7 @@ impl RequestContext {
         record.streaming = streaming;
         record.duration = duration;
         // Decided before the trace: `StreamRecord::new` names every record an LLM call.
-        record.operation_name = self.recorder.operation_name(
+        record.operation_name = self.recorder().operation_name(
             crate::parse::ProviderFormat::Unknown,
             streaming,
             record.provider,
@@ -536,7 +544,7 @@ impl RequestContext {
             Some(_) => Some(tags.trace().clone()),
             None => tags.trace.get().cloned(),
         };
-        self.recorder
+        self.recorder()
             .record(record, self.facade_in_flight, false, labels.source);
     }
 }
@@ -777,14 +785,9 @@ impl Display for FailureDetail<'_, '_> {
 impl RequestContext {
     /// [`start`](Self::start) for a request with no labels and no body watched: the stream
     /// types' tests start their requests so.
-    pub(crate) fn start_plain<B>(
-        recorder: &Recorder,
-        routes: &RouteCache,
-        request: &Request<B>,
-    ) -> TrackedBox {
+    pub(crate) fn start_plain<B>(state: &Arc<ServiceState>, request: &Request<B>) -> TrackedBox {
         Self::start(
-            recorder,
-            routes,
+            state,
             RequestHead::of(request),
             StreamLabels::default(),
             None,
@@ -984,10 +987,8 @@ mod tests {
     /// a request without one has none until something makes one.
     #[test]
     fn started_request_keeps_the_callers_trace() {
-        let recorder = Recorder::new(crate::Monitor::builder().build().unwrap());
-        let routes = RouteCache::default();
-        let start =
-            |request: &Request<()>| RequestContext::start_plain(&recorder, &routes, request);
+        let state = ServiceState::new(Recorder::new(crate::Monitor::builder().build().unwrap()));
+        let start = |request: &Request<()>| RequestContext::start_plain(&state, request);
         let traced = Request::get("/x")
             .header(TRACEPARENT, PARENT)
             .body(())

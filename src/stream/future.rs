@@ -69,7 +69,7 @@ impl<F> ResponseFuture<F> {
             .get()
             .and_then(|t| t.context.as_ref())
             .and_then(|context| {
-                let after = context.recorder.settings().stream_timeout?;
+                let after = context.recorder().settings().stream_timeout?;
                 Some(Box::pin(tokio::time::sleep_until(context.deadline(after))))
             });
         Self {
@@ -151,7 +151,7 @@ where
                 // `None` is not reached (the context is there, checked above).
                 let (deadline, idle, head) = match &tracked.context {
                     Some(context) => {
-                        let settings = context.recorder.settings();
+                        let settings = context.recorder().settings();
                         let deadline = settings
                             .stream_timeout
                             .map(|after| (context.deadline(after), after));
@@ -199,7 +199,7 @@ fn deadline_response<B>(tracked: &mut Option<TrackedBox>) -> Response<MonitoredB
         .and_then(|t| t.context.take());
     let after = context
         .as_ref()
-        .and_then(|c| c.recorder.settings().stream_timeout)
+        .and_then(|c| c.recorder().settings().stream_timeout)
         .unwrap_or_default();
     let error = StreamTimeoutError::new(after);
     if let (Some(context), Some(tracked)) = (context, tracked.as_ref().and_then(TrackedBox::get)) {

@@ -213,9 +213,11 @@ mod tests {
     use bytes::Bytes;
     use http_body::{Body, Frame};
 
+    use crate::monitor::Recorder;
     use crate::record::Outcome;
     use crate::stream::ResponseFuture;
-    use crate::stream::context::{RequestContext, RouteCache};
+    use crate::stream::context::RequestContext;
+    use crate::stream::service::ServiceState;
 
     /// One data frame, then the end; counts its polls.
     struct OneFrame {
@@ -245,10 +247,9 @@ mod tests {
     #[test]
     fn meter_starts_from_the_context_once() {
         let monitor = crate::Monitor::builder().build().unwrap();
-        let recorder = crate::monitor::Recorder::new(monitor.clone());
-        let routes = RouteCache::default();
+        let state = ServiceState::new(Recorder::new(monitor.clone()));
         let request = http::Request::get("/x").body(()).unwrap();
-        let mut tracked = RequestContext::start_plain(&recorder, &routes, &request);
+        let mut tracked = RequestContext::start_plain(&state, &request);
         let (head, ()) = http::Response::new(()).into_parts();
         let t = tracked.get_mut().unwrap();
         crate::stream::meter::StreamMeter::start_in(&mut t.meter, &mut t.context, &t.scope, &head);
@@ -269,10 +270,9 @@ mod tests {
     async fn inner_body_at_its_end_is_not_polled_again() {
         type Answer = Result<http::Response<OneFrame>, Infallible>;
         let monitor = crate::Monitor::builder().build().unwrap();
-        let recorder = crate::monitor::Recorder::new(monitor.clone());
-        let routes = RouteCache::default();
+        let state = ServiceState::new(Recorder::new(monitor.clone()));
         let request = http::Request::get("/x").body(()).unwrap();
-        let tracked = RequestContext::start_plain(&recorder, &routes, &request);
+        let tracked = RequestContext::start_plain(&state, &request);
         let polls = Arc::new(AtomicUsize::new(0));
         let body = OneFrame {
             data: Some(Bytes::from_static(b"small")),

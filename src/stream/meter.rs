@@ -1,6 +1,7 @@
 //! Measurement of one response body: first byte, first token, gaps, bytes, tokens, outcome.
 
 use std::fmt::Display;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
@@ -9,11 +10,11 @@ use bytes::{Buf, Bytes};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use super::context::{End, RequestContext, RequestScope, log_end};
+use super::service::ServiceState;
 use crate::SESSION_TARGET;
 use crate::classify::{classify_status, classify_stream_error};
 use crate::label::Label;
 use crate::labels::LabelSource;
-use crate::monitor::Recorder;
 use crate::parse::{
     PooledParser, ProviderFormat, StreamParser, TokenSource, UpstreamError, WireFormat,
 };
@@ -57,8 +58,9 @@ pub(crate) enum StreamEnd<'a> {
 
 /// The per-body measurement. Everything here is owned by one body: no atomics, no locks.
 pub(crate) struct StreamMeter {
-    // What the meter keeps of the request's context (the rest is read when it starts).
-    recorder: Recorder,
+    // What the meter keeps of the request's context (the rest is read when it starts): the
+    // service's state, for its recorder.
+    state: Arc<ServiceState>,
     started: Instant,
     /// Whether the facade's in-flight gauge was raised for this request.
     facade_in_flight: bool,
@@ -107,7 +109,7 @@ impl StreamMeter {
         let content_type = content_type.map(HeaderValue::as_bytes);
         let encoded = encoding.is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
         let unrouted = crate::record::is_unrouted(status, &scope.tags.route);
-        let recorder = &context.recorder;
+        let recorder = context.recorder();
         let labels = context.resolve_labels(head.extensions.get::<crate::StreamLabels>(), unrouted);
         let (provider, model, label_source) = (labels.provider, labels.model, labels.source);
         scope.record("provider", &provider);
@@ -122,7 +124,7 @@ impl StreamMeter {
         // A HEAD answer carries no body, so no stream, whatever its headers say.
         let streaming = !context.head && !unrouted && (context.streaming_hint() || wire.is_some());
         let RequestContext {
-            recorder,
+            state,
             started,
             facade_in_flight,
             ..
@@ -132,7 +134,7 @@ impl StreamMeter {
             unrouted,
             encoded,
             error_body: (failed && !encoded).then(Vec::new),
-            recorder,
+            state,
             started,
             facade_in_flight,
             status,
@@ -236,7 +238,7 @@ impl StreamMeter {
     /// Per-request first-token alerting: past the critical baseline WARN, past warning INFO.
     fn log_first_token(&self, latency_ms: f64, scope: &RequestScope) {
         let span = scope.span();
-        let levels = &self.recorder.settings().first_token_log;
+        let levels = &self.state.recorder.settings().first_token_log;
         let provider = &*self.provider;
         match levels.level(latency_ms) {
             tracing::Level::WARN => scope.tags.within(|| {
@@ -328,7 +330,7 @@ impl StreamMeter {
         let output_tokens = summary.map_or(0, |s| s.output_tokens());
         let (tokens_per_second, time_per_output_token) =
             StreamRecord::derived_rates(output_tokens, duration, ttft);
-        let recorder = &self.recorder;
+        let recorder = &self.state.recorder;
         let response_model = summary
             .filter(|_| !self.unrouted)
             .and_then(|s| s.model())

@@ -27,14 +27,27 @@ pub struct StreamMonitorService<S> {
     state: Arc<ServiceState>,
 }
 
-/// What a service and its clones share.
-struct ServiceState {
+/// What a service and its clones share, and each request it measures holds until recorded:
+/// one reference count per request, on the line the service's own clone already wrote, where a
+/// handle of its own would be a second line every core writes.
+pub(crate) struct ServiceState {
     /// Measuring: the settings and the hand-over of records.
-    recorder: Recorder,
+    pub(crate) recorder: Recorder,
     /// Serving: the monitor's own endpoints under its prefix.
     endpoints: MonitoringEndpoints,
     /// The route label, resolved once for this service and its clones.
-    routes: RouteCache,
+    pub(crate) routes: RouteCache,
+}
+
+impl ServiceState {
+    pub(crate) fn new(recorder: Recorder) -> Arc<Self> {
+        let endpoints = recorder.monitor().endpoints();
+        Arc::new(Self {
+            recorder,
+            endpoints,
+            routes: RouteCache::default(),
+        })
+    }
 }
 
 impl<S: std::fmt::Debug> std::fmt::Debug for StreamMonitorService<S> {
@@ -53,14 +66,9 @@ impl<S> StreamMonitorService<S> {
     }
 
     pub(crate) fn with_recorder(inner: S, recorder: Recorder) -> Self {
-        let endpoints = recorder.monitor().endpoints();
         Self {
             inner,
-            state: Arc::new(ServiceState {
-                recorder,
-                endpoints,
-                routes: RouteCache::default(),
-            }),
+            state: ServiceState::new(recorder),
         }
     }
 
@@ -101,7 +109,7 @@ where
     // and copied once more.
     #[inline(never)]
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let state = &*self.state;
+        let state = &self.state;
         // The request is read in place: splitting it into parts and back moved it twice.
         if state.endpoints.claims(request.uri().path()) {
             let (parts, body) = request.into_parts();
@@ -124,13 +132,7 @@ where
             None => StreamLabels::default(),
         };
         let intent = super::intent::watch(&mut request);
-        let mut tracked = RequestContext::start(
-            &state.recorder,
-            &state.routes,
-            RequestHead::of(&request),
-            labeled,
-            intent,
-        );
+        let mut tracked = RequestContext::start(state, RequestHead::of(&request), labeled, intent);
         // For the handler to propagate upstream; only a trace already made (the caller's, the
         // app's, or the enabled span's): a request without one allocates nothing here.
         let Some(Tracked { context, scope, .. }) = tracked.get_mut() else {

@@ -114,6 +114,8 @@ impl TrackedBox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::monitor::Recorder;
+    use crate::stream::service::ServiceState;
 
     fn spare_count() -> usize {
         SPARE.with(|spare| spare.borrow().len)
@@ -129,11 +131,9 @@ mod tests {
         type Answer = Result<http::Response<http_body_util::Full<bytes::Bytes>>, Infallible>;
 
         let monitor = crate::Monitor::builder().build().unwrap();
-        let recorder = crate::monitor::Recorder::new(monitor.clone());
-        let routes = super::super::context::RouteCache::default();
+        let state = ServiceState::new(Recorder::new(monitor.clone()));
         let request = http::Request::get("/x").body(()).unwrap();
-        let start =
-            || super::super::context::RequestContext::start_plain(&recorder, &routes, &request);
+        let start = || super::super::context::RequestContext::start_plain(&state, &request);
         let before = spare_count();
         let pending = std::future::pending::<Answer>();
         drop(super::super::ResponseFuture::new(pending, start()));
@@ -165,11 +165,9 @@ mod tests {
     #[test]
     fn spare_boxes_are_reused_and_bounded() {
         let monitor = crate::Monitor::builder().build().unwrap();
-        let recorder = crate::monitor::Recorder::new(monitor);
-        let routes = super::super::context::RouteCache::default();
+        let state = ServiceState::new(Recorder::new(monitor));
         let request = http::Request::get("/x").body(()).unwrap();
-        let start =
-            || super::super::context::RequestContext::start_plain(&recorder, &routes, &request);
+        let start = || super::super::context::RequestContext::start_plain(&state, &request);
         let count = SPARE_BOXES + spare_count() + 8;
         let boxes: Vec<TrackedBox> = (0..count).map(|_| start()).collect();
         assert_eq!(spare_count(), 0, "spares are taken before allocating");
