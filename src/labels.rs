@@ -400,7 +400,7 @@ thread_local! {
     /// budget that admitted them: a record's set is found again by the addresses of its interned
     /// values, without the budget's lock (whose count every core would otherwise write per
     /// request). An admitted set stays admitted, so an entry stays right for its budget's life;
-    /// it holds its values, so no other value can take their addresses.
+    /// a label's address is its value's for the life of the process.
     static ADMITTED: std::cell::RefCell<Vec<(u64, LabelSet)>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
