@@ -11,13 +11,16 @@ use std::sync::{OnceLock, RwLock};
 ///
 /// A label is a `&'static str` underneath: copying one into a record, a metric key or an
 /// in-flight count writes nothing, where a shared reference count would have every core
-/// write the same cache line on every request (ARCHITECTURE.md, Hot path). One value has one
-/// address, so two labels are compared by address first.
+/// write the same cache line on every request (ARCHITECTURE.md, The flow, one way). One value
+/// has one address, so two labels are compared by address first.
 ///
 /// Values are kept in a process-wide pool that never shrinks, so it is capped: at most
-/// [`Label::POOL_VALUES`] values and [`Label::POOL_BYTES`] bytes. The monitor's own caps on
-/// label values (`max_label_values`, far below these) decide what reaches the pool; past the
-/// pool's caps, a new value becomes [`OTHER`](Label::OTHER)'s label.
+/// [`Label::POOL_VALUES`] values and [`Label::POOL_BYTES`] bytes. A monitor's own caps on
+/// label values
+/// ([`label_cardinality`](crate::MonitorBuilder::label_cardinality) and
+/// [`header_label_cardinality`](crate::MonitorBuilder::header_label_cardinality), far below
+/// these) decide what reaches the pool; past the pool's caps, a new value becomes
+/// [`OTHER`](Label::OTHER)'s label.
 ///
 /// ```
 /// use tower_stream_monitor::Label;
@@ -102,6 +105,16 @@ impl Label {
                 .unwrap_or_else(|p| p.into_inner())
                 .intern(value),
         )
+    }
+
+    /// Whether the pool keeps `value` (for tests of what may reach it).
+    #[cfg(test)]
+    pub(crate) fn is_kept(value: &str) -> bool {
+        pool()
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values
+            .contains(value)
     }
 
     /// The value.

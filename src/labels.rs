@@ -556,6 +556,21 @@ mod tests {
         assert_eq!(interner.overflowed(), 1);
     }
 
+    /// Header values past their budget never reach the process-wide pool of labels, which
+    /// never shrinks: what clients send cannot grow it past the budget.
+    #[test]
+    fn header_values_past_their_budget_are_never_kept() {
+        let interner = LabelInterner::new(64, 4);
+        let values: Vec<String> = (0..100).map(|i| format!("header-junk-{i}")).collect();
+        for v in &values {
+            interner.intern(v, LabelSource::Header);
+        }
+        let kept: Vec<bool> = values.iter().map(|v| Label::is_kept(v)).collect();
+        assert!(kept[..4].iter().all(|k| *k));
+        assert!(!kept[4..].iter().any(|k| *k));
+        assert_eq!(interner.overflowed(), 96);
+    }
+
     #[test]
     fn header_values_have_their_own_budget() {
         let interner = LabelInterner::new(2, 1);
