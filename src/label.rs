@@ -5,7 +5,8 @@ use std::collections::HashSet;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::ops::Deref;
-use std::sync::{OnceLock, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 
 /// A label value (a provider, a model, a route), interned once for the life of the process.
 ///
@@ -15,12 +16,20 @@ use std::sync::{OnceLock, RwLock};
 /// has one address, so two labels are compared by address first.
 ///
 /// Values are kept in a process-wide pool that never shrinks, so it is capped: at most
-/// [`Label::POOL_VALUES`] values and [`Label::POOL_BYTES`] bytes. A monitor's own caps on
-/// label values
+/// [`Label::POOL_VALUES`] values and [`Label::POOL_BYTES`] bytes. Past either, a new value
+/// becomes [`OTHER`](Label::OTHER)'s label (and the monitor counts it as folded, as past its
+/// own caps), and the first such value logs a warning.
+///
+/// What the layer records reaches the pool only within a monitor's own caps on label values
 /// ([`label_cardinality`](crate::MonitorBuilder::label_cardinality) and
-/// [`header_label_cardinality`](crate::MonitorBuilder::header_label_cardinality), far below
-/// these) decide what reaches the pool; past the pool's caps, a new value becomes
-/// [`OTHER`](Label::OTHER)'s label.
+/// [`header_label_cardinality`](crate::MonitorBuilder::header_label_cardinality)): request
+/// headers past their budget never do. But every label built with [`Label::new`] or `From`
+/// (as [`StreamRecord::new`](crate::StreamRecord::new) builds its labels) is kept for the life
+/// of the process, whatever monitor it is for: build labels from the values your app names,
+/// never from raw client input. Monitors built one after another (one per tenant, or per
+/// configuration reload) share the pool.
+///
+/// No `Deserialize`: a label from untrusted text would be kept for good.
 ///
 /// ```
 /// use tower_stream_monitor::Label;
@@ -40,40 +49,62 @@ struct Pool {
     bytes: usize,
     max_values: usize,
     max_bytes: usize,
+    /// The kept `other`: the one address every `other` label has.
+    other: &'static str,
 }
+
+/// Values every monitor names, kept when the pool is made, so that no cap ever turns them into
+/// `other`.
+const RESERVED: [&str; 3] = [Label::OTHER, Label::UNKNOWN, Label::UNMATCHED];
 
 impl Pool {
     fn new(max_values: usize, max_bytes: usize) -> Self {
-        let mut values = HashSet::default();
-        values.insert(Label::OTHER);
-        Self {
-            values,
-            bytes: Label::OTHER.len(),
+        let mut pool = Self {
+            values: HashSet::default(),
+            bytes: 0,
             max_values,
             max_bytes,
+            other: Label::OTHER,
+        };
+        for value in RESERVED {
+            pool.values.insert(value);
+            pool.bytes += value.len();
         }
+        pool
     }
 
-    /// The kept value, `value` kept now, or `other` once a cap is reached.
-    fn intern(&mut self, value: &str) -> &'static str {
+    /// The kept value, or `value` kept now; `None` once a cap is reached.
+    fn intern(&mut self, value: &str) -> Option<&'static str> {
         if let Some(kept) = self.values.get(value) {
-            return kept;
+            return Some(kept);
         }
         if self.values.len() >= self.max_values || self.bytes + value.len() > self.max_bytes {
-            return Label::OTHER;
+            return None;
         }
         // Leaked on purpose: a label lives as long as the process (its address is its
         // identity), and the caps bound what the pool can ever hold.
         let kept: &'static str = Box::leak(Box::from(value));
         self.values.insert(kept);
         self.bytes += kept.len();
-        kept
+        Some(kept)
     }
 }
 
 fn pool() -> &'static RwLock<Pool> {
     static POOL: OnceLock<RwLock<Pool>> = OnceLock::new();
     POOL.get_or_init(|| RwLock::new(Pool::new(Label::POOL_VALUES, Label::POOL_BYTES)))
+}
+
+/// Warns once, the first time the pool turns a new value away.
+fn warn_full() {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            values = Label::POOL_VALUES,
+            bytes = Label::POOL_BYTES,
+            "the process-wide pool of label values is full: new values are recorded as `other`"
+        );
+    }
 }
 
 impl Label {
@@ -86,9 +117,23 @@ impl Label {
     /// The value a label takes past a cap: `other`.
     pub const OTHER: &'static str = "other";
 
-    /// The label of `value`: the one interned already, else `value` interned now, or `other`'s
-    /// once the pool is full.
+    /// The provider or model of a request nothing named.
+    pub(crate) const UNKNOWN: &'static str = "unknown";
+
+    /// The route of a request that matched no route (never the raw path).
+    pub(crate) const UNMATCHED: &'static str = "unmatched";
+
+    /// The label of `value`: the one kept already, else `value` kept now, or
+    /// [`other`](Label::OTHER)'s once the pool is full.
+    ///
+    /// A value kept is kept for the life of the process: build labels from values your app
+    /// names (providers, models, routes), never from raw client input.
     pub fn new(value: &str) -> Self {
+        Self::try_new(value).unwrap_or_else(Self::other)
+    }
+
+    /// The label of `value`, or `None` when the pool is full and does not keep it already.
+    pub(crate) fn try_new(value: &str) -> Option<Self> {
         // A panic while holding the lock cannot leave the set half-written (an insert is
         // atomic from our side), so a poisoned lock is still safe to use.
         let pool = pool();
@@ -98,13 +143,21 @@ impl Label {
             .values
             .get(value)
         {
-            return Label(kept);
+            return Some(Label(kept));
         }
-        Label(
-            pool.write()
-                .unwrap_or_else(|p| p.into_inner())
-                .intern(value),
-        )
+        let kept = pool
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .intern(value);
+        if kept.is_none() {
+            warn_full();
+        }
+        kept.map(Label)
+    }
+
+    /// The label every value past a cap takes: `other`.
+    pub(crate) fn other() -> Self {
+        Label(pool().read().unwrap_or_else(|p| p.into_inner()).other)
     }
 
     /// Whether the pool keeps `value` (for tests of what may reach it).
@@ -122,7 +175,8 @@ impl Label {
         self.0
     }
 
-    /// Whether `other` is this very label: its address, not only its text.
+    /// Whether `other` is this very label: the same as `==` (one value has one address), with
+    /// no text to compare.
     #[inline]
     pub fn is(self, other: Label) -> bool {
         // The pool keeps one copy of each value, so its start address alone tells it: no
@@ -187,6 +241,18 @@ impl PartialEq<Label> for &str {
     }
 }
 
+impl PartialEq<String> for Label {
+    fn eq(&self, other: &String) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<Label> for String {
+    fn eq(&self, other: &Label) -> bool {
+        self == other.0
+    }
+}
+
 // Hashed and ordered as its text, so that a `&str` finds it in a map.
 impl Hash for Label {
     fn hash<H: Hasher>(&self, state: &mut H) {
@@ -236,9 +302,39 @@ impl From<&String> for Label {
     }
 }
 
+impl From<Box<str>> for Label {
+    fn from(value: Box<str>) -> Self {
+        Label::new(&value)
+    }
+}
+
+impl From<Arc<str>> for Label {
+    fn from(value: Arc<str>) -> Self {
+        Label::new(&value)
+    }
+}
+
+impl From<std::borrow::Cow<'_, str>> for Label {
+    fn from(value: std::borrow::Cow<'_, str>) -> Self {
+        Label::new(&value)
+    }
+}
+
 impl From<Label> for String {
     fn from(value: Label) -> Self {
         value.0.to_owned()
+    }
+}
+
+impl From<Label> for Arc<str> {
+    fn from(value: Label) -> Self {
+        Arc::from(value.0)
+    }
+}
+
+impl From<Label> for std::borrow::Cow<'static, str> {
+    fn from(value: Label) -> Self {
+        std::borrow::Cow::Borrowed(value.0)
     }
 }
 
@@ -260,22 +356,32 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, Label::new("label-test-another"));
         assert_eq!(a.as_str(), "label-test-one-value");
-        assert!(Label::new(Label::OTHER).is(Label::new("other")));
+        assert!(Label::new(Label::OTHER).is(Label::other()));
+        assert_eq!(Label::from(Arc::<str>::from("label-test-one-value")), a);
+        assert_eq!(Arc::<str>::from(a).as_ref(), "label-test-one-value");
+        let text = String::from("label-test-one-value");
+        assert!(a == text);
+        assert_eq!(text, a);
     }
 
     /// Past either cap, a new value is `other`; values kept stay themselves.
     #[test]
     fn the_pool_is_capped() {
-        let mut by_count = Pool::new(3, 1 << 10);
-        assert_eq!(by_count.intern("a"), "a");
-        assert_eq!(by_count.intern("b"), "b");
-        assert_eq!(by_count.intern("c"), Label::OTHER);
-        assert_eq!(by_count.intern("a"), "a");
-        let mut by_bytes = Pool::new(100, Label::OTHER.len() + 4);
-        assert_eq!(by_bytes.intern("abc"), "abc");
-        assert_eq!(by_bytes.intern("de"), Label::OTHER);
-        assert_eq!(by_bytes.intern("d"), "d");
-        assert_eq!(by_bytes.bytes, Label::OTHER.len() + 4);
+        let reserved = RESERVED.len();
+        let reserved_bytes: usize = RESERVED.iter().map(|v| v.len()).sum();
+        let mut by_count = Pool::new(reserved + 2, 1 << 10);
+        assert_eq!(by_count.intern("a"), Some("a"));
+        assert_eq!(by_count.intern("b"), Some("b"));
+        assert_eq!(by_count.intern("c"), None);
+        assert_eq!(by_count.intern("a"), Some("a"));
+        // The reserved values are kept whatever the caps.
+        assert_eq!(by_count.intern(Label::UNMATCHED), Some(Label::UNMATCHED));
+        let mut by_bytes = Pool::new(100, reserved_bytes + 4);
+        assert_eq!(by_bytes.intern("abc"), Some("abc"));
+        assert_eq!(by_bytes.intern("de"), None);
+        assert_eq!(by_bytes.intern("d"), Some("d"));
+        assert_eq!(by_bytes.bytes, reserved_bytes + 4);
+        assert!(by_bytes.other == Label::OTHER);
     }
 
     #[test]

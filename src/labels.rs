@@ -174,7 +174,9 @@ impl Tier {
         if values.len() >= self.cap {
             return None;
         }
-        let label = Label::new(value);
+        // `None` too when the process-wide pool is full: then the value folds into `other`,
+        // counted, as past this tier's own cap.
+        let label = Label::try_new(value)?;
         values.insert(label);
         Some(label)
     }
@@ -186,7 +188,7 @@ impl LabelInterner {
             id: INTERNER_IDS.fetch_add(1, Ordering::Relaxed),
             trusted: Tier::new(cap),
             header: Tier::new(header_cap),
-            other: Label::new(OTHER),
+            other: Label::other(),
             overflowed: AtomicU64::new(0),
         }
     }
@@ -223,12 +225,6 @@ impl LabelInterner {
         self.overflowed.load(Ordering::Relaxed)
     }
 }
-
-/// The route label of a request that matched no route (never the raw path).
-pub(crate) const UNMATCHED: &str = "unmatched";
-
-/// The value a label takes past its budget.
-pub(crate) const OTHER: &str = Label::OTHER;
 
 /// A record's series labels: the label set one set of series is kept for. Labels are copied
 /// for free, so the set is its own map key.
@@ -304,7 +300,7 @@ impl SeriesBudget {
             header_cap: (cap / 4).max(1),
             known: RwLock::new(HashSet::default()),
             from_headers: AtomicU64::new(0),
-            other: Label::new(OTHER),
+            other: Label::other(),
             overflowed: AtomicU64::new(0),
         }
     }
@@ -468,7 +464,9 @@ impl RoutePattern {
             segments.push(segment);
         }
         Ok(Self {
-            pattern: Label::new(pattern),
+            pattern: Label::try_new(pattern).ok_or_else(|| {
+                format!("route pattern {pattern:?}: the process-wide pool of labels is full")
+            })?,
             segments,
         })
     }

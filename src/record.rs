@@ -258,7 +258,7 @@ pub struct StreamRecord {
 pub(crate) fn is_unrouted(status: StatusCode, route: &str) -> bool {
     match status.as_u16() {
         405 => true,
-        404 => route == crate::labels::UNMATCHED,
+        404 => route == Label::UNMATCHED,
         _ => false,
     }
 }

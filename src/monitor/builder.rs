@@ -796,8 +796,8 @@ impl MonitorBuilder {
                 predictions: std::sync::Mutex::new((u64::MAX, Arc::default())),
                 id_base,
                 prices_id: super::next_prices_id(),
-                unknown: Label::new("unknown"),
-                unmatched: Label::new(crate::labels::UNMATCHED),
+                unknown: Label::new(Label::UNKNOWN),
+                unmatched: Label::new(Label::UNMATCHED),
             }),
         };
         Ok(monitor)

@@ -340,7 +340,7 @@ impl<C: Default> WindowStore<C> {
         let triggers: Box<[Classifier]> = triggers.into_iter().map(Classifier::new).collect();
         Self {
             shards,
-            other: Label::new(crate::labels::OTHER),
+            other: Label::other(),
             asked: (0..triggers.len())
                 .filter(|&i| matches!(triggers[i], Classifier::Ask(_)))
                 .collect(),
@@ -925,7 +925,7 @@ mod tests {
         let other = h
             .models
             .iter()
-            .find(|((_, m), _)| &**m == crate::labels::OTHER)
+            .find(|((_, m), _)| &**m == Label::OTHER)
             .map(|(_, slots)| slots.iter().map(|s| s.streaming).sum::<u64>());
         assert!(other.is_some_and(|n| n >= 50), "{other:?}");
         let collected = store.collect(now);
