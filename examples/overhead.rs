@@ -8,8 +8,13 @@
 //! apt-get install -y wrk
 //! cargo run --release --example overhead                                   # small requests
 //! cargo run --release --example overhead -- --scenario stream --connections 1000
-//! # options: --seconds 5 --rounds 3 --connections 64
+//! # options: --seconds 5 --rounds 3 --connections 64 --pin
 //! ```
+//!
+//! `--pin` (needs `taskset`, from util-linux) runs each server on core 0 with one tokio worker
+//! and `wrk` on core 1, so that the two never share a core: the server's CPU per request is then
+//! measured without `wrk` preempting it, and its throughput is what one core gives. Without it,
+//! both take any core, as in the default run of most apps.
 //!
 //! `small`: `GET /hello`, a 5-byte body. `stream`: `GET /stream`, an SSE body of 20 OpenAI-style
 //! chunks 50 ms apart (1 s per stream), so each connection keeps one stream going. For each
@@ -114,9 +119,31 @@ struct Run {
     cpu_us_per_request: f64,
 }
 
-fn run_once(variant: &str, path: &str, seconds: u64, connections: u32) -> Result<Run, String> {
+/// `program` run as is, or pinned to `core` with `taskset` when `pin` is set.
+fn command(program: impl AsRef<std::ffi::OsStr>, pin: bool, core: &str) -> Command {
+    if pin {
+        let mut command = Command::new("taskset");
+        command.args(["-c", core]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+fn run_once(
+    variant: &str,
+    path: &str,
+    seconds: u64,
+    connections: u32,
+    pin: bool,
+) -> Result<Run, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut child = Command::new(exe)
+    let mut server = command(exe, pin, "0");
+    if pin {
+        // One worker on its own core: no worker migrates to wrk's core.
+        server.env("TOKIO_WORKER_THREADS", "1");
+    }
+    let mut child = server
         .args(["--serve", variant])
         .stdout(Stdio::piped())
         .spawn()
@@ -132,11 +159,11 @@ fn run_once(variant: &str, path: &str, seconds: u64, connections: u32) -> Result
         .to_owned();
     let url = format!("http://127.0.0.1:{port}{path}");
     // Warm up, then measure.
-    let _ = Command::new("wrk")
+    let _ = command("wrk", pin, "1")
         .args(["-t1", "-c8", "-d1s", &url])
         .output();
     let before = cpu_ticks(child.id()).ok_or("no /proc stat")?;
-    let out = Command::new("wrk")
+    let out = command("wrk", pin, "1")
         .args([
             "-t1",
             &format!("-c{connections}"),
@@ -186,6 +213,7 @@ fn main() {
     let mut rounds = 3;
     let mut connections = 64;
     let mut scenario = "small".to_owned();
+    let mut pin = false;
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
         let mut value = || it.next().unwrap_or_default();
@@ -194,6 +222,7 @@ fn main() {
             "--rounds" => rounds = value().parse().unwrap_or(rounds),
             "--connections" => connections = value().parse().unwrap_or(connections),
             "--scenario" => scenario = value(),
+            "--pin" => pin = true,
             other => {
                 eprintln!("unknown argument {other:?}");
                 std::process::exit(2);
@@ -211,7 +240,7 @@ fn main() {
     let mut results: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); VARIANTS.len()];
     for round in 1..=rounds {
         for (i, variant) in VARIANTS.iter().enumerate() {
-            match run_once(variant, path, seconds, connections) {
+            match run_once(variant, path, seconds, connections, pin) {
                 Ok(run) => {
                     println!(
                         "round {round} {variant:<26} {:>10.0} req/s {:>8.1} us CPU/req",
@@ -229,15 +258,19 @@ fn main() {
     }
     let (bare_rps, bare_cpu) = (median(results[0].0.clone()), median(results[0].1.clone()));
     println!(
-        "\n{:<26}{:>12}{:>10}{:>14}{:>10}",
-        "variant", "req/s", "vs bare", "us CPU/req", "vs bare"
+        "\n{:<26}{:>12}{:>10}{:>14}{:>10}{:>18}",
+        "variant", "req/s", "vs bare", "us CPU/req", "vs bare", "CPU/req, rounds"
     );
     for (i, variant) in VARIANTS.iter().enumerate() {
         let (rps, cpu) = (median(results[i].0.clone()), median(results[i].1.clone()));
+        // The spread over the rounds: how far one round can be from the median on this machine.
+        let least = results[i].1.iter().copied().fold(f64::INFINITY, f64::min);
+        let most = results[i].1.iter().copied().fold(0.0, f64::max);
         println!(
-            "{variant:<26}{rps:>12.0}{:>9.3}x{cpu:>14.2}{:>9.3}x",
+            "{variant:<26}{rps:>12.0}{:>9.3}x{cpu:>14.2}{:>9.3}x{:>18}",
             rps / bare_rps,
-            cpu / bare_cpu
+            cpu / bare_cpu,
+            format!("{least:.2} to {most:.2}")
         );
     }
 }
