@@ -1,7 +1,7 @@
 //! The parsers of streaming responses, and their byte buffers (an SSE decoder's event data, a
 //! stream's template arena), kept for reuse by each thread once their stream ends.
 //!
-//! Every streaming response makes a parser (about 1.7 KiB, boxed) with a few KiB of buffers;
+//! Every streaming response makes a parser (2 KiB, boxed) with a few KiB of buffers;
 //! allocating and freeing them per stream cost more than parsing a short stream's events (glibc
 //! consolidates its small free chunks before every allocation of that size). A stream takes a
 //! parser and buffers from its thread's pools and gives them back to the pools of the thread it

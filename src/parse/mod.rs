@@ -421,20 +421,23 @@ impl fmt::Debug for ModelName {
 }
 
 /// What a parser has learnt from a stream so far.
+// In the order given: what each event reads first, right after the decoder's (ARCHITECTURE.md,
+// The parser's memory).
 #[derive(Debug, Clone, Default)]
+#[repr(C)]
 pub struct StreamSummary {
-    format: ProviderFormat,
+    events: u64,
     content_events: u64,
-    reported: Reported,
-    model: Option<ModelName>,
+    format: ProviderFormat,
+    done: bool,
     error: Option<StreamErrorKind>,
+    model: Option<ModelName>,
+    reported: Reported,
     /// The first error event's data (cut to [`MAX_ERROR_DATA`]): read only when the stream's
     /// end is logged, so the frame path keeps no more than a copy of one rare event.
     error_data: Option<Box<[u8]>>,
-    events: u64,
     malformed_events: u64,
     oversized_events: u64,
-    done: bool,
 }
 
 impl StreamSummary {
@@ -591,6 +594,11 @@ impl StreamSummary {
     }
 }
 
+/// The bytes at the end of an SSE decoder that a frame holding one whole event reads
+/// (ARCHITECTURE.md, The parser's memory).
+#[cfg(test)]
+const WHOLE_FRAME_BYTES: usize = 48;
+
 #[derive(Debug)]
 enum Decoder {
     Sse(SseDecoder),
@@ -601,7 +609,12 @@ enum Decoder {
 ///
 /// Feeding it allocates nothing once its event buffer has grown to the largest event seen
 /// (at most [`DEFAULT_MAX_EVENT_BYTES`] or the configured cap).
+///
+/// Its memory is laid out by hand (`repr(C)`, on cache lines): an event that a template
+/// answers reads four lines of it, where the compiler's own order spread the same fields over
+/// about nine (ARCHITECTURE.md, The parser's memory).
 #[derive(Debug)]
+#[repr(C, align(64))]
 pub struct StreamParser {
     decoder: Decoder,
     summary: StreamSummary,
@@ -786,6 +799,36 @@ mod tests {
     use super::{
         FinishReason, ProviderFormat, StreamErrorKind, StreamParser, UpstreamError, WireFormat,
     };
+
+    /// An event that a template answers reads two cache lines of the decoder and the summary:
+    /// the decoder's tail and the summary's head, which follows it (ARCHITECTURE.md, The
+    /// parser's memory).
+    #[test]
+    fn the_decoders_tail_and_the_summarys_head_share_two_lines() {
+        use super::{Decoder, StreamSummary, WHOLE_FRAME_BYTES, sse::SseDecoder};
+        use std::mem::{align_of, offset_of, size_of};
+        assert_eq!(align_of::<StreamParser>(), 64);
+        assert_eq!(offset_of!(StreamParser, decoder), 0);
+        // The SSE decoder fills the enum: it sits at its start.
+        assert_eq!(size_of::<Decoder>(), size_of::<SseDecoder>());
+        let summary = offset_of!(StreamParser, summary);
+        let first = summary - WHOLE_FRAME_BYTES;
+        let last = summary
+            + [
+                offset_of!(StreamSummary, events) + 8,
+                offset_of!(StreamSummary, content_events) + 8,
+                offset_of!(StreamSummary, format) + 1,
+                offset_of!(StreamSummary, model) + 1,
+            ]
+            .into_iter()
+            .max()
+            .unwrap_or(0);
+        assert_eq!(
+            first / 64 + 1,
+            (last - 1) / 64,
+            "two lines: {first}..{last}"
+        );
+    }
 
     #[test]
     fn upstream_errors_read_every_provider_shape() {

@@ -70,23 +70,28 @@ impl<F: FnMut(&[u8], &[u8])> EventSink for F {
 
 /// Incremental SSE decoder. Feed it chunks; it calls back once per dispatched event with the
 /// event type (`message` when none was given) and the event data (lines joined by `\n`).
+///
+/// In the order given (`repr(C)`): what a frame that is one whole event reads comes last, next
+/// to what the stream's summary reads after it in the parser (ARCHITECTURE.md, The parser's
+/// memory).
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct SseDecoder {
-    state: State,
-    field: Field,
     name: [u8; NAME_CAP],
     name_len: usize,
+    oversized_events: u64,
+    event_type: [u8; EVENT_TYPE_CAP],
+    data: Vec<u8>,
+    state: State,
+    field: Field,
     name_overflow: bool,
     pending_cr: bool,
     bom_matched: u8,
-    data: Vec<u8>,
     has_data: bool,
-    event_type: [u8; EVENT_TYPE_CAP],
-    event_type_len: usize,
     event_type_overflow: bool,
     oversized: bool,
+    event_type_len: usize,
     max_event_bytes: usize,
-    oversized_events: u64,
 }
 
 /// An `event:` line at the start of `buf`: the type it gives, as the state machine keeps it
@@ -445,6 +450,30 @@ impl SseDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a frame that is one whole event reads is the decoder's last
+    /// [`WHOLE_FRAME_BYTES`](crate::parse::WHOLE_FRAME_BYTES), next to the summary's
+    /// (ARCHITECTURE.md, The parser's memory).
+    #[test]
+    fn what_a_whole_frame_reads_is_the_decoders_tail() {
+        use std::mem::{offset_of, size_of};
+        let first = [
+            offset_of!(SseDecoder, data),
+            offset_of!(SseDecoder, state),
+            offset_of!(SseDecoder, has_data),
+            offset_of!(SseDecoder, pending_cr),
+            offset_of!(SseDecoder, bom_matched),
+            offset_of!(SseDecoder, event_type_overflow),
+            offset_of!(SseDecoder, event_type_len),
+            offset_of!(SseDecoder, max_event_bytes),
+        ]
+        .into_iter()
+        .min();
+        assert_eq!(
+            first,
+            Some(size_of::<SseDecoder>() - crate::parse::WHOLE_FRAME_BYTES)
+        );
+    }
 
     fn decode(chunks: &[&[u8]]) -> (Vec<(String, String)>, u64) {
         let mut d = SseDecoder::new(64);

@@ -140,23 +140,33 @@ impl Effects {
 }
 
 /// A template, its bytes kept elsewhere.
+///
+/// In the order given (`repr(C)`): what matching an event of a one-hole template reads comes
+/// first, in 32 bytes, so that with its slot's own it takes one cache line (ARCHITECTURE.md,
+/// The parser's memory).
 #[derive(Debug, Clone, Copy)]
+#[repr(C)]
 struct Shape {
-    /// The length of the template event's bytes with the hole values cut out.
-    len: usize,
-    /// Where each hole sits in those bytes, in order.
-    holes: [(usize, Hole); MAX_HOLES],
-    hole_count: usize,
-    event_type: [u8; EVENT_TYPE_CAP],
-    event_type_len: usize,
     /// Whether the template was read by the OpenAI chat view (see [`interpret`]).
     chat: bool,
     /// Whether its bytes hold no line break, so that it can match the start of an SSE line.
     one_line: bool,
     /// The answer when every text hole is empty.
     base: bool,
+    /// Whether its event type is the default `message`: known without reading `event_type`.
+    message: bool,
+    /// At most `MAX_HOLES`.
+    hole_count: u8,
+    /// The length of the template event's bytes with the hole values cut out.
+    len: usize,
+    /// Where each hole sits in those bytes, in order.
+    holes: [(usize, Hole); MAX_HOLES],
+    event_type_len: usize,
+    event_type: [u8; EVENT_TYPE_CAP],
     effects: Effects,
 }
+
+const _: () = assert!(MAX_HOLES <= u8::MAX as usize, "a hole count fits a byte");
 
 impl Default for Shape {
     fn default() -> Self {
@@ -169,6 +179,7 @@ impl Default for Shape {
             chat: false,
             one_line: false,
             base: false,
+            message: false,
             effects: Effects::default(),
         }
     }
@@ -186,9 +197,7 @@ impl Shape {
         }
         // The usual event type, none given, is the decoder's static `message`: known equal to
         // a template's `message` without reading it.
-        let message = std::ptr::eq(event_type, &MESSAGE[..])
-            && self.event_type_len == MESSAGE.len()
-            && self.event_type[..MESSAGE.len()] == MESSAGE;
+        let message = std::ptr::eq(event_type, &MESSAGE[..]) && self.message;
         if self.chat != chat
             || !(message || same_type(event_type, &self.event_type[..self.event_type_len]))
         {
@@ -253,7 +262,10 @@ impl Shape {
         // What is left of `data` past the part matched.
         let mut rest = data;
         let mut literal_start = 0;
-        for (k, &(at, hole)) in self.holes[..self.hole_count].iter().enumerate() {
+        for (k, &(at, hole)) in self.holes[..usize::from(self.hole_count)]
+            .iter()
+            .enumerate()
+        {
             rest = rest.strip_prefix(bytes.get(literal_start..at)?)?;
             let len = if hole.integer() {
                 scan_integer(rest)?
@@ -274,22 +286,27 @@ impl Shape {
 }
 
 /// One of a stream's templates.
+///
+/// In the order given, on a cache line of its own: what matching an event reads and writes
+/// (the slot's first 32 bytes and its shape's) is that line (ARCHITECTURE.md, The parser's
+/// memory).
 #[derive(Debug, Default)]
+#[repr(C, align(64))]
 struct Slot {
-    shape: Shape,
     /// Where its bytes start in the stream's arena.
     start: usize,
-    live: bool,
-    /// `live` and `shape.one_line`.
-    one_line: bool,
     /// The event count when this template was last learnt or matched (for eviction).
     last_used: u64,
     /// Events matched since it was learnt.
     hits: u64,
+    live: bool,
+    /// `live` and `shape.one_line`.
+    one_line: bool,
+    filled_in: bool,
+    shape: Shape,
     /// The shared template it is a copy of, and whether the copy has the per-stream values
     /// filled in.
     origin: u64,
-    filled_in: bool,
 }
 
 impl Slot {
@@ -304,18 +321,22 @@ impl Slot {
 }
 
 /// The templates of one stream, and when to try learning the next one.
+///
+/// In the order given: what each event reads first (the arena and `one_line`), the slots last.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Templates {
-    slots: [Slot; SLOTS],
     /// The slots' bytes, one after another, at most `MAX_TEMPLATE_BYTES` each. Its capacity,
     /// room for all, is reserved with the parser (and not zeroed), so that replacing a template
     /// never allocates while frames are polled.
     arena: Vec<u8>,
+    /// Whether any slot holds a one-line template (else there is nothing to recognise).
+    one_line: bool,
+    /// Whether templates are used at all (tests compare with a parser that uses none).
+    enabled: bool,
     /// What [`recognise`](Self::recognise) found, for [`accept`](Self::accept): the slot and
     /// whether the event carries content.
     recognised: (usize, bool),
-    /// Whether any slot holds a one-line template (else there is nothing to recognise).
-    one_line: bool,
     /// No learning before this event count.
     next_attempt: u64,
     backoff: u64,
@@ -323,8 +344,7 @@ pub(crate) struct Templates {
     /// keep missing them (Gemini's, which all carry usage) looks less and less often.
     next_lookup: u64,
     lookup_backoff: u64,
-    /// Whether templates are used at all (tests compare with a parser that uses none).
-    enabled: bool,
+    slots: [Slot; SLOTS],
     /// Events answered by a template, the stream's or the thread's.
     #[cfg(test)]
     answered: u64,
@@ -607,7 +627,7 @@ impl Templates {
         events: u64,
     ) -> usize {
         let (index, mut fill) = self.choose(shape.chat, stamp);
-        let holes = &shape.holes[..shape.hole_count];
+        let holes = &shape.holes[..usize::from(shape.hole_count)];
         let filled: usize = holes
             .iter()
             .zip(spans)
@@ -659,7 +679,7 @@ impl Templates {
             // Not reached (the spans are those of a match); the slot is left empty.
             self.arena.truncate(start);
         } else {
-            copy.hole_count = count;
+            copy.hole_count = count as u8;
             copy.len = self.arena.len() - start;
             self.slots[index] = Slot {
                 shape: copy,
@@ -887,9 +907,10 @@ impl Shared {
             return Learnt::Failed;
         };
         shape.len = len;
-        shape.hole_count = holes.len();
+        shape.hole_count = holes.len() as u8;
         shape.event_type[..event_type.len()].copy_from_slice(event_type);
         shape.event_type_len = event_type.len();
+        shape.message = event_type == MESSAGE;
         shape.chat = chat;
         shape.one_line = !bytes[..len].iter().any(|&b| b == b'\n' || b == b'\r');
         shape.base = base;
@@ -1189,6 +1210,32 @@ fn scan_integer(s: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What matching an event reads and writes of the stream's templates is one cache line of
+    /// their head and the first line of the slot (ARCHITECTURE.md, The parser's memory).
+    #[test]
+    fn matching_reads_one_line_of_the_head_and_one_of_the_slot() {
+        use std::mem::{align_of, offset_of, size_of};
+        assert_eq!(align_of::<Slot>(), 64);
+        assert!(offset_of!(Templates, arena) + size_of::<Vec<u8>>() <= 64);
+        assert!(offset_of!(Templates, one_line) < 64);
+        let shape = offset_of!(Slot, shape);
+        let slot_end = [
+            offset_of!(Slot, start) + 8,
+            offset_of!(Slot, last_used) + 8,
+            offset_of!(Slot, hits) + 8,
+            offset_of!(Slot, one_line) + 1,
+            shape + offset_of!(Shape, chat) + 1,
+            shape + offset_of!(Shape, base) + 1,
+            shape + offset_of!(Shape, message) + 1,
+            shape + offset_of!(Shape, hole_count) + 1,
+            shape + offset_of!(Shape, len) + 8,
+            shape + offset_of!(Shape, holes) + size_of::<(usize, Hole)>(),
+        ]
+        .into_iter()
+        .max();
+        assert!(slot_end <= Some(64), "{slot_end:?}");
+    }
 
     /// A one-hole template read whole (its end compared first) answers as its read from the
     /// start does when the match must take all of the data; so does the `message` shortcut.
