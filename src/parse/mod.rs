@@ -609,10 +609,9 @@ enum Decoder {
 ///
 /// Feeding it allocates nothing once its event buffer has grown to the largest event seen
 /// (at most [`DEFAULT_MAX_EVENT_BYTES`] or the configured cap).
-///
-/// Its memory is laid out by hand (`repr(C)`, on cache lines): an event that a template
-/// answers reads four lines of it, where the compiler's own order spread the same fields over
-/// about nine (ARCHITECTURE.md, The parser's memory).
+// Its memory is laid out by hand (`repr(C)`, on cache lines): an event that a template answers
+// reads four lines of it, where the compiler's own order spread the same fields over about nine
+// (ARCHITECTURE.md, The parser's memory).
 #[derive(Debug)]
 #[repr(C, align(64))]
 pub struct StreamParser {
