@@ -57,7 +57,9 @@ const EVENTS: usize = 100;
 /// The targets over bare axum (README, Performance).
 const TARGET_PER_REQUEST: f64 = 4_000.0;
 const TARGET_PER_EVENT: f64 = 1_000.0;
-/// The ceilings over bare axum: the counts reached, and the margin allowed above them.
+/// The ceilings over bare axum: the lowest counts reached, and the margin allowed above them
+/// (a build's layout moves a count by tens of instructions: +3,960 per request has read up to
+/// +3,967 since, with no change to the request path).
 const REACHED_PER_REQUEST: f64 = 3_960.0;
 const REACHED_PER_EVENT: f64 = 760.0;
 const MARGIN: f64 = 1.10;

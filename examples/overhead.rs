@@ -140,7 +140,7 @@ fn run_once(
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut server = command(exe, pin, "0");
     if pin {
-        // One worker on its own core: no worker migrates to wrk's core.
+        // What tokio would choose under `taskset -c 0` anyway, said outright.
         server.env("TOKIO_WORKER_THREADS", "1");
     }
     let mut child = server
@@ -227,6 +227,14 @@ fn main() {
                 eprintln!("unknown argument {other:?}");
                 std::process::exit(2);
             }
+        }
+    }
+    if pin {
+        // Fail early and plainly rather than as a server that never starts.
+        let pinned = Command::new("taskset").args(["-c", "1", "true"]).status();
+        if !pinned.is_ok_and(|s| s.success()) {
+            eprintln!("--pin needs `taskset` (util-linux) and a second core (core 1)");
+            std::process::exit(2);
         }
     }
     let path = if scenario == "stream" {

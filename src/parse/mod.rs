@@ -594,10 +594,12 @@ impl StreamSummary {
     }
 }
 
-/// The bytes at the end of an SSE decoder that a frame holding one whole event reads
-/// (ARCHITECTURE.md, The parser's memory).
+/// The bytes at the end of an SSE decoder that a frame holding one whole event reads: its event
+/// buffer (whose capacity holds the decoder enum's tag), eight flags, the event type's length
+/// and the event cap (ARCHITECTURE.md, The parser's memory).
 #[cfg(test)]
-const WHOLE_FRAME_BYTES: usize = 48;
+const WHOLE_FRAME_BYTES: usize =
+    std::mem::size_of::<Vec<u8>>() + 8 + 2 * std::mem::size_of::<usize>();
 
 #[derive(Debug)]
 enum Decoder {
@@ -609,9 +611,10 @@ enum Decoder {
 ///
 /// Feeding it allocates nothing once its event buffer has grown to the largest event seen
 /// (at most [`DEFAULT_MAX_EVENT_BYTES`] or the configured cap).
-// Its memory is laid out by hand (`repr(C)`, on cache lines): an event that a template answers
-// reads four lines of it, where the compiler's own order spread the same fields over about nine
-// (ARCHITECTURE.md, The parser's memory).
+// Its memory is laid out by hand (`repr(C)`, on cache lines): the usual event, one whole event
+// in a frame answered by the stream's first template, reads four lines of it, where the
+// compiler's own order spread the same fields over about nine (ARCHITECTURE.md, The parser's
+// memory).
 #[derive(Debug)]
 #[repr(C, align(64))]
 pub struct StreamParser {
@@ -812,20 +815,21 @@ mod tests {
         assert_eq!(size_of::<Decoder>(), size_of::<SseDecoder>());
         let summary = offset_of!(StreamParser, summary);
         let first = summary - WHOLE_FRAME_BYTES;
+        // `model`'s first byte: where `Option<ModelName>` keeps its tag today (the compiler
+        // does not promise it; a layout that moved it would only cost a line, not be wrong).
         let last = summary
             + [
-                offset_of!(StreamSummary, events) + 8,
-                offset_of!(StreamSummary, content_events) + 8,
+                offset_of!(StreamSummary, events) + size_of::<u64>(),
+                offset_of!(StreamSummary, content_events) + size_of::<u64>(),
                 offset_of!(StreamSummary, format) + 1,
                 offset_of!(StreamSummary, model) + 1,
             ]
             .into_iter()
             .max()
             .unwrap_or(0);
-        assert_eq!(
-            first / 64 + 1,
-            (last - 1) / 64,
-            "two lines: {first}..{last}"
+        assert!(
+            (last - 1) / 64 - first / 64 <= 1,
+            "at most two lines: {first}..{last}"
         );
     }
 

@@ -141,9 +141,9 @@ impl Effects {
 
 /// A template, its bytes kept elsewhere.
 ///
-/// In the order given (`repr(C)`): what matching an event of a one-hole template reads comes
-/// first, in 32 bytes, so that with its slot's own it takes one cache line (ARCHITECTURE.md,
-/// The parser's memory).
+/// In the order given (`repr(C)`): what matching an event without an `event:` line against a
+/// one-hole template reads comes first, in 32 bytes, so that with its slot's own it takes one
+/// cache line (ARCHITECTURE.md, The parser's memory).
 #[derive(Debug, Clone, Copy)]
 #[repr(C)]
 struct Shape {
@@ -1219,17 +1219,19 @@ mod tests {
         assert_eq!(align_of::<Slot>(), 64);
         assert!(offset_of!(Templates, arena) + size_of::<Vec<u8>>() <= 64);
         assert!(offset_of!(Templates, one_line) < 64);
+        // Read and written by each event of the line-by-line path.
+        assert!(offset_of!(Templates, recognised) + size_of::<(usize, bool)>() <= 64);
         let shape = offset_of!(Slot, shape);
         let slot_end = [
-            offset_of!(Slot, start) + 8,
-            offset_of!(Slot, last_used) + 8,
-            offset_of!(Slot, hits) + 8,
+            offset_of!(Slot, start) + size_of::<usize>(),
+            offset_of!(Slot, last_used) + size_of::<u64>(),
+            offset_of!(Slot, hits) + size_of::<u64>(),
             offset_of!(Slot, one_line) + 1,
             shape + offset_of!(Shape, chat) + 1,
             shape + offset_of!(Shape, base) + 1,
             shape + offset_of!(Shape, message) + 1,
             shape + offset_of!(Shape, hole_count) + 1,
-            shape + offset_of!(Shape, len) + 8,
+            shape + offset_of!(Shape, len) + size_of::<usize>(),
             shape + offset_of!(Shape, holes) + size_of::<(usize, Hole)>(),
         ]
         .into_iter()
