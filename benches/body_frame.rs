@@ -69,7 +69,11 @@ fn bench_frames(c: &mut Criterion) {
         .build()
         .unwrap();
     let _runtime = rt.enter();
-    let monitor = Monitor::builder().build().unwrap();
+    // As the README installs it: with a 60 s stream timeout.
+    let monitor = Monitor::builder()
+        .stream_timeout(std::time::Duration::from_secs(60))
+        .build()
+        .unwrap();
     let idle_monitor = Monitor::builder()
         .idle_timeout(std::time::Duration::from_secs(60))
         .build()

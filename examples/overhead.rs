@@ -1,6 +1,7 @@
 //! Whole-stack overhead, side by side in one run: bare axum, tower-http's `TraceLayer`,
 //! axum-prometheus, and tower-stream-monitor with both layers as the README installs them
-//! (`monitor.layer()` on the router, `monitor.error_layer()` on the registry). Every variant has
+//! (`monitor.layer()` on the router, with a 60 s stream timeout; `monitor.error_layer()` on the
+//! registry). Every variant has
 //! the same `fmt` layer filtered at WARN (an app run with `RUST_LOG=warn`). Each serves in its
 //! own process (axum-prometheus installs a global recorder), driven by `wrk` over loopback.
 //!
@@ -86,7 +87,9 @@ fn app(variant: &str) -> Router {
             routes.layer(layer)
         }
         "stream_monitor" => {
+            // As the README installs it: with a 60 s stream timeout.
             let monitor = tower_stream_monitor::Monitor::builder()
+                .stream_timeout(std::time::Duration::from_secs(60))
                 .build()
                 .expect("valid settings");
             registry.with(monitor.error_layer()).init();

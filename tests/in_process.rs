@@ -324,6 +324,49 @@ async fn idle_timeout_cuts_a_stalled_stream() {
     assert_eq!((r.output_tokens, r.max_inter_token_gap), (2, Some(ms(100))));
 }
 
+/// The deadline runs from the call, across the wait for the response: a handler that answers
+/// after 1.5 s leaves its body 500 ms of a 2 s deadline, so frames 100 ms apart are cut after
+/// four, at exactly 2 s (the sleep armed while the response was awaited carries on into the
+/// body).
+#[tokio::test(start_paused = true)]
+async fn deadline_spans_the_wait_for_the_response() {
+    let script = (0..10)
+        .map(|i| data(100, chunk(&format!("t{i}"))))
+        .collect();
+    let builder = Monitor::builder().stream_timeout(Duration::from_secs(2));
+    let start = Instant::now();
+    let (records, _monitor, response) = run(builder, ms(1500), SSE, script).await;
+    let body = text(response.into_body()).await;
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+    let frames: String = (0..4).map(|i| chunk(&format!("t{i}"))).collect();
+    assert_eq!(body, frames + &timeout_event("Streaming timeout after 2s"));
+    let r = records.only().await;
+    assert_eq!(
+        (r.outcome, r.duration),
+        (Outcome::Timeout, Duration::from_secs(2))
+    );
+    assert_eq!(r.output_tokens, 4);
+}
+
+/// An idle gap shorter than what is left of the deadline wins, though the sleep the body
+/// starts with was armed at the deadline while the response was awaited: a 1 s wait for the
+/// response, one frame 100 ms later, then a stall is cut 500 ms after that frame (t=1.6 s).
+#[tokio::test(start_paused = true)]
+async fn idle_timeout_after_a_slow_response_cuts_at_the_idle_gap() {
+    let script = vec![data(100, chunk("a")), data(5000, chunk("late"))];
+    let builder = Monitor::builder()
+        .stream_timeout(Duration::from_secs(10))
+        .idle_timeout(ms(500));
+    let start = Instant::now();
+    let (records, _monitor, response) = run(builder, ms(1000), SSE, script).await;
+    let body = text(response.into_body()).await;
+    assert_eq!(start.elapsed(), ms(1600));
+    let message = timeout_event("Streaming timeout after 0.5s without data");
+    assert_eq!(body, chunk("a") + &message);
+    let r = records.only().await;
+    assert_eq!((r.outcome, r.duration), (Outcome::Timeout, ms(1600)));
+}
+
 /// Frames every 450 ms for 4.5 s never trip a 500 ms idle timeout: its sleep, armed once,
 /// fires early and is re-armed from the last frame each time, and the stream ends `ok`.
 #[tokio::test(start_paused = true)]

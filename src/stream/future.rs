@@ -65,17 +65,10 @@ pin_project! {
 impl<F> ResponseFuture<F> {
     #[inline]
     pub(crate) fn new(inner: F, tracked: TrackedBox) -> Self {
-        let deadline = tracked
-            .get()
-            .and_then(|t| t.context.as_ref())
-            .and_then(|context| {
-                let after = context.recorder().settings().stream_timeout?;
-                Some(Box::pin(tokio::time::sleep_until(context.deadline(after))))
-            });
         Self {
             inner: Some(inner),
             own: ManuallyDrop::new(None),
-            deadline: ManuallyDrop::new(deadline),
+            deadline: ManuallyDrop::new(None),
             tracked: ManuallyDrop::new(Some(tracked)),
         }
     }
@@ -129,6 +122,19 @@ where
         let result = match polled {
             Poll::Ready(result) => result,
             Poll::Pending => {
+                // Armed only now: most handlers answer on their first poll, and a tokio sleep
+                // costs a place in the timer wheel to take and to leave (see `StreamTimer`).
+                if this.deadline.is_none() {
+                    **this.deadline = this
+                        .tracked
+                        .as_ref()
+                        .and_then(TrackedBox::get)
+                        .and_then(|t| t.context.as_ref())
+                        .and_then(|context| {
+                            let after = context.recorder().settings().stream_timeout?;
+                            Some(Box::pin(tokio::time::sleep_until(context.deadline(after))))
+                        });
+                }
                 if let Some(sleep) = this.deadline.as_mut() {
                     if sleep.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(Ok(deadline_response(this.tracked)));
@@ -149,15 +155,18 @@ where
             Ok(response) => {
                 let (parts, body) = response.into_parts();
                 // `None` is not reached (the context is there, checked above).
-                let (deadline, idle, head) = match &tracked.context {
+                let (timer, head) = match &tracked.context {
                     Some(context) => {
                         let settings = context.recorder().settings();
-                        let deadline = settings
-                            .stream_timeout
-                            .map(|after| (context.deadline(after), after));
-                        (deadline, settings.idle_timeout, context.head)
+                        let timer = StreamTimer::new(
+                            this.deadline.take(),
+                            context.started,
+                            settings.stream_timeout,
+                            settings.idle_timeout,
+                        );
+                        (timer, context.head)
                     }
-                    None => (None, None, false),
+                    None => (None, false),
                 };
                 StreamMeter::start_in(
                     &mut tracked.meter,
@@ -165,7 +174,6 @@ where
                     &tracked.scope,
                     &parts,
                 );
-                let timer = StreamTimer::new(this.deadline.take(), deadline, idle);
                 let body = if head {
                     // A HEAD answer has no body to measure, whatever its headers say: the
                     // request ends with its headers.
