@@ -325,9 +325,9 @@ async fn idle_timeout_cuts_a_stalled_stream() {
 }
 
 /// The deadline runs from the call, across the wait for the response: a handler that answers
-/// after 1.5 s leaves its body 500 ms of a 2 s deadline, so frames 100 ms apart are cut after
-/// four, at exactly 2 s (the sleep armed while the response was awaited carries on into the
-/// body).
+/// after 1.45 s leaves its body 550 ms of a 2 s deadline, so frames 100 ms apart (1.55 s to
+/// 1.95 s) are cut after five, at exactly 2 s, while the body waits for its sixth (the sleep
+/// armed while the response was awaited carries on into the body).
 #[tokio::test(start_paused = true)]
 async fn deadline_spans_the_wait_for_the_response() {
     let script = (0..10)
@@ -335,17 +335,17 @@ async fn deadline_spans_the_wait_for_the_response() {
         .collect();
     let builder = Monitor::builder().stream_timeout(Duration::from_secs(2));
     let start = Instant::now();
-    let (records, _monitor, response) = run(builder, ms(1500), SSE, script).await;
+    let (records, _monitor, response) = run(builder, ms(1450), SSE, script).await;
     let body = text(response.into_body()).await;
     assert_eq!(start.elapsed(), Duration::from_secs(2));
-    let frames: String = (0..4).map(|i| chunk(&format!("t{i}"))).collect();
+    let frames: String = (0..5).map(|i| chunk(&format!("t{i}"))).collect();
     assert_eq!(body, frames + &timeout_event("Streaming timeout after 2s"));
     let r = records.only().await;
     assert_eq!(
         (r.outcome, r.duration),
         (Outcome::Timeout, Duration::from_secs(2))
     );
-    assert_eq!(r.output_tokens, 4);
+    assert_eq!(r.output_tokens, 5);
 }
 
 /// An idle gap shorter than what is left of the deadline wins, though the sleep the body

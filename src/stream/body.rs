@@ -8,7 +8,6 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use super::measured::MeasuredBody;
-use super::timer::TimeoutBody;
 use super::tracked::TrackedBox;
 use crate::classify::BoxError;
 
@@ -42,7 +41,7 @@ where
     B::Error: Into<BoxError>,
 {
     #[inline]
-    pub(crate) fn measured(body: TimeoutBody<B>, tracked: TrackedBox) -> Self {
+    pub(crate) fn measured(body: B, tracked: TrackedBox) -> Self {
         Self {
             kind: Kind::Measured {
                 body: MeasuredBody::measured(body, tracked),

@@ -413,6 +413,7 @@ impl RequestContext {
         let mut tracked = boxed.fill(Tracked {
             context: Some(context),
             meter: None,
+            timer: None,
             scope: RequestScope {
                 span,
                 tags: RequestTags {

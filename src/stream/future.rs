@@ -14,7 +14,7 @@ use tokio::time::Sleep;
 use super::MonitoredBody;
 use super::meter::StreamMeter;
 use super::panic_guard::PanicGuard;
-use super::timer::{StreamTimer, TimeoutBody};
+use super::timer::StreamTimer;
 use super::tracked::{Tracked, TrackedBox};
 use crate::classify::classify_service_error;
 use crate::record::Outcome;
@@ -155,19 +155,21 @@ where
             Ok(response) => {
                 let (parts, body) = response.into_parts();
                 // `None` is not reached (the context is there, checked above).
-                let (timer, head) = match &tracked.context {
-                    Some(context) => {
-                        let settings = context.recorder().settings();
-                        let timer = StreamTimer::new(
+                let head = tracked.context.as_ref().is_some_and(|c| c.head);
+                if let (Some(context), false) = (&tracked.context, head) {
+                    // With a deadline alone, the body makes its timer if it needs one (see
+                    // `StreamTimer`); an idle gap runs from the response, and a sleep armed
+                    // while the response was awaited carries on.
+                    let settings = context.recorder().settings();
+                    if settings.idle_timeout.is_some() || this.deadline.is_some() {
+                        tracked.timer = StreamTimer::new(
                             this.deadline.take(),
                             context.started,
                             settings.stream_timeout,
                             settings.idle_timeout,
                         );
-                        (timer, context.head)
                     }
-                    None => (None, false),
-                };
+                }
                 StreamMeter::start_in(
                     &mut tracked.meter,
                     &mut tracked.context,
@@ -183,7 +185,7 @@ where
                     boxed.give_back();
                     MonitoredBody::unmeasured(body)
                 } else {
-                    MonitoredBody::measured(TimeoutBody::new(body, timer), boxed)
+                    MonitoredBody::measured(body, boxed)
                 };
                 Poll::Ready(Ok(Response::from_parts(parts, body)))
             }

@@ -10,7 +10,7 @@ use pin_project_lite::pin_project;
 
 use super::meter::{StreamEnd, StreamMeter};
 use super::panic_guard::PanicGuard;
-use super::timer::TimeoutBody;
+use super::timer::StreamTimer;
 use super::tracked::{Tracked, TrackedBox};
 use crate::classify::{BoxError, classify_body_error};
 use crate::timeout::StreamTimeoutError;
@@ -25,7 +25,7 @@ pin_project! {
     /// of the stream, on an error or timeout, or when it is dropped.
     pub(crate) struct MeasuredBody<B> {
         #[pin]
-        body: TimeoutBody<B>,
+        body: B,
         // A measured body's meter and scope; the meter is taken when the request is recorded.
         // Emptied in `drop` (not left to drop glue, a call for a field `None` when unmeasured).
         tracked: ManuallyDrop<Option<TrackedBox>>,
@@ -57,7 +57,7 @@ where
     B::Error: Into<BoxError>,
 {
     #[inline]
-    pub(crate) fn measured(body: TimeoutBody<B>, mut tracked: TrackedBox) -> Self {
+    pub(crate) fn measured(body: B, mut tracked: TrackedBox) -> Self {
         // An empty body (a bare 401, a 204) may never be polled: it is complete already.
         if body.is_end_stream() {
             if let Some(Tracked { meter, scope, .. }) = tracked.get_mut() {
@@ -78,7 +78,7 @@ impl<B> MeasuredBody<B> {
     /// The inner body passed through without measurement.
     pub(crate) fn unmeasured(body: B) -> Self {
         Self {
-            body: TimeoutBody::new(body, None),
+            body,
             tracked: ManuallyDrop::new(None),
             ended: false,
         }
@@ -113,19 +113,23 @@ where
         let Some(Tracked {
             meter: meter_slot,
             scope,
+            timer,
             ..
         }) = this.tracked.as_mut().and_then(TrackedBox::get_mut)
         else {
-            return body.poll_frame(cx);
+            return body.poll_frame(cx).map_err(Into::into);
         };
         if meter_slot.is_none() {
             // Recorded already (after `is_end_stream` or trailers): pass the rest through.
-            return body.poll_frame(cx);
+            return body.poll_frame(cx).map_err(Into::into);
         }
         let ended = this.ended;
         scope.enter(|| {
             let guard = PanicGuard::new(&mut *meter_slot, scope);
-            let mut polled = body.as_mut().poll_frame(cx);
+            let mut polled = match timer.as_mut() {
+                Some(timer) => timer.poll_frame(body.as_mut(), cx),
+                None => body.as_mut().poll_frame(cx).map_err(Into::into),
+            };
             drop(guard);
 
             // The usual frame, data: measured where it lies and handed on as it came, not
@@ -138,13 +142,27 @@ where
                         // The inner body has nothing more, trailers included: the next poll
                         // ends here, without polling it (hyper stops at `is_end_stream`).
                         *ended = true;
+                    } else if timer.is_none() {
+                        // More to come: a deadline needs watching from now on.
+                        *timer = meter.stream_deadline().map(StreamTimer::armed);
                     }
                     return polled;
                 }
             }
             let frame = match polled {
                 Poll::Ready(frame) => frame,
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending if timer.is_some() => return Poll::Pending,
+                Poll::Pending => {
+                    // The body waits with no timer yet: a deadline needs watching from now on.
+                    let deadline = meter_slot.as_ref().and_then(StreamMeter::stream_deadline);
+                    let Some(new) = deadline.map(StreamTimer::new_deadline) else {
+                        return Poll::Pending;
+                    };
+                    match timer.insert(new).waited(cx) {
+                        Poll::Ready(frame) => frame,
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
             };
             if meter_slot.is_none() {
                 // The inner body panicked earlier and was polled again.

@@ -153,6 +153,12 @@ impl StreamMeter {
         });
     }
 
+    /// The request's start and its total deadline, if one is set (`stream_timeout`).
+    pub(crate) fn stream_deadline(&self) -> Option<(Instant, Duration)> {
+        let after = self.state.recorder.settings().stream_timeout?;
+        Some((self.started, after))
+    }
+
     /// Whether the body is being parsed as server-sent events.
     pub(crate) fn is_sse(&self) -> bool {
         self.parser

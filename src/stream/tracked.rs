@@ -11,12 +11,16 @@ use std::cell::RefCell;
 
 use super::context::{RequestContext, RequestScope};
 use super::meter::StreamMeter;
+use super::timer::StreamTimer;
 
 pub(crate) struct Tracked {
     /// Until the response arrives (or the request ends without one).
     pub(crate) context: Option<RequestContext>,
     /// From the response on, until the body ends.
     pub(crate) meter: Option<StreamMeter>,
+    /// From the response on, when a stream or idle timeout is set: the body's limits, polled
+    /// with it (kept here, not in the body, for the reason above).
+    pub(crate) timer: Option<StreamTimer>,
     pub(crate) scope: RequestScope,
 }
 
