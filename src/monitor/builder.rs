@@ -278,6 +278,11 @@ impl MonitorBuilder {
     /// ERROR, and the body ends: with a final SSE `event: error` for `text/event-stream`, else with
     /// a `stream::StreamTimeoutError`. A response not started by then is
     /// answered with 504.
+    ///
+    /// A body that waits for its frames (a stream) is ended when the deadline passes, or at
+    /// its first wait after it if the consumer polls late; a body whose frames are always
+    /// ready is ended before its next frame once it has given four in a row. The timer costs
+    /// nothing to a response whose body is one frame.
     pub fn stream_timeout(mut self, timeout: Duration) -> Self {
         self.config.stream.stream_timeout = Some(timeout);
         self
