@@ -279,10 +279,10 @@ impl MonitorBuilder {
     /// a `stream::StreamTimeoutError`. A response not started by then is
     /// answered with 504.
     ///
-    /// A body that waits for its frames (a stream) is ended when the deadline passes, or at
-    /// its first wait after it if the consumer polls late; a body whose frames are always
-    /// ready is ended before its next frame once it has given four in a row. The timer costs
-    /// nothing to a response whose body is one frame.
+    /// The deadline is watched by one tokio sleep per request, armed only once the handler's
+    /// future or the body waits, or the body gives a frame with more to come: a response ready
+    /// on the handler's first poll, with a one-frame body, arms none. It needs Tokio's timer
+    /// (a runtime with time enabled) where the request runs and its body is polled.
     pub fn stream_timeout(mut self, timeout: Duration) -> Self {
         self.config.stream.stream_timeout = Some(timeout);
         self

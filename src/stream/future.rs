@@ -122,8 +122,9 @@ where
         let result = match polled {
             Poll::Ready(result) => result,
             Poll::Pending => {
-                // Armed only now: most handlers answer on their first poll, and a tokio sleep
-                // costs a place in the timer wheel to take and to leave (see `StreamTimer`).
+                // Armed only now: a handler that answers on its first poll needs none, and a
+                // tokio sleep costs a place in the timer wheel to take and to leave (see
+                // `StreamTimer`).
                 if this.deadline.is_none() {
                     **this.deadline = this
                         .tracked
