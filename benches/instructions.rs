@@ -61,7 +61,7 @@ const TARGET_PER_EVENT: f64 = 1_000.0;
 /// (a build's layout moves a count by tens of instructions). Reached with the README's 60 s
 /// stream timeout, which the bench measured without until then (+3,960 and +760 without it;
 /// with it, as the timer then was, +4,821 and +818).
-const REACHED_PER_REQUEST: f64 = 3_970.0;
+const REACHED_PER_REQUEST: f64 = 3_990.0;
 const REACHED_PER_EVENT: f64 = 816.0;
 const MARGIN: f64 = 1.10;
 

@@ -348,6 +348,41 @@ async fn deadline_spans_the_wait_for_the_response() {
     assert_eq!(r.output_tokens, 5);
 }
 
+/// A response ready at once with a one-frame body (`Full`: its end is known) arms no timer;
+/// when its frame is read past the deadline (a handler that never waited, or a late consumer),
+/// the end is judged by the time: `timeout` at 3 s of a 2 s deadline, `ok` at 1 s. The frame is
+/// handed on either way.
+#[tokio::test(start_paused = true)]
+async fn a_one_frame_body_read_past_the_deadline_is_a_timeout() {
+    for (read_at, outcome) in [(3, Outcome::Timeout), (1, Outcome::Ok)] {
+        let records = Records::default();
+        let sink = records.clone();
+        let monitor = Monitor::builder()
+            .stream_timeout(Duration::from_secs(2))
+            .on_record(move |r: &StreamRecord| sink.0.lock().unwrap().push(r.clone()))
+            .build()
+            .unwrap();
+        let inner = tower::service_fn(|_: Request<()>| async {
+            let body = http_body_util::Full::new(Bytes::from_static(b"{}"));
+            Ok::<_, Infallible>(Response::new(body))
+        });
+        let response = monitor
+            .layer()
+            .layer(inner)
+            .oneshot(Request::new(()))
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(read_at)).await;
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "{}");
+        let r = records.only().await;
+        assert_eq!(
+            (r.outcome, r.duration),
+            (outcome, Duration::from_secs(read_at))
+        );
+    }
+}
+
 /// An idle gap shorter than what is left of the deadline wins, though the sleep the body
 /// starts with was armed at the deadline while the response was awaited: a 1 s wait for the
 /// response, one frame 100 ms later, then a stall is cut 500 ms after that frame (t=1.6 s).

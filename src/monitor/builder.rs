@@ -281,8 +281,9 @@ impl MonitorBuilder {
     ///
     /// The deadline is watched by one tokio sleep per request, armed only once the handler's
     /// future or the body waits, or the body gives a frame with more to come: a response ready
-    /// on the handler's first poll, with a one-frame body, arms none. It needs Tokio's timer
-    /// (a runtime with time enabled) where the request runs and its body is polled.
+    /// on the handler's first poll, with a one-frame body, arms none, and if its frame is read
+    /// past the deadline it is handed on whole and recorded as `timeout`. It needs Tokio's
+    /// timer (a runtime with time enabled) where the request runs and its body is polled.
     pub fn stream_timeout(mut self, timeout: Duration) -> Self {
         self.config.stream.stream_timeout = Some(timeout);
         self

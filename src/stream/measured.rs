@@ -121,7 +121,8 @@ where
             return body.poll_frame(cx).map_err(Into::into);
         };
         if meter_slot.is_none() {
-            // Recorded already (after `is_end_stream` or trailers): pass the rest through.
+            // Recorded already (after `is_end_stream` or trailers): pass the rest through, with
+            // no timer either (hyper polls nothing past either).
             return body.poll_frame(cx).map_err(Into::into);
         }
         let ended = this.ended;

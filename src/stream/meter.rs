@@ -19,6 +19,7 @@ use crate::parse::{
     PooledParser, ProviderFormat, StreamParser, TokenSource, UpstreamError, WireFormat,
 };
 use crate::record::{Outcome, StreamRecord};
+use crate::timeout::StreamTimeoutError;
 
 /// Bytes of a failed response's body kept to read the upstream's error from (JSON error bodies
 /// are small; a longer one is read as far as this).
@@ -308,19 +309,30 @@ impl StreamMeter {
         let summary = self.parser.as_deref().map(StreamParser::summary);
         let by_status = classify_status(self.status);
         let in_stream = summary.and_then(|s| s.error()).map(classify_stream_error);
+        // `finished - started` (tokio's saturating subtraction) without tokio's wrapper call.
+        let duration = finished
+            .into_std()
+            .saturating_duration_since(started.into_std());
+        // A body that ended on its own past the deadline was never cut: its handler answered
+        // without waiting (so no timer watched it) and its one frame came late.
+        let late = match (&end, in_stream) {
+            (StreamEnd::Complete, None) => (self.state.recorder.settings().stream_timeout)
+                .filter(|after| duration >= *after)
+                .map(StreamTimeoutError::new),
+            _ => None,
+        };
         let (outcome, error) = match end {
             _ if by_status != Outcome::Ok => (by_status, None),
             StreamEnd::Failed(outcome, error) => (outcome, Some(error)),
-            StreamEnd::Complete => (in_stream.unwrap_or(Outcome::Ok), None),
+            StreamEnd::Complete => match &late {
+                Some(late) => (Outcome::Timeout, Some(late as &dyn Display)),
+                None => (in_stream.unwrap_or(Outcome::Ok), None),
+            },
             StreamEnd::Dropped => (in_stream.unwrap_or(Outcome::Cancelled), None),
         };
         let format = summary
             .map(|s| s.format())
             .unwrap_or(ProviderFormat::Unknown);
-        // `finished - started` (tokio's saturating subtraction) without tokio's wrapper call.
-        let duration = finished
-            .into_std()
-            .saturating_duration_since(started.into_std());
         // A body whose one frame came in the poll that ended it read the clock once.
         let since_start = |t: Instant| {
             if t == finished { duration } else { t - started }

@@ -114,7 +114,8 @@ impl StreamTimer {
             return Poll::Ready(None);
         }
         // The limits are checked before the inner body (by the sleep's flag, no clock read),
-        // so a body that is never pending is still cut. An idle timeout is only final if the
+        // so a body that is never pending is still cut (from its second frame when the timer
+        // was made by its first). An idle timeout is only final if the
         // inner body has nothing either: a consumer that polls late must not turn a busy
         // upstream into an idle one.
         let mut idle_expired = None;
@@ -199,8 +200,9 @@ impl StreamTimer {
 
     /// Ready with the error once a limit has passed. Arms the sleep if it is not, and re-arms
     /// it when it fired early (the idle deadline moved on). The sleep is polled on every call,
-    /// so it always holds this task's waker: tokio may decline to register it when the task
-    /// has spent its budget, and then the next call registers it.
+    /// so it holds the waker of the task that polled last; when tokio declines to register it
+    /// (the task has spent its budget, and tokio wakes the task again soon), the next call
+    /// registers it.
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<StreamTimeoutError> {
         loop {
             let Some(next) = self.next_deadline() else {
