@@ -21,9 +21,9 @@ pin_project! {
     /// Measuring is all it does: the deadline and idle timeout are the request's `StreamTimer`
     /// (`timer.rs`), which it polls the inner body through, and whose [`StreamTimeoutError`] it
     /// records as `timeout` and, for `text/event-stream`, turns into a final SSE `event: error`
-    /// so an `EventSource` sees why. It forwards `size_hint`,
-    /// `is_end_stream` and trailers untouched. Its request is recorded exactly once: at the end
-    /// of the stream, on an error or timeout, or when it is dropped.
+    /// so an `EventSource` sees why. It forwards `size_hint`, `is_end_stream` and trailers
+    /// untouched. Its request is recorded exactly once: at the end of the stream, on an error
+    /// or timeout, or when it is dropped.
     pub(crate) struct MeasuredBody<B> {
         #[pin]
         body: B,
