@@ -316,9 +316,10 @@ impl StreamMeter {
         // A body that ended on its own past the deadline was never cut: its handler answered
         // without waiting (so no timer watched it) and its one frame came late.
         let late = match (&end, in_stream) {
-            (StreamEnd::Complete, None) => (self.state.recorder.settings().stream_timeout)
-                .filter(|after| duration >= *after)
-                .map(StreamTimeoutError::new),
+            (StreamEnd::Complete, None) => self
+                .stream_deadline()
+                .filter(|(_, after)| duration >= *after)
+                .map(|(_, after)| StreamTimeoutError::new(after)),
             _ => None,
         };
         let (outcome, error) = match end {
