@@ -57,16 +57,7 @@ impl StreamTimer {
         if deadline.is_none() && idle.is_none() {
             return None;
         }
-        let mut timer = Self {
-            sleep,
-            started,
-            deadline,
-            idle: idle.map(|after| Idle {
-                after,
-                last_activity: Instant::now(),
-            }),
-            timed_out: false,
-        };
+        let mut timer = Self::with_limits(sleep, started, deadline, idle);
         // A handed-over sleep is armed at the deadline; an idle gap may end before it.
         if timer.idle.is_some() {
             if let (Some(next), Some(sleep)) = (timer.next_deadline(), timer.sleep.as_mut()) {
@@ -80,11 +71,24 @@ impl StreamTimer {
     /// (its first wait arms it).
     #[cold]
     pub(crate) fn new_deadline((started, after): (Instant, Duration)) -> Self {
+        Self::with_limits(None, started, Some(after), None)
+    }
+
+    /// The timer's state, the idle gap counted from now.
+    fn with_limits(
+        sleep: Option<Pin<Box<Sleep>>>,
+        started: Instant,
+        deadline: Option<Duration>,
+        idle: Option<Duration>,
+    ) -> Self {
         Self {
-            sleep: None,
+            sleep,
             started,
-            deadline: Some(after),
-            idle: None,
+            deadline,
+            idle: idle.map(|after| Idle {
+                after,
+                last_activity: Instant::now(),
+            }),
             timed_out: false,
         }
     }
