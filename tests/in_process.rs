@@ -426,7 +426,8 @@ async fn idle_timeout_spares_a_steady_stream() {
 }
 
 /// A body that is never pending (every frame ready at once) still ends at the deadline: the
-/// consumer moves the clock 100 ms per frame, and the 21st read is the timeout.
+/// consumer moves the clock 100 ms per frame; the frame read at 2 s, past the deadline, is
+/// handed on, and the next read (at 2.1 s) is the timeout.
 #[tokio::test(start_paused = true)]
 async fn deadline_cuts_a_body_that_is_never_pending() {
     let script = (0..1000).map(|_| data(0, chunk("x"))).collect();
@@ -438,14 +439,12 @@ async fn deadline_cuts_a_body_that_is_never_pending() {
         frames.push(frame.unwrap().into_data().unwrap());
         tokio::time::advance(ms(100)).await;
     }
-    assert_eq!(frames.len(), 21);
-    assert_eq!(frames[20], timeout_event("Streaming timeout after 2s"));
+    assert_eq!(frames.len(), 22);
+    assert_eq!(frames[20], chunk("x"));
+    assert_eq!(frames[21], timeout_event("Streaming timeout after 2s"));
     let r = records.only().await;
-    assert_eq!(
-        (r.outcome, r.duration),
-        (Outcome::Timeout, Duration::from_secs(2))
-    );
-    assert_eq!((r.output_tokens, r.time_to_first_token), (20, Some(ms(0))));
+    assert_eq!((r.outcome, r.duration), (Outcome::Timeout, ms(2100)));
+    assert_eq!((r.output_tokens, r.time_to_first_token), (21, Some(ms(0))));
     assert_eq!(r.tokens_per_second, Some(10.0));
 }
 

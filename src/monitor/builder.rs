@@ -279,11 +279,13 @@ impl MonitorBuilder {
     /// a `stream::StreamTimeoutError`. A response not started by then is
     /// answered with 504.
     ///
-    /// The deadline is watched by one tokio sleep per request, armed only once the handler's
-    /// future or the body waits, or the body gives a frame with more to come: a response ready
-    /// on the handler's first poll, with a one-frame body, arms none, and if its frame is read
-    /// past the deadline it is handed on whole and recorded as `timeout`. It needs Tokio's
-    /// timer (a runtime with time enabled) where the request runs and its body is polled.
+    /// The body's frames are checked against the clock: a data frame that comes past the
+    /// deadline is handed on whole and is the body's last (so a body that is never pending is
+    /// still cut); with a one-frame body it is recorded as `timeout`. One tokio sleep per
+    /// request wakes a waiting handler or body at the deadline, armed only once one of them
+    /// first waits: a response whose frames are all ready when polled arms none. It needs
+    /// Tokio's timer (a runtime with time enabled) where the request runs and its body is
+    /// polled.
     pub fn stream_timeout(mut self, timeout: Duration) -> Self {
         self.config.stream.stream_timeout = Some(timeout);
         self

@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
+use tokio::time::Instant;
 
 use super::meter::{StreamEnd, StreamMeter};
 use super::panic_guard::PanicGuard;
@@ -144,9 +145,15 @@ where
                         // The inner body has nothing more, trailers included: the next poll
                         // ends here, without polling it (hyper stops at `is_end_stream`).
                         *ended = true;
-                    } else if timer.is_none() {
-                        // More to come: a deadline needs watching from now on.
-                        *timer = meter.stream_deadline().map(StreamTimer::armed);
+                        return polled;
+                    }
+                    // More to come: a deadline needs watching from now on.
+                    if timer.is_none() {
+                        *timer = meter.stream_deadline().map(StreamTimer::new_deadline);
+                    }
+                    if let Some(timer) = timer.as_mut() {
+                        // When the frame came: the time the meter read, if it read one.
+                        timer.on_data(read.unwrap_or_else(Instant::now));
                     }
                     return polled;
                 }

@@ -5,35 +5,50 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use http_body::{Body, Frame};
 use tokio::time::{Instant, Sleep};
 
 use crate::classify::BoxError;
-use crate::timeout::{StreamTimeoutError, TimeoutKind};
+use crate::timeout::StreamTimeoutError;
 
-/// Watches a body's deadline and idle gap, with one tokio `Sleep` armed at the nearer of the
-/// two.
+/// Watches a body's deadline and idle gap: the clock, read at each poll, tells whether a limit
+/// passed; one tokio `Sleep`, armed at the nearer limit when the body first waits, wakes the
+/// task if none comes before.
 ///
-/// The sleep is armed when the body first waits, or gives a frame with more to come
-/// (`is_end_stream` false), not for every response: most bodies are ready at once (a small
-/// response is one frame), and arming a tokio sleep takes a place in the timer wheel under its
-/// driver's lock, and the same again to leave it. With a deadline alone (the usual setting),
-/// the timer itself is made only then, by the measured body (`measured.rs`); with an idle gap,
-/// which runs from the response, or when the response future armed a sleep while it waited
-/// for the response, it is made with the response.
+/// A served stream's sleep is left alone between its events. Polling it, or asking it whether
+/// it fired, reads the sleep's state in the timer's memory: a cache line every event found
+/// cold, which cost more than the rest of the timer together (README, Performance). The sleep
+/// is polled only when that can change something:
 ///
-/// The idle deadline moves with every frame, but the sleep is only re-armed when it fires
-/// early: a frame costs one clock read, not a timer update.
+/// - when it is first armed, or fired early (the idle gap moved on since it was armed): it is
+///   reset to the nearer limit;
+/// - when the task that waits is not the one it will wake (`Waker::will_wake`);
+/// - after a poll that may not have registered the task: tokio declines to register a waker
+///   when the task has spent its budget (and wakes the task soon instead), so the sleep is
+///   polled again at the next wait.
+///
+/// Most bodies are ready at once (a small response is one frame): they never arm a sleep,
+/// which takes a place in the timer wheel under its driver's lock, and the same again to
+/// leave it. With a deadline alone (the usual setting) the timer itself is made only when the
+/// body first waits or gives a frame with more to come, by the measured body
+/// (`measured.rs`); with an idle gap, which runs from the response, or when the response
+/// future armed a sleep while it waited for the response, it is made with the response.
 pub(crate) struct StreamTimer {
-    /// `None` until armed (or the response future's own sleep, handed over).
+    /// `None` until the body first waits (or the response future's own sleep, handed over).
     sleep: Option<Pin<Box<Sleep>>>,
+    /// When the sleep is set to fire.
+    armed_at: Option<Instant>,
+    /// The waker the sleep holds, once a poll registered it.
+    registered: Option<Waker>,
     /// When the request started, and the total time it may take (its deadline is their sum).
     started: Instant,
     deadline: Option<Duration>,
     idle: Option<Idle>,
+    /// A data frame came past the deadline: the next poll ends the body.
+    overdue: bool,
     /// A limit passed: the body ended with its error.
     timed_out: bool,
 }
@@ -57,53 +72,44 @@ impl StreamTimer {
         if deadline.is_none() && idle.is_none() {
             return None;
         }
-        let mut timer = Self::with_limits(sleep, started, deadline, idle);
-        // A handed-over sleep is armed at the deadline; an idle gap may end before it.
-        if timer.idle.is_some() {
-            if let (Some(next), Some(sleep)) = (timer.next_deadline(), timer.sleep.as_mut()) {
-                sleep.as_mut().reset(next);
-            }
+        let mut timer = Self::with_limits(started, deadline, idle);
+        if let Some(sleep) = sleep {
+            // Armed at the deadline, and polled by the future with a waker it may or may not
+            // have registered: the first wait polls it again.
+            timer.armed_at = Some(sleep.deadline());
+            timer.sleep = Some(sleep);
         }
         Some(timer)
     }
 
     /// A timer for a total deadline alone, `after` from `started`, made by a body that waits
-    /// (its first wait arms it).
+    /// or gives a frame with more to come.
     #[cold]
     pub(crate) fn new_deadline((started, after): (Instant, Duration)) -> Self {
-        Self::with_limits(None, started, Some(after), None)
+        Self::with_limits(started, Some(after), None)
     }
 
     /// The timer's state, the idle gap counted from now.
-    fn with_limits(
-        sleep: Option<Pin<Box<Sleep>>>,
-        started: Instant,
-        deadline: Option<Duration>,
-        idle: Option<Duration>,
-    ) -> Self {
+    fn with_limits(started: Instant, deadline: Option<Duration>, idle: Option<Duration>) -> Self {
         Self {
-            sleep,
+            sleep: None,
+            armed_at: None,
+            registered: None,
             started,
             deadline,
             idle: idle.map(|after| Idle {
                 after,
                 last_activity: Instant::now(),
             }),
+            overdue: false,
             timed_out: false,
         }
     }
 
-    /// The same, armed: made by a body that gave a frame with more to come, which may never
-    /// wait.
-    #[cold]
-    pub(crate) fn armed(deadline: (Instant, Duration)) -> Self {
-        let mut timer = Self::new_deadline(deadline);
-        timer.arm();
-        timer
-    }
-
     /// Polls `inner` for its next frame, within the limits: a [`StreamTimeoutError`] once the
-    /// deadline passes or no frame came for the idle gap (and nothing after it).
+    /// deadline passed or no frame came for the idle gap (and nothing after it). The clock is
+    /// read when the body waits; after a data frame the caller hands the time it came to
+    /// [`on_data`](Self::on_data).
     #[inline]
     pub(crate) fn poll_frame<B>(
         &mut self,
@@ -117,43 +123,38 @@ impl StreamTimer {
         if self.timed_out {
             return Poll::Ready(None);
         }
-        // The limits are checked before the inner body (by the sleep's flag, no clock read),
-        // so a body that is never pending is still cut (from its second frame when the timer
-        // was made by its first). An idle timeout is only final if the
-        // inner body has nothing either: a consumer that polls late must not turn a busy
-        // upstream into an idle one.
-        let mut idle_expired = None;
-        if self.fired() {
-            if let Poll::Ready(error) = self.poll_expired(cx) {
-                if error.kind() == TimeoutKind::Deadline {
-                    return self.expired(error);
-                }
-                idle_expired = Some(error);
-            }
+        if self.overdue {
+            return self.expired(StreamTimeoutError::new(self.deadline.unwrap_or_default()));
         }
         match inner.as_mut().poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if frame.is_data() {
-                    if let Some(idle) = self.idle.as_mut() {
-                        idle.last_activity = Instant::now();
-                    }
-                    // More to come: a body that never waits needs its sleep armed to be cut.
-                    if self.sleep.is_none() && !inner.is_end_stream() {
-                        self.arm();
-                    }
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
             Poll::Ready(other) => Poll::Ready(other.map(|r| r.map_err(Into::into))),
-            Poll::Pending => match idle_expired {
-                Some(error) => self.expired(error),
-                None => self.waited(cx),
-            },
+            // An idle timeout is only final when the inner body has nothing: a consumer that
+            // polls late must not turn a busy upstream into an idle one.
+            Poll::Pending => {
+                let now = Instant::now();
+                match self.passed(now) {
+                    Some(error) => self.expired(error),
+                    None => self.wait(cx, now),
+                }
+            }
         }
     }
 
-    /// The body waits: its error if a limit has passed, else pending, with the sleep armed to
-    /// wake the task at the nearer limit.
+    /// A data frame came at `now`: the idle gap starts again, and a frame past the deadline is
+    /// handed on but is the body's last (so that a body that is never pending is still cut).
+    #[inline]
+    pub(crate) fn on_data(&mut self, now: Instant) {
+        if let Some(idle) = self.idle.as_mut() {
+            idle.last_activity = now;
+        }
+        if let Some(after) = self.deadline {
+            self.overdue |= now >= self.started + after;
+        }
+    }
+
+    /// The body waits, with no timer polled before: its error if a limit has passed, else
+    /// pending, with the sleep armed to wake the task at the nearer limit.
     #[inline]
     pub(crate) fn waited<D>(
         &mut self,
@@ -163,6 +164,26 @@ impl StreamTimer {
             Poll::Ready(error) => self.expired(error),
             Poll::Pending => Poll::Pending,
         }
+    }
+
+    /// The body waits, the clock read at `now` before it was polled and no limit passed then.
+    #[inline]
+    fn wait<D>(
+        &mut self,
+        cx: &mut Context<'_>,
+        now: Instant,
+    ) -> Poll<Option<Result<Frame<D>, BoxError>>> {
+        // The usual wait: the sleep holds this task's waker and has not fired yet (it is
+        // never armed past the nearer limit, which only moves later).
+        let armed = self.armed_at.is_some_and(|at| at > now);
+        let registered = self
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()));
+        if armed && registered {
+            return Poll::Pending;
+        }
+        self.waited(cx)
     }
 
     /// Ends the body with `error`.
@@ -175,6 +196,18 @@ impl StreamTimer {
         Poll::Ready(Some(Err(Box::new(error) as BoxError)))
     }
 
+    /// The limit that passed by `now`, if any: the deadline first.
+    #[inline]
+    fn passed(&self, now: Instant) -> Option<StreamTimeoutError> {
+        if let Some(after) = self.deadline {
+            if now >= self.started + after {
+                return Some(StreamTimeoutError::new(after));
+            }
+        }
+        let idle = self.idle.as_ref()?;
+        (now >= idle.last_activity + idle.after).then(|| StreamTimeoutError::idle(idle.after))
+    }
+
     fn next_deadline(&self) -> Option<Instant> {
         let idle = self.idle.as_ref().map(|i| i.last_activity + i.after);
         match (self.deadline.map(|after| self.started + after), idle) {
@@ -183,57 +216,37 @@ impl StreamTimer {
         }
     }
 
-    /// Arms the sleep at the nearer limit, registered with the timer so that [`Self::fired`]
-    /// sees it pass even for a body that never waits.
+    /// Ready with the error once a limit has passed; else pending, with the sleep armed at the
+    /// nearer limit (reset if it fired early) and polled, so that it wakes this task.
     #[cold]
     #[inline(never)]
-    fn arm(&mut self) {
-        if let Some(next) = self.next_deadline() {
-            let mut sleep = Box::pin(tokio::time::sleep_until(next));
-            sleep.as_mut().reset(next);
-            self.sleep = Some(sleep);
-        }
-    }
-
-    /// Whether the sleep fired (no clock read): worth checking before a possibly busy inner
-    /// body.
-    #[inline]
-    fn fired(&self) -> bool {
-        self.sleep.as_ref().is_some_and(|sleep| sleep.is_elapsed())
-    }
-
-    /// Ready with the error once a limit has passed. Arms the sleep if it is not, and re-arms
-    /// it when it fired early (the idle deadline moved on). The sleep is polled on every call,
-    /// so it holds the waker of the task that polled last; when tokio declines to register it
-    /// (the task has spent its budget, and tokio wakes the task again soon), the next call
-    /// registers it.
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<StreamTimeoutError> {
         loop {
+            if let Some(error) = self.passed(Instant::now()) {
+                return Poll::Ready(error);
+            }
             let Some(next) = self.next_deadline() else {
                 return Poll::Pending;
             };
             let sleep = self
                 .sleep
                 .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(next)));
+            if self.armed_at != Some(next) {
+                sleep.as_mut().reset(next);
+                self.armed_at = Some(next);
+            }
+            // Registered only if the task had budget left (see the type's docs).
+            let budget = tokio::task::coop::has_budget_remaining();
+            self.registered = None;
             if sleep.as_mut().poll(cx).is_pending() {
+                if budget {
+                    self.registered = Some(cx.waker().clone());
+                }
                 return Poll::Pending;
             }
-            let now = Instant::now();
-            if let Some(after) = self.deadline {
-                if now >= self.started + after {
-                    return Poll::Ready(StreamTimeoutError::new(after));
-                }
-            }
-            if let Some(idle) = &self.idle {
-                if now >= idle.last_activity + idle.after {
-                    return Poll::Ready(StreamTimeoutError::idle(idle.after));
-                }
-            }
-            // Fired early: the idle deadline moved on since the sleep was armed.
-            let moved_on = self.next_deadline();
-            if let (Some(next), Some(sleep)) = (moved_on, self.sleep.as_mut()) {
-                sleep.as_mut().reset(next);
-            }
+            // Fired: a limit passed (the loop's check says which), or the idle gap moved on
+            // since it was armed (the loop resets it).
+            self.armed_at = None;
         }
     }
 }
@@ -248,6 +261,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
+    use crate::timeout::TimeoutKind;
 
     #[derive(Default)]
     struct Flag(AtomicBool);
@@ -258,31 +272,123 @@ mod tests {
         }
     }
 
+    /// A body that never gives a frame.
+    fn hung() -> impl Body<Data = Bytes, Error = Infallible> {
+        http_body_util::StreamBody::new(futures_util::stream::pending::<
+            Result<Frame<Bytes>, Infallible>,
+        >())
+    }
+
+    /// The body's error, once the timer ends it.
+    fn ended_by<D>(polled: Poll<Option<Result<Frame<D>, BoxError>>>) -> TimeoutKind {
+        let Poll::Ready(Some(Err(error))) = polled else {
+            panic!("the body ends with an error");
+        };
+        error
+            .downcast_ref::<StreamTimeoutError>()
+            .expect("a stream timeout")
+            .kind()
+    }
+
     /// A wait polled from another task hands that task's waker to the sleep, which wakes it
     /// (not the first) at the deadline; the next poll reports the deadline.
     #[tokio::test(start_paused = true)]
     async fn the_sleep_wakes_the_task_that_waited_last() {
         let mut timer = StreamTimer::new_deadline((Instant::now(), Duration::from_secs(2)));
+        let mut body = std::pin::pin!(hung());
         let (first, second) = (Arc::new(Flag::default()), Arc::new(Flag::default()));
         let (first_waker, second_waker) = (Waker::from(first.clone()), Waker::from(second.clone()));
-        assert!(
-            timer
-                .poll_expired(&mut Context::from_waker(&first_waker))
-                .is_pending()
-        );
+        let mut first_cx = Context::from_waker(&first_waker);
+        let mut second_cx = Context::from_waker(&second_waker);
+        assert!(timer.poll_frame(body.as_mut(), &mut first_cx).is_pending());
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert!(
-            timer
-                .poll_expired(&mut Context::from_waker(&second_waker))
-                .is_pending()
-        );
+        assert!(timer.poll_frame(body.as_mut(), &mut second_cx).is_pending());
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(second.0.load(Ordering::SeqCst), "the last waker is woken");
         assert!(!first.0.load(Ordering::SeqCst), "the replaced waker is not");
-        let Poll::Ready(error) = timer.poll_expired(&mut Context::from_waker(&second_waker)) else {
-            panic!("the deadline passed");
-        };
-        assert_eq!(error.kind(), TimeoutKind::Deadline);
+        let kind = ended_by(timer.poll_frame(body.as_mut(), &mut second_cx));
+        assert_eq!(kind, TimeoutKind::Deadline);
+    }
+
+    /// The same task waiting again leaves the sleep alone (its waker is registered already),
+    /// and is still woken at the deadline.
+    #[tokio::test(start_paused = true)]
+    async fn a_task_that_waits_again_is_still_woken() {
+        let mut timer = StreamTimer::new_deadline((Instant::now(), Duration::from_secs(2)));
+        let mut body = std::pin::pin!(hung());
+        let flag = Arc::new(Flag::default());
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..3 {
+            assert!(timer.poll_frame(body.as_mut(), &mut cx).is_pending());
+            tokio::time::advance(Duration::from_millis(500)).await;
+            assert!(
+                !flag.0.load(Ordering::SeqCst),
+                "not woken before the deadline"
+            );
+        }
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert!(flag.0.load(Ordering::SeqCst), "woken at the deadline");
+        let kind = ended_by(timer.poll_frame(body.as_mut(), &mut cx));
+        assert_eq!(kind, TimeoutKind::Deadline);
+    }
+
+    /// An idle gap moves on with each frame; the sleep, armed at the gap's first end, fires
+    /// early, is set again at the new end, and cuts the body there.
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_gap_that_moved_on_is_cut_at_its_new_end() {
+        let started = Instant::now();
+        let mut timer = StreamTimer::new(None, started, None, Some(Duration::from_secs(1)))
+            .expect("an idle gap");
+        let mut body = std::pin::pin!(hung());
+        let flag = Arc::new(Flag::default());
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(timer.poll_frame(body.as_mut(), &mut cx).is_pending());
+        tokio::time::advance(Duration::from_millis(600)).await;
+        // A frame came (handed over by the caller): the gap now ends at 1.6 s.
+        timer.on_data(Instant::now());
+        assert!(timer.poll_frame(body.as_mut(), &mut cx).is_pending());
+        tokio::time::advance(Duration::from_millis(400)).await;
+        assert!(
+            flag.0.swap(false, Ordering::SeqCst),
+            "the sleep fired early, at 1 s"
+        );
+        assert!(timer.poll_frame(body.as_mut(), &mut cx).is_pending());
+        tokio::time::advance(Duration::from_millis(600)).await;
+        assert!(flag.0.load(Ordering::SeqCst), "woken at the gap's new end");
+        let kind = ended_by(timer.poll_frame(body.as_mut(), &mut cx));
+        assert_eq!(kind, TimeoutKind::Idle);
+        assert_eq!(started.elapsed(), Duration::from_millis(1600));
+    }
+
+    /// A data frame past the deadline is handed on; the next poll ends the body.
+    #[tokio::test(start_paused = true)]
+    async fn a_frame_past_the_deadline_is_the_last() {
+        let started = Instant::now();
+        let mut timer = StreamTimer::new_deadline((started, Duration::from_secs(2)));
+        let frames = futures_util::stream::iter(
+            (0..3).map(|_| Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"x")))),
+        );
+        let mut body = std::pin::pin!(http_body_util::StreamBody::new(frames));
+        let waker = Waker::from(Arc::new(Flag::default()));
+        let mut cx = Context::from_waker(&waker);
+        assert!(matches!(
+            timer.poll_frame(body.as_mut(), &mut cx),
+            Poll::Ready(Some(Ok(_)))
+        ));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(matches!(
+            timer.poll_frame(body.as_mut(), &mut cx),
+            Poll::Ready(Some(Ok(_)))
+        ));
+        timer.on_data(Instant::now());
+        let kind = ended_by(timer.poll_frame(body.as_mut(), &mut cx));
+        assert_eq!(kind, TimeoutKind::Deadline);
+        assert!(matches!(
+            timer.poll_frame(body.as_mut(), &mut cx),
+            Poll::Ready(None)
+        ));
     }
 
     /// A stream that hangs right after its task spent tokio's budget (200 frames queued on a
