@@ -1,0 +1,208 @@
+//! Cache misses per streamed SSE event, counted by valgrind's cache simulation (`cachegrind
+//! --cache-sim=yes`) on an in-process app with many streams live on one thread, polled in turn:
+//! each event finds its stream's state gone cold, as a served stream's does when its next event
+//! comes tens of milliseconds later. Stable to the miss where wall time is not (README,
+//! Performance).
+//!
+//! ```text
+//! cargo run --release --example cache_misses     # needs valgrind
+//! ```
+//!
+//! Each stack runs in its own process: `body_wrapper`, a layer that only wraps the response
+//! body (the floor any body-measuring layer pays on an axum `Router`), and `monitor`, this
+//! crate as the README installs it (60 s stream timeout, error layer on the registry, `fmt` at
+//! WARN). 500 streams start together; then one frame of each is read in turn until all end.
+//! Per event = (count with 100 events a stream − count with 20) / (500 × 80), so starting and
+//! ending the streams cancels out. The events are the OpenAI chat fixture's, a fresh copy per
+//! frame, as a served stream's bytes come fresh from its handler. The simulated caches:
+//! valgrind's first level (32 KiB here) and a 2 MiB last level.
+
+use std::process::Command;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{Request, Response, header};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use futures_util::StreamExt;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt;
+
+const STACKS: [&str; 2] = ["body_wrapper", "monitor"];
+const STREAMS: usize = 500;
+/// Events per stream in the two runs whose difference is counted.
+const FEW: usize = 20;
+const MANY: usize = 100;
+const LAST_LEVEL: &str = "--LL=2097152,16,64";
+
+/// The fixture's content events, each a whole frame.
+fn fixture_events() -> Vec<Vec<u8>> {
+    let fixture = include_str!("../tests/fixtures/openai-chat.sse");
+    fixture
+        .split("\n\n")
+        .filter(|e| e.starts_with("data: {") && e.contains("\"content\":\""))
+        .map(|e| format!("{e}\n\n").into_bytes())
+        .collect()
+}
+
+/// Runs `streams` streams of `events` events on `stack`, read in turn, on a current-thread
+/// runtime.
+fn child(stack: &str, streams: usize, events: usize) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    // One copy every stream reads from, as a served stream's bytes come from one handler.
+    let fixture = std::sync::Arc::new(fixture_events());
+    let stream = move || {
+        let fixture = std::sync::Arc::clone(&fixture);
+        async move {
+            // Copied when the frame is read: fresh bytes, not a buffer every stream shares.
+            let frames = futures_util::stream::iter(0..=events).map(move |i| {
+                Ok::<_, std::convert::Infallible>(match i {
+                    i if i < events => Bytes::copy_from_slice(&fixture[i % fixture.len()]),
+                    _ => Bytes::from_static(b"data: [DONE]\n\n"),
+                })
+            });
+            (
+                [(header::CONTENT_TYPE, "text/event-stream")],
+                Body::from_stream(frames),
+            )
+                .into_response()
+        }
+    };
+    let routes = Router::new().route("/v1/chat/completions", post(stream));
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(LevelFilter::WARN);
+    let (app, subscriber): (Router, tracing::Dispatch) = match stack {
+        "body_wrapper" => (
+            // The body in a wrapper of another type, which axum boxes again.
+            routes.layer(tower::util::MapResponseLayer::new(
+                |response: Response<Body>| response.map(|body| body.map_err(|e| e)),
+            )),
+            tracing_subscriber::registry().with(fmt).into(),
+        ),
+        "monitor" => {
+            let monitor = tower_stream_monitor::Monitor::builder()
+                .stream_timeout(std::time::Duration::from_secs(60))
+                .build()
+                .expect("default settings");
+            let subscriber = tracing_subscriber::registry()
+                .with(fmt)
+                .with(monitor.error_layer());
+            (routes.layer(monitor.layer()), subscriber.into())
+        }
+        other => panic!("unknown stack {other}"),
+    };
+    // As `axum::serve` prepares it (see `benches/instructions.rs`).
+    let app: Router = app.with_state(());
+    tracing::dispatcher::set_global_default(subscriber).expect("one subscriber");
+    runtime.block_on(async {
+        let mut bodies = Vec::with_capacity(streams);
+        for _ in 0..streams {
+            let request = Request::post("/v1/chat/completions")
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::ACCEPT, "text/event-stream")
+                .body(Body::from(r#"{"model":"gpt-4o-mini","stream":true}"#))
+                .expect("a request");
+            let response = app.clone().oneshot(request).await.expect("infallible");
+            bodies.push(Some(response.into_body()));
+        }
+        let mut live = streams;
+        while live > 0 {
+            for slot in &mut bodies {
+                let Some(body) = slot else { continue };
+                match body.frame().await {
+                    Some(frame) => {
+                        std::hint::black_box(frame.expect("a frame"));
+                    }
+                    None => {
+                        *slot = None;
+                        live -= 1;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Instructions, first-level data misses and last-level data misses of one child run.
+fn counts(stack: &str, events: usize) -> Result<[f64; 3], String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let output = Command::new("valgrind")
+        .args([
+            "--tool=cachegrind",
+            "--cache-sim=yes",
+            LAST_LEVEL,
+            "--cachegrind-out-file=/dev/null",
+        ])
+        .arg(exe)
+        .args(["--child", stack, &STREAMS.to_string(), &events.to_string()])
+        .output()
+        .map_err(|e| format!("valgrind: {e} (is it installed?)"))?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        return Err(format!("{stack}: child failed\n{stderr}"));
+    }
+    let total = |name: &str| -> Result<f64, String> {
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(name))
+            .ok_or_else(|| format!("no `{name}` in valgrind's summary:\n{stderr}"))?;
+        let figure = line
+            .split(':')
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .ok_or_else(|| format!("unreadable line: {line}"))?;
+        figure
+            .replace(',', "")
+            .parse()
+            .map_err(|e| format!("{line}: {e}"))
+    };
+    Ok([
+        total("I   refs:")?,
+        total("D1  misses:")?,
+        total("LLd misses:")?,
+    ])
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--child") {
+        let number = |k: usize| args[i + k].parse().expect("a count");
+        child(&args[i + 1], number(2), number(3));
+        return;
+    }
+    let events = (STREAMS * (MANY - FEW)) as f64;
+    let mut rows = Vec::new();
+    for stack in STACKS {
+        let per_event = counts(stack, FEW).and_then(|few| {
+            let many = counts(stack, MANY)?;
+            Ok([0, 1, 2].map(|k| (many[k] - few[k]) / events))
+        });
+        match per_event {
+            Ok(row) => rows.push((stack, row)),
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(2);
+            }
+        }
+    }
+    println!(
+        "| stack ({STREAMS} streams live) | instructions per event | first-level data misses per event | last-level data misses per event |"
+    );
+    println!("|---|---|---|---|");
+    let floor = rows[0].1;
+    for (stack, [instructions, first, last]) in &rows {
+        println!(
+            "| {stack} | {instructions:.0} ({:+.0}) | {first:.2} ({:+.2}) | {last:.2} ({:+.2}) |",
+            instructions - floor[0],
+            first - floor[1],
+            last - floor[2],
+        );
+    }
+}
