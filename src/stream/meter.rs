@@ -58,36 +58,40 @@ pub(crate) enum StreamEnd<'a> {
 }
 
 /// The per-body measurement. Everything here is owned by one body: no atomics, no locks.
+///
+/// In the order given (`repr(C)`): what each data frame reads and writes comes first, in the
+/// first 128 bytes (ARCHITECTURE.md, The request's memory).
+#[repr(C)]
 pub(crate) struct StreamMeter {
-    // What the meter keeps of the request's context (the rest is read when it starts): the
-    // service's state, for its recorder.
-    state: Arc<ServiceState>,
-    started: Instant,
-    /// Whether the facade's in-flight gauge was raised for this request.
-    facade_in_flight: bool,
-    status: StatusCode,
-    provider: Label,
-    model: Option<Label>,
-    label_source: LabelSource,
-    streaming: bool,
-    /// The response matched no route: recorded apart (see `StreamRecord::is_unrouted`).
-    unrouted: bool,
-    /// The body has a `Content-Encoding`: measured for time and bytes, never parsed.
-    encoded: bool,
-    /// The start of a failed response's body, to read the upstream's error from.
-    error_body: Option<Vec<u8>>,
-    /// The body has no content type: decide on SSE from its first bytes.
-    sniff: bool,
     // Boxed: only streaming bodies have one, and it would make every response body larger.
     parser: Option<PooledParser>,
-    max_event_bytes: usize,
+    bytes: u64,
+    /// The start of a failed response's body, to read the upstream's error from.
+    error_body: Option<Vec<u8>>,
     first_byte: Option<Instant>,
     first_token: Option<Instant>,
     last_token: Option<Instant>,
     max_gap: Option<Duration>,
     /// `last_token + max_gap`: a token after it makes a new widest gap (see `on_content`).
     gap_edge: Option<Instant>,
-    bytes: u64,
+    // What the meter keeps of the request's context (the rest is read when it starts): the
+    // service's state, for its recorder.
+    state: Arc<ServiceState>,
+    started: Instant,
+    provider: Label,
+    model: Option<Label>,
+    max_event_bytes: usize,
+    status: StatusCode,
+    /// Whether the facade's in-flight gauge was raised for this request.
+    facade_in_flight: bool,
+    label_source: LabelSource,
+    streaming: bool,
+    /// The response matched no route: recorded apart (see `StreamRecord::is_unrouted`).
+    unrouted: bool,
+    /// The body has a `Content-Encoding`: measured for time and bytes, never parsed.
+    encoded: bool,
+    /// The body has no content type: decide on SSE from its first bytes.
+    sniff: bool,
 }
 
 impl StreamMeter {
@@ -451,9 +455,33 @@ fn widen_gap(
     *edge = max_gap.and_then(|m| now.checked_add(m));
 }
 
+/// The bytes at the start of a meter that each data frame reads and writes (see `StreamMeter`).
+#[cfg(test)]
+pub(crate) const FRAME_BYTES: usize = 128;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What each data frame reads and writes of the meter is its first `FRAME_BYTES`
+    /// (ARCHITECTURE.md, The request's memory).
+    #[test]
+    fn a_frame_reads_the_first_bytes_of_the_meter() {
+        use std::mem::{offset_of, size_of};
+        // No tag before the meter in the request's box: `None` is a value of a field.
+        assert_eq!(size_of::<Option<StreamMeter>>(), size_of::<StreamMeter>());
+        let ends = [
+            offset_of!(StreamMeter, parser) + size_of::<Option<PooledParser>>(),
+            offset_of!(StreamMeter, bytes) + size_of::<u64>(),
+            offset_of!(StreamMeter, error_body) + size_of::<Option<Vec<u8>>>(),
+            offset_of!(StreamMeter, first_byte) + size_of::<Option<Instant>>(),
+            offset_of!(StreamMeter, first_token) + size_of::<Option<Instant>>(),
+            offset_of!(StreamMeter, last_token) + size_of::<Option<Instant>>(),
+            offset_of!(StreamMeter, max_gap) + size_of::<Option<Duration>>(),
+            offset_of!(StreamMeter, gap_edge) + size_of::<Option<Instant>>(),
+        ];
+        assert_eq!(ends.into_iter().max(), Some(FRAME_BYTES));
+    }
 
     /// The widest gap is the one the plain subtraction of every pair gives, to the nanosecond.
     #[test]

@@ -36,21 +36,25 @@ use crate::timeout::StreamTimeoutError;
 /// body first waits or gives a frame with more to come, by the measured body
 /// (`measured.rs`); with an idle gap, which runs from the response, or when the response
 /// future armed a sleep while it waited for the response, it is made with the response.
+///
+/// In the order given (`repr(C)`): what each frame reads first, then what a wait reads
+/// (ARCHITECTURE.md, The request's memory).
+#[repr(C)]
 pub(crate) struct StreamTimer {
-    /// `None` until the body first waits (or the response future's own sleep, handed over).
-    sleep: Option<Pin<Box<Sleep>>>,
-    /// When the sleep is set to fire.
-    armed_at: Option<Instant>,
-    /// The waker the sleep holds, once a poll registered it.
-    registered: Option<Waker>,
+    /// A limit passed: the body ended with its error.
+    timed_out: bool,
+    /// A data frame came past the deadline: the next poll ends the body.
+    overdue: bool,
     /// When the request started, and the total time it may take (its deadline is their sum).
     started: Instant,
     deadline: Option<Duration>,
     idle: Option<Idle>,
-    /// A data frame came past the deadline: the next poll ends the body.
-    overdue: bool,
-    /// A limit passed: the body ended with its error.
-    timed_out: bool,
+    /// When the sleep is set to fire.
+    armed_at: Option<Instant>,
+    /// The waker the sleep holds, once a poll registered it.
+    registered: Option<Waker>,
+    /// `None` until the body first waits (or the response future's own sleep, handed over).
+    sleep: Option<Pin<Box<Sleep>>>,
 }
 
 /// The idle gap, and when the last frame came.
@@ -251,6 +255,13 @@ impl StreamTimer {
     }
 }
 
+/// The bytes at the start of a timer that each frame reads, and that a wait reads (see
+/// `StreamTimer`).
+#[cfg(test)]
+pub(crate) const FRAME_BYTES: usize = 72;
+#[cfg(test)]
+pub(crate) const WAIT_BYTES: usize = 104;
+
 #[cfg(test)]
 mod tests {
     use std::convert::Infallible;
@@ -270,6 +281,27 @@ mod tests {
         fn wake(self: Arc<Self>) {
             self.0.store(true, Ordering::SeqCst);
         }
+    }
+
+    /// What each frame reads of the timer is its first `FRAME_BYTES`, and a wait its first
+    /// `WAIT_BYTES` (ARCHITECTURE.md, The request's memory).
+    #[test]
+    fn a_frame_reads_the_first_bytes_of_the_timer() {
+        use std::mem::{offset_of, size_of};
+        assert_eq!(size_of::<Option<StreamTimer>>(), size_of::<StreamTimer>());
+        let frame = [
+            offset_of!(StreamTimer, timed_out) + 1,
+            offset_of!(StreamTimer, overdue) + 1,
+            offset_of!(StreamTimer, started) + size_of::<Instant>(),
+            offset_of!(StreamTimer, deadline) + size_of::<Option<Duration>>(),
+            offset_of!(StreamTimer, idle) + size_of::<Option<Idle>>(),
+        ];
+        assert_eq!(frame.into_iter().max(), Some(FRAME_BYTES));
+        let wait = [
+            offset_of!(StreamTimer, armed_at) + size_of::<Option<Instant>>(),
+            offset_of!(StreamTimer, registered) + size_of::<Option<Waker>>(),
+        ];
+        assert_eq!(wait.into_iter().max(), Some(WAIT_BYTES));
     }
 
     /// A body that never gives a frame.

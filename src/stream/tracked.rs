@@ -13,9 +13,12 @@ use super::context::{RequestContext, RequestScope};
 use super::meter::StreamMeter;
 use super::timer::StreamTimer;
 
+///
+/// In the order given (`repr(C)`), from a cache-line boundary: what each frame of a stream
+/// reads (the meter's first 128 bytes, the timer's first 72) takes four lines of the box
+/// (ARCHITECTURE.md, The request's memory).
+#[repr(C, align(64))]
 pub(crate) struct Tracked {
-    /// Until the response arrives (or the request ends without one).
-    pub(crate) context: Option<RequestContext>,
     /// From the response on, until the body ends.
     pub(crate) meter: Option<StreamMeter>,
     /// When a stream or idle timeout is set: the body's limits, polled with it (kept here, not
@@ -24,6 +27,8 @@ pub(crate) struct Tracked {
     /// gives a frame with more to come (see `StreamTimer`).
     pub(crate) timer: Option<StreamTimer>,
     pub(crate) scope: RequestScope,
+    /// Until the response arrives (or the request ends without one).
+    pub(crate) context: Option<RequestContext>,
 }
 
 /// Boxes kept per thread, at most. A request's box goes back to the thread that drops its body
@@ -120,6 +125,28 @@ impl TrackedBox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What each frame reads of the box (the meter's first bytes, the timer's) is four of its
+    /// cache lines, a wait's one more at most (ARCHITECTURE.md, The request's memory).
+    #[test]
+    fn a_frame_reads_four_lines_of_the_box() {
+        use std::collections::BTreeSet;
+        use std::mem::{align_of, offset_of};
+        assert_eq!(align_of::<Tracked>(), 64);
+        let lines = |spans: &[(usize, usize)]| {
+            let lines: BTreeSet<usize> = spans
+                .iter()
+                .flat_map(|&(start, len)| start / 64..(start + len).div_ceil(64))
+                .collect();
+            lines.len()
+        };
+        let meter = (offset_of!(Tracked, meter), super::super::meter::FRAME_BYTES);
+        let timer = offset_of!(Tracked, timer);
+        let frame = [meter, (timer, super::super::timer::FRAME_BYTES)];
+        assert_eq!(lines(&frame), 4);
+        let wait = [meter, (timer, super::super::timer::WAIT_BYTES)];
+        assert!(lines(&wait) <= 5);
+    }
     use crate::monitor::Recorder;
     use crate::stream::service::ServiceState;
 
