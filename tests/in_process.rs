@@ -425,6 +425,21 @@ async fn idle_timeout_spares_a_steady_stream() {
     assert_eq!(r.time_to_first_token, Some(ms(450)));
 }
 
+/// Timeouts too long for the clock to reach (`Duration::MAX`) never pass, and never panic: a
+/// slow response and a stream that waits between its frames are recorded `ok`.
+#[tokio::test(start_paused = true)]
+async fn timeouts_past_the_clock_never_pass() {
+    let script = vec![data(0, chunk("a")), data(3000, chunk("b"))];
+    let builder = Monitor::builder()
+        .stream_timeout(Duration::MAX)
+        .idle_timeout(Duration::MAX);
+    let (records, _monitor, response) = run(builder, ms(1000), SSE, script).await;
+    let body = text(response.into_body()).await;
+    assert_eq!(body, chunk("a") + &chunk("b"));
+    let r = records.only().await;
+    assert_eq!((r.outcome, r.duration), (Outcome::Ok, ms(4000)));
+}
+
 /// A body that is never pending (every frame ready at once) still ends at the deadline: the
 /// consumer moves the clock 100 ms per frame; the frame read at 2 s, past the deadline, is
 /// handed on, and the next read (at 2.1 s) is the timeout.

@@ -133,7 +133,7 @@ where
                         .and_then(|t| t.context.as_ref())
                         .and_then(|context| {
                             let after = context.recorder().settings().stream_timeout?;
-                            Some(Box::pin(tokio::time::sleep_until(context.deadline(after))))
+                            Some(Box::pin(tokio::time::sleep_until(context.deadline(after)?)))
                         });
                 }
                 if let Some(sleep) = this.deadline.as_mut() {

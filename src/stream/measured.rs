@@ -32,6 +32,12 @@ pin_project! {
         // Emptied in `drop` (not left to drop glue, a call for a field `None` when unmeasured).
         tracked: ManuallyDrop<Option<TrackedBox>>,
         ended: bool,
+        // Kept here, beside `ended`, so that a frame does not read the box's lines to find
+        // out (ARCHITECTURE.md, The request's memory): whether the request keeps a span (known
+        // when the body starts), and that no stream timeout applies (found at the first frame
+        // that would make the timer).
+        spanned: bool,
+        untimed: bool,
     }
 
     impl<B> PinnedDrop for MeasuredBody<B> {
@@ -60,6 +66,7 @@ where
 {
     #[inline]
     pub(crate) fn measured(body: B, mut tracked: TrackedBox) -> Self {
+        let spanned = tracked.get().is_some_and(|t| t.scope.has_span());
         // An empty body (a bare 401, a 204) may never be polled: it is complete already.
         if body.is_end_stream() {
             if let Some(Tracked { meter, scope, .. }) = tracked.get_mut() {
@@ -72,6 +79,8 @@ where
             body,
             tracked: ManuallyDrop::new(Some(tracked)),
             ended: false,
+            spanned,
+            untimed: false,
         }
     }
 }
@@ -83,6 +92,8 @@ impl<B> MeasuredBody<B> {
             body,
             tracked: ManuallyDrop::new(None),
             ended: false,
+            spanned: false,
+            untimed: false,
         }
     }
 }
@@ -126,8 +137,8 @@ where
             // no timer either (hyper polls nothing past either).
             return body.poll_frame(cx).map_err(Into::into);
         }
-        let ended = this.ended;
-        scope.enter(|| {
+        let (ended, untimed) = (this.ended, this.untimed);
+        scope.enter_known(*this.spanned, || {
             let guard = PanicGuard::new(&mut *meter_slot, scope);
             let mut polled = match timer.as_mut() {
                 Some(timer) => timer.poll_frame(body.as_mut(), cx),
@@ -148,8 +159,9 @@ where
                         return polled;
                     }
                     // More to come: a deadline needs watching from now on.
-                    if timer.is_none() {
+                    if timer.is_none() && !*untimed {
                         *timer = meter.stream_deadline().map(StreamTimer::new_deadline);
+                        *untimed = timer.is_none();
                     }
                     if let Some(timer) = timer.as_mut() {
                         // When the frame came: the time the meter read, if it read one.
@@ -161,10 +173,12 @@ where
             let frame = match polled {
                 Poll::Ready(frame) => frame,
                 Poll::Pending if timer.is_some() => return Poll::Pending,
+                Poll::Pending if *untimed => return Poll::Pending,
                 Poll::Pending => {
                     // The body waits with no timer yet: a deadline needs watching from now on.
                     let deadline = meter_slot.as_ref().and_then(StreamMeter::stream_deadline);
                     let Some(new) = deadline.map(StreamTimer::new_deadline) else {
+                        *untimed = true;
                         return Poll::Pending;
                     };
                     match timer.insert(new).waited(cx) {

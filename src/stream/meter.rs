@@ -317,8 +317,9 @@ impl StreamMeter {
         let duration = finished
             .into_std()
             .saturating_duration_since(started.into_std());
-        // A body that ended on its own past the deadline was never cut: its handler answered
-        // without waiting (so no timer watched it) and its one frame came late.
+        // A body that ended on its own past the deadline was never cut: its last frame (or its
+        // end) came past the deadline, with nothing polled after it to end it (a one-frame body
+        // whose handler answered without waiting has no timer at all).
         let late = match (&end, in_stream) {
             (StreamEnd::Complete, None) => self
                 .stream_deadline()

@@ -14,14 +14,15 @@ use tokio::time::{Instant, Sleep};
 use crate::classify::BoxError;
 use crate::timeout::StreamTimeoutError;
 
-/// Watches a body's deadline and idle gap: the clock, read at each poll, tells whether a limit
-/// passed; one tokio `Sleep`, armed at the nearer limit when the body first waits, wakes the
-/// task if none comes before.
+/// Watches a body's deadline and idle gap: the clock tells whether a limit passed (read when
+/// the body waits; after a data frame the caller hands over the time the frame came); one tokio
+/// `Sleep`, armed at the nearer limit when the body first waits, wakes the task if no frame
+/// comes before.
 ///
 /// A served stream's sleep is left alone between its events. Polling it, or asking it whether
-/// it fired, reads the sleep's state in the timer's memory: a cache line every event found
-/// cold, which cost more than the rest of the timer together (README, Performance). The sleep
-/// is polled only when that can change something:
+/// it fired, reads the sleep's timer state in its own allocation: a cache line every event
+/// found cold, which cost more than the rest of the timer together (README, Performance). The
+/// sleep is polled only when that can change something:
 ///
 /// - when it is first armed, or fired early (the idle gap moved on since it was armed): it is
 ///   reset to the nearer limit;
@@ -29,6 +30,11 @@ use crate::timeout::StreamTimeoutError;
 /// - after a poll that may not have registered the task: tokio declines to register a waker
 ///   when the task has spent its budget (and wakes the task soon instead), so the sleep is
 ///   polled again at the next wait.
+///
+/// This relies on tokio registering the waker whenever a sleep polled with budget left is
+/// pending, as tokio 1.x does. Its unstable task dumps (`tokio_unstable` with `taskdump`) are
+/// the exception: a sleep polled while a dump is taken only wakes the task once, so a stream
+/// that hangs across a dump is not cut.
 ///
 /// Most bodies are ready at once (a small response is one frame): they never arm a sleep,
 /// which takes a place in the timer wheel under its driver's lock, and the same again to
@@ -45,9 +51,9 @@ pub(crate) struct StreamTimer {
     timed_out: bool,
     /// A data frame came past the deadline: the next poll ends the body.
     overdue: bool,
-    /// When the request started, and the total time it may take (its deadline is their sum).
-    started: Instant,
-    deadline: Option<Duration>,
+    /// When the deadline passes, and the total time the request may take (for its error).
+    /// `None` also for a deadline past the clock's range: it never passes.
+    deadline: Option<(Instant, Duration)>,
     idle: Option<Idle>,
     /// When the sleep is set to fire.
     armed_at: Option<Instant>,
@@ -61,6 +67,13 @@ pub(crate) struct StreamTimer {
 struct Idle {
     after: Duration,
     last_activity: Instant,
+}
+
+impl Idle {
+    /// When the gap ends; `None` past the clock's range (it never does).
+    fn end(&self) -> Option<Instant> {
+        self.last_activity.checked_add(self.after)
+    }
 }
 
 impl StreamTimer {
@@ -99,8 +112,7 @@ impl StreamTimer {
             sleep: None,
             armed_at: None,
             registered: None,
-            started,
-            deadline,
+            deadline: deadline.and_then(|after| Some((started.checked_add(after)?, after))),
             idle: idle.map(|after| Idle {
                 after,
                 last_activity: Instant::now(),
@@ -128,7 +140,8 @@ impl StreamTimer {
             return Poll::Ready(None);
         }
         if self.overdue {
-            return self.expired(StreamTimeoutError::new(self.deadline.unwrap_or_default()));
+            let after = self.deadline.map(|(_, after)| after).unwrap_or_default();
+            return self.expired(StreamTimeoutError::new(after));
         }
         match inner.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
@@ -152,8 +165,8 @@ impl StreamTimer {
         if let Some(idle) = self.idle.as_mut() {
             idle.last_activity = now;
         }
-        if let Some(after) = self.deadline {
-            self.overdue |= now >= self.started + after;
+        if let Some((at, _)) = self.deadline {
+            self.overdue |= now >= at;
         }
     }
 
@@ -177,8 +190,10 @@ impl StreamTimer {
         cx: &mut Context<'_>,
         now: Instant,
     ) -> Poll<Option<Result<Frame<D>, BoxError>>> {
-        // The usual wait: the sleep holds this task's waker and has not fired yet (it is
-        // never armed past the nearer limit, which only moves later).
+        // The usual wait: the sleep holds this task's waker and has not fired yet. It is not
+        // armed past the nearer limit, which only moves later (a sleep handed over by the
+        // response future, armed at the deadline before an idle gap began, has no waker
+        // registered here: the first wait polls it, and resets it).
         let armed = self.armed_at.is_some_and(|at| at > now);
         let registered = self
             .registered
@@ -203,18 +218,18 @@ impl StreamTimer {
     /// The limit that passed by `now`, if any: the deadline first.
     #[inline]
     fn passed(&self, now: Instant) -> Option<StreamTimeoutError> {
-        if let Some(after) = self.deadline {
-            if now >= self.started + after {
+        if let Some((at, after)) = self.deadline {
+            if now >= at {
                 return Some(StreamTimeoutError::new(after));
             }
         }
         let idle = self.idle.as_ref()?;
-        (now >= idle.last_activity + idle.after).then(|| StreamTimeoutError::idle(idle.after))
+        (now >= idle.end()?).then(|| StreamTimeoutError::idle(idle.after))
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let idle = self.idle.as_ref().map(|i| i.last_activity + i.after);
-        match (self.deadline.map(|after| self.started + after), idle) {
+        let idle = self.idle.as_ref().and_then(Idle::end);
+        match (self.deadline.map(|(at, _)| at), idle) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -292,8 +307,7 @@ mod tests {
         let frame = [
             offset_of!(StreamTimer, timed_out) + 1,
             offset_of!(StreamTimer, overdue) + 1,
-            offset_of!(StreamTimer, started) + size_of::<Instant>(),
-            offset_of!(StreamTimer, deadline) + size_of::<Option<Duration>>(),
+            offset_of!(StreamTimer, deadline) + size_of::<Option<(Instant, Duration)>>(),
             offset_of!(StreamTimer, idle) + size_of::<Option<Idle>>(),
         ];
         assert_eq!(frame.into_iter().max(), Some(FRAME_BYTES));
@@ -342,8 +356,8 @@ mod tests {
         assert_eq!(kind, TimeoutKind::Deadline);
     }
 
-    /// The same task waiting again leaves the sleep alone (its waker is registered already),
-    /// and is still woken at the deadline.
+    /// The same task waiting again (the sleep holds its waker already, so the wait takes the
+    /// path that leaves the sleep alone) is still woken at the deadline, not before.
     #[tokio::test(start_paused = true)]
     async fn a_task_that_waits_again_is_still_woken() {
         let mut timer = StreamTimer::new_deadline((Instant::now(), Duration::from_secs(2)));
@@ -387,7 +401,15 @@ mod tests {
             "the sleep fired early, at 1 s"
         );
         assert!(timer.poll_frame(body.as_mut(), &mut cx).is_pending());
-        tokio::time::advance(Duration::from_millis(600)).await;
+        // Set again at 1.6 s: nothing wakes the task before.
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(!flag.0.load(Ordering::SeqCst), "not woken again at once");
+        tokio::time::advance(Duration::from_millis(598)).await;
+        assert!(
+            !flag.0.load(Ordering::SeqCst),
+            "not woken before the gap's new end"
+        );
+        tokio::time::advance(Duration::from_millis(1)).await;
         assert!(flag.0.load(Ordering::SeqCst), "woken at the gap's new end");
         let kind = ended_by(timer.poll_frame(body.as_mut(), &mut cx));
         assert_eq!(kind, TimeoutKind::Idle);
