@@ -115,8 +115,7 @@ impl RequestScope {
 
     #[inline]
     pub(crate) fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
-        let _entered = self.enter_span();
-        self.tags.within(f)
+        self.enter_known(true, f)
     }
 
     /// [`enter`](Self::enter), for a caller that knows already whether a span is kept

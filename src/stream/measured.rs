@@ -98,6 +98,15 @@ impl<B> MeasuredBody<B> {
     }
 }
 
+/// The timer for the request's stream deadline, made by the first frame with more to come or
+/// the first wait that needs one; a request without a deadline is noted in `untimed`, so that
+/// later frames do not look again.
+fn deadline_timer(meter: &StreamMeter, untimed: &mut bool) -> Option<StreamTimer> {
+    let timer = meter.stream_deadline().map(StreamTimer::new_deadline);
+    *untimed = timer.is_none();
+    timer
+}
+
 /// `event: error` with the timeout, so an `EventSource` sees why the stream ended.
 fn sse_timeout_event(message: &str, at_boundary: bool) -> Bytes {
     let payload = serde_json::json!({"error": {"type": "timeout", "message": message}});
@@ -160,8 +169,7 @@ where
                     }
                     // More to come: a deadline needs watching from now on.
                     if timer.is_none() && !*untimed {
-                        *timer = meter.stream_deadline().map(StreamTimer::new_deadline);
-                        *untimed = timer.is_none();
+                        *timer = deadline_timer(meter, untimed);
                     }
                     if let Some(timer) = timer.as_mut() {
                         // When the frame came: the time the meter read, if it read one.
@@ -176,9 +184,8 @@ where
                 Poll::Pending if *untimed => return Poll::Pending,
                 Poll::Pending => {
                     // The body waits with no timer yet: a deadline needs watching from now on.
-                    let deadline = meter_slot.as_ref().and_then(StreamMeter::stream_deadline);
-                    let Some(new) = deadline.map(StreamTimer::new_deadline) else {
-                        *untimed = true;
+                    let new = meter_slot.as_ref().and_then(|m| deadline_timer(m, untimed));
+                    let Some(new) = new else {
                         return Poll::Pending;
                     };
                     match timer.insert(new).waited(cx) {

@@ -183,7 +183,8 @@ impl StreamTimer {
         }
     }
 
-    /// The body waits, the clock read at `now` before it was polled and no limit passed then.
+    /// The body waits: the clock read at `now`, once the inner body said so, and no limit had
+    /// passed then.
     #[inline]
     fn wait<D>(
         &mut self,
