@@ -1,4 +1,6 @@
-//! Whole-stack overhead, side by side in one run: bare axum, tower-http's `TraceLayer`,
+//! Whole-stack overhead, side by side in one run: bare axum, a layer that only wraps the
+//! response body (`body_wrapper`: the floor any body-measuring layer pays on an axum `Router`,
+//! which boxes the wrapped body again), tower-http's `TraceLayer`,
 //! axum-prometheus, and tower-stream-monitor with both layers as the README installs them
 //! (`monitor.layer()` on the router, with a 60 s stream timeout; `monitor.error_layer()` on the
 //! registry). Every variant has
@@ -36,7 +38,13 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-const VARIANTS: [&str; 4] = ["bare", "trace", "axum_prometheus", "stream_monitor"];
+const VARIANTS: [&str; 5] = [
+    "bare",
+    "body_wrapper",
+    "trace",
+    "axum_prometheus",
+    "stream_monitor",
+];
 
 async fn hello() -> &'static str {
     "hello"
@@ -76,6 +84,15 @@ fn app(variant: &str) -> Router {
         "bare" => {
             registry.init();
             routes
+        }
+        "body_wrapper" => {
+            registry.init();
+            // The floor: the body in a wrapper of another type, which axum boxes again.
+            routes.layer(tower::util::MapResponseLayer::new(
+                |response: axum::http::Response<Body>| {
+                    response.map(|body| http_body_util::BodyExt::map_err(body, |e| e))
+                },
+            ))
         }
         "trace" => {
             registry.init();
