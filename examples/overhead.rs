@@ -11,13 +11,18 @@
 //! apt-get install -y wrk
 //! cargo run --release --example overhead                                   # small requests
 //! cargo run --release --example overhead -- --scenario stream --connections 1000
-//! # options: --seconds 5 --rounds 3 --connections 64 --pin
+//! # options: --seconds 5 --rounds 3 --connections 64 --pin --calibrate
 //! ```
 //!
 //! `--pin` (needs `taskset`, from util-linux) runs each server on core 0 with one tokio worker
 //! and `wrk` on core 1, so that the two never share a core: the server's CPU per request is then
 //! measured without `wrk` preempting it, and its throughput is what one core gives. Without it,
 //! both take any core, as in the default run of most apps.
+//!
+//! `--calibrate` adds a `cold_lines` stack beside `body_wrapper`: the same wrapper, writing to 13
+//! cache lines of the stream's own (in four allocations) per data frame, about as many as this
+//! crate's events read over the floor. It prices cold memory on this machine, apart from
+//! instructions.
 //!
 //! `small`: `GET /hello`, a 5-byte body. `stream`: `GET /stream`, an SSE body of 20 OpenAI-style
 //! chunks 50 ms apart (1 s per stream), so each connection keeps one stream going. For each
@@ -45,6 +50,64 @@ const VARIANTS: [&str; 5] = [
     "axum_prometheus",
     "stream_monitor",
 ];
+
+/// Lines the `cold_lines` stack touches per data frame: about as many as this crate's
+/// events read over the `body_wrapper` floor (README, Performance: Cache misses).
+const COLD_LINES: usize = 13;
+/// Cache lines per region of the `cold_lines` stack, of which it touches every fifth.
+const REGION_LINES: usize = 16;
+
+pin_project_lite::pin_project! {
+    /// The `cold_lines` stack's body: the inner body's frames passed through, and for each data
+    /// frame a write to [`COLD_LINES`] cache lines of the stream's own, spread over four
+    /// allocations as a request's state is. With a thousand streams live, each event finds
+    /// them cold: what memory alone costs per event, apart from any instructions.
+    struct ColdLines {
+        #[pin]
+        body: Body,
+        regions: [Box<[[u64; 8]; REGION_LINES]>; 4],
+    }
+}
+
+impl ColdLines {
+    fn new(body: Body) -> Self {
+        Self {
+            body,
+            regions: std::array::from_fn(|_| Box::new([[0; 8]; REGION_LINES])),
+        }
+    }
+}
+
+impl http_body::Body for ColdLines {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let this = self.project();
+        let polled = this.body.poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled {
+            if frame.is_data() {
+                let lines = (0..COLD_LINES).map(|n| (n % 4, (n / 4) * 5));
+                for (region, line) in lines {
+                    let word = &mut this.regions[region][line][0];
+                    *word = std::hint::black_box(*word + 1);
+                }
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
 
 async fn hello() -> &'static str {
     "hello"
@@ -92,6 +155,12 @@ fn app(variant: &str) -> Router {
                 |response: axum::http::Response<Body>| {
                     response.map(|body| http_body_util::BodyExt::map_err(body, |e| e))
                 },
+            ))
+        }
+        "cold_lines" => {
+            registry.init();
+            routes.layer(tower::util::MapResponseLayer::new(
+                |response: axum::http::Response<Body>| response.map(ColdLines::new),
             ))
         }
         "trace" => {
@@ -234,6 +303,7 @@ fn main() {
     let mut connections = 64;
     let mut scenario = "small".to_owned();
     let mut pin = false;
+    let mut calibrate = false;
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
         let mut value = || it.next().unwrap_or_default();
@@ -243,6 +313,7 @@ fn main() {
             "--connections" => connections = value().parse().unwrap_or(connections),
             "--scenario" => scenario = value(),
             "--pin" => pin = true,
+            "--calibrate" => calibrate = true,
             other => {
                 eprintln!("unknown argument {other:?}");
                 std::process::exit(2);
@@ -265,9 +336,14 @@ fn main() {
     println!(
         "scenario {scenario}: GET {path}, {connections} connections, {seconds} s x {rounds} rounds per variant"
     );
-    let mut results: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); VARIANTS.len()];
+    let mut variants = VARIANTS.to_vec();
+    if calibrate {
+        // Beside the floor it adds to.
+        variants.insert(2, "cold_lines");
+    }
+    let mut results: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); variants.len()];
     for round in 1..=rounds {
-        for (i, variant) in VARIANTS.iter().enumerate() {
+        for (i, variant) in variants.iter().enumerate() {
             match run_once(variant, path, seconds, connections, pin) {
                 Ok(run) => {
                     println!(
@@ -289,7 +365,7 @@ fn main() {
         "\n{:<26}{:>12}{:>10}{:>14}{:>10}{:>18}",
         "variant", "req/s", "vs bare", "us CPU/req", "vs bare", "CPU/req, rounds"
     );
-    for (i, variant) in VARIANTS.iter().enumerate() {
+    for (i, variant) in variants.iter().enumerate() {
         let (rps, cpu) = (median(results[i].0.clone()), median(results[i].1.clone()));
         // The spread over the rounds: how far one round can be from the median on this machine.
         let least = results[i].1.iter().copied().fold(f64::INFINITY, f64::min);
