@@ -263,7 +263,30 @@ pub(crate) fn is_unrouted(status: StatusCode, route: &str) -> bool {
     }
 }
 
+/// Token counts above this are taken as this (about 10^15): a hostile usage figure cannot wrap
+/// a sum or poison a mean.
+const MAX_TOKENS: u64 = 1 << 50;
+
+/// A usage figure capped at [`MAX_TOKENS`].
+#[inline(always)]
+fn clamp_tokens(part: &mut Option<u64>) {
+    if let Some(n) = part {
+        *n = (*n).min(MAX_TOKENS);
+    }
+}
+
 impl StreamRecord {
+    /// Caps every usage figure at [`MAX_TOKENS`], before the record is counted.
+    pub(crate) fn clamp_usage(&mut self) {
+        self.output_tokens = self.output_tokens.min(MAX_TOKENS);
+        // One at a time, not through an array of references: no loop, no pointers kept.
+        clamp_tokens(&mut self.input_tokens);
+        clamp_tokens(&mut self.cache_read_input_tokens);
+        clamp_tokens(&mut self.cache_creation_input_tokens);
+        clamp_tokens(&mut self.cache_creation_1h_input_tokens);
+        clamp_tokens(&mut self.reasoning_output_tokens);
+    }
+
     /// A record with the given labels and outcome, an LLM call (`operation_name` `chat`), and
     /// everything else empty (zero, `None`, not streaming); set the public fields that apply.
     pub fn new(

@@ -404,6 +404,30 @@ fn hostile_usage_figures_do_not_wrap() {
     );
 }
 
+/// Item 9: hostile usage figures in an upstream's stream are capped as the layer records them,
+/// as they are for records given to `ingest` (above).
+#[tokio::test]
+async fn hostile_usage_in_a_stream_is_capped() {
+    async fn hostile() -> axum::response::Response {
+        let usage = format!(
+            "data: {{\"model\":\"gpt-4o-mini\",\"choices\":[],\"usage\":{{\"prompt_tokens\":{max},\"completion_tokens\":{max},\"total_tokens\":{max}}}}}\n\n",
+            max = u64::MAX
+        );
+        (
+            StreamLabels::new("openai").with_model("gpt-4o-mini"),
+            [(header::CONTENT_TYPE, "text/event-stream")],
+            format!("{}{usage}data: [DONE]\n\n", chat_sse(2)),
+        )
+            .into_response()
+    }
+    let app = Router::new().route("/v1/chat/completions", post(hostile));
+    let (records, _monitor, addr) = monitored(Monitor::builder(), app).await;
+    drain(client().post(format!("http://{addr}/v1/chat/completions"))).await;
+    let record = records.wait_for(1).await.remove(0);
+    assert_eq!(record.output_tokens, 1 << 50);
+    assert_eq!(record.input_tokens, Some(1 << 50));
+}
+
 /// Item 9: a HEAD request is an `ok`, non-streaming request with no first token.
 #[tokio::test]
 async fn head_requests_are_ok() {

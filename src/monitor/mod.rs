@@ -20,18 +20,6 @@ use crate::window::{WindowStore, WindowTime};
 mod builder;
 mod recorder;
 
-/// Token counts above this are taken as this (about 10^15): a hostile usage figure cannot wrap
-/// a sum or poison a mean.
-const MAX_TOKENS: u64 = 1 << 50;
-
-/// A usage figure capped at [`MAX_TOKENS`].
-#[inline(always)]
-fn clamp_tokens(part: &mut Option<u64>) {
-    if let Some(n) = part {
-        *n = (*n).min(MAX_TOKENS);
-    }
-}
-
 pub(crate) use builder::Config;
 pub use builder::{ConfigError, MonitorBuilder, OnRecord, RequestLabeler};
 pub(crate) use recorder::{Recorder, StreamSettings};
@@ -376,6 +364,7 @@ impl Monitor {
     /// # Ok::<(), tower_stream_monitor::ConfigError>(())
     /// ```
     pub fn ingest(&self, mut record: StreamRecord) {
+        record.clamp_usage();
         self.ingest_from(&mut record, LabelSource::Trusted, 0);
     }
 
@@ -400,19 +389,14 @@ impl Monitor {
         })
     }
 
+    /// `record`'s usage figures are capped already (`StreamRecord::clamp_usage`): by `ingest`,
+    /// and by the layer for a body it parsed, the only kind with any.
     fn ingest_from(&self, record: &mut StreamRecord, source: LabelSource, ended_in_flight: i64) {
         // The wall clock is read only where the time is shown: `on_record`, and the Prometheus
         // exemplar of a record with a trace id. Nothing else reads it, and the record ends here.
         if record.trace.is_some() || self.shared.config.on_record.is_some() {
             record.finished_at = self.now();
         }
-        record.output_tokens = record.output_tokens.min(MAX_TOKENS);
-        // One at a time, not through an array of references: no loop, no pointers kept.
-        clamp_tokens(&mut record.input_tokens);
-        clamp_tokens(&mut record.cache_read_input_tokens);
-        clamp_tokens(&mut record.cache_creation_input_tokens);
-        clamp_tokens(&mut record.cache_creation_1h_input_tokens);
-        clamp_tokens(&mut record.reasoning_output_tokens);
         let excluded = &self.shared.config.gen_ai_excluded_routes;
         if !excluded.is_empty() && excluded.iter().any(|r| **r == *record.route) {
             record.operation_name = None;

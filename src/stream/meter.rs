@@ -383,7 +383,7 @@ impl StreamMeter {
             error,
             upstream: upstream.as_ref(),
         });
-        let record = StreamRecord {
+        let mut record = StreamRecord {
             provider: self.provider,
             model,
             route: scope.tags.route,
@@ -426,6 +426,10 @@ impl StreamMeter {
             oversized_events: summary.map_or(0, |s| s.oversized_events()),
             malformed_events: summary.map_or(0, |s| s.malformed_events()),
         };
+        if summary.is_some() {
+            // Usage is read from the body, which only a parsed body has.
+            record.clamp_usage();
+        }
         recorder.record(record, self.facade_in_flight, true, self.label_source);
     }
 }
