@@ -21,8 +21,9 @@
 //!
 //! `--calibrate` adds a `cold_lines` stack beside `body_wrapper`: the same wrapper, writing to 13
 //! cache lines of the stream's own (in four allocations) per data frame, about as many as this
-//! crate's events read over the floor. It prices cold memory on this machine, apart from
-//! instructions.
+//! crate's events read over the floor. With `--scenario stream` it prices cold memory on this
+//! machine, apart from instructions; besides the writes it costs four allocations of 1 KiB,
+//! zeroed, per response (on small requests that is all it measures: their lines are still warm).
 //!
 //! `small`: `GET /hello`, a 5-byte body. `stream`: `GET /stream`, an SSE body of 20 OpenAI-style
 //! chunks 50 ms apart (1 s per stream), so each connection keeps one stream going. For each
@@ -60,8 +61,9 @@ const REGION_LINES: usize = 16;
 pin_project_lite::pin_project! {
     /// The `cold_lines` stack's body: the inner body's frames passed through, and for each data
     /// frame a write to [`COLD_LINES`] cache lines of the stream's own, spread over four
-    /// allocations as a request's state is. With a thousand streams live, each event finds
-    /// them cold: what memory alone costs per event, apart from any instructions.
+    /// allocations (made and zeroed with the response) as a request's state is. With a thousand
+    /// streams live, each event finds them cold: what memory alone costs per event, apart from
+    /// any instructions.
     struct ColdLines {
         #[pin]
         body: Body,

@@ -376,6 +376,8 @@ impl StreamRecord {
         if generating.is_zero() {
             return (None, None);
         }
+        // From the figure as the record will show it (`clamp_usage`).
+        let output_tokens = output_tokens.min(MAX_TOKENS);
         let tps = output_tokens as f64 / generating.as_secs_f64();
         let tpot = generating / (output_tokens - 1).min(u32::MAX as u64) as u32;
         (Some(tps), Some(tpot))

@@ -410,13 +410,28 @@ fn hostile_usage_figures_do_not_wrap() {
 async fn hostile_usage_in_a_stream_is_capped() {
     async fn hostile() -> axum::response::Response {
         let usage = format!(
-            "data: {{\"model\":\"gpt-4o-mini\",\"choices\":[],\"usage\":{{\"prompt_tokens\":{max},\"completion_tokens\":{max},\"total_tokens\":{max}}}}}\n\n",
+            "data: {{\"model\":\"gpt-4o-mini\",\"choices\":[],\"usage\":{{\"prompt_tokens\":{max},\"completion_tokens\":{max},\"total_tokens\":{max}}}}}\n\ndata: [DONE]\n\n",
             max = u64::MAX
         );
+        // The tokens, then the usage later: time to generate in between, so that there is a rate.
+        let frames = futures_util::stream::unfold(0, move |i| {
+            let usage = usage.clone();
+            async move {
+                let frame = match i {
+                    0 => chat_sse(2).replace("data: [DONE]\n\n", ""),
+                    1 => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        usage
+                    }
+                    _ => return None,
+                };
+                Some((Ok::<_, std::convert::Infallible>(frame), i + 1))
+            }
+        });
         (
             StreamLabels::new("openai").with_model("gpt-4o-mini"),
             [(header::CONTENT_TYPE, "text/event-stream")],
-            format!("{}{usage}data: [DONE]\n\n", chat_sse(2)),
+            axum::body::Body::from_stream(frames),
         )
             .into_response()
     }
@@ -426,6 +441,11 @@ async fn hostile_usage_in_a_stream_is_capped() {
     let record = records.wait_for(1).await.remove(0);
     assert_eq!(record.output_tokens, 1 << 50);
     assert_eq!(record.input_tokens, Some(1 << 50));
+    // The rates are worked out from the capped figure, as the record shows it.
+    let generating = record.duration - record.time_to_first_token.expect("a first token");
+    let rate = record.tokens_per_second.expect("a rate");
+    let capped = (1u64 << 50) as f64 / generating.as_secs_f64();
+    assert!(rate <= capped * 1.01, "{rate} against {capped}");
 }
 
 /// Item 9: a HEAD request is an `ok`, non-streaming request with no first token.

@@ -368,7 +368,6 @@ impl Monitor {
         self.ingest_from(&mut record, LabelSource::Trusted, 0);
     }
 
-    /// `ended_in_flight`: 1 when the request was counted in flight until just now.
     /// What `usage` cost on `model`, through this thread's last price: consecutive records
     /// mostly name the same model, and a hit skips the table's search (a string comparison at
     /// each level of it).
@@ -390,7 +389,8 @@ impl Monitor {
     }
 
     /// `record`'s usage figures are capped already (`StreamRecord::clamp_usage`): by `ingest`,
-    /// and by the layer for a body it parsed, the only kind with any.
+    /// and by the layer for a body it parsed, the only kind with any. `ended_in_flight`: 1 when
+    /// the request was counted in flight until just now.
     fn ingest_from(&self, record: &mut StreamRecord, source: LabelSource, ended_in_flight: i64) {
         // The wall clock is read only where the time is shown: `on_record`, and the Prometheus
         // exemplar of a record with a trace id. Nothing else reads it, and the record ends here.
