@@ -26,7 +26,9 @@
 //! zeroed, per response (on small requests that is all it measures: their lines are still warm).
 //!
 //! `small`: `GET /hello`, a 5-byte body. `stream`: `GET /stream`, an SSE body of 20 OpenAI-style
-//! chunks 50 ms apart (1 s per stream), so each connection keeps one stream going. For each
+//! chunks 50 ms apart (1 s per stream), so each connection keeps one stream going.
+//! `stream_raw`: `GET /stream_raw`, the same bytes as `application/octet-stream`, which this
+//! crate measures (first byte, bytes, duration, timeout) without parsing. For each
 //! variant it prints requests per second and the server's CPU time per request (from
 //! /proc/PID/stat; per stream, divide by 20 for per event), as medians over the rounds, and both
 //! as ratios to bare axum. Variants run interleaved round by round, so machine drift hits them
@@ -116,6 +118,17 @@ async fn hello() -> &'static str {
 }
 
 async fn stream() -> impl IntoResponse {
+    chunks("text/event-stream")
+}
+
+/// The same bytes under a type this crate does not parse: what measuring a stream costs
+/// without reading its events.
+async fn stream_raw() -> impl IntoResponse {
+    chunks("application/octet-stream")
+}
+
+/// 20 OpenAI-style chunks 50 ms apart, as `content_type`.
+fn chunks(content_type: &'static str) -> impl IntoResponse {
     let chunks = futures_util::stream::unfold(0u32, |i| async move {
         if i == 20 {
             return None;
@@ -127,7 +140,7 @@ async fn stream() -> impl IntoResponse {
         Some((Ok::<_, Infallible>(Bytes::from(data)), i + 1))
     });
     (
-        [(header::CONTENT_TYPE, "text/event-stream")],
+        [(header::CONTENT_TYPE, content_type)],
         Body::from_stream(chunks),
     )
 }
@@ -140,7 +153,8 @@ fn app(variant: &str) -> Router {
 
     let routes = Router::new()
         .route("/hello", get(hello))
-        .route("/stream", get(stream));
+        .route("/stream", get(stream))
+        .route("/stream_raw", get(stream_raw));
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_filter(tracing_subscriber::filter::LevelFilter::WARN);
@@ -330,10 +344,14 @@ fn main() {
             std::process::exit(2);
         }
     }
-    let path = if scenario == "stream" {
-        "/stream"
-    } else {
-        "/hello"
+    let path = match scenario.as_str() {
+        "small" => "/hello",
+        "stream" => "/stream",
+        "stream_raw" => "/stream_raw",
+        other => {
+            eprintln!("unknown scenario {other:?}: small, stream or stream_raw");
+            std::process::exit(2);
+        }
     };
     println!(
         "scenario {scenario}: GET {path}, {connections} connections, {seconds} s x {rounds} rounds per variant"
