@@ -5,7 +5,8 @@
 //! Performance).
 //!
 //! ```text
-//! cargo run --release --example cache_misses     # needs valgrind
+//! cargo run --release --example cache_misses             # needs valgrind
+//! cargo run --release --example cache_misses -- --timed  # wall time, no valgrind
 //! ```
 //!
 //! Each stack runs in its own process: `body_wrapper`, a layer that only wraps the response
@@ -16,6 +17,14 @@
 //! ending the streams cancels out. The events are the OpenAI chat fixture's, a fresh copy per
 //! frame, as a served stream's bytes come fresh from its handler. The simulated caches:
 //! valgrind's first level (32 KiB here) and a 2 MiB last level.
+//!
+//! `--timed` prices those misses on this machine instead: the same runs, natively, each round of
+//! frames (one per stream) after a sweep through `--evict` MiB of memory (320 by default, more
+//! than most servers' last-level cache), so that each event finds its stream's state in main
+//! memory, as a served stream's often is after the kernel's and the other connections' work.
+//! Only the rounds are timed, not the sweeps. Per event = (time with 100 events a stream − time
+//! with 20) / (500 × 80); stacks alternate, `--rounds` times (3 by default), medians. Wall time
+//! on a shared machine: compare stacks of one run, not runs.
 
 use std::process::Command;
 
@@ -50,7 +59,7 @@ fn fixture_events() -> Vec<Vec<u8>> {
 
 /// Runs `streams` streams of `events` events on `stack`, read in turn, on a current-thread
 /// runtime.
-fn child(stack: &str, streams: usize, events: usize) {
+fn child(stack: &str, streams: usize, events: usize, evict: usize) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -113,7 +122,20 @@ fn child(stack: &str, streams: usize, events: usize) {
             bodies.push(Some(response.into_body()));
         }
         let mut live = streams;
+        // Timed runs (`evict` bytes to sweep): what the rounds of frames took, the sweeps
+        // between them left out.
+        let mut sweep = vec![0u8; evict];
+        let mut polled = std::time::Duration::ZERO;
         while live > 0 {
+            if evict > 0 {
+                // Other work between two events of a stream (the kernel's, the other
+                // connections'): the streams' state leaves the caches.
+                for line in sweep.chunks_mut(64) {
+                    line[0] = line[0].wrapping_add(1);
+                }
+                std::hint::black_box(&mut sweep);
+            }
+            let round = std::time::Instant::now();
             for slot in &mut bodies {
                 let Some(body) = slot else { continue };
                 match body.frame().await {
@@ -126,8 +148,58 @@ fn child(stack: &str, streams: usize, events: usize) {
                     }
                 }
             }
+            polled += round.elapsed();
+        }
+        if evict > 0 {
+            println!("polled_ns {}", polled.as_nanos());
         }
     });
+}
+
+/// The nanoseconds the rounds of one child run took, natively, with `evict` bytes swept
+/// before each round.
+fn polled_ns(stack: &str, events: usize, evict: usize) -> Result<f64, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let output = Command::new(exe)
+        .args(["--child", stack, &STREAMS.to_string(), &events.to_string()])
+        .arg(evict.to_string())
+        .output()
+        .map_err(|e| e.to_string())?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("polled_ns "))
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or_else(|| format!("{stack}: no timing in {stdout:?}"))
+}
+
+/// `--timed`: nanoseconds per event of each stack, medians of `rounds` alternating runs.
+fn timed(evict_mib: usize, rounds: usize) -> Result<(), String> {
+    let events = (STREAMS * (MANY - FEW)) as f64;
+    let evict = evict_mib << 20;
+    let mut samples = vec![Vec::new(); STACKS.len()];
+    for _ in 0..rounds {
+        for (stack, samples) in STACKS.iter().zip(&mut samples) {
+            let few = polled_ns(stack, FEW, evict)?;
+            let many = polled_ns(stack, MANY, evict)?;
+            samples.push((many - few) / events);
+        }
+    }
+    let medians: Vec<f64> = samples
+        .into_iter()
+        .map(|mut v| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        })
+        .collect();
+    println!(
+        "| stack ({STREAMS} streams live, {evict_mib} MiB swept between rounds) | ns per event (median of {rounds}) |"
+    );
+    println!("|---|---|");
+    for (stack, ns) in STACKS.iter().zip(&medians) {
+        println!("| {stack} | {ns:.0} ({:+.0}) |", ns - medians[0]);
+    }
+    Ok(())
 }
 
 /// Instructions, first-level data misses and last-level data misses of one child run.
@@ -174,7 +246,21 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--child") {
         let number = |k: usize| args[i + k].parse().expect("a count");
-        child(&args[i + 1], number(2), number(3));
+        let evict = args.get(i + 4).and_then(|a| a.parse().ok()).unwrap_or(0);
+        child(&args[i + 1], number(2), number(3), evict);
+        return;
+    }
+    if args.iter().any(|a| a == "--timed") {
+        let option = |name: &str, default: usize| {
+            args.iter()
+                .position(|a| a == name)
+                .and_then(|i| args.get(i + 1)?.parse().ok())
+                .unwrap_or(default)
+        };
+        if let Err(e) = timed(option("--evict", 320), option("--rounds", 3).max(1)) {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
         return;
     }
     let events = (STREAMS * (MANY - FEW)) as f64;
