@@ -24,7 +24,8 @@
 //! request and +1,000 per streamed event over bare axum, reported as met or not. The ceiling,
 //! which fails the run (and so CI): the counts this crate reached, plus 10% so that a toolchain
 //! or dependency update does not fail CI by itself. Work added to the request path that pushes
-//! past the ceiling fails until it is paid for; the ceiling only ever moves down.
+//! past the ceiling fails until it is paid for; the ceiling moves up only for a trade that
+//! pays elsewhere, measured and said below.
 
 use std::convert::Infallible;
 use std::process::Command;
@@ -62,7 +63,11 @@ const TARGET_PER_EVENT: f64 = 1_000.0;
 /// stream timeout, which the bench measured without until then (+3,960 and +760 without it;
 /// with it, as the timer then was, +4,821 and +818).
 const REACHED_PER_REQUEST: f64 = 3_990.0;
-const REACHED_PER_EVENT: f64 = 816.0;
+/// 816 until a stream's one-hole templates were matched by a hash of the event's bytes rather
+/// than by comparing them with the template's: +129 instructions an event, for about four
+/// cache lines an event fewer, worth 200 ns an event when a stream's state has left the caches
+/// (`examples/cache_misses.rs`, README, Performance).
+const REACHED_PER_EVENT: f64 = 945.0;
 const MARGIN: f64 = 1.10;
 
 fn event(i: usize) -> Bytes {

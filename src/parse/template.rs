@@ -10,7 +10,10 @@
 //! hole, means exactly what the template's reading says: its only difference from the template
 //! is string or integer values that the reading does not look at, or only tests for emptiness
 //! (holes are cut only under the keys listed below, which is why). Matching is two or three
-//! `memcmp`s and a scan of the text, instead of a JSON parse.
+//! `memcmp`s and a scan of the text, instead of a JSON parse; for a stream's own one-hole
+//! template (the usual one), a hash of the event's bytes around the hole compared with the
+//! template's, so that the template's bytes, cold by the stream's next event, are not read
+//! (see [`Slot`]): bytes that differ hash alike with a chance of about 2^-64.
 //!
 //! How the answer depends on the holes is tried out when the template is learnt: the event is
 //! read again, by the same code and on a fresh summary, with every hole emptied, once more for
@@ -188,10 +191,19 @@ impl Default for Shape {
 impl Shape {
     /// [`read`](Self::read) of all of `data`: whether `data` is this template (whose bytes
     /// are `bytes`) with well-formed hole values, and if so whether it carries content. With
-    /// one hole (the usual template) the literal after it is compared at the end of `data`
-    /// first, and the hole must then fill the gap exactly: what `read` finds, in fewer steps.
+    /// one hole (the usual template) the literal after it is taken from the end of `data`,
+    /// and the hole must then fill the gap exactly: what `read` finds, in fewer steps. Given
+    /// `literals`, the [`literal_hash`] of the template's bytes before and after that hole,
+    /// `data`'s are compared by their hash, and `bytes` are not read (see [`Slot`]).
     #[inline(always)]
-    fn read_whole(&self, bytes: &[u8], event_type: &[u8], data: &[u8], chat: bool) -> Option<bool> {
+    fn read_whole(
+        &self,
+        bytes: &[u8],
+        literals: Option<u64>,
+        event_type: &[u8],
+        data: &[u8],
+        chat: bool,
+    ) -> Option<bool> {
         if self.hole_count != 1 {
             return self.read_all(bytes, event_type, data, chat);
         }
@@ -204,11 +216,13 @@ impl Shape {
             return None;
         }
         let (at, hole) = self.holes[0];
-        let before = bytes.get(..at)?;
-        let after = bytes.get(at..self.len)?;
-        let value_len = data.len().checked_sub(before.len() + after.len())?;
+        let value_len = data.len().checked_sub(self.len)?;
         let (head, tail) = data.split_at_checked(at + value_len)?;
-        if tail != after || !head.starts_with(before) {
+        let same = match literals {
+            Some(hash) => literal_hash(head.get(..at)?, tail) == hash,
+            None => tail == bytes.get(at..self.len)? && head.starts_with(bytes.get(..at)?),
+        };
+        if !same {
             return None;
         }
         let value = &data[at..];
@@ -289,16 +303,20 @@ impl Shape {
 ///
 /// In the order given, on a cache line of its own: what matching an event reads and writes
 /// (the slot's first 32 bytes and its shape's) is that line (ARCHITECTURE.md, The parser's
-/// memory).
+/// memory). A one-hole template's bytes, which are the stream's own and found cold by each
+/// of its events, are not read to match it: the event's bytes before and after the hole are
+/// hashed and compared with `literals`, the hash of the template's.
 #[derive(Debug, Default)]
 #[repr(C, align(64))]
 struct Slot {
-    /// Where its bytes start in the stream's arena.
-    start: usize,
     /// The event count when this template was last learnt or matched (for eviction).
     last_used: u64,
-    /// Events matched since it was learnt.
-    hits: u64,
+    /// With one hole: the [`literal_hash`] of its bytes before and after the hole.
+    literals: u64,
+    /// Where its bytes start in the stream's arena (at most `SLOTS * MAX_TEMPLATE_BYTES`).
+    start: u32,
+    /// Events matched since it was learnt (saturating).
+    hits: u32,
     live: bool,
     /// `live` and `shape.one_line`.
     one_line: bool,
@@ -315,7 +333,7 @@ impl Slot {
     #[inline(always)]
     fn answered(&mut self, summary: &mut StreamSummary) {
         self.last_used = summary.events;
-        self.hits += 1;
+        self.hits = self.hits.saturating_add(1);
         self.shape.effects.apply(summary);
     }
 }
@@ -392,7 +410,7 @@ impl Templates {
 
     #[cfg(test)]
     pub(crate) fn hits(&self) -> u64 {
-        self.slots.iter().map(|s| s.hits).sum()
+        self.slots.iter().map(|s| u64::from(s.hits)).sum()
     }
 
     #[cfg(test)]
@@ -413,7 +431,7 @@ impl Templates {
             if !slot.live {
                 continue;
             }
-            let bytes = self.arena.get(slot.start..)?;
+            let bytes = self.arena.get(slot.start as usize..)?;
             if let Some((len, content)) = slot.shape.read(bytes, event_type, data, chat, None) {
                 if len == data.len() {
                     slot.answered(summary);
@@ -477,8 +495,12 @@ impl Templates {
             if !slot.one_line {
                 continue;
             }
-            let bytes = self.arena.get(slot.start..)?;
-            if let Some(content) = slot.shape.read_whole(bytes, event_type, data, chat) {
+            let bytes = self.arena.get(slot.start as usize..)?;
+            let literals = Some(slot.literals);
+            if let Some(content) = slot
+                .shape
+                .read_whole(bytes, literals, event_type, data, chat)
+            {
                 summary.events += 1;
                 slot.answered(summary);
                 #[cfg(test)]
@@ -506,7 +528,7 @@ impl Templates {
             if !slot.one_line {
                 continue;
             }
-            let bytes = self.arena.get(slot.start..)?;
+            let bytes = self.arena.get(slot.start as usize..)?;
             if let Some((len, content)) = slot.shape.read(bytes, event_type, rest, chat, None) {
                 // A line break must follow (the decoder checks): then this is the whole data.
                 self.recognised = (i, content);
@@ -522,7 +544,7 @@ impl Templates {
         let (i, content) = self.recognised;
         if let Some(slot) = self.slots.get_mut(i) {
             slot.last_used = summary.events;
-            slot.hits += 1;
+            slot.hits = slot.hits.saturating_add(1);
             slot.shape.effects.apply(summary);
         }
         #[cfg(test)]
@@ -639,11 +661,11 @@ impl Templates {
         // template taking at most MAX_TEMPLATE_BYTES, they fit in the capacity reserved.
         let slot = &mut self.slots[index];
         if slot.live {
-            let (start, len) = (slot.start, slot.shape.len);
+            let (start, len) = (slot.start as usize, slot.shape.len);
             self.arena.drain(start..(start + len).min(self.arena.len()));
             for other in &mut self.slots {
-                if other.live && other.start > start {
-                    other.start -= len;
+                if other.live && other.start as usize > start {
+                    other.start = other.start.saturating_sub(u32::try_from(len).unwrap_or(0));
                 }
             }
         }
@@ -681,9 +703,19 @@ impl Templates {
         } else {
             copy.hole_count = count as u8;
             copy.len = self.arena.len() - start;
+            let bytes = self.arena.get(start..).unwrap_or_default();
+            let literals = match (&copy.holes[..count], bytes) {
+                (&[(at, _)], bytes) if at <= bytes.len() => {
+                    let (before, after) = bytes.split_at(at);
+                    literal_hash(before, after)
+                }
+                _ => 0,
+            };
             self.slots[index] = Slot {
                 shape: copy,
-                start,
+                literals,
+                // The arena holds at most `SLOTS * MAX_TEMPLATE_BYTES`.
+                start: u32::try_from(start).unwrap_or(u32::MAX),
                 live: true,
                 one_line: copy.one_line,
                 last_used: events,
@@ -925,6 +957,23 @@ impl Shared {
         };
         Learnt::Entry(index, spans)
     }
+}
+
+/// The seed of [`literal_hash`], drawn once per process: the hash a template's bytes are
+/// matched by is not one an upstream could aim at.
+static LITERAL_SEED: std::sync::LazyLock<u64> =
+    std::sync::LazyLock::new(|| std::hash::RandomState::new().hash_one(0u8));
+
+/// The hash of a one-hole template's bytes before and after its hole, by which its stream's
+/// events are matched (see [`Slot`]): seeded per process, so that two byte strings that are
+/// not equal hash alike with a chance of about 2^-64, and no upstream can choose events that
+/// do.
+#[inline]
+fn literal_hash(before: &[u8], after: &[u8]) -> u64 {
+    let mut hasher = foldhash::fast::FixedState::with_seed(*LITERAL_SEED).build_hasher();
+    hasher.write(before);
+    hasher.write(after);
+    hasher.finish()
 }
 
 /// A hash of the event's type, view and bytes outside its holes: what a template of it would
@@ -1223,9 +1272,10 @@ mod tests {
         assert!(offset_of!(Templates, recognised) + size_of::<(usize, bool)>() <= 64);
         let shape = offset_of!(Slot, shape);
         let slot_end = [
-            offset_of!(Slot, start) + size_of::<usize>(),
             offset_of!(Slot, last_used) + size_of::<u64>(),
-            offset_of!(Slot, hits) + size_of::<u64>(),
+            offset_of!(Slot, literals) + size_of::<u64>(),
+            offset_of!(Slot, start) + size_of::<u32>(),
+            offset_of!(Slot, hits) + size_of::<u32>(),
             offset_of!(Slot, one_line) + 1,
             shape + offset_of!(Shape, chat) + 1,
             shape + offset_of!(Shape, base) + 1,
@@ -1237,6 +1287,47 @@ mod tests {
         .into_iter()
         .max();
         assert!(slot_end <= Some(64), "{slot_end:?}");
+    }
+
+    /// A stream's one-hole template answers its events without reading its own bytes (what
+    /// an event would find cold): with those bytes overwritten, events the template stands for
+    /// are still answered, and events that differ from it outside the hole, by one byte or by
+    /// their length, are not.
+    #[test]
+    fn one_hole_templates_match_by_hash_without_their_bytes() {
+        let chunk = |content: &str| {
+            format!(
+                r#"{{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{{"index":0,"delta":{{"content":"{content}"}},"finish_reason":null}}]}}"#
+            )
+        };
+        let mut templates = Templates::new();
+        let mut summary = StreamSummary::default();
+        let learnt = chunk("hello");
+        templates.learn(&summary, &MESSAGE, learnt.as_bytes(), false, true);
+        let slot = templates.slots.iter().find(|s| s.live).expect("learnt");
+        assert_eq!(slot.shape.hole_count, 1);
+        assert!(slot.one_line && templates.one_line);
+        for byte in &mut templates.arena {
+            *byte = b'#';
+        }
+        let mut answer =
+            |data: &str| templates.answer(&mut summary, &MESSAGE, data.as_bytes(), false);
+        assert_eq!(answer(&chunk(" world")), Some(true));
+        assert_eq!(
+            answer(&chunk("")),
+            Some(false),
+            "an empty delta carries no content"
+        );
+        assert_eq!(answer(&chunk(r#"a \"quoted\" \u00e9"#)), Some(true));
+        assert_eq!(answer(&chunk("x").replace("\"m\"", "\"n\"")), None);
+        assert_eq!(
+            answer(&chunk("x").replace("chatcmpl-1", "chatcmpl-2")),
+            None
+        );
+        assert_eq!(answer(&chunk("x").replace("null}]}", "null}]} ")), None);
+        assert_eq!(answer(&chunk("x").replace("{\"id\"", "{ \"id\"")), None);
+        assert_eq!(answer(&chunk("un\"closed")), None);
+        assert_eq!(answer(""), None);
     }
 
     /// A one-hole template read whole (its end compared first) answers as its read from the
@@ -1274,8 +1365,13 @@ mod tests {
         };
         let (shared_shape, shared_bytes, _) = shared.entry(index).expect("the entry learnt");
         let shapes = [
-            (&slot.shape, &templates.arena[slot.start..]),
-            (shared_shape, shared_bytes),
+            (&slot.shape, &templates.arena[slot.start as usize..], None),
+            (
+                &slot.shape,
+                &templates.arena[slot.start as usize..],
+                Some(slot.literals),
+            ),
+            (shared_shape, shared_bytes, None),
         ];
         let mut datas: Vec<String> = ["", "x", " tok42", r#"a\"b"#, r#"\u00e9"#, "\\", "a\"b"]
             .iter()
@@ -1291,11 +1387,12 @@ mod tests {
         datas.push("{}".to_owned());
         let copy = MESSAGE.to_vec();
         let mut matched = 0;
-        for (shape, bytes) in shapes {
+        for (shape, bytes, literals) in shapes {
             for data in &datas {
                 for event_type in [&MESSAGE[..], &copy, b"other", b""] {
                     for chat in [false, true] {
-                        let whole = shape.read_whole(bytes, event_type, data.as_bytes(), chat);
+                        let whole =
+                            shape.read_whole(bytes, literals, event_type, data.as_bytes(), chat);
                         let from_start = shape
                             .read(bytes, event_type, data.as_bytes(), chat, None)
                             .filter(|&(len, _)| len == data.len())
