@@ -612,13 +612,17 @@ enum Decoder {
 /// Feeding it allocates nothing once its event buffer has grown to the largest event seen
 /// (at most [`DEFAULT_MAX_EVENT_BYTES`] or the configured cap).
 // Its memory is laid out by hand (`repr(C)`, on cache lines): the usual event, one whole event
-// in a frame answered by the stream's first template, reads four lines of it, where the
+// in a frame answered by the stream's first template, reads three lines of it, where the
 // compiler's own order spread the same fields over about nine (ARCHITECTURE.md, The parser's
 // memory).
 #[derive(Debug)]
 #[repr(C, align(64))]
 pub struct StreamParser {
     decoder: Decoder,
+    /// Whether a template of the stream can answer a whole frame (`Templates::one_line`),
+    /// copied here, between the lines the frame reads anyway, after each event that may change
+    /// it, so that the frame does not read the templates' head for it.
+    answerable: bool,
     summary: StreamSummary,
     templates: Templates,
     /// Whether every frame goes through the decoder's state machine (the reference parser
@@ -641,6 +645,7 @@ impl StreamParser {
         };
         Self {
             decoder,
+            answerable: false,
             summary: StreamSummary::default(),
             templates: Templates::new(),
             #[cfg(test)]
@@ -652,6 +657,7 @@ impl StreamParser {
     pub(crate) fn placeholder() -> Self {
         Self {
             decoder: Decoder::Ndjson(NdjsonDecoder::new(0)),
+            answerable: false,
             summary: StreamSummary::default(),
             templates: Templates::placeholder(),
             #[cfg(test)]
@@ -672,17 +678,24 @@ impl StreamParser {
         if let (Decoder::Sse(d), false) = (&mut self.decoder, plain) {
             if let Some((event_type, data)) = d.whole_frame(chunk) {
                 let chat = provider::chat_view(&self.summary, self.summary.events + 1);
-                let content = match self
-                    .templates
-                    .answer(&mut self.summary, event_type, data, chat)
-                {
+                let answer = match self.answerable {
+                    true => self
+                        .templates
+                        .answer(&mut self.summary, event_type, data, chat),
+                    false => None,
+                };
+                let content = match answer {
                     Some(content) => Some(content),
-                    None if memchr::memchr2(b'\n', b'\r', data).is_none() => Some(provider::apply(
-                        &mut self.summary,
-                        &mut self.templates,
-                        event_type,
-                        data,
-                    )),
+                    None if memchr::memchr2(b'\n', b'\r', data).is_none() => {
+                        let content = provider::apply(
+                            &mut self.summary,
+                            &mut self.templates,
+                            event_type,
+                            data,
+                        );
+                        self.answerable = self.templates.one_line();
+                        Some(content)
+                    }
                     None => None,
                 };
                 if let Some(content) = content {
@@ -709,6 +722,7 @@ impl StreamParser {
                 self.summary.oversized_events = d.oversized_events();
             }
         }
+        self.answerable = self.templates.one_line();
         self.summary.content_events - before
     }
 
@@ -803,8 +817,8 @@ mod tests {
     };
 
     /// An event that a template answers reads two cache lines of the decoder and the summary:
-    /// the decoder's tail and the summary's head, which follows it (ARCHITECTURE.md, The
-    /// parser's memory).
+    /// the decoder's tail, whether a template may answer (`answerable`), and the summary's
+    /// head, which follow it (ARCHITECTURE.md, The parser's memory).
     #[test]
     fn the_decoders_tail_and_the_summarys_head_share_two_lines() {
         use super::{Decoder, StreamSummary, WHOLE_FRAME_BYTES, sse::SseDecoder};
@@ -813,8 +827,10 @@ mod tests {
         assert_eq!(offset_of!(StreamParser, decoder), 0);
         // The SSE decoder fills the enum: it sits at its start.
         assert_eq!(size_of::<Decoder>(), size_of::<SseDecoder>());
+        let first = size_of::<SseDecoder>() - WHOLE_FRAME_BYTES;
+        let answerable = offset_of!(StreamParser, answerable);
+        assert!(first < answerable, "after the decoder");
         let summary = offset_of!(StreamParser, summary);
-        let first = summary - WHOLE_FRAME_BYTES;
         // `model`'s first byte: where `Option<ModelName>` keeps its tag today (the compiler
         // does not promise it; a layout that moved it would only cost a line, not be wrong).
         let last = summary

@@ -340,7 +340,9 @@ impl Slot {
 
 /// The templates of one stream, and when to try learning the next one.
 ///
-/// In the order given: what each event reads first (the arena and `one_line`), the slots last.
+/// In the order given: what an event read line by line reads first (the arena and
+/// `one_line`), the slots last. A whole frame reads only its slot: the parser keeps its own
+/// copy of `one_line` (`StreamParser::answerable`).
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct Templates {
@@ -477,9 +479,16 @@ impl Templates {
         found
     }
 
+    /// Whether any slot holds a one-line template: else [`answer`](Self::answer) finds none.
+    #[inline]
+    pub(crate) fn one_line(&self) -> bool {
+        self.one_line
+    }
+
     /// The answer for an event whose data is `data`, from the stream's one-line templates only;
     /// when there is one the event is recorded as read (its effects and the event count in
-    /// `summary`).
+    /// `summary`). The caller asks only when [`one_line`](Self::one_line) said there may be
+    /// one: a one-hole template's match reads its slot and nothing else of the templates.
     #[inline]
     pub(crate) fn answer(
         &mut self,
@@ -488,14 +497,15 @@ impl Templates {
         data: &[u8],
         chat: bool,
     ) -> Option<bool> {
-        if !self.one_line {
-            return None;
-        }
         for slot in &mut self.slots {
             if !slot.one_line {
                 continue;
             }
-            let bytes = self.arena.get(slot.start as usize..)?;
+            // A one-hole template is matched by its hash, not its bytes (see `Slot`).
+            let bytes = match slot.shape.hole_count {
+                1 => &[][..],
+                _ => self.arena.get(slot.start as usize..)?,
+            };
             let literals = Some(slot.literals);
             if let Some(content) = slot
                 .shape
