@@ -20,8 +20,9 @@
 //!
 //! `--timed` prices those misses on this machine instead: the same runs, natively, each round of
 //! frames (one per stream) after a sweep through `--evict` MiB of memory (320 by default, more
-//! than most servers' last-level cache), so that each event finds its stream's state in main
-//! memory, as a served stream's often is after the kernel's and the other connections' work.
+//! than this VM's 260 MiB last level; `--evict 0` for none), so that each event finds its
+//! stream's state in main memory, as a served stream's often is after the kernel's and the
+//! other connections' work.
 //! Only the rounds are timed, not the sweeps. Per event = (time with 100 events a stream − time
 //! with 20) / (500 × 80); stacks alternate, `--rounds` times (3 by default), medians. Wall time
 //! on a shared machine: compare stacks of one run, not runs.
@@ -59,7 +60,7 @@ fn fixture_events() -> Vec<Vec<u8>> {
 
 /// Runs `streams` streams of `events` events on `stack`, read in turn, on a current-thread
 /// runtime.
-fn child(stack: &str, streams: usize, events: usize, evict: usize) {
+fn child(stack: &str, streams: usize, events: usize, evict: Option<usize>) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -122,12 +123,12 @@ fn child(stack: &str, streams: usize, events: usize, evict: usize) {
             bodies.push(Some(response.into_body()));
         }
         let mut live = streams;
-        // Timed runs (`evict` bytes to sweep): what the rounds of frames took, the sweeps
-        // between them left out.
-        let mut sweep = vec![0u8; evict];
+        // Timed runs (`evict`: the bytes to sweep, maybe none): what the rounds of frames
+        // took, the sweeps between them left out.
+        let mut sweep = vec![0u8; evict.unwrap_or(0)];
         let mut polled = std::time::Duration::ZERO;
         while live > 0 {
-            if evict > 0 {
+            if !sweep.is_empty() {
                 // Other work between two events of a stream (the kernel's, the other
                 // connections'): the streams' state leaves the caches.
                 for line in sweep.chunks_mut(64) {
@@ -150,7 +151,7 @@ fn child(stack: &str, streams: usize, events: usize, evict: usize) {
             }
             polled += round.elapsed();
         }
-        if evict > 0 {
+        if evict.is_some() {
             println!("polled_ns {}", polled.as_nanos());
         }
     });
@@ -165,6 +166,10 @@ fn polled_ns(stack: &str, events: usize, evict: usize) -> Result<f64, String> {
         .arg(evict.to_string())
         .output()
         .map_err(|e| e.to_string())?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(format!("{stack}: child failed\n{stderr}"));
+    }
     let stdout = String::from_utf8_lossy(&output.stdout);
     stdout
         .lines()
@@ -176,7 +181,9 @@ fn polled_ns(stack: &str, events: usize, evict: usize) -> Result<f64, String> {
 /// `--timed`: nanoseconds per event of each stack, medians of `rounds` alternating runs.
 fn timed(evict_mib: usize, rounds: usize) -> Result<(), String> {
     let events = (STREAMS * (MANY - FEW)) as f64;
-    let evict = evict_mib << 20;
+    let evict = evict_mib
+        .checked_mul(1 << 20)
+        .ok_or_else(|| format!("--evict {evict_mib} MiB is more than this machine can address"))?;
     let mut samples = vec![Vec::new(); STACKS.len()];
     for _ in 0..rounds {
         for (stack, samples) in STACKS.iter().zip(&mut samples) {
@@ -246,7 +253,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--child") {
         let number = |k: usize| args[i + k].parse().expect("a count");
-        let evict = args.get(i + 4).and_then(|a| a.parse().ok()).unwrap_or(0);
+        let evict = args.get(i + 4).and_then(|a| a.parse().ok());
         child(&args[i + 1], number(2), number(3), evict);
         return;
     }

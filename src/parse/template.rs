@@ -13,7 +13,8 @@
 //! `memcmp`s and a scan of the text, instead of a JSON parse; for a stream's own one-hole
 //! template (the usual one), a hash of the event's bytes around the hole compared with the
 //! template's, so that the template's bytes, cold by the stream's next event, are not read
-//! (see [`Slot`]): bytes that differ hash alike with a chance of about 2^-64.
+//! (see [`Slot`]): bytes that differ hash alike only by chance, about 2^-64, the hash's seeds
+//! being secret and drawn per process.
 //!
 //! How the answer depends on the holes is tried out when the template is learnt: the event is
 //! read again, by the same code and on a fresh summary, with every hole emptied, once more for
@@ -304,8 +305,8 @@ impl Shape {
 /// In the order given, on a cache line of its own: what matching an event reads and writes
 /// (the slot's first 32 bytes and its shape's) is that line (ARCHITECTURE.md, The parser's
 /// memory). A one-hole template's bytes, which are the stream's own and found cold by each
-/// of its events, are not read to match it: the event's bytes before and after the hole are
-/// hashed and compared with `literals`, the hash of the template's.
+/// of its events, are not read to match a whole frame: the event's bytes before and after the
+/// hole are hashed and compared with `literals`, the hash of the template's.
 #[derive(Debug, Default)]
 #[repr(C, align(64))]
 struct Slot {
@@ -969,18 +970,32 @@ impl Shared {
     }
 }
 
-/// The seed of [`literal_hash`], drawn once per process: the hash a template's bytes are
-/// matched by is not one an upstream could aim at.
-static LITERAL_SEED: std::sync::LazyLock<u64> =
-    std::sync::LazyLock::new(|| std::hash::RandomState::new().hash_one(0u8));
+/// The seeds of [`literal_hash`], drawn once per process from the operating system's
+/// randomness (through std's `RandomState`): foldhash's starting value and its multipliers,
+/// which `FixedState` would leave at public constants (bytes equal to one of those make the
+/// hash forget what came before them, whatever the starting value).
+struct LiteralSeed {
+    per_hasher: u64,
+    shared: foldhash::SharedSeed,
+}
+
+static LITERAL_SEED: std::sync::LazyLock<LiteralSeed> = std::sync::LazyLock::new(|| {
+    let random = std::hash::RandomState::new();
+    LiteralSeed {
+        per_hasher: random.hash_one(0u8),
+        shared: foldhash::SharedSeed::from_u64(random.hash_one(1u8)),
+    }
+});
 
 /// The hash of a one-hole template's bytes before and after its hole, by which its stream's
-/// events are matched (see [`Slot`]): seeded per process, so that two byte strings that are
-/// not equal hash alike with a chance of about 2^-64, and no upstream can choose events that
-/// do.
+/// whole-frame events are matched (see [`Slot`]). Its seeds are secret and drawn per process,
+/// and no hash leaves the process: two byte strings that differ hash alike only by chance,
+/// about 2^-64 for a 64-bit hash (foldhash claims no more than that against an adversary who
+/// could see its hashes; none can here).
 #[inline]
 fn literal_hash(before: &[u8], after: &[u8]) -> u64 {
-    let mut hasher = foldhash::fast::FixedState::with_seed(*LITERAL_SEED).build_hasher();
+    let seed = &*LITERAL_SEED;
+    let mut hasher = foldhash::fast::FoldHasher::with_seed(seed.per_hasher, &seed.shared);
     hasher.write(before);
     hasher.write(after);
     hasher.finish()
@@ -1270,8 +1285,9 @@ fn scan_integer(s: &[u8]) -> Option<usize> {
 mod tests {
     use super::*;
 
-    /// What matching an event reads and writes of the stream's templates is one cache line of
-    /// their head and the first line of the slot (ARCHITECTURE.md, The parser's memory).
+    /// What matching an event reads and writes of the stream's templates is the first line of
+    /// the slot, and for an event read line by line one line of their head too (ARCHITECTURE.md,
+    /// The parser's memory).
     #[test]
     fn matching_reads_one_line_of_the_head_and_one_of_the_slot() {
         use std::mem::{align_of, offset_of, size_of};
@@ -1335,6 +1351,7 @@ mod tests {
             None
         );
         assert_eq!(answer(&chunk("x").replace("null}]}", "null}]} ")), None);
+        assert_eq!(answer(&chunk("x").replace("null}]}", "nulx}]}")), None);
         assert_eq!(answer(&chunk("x").replace("{\"id\"", "{ \"id\"")), None);
         assert_eq!(answer(&chunk("un\"closed")), None);
         assert_eq!(answer(""), None);
