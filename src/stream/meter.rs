@@ -60,20 +60,25 @@ pub(crate) enum StreamEnd<'a> {
 /// The per-body measurement. Everything here is owned by one body: no atomics, no locks.
 ///
 /// In the order given (`repr(C)`): what each data frame reads and writes comes first, in the
-/// first 128 bytes (ARCHITECTURE.md, The request's memory).
+/// first 64 bytes, one cache line (ARCHITECTURE.md, The request's memory). A frame knows
+/// whether it is the first from `bytes`, and a token whether it is the first from `last_token`,
+/// so that `first_byte` and `first_token` are written once and read when the request ends.
 #[repr(C)]
 pub(crate) struct StreamMeter {
     // Boxed: only streaming bodies have one, and it would make every response body larger.
     parser: Option<PooledParser>,
     bytes: u64,
-    /// The start of a failed response's body, to read the upstream's error from.
-    error_body: Option<Vec<u8>>,
-    first_byte: Option<Instant>,
-    first_token: Option<Instant>,
+    /// The start of a failed response's body, to read the upstream's error from (boxed: a
+    /// pointer on the frame's line, for the few responses that fail).
+    #[allow(
+        clippy::box_collection,
+        reason = "8 bytes on the line every frame reads, where a `Vec` takes 24"
+    )]
+    error_body: Option<Box<Vec<u8>>>,
     last_token: Option<Instant>,
     max_gap: Option<Duration>,
-    /// `last_token + max_gap`: a token after it makes a new widest gap (see `on_content`).
-    gap_edge: Option<Instant>,
+    first_byte: Option<Instant>,
+    first_token: Option<Instant>,
     // What the meter keeps of the request's context (the rest is read when it starts): the
     // service's state, for its recorder.
     state: Arc<ServiceState>,
@@ -138,7 +143,7 @@ impl StreamMeter {
             streaming,
             unrouted,
             encoded,
-            error_body: (failed && !encoded).then(Vec::new),
+            error_body: (failed && !encoded).then(Box::default),
             state,
             started,
             facade_in_flight,
@@ -153,7 +158,6 @@ impl StreamMeter {
             first_token: None,
             last_token: None,
             max_gap: None,
-            gap_edge: None,
             bytes: 0,
         });
     }
@@ -197,7 +201,9 @@ impl StreamMeter {
             kept.extend_from_slice(&data.chunk()[..room]);
         }
         let mut now = None;
-        if self.first_byte.is_none() {
+        // No bytes before these: the first byte (read from the frame's own line, not from
+        // `first_byte`'s).
+        if self.bytes == len as u64 {
             let t = Instant::now();
             self.first_byte = Some(t);
             now = Some(t);
@@ -228,15 +234,11 @@ impl StreamMeter {
 
     #[inline(always)]
     fn on_content(&mut self, now: Instant, scope: &RequestScope) {
-        if self.first_token.is_none() {
+        // Set with the first token, as `first_token` is.
+        if self.last_token.is_none() {
             self.on_first_token(now, scope);
         }
-        widen_gap(
-            &mut self.last_token,
-            &mut self.max_gap,
-            &mut self.gap_edge,
-            now,
-        );
+        widen_gap(&mut self.last_token, &mut self.max_gap, now);
     }
 
     #[cold]
@@ -437,32 +439,25 @@ impl StreamMeter {
 /// The widest gap between tokens, after a token at `now` following one at `last`: as
 /// `max_gap.max(now - last)` (a clock that went back giving a gap of zero), with the gap worked
 /// out only when it is a new widest one. `now - last > max_gap` is `now > last + max_gap`,
-/// exactly, and comparing instants costs less than subtracting them; `edge` keeps that sum for
-/// the next token. Without an edge (the first gap, or one past the clock's range) the gap is
-/// compared the long way.
+/// exactly, and adding a duration to an instant costs less than subtracting two; a sum past
+/// the clock's range is no new widest gap.
 #[inline(always)]
-fn widen_gap(
-    last: &mut Option<Instant>,
-    max_gap: &mut Option<Duration>,
-    edge: &mut Option<Instant>,
-    now: Instant,
-) {
+fn widen_gap(last: &mut Option<Instant>, max_gap: &mut Option<Duration>, now: Instant) {
     if let Some(last) = *last {
-        let widest = match *edge {
-            Some(edge) => now > edge,
-            None => max_gap.is_none_or(|m| now - last > m),
+        let widest = match *max_gap {
+            Some(m) => last.checked_add(m).is_some_and(|edge| now > edge),
+            None => true,
         };
         if widest {
             *max_gap = Some(now - last);
         }
     }
     *last = Some(now);
-    *edge = max_gap.and_then(|m| now.checked_add(m));
 }
 
 /// The bytes at the start of a meter that each data frame reads and writes (see `StreamMeter`).
 #[cfg(test)]
-pub(crate) const FRAME_BYTES: usize = 128;
+pub(crate) const FRAME_BYTES: usize = 64;
 
 #[cfg(test)]
 mod tests {
@@ -478,12 +473,9 @@ mod tests {
         let ends = [
             offset_of!(StreamMeter, parser) + size_of::<Option<PooledParser>>(),
             offset_of!(StreamMeter, bytes) + size_of::<u64>(),
-            offset_of!(StreamMeter, error_body) + size_of::<Option<Vec<u8>>>(),
-            offset_of!(StreamMeter, first_byte) + size_of::<Option<Instant>>(),
-            offset_of!(StreamMeter, first_token) + size_of::<Option<Instant>>(),
+            offset_of!(StreamMeter, error_body) + size_of::<Option<Box<Vec<u8>>>>(),
             offset_of!(StreamMeter, last_token) + size_of::<Option<Instant>>(),
             offset_of!(StreamMeter, max_gap) + size_of::<Option<Duration>>(),
-            offset_of!(StreamMeter, gap_edge) + size_of::<Option<Instant>>(),
         ];
         assert_eq!(ends.into_iter().max(), Some(FRAME_BYTES));
     }
@@ -494,7 +486,7 @@ mod tests {
         let start = Instant::now();
         let mut state = 0x2545_f491_4f6c_dd1d_u64;
         for round in 0..200 {
-            let (mut last, mut max_gap, mut edge) = (None, None, None);
+            let (mut last, mut max_gap) = (None, None);
             let (mut plain_last, mut plain_max): (Option<Instant>, Option<Duration>) = (None, None);
             let mut at = start + Duration::from_secs(round);
             for _ in 0..50 {
@@ -508,7 +500,7 @@ mod tests {
                     1 => at.checked_sub(step).unwrap_or(at),
                     _ => at + step,
                 };
-                widen_gap(&mut last, &mut max_gap, &mut edge, at);
+                widen_gap(&mut last, &mut max_gap, at);
                 if let Some(l) = plain_last {
                     let gap = at - l;
                     if plain_max.is_none_or(|m| gap > m) {

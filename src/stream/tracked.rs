@@ -17,7 +17,7 @@ use super::timer::StreamTimer;
 /// its scope.
 ///
 /// In the order given (`repr(C)`), from a cache-line boundary: what each frame of a stream
-/// reads (the meter's first 128 bytes, the timer's first 72) takes four lines of the box; the
+/// reads (the meter's first 64 bytes, the timer's first 72) takes three lines of the box; the
 /// body knows without reading the box whether the scope keeps a span (ARCHITECTURE.md, The
 /// request's memory).
 #[repr(C, align(64))]
@@ -131,10 +131,11 @@ mod tests {
     use crate::monitor::Recorder;
     use crate::stream::service::ServiceState;
 
-    /// What each frame reads of the box (the meter's first bytes, the timer's) is four of its
-    /// cache lines, and so is what a wait reads (ARCHITECTURE.md, The request's memory).
+    /// What each frame reads of the box (the meter's first line, the timer's first bytes) is
+    /// three of its cache lines; a wait, which follows a frame of a served stream while those
+    /// lines are still warm, reads one more (ARCHITECTURE.md, The request's memory).
     #[test]
-    fn a_frame_reads_four_lines_of_the_box() {
+    fn a_frame_reads_three_lines_of_the_box() {
         use std::collections::BTreeSet;
         use std::mem::{align_of, offset_of};
         assert_eq!(align_of::<Tracked>(), 64);
@@ -148,7 +149,7 @@ mod tests {
         let meter = (offset_of!(Tracked, meter), super::super::meter::FRAME_BYTES);
         let timer = offset_of!(Tracked, timer);
         let frame = [meter, (timer, super::super::timer::FRAME_BYTES)];
-        assert_eq!(lines(&frame), 4);
+        assert_eq!(lines(&frame), 3);
         let wait = [meter, (timer, super::super::timer::WAIT_BYTES)];
         assert_eq!(lines(&wait), 4);
     }
