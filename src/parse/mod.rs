@@ -678,11 +678,11 @@ impl StreamParser {
         if let (Decoder::Sse(d), false) = (&mut self.decoder, plain) {
             if let Some((event_type, data)) = d.whole_frame(chunk) {
                 let chat = provider::chat_view(&self.summary, self.summary.events + 1);
-                let answer = match self.answerable {
-                    true => self
-                        .templates
-                        .answer(&mut self.summary, event_type, data, chat),
-                    false => None,
+                let answer = if self.answerable {
+                    self.templates
+                        .answer(&mut self.summary, event_type, data, chat)
+                } else {
+                    None
                 };
                 let content = match answer {
                     Some(content) => Some(content),
