@@ -63,6 +63,24 @@ impl fmt::Display for StreamTimeoutError {
 
 impl std::error::Error for StreamTimeoutError {}
 
+/// The stream deadline passed while the handler was still waiting for the request's body: the
+/// client's doing, answered 408 and recorded `client_error` (README, Security). Not a
+/// [`StreamTimeoutError`], which the outcome classifier takes for an upstream's timeout.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestBodyTimeout {
+    pub(crate) after: Duration,
+}
+
+impl fmt::Display for RequestBodyTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Request body not received within {}",
+            seconds(self.after)
+        )
+    }
+}
+
 /// `60s`, `2.5s`, `0.3s`: the `Streaming timeout after {n}s` wording (README).
 fn seconds(d: Duration) -> String {
     if d.subsec_nanos() == 0 {

@@ -349,12 +349,12 @@ async fn deadline_spans_the_wait_for_the_response() {
 }
 
 /// A response ready at once with a one-frame body (`Full`: its end is known) arms no timer;
-/// when its frame is read past the deadline (a handler that never waited, or a late consumer),
-/// the end is judged by the time: `timeout` at 3 s of a 2 s deadline, `ok` at 1 s. The frame is
-/// handed on either way.
+/// its frame read past the deadline (a consumer that reads late) is handed on and the request
+/// is `ok`, at 3 s of a 2 s deadline as at 1 s: the lateness is the consumer's, and a client
+/// that reads slowly must not turn a healthy answer into a `timeout` (README, Security).
 #[tokio::test(start_paused = true)]
-async fn a_one_frame_body_read_past_the_deadline_is_a_timeout() {
-    for (read_at, outcome) in [(3, Outcome::Timeout), (1, Outcome::Ok)] {
+async fn a_one_frame_body_read_late_is_ok() {
+    for (read_at, outcome) in [(3, Outcome::Ok), (1, Outcome::Ok)] {
         let records = Records::default();
         let sink = records.clone();
         let monitor = Monitor::builder()
@@ -440,11 +440,12 @@ async fn timeouts_past_the_clock_never_pass() {
     assert_eq!((r.outcome, r.duration), (Outcome::Ok, ms(4000)));
 }
 
-/// A body that is never pending (every frame ready at once) still ends at the deadline: the
-/// consumer moves the clock 100 ms per frame; the frame read at 2 s, past the deadline, is
-/// handed on, and the next read (at 2.1 s) is the timeout.
+/// A body that is never pending (every frame ready at once) read by a consumer that takes
+/// 100 ms over each frame, 100 s in all, is not cut by a 2 s deadline: its source never kept it
+/// waiting, so the time is the consumer's, and the request is `ok` with every frame handed on
+/// (README, Security). A body that waits past the deadline is cut (the tests above).
 #[tokio::test(start_paused = true)]
-async fn deadline_cuts_a_body_that_is_never_pending() {
+async fn a_slow_reader_of_a_ready_body_is_not_cut_by_the_deadline() {
     let script = (0..1000).map(|_| data(0, chunk("x"))).collect();
     let builder = Monitor::builder().stream_timeout(Duration::from_secs(2));
     let (records, _monitor, response) = run(builder, ms(0), SSE, script).await;
@@ -454,13 +455,14 @@ async fn deadline_cuts_a_body_that_is_never_pending() {
         frames.push(frame.unwrap().into_data().unwrap());
         tokio::time::advance(ms(100)).await;
     }
-    assert_eq!(frames.len(), 22);
-    assert_eq!(frames[20], chunk("x"));
-    assert_eq!(frames[21], timeout_event("Streaming timeout after 2s"));
+    assert_eq!(frames.len(), 1000);
+    assert!(frames.iter().all(|f| *f == chunk("x")));
     let r = records.only().await;
-    assert_eq!((r.outcome, r.duration), (Outcome::Timeout, ms(2100)));
-    assert_eq!((r.output_tokens, r.time_to_first_token), (21, Some(ms(0))));
-    assert_eq!(r.tokens_per_second, Some(10.0));
+    assert_eq!(r.outcome, Outcome::Ok);
+    assert_eq!(
+        (r.output_tokens, r.time_to_first_token),
+        (1000, Some(ms(0)))
+    );
 }
 
 /// A non-SSE body cut by the deadline ends with an error whose source chain holds the crate's

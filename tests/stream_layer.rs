@@ -492,8 +492,10 @@ async fn labels_come_from_extension_then_header_then_closure() {
     );
 }
 
+/// `Accept: text/event-stream` does not make a plain answer a streaming request: the response
+/// decides (README, Outcomes). An NDJSON answer is one, and is parsed.
 #[tokio::test]
-async fn accept_header_marks_streaming_and_ndjson_is_parsed() {
+async fn the_response_not_the_accept_header_marks_streaming_and_ndjson_is_parsed() {
     let records = Records::default();
     let monitor = records.attach(Monitor::builder()).build().unwrap();
     let app = Router::new()
@@ -523,7 +525,10 @@ async fn accept_header_marks_streaming_and_ndjson_is_parsed() {
         .await
         .unwrap();
     let got = records.wait_for(2).await;
-    assert!(got[0].streaming);
+    assert!(
+        !got[0].streaming,
+        "a plain answer, whatever the client accepts"
+    );
     assert_eq!(got[0].format, ProviderFormat::Unknown);
     assert_eq!(
         got[0].time_to_first_token, got[0].time_to_first_byte,

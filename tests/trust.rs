@@ -516,3 +516,220 @@ async fn compression_inside_is_measured_not_parsed() {
         }
     }
 }
+
+/// A client that never finishes sending its request body, to a handler that reads it, keeps the
+/// handler waiting past the stream timeout: that is the client's doing. The monitor answers
+/// 408 and records `client_error`, which never counts in `/health`. A handler that waits past
+/// the timeout for anything else (its upstream) is still a `timeout` and fires the trigger.
+#[tokio::test]
+async fn a_request_body_that_never_arrives_is_not_an_upstream_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder()
+            .min_samples(5)
+            .stream_timeout(Duration::from_millis(300)),
+        Router::new()
+            .route(
+                "/v1/chat/completions",
+                post(|body: String| async move {
+                    let _ = body;
+                    real_stream().await
+                }),
+            )
+            .route(
+                "/v1/hung",
+                post(|body: String| async move {
+                    let _ = body;
+                    // The upstream never answers.
+                    std::future::pending::<()>().await;
+                    real_stream().await
+                }),
+            ),
+    )
+    .await;
+    let status_line = |answer: &[u8]| {
+        String::from_utf8_lossy(answer)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    for _ in 0..6 {
+        let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // `Content-Length: 100`, and 15 bytes of it: the rest never comes.
+        socket
+            .write_all(
+                b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\
+                  content-type: application/json\r\ncontent-length: 100\r\n\r\n{\"stream\": true",
+            )
+            .await
+            .unwrap();
+        let mut answer = vec![0; 1024];
+        let n = socket.read(&mut answer).await.unwrap();
+        assert_eq!(
+            status_line(&answer[..n]),
+            "HTTP/1.1 408 Request Timeout",
+            "{}",
+            String::from_utf8_lossy(&answer[..n])
+        );
+    }
+    let got = records.wait_for(6).await;
+    assert!(
+        got.iter().all(|r| r.outcome == Outcome::ClientError),
+        "{got:#?}"
+    );
+    let (status, body) = health(addr).await;
+    assert_eq!(status, 200, "{body:#}");
+    assert_eq!(body["status"], "unknown", "client-caused: no samples");
+
+    // The same timeout while the handler waits for its upstream, the body read whole.
+    for _ in 0..6 {
+        let answer = client()
+            .post(format!("http://{addr}/v1/hung"))
+            .header(header::ACCEPT, "text/event-stream")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(r#"{"stream": true}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::GATEWAY_TIMEOUT);
+    }
+    let got = records.wait_for(12).await;
+    assert!(
+        got[6..]
+            .iter()
+            .all(|r| r.outcome == Outcome::Timeout && r.streaming)
+    );
+    let (status, body) = health(addr).await;
+    assert_eq!(status, 503, "{body:#}");
+    let timeout_trigger = body["triggers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "timeout_rate")
+        .unwrap();
+    assert_eq!(timeout_trigger["fired"], true);
+}
+
+/// A client's `Accept: text/event-stream` does not choose which requests are streaming ones:
+/// the response does. Sent with 200 requests to a plain route, it no longer thins out an
+/// upstream outage's error rate (the requests stay out of the streaming window); sent with a
+/// non-streaming completion (`"stream": false`, a JSON answer), it no longer passes the whole
+/// answer off as a first token. A request that asked for a stream and failed still counts.
+#[tokio::test]
+async fn a_clients_accept_header_does_not_choose_the_streaming_window() {
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder().min_samples(5),
+        Router::new()
+            .route(
+                "/v1/chat/completions",
+                post(|| async {
+                    (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        StreamLabels::new("openai").with_model("gpt-4o-mini"),
+                        axum::Json(serde_json::json!({"error": {"type": "server_error"}})),
+                    )
+                        .into_response()
+                }),
+            )
+            .route(
+                "/v1/completions",
+                post(|| async {
+                    (
+                        StreamLabels::new("openai").with_model("gpt-4o-mini"),
+                        axum::Json(serde_json::json!({"choices": [{"text": "hi"}]})),
+                    )
+                        .into_response()
+                }),
+            )
+            .route("/version", get(|| async { "1.2.3" })),
+    )
+    .await;
+    let sse =
+        |request: reqwest::RequestBuilder| request.header(header::ACCEPT, "text/event-stream");
+    for _ in 0..20 {
+        drain(sse(
+            client().post(format!("http://{addr}/v1/chat/completions"))
+        ))
+        .await;
+    }
+    let got = records.wait_for(20).await;
+    assert!(
+        got.iter().all(|r| r.streaming),
+        "failed, and asked for a stream"
+    );
+    let (status, body) = health(addr).await;
+    assert_eq!((status, &body["status"]), (503, &Value::from("critical")));
+
+    for _ in 0..200 {
+        drain(sse(client().get(format!("http://{addr}/version")))).await;
+    }
+    for _ in 0..5 {
+        drain(sse(client().post(format!("http://{addr}/v1/completions")))).await;
+    }
+    let got = records.wait_for(225).await;
+    assert!(
+        got[20..].iter().all(|r| !r.streaming),
+        "answered without a stream"
+    );
+    let m = metrics(addr).await;
+    let window = &m["data"]["streaming_5min"];
+    assert_eq!(window["total_streaming_requests"], 20);
+    assert_eq!(window["streaming_errors"], 20);
+    let (status, body) = health(addr).await;
+    assert_eq!((status, &body["status"]), (503, &Value::from("critical")));
+}
+
+/// A client that reads slowly a long answer its upstream produced at once (a small receive
+/// buffer, a pause past the stream timeout): the body's frames were ready whenever asked for,
+/// so the time past the deadline is the client's. The stream is handed on whole and recorded
+/// `ok`, not cut as an upstream `timeout` that would move `/health`.
+#[tokio::test]
+async fn a_slow_reader_is_not_an_upstream_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const EVENTS: usize = 100_000;
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder()
+            .min_samples(1)
+            .stream_timeout(Duration::from_millis(500)),
+        Router::new().route(
+            "/v1/chat/completions",
+            post(|| async {
+                // About 10 MB, all of it ready at once: more than the socket buffers hold.
+                let events = (0..EVENTS).map(|i| {
+                    Ok::<_, std::convert::Infallible>(bytes::Bytes::from(format!(
+                        "data: {{\"choices\":[{{\"delta\":{{\"content\":\"token {i:06} ........\"}}}}]}}\n\n"
+                    )))
+                });
+                (
+                    StreamLabels::new("openai").with_model("gpt-4o-mini"),
+                    [(header::CONTENT_TYPE, "text/event-stream")],
+                    axum::body::Body::from_stream(futures_util::stream::iter(events)),
+                )
+                    .into_response()
+            }),
+        ),
+    )
+    .await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\
+              content-length: 0\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    // The client looks away for longer than the timeout, then reads it all.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(!text.contains("Streaming timeout"), "not cut");
+    assert_eq!(text.matches("data: ").count(), EVENTS);
+    let r = records.one().await;
+    assert_eq!((r.outcome, r.output_tokens), (Outcome::Ok, EVENTS as u64));
+    let (status, body) = health(addr).await;
+    assert_eq!((status, &body["status"]), (200, &Value::from("healthy")));
+}

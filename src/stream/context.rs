@@ -12,7 +12,7 @@ use http::{HeaderMap, HeaderValue, Request};
 use tracing::Span;
 use tracing::field::Empty;
 
-use super::intent::StreamIntent;
+use super::request_body::RequestBodyWatch;
 use super::service::ServiceState;
 use super::tracked::{EmptyBox, Tracked, TrackedBox};
 use crate::SESSION_TARGET;
@@ -41,10 +41,14 @@ pub(crate) struct RequestContext {
     /// What the request names, when it names anything (boxed: most requests name nothing, and
     /// the context moves with every request's future and body).
     names: Option<Box<RequestNames>>,
-    /// `Accept: text/event-stream` or a configured streaming route.
-    streaming_hint: bool,
-    /// Set when the request body asked for a stream (`"stream": true`); see [`StreamIntent`].
-    intent: Option<StreamIntent>,
+    /// The request's route is one the app named in `streaming_routes`.
+    streaming_route: bool,
+    /// The request sent `Accept: text/event-stream`.
+    accepts_sse: bool,
+    /// What the body watcher sees of the request's body, when it watches it: whether it asked
+    /// for a stream (`"stream": true`), whether the handler waits for it; see
+    /// [`RequestBodyWatch`].
+    body: Option<RequestBodyWatch>,
     /// A HEAD request: its response has no body to measure.
     pub(crate) head: bool,
     /// Whether the facade's in-flight gauge was raised for this request.
@@ -314,14 +318,14 @@ impl RequestContext {
     }
 
     /// Starts measuring a request: resolves what the request tells, opens its span, logs the
-    /// start and counts it in flight. `intent` is the body watcher's flag, if one was set up.
+    /// start and counts it in flight. `body` is the body watcher's, if one was set up.
     ///
     /// Boxed here, once: the response future and then the body carry the box.
     pub(crate) fn start(
         state: &Arc<ServiceState>,
         request: RequestHead<'_>,
         labeled: StreamLabels,
-        intent: Option<StreamIntent>,
+        body: Option<RequestBodyWatch>,
     ) -> TrackedBox {
         // Taken first: what follows is written straight into it.
         let boxed = EmptyBox::take();
@@ -349,8 +353,7 @@ impl RequestContext {
             .filter(|v| is_valid_label(v))
             .map(|v| RequestId::Header(Arc::from(v)))
             .unwrap_or_else(|| RequestId::Generated(recorder.next_request_number()));
-        let streaming_hint =
-            headers.accepts_sse || config.streaming_routes.iter().any(|r| **r == *route);
+        let streaming_route = config.streaming_routes.iter().any(|r| **r == *route);
         let head = request.method() == http::Method::HEAD;
         let mut trace =
             app_trace_context().or_else(|| trace_context(headers.traceparent, request.headers()));
@@ -418,8 +421,9 @@ impl RequestContext {
             state: state.clone(),
             started,
             names,
-            streaming_hint,
-            intent,
+            streaming_route,
+            accepts_sse: headers.accepts_sse,
+            body,
             head,
             facade_in_flight,
         };
@@ -448,10 +452,26 @@ impl RequestContext {
         tracked
     }
 
-    /// Whether the request said it wants a stream: `Accept: text/event-stream`, a streaming
-    /// route, or `"stream": true` in its JSON body (read as the handler read the body).
-    pub(crate) fn streaming_hint(&self) -> bool {
-        self.streaming_hint || self.intent.as_ref().is_some_and(StreamIntent::asked)
+    /// Whether the request counts as a streaming one though its response carries no stream
+    /// (README, Outcomes): its route is one the app named in `streaming_routes`; or, when it
+    /// `failed`, it asked for a stream (`Accept: text/event-stream`, or `"stream": true` in its
+    /// JSON body, read as the handler read it). What a client asks for can so only add a
+    /// failure of the app's or its upstream's to the streaming window, never a success, which
+    /// would thin the error rate out or pass a whole answer off as a first token.
+    pub(crate) fn streaming_without_stream(&self, failed: bool) -> bool {
+        self.streaming_route
+            || failed
+                && (self.accepts_sse
+                    || self
+                        .body
+                        .as_ref()
+                        .is_some_and(RequestBodyWatch::asked_for_stream))
+    }
+
+    /// Whether the handler is waiting for the rest of the request's body: a deadline that
+    /// passes then is the client's doing (README, Security).
+    pub(crate) fn waits_for_request_body(&self) -> bool {
+        self.body.as_ref().is_some_and(RequestBodyWatch::waiting)
     }
 
     /// The provider and model to record: the response's [`StreamLabels`] (trusted), then the
@@ -540,7 +560,7 @@ impl RequestContext {
             error,
             upstream: None,
         });
-        let streaming = self.streaming_hint();
+        let streaming = self.streaming_without_stream(outcome != Outcome::Ok);
         let tags = &scope.tags;
         let mut record = StreamRecord::new(labels.provider, model, tags.route, outcome);
         record.request_id = tags.request_id.clone();

@@ -18,7 +18,7 @@ use super::timer::StreamTimer;
 use super::tracked::{Tracked, TrackedBox};
 use crate::classify::classify_service_error;
 use crate::record::Outcome;
-use crate::timeout::StreamTimeoutError;
+use crate::timeout::{RequestBodyTimeout, StreamTimeoutError};
 
 pin_project! {
     /// The response future of [`StreamMonitorService`](super::StreamMonitorService).
@@ -202,7 +202,10 @@ where
     }
 }
 
-/// The deadline passed before the inner service produced a response: answer 504 ourselves.
+/// The deadline passed before the inner service produced a response: answer ourselves. 504 and
+/// `timeout` when the handler was waiting on anything but the client; 408 and `client_error`
+/// when it was waiting for the rest of the request's body, which only the client can send
+/// (README, Security).
 fn deadline_response<B>(tracked: &mut Option<TrackedBox>) -> Response<MonitoredBody<B>> {
     let context = tracked
         .as_mut()
@@ -212,13 +215,31 @@ fn deadline_response<B>(tracked: &mut Option<TrackedBox>) -> Response<MonitoredB
         .as_ref()
         .and_then(|c| c.recorder().settings().stream_timeout)
         .unwrap_or_default();
-    let error = StreamTimeoutError::new(after);
+    let client = context.as_ref().is_some_and(|c| c.waits_for_request_body());
+    let (status, kind, outcome, message) = if client {
+        let error = RequestBodyTimeout { after };
+        let message = error.to_string();
+        (
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            Outcome::ClientError,
+            message,
+        )
+    } else {
+        let error = StreamTimeoutError::new(after);
+        (
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            Outcome::Timeout,
+            error.to_string(),
+        )
+    };
     if let (Some(context), Some(tracked)) = (context, tracked.as_ref().and_then(TrackedBox::get)) {
-        context.finish_without_body(&tracked.scope, Outcome::Timeout, Some(&error));
+        context.finish_without_body(&tracked.scope, outcome, Some(&message));
     }
-    let payload = serde_json::json!({"error": {"type": "timeout", "message": error.to_string()}});
+    let payload = serde_json::json!({"error": {"type": kind, "message": message}});
     let mut response = Response::new(MonitoredBody::full(Bytes::from(payload.to_string())));
-    *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),

@@ -7,7 +7,6 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use tokio::time::Instant;
 
 use super::meter::{StreamEnd, StreamMeter};
 use super::panic_guard::PanicGuard;
@@ -98,9 +97,9 @@ impl<B> MeasuredBody<B> {
     }
 }
 
-/// The timer for the request's stream deadline, made by the first frame with more to come or
-/// the first wait that needs one; a request without a deadline is noted in `untimed`, so that
-/// later frames do not look again.
+/// The timer for the request's stream deadline, made by the first wait that needs one (the
+/// deadline ends a body only while it waits: `StreamTimer`); a request without a deadline is
+/// noted in `untimed`, so that later waits do not look again.
 fn deadline_timer(meter: &StreamMeter, untimed: &mut bool) -> Option<StreamTimer> {
     let timer = meter.stream_deadline().map(StreamTimer::new_deadline);
     *untimed = timer.is_none();
@@ -167,13 +166,9 @@ where
                         *ended = true;
                         return polled;
                     }
-                    // More to come: a deadline needs watching from now on.
-                    if timer.is_none() && !*untimed {
-                        *timer = deadline_timer(meter, untimed);
-                    }
                     if let Some(timer) = timer.as_mut() {
                         // When the frame came: the time the meter read, if it read one.
-                        timer.on_data(read.unwrap_or_else(Instant::now));
+                        timer.on_data(read);
                     }
                     return polled;
                 }

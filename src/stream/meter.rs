@@ -19,7 +19,6 @@ use crate::parse::{
     PooledParser, ProviderFormat, StreamParser, TokenSource, UpstreamError, WireFormat,
 };
 use crate::record::{Outcome, StreamRecord};
-use crate::timeout::StreamTimeoutError;
 
 /// Bytes of a failed response's body kept to read the upstream's error from (JSON error bodies
 /// are small; a longer one is read as far as this).
@@ -132,7 +131,11 @@ impl StreamMeter {
             .map(|w| PooledParser::new(w, max_event_bytes));
         let failed = status.is_client_error() || status.is_server_error();
         // A HEAD answer carries no body, so no stream, whatever its headers say.
-        let streaming = !context.head && !unrouted && (context.streaming_hint() || wire.is_some());
+        // The response decides when it carries a stream; the request only for a failure (see
+        // `streaming_without_stream`).
+        let streaming = !context.head
+            && !unrouted
+            && (wire.is_some() || context.streaming_without_stream(failed));
         let RequestContext {
             state,
             started,
@@ -319,23 +322,13 @@ impl StreamMeter {
         let duration = finished
             .into_std()
             .saturating_duration_since(started.into_std());
-        // A body that ended on its own past the deadline was never cut: its last frame (or its
-        // end) came past the deadline, with nothing polled after it to end it (a one-frame body
-        // whose handler answered without waiting has no timer at all).
-        let late = match (&end, in_stream) {
-            (StreamEnd::Complete, None) => self
-                .stream_deadline()
-                .filter(|(_, after)| duration >= *after)
-                .map(|(_, after)| StreamTimeoutError::new(after)),
-            _ => None,
-        };
+        // A body that ended on its own is `ok` whatever the time: past the deadline, its frames
+        // were ready whenever asked for (a body that waits past it is cut), so any lateness was
+        // the consumer's (README, Security).
         let (outcome, error) = match end {
             _ if by_status != Outcome::Ok => (by_status, None),
             StreamEnd::Failed(outcome, error) => (outcome, Some(error)),
-            StreamEnd::Complete => match &late {
-                Some(late) => (Outcome::Timeout, Some(late as &dyn Display)),
-                None => (in_stream.unwrap_or(Outcome::Ok), None),
-            },
+            StreamEnd::Complete => (in_stream.unwrap_or(Outcome::Ok), None),
             StreamEnd::Dropped => (in_stream.unwrap_or(Outcome::Cancelled), None),
         };
         let format = summary

@@ -9,11 +9,11 @@
 mod body;
 mod context;
 mod future;
-mod intent;
 mod layer;
 mod measured;
 mod meter;
 mod panic_guard;
+mod request_body;
 mod service;
 mod timer;
 mod tracked;

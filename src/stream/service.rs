@@ -131,8 +131,8 @@ where
             }
             None => StreamLabels::default(),
         };
-        let intent = super::intent::watch(&mut request);
-        let mut tracked = RequestContext::start(state, RequestHead::of(&request), labeled, intent);
+        let body = super::request_body::watch(&mut request);
+        let mut tracked = RequestContext::start(state, RequestHead::of(&request), labeled, body);
         // For the handler to propagate upstream; only a trace already made (the caller's, the
         // app's, or the enabled span's): a request without one allocates nothing here.
         let Some(Tracked { context, scope, .. }) = tracked.get_mut() else {

@@ -39,8 +39,7 @@ use crate::timeout::StreamTimeoutError;
 /// Most bodies are ready at once (a small response is one frame): they never arm a sleep,
 /// which takes a place in the timer wheel under its driver's lock, and the same again to
 /// leave it. With a deadline alone (the usual setting) the timer itself is made only when the
-/// body first waits or gives a frame with more to come, by the measured body
-/// (`measured.rs`); with an idle gap, which runs from the response, or when the response
+/// body first waits, by the measured body (`measured.rs`); with an idle gap, which runs from the response, or when the response
 /// future armed a sleep while it waited for the response, it is made with the response.
 ///
 /// In the order given (`repr(C)`): what each frame reads first, then what a wait reads
@@ -49,8 +48,6 @@ use crate::timeout::StreamTimeoutError;
 pub(crate) struct StreamTimer {
     /// A limit passed: the body ended with its error.
     timed_out: bool,
-    /// A data frame came past the deadline: the next poll ends the body.
-    overdue: bool,
     /// When the deadline passes, and the total time the request may take (for its error).
     /// `None` also for a deadline past the clock's range: it never passes.
     deadline: Option<(Instant, Duration)>,
@@ -99,8 +96,7 @@ impl StreamTimer {
         Some(timer)
     }
 
-    /// A timer for a total deadline alone, `after` from `started`, made by a body that waits
-    /// or gives a frame with more to come.
+    /// A timer for a total deadline alone, `after` from `started`, made by a body that waits.
     #[cold]
     pub(crate) fn new_deadline((started, after): (Instant, Duration)) -> Self {
         Self::with_limits(started, Some(after), None)
@@ -117,7 +113,6 @@ impl StreamTimer {
                 after,
                 last_activity: Instant::now(),
             }),
-            overdue: false,
             timed_out: false,
         }
     }
@@ -139,15 +134,12 @@ impl StreamTimer {
         if self.timed_out {
             return Poll::Ready(None);
         }
-        if self.overdue {
-            let after = self.deadline.map(|(_, after)| after).unwrap_or_default();
-            return self.expired(StreamTimeoutError::new(after));
-        }
         match inner.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
             Poll::Ready(other) => Poll::Ready(other.map(|r| r.map_err(Into::into))),
-            // An idle timeout is only final when the inner body has nothing: a consumer that
-            // polls late must not turn a busy upstream into an idle one.
+            // A limit is only final when the inner body has nothing: a consumer that polls
+            // late (a client reading slowly) must not turn a busy upstream into a late or an
+            // idle one (README, Security).
             Poll::Pending => {
                 let now = Instant::now();
                 match self.passed(now) {
@@ -158,15 +150,13 @@ impl StreamTimer {
         }
     }
 
-    /// A data frame came at `now`: the idle gap starts again, and a frame past the deadline is
-    /// handed on but is the body's last (so that a body that is never pending is still cut).
+    /// A data frame came, at `read` if the caller read the clock for it (else now): the idle
+    /// gap starts again. A frame past the deadline is handed on like any other: the deadline
+    /// ends a body only while it waits for its source.
     #[inline]
-    pub(crate) fn on_data(&mut self, now: Instant) {
+    pub(crate) fn on_data(&mut self, read: Option<Instant>) {
         if let Some(idle) = self.idle.as_mut() {
-            idle.last_activity = now;
-        }
-        if let Some((at, _)) = self.deadline {
-            self.overdue |= now >= at;
+            idle.last_activity = read.unwrap_or_else(Instant::now);
         }
     }
 
@@ -307,7 +297,6 @@ mod tests {
         assert_eq!(size_of::<Option<StreamTimer>>(), size_of::<StreamTimer>());
         let frame = [
             offset_of!(StreamTimer, timed_out) + 1,
-            offset_of!(StreamTimer, overdue) + 1,
             offset_of!(StreamTimer, deadline) + size_of::<Option<(Instant, Duration)>>(),
             offset_of!(StreamTimer, idle) + size_of::<Option<Idle>>(),
         ];
@@ -394,7 +383,7 @@ mod tests {
         assert!(timer.poll_frame(body.as_mut(), &mut cx).is_pending());
         tokio::time::advance(Duration::from_millis(600)).await;
         // A frame came (handed over by the caller): the gap now ends at 1.6 s.
-        timer.on_data(Instant::now());
+        timer.on_data(Some(Instant::now()));
         assert!(timer.poll_frame(body.as_mut(), &mut cx).is_pending());
         tokio::time::advance(Duration::from_millis(400)).await;
         assert!(
@@ -417,14 +406,19 @@ mod tests {
         assert_eq!(started.elapsed(), Duration::from_millis(1600));
     }
 
-    /// A data frame past the deadline is handed on; the next poll ends the body.
+    /// Frames ready past the deadline are handed on, however late they are asked for (a
+    /// consumer reading slowly): the deadline ends the body only once it waits for its source.
     #[tokio::test(start_paused = true)]
-    async fn a_frame_past_the_deadline_is_the_last() {
+    async fn frames_ready_past_the_deadline_pass_and_a_wait_ends_the_body() {
+        use futures_util::StreamExt as _;
         let started = Instant::now();
         let mut timer = StreamTimer::new_deadline((started, Duration::from_secs(2)));
         let frames = futures_util::stream::iter(
             (0..3).map(|_| Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"x")))),
-        );
+        )
+        .chain(futures_util::stream::pending::<
+            Result<Frame<Bytes>, Infallible>,
+        >());
         let mut body = std::pin::pin!(http_body_util::StreamBody::new(frames));
         let waker = Waker::from(Arc::new(Flag::default()));
         let mut cx = Context::from_waker(&waker);
@@ -433,11 +427,13 @@ mod tests {
             Poll::Ready(Some(Ok(_)))
         ));
         tokio::time::advance(Duration::from_secs(2)).await;
-        assert!(matches!(
-            timer.poll_frame(body.as_mut(), &mut cx),
-            Poll::Ready(Some(Ok(_)))
-        ));
-        timer.on_data(Instant::now());
+        for _ in 0..2 {
+            assert!(matches!(
+                timer.poll_frame(body.as_mut(), &mut cx),
+                Poll::Ready(Some(Ok(_)))
+            ));
+            timer.on_data(Some(Instant::now()));
+        }
         let kind = ended_by(timer.poll_frame(body.as_mut(), &mut cx));
         assert_eq!(kind, TimeoutKind::Deadline);
         assert!(matches!(

@@ -26,8 +26,8 @@ pub(crate) struct Tracked {
     pub(crate) meter: Option<StreamMeter>,
     /// When a stream or idle timeout is set: the body's limits, polled with it (kept here, not
     /// in the body, for the reason above). Made with the response when there is an idle gap or
-    /// the handler's future waited; else, for a deadline alone, when the body first waits or
-    /// gives a frame with more to come (see `StreamTimer`).
+    /// the handler's future waited; else, for a deadline alone, when the body first waits (see
+    /// `StreamTimer`).
     pub(crate) timer: Option<StreamTimer>,
     pub(crate) scope: RequestScope,
     /// Until the response arrives (or the request ends without one).

@@ -1,34 +1,57 @@
-//! Whether a request asked for a stream in its JSON body (`"stream": true`), as the official
-//! OpenAI and Anthropic SDKs do with `Accept: application/json`. A request that fails before its
-//! first byte (a 500, a 429, a 504 from the upstream) has no stream content type to go by; this
-//! is how it still counts as a streaming request in the windows and the triggers.
+//! What the layer watches of a request's body, as the handler reads it: whether it asked for a
+//! stream (`"stream": true` in a JSON `POST`, as the official OpenAI and Anthropic SDKs send with
+//! `Accept: application/json`), and whether the handler is waiting for more of it.
+//!
+//! - A request that fails before its first byte (a 500, a 429, a 504 from the upstream) has no
+//!   stream content type to go by; the flag is how it still counts as a streaming request in the
+//!   windows and the triggers.
+//! - The stream timeout passing while the handler waits for the client's bytes is the client's
+//!   doing, not the upstream's: the layer answers 408 and records `client_error`, never
+//!   `timeout` (README, Security).
 //!
 //! The body is not buffered: the handler reads it as usual, and each frame is scanned on the way
-//! (a substring search) until the flag is seen. Under the `axum` feature, for request bodies of
-//! type `axum::body::Body` that are `POST`ed as JSON. Other apps name their streaming routes
-//! (`streaming_routes`) instead.
+//! (a substring search, for JSON `POST`s) until the flag is seen. Under the `axum` feature, for
+//! request bodies of type `axum::body::Body` that have not ended when the request arrives (a
+//! `GET` without a body costs one check); other apps name their streaming routes
+//! (`streaming_routes`) instead, and a request body they cannot watch is taken as read.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
-/// The flag the body watcher sets when the body asks for a stream.
+/// The body asked for a stream.
+const ASKED: u8 = 1;
+/// The handler's last poll of the body found nothing yet: it waits for the client.
+const WAITING: u8 = 2;
+
+/// What the body watcher has seen of a request's body, shared with the request's context.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct StreamIntent(Arc<AtomicBool>);
+pub(crate) struct RequestBodyWatch(Arc<AtomicU8>);
 
-impl StreamIntent {
+impl RequestBodyWatch {
     /// Whether the body, as read so far, asked for a stream.
-    pub(crate) fn asked(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+    pub(crate) fn asked_for_stream(&self) -> bool {
+        self.0.load(Ordering::Relaxed) & ASKED != 0
     }
 
-    #[cfg(any(feature = "axum", test))]
-    fn set(&self) {
-        self.0.store(true, Ordering::Relaxed);
+    /// Whether the handler's last poll of the body was left waiting for the client's bytes (and
+    /// the body is still held).
+    pub(crate) fn waiting(&self) -> bool {
+        self.0.load(Ordering::Relaxed) & WAITING != 0
+    }
+
+    #[cfg(feature = "axum")]
+    fn set(&self, flag: u8) {
+        self.0.fetch_or(flag, Ordering::Relaxed);
+    }
+
+    #[cfg(feature = "axum")]
+    fn clear(&self, flag: u8) {
+        self.0.fetch_and(!flag, Ordering::Relaxed);
     }
 }
 
-// The scanner below reads bodies of axum's type only (the `axum` feature): without it, a
-// request's intent comes from `Accept` and `streaming_routes` alone.
+// The watcher below reads bodies of axum's type only (the `axum` feature): without it, whether a
+// request asked for a stream comes from `Accept` and `streaming_routes` alone.
 
 /// Longest `"stream" : true` recognised, whitespace included (bytes).
 #[cfg(any(feature = "axum", test))]
@@ -98,9 +121,10 @@ fn skip_space(bytes: &[u8]) -> &[u8] {
     &bytes[n..]
 }
 
-/// Whether a request's body should be watched: a JSON `POST`.
+/// Whether a request's body should be scanned for the flag: a JSON `POST`.
+#[cfg(feature = "axum")]
 #[inline]
-pub(crate) fn is_json_post<B>(request: &http::Request<B>) -> bool {
+fn is_json_post<B>(request: &http::Request<B>) -> bool {
     request.method() == http::Method::POST
         && request
             .headers()
@@ -122,15 +146,23 @@ mod axum_body {
     use http_body::{Body, Frame, SizeHint};
     use pin_project_lite::pin_project;
 
-    use super::{StreamFlagScanner, StreamIntent};
+    use super::{ASKED, RequestBodyWatch, StreamFlagScanner, WAITING};
 
     pin_project! {
-        /// A request body passed through untouched while its frames are scanned.
+        /// A request body passed through untouched while it is watched.
         pub(crate) struct WatchedBody {
             #[pin]
             inner: axum::body::Body,
-            scanner: StreamFlagScanner,
-            intent: StreamIntent,
+            // `None` for a body that is not a JSON `POST`: nothing to scan.
+            scanner: Option<StreamFlagScanner>,
+            watch: RequestBodyWatch,
+        }
+
+        impl PinnedDrop for WatchedBody {
+            fn drop(this: Pin<&mut Self>) {
+                // A handler that dropped the body no longer waits for it.
+                this.watch.clear(WAITING);
+            }
         }
     }
 
@@ -144,10 +176,15 @@ mod axum_body {
         ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
             let this = self.project();
             let polled = this.inner.poll_frame(cx);
-            if let Poll::Ready(Some(Ok(frame))) = &polled {
-                if let Some(data) = frame.data_ref() {
-                    if this.scanner.feed(data) {
-                        this.intent.set();
+            match &polled {
+                Poll::Pending => this.watch.set(WAITING),
+                Poll::Ready(frame) => {
+                    this.watch.clear(WAITING);
+                    let data = frame.as_ref().and_then(|f| f.as_ref().ok()?.data_ref());
+                    if let (Some(scanner), Some(data)) = (this.scanner.as_mut(), data) {
+                        if scanner.feed(data) {
+                            this.watch.set(ASKED);
+                        }
                     }
                 }
             }
@@ -163,33 +200,45 @@ mod axum_body {
         }
     }
 
-    /// Wraps an axum request body in a watcher; `None` for other body types.
-    pub(crate) fn watch(body: &mut dyn std::any::Any) -> Option<StreamIntent> {
-        let body = body.downcast_mut::<axum::body::Body>()?;
-        let intent = StreamIntent::default();
+    /// Wraps an axum request body in a watcher, scanning it when `scan`; `None` for other body
+    /// types, and for a body that has ended already (nothing left to wait for or to read).
+    /// Generic and inlined: the body's type is known where it is called, so telling it apart
+    /// costs nothing at run time.
+    #[inline]
+    pub(crate) fn watch<B: 'static>(body: &mut B, scan: bool) -> Option<RequestBodyWatch> {
+        let body = (body as &mut dyn std::any::Any).downcast_mut::<axum::body::Body>()?;
+        if body.is_end_stream() {
+            return None;
+        }
+        wrap(body, scan)
+    }
+
+    /// Wraps `body` in a watcher (apart from `watch`: most requests have no body to wrap).
+    #[inline(never)]
+    fn wrap(body: &mut axum::body::Body, scan: bool) -> Option<RequestBodyWatch> {
+        let watch = RequestBodyWatch::default();
         let inner = std::mem::take(body);
         *body = axum::body::Body::new(WatchedBody {
             inner,
-            scanner: StreamFlagScanner::default(),
-            intent: intent.clone(),
+            scanner: scan.then(StreamFlagScanner::default),
+            watch: watch.clone(),
         });
-        Some(intent)
+        Some(watch)
     }
 }
 
-/// Sets up the watch of a JSON `POST` body, where its type allows (see the module docs).
-/// Inlined: most requests are not a `POST`, and are told apart by one compare.
+/// Sets up the watch of a request's body, where its type allows (see the module docs).
+/// Inlined: most requests have no body, and are told apart by one check.
 #[inline]
-pub(crate) fn watch<B: 'static>(request: &mut http::Request<B>) -> Option<StreamIntent> {
-    if !is_json_post(request) {
-        return None;
-    }
+pub(crate) fn watch<B: 'static>(request: &mut http::Request<B>) -> Option<RequestBodyWatch> {
     #[cfg(feature = "axum")]
     {
-        axum_body::watch(request.body_mut())
+        let scan = is_json_post(request);
+        axum_body::watch(request.body_mut(), scan)
     }
     #[cfg(not(feature = "axum"))]
     {
+        let _ = request;
         None
     }
 }
