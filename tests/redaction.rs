@@ -66,7 +66,8 @@ fn jwt() -> impl Strategy<Value = Secret> {
         })
 }
 
-/// Prefixed provider tokens: OpenAI, Anthropic, Google, AWS, GitHub, Slack, Stripe.
+/// Prefixed provider tokens: OpenAI, Anthropic, Google, AWS, GitHub, Slack, Stripe, Groq,
+/// GitLab, Hugging Face, xAI, Replicate, Perplexity.
 fn provider_token() -> impl Strategy<Value = Secret> {
     let prefixed = |prefixes: Vec<&'static str>, body: &'static str| {
         (prop::sample::select(prefixes), body)
@@ -92,6 +93,12 @@ fn provider_token() -> impl Strategy<Value = Secret> {
             vec!["sk_live_", "rk_live_", "sk_test_", "rk_test_"],
             "[A-Za-z0-9]{24,99}"
         ),
+        prefixed(vec!["gsk_"], "[A-Za-z0-9]{52}"),
+        prefixed(vec!["glpat-"], "[A-Za-z0-9_-]{20}"),
+        prefixed(vec!["hf_"], "[A-Za-z]{34}"),
+        prefixed(vec!["xai-"], "[A-Za-z0-9]{80}"),
+        prefixed(vec!["r8_"], "[A-Za-z0-9]{37}"),
+        prefixed(vec!["pplx-"], "[A-Za-z0-9]{48}"),
     ]
 }
 
@@ -122,6 +129,11 @@ fn key_value() -> impl Strategy<Value = Secret> {
         "auth_header",
         "secret",
         "Authorization",
+        "azure_openai_key",
+        "groq_key",
+        "Ocp-Apim-Subscription-Key",
+        "X-Amz-Signature",
+        "sig",
     ];
     let forms: Vec<fn(&str, &str) -> String> = vec![
         |n, v| format!("{n}={v}"),
@@ -134,6 +146,17 @@ fn key_value() -> impl Strategy<Value = Secret> {
         |n, v| format!("{{\"{n}\":\"{v}\"}}"),
         |n, v| format!("{{\"{n}\": \"{v}\", \"model\": \"gpt-4o\"}}"),
         |n, v| format!("GET /v1/models?{n}={v}&alt=sse"),
+        // Debug output: a wrapper, a struct, a list of header tuples.
+        |n, v| format!("Config {{ {n}: Some(\"{v}\"), model: \"m\" }}"),
+        |n, v| format!("Creds {{ {n}: auth::Token {{ inner: \"{v}\" }} }}"),
+        |n, v| format!("[(\"{n}\", \"{v}\"), (\"accept\", \"json\")]"),
+        // A JSON object or array as the value.
+        |n, v| format!("{{\"{n}\": {{\"value\": \"{v}\"}}, \"model\": \"m\"}}"),
+        |n, v| format!("{{\"{n}\": [\"{v}\"]}}"),
+        // JSON inside a Debug string, inside another.
+        |n, v| format!(r#"\\\"{n}\\\":\\\"{v}\\\""#),
+        // YAML, the value on the next line.
+        |n, v| format!("{n}:\n  {v}\nmodel: m"),
     ];
     (
         prop::sample::select(names),
@@ -163,6 +186,29 @@ fn url_userinfo() -> impl Strategy<Value = Secret> {
         })
 }
 
+/// A token as the user of a URL, without a password.
+fn url_user_token() -> impl Strategy<Value = Secret> {
+    "[A-Za-z0-9_-]{16,40}".prop_map(|token| {
+        Secret::new(
+            format!("https://{token}@gitlab.com/group/repo.git"),
+            vec![token],
+        )
+    })
+}
+
+/// Secrets only visible once decoded: percent escapes, JSON `\uXXXX` and `\/`.
+fn encoded() -> impl Strategy<Value = Secret> {
+    let forms: Vec<fn(&str) -> String> = vec![
+        |v| format!("GET /login?next=https%3A%2F%2Fx%2Fv1%3Fapi_key%3D{v}%26a%3D1"),
+        |v| format!("q=my%20key%20sk-proj-{v}"),
+        |v| format!(r"\u0073k-proj-{v}"),
+        |v| format!(r"postgres:\/\/admin:{v}@db\/app"),
+        |v| format!("next=%253Fpassword%253D{v}"),
+    ];
+    (prop::sample::select(forms), "[A-Za-z0-9]{12,40}")
+        .prop_map(|(form, value)| Secret::new(form(&value), vec![value]))
+}
+
 fn shape() -> impl Strategy<Value = Secret> {
     prop_oneof![
         bearer(),
@@ -171,6 +217,8 @@ fn shape() -> impl Strategy<Value = Secret> {
         provider_token(),
         key_value(),
         url_userinfo(),
+        url_user_token(),
+        encoded(),
     ]
 }
 
@@ -288,4 +336,97 @@ fn fields_by_name() {
     assert_eq!(error["fields"]["debug"], "\"[REDACTED]\"");
     assert_eq!(error["request_id"], "[REDACTED]");
     assert_eq!(error["user_id"], "[REDACTED]");
+}
+
+/// The stored records of the events `emit` logs, as JSON.
+fn records(emit: impl FnOnce()) -> Vec<serde_json::Value> {
+    let monitor = Monitor::builder()
+        .build()
+        .expect("default settings are valid");
+    let subscriber = tracing_subscriber::registry().with(monitor.error_layer());
+    tracing::subscriber::with_default(subscriber, emit);
+    let query = ErrorQuery {
+        limit: usize::MAX,
+        ..ErrorQuery::default()
+    };
+    monitor
+        .errors(&query)
+        .errors
+        .iter()
+        .map(|r| serde_json::to_value(&**r).expect("records serialise"))
+        .collect()
+}
+
+/// Shapes that once reached a record, each with the secret in it: none is stored, wherever it
+/// is logged.
+#[test]
+fn known_leaks_are_closed() {
+    let cases = [
+        (
+            r#"ProviderConfig { api_key: Some("P1-secret") }"#,
+            "P1-secret",
+        ),
+        (r#"Creds { password: Token("P2-token") }"#, "P2-token"),
+        (r#"{"password": {"value": "P13-nested"}}"#, "P13-nested"),
+        (r#"{"x-api-key": ["P13b-listed"]}"#, "P13b-listed"),
+        (r#"[("x-api-key", "P8-tuple")]"#, "P8-tuple"),
+        (r#"\\\"password\\\":\\\"P3-escaped\\\""#, "P3-escaped"),
+        (r"\u0073k-proj-P4abcdefgh", "P4abcdefgh"),
+        (
+            "?next=https%3A%2F%2Fx%2Fv1%3Fkey%3DAIzaSyP5abcdefghijklmnopqrstu",
+            "P5abcdefghijklmnopqrstu",
+        ),
+        ("q=my%20key%20sk-proj-P6abcdefgh", "P6abcdefgh"),
+        ("%3Fapi_key%3DP7-encoded", "P7-encoded"),
+        (r"postgres:\/\/admin:P15-php@db\/app", "P15-php"),
+        ("azure_openai_key=P9-azure groq_key=P9b-groq", "P9"),
+        ("Ocp-Apim-Subscription-Key: P10-apim", "P10-apim"),
+        ("?X-Amz-Signature=P10b-amz&sig=P10c-sas", "P10"),
+        (
+            "https://glpat-P14abcdefghijk@gitlab.com/x.git",
+            "P14abcdefghijk",
+        ),
+        ("password=P12a;P12-semicolon-tail", "P12"),
+        ("password:\n  P17-yaml", "P17-yaml"),
+    ];
+    for (text, secret) in cases {
+        let stored = records(|| {
+            let span = tracing::info_span!("request", request_id = text, user_id = ?text);
+            span.in_scope(|| {
+                tracing::error!(detail = text, debug = ?text, "upstream said: {text}");
+            });
+        });
+        assert_eq!(stored.len(), 1, "{text}");
+        let json = stored[0].to_string();
+        assert!(!json.contains(secret), "{secret:?} leaked into {json}");
+    }
+}
+
+/// A field name is any string the callsite gives; it is redacted like a value.
+#[test]
+fn secret_field_names_are_redacted() {
+    let stored = records(|| tracing::error!("sk-proj-P16abcdefgh" = 1, "x"));
+    let json = stored[0].to_string();
+    assert!(!json.contains("P16abcdefgh"), "{json}");
+    assert_eq!(stored[0]["fields"]["[REDACTED]"], "1");
+}
+
+/// A span value longer than what is kept is redacted before it is cut: a cut first would keep
+/// the start of a secret, too short to be recognised.
+#[test]
+fn long_span_values_are_redacted_before_the_cut() {
+    // The cut at 256 bytes (less the `…`) would fall just after `sk-proj-AB`.
+    let value = format!("{} sk-proj-ABCDEFGHIJKLMNOP", "x".repeat(242));
+    let stored = records(|| {
+        let span = tracing::info_span!("request", request_id = value.as_str(), user_id = ?value);
+        span.in_scope(|| tracing::error!("failed"));
+    });
+    for field in ["request_id", "user_id"] {
+        let kept = stored[0][field].as_str().expect("a string");
+        assert!(!kept.contains("sk-proj"), "{field}: {kept}");
+        assert!(
+            kept.ends_with("[REDACTED]") || kept.ends_with("[REDACTED]\""),
+            "{kept}"
+        );
+    }
 }

@@ -71,15 +71,21 @@ impl<S> Filter<S> for ErrorFilter {
     }
 }
 
-/// Context fields of one span, kept in its extensions. Kept as given (cut to size): they are
-/// redacted only if an event copies them into a record, so a span costs no regex search.
+/// Context fields of one span, kept in its extensions. Values that fit are kept as given:
+/// they are redacted only if an event copies them into a record, so a span costs no regex
+/// search. Longer ones are redacted, then cut: a cut first could keep the start of a secret
+/// too short for `redact` to recognise.
 #[derive(Default, Clone)]
 struct SpanContext([Option<String>; 6]);
 
 impl Visit for SpanContext {
     fn record_str(&mut self, field: &Field, value: &str) {
         if let Some(i) = CONTEXT_FIELDS.iter().position(|f| *f == field.name()) {
-            self.0[i] = Some(cut(value.to_owned(), MAX_CONTEXT_BYTES));
+            self.0[i] = Some(if value.len() <= MAX_CONTEXT_BYTES {
+                value.to_owned()
+            } else {
+                cut(redact(value).into_owned(), MAX_CONTEXT_BYTES)
+            });
         }
     }
 
@@ -90,7 +96,8 @@ impl Visit for SpanContext {
     }
 }
 
-/// Collects an event's message and fields as redacted, capped strings.
+/// Collects an event's message and fields (names too) as redacted, capped strings: each text
+/// is redacted before it is cut.
 struct EventVisitor {
     message: String,
     fields: Vec<(String, String)>,
@@ -113,7 +120,9 @@ impl EventVisitor {
         } else {
             cut(redact(&value).into_owned(), self.max_bytes)
         };
-        self.fields.push((field.name().to_owned(), value));
+        // A name can be any string (`error!("sk-…" = 1)`), so it is redacted like a value.
+        let name = cut(redact(field.name()).into_owned(), self.max_bytes);
+        self.fields.push((name, value));
     }
 }
 
@@ -237,7 +246,7 @@ where
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope {
                 if spans.len() < MAX_SPANS {
-                    spans.push(span.name().to_owned());
+                    spans.push(redact(span.name()).into_owned());
                 }
                 if let Some(found) = span.extensions().get::<SpanContext>() {
                     for (slot, value) in context.iter_mut().zip(&found.0) {
@@ -265,7 +274,8 @@ where
             ];
             for (slot, value) in context.iter_mut().zip(values) {
                 if slot.is_none() {
-                    *slot = value.map(|v| cut(v, MAX_CONTEXT_BYTES));
+                    // Cut below, after redaction.
+                    *slot = value;
                 }
             }
         });
@@ -276,7 +286,7 @@ where
         let record = ErrorRecord {
             timestamp: self.clock.now(),
             level,
-            target: cut(meta.target().to_owned(), 256),
+            target: cut(redact(meta.target()).into_owned(), 256),
             message: visitor.message,
             fields: Fields::new(visitor.fields),
             spans,

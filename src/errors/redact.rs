@@ -12,7 +12,7 @@ use regex::{Captures, Regex, RegexSet};
 pub const REDACTED: &str = "[REDACTED]";
 
 /// Name parts (see [`is_secret_field`]) that make a field secret wherever they appear.
-const SECRET_PARTS: [&str; 14] = [
+const SECRET_PARTS: [&str; 17] = [
     "authorization",
     "secret",
     "secrets",
@@ -27,6 +27,9 @@ const SECRET_PARTS: [&str; 14] = [
     "apikey",
     "sessionid",
     "privatekey",
+    "signature",
+    "sig",
+    "subscription",
 ];
 
 /// Name parts that make a field secret as its last part or before a [`HOLDER_PARTS`] one:
@@ -36,7 +39,8 @@ const TRAILING_PARTS: [&str; 4] = ["token", "auth", "session", "pass"];
 /// Parts that may follow a [`TRAILING_PARTS`] one and keep the name secret.
 const HOLDER_PARTS: [&str; 4] = ["id", "header", "value", "string"];
 
-/// Parts that make a following `key` part secret (`api_key`, `private_key`); `cache_key` is not.
+/// Parts that make a following `key` part secret anywhere in the name (`api_key`,
+/// `api_key_id`, `private_key_pem`).
 const KEY_KINDS: [&str; 12] = [
     "api",
     "private",
@@ -52,6 +56,43 @@ const KEY_KINDS: [&str; 12] = [
     "license",
 ];
 
+/// Parts before a last `key` part that name a key which is no credential (`cache_key`,
+/// `public_key`, `partition_key`); before any other part a last `key` is secret
+/// (`groq_key`, `azure_openai_key`).
+const NON_SECRET_KEY_KINDS: [&str; 31] = [
+    "cache",
+    "public",
+    "primary",
+    "foreign",
+    "sort",
+    "partition",
+    "range",
+    "idempotency",
+    "dedup",
+    "dedupe",
+    "routing",
+    "object",
+    "map",
+    "dict",
+    "hash",
+    "lookup",
+    "row",
+    "group",
+    "shard",
+    "bucket",
+    "composite",
+    "compound",
+    "unique",
+    "index",
+    "surrogate",
+    "natural",
+    "candidate",
+    "i18n",
+    "translation",
+    "message",
+    "locale",
+];
+
 /// Endings of a one-part name that make it secret (`accesstoken`, `clientsecret`, `xapikey`).
 const SECRET_ENDINGS: [&str; 5] = ["token", "secret", "apikey", "sessionid", "privatekey"];
 
@@ -62,22 +103,28 @@ const SECRET_ENDINGS: [&str; 5] = ["token", "secret", "apikey", "sessionid", "pr
 /// one (`apiKey` is `api`, `key`). It is secret when:
 ///
 /// - a part is `authorization`, `secret(s)`, `cookie(s)`, `credential(s)`, `jwt`, `pwd`,
-///   `passphrase`, `bearer`, `apikey`, `sessionid` or `privatekey`, or contains `password` or
-///   `passwd` (`password`, `db_password`, `PASSWORD`, `set-cookie`, `client_secret`,
-///   `aws_secret_access_key`, `Proxy-Authorization`);
+///   `passphrase`, `bearer`, `apikey`, `sessionid`, `privatekey`, `signature`, `sig` or
+///   `subscription`, or contains `password` or `passwd` (`password`, `db_password`,
+///   `PASSWORD`, `set-cookie`, `client_secret`, `aws_secret_access_key`,
+///   `Proxy-Authorization`, `X-Amz-Signature`, `sig`, `Ocp-Apim-Subscription-Key`);
 /// - `token`, `auth`, `session` or `pass` is the last part or is followed only by `id`,
 ///   `header`, `value` or `string` (`token`, `access_token`, `id_token`, `x_token`, `x_auth`,
 ///   `auth_header`, `session`, `session_id`, `sessionId`, `db_pass`);
-/// - `key` is the whole name or follows `api`, `private`, `secret`, `access`, `signing`,
-///   `encryption`, `master`, `client`, `ssh`, `auth`, `session` or `license` (`key`, `api_key`,
-///   `x-api-key`, `Api-Key`, `apiKey`, `private_key`);
+/// - `key` follows `api`, `private`, `secret`, `access`, `signing`, `encryption`, `master`,
+///   `client`, `ssh`, `auth`, `session` or `license` (`api_key`, `x-api-key`, `Api-Key`,
+///   `apiKey`, `private_key`, `api_key_id`);
+/// - `key` is the last part (or the whole name) and the part before it is not one of `cache`,
+///   `public`, `primary`, `foreign`, `sort`, `partition`, `range`, `idempotency`, `dedup(e)`,
+///   `routing`, `object`, `map`, `dict`, `hash`, `lookup`, `row`, `group`, `shard`, `bucket`,
+///   `composite`, `compound`, `unique`, `index`, `surrogate`, `natural`, `candidate`, `i18n`,
+///   `translation`, `message` or `locale` (`key`, `groq_key`, `azure_openai_key`);
 /// - a one-part name ends with `token`, `secret`, `apikey`, `sessionid` or `privatekey`
 ///   (`accesstoken`, `clientsecret`, `xapikey`).
 ///
 /// Parts are compared whole, so counts and ordinary words stay visible: `output_tokens`,
 /// `input_tokens`, `max_tokens`, `tokens_per_second`, `token_count`, `auth_error`, `author`,
-/// `authority`, `oauth_provider`, `cache_key`, `public_key`, `secretary`, `user_id` and
-/// `request_id` are not secret.
+/// `authority`, `oauth_provider`, `cache_key`, `public_key`, `idempotency_key`, `key_id`,
+/// `secretary`, `user_id` and `request_id` are not secret.
 ///
 /// ```
 /// use tower_stream_monitor::errors::is_secret_field;
@@ -85,26 +132,17 @@ const SECRET_ENDINGS: [&str; 5] = ["token", "secret", "apikey", "sessionid", "pr
 /// assert!(is_secret_field("x-api-key"));
 /// assert!(is_secret_field("refresh_token"));
 /// assert!(is_secret_field("sessionId"));
+/// assert!(is_secret_field("groq_key"));
+/// assert!(!is_secret_field("cache_key"));
 /// assert!(!is_secret_field("user_id"));
 /// assert!(!is_secret_field("output_tokens"));
 /// assert!(!is_secret_field("author"));
 /// ```
 pub fn is_secret_field(name: &str) -> bool {
-    let mut normal = String::with_capacity(name.len() + 4);
-    let mut previous_lower = false;
-    for c in name.chars() {
-        if c.is_ascii_alphanumeric() {
-            if c.is_ascii_uppercase() && previous_lower {
-                normal.push('_');
-            }
-            previous_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
-            normal.push(c.to_ascii_lowercase());
-        } else {
-            previous_lower = false;
-            normal.push('_');
-        }
-    }
+    let normal = name_parts(name);
     let mut previous: Option<&str> = None;
+    // The part before `previous`: what kind of key a last `key` is.
+    let mut before_previous: Option<&str> = None;
     // A `TRAILING_PARTS` word followed by `HOLDER_PARTS` only, so far.
     let mut trailing = false;
     let mut count = 0;
@@ -121,29 +159,66 @@ pub fn is_secret_field(name: &str) -> bool {
         } else if !HOLDER_PARTS.contains(&part) {
             trailing = false;
         }
+        before_previous = previous;
         previous = Some(part);
         count += 1;
     }
-    let one_part_secret =
-        |only: &str| only == "key" || SECRET_ENDINGS.iter().any(|ending| only.ends_with(ending));
-    trailing || (count == 1 && previous.is_some_and(one_part_secret))
+    let last_key = previous == Some("key")
+        && !before_previous.is_some_and(|p| NON_SECRET_KEY_KINDS.contains(&p));
+    let one_part_secret = |only: &str| SECRET_ENDINGS.iter().any(|ending| only.ends_with(ending));
+    trailing || last_key || (count == 1 && previous.is_some_and(one_part_secret))
+}
+
+/// `name` in lowercase, its parts joined by `_` (see [`is_secret_field`]).
+fn name_parts(name: &str) -> String {
+    let mut normal = String::with_capacity(name.len() + 4);
+    let mut previous_lower = false;
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            if c.is_ascii_uppercase() && previous_lower {
+                normal.push('_');
+            }
+            previous_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+            normal.push(c.to_ascii_lowercase());
+        } else {
+            previous_lower = false;
+            normal.push('_');
+        }
+    }
+    normal
 }
 
 /// `name <separator> value` pairs in text; the value is redacted when
 /// [`is_secret_field`]`(name)`. An escape `\n`, `\r`, `\t` (Debug or JSON text) before the name
-/// is not part of it. Separators: `=`, `:`, `=>`, `:=`, with spaces or tabs around
-/// them; the name may be quoted (`"api_key":`, `\"api_key\":` inside a Debug-escaped string).
-/// Values: `"…"` (JSON escapes), `\"…\"`, `'…'`, an optional auth scheme (`Bearer`, `Basic`,
-/// `Token`, `Digest`) and a bare word, or an already redacted one (kept, so redaction is
-/// idempotent).
+/// is not part of it. Separators: `=`, `:`, `=>`, `:=`, with spaces or tabs around them, then
+/// optionally a line break and indentation (YAML); the name may be quoted, behind any number
+/// of backslashes (`"api_key":`, `\"api_key\":`, `\\\"api_key\\\":`). A quoted name followed
+/// by `,` is a pair too (`comma`), when it opens a tuple (`("x-api-key", "v")`; checked by
+/// [`opens_tuple`]).
+///
+/// The pattern finds where a value starts; [`value_span`] finds where it ends:
+/// - `done`: already redacted (kept, so redaction is idempotent), maybe after an auth scheme;
+/// - `quote`: `"`, `\"`, `\\\"`, ... opening a quoted value (ends at its closing quote);
+/// - `sq`: `'` opening a single-quoted value;
+/// - `open`: a bracket, or a Rust name or path right before `(` or ` {` (`Some(`,
+///   `Token(`, `a::B {`), opening a value that ends at its balanced closing bracket (and the
+///   rest of a word glued to it: `ab(c)d`);
+/// - `bare`: after an optional auth scheme (`Bearer`, `Basic`, `Token`, `Digest`), a word up to
+///   whitespace, `&`, a quote, `<`, `>`, `\`, a closing bracket, or a `,`/`;` followed by one of
+///   those or the end (`password=a;b` is one value, `x=a, y=b` two).
 const KEY_VALUE: &str = r#"(?x)
-    (?:\\[nrt])? (?P<name>[A-Za-z_][A-Za-z0-9_.\-]*) (?:\\?["'])? [\t\ ]* (?:=>|:=|[:=]) [\t\ ]*
+    (?:\\[nrt])? (?P<name>[A-Za-z_][A-Za-z0-9_.\-]*)
+    (?:
+        (?:\\*["'])? [\t\ ]* (?:=>|:=|[:=]) [\t\ ]* (?:(?:\r?\n|(?:\\r)?\\n)[\t\ ]+)?
+      | (?P<comma>\\*["'][\t\ ]*,[\t\ ]*)
+    )
     (?:
         (?P<done>(?:(?i:bearer|basic|token|digest)[\t\ ]+)?\[REDACTED\])
-      | "(?P<dq>(?:[^"\\]|\\.)*)"
-      | \\"(?P<eq>(?:[^"\\]|\\[^"])*)\\"
-      | '(?P<sq>[^']*)'
-      | (?:(?i:bearer|basic|token|digest)[\t\ ]+)? (?P<bare>[^\s&,;'"(){}\[\]<>\\]+)
+      | (?P<quote>\\*")
+      | (?P<sq>')
+      | (?P<open>[A-Za-z_][A-Za-z0-9_]*(?:::[A-Za-z_][A-Za-z0-9_]*)*(?:\(|\ \{)|[\[{(])
+      | (?:(?i:bearer|basic|token|digest)[\t\ ]+)?
+        (?P<bare>(?:[^\s&'"<>\\)\]},;]|[,;]+[^\s&'"<>\\)\]},;])+)
     )"#;
 
 /// Where a [`SHAPES`] token may start: at an ASCII word boundary, or after an escape `\n`,
@@ -153,10 +228,16 @@ const TOKEN_START: &str = r"(?:(?P<esc>\\[nrt])|(?-u:\b))";
 
 /// Credential shapes found anywhere in text, each with its replacement (`${keep}`: a kept
 /// prefix). Each is compiled after [`TOKEN_START`], and `${esc}` goes before its replacement.
-const SHAPES: [(&str, &str); 10] = [
+const SHAPES: [(&str, &str); 17] = [
     // URL userinfo: `postgres://admin:pw@host` keeps the scheme, user and host.
     (
         r#"(?P<keep>[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/?#"'<>\\]*:)[^\s/?#"'<>\\]+@"#,
+        "${keep}[REDACTED]@",
+    ),
+    // A token as URL user, without a password (`https://<token>@gitlab.com`): 16 characters
+    // or more, so `ssh://git@host` stays.
+    (
+        r#"(?P<keep>[A-Za-z][A-Za-z0-9+.\-]*://)[^\s:/?#"'<>\\@\[]{16,}@"#,
         "${keep}[REDACTED]@",
     ),
     // `Bearer <token>` (Authorization header values pasted into messages).
@@ -187,6 +268,18 @@ const SHAPES: [(&str, &str); 10] = [
     (r"(?:xox[a-z]|xapp)-[A-Za-z0-9\-]{10,}", REDACTED),
     // Stripe secret and restricted keys, live and test.
     (r"[rs]k_(?:live|test)_[A-Za-z0-9]{10,}", REDACTED),
+    // Groq keys (`gsk_` and 52 characters).
+    (r"gsk_[A-Za-z0-9]{20,}", REDACTED),
+    // GitLab personal access tokens (`glpat-` and 20 characters).
+    (r"glpat-[A-Za-z0-9_\-]{12,}", REDACTED),
+    // Hugging Face tokens (`hf_` and 34 letters); the length keeps `hf_model_id` visible.
+    (r"hf_[A-Za-z0-9]{30,}", REDACTED),
+    // xAI keys (`xai-` and 80 characters).
+    (r"xai-[A-Za-z0-9]{20,}", REDACTED),
+    // Replicate tokens (`r8_` and 37 characters).
+    (r"r8_[A-Za-z0-9]{20,}", REDACTED),
+    // Perplexity keys (`pplx-` and 48 characters).
+    (r"pplx-[A-Za-z0-9]{20,}", REDACTED),
 ];
 
 /// A [`SHAPES`] entry as compiled: the pattern after [`TOKEN_START`], the replacement after
@@ -239,24 +332,41 @@ static PATTERNS: LazyLock<Result<Patterns, regex::Error>> = LazyLock::new(compil
 /// Covered shapes:
 ///
 /// - `name <sep> value` where [`is_secret_field`]`(name)`: separators `=`, `:`, `=>`, `:=`
-///   with optional spaces (`password=x`, `PASSWORD = x`, `Api-Key: x`, query strings
-///   `?api_key=x&…`, `key=x`); values bare (up to whitespace or one of `& , ; ' " ( ) { } [ ]
-///   < > \`), `"quoted"`, `'quoted'` or `\"escaped\"`, so JSON `{"api_key":"x"}`,
-///   `{"password": "x"}` and Rust Debug output are covered; a scheme before a bare value is
-///   kept (`Authorization: Bearer [REDACTED]`);
+///   with optional spaces, and a line break with indentation after them (YAML
+///   `password:\n  x`); the name bare or quoted, behind any number of backslashes (JSON
+///   `{"api_key":"x"}`, Debug-escaped `\"api_key\":\"x\"`, JSON inside a Debug string
+///   `\\\"api_key\\\":\\\"x\\\"`); a quoted name then `,` inside a tuple
+///   (`[("x-api-key", "x")]`). Values:
+///   - `"quoted"` (any escaping level) or `'quoted'`, to the closing quote, or to the end of
+///     the text when there is none;
+///   - a bracket, or a Rust name or path before `(` or ` {` (`Some("x")`, `Token("x")`,
+///     `a::B { .. }`, JSON `{"value": "x"}`, `["x"]`): the whole value, to its balanced
+///     closing bracket (brackets in quoted strings are skipped) and the rest of a word glued
+///     to it (`ab(c)d`), or to the end of the text when the bracket is not closed;
+///   - bare: to whitespace, `&`, a quote, `<`, `>`, `\`, a closing bracket, or a `,`/`;`
+///     followed by one of those or the end (`password=a;b` whole, `x_auth=a, jwt=b` two
+///     values); a scheme before it is kept (`Authorization: Bearer [REDACTED]`); a bare
+///     `Cookie`/`Set-Cookie` value is redacted to the end of its line;
 /// - `Bearer <token>` and `Basic <base64>` (any case; the scheme is kept);
 /// - JWTs (`eyJ…` followed by `.`-separated segments);
 /// - OpenAI and Anthropic keys `sk-…` in any case (`sk-proj-`, `SK-PROJ-`, `sk-ant-`), Google
 ///   `AIza…`, AWS access key ids `AKIA…`/`ASIA…`, GitHub `ghp_`, `gho_`, `ghs_`, `ghu_`,
 ///   `ghr_`, `github_pat_`, Slack `xox?-`, `xapp-`, Stripe `sk_live_`, `sk_test_`, `rk_live_`,
-///   `rk_test_`;
+///   `rk_test_`, Groq `gsk_`, GitLab `glpat-`, Hugging Face `hf_`, xAI `xai-`, Replicate
+///   `r8_`, Perplexity `pplx-`;
 /// - URL userinfo: the password of `scheme://user:password@host` (scheme, user and host are
-///   kept).
+///   kept), and a user of 16 characters or more without a password (`https://<token>@host`).
 ///
-/// Bare values stop at whitespace, so `password: two words` keeps `words`, except a bare
-/// `Cookie`/`Set-Cookie` value, redacted to the end of its line; text that only looks like a
-/// word (`Basic authentication`) is kept. If the patterns could not be compiled, the whole text
-/// is replaced.
+/// Encoded secrets are found too: when the redacted text still has percent escapes (`%3D`),
+/// JSON `\uXXXX` escapes or `\/`, a copy is decoded (up to three times, for text encoded twice
+/// or more) and redacted; if that hides anything more, the redacted decoded copy is returned,
+/// so `?next=%3Fapi_key%3Dx` comes back as `?next=?api_key=[REDACTED]`.
+///
+/// Any tuple whose first item is a secret name hides its second, header or not; a list of
+/// names (`["api_key", "model"]`) and text that only looks like a credential
+/// (`Basic authentication`) are kept. Redacting the result again changes nothing, unless it
+/// was encoded more than three times. If the patterns could not be compiled, the whole text is
+/// replaced.
 ///
 /// ```
 /// use tower_stream_monitor::errors::redact;
@@ -265,11 +375,27 @@ static PATTERNS: LazyLock<Result<Patterns, regex::Error>> = LazyLock::new(compil
 /// assert_eq!(redact("key sk-ant-api03-AbCdEf123456 rejected"), "key [REDACTED] rejected");
 /// assert_eq!(redact(r#"{"password": "hunter2"}"#), r#"{"password": "[REDACTED]"}"#);
 /// assert_eq!(redact("postgres://admin:pw@db/app"), "postgres://admin:[REDACTED]@db/app");
+/// assert_eq!(redact(r#"Config { api_key: Some("x") }"#), "Config { api_key: [REDACTED] }");
+/// assert_eq!(redact("q=%3Fapi_key%3Dx"), "q=?api_key=[REDACTED]");
 /// ```
 pub fn redact(text: &str) -> Cow<'_, str> {
     let Ok(patterns) = PATTERNS.as_ref() else {
         return Cow::Borrowed(REDACTED);
     };
+    let plain = redact_plain(patterns, text);
+    // Encoded secrets (`%3D`, `\u0073`, `\/`). Decoded after the plain pass, whose values are
+    // already replaced whole: decoding first could split one (`password=a%20b`).
+    if let Some(decoded) = decode(&plain) {
+        let redacted = redact_plain(patterns, &decoded);
+        if redacted != decoded.as_str() {
+            return Cow::Owned(redacted.into_owned());
+        }
+    }
+    plain
+}
+
+/// [`redact`] without decoding: pairs, then shapes.
+fn redact_plain<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
     let mut out = redact_key_values(&patterns.key_value, text);
     for i in patterns.any_shape.matches(&out).iter() {
         let (pattern, replacement) = &patterns.shapes[i];
@@ -290,30 +416,25 @@ fn redact_key_values<'t>(key_value: &Regex, text: &'t str) -> Cow<'t, str> {
         // Most pairs have innocent names (`error: …`): tell from the name, without captures,
         // and go on right after it (into the value: `url=https://x/?api_key=…`).
         let (name, name_end) = match_name(found.as_str());
+        let name_end = found.start() + name_end;
         if !is_secret_field(name) {
-            at = found.start() + name_end;
+            at = name_end;
             continue;
         }
         let Some(caps) = key_value.captures_at(text, found.start()) else {
             break;
         };
-        let (Some(whole), Some(name)) = (caps.get(0), caps.name("name")) else {
-            // Every match has these groups; stop rather than loop if that ever changes.
-            break;
-        };
-        let Some(value) = secret_value(&caps) else {
+        if caps.name("comma").is_some() && !opens_tuple(&text[..name_end - name.len()]) {
+            // `["api_key", "model"]`: a list of names, not a pair.
+            at = name_end;
+            continue;
+        }
+        let Some((start, end)) = value_span(text, &caps) else {
             // Empty or already redacted.
-            at = whole.end();
+            at = caps.get(0).map_or(name_end, |whole| whole.end());
             continue;
         };
-        let mut end = value.end();
-        if caps.name("bare").is_some() && name.as_str().to_ascii_lowercase().contains("cookie") {
-            // `Cookie: a=1; b=2`: the whole header value, to the end of the line.
-            end = text[end..]
-                .find(['\r', '\n'])
-                .map_or(text.len(), |i| end + i);
-        }
-        out.push_str(&text[copied..value.start()]);
+        out.push_str(&text[copied..start]);
         out.push_str(REDACTED);
         copied = end;
         at = end;
@@ -326,13 +447,109 @@ fn redact_key_values<'t>(key_value: &Regex, text: &'t str) -> Cow<'t, str> {
     }
 }
 
-/// The part of a [`KEY_VALUE`] match to replace: the value inside its quotes, or the bare word;
-/// `None` when it is empty or already redacted.
-fn secret_value<'t>(caps: &Captures<'t>) -> Option<regex::Match<'t>> {
-    ["dq", "eq", "sq", "bare"]
-        .iter()
-        .find_map(|group| caps.name(group))
-        .filter(|m| !m.is_empty())
+/// The byte range of `text` to replace for a [`KEY_VALUE`] match: the value inside its quotes,
+/// the bracketed value whole, or the bare word; `None` when it is empty or already redacted.
+fn value_span(text: &str, caps: &Captures<'_>) -> Option<(usize, usize)> {
+    let (start, end) = if let Some(quote) = caps.name("quote") {
+        // The backslashes before the opening quote: its escaping level.
+        let level = quote.len() - 1;
+        (quote.end(), quoted_end(text, quote.end(), level).0)
+    } else if let Some(quote) = caps.name("sq") {
+        let end = text[quote.end()..]
+            .find('\'')
+            .map_or(text.len(), |i| quote.end() + i);
+        (quote.end(), end)
+    } else if let Some(open) = caps.name("open") {
+        // The bracket is the last character of the match; a word may go on after its closing
+        // one (`password=ab(c)d`).
+        let end = bracket_end(text, open.end() - 1);
+        let rest = text[end..]
+            .find(|c: char| c.is_whitespace() || "&'\"<>\\)]},;".contains(c))
+            .unwrap_or(text.len() - end);
+        (open.start(), end + rest)
+    } else {
+        let bare = caps.name("bare")?;
+        let name = caps.name("name").map_or("", |n| n.as_str());
+        let mut end = bare.end();
+        if name.to_ascii_lowercase().contains("cookie") {
+            // `Cookie: a=1; b=2`: the whole header value, to the end of the line.
+            end = text[end..]
+                .find(['\r', '\n'])
+                .map_or(text.len(), |i| end + i);
+        }
+        (bare.start(), end)
+    };
+    let value = &text[start..end];
+    (!value.is_empty() && value != REDACTED).then_some((start, end))
+}
+
+/// Whether a quoted name (what comes before it is `before`) opens a tuple: `(` then its quote,
+/// maybe escaped (`("name"`, `(\"name\"`).
+fn opens_tuple(before: &str) -> bool {
+    before
+        .trim_end_matches(['"', '\''])
+        .trim_end_matches('\\')
+        .trim_end_matches([' ', '\t'])
+        .ends_with('(')
+}
+
+/// Where a quoted string whose content starts at `from` ends, as (end of its content, just
+/// past its closing quote); both `text.len()` when it is not closed.
+///
+/// `level` is the number of backslashes before its opening quote: 0 for `"…"`, 1 for `\"…\"`
+/// (a JSON string inside a Debug string), 3 for `\\\"…\\\"`, .... Each escaping turns a run of
+/// `r` backslashes before a quote into `2r + 1`, so the quote that closes the innermost string
+/// (after an even number `2k` of its own backslashes) is preceded by
+/// `(level + 1)(2k + 1) - 1` of them: a run `r` closes when `(r + 1) / (level + 1)` is odd.
+/// The content ends before the `level` backslashes that escape the closing quote.
+fn quoted_end(text: &str, from: usize, level: usize) -> (usize, usize) {
+    let bytes = text.as_bytes();
+    let mut run = 0;
+    for (i, &b) in bytes.iter().enumerate().skip(from) {
+        match b {
+            b'\\' => run += 1,
+            b'"' if (run + 1) % (level + 1) == 0 && (run + 1) / (level + 1) % 2 == 1 => {
+                return (i - level, i + 1);
+            }
+            _ => run = 0,
+        }
+    }
+    (text.len(), text.len())
+}
+
+/// Just past the bracket that closes the one at `open`, or `text.len()` when it is not
+/// closed. Brackets inside quoted strings (`"…"`, `\"…\"`, ...) do not count.
+fn bracket_end(text: &str, open: usize) -> usize {
+    let bytes = text.as_bytes();
+    let mut depth = 0usize;
+    // Backslashes right before `i`: the escaping level of a quote at `i`.
+    let mut run = 0;
+    let mut i = open;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => {
+                run += 1;
+                i += 1;
+                continue;
+            }
+            b'"' => {
+                i = quoted_end(text, i + 1, run).1;
+                run = 0;
+                continue;
+            }
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return i + 1;
+                }
+            }
+            _ => {}
+        }
+        run = 0;
+        i += 1;
+    }
+    text.len()
 }
 
 /// The name of a [`KEY_VALUE`] match (its `name` group: the escape before it skipped, then the
@@ -344,6 +561,111 @@ fn match_name(found: &str) -> (&str, usize) {
         .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
         .unwrap_or(rest.len());
     (&rest[..len], start + len)
+}
+
+/// How many times [`decode`] decodes: text encoded up to this many times is read.
+const DECODE_ROUNDS: usize = 3;
+
+/// `text` with percent escapes and JSON `\uXXXX` and `\/` escapes decoded, repeatedly (up to
+/// [`DECODE_ROUNDS`] times); `None` when it has none.
+fn decode(text: &str) -> Option<String> {
+    let mut out: Option<String> = None;
+    for _ in 0..DECODE_ROUNDS {
+        let current = out.as_deref().unwrap_or(text);
+        let step = match percent_decode(current) {
+            Some(decoded) => json_unescape(&decoded).or(Some(decoded)),
+            None => json_unescape(current),
+        };
+        match step {
+            Some(step) => out = Some(step),
+            None => break,
+        }
+    }
+    out
+}
+
+/// `%XX` escapes decoded (invalid UTF-8 becomes U+FFFD; `+` and other `%` are kept); `None`
+/// when there are none.
+fn percent_decode(text: &str) -> Option<String> {
+    if !text.contains('%') {
+        return None;
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3).and_then(hex))
+            .flatten()
+            .and_then(|value| u8::try_from(value).ok());
+        if let Some(byte) = escaped {
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    (out.len() != bytes.len()).then(|| String::from_utf8_lossy(&out).into_owned())
+}
+
+/// JSON's `\uXXXX` (surrogate pairs joined, a lone one U+FFFD) and `\/` escapes decoded, other
+/// backslashes kept; `None` when there are none.
+fn json_unescape(text: &str) -> Option<String> {
+    if !(text.contains("\\u") || text.contains("\\/")) {
+        return None;
+    }
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    // `text[copied..]` is still to be copied; escapes are ASCII, so cuts fall on boundaries.
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let decoded = match (bytes[i], bytes.get(i + 1)) {
+            (b'\\', Some(b'/')) => Some(('/', 2)),
+            (b'\\', Some(b'u')) => unicode_escape(&bytes[i..]),
+            _ => None,
+        };
+        let Some((c, len)) = decoded else {
+            i += 1;
+            continue;
+        };
+        out.push_str(&text[copied..i]);
+        out.push(c);
+        i += len;
+        copied = i;
+    }
+    if copied == 0 {
+        return None;
+    }
+    out.push_str(&text[copied..]);
+    Some(out)
+}
+
+/// The character of a `\uXXXX` escape (or a `\uXXXX\uXXXX` surrogate pair) at the start of
+/// `bytes`, and how many bytes it takes.
+fn unicode_escape(bytes: &[u8]) -> Option<(char, usize)> {
+    let unit = |at: usize| {
+        (bytes.get(at..at + 2) == Some(&b"\\u"[..]))
+            .then(|| bytes.get(at + 2..at + 6).and_then(hex))
+            .flatten()
+    };
+    let high = unit(0)?;
+    if (0xD800..0xDC00).contains(&high) {
+        if let Some(low) = unit(6).filter(|low| (0xDC00..0xE000).contains(low)) {
+            let code = 0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00);
+            return Some((char::from_u32(code).unwrap_or('\u{FFFD}'), 12));
+        }
+    }
+    Some((char::from_u32(high).unwrap_or('\u{FFFD}'), 6))
+}
+
+/// The value of ASCII hex digits (2 or 4 of them here).
+fn hex(digits: &[u8]) -> Option<u32> {
+    digits.iter().try_fold(0u32, |value, &d| {
+        let digit = char::from(d).to_digit(16)?;
+        Some(value * 16 + digit)
+    })
 }
 
 /// Cuts `text` to at most `max` bytes on a character boundary, marking the cut with `…`.
@@ -538,6 +860,170 @@ mod tests {
     }
 
     #[test]
+    fn bracketed_values() {
+        check(&[
+            (
+                r#"ProviderConfig { api_key: Some("P1-secret") }"#,
+                "ProviderConfig { api_key: [REDACTED] }",
+            ),
+            (
+                r#"Creds { password: Token("P2") }"#,
+                "Creds { password: [REDACTED] }",
+            ),
+            (
+                r#"Creds { password: auth::Token("P2b"), user: "bob" }"#,
+                r#"Creds { password: [REDACTED], user: "bob" }"#,
+            ),
+            (
+                r#"Creds { password: Secret { inner: "P2c" }, user: "bob" }"#,
+                r#"Creds { password: [REDACTED], user: "bob" }"#,
+            ),
+            ("Config { api_key: None }", "Config { api_key: [REDACTED] }"),
+            (
+                r#"{"password": {"value": "P13"}, "x-api-key": ["P13b"]}"#,
+                r#"{"password": [REDACTED], "x-api-key": [REDACTED]}"#,
+            ),
+            (
+                r#"Config { token: Some("a)b}c]\"d"), model: "gpt" }"#,
+                r#"Config { token: [REDACTED], model: "gpt" }"#,
+            ),
+            (
+                r#"body: "{\"password\":{\"v\":\"a}b\"},\"m\":1}""#,
+                r#"body: "{\"password\":[REDACTED],\"m\":1}""#,
+            ),
+            (r#"api_key: Some("P1c"#, "api_key: [REDACTED]"),
+            ("password=ab(cd)ef gh", "password=[REDACTED] gh"),
+            ("(session_id=(abc))", "(session_id=[REDACTED])"),
+        ]);
+    }
+
+    #[test]
+    fn tuples() {
+        check(&[
+            (
+                r#"[("x-api-key", "P8"), ("accept", "json")]"#,
+                r#"[("x-api-key", "[REDACTED]"), ("accept", "json")]"#,
+            ),
+            (
+                r#"headers: "[(\"token\", \"P8b\")]""#,
+                r#"headers: "[(\"token\", \"[REDACTED]\")]""#,
+            ),
+            ("[('pwd', 'P8c')]", "[('pwd', '[REDACTED]')]"),
+        ]);
+        // A list of names is no pair.
+        let names = r#"missing fields ["api_key", "model"]"#;
+        assert!(matches!(redact(names), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn escaped_quotes() {
+        check(&[
+            (
+                r#"\\\"password\\\":\\\"P3\\\""#,
+                r#"\\\"password\\\":\\\"[REDACTED]\\\""#,
+            ),
+            (
+                r#"\\\"password\\\": \\\"a \\\\\\\"P3b\\\\\\\" c\\\", \\\"m\\\": 1"#,
+                r#"\\\"password\\\": \\\"[REDACTED]\\\", \\\"m\\\": 1"#,
+            ),
+            (
+                r#"\"password\": \"a \\\"P3c\\\" c\", \"m\": 1"#,
+                r#"\"password\": \"[REDACTED]\", \"m\": 1"#,
+            ),
+            // JSON `"a\\"` (a value ending in a backslash) inside a Debug string.
+            (r#"\"token\":\"P3d\\\\\"}"#, r#"\"token\":\"[REDACTED]\"}"#),
+            (r#"password="P3e"#, r#"password="[REDACTED]"#),
+        ]);
+    }
+
+    #[test]
+    fn encoded_secrets() {
+        check(&[
+            (r"\u0073k-proj-P4abcdefgh", "[REDACTED]"),
+            (
+                "?next=https%3A%2F%2Fx%2Fv1%3Fkey%3DAIzaSyP5abcdefghijklmnopqrstu",
+                "?next=https://x/v1?key=[REDACTED]",
+            ),
+            ("q=my%20key%20sk-proj-P6abcdefgh", "q=my key [REDACTED]"),
+            ("%3Fapi_key%3DP7", "?api_key=[REDACTED]"),
+            ("%253Fapi_key%253DP7b", "?api_key=[REDACTED]"),
+            (
+                "GET /b?sv=2022-11-02&sig=P11%2Babc%3D&se=1",
+                "GET /b?sv=2022-11-02&sig=[REDACTED]&se=1",
+            ),
+            (
+                r"postgres:\/\/admin:P15@db\/app",
+                "postgres://admin:[REDACTED]@db/app",
+            ),
+            (
+                r"\ud83d\ude00\u0073k-proj-P4babcdefgh",
+                "\u{1F600}[REDACTED]",
+            ),
+            // Values found before decoding stay whole: `%20` is not read as their end.
+            (
+                r#"password=P7c%20tail url=%3Fa%3D1 "token":"P7d%22tail""#,
+                r#"password=[REDACTED] url=%3Fa%3D1 "token":"[REDACTED]""#,
+            ),
+        ]);
+    }
+
+    #[test]
+    fn more_names_and_shapes() {
+        check(&[
+            ("azure_openai_key=P9", "azure_openai_key=[REDACTED]"),
+            ("groq_key: P9b", "groq_key: [REDACTED]"),
+            (
+                "Ocp-Apim-Subscription-Key: P10",
+                "Ocp-Apim-Subscription-Key: [REDACTED]",
+            ),
+            (
+                "?X-Amz-Credential=a&X-Amz-Signature=P10b",
+                "?X-Amz-Credential=[REDACTED]&X-Amz-Signature=[REDACTED]",
+            ),
+            (
+                "groq gsk_abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOP",
+                "groq [REDACTED]",
+            ),
+            ("gl glpat-abcdefghij0123456789", "gl [REDACTED]"),
+            ("hf hf_abcdefghijklmnopqrstuvwxyzABCDEFGH", "hf [REDACTED]"),
+            ("xai xai-abcdefghijklmnopqrstuvwxyz0123", "xai [REDACTED]"),
+            ("r8 r8_abcdefghijklmnopqrstuvwxyz0123", "r8 [REDACTED]"),
+            (
+                "pplx pplx-abcdefghijklmnopqrstuvwxyz0123",
+                "pplx [REDACTED]",
+            ),
+            (
+                "idempotency_key=k1 cache_key=k2 key_id=k3 public_key=k4",
+                "idempotency_key=k1 cache_key=k2 key_id=k3 public_key=k4",
+            ),
+        ]);
+        for text in [
+            "hf_model_id=bert xai-grok-2 r8_short gsk_short glpat-short pplx-sonar",
+            "model=grok via xai-proxy",
+        ] {
+            assert!(matches!(redact(text), Cow::Borrowed(_)), "{text}");
+        }
+    }
+
+    #[test]
+    fn bare_values_run_to_whitespace() {
+        check(&[
+            (
+                "password=P12a;P12-semicolon-tail next",
+                "password=[REDACTED] next",
+            ),
+            ("password=P12b,P12c", "password=[REDACTED]"),
+            ("x_auth=abc, jwt=def;", "x_auth=[REDACTED], jwt=[REDACTED];"),
+            (
+                "password:\n  P17\nuser: bob",
+                "password:\n  [REDACTED]\nuser: bob",
+            ),
+            (r#""password:\n  P17b""#, r#""password:\n  [REDACTED]""#),
+            ("password:\nuser: bob", "password:\nuser: bob"),
+        ]);
+    }
+
+    #[test]
     fn url_userinfo() {
         check(&[
             (
@@ -550,6 +1036,16 @@ mod tests {
                 r#"{"url":"mysql://u:[REDACTED]@h/x","e":"a@b"}"#,
             ),
             ("https://example.com:443/a@b", "https://example.com:443/a@b"),
+            (
+                "https://glpat-P14abcdefghijk@gitlab.com/x.git",
+                "https://[REDACTED]@gitlab.com/x.git",
+            ),
+            (
+                "git clone https://P14bABCDEFGHIJKLMNOP@github.com/o/r",
+                "git clone https://[REDACTED]@github.com/o/r",
+            ),
+            ("ssh://git@github.com/o/r", "ssh://git@github.com/o/r"),
+            ("https://bob@host/x", "https://bob@host/x"),
         ]);
     }
 
@@ -561,6 +1057,8 @@ mod tests {
             "error: upstream timed out after 30s",
             "author: Jane, authority=dns",
             "model=gpt-4o outcome=timeout duration_ms=1200 user_id=u-1 request_id=r-9",
+            "GET /v1%2Fchat?q=a%20b 50% done",
+            r#"{"path":"a\/b","name":"caf\u00e9"}"#,
         ] {
             assert!(matches!(redact(text), Cow::Borrowed(_)), "{text}");
         }
@@ -607,6 +1105,15 @@ mod tests {
             "session_id",
             "sessionid",
             "sessionId",
+            "api_key_id",
+            "azure_openai_key",
+            "groq_key",
+            "openaiKey",
+            "ocp-apim-subscription-key",
+            "Ocp-Apim-Subscription-Key",
+            "X-Amz-Signature",
+            "sig",
+            "signature",
         ] {
             assert!(is_secret_field(name), "{name}");
         }
@@ -631,6 +1138,18 @@ mod tests {
             "oauth_provider",
             "cache_key",
             "public_key",
+            "publicKey",
+            "idempotency_key",
+            "Idempotency-Key",
+            "partition_key",
+            "sort_key",
+            "primary_key",
+            "foreign_key",
+            "object_key",
+            "i18n_key",
+            "translation_key",
+            "key_id",
+            "key_name",
             "monkey",
             "secretary",
             "session_duration_ms",

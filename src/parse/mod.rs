@@ -337,11 +337,7 @@ impl UpstreamError {
                 Value::Number(n) => n.to_string(),
                 _ => return None,
             };
-            let mut end = s.len().min(Self::MAX_TEXT);
-            while !s.is_char_boundary(end) {
-                end -= 1;
-            }
-            Some(s[..end].to_owned())
+            Some(cut_between_words(&s, Self::MAX_TEXT).to_owned())
         };
         let found = match error {
             Value::String(_) => Self {
@@ -358,6 +354,25 @@ impl UpstreamError {
         };
         (found.kind.is_some() || found.message.is_some()).then_some(found)
     }
+}
+
+/// `text` cut to at most `max` bytes where a word ends: a word the cut would split is dropped
+/// whole. The error layer redacts the text later (README, Error records) and only recognises
+/// whole tokens, so the start of a secret cut short would pass it.
+fn cut_between_words(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    if text[end..].starts_with(char::is_whitespace) {
+        return &text[..end];
+    }
+    text[..end]
+        .rfind(char::is_whitespace)
+        .map_or("", |space| text[..space].trim_end())
 }
 
 impl fmt::Display for UpstreamError {
@@ -877,6 +892,13 @@ mod tests {
         assert_eq!(
             read(r#"{"type":"message-end","delta":{"error":"internal error","finish_reason":"ERROR"}}"#).as_deref(),
             Some("internal error")
+        );
+        // A token the cut would split is dropped whole, not kept in part.
+        let long = format!("{} sk-proj-AbCdEfGh12345678", "word ".repeat(100));
+        let message = format!(r#"{{"error":{{"message":"{long}"}}}}"#);
+        assert_eq!(
+            read(&message),
+            Some("word ".repeat(100).trim_end().to_owned())
         );
         assert_eq!(read(r#"{"choices":[]}"#), None);
         assert_eq!(read("not json"), None);

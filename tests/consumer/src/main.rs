@@ -62,6 +62,12 @@ fn redaction(checks: &mut Checks) {
         ("PASSWORD=hunter2", "hunter2"),
         ("api_key=s3cr3t", "s3cr3t"),
         ("used sk-proj-AbCdEfGh12345678 today", "AbCdEfGh12345678"),
+        (
+            "Config { api_key: Some(\"s3cr3t-wrapped\") }",
+            "s3cr3t-wrapped",
+        ),
+        ("next=%3Fapi_key%3Ds3cr3t-encoded", "s3cr3t-encoded"),
+        ("groq gsk_AbCdEfGh1234567890AbCdEfGh", "AbCdEfGh1234567890"),
     ] {
         let out = redact(input);
         checks.check(
