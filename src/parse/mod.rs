@@ -358,7 +358,9 @@ impl UpstreamError {
 
 /// `text` cut to at most `max` bytes where a word ends: a word the cut would split is dropped
 /// whole. The error layer redacts the text later (README, Error records) and only recognises
-/// whole tokens, so the start of a secret cut short would pass it.
+/// whole tokens, so the start of a secret cut short could pass it. A text with no break in its
+/// first `max` bytes is cut where they end rather than lost: what the cut could leave of a
+/// secret there is a start shorter than any shape `redact` knows, or one it still recognises.
 fn cut_between_words(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
@@ -372,7 +374,7 @@ fn cut_between_words(text: &str, max: usize) -> &str {
     }
     text[..end]
         .rfind(char::is_whitespace)
-        .map_or("", |space| text[..space].trim_end())
+        .map_or(&text[..end], |space| text[..space].trim_end())
 }
 
 impl fmt::Display for UpstreamError {
@@ -900,6 +902,10 @@ mod tests {
             read(&message),
             Some("word ".repeat(100).trim_end().to_owned())
         );
+        // With no break to cut at, the text is cut at the limit, not lost.
+        let unbroken = "x".repeat(600);
+        let message = format!(r#"{{"error":{{"message":"{unbroken}"}}}}"#);
+        assert_eq!(read(&message), Some("x".repeat(512)));
         assert_eq!(read(r#"{"choices":[]}"#), None);
         assert_eq!(read("not json"), None);
         assert_eq!(read(r#"{"error":null}"#), None);
