@@ -22,9 +22,11 @@ pub enum Outcome {
     AuthError,
     /// 429, or an in-stream rate-limit error.
     RateLimited,
-    /// 408, 504, an inner timeout error, or this layer's stream or idle timeout.
+    /// 408 or 504 from the inner service, an inner timeout error, or this layer's stream or
+    /// idle timeout passing while the request waits for its source.
     Timeout,
-    /// Any other 4xx.
+    /// Any other 4xx; or this layer's timeout passing while the request waits for the client's
+    /// body (answered 408 before the response).
     ClientError,
     /// 5xx, an inner service error, or a panic in the inner service.
     ServerError,
@@ -193,8 +195,9 @@ pub struct StreamRecord {
     pub status: Option<StatusCode>,
     /// How the request ended.
     pub outcome: Outcome,
-    /// Whether this was a streaming request (stream content type, `Accept: text/event-stream`,
-    /// or a configured streaming route).
+    /// Whether this was a streaming request: its response had a stream content type, or its
+    /// route is a configured streaming route, or it failed ([`Outcome::is_error`]) having asked
+    /// for a stream (`Accept: text/event-stream`, `"stream": true`; README, Outcomes).
     pub streaming: bool,
     /// The provider event format recognised in the body.
     pub format: ProviderFormat,

@@ -733,3 +733,137 @@ async fn a_slow_reader_is_not_an_upstream_timeout() {
     let (status, body) = health(addr).await;
     assert_eq!((status, &body["status"]), (200, &Value::from("healthy")));
 }
+
+/// A handler that looked at its request body once and then waits for its upstream, while the
+/// client sends the rest: the deadline passing then is the upstream's (504, `timeout`), though
+/// the handler's last look at the body found nothing. Had the client sent nothing more, it
+/// would be the client's (408): see the test above.
+#[tokio::test]
+async fn a_handler_that_stopped_reading_its_body_is_waiting_for_its_upstream() {
+    use futures_util::FutureExt as _;
+    use http_body_util::BodyExt as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder().stream_timeout(Duration::from_millis(500)),
+        Router::new().route(
+            "/v1/chat/completions",
+            post(|body: axum::body::Body| async move {
+                let mut body = body;
+                // The body read as far as it has come, one look more that finds nothing,
+                // then the upstream, which never answers.
+                while let Some(Some(_)) = body.frame().now_or_never() {}
+                std::future::pending::<()>().await;
+                drop(body);
+                real_stream().await
+            }),
+        ),
+    )
+    .await;
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket
+        .write_all(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+              content-length: 16\r\n\r\n{\"stream\":",
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    socket.write_all(b" true}").await.unwrap();
+    let mut answer = vec![0; 1024];
+    let n = socket.read(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
+    let r = records.one().await;
+    assert_eq!(r.outcome, Outcome::Timeout);
+}
+
+/// A response body fed by the request's (an upload streamed back as it comes) that waits past
+/// the deadline for the client's next bytes is cut, and recorded as the client's doing
+/// (`client_error`), not as an upstream `timeout`.
+#[tokio::test]
+async fn a_stream_waiting_for_the_clients_upload_is_not_an_upstream_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder().stream_timeout(Duration::from_millis(300)),
+        Router::new().route(
+            "/v1/echo",
+            post(|body: axum::body::Body| async move {
+                (
+                    [(header::CONTENT_TYPE, "application/octet-stream")],
+                    axum::body::Body::from_stream(body.into_data_stream()),
+                )
+            }),
+        ),
+    )
+    .await;
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket
+        .write_all(
+            b"POST /v1/echo HTTP/1.1\r\nhost: x\r\ncontent-type: application/octet-stream\r\n\
+              content-length: 100\r\n\r\nfirst part",
+        )
+        .await
+        .unwrap();
+    // The rest never comes; the socket stays open until the record is in.
+    let r = records.one().await;
+    assert_eq!(r.outcome, Outcome::ClientError, "{r:#?}");
+    assert_eq!(r.bytes, 10);
+    drop(socket);
+}
+
+/// What the client asked for counts for the request's failures only, as known when it ends: a
+/// 200 JSON answer cut by the deadline is a failed streaming request when the client asked for
+/// a stream; a 400 refused as the client's own error is not one, whatever it asked.
+#[tokio::test]
+async fn the_clients_word_counts_for_failures_known_at_the_end() {
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder().stream_timeout(Duration::from_millis(300)),
+        Router::new()
+            .route(
+                "/v1/completions",
+                post(|| async {
+                    let stalls = futures_util::stream::once(async {
+                        Ok::<_, std::convert::Infallible>(bytes::Bytes::from_static(b"{\"c"))
+                    })
+                    .chain(futures_util::stream::pending());
+                    (
+                        StreamLabels::new("openai"),
+                        [(header::CONTENT_TYPE, "application/json")],
+                        axum::body::Body::from_stream(stalls),
+                    )
+                }),
+            )
+            .route(
+                "/v1/refused",
+                post(|| async { (StatusCode::BAD_REQUEST, StreamLabels::new("openai"), "no") }),
+            ),
+    )
+    .await;
+    use futures_util::StreamExt as _;
+    for accept in ["text/event-stream", "application/json"] {
+        let _ = client()
+            .post(format!("http://{addr}/v1/completions"))
+            .header(header::ACCEPT, accept)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await;
+    }
+    drain(
+        client()
+            .post(format!("http://{addr}/v1/refused"))
+            .header(header::ACCEPT, "text/event-stream"),
+    )
+    .await;
+    let got = records.wait_for(3).await;
+    let seen: Vec<_> = got.iter().map(|r| (r.outcome, r.streaming)).collect();
+    assert_eq!(
+        seen,
+        [
+            (Outcome::Timeout, true),
+            (Outcome::Timeout, false),
+            (Outcome::ClientError, false)
+        ]
+    );
+}

@@ -84,7 +84,11 @@ impl Visit for SpanContext {
             self.0[i] = Some(if value.len() <= MAX_CONTEXT_BYTES {
                 value.to_owned()
             } else {
-                cut(redact(value).into_owned(), MAX_CONTEXT_BYTES)
+                // Only the start of a long value is kept, so only a window past the cut is
+                // read: enough for a secret that starts before it, and a span made with a huge
+                // value (a client's header) costs no more than a small one.
+                let window = prefix(value, MAX_CONTEXT_BYTES * 4);
+                cut(redact(window).into_owned(), MAX_CONTEXT_BYTES)
             });
         }
     }
@@ -94,6 +98,15 @@ impl Visit for SpanContext {
             self.record_str(field, &format!("{value:?}"));
         }
     }
+}
+
+/// `text`'s first `max` bytes or fewer, on a character boundary.
+fn prefix(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Collects an event's message and fields (names too) as redacted, capped strings: each text

@@ -196,7 +196,7 @@ fn name_parts(name: &str) -> String {
 /// by `,` is a pair too (`comma`), when it opens a tuple (`("x-api-key", "v")`; checked by
 /// [`opens_tuple`]).
 ///
-/// The pattern finds where a value starts; [`value_span`] finds where it ends:
+/// [`VALUE_START`], after it, finds where a value starts; [`value_span`] finds where it ends:
 /// - `done`: already redacted (kept, so redaction is idempotent), maybe after an auth scheme;
 /// - `quote`: `"`, `\"`, `\\\"`, ... opening a quoted value (ends at its closing quote);
 /// - `sq`: `'` opening a single-quoted value;
@@ -206,12 +206,15 @@ fn name_parts(name: &str) -> String {
 /// - `bare`: after an optional auth scheme (`Bearer`, `Basic`, `Token`, `Digest`), a word up to
 ///   whitespace, `&`, a quote, `<`, `>`, `\`, a closing bracket, or a `,`/`;` followed by one of
 ///   those or the end (`password=a;b` is one value, `x=a, y=b` two).
-const KEY_VALUE: &str = r#"(?x)
+const KEY_SEPARATOR: &str = r#"(?x)
     (?:\\[nrt])? (?P<name>[A-Za-z_][A-Za-z0-9_.\-]*)
     (?:
         (?:\\*["'])? [\t\ ]* (?:=>|:=|[:=]) [\t\ ]* (?:(?:\r?\n|(?:\\r)?\\n)[\t\ ]+)?
       | (?P<comma>\\*["'][\t\ ]*,[\t\ ]*)
-    )
+    )"#;
+
+/// Where a value starts, after [`KEY_SEPARATOR`] (see it).
+const VALUE_START: &str = r#"(?x)
     (?:
         (?P<done>(?:(?i:bearer|basic|token|digest)[\t\ ]+)?\[REDACTED\])
       | (?P<quote>\\*")
@@ -220,6 +223,11 @@ const KEY_VALUE: &str = r#"(?x)
       | (?:(?i:bearer|basic|token|digest)[\t\ ]+)?
         (?P<bare>(?:[^\s&'"<>\\)\]},;]|[,;]+[^\s&'"<>\\)\]},;])+)
     )"#;
+
+/// A name, its separator and the start of its value: [`KEY_SEPARATOR`] then [`VALUE_START`].
+fn key_value_pattern() -> String {
+    format!("{KEY_SEPARATOR}{VALUE_START}")
+}
 
 /// Where a [`SHAPES`] token may start: at an ASCII word boundary, or after an escape `\n`,
 /// `\r`, `\t` as Debug and JSON write them (`"line\nBearer abc"`), which the replacement keeps.
@@ -291,8 +299,11 @@ fn shape(pattern: &str, replacement: &str) -> (String, String) {
     )
 }
 
-/// The compiled [`KEY_VALUE`] and [`SHAPES`].
+/// The compiled [`KEY_SEPARATOR`], [`key_value_pattern`] and [`SHAPES`].
 struct Patterns {
+    /// Names and separators: scanned for names, in one pass over the text.
+    key: Regex,
+    /// Names, separators and values: matched where a secret name is found.
     key_value: Regex,
     /// All of `shapes`: which of them occur, in one pass (most texts have none).
     any_shape: RegexSet,
@@ -300,7 +311,8 @@ struct Patterns {
 }
 
 fn compile() -> Result<Patterns, regex::Error> {
-    let key_value = Regex::new(KEY_VALUE)?;
+    let key = Regex::new(KEY_SEPARATOR)?;
+    let key_value = Regex::new(&key_value_pattern())?;
     let shapes: Vec<(Regex, String)> = SHAPES
         .iter()
         .map(|(pattern, replacement)| {
@@ -310,6 +322,7 @@ fn compile() -> Result<Patterns, regex::Error> {
         .collect::<Result<_, regex::Error>>()?;
     let any_shape = RegexSet::new(shapes.iter().map(|(pattern, _)| pattern.as_str()))?;
     Ok(Patterns {
+        key,
         key_value,
         any_shape,
         shapes,
@@ -396,7 +409,7 @@ pub fn redact(text: &str) -> Cow<'_, str> {
 
 /// [`redact`] without decoding: pairs, then shapes.
 fn redact_plain<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
-    let mut out = redact_key_values(&patterns.key_value, text);
+    let mut out = redact_key_values(patterns, text);
     for i in patterns.any_shape.matches(&out).iter() {
         let (pattern, replacement) = &patterns.shapes[i];
         if let Cow::Owned(replaced) = pattern.replace_all(&out, replacement.as_str()) {
@@ -407,12 +420,16 @@ fn redact_plain<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
 }
 
 /// Replaces the values of secret-named pairs.
-fn redact_key_values<'t>(key_value: &Regex, text: &'t str) -> Cow<'t, str> {
+///
+/// The text is scanned for names and separators alone; a value is matched only after a secret
+/// name. Matching values while scanning read each innocent value whole, and a value holding
+/// more pairs (`a=a=a=…`) was read again from each of them: quadratic in the text.
+fn redact_key_values<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
     let mut out = String::new();
     // `text[..copied]` has been handled (pushed to `out`, if anything was replaced).
     let mut copied = 0;
     let mut at = 0;
-    while let Some(found) = key_value.find_at(text, at) {
+    while let Some(found) = patterns.key.find_at(text, at) {
         // Most pairs have innocent names (`error: …`): tell from the name, without captures,
         // and go on right after it (into the value: `url=https://x/?api_key=…`).
         let (name, name_end) = match_name(found.as_str());
@@ -421,8 +438,12 @@ fn redact_key_values<'t>(key_value: &Regex, text: &'t str) -> Cow<'t, str> {
             at = name_end;
             continue;
         }
-        let Some(caps) = key_value.captures_at(text, found.start()) else {
-            break;
+        let caps = patterns.key_value.captures_at(text, found.start());
+        let Some(caps) = caps.filter(|c| c.get(0).is_some_and(|m| m.start() == found.start()))
+        else {
+            // No value after this name (`password=` at the end): go on after it.
+            at = name_end;
+            continue;
         };
         if caps.name("comma").is_some() && !opens_tuple(&text[..name_end - name.len()]) {
             // `["api_key", "model"]`: a list of names, not a pair.
@@ -447,7 +468,7 @@ fn redact_key_values<'t>(key_value: &Regex, text: &'t str) -> Cow<'t, str> {
     }
 }
 
-/// The byte range of `text` to replace for a [`KEY_VALUE`] match: the value inside its quotes,
+/// The byte range of `text` to replace for a [`KEY_SEPARATOR`] match: the value inside its quotes,
 /// the bracketed value whole, or the bare word; `None` when it is empty or already redacted.
 fn value_span(text: &str, caps: &Captures<'_>) -> Option<(usize, usize)> {
     let (start, end) = if let Some(quote) = caps.name("quote") {
@@ -552,7 +573,7 @@ fn bracket_end(text: &str, open: usize) -> usize {
     text.len()
 }
 
-/// The name of a [`KEY_VALUE`] match (its `name` group: the escape before it skipped, then the
+/// The name of a [`KEY_SEPARATOR`] match (its `name` group: the escape before it skipped, then the
 /// longest run of name characters) and where the name ends in the match.
 fn match_name(found: &str) -> (&str, usize) {
     let start = if found.starts_with('\\') { 2 } else { 0 };
@@ -689,7 +710,8 @@ mod tests {
     #[test]
     fn every_pattern_compiles() {
         let shapes = SHAPES.iter().map(|(p, r)| shape(p, r).0);
-        for pattern in std::iter::once(KEY_VALUE.to_owned()).chain(shapes) {
+        let keys = [KEY_SEPARATOR.to_owned(), key_value_pattern()];
+        for pattern in keys.into_iter().chain(shapes) {
             if let Err(e) = Regex::new(&pattern) {
                 panic!("{pattern}: {e}");
             }
@@ -895,6 +917,19 @@ mod tests {
             ("password=ab(cd)ef gh", "password=[REDACTED] gh"),
             ("(session_id=(abc))", "(session_id=[REDACTED])"),
         ]);
+    }
+
+    /// A text of many pairs is scanned once: matching each innocent pair's value too read the
+    /// rest of `a=a=a=…` from each pair, quadratic in its length (this one would take hours).
+    #[test]
+    fn a_text_of_many_pairs_is_read_once() {
+        let text = format!("{} password=hunter2", "a=".repeat(200_000));
+        let redacted = redact(&text);
+        assert!(redacted.ends_with(" password=[REDACTED]"));
+        assert_eq!(
+            redacted.len(),
+            text.len() - "hunter2".len() + REDACTED.len()
+        );
     }
 
     #[test]

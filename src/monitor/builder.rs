@@ -273,19 +273,24 @@ impl MonitorBuilder {
         self
     }
 
-    /// Total deadline for a request, from the service call to the end of its body. Default: none
-    /// (60 s with [`Monitor::from_env`]). On expiry the request is recorded as `timeout`, logged at
-    /// ERROR, and the body ends: with a final SSE `event: error` for `text/event-stream`, else with
-    /// a `stream::StreamTimeoutError`. A response not started by then is
-    /// answered with 504.
+    /// Total deadline for a request, from the service call to the end of its body, counting the
+    /// time the request waits for its source, never the client's (README, Security). Default:
+    /// none (60 s with [`Monitor::from_env`]).
     ///
-    /// The body's frames are checked against the clock: a data frame that comes past the
-    /// deadline is handed on whole and is the body's last (so a body that is never pending is
-    /// still cut); with a one-frame body it is recorded as `timeout`. One tokio sleep per
-    /// request wakes a waiting handler or body at the deadline, armed only once one of them
-    /// first waits: a response whose frames are all ready when polled arms none. It needs
-    /// Tokio's timer (a runtime with time enabled) where the request runs and its body is
-    /// polled.
+    /// - Before the response: answered 504 and recorded as `timeout`; but 408 and
+    ///   `client_error` while the handler waits for the rest of the request's body (an axum
+    ///   request body that has not come).
+    /// - After it: the body ends at its first wait for its next frame past the deadline,
+    ///   recorded as `timeout` (`client_error` if it waits for the client's upload), logged at
+    ///   ERROR: with a final SSE `event: error` for `text/event-stream`, else with a
+    ///   `stream::StreamTimeoutError`. Frames ready whenever they are asked for are handed on
+    ///   past it however late a slow reader asks, and a body that ends on its own is `ok`: a
+    ///   body that never waits is never cut.
+    ///
+    /// One tokio sleep per request wakes a waiting handler or body at the deadline, armed only
+    /// once one of them first waits: a response whose frames are all ready when polled arms
+    /// none. It needs Tokio's timer (a runtime with time enabled) where the request runs and
+    /// its body is polled.
     pub fn stream_timeout(mut self, timeout: Duration) -> Self {
         self.config.stream.stream_timeout = Some(timeout);
         self

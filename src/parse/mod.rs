@@ -356,11 +356,11 @@ impl UpstreamError {
     }
 }
 
-/// `text` cut to at most `max` bytes where a word ends: a word the cut would split is dropped
-/// whole. The error layer redacts the text later (README, Error records) and only recognises
-/// whole tokens, so the start of a secret cut short could pass it. A text with no break in its
-/// first `max` bytes is cut where they end rather than lost: what the cut could leave of a
-/// secret there is a start shorter than any shape `redact` knows, or one it still recognises.
+/// `text` cut to at most `max` bytes where a token ends: a run of token characters (letters,
+/// digits, `_ . + / = ~ -`, what keys and passwords are made of) that the cut would split is
+/// dropped whole, back to the character before it. The error layer redacts the text later
+/// (README, Error records) and recognises a key by its whole shape, so the start of one cut
+/// short could pass it. A text that is one such run past `max` bytes is dropped.
 fn cut_between_words(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
@@ -369,12 +369,13 @@ fn cut_between_words(text: &str, max: usize) -> &str {
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    if text[end..].starts_with(char::is_whitespace) {
+    let in_token = |c: char| c.is_ascii_alphanumeric() || "_.+/=~-".contains(c);
+    if !text[end..].starts_with(in_token) {
         return &text[..end];
     }
     text[..end]
-        .rfind(char::is_whitespace)
-        .map_or(&text[..end], |space| text[..space].trim_end())
+        .rfind(|c: char| !in_token(c))
+        .map_or("", |at| text[..at].trim_end())
 }
 
 impl fmt::Display for UpstreamError {
@@ -902,10 +903,20 @@ mod tests {
             read(&message),
             Some("word ".repeat(100).trim_end().to_owned())
         );
-        // With no break to cut at, the text is cut at the limit, not lost.
-        let unbroken = "x".repeat(600);
+        // With no space to cut at, the token the cut would split is dropped back to the
+        // character before it; a text that is one long token is dropped.
+        let key = format!("hf_{}", "Z".repeat(40));
+        let unbroken = format!("{}:{key}", "a".repeat(500));
         let message = format!(r#"{{"error":{{"message":"{unbroken}"}}}}"#);
-        assert_eq!(read(&message), Some("x".repeat(512)));
+        assert_eq!(read(&message), Some("a".repeat(500)));
+        let url = format!("{}https://user:{}@host", "/".repeat(490), "p".repeat(40));
+        let message = format!(r#"{{"error":{{"message":"{url}"}}}}"#);
+        assert_eq!(
+            read(&message),
+            Some(format!("{}https://user", "/".repeat(490)))
+        );
+        let message = format!(r#"{{"error":{{"message":"{}"}}}}"#, "x".repeat(600));
+        assert_eq!(read(&message), Some(String::new()));
         assert_eq!(read(r#"{"choices":[]}"#), None);
         assert_eq!(read("not json"), None);
         assert_eq!(read(r#"{"error":null}"#), None);

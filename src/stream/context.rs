@@ -12,7 +12,7 @@ use http::{HeaderMap, HeaderValue, Request};
 use tracing::Span;
 use tracing::field::Empty;
 
-use super::request_body::RequestBodyWatch;
+use super::request_body::{RequestBodyWatch, RequestHints};
 use super::service::ServiceState;
 use super::tracked::{EmptyBox, Tracked, TrackedBox};
 use crate::SESSION_TARGET;
@@ -42,13 +42,9 @@ pub(crate) struct RequestContext {
     /// the context moves with every request's future and body).
     names: Option<Box<RequestNames>>,
     /// The request's route is one the app named in `streaming_routes`.
-    streaming_route: bool,
-    /// The request sent `Accept: text/event-stream`.
-    accepts_sse: bool,
-    /// What the body watcher sees of the request's body, when it watches it: whether it asked
-    /// for a stream (`"stream": true`), whether the handler waits for it; see
-    /// [`RequestBodyWatch`].
-    body: Option<RequestBodyWatch>,
+    pub(crate) streaming_route: bool,
+    /// Whether the request asked for a stream, and whether the handler waits for its body.
+    pub(crate) hints: RequestHints,
     /// A HEAD request: its response has no body to measure.
     pub(crate) head: bool,
     /// Whether the facade's in-flight gauge was raised for this request.
@@ -422,8 +418,10 @@ impl RequestContext {
             started,
             names,
             streaming_route,
-            accepts_sse: headers.accepts_sse,
-            body,
+            hints: RequestHints {
+                accepts_sse: headers.accepts_sse,
+                body,
+            },
             head,
             facade_in_flight,
         };
@@ -452,26 +450,19 @@ impl RequestContext {
         tracked
     }
 
-    /// Whether the request counts as a streaming one though its response carries no stream
-    /// (README, Outcomes): its route is one the app named in `streaming_routes`; or, when it
-    /// `failed`, it asked for a stream (`Accept: text/event-stream`, or `"stream": true` in its
-    /// JSON body, read as the handler read it). What a client asks for can so only add a
-    /// failure of the app's or its upstream's to the streaming window, never a success, which
-    /// would thin the error rate out or pass a whole answer off as a first token.
-    pub(crate) fn streaming_without_stream(&self, failed: bool) -> bool {
-        self.streaming_route
-            || failed
-                && (self.accepts_sse
-                    || self
-                        .body
-                        .as_ref()
-                        .is_some_and(RequestBodyWatch::asked_for_stream))
+    /// Whether a request that ended with `outcome` and no response counts as a streaming one
+    /// (README, Outcomes): its route is one the app named in `streaming_routes`; or it failed
+    /// (`Outcome::is_error`) having asked for a stream. What a client asks for can so only add
+    /// a failure of the app's or its upstream's to the streaming window, never a success nor
+    /// its own doing.
+    pub(crate) fn streaming_for(&self, outcome: Outcome) -> bool {
+        self.streaming_route || outcome.is_error() && self.hints.asked_for_stream()
     }
 
     /// Whether the handler is waiting for the rest of the request's body: a deadline that
     /// passes then is the client's doing (README, Security).
     pub(crate) fn waits_for_request_body(&self) -> bool {
-        self.body.as_ref().is_some_and(RequestBodyWatch::waiting)
+        self.hints.waiting_for_client()
     }
 
     /// The provider and model to record: the response's [`StreamLabels`] (trusted), then the
@@ -560,7 +551,7 @@ impl RequestContext {
             error,
             upstream: None,
         });
-        let streaming = self.streaming_without_stream(outcome != Outcome::Ok);
+        let streaming = self.streaming_for(outcome);
         let tags = &scope.tags;
         let mut record = StreamRecord::new(labels.provider, model, tags.route, outcome);
         record.request_id = tags.request_id.clone();

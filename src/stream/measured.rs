@@ -13,6 +13,7 @@ use super::panic_guard::PanicGuard;
 use super::timer::StreamTimer;
 use super::tracked::{Tracked, TrackedBox};
 use crate::classify::{BoxError, classify_body_error};
+use crate::record::Outcome;
 use crate::timeout::StreamTimeoutError;
 
 pin_project! {
@@ -208,7 +209,17 @@ where
                     Poll::Ready(Some(Ok(frame)))
                 }
                 Some(Err(error)) => {
-                    let outcome = classify_body_error(error.as_ref());
+                    let mut outcome = classify_body_error(error.as_ref());
+                    let own_timeout = error.downcast_ref::<StreamTimeoutError>().is_some();
+                    if own_timeout
+                        && meter_slot
+                            .as_ref()
+                            .is_some_and(StreamMeter::waits_for_request_body)
+                    {
+                        // A body fed by the request's (an upload streamed back) that waited
+                        // for the client's bytes: the client's doing (README, Security).
+                        outcome = Outcome::ClientError;
+                    }
                     *ended = true;
                     if let Some(meter) = meter_slot.take() {
                         // Where an SSE stream was cut by this layer's own timeout, it ends with

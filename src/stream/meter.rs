@@ -10,6 +10,7 @@ use bytes::{Buf, Bytes};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use super::context::{End, RequestContext, RequestScope, log_end};
+use super::request_body::RequestHints;
 use super::service::ServiceState;
 use crate::SESSION_TARGET;
 use crate::classify::{classify_status, classify_stream_error};
@@ -89,7 +90,13 @@ pub(crate) struct StreamMeter {
     /// Whether the facade's in-flight gauge was raised for this request.
     facade_in_flight: bool,
     label_source: LabelSource,
+    /// The response carries a stream (or its route is a configured streaming route).
     streaming: bool,
+    /// The request may count as streaming by what it asked, if it fails: not a HEAD, routed.
+    may_stream: bool,
+    /// What the request asked for, and whether the handler waits for its body (see
+    /// `RequestHints`).
+    hints: RequestHints,
     /// The response matched no route: recorded apart (see `StreamRecord::is_unrouted`).
     unrouted: bool,
     /// The body has a `Content-Encoding`: measured for time and bytes, never parsed.
@@ -130,20 +137,22 @@ impl StreamMeter {
             .filter(|_| !encoded && !context.head)
             .map(|w| PooledParser::new(w, max_event_bytes));
         let failed = status.is_client_error() || status.is_server_error();
-        // A HEAD answer carries no body, so no stream, whatever its headers say.
-        // The response decides when it carries a stream; the request only for a failure (see
-        // `streaming_without_stream`).
-        let streaming = !context.head
-            && !unrouted
-            && (wire.is_some() || context.streaming_without_stream(failed));
+        // A HEAD answer carries no body, so no stream, whatever its headers say. The response
+        // decides when it carries a stream; what the request asked for counts only if it fails
+        // (see `record`).
+        let may_stream = !context.head && !unrouted;
+        let streaming = may_stream && (wire.is_some() || context.streaming_route);
         let RequestContext {
             state,
             started,
             facade_in_flight,
+            hints,
             ..
         } = context;
         *slot = Some(Self {
             streaming,
+            may_stream,
+            hints,
             unrouted,
             encoded,
             error_body: (failed && !encoded).then(Box::default),
@@ -169,6 +178,12 @@ impl StreamMeter {
     pub(crate) fn stream_deadline(&self) -> Option<(Instant, Duration)> {
         let after = self.state.recorder.settings().stream_timeout?;
         Some((self.started, after))
+    }
+
+    /// Whether the handler waits for the rest of the request's body, with nothing come since
+    /// it last looked: a limit passing then is the client's doing (README, Security).
+    pub(crate) fn waits_for_request_body(&self) -> bool {
+        self.hints.waiting_for_client()
     }
 
     /// Whether the body is being parsed as server-sent events.
@@ -331,6 +346,10 @@ impl StreamMeter {
             StreamEnd::Complete => (in_stream.unwrap_or(Outcome::Ok), None),
             StreamEnd::Dropped => (in_stream.unwrap_or(Outcome::Cancelled), None),
         };
+        // The client's word counts for a failure only (README, Outcomes), known only now: a
+        // 200 whose body is cut or carries an upstream error is one.
+        let streaming = self.streaming
+            || self.may_stream && outcome.is_error() && self.hints.asked_for_stream();
         let format = summary
             .map(|s| s.format())
             .unwrap_or(ProviderFormat::Unknown);
@@ -360,7 +379,7 @@ impl StreamMeter {
             .take()
             .or(response_model)
             .unwrap_or_else(|| recorder.unknown());
-        let operation_name = recorder.operation_name(format, self.streaming, self.provider);
+        let operation_name = recorder.operation_name(format, streaming, self.provider);
         scope.record("model", &model);
         let upstream = match (&self.error_body, summary) {
             _ if !outcome.is_error() => None,
@@ -394,7 +413,7 @@ impl StreamMeter {
             user_id: scope.tags.user_id.clone(),
             status: Some(self.status),
             outcome,
-            streaming: self.streaming,
+            streaming,
             format,
             content_encoded: self.encoded,
             // Set from the monitor's clock when recorded.

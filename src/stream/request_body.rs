@@ -15,38 +15,107 @@
 //! `GET` without a body costs one check); other apps name their streaming routes
 //! (`streaming_routes`) instead, and a request body they cannot watch is taken as read.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Wake, Waker};
 
 /// The body asked for a stream.
 const ASKED: u8 = 1;
-/// The handler's last poll of the body found nothing yet: it waits for the client.
+/// The handler's last poll of the body found nothing yet.
 const WAITING: u8 = 2;
+/// The body was woken (more of it came, or it ended) since that poll.
+const WOKEN: u8 = 4;
 
 /// What the body watcher has seen of a request's body, shared with the request's context.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct RequestBodyWatch(Arc<AtomicU8>);
+pub(crate) struct RequestBodyWatch(Arc<WatchState>);
+
+#[derive(Debug, Default)]
+struct WatchState {
+    flags: AtomicU8,
+    /// The waker of the task that last polled the body: the body is polled with a waker of
+    /// the watch's own, which notes `WOKEN` and passes the wake on to it.
+    task: Mutex<Option<Waker>>,
+}
 
 impl RequestBodyWatch {
     /// Whether the body, as read so far, asked for a stream.
     pub(crate) fn asked_for_stream(&self) -> bool {
-        self.0.load(Ordering::Relaxed) & ASKED != 0
+        self.0.flags.load(Ordering::Relaxed) & ASKED != 0
     }
 
-    /// Whether the handler's last poll of the body was left waiting for the client's bytes (and
-    /// the body is still held).
-    pub(crate) fn waiting(&self) -> bool {
-        self.0.load(Ordering::Relaxed) & WAITING != 0
+    /// Whether the handler waits for the client: its last poll of the body found nothing, and
+    /// nothing came since (a handler that polled the body once and then looked elsewhere, its
+    /// data come but unread, is not waiting for the client), the body still held.
+    pub(crate) fn waiting_for_client(&self) -> bool {
+        self.0.flags.load(Ordering::Relaxed) & (WAITING | WOKEN) == WAITING
     }
 
     #[cfg(feature = "axum")]
     fn set(&self, flag: u8) {
-        self.0.fetch_or(flag, Ordering::Relaxed);
+        self.0.flags.fetch_or(flag, Ordering::Relaxed);
     }
 
     #[cfg(feature = "axum")]
     fn clear(&self, flag: u8) {
-        self.0.fetch_and(!flag, Ordering::Relaxed);
+        self.0.flags.fetch_and(!flag, Ordering::Relaxed);
+    }
+
+    /// A waker for polling the body on behalf of the task `cx` belongs to.
+    #[cfg(feature = "axum")]
+    fn waker_for(&self, task: &Waker) -> Waker {
+        if let Ok(mut kept) = self.0.task.lock() {
+            if !kept.as_ref().is_some_and(|w| w.will_wake(task)) {
+                *kept = Some(task.clone());
+            }
+        }
+        Waker::from(self.0.clone())
+    }
+}
+
+impl Wake for WatchState {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.flags.fetch_or(WOKEN, Ordering::Relaxed);
+        if let Ok(task) = self.task.lock() {
+            if let Some(task) = task.as_ref() {
+                task.wake_by_ref();
+            }
+        }
+    }
+}
+
+/// What a request says of the answer it wants, and how its body goes: the client's word,
+/// trusted only for a request that failed (README, Outcomes), and how the monitor tells a
+/// deadline the client caused (README, Security).
+#[derive(Debug, Default)]
+pub(crate) struct RequestHints {
+    /// The request sent `Accept: text/event-stream`.
+    pub(crate) accepts_sse: bool,
+    /// The body watcher's, when it watches the body.
+    pub(crate) body: Option<RequestBodyWatch>,
+}
+
+impl RequestHints {
+    /// Whether the request asked for a stream: `Accept: text/event-stream`, or
+    /// `"stream": true` in its JSON body (read as the handler read it).
+    pub(crate) fn asked_for_stream(&self) -> bool {
+        self.accepts_sse
+            || self
+                .body
+                .as_ref()
+                .is_some_and(RequestBodyWatch::asked_for_stream)
+    }
+
+    /// Whether the handler waits for the client's body (see
+    /// [`RequestBodyWatch::waiting_for_client`]).
+    pub(crate) fn waiting_for_client(&self) -> bool {
+        self.body
+            .as_ref()
+            .is_some_and(RequestBodyWatch::waiting_for_client)
     }
 }
 
@@ -146,7 +215,7 @@ mod axum_body {
     use http_body::{Body, Frame, SizeHint};
     use pin_project_lite::pin_project;
 
-    use super::{ASKED, RequestBodyWatch, StreamFlagScanner, WAITING};
+    use super::{ASKED, RequestBodyWatch, StreamFlagScanner, WAITING, WOKEN};
 
     pin_project! {
         /// A request body passed through untouched while it is watched.
@@ -175,7 +244,11 @@ mod axum_body {
             cx: &mut Context<'_>,
         ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
             let this = self.project();
-            let polled = this.inner.poll_frame(cx);
+            // Polled with the watch's own waker, so that what comes while the handler looks
+            // elsewhere is noted (`WOKEN`); cleared first, so a wake during the poll counts.
+            let waker = this.watch.waker_for(cx.waker());
+            this.watch.clear(WOKEN);
+            let polled = this.inner.poll_frame(&mut Context::from_waker(&waker));
             match &polled {
                 Poll::Pending => this.watch.set(WAITING),
                 Poll::Ready(frame) => {
