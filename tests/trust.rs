@@ -49,6 +49,23 @@ async fn drain(request: reqwest::RequestBuilder) {
         .expect("the body arrives");
 }
 
+/// A connection on which `request` (a head, and a body that may stop short) has been sent.
+async fn send_raw(addr: std::net::SocketAddr, request: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket.write_all(request).await.unwrap();
+    socket
+}
+
+/// `router` served with the stream timeout set to `ms` milliseconds.
+async fn with_deadline(ms: u64, router: Router) -> (Records, Monitor, std::net::SocketAddr) {
+    monitored(
+        Monitor::builder().stream_timeout(Duration::from_millis(ms)),
+        router,
+    )
+    .await
+}
+
 async fn health(addr: std::net::SocketAddr) -> (u16, Value) {
     let res = client()
         .get(format!("http://{addr}{PREFIX}/health"))
@@ -523,7 +540,7 @@ async fn compression_inside_is_measured_not_parsed() {
 /// the timeout for anything else (its upstream) is still a `timeout` and fires the trigger.
 #[tokio::test]
 async fn a_request_body_that_never_arrives_is_not_an_upstream_timeout() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let (records, _monitor, addr) = monitored(
         Monitor::builder()
             .min_samples(5)
@@ -555,15 +572,13 @@ async fn a_request_body_that_never_arrives_is_not_an_upstream_timeout() {
             .to_owned()
     };
     for _ in 0..6 {
-        let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
         // `Content-Length: 100`, and 15 bytes of it: the rest never comes.
-        socket
-            .write_all(
-                b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\
-                  content-type: application/json\r\ncontent-length: 100\r\n\r\n{\"stream\": true",
-            )
-            .await
-            .unwrap();
+        let mut socket = send_raw(
+            addr,
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\
+              content-type: application/json\r\ncontent-length: 100\r\n\r\n{\"stream\": true",
+        )
+        .await;
         let mut answer = vec![0; 1024];
         let n = socket.read(&mut answer).await.unwrap();
         assert_eq!(
@@ -743,8 +758,8 @@ async fn a_handler_that_stopped_reading_its_body_is_waiting_for_its_upstream() {
     use futures_util::FutureExt as _;
     use http_body_util::BodyExt as _;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (records, _monitor, addr) = monitored(
-        Monitor::builder().stream_timeout(Duration::from_millis(500)),
+    let (records, _monitor, addr) = with_deadline(
+        500,
         Router::new().route(
             "/v1/chat/completions",
             post(|body: axum::body::Body| async move {
@@ -759,14 +774,12 @@ async fn a_handler_that_stopped_reading_its_body_is_waiting_for_its_upstream() {
         ),
     )
     .await;
-    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
-    socket
-        .write_all(
-            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
-              content-length: 16\r\n\r\n{\"stream\":",
-        )
-        .await
-        .unwrap();
+    let mut socket = send_raw(
+        addr,
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+          content-length: 16\r\n\r\n{\"stream\":",
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     socket.write_all(b" true}").await.unwrap();
     let mut answer = vec![0; 1024];
@@ -782,9 +795,8 @@ async fn a_handler_that_stopped_reading_its_body_is_waiting_for_its_upstream() {
 /// (`client_error`), not as an upstream `timeout`.
 #[tokio::test]
 async fn a_stream_waiting_for_the_clients_upload_is_not_an_upstream_timeout() {
-    use tokio::io::AsyncWriteExt;
-    let (records, _monitor, addr) = monitored(
-        Monitor::builder().stream_timeout(Duration::from_millis(300)),
+    let (records, _monitor, addr) = with_deadline(
+        300,
         Router::new().route(
             "/v1/echo",
             post(|body: axum::body::Body| async move {
@@ -796,14 +808,12 @@ async fn a_stream_waiting_for_the_clients_upload_is_not_an_upstream_timeout() {
         ),
     )
     .await;
-    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
-    socket
-        .write_all(
-            b"POST /v1/echo HTTP/1.1\r\nhost: x\r\ncontent-type: application/octet-stream\r\n\
-              content-length: 100\r\n\r\nfirst part",
-        )
-        .await
-        .unwrap();
+    let socket = send_raw(
+        addr,
+        b"POST /v1/echo HTTP/1.1\r\nhost: x\r\ncontent-type: application/octet-stream\r\n\
+          content-length: 100\r\n\r\nfirst part",
+    )
+    .await;
     // The rest never comes; the socket stays open until the record is in.
     let r = records.one().await;
     assert_eq!(r.outcome, Outcome::ClientError, "{r:#?}");
@@ -816,8 +826,8 @@ async fn a_stream_waiting_for_the_clients_upload_is_not_an_upstream_timeout() {
 /// a stream; a 400 refused as the client's own error is not one, whatever it asked.
 #[tokio::test]
 async fn the_clients_word_counts_for_failures_known_at_the_end() {
-    let (records, _monitor, addr) = monitored(
-        Monitor::builder().stream_timeout(Duration::from_millis(300)),
+    let (records, _monitor, addr) = with_deadline(
+        300,
         Router::new()
             .route(
                 "/v1/completions",
