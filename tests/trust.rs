@@ -867,6 +867,11 @@ async fn the_clients_word_counts_for_failures_known_at_the_end() {
     )
     .await;
     let got = records.wait_for(3).await;
+    assert!(got[0].time_to_first_byte.is_some());
+    assert_eq!(
+        got[0].time_to_first_token, None,
+        "a JSON answer's first byte is no stream's first token"
+    );
     let seen: Vec<_> = got.iter().map(|r| (r.outcome, r.streaming)).collect();
     assert_eq!(
         seen,

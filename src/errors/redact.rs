@@ -303,7 +303,8 @@ fn shape(pattern: &str, replacement: &str) -> (String, String) {
 struct Patterns {
     /// Names and separators: scanned for names, in one pass over the text.
     key: Regex,
-    /// Names, separators and values: matched where a secret name is found.
+    /// Names, separators and values, anchored: matched only where a secret name is found,
+    /// there and nowhere after.
     key_value: Regex,
     /// All of `shapes`: which of them occur, in one pass (most texts have none).
     any_shape: RegexSet,
@@ -312,7 +313,7 @@ struct Patterns {
 
 fn compile() -> Result<Patterns, regex::Error> {
     let key = Regex::new(KEY_SEPARATOR)?;
-    let key_value = Regex::new(&key_value_pattern())?;
+    let key_value = Regex::new(&format!(r"\A(?:{})", key_value_pattern()))?;
     let shapes: Vec<(Regex, String)> = SHAPES
         .iter()
         .map(|(pattern, replacement)| {
@@ -438,9 +439,10 @@ fn redact_key_values<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
             at = name_end;
             continue;
         }
-        let caps = patterns.key_value.captures_at(text, found.start());
-        let Some(caps) = caps.filter(|c| c.get(0).is_some_and(|m| m.start() == found.start()))
-        else {
+        // Anchored where the name starts: a search on from there would read the rest of the
+        // text for each name with no value (`password=&password=&…`), quadratic again.
+        let from = found.start();
+        let Some(caps) = patterns.key_value.captures(&text[from..]) else {
             // No value after this name (`password=` at the end): go on after it.
             at = name_end;
             continue;
@@ -450,11 +452,12 @@ fn redact_key_values<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
             at = name_end;
             continue;
         }
-        let Some((start, end)) = value_span(text, &caps) else {
+        let Some((start, end)) = value_span(&text[from..], &caps) else {
             // Empty or already redacted.
-            at = caps.get(0).map_or(name_end, |whole| whole.end());
+            at = caps.get(0).map_or(name_end, |whole| from + whole.end());
             continue;
         };
+        let (start, end) = (from + start, from + end);
         out.push_str(&text[copied..start]);
         out.push_str(REDACTED);
         copied = end;
@@ -926,6 +929,14 @@ mod tests {
         let text = format!("{} password=hunter2", "a=".repeat(200_000));
         let redacted = redact(&text);
         assert!(redacted.ends_with(" password=[REDACTED]"));
+        assert_eq!(
+            redacted.len(),
+            text.len() - "hunter2".len() + REDACTED.len()
+        );
+        // Secret names with no value, each matched where it stands, not searched on from.
+        let text = format!("{}password=hunter2", "password=&".repeat(50_000));
+        let redacted = redact(&text);
+        assert!(redacted.ends_with("&password=[REDACTED]"));
         assert_eq!(
             redacted.len(),
             text.len() - "hunter2".len() + REDACTED.len()

@@ -281,9 +281,9 @@ impl MonitorBuilder {
     ///   `client_error` while the handler waits for the rest of the request's body (an axum
     ///   request body that has not come).
     /// - After it: the body ends at its first wait for its next frame past the deadline,
-    ///   recorded as `timeout` (`client_error` if it waits for the client's upload), logged at
-    ///   ERROR: with a final SSE `event: error` for `text/event-stream`, else with a
-    ///   `stream::StreamTimeoutError`. Frames ready whenever they are asked for are handed on
+    ///   recorded as `timeout` and logged at ERROR (or `client_error`, at INFO, if it waits for
+    ///   the client's upload): with a final SSE `event: error` for `text/event-stream`, else
+    ///   with a `stream::StreamTimeoutError`. Frames ready whenever they are asked for are handed on
     ///   past it however late a slow reader asks, and a body that ends on its own is `ok`: a
     ///   body that never waits is never cut.
     ///

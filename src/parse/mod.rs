@@ -337,7 +337,10 @@ impl UpstreamError {
                 Value::Number(n) => n.to_string(),
                 _ => return None,
             };
-            Some(cut_between_words(&s, Self::MAX_TEXT).to_owned())
+            // Nothing left of it (empty, or one long token cut away) is no text: the kind
+            // falls back to the status or code, and no empty part is logged.
+            let kept = cut_between_words(&s, Self::MAX_TEXT);
+            (!kept.is_empty()).then(|| kept.to_owned())
         };
         let found = match error {
             Value::String(_) => Self {
@@ -356,11 +359,12 @@ impl UpstreamError {
     }
 }
 
-/// `text` cut to at most `max` bytes where a token ends: a run of token characters (letters,
-/// digits, `_ . + / = ~ -`, what keys and passwords are made of) that the cut would split is
-/// dropped whole, back to the character before it. The error layer redacts the text later
-/// (README, Error records) and recognises a key by its whole shape, so the start of one cut
-/// short could pass it. A text that is one such run past `max` bytes is dropped.
+/// `text` cut to at most `max` bytes where a token ends: a run the cut would split of
+/// characters other than whitespace, quotes and brackets (what keys, passwords and URLs with
+/// their userinfo are made of) is dropped whole, back to the character before it. The error
+/// layer redacts the text later (README, Error records) and recognises a key or a URL's
+/// password by its whole shape, so the start of one cut short could pass it. A text that is
+/// one such run past `max` bytes is dropped.
 fn cut_between_words(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
@@ -369,9 +373,9 @@ fn cut_between_words(text: &str, max: usize) -> &str {
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    let in_token = |c: char| c.is_ascii_alphanumeric() || "_.+/=~-".contains(c);
+    let in_token = |c: char| !c.is_whitespace() && !"\"'`<>()[]{}".contains(c);
     if !text[end..].starts_with(in_token) {
-        return &text[..end];
+        return text[..end].trim_end();
     }
     text[..end]
         .rfind(|c: char| !in_token(c))
@@ -904,19 +908,28 @@ mod tests {
             Some("word ".repeat(100).trim_end().to_owned())
         );
         // With no space to cut at, the token the cut would split is dropped back to the
-        // character before it; a text that is one long token is dropped.
+        // character before it (a URL with its userinfo is one); a text that is one long token
+        // is dropped.
         let key = format!("hf_{}", "Z".repeat(40));
-        let unbroken = format!("{}:{key}", "a".repeat(500));
+        let unbroken = format!("{}({key}", "a".repeat(500));
         let message = format!(r#"{{"error":{{"message":"{unbroken}"}}}}"#);
         assert_eq!(read(&message), Some("a".repeat(500)));
-        let url = format!("{}https://user:{}@host", "/".repeat(490), "p".repeat(40));
-        let message = format!(r#"{{"error":{{"message":"{url}"}}}}"#);
-        assert_eq!(
-            read(&message),
-            Some(format!("{}https://user", "/".repeat(490)))
+        for host in ["hostname.example/x", ""] {
+            let password = "p".repeat(20);
+            let url = format!("{} https://user:{password}@{host}", "/".repeat(478));
+            let message = format!(r#"{{"error":{{"message":"{url}"}}}}"#);
+            assert_eq!(read(&message), Some("/".repeat(478)), "{url}");
+        }
+        let message = format!(
+            r#"{{"error":{{"type":"{}","code":"invalid_key","message":"{}"}}}}"#,
+            "y".repeat(600),
+            "x".repeat(600)
         );
-        let message = format!(r#"{{"error":{{"message":"{}"}}}}"#, "x".repeat(600));
-        assert_eq!(read(&message), Some(String::new()));
+        let error = UpstreamError::from_json(message.as_bytes()).expect("an error");
+        assert_eq!(
+            (error.kind.as_deref(), error.message.as_deref()),
+            (Some("invalid_key"), None)
+        );
         assert_eq!(read(r#"{"choices":[]}"#), None);
         assert_eq!(read("not json"), None);
         assert_eq!(read(r#"{"error":null}"#), None);

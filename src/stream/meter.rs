@@ -359,10 +359,13 @@ impl StreamMeter {
         };
         let ttfb = self.first_byte.map(since_start);
         // For bodies that are not a known provider format, the first byte is the first token;
-        // an error response (a 401's JSON) has no first token.
+        // an error response (a 401's JSON) has no first token, nor has an answer that is a
+        // streaming request only because it asked for a stream and failed: its first byte is
+        // no token of a stream (a non-streaming answer's comes when the whole answer is done).
+        let asked_only = streaming && !self.streaming;
         let ttft = match (self.first_token, format) {
             (Some(t), _) => Some(since_start(t)),
-            (None, ProviderFormat::Unknown) if by_status == Outcome::Ok => ttfb,
+            (None, ProviderFormat::Unknown) if by_status == Outcome::Ok && !asked_only => ttfb,
             (None, _) => None,
         };
         let output_tokens = summary.map_or(0, |s| s.output_tokens());

@@ -16,7 +16,7 @@
 //! (`streaming_routes`) instead, and a request body they cannot watch is taken as read.
 
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Wake, Waker};
 
 /// The body asked for a stream.
@@ -64,11 +64,12 @@ impl RequestBodyWatch {
     /// A waker for polling the body on behalf of the task `cx` belongs to.
     #[cfg(feature = "axum")]
     fn waker_for(&self, task: &Waker) -> Waker {
-        if let Ok(mut kept) = self.0.task.lock() {
-            if !kept.as_ref().is_some_and(|w| w.will_wake(task)) {
-                *kept = Some(task.clone());
-            }
+        // A lock poisoned by a panicking waker still holds a waker to replace.
+        let mut kept = self.0.task.lock().unwrap_or_else(PoisonError::into_inner);
+        if !kept.as_ref().is_some_and(|w| w.will_wake(task)) {
+            *kept = Some(task.clone());
         }
+        drop(kept);
         Waker::from(self.0.clone())
     }
 }
@@ -80,10 +81,9 @@ impl Wake for WatchState {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.flags.fetch_or(WOKEN, Ordering::Relaxed);
-        if let Ok(task) = self.task.lock() {
-            if let Some(task) = task.as_ref() {
-                task.wake_by_ref();
-            }
+        let task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(task) = task.as_ref() {
+            task.wake_by_ref();
         }
     }
 }
