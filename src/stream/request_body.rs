@@ -81,9 +81,14 @@ impl Wake for WatchState {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.flags.fetch_or(WOKEN, Ordering::Relaxed);
-        let task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(task) = task.as_ref() {
-            task.wake_by_ref();
+        // Woken outside the lock: an executor that polls the task at once would take it again.
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(task) = task {
+            task.wake();
         }
     }
 }
