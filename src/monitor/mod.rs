@@ -342,8 +342,10 @@ impl Monitor {
         }
         let provider = provider_in_flight.then_some(record.provider);
         self.shared.in_flight.finished(record.route, provider);
-        // By reference: the record is not copied once more on its way.
-        self.ingest_from(&mut record, source, 1);
+        // By reference: the record is not copied once more on its way. The facade is emitted
+        // to if it was when the request started (its in-flight gauge was): asked once, not
+        // twice, per request.
+        self.ingest_from(&mut record, source, 1, facade_in_flight);
     }
 
     /// Records a stream measured elsewhere (a job that is not an HTTP request, a replay): into
@@ -367,7 +369,7 @@ impl Monitor {
     /// ```
     pub fn ingest(&self, mut record: StreamRecord) {
         record.clamp_usage();
-        self.ingest_from(&mut record, LabelSource::Trusted, 0);
+        self.ingest_from(&mut record, LabelSource::Trusted, 0, self.facade_active());
     }
 
     /// What `usage` cost on `model`, through this thread's last price: consecutive records
@@ -392,8 +394,15 @@ impl Monitor {
 
     /// `record`'s usage figures are capped already (`StreamRecord::clamp_usage`): by `ingest`,
     /// and by the layer for a body it parsed, the only kind with any. `ended_in_flight`: 1 when
-    /// the request was counted in flight until just now.
-    fn ingest_from(&self, record: &mut StreamRecord, source: LabelSource, ended_in_flight: i64) {
+    /// the request was counted in flight until just now. `facade`: whether to emit to the
+    /// `metrics` facade (see `facade_active`).
+    fn ingest_from(
+        &self,
+        record: &mut StreamRecord,
+        source: LabelSource,
+        ended_in_flight: i64,
+        facade: bool,
+    ) {
         // The wall clock is read only where the time is shown: `on_record`, and the Prometheus
         // exemplar of a record with a trace id. Nothing else reads it, and the record ends here.
         if record.trace.is_some() || self.shared.config.on_record.is_some() {
@@ -433,7 +442,7 @@ impl Monitor {
             // Unrouted: the windows call no companion (no label set to record by).
             self.shared.windows.record_with(secs, record, |_| {});
             self.shared.prometheus.unrouted();
-            if self.facade_active() {
+            if facade {
                 facade::unrouted();
             }
             if let Some(cb) = &self.shared.config.on_record {
@@ -448,7 +457,7 @@ impl Monitor {
         if !self.shared.series.admit(&set, source) {
             record.fold_labels(self.shared.series.other());
             set = record.label_set();
-            if self.facade_active() {
+            if facade {
                 facade::label_overflow("series");
             }
             self.shared.prometheus.label_overflow("series");
@@ -464,7 +473,7 @@ impl Monitor {
                 PrometheusExposition::record(&mut shard.series, record, &set)
             });
         }
-        if self.facade_active() {
+        if facade {
             facade::emit(record);
         }
         if let Some(cb) = &self.shared.config.on_record {

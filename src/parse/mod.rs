@@ -71,13 +71,16 @@ impl WireFormat {
         // value is scanned; then the essence's length rules out most of the rest before any
         // comparison.
         let start = content_type.trim_ascii_start();
-        let byte_is = |at: usize, any: &[u8]| {
-            start
-                .get(at)
-                .is_some_and(|b| any.contains(&b.to_ascii_lowercase()))
-        };
+        // A byte in lowercase if it is a letter (`| 0x20` takes an uppercase letter to its
+        // lowercase; compared with lowercase letters only, no other byte can pass for one).
+        let lower = |at: usize| start.get(at).map(|b| b | 0x20);
         // `text/event-stream`; `application/x-ndjson`, `/ndjson`, `/jsonl`, `/x-jsonlines`.
-        if !(byte_is(0, b"t") && byte_is(5, b"e") || byte_is(0, b"a") && byte_is(12, b"xnj")) {
+        let maybe = match lower(0) {
+            Some(b't') => lower(5) == Some(b'e'),
+            Some(b'a') => matches!(lower(12), Some(b'x' | b'n' | b'j')),
+            _ => false,
+        };
+        if !maybe {
             return None;
         }
         let essence = match content_type.iter().position(|b| *b == b';') {
