@@ -882,3 +882,76 @@ async fn the_clients_word_counts_for_failures_known_at_the_end() {
         ]
     );
 }
+
+/// A client that pauses while it uploads its request body: the handler answers as soon as the
+/// body is in, so the pause is the client's, not the upstream's. First byte and first token
+/// count from the body's end: a client cannot pass its own pause off as first-token latency,
+/// which `/health` judges. The duration still spans the whole request.
+#[tokio::test]
+async fn a_slow_upload_is_not_first_token_latency() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (records, _monitor, addr) = with_deadline(
+        60_000,
+        Router::new().route(
+            "/v1/chat/completions",
+            post(|axum::Json(_): axum::Json<Value>| real_stream()),
+        ),
+    )
+    .await;
+    let body = br#"{"model":"gpt-4o-mini","stream":true,"messages":[]}"#;
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut socket = send_raw(addr, &[head.as_bytes(), &body[..10]].concat()).await;
+    let pause = Duration::from_millis(1500);
+    tokio::time::sleep(pause).await;
+    socket.write_all(&body[10..]).await.unwrap();
+    let mut answer = Vec::new();
+    socket.read_to_end(&mut answer).await.unwrap();
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    let r = records.one().await;
+    let first_token = r.time_to_first_token.expect("a first token");
+    // The pause, less a margin for a busy machine's scheduling, lies outside the first token.
+    assert!(
+        first_token + Duration::from_millis(1000) <= r.duration,
+        "first token {first_token:?} of a {:?} request",
+        r.duration
+    );
+    assert!(
+        r.duration >= Duration::from_millis(1000),
+        "{:?}",
+        r.duration
+    );
+}
+
+/// A handler that names its provider has its model from its own labels or the stream, never
+/// from the client's `x-llm-model` header: a client cannot move its requests out of the model
+/// the upstream reports (its windows, its anomaly baseline).
+#[tokio::test]
+async fn a_model_header_names_nothing_once_the_handler_names_the_provider() {
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder(),
+        Router::new().route(
+            "/v1/chat/completions",
+            post(|| async {
+                (
+                    StreamLabels::new("openai"),
+                    [(header::CONTENT_TYPE, "text/event-stream")],
+                    chat_sse(2),
+                )
+                    .into_response()
+            }),
+        ),
+    )
+    .await;
+    drain(
+        client()
+            .post(format!("http://{addr}/v1/chat/completions"))
+            .header("x-llm-model", "client-picked"),
+    )
+    .await;
+    let r = records.one().await;
+    assert_eq!((&*r.provider, &*r.model), ("openai", "gpt-4o-mini"));
+}

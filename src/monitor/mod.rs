@@ -440,7 +440,7 @@ impl Monitor {
             // Counted apart: no labelled series, no window but its unrouted count, no health.
             self.shared.unrouted.fetch_add(1, Ordering::Relaxed);
             // Unrouted: the windows call no companion (no label set to record by).
-            self.shared.windows.record_with(secs, record, |_| {});
+            self.shared.windows.record_with(secs, record, false, |_| {});
             self.shared.prometheus.unrouted();
             if facade {
                 facade::unrouted();
@@ -450,6 +450,8 @@ impl Monitor {
             }
             return;
         }
+        // A pair named by a request header takes room of its own in the windows.
+        let from_header = source == LabelSource::Header;
         // Spend stays by the model priced, folded or not.
         let priced = priced_as(record);
         // Built once, for the budget and the series.
@@ -463,15 +465,19 @@ impl Monitor {
             self.shared.prometheus.label_overflow("series");
         }
         if llm {
-            self.shared.windows.record_with(secs, record, |shard| {
-                PrometheusExposition::record(&mut shard.series, record, &set);
-                self.shared.spend.record(&mut shard.spend, record, priced);
-            });
+            self.shared
+                .windows
+                .record_with(secs, record, from_header, |shard| {
+                    PrometheusExposition::record(&mut shard.series, record, &set);
+                    self.shared.spend.record(&mut shard.spend, record, priced);
+                });
             self.shared.budgets.record(secs, record);
         } else {
-            self.shared.windows.record_with(secs, record, |shard| {
-                PrometheusExposition::record(&mut shard.series, record, &set)
-            });
+            self.shared
+                .windows
+                .record_with(secs, record, from_header, |shard| {
+                    PrometheusExposition::record(&mut shard.series, record, &set)
+                });
         }
         if facade {
             facade::emit(record);

@@ -499,11 +499,15 @@ impl RequestContext {
         let provider_of = |v: &str, s| recorder.provider_label(v, s);
         let model_of = |v: &str, s| recorder.model_label(v, s);
         let names = self.names.as_deref();
-        let provider = trusted(response.and_then(|l| l.provider.as_deref()), &provider_of)
-            .or_else(|| header(names?.provider_header.as_ref()?, &provider_of))
+        // Headers name nothing once the handler names the provider (README, Security): a
+        // client's model header would otherwise win over what the upstream reports.
+        let named = response.and_then(|l| l.provider.as_deref());
+        let headers = names.filter(|_| named.is_none());
+        let provider = trusted(named, &provider_of)
+            .or_else(|| header(headers?.provider_header.as_ref()?, &provider_of))
             .or_else(|| trusted(names?.labeled.provider.as_deref(), &provider_of));
         let model = trusted(response.and_then(|l| l.model.as_deref()), &model_of)
-            .or_else(|| header(names?.model_header.as_ref()?, &model_of))
+            .or_else(|| header(headers?.model_header.as_ref()?, &model_of))
             .or_else(|| trusted(names?.labeled.model.as_deref(), &model_of));
         // A header value the app already names counts as the app's (see `LabelInterner`).
         let source = if [&provider, &model]

@@ -263,7 +263,18 @@ impl StreamMeter {
     #[inline(never)]
     fn on_first_token(&mut self, now: Instant, scope: &RequestScope) {
         self.first_token = Some(now);
-        self.log_first_token((now - self.started).as_secs_f64() * 1000.0, scope);
+        let latency = now - self.origin(now);
+        self.log_first_token(latency.as_secs_f64() * 1000.0, scope);
+    }
+
+    /// Where the latency of something at `t` counts from: the request's start, or the end of
+    /// its body when the client took longer to send it and `t` came after. The time a client
+    /// takes over its upload is its own, not the upstream's (README, Security).
+    fn origin(&self, t: Instant) -> Instant {
+        match self.hints.body_ended_at() {
+            Some(end) if end > self.started && t >= end => end,
+            _ => self.started,
+        }
     }
 
     /// Per-request first-token alerting: past the critical baseline WARN, past warning INFO.
@@ -353,9 +364,15 @@ impl StreamMeter {
         let format = summary
             .map(|s| s.format())
             .unwrap_or(ProviderFormat::Unknown);
-        // A body whose one frame came in the poll that ended it read the clock once.
+        // Latencies count from `origin`. A body whose one frame came in the poll that ended it
+        // read the clock once: its latency from the start is the duration.
         let since_start = |t: Instant| {
-            if t == finished { duration } else { t - started }
+            let origin = self.origin(t);
+            if t == finished && origin == started {
+                duration
+            } else {
+                t - origin
+            }
         };
         let ttfb = self.first_byte.map(since_start);
         // For bodies that are not a known provider format, the first byte is the first token;

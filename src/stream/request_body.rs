@@ -16,8 +16,10 @@
 //! (`streaming_routes`) instead, and a request body they cannot watch is taken as read.
 
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Wake, Waker};
+
+use tokio::time::Instant;
 
 /// The body asked for a stream.
 const ASKED: u8 = 1;
@@ -36,12 +38,25 @@ struct WatchState {
     /// The waker of the task that last polled the body: the body is polled with a waker of
     /// the watch's own, which notes `WOKEN` and passes the wake on to it.
     task: Mutex<Option<Waker>>,
+    /// When the body ended (its end, or an error), as the handler read it.
+    ended_at: OnceLock<Instant>,
 }
 
 impl RequestBodyWatch {
     /// Whether the body, as read so far, asked for a stream.
     pub(crate) fn asked_for_stream(&self) -> bool {
         self.0.flags.load(Ordering::Relaxed) & ASKED != 0
+    }
+
+    /// When the handler read the body's end, if it did.
+    pub(crate) fn ended_at(&self) -> Option<Instant> {
+        self.0.ended_at.get().copied()
+    }
+
+    /// Notes the body's end, now (the first end only).
+    #[cfg(feature = "axum")]
+    fn end(&self) {
+        let _ = self.0.ended_at.set(Instant::now());
     }
 
     /// Whether the handler waits for the client: its last poll of the body found nothing, and
@@ -113,6 +128,12 @@ impl RequestHints {
                 .body
                 .as_ref()
                 .is_some_and(RequestBodyWatch::asked_for_stream)
+    }
+
+    /// When the request's body ended, if it was watched and its end read: the client's part of
+    /// the request is over from then (README, Security).
+    pub(crate) fn body_ended_at(&self) -> Option<Instant> {
+        self.body.as_ref().and_then(RequestBodyWatch::ended_at)
     }
 
     /// Whether the handler waits for the client's body (see
@@ -253,11 +274,19 @@ mod axum_body {
             // elsewhere is noted (`WOKEN`); cleared first, so a wake during the poll counts.
             let waker = this.watch.waker_for(cx.waker());
             this.watch.clear(WOKEN);
-            let polled = this.inner.poll_frame(&mut Context::from_waker(&waker));
+            let mut inner = this.inner;
+            let polled = inner.as_mut().poll_frame(&mut Context::from_waker(&waker));
             match &polled {
                 Poll::Pending => this.watch.set(WAITING),
                 Poll::Ready(frame) => {
                     this.watch.clear(WAITING);
+                    let last = match frame {
+                        None | Some(Err(_)) => true,
+                        Some(Ok(_)) => inner.is_end_stream(),
+                    };
+                    if last {
+                        this.watch.end();
+                    }
                     let data = frame.as_ref().and_then(|f| f.as_ref().ok()?.data_ref());
                     if let (Some(scanner), Some(data)) = (this.scanner.as_mut(), data) {
                         if scanner.feed(data) {

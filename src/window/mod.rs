@@ -7,8 +7,9 @@
 //! (or, for a request that matched no route, to the unrouted windows): a provider's windows are
 //! the merge of its models', and the overall windows the merge of all, made when read. Memory
 //! is fixed by the number of slots and labels, not by traffic: a shard keeps at most
-//! 128 (`MAX_MODEL_PAIRS`) provider and model pairs; later models of a provider share its `other`
-//! pair (one per provider, providers being capped labels).
+//! 128 (`MAX_MODEL_PAIRS`) provider and model pairs the app names, and 32 (`MAX_HEADER_PAIRS`)
+//! apart for pairs a request header named; later models of a provider share its `other` pair
+//! (one per provider, providers being capped labels).
 
 mod clock;
 mod ring;
@@ -36,6 +37,16 @@ use crate::shard::{Padded, RecentIndices};
 /// one `other` pair, made for it then (the provider's figures stay whole). Twice the default label cap: room for
 /// every provider with a few models each.
 pub(crate) const MAX_MODEL_PAIRS: usize = 128;
+
+/// Provider and model pairs named by a request header (`x-llm-provider`, `x-llm-model`) a shard
+/// keeps windows for, apart from [`MAX_MODEL_PAIRS`]: a client's headers can never take the
+/// room of the pairs the app names (README, Security).
+pub(crate) const MAX_HEADER_PAIRS: usize = 32;
+
+/// Pairs the shards' windows merge into, at most: a shard's two shares, with room for the
+/// `other` pairs of the providers a header named (fewer than the header share: header labels
+/// have a budget of their own), so that a shard's own pairs merge whole.
+const MERGED_PAIRS: usize = MAX_MODEL_PAIRS + 2 * MAX_HEADER_PAIRS;
 
 /// Windows are kept per provider and model.
 type PairKey = (Label, Label);
@@ -258,6 +269,8 @@ struct Shard<C> {
     recorded: OutcomeMap<u64>,
     /// Windows per provider and model.
     pairs: Vec<(PairKey, Pair)>,
+    /// How many of `pairs` a request header named (see [`MAX_HEADER_PAIRS`]).
+    header_pairs: usize,
     /// Positions in `pairs`.
     index: HashMap<PairKey, usize, foldhash::fast::RandomState>,
     recent: RecentIndices,
@@ -294,8 +307,9 @@ pub(crate) struct Collected {
     pub(crate) five_minutes: SlotStats,
     pub(crate) one_hour: SlotStats,
     pub(crate) providers: BTreeMap<Label, (SlotStats, SlotStats)>,
-    /// The last 5 minutes per provider and model: at most [`MAX_MODEL_PAIRS`] pairs, then a
-    /// provider's further models in its `other` pair, as a shard keeps them.
+    /// The last 5 minutes per provider and model: at most [`MAX_MODEL_PAIRS`] and
+    /// [`MAX_HEADER_PAIRS`] pairs, then a provider's further models in its `other` pair, as a
+    /// shard keeps them.
     pub(crate) models: BTreeMap<PairKey, SlotStats>,
     /// (population, hits) per rollback trigger over 5 minutes.
     pub(crate) triggers: Vec<(u64, u64)>,
@@ -330,6 +344,7 @@ impl<C: Default> WindowStore<C> {
                     unrouted: Pair::new(),
                     recorded: OutcomeMap::default(),
                     pairs: Vec::new(),
+                    header_pairs: 0,
                     index: HashMap::default(),
                     recent: RecentIndices::default(),
                     triggers: triggers.iter().map(|_| RateRing::new(FIVE)).collect(),
@@ -350,16 +365,18 @@ impl<C: Default> WindowStore<C> {
 
     #[cfg(test)]
     pub(crate) fn record(&self, now_secs: u64, record: &StreamRecord) {
-        self.record_with(now_secs, record, |_| {});
+        self.record_with(now_secs, record, false, |_| {});
     }
 
     /// Adds a record to this thread's shard, and calls `companion` with the shard's companion
     /// state (for a routed record: an unrouted one has no labels to record by), under the
-    /// same lock.
+    /// same lock. `from_header`: a label of the record came from a request header (its pair
+    /// takes room of [`MAX_HEADER_PAIRS`], not of [`MAX_MODEL_PAIRS`]).
     pub(crate) fn record_with(
         &self,
         now_secs: u64,
         record: &StreamRecord,
+        from_header: bool,
         companion: impl FnOnce(&mut C),
     ) {
         let mut shard = lock(&crate::shard::pick(&self.shards).0);
@@ -378,7 +395,11 @@ impl<C: Default> WindowStore<C> {
         {
             Some(i) => i,
             None => {
-                let full = shard.pairs.len() >= MAX_MODEL_PAIRS;
+                let full = if from_header {
+                    shard.header_pairs >= MAX_HEADER_PAIRS
+                } else {
+                    shard.pairs.len() - shard.header_pairs >= MAX_MODEL_PAIRS
+                };
                 let key = (*provider, *model);
                 let key = match shard.index.get(&key) {
                     Some(_) => key,
@@ -387,6 +408,7 @@ impl<C: Default> WindowStore<C> {
                 };
                 let i = *shard.index.entry(key).or_insert_with(|| {
                     shard.pairs.push((key, Pair::new()));
+                    shard.header_pairs += usize::from(from_header);
                     shard.pairs.len() - 1
                 });
                 let (p, m) = &shard.pairs[i].0;
@@ -441,7 +463,8 @@ impl<C: Default> WindowStore<C> {
                 pair.merge_hour_into(now_secs, &mut entry.1);
                 // Shards may hold different pairs: the merge is capped as each shard is.
                 let key = (*provider, *model);
-                let key = if out.models.len() >= MAX_MODEL_PAIRS && !out.models.contains_key(&key) {
+                let full = out.models.len() >= MERGED_PAIRS;
+                let key = if full && !out.models.contains_key(&key) {
                     (*provider, self.other)
                 } else {
                     key
@@ -936,6 +959,37 @@ mod tests {
         assert_eq!(collected.models.len(), MAX_MODEL_PAIRS + 1);
     }
 
+    /// Pairs a request header named take room of their own: however many a client sends, the
+    /// app's pairs still get all of theirs, and the header ones past their share fold into
+    /// their provider's `other`.
+    #[test]
+    fn header_pairs_never_take_the_room_of_the_apps_pairs() {
+        let store = WindowStore::<()>::new(Vec::new());
+        let now = 1_800_000_000;
+        let record = |provider: &str, model: &str| {
+            let mut r = streaming(provider, 100.0);
+            r.model = Label::new(model);
+            r
+        };
+        for i in 0..MAX_HEADER_PAIRS + 40 {
+            store.record_with(now, &record("junk", &format!("junk-{i}")), true, |_| {});
+        }
+        for i in 0..MAX_MODEL_PAIRS {
+            store.record_with(now, &record("app", &format!("model-{i}")), false, |_| {});
+        }
+        let collected = store.collect(now);
+        let app: Vec<_> = collected
+            .models
+            .keys()
+            .filter(|(p, _)| &**p == "app")
+            .collect();
+        assert_eq!(app.len(), MAX_MODEL_PAIRS, "every app pair whole");
+        assert!(app.iter().all(|(_, m)| &**m != Label::OTHER));
+        let junk = collected.models.keys().filter(|(p, _)| &**p == "junk");
+        // The header share, and the junk provider's `other`.
+        assert_eq!(junk.count(), MAX_HEADER_PAIRS + 1);
+    }
+
     /// Shards holding different pairs merge into no more pairs than one shard keeps, and every
     /// stream stays counted.
     #[test]
@@ -956,7 +1010,7 @@ mod tests {
         });
         let collected = store.collect(now);
         assert!(
-            collected.models.len() <= MAX_MODEL_PAIRS + 1,
+            collected.models.len() <= MERGED_PAIRS + 1,
             "{}",
             collected.models.len()
         );
