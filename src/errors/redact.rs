@@ -926,21 +926,17 @@ mod tests {
     /// rest of `a=a=a=…` from each pair, quadratic in its length (this one would take hours).
     #[test]
     fn a_text_of_many_pairs_is_read_once() {
-        let text = format!("{} password=hunter2", "a=".repeat(200_000));
-        let redacted = redact(&text);
-        assert!(redacted.ends_with(" password=[REDACTED]"));
-        assert_eq!(
-            redacted.len(),
-            text.len() - "hunter2".len() + REDACTED.len()
-        );
-        // Secret names with no value, each matched where it stands, not searched on from.
-        let text = format!("{}password=hunter2", "password=&".repeat(50_000));
-        let redacted = redact(&text);
-        assert!(redacted.ends_with("&password=[REDACTED]"));
-        assert_eq!(
-            redacted.len(),
-            text.len() - "hunter2".len() + REDACTED.len()
-        );
+        // Innocent pairs; then secret names with no value, each matched where it stands, not
+        // searched on from.
+        for repeated in ["a=".repeat(200_000) + " ", "password=&".repeat(50_000)] {
+            let text = format!("{repeated}password=hunter2");
+            let redacted = redact(&text);
+            assert!(redacted.ends_with("password=[REDACTED]"));
+            assert_eq!(
+                redacted.len(),
+                text.len() - "hunter2".len() + REDACTED.len()
+            );
+        }
     }
 
     #[test]
