@@ -459,12 +459,6 @@ impl RequestContext {
         self.streaming_route || outcome.is_error() && self.hints.asked_for_stream()
     }
 
-    /// Whether the handler is waiting for the rest of the request's body: a deadline that
-    /// passes then is the client's doing (README, Security).
-    pub(crate) fn waits_for_request_body(&self) -> bool {
-        self.hints.waiting_for_client()
-    }
-
     /// The provider and model to record: the response's [`StreamLabels`] (trusted), then the
     /// request headers (their own budget), then the `request_labels` closure (trusted). A
     /// request that matched no route takes none of them: it is recorded as `unknown`.

@@ -215,7 +215,9 @@ fn deadline_response<B>(tracked: &mut Option<TrackedBox>) -> Response<MonitoredB
         .as_ref()
         .and_then(|c| c.recorder().settings().stream_timeout)
         .unwrap_or_default();
-    let client = context.as_ref().is_some_and(|c| c.waits_for_request_body());
+    let client = context
+        .as_ref()
+        .is_some_and(|c| c.hints.waiting_for_client());
     let (status, kind, outcome, message) = if client {
         let error = RequestBodyTimeout { after };
         let message = error.to_string();
