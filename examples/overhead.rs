@@ -31,8 +31,10 @@
 //! crate measures (first byte, bytes, duration, timeout) without parsing. For each
 //! variant it prints requests per second and the server's CPU time per request (from
 //! /proc/PID/stat; per stream, divide by 20 for per event), as medians over the rounds, and both
-//! as ratios to bare axum. Variants run interleaved round by round, so machine drift hits them
-//! alike. Loopback CPU figures are noisy (about ±10% on streams); `benches/instructions.rs`
+//! as ratios to bare axum; and the median of each round's CPU over bare axum's in the same
+//! round, with the middle half of those ratios (paired: drift between rounds cancels). Variants
+//! run interleaved round by round, each round starting one variant later, so machine drift
+//! hits them alike. Loopback CPU figures are noisy (about ±10% on streams); `benches/instructions.rs`
 //! gives the stable in-process counts.
 
 use std::convert::Infallible;
@@ -325,7 +327,7 @@ fn main() {
         let mut value = || it.next().unwrap_or_default();
         match arg.as_str() {
             "--seconds" => seconds = value().parse().unwrap_or(seconds),
-            "--rounds" => rounds = value().parse().unwrap_or(rounds),
+            "--rounds" => rounds = value().parse().unwrap_or(rounds).max(1),
             "--connections" => connections = value().parse().unwrap_or(connections),
             "--scenario" => scenario = value(),
             "--pin" => pin = true,
@@ -363,7 +365,11 @@ fn main() {
     }
     let mut results: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); variants.len()];
     for round in 1..=rounds {
-        for (i, variant) in variants.iter().enumerate() {
+        // Each round starts one variant later than the one before, so that no variant always
+        // runs right after another (a machine slowing down within a round weighs on each alike).
+        let start = (round - 1) % variants.len();
+        for i in (0..variants.len()).map(|k| (start + k) % variants.len()) {
+            let variant = variants[i];
             match run_once(variant, path, seconds, connections, pin) {
                 Ok(run) => {
                     println!(
@@ -382,19 +388,41 @@ fn main() {
     }
     let (bare_rps, bare_cpu) = (median(results[0].0.clone()), median(results[0].1.clone()));
     println!(
-        "\n{:<26}{:>12}{:>10}{:>14}{:>10}{:>18}",
-        "variant", "req/s", "vs bare", "us CPU/req", "vs bare", "CPU/req, rounds"
+        "\n{:<26}{:>12}{:>10}{:>14}{:>10}{:>18}{:>22}",
+        "variant",
+        "req/s",
+        "vs bare",
+        "us CPU/req",
+        "vs bare",
+        "CPU/req, rounds",
+        "CPU vs bare, paired"
     );
     for (i, variant) in variants.iter().enumerate() {
         let (rps, cpu) = (median(results[i].0.clone()), median(results[i].1.clone()));
         // The spread over the rounds: how far one round can be from the median on this machine.
         let least = results[i].1.iter().copied().fold(f64::INFINITY, f64::min);
         let most = results[i].1.iter().copied().fold(0.0, f64::max);
+        // Each round's CPU over bare axum's in the same round: the machine's drift from round to
+        // round cancels out. Their median, and the middle half of them.
+        let paired: Vec<f64> = results[i]
+            .1
+            .iter()
+            .zip(&results[0].1)
+            .map(|(cpu, bare)| cpu / bare)
+            .collect();
         println!(
-            "{variant:<26}{rps:>12.0}{:>9.3}x{cpu:>14.2}{:>9.3}x{:>18}",
+            "{variant:<26}{rps:>12.0}{:>9.3}x{cpu:>14.2}{:>9.3}x{:>18}{:>22}",
             rps / bare_rps,
             cpu / bare_cpu,
-            format!("{least:.2} to {most:.2}")
+            format!("{least:.2} to {most:.2}"),
+            paired_summary(paired)
         );
     }
+}
+
+/// The median of `ratios`, and their middle half (lower to upper quartile).
+fn paired_summary(mut ratios: Vec<f64>) -> String {
+    ratios.sort_by(f64::total_cmp);
+    let at = |q: f64| ratios[((ratios.len() - 1) as f64 * q).round() as usize];
+    format!("{:.3}x ({:.3} to {:.3})", at(0.5), at(0.25), at(0.75))
 }
