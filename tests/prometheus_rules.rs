@@ -65,13 +65,73 @@ fn promtool_checks_the_rules() {
     assert_success("promtool check rules deploy/prometheus/rules.yml", &out);
 }
 
+/// `text` with each whole-number bucket bound written as Prometheus 3 stores it: `le="2"`
+/// becomes `le="2.0"` (it writes `le` and `quantile` values as floats on ingestion).
+fn as_prometheus_3_stores(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("le=\"") {
+        let (before, after) = rest.split_at(at + "le=\"".len());
+        out.push_str(before);
+        let end = after.find('"').unwrap_or(after.len());
+        let bound = &after[..end];
+        out.push_str(bound);
+        // The label `le`, not the end of another name (`handle="7"`).
+        let name_starts = before[..at]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'));
+        if name_starts && !bound.is_empty() && bound.bytes().all(|b| b.is_ascii_digit()) {
+            out.push_str(".0");
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn bounds_are_rewritten_as_prometheus_3_stores_them() {
+    assert_eq!(
+        as_prometheus_3_stores(r#"{le="2"} {le="2.5"} {le="+Inf"} {le="10"} {handle="7"}"#),
+        r#"{le="2.0"} {le="2.5"} {le="+Inf"} {le="10.0"} {handle="7"}"#
+    );
+}
+
+/// Every unit test file, as written and again with its series' bucket bounds as Prometheus 3
+/// stores them: a rule that matches a bound in one form alone (`le="2"`) finds nothing in the
+/// other, and its alerts stay silent whatever the latency.
+/// Also returns the temporary directory the rewritten files are in.
+fn test_runs() -> (PathBuf, Vec<(String, PathBuf)>) {
+    let dir = std::env::temp_dir().join(format!("prometheus-3-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let rules = rules_file();
+    let mut runs = Vec::new();
+    for file in test_files() {
+        let name = file.file_name().expect("a file name").to_owned();
+        let text = read(&file).replace("  - ../rules.yml", &format!("  - {}", rules.display()));
+        let stored = dir.join(&name);
+        std::fs::write(&stored, as_prometheus_3_stores(&text)).expect("a test file written");
+        runs.push((file.display().to_string(), file));
+        runs.push((
+            format!(
+                "{} with bounds as Prometheus 3 stores them",
+                name.to_string_lossy()
+            ),
+            stored,
+        ));
+    }
+    (dir, runs)
+}
+
 #[test]
 fn promtool_unit_tests_pass() {
     let promtool = promtool();
     // One promtool per file, all at once: the SLO file alone evaluates days of rules.
-    let runs: Vec<_> = test_files()
+    let (dir, runs) = test_runs();
+    let runs: Vec<_> = runs
         .into_iter()
-        .map(|file| {
+        .map(|(what, file)| {
             let child = Command::new(&promtool)
                 .args(["test", "rules"])
                 .arg(&file)
@@ -79,22 +139,22 @@ fn promtool_unit_tests_pass() {
                 .stderr(std::process::Stdio::piped())
                 .spawn()
                 .expect("promtool runs");
-            (file, child)
+            (what, child)
         })
         .collect();
     let mut failures = String::new();
-    for (file, child) in runs {
+    for (what, child) in runs {
         let out = child.wait_with_output().expect("promtool runs");
         if !out.status.success() {
             failures += &format!(
-                "promtool test rules {} failed ({}):\n{}{}\n",
-                file.display(),
+                "promtool test rules {what} failed ({}):\n{}{}\n",
                 out.status,
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             );
         }
     }
+    let _ = std::fs::remove_dir_all(dir);
     assert!(failures.is_empty(), "{failures}");
 }
 
