@@ -131,8 +131,7 @@ impl FirstTokenHistogram {
         if n == 0 {
             return None;
         }
-        // The float to integer cast saturates (and takes NaN to 0): the rank stays in 1..=n.
-        let rank = ((q.clamp(0.0, 1.0) * n as f64).ceil() as u64).clamp(1, n);
+        let rank = crate::window::nearest_rank(q, n);
         let mut seen = 0u64;
         let i = self.0.iter().position(|&c| {
             seen += u64::from(c);

@@ -551,6 +551,8 @@ async fn endpoint_hygiene() {
         Some("Bearer wrong-token!"),
         Some("Bearer s3cret-toke"),
         Some("Basic czNjcmV0"),
+        Some("Bearers3cret-token"),
+        Some("Bearer s3cret-token x"),
     ] {
         let mut req = http.get(url("/metrics"));
         if let Some(a) = auth {
@@ -564,13 +566,16 @@ async fn endpoint_hygiene() {
     }
     let res = http.get(url("/metrics/prometheus")).send().await.unwrap();
     assert_eq!(res.status(), 401);
-    let res = http
-        .get(url("/metrics"))
-        .header("authorization", bearer)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    // The scheme in any case, and spaces after it (RFC 9110, section 11).
+    for auth in [bearer, "bearer s3cret-token", "BEARER  s3cret-token"] {
+        let res = http
+            .get(url("/metrics"))
+            .header("authorization", auth)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{auth}");
+    }
     let res = http.get(url("/health")).send().await.unwrap();
     assert_eq!(res.status(), 200);
     let res = http

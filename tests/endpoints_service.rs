@@ -147,10 +147,7 @@ async fn the_readme_lists_every_endpoint_served() {
         .take_while(|l| l.starts_with('|'))
         .filter_map(|row| {
             let path = row.split('`').nth(1)?.strip_prefix("GET ")?;
-            Some(format!(
-                "{PREFIX}{}",
-                path.split('?').next().unwrap_or(path)
-            ))
+            Some(path.split('?').next().unwrap_or(path).to_owned())
         })
         .collect();
     assert!(!listed.is_empty(), "README.md has no endpoint table");
@@ -170,13 +167,14 @@ async fn the_readme_lists_every_endpoint_served() {
         .iter()
         .filter_map(|p| p.as_str().map(str::to_owned))
         .collect();
+    // Listed below the mount, as the nested service sees its paths.
     assert_eq!(
         listed, served,
         "README.md's endpoint table against the endpoints served"
     );
     for path in &served {
         let status = client()
-            .get(format!("http://{addr}{path}"))
+            .get(format!("http://{addr}{PREFIX}{path}"))
             .send()
             .await
             .unwrap()
@@ -272,5 +270,43 @@ async fn nested_with_a_token_the_page_reaches_its_data_by_relative_urls() {
             .await
             .unwrap();
         assert_eq!(res.status(), 200, "{url}");
+    }
+}
+
+/// A path that names no endpoint is answered 404 with the endpoints listed as the service saw
+/// the path: nested under a path of the app's choosing, below it, never under the monitor's
+/// prefix, where nothing is served; under the stream layer's prefix, under it.
+#[tokio::test]
+async fn not_found_lists_the_endpoints_where_they_are_served() {
+    let nested = Monitor::builder().serve_endpoints(false).build().unwrap();
+    let layered = Monitor::builder().prefix(PREFIX).build().unwrap();
+    let addr = serve(
+        Router::new()
+            .nest_service("/ops", nested.endpoints())
+            .layer(layered.layer()),
+    )
+    .await;
+    for (path, listed) in [
+        ("/ops/nope", "/metrics"),
+        ("/monitoring/nope", "/monitoring/metrics"),
+    ] {
+        let res = client()
+            .get(format!("http://{addr}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 404, "{path}");
+        let body: serde_json::Value = res.json().await.unwrap();
+        let endpoints: Vec<&str> = body["error"]["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        assert!(endpoints.contains(&listed), "{path}: {endpoints:?}");
+        assert!(
+            !endpoints.iter().any(|e| e.starts_with("/monitoring")) || path.starts_with(PREFIX),
+            "{path}: {endpoints:?}"
+        );
     }
 }

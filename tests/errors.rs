@@ -320,6 +320,30 @@ async fn bad_query_parameters_are_named_and_filters_apply() {
     assert_eq!(count(&body), 0);
     let (_, body, _) = get_json(addr, "/errors?since=2000-01-01T00%3A00%3A00Z").await;
     assert_eq!(count(&body), 2);
+    // Offsets and lower case are RFC 3339 too. An hour from now (UTC) written with `+12:00`
+    // is eleven hours ago: both records; with `-12:00`, thirteen hours on: none. Lower case
+    // `t` and `z`: an hour on, none.
+    let in_an_hour = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+    let utc = humantime::format_rfc3339_seconds(in_an_hour).to_string();
+    let written = utc.trim_end_matches('Z');
+    for (since, want) in [
+        (format!("{written}%2B12:00"), 2),
+        (format!("{written}-12:00"), 0),
+        (utc.to_lowercase(), 0),
+        ("2000-01-01T01:00:00%2B01:00".to_owned(), 2),
+    ] {
+        let (status, body, text) = get_json(addr, &format!("/errors?since={since}")).await;
+        assert_eq!(status, 200, "{since}: {text}");
+        assert_eq!(count(&body), want, "{since}");
+    }
+    for bad in [
+        "2025-11-13T14:56:38%2B24:00",
+        "2025-11-13T14:56:38%2B1:00",
+        "2025-11-13T14:56:38%2Bab:cd",
+    ] {
+        let (status, _, text) = get_json(addr, &format!("/errors?since={bad}")).await;
+        assert_eq!(status, 400, "{bad}: {text}");
+    }
     let (status, body, _) = get_json(addr, "/errors/summary").await;
     assert_eq!(status, 200);
     let data = &body["data"];

@@ -111,14 +111,19 @@ fn wants_openmetrics(parts: &Parts) -> bool {
 
 fn answer(monitor: &Monitor, parts: &Parts, rest: &str) -> Response<Bytes> {
     let Some(endpoint) = ENDPOINTS.iter().find(|(p, _)| *p == rest).map(|(_, e)| *e) else {
+        // Listed as the path was asked for: under the stream layer's prefix, or below where
+        // the app mounted `MonitoringEndpoints` (a nested service sees no more of the path),
+        // never under a prefix they are not served at.
+        let asked = parts.uri.path();
+        let mount = asked.strip_suffix(rest).unwrap_or("");
         let known: Vec<String> = ENDPOINTS
             .iter()
-            .map(|(p, _)| format!("{}{p}", monitor.prefix()))
+            .map(|(p, _)| format!("{mount}{p}"))
             .collect();
         return error(
             StatusCode::NOT_FOUND,
             "not_found",
-            &format!("no monitoring endpoint at {}", parts.uri.path()),
+            &format!("no monitoring endpoint at {asked}"),
             json!({"endpoints": known}),
         );
     };
@@ -278,10 +283,11 @@ fn error_query(params: &[(String, String)]) -> Result<ErrorQuery, BadParameter> 
                 });
             }
             "since" => {
-                query.since = Some(humantime::parse_rfc3339_weak(value).map_err(|_| {
+                query.since = Some(parse_rfc3339(value).ok_or_else(|| {
                     BadParameter(
                         name.clone(),
-                        "must be an RFC 3339 time such as 2025-11-13T14:56:38Z",
+                        "must be an RFC 3339 time such as 2025-11-13T14:56:38Z or \
+                         2025-11-13T15:56:38+01:00",
                     )
                 })?);
             }
@@ -302,14 +308,52 @@ fn error_query(params: &[(String, String)]) -> Result<ErrorQuery, BadParameter> 
     Ok(query)
 }
 
+/// An RFC 3339 time: `Z` or a `±hh:mm` offset (`-00:00` too), `T`/`Z` in either case, fractions
+/// of a second; with no offset at all it is taken as UTC. `humantime` reads the time written
+/// in UTC and the offset is taken off here: it reads `Z` alone.
+fn parse_rfc3339(value: &str) -> Option<std::time::SystemTime> {
+    let value = value.to_ascii_uppercase();
+    let (local, offset) = match value.len().checked_sub(6).map(|at| value.split_at(at)) {
+        Some((local, offset)) if matches!(offset.as_bytes(), [b'+' | b'-', _, _, b':', _, _]) => {
+            let (hours, minutes) = (offset.get(1..3)?, offset.get(4..6)?);
+            let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+            if !digits(hours) || !digits(minutes) {
+                return None;
+            }
+            let (hours, minutes): (u64, u64) = (hours.parse().ok()?, minutes.parse().ok()?);
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            let east = offset.starts_with('+');
+            let by = std::time::Duration::from_secs(hours * 3600 + minutes * 60);
+            (local, Some((east, by)))
+        }
+        _ => (value.as_str(), None),
+    };
+    let Some((east, by)) = offset else {
+        return humantime::parse_rfc3339_weak(local).ok();
+    };
+    let written = humantime::parse_rfc3339_weak(&format!("{local}Z")).ok()?;
+    // 15:56 at +01:00 is 14:56 UTC.
+    if east {
+        written.checked_sub(by)
+    } else {
+        written.checked_add(by)
+    }
+}
+
 /// Compares the bearer token in constant time, so response timing does not reveal how much of a
 /// guess was right. The length is not secret.
+/// The scheme is matched in any case, and may be followed by more than one space (RFC 9110,
+/// section 11).
 fn bearer_matches(parts: &Parts, token: &str) -> bool {
     let Some(given) = parts
         .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, credentials)| credentials.trim_start_matches(' '))
     else {
         return false;
     };

@@ -532,7 +532,10 @@ impl MonitorBuilder {
 
     /// Adds a rollback trigger. The built-in `auth_error_rate` (> 5% of all requests) and
     /// `timeout_rate` (> 10% of streaming requests) are present unless removed with
-    /// [`clear_rollback_triggers`](Self::clear_rollback_triggers).
+    /// [`clear_rollback_triggers`](Self::clear_rollback_triggers). Each trigger's name must be
+    /// 1 to 64 bytes of printable ASCII, and differ from every other's (it is the `trigger`
+    /// label of its series): `build` fails with [`ConfigError::InvalidSetting`]
+    /// (`rollback_trigger`) otherwise.
     pub fn rollback_trigger(mut self, trigger: RollbackTrigger) -> Self {
         self.config.triggers.push(trigger);
         self
@@ -762,11 +765,26 @@ impl MonitorBuilder {
         if c.max_error_field_bytes < 16 {
             return Err(bad("max_error_field_bytes", "must be at least 16"));
         }
-        for t in &c.triggers {
+        for (i, t) in c.triggers.iter().enumerate() {
             if !t.threshold_valid() {
                 return Err(bad(
                     "rollback_trigger",
                     "threshold must be a percent from 0 to 100",
+                ));
+            }
+            // The name is the `trigger` label of its series and its key in `/health`: two of
+            // one name would make two series of one name, of which Prometheus keeps one.
+            if !crate::labels::is_valid_label(t.name()) {
+                return Err(bad(
+                    "rollback_trigger",
+                    "name must be 1 to 64 bytes of printable ASCII",
+                ));
+            }
+            if c.triggers[..i].iter().any(|u| u.name() == t.name()) {
+                return Err(bad(
+                    "rollback_trigger",
+                    "names must differ: a built-in one is replaced only after \
+                     clear_rollback_triggers",
                 ));
             }
         }

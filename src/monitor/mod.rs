@@ -963,6 +963,33 @@ mod tests {
         assert!(Monitor::builder().route_patterns(["nope"]).build().is_err());
         assert!(Monitor::builder().build().is_ok());
     }
+
+    /// A trigger's name is its series' `trigger` label: two of one name, or an empty one, is a
+    /// setting error, not two series of one name.
+    #[test]
+    fn trigger_names_are_labels_and_unique() {
+        use crate::health::RollbackTrigger;
+        let trigger = |name: &str| RollbackTrigger::new(name, [Outcome::ServerError], 30.0);
+        let setting = |builder: MonitorBuilder| match builder.build() {
+            Err(crate::ConfigError::InvalidSetting { setting, .. }) => Some(setting),
+            _ => None,
+        };
+        let built_in_again = Monitor::builder().rollback_trigger(trigger("auth_error_rate"));
+        assert_eq!(setting(built_in_again), Some("rollback_trigger"));
+        let twice = Monitor::builder()
+            .clear_rollback_triggers()
+            .rollback_trigger(trigger("tts"))
+            .rollback_trigger(trigger("tts"));
+        assert_eq!(setting(twice), Some("rollback_trigger"));
+        for name in ["", "line\nbreak", &"x".repeat(65)] {
+            let bad = Monitor::builder().rollback_trigger(trigger(name));
+            assert_eq!(setting(bad), Some("rollback_trigger"), "{name:?}");
+        }
+        let replaced = Monitor::builder()
+            .clear_rollback_triggers()
+            .rollback_trigger(trigger("auth_error_rate"));
+        assert!(replaced.build().is_ok());
+    }
 }
 
 /// Request numbers are handed to threads in blocks of this many, so numbering a request writes

@@ -26,6 +26,7 @@ pub(crate) use ring::WindowSpan;
 pub use stats::{FinishReasons, RequestStats, WindowStats};
 
 pub(crate) use ring::{RateRing, Ring};
+pub(crate) use sketch::nearest_rank;
 pub(crate) use stats::SlotStats;
 use stats::Sums;
 
@@ -705,7 +706,7 @@ mod tests {
     }
 
     fn exact_quantile(sorted: &[f64], q: f64) -> f64 {
-        sorted[(q * (sorted.len() - 1) as f64) as usize]
+        sorted[nearest_rank(q, sorted.len() as u64) as usize - 1]
     }
 
     /// The hour's sketches hold each record once, whether its 10-second slot is still open

@@ -28,6 +28,17 @@ const MAX_BINS: u32 = 2048;
 /// Bins are added this many at a time, so a sketch grows rarely.
 const CHUNK: u32 = 64;
 
+/// The nearest rank (from 1) of the `q` quantile (0 to 1) among `n` values (`n` > 0):
+/// ⌈q·n⌉, at least 1, so that at least a q share of the values are at or below the value of
+/// that rank (with 50 values the 0.99 quantile is the largest). The product is taken a few
+/// units of its last place down first, so that a product meant whole (0.07 × 100, which `f64`
+/// makes 7.000000000000001) does not round up a rank.
+pub(crate) fn nearest_rank(q: f64, n: u64) -> u64 {
+    let x = q.clamp(0.0, 1.0) * n as f64;
+    // The float to integer cast saturates (and takes NaN to 0): the rank stays in 1..=n.
+    ((x - x * 4.0 * f64::EPSILON).ceil() as u64).clamp(1, n)
+}
+
 /// A mergeable quantile sketch of positive values; see the module docs for its accuracy.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Sketch {
@@ -149,14 +160,13 @@ impl Sketch {
         self.count
     }
 
-    /// The `q` quantile (0 to 1): the value of rank ⌊q·(n−1)⌋ (from 0) within 0.78%; `None`
-    /// when empty.
+    /// The `q` quantile (0 to 1): the value of nearest rank ⌈q·n⌉ (from 1: the least value
+    /// that at least a q share of the values are at or below) within 0.78%; `None` when empty.
     pub(crate) fn quantile(&self, q: f64) -> Option<f64> {
         if self.count == 0 {
             return None;
         }
-        // The float to integer cast saturates (NaN to 0): the rank stays below the count.
-        let rank = ((q.clamp(0.0, 1.0) * (self.count - 1) as f64) as u64).min(self.count - 1);
+        let rank = nearest_rank(q, self.count) - 1;
         if rank < self.zeros {
             return Some(0.0);
         }
@@ -177,9 +187,29 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// The value of rank ⌊q·(n−1)⌋ of `sorted`.
+    /// The value of nearest rank ⌈q·n⌉ (from 1, at least 1) of `sorted`, counted out: the
+    /// least value that at least a q share of `sorted` is at or below.
     fn at_rank(sorted: &[f64], q: f64) -> f64 {
-        sorted[(q * (sorted.len() - 1) as f64) as usize]
+        let n = sorted.len();
+        let below_or_at = |i: usize| (i + 1) as f64 >= q * n as f64 - 1e-9;
+        sorted[(0..n).find(|&i| below_or_at(i)).unwrap_or(n - 1)]
+    }
+
+    #[test]
+    fn the_tail_quantile_of_few_values_is_their_largest() {
+        let mut s = Sketch::default();
+        for _ in 0..49 {
+            s.add(1.0);
+        }
+        s.add(1500.0);
+        // 49 of 50 values are 98%: the 0.99 quantile is the one slow value.
+        assert!(within(s.quantile(0.99).unwrap(), 1500.0, 0.0078));
+        assert!(within(s.quantile(0.98).unwrap(), 1.0, 0.0078));
+        assert_eq!(nearest_rank(0.95, 20), 19);
+        assert_eq!(nearest_rank(0.07, 100), 7);
+        assert_eq!(nearest_rank(0.0, 5), 1);
+        assert_eq!(nearest_rank(f64::NAN, 5), 1);
+        assert_eq!(nearest_rank(1.0, 5), 5);
     }
 
     fn within(got: f64, want: f64, relative: f64) -> bool {
