@@ -111,11 +111,13 @@ impl WireFormat {
     pub fn sniff(first_bytes: &[u8]) -> Option<Self> {
         let start = first_bytes.trim_ascii_start();
         let start = start.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(start);
-        if start.starts_with(b"data:") || start.starts_with(b"event:") || start.starts_with(b":") {
-            Some(Self::Sse)
-        } else {
-            None
-        }
+        // Any of SSE's fields, or a comment. Decided on the first frame: one too short to name
+        // a field (`da`) leaves the body unparsed (README, Outcomes).
+        let fields: [&[u8]; 5] = [b"data:", b"event:", b"id:", b"retry:", b":"];
+        fields
+            .iter()
+            .any(|field| start.starts_with(field))
+            .then_some(Self::Sse)
     }
 }
 
@@ -330,9 +332,16 @@ impl UpstreamError {
         use serde_json::Value;
         let value: Value = serde_json::from_slice(data.trim_ascii()).ok()?;
         let nested = |outer: &str| value.get(outer).and_then(|o| o.get("error"));
+        // The OpenAI Responses `error` event is the error itself, its kind in `code`:
+        // `{"type":"error","code":"rate_limit_exceeded","message":".."}`.
+        let is_error_event = value.get("type").and_then(Value::as_str) == Some("error");
         let error = match nested("response").or_else(|| nested("delta")) {
             Some(e) if !e.is_null() => e,
-            _ => value.get("error")?,
+            _ => match value.get("error") {
+                Some(e) => e,
+                None if is_error_event => &value,
+                None => return None,
+            },
         };
         let text = |v: Option<&Value>| -> Option<String> {
             let s = match v? {
@@ -349,6 +358,10 @@ impl UpstreamError {
             Value::String(_) => Self {
                 kind: None,
                 message: text(Some(error)),
+            },
+            Value::Object(o) if std::ptr::eq(error, &value) => Self {
+                kind: text(o.get("code")),
+                message: text(o.get("message")),
             },
             Value::Object(o) => Self {
                 kind: text(o.get("type"))
@@ -872,6 +885,131 @@ mod tests {
             (last - 1) / 64 - first / 64 <= 1,
             "at most two lines: {first}..{last}"
         );
+    }
+
+    fn parsed(format: WireFormat, body: &str) -> StreamParser {
+        let mut parser = StreamParser::new(format);
+        parser.feed(body.as_bytes());
+        parser.finish();
+        parser
+    }
+
+    fn chat_chunk(delta: &str, finish: &str) -> String {
+        format!(
+            "data: {{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\
+             \"model\":\"gpt-4o\",\"choices\":[{{\"index\":0,\"delta\":{delta},\
+             \"finish_reason\":{finish}}}]}}\n\n"
+        )
+    }
+
+    /// An `event: error` is an error however late it comes: the chat view, which reads an
+    /// OpenAI chat stream's chunks from its first few on, passes it to the full one.
+    #[test]
+    fn an_error_event_is_an_error_after_chat_chunks_too() {
+        let chunks = (0..6)
+            .map(|i| chat_chunk(&format!(r#"{{"content":"tok{i}"}}"#), "null"))
+            .collect::<String>();
+        for (error, kind) in [
+            (
+                r#"{"message":"upstream connection reset"}"#,
+                StreamErrorKind::Other,
+            ),
+            (
+                r#"{"type":"error","code":"rate_limit_exceeded","message":"Rate limit reached"}"#,
+                StreamErrorKind::RateLimited,
+            ),
+        ] {
+            let alone = parsed(WireFormat::Sse, &format!("event: error\ndata: {error}\n\n"));
+            let late = parsed(
+                WireFormat::Sse,
+                &format!("{chunks}event: error\ndata: {error}\n\n"),
+            );
+            assert_eq!(alone.summary().error(), Some(kind), "{error} alone");
+            assert_eq!(late.summary().error(), Some(kind), "{error} after chunks");
+            assert_eq!(late.summary().content_events(), 6);
+        }
+    }
+
+    /// The OpenAI Responses `error` event has its message as a string and its kind in `code`.
+    #[test]
+    fn a_responses_error_event_says_its_kind() {
+        let head = concat!(
+            "event: response.created\n",
+            r#"data: {"type":"response.created","sequence_number":0,"response":{"id":"resp_1","object":"response","created_at":1,"status":"in_progress","model":"gpt-4.1","output":[],"usage":null}}"#,
+            "\n\nevent: response.output_text.delta\n",
+            r#"data: {"type":"response.output_text.delta","sequence_number":1,"item_id":"msg_1","output_index":0,"content_index":0,"delta":"Hi","logprobs":[]}"#,
+            "\n\n",
+        );
+        for (code, kind) in [
+            ("rate_limit_exceeded", StreamErrorKind::RateLimited),
+            ("invalid_api_key", StreamErrorKind::Auth),
+            ("server_error", StreamErrorKind::Other),
+        ] {
+            let error = format!(
+                r#"{{"type":"error","code":"{code}","message":"boom","param":null,"sequence_number":2}}"#
+            );
+            let parser = parsed(
+                WireFormat::Sse,
+                &format!("{head}event: error\ndata: {error}\n\n"),
+            );
+            assert_eq!(parser.summary().error(), Some(kind), "{code}");
+            assert_eq!(parser.summary().malformed_events(), 0, "{code}");
+            let upstream = UpstreamError::from_json(error.as_bytes()).map(|e| e.to_string());
+            assert_eq!(upstream, Some(format!("{code}: boom")));
+        }
+    }
+
+    /// Tool calls and reasoning are content, whichever way a provider sends them: the legacy
+    /// OpenAI `function_call`, Ollama's `tool_calls` and `thinking`.
+    #[test]
+    fn legacy_function_calls_and_ollama_tools_and_thinking_are_content() {
+        let body = [
+            chat_chunk(
+                r#"{"role":"assistant","content":null,"function_call":{"name":"get_weather","arguments":""}}"#,
+                "null",
+            ),
+            chat_chunk(r#"{"function_call":{"arguments":"{\"city\":"}}"#, "null"),
+            chat_chunk("{}", r#""function_call""#),
+            "data: [DONE]\n\n".to_owned(),
+        ]
+        .concat();
+        let legacy = parsed(WireFormat::Sse, &body);
+        assert_eq!(legacy.summary().content_events(), 2);
+        assert_eq!(
+            legacy.summary().finish_reason(),
+            Some(FinishReason::ToolCalls)
+        );
+
+        let ollama = concat!(
+            r#"{"model":"qwen3","created_at":"2025-01-01T00:00:00Z","message":{"role":"assistant","content":"","thinking":"Let me think"},"done":false}"#,
+            "\n",
+            r#"{"model":"qwen3","created_at":"2025-01-01T00:00:01Z","message":{"role":"assistant","content":"","tool_calls":[{"function":{"name":"get_weather","arguments":{"city":"Paris"}}}]},"done":false}"#,
+            "\n",
+            r#"{"model":"qwen3","created_at":"2025-01-01T00:00:01Z","thinking":"Generate view","response":"","done":false}"#,
+            "\n",
+            r#"{"model":"qwen3","created_at":"2025-01-01T00:00:02Z","message":{"role":"assistant","content":""},"done":true,"done_reason":"stop","prompt_eval_count":20,"eval_count":30}"#,
+            "\n",
+        );
+        let ollama = parsed(WireFormat::Ndjson, ollama);
+        assert_eq!(ollama.summary().format(), ProviderFormat::Ollama);
+        assert_eq!(ollama.summary().content_events(), 3);
+    }
+
+    /// An untyped body is SSE when its first frame starts with any SSE field or a comment.
+    #[test]
+    fn sniffing_knows_every_sse_field() {
+        for start in [
+            &b"id: 1\ndata: {}\n\n"[..],
+            b"retry: 3000\n\ndata: {}\n\n",
+            b"\xEF\xBB\xBFdata: {}\n\n",
+            b"  event: x\n",
+            b": ping\n\n",
+        ] {
+            assert_eq!(WireFormat::sniff(start), Some(WireFormat::Sse), "{start:?}");
+        }
+        for start in [&b"{\"id\":1}"[..], b"hello", b""] {
+            assert_eq!(WireFormat::sniff(start), None, "{start:?}");
+        }
     }
 
     #[test]

@@ -40,8 +40,10 @@ struct Payload<'a> {
     delta: Raw<'a>,
     // Parsed in place rather than captured raw: skipping a nested value makes serde_json
     // allocate a scratch stack, which the hot path avoids.
+    // A string in an OpenAI Responses `error` event (`{"type":"error","code":..,"message":".."}`)
+    // or a bare `{"message":".."}` error: taken as such, not as a malformed event.
     #[serde(borrow, default)]
-    message: Option<MessageObject<'a>>,
+    message: Option<TextOr<MessageObject<'a>>>,
     #[serde(borrow, default)]
     response: Option<TextOr<ResponseObject<'a>>>,
     #[serde(default)]
@@ -56,6 +58,8 @@ struct Payload<'a> {
     prompt_eval_count: Option<u64>,
     #[serde(borrow, default)]
     done_reason: Raw<'a>,
+    #[serde(borrow, default)]
+    thinking: Raw<'a>,
 }
 
 /// The fast path for OpenAI chat streams once the format and model are known: the same fields
@@ -411,6 +415,9 @@ struct ChatDelta<'a> {
     reasoning: Raw<'a>,
     #[serde(borrow, default)]
     tool_calls: Raw<'a>,
+    /// The legacy function calling's single call (`finish_reason: "function_call"`).
+    #[serde(borrow, default)]
+    function_call: Raw<'a>,
 }
 
 /// Gemini `candidates[i]`.
@@ -463,6 +470,11 @@ struct MessageObject<'a> {
     usage: Option<Usage>,
     #[serde(borrow, default)]
     content: Raw<'a>,
+    // Ollama chat: its reasoning, and the tool calls of a stream that calls tools.
+    #[serde(borrow, default)]
+    thinking: Raw<'a>,
+    #[serde(borrow, default)]
+    tool_calls: Raw<'a>,
 }
 
 /// `response`: the OpenAI Responses object, or Ollama's generated text. Parsed in one pass (the
@@ -553,6 +565,7 @@ impl HasContent for Choice<'_> {
                 || non_empty(d.reasoning_content)
                 || non_empty(d.reasoning)
                 || non_empty(d.tool_calls)
+                || non_empty(d.function_call)
         }) || non_empty(self.text)
     }
 }
@@ -770,7 +783,9 @@ pub(super) fn interpret(
     data: &[u8],
     chat: bool,
 ) -> bool {
-    if chat {
+    // An `event: error` is read by the full view, which takes any such event for an error,
+    // whatever its data says; the chat view reads chunks.
+    if chat && event_type != b"error" {
         return apply_chat_chunk(summary, data);
     }
     if is_cohere_event(event_type) {
@@ -802,7 +817,7 @@ pub(super) fn interpret(
     match kind {
         "message_start" => {
             summary.detect(ProviderFormat::AnthropicMessages);
-            if let Some(m) = &p.message {
+            if let Some(TextOr::Object(m)) = &p.message {
                 summary.set_model(m.model);
                 // The `output_tokens` here is a placeholder count, not the answer's usage.
                 if let Some(usage) = &m.usage {
@@ -874,9 +889,13 @@ pub(super) fn interpret(
         summary.detect(ProviderFormat::Ollama);
         if let Some(TextOr::Text(text)) = &p.response {
             content |= *text;
-        } else if let Some(m) = &p.message {
-            content |= is_string(m.content) && non_empty(m.content);
+        } else if let Some(TextOr::Object(m)) = &p.message {
+            content |= is_string(m.content) && non_empty(m.content)
+                || non_empty(m.thinking)
+                || non_empty(m.tool_calls);
         }
+        // Ollama's generate view: its reasoning, beside `response`.
+        content |= non_empty(p.thinking);
         summary.assign(Reported {
             output: p.eval_count,
             input: p.prompt_eval_count,
