@@ -313,7 +313,12 @@ fn error_query(params: &[(String, String)]) -> Result<ErrorQuery, BadParameter> 
 /// in UTC and the offset is taken off here: it reads `Z` alone.
 fn parse_rfc3339(value: &str) -> Option<std::time::SystemTime> {
     let value = value.to_ascii_uppercase();
-    let (local, offset) = match value.len().checked_sub(6).map(|at| value.split_at(at)) {
+    // `get`, not `split_at`: the value is the client's, and may split a character there.
+    let split = value
+        .len()
+        .checked_sub(6)
+        .and_then(|at| Some((value.get(..at)?, value.get(at..)?)));
+    let (local, offset) = match split {
         Some((local, offset)) if matches!(offset.as_bytes(), [b'+' | b'-', _, _, b':', _, _]) => {
             let (hours, minutes) = (offset.get(1..3)?, offset.get(4..6)?);
             let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
@@ -406,4 +411,49 @@ pub(crate) fn bad_parameter(name: &str, message: &str) -> Response<Bytes> {
         &format!("query parameter {name:?}: {message}"),
         json!({"parameter": name}),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::parse_rfc3339;
+
+    #[test]
+    fn rfc3339_times_with_offsets_and_any_case() {
+        let at = |secs: u64, nanos: u32| Some(UNIX_EPOCH + Duration::new(secs, nanos));
+        // 2025-11-13T14:56:38Z
+        let utc = 1_763_045_798;
+        for (text, want) in [
+            ("2025-11-13T14:56:38Z", at(utc, 0)),
+            ("2025-11-13t14:56:38z", at(utc, 0)),
+            ("2025-11-13T14:56:38", at(utc, 0)),
+            ("2025-11-13T15:56:38+01:00", at(utc, 0)),
+            ("2025-11-13T09:26:38-05:30", at(utc, 0)),
+            ("2025-11-13T14:56:38-00:00", at(utc, 0)),
+            ("2025-11-13T15:56:38.250+01:00", at(utc, 250_000_000)),
+            ("2025-11-13T14:56:38+24:00", None),
+            ("2025-11-13T14:56:38+01:60", None),
+            ("2025-11-13T14:56:38+1:000", None),
+            ("+01:00", None),
+            ("", None),
+        ] {
+            assert_eq!(parse_rfc3339(text), want, "{text:?}");
+        }
+    }
+
+    /// The value is the client's: a character of several bytes anywhere is a bad time, never a
+    /// panic.
+    #[test]
+    fn any_text_is_a_time_or_none() {
+        for text in [
+            "xxxxxé12345",
+            "é+01:00",
+            "2025-11-13T14:56:3é+01:00",
+            "ééééééé",
+            "+0é:00",
+        ] {
+            assert_eq!(parse_rfc3339(text), None, "{text:?}");
+        }
+    }
 }
