@@ -388,7 +388,7 @@ fn main() {
     }
     let (bare_rps, bare_cpu) = (median(results[0].0.clone()), median(results[0].1.clone()));
     println!(
-        "\n{:<26}{:>12}{:>10}{:>14}{:>10}{:>18}{:>22}",
+        "\n{:<26}{:>12}{:>10}{:>14}{:>10}{:>18}  {:<26}",
         "variant",
         "req/s",
         "vs bare",
@@ -411,7 +411,7 @@ fn main() {
             .map(|(cpu, bare)| cpu / bare)
             .collect();
         println!(
-            "{variant:<26}{rps:>12.0}{:>9.3}x{cpu:>14.2}{:>9.3}x{:>18}{:>22}",
+            "{variant:<26}{rps:>12.0}{:>9.3}x{cpu:>14.2}{:>9.3}x{:>18}  {:<26}",
             rps / bare_rps,
             cpu / bare_cpu,
             format!("{least:.2} to {most:.2}"),
