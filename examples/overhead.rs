@@ -365,8 +365,9 @@ fn main() {
     }
     let mut results: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); variants.len()];
     for round in 1..=rounds {
-        // Each round starts one variant later than the one before, so that no variant always
-        // runs right after another (a machine slowing down within a round weighs on each alike).
+        // Each round starts one variant later than the one before, so that each variant takes
+        // every place in a round in turn (a machine slowing down within a round weighs on
+        // each alike).
         let start = (round - 1) % variants.len();
         for i in (0..variants.len()).map(|k| (start + k) % variants.len()) {
             let variant = variants[i];

@@ -147,34 +147,35 @@ async fn the_readme_lists_every_endpoint_served() {
         .take_while(|l| l.starts_with('|'))
         .filter_map(|row| {
             let path = row.split('`').nth(1)?.strip_prefix("GET ")?;
-            Some(path.split('?').next().unwrap_or(path).to_owned())
+            Some(format!(
+                "{PREFIX}{}",
+                path.split('?').next().unwrap_or(path)
+            ))
         })
         .collect();
     assert!(!listed.is_empty(), "README.md has no endpoint table");
 
     let monitor = Monitor::builder().prefix(PREFIX).build().unwrap();
     let addr = serve(Router::new().nest_service(PREFIX, monitor.endpoints())).await;
-    let unknown = client()
-        .get(format!("http://{addr}{PREFIX}/no-such-endpoint"))
-        .send()
-        .await
-        .unwrap();
+    let unknown_url = format!("http://{addr}{PREFIX}/no-such-endpoint");
+    let unknown = client().get(&unknown_url).send().await.unwrap();
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
     let body: serde_json::Value = unknown.json().await.unwrap();
+    // References relative to the request's URL: the nested service does not see its mount.
     let served: std::collections::BTreeSet<String> = body["error"]["endpoints"]
         .as_array()
         .unwrap_or_else(|| panic!("no endpoint list in {body}"))
         .iter()
-        .filter_map(|p| p.as_str().map(str::to_owned))
+        .filter_map(|p| p.as_str())
+        .map(|reference| resolved(&unknown_url, reference))
         .collect();
-    // Listed below the mount, as the nested service sees its paths.
     assert_eq!(
         listed, served,
         "README.md's endpoint table against the endpoints served"
     );
     for path in &served {
         let status = client()
-            .get(format!("http://{addr}{PREFIX}{path}"))
+            .get(format!("http://{addr}{path}"))
             .send()
             .await
             .unwrap()
@@ -273,9 +274,18 @@ async fn nested_with_a_token_the_page_reaches_its_data_by_relative_urls() {
     }
 }
 
-/// A path that names no endpoint is answered 404 with the endpoints listed as the service saw
-/// the path: nested under a path of the app's choosing, below it, never under the monitor's
-/// prefix, where nothing is served; under the stream layer's prefix, under it.
+/// `reference` resolved against `base` (RFC 3986), as a client follows it: its path.
+fn resolved(base: &str, reference: &str) -> String {
+    reqwest::Url::parse(base)
+        .and_then(|base| base.join(reference))
+        .map(|url| url.path().to_owned())
+        .unwrap_or_else(|e| panic!("{reference} against {base}: {e}"))
+}
+
+/// A path that names no endpoint is answered 404 with the endpoints listed where a client
+/// reaches them: nested under a path of the app's choosing, as references relative to the
+/// request's URL, which resolve below the mount at any depth; under the stream layer's prefix,
+/// under it. Each one listed answers.
 #[tokio::test]
 async fn not_found_lists_the_endpoints_where_they_are_served() {
     let nested = Monitor::builder().serve_endpoints(false).build().unwrap();
@@ -286,27 +296,40 @@ async fn not_found_lists_the_endpoints_where_they_are_served() {
             .layer(layered.layer()),
     )
     .await;
-    for (path, listed) in [
-        ("/ops/nope", "/metrics"),
-        ("/monitoring/nope", "/monitoring/metrics"),
+    for (path, mount) in [
+        ("/ops/nope", "/ops"),
+        ("/ops/metrics/nope/deeper", "/ops"),
+        ("/monitoring/nope", PREFIX),
+        ("/monitoring/metrics/nope", PREFIX),
     ] {
-        let res = client()
-            .get(format!("http://{addr}{path}"))
-            .send()
-            .await
-            .unwrap();
+        let url = format!("http://{addr}{path}");
+        let res = client().get(&url).send().await.unwrap();
         assert_eq!(res.status(), 404, "{path}");
         let body: serde_json::Value = res.json().await.unwrap();
-        let endpoints: Vec<&str> = body["error"]["endpoints"]
+        let endpoints: Vec<String> = body["error"]["endpoints"]
             .as_array()
             .unwrap()
             .iter()
             .filter_map(|v| v.as_str())
+            .map(|reference| resolved(&url, reference))
             .collect();
-        assert!(endpoints.contains(&listed), "{path}: {endpoints:?}");
+        assert_eq!(endpoints.len(), 7, "{path}: {endpoints:?}");
         assert!(
-            !endpoints.iter().any(|e| e.starts_with("/monitoring")) || path.starts_with(PREFIX),
+            endpoints.contains(&format!("{mount}/metrics")),
             "{path}: {endpoints:?}"
         );
+        for endpoint in &endpoints {
+            assert!(endpoint.starts_with(mount), "{path}: {endpoint}");
+            let status = client()
+                .get(format!("http://{addr}{endpoint}"))
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert!(
+                status == StatusCode::OK || status == StatusCode::SERVICE_UNAVAILABLE,
+                "{path}: {endpoint}: {status}"
+            );
+        }
     }
 }

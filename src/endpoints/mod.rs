@@ -111,15 +111,24 @@ fn wants_openmetrics(parts: &Parts) -> bool {
 
 fn answer(monitor: &Monitor, parts: &Parts, rest: &str) -> Response<Bytes> {
     let Some(endpoint) = ENDPOINTS.iter().find(|(p, _)| *p == rest).map(|(_, e)| *e) else {
-        // Listed as the path was asked for: under the stream layer's prefix, or below where
-        // the app mounted `MonitoringEndpoints` (a nested service sees no more of the path),
-        // never under a prefix they are not served at.
+        // Where the endpoints are: under the stream layer's prefix when the path was; else
+        // as references relative to the request's URL (`metrics`, `../metrics`), which reach
+        // them wherever the app mounted `MonitoringEndpoints`, a place a nested service does
+        // not see.
         let asked = parts.uri.path();
-        let mount = asked.strip_suffix(rest).unwrap_or("");
-        let known: Vec<String> = ENDPOINTS
-            .iter()
-            .map(|(p, _)| format!("{mount}{p}"))
-            .collect();
+        let known: Vec<String> = match asked.strip_suffix(rest) {
+            Some(mount) if !mount.is_empty() => ENDPOINTS
+                .iter()
+                .map(|(p, _)| format!("{mount}{p}"))
+                .collect(),
+            _ => {
+                let up = "../".repeat(rest.matches('/').count().saturating_sub(1));
+                ENDPOINTS
+                    .iter()
+                    .map(|(p, _)| format!("{up}{}", p.trim_start_matches('/')))
+                    .collect()
+            }
+        };
         return error(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -338,6 +347,10 @@ fn parse_rfc3339(value: &str) -> Option<std::time::SystemTime> {
     let Some((east, by)) = offset else {
         return humantime::parse_rfc3339_weak(local).ok();
     };
+    // `Z` and an offset at once is no time (`humantime` would read the `Z` and stop there).
+    if local.ends_with('Z') {
+        return None;
+    }
     let written = humantime::parse_rfc3339_weak(&format!("{local}Z")).ok()?;
     // 15:56 at +01:00 is 14:56 UTC.
     if east {
@@ -435,6 +448,7 @@ mod tests {
             ("2025-11-13T14:56:38+24:00", None),
             ("2025-11-13T14:56:38+01:60", None),
             ("2025-11-13T14:56:38+1:000", None),
+            ("2025-11-13T14:56:38Z+01:00", None),
             ("+01:00", None),
             ("", None),
         ] {
@@ -447,6 +461,7 @@ mod tests {
     #[test]
     fn any_text_is_a_time_or_none() {
         for text in [
+            "€€x",
             "xxxxxé12345",
             "é+01:00",
             "2025-11-13T14:56:3é+01:00",

@@ -17,8 +17,9 @@ use crate::Monitor;
 ///
 /// Paths are taken below where the service is mounted (`/metrics`, `/health`, ...), as axum's
 /// `nest_service` passes them; a path still under the monitor's prefix is read below it too.
-/// A path that names no endpoint is answered 404 with the endpoints listed as the service saw
-/// the path: below its mount (`/metrics`), or under the prefix if the path was.
+/// A path that names no endpoint is answered 404 with the endpoints listed under the
+/// monitor's prefix if the path was under it, else as references relative to the request's URL
+/// (`metrics`, `../metrics`): the service does not see where it is mounted.
 /// Each answer is ready at once; the service never fails.
 ///
 /// ```

@@ -191,7 +191,9 @@ mod tests {
     /// least value that at least a q share of `sorted` is at or below.
     fn at_rank(sorted: &[f64], q: f64) -> f64 {
         let n = sorted.len();
-        let below_or_at = |i: usize| (i + 1) as f64 >= q * n as f64 - 1e-9;
+        // The same few units of the product's last place as `nearest_rank` allows.
+        let x = q * n as f64;
+        let below_or_at = |i: usize| (i + 1) as f64 >= x - x * 4.0 * f64::EPSILON;
         sorted[(0..n).find(|&i| below_or_at(i)).unwrap_or(n - 1)]
     }
 
