@@ -236,7 +236,14 @@ const TOKEN_START: &str = r"(?:(?P<esc>\\[nrt])|(?-u:\b))";
 
 /// Credential shapes found anywhere in text, each with its replacement (`${keep}`: a kept
 /// prefix). Each is compiled after [`TOKEN_START`], and `${esc}` goes before its replacement.
-const SHAPES: [(&str, &str); 17] = [
+const SHAPES: [(&str, &str); 18] = [
+    // A PEM private key, between its `BEGIN` and `END` lines (both kept), its lines broken by
+    // newlines or by `\n` as Debug and JSON write them; or to the end of a text cut inside it.
+    // Matched from `BEGIN`: the dashes before it leave no word boundary to start at.
+    (
+        r"BEGIN(?P<keep>[A-Z0-9 ]*PRIVATE KEY-----)(?s:.*?)(?:(?P<end>-----END[A-Z0-9 ]*PRIVATE KEY-----)|\z)",
+        "BEGIN${keep}[REDACTED]${end}",
+    ),
     // URL userinfo: `postgres://admin:pw@host` keeps the scheme, user and host.
     (
         r#"(?P<keep>[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/?#"'<>\\]*:)[^\s/?#"'<>\\]+@"#,
@@ -495,8 +502,22 @@ fn value_span(text: &str, caps: &Captures<'_>) -> Option<(usize, usize)> {
         let bare = caps.name("bare")?;
         let name = caps.name("name").map_or("", |n| n.as_str());
         let mut end = bare.end();
-        if name.to_ascii_lowercase().contains("cookie") {
-            // `Cookie: a=1; b=2`: the whole header value, to the end of the line.
+        let lowered = name.to_ascii_lowercase();
+        // A scheme `VALUE_START` knows, just before the value (`Bearer <token>`): the token is
+        // the value, and what follows it on the line is the text's own.
+        let before = &text[..bare.start()];
+        let word = before.trim_end_matches([' ', '\t']);
+        let known_scheme = word.len() < before.len()
+            && ["bearer", "basic", "token", "digest"].iter().any(|scheme| {
+                word.len()
+                    .checked_sub(scheme.len())
+                    .and_then(|at| word.get(at..))
+                    .is_some_and(|w| w.eq_ignore_ascii_case(scheme))
+            });
+        if lowered.contains("cookie") || lowered.contains("authorization") && !known_scheme {
+            // `Cookie: a=1; b=2`, and an `Authorization` value whose scheme is none of those
+            // known (`Key …`, `SharedKey acct:…`, `Bot …`), which would keep its credential
+            // past the scheme: the whole header value, to the end of the line.
             end = text[end..]
                 .find(['\r', '\n'])
                 .map_or(text.len(), |i| end + i);
@@ -756,6 +777,50 @@ mod tests {
             (
                 "Cookie: sid=abc; theme=dark\nnext",
                 "Cookie: [REDACTED]\nnext",
+            ),
+            // Schemes not listed: the whole value, not only the scheme word.
+            (
+                "Authorization: Key SECRETVALUE123\nnext",
+                "Authorization: [REDACTED]\nnext",
+            ),
+            (
+                "proxy-authorization=SharedKey acct:SECRETVALUE",
+                "proxy-authorization=[REDACTED]",
+            ),
+            ("authorization: Bot abc.def", "authorization: [REDACTED]"),
+            (
+                "Authorization: Bearer abc with key sk-proj-abcdefgh1234",
+                "Authorization: Bearer [REDACTED] with key [REDACTED]",
+            ),
+        ]);
+    }
+
+    /// PEM private keys, whole or cut, with real or escaped newlines; a certificate (public)
+    /// stays.
+    #[test]
+    fn pem_private_keys() {
+        let body = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7";
+        check(&[
+            (
+                &format!(
+                    "loading -----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY----- done"
+                ),
+                "loading -----BEGIN PRIVATE KEY-----[REDACTED]-----END PRIVATE KEY----- done",
+            ),
+            (
+                &format!(
+                    r#"cfg: {{pem: "-----BEGIN RSA PRIVATE KEY-----\n{}\n-----END RSA PRIVATE KEY-----\n"}}"#,
+                    body.replace('\n', r"\n")
+                ),
+                r#"cfg: {pem: "-----BEGIN RSA PRIVATE KEY-----[REDACTED]-----END RSA PRIVATE KEY-----\n"}"#,
+            ),
+            (
+                &format!("cut -----BEGIN EC PRIVATE KEY-----\n{body}"),
+                "cut -----BEGIN EC PRIVATE KEY-----[REDACTED]",
+            ),
+            (
+                "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----",
+                "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----",
             ),
         ]);
     }
