@@ -220,7 +220,7 @@ const VALUE_START: &str = r#"(?x)
       | (?P<quote>\\*")
       | (?P<sq>')
       | (?P<open>[A-Za-z_][A-Za-z0-9_]*(?:::[A-Za-z_][A-Za-z0-9_]*)*(?:\(|\ \{)|[\[{(])
-      | (?:(?i:bearer|basic|token|digest)[\t\ ]+)?
+      | (?:(?P<scheme>(?i:bearer|basic|token|digest))[\t\ ]+)?
         (?P<bare>(?:[^\s&'"<>\\)\]},;]|[,;]+[^\s&'"<>\\)\]},;])+)
     )"#;
 
@@ -503,17 +503,9 @@ fn value_span(text: &str, caps: &Captures<'_>) -> Option<(usize, usize)> {
         let name = caps.name("name").map_or("", |n| n.as_str());
         let mut end = bare.end();
         let lowered = name.to_ascii_lowercase();
-        // A scheme `VALUE_START` knows, just before the value (`Bearer <token>`): the token is
-        // the value, and what follows it on the line is the text's own.
-        let before = &text[..bare.start()];
-        let word = before.trim_end_matches([' ', '\t']);
-        let known_scheme = word.len() < before.len()
-            && ["bearer", "basic", "token", "digest"].iter().any(|scheme| {
-                word.len()
-                    .checked_sub(scheme.len())
-                    .and_then(|at| word.get(at..))
-                    .is_some_and(|w| w.eq_ignore_ascii_case(scheme))
-            });
+        // After a scheme `VALUE_START` knows (`Bearer <token>`) the token is the value, and
+        // what follows it on the line is the text's own.
+        let known_scheme = caps.name("scheme").is_some();
         if lowered.contains("cookie") || lowered.contains("authorization") && !known_scheme {
             // `Cookie: a=1; b=2`, and an `Authorization` value whose scheme is none of those
             // known (`Key …`, `SharedKey acct:…`, `Bot …`), which would keep its credential
