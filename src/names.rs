@@ -34,7 +34,8 @@ pub const CACHE_WRITE_INPUT_TOKENS_TOTAL: &str =
 /// Counter (tokens): reasoning tokens (part of [`OUTPUT_TOKENS_TOTAL`]).
 pub const REASONING_OUTPUT_TOKENS_TOTAL: &str =
     "gen_ai_client_inference_usage_detailed_reasoning_output_tokens_total";
-/// Counter: finished LLM calls whose stream gave a finish reason, by `finish_reason`.
+/// Counter: finished LLM calls whose stream gave a finish reason, or ended normally without
+/// one (`unfinished`), by `finish_reason`.
 pub const FINISH_REASONS_TOTAL: &str = "stream_monitor_finish_reasons_total";
 /// Gauge: each provider and model's signal against its own recent past, in robust standard
 /// deviations in the bad direction (README, Trends and anomalies); above 4 (by default) is an
@@ -646,7 +647,7 @@ pub(crate) mod def {
         23,
         super::FINISH_REASONS_TOTAL,
         WITH_FINISH_REASON,
-        "Finished LLM calls whose stream gave a finish reason, by reason.",
+        "Finished LLM calls by the finish reason their stream gave (unfinished: ended without one).",
     );
 }
 

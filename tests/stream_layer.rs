@@ -16,7 +16,7 @@ use common::{
     Records, client, endless_sse, expected, fixture, monitored, paced_body, serve, split_events,
     stalling_sse,
 };
-use tower_stream_monitor::parse::{ProviderFormat, TokenSource};
+use tower_stream_monitor::parse::{FinishReason, ProviderFormat, TokenSource};
 use tower_stream_monitor::{Monitor, Outcome, StreamLabels};
 
 const FIRST_DELAY: Duration = Duration::from_millis(120);
@@ -749,4 +749,109 @@ fn non_contiguous_data_is_parsed_whole() {
         (r.output_tokens, r.outcome, r.bytes),
         (3, Outcome::Ok, 3 * event.len() as u64)
     );
+}
+
+/// A stream cut upstream that the app ends cleanly (a proxy that stops relaying when its
+/// provider connection drops) is `ok` but `unfinished`, in every provider format; the whole
+/// stream keeps the finish reason it gave, and a body in no known format has none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ended_before_its_finish_reason_is_unfinished() {
+    let cases = [
+        ("openai-chat", FinishReason::Stop),
+        ("openai-responses", FinishReason::Stop),
+        ("anthropic-messages", FinishReason::Stop),
+        ("gemini", FinishReason::Stop),
+        ("cohere-chat", FinishReason::Stop),
+        ("openai-chat-tool-calls", FinishReason::ToolCalls),
+    ];
+    let records = Records::default();
+    let monitor = records.attach(Monitor::builder()).build().unwrap();
+    let app = Router::new()
+        .route(
+            "/{name}/{part}",
+            get(
+                |axum::extract::Path((name, part)): axum::extract::Path<(String, String)>| async move {
+                    let body = fixture(&format!("{name}.sse"));
+                    let events = split_events(&body);
+                    // The first half of the events: content, but no finish reason yet.
+                    let keep = if part == "cut" { events.len() / 2 } else { events.len() };
+                    (
+                        StreamLabels::new("sim"),
+                        [(header::CONTENT_TYPE, "text/event-stream")],
+                        Body::from(events[..keep].concat()),
+                    )
+                },
+            ),
+        )
+        .route(
+            "/text",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/event-stream")],
+                    "data: plain words, no provider\n\n",
+                )
+            }),
+        );
+    let addr = serve(app.layer(monitor.layer())).await;
+    let client = client();
+    let fetch = |path: String| {
+        let client = client.clone();
+        async move {
+            let res = client
+                .get(format!("http://{addr}{path}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), StatusCode::OK, "{path}");
+            res.bytes().await.unwrap();
+        }
+    };
+    let mut fetched = 0;
+    for (name, whole) in cases {
+        for (part, finish) in [("cut", FinishReason::Unfinished), ("whole", whole)] {
+            fetch(format!("/{name}/{part}")).await;
+            fetched += 1;
+            let r = records.wait_for(fetched).await.pop().unwrap();
+            assert_eq!(r.outcome, Outcome::Ok, "{name} {part}");
+            assert_ne!(r.format, ProviderFormat::Unknown, "{name} {part}");
+            assert!(r.output_tokens > 0, "{name} {part}: cut after content");
+            assert_eq!(r.finish_reason, Some(finish), "{name} {part}");
+        }
+    }
+    fetch("/text".into()).await;
+    let r = records.wait_for(fetched + 1).await.pop().unwrap();
+    assert_eq!(
+        (r.outcome, r.format, r.finish_reason),
+        (Outcome::Ok, ProviderFormat::Unknown, None)
+    );
+
+    // Counted where operators look: the windows and the Prometheus series.
+    let metrics: serde_json::Value = client
+        .get(format!("http://{addr}/monitoring/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let reasons = &metrics["data"]["streaming_5min"]["finish_reasons"];
+    assert_eq!(reasons["unfinished"], cases.len(), "{reasons}");
+    assert_eq!(reasons["stop"], cases.len() - 1, "{reasons}");
+    let scrape = client
+        .get(format!("http://{addr}/monitoring/metrics/prometheus"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let unfinished: u64 = scrape
+        .lines()
+        .filter(|l| {
+            l.starts_with("stream_monitor_finish_reasons_total{")
+                && l.contains("finish_reason=\"unfinished\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(unfinished, cases.len() as u64, "{scrape}");
 }

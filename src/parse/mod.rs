@@ -224,19 +224,25 @@ pub enum FinishReason {
     /// Any other reason a provider gave (Anthropic `pause_turn`, Gemini `OTHER`,
     /// `MALFORMED_FUNCTION_CALL`, Cohere `ERROR`, `TIMEOUT`, ...).
     Other,
+    /// None given: a stream of a known format ended normally without the event that says
+    /// why the model stopped, most often because it was cut upstream and the app ended its
+    /// body cleanly (README, Outcomes). Set when the stream ends
+    /// ([`StreamSummary::finish_reason_at_end`]), never read from the stream.
+    Unfinished,
 }
 
 impl FinishReason {
     /// Every finish reason, in label order.
-    pub const ALL: [FinishReason; 5] = [
+    pub const ALL: [FinishReason; 6] = [
         FinishReason::Stop,
         FinishReason::Length,
         FinishReason::ContentFilter,
         FinishReason::ToolCalls,
         FinishReason::Other,
+        FinishReason::Unfinished,
     ];
 
-    /// `stop`, `length`, `content_filter`, `tool_calls` or `other`.
+    /// `stop`, `length`, `content_filter`, `tool_calls`, `other` or `unfinished`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Stop => "stop",
@@ -244,6 +250,7 @@ impl FinishReason {
             Self::ContentFilter => "content_filter",
             Self::ToolCalls => "tool_calls",
             Self::Other => "other",
+            Self::Unfinished => "unfinished",
         }
     }
 
@@ -539,6 +546,27 @@ impl StreamSummary {
     /// Why the model stopped, when the stream said so (the latest reason seen).
     pub fn finish_reason(&self) -> Option<FinishReason> {
         self.reported.finish
+    }
+    /// Why the model stopped, once the stream ended: the reason it gave, or
+    /// [`FinishReason::Unfinished`] when the body `ended_normally` in a known format without
+    /// giving one. A body that failed or was dropped has its outcome instead, and a body in
+    /// no known format has no finish reason to miss.
+    ///
+    /// ```
+    /// use tower_stream_monitor::parse::{FinishReason, StreamParser, WireFormat};
+    ///
+    /// let mut parser = StreamParser::new(WireFormat::Sse);
+    /// parser.feed(b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n");
+    /// parser.finish();
+    /// // Cut before the chunk with `finish_reason` and `[DONE]`.
+    /// assert_eq!(parser.summary().finish_reason_at_end(true), Some(FinishReason::Unfinished));
+    /// assert_eq!(parser.summary().finish_reason_at_end(false), None);
+    /// ```
+    pub fn finish_reason_at_end(&self, ended_normally: bool) -> Option<FinishReason> {
+        self.reported.finish.or_else(|| {
+            (ended_normally && self.format != ProviderFormat::Unknown)
+                .then_some(FinishReason::Unfinished)
+        })
     }
     /// Whether [`output_tokens`](Self::output_tokens) was reported or counted.
     pub fn token_source(&self) -> TokenSource {
@@ -993,6 +1021,45 @@ mod tests {
         let ollama = parsed(WireFormat::Ndjson, ollama);
         assert_eq!(ollama.summary().format(), ProviderFormat::Ollama);
         assert_eq!(ollama.summary().content_events(), 3);
+        assert_eq!(ollama.summary().finish_reason(), Some(FinishReason::Stop));
+    }
+
+    /// A stream that ended normally without a finish reason is `unfinished`; Ollama servers
+    /// older than `done_reason` end with `done: true` alone, which is a finish, not a cut.
+    #[test]
+    fn a_stream_without_its_finish_reason_is_unfinished() {
+        let cut = parsed(WireFormat::Sse, &chat_chunk(r#"{"content":"Hi"}"#, "null"));
+        assert_eq!(cut.summary().finish_reason(), None);
+        assert_eq!(
+            cut.summary().finish_reason_at_end(true),
+            Some(FinishReason::Unfinished)
+        );
+        assert_eq!(cut.summary().finish_reason_at_end(false), None);
+        let unknown = parsed(WireFormat::Sse, "data: hello\n\n");
+        assert_eq!(unknown.summary().finish_reason_at_end(true), None);
+
+        let old_ollama = parsed(
+            WireFormat::Ndjson,
+            concat!(
+                r#"{"model":"llama2","response":"Hi","done":false}"#,
+                "\n",
+                r#"{"model":"llama2","response":"","done":true,"eval_count":1}"#,
+                "\n",
+            ),
+        );
+        assert_eq!(old_ollama.summary().format(), ProviderFormat::Ollama);
+        assert_eq!(
+            old_ollama.summary().finish_reason_at_end(true),
+            Some(FinishReason::Other)
+        );
+        let cut_ollama = parsed(
+            WireFormat::Ndjson,
+            concat!(r#"{"model":"llama2","response":"Hi","done":false}"#, "\n"),
+        );
+        assert_eq!(
+            cut_ollama.summary().finish_reason_at_end(true),
+            Some(FinishReason::Unfinished)
+        );
     }
 
     /// An untyped body is SSE when its first frame starts with any SSE field or a comment.

@@ -899,7 +899,10 @@ pub(super) fn interpret(
         summary.assign(Reported {
             output: p.eval_count,
             input: p.prompt_eval_count,
-            finish: finish_reason(p.done_reason),
+            // Servers before `done_reason` end with `done: true` alone: a stream that
+            // finished, for a reason not given.
+            finish: finish_reason(p.done_reason)
+                .or((p.done == Some(true)).then_some(FinishReason::Other)),
             ..Reported::default()
         });
     }

@@ -448,7 +448,7 @@ impl StreamMeter {
             cache_creation_1h_input_tokens: summary
                 .and_then(|s| s.cache_creation_1h_input_tokens()),
             reasoning_output_tokens: summary.and_then(|s| s.reasoning_output_tokens()),
-            finish_reason: summary.and_then(|s| s.finish_reason()),
+            finish_reason: summary.and_then(|s| s.finish_reason_at_end(outcome == Outcome::Ok)),
             // Priced when the monitor records it.
             cost: None,
             cost_estimated: false,

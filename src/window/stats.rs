@@ -485,6 +485,8 @@ pub struct FinishReasons {
     pub tool_calls: u64,
     /// [`FinishReason::Other`].
     pub other: u64,
+    /// [`FinishReason::Unfinished`]: ended without a reason, most often cut upstream.
+    pub unfinished: u64,
 }
 
 impl FinishReasons {
@@ -495,6 +497,7 @@ impl FinishReasons {
             FinishReason::Length => self.length,
             FinishReason::ContentFilter => self.content_filter,
             FinishReason::ToolCalls => self.tool_calls,
+            FinishReason::Unfinished => self.unfinished,
             _ => self.other,
         }
     }
@@ -505,6 +508,7 @@ impl FinishReasons {
             FinishReason::Length => &mut self.length,
             FinishReason::ContentFilter => &mut self.content_filter,
             FinishReason::ToolCalls => &mut self.tool_calls,
+            FinishReason::Unfinished => &mut self.unfinished,
             _ => &mut self.other,
         };
         *count = count.saturating_add(n);
