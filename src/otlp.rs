@@ -8,7 +8,10 @@
 //! The standard variables apply: `OTEL_EXPORTER_OTLP_ENDPOINT` (default
 //! `http://localhost:4318`; `/v1/metrics` is appended), `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`
 //! (used as is), `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TIMEOUT`,
-//! `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`.
+//! `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`. `https://` collectors are reached over
+//! TLS (rustls, the platform's certificates or the PEM file `SSL_CERT_FILE` names). A failed
+//! export is logged by the SDK at WARN or ERROR (targets `opentelemetry_sdk` and
+//! `opentelemetry-otlp`), so the error layer keeps it.
 //!
 //! ```no_run
 //! use tower_stream_monitor::Monitor;
@@ -22,13 +25,13 @@
 //! ```
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, MeterProvider as _};
 use opentelemetry_otlp::{MetricExporter, WithExportConfig};
-use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Stream};
 
 use crate::names::{self, LabelValue, METRICS, Metric, MetricKind, Sink};
 use crate::record::StreamRecord;
@@ -51,14 +54,83 @@ enum Instrument {
 }
 
 struct Inner {
+    /// The exporter and its interval, until the first monitor built with them starts the
+    /// export (it knows how many label sets to size each instrument for).
+    pending: Mutex<Option<(MetricExporter, Option<Duration>)>>,
+    started: OnceLock<Started>,
+}
+
+struct Started {
     provider: SdkMeterProvider,
     /// By [`Metric`] index: the instruments of the metrics with an OpenTelemetry name.
     instruments: Vec<Option<Instrument>>,
 }
 
+/// The most attribute sets an instrument keeps apart before the SDK folds the rest into one
+/// `otel.metric.overflow` point: it reserves room for them all when the instrument is made.
+pub(crate) const MAX_ATTRIBUTE_SETS: usize = 1 << 16;
+
+impl Started {
+    fn new(exporter: MetricExporter, interval: Option<Duration>, max_label_sets: usize) -> Self {
+        let mut reader = PeriodicReader::builder(exporter);
+        if let Some(interval) = interval {
+            reader = reader.with_interval(interval);
+        }
+        let limit = attribute_sets(max_label_sets);
+        let provider = SdkMeterProvider::builder()
+            .with_reader(reader.build())
+            // Every instrument: its name, unit and boundaries stay the instrument's own.
+            .with_view(move |_: &opentelemetry_sdk::metrics::Instrument| {
+                Stream::builder().with_cardinality_limit(limit).build().ok()
+            })
+            .build();
+        let meter = provider.meter(env!("CARGO_PKG_NAME"));
+        let instruments = METRICS
+            .iter()
+            .map(|metric| {
+                let (name, unit) = metric.otel()?;
+                let description = metric.help();
+                Some(match metric.kind() {
+                    MetricKind::Histogram => Instrument::Histogram(
+                        meter
+                            .f64_histogram(name)
+                            .with_unit(unit)
+                            .with_description(description)
+                            .with_boundaries(metric.buckets().to_vec())
+                            .build(),
+                    ),
+                    _ => Instrument::Counter(
+                        meter
+                            .u64_counter(name)
+                            .with_unit(unit)
+                            .with_description(description)
+                            .build(),
+                    ),
+                })
+            })
+            .collect();
+        Self {
+            provider,
+            instruments,
+        }
+    }
+}
+
+/// The attribute sets an instrument may need: each label set the monitor keeps (and `other`,
+/// where the rest fold), times the values of a metric's own last label (`error.type`,
+/// `gen_ai.token.type`); at most [`MAX_ATTRIBUTE_SETS`].
+fn attribute_sets(max_label_sets: usize) -> usize {
+    max_label_sets
+        .saturating_add(1)
+        .saturating_mul(names::MAX_LABEL_VALUES)
+        .min(MAX_ATTRIBUTE_SETS)
+}
+
 /// Pushes the GenAI metrics of the records of the monitors it is given to
-/// ([`MonitorBuilder::otlp`](crate::MonitorBuilder::otlp)). Cheap to clone; the export stops
-/// when [`shutdown`](Self::shutdown) is called or the last clone is dropped.
+/// ([`MonitorBuilder::otlp`](crate::MonitorBuilder::otlp)). Cheap to clone. The export starts
+/// when the first monitor given it is built, sized by that monitor's `max_label_sets` (README,
+/// Tracing and OTLP), and stops when [`shutdown`](Self::shutdown) is called or the last clone
+/// is dropped.
 #[derive(Clone)]
 pub struct OtlpExporter {
     inner: Arc<Inner>,
@@ -94,60 +166,56 @@ impl OtlpExporter {
     }
 
     fn with_exporter(exporter: MetricExporter, interval: Option<Duration>) -> Self {
-        let mut reader = PeriodicReader::builder(exporter);
-        if let Some(interval) = interval {
-            reader = reader.with_interval(interval);
-        }
-        let provider = SdkMeterProvider::builder()
-            .with_reader(reader.build())
-            .build();
-        let meter = provider.meter(env!("CARGO_PKG_NAME"));
-        let instruments = METRICS
-            .iter()
-            .map(|metric| {
-                let (name, unit) = metric.otel()?;
-                let description = metric.help();
-                Some(match metric.kind() {
-                    MetricKind::Histogram => Instrument::Histogram(
-                        meter
-                            .f64_histogram(name)
-                            .with_unit(unit)
-                            .with_description(description)
-                            .with_boundaries(metric.buckets().to_vec())
-                            .build(),
-                    ),
-                    _ => Instrument::Counter(
-                        meter
-                            .u64_counter(name)
-                            .with_unit(unit)
-                            .with_description(description)
-                            .build(),
-                    ),
-                })
-            })
-            .collect();
         Self {
             inner: Arc::new(Inner {
-                provider,
-                instruments,
+                pending: Mutex::new(Some((exporter, interval))),
+                started: OnceLock::new(),
             }),
         }
     }
 
-    /// Sends what has accumulated now, and stops exporting (later records are dropped).
+    /// Starts the export, with room in each instrument for `max_label_sets` (the monitor's
+    /// cap), unless a monitor started it already or it was shut down.
+    pub(crate) fn start(&self, max_label_sets: usize) {
+        let pending = self
+            .inner
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some((exporter, interval)) = pending {
+            // `take` leaves `None`: only this call reaches `set`.
+            let _ = self
+                .inner
+                .started
+                .set(Started::new(exporter, interval, max_label_sets));
+        }
+    }
+
+    /// Sends what has accumulated now, and stops exporting (later records are dropped), even
+    /// when that last send fails: its error is returned.
     pub fn shutdown(&self) -> Result<(), OtlpError> {
-        self.inner
-            .provider
-            .force_flush()
-            .map_err(|e| OtlpError(e.to_string()))?;
-        self.inner
-            .provider
-            .shutdown()
-            .map_err(|e| OtlpError(e.to_string()))
+        // Not started: nothing was recorded, and no monitor may start it now.
+        drop(
+            self.inner
+                .pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        let Some(started) = self.inner.started.get() else {
+            return Ok(());
+        };
+        let flushed = started.provider.force_flush();
+        let stopped = started.provider.shutdown();
+        flushed.and(stopped).map_err(|e| OtlpError(e.to_string()))
     }
 
     /// Adds a finished LLM call's observations (other requests have no GenAI metrics).
     pub(crate) fn record(&self, r: &StreamRecord) {
+        let Some(started) = self.inner.started.get() else {
+            return;
+        };
         if r.operation_name.is_none() {
             return;
         }
@@ -162,7 +230,7 @@ impl OtlpExporter {
         names::observe(
             r,
             &mut Feed {
-                instruments: &self.inner.instruments,
+                instruments: &started.instruments,
                 base,
             },
         );

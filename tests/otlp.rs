@@ -397,17 +397,51 @@ async fn genai_metrics_reach_a_collector_as_the_conventions_name_them() {
     assert_eq!(routes, ["/v1/chat/completions".to_owned()].into());
 }
 
-/// Set only in the child processes [`otel_variables_configure_the_export`] starts, which run
-/// that same test as [`export_one_stream_from_env`].
+/// Set only in the child processes the tests below start, which run
+/// [`otel_variables_configure_the_export`] again: as [`export_one_stream_from_env`] when it is
+/// [`EXPORTS`], as [`a_failed_export_reaches_the_error_layer`] when it is [`FAILS`].
 const CHILD: &str = "OTLP_TEST_CHILD";
+const EXPORTS: &str = "exports";
+const FAILS: &str = "fails";
+
+/// Runs the child `mode` with only the `OTEL_*` variables in `vars` (none of the environment's
+/// own) and the others in `vars`, and no periodic push (the child's shutdown sends everything,
+/// once); fails unless it succeeds. Returns its standard output.
+async fn run_child(mode: &str, vars: &[(&str, &str)]) -> String {
+    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap());
+    child.args([
+        "--exact",
+        "otel_variables_configure_the_export",
+        "--nocapture",
+    ]);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("OTEL_") {
+            child.env_remove(name);
+        }
+    }
+    child
+        .env(CHILD, mode)
+        .env("OTEL_METRIC_EXPORT_INTERVAL", "3600000")
+        .envs(vars.iter().copied());
+    let output = child.output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{mode} {vars:?}: the child failed\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
 
 /// `OtlpExporter::from_env` in a child process (the variables are the process's own): the
 /// endpoint with `/v1/metrics` appended, or the metrics endpoint as is; the headers; the
 /// service name and resource attributes on what arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn otel_variables_configure_the_export() {
-    if std::env::var_os(CHILD).is_some() {
-        return export_one_stream_from_env().await;
+    match std::env::var(CHILD).as_deref() {
+        Ok(EXPORTS) => return export_one_stream_from_env().await,
+        Ok(FAILS) => return a_failed_export_reaches_the_error_layer().await,
+        _ => {}
     }
     let (endpoint, received) = receiver().await;
     for (variable, value, path) in [
@@ -422,36 +456,19 @@ async fn otel_variables_configure_the_export() {
             "/collector/metrics",
         ),
     ] {
-        let mut child = tokio::process::Command::new(std::env::current_exe().unwrap());
-        child.args([
-            "--exact",
-            "otel_variables_configure_the_export",
-            "--nocapture",
-        ]);
-        // Only the variables under test: none of the environment's own.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("OTEL_") {
-                child.env_remove(name);
-            }
-        }
-        child
-            .env(CHILD, "1")
-            .env(variable, &value)
-            .env("OTEL_EXPORTER_OTLP_HEADERS", "x-collector-key=k-123")
-            .env("OTEL_SERVICE_NAME", "checkout-api")
-            .env(
-                "OTEL_RESOURCE_ATTRIBUTES",
-                "deployment.environment.name=staging,service.version=1.4.2",
-            )
-            // No periodic push: the child's shutdown sends everything, once.
-            .env("OTEL_METRIC_EXPORT_INTERVAL", "3600000");
-        let output = child.output().await.unwrap();
-        assert!(
-            output.status.success(),
-            "{variable}: the child failed\n{}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        run_child(
+            EXPORTS,
+            &[
+                (variable, &value),
+                ("OTEL_EXPORTER_OTLP_HEADERS", "x-collector-key=k-123"),
+                ("OTEL_SERVICE_NAME", "checkout-api"),
+                (
+                    "OTEL_RESOURCE_ATTRIBUTES",
+                    "deployment.environment.name=staging,service.version=1.4.2",
+                ),
+            ],
+        )
+        .await;
 
         let mut received = received.lock().unwrap();
         assert!(!received.is_empty(), "{variable}: nothing arrived");
@@ -525,4 +542,228 @@ async fn export_one_stream_from_env() {
         .await
         .unwrap()
         .expect("the export is flushed");
+}
+
+/// A certificate authority of the test's own, its certificate written to `file` (PEM).
+fn new_ca(file: &std::path::Path) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+    std::fs::write(file, ca.pem()).unwrap();
+    ca
+}
+
+/// A collector's OTLP/HTTP endpoint over TLS, as hosted collectors serve it: a certificate for
+/// `127.0.0.1` from a CA of the test's own, written to `ca_file` for the client to trust.
+async fn tls_receiver(ca_file: &std::path::Path) -> (String, Received) {
+    use rcgen::{CertificateParams, KeyPair};
+    use tokio_rustls::rustls::ServerConfig;
+    use tokio_rustls::rustls::pki_types::PrivateKeyDer;
+
+    let ca = new_ca(ca_file);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let config = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+
+    // The plain receiver's app, behind TLS.
+    let (plain, received) = receiver().await;
+    let plain = plain.trim_start_matches("http://").to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            let plain = plain.clone();
+            tokio::spawn(async move {
+                // A handshake the client refuses ends here; the test then finds nothing arrived.
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut upstream = tokio::net::TcpStream::connect(&plain).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
+            });
+        }
+    });
+    (format!("https://127.0.0.1:{port}"), received)
+}
+
+/// Hosted collectors are `https://`: the export reaches one, trusting the CA that
+/// `SSL_CERT_FILE` names (the platform's store otherwise), and reaches nothing when the
+/// collector's certificate is not trusted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_export_reaches_an_https_collector() {
+    let dir = std::env::temp_dir().join(format!("otlp-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_file = dir.join("ca.pem");
+    let (endpoint, received) = tls_receiver(&ca_file).await;
+    run_child(
+        EXPORTS,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("SSL_CERT_FILE", ca_file.to_str().unwrap()),
+        ],
+    )
+    .await;
+    {
+        let received = received.lock().unwrap();
+        let metrics = metrics_of(&received);
+        let ttft = metrics
+            .iter()
+            .find(|m| m.name == "gen_ai.server.time_to_first_token")
+            .expect("first token exported over TLS");
+        assert_eq!(histogram(ttft)[0].count, 1);
+    }
+
+    // Another CA, which the collector's certificate was not issued by: nothing arrives, and the
+    // child's shutdown says so.
+    received.lock().unwrap().clear();
+    let other_ca = dir.join("other-ca.pem");
+    new_ca(&other_ca);
+    let output = run_child(
+        FAILS,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("SSL_CERT_FILE", other_ca.to_str().unwrap()),
+        ],
+    )
+    .await;
+    assert!(received.lock().unwrap().is_empty());
+    assert!(output.contains("shutdown: Err"), "{output}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// An export that fails (no collector listening) is logged by the OpenTelemetry SDK at WARN or
+/// ERROR, so it reaches the app's logs and the monitor's own error records (`/errors`), and
+/// `shutdown` returns the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_export_is_logged() {
+    // A port nothing listens on: bound, then closed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let output = run_child(FAILS, &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)]).await;
+    assert!(output.contains("shutdown: Err"), "{output}");
+}
+
+/// The child's part of [`a_failed_export_is_logged`] and of the untrusted collector in
+/// [`the_export_reaches_an_https_collector`]: one record through a monitor whose error layer is
+/// the process's subscriber, then the shutdown; the SDK's WARN or ERROR events about the failed
+/// export must be in the monitor's error records.
+async fn a_failed_export_reaches_the_error_layer() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
+    let exporter = OtlpExporter::from_env().expect("an exporter from the OTEL_* variables");
+    let monitor = Monitor::builder().otlp(exporter.clone()).build().unwrap();
+    tracing_subscriber::registry()
+        .with(monitor.error_layer())
+        .init();
+    let app = Router::new()
+        .route(
+            "/v1/chat/completions",
+            post(|| async {
+                (
+                    StreamLabels::new("openai").with_model("gpt-4o-mini"),
+                    [(header::CONTENT_TYPE, "text/event-stream")],
+                    openai_stream(),
+                )
+                    .into_response()
+            }),
+        )
+        .layer(monitor.layer());
+    let addr = serve(app).await;
+    client()
+        .post(format!("http://{addr}/v1/chat/completions"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let shutdown = tokio::task::spawn_blocking(move || exporter.shutdown())
+        .await
+        .unwrap();
+    println!("shutdown: {shutdown:?}");
+    assert!(shutdown.is_err());
+    let page = monitor.errors(&tower_stream_monitor::errors::ErrorQuery {
+        target: Some("opentelemetry".to_owned()),
+        ..Default::default()
+    });
+    for record in &page.errors {
+        println!("{}: {} {:?}", record.target, record.message, record.fields);
+    }
+    assert!(
+        page.total > 0,
+        "no OpenTelemetry event in the error records"
+    );
+}
+
+/// Every attribute set is its own OTLP data point: 300 models, each with every outcome (so
+/// `error.type` takes each failure's value), are 2,400 attribute sets for the request duration,
+/// more than the SDK's default of 2,000 an instrument keeps; under caps that keep every model,
+/// all arrive apart, none folded into the SDK's `otel.metric.overflow` point.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_attribute_set_is_its_own_data_point() {
+    use tower_stream_monitor::{Outcome, StreamRecord};
+    const MODELS: usize = 300;
+    let (endpoint, received) = receiver().await;
+    let exporter = OtlpExporter::new(&endpoint, Some(Duration::from_secs(3600))).unwrap();
+    let monitor = Monitor::builder()
+        .label_cardinality(MODELS + 10)
+        // A quarter of the label sets is kept for those that request headers name.
+        .max_label_sets(2 * MODELS)
+        .otlp(exporter.clone())
+        .build()
+        .unwrap();
+    for i in 0..MODELS {
+        for outcome in Outcome::ALL {
+            let mut r = StreamRecord::new("openai", format!("model-{i}"), "/v1/chat", outcome);
+            r.duration = Duration::from_millis(200);
+            monitor.ingest(r);
+        }
+    }
+    tokio::task::spawn_blocking(move || exporter.shutdown())
+        .await
+        .unwrap()
+        .expect("the export is flushed");
+    let received = received.lock().unwrap();
+    let metrics = metrics_of(&received);
+    let duration = metrics
+        .iter()
+        .find(|m| m.name == "gen_ai.server.request.duration")
+        .expect("durations exported");
+    let sets: BTreeSet<Vec<(String, String)>> = histogram(duration)
+        .iter()
+        .map(|p| attributes(&p.attributes))
+        .collect();
+    assert!(
+        sets.iter()
+            .all(|set| !set.iter().any(|(k, _)| k == "otel.metric.overflow")),
+        "folded into the overflow point"
+    );
+    let pairs: BTreeSet<(String, String)> = sets
+        .iter()
+        .map(|set| {
+            let get = |key: &str| {
+                set.iter()
+                    .find(|(k, _)| k == key)
+                    .map_or("ok".to_owned(), |(_, v)| v.clone())
+            };
+            (get("gen_ai.request.model"), get("error.type"))
+        })
+        .collect();
+    assert_eq!(pairs.len(), MODELS * Outcome::ALL.len());
+    assert!(histogram(duration).iter().all(|p| p.count == 1));
 }

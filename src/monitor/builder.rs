@@ -791,6 +791,10 @@ impl MonitorBuilder {
         let cap = c.label_cardinality;
         let header_cap = c.header_label_cardinality;
         let max_label_sets = c.max_label_sets;
+        #[cfg(feature = "otlp")]
+        if let Some(exporter) = &c.otlp {
+            exporter.start(max_label_sets);
+        }
         let window_time = WindowTime::new(&*c.clock);
         let triggers: Vec<Box<dyn RatePopulation>> = c
             .triggers
