@@ -471,6 +471,71 @@ async fn cached_and_reasoning_tokens_are_reported_per_provider() {
     );
 }
 
+/// A stream the simulator cuts halfway (`x-sim-fail: cut`), ending its body cleanly as a relay
+/// whose upstream dropped does: the client gets half the tokens and no error, and each provider's
+/// stream is recorded `ok` with the finish reason `unfinished`, counted in the window.
+#[tokio::test]
+async fn a_stream_cut_halfway_is_ok_and_unfinished_in_every_format() {
+    use tower_stream_monitor::parse::FinishReason;
+
+    const TOKENS: u64 = 8;
+    let records = Records::default();
+    let (_monitor, base) = start(&records, Monitor::builder()).await;
+    let http = client();
+    let cases = [
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-5-mini", "stream": true}),
+        ),
+        ("/v1/responses", json!({"model": "o4-mini", "stream": true})),
+        (
+            "/v1/messages",
+            json!({"model": "claude-sonnet-4-5", "stream": true, "max_tokens": 256}),
+        ),
+        (
+            "/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse",
+            json!({}),
+        ),
+    ];
+    for (i, (path, body)) in cases.iter().enumerate() {
+        let response = http
+            .post(format!("{base}{path}"))
+            .header("x-sim-fail", "cut")
+            .header("x-sim-tokens", TOKENS.to_string())
+            .header("x-sim-ttft-ms", "1")
+            .header("x-sim-token-interval-ms", "1")
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let text = response.text().await.unwrap();
+        assert!(
+            !text.contains("[DONE]") && !text.contains("error"),
+            "{path}: {text}"
+        );
+        let r = records.wait_for(i + 1).await.pop().unwrap();
+        assert_eq!(r.outcome, Outcome::Ok, "{path}");
+        assert_eq!(
+            r.output_tokens,
+            TOKENS / 2,
+            "{path}: the first half streamed"
+        );
+        assert_eq!(r.finish_reason, Some(FinishReason::Unfinished), "{path}");
+    }
+    let metrics: Value = http
+        .get(format!("{base}{PREFIX}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let reasons = &metrics["data"]["streaming_5min"]["finish_reasons"];
+    assert_eq!(reasons["unfinished"], cases.len(), "{reasons}");
+    assert_eq!(reasons["stop"], 0, "{reasons}");
+}
+
 /// The usage parts in each provider's plain JSON answer, in its own shape.
 #[tokio::test]
 async fn non_streaming_answers_report_cached_and_reasoning_tokens() {

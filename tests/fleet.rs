@@ -582,7 +582,9 @@ async fn every_dashboard_panel_shows_the_traffic_it_is_meant_to_show() {
         timings.extend(stream(&client, *addr, 10, None).await);
         stream(&client, *addr, 10, Some("auth")).await;
         timings.extend(stream_with_usage(&client, *addr, 10).await);
-        recorded(monitor, 3).await;
+        // Cut halfway and ended cleanly: `ok`, finish reason `unfinished`.
+        timings.extend(stream(&client, *addr, 10, Some("cut")).await);
+        recorded(monitor, 4).await;
     }
     hygiene_events(&client, &replicas, &["m-a", "m-b", "m-c", "m-d", "m-e"]).await;
     prometheus
@@ -595,6 +597,7 @@ async fn every_dashboard_panel_shows_the_traffic_it_is_meant_to_show() {
     for k in 0..45u64 {
         let fail = match k % 9 {
             0 => Some("auth"),
+            4 => Some("cut"),
             _ => None,
         };
         let usage = fail.is_none() && k % 5 == 1;
@@ -846,6 +849,26 @@ async fn every_dashboard_panel_shows_the_traffic_it_is_meant_to_show() {
                     (share - expected).abs() < 1e-9,
                     "{context}: share {share}, the traffic sent {expected}"
                 );
+            }
+            "Finish reasons by provider" => {
+                // The simulator's streams stop; those cut halfway are unfinished.
+                let reasons: std::collections::BTreeMap<String, f64> = result
+                    .iter()
+                    .map(|series| {
+                        let m = &series["metric"];
+                        assert_eq!(m["gen_ai_provider_name"], "openai", "{context}");
+                        (
+                            m["finish_reason"].as_str().unwrap_or("").to_owned(),
+                            number(series),
+                        )
+                    })
+                    .collect();
+                assert_eq!(
+                    reasons.keys().map(String::as_str).collect::<Vec<_>>(),
+                    ["stop", "unfinished"],
+                    "{context}"
+                );
+                assert!(reasons.values().all(|v| *v > 0.0), "{context}");
             }
             _ => panic!("panel {title:?} has no expectation here: add one for {expr}"),
         }

@@ -5,7 +5,9 @@
 //! - `x-sim-ttft-ms` (200): delay before the first token.
 //! - `x-sim-token-interval-ms` (10): delay between tokens.
 //! - `x-sim-fail`: `auth` | `rate_limit` | `timeout` | `server` (refused before the stream),
-//!   `stream_error` (an error event halfway), `stall` (a pause of `x-sim-stall-ms` halfway).
+//!   `stream_error` (an error event halfway), `stall` (a pause of `x-sim-stall-ms` halfway),
+//!   `cut` (the stream ends cleanly halfway, with no finish reason: an upstream connection
+//!   dropped under a relay that ends its body; recorded `ok`, finish reason `unfinished`).
 //! - `x-sim-stall-ms` (120000): how long a `stall` lasts.
 //! - `x-sim-cached-tokens` (0, up to 1000000): prompt tokens read from the prompt cache, reported
 //!   in each provider's usage shape (OpenAI `cached_tokens` within `prompt_tokens` /
@@ -69,6 +71,7 @@ pub enum Fail {
     Server,
     StreamError,
     Stall,
+    Cut,
 }
 
 impl Fail {
@@ -80,6 +83,7 @@ impl Fail {
             "server" => Fail::Server,
             "stream_error" => Fail::StreamError,
             "stall" => Fail::Stall,
+            "cut" => Fail::Cut,
             _ => return None,
         })
     }
@@ -92,6 +96,7 @@ impl Fail {
             Fail::Server => "server",
             Fail::StreamError => "stream_error",
             Fail::Stall => "stall",
+            Fail::Cut => "cut",
         }
     }
 
@@ -419,6 +424,8 @@ fn play(script: Script, sim: Sim) -> Body {
                         return;
                     }
                     Some(Fail::Stall) => tokio::time::sleep(sim.stall).await,
+                    // Dropping the sender ends the body cleanly.
+                    Some(Fail::Cut) => return,
                     _ => {}
                 }
             }
@@ -531,7 +538,7 @@ fn openai_failure(fail: Fail) -> Option<Response> {
             "server_error",
             "The server had an error while processing your request.",
         ),
-        Fail::StreamError | Fail::Stall => return None,
+        Fail::StreamError | Fail::Stall | Fail::Cut => return None,
     };
     Some(openai_error(fail.status(), kind, None, Some(code), message))
 }
@@ -780,7 +787,7 @@ fn anthropic_failure(fail: Fail) -> Option<Response> {
         ),
         Fail::Timeout => ("timeout_error", "Request timed out"),
         Fail::Server => ("api_error", "Internal server error"),
-        Fail::StreamError | Fail::Stall => return None,
+        Fail::StreamError | Fail::Stall | Fail::Cut => return None,
     };
     Some(anthropic_error(fail.status(), kind, message))
 }
@@ -905,7 +912,7 @@ fn gemini_failure(fail: Fail) -> Option<Response> {
         Fail::RateLimit => ("RESOURCE_EXHAUSTED", "Quota exceeded."),
         Fail::Timeout => ("DEADLINE_EXCEEDED", "Deadline exceeded."),
         Fail::Server => ("INTERNAL", "Internal error."),
-        Fail::StreamError | Fail::Stall => return None,
+        Fail::StreamError | Fail::Stall | Fail::Cut => return None,
     };
     Some(gemini_error(fail.status(), grpc_status, message))
 }
