@@ -100,7 +100,8 @@ impl AnomalyDetection {
     }
 
     /// Slots with data the baseline needs before an anomaly may be judged (default 10; from
-    /// 3 to the slots a window holds minus the two judged: 58 for minutes, 28 for 10 s).
+    /// 3 to the complete slots a window holds, the one still filling left out, minus the two
+    /// judged: 57 for minutes, 27 for 10 s).
     pub fn min_baseline_slots(mut self, n: usize) -> Self {
         self.min_baseline_slots = n;
         self
@@ -126,7 +127,8 @@ impl AnomalyDetection {
 
     /// Why the settings cannot be used, if they cannot.
     pub(crate) fn invalid(&self) -> Option<String> {
-        let most = self.slot.span().slots() - 2;
+        // The slot still filling is no baseline, nor are the two judged.
+        let most = self.slot.span().slots() - 3;
         if self.min_streams_per_slot == 0 {
             return Some("min_streams_per_slot must be at least 1".into());
         }
@@ -212,7 +214,8 @@ const SIGNALS: [Signal; 3] = [
         higher_is_worse: true,
         // 10% of the usual, at least 20 ms: jitter is not an anomaly.
         floor: |median| (median * 0.10).max(20.0),
-        value: |s| Some(s.summary(None).first_token_p95_ms),
+        // A slot whose streams all failed before a first token has no first token: not 0 ms.
+        value: |s| (s.ttft_ms.count() > 0).then(|| s.summary(None).first_token_p95_ms),
     },
     Signal {
         name: "tokens_per_second",

@@ -97,7 +97,8 @@ impl ModelWindow {
 /// Spend since the monitor started (the `spend` object of `/metrics`; README, Cost).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SpendSnapshot {
-    /// When the built-in prices were taken (`YYYY-MM-DD`), if the table says.
+    /// When the prices were taken (`YYYY-MM-DD`, or a month: `YYYY-MM`, as the built-in table
+    /// gives), if the table says.
     pub prices_taken: Option<String>,
     /// Spend per model, the per-model cost figure: by the model the call was priced as (the
     /// one that answered, else the one asked for), summed since the monitor started, never

@@ -464,3 +464,30 @@ fn a_budget_counts_only_its_provider_route_and_user() {
         .collect();
     assert_eq!(exceeded, ["user-z", "chat-route"]);
 }
+
+/// A budget on a provider counts every call of that provider, also those whose label set came
+/// past `max_label_sets` and was folded into `other` for the series: the budget, like spend
+/// per model, is judged on the labels the app gave.
+#[test]
+fn a_budget_counts_calls_past_the_label_set_cap() {
+    let monitor = Monitor::builder()
+        .max_label_sets(4)
+        .budget(Budget::per_hour("anthropic-hourly", 100.0).provider("anthropic"))
+        .build()
+        .unwrap();
+    // Ten routes: ten label sets, most of them past the cap. $0.0012 each (2,000 output tokens
+    // of gpt-4o-mini, priced as such whatever the provider label).
+    for i in 0..10 {
+        let mut r = StreamRecord::new("anthropic", "gpt-4o-mini", format!("/r{i}"), Outcome::Ok);
+        r.streaming = true;
+        r.output_tokens = 2_000;
+        monitor.ingest(r);
+    }
+    assert!(monitor.label_overflows() > 0, "some label sets were folded");
+    let budget = &monitor.health().budgets[0];
+    assert!(
+        (budget.spent_usd - 10.0 * 0.0012).abs() < 1e-9,
+        "spent {}",
+        budget.spent_usd
+    );
+}

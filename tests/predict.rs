@@ -112,6 +112,44 @@ fn a_doubled_first_token_is_an_anomaly_and_an_always_slow_provider_is_not() {
 
 /// Baselines are per model: traffic moving to a provider's slow model raises the provider's
 /// p95 but is no anomaly; the fast model doubling is one, named with its model.
+/// Minutes of an outage, where every stream failed before its first token, have no first token:
+/// they are neither a 0 ms baseline that the recovery to the usual 300 ms would leave, nor
+/// points of the trend.
+#[test]
+fn outage_minutes_have_no_first_token() {
+    let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+    let monitor = Monitor::builder().clock(clock.clone()).build().unwrap();
+    for _ in 0..12 {
+        for _ in 0..10 {
+            let mut r = StreamRecord::new("openai", "m", "/v1/chat", Outcome::ServerError);
+            r.streaming = true;
+            monitor.ingest(r);
+        }
+        clock.advance(Duration::from_secs(60));
+        monitor.health();
+    }
+    for minute in 0..2u64 {
+        for i in 0..10u64 {
+            monitor.ingest(stream("openai", 295 + (minute + i) % 10));
+        }
+        clock.advance(Duration::from_secs(60));
+        monitor.health();
+    }
+    let report = monitor.health();
+    let first_token: Vec<_> = report
+        .anomalies
+        .iter()
+        .filter(|a| a.signal == "first_token_p95_ms")
+        .collect();
+    assert!(
+        first_token.is_empty(),
+        "two minutes with first tokens are no baseline: {first_token:?}"
+    );
+    let predictions = monitor.predictions();
+    let trend = &predictions["openai"].first_token_p95_trend;
+    assert!(trend.is_none(), "no trend from two minutes: {trend:?}");
+}
+
 #[test]
 fn baselines_are_per_model_so_a_shift_to_a_slow_model_is_no_anomaly() {
     let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
@@ -212,9 +250,11 @@ fn ten_second_slots_catch_a_change_in_half_a_minute() {
     assert_eq!(caught_after, Some(20), "two slots of 10 s in a row");
     // Settings it cannot use are an error from build, naming the setting.
     for bad in [
+        // 30 slots of 10 s: one still filling, two judged, so at most 27 of baseline.
         AnomalyDetection::default()
-            .min_baseline_slots(29)
+            .min_baseline_slots(28)
             .slot(AnomalySlot::TenSeconds),
+        AnomalyDetection::default().min_baseline_slots(58),
         AnomalyDetection::default().min_streams_per_slot(0),
         AnomalyDetection::default().scores(2.0, 4.0),
         AnomalyDetection::default().scores(f64::NAN, 1.0),
@@ -255,6 +295,32 @@ fn an_anomaly_is_a_rollback_only_when_configured() {
         };
         assert_eq!(report.status, expected);
     }
+}
+
+/// The largest baseline `build` accepts is one a full window gives: it is judged.
+#[test]
+fn the_largest_baseline_accepted_is_judged() {
+    let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+    let monitor = Monitor::builder()
+        .clock(clock.clone())
+        .anomaly_detection(
+            AnomalyDetection::default()
+                .slot(AnomalySlot::TenSeconds)
+                .min_baseline_slots(27),
+        )
+        .build()
+        .unwrap();
+    for slot in 0..40u64 {
+        for i in 0..10u64 {
+            monitor.ingest(stream("openai", 295 + (slot + i) % 10));
+        }
+        clock.advance(Duration::from_secs(10));
+    }
+    let judged = &monitor.predictions()["openai"].anomalies;
+    assert!(
+        judged.iter().any(|a| a.signal == "first_token_p95_ms"),
+        "{judged:?}"
+    );
 }
 
 #[test]

@@ -45,14 +45,16 @@ const fn anthropic(
     }
 }
 
-/// Sonnet 4's tier above 200k input tokens (`claude-sonnet-4-20250514`): LiteLLM's entry has
-/// no 1-hour cache-write price there, so the model's own 1-hour rate applies.
+/// Sonnet 4's tier above 200k input tokens (`claude-sonnet-4-20250514`). LiteLLM's entry has
+/// no 1-hour cache-write price there; Anthropic's is twice the tier's input, as Sonnet 4.5's
+/// entry has it (the model's own 1-hour rate, $6, would price a 1-hour write below a 5-minute
+/// one).
 const SONNET_4_TIER: TierPrice = TierPrice {
     input: 6_000_000,
     output: 22_500_000,
     cache_read: Some(600_000),
     cache_write: Some(7_500_000),
-    cache_write_1h: None,
+    cache_write_1h: Some(12_000_000),
 };
 
 /// Sonnet 4.5: the Anthropic rates plus the long-context tier, its 1-hour cache writes

@@ -466,8 +466,9 @@ fn the_long_prompt_tier_starts_above_200k_input_tokens() {
         tier_without_writes.cost(&writes(300_000)).picodollars(),
         220_000 * 3_000 + 50_000 * 300 + 20_000 * 1_250 + 10_000 * 2_000 + 1_000 * 4_000
     );
-    // The built-in Sonnets: 4.5 has both long-context write prices ($7.50 and $12 per
-    // million); Sonnet 4's entry has only the 5-minute one, its 1-hour writes stay at $6.
+    // The built-in Sonnets have both long-context write prices ($7.50 and $12 per million):
+    // LiteLLM's Sonnet 4 entry has only the 5-minute one, and its 1-hour writes at the base $6
+    // would cost less than 5-minute ones.
     let sonnet =
         |writes_1h: u64| 220_000 * 6_000_000 + 50_000 * 600_000 + 20_000 * 7_500_000 + writes_1h;
     assert_eq!(
@@ -479,7 +480,7 @@ fn the_long_prompt_tier_starts_above_200k_input_tokens() {
     assert_eq!(
         table.cost("claude-sonnet-4-20250514", &writes(300_000)),
         Some(Cost::from_picodollars(
-            sonnet(10_000 * 6_000_000) + 1_000 * 22_500_000
+            sonnet(10_000 * 12_000_000) + 1_000 * 22_500_000
         ))
     );
     // No tier: the base prices at any size.

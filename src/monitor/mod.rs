@@ -454,7 +454,12 @@ impl Monitor {
         let from_header = source == LabelSource::Header;
         // Spend stays by the model priced, folded or not.
         let priced = priced_as(record);
-        // Built once, for the budget and the series.
+        // Budgets name a provider or route as the app does: judged before any folding, as
+        // spend is kept by the model priced.
+        if llm {
+            self.shared.budgets.record(secs, record);
+        }
+        // Built once, for the series.
         let mut set = record.label_set();
         if !self.shared.series.admit(&set, source) {
             record.fold_labels(self.shared.series.other());
@@ -471,7 +476,6 @@ impl Monitor {
                     PrometheusExposition::record(&mut shard.series, record, &set);
                     self.shared.spend.record(&mut shard.spend, record, priced);
                 });
-            self.shared.budgets.record(secs, record);
         } else {
             self.shared
                 .windows
