@@ -78,6 +78,25 @@ fn bench_record(c: &mut Criterion) {
             b.iter_custom(|iters| recording_threads(&monitor, &template, threads, iters))
         });
     }
+    // Spend per user: the same user each time, or a new one each time once the table is full
+    // (a client choosing ids): Space-Saving evicts the least-spending user, found at the root
+    // of a heap rather than by a scan of the table.
+    let users = Monitor::builder()
+        .metrics_facade(false)
+        .top_users(20)
+        .build()
+        .unwrap();
+    let mut n = 0u64;
+    for (name, new_each_time) in [("same_user", false), ("new_user_each_record", true)] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut r = template.clone();
+                n += u64::from(new_each_time);
+                r.user_id = Some(format!("user-{n}").into());
+                users.ingest(black_box(r))
+            })
+        });
+    }
     group.finish();
 }
 

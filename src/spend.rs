@@ -156,12 +156,92 @@ pub(crate) struct SpendShard {
     users: Vec<(Arc<str>, UserEntry)>,
     /// Positions in `users`.
     index: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
+    /// The users' costs, the least first: whom Space-Saving evicts.
+    costs: CostHeap,
     /// Spend per model, in the order first seen.
     models: Vec<(Label, ModelEntry)>,
     /// Positions in `models` by name: one entry per model.
     model_index: HashMap<Label, usize, foldhash::fast::RandomState>,
     /// Positions in `models` found last, tried by address before hashing the name.
     recent_models: RecentIndices,
+}
+
+/// The users' costs as a binary min-heap, each with its position in the shard's `users`: the
+/// least-spending user, whom Space-Saving evicts, is at the root, and a cost that grew moves
+/// down in O(log n). A scan for the least would read every user's entry for each new user, and
+/// the user id is the client's: a client sending a new id with each request would make every
+/// record scan the whole table.
+#[derive(Debug, Default)]
+struct CostHeap {
+    /// (cost, position in `users`), each no greater than its children's.
+    heap: Vec<(u64, usize)>,
+    /// For each position in `users`, its place in `heap`.
+    place: Vec<usize>,
+}
+
+impl CostHeap {
+    /// Room for `additional` more users, exactly.
+    fn reserve_exact(&mut self, additional: usize) {
+        self.heap.reserve_exact(additional);
+        self.place.reserve_exact(additional);
+    }
+
+    /// The next position in `users`, at `cost`.
+    fn push(&mut self, cost: u64) {
+        let user = self.place.len();
+        self.place.push(self.heap.len());
+        self.heap.push((cost, user));
+        self.sift_up(self.heap.len() - 1);
+    }
+
+    /// The position in `users` of a user of the least cost.
+    fn least(&self) -> Option<usize> {
+        self.heap.first().map(|&(_, user)| user)
+    }
+
+    /// The cost of the user at `user` grew to `cost` (costs never shrink).
+    fn grew(&mut self, user: usize, cost: u64) {
+        let Some(&at) = self.place.get(user) else {
+            return;
+        };
+        self.heap[at].0 = cost;
+        self.sift_down(at);
+    }
+
+    fn swap(&mut self, a: usize, b: usize) {
+        self.heap.swap(a, b);
+        self.place[self.heap[a].1] = a;
+        self.place[self.heap[b].1] = b;
+    }
+
+    fn sift_up(&mut self, mut at: usize) {
+        while at > 0 {
+            let parent = (at - 1) / 2;
+            if self.heap[parent].0 <= self.heap[at].0 {
+                return;
+            }
+            self.swap(parent, at);
+            at = parent;
+        }
+    }
+
+    fn sift_down(&mut self, mut at: usize) {
+        loop {
+            let (left, right) = (2 * at + 1, 2 * at + 2);
+            let mut least = at;
+            if left < self.heap.len() && self.heap[left].0 < self.heap[least].0 {
+                least = left;
+            }
+            if right < self.heap.len() && self.heap[right].0 < self.heap[least].0 {
+                least = right;
+            }
+            if least == at {
+                return;
+            }
+            self.swap(at, least);
+            at = least;
+        }
+    }
 }
 
 /// Spend per model and per heavy user, and the unpriced models, since the monitor started.
@@ -246,15 +326,23 @@ impl Spend {
         if let (Some(user), true) = (&r.user_id, self.top_users > 0) {
             let tokens = r.output_tokens.saturating_add(r.input_tokens.unwrap_or(0));
             let failed = u64::from(r.outcome.is_error());
-            let SpendShard { users, index, .. } = &mut *shard;
+            let SpendShard {
+                users,
+                index,
+                costs,
+                ..
+            } = &mut *shard;
             let i = match index.get(user) {
                 Some(&i) => i,
                 None if users.len() < self.capacity => {
                     if users.len() == users.capacity() {
                         // Doubling, but never past `capacity`: the table is never over-allocated.
-                        users.reserve_exact(users.len().max(4).min(self.capacity - users.len()));
+                        let more = users.len().max(4).min(self.capacity - users.len());
+                        users.reserve_exact(more);
+                        costs.reserve_exact(more);
                     }
                     users.push((user.clone(), UserEntry::default()));
+                    costs.push(0);
                     index.insert(user.clone(), users.len() - 1);
                     users.len() - 1
                 }
@@ -262,8 +350,7 @@ impl Spend {
                     // Space-Saving: the least-spending user makes room, and the newcomer starts
                     // from its figures, which it may not have spent (its `error`).
                     // Its first tokens are not inherited: they would be another user's.
-                    let Some((i, _)) = users.iter().enumerate().min_by_key(|(_, (_, e))| e.cost)
-                    else {
+                    let Some(i) = costs.least() else {
                         return;
                     };
                     let (evicted, floor) = &users[i];
@@ -283,6 +370,7 @@ impl Spend {
             };
             let e = &mut users[i].1;
             e.cost = e.cost.saturating_add(pico);
+            costs.grew(i, e.cost);
             e.requests += 1;
             e.tokens = e.tokens.saturating_add(tokens);
             e.errors += failed;
@@ -373,6 +461,33 @@ mod tests {
     use super::*;
     use crate::record::Outcome;
     use std::time::Duration;
+
+    /// The heap's root is always a user of the least cost, as a scan of every cost finds, and
+    /// each user's place is where it sits, through pushes and growing costs in any order.
+    #[test]
+    fn the_cost_heap_keeps_the_least_at_its_root() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut heap = CostHeap::default();
+        let mut costs: Vec<u64> = Vec::new();
+        for _ in 0..5_000 {
+            if costs.len() < 300 && rng.u8(..) < 40 {
+                let cost = rng.u64(..1_000);
+                heap.push(cost);
+                costs.push(cost);
+            } else if !costs.is_empty() {
+                let user = rng.usize(..costs.len());
+                costs[user] += rng.u64(..500);
+                heap.grew(user, costs[user]);
+            }
+            if let Some(least) = heap.least() {
+                assert_eq!(costs[least], *costs.iter().min().unwrap());
+            }
+            for (user, &at) in heap.place.iter().enumerate() {
+                assert_eq!(heap.heap[at], (costs[user], user));
+            }
+        }
+        assert_eq!(costs.len(), 300);
+    }
 
     /// The monitor's arrangement in small: a `Spend` and two shards of its state, one picked
     /// per thread, read one at a time.
