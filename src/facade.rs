@@ -90,8 +90,8 @@ pub(crate) fn label_overflow(label: &'static str) {
 }
 
 /// The health gauges of a report (see [`names::observe_health`]).
-pub(crate) fn health(report: &crate::health::HealthReport) {
-    names::observe_health(report, |metric, values, value| {
+pub(crate) fn health(report: &crate::health::HealthReport, anomalies: &mut AnomalySeries) {
+    let set = |metric: &Metric, values: &[&str], value: f64| {
         let labels: Vec<Label> = metric
             .labels()
             .iter()
@@ -99,5 +99,21 @@ pub(crate) fn health(report: &crate::health::HealthReport) {
             .map(|(key, value)| Label::new(*key, value.to_string()))
             .collect();
         metrics::gauge!(metric.name(), labels).set(value);
-    });
+    };
+    names::observe_health(report, set);
+    // A recorder keeps a gauge at its last value, where the exposition drops a series no
+    // longer judged: a signal that stopped being judged reads 0 (no anomaly), not the score it
+    // had (README, Metrics).
+    let judged: AnomalySeries = report
+        .anomalies
+        .iter()
+        .map(|a| (a.provider.clone(), a.model.clone(), a.signal))
+        .collect();
+    for (provider, model, signal) in anomalies.iter().filter(|a| !judged.contains(a)) {
+        names::observe_unjudged_anomaly(provider, model, signal, set);
+    }
+    *anomalies = judged;
 }
+
+/// The (provider, model, signal) of the anomaly scores set through the facade.
+pub(crate) type AnomalySeries = Vec<(String, String, &'static str)>;

@@ -891,6 +891,17 @@ pub(crate) fn observe_health(
     }
 }
 
+/// The anomaly score of a signal no longer judged, for sinks that keep a series once set (the
+/// `metrics` facade): 0, no anomaly.
+pub(crate) fn observe_unjudged_anomaly(
+    provider: &str,
+    model: &str,
+    signal: &str,
+    mut gauge: impl FnMut(&'static Metric, &[&str], f64),
+) {
+    gauge(&def::ANOMALY_SCORE, &[provider, model, signal], 0.0);
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -204,3 +204,71 @@ async fn two_monitors_never_interfere() {
     assert!(b_records.snapshot().is_empty());
     assert_eq!(b.recorded(tower_stream_monitor::Outcome::Ok), 0);
 }
+
+/// An anomaly score set through the facade goes back to 0 once its signal is no longer judged
+/// (its provider went quiet), as the exposition drops the series: a recorder would otherwise
+/// keep the anomalous score, and an alert on it, for ever.
+#[test]
+fn an_anomaly_score_no_longer_judged_reads_zero() {
+    use tower_stream_monitor::predict::{AnomalyDetection, AnomalySlot};
+    use tower_stream_monitor::window::ManualClock;
+    use tower_stream_monitor::{Outcome, StreamRecord};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let score = || {
+        snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .find_map(|(key, _, _, value)| {
+                let (_, key) = key.into_parts();
+                let first_token = key.name() == names::ANOMALY_SCORE
+                    && key
+                        .labels()
+                        .any(|l| l.key() == "signal" && l.value() == "first_token_p95_ms");
+                match value {
+                    DebugValue::Gauge(v) if first_token => Some(v.into_inner()),
+                    _ => None,
+                }
+            })
+    };
+    let stream = |ttft_ms: u64| {
+        let mut r = StreamRecord::new("openai", "m", "/v1/chat", Outcome::Ok);
+        r.streaming = true;
+        r.time_to_first_token = Some(Duration::from_millis(ttft_ms));
+        r.duration = Duration::from_millis(ttft_ms + 500);
+        r.output_tokens = 50;
+        r.tokens_per_second = Some(100.0);
+        r
+    };
+    metrics::with_local_recorder(&recorder, || {
+        let clock = ManualClock::new(std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+        let monitor = Monitor::builder()
+            .clock(clock.clone())
+            .anomaly_detection(
+                AnomalyDetection::default()
+                    .slot(AnomalySlot::TenSeconds)
+                    .min_baseline_slots(6),
+            )
+            .build()
+            .unwrap();
+        // A steady baseline, then a doubled first token: an anomaly.
+        for slot in 0..11u64 {
+            for i in 0..10 {
+                monitor.ingest(stream(if slot < 8 { 300 + (slot + i) % 10 } else { 600 }));
+            }
+            clock.advance(Duration::from_secs(10));
+        }
+        assert!(monitor.health().anomalies.iter().any(|a| a.anomalous));
+        // A snapshot takes the gauges' values (and leaves 0): judged again, the score is set
+        // again, and stays until something sets it.
+        assert!(score().is_some_and(|s| s >= 4.0), "{:?}", score());
+        assert!(monitor.health().anomalies.iter().any(|a| a.anomalous));
+        // Quiet for ten minutes: nothing is judged, in the report nor in the exposition.
+        clock.advance(Duration::from_secs(600));
+        assert!(monitor.health().anomalies.is_empty());
+        assert!(!monitor.render_prometheus().contains(names::ANOMALY_SCORE));
+        assert_eq!(score(), Some(0.0));
+    });
+}

@@ -813,6 +813,7 @@ impl MonitorBuilder {
                 windows: WindowStore::new(triggers),
                 errors: Arc::new(ErrorStore::new(c.max_error_records, c.max_error_groups)),
                 health: HealthTracker::new(),
+                facade_anomalies: std::sync::Mutex::default(),
                 last_health_check: AtomicU64::new(0),
                 window_time,
                 system_secs: c.system_clock.then(|| SystemSecs::new(window_time)),

@@ -30,6 +30,8 @@ pub(crate) struct Shared {
     windows: WindowStore<RecordShard>,
     errors: Arc<ErrorStore>,
     health: HealthTracker,
+    /// The anomaly series last set through the `metrics` facade (README, Metrics).
+    facade_anomalies: std::sync::Mutex<facade::AnomalySeries>,
     /// Window second of the last health evaluation done on the recording path.
     last_health_check: AtomicU64,
     window_time: WindowTime,
@@ -533,7 +535,12 @@ impl Monitor {
 
     fn observe_health(&self, report: &HealthReport) {
         if self.facade_active() {
-            facade::health(report);
+            let mut anomalies = self
+                .shared
+                .facade_anomalies
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            facade::health(report, &mut anomalies);
         }
         if let Some(alert) = self.shared.health.observe(report) {
             if let Some(cb) = &self.shared.config.on_alert {
