@@ -130,7 +130,8 @@ fn attribute_sets(max_label_sets: usize) -> usize {
 /// ([`MonitorBuilder::otlp`](crate::MonitorBuilder::otlp)). Cheap to clone. The export starts
 /// when the first monitor given it is built, sized by that monitor's `max_label_sets` (README,
 /// Tracing and OTLP), and stops when [`shutdown`](Self::shutdown) is called or the last clone
-/// is dropped.
+/// is dropped. Give each monitor an exporter of its own: monitors sharing one add their label
+/// sets into instruments sized for the first.
 #[derive(Clone)]
 pub struct OtlpExporter {
     inner: Arc<Inner>,
@@ -177,13 +178,13 @@ impl OtlpExporter {
     /// Starts the export, with room in each instrument for `max_label_sets` (the monitor's
     /// cap), unless a monitor started it already or it was shut down.
     pub(crate) fn start(&self, max_label_sets: usize) {
-        let pending = self
+        // Held until the export is started: a `shutdown` meanwhile waits, then stops it.
+        let mut pending = self
             .inner
             .pending
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some((exporter, interval)) = pending {
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((exporter, interval)) = pending.take() {
             // `take` leaves `None`: only this call reaches `set`.
             let _ = self
                 .inner
@@ -195,15 +196,18 @@ impl OtlpExporter {
     /// Sends what has accumulated now, and stops exporting (later records are dropped), even
     /// when that last send fails: its error is returned.
     pub fn shutdown(&self) -> Result<(), OtlpError> {
-        // Not started: nothing was recorded, and no monitor may start it now.
-        drop(
-            self.inner
+        // Not started: nothing was recorded, and no monitor may start it now. Under the lock
+        // a `start` under way holds, so a started export is seen.
+        let started = {
+            let mut pending = self
+                .inner
                 .pending
                 .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take(),
-        );
-        let Some(started) = self.inner.started.get() else {
+                .unwrap_or_else(PoisonError::into_inner);
+            drop(pending.take());
+            self.inner.started.get()
+        };
+        let Some(started) = started else {
             return Ok(());
         };
         let flushed = started.provider.force_flush();

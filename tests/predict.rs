@@ -110,8 +110,6 @@ fn a_doubled_first_token_is_an_anomaly_and_an_always_slow_provider_is_not() {
     );
 }
 
-/// Baselines are per model: traffic moving to a provider's slow model raises the provider's
-/// p95 but is no anomaly; the fast model doubling is one, named with its model.
 /// Minutes of an outage, where every stream failed before its first token, have no first token:
 /// they are neither a 0 ms baseline that the recovery to the usual 300 ms would leave, nor
 /// points of the trend.
@@ -150,6 +148,8 @@ fn outage_minutes_have_no_first_token() {
     assert!(trend.is_none(), "no trend from two minutes: {trend:?}");
 }
 
+/// Baselines are per model: traffic moving to a provider's slow model raises the provider's
+/// p95 but is no anomaly; the fast model doubling is one, named with its model.
 #[test]
 fn baselines_are_per_model_so_a_shift_to_a_slow_model_is_no_anomaly() {
     let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000));

@@ -456,14 +456,15 @@ impl Monitor {
         let from_header = source == LabelSource::Header;
         // Spend stays by the model priced, folded or not.
         let priced = priced_as(record);
-        // Budgets name a provider or route as the app does: judged before any folding, as
-        // spend is kept by the model priced.
-        if llm {
-            self.shared.budgets.record(secs, record);
-        }
-        // Built once, for the series.
+        // Built once, for the budget and the series.
         let mut set = record.label_set();
-        if !self.shared.series.admit(&set, source) {
+        let admitted = self.shared.series.admit(&set, source);
+        if !admitted {
+            // Budgets name a provider or route as the app does: judged before the fold, as
+            // spend is kept by the model priced.
+            if llm {
+                self.shared.budgets.record(secs, record);
+            }
             record.fold_labels(self.shared.series.other());
             set = record.label_set();
             if facade {
@@ -478,6 +479,9 @@ impl Monitor {
                     PrometheusExposition::record(&mut shard.series, record, &set);
                     self.shared.spend.record(&mut shard.spend, record, priced);
                 });
+            if admitted {
+                self.shared.budgets.record(secs, record);
+            }
         } else {
             self.shared
                 .windows

@@ -225,8 +225,8 @@ pub enum FinishReason {
     /// `MALFORMED_FUNCTION_CALL`, Cohere `ERROR`, `TIMEOUT`, ...).
     Other,
     /// None given: a stream of a known format ended normally without the event that says
-    /// why the model stopped, most often because it was cut upstream and the app ended its
-    /// body cleanly (README, Outcomes). Set when the stream ends
+    /// why the model stopped and before its end sentinel, most often because it was cut
+    /// upstream and the app ended its body cleanly (README, Outcomes). Set when the stream ends
     /// ([`StreamSummary::finish_reason_at_end`]), never read from the stream.
     Unfinished,
 }
@@ -549,8 +549,9 @@ impl StreamSummary {
     }
     /// Why the model stopped, once the stream ended: the reason it gave, or
     /// [`FinishReason::Unfinished`] when the body `ended_normally` in a known format without
-    /// giving one. A body that failed or was dropped has its outcome instead, and a body in
-    /// no known format has no finish reason to miss.
+    /// giving one, before its end sentinel and with no event skipped. A body that failed or
+    /// was dropped has its outcome instead, and a body in no known format has no finish reason
+    /// to miss.
     ///
     /// ```
     /// use tower_stream_monitor::parse::{FinishReason, StreamParser, WireFormat};
@@ -563,10 +564,17 @@ impl StreamSummary {
     /// assert_eq!(parser.summary().finish_reason_at_end(false), None);
     /// ```
     pub fn finish_reason_at_end(&self, ended_normally: bool) -> Option<FinishReason> {
-        self.reported.finish.or_else(|| {
-            (ended_normally && self.format != ProviderFormat::Unknown)
-                .then_some(FinishReason::Unfinished)
-        })
+        // Not cut: the stream reached its end sentinel (`[DONE]`, `message_stop`; a relay may
+        // forward it without the chunk with the reason), or an event was skipped (too large,
+        // or malformed), which may have been the one with the reason.
+        let cut = ended_normally
+            && self.format != ProviderFormat::Unknown
+            && !self.done
+            && self.oversized_events == 0
+            && self.malformed_events == 0;
+        self.reported
+            .finish
+            .or_else(|| cut.then_some(FinishReason::Unfinished))
     }
     /// Whether [`output_tokens`](Self::output_tokens) was reported or counted.
     pub fn token_source(&self) -> TokenSource {
@@ -596,7 +604,8 @@ impl StreamSummary {
     pub fn oversized_events(&self) -> u64 {
         self.oversized_events
     }
-    /// Whether the stream's end sentinel (`[DONE]`) was seen.
+    /// Whether the stream's end sentinel (OpenAI's `[DONE]`, Anthropic's `message_stop`) was
+    /// seen.
     pub fn done(&self) -> bool {
         self.done
     }
@@ -1060,6 +1069,58 @@ mod tests {
             cut_ollama.summary().finish_reason_at_end(true),
             Some(FinishReason::Unfinished)
         );
+    }
+
+    /// Streams that finished without a reason in their events are not `unfinished`: one that
+    /// reached its end sentinel (a relay forwarding content and `[DONE]` or `message_stop`
+    /// alone), one whose skipped event may have held the reason, and a prompt Gemini blocked
+    /// (`content_filter`).
+    #[test]
+    fn finished_streams_without_a_reason_are_not_unfinished() {
+        let at_end = |parser: &StreamParser| parser.summary().finish_reason_at_end(true);
+        let relayed = [
+            chat_chunk(r#"{"content":"Hi"}"#, "null"),
+            "data: [DONE]\n\n".to_owned(),
+        ]
+        .concat();
+        assert_eq!(at_end(&parsed(WireFormat::Sse, &relayed)), None);
+        let anthropic = concat!(
+            "event: content_block_delta\n",
+            r#"data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#,
+            "\n\nevent: message_stop\n",
+            r#"data: {"type":"message_stop"}"#,
+            "\n\n",
+        );
+        assert_eq!(at_end(&parsed(WireFormat::Sse, anthropic)), None);
+        // The same without `event:` lines.
+        let untyped = concat!(
+            r#"data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#,
+            "\n\n",
+            r#"data: {"type":"message_stop"}"#,
+            "\n\n",
+        );
+        assert_eq!(at_end(&parsed(WireFormat::Sse, untyped)), None);
+
+        let mut small = StreamParser::with_max_event_bytes(WireFormat::Sse, 600);
+        small.feed(
+            format!(
+                "event: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"delta\":\"Hi\"}}\n\n\
+                 event: response.completed\ndata: {{\"type\":\"response.completed\",\"response\":{{\"instructions\":\"{}\"}}}}\n\n",
+                "x".repeat(1_000)
+            )
+            .as_bytes(),
+        );
+        small.finish();
+        assert_eq!(small.summary().oversized_events(), 1);
+        assert_eq!(at_end(&small), None);
+
+        let blocked = concat!(
+            r#"data: {"promptFeedback":{"blockReason":"SAFETY","safetyRatings":[]},"usageMetadata":{"promptTokenCount":8,"totalTokenCount":8},"modelVersion":"gemini-2.5-flash"}"#,
+            "\r\n\r\n",
+        );
+        let blocked = parsed(WireFormat::Sse, blocked);
+        assert_eq!(blocked.summary().format(), ProviderFormat::Gemini);
+        assert_eq!(at_end(&blocked), Some(FinishReason::ContentFilter));
     }
 
     /// An untyped body is SSE when its first frame starts with any SSE field or a comment.

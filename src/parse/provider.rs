@@ -50,6 +50,9 @@ struct Payload<'a> {
     candidates: Option<AnyContent<Candidate<'a>>>,
     #[serde(rename = "usageMetadata", default)]
     usage_metadata: Option<GeminiUsage>,
+    /// Gemini's answer to a prompt it blocked: no candidates, a `blockReason`.
+    #[serde(rename = "promptFeedback", borrow, default)]
+    prompt_feedback: Option<PromptFeedback<'a>>,
     #[serde(default)]
     done: Option<bool>,
     #[serde(default)]
@@ -158,6 +161,13 @@ impl Usage {
             finish: None,
         }
     }
+}
+
+/// Gemini's `promptFeedback`: why the prompt was blocked, when it was.
+#[derive(serde::Deserialize)]
+struct PromptFeedback<'a> {
+    #[serde(rename = "blockReason", borrow, default)]
+    block_reason: Raw<'a>,
 }
 
 #[derive(serde::Deserialize)]
@@ -713,6 +723,8 @@ pub(super) fn apply(
     summary.events += 1;
     if let Some(format) = uninformative_event(event_type) {
         summary.detect(format);
+        // Anthropic's last event: the stream reached its end.
+        summary.done |= event_type == b"message_stop";
         return false;
     }
     let data = data.trim_ascii();
@@ -841,7 +853,8 @@ pub(super) fn interpret(
             }
         }
         "message_stop" | "content_block_start" | "content_block_stop" | "ping" => {
-            summary.detect(ProviderFormat::AnthropicMessages)
+            summary.detect(ProviderFormat::AnthropicMessages);
+            summary.done |= kind == "message_stop";
         }
         "error" => summary.set_error(data, error_object_kind(p.error, p.code)),
         // A Cohere stream sent without `event:` lines.
@@ -875,8 +888,12 @@ pub(super) fn interpret(
         }
         _ => {}
     }
-    if p.candidates.is_some() || p.usage_metadata.is_some() {
+    if p.candidates.is_some() || p.usage_metadata.is_some() || p.prompt_feedback.is_some() {
         summary.detect(ProviderFormat::Gemini);
+        if let Some(feedback) = &p.prompt_feedback {
+            // A blocked prompt (`SAFETY`, `BLOCKLIST`, ...): filtered, not cut.
+            summary.set_finish(finish_reason(feedback.block_reason));
+        }
         if let Some(candidates) = &p.candidates {
             content |= candidates.any;
             summary.set_finish(candidates.finish);

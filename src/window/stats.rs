@@ -474,6 +474,7 @@ pub struct RequestStats {
 
 /// Streams counted by [`FinishReason`], one field per reason.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct FinishReasons {
     /// [`FinishReason::Stop`].
     pub stop: u64,
