@@ -483,6 +483,8 @@ pub struct StreamSummary {
     error_data: Option<Box<[u8]>>,
     malformed_events: u64,
     oversized_events: u64,
+    /// The body ended on its own with a success status ([`StreamParser::end`]).
+    ended_normally: bool,
 }
 
 impl StreamSummary {
@@ -548,10 +550,10 @@ impl StreamSummary {
         self.reported.finish
     }
     /// Why the model stopped, once the stream ended: the reason it gave, or
-    /// [`FinishReason::Unfinished`] when the body `ended_normally` in a known format without
-    /// giving one, before its end sentinel and with no event skipped. A body that failed or
-    /// was dropped has its outcome instead, and a body in no known format has no finish reason
-    /// to miss.
+    /// [`FinishReason::Unfinished`] when its body ended normally ([`StreamParser::end`]) in a
+    /// known format, with no error event, without giving one, before its end sentinel and with
+    /// no event skipped. A body that failed or was dropped has its outcome instead, and a body
+    /// in no known format has no finish reason to miss.
     ///
     /// ```
     /// use tower_stream_monitor::parse::{FinishReason, StreamParser, WireFormat};
@@ -559,15 +561,17 @@ impl StreamSummary {
     /// let mut parser = StreamParser::new(WireFormat::Sse);
     /// parser.feed(b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n");
     /// parser.finish();
-    /// // Cut before the chunk with `finish_reason` and `[DONE]`.
-    /// assert_eq!(parser.summary().finish_reason_at_end(true), Some(FinishReason::Unfinished));
-    /// assert_eq!(parser.summary().finish_reason_at_end(false), None);
+    /// assert_eq!(parser.summary().finish_reason_at_end(), None); // not ended yet
+    /// // The body ended, cut before the chunk with `finish_reason` and `[DONE]`.
+    /// parser.end(true);
+    /// assert_eq!(parser.summary().finish_reason_at_end(), Some(FinishReason::Unfinished));
     /// ```
-    pub fn finish_reason_at_end(&self, ended_normally: bool) -> Option<FinishReason> {
+    pub fn finish_reason_at_end(&self) -> Option<FinishReason> {
         // Not cut: the stream reached its end sentinel (`[DONE]`, `message_stop`; a relay may
         // forward it without the chunk with the reason), or an event was skipped (too large,
         // or malformed), which may have been the one with the reason.
-        let cut = ended_normally
+        let cut = self.ended_normally
+            && self.error.is_none()
             && self.format != ProviderFormat::Unknown
             && !self.done
             && self.oversized_events == 0
@@ -799,6 +803,13 @@ impl StreamParser {
         }
         self.answerable = self.templates.one_line();
         self.summary.content_events - before
+    }
+
+    /// Tells the parser how the body ended: `normally` when it ended on its own (not cut by
+    /// an error, a timeout or the client) with a success status; the finish reason then says
+    /// whether the stream was cut upstream ([`StreamSummary::finish_reason_at_end`]).
+    pub fn end(&mut self, normally: bool) {
+        self.summary.ended_normally = normally;
     }
 
     /// Marks the end of the body. An unterminated SSE event is discarded (as browsers do); a
@@ -1033,19 +1044,32 @@ mod tests {
         assert_eq!(ollama.summary().finish_reason(), Some(FinishReason::Stop));
     }
 
+    /// The finish reason of a parser whose body ended, `normally` or not.
+    fn at_end(mut parser: StreamParser, normally: bool) -> Option<FinishReason> {
+        parser.end(normally);
+        parser.summary().finish_reason_at_end()
+    }
+
     /// A stream that ended normally without a finish reason is `unfinished`; Ollama servers
     /// older than `done_reason` end with `done: true` alone, which is a finish, not a cut.
     #[test]
     fn a_stream_without_its_finish_reason_is_unfinished() {
-        let cut = parsed(WireFormat::Sse, &chat_chunk(r#"{"content":"Hi"}"#, "null"));
-        assert_eq!(cut.summary().finish_reason(), None);
+        let cut = || parsed(WireFormat::Sse, &chat_chunk(r#"{"content":"Hi"}"#, "null"));
+        assert_eq!(cut().summary().finish_reason(), None);
+        assert_eq!(cut().summary().finish_reason_at_end(), None, "not ended");
+        assert_eq!(at_end(cut(), true), Some(FinishReason::Unfinished));
+        assert_eq!(at_end(cut(), false), None);
         assert_eq!(
-            cut.summary().finish_reason_at_end(true),
-            Some(FinishReason::Unfinished)
+            at_end(parsed(WireFormat::Sse, "data: hello\n\n"), true),
+            None
         );
-        assert_eq!(cut.summary().finish_reason_at_end(false), None);
-        let unknown = parsed(WireFormat::Sse, "data: hello\n\n");
-        assert_eq!(unknown.summary().finish_reason_at_end(true), None);
+        // An error event: the outcome says it.
+        let errored = [
+            chat_chunk(r#"{"content":"Hi"}"#, "null"),
+            "data: {\"error\":{\"type\":\"server_error\",\"message\":\"boom\"}}\n\n".to_owned(),
+        ]
+        .concat();
+        assert_eq!(at_end(parsed(WireFormat::Sse, &errored), true), None);
 
         let old_ollama = parsed(
             WireFormat::Ndjson,
@@ -1057,18 +1081,12 @@ mod tests {
             ),
         );
         assert_eq!(old_ollama.summary().format(), ProviderFormat::Ollama);
-        assert_eq!(
-            old_ollama.summary().finish_reason_at_end(true),
-            Some(FinishReason::Other)
-        );
+        assert_eq!(at_end(old_ollama, true), Some(FinishReason::Other));
         let cut_ollama = parsed(
             WireFormat::Ndjson,
             concat!(r#"{"model":"llama2","response":"Hi","done":false}"#, "\n"),
         );
-        assert_eq!(
-            cut_ollama.summary().finish_reason_at_end(true),
-            Some(FinishReason::Unfinished)
-        );
+        assert_eq!(at_end(cut_ollama, true), Some(FinishReason::Unfinished));
     }
 
     /// Streams that finished without a reason in their events are not `unfinished`: one that
@@ -1077,13 +1095,13 @@ mod tests {
     /// (`content_filter`).
     #[test]
     fn finished_streams_without_a_reason_are_not_unfinished() {
-        let at_end = |parser: &StreamParser| parser.summary().finish_reason_at_end(true);
+        let at_end = |parser: StreamParser| at_end(parser, true);
         let relayed = [
             chat_chunk(r#"{"content":"Hi"}"#, "null"),
             "data: [DONE]\n\n".to_owned(),
         ]
         .concat();
-        assert_eq!(at_end(&parsed(WireFormat::Sse, &relayed)), None);
+        assert_eq!(at_end(parsed(WireFormat::Sse, &relayed)), None);
         let anthropic = concat!(
             "event: content_block_delta\n",
             r#"data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#,
@@ -1091,7 +1109,7 @@ mod tests {
             r#"data: {"type":"message_stop"}"#,
             "\n\n",
         );
-        assert_eq!(at_end(&parsed(WireFormat::Sse, anthropic)), None);
+        assert_eq!(at_end(parsed(WireFormat::Sse, anthropic)), None);
         // The same without `event:` lines.
         let untyped = concat!(
             r#"data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#,
@@ -1099,7 +1117,7 @@ mod tests {
             r#"data: {"type":"message_stop"}"#,
             "\n\n",
         );
-        assert_eq!(at_end(&parsed(WireFormat::Sse, untyped)), None);
+        assert_eq!(at_end(parsed(WireFormat::Sse, untyped)), None);
 
         let mut small = StreamParser::with_max_event_bytes(WireFormat::Sse, 600);
         small.feed(
@@ -1112,7 +1130,7 @@ mod tests {
         );
         small.finish();
         assert_eq!(small.summary().oversized_events(), 1);
-        assert_eq!(at_end(&small), None);
+        assert_eq!(at_end(small), None);
 
         let blocked = concat!(
             r#"data: {"promptFeedback":{"blockReason":"SAFETY","safetyRatings":[]},"usageMetadata":{"promptTokenCount":8,"totalTokenCount":8},"modelVersion":"gemini-2.5-flash"}"#,
@@ -1120,7 +1138,7 @@ mod tests {
         );
         let blocked = parsed(WireFormat::Sse, blocked);
         assert_eq!(blocked.summary().format(), ProviderFormat::Gemini);
-        assert_eq!(at_end(&blocked), Some(FinishReason::ContentFilter));
+        assert_eq!(at_end(blocked), Some(FinishReason::ContentFilter));
     }
 
     /// An untyped body is SSE when its first frame starts with any SSE field or a comment.

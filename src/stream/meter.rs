@@ -17,7 +17,8 @@ use crate::classify::{classify_status, classify_stream_error};
 use crate::label::Label;
 use crate::labels::LabelSource;
 use crate::parse::{
-    PooledParser, ProviderFormat, StreamParser, TokenSource, UpstreamError, WireFormat,
+    PooledParser, ProviderFormat, StreamParser, StreamSummary, TokenSource, UpstreamError,
+    WireFormat,
 };
 use crate::record::{Outcome, StreamRecord};
 
@@ -334,15 +335,16 @@ impl StreamMeter {
     /// after it.
     fn record(&mut self, finished: Instant, end: StreamEnd<'_>, scope: &RequestScope) {
         let started = self.started;
+        let by_status = classify_status(self.status);
         if matches!(end, StreamEnd::Complete) {
             if let Some(parser) = self.parser.as_mut() {
+                parser.end(by_status == Outcome::Ok);
                 if parser.finish() > 0 {
                     self.on_content(finished, scope);
                 }
             }
         }
         let summary = self.parser.as_deref().map(StreamParser::summary);
-        let by_status = classify_status(self.status);
         let in_stream = summary.and_then(|s| s.error()).map(classify_stream_error);
         // `finished - started` (tokio's saturating subtraction) without tokio's wrapper call.
         let duration = finished
@@ -448,7 +450,7 @@ impl StreamMeter {
             cache_creation_1h_input_tokens: summary
                 .and_then(|s| s.cache_creation_1h_input_tokens()),
             reasoning_output_tokens: summary.and_then(|s| s.reasoning_output_tokens()),
-            finish_reason: summary.and_then(|s| s.finish_reason_at_end(outcome == Outcome::Ok)),
+            finish_reason: summary.and_then(StreamSummary::finish_reason_at_end),
             // Priced when the monitor records it.
             cost: None,
             cost_estimated: false,
