@@ -504,16 +504,8 @@ async fn otel_variables_configure_the_export() {
     }
 }
 
-/// The child's part of [`otel_variables_configure_the_export`]: one stream through a monitor
-/// whose exporter the `OTEL_*` variables configure, then the flush.
-async fn export_one_stream_from_env() {
-    let exporter = OtlpExporter::from_env().expect("an exporter from the OTEL_* variables");
-    let records = Records::default();
-    let monitor = records
-        .attach(Monitor::builder())
-        .otlp(exporter.clone())
-        .build()
-        .unwrap();
+/// One OpenAI chat stream through `monitor`'s layer, served and read whole.
+async fn stream_once(monitor: &Monitor) {
     let app = Router::new()
         .route(
             "/v1/chat/completions",
@@ -537,6 +529,19 @@ async fn export_one_stream_from_env() {
         .await
         .unwrap();
     assert!(body.contains("[DONE]"));
+}
+
+/// The child's part of [`otel_variables_configure_the_export`]: one stream through a monitor
+/// whose exporter the `OTEL_*` variables configure, then the flush.
+async fn export_one_stream_from_env() {
+    let exporter = OtlpExporter::from_env().expect("an exporter from the OTEL_* variables");
+    let records = Records::default();
+    let monitor = records
+        .attach(Monitor::builder())
+        .otlp(exporter.clone())
+        .build()
+        .unwrap();
+    stream_once(&monitor).await;
     records.wait_for(1).await;
     tokio::task::spawn_blocking(move || exporter.shutdown())
         .await
@@ -670,28 +675,7 @@ async fn a_failed_export_reaches_the_error_layer() {
     tracing_subscriber::registry()
         .with(monitor.error_layer())
         .init();
-    let app = Router::new()
-        .route(
-            "/v1/chat/completions",
-            post(|| async {
-                (
-                    StreamLabels::new("openai").with_model("gpt-4o-mini"),
-                    [(header::CONTENT_TYPE, "text/event-stream")],
-                    openai_stream(),
-                )
-                    .into_response()
-            }),
-        )
-        .layer(monitor.layer());
-    let addr = serve(app).await;
-    client()
-        .post(format!("http://{addr}/v1/chat/completions"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    stream_once(&monitor).await;
     let shutdown = tokio::task::spawn_blocking(move || exporter.shutdown())
         .await
         .unwrap();
