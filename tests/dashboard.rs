@@ -19,7 +19,7 @@ mod demo;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{Records, client, serve};
 use futures_util::future::join_all;
@@ -54,6 +54,8 @@ struct Seen {
     anomalies: Vec<String>,
     users_header: Vec<String>,
     charts: u64,
+    /// The time-to-first-token chart's tooltips over the last 5 minutes, a 10 s slot each.
+    ttft_tips: Vec<String>,
     notice: String,
     refreshes: u64,
     token_in_url: bool,
@@ -528,7 +530,25 @@ async fn the_dashboard_shows_what_the_endpoints_say() {
         "{seen:#?}"
     );
 
-    // Auth failures: 40 of 82 requests, far past the auth_error_rate trigger's 5%.
+    // Auth failures: 40 of 82 requests, far past the auth_error_rate trigger's 5%. Sent at the
+    // start of a 10 s slot of their own: a slot of streams and no first token.
+    let (_, history) = get_json(&base, "/metrics/history").await;
+    let history: Value = serde_json::from_str(&history).unwrap();
+    let five = &history["data"]["five_minutes"];
+    let last_start = five["points"]
+        .as_array()
+        .and_then(|p| p.last())
+        .and_then(|p| p["start_unix"].as_f64())
+        .expect("a last slot");
+    let slot = five["slot_seconds"].as_f64().expect("slot seconds");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let next_slot = last_start + slot * ((now - last_start) / slot).floor().max(0.0) + slot;
+    // The monitor's seconds count from the whole wall second it was built in: they lag the
+    // wall clock by up to a second (and the label is the whole second).
+    tokio::time::sleep(Duration::from_secs_f64(next_slot - now + 2.5)).await;
     sent += streams(
         &base,
         "/v1/chat/completions",
@@ -551,6 +571,15 @@ async fn the_dashboard_shows_what_the_endpoints_say() {
     assert_clean(&seen, true);
     assert_shows(&seen, &before, &after);
     assert_eq!(seen.status, "critical");
+    // The failures' slot has streams and no first token: its tooltip says so, and the chart
+    // draws no point for it (no 0 ms).
+    assert!(
+        seen.ttft_tips
+            .iter()
+            .any(|tip| tip.ends_with("no first token\n40 streams")),
+        "{:#?}",
+        seen.ttft_tips
+    );
     // The auth failures are in openai's row of the provider and model table.
     assert!(
         seen.model_rows

@@ -131,6 +131,14 @@ def main():
             def text(selector):
                 return page.locator(selector).inner_text().strip()
 
+            # The time-to-first-token chart's tooltips, one per 10 s slot; then the default
+            # range again, for the screenshot.
+            page.select_option("#range", "five_minutes")
+            ttft_tips = (
+                page.locator("#charts figure").first.locator("rect.hover title").all_text_contents()
+            )
+            page.select_option("#range", "one_hour")
+
             result = {
                 "page_status": page_status,
                 "token_prompt": token_prompt,
@@ -154,6 +162,7 @@ def main():
                 "anomalies": page.locator("#anomalies tbody tr").all_inner_texts(),
                 "users_header": page.locator("#users thead th").all_inner_texts(),
                 "charts": page.locator("#charts svg").count(),
+                "ttft_tips": ttft_tips,
                 "notice": text("#notice"),
                 "refreshes": int(page.get_attribute("body", "data-refreshes") or "0"),
                 "token_in_url": token in page.url,
