@@ -292,6 +292,9 @@ impl StreamRecord {
 
     /// A record with the given labels and outcome, an LLM call (`operation_name` `chat`), and
     /// everything else empty (zero, `None`, not streaming); set the public fields that apply.
+    /// Its `token_source` is [`TokenSource::Counted`]: when its tokens are the provider's
+    /// reported usage, set [`TokenSource::Reported`], or its cost is taken for an estimate
+    /// (`cost_estimated`).
     pub fn new(
         provider: impl Into<Label>,
         model: impl Into<Label>,
