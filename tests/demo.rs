@@ -160,6 +160,45 @@ async fn hundred_concurrent_users_are_recorded_exactly() {
     assert_eq!(by["ok"].as_u64().unwrap() + 6, 300);
 }
 
+/// A run longer than the monitor's hour: its capacity figures are those of the last hour, on
+/// both sides. Two hours of one request a second, each a second long: 1 in flight and 1
+/// arrival a second, as the monitor's 60 one-minute slots say (before: the hour's totals over
+/// the two hours' length, half of it).
+#[test]
+fn a_run_past_the_hour_is_compared_over_its_last_hour() {
+    let start = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let samples: Vec<_> = (1..=7_200u64)
+        .map(|i| demo::load::Sample {
+            duration: Duration::from_secs(1),
+            finished: start + Duration::from_secs(i),
+            ..sample(0.0, 200)
+        })
+        .collect();
+    let point = json!({"avg_in_flight": 1.0, "arrival_rate_per_second": 1.0,
+                       "total_streaming_requests": 60, "avg_duration_ms": 1000.0,
+                       "peak_in_flight": 1});
+    let history = json!({
+        "five_minutes": {"slot_seconds": 10, "points": vec![point.clone(); 30]},
+        "one_hour": {"slot_seconds": 60, "points": vec![point; 60]},
+    });
+    let run = demo::Run {
+        users: 1,
+        started: start,
+        elapsed: Duration::from_secs(7_200),
+        cpu: None,
+    };
+    let c = demo::capacity(&samples, &run, &history).expect("figures");
+    for (client, monitor) in [
+        (c.client_arrivals, c.monitor_arrivals),
+        (c.client_in_flight, c.monitor_in_flight),
+    ] {
+        assert!(
+            (client - 1.0).abs() < 0.01 && (monitor - 1.0).abs() < 0.01,
+            "{c:?}"
+        );
+    }
+}
+
 /// Little's law on the demo's load: the monitor's time-averaged in-flight count agrees with its
 /// arrival rate times its mean duration, and with the client's own concurrency, measured from
 /// its own send-to-end times; its sampled peak is at most the users the client ran. Figures are
@@ -944,6 +983,7 @@ fn sample(finished: f64, ttft_ms: u64) -> demo::load::Sample {
         tokens_per_second: Some(50.0),
         injected: None,
         transport_error: false,
+        stream_error: false,
         duration: Duration::from_millis(ttft_ms + 200),
         finished: UNIX_EPOCH + Duration::from_secs_f64(finished),
     }

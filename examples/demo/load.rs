@@ -88,14 +88,17 @@ impl Mix {
                 .map_err(|_| format!("--mix: share of {name} must be a whole number"))?;
             out.push((provider, share));
         }
-        if out.iter().map(|(_, s)| s).sum::<u32>() == 0 {
-            return Err("--mix: shares add up to 0".into());
+        let total = out.iter().try_fold(0u32, |sum, (_, s)| sum.checked_add(*s));
+        match total {
+            Some(0) => return Err("--mix: shares add up to 0".into()),
+            None => return Err("--mix: shares add up to more than 4294967295".into()),
+            Some(_) => {}
         }
         Ok(Mix(out))
     }
 
-    /// The provider of the `k`-th request: a smooth weighted round-robin, so any run of
-    /// requests follows the shares closely.
+    /// The provider of the `k`-th request, by a multiplicative hash of `k` into the shares:
+    /// spread over the run, and the shares hold over many requests (not over every few).
     pub fn pick(&self, k: u64) -> Provider {
         let total: u64 = self.0.iter().map(|(_, s)| *s as u64).sum();
         let slot = (k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) % total;
@@ -131,6 +134,8 @@ pub struct Sample {
     pub tokens_per_second: Option<f64>,
     pub injected: Option<&'static str>,
     pub transport_error: bool,
+    /// The body carried an error event (a 200 whose stream failed, as a timeout's).
+    pub stream_error: bool,
     /// From send to the body's end (or the failure), as the client saw it.
     pub duration: Duration,
     /// When the client saw the request end: the report matches it against the monitor's
@@ -263,6 +268,7 @@ async fn one_request(
         tokens_per_second: None,
         injected,
         transport_error: false,
+        stream_error: false,
         duration: Duration::ZERO,
         finished: SystemTime::now(),
     };
@@ -298,6 +304,7 @@ async fn one_request(
     sample.finished = SystemTime::now();
     parser.finish();
     sample.tokens = parser.summary().output_tokens();
+    sample.stream_error = parser.summary().error().is_some();
     if let Some(ttft) = sample.ttft {
         let generating = started.elapsed().saturating_sub(ttft).as_secs_f64();
         if sample.tokens >= 2 && generating > 0.0 {

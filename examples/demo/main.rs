@@ -331,7 +331,7 @@ pub fn population<'a>(
 
 /// Whether the client counts a request as failed.
 fn failed(s: &Sample) -> bool {
-    s.status != 200 || s.transport_error || s.injected.is_some()
+    s.status != 200 || s.transport_error || s.stream_error || s.injected.is_some()
 }
 
 /// The report: what the load saw beside what the monitor says, each row over one population.
@@ -515,6 +515,22 @@ pub fn capacity(samples: &[Sample], run: &Run, history: &serde_json::Value) -> O
     };
     let slot = series["slot_seconds"].as_f64()?;
     let points = series["points"].as_array()?;
+    // A run longer than the hour: the monitor's figures cover its last hour only, and so do
+    // the client's below.
+    let span = secs.min(points.len() as f64 * slot);
+    let end = run.started + run.elapsed;
+    let samples: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| {
+            end.duration_since(s.finished)
+                .is_ok_and(|ago| ago.as_secs_f64() <= span)
+                || s.finished >= end
+        })
+        .collect();
+    if samples.is_empty() {
+        return None;
+    }
+    let secs = span;
     let f = |p: &serde_json::Value, k: &str| p[k].as_f64().unwrap_or(0.0);
     let busy: f64 = points.iter().map(|p| f(p, "avg_in_flight") * slot).sum();
     let arrivals: f64 = points
@@ -554,7 +570,7 @@ impl std::fmt::Display for Capacity {
         };
         writeln!(
             out,
-            "capacity: whole run (Little's law: in flight = arrivals/s x mean duration)"
+            "capacity: whole run, or its last hour (Little's law: in flight = arrivals/s x mean duration)"
         )?;
         writeln!(out, "{:<28}{:>14}{:>14}", "", "load (client)", "monitor")?;
         row(
@@ -692,7 +708,17 @@ async fn main() {
         return;
     };
 
+    // Ctrl-C ends the load (without --duration, the only end): the report still prints and
+    // the OTLP export is still flushed.
     let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                stop.store(true, Ordering::Relaxed);
+            }
+        });
+    }
     let bar = match options.duration {
         Some(d) => indicatif::ProgressBar::new(d.as_millis() as u64),
         None => indicatif::ProgressBar::new_spinner(),
@@ -825,12 +851,7 @@ async fn main() {
         "GET {prefix}/metrics:\n{}",
         serde_json::to_string_pretty(&metrics).unwrap_or_default()
     );
-    if options.duration.is_none() {
-        tokio::select! {
-            _ = server => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    }
+    server.abort();
     tokio::task::spawn_blocking(move || flush(&export))
         .await
         .ok();

@@ -140,7 +140,7 @@ impl Sim {
         let fail = match headers.get("x-sim-fail") {
             None => None,
             Some(v) => Some(v.to_str().ok().and_then(Fail::parse).ok_or(
-                "x-sim-fail must be one of auth, rate_limit, timeout, server, stream_error, stall",
+                "x-sim-fail must be one of auth, rate_limit, timeout, server, stream_error, stall, cut",
             )?),
         };
         Ok(Self {
@@ -414,16 +414,37 @@ fn play(script: Script, sim: Sim) -> Body {
                 return;
             }
         }
+        // A wait ends early when the client went away: the script is dropped then, not
+        // held for the whole delay a client asked for.
+        let wait = |delay: Duration| {
+            let tx = tx.clone();
+            async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => true,
+                    _ = tx.closed() => false,
+                }
+            }
+        };
         let half = script.tokens.len() / 2;
+        if script.tokens.is_empty() && sim.fail == Some(Fail::StreamError) {
+            let _ = tx.send(script.error_event).await;
+            return;
+        }
         for (i, frame) in script.tokens.into_iter().enumerate() {
-            tokio::time::sleep(if i == 0 { sim.ttft } else { sim.interval }).await;
+            if !wait(if i == 0 { sim.ttft } else { sim.interval }).await {
+                return;
+            }
             if i == half {
                 match sim.fail {
                     Some(Fail::StreamError) => {
                         let _ = tx.send(script.error_event).await;
                         return;
                     }
-                    Some(Fail::Stall) => tokio::time::sleep(sim.stall).await,
+                    Some(Fail::Stall) => {
+                        if !wait(sim.stall).await {
+                            return;
+                        }
+                    }
                     // Dropping the sender ends the body cleanly.
                     Some(Fail::Cut) => return,
                     _ => {}
