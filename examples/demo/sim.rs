@@ -440,11 +440,7 @@ fn play(script: Script, sim: Sim) -> Body {
                         let _ = tx.send(script.error_event).await;
                         return;
                     }
-                    Some(Fail::Stall) => {
-                        if !wait(sim.stall).await {
-                            return;
-                        }
-                    }
+                    Some(Fail::Stall) if !wait(sim.stall).await => return,
                     // Dropping the sender ends the body cleanly.
                     Some(Fail::Cut) => return,
                     _ => {}
