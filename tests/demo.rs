@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, UNIX_EPOCH};
 
-use common::{Records, client, serve};
+use common::{Records, client, get_json, serve};
 use serde_json::{Value, json};
 use tower_stream_monitor::parse::ProviderFormat;
 use tower_stream_monitor::{Monitor, Outcome};
@@ -436,14 +436,7 @@ async fn cached_and_reasoning_tokens_are_reported_per_provider() {
     }
 
     // The 5-minute window sums the parts over the four streams.
-    let metrics: Value = http
-        .get(format!("{base}{PREFIX}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let metrics = get_json(&http, &format!("{base}{PREFIX}/metrics")).await;
     let w = &metrics["data"]["streaming_5min"];
     assert_eq!(w["total_streaming_requests"], 4);
     assert_eq!(w["input_tokens"], 4 * (12 + CACHED));
@@ -562,14 +555,7 @@ async fn a_stream_cut_halfway_is_ok_and_unfinished_in_every_format() {
         );
         assert_eq!(r.finish_reason, Some(FinishReason::Unfinished), "{path}");
     }
-    let metrics: Value = http
-        .get(format!("{base}{PREFIX}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let metrics = get_json(&http, &format!("{base}{PREFIX}/metrics")).await;
     let reasons = &metrics["data"]["streaming_5min"]["finish_reasons"];
     assert_eq!(reasons["unfinished"], cases.len(), "{reasons}");
     assert_eq!(reasons["stop"], 0, "{reasons}");

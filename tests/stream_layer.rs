@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use common::{
-    Records, client, endless_sse, expected, fixture, monitored, paced_body, serve, split_events,
-    stalling_sse,
+    Records, client, endless_sse, expected, fixture, get_json, monitored, paced_body, serve,
+    split_events, stalling_sse,
 };
 use tower_stream_monitor::parse::{FinishReason, ProviderFormat, TokenSource};
 use tower_stream_monitor::{Monitor, Outcome, StreamLabels};
@@ -826,14 +826,7 @@ async fn a_stream_ended_before_its_finish_reason_is_unfinished() {
     );
 
     // Counted where operators look: the windows and the Prometheus series.
-    let metrics: serde_json::Value = client
-        .get(format!("http://{addr}/monitoring/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let metrics = get_json(&client, &format!("http://{addr}/monitoring/metrics")).await;
     let reasons = &metrics["data"]["streaming_5min"]["finish_reasons"];
     assert_eq!(reasons["unfinished"], cases.len(), "{reasons}");
     assert_eq!(reasons["stop"], cases.len() - 1, "{reasons}");

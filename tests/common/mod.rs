@@ -152,6 +152,18 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::builder().build().expect("client")
 }
 
+/// GETs `url` and reads its body as JSON.
+pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    client
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+}
+
 /// A simulated provider for window and health tests. Request headers choose the answer:
 /// `x-provider` (label), `x-status` (an error status instead of a stream), `x-ttft-ms`,
 /// `x-tokens` (content events; usage is reported as the same number). `GET /plain` is a
