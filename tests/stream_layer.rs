@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use common::{
-    Records, client, endless_sse, expected, fixture, get_json, monitored, paced_body, serve,
-    split_events, stalling_sse,
+    Records, client, endless_sse, expected, fixture, get_json, get_text, monitored, paced_body,
+    serve, split_events, stalling_sse,
 };
 use tower_stream_monitor::parse::{FinishReason, ProviderFormat, TokenSource};
 use tower_stream_monitor::{Monitor, Outcome, StreamLabels};
@@ -830,14 +830,11 @@ async fn a_stream_ended_before_its_finish_reason_is_unfinished() {
     let reasons = &metrics["data"]["streaming_5min"]["finish_reasons"];
     assert_eq!(reasons["unfinished"], cases.len(), "{reasons}");
     assert_eq!(reasons["stop"], cases.len() - 1, "{reasons}");
-    let scrape = client
-        .get(format!("http://{addr}/monitoring/metrics/prometheus"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = get_text(
+        &client,
+        &format!("http://{addr}/monitoring/metrics/prometheus"),
+    )
+    .await;
     let unfinished: u64 = scrape
         .lines()
         .filter(|l| {

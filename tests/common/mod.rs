@@ -152,6 +152,18 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::builder().build().expect("client")
 }
 
+/// GETs `url` and reads its body as text.
+pub async fn get_text(client: &reqwest::Client, url: &str) -> String {
+    client
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: not text: {e}"))
+}
+
 /// GETs `url` and reads its body as JSON.
 pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
     client
