@@ -37,7 +37,7 @@ fn is_number(v: &Value) -> bool {
     v.is_number() && v.as_f64().is_some_and(f64::is_finite)
 }
 
-const WINDOW_FIELDS: [&str; 18] = [
+const WINDOW_FIELDS: [&str; 30] = [
     "total_streaming_requests",
     "avg_first_token_latency_ms",
     "first_token_p50_ms",
@@ -46,6 +46,18 @@ const WINDOW_FIELDS: [&str; 18] = [
     "avg_tokens_per_second",
     "total_tokens",
     "input_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+    "reasoning_output_tokens",
+    "output_tokens_p50",
+    "output_tokens_p95",
+    "output_tokens_p99",
+    "input_tokens_p50",
+    "input_tokens_p95",
+    "input_tokens_p99",
+    "cost_usd",
+    "estimated_cost_usd",
+    "unpriced_requests",
     "streaming_error_rate",
     "streaming_errors",
     "timeouts",
@@ -69,6 +81,15 @@ const OUTCOMES: [&str; 8] = [
     "cancelled",
 ];
 
+const FINISH_REASONS: [&str; 6] = [
+    "stop",
+    "length",
+    "content_filter",
+    "tool_calls",
+    "other",
+    "unfinished",
+];
+
 /// What is missing or mistyped in a WINDOW object (empty when it is right).
 pub fn window_problems(w: &Value) -> Vec<String> {
     let mut problems: Vec<String> = WINDOW_FIELDS
@@ -79,6 +100,11 @@ pub fn window_problems(w: &Value) -> Vec<String> {
     for o in OUTCOMES {
         if !w["by_outcome"][o].is_u64() {
             problems.push(format!("by_outcome.{o} missing"));
+        }
+    }
+    for r in FINISH_REASONS {
+        if !w["finish_reasons"][r].is_u64() {
+            problems.push(format!("finish_reasons.{r} missing"));
         }
     }
     if w["streaming_error_rate"]
@@ -355,12 +381,45 @@ pub async fn verify(base: &str, prefix: &str, token: Option<String>) -> Vec<Chec
                     .all(|t| t["name"].is_string() && t["fired"].is_boolean())
             });
             c.check("health: triggers", triggers_ok, "");
-            let fired = body["triggers"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|t| t["fired"] == true));
+            let budgets_ok = body["budgets"].as_array().is_some_and(|a| {
+                a.iter().all(|b| {
+                    b["name"].is_string()
+                        && b["window"].is_string()
+                        && is_number(&b["spent_usd"])
+                        && is_number(&b["usd_per_hour"])
+                        && b["exceeded"].is_boolean()
+                        && b["rollback"].is_boolean()
+                })
+            });
+            c.check("health: budgets", budgets_ok, "");
+            let anomalies_ok = body["anomalies"].as_array().is_some_and(|a| {
+                a.iter().all(|x| {
+                    x["provider"].is_string()
+                        && x["model"].is_string()
+                        && x["signal"].is_string()
+                        && is_number(&x["value"])
+                        && is_number(&x["baseline_median"])
+                        && is_number(&x["score"])
+                        && x["anomalous"].is_boolean()
+                        && x["rollback"].is_boolean()
+                })
+            });
+            c.check("health: anomalies", anomalies_ok, "");
+            // README, Health: a rollback is a fired trigger, a passed budget marked
+            // `rollback()`, or an anomaly marked so.
+            let any = |list: &str, on: &dyn Fn(&Value) -> bool| {
+                body[list].as_array().is_some_and(|a| a.iter().any(on))
+            };
+            let rollback = any("triggers", &|t| t["fired"] == true)
+                || any("budgets", &|b| {
+                    b["exceeded"] == true && b["rollback"] == true
+                })
+                || any("anomalies", &|x| {
+                    x["anomalous"] == true && x["rollback"] == true
+                });
             c.check(
-                "health: rollback is a bool, true exactly when a trigger fired",
-                body["rollback"].as_bool() == Some(fired),
+                "health: rollback is a bool, true exactly when a trigger fired or a rollback budget or anomaly passed",
+                body["rollback"].as_bool() == Some(rollback),
                 format!("{}", body["rollback"]),
             );
         }
@@ -591,7 +650,13 @@ async fn main() {
     let mut token = std::env::var("MONITOR_TOKEN").ok();
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--prefix" => prefix = args.next().unwrap_or_default(),
+            "--prefix" => match args.next() {
+                Some(p) if p.starts_with('/') || p.is_empty() => prefix = p,
+                _ => {
+                    eprintln!("--prefix takes a path such as /api/v1/monitoring");
+                    std::process::exit(2);
+                }
+            },
             "--token" => token = args.next(),
             url if base.is_none() && url.starts_with("http") => base = Some(url.to_owned()),
             other => {

@@ -8,8 +8,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::label::Label;
 
-/// Longest value accepted as a label (bytes).
+/// Longest value a client may send as a label (bytes): a provider or model header, a user id,
+/// a request id.
 pub(crate) const MAX_LABEL_LEN: usize = 64;
+
+/// Longest value the app or its upstream may name as a label (bytes): a route, a provider or
+/// model from `StreamLabels`, the `request_labels` closure or the stream. Longer than a
+/// client's, for real routes and model names such as Vertex AI's and Bedrock's.
+pub(crate) const MAX_TRUSTED_LABEL_LEN: usize = 256;
 
 /// Labels a handler knows best: the upstream provider and model it actually used.
 ///
@@ -70,8 +76,18 @@ pub struct UserId(pub Cow<'static, str>);
 /// control characters).
 ///
 pub(crate) fn is_valid_label(value: &str) -> bool {
+    is_printable_ascii(value, MAX_LABEL_LEN)
+}
+
+/// Whether a value the app or its upstream names may become a label: 1 to 256 bytes of
+/// printable ASCII.
+pub(crate) fn is_valid_trusted_label(value: &str) -> bool {
+    is_printable_ascii(value, MAX_TRUSTED_LABEL_LEN)
+}
+
+fn is_printable_ascii(value: &str, max_len: usize) -> bool {
     !value.is_empty()
-        && value.len() <= MAX_LABEL_LEN
+        && value.len() <= max_len
         && value.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
 }
 
@@ -193,31 +209,32 @@ impl LabelInterner {
         }
     }
 
-    /// The shared value for `value`, or `other` once its source's budget is spent.
-    #[cfg(test)]
-    pub(crate) fn intern(&self, value: &str, source: LabelSource) -> Label {
-        self.intern_sourced(value, source).0
-    }
-
-    /// [`intern`](Self::intern), and where the value now counts: `Trusted` when the trusted
-    /// side knows it, whatever source asked.
-    pub(crate) fn intern_sourced(&self, value: &str, source: LabelSource) -> (Label, LabelSource) {
+    /// The shared value for `value`, or `None` once its source's budget is spent (the caller
+    /// records `other`, counted by [`fold`](Self::fold)).
+    pub(crate) fn intern(&self, value: &str, source: LabelSource) -> Option<Label> {
         if let Some(v) = recent_value(self.id, value) {
-            return (v, LabelSource::Trusted);
+            return Some(v);
         }
         if let Some(v) = self.trusted.get(value) {
             remember_value(self.id, v);
-            return (v, LabelSource::Trusted);
+            return Some(v);
         }
-        let interned = match source {
+        match source {
             LabelSource::Trusted => self.trusted.insert(value),
             LabelSource::Header => self.header.get(value).or_else(|| self.header.insert(value)),
-        };
-        let value = interned.unwrap_or_else(|| {
-            self.overflowed.fetch_add(1, Ordering::Relaxed);
-            self.other
-        });
-        (value, source)
+        }
+    }
+
+    /// [`intern`](Self::intern), folded into `other` past the budget.
+    #[cfg(test)]
+    pub(crate) fn interned(&self, value: &str, source: LabelSource) -> Label {
+        self.intern(value, source).unwrap_or_else(|| self.fold())
+    }
+
+    /// A value folded into `other` (past its budget, or no valid label): counted, and `other`.
+    pub(crate) fn fold(&self) -> Label {
+        self.overflowed.fetch_add(1, Ordering::Relaxed);
+        self.other
     }
 
     /// How many times a value was folded into `other`.
@@ -426,6 +443,12 @@ impl RoutePattern {
         if !pattern.starts_with('/') {
             return Err(format!("route pattern {pattern:?} must start with '/'"));
         }
+        // The pattern is the `route` label of the paths it matches.
+        if !is_valid_trusted_label(pattern) {
+            return Err(format!(
+                "route pattern {pattern:?} must be at most {MAX_TRUSTED_LABEL_LEN} bytes of printable ASCII"
+            ));
+        }
         let mut segments = Vec::new();
         let parts: Vec<&str> = pattern[1..].split('/').collect();
         for (i, part) in parts.iter().enumerate() {
@@ -523,22 +546,21 @@ mod tests {
     fn a_threads_recent_values_belong_to_their_interner() {
         let a = LabelInterner::new(4, 1);
         let b = LabelInterner::new(4, 1);
-        let (first, _) = a.intern_sourced("/v1/chat", LabelSource::Trusted);
+        let first = a.interned("/v1/chat", LabelSource::Trusted);
         // Found once through the lock, then from this thread's cache: the same value.
-        let (again, _) = a.intern_sourced("/v1/chat", LabelSource::Trusted);
-        let (cached, source) = a.intern_sourced("/v1/chat", LabelSource::Header);
+        let again = a.interned("/v1/chat", LabelSource::Trusted);
+        let cached = a.interned("/v1/chat", LabelSource::Header);
         assert!(first.is(again) && first.is(cached));
-        assert_eq!(source, LabelSource::Trusted);
         // Another interner finds the value in its own budget, never in a's list.
         assert_eq!(b.trusted.values.read().unwrap().len(), 0);
-        let (other, _) = b.intern_sourced("/v1/chat", LabelSource::Trusted);
+        let other = b.interned("/v1/chat", LabelSource::Trusted);
         assert!(first.is(other));
         assert_eq!(b.trusted.values.read().unwrap().len(), 1);
         // The cache stays bounded.
         for i in 0..100 {
             let v = format!("/r{i}");
-            a.intern_sourced(&v, LabelSource::Trusted);
-            a.intern_sourced(&v, LabelSource::Trusted);
+            a.interned(&v, LabelSource::Trusted);
+            a.interned(&v, LabelSource::Trusted);
         }
         RECENT.with(|r| assert!(r.borrow().len() <= RECENT_VALUES));
     }
@@ -547,10 +569,10 @@ mod tests {
     fn interner_caps_distinct_values() {
         let t = LabelSource::Trusted;
         let interner = LabelInterner::new(2, 1);
-        assert_eq!(&*interner.intern("a", t), "a");
-        assert_eq!(&*interner.intern("b", t), "b");
-        assert_eq!(&*interner.intern("c", t), "other");
-        assert_eq!(&*interner.intern("a", t), "a");
+        assert_eq!(&*interner.interned("a", t), "a");
+        assert_eq!(&*interner.interned("b", t), "b");
+        assert_eq!(&*interner.interned("c", t), "other");
+        assert_eq!(&*interner.interned("a", t), "a");
         assert_eq!(interner.overflowed(), 1);
     }
 
@@ -561,7 +583,7 @@ mod tests {
         let interner = LabelInterner::new(64, 4);
         let values: Vec<String> = (0..100).map(|i| format!("header-junk-{i}")).collect();
         for v in &values {
-            interner.intern(v, LabelSource::Header);
+            interner.interned(v, LabelSource::Header);
         }
         let kept: Vec<bool> = values.iter().map(|v| Label::is_kept(v)).collect();
         assert!(kept[..4].iter().all(|k| *k));
@@ -573,13 +595,16 @@ mod tests {
     fn header_values_have_their_own_budget() {
         let interner = LabelInterner::new(2, 1);
         let h = LabelSource::Header;
-        assert_eq!(&*interner.intern("junk1", h), "junk1");
-        assert_eq!(&*interner.intern("junk2", h), "other");
-        assert_eq!(&*interner.intern("junk3", h), "other");
+        assert_eq!(&*interner.interned("junk1", h), "junk1");
+        assert_eq!(&*interner.interned("junk2", h), "other");
+        assert_eq!(&*interner.interned("junk3", h), "other");
         // The trusted budget is untouched by headers...
-        assert_eq!(&*interner.intern("openai", LabelSource::Trusted), "openai");
+        assert_eq!(
+            &*interner.interned("openai", LabelSource::Trusted),
+            "openai"
+        );
         // ...and a header naming a trusted value gets that value, whatever the header budget.
-        assert_eq!(&*interner.intern("openai", h), "openai");
+        assert_eq!(&*interner.interned("openai", h), "openai");
         assert_eq!(interner.overflowed(), 2);
     }
 

@@ -847,3 +847,51 @@ async fn health_gauges_say_what_health_says() {
         check_gauges["stream_monitor_health_check_value{check=\"streaming_error_rate\"}"];
     assert!((error_rate - 400.0 / 24.0).abs() < 1e-9, "{error_rate}");
 }
+
+/// `verify` passes a right server whose health calls for a rollback without any trigger: a
+/// passed budget marked `rollback()`.
+#[tokio::test]
+async fn verify_passes_a_rollback_called_by_a_budget() {
+    use tower_stream_monitor::StreamRecord;
+    use tower_stream_monitor::health::Budget;
+    let monitor = Monitor::builder()
+        .prefix(PREFIX)
+        .budget(Budget::per_hour("all", 0.01).rollback())
+        .build()
+        .unwrap();
+    let mut record =
+        StreamRecord::new("openai", "gpt-4o-mini", "/v1/chat/completions", Outcome::Ok);
+    record.streaming = true;
+    record.input_tokens = Some(1_000_000);
+    record.output_tokens = 1_000_000;
+    monitor.ingest(record);
+    let health = monitor.health();
+    assert!(
+        health.rollback,
+        "the budget calls for a rollback: {health:#?}"
+    );
+    assert!(health.triggers.iter().all(|t| !t.fired), "no trigger fired");
+    let addr = serve(axum::Router::new().layer(monitor.layer())).await;
+    let checks = verify::verify(&format!("http://{addr}"), PREFIX, None).await;
+    let failed: Vec<_> = checks.iter().filter(|c| !c.passed).collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+}
+
+/// `verify` finds every documented field of a window missing.
+#[test]
+fn verify_names_each_missing_window_field() {
+    let monitor = Monitor::builder().build().unwrap();
+    let window = serde_json::to_value(monitor.snapshot()).unwrap()["streaming_5min"].clone();
+    assert!(verify::window_problems(&window).is_empty());
+    let Value::Object(fields) = &window else {
+        panic!("a window is an object: {window}");
+    };
+    for name in fields.keys() {
+        let mut without = window.clone();
+        without.as_object_mut().unwrap().remove(name);
+        assert!(
+            !verify::window_problems(&without).is_empty(),
+            "{name} missing, and no problem found"
+        );
+    }
+}

@@ -458,3 +458,120 @@ async fn failures_reach_the_error_records() {
     assert_eq!(rate.level, tower_stream_monitor::errors::ErrorLevel::Warn);
     assert!(!errors.iter().any(|e| e.message.contains("client error")));
 }
+
+fn every_record() -> ErrorQuery {
+    ErrorQuery {
+        limit: 1000,
+        ..ErrorQuery::default()
+    }
+}
+
+/// The error layers of two monitors on one subscriber each keep their records: a span with a
+/// context field is no panic.
+#[test]
+fn two_monitors_error_layers_share_a_subscriber() {
+    let a = Monitor::builder().build().unwrap();
+    let b = Monitor::builder().build().unwrap();
+    let subscriber = tracing_subscriber::registry()
+        .with(a.error_layer())
+        .with(b.error_layer());
+    tracing::subscriber::with_default(subscriber, || {
+        let span = tracing::info_span!("request", request_id = "r-1");
+        let _entered = span.enter();
+        tracing::error!("failed");
+    });
+    for monitor in [&a, &b] {
+        let page = monitor.errors(&every_record());
+        assert_eq!(page.total, 1);
+        assert_eq!(page.errors[0].request_id.as_deref(), Some("r-1"));
+    }
+}
+
+/// Anthropic's failure with `status` (a 529: overloaded), served through the monitor layer.
+async fn an_upstream_failure(monitor: &Monitor, request: http::Request<()>, status: u16) {
+    use http_body_util::BodyExt as _;
+    use tower::{Layer, ServiceExt};
+    let inner = tower::service_fn(move |_: http::Request<()>| async move {
+        let body = bytes::Bytes::from_static(
+            b"{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}",
+        );
+        let mut response = http::Response::new(http_body_util::Full::new(body));
+        *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        response
+            .extensions_mut()
+            .insert(StreamLabels::new("anthropic"));
+        Ok::<_, std::convert::Infallible>(response)
+    });
+    let response = monitor.layer().layer(inner).oneshot(request).await.unwrap();
+    let _ = response.into_body().collect().await.unwrap();
+}
+
+/// A failure's error record names the trace its request's record and exemplars name, though
+/// the caller sent none and no span was kept.
+#[tokio::test]
+async fn a_failures_error_record_names_its_requests_trace() {
+    let records = Records::default();
+    let monitor = records.attach(Monitor::builder()).build().unwrap();
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::registry().with(monitor.error_layer()),
+    );
+    let request = http::Request::post("/v1/messages").body(()).unwrap();
+    an_upstream_failure(&monitor, request, 529).await;
+    let record = records.one().await;
+    let trace = record.trace.as_ref().expect("a failure's trace");
+    let page = monitor.errors(&every_record());
+    let failure = page
+        .errors
+        .iter()
+        .find(|e| e.target == tower_stream_monitor::SESSION_TARGET)
+        .expect("the failure's error record");
+    assert_eq!(
+        failure.trace_id.as_deref(),
+        Some(trace.trace_id().to_string().as_str())
+    );
+    assert_eq!(
+        failure.span_id.as_deref(),
+        Some(trace.span_id().to_string().as_str())
+    );
+}
+
+/// A health alert judged on a request's path is the service's: its error record names no
+/// request, user, route nor trace.
+#[tokio::test]
+async fn a_health_alert_names_no_request() {
+    let monitor = Monitor::builder().min_samples(1).build().unwrap();
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::registry().with(monitor.error_layer()),
+    );
+    let request = http::Request::post("/v1/messages")
+        .header("x-request-id", "req-unlucky")
+        .header("x-user-id", "alice")
+        .body(())
+        .unwrap();
+    // One rejection of the app's key fires `auth_error_rate`: health turns critical.
+    an_upstream_failure(&monitor, request, 401).await;
+    let page = monitor.errors(&every_record());
+    let alert = page
+        .errors
+        .iter()
+        .find(|e| e.target == tower_stream_monitor::HEALTH_TARGET)
+        .unwrap_or_else(|| panic!("no health record: {page:#?}"));
+    assert_eq!(
+        (
+            alert.request_id.as_deref(),
+            alert.user_id.as_deref(),
+            alert.route.as_deref(),
+            alert.trace_id.as_deref()
+        ),
+        (None, None, None, None),
+        "{alert:#?}"
+    );
+    assert!(alert.spans.is_empty(), "{alert:#?}");
+    // The failure's own record keeps its request.
+    let failure = page
+        .errors
+        .iter()
+        .find(|e| e.target == tower_stream_monitor::SESSION_TARGET)
+        .expect("the failure's error record");
+    assert_eq!(failure.request_id.as_deref(), Some("req-unlucky"));
+}

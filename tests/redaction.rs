@@ -430,3 +430,55 @@ fn long_span_values_are_redacted_before_the_cut() {
         );
     }
 }
+
+/// The records a monitor's error layer keeps of what `log` logs, as JSON.
+fn stored(log: impl FnOnce()) -> String {
+    let monitor = Monitor::builder().build().unwrap();
+    let subscriber = tracing_subscriber::registry().with(monitor.error_layer());
+    tracing::subscriber::with_default(subscriber, log);
+    let query = ErrorQuery {
+        limit: 1000,
+        ..ErrorQuery::default()
+    };
+    let page = monitor.errors(&query);
+    assert_eq!(page.total, 1, "{page:#?}");
+    serde_json::to_string(&page).unwrap()
+}
+
+/// A field of bytes is kept as text and redacted: as tracing's default hex, a body's
+/// `"api_key"` would pass unseen.
+#[test]
+fn a_field_of_bytes_is_redacted_as_text() {
+    let body: &[u8] = br#"{"api_key":"abc123secret","model":"gpt-4o"}"#;
+    let json = stored(|| tracing::error!(body, "upstream rejected the body"));
+    let hex: String = b"abc123secret"
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        !json.contains("abc123secret") && !json.contains(&hex),
+        "{json}"
+    );
+    assert!(json.contains("gpt-4o"), "the rest is kept: {json}");
+}
+
+/// A secret's name in one field and its value in the next (`header`, `value`): the value is
+/// redacted whole.
+#[test]
+fn a_secret_named_by_the_field_before_is_redacted() {
+    let json = stored(|| {
+        tracing::warn!(
+            header = "x-api-key",
+            value = "abc123secret",
+            "rejected header"
+        );
+    });
+    assert!(!json.contains("abc123secret"), "{json}");
+    assert!(json.contains("x-api-key"), "the name is kept: {json}");
+    let json = stored(|| tracing::warn!(name = ?"api_key", value = %"abc123secret", "odd"));
+    assert!(!json.contains("abc123secret"), "{json}");
+    // A name that is no secret's leaves the next value alone.
+    let json = stored(|| tracing::warn!(header = "content-type", value = "text/plain", "odd"));
+    assert!(json.contains("text/plain"), "{json}");
+}

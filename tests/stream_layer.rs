@@ -442,7 +442,7 @@ async fn routes_are_patterns_never_raw_paths() {
 }
 
 #[tokio::test]
-async fn labels_come_from_extension_then_header_then_closure() {
+async fn labels_come_from_extension_then_closure_then_header() {
     let (records, _monitor, addr) = monitored(
         Monitor::builder().request_labels(|parts: &http::request::Parts| {
             if parts.uri.path() == "/by-closure" {
@@ -456,7 +456,8 @@ async fn labels_come_from_extension_then_header_then_closure() {
                 "/by-extension",
                 get(|| async { (StreamLabels::new("ext").with_model("ext-model"), "x") }),
             )
-            .route("/by-closure", get(|| async { "x" })),
+            .route("/by-closure", get(|| async { "x" }))
+            .route("/by-header", get(|| async { "x" })),
     )
     .await;
     let c = client();
@@ -476,8 +477,15 @@ async fn labels_come_from_extension_then_header_then_closure() {
         .send()
         .await
         .unwrap();
+    records.wait_for(3).await;
+    c.get(format!("http://{addr}/by-header"))
+        .header("x-llm-provider", "hdr")
+        .header("x-llm-model", "hdr-model")
+        .send()
+        .await
+        .unwrap();
     let got: Vec<(String, String)> = records
-        .wait_for(3)
+        .wait_for(4)
         .await
         .iter()
         .map(|r| (r.provider.to_string(), r.model.to_string()))
@@ -486,8 +494,11 @@ async fn labels_come_from_extension_then_header_then_closure() {
         got,
         [
             ("ext".into(), "ext-model".into()),
-            ("hdr".into(), "closure-model".into()),
+            // The closure names the provider: the client's header is not read.
             ("closure-provider".into(), "closure-model".into()),
+            ("closure-provider".into(), "closure-model".into()),
+            // Nothing the app names: the headers are read.
+            ("hdr".into(), "hdr-model".into()),
         ]
     );
 }
@@ -844,4 +855,66 @@ async fn a_stream_ended_before_its_finish_reason_is_unfinished() {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum();
     assert_eq!(unfinished, cases.len() as u64, "{scrape}");
+}
+
+/// A body that ended takes its stream deadline's sleep out of the timer wheel: a consumer
+/// that keeps the ended body is not woken at the deadline.
+#[tokio::test(start_paused = true)]
+async fn an_ended_body_is_not_woken_at_its_deadline() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll, Wake, Waker};
+
+    use http_body::Body as _;
+    use tower::{Layer, ServiceExt};
+
+    struct Wakes(AtomicUsize);
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let records = Records::default();
+    let monitor = records
+        .attach(Monitor::builder().stream_timeout(Duration::from_secs(2)))
+        .build()
+        .unwrap();
+    let inner = tower::service_fn(|_: http::Request<()>| async {
+        let frames = futures_util::stream::once(async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from_static(b"hello")))
+        });
+        Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::StreamBody::new(
+            frames,
+        )))
+    });
+    let response = monitor
+        .layer()
+        .layer(inner)
+        .oneshot(http::Request::new(()))
+        .await
+        .unwrap();
+    let mut body = std::pin::pin!(response.into_body());
+    let wakes = Arc::new(Wakes(AtomicUsize::new(0)));
+    let waker = Waker::from(wakes.clone());
+    let mut cx = Context::from_waker(&waker);
+    // The body waits (its deadline's sleep armed), then gives its frame, then ends.
+    assert!(body.as_mut().poll_frame(&mut cx).is_pending());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(matches!(
+        body.as_mut().poll_frame(&mut cx),
+        Poll::Ready(Some(Ok(_)))
+    ));
+    assert!(matches!(
+        body.as_mut().poll_frame(&mut cx),
+        Poll::Ready(None)
+    ));
+    assert_eq!(records.wait_for(1).await[0].outcome, Outcome::Ok);
+    let before = wakes.0.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        wakes.0.load(Ordering::SeqCst),
+        before,
+        "woken after its end"
+    );
 }

@@ -269,7 +269,9 @@ async fn junk_headers_neither_explode_nor_poison_labels() {
             .iter()
             .all(|r| &*r.provider == "openai" && &*r.model == "gpt-4o-mini")
     );
-    // A header naming the real provider gets it, however many junk values came before.
+    // A header naming the real provider makes a label set of the client's choosing: the junk
+    // spent the headers' quarter of the label sets, so it folds into `other` too, and the
+    // app's own sets keep their room.
     drain(
         client()
             .post(format!("http://{addr}/echo"))
@@ -277,7 +279,7 @@ async fn junk_headers_neither_explode_nor_poison_labels() {
     )
     .await;
     let got = records.wait_for(271).await;
-    assert_eq!(&*got[270].provider, "openai");
+    assert_eq!(&*got[270].provider, "other");
 
     let scrape = monitor.render_prometheus();
     let label_sets: std::collections::HashSet<&str> = scrape
@@ -954,4 +956,394 @@ async fn a_model_header_names_nothing_once_the_handler_names_the_provider() {
     .await;
     let r = records.one().await;
     assert_eq!((&*r.provider, &*r.model), ("openai", "gpt-4o-mini"));
+}
+
+/// Upstream failures on a route whose provider the app names in its `request_labels` closure,
+/// 30 without a header and 30 with a client's `x-llm-provider: openai`.
+async fn closure_named_failures(header: Option<&'static str>) -> (StreamRecord, bool) {
+    use tower_stream_monitor::health::RollbackTrigger;
+    let (records, monitor, addr) = monitored(
+        Monitor::builder()
+            .request_labels(|parts: &http::request::Parts| {
+                if parts.uri.path().starts_with("/v1/messages") {
+                    StreamLabels::new("anthropic")
+                } else {
+                    StreamLabels::default()
+                }
+            })
+            .rollback_trigger(
+                RollbackTrigger::new("anthropic_down", [Outcome::ServerError], 30.0)
+                    .provider("anthropic"),
+            ),
+        Router::new().route(
+            "/v1/messages",
+            post(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "upstream down") }),
+        ),
+    )
+    .await;
+    for _ in 0..30 {
+        let mut request = client().post(format!("http://{addr}/v1/messages"));
+        if let Some(h) = header {
+            request = request.header("x-llm-provider", h);
+        }
+        drain(request).await;
+    }
+    let got = records.wait_for(30).await;
+    let fired = monitor
+        .health()
+        .triggers
+        .iter()
+        .any(|t| t.name == "anthropic_down" && t.fired);
+    (got[29].clone(), fired)
+}
+
+/// A provider the app names in its `request_labels` closure is the app's: a client's provider
+/// header cannot move that upstream's failures to another provider, and so blind its trigger.
+#[tokio::test]
+async fn a_provider_header_cannot_move_a_provider_the_closure_names() {
+    for header in [None, Some("openai")] {
+        let (last, fired) = closure_named_failures(header).await;
+        assert_eq!(&*last.provider, "anthropic", "header {header:?}");
+        assert!(
+            fired,
+            "the upstream's failures fire its trigger, header {header:?}"
+        );
+    }
+}
+
+/// Label sets a client makes with header values the app names too (known providers x known
+/// models) spend the headers' quarter of `max_label_sets`, never the app's own share: the
+/// app's next combination keeps its labels.
+#[tokio::test]
+async fn known_header_values_cannot_crowd_out_the_apps_label_sets() {
+    const PROVIDERS: [&str; 2] = ["openai", "anthropic"];
+    const MODELS: [&str; 3] = ["m0", "m1", "m2"];
+    async fn named(
+        axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, usize>>,
+    ) -> axum::response::Response {
+        let i = q.get("i").copied().unwrap_or(0);
+        (
+            StreamLabels::new(PROVIDERS[i % 2]).with_model(MODELS[i % 3]),
+            [(header::CONTENT_TYPE, "text/event-stream")],
+            chat_sse(1),
+        )
+            .into_response()
+    }
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder().max_label_sets(8),
+        Router::new().route("/v1/chat", post(named)).route(
+            "/v1/gateway",
+            post(|| async { ([(header::CONTENT_TYPE, "text/event-stream")], chat_sse(1)) }),
+        ),
+    )
+    .await;
+    for i in 0..3 {
+        drain(client().post(format!("http://{addr}/v1/chat?i={i}"))).await;
+    }
+    for (p, m) in [
+        ("openai", "m1"),
+        ("anthropic", "m0"),
+        ("anthropic", "m2"),
+        ("openai", "m0"),
+    ] {
+        drain(
+            client()
+                .post(format!("http://{addr}/v1/gateway"))
+                .header("x-llm-provider", p)
+                .header("x-llm-model", m),
+        )
+        .await;
+    }
+    drain(client().post(format!("http://{addr}/v1/chat?i=3"))).await;
+    let got = records.wait_for(8).await;
+    let labels = |r: &StreamRecord| (r.provider.to_string(), r.model.to_string());
+    // Two of the header sets fill the headers' quarter (8 / 4); the other two fold.
+    let gateway: Vec<_> = got[3..7].iter().map(labels).collect();
+    assert_eq!(
+        gateway.iter().filter(|(p, _)| p == "other").count(),
+        2,
+        "{gateway:?}"
+    );
+    let last = &got[7];
+    assert_eq!(
+        (&*last.provider, &*last.model, &*last.route),
+        ("anthropic", "m0", "/v1/chat"),
+        "the app's own combination keeps its labels"
+    );
+}
+
+/// A route longer than a header's 64 bytes (Vertex AI's) is its own `route` label, and its
+/// upstream's failures fire a trigger on it.
+#[tokio::test]
+async fn a_long_route_is_its_own_label() {
+    use tower_stream_monitor::health::RollbackTrigger;
+    const ROUTE: &str =
+        "/v1/projects/{project}/locations/{location}/publishers/{publisher}/models/{model}";
+    assert!(ROUTE.len() > 64);
+    let (records, monitor, addr) = monitored(
+        Monitor::builder().rollback_trigger(
+            RollbackTrigger::new("vertex_down", [Outcome::ServerError], 30.0).route(ROUTE),
+        ),
+        Router::new().route(
+            ROUTE,
+            post(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "upstream down") }),
+        ),
+    )
+    .await;
+    for _ in 0..30 {
+        drain(client().post(format!(
+            "http://{addr}/v1/projects/p/locations/us-central1/publishers/google/models/gemini-2.5-flash"
+        )))
+        .await;
+    }
+    let got = records.wait_for(30).await;
+    assert_eq!(&*got[0].route, ROUTE);
+    assert_eq!(monitor.label_overflows(), 0);
+    let health = monitor.health();
+    assert!(
+        health
+            .triggers
+            .iter()
+            .any(|t| t.name == "vertex_down" && t.fired),
+        "{health:#?}"
+    );
+    // A route pattern past 256 bytes is a configuration error, named.
+    let long = format!("/{}", "x".repeat(256));
+    let error = Monitor::builder()
+        .route_patterns([long])
+        .build()
+        .expect_err("a route pattern past 256 bytes");
+    assert!(error.to_string().contains("route_patterns"), "{error}");
+}
+
+/// An OpenAI chat event carrying `text`.
+fn chat_event(text: &str) -> bytes::Bytes {
+    bytes::Bytes::from(format!(
+        "data: {{\"choices\":[{{\"delta\":{{\"content\":\"{text}\"}}}}]}}\n\n"
+    ))
+}
+
+/// A reader that comes back after the deadline to a body fed from another task (a channel, as
+/// an upstream connection feeds a proxied body) finds the channel empty for a moment after each
+/// drain: the source is handing on what it holds, not late. The stream is `ok`, whole.
+#[tokio::test(start_paused = true)]
+async fn a_slow_reader_of_a_channel_fed_body_is_not_an_upstream_timeout() {
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    const EVENTS: usize = 50;
+    let records = Records::default();
+    let monitor = records
+        .attach(Monitor::builder().stream_timeout(Duration::from_secs(2)))
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/v1/chat/completions",
+            post(|| async {
+                let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
+                tokio::spawn(async move {
+                    for i in 0..EVENTS {
+                        if tx.send(chat_event(&format!("t{i}"))).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                let frames = futures_util::stream::poll_fn(move |cx| {
+                    rx.poll_recv(cx)
+                        .map(|b| b.map(Ok::<_, std::convert::Infallible>))
+                });
+                (
+                    [(header::CONTENT_TYPE, "text/event-stream")],
+                    axum::body::Body::from_stream(frames),
+                )
+            }),
+        )
+        .layer(monitor.layer());
+    let request = http::Request::post("/v1/chat/completions")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let mut body = app.oneshot(request).await.unwrap().into_body();
+    assert!(body.frame().await.unwrap().unwrap().is_data());
+    // The reader looks away past the deadline; the producer fills the channel meanwhile.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rest = body.collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&rest);
+    assert!(!text.contains("Streaming timeout"), "cut: {text}");
+    let r = records.one().await;
+    assert_eq!((r.outcome, r.output_tokens), (Outcome::Ok, EVENTS as u64));
+}
+
+/// The same over the network: an upstream's stream relayed by a monitored proxy to a client
+/// that reads nothing until past the deadline, its receive buffer small, so the relay is held
+/// back by the client and then waits on the upstream connection (which reads only when asked)
+/// at each of its chunks. The relay's own waits, about a thousand, stay far under the
+/// deadline; the client's pause is over it.
+#[tokio::test]
+async fn a_slow_reader_of_a_proxied_stream_is_not_an_upstream_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const EVENTS: usize = 100_000;
+    const EVENTS_A_CHUNK: usize = 100;
+    let upstream = serve(Router::new().route(
+        "/v1/chat/completions",
+        post(|| async {
+            let chunks = (0..EVENTS / EVENTS_A_CHUNK).map(|c| {
+                let events: Vec<u8> = (c * EVENTS_A_CHUNK..(c + 1) * EVENTS_A_CHUNK)
+                    .flat_map(|i| chat_event(&format!("token {i:06}")))
+                    .collect();
+                Ok::<_, std::convert::Infallible>(bytes::Bytes::from(events))
+            });
+            (
+                [(header::CONTENT_TYPE, "text/event-stream")],
+                axum::body::Body::from_stream(futures_util::stream::iter(chunks)),
+            )
+        }),
+    ))
+    .await;
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder().stream_timeout(Duration::from_secs(1)),
+        Router::new().route(
+            "/v1/chat/completions",
+            post(move || async move {
+                let answer = client()
+                    .post(format!("http://{upstream}/v1/chat/completions"))
+                    .send()
+                    .await
+                    .unwrap();
+                (
+                    [(header::CONTENT_TYPE, "text/event-stream")],
+                    axum::body::Body::from_stream(answer.bytes_stream()),
+                )
+            }),
+        ),
+    )
+    .await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(!text.contains("Streaming timeout"), "cut");
+    let r = records.one().await;
+    assert_eq!((r.outcome, r.output_tokens), (Outcome::Ok, EVENTS as u64));
+}
+
+/// A JSON request whose client sends the rest of its body after `upload`, to a handler that
+/// reads it, then answers 11 tokens 100 ms apart after 200 ms.
+async fn after_a_slow_upload(upload: Duration, timeout: Duration) -> StreamRecord {
+    use futures_util::StreamExt as _;
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    let records = Records::default();
+    let monitor = records
+        .attach(Monitor::builder().stream_timeout(timeout))
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/v1/chat/completions",
+            post(|axum::Json(_): axum::Json<Value>| async {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let frames = futures_util::stream::unfold(0u32, |i| async move {
+                    if i == 11 {
+                        return None;
+                    }
+                    if i > 0 {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    let event = chat_event(&format!("t{i}"));
+                    Some((Ok::<_, std::convert::Infallible>(event), i + 1))
+                });
+                (
+                    [(header::CONTENT_TYPE, "text/event-stream")],
+                    axum::body::Body::from_stream(frames),
+                )
+            }),
+        )
+        .layer(monitor.layer());
+    let json = br#"{"model":"gpt-4o-mini","stream":true,"messages":[]}"#;
+    let (head, tail) = json.split_at(10);
+    let pieces = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
+        bytes::Bytes::from_static(head),
+    )])
+    .chain(futures_util::stream::once(async move {
+        tokio::time::sleep(upload).await;
+        Ok(bytes::Bytes::from_static(tail))
+    }));
+    let request = http::Request::post("/v1/chat/completions")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from_stream(pieces))
+        .unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    let _ = response.into_body().collect().await;
+    records.one().await
+}
+
+/// A client that takes 9.5 s of a 10 s deadline to send its body leaves the upstream its whole
+/// deadline from then: a healthy upstream is `ok`, not `timeout`. Its tokens per second are
+/// the upstream's, as for a fast upload.
+#[tokio::test(start_paused = true)]
+async fn a_slow_upload_neither_times_the_upstream_out_nor_slows_its_tokens() {
+    let timeout = Duration::from_secs(10);
+    let fast = after_a_slow_upload(Duration::ZERO, timeout).await;
+    let slow = after_a_slow_upload(Duration::from_millis(9_500), timeout).await;
+    assert_eq!((fast.outcome, slow.outcome), (Outcome::Ok, Outcome::Ok));
+    assert_eq!((fast.output_tokens, slow.output_tokens), (11, 11));
+    assert_eq!(fast.time_to_first_token, slow.time_to_first_token);
+    assert_eq!(fast.tokens_per_second, slow.tokens_per_second);
+    assert_eq!(fast.time_per_output_token, slow.time_per_output_token);
+    assert!(slow.duration > fast.duration + Duration::from_secs(9));
+}
+
+/// An upload the client gives up halfway, streamed back by the handler: the body's error is
+/// the client's doing (`client_error`), never a `stream_error` that moves `/health`.
+#[tokio::test]
+async fn an_upload_cut_short_by_its_client_is_not_a_stream_error() {
+    use futures_util::TryStreamExt as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder().min_samples(5),
+        Router::new().route(
+            "/v1/transcribe",
+            post(|body: axum::body::Body| async move {
+                let events = body.into_data_stream().map_ok(|piece| {
+                    bytes::Bytes::from(format!("data: {{\"bytes\":{}}}\n\n", piece.len()))
+                });
+                (
+                    [(header::CONTENT_TYPE, "text/event-stream")],
+                    axum::body::Body::from_stream(events),
+                )
+            }),
+        ),
+    )
+    .await;
+    for _ in 0..5 {
+        let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        socket
+            .write_all(
+                b"POST /v1/transcribe HTTP/1.1\r\nhost: x\r\ncontent-type: application/octet-stream\r\ncontent-length: 100\r\n\r\nfirst part",
+            )
+            .await
+            .unwrap();
+        // The client gives its upload up: 10 of the 100 bytes it announced.
+        socket.shutdown().await.unwrap();
+        let mut answer = Vec::new();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer)).await;
+    }
+    let got = records.wait_for(5).await;
+    let outcomes: Vec<_> = got.iter().map(|r| r.outcome).collect();
+    assert!(
+        outcomes.iter().all(|o| *o == Outcome::ClientError),
+        "{outcomes:?}"
+    );
+    let (_, health) = health(addr).await;
+    assert_ne!(health["status"], "critical", "{health:#}");
 }

@@ -33,6 +33,8 @@ const MAX_FIELDS: usize = 32;
 const MAX_SPANS: usize = 16;
 /// Bytes kept of each context field.
 const MAX_CONTEXT_BYTES: usize = 256;
+/// Longest field value taken for the name of a secret held by the next field.
+const MAX_SECRET_NAME: usize = 64;
 
 /// Which callsites the error layer sees: events at or above its level, and the spans at INFO and
 /// above that can give them context, except the stream layer's own request span (its context
@@ -109,6 +111,20 @@ fn prefix(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
+/// Whether a field's value is the name of a secret (`x-api-key`, `password`, also quoted as
+/// Debug writes it): a name's characters only, and a name [`is_secret_field`] knows.
+fn is_secret_name(value: &str) -> bool {
+    let value = value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(value);
+    value.len() <= MAX_SECRET_NAME
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && is_secret_field(value)
+}
+
 /// Collects an event's message and fields (names too) as redacted, capped strings: each text
 /// is redacted before it is cut.
 struct EventVisitor {
@@ -116,6 +132,9 @@ struct EventVisitor {
     fields: Vec<(String, String)>,
     dropped: usize,
     max_bytes: usize,
+    /// The last field's value names a secret (`header = "x-api-key"`): the next field's value
+    /// is taken for that secret's (`value = "…"`) and redacted whole.
+    names_secret: bool,
 }
 
 impl EventVisitor {
@@ -128,7 +147,8 @@ impl EventVisitor {
             self.dropped += 1;
             return;
         }
-        let value = if is_secret_field(field.name()) {
+        let named_by_previous = std::mem::replace(&mut self.names_secret, is_secret_name(&value));
+        let value = if named_by_previous || is_secret_field(field.name()) {
             REDACTED.to_owned()
         } else {
             cut(redact(&value).into_owned(), self.max_bytes)
@@ -152,6 +172,12 @@ impl Visit for EventVisitor {
         let mut text = String::new();
         let _ = write!(text, "{value:?}");
         self.push(field, text);
+    }
+
+    /// Bytes are kept as text (invalid UTF-8 replaced), so that redaction reads them: as hex,
+    /// tracing's default, a body's `"api_key":"…"` would pass unseen.
+    fn record_bytes(&mut self, field: &Field, value: &[u8]) {
+        self.push(field, String::from_utf8_lossy(value).into_owned());
     }
 }
 
@@ -220,7 +246,9 @@ where
         let mut context = SpanContext::default();
         attrs.record(&mut context);
         if let Some(span) = ctx.span(id) {
-            span.extensions_mut().insert(context);
+            // Replaced, not inserted: the error layers of several monitors on one subscriber
+            // each keep this context, alike (inserting twice panics).
+            span.extensions_mut().replace(context);
         }
     }
 
@@ -246,6 +274,7 @@ where
             fields: Vec::new(),
             dropped: 0,
             max_bytes: self.max_field_bytes,
+            names_secret: false,
         };
         event.record(&mut visitor);
         if visitor.dropped > 0 {

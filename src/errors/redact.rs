@@ -12,7 +12,7 @@ use regex::{Captures, Regex, RegexSet};
 pub const REDACTED: &str = "[REDACTED]";
 
 /// Name parts (see [`is_secret_field`]) that make a field secret wherever they appear.
-const SECRET_PARTS: [&str; 17] = [
+const SECRET_PARTS: [&str; 18] = [
     "authorization",
     "secret",
     "secrets",
@@ -25,6 +25,7 @@ const SECRET_PARTS: [&str; 17] = [
     "passphrase",
     "bearer",
     "apikey",
+    "apikeys",
     "sessionid",
     "privatekey",
     "signature",
@@ -39,8 +40,16 @@ const TRAILING_PARTS: [&str; 4] = ["token", "auth", "session", "pass"];
 /// Parts that may follow a [`TRAILING_PARTS`] one and keep the name secret.
 const HOLDER_PARTS: [&str; 4] = ["id", "header", "value", "string"];
 
-/// Parts that make a following `key` part secret anywhere in the name (`api_key`,
-/// `api_key_id`, `private_key_pem`).
+/// Parts that make a following `tokens` part secret, as a last part or before a
+/// [`HOLDER_PARTS`] one (`auth_tokens`, `access_tokens`); after any other part `tokens` counts
+/// (`max_tokens`, `output_tokens`, `prompt_tokens`).
+const TOKEN_KINDS: [&str; 16] = [
+    "auth", "access", "refresh", "id", "api", "bearer", "session", "oauth", "csrf", "xsrf",
+    "client", "secret", "app", "bot", "service", "personal",
+];
+
+/// Parts that make a following `key` or `keys` part secret anywhere in the name (`api_key`,
+/// `api_keys`, `api_key_id`, `private_key_pem`).
 const KEY_KINDS: [&str; 12] = [
     "api",
     "private",
@@ -93,14 +102,24 @@ const NON_SECRET_KEY_KINDS: [&str; 31] = [
     "locale",
 ];
 
+/// Ordinary words ending in `key`, which a last part ending in `key` (`groqkey`, `openaikey`)
+/// is not.
+const KEY_WORDS: [&str; 16] = [
+    "monkey", "donkey", "turkey", "hockey", "jockey", "whiskey", "lackey", "flunkey", "malarkey",
+    "hotkey", "turnkey", "latchkey", "pokey", "hokey", "jokey", "smokey",
+];
+
 /// Endings of a one-part name that make it secret (`accesstoken`, `clientsecret`, `xapikey`).
 const SECRET_ENDINGS: [&str; 5] = ["token", "secret", "apikey", "sessionid", "privatekey"];
 
 /// Whether a field of this name holds a secret.
 ///
 /// The name is split into lowercase parts at every character other than an ASCII letter or
-/// digit (`_`, `-`, `.`, ...) and where a lowercase letter or digit is followed by an uppercase
-/// one (`apiKey` is `api`, `key`). It is secret when:
+/// digit (`_`, `-`, `.`, ...), where a lowercase letter or digit is followed by an uppercase
+/// one (`apiKey` is `api`, `key`), and before the last letter of a run of two or more
+/// uppercase ones followed by a lowercase one (`openAIKey` is `open`, `ai`, `key`). Digits
+/// ending a part are dropped, and a part of digits alone is skipped (`token2`, `apiKey2`,
+/// `ACCESS_TOKEN_2` read as `token`, `api_key`, `access_token`). It is secret when:
 ///
 /// - a part is `authorization`, `secret(s)`, `cookie(s)`, `credential(s)`, `jwt`, `pwd`,
 ///   `passphrase`, `bearer`, `apikey`, `sessionid`, `privatekey`, `signature`, `sig` or
@@ -109,22 +128,28 @@ const SECRET_ENDINGS: [&str; 5] = ["token", "secret", "apikey", "sessionid", "pr
 ///   `Proxy-Authorization`, `X-Amz-Signature`, `sig`, `Ocp-Apim-Subscription-Key`);
 /// - `token`, `auth`, `session` or `pass` is the last part or is followed only by `id`,
 ///   `header`, `value` or `string` (`token`, `access_token`, `id_token`, `x_token`, `x_auth`,
-///   `auth_header`, `session`, `session_id`, `sessionId`, `db_pass`);
-/// - `key` follows `api`, `private`, `secret`, `access`, `signing`, `encryption`, `master`,
-///   `client`, `ssh`, `auth`, `session` or `license` (`api_key`, `x-api-key`, `Api-Key`,
-///   `apiKey`, `private_key`, `api_key_id`);
+///   `auth_header`, `session`, `session_id`, `sessionId`, `db_pass`), and so is `tokens` after
+///   `auth`, `access`, `refresh`, `id`, `api`, `bearer`, `session`, `oauth`, `csrf`, `xsrf`,
+///   `client`, `secret`, `app`, `bot`, `service` or `personal` (`auth_tokens`; not
+///   `max_tokens`);
+/// - `key` or `keys` follows `api`, `private`, `secret`, `access`, `signing`, `encryption`,
+///   `master`, `client`, `ssh`, `auth`, `session` or `license` (`api_key`, `x-api-key`,
+///   `Api-Key`, `apiKey`, `api_keys`, `private_key`, `api_key_id`);
 /// - `key` is the last part (or the whole name) and the part before it is not one of `cache`,
 ///   `public`, `primary`, `foreign`, `sort`, `partition`, `range`, `idempotency`, `dedup(e)`,
 ///   `routing`, `object`, `map`, `dict`, `hash`, `lookup`, `row`, `group`, `shard`, `bucket`,
 ///   `composite`, `compound`, `unique`, `index`, `surrogate`, `natural`, `candidate`, `i18n`,
 ///   `translation`, `message` or `locale` (`key`, `groq_key`, `azure_openai_key`);
+/// - the last part ends with `key` after one of those kinds or other letters, unless it is an
+///   ordinary word (`monkey`, `turkey`, `hockey`, `hotkey`, ...): `GROQKEY`, `openaikey`
+///   are secret, `cachekey` and `publickey` are not;
 /// - a one-part name ends with `token`, `secret`, `apikey`, `sessionid` or `privatekey`
 ///   (`accesstoken`, `clientsecret`, `xapikey`).
 ///
 /// Parts are compared whole, so counts and ordinary words stay visible: `output_tokens`,
 /// `input_tokens`, `max_tokens`, `tokens_per_second`, `token_count`, `auth_error`, `author`,
 /// `authority`, `oauth_provider`, `cache_key`, `public_key`, `idempotency_key`, `key_id`,
-/// `secretary`, `user_id` and `request_id` are not secret.
+/// `keyboard`, `tokenizer`, `secretary`, `user_id` and `request_id` are not secret.
 ///
 /// ```
 /// use tower_stream_monitor::errors::is_secret_field;
@@ -146,15 +171,21 @@ pub fn is_secret_field(name: &str) -> bool {
     // A `TRAILING_PARTS` word followed by `HOLDER_PARTS` only, so far.
     let mut trailing = false;
     let mut count = 0;
-    for part in normal.split('_').filter(|p| !p.is_empty()) {
+    for part in normal.split('_') {
+        // A number is no word, nor are the digits ending one (`token_2`, `secret2`).
+        let part = part.trim_end_matches(|c: char| c.is_ascii_digit());
+        if part.is_empty() {
+            continue;
+        }
+        let after_kind = |kinds: &[&str]| previous.is_some_and(|p| kinds.contains(&p));
         if SECRET_PARTS.contains(&part)
             || part.contains("password")
             || part.contains("passwd")
-            || (part == "key" && previous.is_some_and(|p| KEY_KINDS.contains(&p)))
+            || (matches!(part, "key" | "keys") && after_kind(&KEY_KINDS))
         {
             return true;
         }
-        if TRAILING_PARTS.contains(&part) {
+        if TRAILING_PARTS.contains(&part) || (part == "tokens" && after_kind(&TOKEN_KINDS)) {
             trailing = true;
         } else if !HOLDER_PARTS.contains(&part) {
             trailing = false;
@@ -163,8 +194,11 @@ pub fn is_secret_field(name: &str) -> bool {
         previous = Some(part);
         count += 1;
     }
-    let last_key = previous == Some("key")
-        && !before_previous.is_some_and(|p| NON_SECRET_KEY_KINDS.contains(&p));
+    let last_key = previous.is_some_and(|last| match last.strip_suffix("key") {
+        Some("") => !before_previous.is_some_and(|p| NON_SECRET_KEY_KINDS.contains(&p)),
+        Some(kind) => !NON_SECRET_KEY_KINDS.contains(&kind) && !KEY_WORDS.contains(&last),
+        None => false,
+    });
     let one_part_secret = |only: &str| SECRET_ENDINGS.iter().any(|ending| only.ends_with(ending));
     trailing || last_key || (count == 1 && previous.is_some_and(one_part_secret))
 }
@@ -173,15 +207,25 @@ pub fn is_secret_field(name: &str) -> bool {
 fn name_parts(name: &str) -> String {
     let mut normal = String::with_capacity(name.len() + 4);
     let mut previous_lower = false;
-    for c in name.chars() {
+    // Uppercase letters right before the current one: an acronym (`AI` in `openAIKey`).
+    let mut upper_run = 0;
+    let mut chars = name.chars().peekable();
+    while let Some(c) = chars.next() {
         if c.is_ascii_alphanumeric() {
-            if c.is_ascii_uppercase() && previous_lower {
-                normal.push('_');
+            if c.is_ascii_uppercase() {
+                let next_lower = chars.peek().is_some_and(char::is_ascii_lowercase);
+                if previous_lower || (upper_run >= 2 && next_lower) {
+                    normal.push('_');
+                }
+                upper_run += 1;
+            } else {
+                upper_run = 0;
             }
             previous_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
             normal.push(c.to_ascii_lowercase());
         } else {
             previous_lower = false;
+            upper_run = 0;
             normal.push('_');
         }
     }
@@ -193,35 +237,41 @@ fn name_parts(name: &str) -> String {
 /// is not part of it. Separators: `=`, `:`, `=>`, `:=`, with spaces or tabs around them, then
 /// optionally a line break and indentation (YAML); the name may be quoted, behind any number
 /// of backslashes (`"api_key":`, `\"api_key\":`, `\\\"api_key\\\":`). A quoted name followed
-/// by `,` is a pair too (`comma`), when it opens a tuple (`("x-api-key", "v")`; checked by
-/// [`opens_tuple`]).
+/// by `,` is a pair too (`comma`), when it opens a tuple (`("x-api-key", "v")`, also over lines
+/// as pretty Debug writes it; checked by [`opens_tuple`]).
 ///
 /// [`VALUE_START`], after it, finds where a value starts; [`value_span`] finds where it ends:
 /// - `done`: already redacted (kept, so redaction is idempotent), maybe after an auth scheme;
-/// - `quote`: `"`, `\"`, `\\\"`, ... opening a quoted value (ends at its closing quote);
-/// - `sq`: `'` opening a single-quoted value;
+/// - `quote`: `"`, `\"`, `\\\"`, ... opening a quoted value (ends at its closing quote), maybe
+///   after a `b` (a byte string's Debug: `b"…"`);
+/// - `sq`: `'` opening a single-quoted value, maybe after a `b` (Python's `b'…'`);
 /// - `open`: a bracket, or a Rust name or path right before `(` or ` {` (`Some(`,
 ///   `Token(`, `a::B {`), opening a value that ends at its balanced closing bracket (and the
 ///   rest of a word glued to it: `ab(c)d`);
 /// - `bare`: after an optional auth scheme (`Bearer`, `Basic`, `Token`, `Digest`), a word up to
 ///   whitespace, `&`, a quote, `<`, `>`, `\`, a closing bracket, or a `,`/`;` followed by one of
-///   those or the end (`password=a;b` is one value, `x=a, y=b` two).
+///   those or the end (`password=a;b` is one value, `x=a, y=b` two); after a scheme, its
+///   auth-params too (`Digest username="u", response="…"`, see [`auth_params_end`]); a YAML
+///   block scalar's `|` (and `|-`, ...) and the indented block after it, as for `block`;
+/// - `block`: a YAML folded block scalar's `>` (`>-`, ...): the indented block after it (see
+///   [`yaml_block_end`]).
 const KEY_SEPARATOR: &str = r#"(?x)
     (?:\\[nrt])? (?P<name>[A-Za-z_][A-Za-z0-9_.\-]*)
     (?:
         (?:\\*["'])? [\t\ ]* (?:=>|:=|[:=]) [\t\ ]* (?:(?:\r?\n|(?:\\r)?\\n)[\t\ ]+)?
-      | (?P<comma>\\*["'][\t\ ]*,[\t\ ]*)
+      | (?P<comma>\\*["'][\t\ ]*,(?:[\t\ \r\n]|\\[rnt])*)
     )"#;
 
 /// Where a value starts, after [`KEY_SEPARATOR`] (see it).
 const VALUE_START: &str = r#"(?x)
     (?:
         (?P<done>(?:(?i:bearer|basic|token|digest)[\t\ ]+)?\[REDACTED\])
-      | (?P<quote>\\*")
-      | (?P<sq>')
+      | b?(?P<quote>\\*")
+      | b?(?P<sq>')
       | (?P<open>[A-Za-z_][A-Za-z0-9_]*(?:::[A-Za-z_][A-Za-z0-9_]*)*(?:\(|\ \{)|[\[{(])
       | (?:(?P<scheme>(?i:bearer|basic|token|digest))[\t\ ]+)?
         (?P<bare>(?:[^\s&'"<>\\)\]},;]|[,;]+[^\s&'"<>\\)\]},;])+)
+      | (?P<block>>[0-9+\-]{0,2})
     )"#;
 
 /// A name, its separator and the start of its value: [`KEY_SEPARATOR`] then [`VALUE_START`].
@@ -357,17 +407,20 @@ static PATTERNS: LazyLock<Result<Patterns, regex::Error>> = LazyLock::new(compil
 ///   `password:\n  x`); the name bare or quoted, behind any number of backslashes (JSON
 ///   `{"api_key":"x"}`, Debug-escaped `\"api_key\":\"x\"`, JSON inside a Debug string
 ///   `\\\"api_key\\\":\\\"x\\\"`); a quoted name then `,` inside a tuple
-///   (`[("x-api-key", "x")]`). Values:
-///   - `"quoted"` (any escaping level) or `'quoted'`, to the closing quote, or to the end of
-///     the text when there is none;
+///   (`[("x-api-key", "x")]`, also over lines as `{:#?}` writes it). Values:
+///   - `"quoted"` (any escaping level) or `'quoted'`, also as a byte string (`b"x"`,
+///     `b'x'`), to the closing quote, or to the end of the text when there is none;
 ///   - a bracket, or a Rust name or path before `(` or ` {` (`Some("x")`, `Token("x")`,
 ///     `a::B { .. }`, JSON `{"value": "x"}`, `["x"]`): the whole value, to its balanced
 ///     closing bracket (brackets in quoted strings are skipped) and the rest of a word glued
 ///     to it (`ab(c)d`), or to the end of the text when the bracket is not closed;
 ///   - bare: to whitespace, `&`, a quote, `<`, `>`, `\`, a closing bracket, or a `,`/`;`
 ///     followed by one of those or the end (`password=a;b` whole, `x_auth=a, jwt=b` two
-///     values); a scheme before it is kept (`Authorization: Bearer [REDACTED]`); a bare
-///     `Cookie`/`Set-Cookie` value is redacted to the end of its line;
+///     values); a scheme before it is kept (`Authorization: Bearer [REDACTED]`), and auth-params
+///     after it are hidden whole (`Token token="x"`, `Digest username="u", response="x"`); a
+///     bare `Cookie`/`Set-Cookie` value is redacted to the end of its line;
+///   - YAML: a block scalar (`password: |`, `api_key: >-`), or a value on the next lines
+///     (`api_key:\n  - x`), with every following line indented more than the name's;
 /// - `Bearer <token>` and `Basic <base64>` (any case; the scheme is kept);
 /// - JWTs (`eyJ…` followed by `.`-separated segments);
 /// - OpenAI and Anthropic keys `sk-…` in any case (`sk-proj-`, `SK-PROJ-`, `sk-ant-`), Google
@@ -459,7 +512,7 @@ fn redact_key_values<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
             at = name_end;
             continue;
         }
-        let Some((start, end)) = value_span(&text[from..], &caps) else {
+        let Some((start, end)) = value_span(&text[from..], &caps, &text[..from]) else {
             // Empty or already redacted.
             at = caps.get(0).map_or(name_end, |whole| from + whole.end());
             continue;
@@ -480,7 +533,8 @@ fn redact_key_values<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
 
 /// The byte range of `text` to replace for a [`KEY_SEPARATOR`] match: the value inside its quotes,
 /// the bracketed value whole, or the bare word; `None` when it is empty or already redacted.
-fn value_span(text: &str, caps: &Captures<'_>) -> Option<(usize, usize)> {
+/// `before` is the text before `text` (where the line of the name starts: its indentation).
+fn value_span(text: &str, caps: &Captures<'_>, before: &str) -> Option<(usize, usize)> {
     let (start, end) = if let Some(quote) = caps.name("quote") {
         // The backslashes before the opening quote: its escaping level.
         let level = quote.len() - 1;
@@ -498,14 +552,28 @@ fn value_span(text: &str, caps: &Captures<'_>) -> Option<(usize, usize)> {
             .find(|c: char| c.is_whitespace() || "&'\"<>\\)]},;".contains(c))
             .unwrap_or(text.len() - end);
         (open.start(), end + rest)
+    } else if let Some(block) = caps.name("block") {
+        // `>` opening a folded block; not followed by a line break, the word it starts.
+        let end = yaml_block_end(text, caps, before, block.end()).unwrap_or_else(|| {
+            text[block.end()..]
+                .find(char::is_whitespace)
+                .map_or(text.len(), |i| block.end() + i)
+        });
+        (block.start(), end)
     } else {
         let bare = caps.name("bare")?;
         let name = caps.name("name").map_or("", |n| n.as_str());
         let mut end = bare.end();
         let lowered = name.to_ascii_lowercase();
         // After a scheme `VALUE_START` knows (`Bearer <token>`) the token is the value, and
-        // what follows it on the line is the text's own.
+        // what follows it on the line is the text's own; but a credential of auth-params
+        // (`Token token="…"`, `Digest username="u", response="…"`) is the value whole.
         let known_scheme = caps.name("scheme").is_some();
+        if known_scheme {
+            if let Some(params_end) = auth_params_end(text, bare.start()) {
+                end = end.max(params_end);
+            }
+        }
         if lowered.contains("cookie") || lowered.contains("authorization") && !known_scheme {
             // `Cookie: a=1; b=2`, and an `Authorization` value whose scheme is none of those
             // known (`Key …`, `SharedKey acct:…`, `Bot …`), which would keep its credential
@@ -514,6 +582,15 @@ fn value_span(text: &str, caps: &Captures<'_>) -> Option<(usize, usize)> {
                 .find(['\r', '\n'])
                 .map_or(text.len(), |i| end + i);
         }
+        if is_block_indicator(bare.as_str()) {
+            // YAML `password: |` and the indented block after it.
+            if let Some(block_end) = yaml_block_end(text, caps, before, bare.end()) {
+                end = end.max(block_end);
+            }
+        } else if let Some(block_end) = yaml_next_line_end(text, caps, before) {
+            // YAML `api_key:` then, on more indented lines, a value, a sequence or a mapping.
+            end = end.max(block_end);
+        }
         (bare.start(), end)
     };
     let value = &text[start..end];
@@ -521,13 +598,218 @@ fn value_span(text: &str, caps: &Captures<'_>) -> Option<(usize, usize)> {
 }
 
 /// Whether a quoted name (what comes before it is `before`) opens a tuple: `(` then its quote,
-/// maybe escaped (`("name"`, `(\"name\"`).
+/// maybe escaped (`("name"`, `(\"name\"`), maybe on the next line (pretty Debug: `(\n    "name"`,
+/// or with the line break escaped, `(\\n    \"name\"`).
 fn opens_tuple(before: &str) -> bool {
-    before
-        .trim_end_matches(['"', '\''])
-        .trim_end_matches('\\')
-        .trim_end_matches([' ', '\t'])
-        .ends_with('(')
+    let mut rest = before.trim_end_matches(['"', '\'']).trim_end_matches('\\');
+    loop {
+        rest = rest.trim_end_matches([' ', '\t', '\r', '\n']);
+        // An escaped line break or tab, at any escaping level.
+        match rest.strip_suffix(['n', 'r', 't']) {
+            Some(escape) if escape.ends_with('\\') => rest = escape.trim_end_matches('\\'),
+            _ => return rest.ends_with('('),
+        }
+    }
+}
+
+/// Where the auth-params of a credential starting at `start` end (`token="…"` in
+/// `Token token="…"`, `username="u", realm="r", response="…"` in `Digest …`): a list of
+/// `name=value`, the value a token or a quoted string (at any escaping level), separated by
+/// `,`. `None` when `start` does not open one (`Bearer abc.def`).
+fn auth_params_end(text: &str, start: usize) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let blanks = |at: usize| {
+        at + bytes
+            .get(at..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|&&b| b == b' ' || b == b'\t')
+            .count()
+    };
+    let mut end = None;
+    let mut at = start;
+    loop {
+        let name = bytes.get(at..).unwrap_or_default();
+        let name_len = name
+            .iter()
+            .take_while(|&&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+            .count();
+        let equals = blanks(at + name_len);
+        if name_len == 0 || bytes.get(equals) != Some(&b'=') {
+            break;
+        }
+        let value = blanks(equals + 1);
+        let level = bytes[value..].iter().take_while(|&&b| b == b'\\').count();
+        let value_end = if bytes.get(value + level) == Some(&b'"') {
+            quoted_end(text, value + level + 1, level).1
+        } else if value > equals + 1 {
+            // `abc= next`: the `=` ended a token (base64 padding); `next` is not its value.
+            break;
+        } else {
+            value
+                + bytes[value..]
+                    .iter()
+                    .take_while(|&&b| !(b.is_ascii_whitespace() || b",;\"\\".contains(&b)))
+                    .count()
+        };
+        end = Some(value_end);
+        let comma = blanks(value_end);
+        if bytes.get(comma) != Some(&b',') {
+            break;
+        }
+        at = blanks(comma + 1);
+    }
+    end
+}
+
+/// Whether a bare value is a YAML block scalar's indicator: `|` or `>`, then maybe a chomping
+/// indicator and an indentation digit (`|-`, `>+`, `|2-`).
+fn is_block_indicator(value: &str) -> bool {
+    value.strip_prefix(['|', '>']).is_some_and(|rest| {
+        rest.len() <= 2
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b == b'+' || b == b'-')
+    })
+}
+
+/// Where the block of a YAML block scalar ends, its indicator (`|`, `>-`, ...) ending at
+/// `from`: the end of the last line after it indented more than the line of the name. `None`
+/// when the indicator is not followed by the end of its line (maybe after a `# comment`), or
+/// no line is indented more. Line breaks are newlines, or escaped ones (`\n`) as Debug and
+/// JSON write them, whichever follows the indicator.
+fn yaml_block_end(text: &str, caps: &Captures<'_>, before: &str, from: usize) -> Option<usize> {
+    let rest = text[from..].trim_start_matches([' ', '\t']);
+    let at = text.len() - rest.len();
+    let (escaped, next) = if rest.starts_with('\n') || rest.starts_with("\r\n") {
+        (false, at + rest.find('\n')? + 1)
+    } else if rest.starts_with("\\n") {
+        (true, at + 2)
+    } else if rest.starts_with("\\r\\n") {
+        (true, at + 4)
+    } else if rest.starts_with('#') {
+        (false, line_end(text, at, false).1?)
+    } else {
+        return None;
+    };
+    let indent = key_indent(before, &text[..caps.name("name")?.start()], escaped);
+    block_end(text, Some(next), indent, escaped)
+}
+
+/// Where a YAML value on the lines after its name ends (`api_key:\n  - abc`, `password:\n  x`):
+/// the end of its first line and of the lines after it indented more than the line of the
+/// name. `None` when the separator holds no line break, or the value's line is not indented
+/// more than the name's.
+fn yaml_next_line_end(text: &str, caps: &Captures<'_>, before: &str) -> Option<usize> {
+    let name = caps.name("name")?;
+    let value = caps.name("scheme").or_else(|| caps.name("bare"))?;
+    let separator = &text[name.end()..value.start()];
+    let (escaped, after_break) = match separator.rfind('\n') {
+        Some(i) => (false, i + 1),
+        None => (true, separator.rfind("\\n")? + 2),
+    };
+    let value_indent = separator[after_break..]
+        .bytes()
+        .take_while(|&b| b == b' ' || b == b'\t')
+        .count();
+    let indent = key_indent(before, &text[..name.start()], escaped);
+    if value_indent <= indent {
+        return None;
+    }
+    let (first_end, next) = line_end(text, value.start(), escaped);
+    Some(block_end(text, next, indent, escaped).map_or(first_end, |end| end.max(first_end)))
+}
+
+/// How many spaces or tabs start the line of a name: the line going on at the end of `before`
+/// then `start` (the text before the name in its match: an escape, a quote).
+fn key_indent(before: &str, start: &str, escaped: bool) -> usize {
+    // Text is searched back to its line start in `start`, then in `before`.
+    let line_start = |text: &str| {
+        let bytes = text.as_bytes();
+        (1..=bytes.len()).rev().find(|&i| {
+            bytes[i - 1] == b'\n'
+                || escaped && bytes[i - 1] == b'n' && i >= 2 && bytes[i - 2] == b'\\'
+        })
+    };
+    let blanks = |text: &str| {
+        text.bytes()
+            .take_while(|&b| b == b' ' || b == b'\t')
+            .count()
+    };
+    if let Some(i) = line_start(start) {
+        return blanks(&start[i..]);
+    }
+    let line = &before[line_start(before).unwrap_or(0)..];
+    let indent = blanks(line);
+    if indent == line.len() {
+        indent + blanks(start)
+    } else {
+        indent
+    }
+}
+
+/// The end of the last line, from the one starting at `next` on, indented more than `indent`
+/// (blank lines between them are part of the block); `None` when the first one is not.
+fn block_end(text: &str, mut next: Option<usize>, indent: usize, escaped: bool) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut end = None;
+    while let Some(start) = next {
+        let blanks = bytes[start..]
+            .iter()
+            .take_while(|&&b| b == b' ' || b == b'\t')
+            .count();
+        let content = start + blanks;
+        let rest = &text[content..];
+        let blank = rest.is_empty()
+            || rest.starts_with(['\n', '\r'])
+            || escaped
+                && (rest.starts_with("\\n") || rest.starts_with("\\r") || rest.starts_with('"'));
+        if blanks <= indent && !blank {
+            break;
+        }
+        let (content_end, following) = line_end(text, content, escaped);
+        if !blank {
+            end = Some(content_end);
+        }
+        next = following;
+    }
+    end
+}
+
+/// The end of the line going on at `from` (before its line break) and where the next one
+/// starts (`None` at the end of the text). With `escaped`, lines are also broken by `\n` as
+/// Debug and JSON write it, and end with the string at an unescaped `"`.
+fn line_end(text: &str, from: usize, escaped: bool) -> (usize, Option<usize>) {
+    let bytes = text.as_bytes();
+    if !escaped {
+        return match text[from..].find('\n') {
+            Some(i) => {
+                let newline = from + i;
+                let end = if newline > from && bytes[newline - 1] == b'\r' {
+                    newline - 1
+                } else {
+                    newline
+                };
+                (end, Some(newline + 1))
+            }
+            None => (text.len(), None),
+        };
+    }
+    let mut run = 0;
+    for (i, &b) in bytes.iter().enumerate().skip(from) {
+        match b {
+            b'\\' => {
+                run += 1;
+                continue;
+            }
+            b'n' if run % 2 == 1 => return (i - 1, Some(i + 1)),
+            b'"' if run % 2 == 0 => return (i, None),
+            b'\n' => return (i, Some(i + 1)),
+            _ => {}
+        }
+        run = 0;
+    }
+    (text.len(), None)
 }
 
 /// Where a quoted string whose content starts at `from` ends, as (end of its content, just
@@ -1257,6 +1539,211 @@ mod tests {
         ] {
             assert!(!is_secret_field(name), "{name}");
         }
+    }
+
+    /// Acronyms before a capitalised word, numbered names, plurals of credential kinds and
+    /// one-word names ending in `key`; counts and ordinary words stay visible.
+    #[test]
+    fn more_secret_field_names() {
+        for name in [
+            "openAIKey",
+            "azureOpenAIKey",
+            "githubAPIToken",
+            "OpenAIToken",
+            "APIKey",
+            "IDToken",
+            "apiKey2",
+            "token2",
+            "ACCESS_TOKEN_2",
+            "GITHUB_TOKEN_1",
+            "secret2",
+            "api_key_1",
+            "api_keys",
+            "apiKeys",
+            "auth_tokens",
+            "access_tokens",
+            "GROQKEY",
+            "openaikey",
+            "xkey",
+        ] {
+            assert!(is_secret_field(name), "{name}");
+        }
+        for name in [
+            "monkey",
+            "turkey",
+            "hockey",
+            "donkey",
+            "keyboard",
+            "tokenizer",
+            "tokens",
+            "max_tokens",
+            "input_tokens",
+            "output_tokens",
+            "outputTokens",
+            "prompt_tokens",
+            "completion_tokens",
+            "total_tokens",
+            "max_tokens_2",
+            "token_count",
+            "auth_tokens_count",
+            "cache_keys",
+            "cachekey",
+            "publickey",
+            "publicKey2",
+            "i18n_key",
+            "sha256",
+            "OAuth",
+            "OAuthProvider",
+            "XMLHttpRequest",
+        ] {
+            assert!(!is_secret_field(name), "{name}");
+        }
+        check(&[
+            ("openAIKey=abc123secret", "openAIKey=[REDACTED]"),
+            (
+                r#"{"azureOpenAIKey": "abc123secret"}"#,
+                r#"{"azureOpenAIKey": "[REDACTED]"}"#,
+            ),
+            ("ACCESS_TOKEN_2=abc123secret", "ACCESS_TOKEN_2=[REDACTED]"),
+            ("secret2: abc123secret", "secret2: [REDACTED]"),
+            (
+                r#"{"api_keys": ["a1", "a2"]}"#,
+                r#"{"api_keys": [REDACTED]}"#,
+            ),
+            ("GROQKEY=abc123secret", "GROQKEY=[REDACTED]"),
+            (
+                "max_tokens=64 prompt_tokens: 12 completion_tokens=3 monkey=1",
+                "max_tokens=64 prompt_tokens: 12 completion_tokens=3 monkey=1",
+            ),
+        ]);
+    }
+
+    /// A credential of auth-params after a known scheme is hidden whole.
+    #[test]
+    fn auth_params_after_a_scheme() {
+        check(&[
+            (
+                r#"Authorization: Token token="abc123secret""#,
+                "Authorization: Token [REDACTED]",
+            ),
+            (
+                r#"Authorization: Token token="abc123secret", nonce="n1" next"#,
+                "Authorization: Token [REDACTED] next",
+            ),
+            (
+                r#"Authorization: Digest username="bob", realm="api", nonce="n1", uri="/v1", response="6629fae49393a05397450978507c4ef1""#,
+                "Authorization: Digest [REDACTED]",
+            ),
+            (
+                r#"Authorization: Digest username=bob, response=6629fae4, qop=auth
+next"#,
+                "Authorization: Digest [REDACTED]\nnext",
+            ),
+            (
+                r#"msg: "Authorization: Token token=\"abc123secret\", x=1""#,
+                r#"msg: "Authorization: Token [REDACTED]""#,
+            ),
+            (
+                "Authorization: Bearer abc= with text",
+                "Authorization: Bearer [REDACTED] with text",
+            ),
+        ]);
+    }
+
+    /// Header tuples in pretty Debug (`{:#?}`), over lines and with trailing commas.
+    #[test]
+    fn pretty_debug_tuples() {
+        let headers = vec![("x-api-key", "abc123secret"), ("content-type", "json")];
+        let pretty = format!("{headers:#?}");
+        let redacted = redact(&pretty);
+        assert!(!redacted.contains("abc123secret"), "{redacted}");
+        assert!(redacted.contains(r#""json""#), "{redacted}");
+        assert_eq!(
+            redacted,
+            pretty.replace("abc123secret", REDACTED),
+            "{redacted}"
+        );
+        // The same inside a Debug string: the line breaks escaped.
+        let escaped = format!("{pretty:?}");
+        let redacted = redact(&escaped);
+        assert_eq!(redacted, escaped.replace("abc123secret", REDACTED));
+        // A list of names over lines is still no pair.
+        let names = format!("{:#?}", vec!["api_key", "model"]);
+        assert!(matches!(redact(&names), Cow::Borrowed(_)), "{names}");
+        check(&[(
+            "[\n    (\n        \"token\",\n        \"P8d\",\n    ),\n]",
+            "[\n    (\n        \"token\",\n        \"[REDACTED]\",\n    ),\n]",
+        )]);
+    }
+
+    /// Byte strings (`b"…"`, the Debug of `Bytes`) are quoted values.
+    #[test]
+    fn byte_string_values() {
+        check(&[
+            (
+                r#"Creds { api_key: b"abc123secret" }"#,
+                r#"Creds { api_key: b"[REDACTED]" }"#,
+            ),
+            (
+                r#"[("x-api-key", b"def456secret")]"#,
+                r#"[("x-api-key", b"[REDACTED]")]"#,
+            ),
+            (
+                r#"{'password': b'abc123secret'}"#,
+                r#"{'password': b'[REDACTED]'}"#,
+            ),
+            (
+                r#"Creds { token: b"a\"b\x00c", user: "bob" }"#,
+                r#"Creds { token: b"[REDACTED]", user: "bob" }"#,
+            ),
+        ]);
+    }
+
+    /// YAML block scalars and sequences under a secret name: the indented block whole.
+    #[test]
+    fn yaml_blocks() {
+        check(&[
+            (
+                "password: |\n  hunter2secret\nuser: bob",
+                "password: [REDACTED]\nuser: bob",
+            ),
+            (
+                "api_key: >-\n  abc123secret\n  more\n\n  again\nmodel: m",
+                "api_key: [REDACTED]\nmodel: m",
+            ),
+            ("api_key: >-\n  abc123secret", "api_key: [REDACTED]"),
+            (
+                "api_key: |2- # the key\n  abc123secret\nmodel: m",
+                "api_key: [REDACTED]\nmodel: m",
+            ),
+            (
+                "api_key:\n  - abc123secret\n  - def456secret\nmodel: m",
+                "api_key:\n  [REDACTED]\nmodel: m",
+            ),
+            (
+                "creds:\n  token:\n    - abc123secret\n  user: bob\nmodel: m",
+                "creds:\n  token:\n    [REDACTED]\n  user: bob\nmodel: m",
+            ),
+            (
+                "credentials:\n  user: bob\n  pass: abc123secret\nmodel: m",
+                "credentials:\n  [REDACTED]\nmodel: m",
+            ),
+            (
+                r#"body: "password: |\n  hunter2secret\nuser: bob""#,
+                r#"body: "password: [REDACTED]\nuser: bob""#,
+            ),
+            (
+                r#"body: "api_key:\n  - abc123secret\n  - d\\nef\nuser: bob""#,
+                r#"body: "api_key:\n  [REDACTED]\nuser: bob""#,
+            ),
+            ("password: >abc123secret next", "password: [REDACTED] next"),
+            // A block indicator with no block after it, and a value less indented.
+            ("password: |\nuser: bob", "password: [REDACTED]\nuser: bob"),
+            (
+                "  password:\n P17c\nuser: bob",
+                "  password:\n [REDACTED]\nuser: bob",
+            ),
+        ]);
     }
 
     #[test]

@@ -19,6 +19,12 @@ use crate::trace::TraceContext;
 
 scoped_tls::scoped_thread_local!(static CURRENT: RequestTags);
 
+thread_local! {
+    /// Set while the service logs something of its own on a request's path (a health alert):
+    /// the request marked current is not its context.
+    static DETACHED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// The name error records show for the request's scope, as the span is named when it exists.
 pub(crate) const REQUEST_SCOPE_NAME: &str = "stream_request";
 
@@ -71,9 +77,22 @@ impl RequestTags {
     }
 }
 
+/// Runs `f` with no request current on this thread, for what the service logs of its own.
+pub(crate) fn detached<R>(f: impl FnOnce() -> R) -> R {
+    /// Puts the flag back, even if `f` panics.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = DETACHED.try_with(|d| d.set(self.0));
+        }
+    }
+    let _restore = Restore(DETACHED.try_with(|d| d.replace(true)).unwrap_or(false));
+    f()
+}
+
 /// The request current on this thread, if any.
 pub(crate) fn with_current<R>(f: impl FnOnce(Option<&RequestTags>) -> R) -> R {
-    if CURRENT.is_set() {
+    if CURRENT.is_set() && !DETACHED.try_with(|d| d.get()).unwrap_or(false) {
         CURRENT.with(|tags| f(Some(tags)))
     } else {
         f(None)

@@ -591,6 +591,8 @@ impl HealthTracker {
     }
 
     /// Compares `report` with the last state; on a change logs one event and returns the alert.
+    /// Its events have no parent span: they are the service's, not those of the request on
+    /// whose path health was judged.
     pub(crate) fn observe(&self, report: &HealthReport) -> Option<Alert> {
         let fired: Vec<String> = report
             .triggers
@@ -629,6 +631,7 @@ impl HealthTracker {
             if !was_anomalous.contains(&name) {
                 tracing::warn!(
                     target: crate::HEALTH_TARGET,
+                    parent: None,
                     provider = %anomaly.provider,
                     model = %anomaly.model,
                     signal = anomaly.signal,
@@ -643,6 +646,7 @@ impl HealthTracker {
             match (budget.exceeded, was_exceeded.contains(&budget.name)) {
                 (true, false) => tracing::warn!(
                     target: crate::HEALTH_TARGET,
+                    parent: None,
                     budget = %budget.name,
                     spent_usd = budget.spent_usd,
                     usd_per_hour = budget.usd_per_hour,
@@ -650,6 +654,7 @@ impl HealthTracker {
                 ),
                 (false, true) => tracing::info!(
                     target: crate::HEALTH_TARGET,
+                    parent: None,
                     budget = %budget.name,
                     spent_usd = budget.spent_usd,
                     usd_per_hour = budget.usd_per_hour,
@@ -674,6 +679,7 @@ impl HealthTracker {
         match alert.status {
             HealthStatus::Critical => tracing::warn!(
                 target: crate::HEALTH_TARGET,
+                parent: None,
                 previous = %previous,
                 status = %alert.status,
                 rollback = report.rollback,
@@ -682,12 +688,14 @@ impl HealthTracker {
             ),
             HealthStatus::Degraded => tracing::info!(
                 target: crate::HEALTH_TARGET,
+                parent: None,
                 previous = %previous,
                 status = %alert.status,
                 "health degraded"
             ),
             _ => tracing::info!(
                 target: crate::HEALTH_TARGET,
+                parent: None,
                 previous = %previous,
                 status = %alert.status,
                 "health recovered"

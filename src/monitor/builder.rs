@@ -309,8 +309,10 @@ impl MonitorBuilder {
         self
     }
 
-    /// Request header naming the provider when the handler sets no [`StreamLabels`]. Default
-    /// `x-llm-provider`; `None` disables it.
+    /// Request header naming the provider when neither the handler's [`StreamLabels`] nor the
+    /// [`request_labels`](Self::request_labels) closure names one. Default `x-llm-provider`;
+    /// `None` disables it. Its values are 1 to 64 bytes of printable ASCII (others are
+    /// ignored) and have a budget of their own (README, Security).
     pub fn provider_header(mut self, header: Option<HeaderName>) -> Self {
         self.config.stream.provider_header = header;
         self
@@ -335,7 +337,9 @@ impl MonitorBuilder {
         self
     }
 
-    /// Labels from the request, consulted after the response's [`StreamLabels`] and the headers.
+    /// Labels from the request, consulted after the response's [`StreamLabels`] and before the
+    /// provider and model headers. A provider named here is the app's: the headers are then not
+    /// read, so a client cannot move this provider's requests to another (README, Security).
     ///
     /// ```
     /// use tower_stream_monitor::{Monitor, StreamLabels};

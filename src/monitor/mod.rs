@@ -10,7 +10,9 @@ use crate::facade;
 use crate::health::{HealthReport, HealthTracker};
 use crate::in_flight::{InFlight, InFlightBy};
 use crate::label::Label;
-use crate::labels::{LabelInterner, LabelSource, SeriesBudget, is_valid_label};
+use crate::labels::{
+    LabelInterner, LabelSource, SeriesBudget, is_valid_label, is_valid_trusted_label,
+};
 use crate::prometheus::{Format, PrometheusExposition, SeriesShard};
 use crate::record::{Outcome, StreamRecord};
 use crate::snapshot::{MetricsSnapshot, ProviderWindows};
@@ -238,41 +240,57 @@ impl Monitor {
         })
     }
 
-    /// The provider label for `value` and where it counts (see [`LabelInterner`]).
-    fn provider_label(&self, value: &str, source: LabelSource) -> Option<(Label, LabelSource)> {
-        self.intern_label(&self.shared.providers, value, source, "provider")
+    /// The provider label for `value` (see [`LabelInterner`]); `None` when a client's value
+    /// is no valid label. A provider is at most 64 bytes from any source, which bounds the
+    /// answers that list providers (README, Endpoints).
+    fn provider_label(&self, value: &str, source: LabelSource) -> Option<Label> {
+        let valid = is_valid_label(value);
+        self.intern_label(&self.shared.providers, value, valid, source, "provider")
     }
 
-    /// The model label for `value` and where it counts.
-    fn model_label(&self, value: &str, source: LabelSource) -> Option<(Label, LabelSource)> {
-        self.intern_label(&self.shared.models, value, source, "model")
+    /// The model label for `value`.
+    fn model_label(&self, value: &str, source: LabelSource) -> Option<Label> {
+        let valid = match source {
+            LabelSource::Trusted => is_valid_trusted_label(value),
+            LabelSource::Header => is_valid_label(value),
+        };
+        self.intern_label(&self.shared.models, value, valid, source, "model")
     }
 
     fn route_label(&self, value: &str) -> Label {
-        self.intern_label(&self.shared.routes, value, LabelSource::Trusted, "route")
-            .map_or_else(|| self.shared.unmatched, |(v, _)| v)
+        let valid = is_valid_trusted_label(value);
+        self.intern_label(
+            &self.shared.routes,
+            value,
+            valid,
+            LabelSource::Trusted,
+            "route",
+        )
+        .unwrap_or(self.shared.unmatched)
     }
 
-    /// Validates and interns a label value; `None` when the value is not a valid label.
+    /// Interns a label value, `valid` as a label. A client's value that is not valid is
+    /// `None` (the next source is asked); the app's or upstream's is folded into `other`,
+    /// counted, as one past its budget is, so that it shows (README, Labels).
     fn intern_label(
         &self,
         interner: &LabelInterner,
         value: &str,
+        valid: bool,
         source: LabelSource,
         label: &'static str,
-    ) -> Option<(Label, LabelSource)> {
-        if !is_valid_label(value) {
+    ) -> Option<Label> {
+        if let Some(shared) = valid.then(|| interner.intern(value, source)).flatten() {
+            return Some(shared);
+        }
+        if !valid && source == LabelSource::Header {
             return None;
         }
-        let before = interner.overflowed();
-        let shared = interner.intern_sourced(value, source);
-        if interner.overflowed() != before {
-            if self.facade_active() {
-                facade::label_overflow(label);
-            }
-            self.shared.prometheus.label_overflow(label);
+        if self.facade_active() {
+            facade::label_overflow(label);
         }
-        Some(shared)
+        self.shared.prometheus.label_overflow(label);
+        Some(interner.fold())
     }
 
     /// Counts a request in flight. Returns whether the facade's gauge was raised, so that only
@@ -546,11 +564,15 @@ impl Monitor {
                 .unwrap_or_else(|p| p.into_inner());
             facade::health(report, &mut anomalies);
         }
-        if let Some(alert) = self.shared.health.observe(report) {
-            if let Some(cb) = &self.shared.config.on_alert {
-                cb.on_alert(&alert);
+        // The service's alerts, judged on whichever request's path came first: logged with no
+        // request's context (an error record of the health target names no request).
+        crate::errors::scope::detached(|| {
+            if let Some(alert) = self.shared.health.observe(report) {
+                if let Some(cb) = &self.shared.config.on_alert {
+                    cb.on_alert(&alert);
+                }
             }
-        }
+        });
     }
 
     /// The figures of `GET {prefix}/metrics`.

@@ -106,22 +106,14 @@ impl Recorder {
         self.monitor.shared.unmatched
     }
 
-    /// The provider label for `value` and where it counts (see `LabelInterner`); `None` when
-    /// `value` is no valid label.
-    pub(crate) fn provider_label(
-        &self,
-        value: &str,
-        source: LabelSource,
-    ) -> Option<(Label, LabelSource)> {
+    /// The provider label for `value` (see `LabelInterner`); `None` when a client's value is
+    /// no valid label.
+    pub(crate) fn provider_label(&self, value: &str, source: LabelSource) -> Option<Label> {
         self.monitor.provider_label(value, source)
     }
 
-    /// The model label for `value` and where it counts.
-    pub(crate) fn model_label(
-        &self,
-        value: &str,
-        source: LabelSource,
-    ) -> Option<(Label, LabelSource)> {
+    /// The model label for `value`.
+    pub(crate) fn model_label(&self, value: &str, source: LabelSource) -> Option<Label> {
         self.monitor.model_label(value, source)
     }
 

@@ -459,9 +459,10 @@ impl RequestContext {
         self.streaming_route || outcome.is_error() && self.hints.asked_for_stream()
     }
 
-    /// The provider and model to record: the response's [`StreamLabels`] (trusted), then the
-    /// request headers (their own budget), then the `request_labels` closure (trusted). A
-    /// request that matched no route takes none of them: it is recorded as `unknown`.
+    /// The provider and model to record: the response's [`StreamLabels`], then the
+    /// `request_labels` closure (both the app's), then the request headers (their own budget),
+    /// read only when the app names no provider. A request that matched no route takes none of
+    /// them: it is recorded as `unknown`.
     #[inline]
     pub(crate) fn resolve_labels(
         &self,
@@ -485,25 +486,34 @@ impl RequestContext {
     #[inline(never)]
     fn resolve_named(&self, response: Option<&StreamLabels>) -> ResolvedLabels {
         let recorder = self.recorder();
-        type Lookup<'m> = dyn Fn(&str, LabelSource) -> Option<(Label, LabelSource)> + 'm;
-        let trusted = |v: Option<&str>, f: &Lookup<'_>| v.and_then(|v| f(v, LabelSource::Trusted));
+        type Lookup<'m> = dyn Fn(&str, LabelSource) -> Option<Label> + 'm;
+        let trusted = |v: Option<&str>, f: &Lookup<'_>| {
+            let label = f(v?, LabelSource::Trusted)?;
+            Some((label, LabelSource::Trusted))
+        };
+        // A value a client sent counts as a header's even when the app names it too (the
+        // interner then shares the app's value): the combination is the client's choice.
         let header = |v: &HeaderValue, f: &Lookup<'_>| {
-            v.to_str().ok().and_then(|v| f(v, LabelSource::Header))
+            let label = f(v.to_str().ok()?, LabelSource::Header)?;
+            Some((label, LabelSource::Header))
         };
         let provider_of = |v: &str, s| recorder.provider_label(v, s);
         let model_of = |v: &str, s| recorder.model_label(v, s);
         let names = self.names.as_deref();
-        // Headers name nothing once the handler names the provider (README, Security): a
-        // client's model header would otherwise win over what the upstream reports.
+        // Headers name nothing once the app names the provider, by the response's labels or
+        // by the `request_labels` closure (README, Security): a client's header would otherwise
+        // move the upstream's failures to another provider, or win over the model the upstream
+        // reports.
         let named = response.and_then(|l| l.provider.as_deref());
-        let headers = names.filter(|_| named.is_none());
+        let labeled = names.and_then(|n| n.labeled.provider.as_deref());
+        let headers = names.filter(|_| named.is_none() && labeled.is_none());
         let provider = trusted(named, &provider_of)
-            .or_else(|| header(headers?.provider_header.as_ref()?, &provider_of))
-            .or_else(|| trusted(names?.labeled.provider.as_deref(), &provider_of));
+            .or_else(|| trusted(labeled, &provider_of))
+            .or_else(|| header(headers?.provider_header.as_ref()?, &provider_of));
         let model = trusted(response.and_then(|l| l.model.as_deref()), &model_of)
-            .or_else(|| header(headers?.model_header.as_ref()?, &model_of))
-            .or_else(|| trusted(names?.labeled.model.as_deref(), &model_of));
-        // A header value the app already names counts as the app's (see `LabelInterner`).
+            .or_else(|| trusted(names?.labeled.model.as_deref(), &model_of))
+            .or_else(|| header(headers?.model_header.as_ref()?, &model_of));
+        // A label set with a value a client sent spends the headers' budget (README, Security).
         let source = if [&provider, &model]
             .into_iter()
             .flatten()
@@ -522,10 +532,12 @@ impl RequestContext {
         }
     }
 
-    /// The stream deadline, on tokio's clock (so tests can pause and advance it); `None` past
-    /// the clock's range (a timeout so long it never passes).
+    /// The stream deadline, on tokio's clock (so tests can pause and advance it), counted from
+    /// the request's start or, once the client sent the rest of its body later, from then
+    /// (`RequestHints::upstream_origin`); `None` past the clock's range (a timeout so long it
+    /// never passes).
     pub(crate) fn deadline(&self, after: Duration) -> Option<tokio::time::Instant> {
-        self.started.checked_add(after)
+        self.hints.upstream_origin(self.started).checked_add(after)
     }
 
     /// Records a request that produced no response body to measure: an inner service error, a
@@ -539,6 +551,7 @@ impl RequestContext {
         let duration = self.started.elapsed();
         let labels = self.resolve_labels(None, false);
         let model = labels.model.unwrap_or_else(|| self.recorder().unknown());
+        let outcome = self.hints.judge(outcome);
         log_end(scope, outcome, || End {
             outcome,
             status: None,
@@ -712,6 +725,11 @@ fn log_failure(scope: &RequestScope, end: &End<'_>) {
         ..scope.tags.clone()
     };
     tags.within(|| log_end_event(scope.span(), end));
+    // A trace the error layer started for its record is the request's: its own record and
+    // exemplars name the same one (README, Tracing).
+    if let Some(trace) = tags.trace.get() {
+        let _ = scope.tags.trace.set(trace.clone());
+    }
 }
 
 #[inline(never)]

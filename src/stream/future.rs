@@ -137,7 +137,9 @@ where
                         });
                 }
                 if let Some(sleep) = this.deadline.as_mut() {
-                    if sleep.as_mut().poll(cx).is_ready() {
+                    if sleep.as_mut().poll(cx).is_ready()
+                        && deadline_passed(sleep, this.tracked, cx)
+                    {
                         return Poll::Ready(Ok(deadline_response(this.tracked)));
                     }
                 }
@@ -163,12 +165,7 @@ where
                     // while the response was awaited carries on.
                     let settings = context.recorder().settings();
                     if settings.idle_timeout.is_some() || this.deadline.is_some() {
-                        tracked.timer = StreamTimer::new(
-                            this.deadline.take(),
-                            context.started,
-                            settings.stream_timeout,
-                            settings.idle_timeout,
-                        );
+                        tracked.timer = timer_with_response(this.deadline.take(), context);
                     }
                 }
                 StreamMeter::start_in(
@@ -200,6 +197,51 @@ where
             }
         }
     }
+}
+
+/// The timer a response starts with: an idle gap runs from it, and a sleep armed while the
+/// response was awaited carries on (apart: most responses start with none).
+#[cold]
+#[inline(never)]
+fn timer_with_response(
+    sleep: Option<Pin<Box<Sleep>>>,
+    context: &super::context::RequestContext,
+) -> Option<StreamTimer> {
+    let settings = context.recorder().settings();
+    StreamTimer::new(
+        sleep,
+        context.hints.upstream_origin(context.started),
+        settings.stream_timeout,
+        settings.idle_timeout,
+    )
+}
+
+/// Whether the deadline whose sleep fired has passed: it counts from the end of the request's
+/// body when the client sent that late (README, Security), so a sleep armed before the body
+/// ended is set again at the deadline as it stands now (and polled, to wake the task then).
+#[cold]
+#[inline(never)]
+fn deadline_passed(
+    sleep: &mut Pin<Box<Sleep>>,
+    tracked: &Option<TrackedBox>,
+    cx: &mut Context<'_>,
+) -> bool {
+    let due = || {
+        let context = tracked
+            .as_ref()
+            .and_then(TrackedBox::get)?
+            .context
+            .as_ref()?;
+        let after = context.recorder().settings().stream_timeout?;
+        context.deadline(after)
+    };
+    while let Some(at) = due().filter(|at| *at > sleep.deadline()) {
+        sleep.as_mut().reset(at);
+        if sleep.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+    }
+    true
 }
 
 /// The deadline passed before the inner service produced a response: answer ourselves. 504 and

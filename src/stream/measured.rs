@@ -102,9 +102,24 @@ impl<B> MeasuredBody<B> {
 /// deadline ends a body only while it waits: `StreamTimer`); a request without a deadline is
 /// noted in `untimed`, so that later waits do not look again.
 fn deadline_timer(meter: &StreamMeter, untimed: &mut bool) -> Option<StreamTimer> {
-    let timer = meter.stream_deadline().map(StreamTimer::new_deadline);
+    // Frames handed on before this first wait were ready: the time since the first was the
+    // consumer's.
+    let handed_since = meter.first_byte().unwrap_or_else(tokio::time::Instant::now);
+    let timer = meter
+        .stream_deadline()
+        .map(|deadline| StreamTimer::new_deadline(deadline, handed_since));
     *untimed = timer.is_none();
     timer
+}
+
+/// Drops the timer of a body that ended with a frame it handed on (its end, trailers, an
+/// error), so that its sleep leaves the timer wheel now: a consumer that keeps the ended body
+/// is not woken by it.
+#[inline]
+fn disarm(timer: &mut Option<StreamTimer>) {
+    if timer.is_some() {
+        *timer = None;
+    }
 }
 
 /// `event: error` with the timeout, so an `EventSource` sees why the stream ended.
@@ -161,6 +176,9 @@ where
                 if let (Some(meter), Some(data)) = (meter_slot.as_mut(), frame.data_mut()) {
                     let read = meter.on_data(data, scope);
                     if body.is_end_stream() {
+                        // The timer stays until the body is dropped: a consumer stops at
+                        // `is_end_stream` (hyper drops the body), and this path is every small
+                        // response's, which has none to drop.
                         StreamMeter::finish_in(meter_slot, read, StreamEnd::Complete, scope);
                         // The inner body has nothing more, trailers included: the next poll
                         // ends here, without polling it (hyper stops at `is_end_stream`).
@@ -197,6 +215,7 @@ where
             match frame {
                 None => {
                     *ended = true;
+                    disarm(timer);
                     StreamMeter::finish_in(meter_slot, None, StreamEnd::Complete, scope);
                     Poll::Ready(None)
                 }
@@ -204,6 +223,7 @@ where
                 // another kind.
                 Some(Ok(frame)) => {
                     if frame.is_trailers() || body.is_end_stream() {
+                        disarm(timer);
                         StreamMeter::finish_in(meter_slot, None, StreamEnd::Complete, scope);
                     }
                     Poll::Ready(Some(Ok(frame)))
@@ -221,6 +241,7 @@ where
                         outcome = Outcome::ClientError;
                     }
                     *ended = true;
+                    disarm(timer);
                     if let Some(meter) = meter_slot.take() {
                         // Where an SSE stream was cut by this layer's own timeout, it ends with
                         // an error event rather than a broken connection.

@@ -175,10 +175,16 @@ impl StreamMeter {
         });
     }
 
-    /// The request's start and its total deadline, if one is set (`stream_timeout`).
+    /// Where the total deadline counts from (the request's start, or its body's end when the
+    /// client sent that later) and its length, if one is set (`stream_timeout`).
     pub(crate) fn stream_deadline(&self) -> Option<(Instant, Duration)> {
         let after = self.state.recorder.settings().stream_timeout?;
-        Some((self.started, after))
+        Some((self.hints.upstream_origin(self.started), after))
+    }
+
+    /// When the body's first byte was handed on, if it was.
+    pub(crate) fn first_byte(&self) -> Option<Instant> {
+        self.first_byte
     }
 
     /// Whether the handler waits for the rest of the request's body, with nothing come since
@@ -272,8 +278,8 @@ impl StreamMeter {
     /// its body when the client took longer to send it and `t` came after. The time a client
     /// takes over its upload is its own, not the upstream's (README, Security).
     fn origin(&self, t: Instant) -> Instant {
-        match self.hints.body_ended_at() {
-            Some(end) if end > self.started && t >= end => end,
+        match self.hints.body_ended_after(self.started) {
+            Some(end) if t >= end => end,
             _ => self.started,
         }
     }
@@ -353,9 +359,10 @@ impl StreamMeter {
         // A body that ended on its own is `ok` whatever the time: past the deadline, its frames
         // were ready whenever asked for (a body that waits past it is cut), so any lateness was
         // the consumer's (README, Security).
+        // A failure the client's broken upload caused is the client's (`judge`).
         let (outcome, error) = match end {
-            _ if by_status != Outcome::Ok => (by_status, None),
-            StreamEnd::Failed(outcome, error) => (outcome, Some(error)),
+            _ if by_status != Outcome::Ok => (self.hints.judge(by_status), None),
+            StreamEnd::Failed(outcome, error) => (self.hints.judge(outcome), Some(error)),
             StreamEnd::Complete => (in_stream.unwrap_or(Outcome::Ok), None),
             StreamEnd::Dropped => (in_stream.unwrap_or(Outcome::Cancelled), None),
         };
@@ -388,14 +395,18 @@ impl StreamMeter {
             (None, _) => None,
         };
         let output_tokens = summary.map_or(0, |s| s.output_tokens());
-        let (tokens_per_second, time_per_output_token) =
-            StreamRecord::derived_rates(output_tokens, duration, ttft);
+        // From the same origin as the first token's: a slow upload is the client's time, not
+        // generation time. Only a stream of two tokens or more has rates to derive.
+        let (tokens_per_second, time_per_output_token) = if output_tokens >= 2 {
+            StreamRecord::derived_rates(output_tokens, since_start(finished), ttft)
+        } else {
+            (None, None)
+        };
         let recorder = &self.state.recorder;
         let response_model = summary
             .filter(|_| !self.unrouted)
             .and_then(|s| s.model())
-            .and_then(|m| recorder.model_label(m, LabelSource::Trusted))
-            .map(|(m, _)| m);
+            .and_then(|m| recorder.model_label(m, LabelSource::Trusted));
         let model = self
             .model
             .take()

@@ -21,12 +21,16 @@ use std::task::{Wake, Waker};
 
 use tokio::time::Instant;
 
+use crate::record::Outcome;
+
 /// The body asked for a stream.
 const ASKED: u8 = 1;
 /// The handler's last poll of the body found nothing yet.
 const WAITING: u8 = 2;
 /// The body was woken (more of it came, or it ended) since that poll.
 const WOKEN: u8 = 4;
+/// The body ended with an error (the client gave up its upload, or broke it).
+const FAILED: u8 = 8;
 
 /// What the body watcher has seen of a request's body, shared with the request's context.
 #[derive(Debug, Clone, Default)]
@@ -46,6 +50,11 @@ impl RequestBodyWatch {
     /// Whether the body, as read so far, asked for a stream.
     pub(crate) fn asked_for_stream(&self) -> bool {
         self.0.flags.load(Ordering::Relaxed) & ASKED != 0
+    }
+
+    /// Whether the body ended with an error as the handler read it.
+    pub(crate) fn failed(&self) -> bool {
+        self.0.flags.load(Ordering::Relaxed) & FAILED != 0
     }
 
     /// When the handler read the body's end, if it did.
@@ -130,10 +139,36 @@ impl RequestHints {
                 .is_some_and(RequestBodyWatch::asked_for_stream)
     }
 
-    /// When the request's body ended, if it was watched and its end read: the client's part of
-    /// the request is over from then (README, Security).
-    pub(crate) fn body_ended_at(&self) -> Option<Instant> {
-        self.body.as_ref().and_then(RequestBodyWatch::ended_at)
+    /// Where the upstream's part of a request started at `started` counts from: then, or the
+    /// end of its body when the client sent that later. The time a client takes over its upload
+    /// is its own: first byte and first token, the generation time and the stream deadline
+    /// count from here (README, Security).
+    pub(crate) fn upstream_origin(&self, started: Instant) -> Instant {
+        self.body_ended_after(started).unwrap_or(started)
+    }
+
+    /// When the request's body ended, if it was watched, its end read, and that after
+    /// `started`: the client's part of the request is over from then (README, Security).
+    #[inline]
+    pub(crate) fn body_ended_after(&self, started: Instant) -> Option<Instant> {
+        self.body
+            .as_ref()
+            .and_then(RequestBodyWatch::ended_at)
+            .filter(|end| *end > started)
+    }
+
+    /// `outcome`, or `client_error` for a server or stream error that followed a request body
+    /// that failed as the handler read it (a client that gave up its upload, or broke it): the
+    /// client's doing, not the app's nor its upstream's (README, Security).
+    #[inline]
+    pub(crate) fn judge(&self, outcome: Outcome) -> Outcome {
+        let broken = matches!(outcome, Outcome::ServerError | Outcome::StreamError)
+            && self.body.as_ref().is_some_and(RequestBodyWatch::failed);
+        if broken {
+            Outcome::ClientError
+        } else {
+            outcome
+        }
     }
 
     /// Whether the handler waits for the client's body (see
@@ -241,7 +276,7 @@ mod axum_body {
     use http_body::{Body, Frame, SizeHint};
     use pin_project_lite::pin_project;
 
-    use super::{ASKED, RequestBodyWatch, StreamFlagScanner, WAITING, WOKEN};
+    use super::{ASKED, FAILED, RequestBodyWatch, StreamFlagScanner, WAITING, WOKEN};
 
     pin_project! {
         /// A request body passed through untouched while it is watched.
@@ -286,6 +321,9 @@ mod axum_body {
                     };
                     if last {
                         this.watch.end();
+                    }
+                    if matches!(frame, Some(Err(_))) {
+                        this.watch.set(FAILED);
                     }
                     let data = frame.as_ref().and_then(|f| f.as_ref().ok()?.data_ref());
                     if let (Some(scanner), Some(data)) = (this.scanner.as_mut(), data) {

@@ -14,18 +14,27 @@ use tokio::time::{Instant, Sleep};
 use crate::classify::BoxError;
 use crate::timeout::StreamTimeoutError;
 
-/// Watches a body's deadline and idle gap: the clock tells whether a limit passed (read when
-/// the body waits; after a data frame the caller hands over the time the frame came); one tokio
+/// Watches a body's deadline and idle gap, counting the time the body waits for its source,
+/// never its consumer's (README, Security): the clock is read when the body waits; after a
+/// data frame that ended a wait the caller hands over the time the frame came. One tokio
 /// `Sleep`, armed at the nearer limit when the body first waits, wakes the task if no frame
 /// comes before.
+///
+/// - The deadline passes `stream_timeout` after its origin, plus the consumer's time: from
+///   the end of each wait (a frame came) to the start of the next, the body's frames were
+///   ready and the time was the reader's. A reader that comes back late to a stream whose
+///   source (an upstream connection, a channel fed by another task) hands on what it holds a
+///   moment later is so never cut for it.
+/// - The idle gap is the longest a single wait may last.
 ///
 /// A served stream's sleep is left alone between its events. Polling it, or asking it whether
 /// it fired, reads the sleep's timer state in its own allocation: a cache line every event
 /// found cold, which cost more than the rest of the timer together (README, Performance). The
 /// sleep is polled only when that can change something:
 ///
-/// - when it is first armed, or fired early (the idle gap moved on since it was armed): it is
-///   reset to the nearer limit;
+/// - when it is first armed, or fired early (a limit moved on since it was armed: the idle
+///   gap with each wait, the deadline with the consumer's time): it is reset to the nearer
+///   limit;
 /// - when the task that waits is not the one it will wake (`Waker::will_wake`);
 /// - after a poll that may not have registered the task: tokio declines to register a waker
 ///   when the task has spent its budget (and wakes the task soon instead), so the sleep is
@@ -39,54 +48,55 @@ use crate::timeout::StreamTimeoutError;
 /// Most bodies are ready at once (a small response is one frame): they never arm a sleep,
 /// which takes a place in the timer wheel under its driver's lock, and the same again to
 /// leave it. With a deadline alone (the usual setting) the timer itself is made only when the
-/// body first waits, by the measured body (`measured.rs`); with an idle gap, which runs from the response, or when the response
-/// future armed a sleep while it waited for the response, it is made with the response.
+/// body first waits, by the measured body (`measured.rs`); with an idle gap, or when the
+/// response future armed a sleep while it waited for the response, it is made with the
+/// response.
 ///
-/// In the order given (`repr(C)`): what each frame reads first, then what a wait reads
-/// (ARCHITECTURE.md, The request's memory).
+/// In the order given (`repr(C)`): what each frame reads first, then what a wait reads, then
+/// what only a limit's end reads (ARCHITECTURE.md, The request's memory).
 #[repr(C)]
 pub(crate) struct StreamTimer {
     /// A limit passed: the body ended with its error.
     timed_out: bool,
-    /// When the deadline passes, and the total time the request may take (for its error).
-    /// `None` also for a deadline past the clock's range: it never passes.
-    deadline: Option<(Instant, Duration)>,
-    idle: Option<Idle>,
+    /// The body waits for its source: it found nothing ready at `wait_started`, and no frame
+    /// came since.
+    waiting: bool,
+    /// When the last wait ended (a frame came), or the time the body was first handed on
+    /// frames: until the next wait, the time is the consumer's.
+    wait_ended: Instant,
+    /// The consumer's time so far: the deadline passes this much later.
+    reader_time: Duration,
+    /// When the current wait began (while `waiting`).
+    wait_started: Instant,
+    /// The longest a wait may last (`idle_timeout`).
+    idle: Option<Duration>,
+    /// When the deadline passes, the consumer's time aside; `None` without a deadline or past
+    /// the clock's range (it never passes).
+    deadline_at: Option<Instant>,
     /// When the sleep is set to fire.
     armed_at: Option<Instant>,
     /// The waker the sleep holds, once a poll registered it.
     registered: Option<Waker>,
+    /// The total time the request may take, for its error.
+    deadline_after: Duration,
     /// `None` until the body first waits (or the response future's own sleep, handed over).
     sleep: Option<Pin<Box<Sleep>>>,
 }
 
-/// The idle gap, and when the last frame came.
-struct Idle {
-    after: Duration,
-    last_activity: Instant,
-}
-
-impl Idle {
-    /// When the gap ends; `None` past the clock's range (it never does).
-    fn end(&self) -> Option<Instant> {
-        self.last_activity.checked_add(self.after)
-    }
-}
-
 impl StreamTimer {
-    /// A timer for the limits set, if any: `deadline` after `started`, and `idle` from now.
-    /// `sleep` is the response future's, armed at the deadline while it waited for the
-    /// response; it is reused rather than dropped.
+    /// A timer for the limits set, if any: `deadline` after `origin`, and `idle` for each wait,
+    /// the body handed on from now. `sleep` is the response future's, armed at the deadline
+    /// while it waited for the response; it is reused rather than dropped.
     pub(crate) fn new(
         sleep: Option<Pin<Box<Sleep>>>,
-        started: Instant,
+        origin: Instant,
         deadline: Option<Duration>,
         idle: Option<Duration>,
     ) -> Option<Self> {
         if deadline.is_none() && idle.is_none() {
             return None;
         }
-        let mut timer = Self::with_limits(started, deadline, idle);
+        let mut timer = Self::with_limits(origin, deadline, idle, Instant::now());
         if let Some(sleep) = sleep {
             // Armed at the deadline, and polled by the future with a waker it may or may not
             // have registered: the first wait polls it again.
@@ -96,30 +106,41 @@ impl StreamTimer {
         Some(timer)
     }
 
-    /// A timer for a total deadline alone, `after` from `started`, made by a body that waits.
+    /// A timer for a total deadline alone, `after` from `origin`, made by a body that waits
+    /// for the first time; its frames were handed on from `handed_since` (its first byte) with
+    /// no wait, in the consumer's time.
     #[cold]
-    pub(crate) fn new_deadline((started, after): (Instant, Duration)) -> Self {
-        Self::with_limits(started, Some(after), None)
+    pub(crate) fn new_deadline(
+        (origin, after): (Instant, Duration),
+        handed_since: Instant,
+    ) -> Self {
+        Self::with_limits(origin, Some(after), None, handed_since)
     }
 
-    /// The timer's state, the idle gap counted from now.
-    fn with_limits(started: Instant, deadline: Option<Duration>, idle: Option<Duration>) -> Self {
+    fn with_limits(
+        origin: Instant,
+        deadline: Option<Duration>,
+        idle: Option<Duration>,
+        handed_since: Instant,
+    ) -> Self {
         Self {
-            sleep: None,
+            timed_out: false,
+            waiting: false,
+            wait_ended: handed_since,
+            reader_time: Duration::ZERO,
+            wait_started: handed_since,
+            idle,
+            deadline_at: deadline.and_then(|after| origin.checked_add(after)),
             armed_at: None,
             registered: None,
-            deadline: deadline.and_then(|after| Some((started.checked_add(after)?, after))),
-            idle: idle.map(|after| Idle {
-                after,
-                last_activity: Instant::now(),
-            }),
-            timed_out: false,
+            deadline_after: deadline.unwrap_or_default(),
+            sleep: None,
         }
     }
 
     /// Polls `inner` for its next frame, within the limits: a [`StreamTimeoutError`] once the
-    /// deadline passed or no frame came for the idle gap (and nothing after it). The clock is
-    /// read when the body waits; after a data frame the caller hands the time it came to
+    /// deadline passed or a wait lasted the idle gap (and nothing after it). The clock is read
+    /// when the body waits; after a data frame the caller hands the time it came to
     /// [`on_data`](Self::on_data).
     #[inline]
     pub(crate) fn poll_frame<B>(
@@ -142,21 +163,20 @@ impl StreamTimer {
             // idle one (README, Security).
             Poll::Pending => {
                 let now = Instant::now();
-                match self.passed(now) {
-                    Some(error) => self.expired(error),
-                    None => self.wait(cx, now),
-                }
+                self.begin_wait(now);
+                self.wait(cx, now)
             }
         }
     }
 
-    /// A data frame came, at `read` if the caller read the clock for it (else now): the idle
-    /// gap starts again. A frame past the deadline is handed on like any other: the deadline
-    /// ends a body only while it waits for its source.
+    /// A data frame came, at `read` if the caller read the clock for it (else now): if it
+    /// ended a wait, the consumer's time starts again. A frame past the deadline is handed on
+    /// like any other: the deadline ends a body only while it waits for its source.
     #[inline]
     pub(crate) fn on_data(&mut self, read: Option<Instant>) {
-        if let Some(idle) = self.idle.as_mut() {
-            idle.last_activity = read.unwrap_or_else(Instant::now);
+        if self.waiting {
+            self.waiting = false;
+            self.wait_ended = read.unwrap_or_else(Instant::now);
         }
     }
 
@@ -167,14 +187,27 @@ impl StreamTimer {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<D>, BoxError>>> {
+        self.begin_wait(Instant::now());
         match self.poll_expired(cx) {
             Poll::Ready(error) => self.expired(error),
             Poll::Pending => Poll::Pending,
         }
     }
 
-    /// The body waits: the clock read at `now`, once the inner body said so, and no limit had
-    /// passed then.
+    /// The body found nothing ready at `now`: a wait begins, unless one goes on; the time
+    /// since the last one ended was the consumer's.
+    #[inline]
+    fn begin_wait(&mut self, now: Instant) {
+        if !self.waiting {
+            self.waiting = true;
+            self.reader_time = self
+                .reader_time
+                .saturating_add(now.saturating_duration_since(self.wait_ended));
+            self.wait_started = now;
+        }
+    }
+
+    /// The body waits: the clock read at `now`, once the inner body said so.
     #[inline]
     fn wait<D>(
         &mut self,
@@ -182,9 +215,10 @@ impl StreamTimer {
         now: Instant,
     ) -> Poll<Option<Result<Frame<D>, BoxError>>> {
         // The usual wait: the sleep holds this task's waker and has not fired yet. It is not
-        // armed past the nearer limit, which only moves later (a sleep handed over by the
-        // response future, armed at the deadline before an idle gap began, has no waker
-        // registered here: the first wait polls it, and resets it).
+        // armed past the nearer limit, which only moves later (the deadline with the
+        // consumer's time, the idle gap with each wait), so no limit has passed either (a
+        // sleep handed over by the response future, armed at the deadline before an idle gap
+        // began, has no waker registered here: the first wait polls it, and resets it).
         let armed = self.armed_at.is_some_and(|at| at > now);
         let registered = self
             .registered
@@ -206,21 +240,30 @@ impl StreamTimer {
         Poll::Ready(Some(Err(Box::new(error) as BoxError)))
     }
 
-    /// The limit that passed by `now`, if any: the deadline first.
+    /// When the deadline passes, the consumer's time so far added; `None` if never.
+    #[inline]
+    fn deadline_end(&self) -> Option<Instant> {
+        self.deadline_at?.checked_add(self.reader_time)
+    }
+
+    /// When the current wait lasts the idle gap; `None` if never.
+    #[inline]
+    fn idle_end(&self) -> Option<Instant> {
+        self.wait_started.checked_add(self.idle?)
+    }
+
+    /// The limit that passed by `now` for the body, waiting: the deadline first.
     #[inline]
     fn passed(&self, now: Instant) -> Option<StreamTimeoutError> {
-        if let Some((at, after)) = self.deadline {
-            if now >= at {
-                return Some(StreamTimeoutError::new(after));
-            }
+        if self.deadline_end().is_some_and(|at| now >= at) {
+            return Some(StreamTimeoutError::new(self.deadline_after));
         }
-        let idle = self.idle.as_ref()?;
-        (now >= idle.end()?).then(|| StreamTimeoutError::idle(idle.after))
+        let idle = self.idle?;
+        (now >= self.idle_end()?).then(|| StreamTimeoutError::idle(idle))
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let idle = self.idle.as_ref().and_then(Idle::end);
-        match (self.deadline.map(|(at, _)| at), idle) {
+        match (self.deadline_end(), self.idle_end()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -254,8 +297,8 @@ impl StreamTimer {
                 }
                 return Poll::Pending;
             }
-            // Fired: a limit passed (the loop's check says which), or the idle gap moved on
-            // since it was armed (the loop resets it).
+            // Fired: a limit passed (the loop's check says which), or moved on since it was
+            // armed (the loop resets it).
             self.armed_at = None;
         }
     }
@@ -264,9 +307,9 @@ impl StreamTimer {
 /// The bytes at the start of a timer that each frame reads, and that a wait reads (see
 /// `StreamTimer`).
 #[cfg(test)]
-pub(crate) const FRAME_BYTES: usize = 72;
+pub(crate) const FRAME_BYTES: usize = 24;
 #[cfg(test)]
-pub(crate) const WAIT_BYTES: usize = 104;
+pub(crate) const WAIT_BYTES: usize = 120;
 
 #[cfg(test)]
 mod tests {
@@ -297,11 +340,15 @@ mod tests {
         assert_eq!(size_of::<Option<StreamTimer>>(), size_of::<StreamTimer>());
         let frame = [
             offset_of!(StreamTimer, timed_out) + 1,
-            offset_of!(StreamTimer, deadline) + size_of::<Option<(Instant, Duration)>>(),
-            offset_of!(StreamTimer, idle) + size_of::<Option<Idle>>(),
+            offset_of!(StreamTimer, waiting) + 1,
+            offset_of!(StreamTimer, wait_ended) + size_of::<Instant>(),
         ];
         assert_eq!(frame.into_iter().max(), Some(FRAME_BYTES));
         let wait = [
+            offset_of!(StreamTimer, reader_time) + size_of::<Duration>(),
+            offset_of!(StreamTimer, wait_started) + size_of::<Instant>(),
+            offset_of!(StreamTimer, idle) + size_of::<Option<Duration>>(),
+            offset_of!(StreamTimer, deadline_at) + size_of::<Option<Instant>>(),
             offset_of!(StreamTimer, armed_at) + size_of::<Option<Instant>>(),
             offset_of!(StreamTimer, registered) + size_of::<Option<Waker>>(),
         ];
@@ -330,7 +377,8 @@ mod tests {
     /// (not the first) at the deadline; the next poll reports the deadline.
     #[tokio::test(start_paused = true)]
     async fn the_sleep_wakes_the_task_that_waited_last() {
-        let mut timer = StreamTimer::new_deadline((Instant::now(), Duration::from_secs(2)));
+        let mut timer =
+            StreamTimer::new_deadline((Instant::now(), Duration::from_secs(2)), Instant::now());
         let mut body = std::pin::pin!(hung());
         let (first, second) = (Arc::new(Flag::default()), Arc::new(Flag::default()));
         let (first_waker, second_waker) = (Waker::from(first.clone()), Waker::from(second.clone()));
@@ -350,7 +398,8 @@ mod tests {
     /// path that leaves the sleep alone) is still woken at the deadline, not before.
     #[tokio::test(start_paused = true)]
     async fn a_task_that_waits_again_is_still_woken() {
-        let mut timer = StreamTimer::new_deadline((Instant::now(), Duration::from_secs(2)));
+        let mut timer =
+            StreamTimer::new_deadline((Instant::now(), Duration::from_secs(2)), Instant::now());
         let mut body = std::pin::pin!(hung());
         let flag = Arc::new(Flag::default());
         let waker = Waker::from(flag.clone());
@@ -412,7 +461,7 @@ mod tests {
     async fn frames_ready_past_the_deadline_pass_and_a_wait_ends_the_body() {
         use futures_util::StreamExt as _;
         let started = Instant::now();
-        let mut timer = StreamTimer::new_deadline((started, Duration::from_secs(2)));
+        let mut timer = StreamTimer::new_deadline((started, Duration::from_secs(2)), started);
         let frames = futures_util::stream::iter(
             (0..3).map(|_| Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"x")))),
         )
@@ -434,12 +483,36 @@ mod tests {
             ));
             timer.on_data(Some(Instant::now()));
         }
+        // The wait begins past the deadline: the 2 s the reader held its ready frames were
+        // its own, so the source has the deadline's whole length of waiting, to 4 s.
+        assert!(timer.poll_frame(body.as_mut(), &mut cx).is_pending());
+        tokio::time::advance(Duration::from_millis(1999)).await;
+        assert!(timer.poll_frame(body.as_mut(), &mut cx).is_pending());
+        tokio::time::advance(Duration::from_millis(1)).await;
         let kind = ended_by(timer.poll_frame(body.as_mut(), &mut cx));
         assert_eq!(kind, TimeoutKind::Deadline);
+        assert_eq!(started.elapsed(), Duration::from_secs(4));
         assert!(matches!(
             timer.poll_frame(body.as_mut(), &mut cx),
             Poll::Ready(None)
         ));
+    }
+
+    /// A source that waited since before the deadline is cut at the deadline, however late
+    /// its reader polls again: the time it waited was the source's.
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_begun_before_the_deadline_ends_at_it() {
+        let started = Instant::now();
+        let mut timer = StreamTimer::new_deadline((started, Duration::from_secs(2)), started);
+        let mut body = std::pin::pin!(hung());
+        let flag = Arc::new(Flag::default());
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(timer.poll_frame(body.as_mut(), &mut cx).is_pending());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(flag.0.load(Ordering::SeqCst), "woken at the deadline");
+        let kind = ended_by(timer.poll_frame(body.as_mut(), &mut cx));
+        assert_eq!(kind, TimeoutKind::Deadline);
     }
 
     /// A stream that hangs right after its task spent tokio's budget (200 frames queued on a
@@ -460,7 +533,7 @@ mod tests {
         });
         let mut body = std::pin::pin!(http_body_util::StreamBody::new(frames));
         let started = Instant::now();
-        let mut timer = StreamTimer::new_deadline((started, Duration::from_secs(2)));
+        let mut timer = StreamTimer::new_deadline((started, Duration::from_secs(2)), started);
         let mut received = 0;
         let cut = std::future::poll_fn(|cx| {
             loop {
