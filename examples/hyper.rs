@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --example hyper -- --addr 127.0.0.1:3001
-//! curl -N -X POST http://127.0.0.1:3001/v1/chat/completions -H 'x-llm-provider: openai'
+//! curl -N -X POST http://127.0.0.1:3001/v1/chat/completions
 //! ```
 
 use std::convert::Infallible;

@@ -367,18 +367,20 @@ impl StreamRecord {
         }
     }
 
-    /// Inlined: most records (a JSON answer, a stream of fewer than two tokens) have no rates,
-    /// told apart by a compare where they are built.
+    /// Tokens per second and time per output token, from the output tokens, the duration
+    /// (asked for only when there are rates: two tokens or more, and a first token) and the
+    /// first token's time. Inlined: most records (a JSON answer, a stream of fewer than two
+    /// tokens) have no rates, told apart by a compare where they are built.
     #[inline]
     pub(crate) fn derived_rates(
         output_tokens: u64,
-        duration: Duration,
+        duration: impl FnOnce() -> Duration,
         ttft: Option<Duration>,
     ) -> (Option<f64>, Option<Duration>) {
         let Some(ttft) = ttft.filter(|_| output_tokens >= 2) else {
             return (None, None);
         };
-        let generating = duration.saturating_sub(ttft);
+        let generating = duration().saturating_sub(ttft);
         if generating.is_zero() {
             return (None, None);
         }
@@ -398,16 +400,16 @@ mod tests {
     fn rates_need_two_tokens_and_time() {
         let s = Duration::from_secs;
         assert_eq!(
-            StreamRecord::derived_rates(1, s(3), Some(s(1))),
+            StreamRecord::derived_rates(1, || s(3), Some(s(1))),
             (None, None)
         );
         assert_eq!(
-            StreamRecord::derived_rates(5, s(1), Some(s(1))),
+            StreamRecord::derived_rates(5, || s(1), Some(s(1))),
             (None, None)
         );
-        assert_eq!(StreamRecord::derived_rates(5, s(3), None), (None, None));
+        assert_eq!(StreamRecord::derived_rates(5, || s(3), None), (None, None));
         assert_eq!(
-            StreamRecord::derived_rates(5, s(3), Some(s(1))),
+            StreamRecord::derived_rates(5, || s(3), Some(s(1))),
             (Some(2.5), Some(Duration::from_millis(500)))
         );
     }

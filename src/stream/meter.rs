@@ -396,12 +396,9 @@ impl StreamMeter {
         };
         let output_tokens = summary.map_or(0, |s| s.output_tokens());
         // From the same origin as the first token's: a slow upload is the client's time, not
-        // generation time. Only a stream of two tokens or more has rates to derive.
-        let (tokens_per_second, time_per_output_token) = if output_tokens >= 2 {
-            StreamRecord::derived_rates(output_tokens, since_start(finished), ttft)
-        } else {
-            (None, None)
-        };
+        // generation time (the duration is computed only for a stream with rates to derive).
+        let (tokens_per_second, time_per_output_token) =
+            StreamRecord::derived_rates(output_tokens, || since_start(finished), ttft);
         let recorder = &self.state.recorder;
         let response_model = summary
             .filter(|_| !self.unrouted)
