@@ -918,3 +918,63 @@ async fn an_ended_body_is_not_woken_at_its_deadline() {
         "woken after its end"
     );
 }
+
+/// A stream whose length was announced (an exact size hint, as a `Content-Length` gives) is
+/// cut by the deadline without the closing `event: error`, whose bytes would overrun that
+/// length: the body ends with the timeout's error alone.
+#[tokio::test(start_paused = true)]
+async fn a_stream_of_announced_length_is_cut_without_an_error_event() {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use http_body::{Body as _, Frame, SizeHint};
+    use http_body_util::BodyExt as _;
+    use tower::{Layer, ServiceExt};
+
+    /// One event, then nothing, its length said to be 1,000 bytes.
+    struct Announced(bool);
+    impl http_body::Body for Announced {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            if std::mem::replace(&mut self.0, true) {
+                return Poll::Pending;
+            }
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+                b"data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n",
+            )))))
+        }
+        fn size_hint(&self) -> SizeHint {
+            SizeHint::with_exact(1000)
+        }
+    }
+    let records = Records::default();
+    let monitor = records
+        .attach(Monitor::builder().stream_timeout(Duration::from_secs(1)))
+        .build()
+        .unwrap();
+    let inner = tower::service_fn(|_: http::Request<()>| async {
+        let mut response = http::Response::new(Announced(false));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/event-stream"),
+        );
+        Ok::<_, std::convert::Infallible>(response)
+    });
+    let response = monitor
+        .layer()
+        .layer(inner)
+        .oneshot(http::Request::new(()))
+        .await
+        .unwrap();
+    let mut body = response.into_body();
+    assert!(body.size_hint().exact().is_some());
+    let first = body.frame().await.unwrap().unwrap();
+    assert!(first.is_data());
+    let end = body.frame().await.expect("the body ends with its error");
+    assert!(end.is_err(), "no appended event: {end:?}");
+    assert_eq!(records.wait_for(1).await[0].outcome, Outcome::Timeout);
+}
