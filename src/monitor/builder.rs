@@ -273,9 +273,10 @@ impl MonitorBuilder {
         self
     }
 
-    /// Total deadline for a request, from the service call to the end of its body, counting the
-    /// time the request waits for its source, never the client's (README, Security). Default:
-    /// none (60 s with [`Monitor::from_env`]).
+    /// Total deadline for a request, from the service call (or from the end of its request body,
+    /// when the client sent that later) to the end of its response body, counting the time the
+    /// request waits for its source, never the client's (README, Security). Default: none (60 s
+    /// with [`Monitor::from_env`]).
     ///
     /// - Before the response: answered 504 and recorded as `timeout`; but 408 and
     ///   `client_error` while the handler waits for the rest of the request's body (an axum
@@ -285,7 +286,8 @@ impl MonitorBuilder {
     ///   the client's upload): with a final SSE `event: error` for `text/event-stream`, else
     ///   with a `stream::StreamTimeoutError`. Frames ready whenever they are asked for are handed on
     ///   past it however late a slow reader asks, and a body that ends on its own is `ok`: a
-    ///   body that never waits is never cut.
+    ///   body that never waits is never cut. The reader's time (from a frame that ended a wait
+    ///   to the next wait) moves the deadline later by as much.
     ///
     /// One tokio sleep per request wakes a waiting handler or body at the deadline, armed only
     /// once one of them first waits: a response whose frames are all ready when polled arms
@@ -296,7 +298,8 @@ impl MonitorBuilder {
         self
     }
 
-    /// Longest gap allowed between body frames, counted from the response headers. Default: none.
+    /// Longest a body may wait for its next frame after the response headers: a wait begins
+    /// when the body finds nothing ready, so the reader's time is never counted. Default: none.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.config.stream.idle_timeout = Some(timeout);
         self

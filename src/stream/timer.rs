@@ -498,6 +498,41 @@ mod tests {
         ));
     }
 
+    /// The idle gap is the longest single wait: a reader away for longer than the gap, its
+    /// frames ready, is no idle source; a wait that lasts the gap after it comes back is.
+    #[tokio::test(start_paused = true)]
+    async fn the_idle_gap_counts_waits_not_the_readers_absence() {
+        use futures_util::StreamExt as _;
+        let started = Instant::now();
+        let mut timer = StreamTimer::new(None, started, None, Some(Duration::from_secs(1)))
+            .expect("an idle gap");
+        let frames = futures_util::stream::iter(
+            (0..2).map(|_| Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"x")))),
+        )
+        .chain(futures_util::stream::pending::<
+            Result<Frame<Bytes>, Infallible>,
+        >());
+        let mut body = std::pin::pin!(http_body_util::StreamBody::new(frames));
+        let waker = Waker::from(Arc::new(Flag::default()));
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..2 {
+            // The reader takes a frame, then looks away for three idle gaps.
+            assert!(matches!(
+                timer.poll_frame(body.as_mut(), &mut cx),
+                Poll::Ready(Some(Ok(_)))
+            ));
+            timer.on_data(Some(Instant::now()));
+            tokio::time::advance(Duration::from_secs(3)).await;
+        }
+        assert!(timer.poll_frame(body.as_mut(), &mut cx).is_pending());
+        tokio::time::advance(Duration::from_millis(999)).await;
+        assert!(timer.poll_frame(body.as_mut(), &mut cx).is_pending());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let kind = ended_by(timer.poll_frame(body.as_mut(), &mut cx));
+        assert_eq!(kind, TimeoutKind::Idle);
+        assert_eq!(started.elapsed(), Duration::from_secs(7));
+    }
+
     /// A source that waited since before the deadline is cut at the deadline, however late
     /// its reader polls again: the time it waited was the source's.
     #[tokio::test(start_paused = true)]
