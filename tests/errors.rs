@@ -575,3 +575,46 @@ async fn a_health_alert_names_no_request() {
         .expect("the failure's error record");
     assert_eq!(failure.request_id.as_deref(), Some("req-unlucky"));
 }
+
+/// A clock of the app's own may read before 1970 (or past 9999): the answers stamp the
+/// nearest time their format writes, never a panic.
+#[test]
+fn a_clock_out_of_the_formats_range_stamps_the_nearest_time() {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    /// A clock stopped at a time of the app's choosing.
+    struct Stopped(SystemTime);
+    impl tower_stream_monitor::window::Clock for Stopped {
+        fn now(&self) -> SystemTime {
+            self.0
+        }
+        fn monotonic(&self) -> Duration {
+            Duration::ZERO
+        }
+    }
+    for now in [
+        UNIX_EPOCH - Duration::from_secs(86_400),
+        UNIX_EPOCH + Duration::from_secs(400_000_000_000),
+    ] {
+        let monitor = Monitor::builder().clock(Stopped(now)).build().unwrap();
+        let subscriber = tracing_subscriber::registry().with(monitor.error_layer());
+        tracing::subscriber::with_default(subscriber, || tracing::error!("failed"));
+        let errors = serde_json::to_value(monitor.errors(&every_record())).unwrap();
+        let stamp = errors["errors"][0]["timestamp"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let metrics = serde_json::to_value(monitor.snapshot()).unwrap();
+        let expected = if now < UNIX_EPOCH {
+            "1970-01-01T00:00:00"
+        } else {
+            "9999-12-31T23:59:59"
+        };
+        assert!(stamp.starts_with(expected), "{stamp}");
+        assert!(
+            metrics["timestamp"]
+                .as_str()
+                .is_some_and(|t| t.starts_with(expected)),
+            "{metrics}"
+        );
+    }
+}

@@ -32,7 +32,7 @@ impl ErrorLevel {
 }
 
 fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&humantime::format_rfc3339_micros(*t))
+    s.collect_str(&crate::window::rfc3339(*t))
 }
 
 /// Event fields in the order they were recorded, serialised as a JSON object.

@@ -606,7 +606,7 @@ impl Monitor {
             .map(|((p, m), five)| crate::snapshot::ModelWindow::new(p, m, &five.summary(None)))
             .collect();
         MetricsSnapshot {
-            timestamp: humantime::format_rfc3339_micros(now).to_string(),
+            timestamp: crate::window::rfc3339(now).to_string(),
             uptime_seconds: self
                 .shared
                 .config

@@ -20,6 +20,16 @@ pub trait Clock: Send + Sync + 'static {
     fn monotonic(&self) -> Duration;
 }
 
+/// `t` as RFC 3339 with microseconds (`2025-11-13T14:56:38.123456Z`), the form every answer
+/// shows. A time the format cannot write (before 1970, past 9999: a [`Clock`] of the app's
+/// own may say anything) is shown at the nearest it can, never a panic.
+pub(crate) fn rfc3339(t: SystemTime) -> humantime::Rfc3339Timestamp {
+    // 9999-12-31T23:59:59.999999Z, the last time the format writes.
+    const LAST: Duration = Duration::new(253_402_300_799, 999_999_000);
+    let t = t.clamp(UNIX_EPOCH, UNIX_EPOCH + LAST);
+    humantime::format_rfc3339_micros(t)
+}
+
 /// The system clock (the default): `SystemTime` for display, `Instant` for the windows.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;

@@ -21,7 +21,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub(crate) use clock::{SystemSecs, WindowTime};
+pub(crate) use clock::{SystemSecs, WindowTime, rfc3339};
 pub(crate) use ring::WindowSpan;
 pub use stats::{FinishReasons, RequestStats, WindowStats};
 
