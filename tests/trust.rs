@@ -1347,3 +1347,76 @@ async fn an_upload_cut_short_by_its_client_is_not_a_stream_error() {
     let (_, health) = health(addr).await;
     assert_ne!(health["status"], "critical", "{health:#}");
 }
+
+/// A body the client sent whole with its headers, read late by a handler that first waited on
+/// something of the server's own (a semaphore for an upstream slot): that wait is the
+/// server's, and the deadline counts from the call.
+#[tokio::test(start_paused = true)]
+async fn a_body_read_late_by_the_server_does_not_move_the_deadline() {
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    let records = Records::default();
+    let monitor = records
+        .attach(Monitor::builder().stream_timeout(Duration::from_secs(2)))
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/v1/chat/completions",
+            post(|body: axum::body::Body| async move {
+                // Its turn for an upstream slot comes after 1.5 s.
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                let _ = body.collect().await;
+                // Then the upstream hangs.
+                std::future::pending::<()>().await;
+                "never"
+            }),
+        )
+        .layer(monitor.layer());
+    let request = http::Request::post("/v1/chat/completions")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from(
+            r#"{"model":"gpt-4o-mini","stream":true}"#,
+        ))
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let response = app.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(started.elapsed(), Duration::from_secs(2));
+    let r = records.one().await;
+    assert_eq!(r.outcome, Outcome::Timeout);
+}
+
+/// A client that breaks its upload cannot hide what the app answers: the handler reads the
+/// broken body, then passes on its upstream's 503, a `server_error` as any other.
+#[tokio::test]
+async fn a_broken_upload_hides_no_status_the_handler_answers() {
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    let records = Records::default();
+    let monitor = records.attach(Monitor::builder()).build().unwrap();
+    let app = Router::new()
+        .route(
+            "/v1/chat/completions",
+            post(|body: axum::body::Body| async move {
+                let _ = body.collect().await;
+                (StatusCode::SERVICE_UNAVAILABLE, "upstream unavailable")
+            }),
+        )
+        .layer(monitor.layer());
+    let pieces = futures_util::stream::iter([
+        Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"{\"model\":")),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the client went away",
+        )),
+    ]);
+    let request = http::Request::post("/v1/chat/completions")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from_stream(pieces))
+        .unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let _ = response.into_body().collect().await;
+    assert_eq!(records.one().await.outcome, Outcome::ServerError);
+}

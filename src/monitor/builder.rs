@@ -273,10 +273,10 @@ impl MonitorBuilder {
         self
     }
 
-    /// Total deadline for a request, from the service call (or from the end of its request body,
-    /// when the client sent that later) to the end of its response body, counting the time the
-    /// request waits for its source, never the client's (README, Security). Default: none (60 s
-    /// with [`Monitor::from_env`]).
+    /// Total deadline for a request, from the service call to the end of its response body,
+    /// counting the time the request waits for its source, never the client's (README,
+    /// Security): once the request's body ended, the time the handler waited for the client's
+    /// bytes moves it later. Default: none (60 s with [`Monitor::from_env`]).
     ///
     /// - Before the response: answered 504 and recorded as `timeout`; but 408 and
     ///   `client_error` while the handler waits for the rest of the request's body (an axum

@@ -551,7 +551,6 @@ impl RequestContext {
         let duration = self.started.elapsed();
         let labels = self.resolve_labels(None, false);
         let model = labels.model.unwrap_or_else(|| self.recorder().unknown());
-        let outcome = self.hints.judge(outcome);
         log_end(scope, outcome, || End {
             outcome,
             status: None,

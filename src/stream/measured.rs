@@ -244,9 +244,9 @@ where
                     disarm(timer);
                     if let Some(meter) = meter_slot.take() {
                         // Where an SSE stream was cut by this layer's own timeout, it ends with
-                        // an error event rather than a broken connection; unless its length was
-                        // announced (an exact size hint: `Content-Length`), which bytes past
-                        // it would break.
+                        // an error event rather than a broken connection; unless its body
+                        // announced its length (an exact size hint), which bytes past it would
+                        // break.
                         let sse_end = (error.downcast_ref::<StreamTimeoutError>().is_some()
                             && meter.is_sse()
                             && body.size_hint().exact().is_none())

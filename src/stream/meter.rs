@@ -274,12 +274,13 @@ impl StreamMeter {
         self.log_first_token(latency.as_secs_f64() * 1000.0, scope);
     }
 
-    /// Where the latency of something at `t` counts from: the request's start, or the end of
-    /// its body when the client took longer to send it and `t` came after. The time a client
-    /// takes over its upload is its own, not the upstream's (README, Security).
+    /// Where the latency of something at `t` counts from: the request's start, or for `t` after
+    /// its body's end, that start moved later by the time the handler waited for the client's
+    /// bytes (`RequestHints::upstream_origin`). The time a client takes over its upload is its
+    /// own, not the upstream's (README, Security).
     fn origin(&self, t: Instant) -> Instant {
-        match self.hints.body_ended_after(self.started) {
-            Some(end) if t >= end => end,
+        match self.hints.body_end() {
+            Some(end) if t >= end => self.hints.upstream_origin(self.started),
             _ => self.started,
         }
     }
@@ -359,9 +360,10 @@ impl StreamMeter {
         // A body that ended on its own is `ok` whatever the time: past the deadline, its frames
         // were ready whenever asked for (a body that waits past it is cut), so any lateness was
         // the consumer's (README, Security).
-        // A failure the client's broken upload caused is the client's (`judge`).
+        // A response body that failed after the client broke its upload is the client's
+        // (`judge`); a status, a panic or a service error is never taken for it.
         let (outcome, error) = match end {
-            _ if by_status != Outcome::Ok => (self.hints.judge(by_status), None),
+            _ if by_status != Outcome::Ok => (by_status, None),
             StreamEnd::Failed(outcome, error) => (self.hints.judge(outcome), Some(error)),
             StreamEnd::Complete => (in_stream.unwrap_or(Outcome::Ok), None),
             StreamEnd::Dropped => (in_stream.unwrap_or(Outcome::Cancelled), None),

@@ -18,6 +18,7 @@
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Wake, Waker};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -44,6 +45,37 @@ struct WatchState {
     task: Mutex<Option<Waker>>,
     /// When the body ended (its end, or an error), as the handler read it.
     ended_at: OnceLock<Instant>,
+    /// The time the handler waited for the client's bytes: from a poll that found nothing to
+    /// the wake that brought more (or the next poll, whichever came first). Only a body that
+    /// made its handler wait takes the lock.
+    client_wait: Mutex<ClientWait>,
+}
+
+#[derive(Debug, Default)]
+struct ClientWait {
+    /// When the current wait began.
+    since: Option<Instant>,
+    /// The waits that ended.
+    total: Duration,
+}
+
+impl WatchState {
+    fn client_wait(&self) -> std::sync::MutexGuard<'_, ClientWait> {
+        // Plain data: a panic while held leaves it usable.
+        self.client_wait
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The handler's wait for the client ends now, if one goes on.
+    fn end_wait(&self) {
+        let mut wait = self.client_wait();
+        if let Some(since) = wait.since.take() {
+            wait.total = wait
+                .total
+                .saturating_add(Instant::now().saturating_duration_since(since));
+        }
+    }
 }
 
 impl RequestBodyWatch {
@@ -60,6 +92,26 @@ impl RequestBodyWatch {
     /// When the handler read the body's end, if it did.
     pub(crate) fn ended_at(&self) -> Option<Instant> {
         self.0.ended_at.get().copied()
+    }
+
+    /// The time the handler waited for the client's bytes, in waits that ended.
+    pub(crate) fn client_wait(&self) -> Duration {
+        self.0.client_wait().total
+    }
+
+    /// The handler's poll found nothing: a wait for the client begins, unless one goes on.
+    #[cfg(feature = "axum")]
+    fn begin_wait(&self) {
+        let mut wait = self.0.client_wait();
+        if wait.since.is_none() {
+            wait.since = Some(Instant::now());
+        }
+    }
+
+    /// Whether the handler's last poll of the body found nothing.
+    #[cfg(feature = "axum")]
+    fn handler_waited(&self) -> bool {
+        self.0.flags.load(Ordering::Relaxed) & WAITING != 0
     }
 
     /// Notes the body's end, now (the first end only).
@@ -104,7 +156,11 @@ impl Wake for WatchState {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.flags.fetch_or(WOKEN, Ordering::Relaxed);
+        let flags = self.flags.fetch_or(WOKEN, Ordering::Relaxed);
+        if flags & WAITING != 0 {
+            // The client's bytes came: the handler no longer waits for the client.
+            self.end_wait();
+        }
         // Woken outside the lock: an executor that polls the task at once would take it again.
         let task = self
             .task
@@ -139,27 +195,31 @@ impl RequestHints {
                 .is_some_and(RequestBodyWatch::asked_for_stream)
     }
 
-    /// Where the upstream's part of a request started at `started` counts from: then, or the
-    /// end of its body when the client sent that later. The time a client takes over its upload
-    /// is its own: first byte and first token, the generation time and the stream deadline
-    /// count from here (README, Security).
+    /// Where the upstream's part of a request started at `started` counts from, once its body
+    /// ended: that start, moved later by the time the handler waited for the client's bytes
+    /// (a handler that read a body come long ago, late, waited for nothing of the client's).
+    /// The time a client takes over its upload is its own: first byte and first token, the
+    /// generation time and the stream deadline count from here (README, Security). Before
+    /// the body's end, the start: the upload itself is bounded by the deadline from the call.
     pub(crate) fn upstream_origin(&self, started: Instant) -> Instant {
-        self.body_ended_after(started).unwrap_or(started)
+        match self.body.as_ref() {
+            Some(body) if body.ended_at().is_some() => {
+                started.checked_add(body.client_wait()).unwrap_or(started)
+            }
+            _ => started,
+        }
     }
 
-    /// When the request's body ended, if it was watched, its end read, and that after
-    /// `started`: the client's part of the request is over from then (README, Security).
+    /// When the handler read the request's body's end, if it was watched and it did.
     #[inline]
-    pub(crate) fn body_ended_after(&self, started: Instant) -> Option<Instant> {
-        self.body
-            .as_ref()
-            .and_then(RequestBodyWatch::ended_at)
-            .filter(|end| *end > started)
+    pub(crate) fn body_end(&self) -> Option<Instant> {
+        self.body.as_ref().and_then(RequestBodyWatch::ended_at)
     }
 
-    /// `outcome`, or `client_error` for a server or stream error that followed a request body
-    /// that failed as the handler read it (a client that gave up its upload, or broke it): the
-    /// client's doing, not the app's nor its upstream's (README, Security).
+    /// `outcome` of a response body that failed, or `client_error` when the request body had
+    /// failed as the handler read it before (a client that gave up its upload, or broke it): a
+    /// body fed by the upload fails with it, the client's doing (README, Security). Only a
+    /// body's failure is judged so: a status, a panic or a service error stays what it is.
     #[inline]
     pub(crate) fn judge(&self, outcome: Outcome) -> Outcome {
         let broken = matches!(outcome, Outcome::ServerError | Outcome::StreamError)
@@ -311,9 +371,19 @@ mod axum_body {
             this.watch.clear(WOKEN);
             let mut inner = this.inner;
             let polled = inner.as_mut().poll_frame(&mut Context::from_waker(&waker));
+            let waited = this.watch.handler_waited();
             match &polled {
-                Poll::Pending => this.watch.set(WAITING),
+                Poll::Pending => {
+                    if !waited {
+                        this.watch.begin_wait();
+                    }
+                    this.watch.set(WAITING);
+                }
                 Poll::Ready(frame) => {
+                    if waited {
+                        // Ended at the wake, unless that wake was not the watch's.
+                        this.watch.0.end_wait();
+                    }
                     this.watch.clear(WAITING);
                     let last = match frame {
                         None | Some(Err(_)) => true,
