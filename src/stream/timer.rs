@@ -355,6 +355,15 @@ mod tests {
         assert_eq!(wait.into_iter().max(), Some(WAIT_BYTES));
     }
 
+    /// A body with `frames` frames ready, then none ever.
+    fn ready_then_hung(frames: usize) -> impl Body<Data = Bytes, Error = Infallible> {
+        use futures_util::StreamExt as _;
+        let ready = (0..frames).map(|_| Ok(Frame::data(Bytes::from_static(b"x"))));
+        http_body_util::StreamBody::new(
+            futures_util::stream::iter(ready).chain(futures_util::stream::pending()),
+        )
+    }
+
     /// A body that never gives a frame.
     fn hung() -> impl Body<Data = Bytes, Error = Infallible> {
         http_body_util::StreamBody::new(futures_util::stream::pending::<
@@ -459,16 +468,9 @@ mod tests {
     /// consumer reading slowly): the deadline ends the body only once it waits for its source.
     #[tokio::test(start_paused = true)]
     async fn frames_ready_past_the_deadline_pass_and_a_wait_ends_the_body() {
-        use futures_util::StreamExt as _;
         let started = Instant::now();
         let mut timer = StreamTimer::new_deadline((started, Duration::from_secs(2)), started);
-        let frames = futures_util::stream::iter(
-            (0..3).map(|_| Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"x")))),
-        )
-        .chain(futures_util::stream::pending::<
-            Result<Frame<Bytes>, Infallible>,
-        >());
-        let mut body = std::pin::pin!(http_body_util::StreamBody::new(frames));
+        let mut body = std::pin::pin!(ready_then_hung(3));
         let waker = Waker::from(Arc::new(Flag::default()));
         let mut cx = Context::from_waker(&waker);
         assert!(matches!(
@@ -502,17 +504,10 @@ mod tests {
     /// frames ready, is no idle source; a wait that lasts the gap after it comes back is.
     #[tokio::test(start_paused = true)]
     async fn the_idle_gap_counts_waits_not_the_readers_absence() {
-        use futures_util::StreamExt as _;
         let started = Instant::now();
         let mut timer = StreamTimer::new(None, started, None, Some(Duration::from_secs(1)))
             .expect("an idle gap");
-        let frames = futures_util::stream::iter(
-            (0..2).map(|_| Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"x")))),
-        )
-        .chain(futures_util::stream::pending::<
-            Result<Frame<Bytes>, Infallible>,
-        >());
-        let mut body = std::pin::pin!(http_body_util::StreamBody::new(frames));
+        let mut body = std::pin::pin!(ready_then_hung(2));
         let waker = Waker::from(Arc::new(Flag::default()));
         let mut cx = Context::from_waker(&waker);
         for _ in 0..2 {
