@@ -8,7 +8,7 @@ use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::post;
-use common::{Captured, Records, client, endless_sse, serve, subscriber};
+use common::{Captured, Records, client, endless_sse, recorded, serve, subscriber};
 use serde_json::Value;
 use tower_stream_monitor::errors::ErrorQuery;
 use tower_stream_monitor::{Monitor, StreamLabels};
@@ -510,8 +510,7 @@ async fn an_upstream_failure(monitor: &Monitor, request: http::Request<()>, stat
 /// the caller sent none and no span was kept.
 #[tokio::test]
 async fn a_failures_error_record_names_its_requests_trace() {
-    let records = Records::default();
-    let monitor = records.attach(Monitor::builder()).build().unwrap();
+    let (records, monitor) = recorded(Monitor::builder());
     let _guard = tracing::subscriber::set_default(
         tracing_subscriber::registry().with(monitor.error_layer()),
     );

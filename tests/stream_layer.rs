@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use common::{
     Records, client, endless_sse, expected, fixture, get_json, get_text, monitored, paced_body,
-    serve, split_events, stalling_sse,
+    recorded, serve, split_events, stalling_sse,
 };
 use tower_stream_monitor::parse::{FinishReason, ProviderFormat, TokenSource};
 use tower_stream_monitor::{Monitor, Outcome, StreamLabels};
@@ -874,11 +874,7 @@ async fn an_ended_body_is_not_woken_at_its_deadline() {
             self.0.fetch_add(1, Ordering::SeqCst);
         }
     }
-    let records = Records::default();
-    let monitor = records
-        .attach(Monitor::builder().stream_timeout(Duration::from_secs(2)))
-        .build()
-        .unwrap();
+    let (records, monitor) = recorded(Monitor::builder().stream_timeout(Duration::from_secs(2)));
     let inner = tower::service_fn(|_: http::Request<()>| async {
         let frames = futures_util::stream::once(async {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -951,11 +947,7 @@ async fn a_stream_of_announced_length_is_cut_without_an_error_event() {
             SizeHint::with_exact(1000)
         }
     }
-    let records = Records::default();
-    let monitor = records
-        .attach(Monitor::builder().stream_timeout(Duration::from_secs(1)))
-        .build()
-        .unwrap();
+    let (records, monitor) = recorded(Monitor::builder().stream_timeout(Duration::from_secs(1)));
     let inner = tower::service_fn(|_: http::Request<()>| async {
         let mut response = http::Response::new(Announced(false));
         response.headers_mut().insert(

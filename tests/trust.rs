@@ -10,7 +10,7 @@ use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use common::{Records, client, monitored, serve};
+use common::{Records, client, monitored, recorded, serve};
 use serde_json::Value;
 use tower_stream_monitor::window::ManualClock;
 use tower_stream_monitor::{Monitor, Outcome, StreamLabels, StreamRecord};
@@ -1131,11 +1131,7 @@ async fn a_slow_reader_of_a_channel_fed_body_is_not_an_upstream_timeout() {
     use http_body_util::BodyExt as _;
     use tower::ServiceExt as _;
     const EVENTS: usize = 50;
-    let records = Records::default();
-    let monitor = records
-        .attach(Monitor::builder().stream_timeout(Duration::from_secs(2)))
-        .build()
-        .unwrap();
+    let (records, monitor) = recorded(Monitor::builder().stream_timeout(Duration::from_secs(2)));
     let app = Router::new()
         .route(
             "/v1/chat/completions",
@@ -1241,11 +1237,7 @@ async fn after_a_slow_upload(upload: Duration, timeout: Duration) -> StreamRecor
     use futures_util::StreamExt as _;
     use http_body_util::BodyExt as _;
     use tower::ServiceExt as _;
-    let records = Records::default();
-    let monitor = records
-        .attach(Monitor::builder().stream_timeout(timeout))
-        .build()
-        .unwrap();
+    let (records, monitor) = recorded(Monitor::builder().stream_timeout(timeout));
     let app = Router::new()
         .route(
             "/v1/chat/completions",
@@ -1355,11 +1347,7 @@ async fn an_upload_cut_short_by_its_client_is_not_a_stream_error() {
 async fn a_body_read_late_by_the_server_does_not_move_the_deadline() {
     use http_body_util::BodyExt as _;
     use tower::ServiceExt as _;
-    let records = Records::default();
-    let monitor = records
-        .attach(Monitor::builder().stream_timeout(Duration::from_secs(2)))
-        .build()
-        .unwrap();
+    let (records, monitor) = recorded(Monitor::builder().stream_timeout(Duration::from_secs(2)));
     let app = Router::new()
         .route(
             "/v1/chat/completions",
@@ -1393,8 +1381,7 @@ async fn a_body_read_late_by_the_server_does_not_move_the_deadline() {
 async fn a_broken_upload_hides_no_status_the_handler_answers() {
     use http_body_util::BodyExt as _;
     use tower::ServiceExt as _;
-    let records = Records::default();
-    let monitor = records.attach(Monitor::builder()).build().unwrap();
+    let (records, monitor) = recorded(Monitor::builder());
     let app = Router::new()
         .route(
             "/v1/chat/completions",

@@ -36,6 +36,14 @@ pub async fn monitored(
     (records, monitor, addr)
 }
 
+/// A monitor built from `builder` that reports into a new collector, for tests that call its
+/// layer in process.
+pub fn recorded(builder: MonitorBuilder) -> (Records, tower_stream_monitor::Monitor) {
+    let records = Records::default();
+    let monitor = records.attach(builder).build().expect("valid settings");
+    (records, monitor)
+}
+
 /// Collects the records a monitor hands over.
 #[derive(Clone, Default)]
 pub struct Records {
