@@ -313,9 +313,6 @@ impl Reported {
     }
 }
 
-/// Error event data kept for the log line (bytes).
-const MAX_ERROR_DATA: usize = 2048;
-
 /// What an upstream said of a failure, read from an error body or event in any of the known
 /// shapes: OpenAI `{"error":{"type","code","message"}}`, Anthropic
 /// `{"type":"error","error":{"type","message"}}`, OpenAI Responses
@@ -478,9 +475,9 @@ pub struct StreamSummary {
     error: Option<StreamErrorKind>,
     model: Option<ModelName>,
     reported: Reported,
-    /// The first error event's data (cut to [`MAX_ERROR_DATA`]): read only when the stream's
-    /// end is logged, so the frame path keeps no more than a copy of one rare event.
-    error_data: Option<Box<[u8]>>,
+    /// What the first error event said, read from its whole data when it came (its texts
+    /// capped), for the log line: boxed, so the summary keeps a pointer for a rare event.
+    error_detail: Option<Box<UpstreamError>>,
     malformed_events: u64,
     oversized_events: u64,
     /// The body ended on its own with a success status ([`StreamParser::end`]).
@@ -635,13 +632,15 @@ impl StreamSummary {
     fn set_error(&mut self, data: &[u8], kind: StreamErrorKind) {
         if self.error.is_none() {
             self.error = Some(kind);
-            self.error_data = Some(data[..data.len().min(MAX_ERROR_DATA)].into());
+            // Read now, whole: a prefix of a long event (a quota error with its details) is
+            // not JSON, and would lose the error's type and message.
+            self.error_detail = UpstreamError::from_json(data).map(Box::new);
         }
     }
 
     /// The provider's own words for the first in-stream error: its type or code and message.
     pub(crate) fn error_detail(&self) -> Option<UpstreamError> {
-        UpstreamError::from_json(self.error_data.as_deref()?)
+        self.error_detail.as_deref().cloned()
     }
 
     /// Whether two summaries hold the same figures.
@@ -651,7 +650,7 @@ impl StreamSummary {
             && self.reported == other.reported
             && self.model() == other.model()
             && self.error == other.error
-            && self.error_data.is_some() == other.error_data.is_some()
+            && self.error_detail == other.error_detail
             && self.events == other.events
             && self.malformed_events == other.malformed_events
             && self.oversized_events == other.oversized_events
@@ -666,7 +665,15 @@ impl StreamSummary {
                     .strip_prefix('"')
                     .and_then(|s| s.strip_suffix('"'))
                 {
-                    self.model = ModelName::new(name);
+                    // JSON may escape any character (`openai\/gpt-4o`, as PHP writes a slash):
+                    // the name is the decoded string, else one model would be two.
+                    self.model = if name.contains('\\') {
+                        serde_json::from_str::<String>(raw.get())
+                            .ok()
+                            .and_then(|decoded| ModelName::new(&decoded))
+                    } else {
+                        ModelName::new(name)
+                    };
                 }
             }
         }
@@ -1270,6 +1277,40 @@ mod tests {
         assert_eq!(s.output_tokens(), 21);
         assert_eq!(s.cache_read_input_tokens(), Some(512));
         assert_eq!(s.error(), None);
+    }
+
+    /// A model name with a JSON escape is the decoded name: `openai\/gpt-4o` is the
+    /// `openai/gpt-4o` of the events that do not escape the slash.
+    #[test]
+    fn an_escaped_model_name_is_decoded() {
+        let escaped = concat!(
+            r#"data: {"model":"openai\/gpt-4o","choices":[{"delta":{"content":"hi"}}]}"#,
+            "\n\n"
+        );
+        let plain = concat!(
+            r#"data: {"model":"openai/gpt-4o","choices":[{"delta":{"content":"hi"}}]}"#,
+            "\n\n"
+        );
+        assert_eq!(parse(escaped).0.summary().model(), Some("openai/gpt-4o"));
+        assert_eq!(parse(plain).0.summary().model(), Some("openai/gpt-4o"));
+        let unicode = "data: {\"model\":\"gpt\\u002d4o\",\"choices\":[]}\n\n";
+        assert_eq!(parse(unicode).0.summary().model(), Some("gpt-4o"));
+    }
+
+    /// An error event of a few kilobytes (a quota error with its details) keeps its type and
+    /// message: it is read whole, not from a prefix that is no longer JSON.
+    #[test]
+    fn a_long_error_event_keeps_its_detail() {
+        let message = "Quota exceeded for metric generate_content_requests. ".repeat(50);
+        let body = format!(
+            "data: {{\"error\":{{\"code\":429,\"status\":\"RESOURCE_EXHAUSTED\",\"message\":\"{message}\"}}}}\n\n"
+        );
+        let (parser, _) = parse(&body);
+        let s = parser.summary();
+        assert!(s.error().is_some());
+        let detail = s.error_detail().expect("the error's detail");
+        assert_eq!(detail.kind.as_deref(), Some("RESOURCE_EXHAUSTED"));
+        assert!(detail.message.is_some_and(|m| m.starts_with("Quota exceeded")));
     }
 
     /// `billed_units` stand in when `tokens` is absent; an `ERROR` finish is a stream error.

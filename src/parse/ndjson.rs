@@ -76,6 +76,11 @@ impl NdjsonDecoder {
             emit(&self.line, on_event);
         }
         self.line.clear();
+        // As the SSE decoder does: one long line does not pin its size for the rest of the
+        // stream.
+        if self.line.capacity() > super::sse::RETAINED_CAPACITY {
+            self.line.shrink_to(super::sse::RETAINED_CAPACITY);
+        }
     }
 }
 
@@ -89,6 +94,18 @@ fn emit(line: &[u8], on_event: &mut impl FnMut(&[u8], &[u8])) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A long line's buffer is given back once the line ends, down to what the SSE decoder
+    /// keeps.
+    #[test]
+    fn a_long_line_does_not_pin_its_buffer() {
+        let mut decoder = NdjsonDecoder::new(crate::parse::DEFAULT_MAX_EVENT_BYTES);
+        let mut lines = 0;
+        decoder.feed(&vec![b'x'; 900_000], &mut |_, _| lines += 1);
+        decoder.feed(b"\n{}\n", &mut |_, _| lines += 1);
+        assert_eq!(lines, 2);
+        assert!(decoder.line.capacity() <= crate::parse::sse::RETAINED_CAPACITY);
+    }
 
     #[test]
     fn lines_split_anywhere_give_the_same_lines() {

@@ -24,7 +24,7 @@ const NAME_CAP: usize = 8;
 const EVENT_TYPE_CAP: usize = 64;
 /// A data buffer that grew past this for one large event is shrunk back after the event, so one
 /// big event does not pin its size for the rest of a long stream.
-const RETAINED_CAPACITY: usize = 64 * 1024;
+pub(crate) const RETAINED_CAPACITY: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
