@@ -21,6 +21,7 @@
 //! a server runs a connection's.
 //!
 //! ```text
+//! cd benches/stack
 //! cargo bench --bench instructions            # prints the table; fails above the budget
 //! ```
 //!
@@ -72,7 +73,7 @@ const REACHED_PER_REQUEST: f64 = 3_967.0;
 /// 816 until a stream's one-hole templates were matched by a hash of the event's bytes rather
 /// than by comparing them with the template's: +129 instructions an event, for about four
 /// cache lines an event fewer, worth 200 ns an event when a stream's state has left the caches
-/// (`examples/cache_misses.rs`, README, Performance); 943 with the parser's copy of its
+/// (`src/bin/cache_misses.rs`, README, Performance); 943 with the parser's copy of its
 /// templates' flag, 941 with the meter's frame part on one line, 904 once the deadline stopped
 /// reading each frame's time.
 const REACHED_PER_EVENT: f64 = 904.0;
@@ -80,8 +81,11 @@ const REACHED_PER_EVENT: f64 = 904.0;
 /// of it is tokio's time driver at each wait, with the stream timeout's timer the only one in
 /// the runtime: with another timer pending in every stack, +1,112 (README, Performance). 1,368
 /// until the limits counted the consumer's time apart from the source's (a clock subtraction
-/// at each wait, so that a slow reader is never cut as the upstream's timeout).
-const REACHED_PER_WAITED_EVENT: f64 = 1_445.0;
+/// at each wait, so that a slow reader is never cut as the upstream's timeout); 1,445 after
+/// that. 1,305 since this bench left the crate's own package: built there, with the crate's
+/// dev-dependencies, tokio had its `test-util` clock, whose time driver takes a lock and reads
+/// the clock twice when it parks with a timer pending, as no user's build does.
+const REACHED_PER_WAITED_EVENT: f64 = 1_305.0;
 const MARGIN: f64 = 1.10;
 /// The stream every event count reads, and the same stream waiting before each event.
 const STREAM_PATH: &str = "/v1/chat/completions";

@@ -5,8 +5,9 @@
 //! Performance).
 //!
 //! ```text
-//! cargo run --release --example cache_misses             # needs valgrind
-//! cargo run --release --example cache_misses -- --timed  # wall time, no valgrind
+//! cd benches/stack
+//! cargo run --release --bin cache_misses             # needs valgrind
+//! cargo run --release --bin cache_misses -- --timed  # wall time, no valgrind
 //! ```
 //!
 //! Each stack runs in its own process: `body_wrapper`, a layer that only wraps the response
@@ -50,7 +51,7 @@ const LAST_LEVEL: &str = "--LL=2097152,16,64";
 
 /// The fixture's content events, each a whole frame.
 fn fixture_events() -> Vec<Vec<u8>> {
-    let fixture = include_str!("../tests/fixtures/openai-chat.sse");
+    let fixture = include_str!("../../../../tests/fixtures/openai-chat.sse");
     fixture
         .split("\n\n")
         .filter(|e| e.starts_with("data: {") && e.contains("\"content\":\""))
@@ -108,7 +109,7 @@ fn child(stack: &str, streams: usize, events: usize, evict: Option<usize>) {
         }
         other => panic!("unknown stack {other}"),
     };
-    // As `axum::serve` prepares it (see `benches/instructions.rs`).
+    // As `axum::serve` prepares it (see `benches/stack/benches/instructions.rs`).
     let app: Router = app.with_state(());
     tracing::dispatcher::set_global_default(subscriber).expect("one subscriber");
     runtime.block_on(async {

@@ -9,8 +9,9 @@
 //!
 //! ```text
 //! apt-get install -y wrk
-//! cargo run --release --example overhead                                   # small requests
-//! cargo run --release --example overhead -- --scenario stream --connections 1000
+//! cd benches/stack
+//! cargo run --release --bin overhead                                   # small requests
+//! cargo run --release --bin overhead -- --scenario stream --connections 1000
 //! # options: --seconds 5 --rounds 3 --connections 64 --pin --calibrate
 //! ```
 //!
@@ -34,7 +35,7 @@
 //! as ratios to bare axum; and the median of each round's CPU over bare axum's in the same
 //! round, with the middle half of those ratios (paired: drift between rounds cancels). Variants
 //! run interleaved round by round, each round starting one variant later, so machine drift
-//! hits them alike. Loopback CPU figures are noisy (about ±10% on streams); `benches/instructions.rs`
+//! hits them alike. Loopback CPU figures are noisy (about ±10% on streams); `benches/stack/benches/instructions.rs`
 //! gives the stable in-process counts.
 
 use std::convert::Infallible;
