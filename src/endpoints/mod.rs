@@ -88,25 +88,34 @@ impl MonitoringEndpoints {
 const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Whether the scraper accepts OpenMetrics (Prometheus asks for it first, then for text 0.0.4):
-/// any `Accept` media range `application/openmetrics-text` not refused with `q=0`.
+/// Whether the scraper prefers OpenMetrics (Prometheus asks for it first, then for text
+/// 0.0.4): the highest weight (`q`, 1 when absent) an `Accept` range
+/// `application/openmetrics-text` gives is above 0 and at least the highest that text or a
+/// wildcard gets (`text/plain`, `text/*`, `*/*`). Parameter names are case-insensitive.
 fn wants_openmetrics(parts: &Parts) -> bool {
-    parts
+    let (mut openmetrics, mut text) = (0.0f32, 0.0f32);
+    let ranges = parts
         .headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|range| {
-            let mut params = range.split(';').map(str::trim);
-            let essence = params.next().unwrap_or("");
-            essence.eq_ignore_ascii_case("application/openmetrics-text")
-                && !params.any(|p| {
-                    p.strip_prefix("q=")
-                        .and_then(|q| q.parse::<f32>().ok())
-                        .is_some_and(|q| q <= 0.0)
-                })
-        })
+        .flat_map(|v| v.split(','));
+    for range in ranges {
+        let mut params = range.split(';').map(str::trim);
+        let essence = params.next().unwrap_or("");
+        let weight = params
+            .filter_map(|p| p.split_once('='))
+            .find(|(name, _)| name.trim().eq_ignore_ascii_case("q"))
+            .map_or(1.0, |(_, q)| q.trim().parse::<f32>().unwrap_or(0.0));
+        let weight = if weight.is_finite() { weight.clamp(0.0, 1.0) } else { 0.0 };
+        let is = |media: &str| essence.eq_ignore_ascii_case(media);
+        if is("application/openmetrics-text") {
+            openmetrics = openmetrics.max(weight);
+        } else if is("text/plain") || is("text/*") || is("*/*") {
+            text = text.max(weight);
+        }
+    }
+    openmetrics > 0.0 && openmetrics >= text
 }
 
 fn answer(monitor: &Monitor, parts: &Parts, rest: &str) -> Response<Bytes> {
@@ -428,6 +437,35 @@ pub(crate) fn bad_parameter(name: &str, message: &str) -> Response<Bytes> {
 
 #[cfg(test)]
 mod tests {
+    /// OpenMetrics when the scraper rates it at least as high as text: Prometheus' own
+    /// `Accept`, or OpenMetrics alone; text when OpenMetrics is refused (`q=0`, `Q=0`) or rated
+    /// below text, and when nothing is asked.
+    #[test]
+    fn openmetrics_only_when_preferred() {
+        let wants = |accept: Option<&str>| {
+            let mut request = http::Request::builder();
+            if let Some(accept) = accept {
+                request = request.header(http::header::ACCEPT, accept);
+            }
+            let (parts, ()) = request.body(()).expect("a request").into_parts();
+            super::wants_openmetrics(&parts)
+        };
+        let prometheus = "application/openmetrics-text;version=1.0.0;q=0.5,\
+            application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+        assert!(wants(Some(prometheus)));
+        assert!(wants(Some("application/openmetrics-text")));
+        assert!(wants(Some("application/openmetrics-text; Q=0.9, */*;q=0.1")));
+        assert!(!wants(None));
+        assert!(!wants(Some("text/plain")));
+        assert!(!wants(Some("application/openmetrics-text; Q=0, text/plain;version=0.0.4")));
+        assert!(!wants(Some("application/openmetrics-text;q=0")));
+        assert!(!wants(Some(
+            "text/plain;version=0.0.4;q=1, application/openmetrics-text;q=0.1"
+        )));
+        assert!(!wants(Some("application/openmetrics-text;q=x")));
+        assert!(!wants(Some("application/openmetrics-text;q=NaN")));
+    }
+
     use std::time::{Duration, UNIX_EPOCH};
 
     use super::parse_rfc3339;
