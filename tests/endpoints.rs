@@ -598,6 +598,69 @@ async fn endpoint_hygiene() {
     assert_eq!(monitor.in_flight(), 0);
 }
 
+/// With `endpoint_token` set, `/health` without the token shows statuses and rates only: no
+/// budget (its user, provider, spend) and no trigger filter; with the token, the whole report.
+#[tokio::test]
+async fn open_health_shows_statuses_and_rates_only() {
+    use tower_stream_monitor::health::Budget;
+    let monitor = Monitor::builder()
+        .prefix(PREFIX)
+        .endpoint_token("s3cret-token")
+        .rollback_trigger(
+            RollbackTrigger::new("vip_errors", [Outcome::ServerError], 30.0)
+                .provider("anthropic-vip"),
+        )
+        .budget(
+            Budget::per_hour("vip", 5.0)
+                .user("alice@example.com")
+                .provider("anthropic-vip"),
+        )
+        .build()
+        .unwrap();
+    let server = Server::start(&monitor).await;
+    let url = format!("http://{}{PREFIX}/health", server.addr);
+    let http = client();
+    let open = http.get(&url).send().await.unwrap();
+    assert_eq!(open.status(), 200);
+    let open = open.text().await.unwrap();
+    for hidden in [
+        "alice@example.com",
+        "anthropic-vip",
+        "spent_usd",
+        "budgets",
+        "anomalies",
+    ] {
+        assert!(!open.contains(hidden), "{hidden} in {open}");
+    }
+    let open: Value = serde_json::from_str(&open).unwrap();
+    assert_eq!(open["status"], "unknown");
+    assert_eq!(open["rollback"], false);
+    assert!(open["checks"].as_array().is_some_and(|c| !c.is_empty()));
+    let trigger = open["triggers"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["name"] == "vip_errors"))
+        .expect("the trigger's state");
+    assert_eq!(trigger["threshold"], 30.0);
+    assert_eq!(trigger["fired"], false);
+
+    let full: Value = http
+        .get(&url)
+        .header("authorization", "Bearer s3cret-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(full["budgets"][0]["user"], "alice@example.com");
+    assert_eq!(full["budgets"][0]["spent_usd"], 0.0);
+    let trigger = full["triggers"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["name"] == "vip_errors"))
+        .expect("the trigger's state");
+    assert_eq!(trigger["provider"], "anthropic-vip");
+}
+
 fn promtool() -> std::path::PathBuf {
     let found = std::env::var_os("PATH")
         .into_iter()

@@ -107,7 +107,11 @@ fn wants_openmetrics(parts: &Parts) -> bool {
             .filter_map(|p| p.split_once('='))
             .find(|(name, _)| name.trim().eq_ignore_ascii_case("q"))
             .map_or(1.0, |(_, q)| q.trim().parse::<f32>().unwrap_or(0.0));
-        let weight = if weight.is_finite() { weight.clamp(0.0, 1.0) } else { 0.0 };
+        let weight = if weight.is_finite() {
+            weight.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         let is = |media: &str| essence.eq_ignore_ascii_case(media);
         if is("application/openmetrics-text") {
             openmetrics = openmetrics.max(weight);
@@ -258,7 +262,53 @@ fn answer(monitor: &Monitor, parts: &Parts, rest: &str) -> Response<Bytes> {
             } else {
                 StatusCode::OK
             };
-            json_response(status, &report)
+            match &monitor.config().endpoint_token {
+                Some(token) if !bearer_matches(parts, token) => {
+                    json_response(status, &OpenHealth::of(&report))
+                }
+                _ => json_response(status, &report),
+            }
+        }
+    }
+}
+
+/// What `/health` shows without the token when `endpoint_token` is set: statuses and rates
+/// only (README, Security). Budgets (their users, providers and spend) and anomalies (their
+/// providers and models) are left out, and so are the triggers' route and provider filters.
+#[derive(serde::Serialize)]
+struct OpenHealth<'a> {
+    status: crate::health::HealthStatus,
+    checks: &'a [crate::health::Check],
+    triggers: Vec<OpenTrigger<'a>>,
+    rollback: bool,
+}
+
+/// A trigger's state without its filters.
+#[derive(serde::Serialize)]
+struct OpenTrigger<'a> {
+    name: &'a str,
+    window: &'static str,
+    value: f64,
+    threshold: f64,
+    samples: u64,
+    fired: bool,
+}
+
+impl<'a> OpenHealth<'a> {
+    fn of(report: &'a crate::health::HealthReport) -> Self {
+        let triggers = report.triggers.iter().map(|t| OpenTrigger {
+            name: &t.name,
+            window: t.window,
+            value: t.value,
+            threshold: t.threshold,
+            samples: t.samples,
+            fired: t.fired,
+        });
+        Self {
+            status: report.status,
+            checks: &report.checks,
+            triggers: triggers.collect(),
+            rollback: report.rollback,
         }
     }
 }
@@ -454,10 +504,14 @@ mod tests {
             application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
         assert!(wants(Some(prometheus)));
         assert!(wants(Some("application/openmetrics-text")));
-        assert!(wants(Some("application/openmetrics-text; Q=0.9, */*;q=0.1")));
+        assert!(wants(Some(
+            "application/openmetrics-text; Q=0.9, */*;q=0.1"
+        )));
         assert!(!wants(None));
         assert!(!wants(Some("text/plain")));
-        assert!(!wants(Some("application/openmetrics-text; Q=0, text/plain;version=0.0.4")));
+        assert!(!wants(Some(
+            "application/openmetrics-text; Q=0, text/plain;version=0.0.4"
+        )));
         assert!(!wants(Some("application/openmetrics-text;q=0")));
         assert!(!wants(Some(
             "text/plain;version=0.0.4;q=1, application/openmetrics-text;q=0.1"

@@ -1310,7 +1310,11 @@ mod tests {
         assert!(s.error().is_some());
         let detail = s.error_detail().expect("the error's detail");
         assert_eq!(detail.kind.as_deref(), Some("RESOURCE_EXHAUSTED"));
-        assert!(detail.message.is_some_and(|m| m.starts_with("Quota exceeded")));
+        assert!(
+            detail
+                .message
+                .is_some_and(|m| m.starts_with("Quota exceeded"))
+        );
     }
 
     /// `billed_units` stand in when `tokens` is absent; an `ERROR` finish is a stream error.
