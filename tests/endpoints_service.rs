@@ -302,6 +302,8 @@ async fn not_found_lists_the_endpoints_where_they_are_served() {
     )
     .await;
     for (path, mount) in [
+        ("/ops", "/ops"),
+        ("/ops/", "/ops"),
         ("/ops/nope", "/ops"),
         ("/ops/metrics/nope/deeper", "/ops"),
         ("/monitoring/nope", PREFIX),

@@ -122,19 +122,49 @@ fn wants_openmetrics(parts: &Parts) -> bool {
     openmetrics > 0.0 && openmetrics >= text
 }
 
+/// Where a nested service is mounted, from the path the app's router was asked for (axum's
+/// `OriginalUri`) and the path below the mount that the service sees: `/ops` for `/ops/nope`,
+/// and for `/ops` and `/ops/`, both of which it sees as `/` (a relative reference cannot reach
+/// the endpoints from both). `None` without axum, or when the two paths do not fit.
+fn nested_mount(parts: &Parts) -> Option<&str> {
+    #[cfg(feature = "axum")]
+    {
+        let original = parts.extensions.get::<axum::extract::OriginalUri>()?.path();
+        let asked = parts.uri.path();
+        if original == asked {
+            return None;
+        }
+        let mount = match original.strip_suffix(asked) {
+            Some(mount) => mount,
+            None if asked == "/" => original,
+            None => return None,
+        };
+        (!mount.is_empty()).then_some(mount)
+    }
+    #[cfg(not(feature = "axum"))]
+    {
+        let _ = parts;
+        None
+    }
+}
+
 fn answer(monitor: &Monitor, parts: &Parts, rest: &str) -> Response<Bytes> {
     let Some(endpoint) = ENDPOINTS.iter().find(|(p, _)| *p == rest).map(|(_, e)| *e) else {
         // Where the endpoints are: under the stream layer's prefix when the path was; else
-        // as references relative to the request's URL (`metrics`, `../metrics`), which reach
-        // them wherever the app mounted `MonitoringEndpoints`, a place a nested service does
-        // not see.
+        // under the mount of a nested `MonitoringEndpoints` when axum says where that is;
+        // else as references relative to the request's URL (`metrics`, `../metrics`), which
+        // reach them wherever the app mounted it, a place a nested service does not see.
         let asked = parts.uri.path();
-        let known: Vec<String> = match asked.strip_suffix(rest) {
-            Some(mount) if !mount.is_empty() => ENDPOINTS
+        let mount = asked
+            .strip_suffix(rest)
+            .filter(|mount| !mount.is_empty())
+            .or_else(|| nested_mount(parts));
+        let known: Vec<String> = match mount {
+            Some(mount) => ENDPOINTS
                 .iter()
                 .map(|(p, _)| format!("{mount}{p}"))
                 .collect(),
-            _ => {
+            None => {
                 let up = "../".repeat(rest.matches('/').count().saturating_sub(1));
                 ENDPOINTS
                     .iter()
