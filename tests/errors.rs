@@ -459,6 +459,59 @@ async fn failures_reach_the_error_records() {
     assert!(!errors.iter().any(|e| e.message.contains("client error")));
 }
 
+/// A failed response's error body longer than the part kept (a quota error with its details)
+/// is read up to the cut: its record names the upstream's status and message.
+#[tokio::test]
+async fn a_long_error_body_keeps_its_kind_and_message() {
+    let records = Records::default();
+    let monitor = records.attach(Monitor::builder()).build().unwrap();
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::registry().with(monitor.error_layer()),
+    );
+    let app = Router::new()
+        .route(
+            "/v1beta/models/gemini:streamGenerateContent",
+            post(|| async {
+                // In Gemini's own order: the details last.
+                let violations: Vec<String> = (0..200)
+                    .map(|n| format!(r#"{{"subject":"project:{n}","description":"Quota exceeded"}}"#))
+                    .collect();
+                let error = format!(
+                    r#"{{"error":{{"code":429,"message":"Resource has been exhausted (e.g. check quota).","status":"RESOURCE_EXHAUSTED","details":[{{"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[{}]}}]}}}}"#,
+                    violations.join(",")
+                );
+                assert!(error.len() > 8_000);
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    StreamLabels::new("gemini"),
+                    [(header::CONTENT_TYPE, "application/json")],
+                    error,
+                )
+                    .into_response()
+            }),
+        )
+        .layer(monitor.layer());
+    let addr = serve(app).await;
+    client()
+        .post(format!(
+            "http://{addr}/v1beta/models/gemini:streamGenerateContent"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    records.wait_for(1).await;
+    let errors = monitor.errors(&ErrorQuery::default()).errors;
+    assert!(
+        errors.iter().any(|e| e
+            .message
+            .contains("RESOURCE_EXHAUSTED: Resource has been exhausted")),
+        "{errors:#?}"
+    );
+}
+
 fn every_record() -> ErrorQuery {
     ErrorQuery {
         limit: 1000,

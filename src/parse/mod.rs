@@ -379,6 +379,53 @@ impl UpstreamError {
     }
 }
 
+impl UpstreamError {
+    /// Reads an error from the start of a JSON body kept only up to a cap (a long error body,
+    /// a quota error with its details): the object closed after its last whole member before
+    /// the cut, `{"error":{"code":429,"message":"..","details":[{"@ty` read as
+    /// `{"error":{"code":429,"message":".."}}`. `None` when that names no error either.
+    pub(crate) fn from_cut_json(data: &[u8]) -> Option<Self> {
+        let data = data.trim_ascii_start();
+        if data.first() != Some(&b'{') {
+            return None;
+        }
+        // The closers each open object or array awaits, and the last comma outside a string
+        // with the closers awaited there: the object ends whole if cut at that comma.
+        let mut awaited: Vec<u8> = Vec::new();
+        let mut last_comma: Option<(usize, Vec<u8>)> = None;
+        let (mut in_string, mut escaped) = (false, false);
+        for (i, &byte) in data.iter().enumerate() {
+            if in_string {
+                match byte {
+                    _ if escaped => escaped = false,
+                    b'\\' => escaped = true,
+                    b'"' => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match byte {
+                b'"' => in_string = true,
+                b'{' => awaited.push(b'}'),
+                b'[' => awaited.push(b']'),
+                b'}' | b']' => {
+                    awaited.pop();
+                    if awaited.is_empty() {
+                        // The body ended before the cut: what `from_json` read, or not JSON.
+                        return None;
+                    }
+                }
+                b',' => last_comma = Some((i, awaited.clone())),
+                _ => {}
+            }
+        }
+        let (at, awaited) = last_comma?;
+        let mut closed = data[..at].to_vec();
+        closed.extend(awaited.iter().rev());
+        Self::from_json(&closed)
+    }
+}
+
 /// `text` cut to at most `max` bytes where a token ends: a run the cut would split of
 /// characters other than whitespace, quotes and brackets (what keys, passwords and URLs with
 /// their userinfo are made of) is dropped whole, back to the character before it. The error
@@ -1277,6 +1324,36 @@ mod tests {
         assert_eq!(s.output_tokens(), 21);
         assert_eq!(s.cache_read_input_tokens(), Some(512));
         assert_eq!(s.error(), None);
+    }
+
+    /// An error body cut at a cap is read up to its last whole member: the kind and message
+    /// before the cut are kept; a body whole, not JSON or naming no error reads nothing more.
+    #[test]
+    fn a_cut_error_body_keeps_what_came_before_the_cut() {
+        let message = "Quota exceeded. ".repeat(20);
+        let body = format!(
+            "{{\"error\":{{\"code\":429,\"message\":\"{message}\",\"status\":\"RESOURCE_EXHAUSTED\",\"details\":[{{\"@type\":\"type.googleapis.com/google.rpc.QuotaFailure\",\"violations\":[{{\"subject\":\"a, b\"}}]}}]}}}}"
+        );
+        let whole = UpstreamError::from_json(body.as_bytes()).expect("the whole body");
+        for cut in (body.find("details").expect("details"))..body.len() - 1 {
+            let prefix = &body.as_bytes()[..cut];
+            assert_eq!(UpstreamError::from_json(prefix), None);
+            assert_eq!(
+                UpstreamError::from_cut_json(prefix).as_ref(),
+                Some(&whole),
+                "{cut}"
+            );
+        }
+        let before_message = &body.as_bytes()[..body.find("Quota").expect("message")];
+        let code_only = UpstreamError::from_cut_json(before_message).expect("the code");
+        assert_eq!(code_only.kind.as_deref(), Some("429"));
+        assert_eq!(code_only.message, None);
+        assert_eq!(UpstreamError::from_cut_json(body.as_bytes()), None);
+        assert_eq!(UpstreamError::from_cut_json(b"<html><body>502, bad"), None);
+        assert_eq!(
+            UpstreamError::from_cut_json(b"{\"ok\":1,\"data\":[1,2"),
+            None
+        );
     }
 
     /// A model name with a JSON escape is the decoded name: `openai\/gpt-4o` is the

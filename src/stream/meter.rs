@@ -23,7 +23,7 @@ use crate::parse::{
 use crate::record::{Outcome, StreamRecord};
 
 /// Bytes of a failed response's body kept to read the upstream's error from (JSON error bodies
-/// are small; a longer one is read as far as this).
+/// are small; a longer one is read up to its last whole member before this).
 const MAX_ERROR_BODY: usize = 4096;
 
 /// The response's `Content-Type` and `Content-Encoding` (each its first value, as
@@ -415,6 +415,10 @@ impl StreamMeter {
         scope.record("model", &model);
         let upstream = match (&self.error_body, summary) {
             _ if !outcome.is_error() => None,
+            // A body cut at the cap is read up to its last whole member.
+            (Some(body), _) if body.len() == MAX_ERROR_BODY => {
+                UpstreamError::from_json(body).or_else(|| UpstreamError::from_cut_json(body))
+            }
             (Some(body), _) => UpstreamError::from_json(body),
             (None, Some(summary)) => summary.error_detail(),
             (None, None) => None,
