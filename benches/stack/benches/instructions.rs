@@ -1,18 +1,10 @@
 //! Instructions per request and per streamed SSE event, counted by valgrind's callgrind on an
 //! in-process app (the router called directly, no sockets): stable to the instruction where
-//! wall time is not. Each stack runs in its own process:
+//! wall time is not. Each stack (`stack_bench::STACKS`: bare axum, a layer that only wraps
+//! the body, tower-http's `TraceLayer`, axum-prometheus, and this crate with both layers as the
+//! README installs them) runs in its own process.
 //!
-//! - `bare`: axum alone;
-//! - `body_wrapper`: a layer that wraps the response body and does nothing else — the floor any
-//!   body-measuring layer pays on an axum `Router` (axum boxes the layered route, clones it per
-//!   request, and boxes the wrapped body again);
-//! - `trace`: tower-http's `TraceLayer`;
-//! - `axum_prometheus`: axum-prometheus's layer (it installs a global recorder);
-//! - `monitor`: this crate as the README installs it — `monitor.layer()` on the router, with
-//!   its 60 s stream timeout, and `monitor.error_layer()` on the registry.
-//!
-//! Every stack has the same subscriber besides: a `fmt` layer filtered at WARN (an app run
-//! with `RUST_LOG=warn`). Per request = (count for 2,500 requests − count for 500) / 2,000, so
+//! Per request = (count for 2,500 requests − count for 500) / 2,000, so
 //! start-up cancels out (each count the lower of two runs); per event = the extra cost of a
 //! 100-event OpenAI chat stream over bare axum, divided by 100. Per waited event: the same, the
 //! stream's body waiting once before each event (it yields to the runtime), as a served
@@ -38,22 +30,13 @@ use std::process::Command;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::http::{Request, Response, header};
+use axum::http::{Request, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use http_body_util::BodyExt;
+use stack_bench::STACKS;
 use tower::ServiceExt;
-use tracing_subscriber::Layer as _;
-use tracing_subscriber::filter::LevelFilter;
-use tracing_subscriber::layer::SubscriberExt;
 
-const STACKS: [&str; 5] = [
-    "bare",
-    "body_wrapper",
-    "trace",
-    "axum_prometheus",
-    "monitor",
-];
 /// Request counts whose difference gives the per-request figure.
 const FEW: u64 = 500;
 const MANY: u64 = 2_500;
@@ -135,34 +118,6 @@ async fn waiting_stream() -> impl IntoResponse {
     )
 }
 
-pin_project_lite::pin_project! {
-    /// The `body_wrapper` stack's body: the inner body's frames, passed through.
-    struct PassThrough {
-        #[pin]
-        body: Body,
-    }
-}
-
-impl http_body::Body for PassThrough {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        self.project().body.poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
 /// Runs `requests` requests to `path` on `stack`, in process, on a current-thread runtime.
 fn child(stack: &str, path: &str, requests: u64) {
     let path = path.to_owned();
@@ -176,41 +131,7 @@ fn child(stack: &str, path: &str, requests: u64) {
         .route("/small", get(small))
         .route(STREAM_PATH, post(stream))
         .route(WAITING_STREAM_PATH, post(waiting_stream));
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_filter(LevelFilter::WARN);
-    let (app, subscriber): (Router, tracing::Dispatch) = match stack {
-        "bare" => (routes, tracing_subscriber::registry().with(fmt).into()),
-        "body_wrapper" => (
-            routes.layer(tower::util::MapResponseLayer::new(
-                |response: Response<Body>| response.map(|body| PassThrough { body }),
-            )),
-            tracing_subscriber::registry().with(fmt).into(),
-        ),
-        "trace" => (
-            routes.layer(tower_http::trace::TraceLayer::new_for_http()),
-            tracing_subscriber::registry().with(fmt).into(),
-        ),
-        "axum_prometheus" => {
-            let (layer, _handle) = axum_prometheus::PrometheusMetricLayer::pair();
-            (
-                routes.layer(layer),
-                tracing_subscriber::registry().with(fmt).into(),
-            )
-        }
-        "monitor" => {
-            // As the README installs it: with a 60 s stream timeout.
-            let monitor = tower_stream_monitor::Monitor::builder()
-                .stream_timeout(std::time::Duration::from_secs(60))
-                .build()
-                .expect("default settings");
-            let subscriber = tracing_subscriber::registry()
-                .with(fmt)
-                .with(monitor.error_layer());
-            (routes.layer(monitor.layer()), subscriber.into())
-        }
-        other => panic!("unknown stack {other}"),
-    };
+    let (app, subscriber) = stack_bench::stack(stack, routes);
     // Prepared as `axum::serve` prepares it: `Router::into_make_service` calls `with_state(())`,
     // which turns each handler and its layers into a service once. A router called as built
     // instead re-applies every layer to the handler on each request (axum's `into_route`),

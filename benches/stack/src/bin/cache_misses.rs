@@ -32,15 +32,12 @@ use std::process::Command;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::http::{Request, Response, header};
+use axum::http::{Request, header};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use futures_util::StreamExt;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
-use tracing_subscriber::Layer as _;
-use tracing_subscriber::filter::LevelFilter;
-use tracing_subscriber::layer::SubscriberExt;
 
 const STACKS: [&str; 2] = ["body_wrapper", "monitor"];
 const STREAMS: usize = 500;
@@ -86,30 +83,8 @@ fn child(stack: &str, streams: usize, events: usize, evict: Option<usize>) {
         }
     };
     let routes = Router::new().route("/v1/chat/completions", post(stream));
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_filter(LevelFilter::WARN);
-    let (app, subscriber): (Router, tracing::Dispatch) = match stack {
-        "body_wrapper" => (
-            // The body in a wrapper of another type, which axum boxes again.
-            routes.layer(tower::util::MapResponseLayer::new(
-                |response: Response<Body>| response.map(|body| body.map_err(|e| e)),
-            )),
-            tracing_subscriber::registry().with(fmt).into(),
-        ),
-        "monitor" => {
-            let monitor = tower_stream_monitor::Monitor::builder()
-                .stream_timeout(std::time::Duration::from_secs(60))
-                .build()
-                .expect("default settings");
-            let subscriber = tracing_subscriber::registry()
-                .with(fmt)
-                .with(monitor.error_layer());
-            (routes.layer(monitor.layer()), subscriber.into())
-        }
-        other => panic!("unknown stack {other}"),
-    };
-    // As `axum::serve` prepares it (see `benches/stack/benches/instructions.rs`).
+    let (app, subscriber) = stack_bench::stack(stack, routes);
+    // As `axum::serve` prepares it (see `benches/instructions.rs`).
     let app: Router = app.with_state(());
     tracing::dispatcher::set_global_default(subscriber).expect("one subscriber");
     runtime.block_on(async {

@@ -1,11 +1,9 @@
-//! Whole-stack overhead, side by side in one run: bare axum, a layer that only wraps the
-//! response body (`body_wrapper`: the floor any body-measuring layer pays on an axum `Router`,
-//! which boxes the wrapped body again), tower-http's `TraceLayer`,
-//! axum-prometheus, and tower-stream-monitor with both layers as the README installs them
-//! (`monitor.layer()` on the router, with a 60 s stream timeout; `monitor.error_layer()` on the
-//! registry). Every variant has
-//! the same `fmt` layer filtered at WARN (an app run with `RUST_LOG=warn`). Each serves in its
-//! own process (axum-prometheus installs a global recorder), driven by `wrk` over loopback.
+//! Whole-stack overhead, side by side in one run: the stacks of `stack_bench::STACKS` (bare
+//! axum; `body_wrapper`, a layer that only wraps the response body, the floor any
+//! body-measuring layer pays on an axum `Router`; tower-http's `TraceLayer`; axum-prometheus;
+//! and tower-stream-monitor with both layers as the README installs them), each with the same
+//! `fmt` layer filtered at WARN. Each serves in its own process (axum-prometheus installs a
+//! global recorder), driven by `wrk` over loopback.
 //!
 //! ```text
 //! apt-get install -y wrk
@@ -49,13 +47,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-const VARIANTS: [&str; 5] = [
-    "bare",
-    "body_wrapper",
-    "trace",
-    "axum_prometheus",
-    "stream_monitor",
-];
+const VARIANTS: [&str; 5] = stack_bench::STACKS;
 
 /// Lines the `cold_lines` stack touches per data frame: about as many as this crate's
 /// events read over the `body_wrapper` floor (README, Performance: Cache misses).
@@ -148,60 +140,25 @@ fn chunks(content_type: &'static str) -> impl IntoResponse {
     )
 }
 
-/// The variant's app, with its subscriber installed.
+/// The variant's app (one of `stack_bench::STACKS`, or `cold_lines`), with its subscriber
+/// installed.
 fn app(variant: &str) -> Router {
-    use tracing_subscriber::Layer as _;
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
-
     let routes = Router::new()
         .route("/hello", get(hello))
         .route("/stream", get(stream))
         .route("/stream_raw", get(stream_raw));
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_filter(tracing_subscriber::filter::LevelFilter::WARN);
-    let registry = tracing_subscriber::registry().with(fmt);
-    match variant {
-        "bare" => {
-            registry.init();
-            routes
-        }
-        "body_wrapper" => {
-            registry.init();
-            // The floor: the body in a wrapper of another type, which axum boxes again.
-            routes.layer(tower::util::MapResponseLayer::new(
-                |response: axum::http::Response<Body>| {
-                    response.map(|body| http_body_util::BodyExt::map_err(body, |e| e))
-                },
-            ))
-        }
+    let (app, subscriber) = match variant {
         "cold_lines" => {
-            registry.init();
-            routes.layer(tower::util::MapResponseLayer::new(
+            let (routes, subscriber) = stack_bench::stack("bare", routes);
+            let app = routes.layer(tower::util::MapResponseLayer::new(
                 |response: axum::http::Response<Body>| response.map(ColdLines::new),
-            ))
+            ));
+            (app, subscriber)
         }
-        "trace" => {
-            registry.init();
-            routes.layer(tower_http::trace::TraceLayer::new_for_http())
-        }
-        "axum_prometheus" => {
-            registry.init();
-            let (layer, _handle) = axum_prometheus::PrometheusMetricLayer::pair();
-            routes.layer(layer)
-        }
-        "stream_monitor" => {
-            // As the README installs it: with a 60 s stream timeout.
-            let monitor = tower_stream_monitor::Monitor::builder()
-                .stream_timeout(std::time::Duration::from_secs(60))
-                .build()
-                .expect("valid settings");
-            registry.with(monitor.error_layer()).init();
-            routes.layer(monitor.layer())
-        }
-        other => panic!("unknown variant {other}"),
-    }
+        stack => stack_bench::stack(stack, routes),
+    };
+    tracing::dispatcher::set_global_default(subscriber).expect("one subscriber");
+    app
 }
 
 /// Child mode: serve one variant and print the port.
