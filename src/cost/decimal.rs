@@ -92,10 +92,10 @@ fn integer(digits: &[u8]) -> Result<u64, Problem> {
     })
 }
 
-/// The exponent after `e`: an optional sign and at least one digit, clamped far beyond any
-/// place a `u64` reaches so that it cannot overflow.
+/// The exponent after `e`: an optional sign and at least one digit, saturating at `i64`'s
+/// bounds. Not clamped lower: a mantissa's own digits move the point by as many places as the
+/// text is long, and the written exponent must still cancel them exactly.
 fn parse_exponent(text: &[u8]) -> Result<i64, Problem> {
-    const LIMIT: i64 = 1_000_000;
     let (sign, digits) = match text.split_first() {
         Some((b'-', rest)) => (-1, rest),
         Some((b'+', rest)) => (1, rest),
@@ -109,7 +109,9 @@ fn parse_exponent(text: &[u8]) -> Result<i64, Problem> {
         if !byte.is_ascii_digit() {
             return Err(Problem::NotNumber);
         }
-        value = (value * 10 + i64::from(byte - b'0')).min(LIMIT);
+        value = value
+            .saturating_mul(10)
+            .saturating_add(i64::from(byte - b'0'));
     }
     Ok(sign * value)
 }
@@ -149,6 +151,22 @@ fn shown(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A mantissa of a million digits moves the point a million places, and an exponent as
+    /// long as that cancels it exactly: 10^9 USD a token is too large, 10^-10 USD is 100
+    /// pico-USD.
+    #[test]
+    fn a_long_mantissa_is_cancelled_by_its_exponent() {
+        let zeros = 1_000_010;
+        let big = format!("0.{}1e{}", "0".repeat(zeros), zeros + 10);
+        assert_eq!(scaled(&big, USD_PER_TOKEN), Err(Problem::TooLarge));
+        let small = format!("1{}e-{}", "0".repeat(zeros), zeros + 10);
+        assert_eq!(scaled(&small, USD_PER_TOKEN), Ok(100));
+        let absurd = format!("1e{}", "9".repeat(40));
+        assert_eq!(scaled(&absurd, USD_PER_TOKEN), Err(Problem::TooLarge));
+        let tiny = format!("1e-{}", "9".repeat(40));
+        assert_eq!(scaled(&tiny, USD_PER_TOKEN), Ok(0));
+    }
 
     fn pico(text: &str) -> Result<u64, Problem> {
         scaled(text, USD_PER_TOKEN)
