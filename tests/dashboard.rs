@@ -40,6 +40,9 @@ const CHROMIUM: [&str; 2] = ["/usr/lib/chromium/chromium", "/usr/bin/chromium"];
 struct Seen {
     page_status: Option<u16>,
     token_prompt: bool,
+    /// The budgets', anomalies' and triggers' tables before the token was entered, and after.
+    before_token: BTreeMap<String, String>,
+    after_token: BTreeMap<String, String>,
     auth: Option<String>,
     status: String,
     requests_5min: String,
@@ -307,6 +310,19 @@ fn assert_clean(seen: &Seen, critical: bool) {
         "the token was accepted: {seen:#?}"
     );
     assert!(!seen.token_in_url, "the token never goes into the URL");
+    // Before the token, `/health` shows statuses and rates only: the page says what needs the
+    // token rather than show those tables as empty; after it, the whole report.
+    for table in ["budgets", "anomalies", "triggers"] {
+        let (before, after) = (&seen.before_token[table], &seen.after_token[table]);
+        assert!(
+            before.contains("Needs the token."),
+            "{table} before: {before}"
+        );
+        assert!(
+            !after.contains("Needs the token."),
+            "{table} after: {after}"
+        );
+    }
     assert!(seen.refreshes >= 1, "{seen:#?}");
     assert!(
         seen.dialogs.is_empty(),

@@ -305,6 +305,7 @@ async fn not_found_lists_the_endpoints_where_they_are_served() {
         ("/ops", "/ops"),
         ("/ops/", "/ops"),
         ("/ops/nope", "/ops"),
+        ("/ops/monitoring/nope", "/ops/monitoring"),
         ("/ops/metrics/nope/deeper", "/ops"),
         ("/monitoring/nope", PREFIX),
         ("/monitoring/metrics/nope", PREFIX),

@@ -90,10 +90,15 @@ const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.
 
 /// Whether the scraper prefers OpenMetrics (Prometheus asks for it first, then for text
 /// 0.0.4): the highest weight (`q`, 1 when absent) an `Accept` range
-/// `application/openmetrics-text` gives is above 0 and at least the highest that text or a
-/// wildcard gets (`text/plain`, `text/*`, `*/*`). Parameter names are case-insensitive.
+/// `application/openmetrics-text` gives is above 0 and at least text's. Text's weight is the
+/// most specific range's that matches it (RFC 9110, 12.5.1): `text/plain`, else `text/*`, else
+/// `*/*`, else 0. Parameter names are case-insensitive; OpenMetrics is never chosen by a
+/// wildcard.
 fn wants_openmetrics(parts: &Parts) -> bool {
-    let (mut openmetrics, mut text) = (0.0f32, 0.0f32);
+    // The highest weight given to OpenMetrics, and to text by each range that matches it,
+    // most specific first.
+    let mut openmetrics = 0.0f32;
+    let mut text: [Option<f32>; 3] = [None; 3];
     let ranges = parts
         .headers
         .get_all(header::ACCEPT)
@@ -113,12 +118,21 @@ fn wants_openmetrics(parts: &Parts) -> bool {
             0.0
         };
         let is = |media: &str| essence.eq_ignore_ascii_case(media);
-        if is("application/openmetrics-text") {
+        let slot = if is("application/openmetrics-text") {
             openmetrics = openmetrics.max(weight);
-        } else if is("text/plain") || is("text/*") || is("*/*") {
-            text = text.max(weight);
-        }
+            continue;
+        } else if is("text/plain") {
+            &mut text[0]
+        } else if is("text/*") {
+            &mut text[1]
+        } else if is("*/*") {
+            &mut text[2]
+        } else {
+            continue;
+        };
+        *slot = Some(slot.map_or(weight, |w| w.max(weight)));
     }
+    let text = text.into_iter().flatten().next().unwrap_or(0.0);
     openmetrics > 0.0 && openmetrics >= text
 }
 
@@ -155,10 +169,13 @@ fn answer(monitor: &Monitor, parts: &Parts, rest: &str) -> Response<Bytes> {
         // else as references relative to the request's URL (`metrics`, `../metrics`), which
         // reach them wherever the app mounted it, a place a nested service does not see.
         let asked = parts.uri.path();
-        let mount = asked
-            .strip_suffix(rest)
-            .filter(|mount| !mount.is_empty())
-            .or_else(|| nested_mount(parts));
+        // The prefix below a nested service's mount (`/ops/monitoring/nope` seen as
+        // `/monitoring/nope`) is under the mount too.
+        let local = asked.strip_suffix(rest).filter(|mount| !mount.is_empty());
+        let mount = match (nested_mount(parts), local) {
+            (Some(outer), local) => Some(format!("{outer}{}", local.unwrap_or(""))),
+            (None, local) => local.map(str::to_owned),
+        };
         let known: Vec<String> = match mount {
             Some(mount) => ENDPOINTS
                 .iter()
@@ -546,6 +563,17 @@ mod tests {
         assert!(!wants(Some(
             "text/plain;version=0.0.4;q=1, application/openmetrics-text;q=0.1"
         )));
+        // The most specific range sets text's weight: a wildcard does not undo a refusal.
+        assert!(wants(Some(
+            "application/openmetrics-text;q=0.5, text/plain;q=0, */*;q=0.8"
+        )));
+        assert!(wants(Some(
+            "application/openmetrics-text;q=0.5, text/plain;q=0.1, text/*;q=0.9"
+        )));
+        assert!(!wants(Some(
+            "application/openmetrics-text;q=0.5, text/*;q=0.9"
+        )));
+        assert!(!wants(Some("*/*")));
         assert!(!wants(Some("application/openmetrics-text;q=x")));
         assert!(!wants(Some("application/openmetrics-text;q=NaN")));
     }

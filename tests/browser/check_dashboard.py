@@ -119,6 +119,12 @@ def main():
             # Either the data loaded (no token needed) or the page asks for the token.
             page.wait_for_selector('body[data-loaded="1"], body[data-auth="required"]')
             token_prompt = page.get_attribute("body", "data-auth") == "required"
+            # What the health tables show before the token: `/health` answers without it, with
+            # statuses and rates only.
+            before_token = {
+                key: page.locator("#" + key).inner_text().strip()
+                for key in ("budgets", "anomalies", "triggers")
+            }
             if token_prompt:
                 form = page.locator("#auth")
                 form.wait_for(state="visible")
@@ -142,6 +148,11 @@ def main():
             result = {
                 "page_status": page_status,
                 "token_prompt": token_prompt,
+                "before_token": before_token,
+                "after_token": {
+                    key: page.locator("#" + key).inner_text().strip()
+                    for key in ("budgets", "anomalies", "triggers")
+                },
                 "auth": page.get_attribute("body", "data-auth"),
                 "status": text("#status"),
                 "requests_5min": text("#requests-5min"),

@@ -84,7 +84,7 @@ fn child(stack: &str, streams: usize, events: usize, evict: Option<usize>) {
     };
     let routes = Router::new().route("/v1/chat/completions", post(stream));
     let (app, subscriber) = stack_bench::stack(stack, routes);
-    // As `axum::serve` prepares it (see `benches/instructions.rs`).
+    // As `axum::serve` prepares it (see this package's `benches/instructions.rs`).
     let app: Router = app.with_state(());
     tracing::dispatcher::set_global_default(subscriber).expect("one subscriber");
     runtime.block_on(async {

@@ -33,8 +33,8 @@
 //! as ratios to bare axum; and the median of each round's CPU over bare axum's in the same
 //! round, with the middle half of those ratios (paired: drift between rounds cancels). Variants
 //! run interleaved round by round, each round starting one variant later, so machine drift
-//! hits them alike. Loopback CPU figures are noisy (about ±10% on streams); `benches/stack/benches/instructions.rs`
-//! gives the stable in-process counts.
+//! hits them alike. Loopback CPU figures are noisy (about ±10% on streams); this package's
+//! `benches/instructions.rs` gives the stable in-process counts.
 
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
