@@ -116,12 +116,16 @@ impl Started {
     }
 }
 
-/// The attribute sets an instrument may need: each label set the monitor keeps (and `other`,
-/// where the rest fold), times the values of a metric's own last label (`error.type`,
+/// The label sets where the rest fold past `max_label_sets`: provider, model and route are
+/// `other`, but each keeps its operation, and whether it has a response model.
+const FOLDED_LABEL_SETS: usize = crate::parse::OPERATION_NAMES.len() * 2;
+
+/// The attribute sets an instrument may need: each label set the monitor keeps (and the
+/// folded ones), times the values of a metric's own last label (`error.type`,
 /// `gen_ai.token.type`); at most [`MAX_ATTRIBUTE_SETS`].
 fn attribute_sets(max_label_sets: usize) -> usize {
     max_label_sets
-        .saturating_add(1)
+        .saturating_add(FOLDED_LABEL_SETS)
         .saturating_mul(names::MAX_LABEL_VALUES)
         .min(MAX_ATTRIBUTE_SETS)
 }

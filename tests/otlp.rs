@@ -751,3 +751,64 @@ async fn every_attribute_set_is_its_own_data_point() {
     assert_eq!(pairs.len(), MODELS * Outcome::ALL.len());
     assert!(histogram(duration).iter().all(|p| p.count == 1));
 }
+
+/// Past `max_label_sets` the rest fold into `other`, but each folded set keeps its operation
+/// and whether it has a response model: six sets, all kept apart, none in the SDK's
+/// `otel.metric.overflow` point, and as many points as the Prometheus exposition has series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn label_sets_folded_into_other_are_their_own_data_points() {
+    use tower_stream_monitor::{Outcome, StreamRecord};
+    let (endpoint, received) = receiver().await;
+    let exporter = OtlpExporter::new(&endpoint, Some(Duration::from_secs(3600))).unwrap();
+    let monitor = Monitor::builder()
+        .max_label_sets(4)
+        .otlp(exporter.clone())
+        .build()
+        .unwrap();
+    let operations = ["chat", "text_completion", "generate_content"];
+    for (i, operation) in operations
+        .iter()
+        .chain(&operations)
+        .chain(&operations)
+        .enumerate()
+    {
+        for outcome in Outcome::ALL {
+            let mut r = StreamRecord::new("openai", format!("model-{i}"), "/v1/chat", outcome);
+            r.operation_name = Some(operation);
+            if i % 2 == 0 {
+                r.response_model = Some(r.model);
+            }
+            r.duration = Duration::from_millis(200);
+            monitor.ingest(r);
+        }
+    }
+    let series = monitor
+        .render_prometheus()
+        .lines()
+        .filter(|l| l.starts_with("gen_ai_server_request_duration_seconds_count"))
+        .count();
+    tokio::task::spawn_blocking(move || exporter.shutdown())
+        .await
+        .unwrap()
+        .expect("the export is flushed");
+    let received = received.lock().unwrap();
+    // Cumulative: the last export holds every point.
+    let last = received.last().expect("an export");
+    let points: Vec<HistogramDataPoint> = metrics_of(std::slice::from_ref(last))
+        .into_iter()
+        .filter(|m| m.name == "gen_ai.server.request.duration")
+        .flat_map(histogram)
+        .collect();
+    assert!(
+        points.iter().all(|p| !p
+            .attributes
+            .iter()
+            .any(|kv| kv.key == "otel.metric.overflow")),
+        "folded into the overflow point"
+    );
+    assert_eq!(points.len(), series);
+    assert_eq!(
+        points.iter().map(|p| p.count).sum::<u64>(),
+        9 * Outcome::ALL.len() as u64
+    );
+}

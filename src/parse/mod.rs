@@ -39,8 +39,11 @@ use template::Templates;
 /// Default cap on the bytes buffered for one event (1 MiB); larger events are skipped and counted.
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
 
+/// Every `gen_ai.operation.name` a record can carry ([`ProviderFormat::operation_name`]).
+pub(crate) const OPERATION_NAMES: [&str; 3] = ["chat", "generate_content", "text_completion"];
+
 /// The `gen_ai.operation.name` of an LLM call whose stream names no format of its own.
-pub(crate) const DEFAULT_OPERATION_NAME: &str = "chat";
+pub(crate) const DEFAULT_OPERATION_NAME: &str = OPERATION_NAMES[0];
 
 /// How events are framed on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -170,9 +173,9 @@ impl ProviderFormat {
             | Self::OpenAiResponses
             | Self::AnthropicMessages
             | Self::Ollama
-            | Self::CohereChat => Some("chat"),
-            Self::Gemini => Some("generate_content"),
-            Self::OpenAiCompletions => Some("text_completion"),
+            | Self::CohereChat => Some(OPERATION_NAMES[0]),
+            Self::Gemini => Some(OPERATION_NAMES[1]),
+            Self::OpenAiCompletions => Some(OPERATION_NAMES[2]),
         }
     }
 }
