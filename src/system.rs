@@ -44,6 +44,9 @@ pub struct SystemStats {
 }
 
 const CACHE_FOR: Duration = Duration::from_secs(1);
+/// The shortest interval CPU use is measured over: CPU time comes in 10 ms ticks, so a tick
+/// over a moment's gap would read as many cores.
+const MIN_CPU_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Where sysinfo's open-file count is a count of open descriptors.
 const COUNTS_FDS: bool = cfg!(any(
@@ -101,7 +104,16 @@ impl SystemSampler {
             }
         }
         let raw = state.read();
-        let prev = state.last.as_ref().map(|s| (s.at, s.cpu_ms));
+        // The first sample stays the baseline until the interval is long enough to measure.
+        let too_soon = state
+            .last
+            .as_ref()
+            .is_some_and(|s| now.duration_since(s.at) < MIN_CPU_INTERVAL);
+        let prev = state
+            .last
+            .as_ref()
+            .filter(|_| !too_soon)
+            .map(|s| (s.at, s.cpu_ms));
         let cpu_percent = match (prev, raw.cpu_ms) {
             (_, None) => None,
             (Some((at, Some(before))), Some(after)) => {
@@ -124,6 +136,9 @@ impl SystemSampler {
             num_threads: raw.threads,
             num_fds: raw.fds,
         };
+        if too_soon {
+            return stats;
+        }
         state.last = Some(Sample {
             at: now,
             cpu_ms: raw.cpu_ms,
@@ -212,7 +227,7 @@ mod tests {
     fn this_process_figures_are_plausible() {
         let sampler = SystemSampler::new();
         let first = sampler.sample();
-        spin(100);
+        spin(MIN_CPU_INTERVAL.as_millis() as u64 + 50);
         // The first sample had no interval, so this one samples again.
         let s = sampler.sample();
         if sysinfo::IS_SUPPORTED_SYSTEM {
@@ -244,9 +259,33 @@ mod tests {
     fn a_complete_sample_is_cached_for_a_second() {
         let sampler = SystemSampler::new();
         sampler.sample();
+        spin(MIN_CPU_INTERVAL.as_millis() as u64 + 10);
         let s = sampler.sample();
         spin(20);
         assert_eq!(sampler.sample(), s);
+    }
+
+    /// CPU use is never measured over a moment's gap: a 10 ms tick over a fraction of a
+    /// millisecond read as twenty cores. Until the interval is long enough the figure is
+    /// unknown, and the first sample stays the baseline.
+    #[test]
+    fn cpu_use_waits_for_an_interval_long_enough_to_measure() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        for _ in 0..50 {
+            let sampler = SystemSampler::new();
+            let started = Instant::now();
+            sampler.sample();
+            spin(15);
+            let soon = sampler.sample();
+            if started.elapsed() < MIN_CPU_INTERVAL {
+                assert_eq!(soon.cpu_percent, None, "{soon:?}");
+            }
+            assert!(
+                soon.cpu_percent
+                    .is_none_or(|cpu| cpu <= cores * 100.0 * 1.5),
+                "{soon:?}"
+            );
+        }
     }
 
     #[test]
