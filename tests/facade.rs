@@ -272,3 +272,55 @@ fn an_anomaly_score_no_longer_judged_reads_zero() {
         assert_eq!(score(), Some(0.0));
     });
 }
+
+/// A recorder that is a unit struct (its state in statics, as `metrics`' own `PrintRecorder`
+/// example is) cannot be told from `metrics`' no-op recorder, which is zero-sized too: left
+/// to the default the monitor skips it; with `metrics_facade(true)` it receives every record.
+#[test]
+fn a_zero_sized_recorder_receives_records_when_asked_for() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use metrics::{
+        Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
+    use tower_stream_monitor::{Outcome, StreamRecord};
+
+    static INCREMENTS: AtomicU64 = AtomicU64::new(0);
+    struct Count;
+    impl CounterFn for Count {
+        fn increment(&self, _: u64) {
+            INCREMENTS.fetch_add(1, Ordering::Relaxed);
+        }
+        fn absolute(&self, _: u64) {}
+    }
+    struct UnitRecorder;
+    impl Recorder for UnitRecorder {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, _: &Key, _: &Metadata<'_>) -> Counter {
+            Counter::from_arc(Arc::new(Count))
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+    let record = || StreamRecord::new("openai", "gpt-4o-mini", "/v1/chat", Outcome::Ok);
+    metrics::with_local_recorder(&UnitRecorder, || {
+        Monitor::builder().build().unwrap().ingest(record());
+    });
+    assert_eq!(
+        INCREMENTS.load(Ordering::Relaxed),
+        0,
+        "taken for the no-op one"
+    );
+    metrics::with_local_recorder(&UnitRecorder, || {
+        let monitor = Monitor::builder().metrics_facade(true).build().unwrap();
+        monitor.ingest(record());
+    });
+    assert!(INCREMENTS.load(Ordering::Relaxed) > 0, "received nothing");
+}

@@ -147,7 +147,9 @@ pub(crate) struct Config {
     /// Whether `clock` is the default [`SystemClock`]: the window second is then read faster
     /// (see [`SystemSecs`](crate::window::SystemSecs)).
     pub(crate) system_clock: bool,
-    pub(crate) metrics_facade: bool,
+    /// `None` (the default): emit while a recorder other than `metrics`' no-op one is current;
+    /// `Some(enabled)`: as the app said.
+    pub(crate) metrics_facade: Option<bool>,
     pub(crate) error_level: tracing::Level,
     pub(crate) max_error_records: usize,
     pub(crate) max_error_groups: usize,
@@ -226,7 +228,7 @@ impl Default for Config {
             on_alert: None,
             clock: Arc::new(SystemClock),
             system_clock: true,
-            metrics_facade: true,
+            metrics_facade: None,
             error_level: tracing::Level::WARN,
             max_error_records: DEFAULT_MAX_ERROR_RECORDS,
             max_error_groups: DEFAULT_MAX_ERROR_GROUPS,
@@ -569,14 +571,26 @@ impl MonitorBuilder {
     }
 
     /// Whether each request is also emitted to the `metrics` facade (for a recorder the app
-    /// installed, globally or with `metrics::with_local_recorder`). Default `true`.
+    /// installed, globally or with `metrics::with_local_recorder`).
     ///
-    /// While no recorder is installed, emission is skipped: `metrics`' no-op recorder is
-    /// recognised as the current recorder of zero size, which saves building keys nobody reads.
-    /// A recorder of your own that is itself zero-sized is taken for the no-op one: give it a
-    /// field. The in-process endpoints do not depend on this setting.
+    /// Unset (the default), each request is emitted while a recorder is installed, and not
+    /// while `metrics`' no-op recorder is current, which saves building keys nobody reads: the
+    /// no-op recorder is recognised as the current recorder of zero size, so a recorder of the
+    /// app's own that is itself zero-sized (a unit struct keeping its state in statics) would
+    /// be taken for it. `true` emits every request whatever the recorder (such a recorder then
+    /// receives them); `false` never emits. The in-process endpoints do not depend on this
+    /// setting.
+    ///
+    /// ```
+    /// // A recorder that is a unit struct: ask for the facade outright.
+    /// let monitor = tower_stream_monitor::Monitor::builder()
+    ///     .metrics_facade(true)
+    ///     .build()
+    ///     .expect("valid settings");
+    /// # drop(monitor);
+    /// ```
     pub fn metrics_facade(mut self, enabled: bool) -> Self {
-        self.config.metrics_facade = enabled;
+        self.config.metrics_facade = Some(enabled);
         self
     }
 

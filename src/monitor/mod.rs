@@ -311,10 +311,13 @@ impl Monitor {
         self.shared.in_flight.add(InFlightBy::Provider, provider, 1);
     }
 
-    /// Whether emitting to the `metrics` facade can reach anyone: enabled, and a recorder other
+    /// Whether to emit to the `metrics` facade: as the app said, else while a recorder other
     /// than the no-op one is installed (globally, or locally on this thread).
     fn facade_active(&self) -> bool {
-        self.shared.config.metrics_facade && facade::recorder_installed()
+        match self.shared.config.metrics_facade {
+            Some(enabled) => enabled,
+            None => facade::recorder_installed(),
+        }
     }
 
     pub(crate) fn now(&self) -> SystemTime {
