@@ -480,8 +480,9 @@ impl MonitorBuilder {
         self
     }
 
-    /// Distinct (provider, model, route) combinations recorded; later combinations are recorded
-    /// as `other`/`other`/`other` and counted in `stream_monitor_label_overflow_total{label="series"}`.
+    /// Distinct label sets recorded (provider, model, route, operation and response model);
+    /// later sets are recorded as `other`/`other`/`other` and counted in
+    /// `stream_monitor_label_overflow_total{label="series"}`.
     /// Each combination is one set of Prometheus series, so this bounds the memory of the
     /// windows and the exposition and the time a scrape takes. Default 256.
     pub fn max_label_sets(mut self, cap: usize) -> Self {
@@ -496,8 +497,9 @@ impl MonitorBuilder {
         self
     }
 
-    /// Demands `Authorization: Bearer <token>` on the monitoring endpoints (all but `/health`).
-    /// Default: none.
+    /// Demands `Authorization: Bearer <token>` on the monitoring endpoints: all but the
+    /// `/dashboard` page, which carries no data, and `/health`, which answers without it with
+    /// statuses and rates only. Default: none.
     pub fn endpoint_token(mut self, token: impl Into<String>) -> Self {
         self.config.endpoint_token = Some(token.into());
         self
@@ -716,8 +718,13 @@ impl MonitorBuilder {
     /// Checks the settings and builds the monitor.
     ///
     /// # Errors
-    /// [`ConfigError::InvalidSetting`] for a bad prefix, route pattern or endpoint token, a zero
-    /// timeout, label cardinality, event size cap or minimum of samples.
+    /// [`ConfigError::InvalidSetting`] naming the setting for: a bad prefix, route pattern or
+    /// endpoint token; a zero stream or idle timeout, event size cap or minimum of samples;
+    /// `label_cardinality` outside 1 to 100,000, `header_label_cardinality` over 100,000,
+    /// `max_label_sets` outside 1 to 1,000,000, `top_users` over 10,000; `max_error_records`
+    /// outside 1 to 1,000,000, `max_error_groups` outside 1 to 100,000,
+    /// `max_error_field_bytes` under 16; an invalid `budget`, `anomaly_detection`,
+    /// `service_version` or `rollback_trigger` (a bad threshold or name, or a name taken).
     pub fn build(self) -> Result<Monitor, ConfigError> {
         if let Some(e) = self.errors.into_iter().next() {
             return Err(e);
