@@ -374,11 +374,8 @@ async fn bad_query_parameters_are_named_and_filters_apply() {
 /// with the request's context.
 #[tokio::test]
 async fn failures_reach_the_error_records() {
-    let records = Records::default();
-    let monitor = records.attach(Monitor::builder()).build().unwrap();
-    let _guard = tracing::subscriber::set_default(
-        tracing_subscriber::registry().with(monitor.error_layer()),
-    );
+    let (records, monitor) = recorded(Monitor::builder());
+    let _guard = errors_recorded(&monitor);
     let app = Router::new()
         .route(
             "/v1/messages",
@@ -463,11 +460,8 @@ async fn failures_reach_the_error_records() {
 /// is read up to the cut: its record names the upstream's status and message.
 #[tokio::test]
 async fn a_long_error_body_keeps_its_kind_and_message() {
-    let records = Records::default();
-    let monitor = records.attach(Monitor::builder()).build().unwrap();
-    let _guard = tracing::subscriber::set_default(
-        tracing_subscriber::registry().with(monitor.error_layer()),
-    );
+    let (records, monitor) = recorded(Monitor::builder());
+    let _guard = errors_recorded(&monitor);
     let app = Router::new()
         .route(
             "/v1beta/models/gemini:streamGenerateContent",
@@ -510,6 +504,11 @@ async fn a_long_error_body_keeps_its_kind_and_message() {
             .contains("RESOURCE_EXHAUSTED: Resource has been exhausted")),
         "{errors:#?}"
     );
+}
+
+/// `monitor`'s error layer as this thread's subscriber, alone, until the guard is dropped.
+fn errors_recorded(monitor: &Monitor) -> tracing::subscriber::DefaultGuard {
+    tracing::subscriber::set_default(tracing_subscriber::registry().with(monitor.error_layer()))
 }
 
 fn every_record() -> ErrorQuery {
@@ -564,9 +563,7 @@ async fn an_upstream_failure(monitor: &Monitor, request: http::Request<()>, stat
 #[tokio::test]
 async fn a_failures_error_record_names_its_requests_trace() {
     let (records, monitor) = recorded(Monitor::builder());
-    let _guard = tracing::subscriber::set_default(
-        tracing_subscriber::registry().with(monitor.error_layer()),
-    );
+    let _guard = errors_recorded(&monitor);
     let request = http::Request::post("/v1/messages").body(()).unwrap();
     an_upstream_failure(&monitor, request, 529).await;
     let record = records.one().await;
@@ -592,9 +589,7 @@ async fn a_failures_error_record_names_its_requests_trace() {
 #[tokio::test]
 async fn a_health_alert_names_no_request() {
     let monitor = Monitor::builder().min_samples(1).build().unwrap();
-    let _guard = tracing::subscriber::set_default(
-        tracing_subscriber::registry().with(monitor.error_layer()),
-    );
+    let _guard = errors_recorded(&monitor);
     let request = http::Request::post("/v1/messages")
         .header("x-request-id", "req-unlucky")
         .header("x-user-id", "alice")
