@@ -314,10 +314,10 @@ impl Monitor {
     /// Whether to emit to the `metrics` facade: as the app said, else while a recorder other
     /// than the no-op one is installed (globally, or locally on this thread).
     fn facade_active(&self) -> bool {
-        match self.shared.config.metrics_facade {
-            Some(enabled) => enabled,
-            None => facade::recorder_installed(),
-        }
+        self.shared
+            .config
+            .metrics_facade
+            .unwrap_or_else(facade::recorder_installed)
     }
 
     pub(crate) fn now(&self) -> SystemTime {
