@@ -117,8 +117,9 @@ impl Started {
 }
 
 /// The label sets where the rest fold past `max_label_sets`: provider, model and route are
-/// `other`, but each keeps its operation, and whether it has a response model.
-const FOLDED_LABEL_SETS: usize = crate::parse::OPERATION_NAMES.len() * 2;
+/// `other`, but each keeps its operation (a known one, or `other`), and whether it has a
+/// response model.
+const FOLDED_LABEL_SETS: usize = (crate::parse::OPERATION_NAMES.len() + 1) * 2;
 
 /// The attribute sets an instrument may need: each label set the monitor keeps (and the
 /// folded ones), times the values of a metric's own last label (`error.type`,

@@ -362,6 +362,14 @@ impl StreamRecord {
         self.provider = other;
         self.model = other;
         self.route = other;
+        // An operation of the app's own (a record handed to `ingest`) is `other` too: the
+        // folded sets stay as few as the known operations allow (the OTLP instruments are
+        // sized for them).
+        if let Some(operation) = self.operation_name {
+            if !crate::parse::OPERATION_NAMES.contains(&operation) {
+                self.operation_name = Some(other.as_str());
+            }
+        }
         if self.response_model.is_some() {
             self.response_model = Some(other);
         }

@@ -23,9 +23,9 @@ use sysinfo::{MemoryRefreshKind, Pid, ProcessRefreshKind, ProcessesToUpdate, Sys
 pub struct SystemStats {
     /// CPU time (user + system, all threads) used by this process since the previous sample,
     /// in percent of one core over the wall time between the two samples: above 100 when more
-    /// than one core is busy. `None` where this process's CPU time cannot be read, and for the
-    /// first sample of a monitor, which has no interval to measure over yet (the next request
-    /// samples again rather than serving it from the cache).
+    /// than one core is busy. `None` where this process's CPU time cannot be read, and until 200 ms
+    /// after a monitor's first sample, which has no interval long enough to measure over yet
+    /// (the requests until then sample again rather than being served from the cache).
     pub cpu_percent: Option<f64>,
     /// Resident set size (physical memory in use by this process; the working set on Windows),
     /// in MiB. `None` where it cannot be read.

@@ -146,6 +146,8 @@ fn assert_shape(data: &Value) {
 async fn empty_windows_are_zeros_never_nan() {
     let monitor = Monitor::builder().prefix(PREFIX).build().unwrap();
     let server = Server::start(&monitor).await;
+    // Before the first answer, so before its CPU sample.
+    let first = std::time::Instant::now();
     let data = server.metrics().await;
     assert_shape(&data);
     assert_eq!(data["streaming_5min"]["first_token_p95_ms"], 0.0);
@@ -158,7 +160,6 @@ async fn empty_windows_are_zeros_never_nan() {
     // is an answer too soon after it (a 10 ms tick over a moment would read as many cores); an
     // answer 200 ms after it samples again and has one.
     if cfg!(target_os = "linux") {
-        let first = std::time::Instant::now();
         assert!(data["current_system"]["cpu_percent"].is_null(), "{data}");
         let data = server.metrics().await;
         if first.elapsed() < Duration::from_millis(200) {

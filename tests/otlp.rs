@@ -753,33 +753,49 @@ async fn every_attribute_set_is_its_own_data_point() {
 }
 
 /// Past `max_label_sets` the rest fold into `other`, but each folded set keeps its operation
-/// and whether it has a response model: six sets, all kept apart, none in the SDK's
-/// `otel.metric.overflow` point, and as many points as the Prometheus exposition has series.
+/// (a known one, or `other` for any of the app's own) and whether it has a response model:
+/// eight sets, all kept apart, none in the SDK's `otel.metric.overflow` point, and as many
+/// points as the Prometheus exposition has series.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn label_sets_folded_into_other_are_their_own_data_points() {
     use tower_stream_monitor::{Outcome, StreamRecord};
     let (endpoint, received) = receiver().await;
     let exporter = OtlpExporter::new(&endpoint, Some(Duration::from_secs(3600))).unwrap();
     let monitor = Monitor::builder()
-        .max_label_sets(4)
+        .max_label_sets(1)
         .otlp(exporter.clone())
         .build()
         .unwrap();
-    let operations = ["chat", "text_completion", "generate_content"];
-    for (i, operation) in operations
-        .iter()
-        .chain(&operations)
-        .chain(&operations)
-        .enumerate()
-    {
+    let ingest = |model: &str, operation: &'static str, response_model: bool| {
         for outcome in Outcome::ALL {
-            let mut r = StreamRecord::new("openai", format!("model-{i}"), "/v1/chat", outcome);
+            let mut r = StreamRecord::new("openai", model, "/v1/chat", outcome);
             r.operation_name = Some(operation);
-            if i % 2 == 0 {
+            if response_model {
                 r.response_model = Some(r.model);
             }
             r.duration = Duration::from_millis(200);
             monitor.ingest(r);
+        }
+    };
+    // The one set kept, then every set the rest fold into.
+    ingest("kept", "chat", false);
+    // Two operations of the app's own: both fold into `other`.
+    let operations = [
+        "chat",
+        "text_completion",
+        "generate_content",
+        "embeddings",
+        "rerank",
+    ];
+    let mut streams = Outcome::ALL.len() as u64;
+    for (i, operation) in operations.into_iter().enumerate() {
+        for response_model in [false, true] {
+            ingest(
+                &format!("folded-{i}-{response_model}"),
+                operation,
+                response_model,
+            );
+            streams += Outcome::ALL.len() as u64;
         }
     }
     let series = monitor
@@ -787,6 +803,7 @@ async fn label_sets_folded_into_other_are_their_own_data_points() {
         .lines()
         .filter(|l| l.starts_with("gen_ai_server_request_duration_seconds_count"))
         .count();
+    assert_eq!(series, 9 * Outcome::ALL.len());
     tokio::task::spawn_blocking(move || exporter.shutdown())
         .await
         .unwrap()
@@ -807,8 +824,5 @@ async fn label_sets_folded_into_other_are_their_own_data_points() {
         "folded into the overflow point"
     );
     assert_eq!(points.len(), series);
-    assert_eq!(
-        points.iter().map(|p| p.count).sum::<u64>(),
-        9 * Outcome::ALL.len() as u64
-    );
+    assert_eq!(points.iter().map(|p| p.count).sum::<u64>(), streams);
 }
