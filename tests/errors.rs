@@ -8,7 +8,7 @@ use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::post;
-use common::{Captured, Records, client, endless_sse, recorded, serve, subscriber};
+use common::{Captured, Records, client, endless_sse, monitored, recorded, serve, subscriber};
 use serde_json::Value;
 use tower_stream_monitor::errors::ErrorQuery;
 use tower_stream_monitor::{Monitor, StreamLabels};
@@ -460,32 +460,29 @@ async fn failures_reach_the_error_records() {
 /// is read up to the cut: its record names the upstream's status and message.
 #[tokio::test]
 async fn a_long_error_body_keeps_its_kind_and_message() {
-    let (records, monitor) = recorded(Monitor::builder());
+    let app = Router::new().route(
+        "/v1beta/models/gemini:streamGenerateContent",
+        post(|| async {
+            // In Gemini's own order: the details last.
+            let violations: Vec<String> = (0..200)
+                .map(|n| format!(r#"{{"subject":"project:{n}","description":"Quota exceeded"}}"#))
+                .collect();
+            let error = format!(
+                r#"{{"error":{{"code":429,"message":"Resource has been exhausted (e.g. check quota).","status":"RESOURCE_EXHAUSTED","details":[{{"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[{}]}}]}}}}"#,
+                violations.join(",")
+            );
+            assert!(error.len() > 8_000);
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                StreamLabels::new("gemini"),
+                [(header::CONTENT_TYPE, "application/json")],
+                error,
+            )
+                .into_response()
+        }),
+    );
+    let (records, monitor, addr) = monitored(Monitor::builder(), app).await;
     let _guard = errors_recorded(&monitor);
-    let app = Router::new()
-        .route(
-            "/v1beta/models/gemini:streamGenerateContent",
-            post(|| async {
-                // In Gemini's own order: the details last.
-                let violations: Vec<String> = (0..200)
-                    .map(|n| format!(r#"{{"subject":"project:{n}","description":"Quota exceeded"}}"#))
-                    .collect();
-                let error = format!(
-                    r#"{{"error":{{"code":429,"message":"Resource has been exhausted (e.g. check quota).","status":"RESOURCE_EXHAUSTED","details":[{{"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[{}]}}]}}}}"#,
-                    violations.join(",")
-                );
-                assert!(error.len() > 8_000);
-                (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    StreamLabels::new("gemini"),
-                    [(header::CONTENT_TYPE, "application/json")],
-                    error,
-                )
-                    .into_response()
-            }),
-        )
-        .layer(monitor.layer());
-    let addr = serve(app).await;
     client()
         .post(format!(
             "http://{addr}/v1beta/models/gemini:streamGenerateContent"

@@ -380,9 +380,7 @@ impl UpstreamError {
         };
         (found.kind.is_some() || found.message.is_some()).then_some(found)
     }
-}
 
-impl UpstreamError {
     /// Reads an error from the start of a JSON body kept only up to a cap (a long error body,
     /// a quota error with its details): the object closed after its last whole member before
     /// the cut, `{"error":{"code":429,"message":"..","details":[{"@ty` read as
