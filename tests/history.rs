@@ -112,6 +112,23 @@ fn token_distributions_per_stream_are_in_the_windows() {
     assert!(near(w.input_tokens_p99, 1197.0), "{}", w.input_tokens_p99);
 }
 
+#[test]
+fn streams_of_no_token_count_as_zero_in_the_token_quantiles() {
+    let monitor = Monitor::builder().build().unwrap();
+    // Three streams cut before their first token (a reported prompt of zero too), one of 1.
+    for tokens in [0, 0, 0, 1] {
+        let mut r = stream("openai", 100, Outcome::Ok);
+        r.output_tokens = tokens;
+        r.input_tokens = Some(tokens);
+        monitor.ingest(r);
+    }
+    let w = monitor.snapshot().streaming_5min;
+    assert_eq!(w.output_tokens_p50, 0.0);
+    assert_eq!(w.input_tokens_p50, 0.0);
+    // The one stream that had a token is still the top.
+    assert!((w.output_tokens_p99 - 1.0).abs() < 0.01, "{}", w.output_tokens_p99);
+}
+
 /// Little's law on the minute slots: with 12 requests a minute of 30 s each, steadily, the
 /// time-averaged in-flight count is 12/60 per second × 30 s = 6.
 #[test]

@@ -201,10 +201,10 @@ impl SlotStats {
 
     /// A streaming record's values into the quantile sketches.
     fn add_sketches(&mut self, r: &StreamRecord) {
-        // The sketches hold positive values: a stream of no token counts as the least one.
-        self.output_tokens_dist.add(r.output_tokens.max(1) as f64);
+        // A stream of no token (cut before its first) is a zero, which the sketches count apart.
+        self.output_tokens_dist.add(r.output_tokens as f64);
         if let Some(input) = r.input_tokens {
-            self.input_tokens_dist.add(input.max(1) as f64);
+            self.input_tokens_dist.add(input as f64);
         }
         if let Some(ttft) = r.time_to_first_token {
             self.ttft_ms.add(ms(ttft));
