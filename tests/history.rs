@@ -126,7 +126,11 @@ fn streams_of_no_token_count_as_zero_in_the_token_quantiles() {
     assert_eq!(w.output_tokens_p50, 0.0);
     assert_eq!(w.input_tokens_p50, 0.0);
     // The one stream that had a token is still the top.
-    assert!((w.output_tokens_p99 - 1.0).abs() < 0.01, "{}", w.output_tokens_p99);
+    assert!(
+        (w.output_tokens_p99 - 1.0).abs() < 0.01,
+        "{}",
+        w.output_tokens_p99
+    );
 }
 
 /// Little's law on the minute slots: with 12 requests a minute of 30 s each, steadily, the

@@ -49,17 +49,68 @@ pub use store::{
 
 pub(crate) use store::ErrorStore;
 
-/// Displays an error with its `source()` chain: `outer: inner: root`.
+/// Displays an error with its `source()` chain: `outer: inner: root`. A source whose text its
+/// wrapper shows already (axum's and hyper's errors show their source in their own text) is not
+/// shown again.
 pub(crate) struct ErrorChain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
 
 impl std::fmt::Display for ErrorChain<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
+        // Rendered level by level to compare each with its wrapper's: error paths only.
+        let mut shown = self.0.to_string();
+        f.write_str(&shown)?;
         let mut source = self.0.source();
         while let Some(e) = source {
-            write!(f, ": {e}")?;
+            let text = e.to_string();
+            if !shown.contains(&text) {
+                write!(f, ": {text}")?;
+            }
+            shown = text;
             source = e.source();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorChain;
+
+    /// An error showing `text`, with `source` behind it.
+    #[derive(Debug)]
+    struct Level(String, Option<Box<Level>>);
+
+    impl std::fmt::Display for Level {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+
+    impl std::error::Error for Level {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|l| l as _)
+        }
+    }
+
+    #[test]
+    fn each_level_is_shown_once() {
+        let root = Level("connection reset".into(), None);
+        let io = Level("connection reset".into(), Some(Box::new(root)));
+        // A wrapper that shows its source (as axum's body error does), around one that does
+        // not.
+        let wrapped = Level("body error: connection reset".into(), Some(Box::new(io)));
+        let outer = Level("stream failed".into(), Some(Box::new(wrapped)));
+        assert_eq!(
+            ErrorChain(&outer).to_string(),
+            "stream failed: body error: connection reset"
+        );
+        let plain = Level(
+            "outer".into(),
+            Some(Box::new(Level(
+                "inner".into(),
+                Some(Box::new(Level("root".into(), None))),
+            ))),
+        );
+        assert_eq!(ErrorChain(&plain).to_string(), "outer: inner: root");
     }
 }
