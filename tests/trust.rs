@@ -488,6 +488,42 @@ async fn head_requests_are_ok() {
     assert_eq!(r.time_to_first_token, None);
 }
 
+/// A 204 or a 304 carries no body whatever its handler gave it (hyper drops the body unread):
+/// the request is `ok` when its headers are sent, not `cancelled` when the body is dropped.
+#[tokio::test]
+async fn no_content_and_not_modified_with_a_body_are_ok() {
+    async fn bodied(
+        axum::extract::Path(code): axum::extract::Path<u16>,
+    ) -> axum::response::Response {
+        let status = StatusCode::from_u16(code).unwrap();
+        (
+            status,
+            [(header::ETAG, "\"v1\"")],
+            "a body the status forbids",
+        )
+            .into_response()
+    }
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder(),
+        Router::new().route("/v1/status/{code}", get(bodied)),
+    )
+    .await;
+    for code in [204u16, 304] {
+        let res = client()
+            .get(format!("http://{addr}/v1/status/{code}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), code);
+        assert!(res.bytes().await.unwrap().is_empty());
+    }
+    let records = records.wait_for(2).await;
+    for r in &records {
+        assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.status);
+        assert!(!r.streaming);
+    }
+}
+
 /// A compressed body is never parsed as SSE: with compression inside the monitor layer the
 /// stream is measured for time and bytes and marked; with compression outside (the README's
 /// order) every token is counted.

@@ -157,9 +157,13 @@ where
         match result {
             Ok(response) => {
                 let (parts, body) = response.into_parts();
-                // `None` is not reached (the context is there, checked above).
-                let head = tracked.context.as_ref().is_some_and(|c| c.head);
-                if let (Some(context), false) = (&tracked.context, head) {
+                // `None` is not reached (the context is there, checked above). A HEAD answer,
+                // a 204 and a 304 carry no body, whatever their headers or handler say (hyper
+                // drops it unread).
+                let bodiless = tracked.context.as_ref().is_some_and(|c| c.head)
+                    || parts.status == http::StatusCode::NO_CONTENT
+                    || parts.status == http::StatusCode::NOT_MODIFIED;
+                if let (Some(context), false) = (&tracked.context, bodiless) {
                     // With a deadline alone, the body makes its timer if it needs one (see
                     // `StreamTimer`); an idle gap runs from the response, and a sleep armed
                     // while the response was awaited carries on.
@@ -174,9 +178,8 @@ where
                     &tracked.scope,
                     &parts,
                 );
-                let body = if head {
-                    // A HEAD answer has no body to measure, whatever its headers say: the
-                    // request ends with its headers.
+                let body = if bodiless {
+                    // No body to measure: the request ends with its headers.
                     if let Some(meter) = tracked.meter.take() {
                         meter.finish(super::meter::StreamEnd::Complete, &tracked.scope);
                     }
