@@ -207,10 +207,13 @@ pub struct StreamRecord {
     pub content_encoded: bool,
     /// When the request ended (wall clock).
     pub finished_at: SystemTime,
-    /// From the service call to the first non-empty data frame.
+    /// From the service call to the first non-empty data frame. The call's time is moved later
+    /// by any time the handler waited for the client's request body: a slow upload is the
+    /// client's time, not the upstream's (README, Configuration).
     pub time_to_first_byte: Option<Duration>,
-    /// From the service call to the first frame carrying an output token (equals
-    /// `time_to_first_byte` for bodies that are not a known provider format).
+    /// From the service call (moved as for `time_to_first_byte`) to the first frame carrying
+    /// an output token (equals `time_to_first_byte` for bodies that are not a known provider
+    /// format).
     pub time_to_first_token: Option<Duration>,
     /// From the service call to the end of the body (or of the failed call).
     pub duration: Duration,
@@ -242,9 +245,13 @@ pub struct StreamRecord {
     pub cost_estimated: bool,
     /// Where `output_tokens` came from.
     pub token_source: TokenSource,
-    /// `output_tokens / (duration - time_to_first_token)`, when there are >= 2 tokens.
+    /// `output_tokens / generation time`, when there are >= 2 tokens. The generation time runs
+    /// from the first token to the end: `duration - time_to_first_token`, but for a request
+    /// whose handler waited for the client's body, which `time_to_first_token` leaves out and
+    /// `duration` does not (a slow upload is no generation time).
     pub tokens_per_second: Option<f64>,
-    /// `(duration - time_to_first_token) / (output_tokens - 1)`, when there are >= 2 tokens.
+    /// `generation time / (output_tokens - 1)` (see `tokens_per_second`), when there are >= 2
+    /// tokens.
     pub time_per_output_token: Option<Duration>,
     /// The longest gap between two frames carrying content (a stall).
     pub max_inter_token_gap: Option<Duration>,

@@ -210,8 +210,8 @@ struct Inner {
 /// 2. else the oldest record of any callsite holding more than its share;
 /// 3. else the oldest record.
 ///
-/// So a noisy callsite shrinks to its share as soon as others log, and from then on its new
-/// records replace only its own; a callsite below its share loses records only to step 3.
+/// So a full ring's noisy callsite replaces only its own records, and gives way to the others'
+/// one for one, down to its share; a callsite below its share loses records only to step 3.
 /// Records stay in arrival order, so queries are newest first. An insert costs at most a scan
 /// of the ring.
 pub(crate) struct ErrorStore {

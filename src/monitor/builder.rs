@@ -608,8 +608,9 @@ impl MonitorBuilder {
     }
 
     /// Error records kept, the latest ones. Default 1000. Once the store is full, a callsite
-    /// holding a quarter of it (at least 1) replaces its own oldest record, so a noisy callsite
-    /// cannot evict the others.
+    /// holding a quarter of it (at least 1) replaces its own oldest record, and another's record
+    /// replaces the oldest of a callsite over its quarter, so a noisy callsite cannot evict the
+    /// others.
     pub fn max_error_records(mut self, n: usize) -> Self {
         self.config.max_error_records = n;
         self
