@@ -460,11 +460,18 @@ async fn hostile_usage_in_a_stream_is_capped() {
     let record = records.wait_for(1).await.remove(0);
     assert_eq!(record.output_tokens, 1 << 50);
     assert_eq!(record.input_tokens, Some(1 << 50));
-    // The rates are worked out from the capped figure, as the record shows it.
-    let generating = record.duration - record.time_to_first_token.expect("a first token");
+    // The rates are worked out from the capped figure, as the record shows it: over a time to
+    // generate of at least the upstream's 20 ms pause (the reader's time left out, at most the
+    // wall time after the first token), never from u64::MAX.
+    let wall = record.duration - record.time_to_first_token.expect("a first token");
     let rate = record.tokens_per_second.expect("a rate");
-    let capped = (1u64 << 50) as f64 / generating.as_secs_f64();
-    assert!(rate <= capped * 1.01, "{rate} against {capped}");
+    let capped = |over: Duration| (1u64 << 50) as f64 / over.as_secs_f64();
+    assert!(
+        capped(wall) * 0.99 <= rate && rate <= capped(Duration::from_millis(20)) * 1.01,
+        "{rate} against {} to {}",
+        capped(wall),
+        capped(Duration::from_millis(20))
+    );
 }
 
 /// Item 9: a HEAD request is an `ok`, non-streaming request with no first token.
@@ -1159,23 +1166,22 @@ fn chat_event(text: &str) -> bytes::Bytes {
     ))
 }
 
-/// A reader that comes back after the deadline to a body fed from another task (a channel, as
-/// an upstream connection feeds a proxied body) finds the channel empty for a moment after each
-/// drain: the source is handing on what it holds, not late. The stream is `ok`, whole.
-#[tokio::test(start_paused = true)]
-async fn a_slow_reader_of_a_channel_fed_body_is_not_an_upstream_timeout() {
-    use http_body_util::BodyExt as _;
-    use tower::ServiceExt as _;
-    const EVENTS: usize = 50;
-    let (records, monitor) = recorded(Monitor::builder().stream_timeout(Duration::from_secs(2)));
-    let app = Router::new()
+/// An app whose handler answers at once with an OpenAI chat stream fed from another task (a
+/// channel, as an upstream connection feeds a proxied body): a role event, then `events`
+/// content events, each sent as soon as the channel has room.
+fn channel_fed_app(monitor: &Monitor, events: usize) -> Router {
+    Router::new()
         .route(
             "/v1/chat/completions",
-            post(|| async {
+            post(move || async move {
                 let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
                 tokio::spawn(async move {
-                    for i in 0..EVENTS {
-                        if tx.send(chat_event(&format!("t{i}"))).await.is_err() {
+                    let role = bytes::Bytes::from_static(
+                        b"data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\n",
+                    );
+                    let events = (0..events).map(|i| chat_event(&format!("t{i}")));
+                    for event in std::iter::once(role).chain(events) {
+                        if tx.send(event).await.is_err() {
                             return;
                         }
                     }
@@ -1185,16 +1191,33 @@ async fn a_slow_reader_of_a_channel_fed_body_is_not_an_upstream_timeout() {
                         .map(|b| b.map(Ok::<_, std::convert::Infallible>))
                 });
                 (
+                    StreamLabels::new("openai").with_model("gpt-4o-mini"),
                     [(header::CONTENT_TYPE, "text/event-stream")],
                     axum::body::Body::from_stream(frames),
                 )
             }),
         )
-        .layer(monitor.layer());
+        .layer(monitor.layer())
+}
+
+/// The body of a chat request to `app`, its response's headers read.
+async fn chat_body(app: Router) -> axum::body::Body {
+    use tower::ServiceExt as _;
     let request = http::Request::post("/v1/chat/completions")
         .body(axum::body::Body::empty())
         .unwrap();
-    let mut body = app.oneshot(request).await.unwrap().into_body();
+    app.oneshot(request).await.unwrap().into_body()
+}
+
+/// A reader that comes back after the deadline to a body fed from another task finds the
+/// channel empty for a moment after each drain: the source is handing on what it holds, not
+/// late. The stream is `ok`, whole.
+#[tokio::test(start_paused = true)]
+async fn a_slow_reader_of_a_channel_fed_body_is_not_an_upstream_timeout() {
+    use http_body_util::BodyExt as _;
+    const EVENTS: usize = 50;
+    let (records, monitor) = recorded(Monitor::builder().stream_timeout(Duration::from_secs(2)));
+    let mut body = chat_body(channel_fed_app(&monitor, EVENTS)).await;
     assert!(body.frame().await.unwrap().unwrap().is_data());
     // The reader looks away past the deadline; the producer fills the channel meanwhile.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -1203,6 +1226,91 @@ async fn a_slow_reader_of_a_channel_fed_body_is_not_an_upstream_timeout() {
     assert!(!text.contains("Streaming timeout"), "cut: {text}");
     let r = records.one().await;
     assert_eq!((r.outcome, r.output_tokens), (Outcome::Ok, EVENTS as u64));
+}
+
+/// The same with the reader looking away before the body's first frame, its headers read: the
+/// pause is the reader's, and the upstream had its frames ready.
+#[tokio::test(start_paused = true)]
+async fn a_reader_that_pauses_before_the_first_frame_is_not_an_upstream_timeout() {
+    use http_body_util::BodyExt as _;
+    const EVENTS: usize = 50;
+    let (records, monitor) = recorded(Monitor::builder().stream_timeout(Duration::from_secs(2)));
+    let body = chat_body(channel_fed_app(&monitor, EVENTS)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rest = body.collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&rest);
+    assert!(!text.contains("Streaming timeout"), "cut: {text}");
+    let r = records.one().await;
+    assert_eq!((r.outcome, r.output_tokens), (Outcome::Ok, EVENTS as u64));
+}
+
+/// A reader's pause is no first-token latency, before the first frame or after it (an HTTP/2
+/// client that grants no window after the role event holds hyper back just so), with no stream
+/// timeout set or with one: a client alone cannot make `/health`'s first-token check fail.
+#[tokio::test(start_paused = true)]
+async fn a_reader_that_pauses_is_no_first_token_latency() {
+    use http_body_util::BodyExt as _;
+    for (timeout, frames_first) in [(None, 0), (None, 1), (Some(60), 0), (Some(60), 1)] {
+        let mut builder = Monitor::builder();
+        if let Some(secs) = timeout {
+            builder = builder.stream_timeout(Duration::from_secs(secs));
+        }
+        let (records, monitor) = recorded(builder);
+        let mut body = chat_body(channel_fed_app(&monitor, 5)).await;
+        for _ in 0..frames_first {
+            body.frame().await.unwrap().unwrap();
+        }
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        body.collect().await.unwrap();
+        let r = records.one().await;
+        assert_eq!((r.outcome, r.output_tokens), (Outcome::Ok, 5));
+        let ttft = r.time_to_first_token.unwrap();
+        assert!(
+            ttft < Duration::from_secs(1),
+            "{timeout:?}, {frames_first} frames read first: first token after {ttft:?}"
+        );
+    }
+}
+
+/// Readers that take a second over each event of an answer the upstream had ready move neither
+/// the streams' rates and widest gaps nor `/health`: a client's reading pace is its own.
+#[tokio::test(start_paused = true)]
+async fn slow_readers_move_no_rate_and_no_health_check() {
+    use http_body_util::BodyExt as _;
+    use tower_stream_monitor::health::HealthStatus;
+    let (records, monitor) = recorded(Monitor::builder());
+    for _ in 0..20 {
+        let mut body = chat_body(channel_fed_app(&monitor, 20)).await;
+        while let Some(frame) = body.frame().await {
+            frame.unwrap();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    let all = records.wait_for(20).await;
+    for r in &all {
+        assert_eq!((r.outcome, r.output_tokens), (Outcome::Ok, 20));
+        assert!(
+            r.max_inter_token_gap
+                .is_none_or(|g| g < Duration::from_millis(100)),
+            "{:?}",
+            r.max_inter_token_gap
+        );
+        assert!(
+            r.tokens_per_second.is_none_or(|tps| tps > 1000.0),
+            "{:?}",
+            r.tokens_per_second
+        );
+    }
+    let health = monitor.health();
+    assert_ne!(health.status, HealthStatus::Critical, "{:?}", health.checks);
+    assert!(
+        health
+            .checks
+            .iter()
+            .all(|c| c.status <= HealthStatus::Healthy),
+        "{:?}",
+        health.checks
+    );
 }
 
 /// The same over the network: an upstream's stream relayed by a monitored proxy to a client

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use http_body::Body;
 use pin_project_lite::pin_project;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 use super::MonitoredBody;
 use super::meter::StreamMeter;
@@ -178,10 +178,20 @@ where
                     &tracked.scope,
                     &parts,
                 );
+                if !bodiless && tracked.timer.is_none() {
+                    // A body that may carry tokens counts the consumer's time from now, limits
+                    // or none (`StreamTimer::for_stream`); others make a timer at their first
+                    // wait, if a deadline needs one.
+                    if let Some(meter) = tracked.meter.as_ref().filter(|m| m.may_carry_tokens()) {
+                        let timer =
+                            StreamTimer::for_stream(meter.stream_deadline(), Instant::now());
+                        tracked.timer = Some(timer);
+                    }
+                }
                 let body = if bodiless {
                     // No body to measure: the request ends with its headers.
                     if let Some(meter) = tracked.meter.take() {
-                        meter.finish(super::meter::StreamEnd::Complete, &tracked.scope);
+                        meter.finish(super::meter::StreamEnd::Complete, &tracked.scope, None);
                     }
                     boxed.give_back();
                     MonitoredBody::unmeasured(body)

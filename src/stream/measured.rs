@@ -49,9 +49,15 @@ pin_project! {
             };
             // Every way a body can end while polled records it; one still holding its meter
             // was dropped before its end.
-            if let Some(Tracked { meter, scope, .. }) = tracked.get_mut() {
+            if let Some(Tracked {
+                meter,
+                scope,
+                timer,
+                ..
+            }) = tracked.get_mut()
+            {
                 if let Some(meter) = meter.take() {
-                    meter.finish(StreamEnd::Dropped, scope);
+                    meter.finish(StreamEnd::Dropped, scope, timer.as_ref());
                 }
             }
             tracked.give_back();
@@ -71,7 +77,7 @@ where
         if body.is_end_stream() {
             if let Some(Tracked { meter, scope, .. }) = tracked.get_mut() {
                 if let Some(meter) = meter.take() {
-                    meter.finish(StreamEnd::Complete, scope);
+                    meter.finish(StreamEnd::Complete, scope, None);
                 }
             }
         }
@@ -174,12 +180,18 @@ where
             // taken apart and rebuilt (a frame is about 100 bytes, copied at each move).
             if let Poll::Ready(Some(Ok(frame))) = &mut polled {
                 if let (Some(meter), Some(data)) = (meter_slot.as_mut(), frame.data_mut()) {
-                    let read = meter.on_data(data, scope);
+                    let read = meter.on_data(data, scope, timer.as_ref());
                     if body.is_end_stream() {
                         // The timer stays until the body is dropped: a consumer stops at
                         // `is_end_stream` (hyper drops the body), and this path is every small
                         // response's, which has none to drop.
-                        StreamMeter::finish_in(meter_slot, read, StreamEnd::Complete, scope);
+                        StreamMeter::finish_in(
+                            meter_slot,
+                            read,
+                            StreamEnd::Complete,
+                            scope,
+                            timer.as_ref(),
+                        );
                         // The inner body has nothing more, trailers included: the next poll
                         // ends here, without polling it (hyper stops at `is_end_stream`).
                         *ended = true;
@@ -215,16 +227,28 @@ where
             match frame {
                 None => {
                     *ended = true;
+                    StreamMeter::finish_in(
+                        meter_slot,
+                        None,
+                        StreamEnd::Complete,
+                        scope,
+                        timer.as_ref(),
+                    );
                     disarm(timer);
-                    StreamMeter::finish_in(meter_slot, None, StreamEnd::Complete, scope);
                     Poll::Ready(None)
                 }
                 // Not data (measured above): trailers, which end the body, or a frame of
                 // another kind.
                 Some(Ok(frame)) => {
                     if frame.is_trailers() || body.is_end_stream() {
+                        StreamMeter::finish_in(
+                            meter_slot,
+                            None,
+                            StreamEnd::Complete,
+                            scope,
+                            timer.as_ref(),
+                        );
                         disarm(timer);
-                        StreamMeter::finish_in(meter_slot, None, StreamEnd::Complete, scope);
                     }
                     Poll::Ready(Some(Ok(frame)))
                 }
@@ -241,7 +265,6 @@ where
                         outcome = Outcome::ClientError;
                     }
                     *ended = true;
-                    disarm(timer);
                     if let Some(meter) = meter_slot.take() {
                         // Where an SSE stream was cut by this layer's own timeout, it ends with
                         // an error event rather than a broken connection; unless its body
@@ -252,12 +275,14 @@ where
                             && body.size_hint().exact().is_none())
                         .then(|| meter.at_event_boundary());
                         let chain = crate::errors::ErrorChain(error.as_ref());
-                        meter.finish(StreamEnd::Failed(outcome, &chain), scope);
+                        meter.finish(StreamEnd::Failed(outcome, &chain), scope, timer.as_ref());
+                        disarm(timer);
                         if let Some(at_boundary) = sse_end {
                             let event = sse_timeout_event(&error.to_string(), at_boundary);
                             return Poll::Ready(Some(Ok(Frame::data(event.into()))));
                         }
                     }
+                    disarm(timer);
                     Poll::Ready(Some(Err(error)))
                 }
             }
@@ -336,7 +361,7 @@ mod tests {
         crate::stream::meter::StreamMeter::start_in(&mut t.meter, &mut t.context, &t.scope, &head);
         assert!(t.meter.is_none(), "no context, no meter");
         if let Some(meter) = meter {
-            meter.finish(crate::stream::meter::StreamEnd::Complete, &t.scope);
+            meter.finish(crate::stream::meter::StreamEnd::Complete, &t.scope, None);
         }
         assert_eq!(monitor.recorded(Outcome::Ok), 1);
         tracked.give_back();

@@ -12,6 +12,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use super::context::{End, RequestContext, RequestScope, log_end};
 use super::request_body::RequestHints;
 use super::service::ServiceState;
+use super::timer::StreamTimer;
 use crate::SESSION_TARGET;
 use crate::classify::{classify_status, classify_stream_error};
 use crate::label::Label;
@@ -207,11 +208,14 @@ impl StreamMeter {
 
     /// The hot path: one data frame. Reads the clock only on the first byte and on frames that
     /// complete a content event; returns the time read, if any, for an end in the same poll.
+    /// `timer`: the request's, if it has one, which counts the consumer's time: left out of the
+    /// first byte's and the tokens' times (see [`source_time`]).
     #[inline(always)]
     pub(crate) fn on_data<D: Buf + From<Bytes>>(
         &mut self,
         data: &mut D,
         scope: &RequestScope,
+        timer: Option<&StreamTimer>,
     ) -> Option<Instant> {
         let len = data.remaining();
         if len == 0 {
@@ -230,7 +234,7 @@ impl StreamMeter {
         // `first_byte`'s).
         if self.bytes == len as u64 {
             let t = Instant::now();
-            self.first_byte = Some(t);
+            self.first_byte = Some(source_time(t, timer));
             now = Some(t);
             if self.sniff && self.parser.is_none() {
                 if let Some(wire) = WireFormat::sniff(data.chunk()) {
@@ -251,10 +255,16 @@ impl StreamMeter {
         let content = parser.feed(data.chunk());
         if content > 0 {
             let t = now.unwrap_or_else(Instant::now);
-            self.on_content(t, scope);
+            self.on_content(source_time(t, timer), scope);
             now = Some(t);
         }
         now
+    }
+
+    /// Whether the body may carry tokens: parsed, or to be sniffed from its first bytes. Its
+    /// timer is made with the response, to count the consumer's time from there.
+    pub(crate) fn may_carry_tokens(&self) -> bool {
+        self.parser.is_some() || self.sniff
     }
 
     #[inline(always)]
@@ -311,9 +321,15 @@ impl StreamMeter {
         }
     }
 
-    /// Builds the record, logs the end, and hands the record to the monitor.
-    pub(crate) fn finish(mut self, end: StreamEnd<'_>, scope: &RequestScope) {
-        self.record(Instant::now(), end, scope);
+    /// Builds the record, logs the end, and hands the record to the monitor. `timer`: the
+    /// request's, for the consumer's time to leave out of the rates (see [`source_time`]).
+    pub(crate) fn finish(
+        mut self,
+        end: StreamEnd<'_>,
+        scope: &RequestScope,
+        timer: Option<&StreamTimer>,
+    ) {
+        self.record(Instant::now(), end, scope, timer);
     }
 
     /// [`finish`](Self::finish) for the meter in `slot`, at `finished` if the clock was read in
@@ -325,6 +341,7 @@ impl StreamMeter {
         finished: Option<Instant>,
         end: StreamEnd<'_>,
         scope: &RequestScope,
+        timer: Option<&StreamTimer>,
     ) {
         struct Empty<'a>(&'a mut Option<StreamMeter>);
         impl Drop for Empty<'_> {
@@ -334,13 +351,19 @@ impl StreamMeter {
         }
         let slot = Empty(slot);
         if let Some(meter) = slot.0.as_mut() {
-            meter.record(finished.unwrap_or_else(Instant::now), end, scope);
+            meter.record(finished.unwrap_or_else(Instant::now), end, scope, timer);
         }
     }
 
     /// Builds the record at `finished` and hands it over. Called once: the meter is dropped
     /// after it.
-    fn record(&mut self, finished: Instant, end: StreamEnd<'_>, scope: &RequestScope) {
+    fn record(
+        &mut self,
+        finished: Instant,
+        end: StreamEnd<'_>,
+        scope: &RequestScope,
+        timer: Option<&StreamTimer>,
+    ) {
         let started = self.started;
         let by_status = classify_status(self.status);
         if matches!(end, StreamEnd::Complete) {
@@ -399,8 +422,12 @@ impl StreamMeter {
         let output_tokens = summary.map_or(0, |s| s.output_tokens());
         // From the same origin as the first token's: a slow upload is the client's time, not
         // generation time (the duration is computed only for a stream with rates to derive).
-        let (tokens_per_second, time_per_output_token) =
-            StreamRecord::derived_rates(output_tokens, || since_start(finished), ttft);
+        // The end as the source knows it, as the first token is (the consumer's time left out).
+        let (tokens_per_second, time_per_output_token) = StreamRecord::derived_rates(
+            output_tokens,
+            || since_start(source_time(finished, timer)),
+            ttft,
+        );
         let recorder = &self.state.recorder;
         let response_model = summary
             .filter(|_| !self.unrouted)
@@ -481,6 +508,20 @@ impl StreamMeter {
             record.clamp_usage();
         }
         recorder.record(record, self.facade_in_flight, true, self.label_source);
+    }
+}
+
+/// `t`, the time a frame came, less the consumer's time until then as the request's `timer`
+/// counts it: the frame's time as its source knows it. A frame that was ready when it was
+/// asked for came when the one before it was handed on, however late the reader asked: a
+/// client's reading pace (an HTTP/2 window it keeps shut, a pause before it reads) moves
+/// neither a stream's first-token time nor its gaps and rates (README, Security). Without a
+/// timer, `t`: a body that cannot carry tokens, or one that ended before any wait.
+#[inline(always)]
+fn source_time(t: Instant, timer: Option<&StreamTimer>) -> Instant {
+    match timer {
+        Some(timer) => t.checked_sub(timer.reader_time_at(t)).unwrap_or(t),
+        None => t,
     }
 }
 

@@ -31,6 +31,8 @@ impl RecordPanic for StreamMeter {
                 &"panic while producing the response body",
             ),
             scope,
+            // A panic's rates are no measure of anything: the timer, being polled, stays out.
+            None,
         );
     }
 }

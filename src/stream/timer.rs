@@ -1,5 +1,6 @@
 //! The stream deadline and idle timeout ([`StreamTimer`]): polls a body within them, with one
-//! `Sleep` armed at the nearer of the two. It knows nothing of measuring; it lives in the
+//! `Sleep` armed at the nearer of the two, and counts the consumer's time, which the meter
+//! leaves out of a stream's latencies and rates. It knows nothing of measuring; it lives in the
 //! request's box beside the meter (`tracked.rs`), so that the body axum and hyper move about
 //! stays small.
 
@@ -49,7 +50,8 @@ use crate::timeout::StreamTimeoutError;
 /// which takes a place in the timer wheel under its driver's lock, and the same again to
 /// leave it. With a deadline alone (the usual setting) the timer itself is made only when the
 /// body first waits, by the measured body (`measured.rs`); with an idle gap, or when the
-/// response future armed a sleep while it waited for the response, it is made with the
+/// response future armed a sleep while it waited for the response, or for a body that may
+/// carry tokens (limits or none: [`for_stream`](Self::for_stream)), it is made with the
 /// response.
 ///
 /// In the order given (`repr(C)`): what each frame reads first, then what a wait reads, then
@@ -117,6 +119,15 @@ impl StreamTimer {
         Self::with_limits(origin, Some(after), None, handed_since)
     }
 
+    /// The timer of a body that may carry tokens (README, Outcomes: a stream), made with its
+    /// response at `handed_since`, whether or not a limit is set: the consumer's time it counts
+    /// is also what the meter leaves out of the stream's latencies and rates (`reader_time_at`).
+    /// `deadline`: where the total deadline counts from and its length, if one is set.
+    pub(crate) fn for_stream(deadline: Option<(Instant, Duration)>, handed_since: Instant) -> Self {
+        let (origin, after) = deadline.map_or((handed_since, None), |(o, a)| (o, Some(a)));
+        Self::with_limits(origin, after, None, handed_since)
+    }
+
     fn with_limits(
         origin: Instant,
         deadline: Option<Duration>,
@@ -180,6 +191,19 @@ impl StreamTimer {
         }
     }
 
+    /// The consumer's time up to `t`, the time of a frame that has just come (before
+    /// [`on_data`](Self::on_data) is told of it): the time so far, and, when the frame ended no
+    /// wait, the time since the last one ended (the frame was ready when it was asked for).
+    #[inline]
+    pub(crate) fn reader_time_at(&self, t: Instant) -> Duration {
+        if self.waiting {
+            self.reader_time
+        } else {
+            self.reader_time
+                .saturating_add(t.saturating_duration_since(self.wait_ended))
+        }
+    }
+
     /// The body waits, with no timer polled before: its error if a limit has passed, else
     /// pending, with the sleep armed to wake the task at the nearer limit.
     #[inline]
@@ -219,6 +243,10 @@ impl StreamTimer {
         // consumer's time, the idle gap with each wait), so no limit has passed either (a
         // sleep handed over by the response future, armed at the deadline before an idle gap
         // began, has no waker registered here: the first wait polls it, and resets it).
+        if self.deadline_at.is_none() && self.idle.is_none() {
+            // No limit (a stream's timer, counting the consumer's time only): nothing to arm.
+            return Poll::Pending;
+        }
         let armed = self.armed_at.is_some_and(|at| at > now);
         let registered = self
             .registered
