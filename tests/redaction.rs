@@ -166,6 +166,26 @@ fn key_value() -> impl Strategy<Value = Secret> {
         .prop_map(|(name, form, value)| Secret::new(form(name, &value), vec![value]))
 }
 
+/// `name <sep> value` with a bare value holding the punctuation that once ended it early
+/// (`<`, `>`, `\`, `'`, `"`, `)`): hidden to the next whitespace. It starts with two letters
+/// or digits: one starting with a quote (or `b"`, a byte string) is a quoted value, hidden to
+/// its closing quote.
+fn bare_key_value() -> impl Strategy<Value = Secret> {
+    let forms: Vec<fn(&str, &str) -> String> = vec![
+        |n, v| format!("{n}={v}"),
+        |n, v| format!("{n}: {v}"),
+        |n, v| format!("{n}:{v}"),
+        |n, v| format!("GET /v1/models?{n}={v}&alt=sse"),
+        |n, v| format!("tool --{n} {v} --model m"),
+    ];
+    (
+        prop::sample::select(vec!["password", "api_key", "token", "creds", "passcode"]),
+        prop::sample::select(forms),
+        r#"[A-Za-z0-9]{2}[A-Za-z0-9<>\\'")!@#%^*+=._~-]{6,38}"#,
+    )
+        .prop_map(|(name, form, value)| Secret::new(form(name, &value), vec![value]))
+}
+
 fn url_userinfo() -> impl Strategy<Value = Secret> {
     (
         prop::sample::select(vec![
@@ -177,7 +197,7 @@ fn url_userinfo() -> impl Strategy<Value = Secret> {
             "https",
         ]),
         "[a-z]{3,10}",
-        "[A-Za-z0-9!$*+=._~-]{8,30}",
+        "[A-Za-z0-9!$*+=._~/?#-]{8,30}",
         "[a-z]{3,10}",
     )
         .prop_map(|(scheme, user, password, host)| {
@@ -216,6 +236,7 @@ fn shape() -> impl Strategy<Value = Secret> {
         jwt(),
         provider_token(),
         key_value(),
+        bare_key_value(),
         url_userinfo(),
         url_user_token(),
         encoded(),
@@ -315,6 +336,27 @@ proptest! {
             }
         }
         prop_assert_eq!(redact(&once), once.clone());
+    }
+
+    /// Any text of the characters that open, close or separate the forms `redact` reads
+    /// (quotes, brackets, tags, flags, URLs, escapes, colour codes) is redacted without a panic.
+    #[test]
+    fn redact_never_panics(
+        pieces in prop::collection::vec(
+            prop_oneof![
+                prop::sample::select(vec![
+                    "password", "api_key", "Token", "Bearer", "Basic", "sk-proj-abcdefgh12",
+                    "<Password>", "</Password>", "<apiKey a=\"1\">", "--token", "-p", "://",
+                    "x://u:", "\\n", "\\\"", "\u{1b}[33m", "\\u{1b}[", "amp;", "é",
+                    "-----BEGIN PGP PRIVATE KEY BLOCK-----", "%3D", "\\u0073",
+                ]).prop_map(str::to_owned),
+                "[a-z0-9<>/\\\\'\"()\\[\\]{}=:;,&@#?_ \n\t-]{1,4}",
+            ],
+            0..40,
+        ),
+    ) {
+        let text: String = pieces.concat();
+        let _ = redact(&text);
     }
 }
 
@@ -481,4 +523,218 @@ fn a_secret_named_by_the_field_before_is_redacted() {
     // A name that is no secret's leaves the next value alone.
     let json = stored(|| tracing::warn!(header = "content-type", value = "text/plain", "odd"));
     assert!(json.contains("text/plain"), "{json}");
+}
+
+/// Logs `text` as a message and a field, and asserts that `secret` is in no stored record.
+fn assert_hidden(text: &str, secret: &str) {
+    let stored = records(|| tracing::error!(detail = text, debug = ?text, "upstream said: {text}"));
+    assert_eq!(stored.len(), 1, "{text}");
+    let json = stored[0].to_string();
+    assert!(!json.contains(secret), "{secret:?} leaked into {json}");
+}
+
+/// Logs `text` as a message and a field, and asserts that it is stored unchanged.
+fn assert_kept(text: &str) {
+    assert_eq!(redact(text), text, "redacted");
+    let stored = records(|| tracing::error!(detail = text, "upstream said: {text}"));
+    assert_eq!(stored[0]["fields"]["detail"], text, "{text}");
+}
+
+/// A bare value is hidden to the next whitespace, whatever punctuation it holds.
+#[test]
+fn a_bare_value_is_hidden_to_the_next_whitespace() {
+    assert_hidden("password=k9<Lq>vX2 next", "Lq>vX2");
+    assert_hidden(r"password=k9\Lq7vX2 next", "Lq7vX2");
+    assert_hidden("password=k9'Lq7vX2 next", "Lq7vX2");
+    assert_hidden("password=k9)Lq7vX2 next", "Lq7vX2");
+    assert_hidden("password=k9\"Lq7vX2 next", "Lq7vX2");
+    assert_hidden("token: k9>Lq7vX2", "Lq7vX2");
+    assert_hidden("password=ab&cd7vX2 next", "cd7vX2");
+    // What follows the value is kept: the next word, a query's next parameter, a closing
+    // bracket or quote.
+    assert_eq!(
+        redact("password=k9<Lq>vX2 next"),
+        "password=[REDACTED] next"
+    );
+    assert_eq!(
+        redact("GET /v1?api_key=k9)x&alt=sse"),
+        "GET /v1?api_key=[REDACTED]&alt=sse"
+    );
+    assert_eq!(redact("(session_id=abc)"), "(session_id=[REDACTED])");
+    assert_eq!(redact(r#""a\napi_key=abc""#), r#""a\napi_key=[REDACTED]""#);
+    assert_kept("output_tokens=5 max_tokens=64 ratio=a<b>c");
+}
+
+#[derive(Debug)]
+#[allow(dead_code)]
+enum Credentials {
+    Bearer(String),
+    Basic(String, String),
+    ApiKey(String),
+}
+
+#[derive(Debug)]
+#[allow(dead_code)]
+struct Upstream {
+    login: Credentials,
+    model: String,
+}
+
+/// The Debug of credential types (`Bearer("…")`, `Basic("u", "…")`, `ApiKey("…")`) under a
+/// field of no secret name, and `Bearer` before a quoted token.
+#[test]
+fn debug_of_credential_types_is_redacted() {
+    let cases = [
+        (
+            Credentials::Bearer("tok123secret456".into()),
+            "tok123secret456",
+        ),
+        (
+            Credentials::Basic("bob".into(), "pw123secret456".into()),
+            "pw123secret456",
+        ),
+        (
+            Credentials::ApiKey("key123secret456".into()),
+            "key123secret456",
+        ),
+    ];
+    for (login, secret) in cases {
+        let upstream = Upstream {
+            login,
+            model: "gpt-4o".into(),
+        };
+        let stored =
+            records(|| tracing::error!(upstream = ?upstream, "upstream refused {upstream:?}"));
+        let json = stored[0].to_string();
+        assert!(!json.contains(secret), "{secret:?} leaked into {json}");
+        assert!(json.contains("gpt-4o"), "the rest is kept: {json}");
+    }
+    let token = "tok789secret012";
+    assert_hidden(&format!("sent Authorization Bearer {token:?}"), token);
+    assert_hidden(&format!("Token(\"a)b\", {token:?})"), token);
+    assert_eq!(
+        redact(r#"Upstream { login: Basic("bob", "pw"), model: "m" }"#),
+        r#"Upstream { login: Basic([REDACTED]), model: "m" }"#
+    );
+    // Words that only look like a scheme are kept as they were.
+    assert_eq!(redact("Bearer of bad news"), "Bearer [REDACTED] bad news");
+    assert_kept("Basic authentication failed: Some(\"x\") Ok(3)");
+}
+
+/// A URL password holding `/`, `?` or `#`: hidden to the last `@` of the URL.
+#[test]
+fn a_url_password_with_a_slash_question_mark_or_hash_is_redacted() {
+    assert_hidden(
+        "connect postgres://admin:pa/ss123word@db.internal/app failed",
+        "ss123word",
+    );
+    assert_hidden(
+        "connect postgres://admin:pa?ss123word@db.internal/app failed",
+        "ss123word",
+    );
+    assert_hidden(
+        "connect redis://admin:pa#ss123word@cache:6379 failed",
+        "ss123word",
+    );
+    assert_eq!(
+        redact("connect redis://admin:pa#ss@word@cache:6379 failed"),
+        "connect redis://admin:[REDACTED]@cache:6379 failed"
+    );
+    assert_kept("see https://example.com/a?b=c and https://example.com/a@b");
+}
+
+/// PGP private keys in ASCII armor, as PEM ones: between their BEGIN and END lines.
+#[test]
+fn an_armored_pgp_private_key_is_redacted() {
+    let armor = "-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nlQOYBGVdSecretKeyMaterial0123\n=abcd\n-----END PGP PRIVATE KEY BLOCK-----";
+    assert_hidden(
+        &format!("could not load {armor}"),
+        "lQOYBGVdSecretKeyMaterial0123",
+    );
+    assert_eq!(
+        redact(&format!("could not load {armor} done")),
+        "could not load -----BEGIN PGP PRIVATE KEY BLOCK-----[REDACTED]-----END PGP PRIVATE KEY BLOCK----- done"
+    );
+    assert_kept("-----BEGIN PGP PUBLIC KEY BLOCK-----\nmQENBF\n-----END PGP PUBLIC KEY BLOCK-----");
+}
+
+/// A provider key right after `_` or an ANSI colour code; not inside a word.
+#[test]
+fn a_provider_key_after_an_underscore_or_a_colour_code_is_redacted() {
+    let key = "sk-proj-AbCdEfGh12345678";
+    assert_hidden(
+        &format!("invalid key \u{1b}[33m{key}\u{1b}[0m"),
+        "AbCdEfGh12345678",
+    );
+    assert_hidden(
+        &format!("invalid key \u{1b}[1;31m{key}"),
+        "AbCdEfGh12345678",
+    );
+    assert_hidden(&format!("OPENAI_API_KEY_{key}"), "AbCdEfGh12345678");
+    assert_hidden(
+        "GITHUB_ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+        "abcdefghijklmnopqrstuvwxyz0123456789",
+    );
+    assert_eq!(
+        redact(&format!("\u{1b}[33m{key}\u{1b}[0m")),
+        "\u{1b}[33m[REDACTED]\u{1b}[0m"
+    );
+    assert_kept("task-1234567890abcdef disk-usage risk-assessment-2024 mask-abcdefghij");
+}
+
+/// XML elements and command-line flags named like a secret.
+#[test]
+fn xml_elements_and_command_lines_are_redacted() {
+    assert_hidden(
+        "<Credentials><Password>hunter2secret</Password></Credentials>",
+        "hunter2secret",
+    );
+    assert_hidden("<apiKey>key 123 secret</apiKey>", "123 secret");
+    assert_hidden(
+        r#"<ns:Password type="x">hunter2secret</ns:Password>"#,
+        "hunter2secret",
+    );
+    let command = format!(
+        "{:?}",
+        std::process::Command::new("tool").args(["--api-key", "key123secret456", "--model", "m"])
+    );
+    assert_hidden(&format!("command {command} failed"), "key123secret456");
+    assert_hidden(
+        "command tool --password hunter2secret failed",
+        "hunter2secret",
+    );
+    assert_hidden(
+        "command tool --api-key=key123secret456 failed",
+        "key123secret456",
+    );
+    assert_hidden(r#"args ["--token", "tok123secret456"]"#, "tok123secret456");
+    assert_eq!(
+        redact("tool --password hunter2secret --model gpt-4o"),
+        "tool --password [REDACTED] --model gpt-4o"
+    );
+    assert_eq!(
+        redact("<Password>hunter2secret</Password><Model>gpt-4o</Model>"),
+        "<Password>[REDACTED]</Password><Model>gpt-4o</Model>"
+    );
+    assert_kept("<Model>gpt-4o</Model> tool --model gpt-4o --no-password --verbose pre-auth step");
+}
+
+/// `creds`, `passcode` and `authentication` are secret names.
+#[test]
+fn more_credential_names_are_redacted() {
+    let stored = records(|| {
+        tracing::error!(
+            creds = "pw123secret456",
+            passcode = "pc123secret456",
+            authentication = "au123secret456",
+            "login failed"
+        );
+    });
+    let json = stored[0].to_string();
+    for secret in ["pw123secret456", "pc123secret456", "au123secret456"] {
+        assert!(!json.contains(secret), "{secret} leaked into {json}");
+    }
+    assert_hidden("Authentication: xyz123secret", "xyz123secret");
+    assert_hidden("user_passcode=123456789", "123456789");
+    assert_kept("authentication_error=true authentication_method=oauth");
 }

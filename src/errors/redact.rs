@@ -12,7 +12,7 @@ use regex::{Captures, Regex, RegexSet};
 pub const REDACTED: &str = "[REDACTED]";
 
 /// Name parts (see [`is_secret_field`]) that make a field secret wherever they appear.
-const SECRET_PARTS: [&str; 18] = [
+const SECRET_PARTS: [&str; 20] = [
     "authorization",
     "secret",
     "secrets",
@@ -20,6 +20,8 @@ const SECRET_PARTS: [&str; 18] = [
     "cookies",
     "credential",
     "credentials",
+    "creds",
+    "passcode",
     "jwt",
     "pwd",
     "passphrase",
@@ -35,7 +37,9 @@ const SECRET_PARTS: [&str; 18] = [
 
 /// Name parts that make a field secret as its last part or before a [`HOLDER_PARTS`] one:
 /// `access_token`, `auth_header`, `session_id` are secret; `token_count`, `auth_error` are not.
-const TRAILING_PARTS: [&str; 4] = ["token", "auth", "session", "pass"];
+/// `authentication` is one too: the header `Authentication: …` is secret, the count
+/// `authentication_errors` is not.
+const TRAILING_PARTS: [&str; 5] = ["token", "auth", "authentication", "session", "pass"];
 
 /// Parts that may follow a [`TRAILING_PARTS`] one and keep the name secret.
 const HOLDER_PARTS: [&str; 4] = ["id", "header", "value", "string"];
@@ -121,17 +125,18 @@ const SECRET_ENDINGS: [&str; 5] = ["token", "secret", "apikey", "sessionid", "pr
 /// ending a part are dropped, and a part of digits alone is skipped (`token2`, `apiKey2`,
 /// `ACCESS_TOKEN_2` read as `token`, `api_key`, `access_token`). It is secret when:
 ///
-/// - a part is `authorization`, `secret(s)`, `cookie(s)`, `credential(s)`, `jwt`, `pwd`,
-///   `passphrase`, `bearer`, `apikey`, `sessionid`, `privatekey`, `signature`, `sig` or
-///   `subscription`, or contains `password` or `passwd` (`password`, `db_password`,
-///   `PASSWORD`, `set-cookie`, `client_secret`, `aws_secret_access_key`,
-///   `Proxy-Authorization`, `X-Amz-Signature`, `sig`, `Ocp-Apim-Subscription-Key`);
-/// - `token`, `auth`, `session` or `pass` is the last part or is followed only by `id`,
-///   `header`, `value` or `string` (`token`, `access_token`, `id_token`, `x_token`, `x_auth`,
-///   `auth_header`, `session`, `session_id`, `sessionId`, `db_pass`), and so is `tokens` after
-///   `auth`, `access`, `refresh`, `id`, `api`, `bearer`, `session`, `oauth`, `csrf`, `xsrf`,
-///   `client`, `secret`, `app`, `bot`, `service` or `personal` (`auth_tokens`; not
-///   `max_tokens`);
+/// - a part is `authorization`, `secret(s)`, `cookie(s)`, `credential(s)`, `creds`,
+///   `passcode`, `jwt`, `pwd`, `passphrase`, `bearer`, `apikey`, `sessionid`, `privatekey`,
+///   `signature`, `sig` or `subscription`, or contains `password` or `passwd` (`password`,
+///   `db_password`, `PASSWORD`, `set-cookie`, `client_secret`, `aws_secret_access_key`,
+///   `Proxy-Authorization`, `X-Amz-Signature`, `sig`, `Ocp-Apim-Subscription-Key`, `creds`,
+///   `user_passcode`);
+/// - `token`, `auth`, `authentication`, `session` or `pass` is the last part or is followed
+///   only by `id`, `header`, `value` or `string` (`token`, `access_token`, `id_token`,
+///   `x_token`, `x_auth`, `auth_header`, `Authentication`, `session`, `session_id`,
+///   `sessionId`, `db_pass`), and so is `tokens` after `auth`, `access`, `refresh`, `id`,
+///   `api`, `bearer`, `session`, `oauth`, `csrf`, `xsrf`, `client`, `secret`, `app`, `bot`,
+///   `service` or `personal` (`auth_tokens`; not `max_tokens`);
 /// - `key` or `keys` follows `api`, `private`, `secret`, `access`, `signing`, `encryption`,
 ///   `master`, `client`, `ssh`, `auth`, `session` or `license` (`api_key`, `x-api-key`,
 ///   `Api-Key`, `apiKey`, `api_keys`, `private_key`, `api_key_id`);
@@ -147,9 +152,10 @@ const SECRET_ENDINGS: [&str; 5] = ["token", "secret", "apikey", "sessionid", "pr
 ///   (`accesstoken`, `clientsecret`, `xapikey`).
 ///
 /// Parts are compared whole, so counts and ordinary words stay visible: `output_tokens`,
-/// `input_tokens`, `max_tokens`, `tokens_per_second`, `token_count`, `auth_error`, `author`,
-/// `authority`, `oauth_provider`, `cache_key`, `public_key`, `idempotency_key`, `key_id`,
-/// `keyboard`, `tokenizer`, `secretary`, `user_id` and `request_id` are not secret.
+/// `input_tokens`, `max_tokens`, `tokens_per_second`, `token_count`, `auth_error`,
+/// `authentication_method`, `author`, `authority`, `oauth_provider`, `cache_key`,
+/// `public_key`, `idempotency_key`, `key_id`, `keyboard`, `tokenizer`, `secretary`, `user_id`
+/// and `request_id` are not secret.
 ///
 /// ```
 /// use tower_stream_monitor::errors::is_secret_field;
@@ -240,6 +246,12 @@ fn name_parts(name: &str) -> String {
 /// by `,` is a pair too (`comma`), when it opens a tuple (`("x-api-key", "v")`, also over lines
 /// as pretty Debug writes it; checked by [`opens_tuple`]).
 ///
+/// Two more forms name a value: a command-line flag (`flag`: `-` or `--` then the name, maybe
+/// quoted, then spaces or a `,`: `--password x`, Debug of a `Command` `"--api-key" "x"`, an
+/// argument list `["--token", "x"]`), when the dash starts a word (checked by
+/// [`starts_flag`]); and an XML element's start tag (`tag`: `<Password>`, `<ns:apiKey a="1">`,
+/// its attributes quoted), whose text, to the next `<`, is the value (see [`xml_text_span`]).
+///
 /// [`VALUE_START`], after it, finds where a value starts; [`value_span`] finds where it ends:
 /// - `done`: already redacted (kept, so redaction is idempotent), maybe after an auth scheme;
 /// - `quote`: `"`, `\"`, `\\\"`, ... opening a quoted value (ends at its closing quote), maybe
@@ -249,17 +261,24 @@ fn name_parts(name: &str) -> String {
 ///   `Token(`, `a::B {`), opening a value that ends at its balanced closing bracket (and the
 ///   rest of a word glued to it: `ab(c)d`);
 /// - `bare`: after an optional auth scheme (`Bearer`, `Basic`, `Token`, `Digest`), a word up to
-///   whitespace, `&`, a quote, `<`, `>`, `\`, a closing bracket, or a `,`/`;` followed by one of
-///   those or the end (`password=a;b` is one value, `x=a, y=b` two); after a scheme, its
+///   whitespace or a query's next parameter (`&name=`), less the closing brackets, quotes and
+///   `,`/`;` ending it (`password=a;b` and `password=a<b>"c` are one value, `x=a, y=b` two,
+///   `(x=a)` keeps its `)`: see [`bare_value_end`]); after a scheme, its
 ///   auth-params too (`Digest username="u", response="…"`, see [`auth_params_end`]); a YAML
 ///   block scalar's `|` (and `|-`, ...) and the indented block after it, as for `block`;
 /// - `block`: a YAML folded block scalar's `>` (`>-`, ...): the indented block after it (see
 ///   [`yaml_block_end`]).
 const KEY_SEPARATOR: &str = r#"(?x)
-    (?:\\[nrt])? (?P<name>[A-Za-z_][A-Za-z0-9_.\-]*)
+    (?:\\[nrt])?
     (?:
-        (?:\\*["'])? [\t\ ]* (?:=>|:=|[:=]) [\t\ ]* (?:(?:\r?\n|(?:\\r)?\\n)[\t\ ]+)?
-      | (?P<comma>\\*["'][\t\ ]*,(?:[\t\ \r\n]|\\[rnt])*)
+        (?P<name>[A-Za-z_][A-Za-z0-9_.\-]*)
+        (?:
+            (?:\\*["'])? [\t\ ]* (?:=>|:=|[:=]) [\t\ ]* (?:(?:\r?\n|(?:\\r)?\\n)[\t\ ]+)?
+          | (?P<comma>\\*["'][\t\ ]*,(?:[\t\ \r\n]|\\[rnt])*)
+        )
+      | (?P<flag>--?[A-Za-z][A-Za-z0-9_.\-]*) (?:\\*["'])? (?:[\t\ ]+|[\t\ ]*,[\t\ ]*)
+      | (?P<tag><[A-Za-z_][A-Za-z0-9_.:\-]*)
+        (?:[\t\r\n\ ]+ [A-Za-z_:][A-Za-z0-9_.:\-]* [\t\ ]*=[\t\ ]* (?:\\*"[^"]*"|'[^']*'))* [\t\r\n\ ]* >
     )"#;
 
 /// Where a value starts, after [`KEY_SEPARATOR`] (see it).
@@ -274,6 +293,11 @@ const VALUE_START: &str = r#"(?x)
       | (?P<block>>[0-9+\-]{0,2})
     )"#;
 
+/// A name right before `(`: the Debug of a tuple struct or variant (`Bearer("…")`,
+/// `Basic("u", "…")`, `ApiKey("…")`), whose contents are hidden when the name is a secret's
+/// (see [`redact_credential_calls`]).
+const CREDENTIAL_CALL: &str = r"(?-u:\b)[A-Za-z_][A-Za-z0-9_]*\(";
+
 /// A name, its separator and the start of its value: [`KEY_SEPARATOR`] then [`VALUE_START`].
 fn key_value_pattern() -> String {
     format!("{KEY_SEPARATOR}{VALUE_START}")
@@ -284,19 +308,31 @@ fn key_value_pattern() -> String {
 /// `(?-u:\b)` needs no regex feature and keeps the fast engines usable on non-ASCII text.
 const TOKEN_START: &str = r"(?:(?P<esc>\\[nrt])|(?-u:\b))";
 
+/// Where a [`KEY_SHAPES`] token may start: where a [`SHAPES`] one may, and also right after
+/// `_` (`OPENAI_API_KEY_sk-…`, an environment variable's name glued to its value) or after an
+/// ANSI CSI sequence (`ESC[33m`, a colour code ending in a letter), raw or as Debug
+/// (`\u{1b}`) and shells (`\x1b`, `\033`, `\e`) write its escape; both are kept. Inside a run
+/// of letters and digits there is still no start: `task-1234567890abcdef` is no `sk-` key.
+const KEY_START: &str =
+    r"(?:(?P<esc>\\[nrt]|_|(?:\x1b|\\u\{1b\}|\\x1[bB]|\\033|\\e)\[[0-?]*[ -/]*[@-~])|(?-u:\b))";
+
 /// Credential shapes found anywhere in text, each with its replacement (`${keep}`: a kept
 /// prefix). Each is compiled after [`TOKEN_START`], and `${esc}` goes before its replacement.
-const SHAPES: [(&str, &str); 18] = [
+const SHAPES: [(&str, &str); 6] = [
     // A PEM private key, between its `BEGIN` and `END` lines (both kept), its lines broken by
     // newlines or by `\n` as Debug and JSON write them; or to the end of a text cut inside it.
-    // Matched from `BEGIN`: the dashes before it leave no word boundary to start at.
+    // PGP armor too (`BEGIN PGP PRIVATE KEY BLOCK`). Matched from `BEGIN`: the dashes before
+    // it leave no word boundary to start at.
     (
-        r"BEGIN(?P<keep>[A-Z0-9 ]*PRIVATE KEY-----)(?s:.*?)(?:(?P<end>-----END[A-Z0-9 ]*PRIVATE KEY-----)|\z)",
+        r"BEGIN(?P<keep>[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----)(?s:.*?)(?:(?P<end>-----END[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----)|\z)",
         "BEGIN${keep}[REDACTED]${end}",
     ),
-    // URL userinfo: `postgres://admin:pw@host` keeps the scheme, user and host.
+    // URL userinfo: `postgres://admin:pw@host` keeps the scheme, user and host. The password
+    // runs to the last `@` before whitespace, a quote, `<` or `>`: it may hold `/`, `?`, `#`
+    // and `@` (`admin:pa/ss#w@rd@host`), which are its own until the host. A port and a path
+    // holding `@` (`https://host:443/users/@me`) are hidden too: a password may look like one.
     (
-        r#"(?P<keep>[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/?#"'<>\\]*:)[^\s/?#"'<>\\]+@"#,
+        r#"(?P<keep>[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/?#@"'<>\\]*:)[^\s"'<>@][^\s"'<>]*@"#,
         "${keep}[REDACTED]@",
     ),
     // A token as URL user, without a password (`https://<token>@gitlab.com`): 16 characters
@@ -310,12 +346,23 @@ const SHAPES: [(&str, &str); 18] = [
         r"(?P<keep>(?i:bearer))[\t ]+[A-Za-z0-9\-._~+/]+=*",
         "${keep} [REDACTED]",
     ),
+    // `Bearer "<token>"`: a token formatted with Debug (`Bearer {token:?}`), at any escaping
+    // level; its quotes are kept.
+    (
+        r#"(?P<keep>(?i:bearer)[\t ]+\\*["'])[^\s"'\\]+"#,
+        "${keep}[REDACTED]",
+    ),
     // `Basic <base64>`: the token must have a digit, `+`, `/` or a lowercase letter followed by
     // an uppercase one, so `Basic authentication` stays.
     (
         r"(?P<keep>(?i:basic))[\t ]+[A-Za-z0-9+/]*(?:[0-9+/]|[a-z][A-Z])[A-Za-z0-9+/]*=*",
         "${keep} [REDACTED]",
     ),
+];
+
+/// Provider keys and tokens, found anywhere in text as [`SHAPES`] are, but compiled after
+/// [`KEY_START`]: their prefixes are distinctive enough to be read after `_` or a colour code.
+const KEY_SHAPES: [(&str, &str); 13] = [
     // JWTs (and JWEs): a base64url JSON header `eyJ…`, then dot-separated segments.
     (r"eyJ[A-Za-z0-9_\-]{4,}(?:\.[A-Za-z0-9_\-]+)+", REDACTED),
     // OpenAI (`sk-`, `sk-proj-`) and Anthropic (`sk-ant-`) style keys, any case.
@@ -350,10 +397,27 @@ const SHAPES: [(&str, &str); 18] = [
 /// A [`SHAPES`] entry as compiled: the pattern after [`TOKEN_START`], the replacement after
 /// the escape it kept.
 fn shape(pattern: &str, replacement: &str) -> (String, String) {
+    shape_after(TOKEN_START, pattern, replacement)
+}
+
+/// A [`KEY_SHAPES`] entry as compiled: the pattern after [`KEY_START`], the replacement after
+/// what it kept there.
+fn key_shape(pattern: &str, replacement: &str) -> (String, String) {
+    shape_after(KEY_START, pattern, replacement)
+}
+
+/// A pattern after `start` (which captures `esc`, kept before the replacement).
+fn shape_after(start: &str, pattern: &str, replacement: &str) -> (String, String) {
     (
-        format!("{TOKEN_START}{pattern}"),
+        format!("{start}{pattern}"),
         format!("${{esc}}{replacement}"),
     )
+}
+
+/// Every [`SHAPES`] and [`KEY_SHAPES`] entry as compiled.
+fn all_shapes() -> impl Iterator<Item = (String, String)> {
+    let words = SHAPES.iter().map(|(p, r)| shape(p, r));
+    words.chain(KEY_SHAPES.iter().map(|(p, r)| key_shape(p, r)))
 }
 
 /// The compiled [`KEY_SEPARATOR`], [`key_value_pattern`] and [`SHAPES`].
@@ -363,6 +427,8 @@ struct Patterns {
     /// Names, separators and values, anchored: matched only where a secret name is found,
     /// there and nowhere after.
     key_value: Regex,
+    /// Names before `(`: scanned in one pass, see [`redact_credential_calls`].
+    call: Regex,
     /// All of `shapes`: which of them occur, in one pass (most texts have none).
     any_shape: RegexSet,
     shapes: Vec<(Regex, String)>,
@@ -371,17 +437,14 @@ struct Patterns {
 fn compile() -> Result<Patterns, regex::Error> {
     let key = Regex::new(KEY_SEPARATOR)?;
     let key_value = Regex::new(&format!(r"\A(?:{})", key_value_pattern()))?;
-    let shapes: Vec<(Regex, String)> = SHAPES
-        .iter()
-        .map(|(pattern, replacement)| {
-            let (pattern, replacement) = shape(pattern, replacement);
-            Ok((Regex::new(&pattern)?, replacement))
-        })
+    let shapes: Vec<(Regex, String)> = all_shapes()
+        .map(|(pattern, replacement)| Ok((Regex::new(&pattern)?, replacement)))
         .collect::<Result<_, regex::Error>>()?;
     let any_shape = RegexSet::new(shapes.iter().map(|(pattern, _)| pattern.as_str()))?;
     Ok(Patterns {
         key,
         key_value,
+        call: Regex::new(CREDENTIAL_CALL)?,
         any_shape,
         shapes,
     })
@@ -407,29 +470,41 @@ static PATTERNS: LazyLock<Result<Patterns, regex::Error>> = LazyLock::new(compil
 ///   `password:\n  x`); the name bare or quoted, behind any number of backslashes (JSON
 ///   `{"api_key":"x"}`, Debug-escaped `\"api_key\":\"x\"`, JSON inside a Debug string
 ///   `\\\"api_key\\\":\\\"x\\\"`); a quoted name then `,` inside a tuple
-///   (`[("x-api-key", "x")]`, also over lines as `{:#?}` writes it). Values:
+///   (`[("x-api-key", "x")]`, also over lines as `{:#?}` writes it); a command-line flag
+///   (`--password x`, `-token x`, `"--api-key" "x"` as the Debug of a `Command` writes it,
+///   `["--token", "x"]`; a flag after it, `--no-password --verbose`, is no value). Values:
 ///   - `"quoted"` (any escaping level) or `'quoted'`, also as a byte string (`b"x"`,
 ///     `b'x'`), to the closing quote, or to the end of the text when there is none;
 ///   - a bracket, or a Rust name or path before `(` or ` {` (`Some("x")`, `Token("x")`,
 ///     `a::B { .. }`, JSON `{"value": "x"}`, `["x"]`): the whole value, to its balanced
 ///     closing bracket (brackets in quoted strings are skipped) and the rest of a word glued
 ///     to it (`ab(c)d`), or to the end of the text when the bracket is not closed;
-///   - bare: to whitespace, `&`, a quote, `<`, `>`, `\`, a closing bracket, or a `,`/`;`
-///     followed by one of those or the end (`password=a;b` whole, `x_auth=a, jwt=b` two
-///     values); a scheme before it is kept (`Authorization: Bearer [REDACTED]`), and auth-params
+///   - bare: to whitespace or a query's next parameter (`&name=`), whatever it holds
+///     (`password=k9<Lq>"vX2` whole), less the closing brackets, quotes, `<`, `>`, `\`, `&`
+///     and `,`/`;` right before its end (`(x=a)`, `"x=a"`, `x_auth=a, jwt=b` two values);
+///     a scheme before it is kept (`Authorization: Bearer [REDACTED]`), and auth-params
 ///     after it are hidden whole (`Token token="x"`, `Digest username="u", response="x"`); a
 ///     bare `Cookie`/`Set-Cookie` value is redacted to the end of its line;
 ///   - YAML: a block scalar (`password: |`, `api_key: >-`), or a value on the next lines
 ///     (`api_key:\n  - x`), with every following line indented more than the name's;
-/// - `Bearer <token>` and `Basic <base64>` (any case; the scheme is kept);
+/// - the text of an XML element whose tag is a secret name (`<Password>x</Password>`,
+///   `<apiKey>`, `<ns:Token a="1">`), to the next `<`;
+/// - the contents of a tuple struct or variant, as Debug writes it, named by a secret name or
+///   `Basic` (`Bearer("x")`, `Basic("u", "x")`, `ApiKey("x")`), to its balanced `)`;
+/// - `Bearer <token>` and `Basic <base64>` (any case; the scheme is kept), and `Bearer "x"`
+///   (a token formatted with Debug);
 /// - JWTs (`eyJ…` followed by `.`-separated segments);
 /// - OpenAI and Anthropic keys `sk-…` in any case (`sk-proj-`, `SK-PROJ-`, `sk-ant-`), Google
 ///   `AIza…`, AWS access key ids `AKIA…`/`ASIA…`, GitHub `ghp_`, `gho_`, `ghs_`, `ghu_`,
 ///   `ghr_`, `github_pat_`, Slack `xox?-`, `xapp-`, Stripe `sk_live_`, `sk_test_`, `rk_live_`,
 ///   `rk_test_`, Groq `gsk_`, GitLab `glpat-`, Hugging Face `hf_`, xAI `xai-`, Replicate
-///   `r8_`, Perplexity `pplx-`;
-/// - URL userinfo: the password of `scheme://user:password@host` (scheme, user and host are
-///   kept), and a user of 16 characters or more without a password (`https://<token>@host`).
+///   `r8_`, Perplexity `pplx-`; each at a word boundary, after `_` (`OPENAI_API_KEY_sk-…`) or
+///   after an ANSI colour code (`ESC[33m`), never inside a word (`task-1234567890abcdef`);
+/// - PEM private keys and PGP private key blocks, between their `BEGIN` and `END` lines;
+/// - URL userinfo: the password of `scheme://user:password@host` to the last `@` before
+///   whitespace, a quote, `<` or `>` (it may hold `/`, `?`, `#`, `@`; scheme, user and host
+///   are kept; a port and a path holding `@` are hidden as one), and a user of 16 characters
+///   or more without a password (`https://<token>@host`).
 ///
 /// Encoded secrets are found too: when the redacted text still has percent escapes (`%3D`),
 /// JSON `\uXXXX` escapes or `\/`, a copy is decoded (up to three times, for text encoded twice
@@ -468,9 +543,12 @@ pub fn redact(text: &str) -> Cow<'_, str> {
     plain
 }
 
-/// [`redact`] without decoding: pairs, then shapes.
+/// [`redact`] without decoding: pairs, then credential types, then shapes.
 fn redact_plain<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
     let mut out = redact_key_values(patterns, text);
+    if let Cow::Owned(replaced) = redact_credential_calls(patterns, &out) {
+        out = Cow::Owned(replaced);
+    }
     for i in patterns.any_shape.matches(&out).iter() {
         let (pattern, replacement) = &patterns.shapes[i];
         if let Cow::Owned(replaced) = pattern.replace_all(&out, replacement.as_str()) {
@@ -490,25 +568,77 @@ fn redact_key_values<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
     // `text[..copied]` has been handled (pushed to `out`, if anything was replaced).
     let mut copied = 0;
     let mut at = 0;
-    while let Some(found) = patterns.key.find_at(text, at) {
+    // Where the start tag of a secret-named XML element ends: its text is hidden once its
+    // attributes have been read as pairs (`<Bearer hint="api_key=…">`).
+    let mut element: Option<usize> = None;
+    loop {
+        let next = patterns.key.find_at(text, at);
+        if let Some(open_end) = element {
+            if next.is_none_or(|found| found.start() >= open_end) {
+                element = None;
+                // Unless a value in its attributes was hidden past the tag's end. Otherwise
+                // `next` is searched for again, and read as any match.
+                if copied <= open_end {
+                    if let Some((start, end)) = xml_text_span(text, open_end) {
+                        out.push_str(&text[copied..start]);
+                        out.push_str(REDACTED);
+                        copied = end;
+                        at = end;
+                    }
+                }
+                continue;
+            }
+        }
+        let Some(found) = next else {
+            break;
+        };
         // Most pairs have innocent names (`error: …`): tell from the name, without captures,
         // and go on right after it (into the value: `url=https://x/?api_key=…`).
-        let (name, name_end) = match_name(found.as_str());
+        let (form, name, name_end) = match_name(found.as_str());
         let name_end = found.start() + name_end;
+        let name_start = name_end - name.len();
         if !is_secret_field(name) {
-            at = name_end;
+            // A tag's name is read again as text: `<token:x>` may hold a pair.
+            at = if form == NameForm::Tag {
+                name_start
+            } else {
+                name_end
+            };
             continue;
+        }
+        let from = found.start();
+        match form {
+            NameForm::Tag => {
+                // An element's text, to the next `<`: no separator or value pattern applies.
+                // Its name and attributes are read first, as any text (`<password:x>` may be
+                // a pair glued to a word: `said<password:x>`).
+                if !follows_word(&text[..name_start - 1]) {
+                    element = Some(found.end());
+                }
+                at = name_start;
+                continue;
+            }
+            NameForm::Flag if !starts_flag(&text[..from], found.as_str()) => {
+                // A dash inside a word (`pre-auth step`): no flag.
+                at = name_end;
+                continue;
+            }
+            NameForm::Flag | NameForm::Pair => {}
         }
         // Anchored where the name starts: a search on from there would read the rest of the
         // text for each name with no value (`password=&password=&…`), quadratic again.
-        let from = found.start();
         let Some(caps) = patterns.key_value.captures(&text[from..]) else {
             // No value after this name (`password=` at the end): go on after it.
             at = name_end;
             continue;
         };
-        if caps.name("comma").is_some() && !opens_tuple(&text[..name_end - name.len()]) {
+        if caps.name("comma").is_some() && !opens_tuple(&text[..name_start]) {
             // `["api_key", "model"]`: a list of names, not a pair.
+            at = name_end;
+            continue;
+        }
+        if caps.name("flag").is_some() && next_is_flag(&text[from + caps_end(&caps)..]) {
+            // `--no-password --verbose`: a flag of no value; the next one is read on its own.
             at = name_end;
             continue;
         }
@@ -518,10 +648,58 @@ fn redact_key_values<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
             continue;
         };
         let (start, end) = (from + start, from + end);
+        if start < copied {
+            // Inside what is hidden already (read on from a name it ended in): nothing to add.
+            at = end.max(copied);
+            continue;
+        }
         out.push_str(&text[copied..start]);
         out.push_str(REDACTED);
         copied = end;
-        at = end;
+        // A value hidden to the end of its line (`Authorization: Key … client_secret:`) may
+        // end in a YAML name whose value is on the next lines: read on from that name.
+        at = yaml_name_ending(text, start, end).unwrap_or(end);
+    }
+    if copied == 0 {
+        Cow::Borrowed(text)
+    } else {
+        out.push_str(&text[copied..]);
+        Cow::Owned(out)
+    }
+}
+
+/// Hides the contents of a secret-named tuple struct or variant as Debug writes it, wherever it
+/// is (`login: Bearer("…")`, `Basic("u", "…")`, `ApiKey("…")`, `Token(\"…\")` in a Debug
+/// string), when the name is secret ([`is_secret_field`]) or is `Basic`: to the balanced `)`,
+/// brackets in quoted strings skipped, or to the end of the text when there is none. A field
+/// of a secret name already hid such a value whole; this finds it under any other name.
+///
+/// One pass: a name that is no secret's is passed right after its `(` (nested ones are read
+/// in turn), a secret's after its `)`. `token(s)` in prose (a plural) is kept.
+fn redact_credential_calls<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
+    let mut out = String::new();
+    let mut copied = 0;
+    let mut at = 0;
+    while let Some(found) = patterns.call.find_at(text, at) {
+        at = found.end();
+        let name = &found.as_str()[..found.len() - 1];
+        if !(is_secret_field(name) || name.eq_ignore_ascii_case("basic")) {
+            continue;
+        }
+        let close = bracket_end(text, found.end() - 1);
+        // Without its `)` (a text cut inside it), the contents run to the end.
+        let end = if text[..close].ends_with(')') && close > found.end() {
+            close - 1
+        } else {
+            close
+        };
+        let contents = &text[found.end()..end];
+        if !contents.is_empty() && contents != REDACTED && contents != "s" {
+            out.push_str(&text[copied..found.end()]);
+            out.push_str(REDACTED);
+            copied = end;
+        }
+        at = at.max(end);
     }
     if copied == 0 {
         Cow::Borrowed(text)
@@ -546,12 +724,21 @@ fn value_span(text: &str, caps: &Captures<'_>, before: &str) -> Option<(usize, u
         (quote.end(), end)
     } else if let Some(open) = caps.name("open") {
         // The bracket is the last character of the match; a word may go on after its closing
-        // one (`password=ab(c)d`).
+        // one (`password=ab(c)d`), as a bare value does when the bracket follows a word. After
+        // a bracket alone (a JSON object or array) what follows is the text's own structure
+        // (`{\"password\":{…},\"m\":1}`).
         let end = bracket_end(text, open.end() - 1);
-        let rest = text[end..]
-            .find(|c: char| c.is_whitespace() || "&'\"<>\\)]},;".contains(c))
-            .unwrap_or(text.len() - end);
-        (open.start(), end + rest)
+        if open
+            .as_str()
+            .starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        {
+            (open.start(), bare_value_end(text, end))
+        } else {
+            let rest = text[end..]
+                .find(|c: char| c.is_whitespace() || "&'\"<>\\)]},;".contains(c))
+                .unwrap_or(text.len() - end);
+            (open.start(), end + rest)
+        }
     } else if let Some(block) = caps.name("block") {
         // `>` opening a folded block; not followed by a line break, the word it starts.
         let end = yaml_block_end(text, caps, before, block.end()).unwrap_or_else(|| {
@@ -563,7 +750,7 @@ fn value_span(text: &str, caps: &Captures<'_>, before: &str) -> Option<(usize, u
     } else {
         let bare = caps.name("bare")?;
         let name = caps.name("name").map_or("", |n| n.as_str());
-        let mut end = bare.end();
+        let mut end = bare_value_end(text, bare.end());
         let lowered = name.to_ascii_lowercase();
         // After a scheme `VALUE_START` knows (`Bearer <token>`) the token is the value, and
         // what follows it on the line is the text's own; but a credential of auth-params
@@ -595,6 +782,104 @@ fn value_span(text: &str, caps: &Captures<'_>, before: &str) -> Option<(usize, u
     };
     let value = &text[start..end];
     (!value.is_empty() && value != REDACTED).then_some((start, end))
+}
+
+/// Where a name ends `text[start..end]` when it is followed by `:` and the end of a line
+/// (`… client_secret:` then `\n  value`): the start of the name, to be read as a pair.
+/// `None` when the range ends otherwise. Only the end of the range is read.
+fn yaml_name_ending(text: &str, start: usize, end: usize) -> Option<usize> {
+    if !text[end..].starts_with(['\r', '\n']) {
+        return None;
+    }
+    let head = text[start..end]
+        .trim_end_matches([' ', '\t'])
+        .strip_suffix(':')?;
+    let name_len = head
+        .bytes()
+        .rev()
+        .take_while(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        .count();
+    let name_start = start + head.len() - name_len;
+    let starts_name =
+        text[name_start..end].starts_with(|c: char| c.is_ascii_alphabetic() || c == '_');
+    starts_name.then_some(name_start)
+}
+
+/// Where a bare value read to `from` ends: at the next whitespace, or at `&` opening a query's
+/// next parameter (`&name=`, `&amp;name=`), less the closing brackets, quotes, `<`, `>`, `\`,
+/// `&` and `,`/`;` right before it, which close what holds the value (`(x=a)`, `"x=a"`,
+/// `x=a;`). Inside the value they are its own: a password may hold any of them
+/// (`password=k9<Lq>vX2`), so stopping there would leave its rest in the text.
+fn bare_value_end(text: &str, from: usize) -> usize {
+    /// Characters a value is not taken to end with.
+    const CLOSERS: &str = ",;'\"<>\\)]}&";
+    let mut end = from;
+    for (i, c) in text[from..].char_indices() {
+        let at = from + i;
+        if c.is_whitespace() || c == '&' && opens_parameter(&text[at + 1..]) {
+            break;
+        }
+        if !CLOSERS.contains(c) {
+            end = at + c.len_utf8();
+        }
+    }
+    end
+}
+
+/// Whether `rest` (after a `&`) is a query parameter: `name=` (or `amp;name=`, HTML-escaped).
+fn opens_parameter(rest: &str) -> bool {
+    let rest = rest.strip_prefix("amp;").unwrap_or(rest);
+    let name = rest
+        .bytes()
+        .take_while(|&b| b.is_ascii_alphanumeric() || b"_.-[]%".contains(&b))
+        .count();
+    name > 0 && rest.as_bytes().get(name) == Some(&b'=')
+}
+
+/// Whether a [`KEY_SEPARATOR`] `flag` match (`found`, after `before`) starts a flag: its dash
+/// begins the text or follows whitespace, an escaped line break or tab, a quote, `(`, `[` or
+/// `,`. Inside a word (`pre-auth step`, `x-token y`) it is a hyphen.
+fn starts_flag(before: &str, found: &str) -> bool {
+    found.starts_with('\\')
+        || before
+            .chars()
+            .next_back()
+            .is_none_or(|c| c.is_whitespace() || "\"'([,".contains(c))
+}
+
+/// Whether a flag's value (`rest`, maybe quoted) is the next flag (`--verbose`): a flag of no
+/// value (`--no-password --verbose`).
+fn next_is_flag(rest: &str) -> bool {
+    rest.trim_start_matches(['\\', '"', '\'']).starts_with("--")
+}
+
+/// How far the match of `caps` goes, where its value starts: the end of the separator.
+fn caps_end(caps: &Captures<'_>) -> usize {
+    ["done", "quote", "sq", "open", "scheme", "bare", "block"]
+        .iter()
+        .filter_map(|group| caps.name(group))
+        .map(|m| m.start())
+        .min()
+        .unwrap_or_else(|| caps.get(0).map_or(0, |whole| whole.end()))
+}
+
+/// Whether `before` ends in a word: a `<` after it opens no XML element (`Option<Token>` is a
+/// Rust type).
+fn follows_word(before: &str) -> bool {
+    before
+        .chars()
+        .next_back()
+        .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':')
+}
+
+/// The text of an XML element whose start tag ends at `open_end`: to the next `<` (its end tag
+/// or a child's) or the end of the text. `None` when it is blank or already redacted.
+fn xml_text_span(text: &str, open_end: usize) -> Option<(usize, usize)> {
+    let end = text[open_end..]
+        .find('<')
+        .map_or(text.len(), |i| open_end + i);
+    let value = &text[open_end..end];
+    (!value.trim().is_empty() && value != REDACTED).then_some((open_end, end))
 }
 
 /// Whether a quoted name (what comes before it is `before`) opens a tuple: `(` then its quote,
@@ -871,15 +1156,43 @@ fn bracket_end(text: &str, open: usize) -> usize {
     text.len()
 }
 
-/// The name of a [`KEY_SEPARATOR`] match (its `name` group: the escape before it skipped, then the
-/// longest run of name characters) and where the name ends in the match.
-fn match_name(found: &str) -> (&str, usize) {
+/// Which alternative of [`KEY_SEPARATOR`] matched.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum NameForm {
+    /// `name <separator>`, or a quoted name opening a tuple.
+    Pair,
+    /// `--name ` (a command-line flag).
+    Flag,
+    /// `<name …>` (an XML start tag).
+    Tag,
+}
+
+/// The form and name of a [`KEY_SEPARATOR`] match (the escape before it skipped, then the
+/// dashes of a flag or the `<` of a tag, then the longest run of name characters, with `:` in a
+/// tag's: `ns:Password`) and where the name ends in the match.
+fn match_name(found: &str) -> (NameForm, &str, usize) {
     let start = if found.starts_with('\\') { 2 } else { 0 };
     let rest = found.get(start..).unwrap_or_default();
+    let (form, lead) = if rest.starts_with('<') {
+        (NameForm::Tag, 1)
+    } else {
+        let dashes = rest.len() - rest.trim_start_matches('-').len();
+        let form = if dashes > 0 {
+            NameForm::Flag
+        } else {
+            NameForm::Pair
+        };
+        (form, dashes)
+    };
+    let rest = rest.get(lead..).unwrap_or_default();
     let len = rest
-        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+        .find(|c: char| {
+            !(c.is_ascii_alphanumeric()
+                || matches!(c, '_' | '.' | '-')
+                || c == ':' && form == NameForm::Tag)
+        })
         .unwrap_or(rest.len());
-    (&rest[..len], start + len)
+    (form, &rest[..len], start + lead + len)
 }
 
 /// How many times [`decode`] decodes: text encoded up to this many times is read.
@@ -1007,7 +1320,7 @@ mod tests {
 
     #[test]
     fn every_pattern_compiles() {
-        let shapes = SHAPES.iter().map(|(p, r)| shape(p, r).0);
+        let shapes = all_shapes().map(|(pattern, _)| pattern);
         let keys = [KEY_SEPARATOR.to_owned(), key_value_pattern()];
         for pattern in keys.into_iter().chain(shapes) {
             if let Err(e) = Regex::new(&pattern) {
@@ -1278,6 +1591,28 @@ mod tests {
         }
     }
 
+    /// The forms read by code rather than one pattern (bare values to whitespace, flags, XML
+    /// elements, credential types, URL passwords to their last `@`) are read once too: each of
+    /// these would take hours if any were read again from each of its repeats.
+    #[test]
+    fn repeated_new_forms_are_read_once() {
+        let texts = [
+            format!("password={}", "a&b<".repeat(50_000)),
+            "--password ".repeat(40_000),
+            "<password>".repeat(40_000),
+            "<password a='1' ".repeat(20_000),
+            "Token(".repeat(60_000),
+            "Some(".repeat(60_000),
+            format!("{}@", "x://a:".repeat(40_000)),
+            format!("{}sk-proj-abcdefgh1234", "\u{1b}[".repeat(40_000)),
+            "_sk-".repeat(60_000),
+        ];
+        for text in texts {
+            let redacted = redact(&text);
+            assert!(redacted.len() <= text.len() + REDACTED.len() * 40_001);
+        }
+    }
+
     #[test]
     fn tuples() {
         check(&[
@@ -1404,6 +1739,87 @@ mod tests {
         ]);
     }
 
+    /// Bare values to whitespace, credential types, URL passwords with `/?#`, PGP armor, keys
+    /// after `_` or a colour code, XML elements and flags: exact output, idempotent.
+    #[test]
+    fn glued_and_wrapped_secrets() {
+        check(&[
+            ("password=k9<Lq>vX2 next", "password=[REDACTED] next"),
+            (r"password=k9\Lq'7)v next", "password=[REDACTED] next"),
+            ("(token=k9)x)", "(token=[REDACTED])"),
+            ("?api_key=a<b&alt=sse", "?api_key=[REDACTED]&alt=sse"),
+            ("?api_key=a&amp;alt=sse", "?api_key=[REDACTED]&amp;alt=sse"),
+            ("password=ab(c)d<e>f g", "password=[REDACTED] g"),
+            (
+                r#"Upstream { login: Bearer("t1"), alt: Basic("u", "p)") }"#,
+                r#"Upstream { login: Bearer([REDACTED]), alt: Basic([REDACTED]) }"#,
+            ),
+            (r#"x: ApiKey(\"t2\")"#, "x: ApiKey([REDACTED])"),
+            ("no token(s) left", "no token(s) left"),
+            (
+                r#"sent Bearer "t3" then"#,
+                r#"sent Bearer "[REDACTED]" then"#,
+            ),
+            (
+                "redis://admin:pa#s@s/w@cache:6379/0 x",
+                "redis://admin:[REDACTED]@cache:6379/0 x",
+            ),
+            (
+                "-----BEGIN PGP PRIVATE KEY BLOCK-----\nlQOY\n-----END PGP PRIVATE KEY BLOCK-----",
+                "-----BEGIN PGP PRIVATE KEY BLOCK-----[REDACTED]-----END PGP PRIVATE KEY BLOCK-----",
+            ),
+            ("KEY_sk-proj-abcdefgh1234", "KEY_[REDACTED]"),
+            ("\u{1b}[1;33msk-proj-abcdefgh1234", "\u{1b}[1;33m[REDACTED]"),
+            (r"\u{1b}[33msk-proj-abcdefgh1234", r"\u{1b}[33m[REDACTED]"),
+            (
+                "<a><Password>x y</Password><apiKey>z</apiKey></a>",
+                "<a><Password>[REDACTED]</Password><apiKey>[REDACTED]</apiKey></a>",
+            ),
+            (
+                r#"<Token a='password=p<Q>' b="1">t4 api_key=k9</Token> api_key=k8"#,
+                r#"<Token a='password=[REDACTED]>' b="1">[REDACTED]</Token> api_key=[REDACTED]"#,
+            ),
+            (
+                "<Token a='api_key=x>y'>t5</Token>",
+                "<Token a='api_key=[REDACTED]>",
+            ),
+            (
+                r#"<Token kind="x">t4</Token>"#,
+                r#"<Token kind="x">[REDACTED]</Token>"#,
+            ),
+            (
+                r#"<Token hint="api_key=k1" >t4</Token>"#,
+                r#"<Token hint="api_key=[REDACTED]" >[REDACTED]</Token>"#,
+            ),
+            // A bare value runs to whitespace, over what closes it.
+            (
+                r#"<Token hint="api_key=k1">t4</Token>"#,
+                r#"<Token hint="api_key=[REDACTED]>"#,
+            ),
+            (
+                r#""tool" "--api-key" "k2" "--model" "m""#,
+                r#""tool" "--api-key" "[REDACTED]" "--model" "m""#,
+            ),
+            (
+                "run --password p1 --no-password --verbose -token t5",
+                "run --password [REDACTED] --no-password --verbose -token [REDACTED]",
+            ),
+            (r#"["--token", "t6"]"#, r#"["--token", "[REDACTED]"]"#),
+            ("Authentication: abc", "Authentication: [REDACTED]"),
+            (
+                "Authorization: Key k1 client_secret:\n  - k2\nmodel: m",
+                "Authorization: [REDACTED]\n  [REDACTED]\nmodel: m",
+            ),
+        ]);
+        for text in [
+            "task-1234567890abcdef disk-usage risk-assessment_2024 mask_test_abcdefghijkl",
+            "<Model>gpt-4o</Model> Option<Token> --model gpt-4o pre-auth step",
+            "see https://example.com/a?b=c output_tokens=5 authentication_error=1",
+        ] {
+            assert!(matches!(redact(text), Cow::Borrowed(_)), "{text}");
+        }
+    }
+
     #[test]
     fn url_userinfo() {
         check(&[
@@ -1416,7 +1832,12 @@ mod tests {
                 r#"{"url":"mysql://u:p@ss@h/x","e":"a@b"}"#,
                 r#"{"url":"mysql://u:[REDACTED]@h/x","e":"a@b"}"#,
             ),
-            ("https://example.com:443/a@b", "https://example.com:443/a@b"),
+            // A port and a path holding `@` look like a password: hidden too.
+            (
+                "https://example.com:443/a@b",
+                "https://example.com:[REDACTED]@b",
+            ),
+            ("https://example.com/a@b", "https://example.com/a@b"),
             (
                 "https://glpat-P14abcdefghijk@gitlab.com/x.git",
                 "https://[REDACTED]@gitlab.com/x.git",
@@ -1721,8 +2142,12 @@ next"#,
                 "api_key:\n  [REDACTED]\nmodel: m",
             ),
             (
-                "creds:\n  token:\n    - abc123secret\n  user: bob\nmodel: m",
-                "creds:\n  token:\n    [REDACTED]\n  user: bob\nmodel: m",
+                "upstream:\n  token:\n    - abc123secret\n  user: bob\nmodel: m",
+                "upstream:\n  token:\n    [REDACTED]\n  user: bob\nmodel: m",
+            ),
+            (
+                "creds:\n  user: bob\n  token: abc123secret\nmodel: m",
+                "creds:\n  [REDACTED]\nmodel: m",
             ),
             (
                 "credentials:\n  user: bob\n  pass: abc123secret\nmodel: m",
