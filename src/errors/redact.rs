@@ -784,9 +784,9 @@ fn value_span(text: &str, caps: &Captures<'_>, before: &str) -> Option<(usize, u
     (!value.is_empty() && value != REDACTED).then_some((start, end))
 }
 
-/// Where a name ends `text[start..end]` when it is followed by `:` and the end of a line
-/// (`… client_secret:` then `\n  value`): the start of the name, to be read as a pair.
-/// `None` when the range ends otherwise. Only the end of the range is read.
+/// Where the name starts that ends `text[start..end]`, followed by `:`, when the range ends a
+/// line (`… client_secret:` then `\n  value`): that name is read again as a pair, its value
+/// on the next lines. `None` when the range ends otherwise. Only its end is read.
 fn yaml_name_ending(text: &str, start: usize, end: usize) -> Option<usize> {
     if !text[end..].starts_with(['\r', '\n']) {
         return None;
@@ -853,7 +853,7 @@ fn next_is_flag(rest: &str) -> bool {
     rest.trim_start_matches(['\\', '"', '\'']).starts_with("--")
 }
 
-/// How far the match of `caps` goes, where its value starts: the end of the separator.
+/// Where the value of `caps` starts (its separator's end), relative to the match.
 fn caps_end(caps: &Captures<'_>) -> usize {
     ["done", "quote", "sq", "open", "scheme", "bare", "block"]
         .iter()
