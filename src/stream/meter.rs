@@ -519,10 +519,7 @@ impl StreamMeter {
 /// timer, `t`: a body that cannot carry tokens, or one that ended before any wait.
 #[inline(always)]
 fn source_time(t: Instant, timer: Option<&StreamTimer>) -> Instant {
-    match timer {
-        Some(timer) => t.checked_sub(timer.reader_time_at(t)).unwrap_or(t),
-        None => t,
-    }
+    timer.map_or(t, |timer| timer.source_time(t))
 }
 
 /// The widest gap between tokens, after a token at `now` following one at `last`: as

@@ -63,9 +63,11 @@ pub(crate) struct StreamTimer {
     /// The body waits for its source: it found nothing ready at `wait_started`, and no frame
     /// came since.
     waiting: bool,
-    /// When the last wait ended (a frame came), or the time the body was first handed on
-    /// frames: until the next wait, the time is the consumer's.
-    wait_ended: Instant,
+    /// The source's time when the last wait ended (a frame came), or when the body was first
+    /// handed on frames: the time then less the consumer's time until then. Until the next
+    /// wait the time is the consumer's, so a frame that comes is, for the source, at this time
+    /// (see [`source_time`](Self::source_time)).
+    handed_source: Instant,
     /// The consumer's time so far: the deadline passes this much later.
     reader_time: Duration,
     /// When the current wait began (while `waiting`).
@@ -121,7 +123,7 @@ impl StreamTimer {
 
     /// The timer of a body that may carry tokens (README, Outcomes: a stream), made with its
     /// response at `handed_since`, whether or not a limit is set: the consumer's time it counts
-    /// is also what the meter leaves out of the stream's latencies and rates (`reader_time_at`).
+    /// is also what the meter leaves out of the stream's latencies and rates (`source_time`).
     /// `deadline`: where the total deadline counts from and its length, if one is set.
     pub(crate) fn for_stream(deadline: Option<(Instant, Duration)>, handed_since: Instant) -> Self {
         let (origin, after) = deadline.map_or((handed_since, None), |(o, a)| (o, Some(a)));
@@ -137,7 +139,7 @@ impl StreamTimer {
         Self {
             timed_out: false,
             waiting: false,
-            wait_ended: handed_since,
+            handed_source: handed_since,
             reader_time: Duration::ZERO,
             wait_started: handed_since,
             idle,
@@ -187,20 +189,21 @@ impl StreamTimer {
     pub(crate) fn on_data(&mut self, read: Option<Instant>) {
         if self.waiting {
             self.waiting = false;
-            self.wait_ended = read.unwrap_or_else(Instant::now);
+            let now = read.unwrap_or_else(Instant::now);
+            self.handed_source = now.checked_sub(self.reader_time).unwrap_or(now);
         }
     }
 
-    /// The consumer's time up to `t`, the time of a frame that has just come (before
-    /// [`on_data`](Self::on_data) is told of it): the time so far, and, when the frame ended no
-    /// wait, the time since the last one ended (the frame was ready when it was asked for).
+    /// The time of a frame that has just come at `t` (before [`on_data`](Self::on_data) is
+    /// told of it) as its source knows it: `t` less the consumer's time so far when the frame
+    /// ended a wait; else the frame was ready when it was asked for, and came, for the source,
+    /// when the last wait ended (the consumer's time since then is all the time since then).
     #[inline]
-    pub(crate) fn reader_time_at(&self, t: Instant) -> Duration {
+    pub(crate) fn source_time(&self, t: Instant) -> Instant {
         if self.waiting {
-            self.reader_time
+            t.checked_sub(self.reader_time).unwrap_or(t)
         } else {
-            self.reader_time
-                .saturating_add(t.saturating_duration_since(self.wait_ended))
+            self.handed_source
         }
     }
 
@@ -224,9 +227,8 @@ impl StreamTimer {
     fn begin_wait(&mut self, now: Instant) {
         if !self.waiting {
             self.waiting = true;
-            self.reader_time = self
-                .reader_time
-                .saturating_add(now.saturating_duration_since(self.wait_ended));
+            // What the source's time has not counted since it last moved is the consumer's.
+            self.reader_time = now.saturating_duration_since(self.handed_source);
             self.wait_started = now;
         }
     }
@@ -369,7 +371,7 @@ mod tests {
         let frame = [
             offset_of!(StreamTimer, timed_out) + 1,
             offset_of!(StreamTimer, waiting) + 1,
-            offset_of!(StreamTimer, wait_ended) + size_of::<Instant>(),
+            offset_of!(StreamTimer, handed_source) + size_of::<Instant>(),
         ];
         assert_eq!(frame.into_iter().max(), Some(FRAME_BYTES));
         let wait = [
