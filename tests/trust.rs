@@ -1272,6 +1272,92 @@ async fn a_reader_that_pauses_is_no_first_token_latency() {
     }
 }
 
+/// The same over the network: an HTTP/2 client that grants no flow-control window until it
+/// has held the stream back for a while (hyper hands the first event on, then waits for room)
+/// sees its first token after its pause; the monitor, where the upstream put it.
+#[tokio::test]
+async fn an_http2_client_keeping_its_window_shut_is_no_first_token_latency() {
+    const PAUSE: Duration = Duration::from_secs(2);
+    async fn paced_chat() -> axum::response::Response {
+        let frames = futures_util::stream::unfold(0usize, |i| async move {
+            let frame = match i {
+                0 => bytes::Bytes::from_static(
+                    b"data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\n",
+                ),
+                1..=5 => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    chat_event(&format!("t{i}"))
+                }
+                _ => return None,
+            };
+            Some((Ok::<_, std::convert::Infallible>(frame), i + 1))
+        });
+        (
+            StreamLabels::new("openai").with_model("gpt-4o-mini"),
+            [(header::CONTENT_TYPE, "text/event-stream")],
+            axum::body::Body::from_stream(frames),
+        )
+            .into_response()
+    }
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder(),
+        Router::new().route("/v1/chat/completions", post(paced_chat)),
+    )
+    .await;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, mut connection) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .unwrap();
+    let (open, opened) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        tokio::select! {
+            ended = &mut connection => return ended.unwrap(),
+            _ = opened => {}
+        }
+        connection.set_initial_window_size(1 << 20).unwrap();
+        connection.await.unwrap();
+    });
+    let sent = std::time::Instant::now();
+    let request = http::Request::post(format!("http://{addr}/v1/chat/completions"))
+        .body(())
+        .unwrap();
+    let (response, _) = client
+        .ready()
+        .await
+        .unwrap()
+        .send_request(request, true)
+        .unwrap();
+    let mut body = response.await.unwrap().into_body();
+    tokio::time::sleep(PAUSE).await;
+    let _ = open.send(());
+    let mut text = Vec::new();
+    let mut client_first_token = None;
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        text.extend_from_slice(&chunk);
+        if client_first_token.is_none() && String::from_utf8_lossy(&text).contains("content") {
+            client_first_token = Some(sent.elapsed());
+        }
+    }
+    assert!(
+        String::from_utf8_lossy(&text)
+            .ends_with("data: {\"choices\":[{\"delta\":{\"content\":\"t5\"}}]}\n\n")
+    );
+    let client_first_token = client_first_token.expect("a first token");
+    assert!(client_first_token >= PAUSE, "{client_first_token:?}");
+    let r = records.one().await;
+    assert_eq!((r.outcome, r.output_tokens), (Outcome::Ok, 5));
+    let ttft = r.time_to_first_token.expect("a first token");
+    // Where the upstream put it (10 ms in), not where the client took it.
+    assert!(
+        ttft < PAUSE / 2,
+        "first token at {ttft:?}; the client's at {client_first_token:?}"
+    );
+}
+
 /// Readers that take a second over each event of an answer the upstream had ready move neither
 /// the streams' rates and widest gaps nor `/health`: a client's reading pace is its own.
 #[tokio::test(start_paused = true)]
