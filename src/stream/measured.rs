@@ -128,6 +128,17 @@ fn disarm(timer: &mut Option<StreamTimer>) {
     }
 }
 
+/// Records a body that ended with no data frame (its end, or trailers), then drops its timer:
+/// the timer's count of the reader's time is read first (see `StreamMeter::finish_in`).
+fn complete(
+    meter_slot: &mut Option<StreamMeter>,
+    scope: &super::context::RequestScope,
+    timer: &mut Option<StreamTimer>,
+) {
+    StreamMeter::finish_in(meter_slot, None, StreamEnd::Complete, scope, timer.as_ref());
+    disarm(timer);
+}
+
 /// `event: error` with the timeout, so an `EventSource` sees why the stream ended.
 fn sse_timeout_event(message: &str, at_boundary: bool) -> Bytes {
     let payload = serde_json::json!({"error": {"type": "timeout", "message": message}});
@@ -227,28 +238,14 @@ where
             match frame {
                 None => {
                     *ended = true;
-                    StreamMeter::finish_in(
-                        meter_slot,
-                        None,
-                        StreamEnd::Complete,
-                        scope,
-                        timer.as_ref(),
-                    );
-                    disarm(timer);
+                    complete(meter_slot, scope, timer);
                     Poll::Ready(None)
                 }
                 // Not data (measured above): trailers, which end the body, or a frame of
                 // another kind.
                 Some(Ok(frame)) => {
                     if frame.is_trailers() || body.is_end_stream() {
-                        StreamMeter::finish_in(
-                            meter_slot,
-                            None,
-                            StreamEnd::Complete,
-                            scope,
-                            timer.as_ref(),
-                        );
-                        disarm(timer);
+                        complete(meter_slot, scope, timer);
                     }
                     Poll::Ready(Some(Ok(frame)))
                 }
