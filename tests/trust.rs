@@ -447,12 +447,7 @@ async fn hostile_usage_in_a_stream_is_capped() {
                 Some((Ok::<_, std::convert::Infallible>(frame), i + 1))
             }
         });
-        (
-            StreamLabels::new("openai").with_model("gpt-4o-mini"),
-            [(header::CONTENT_TYPE, "text/event-stream")],
-            axum::body::Body::from_stream(frames),
-        )
-            .into_response()
+        openai_sse(frames)
     }
     let app = Router::new().route("/v1/chat/completions", post(hostile));
     let (records, _monitor, addr) = monitored(Monitor::builder(), app).await;
@@ -1166,6 +1161,18 @@ fn chat_event(text: &str) -> bytes::Bytes {
     ))
 }
 
+/// An SSE response of `frames`, labelled as OpenAI's `gpt-4o-mini`.
+fn openai_sse<D: Into<bytes::Bytes> + 'static>(
+    frames: impl futures_util::Stream<Item = Result<D, std::convert::Infallible>> + Send + 'static,
+) -> axum::response::Response {
+    (
+        StreamLabels::new("openai").with_model("gpt-4o-mini"),
+        [(header::CONTENT_TYPE, "text/event-stream")],
+        axum::body::Body::from_stream(frames),
+    )
+        .into_response()
+}
+
 /// An app whose handler answers at once with an OpenAI chat stream fed from another task (a
 /// channel, as an upstream connection feeds a proxied body): a role event, then `events`
 /// content events, each sent as soon as the channel has room.
@@ -1190,11 +1197,7 @@ fn channel_fed_app(monitor: &Monitor, events: usize) -> Router {
                     rx.poll_recv(cx)
                         .map(|b| b.map(Ok::<_, std::convert::Infallible>))
                 });
-                (
-                    StreamLabels::new("openai").with_model("gpt-4o-mini"),
-                    [(header::CONTENT_TYPE, "text/event-stream")],
-                    axum::body::Body::from_stream(frames),
-                )
+                openai_sse(frames)
             }),
         )
         .layer(monitor.layer())
@@ -1285,12 +1288,7 @@ async fn an_http2_client_keeping_its_window_shut_is_no_first_token_latency() {
             };
             Some((Ok::<_, std::convert::Infallible>(frame), i + 1))
         });
-        (
-            StreamLabels::new("openai").with_model("gpt-4o-mini"),
-            [(header::CONTENT_TYPE, "text/event-stream")],
-            axum::body::Body::from_stream(frames),
-        )
-            .into_response()
+        openai_sse(frames)
     }
     let (records, _monitor, addr) = monitored(
         Monitor::builder(),
