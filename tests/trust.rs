@@ -1268,6 +1268,42 @@ async fn a_reader_that_pauses_is_no_first_token_latency() {
     }
 }
 
+/// On a configured streaming route, a plain body's first byte is its first token: a reader's
+/// pause before it is no first-token latency either.
+#[tokio::test(start_paused = true)]
+async fn a_reader_that_pauses_on_a_streaming_route_is_no_first_token_latency() {
+    use http_body_util::BodyExt as _;
+    let (records, monitor) = recorded(Monitor::builder().streaming_routes(["/v1/plain"]));
+    let app = Router::new()
+        .route(
+            "/v1/plain",
+            post(|| async {
+                let chunks = futures_util::stream::iter(["one ", "two ", "three"].map(|c| {
+                    Ok::<_, std::convert::Infallible>(bytes::Bytes::from_static(c.as_bytes()))
+                }));
+                (
+                    StreamLabels::new("openai"),
+                    [(header::CONTENT_TYPE, "text/plain")],
+                    axum::body::Body::from_stream(chunks),
+                )
+            }),
+        )
+        .layer(monitor.layer());
+    let request = http::Request::post("/v1/plain")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let body = tower::ServiceExt::oneshot(app, request)
+        .await
+        .unwrap()
+        .into_body();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(body.collect().await.unwrap().to_bytes(), "one two three");
+    let r = records.one().await;
+    assert!(r.streaming);
+    let ttft = r.time_to_first_token.expect("the first byte");
+    assert!(ttft < Duration::from_secs(1), "first token after {ttft:?}");
+}
+
 /// The same over the network: an HTTP/2 client that grants no flow-control window until it
 /// has held the stream back for a while (hyper hands the first event on, then waits for room)
 /// sees its first token after its pause; the monitor, where the upstream put it.

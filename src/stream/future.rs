@@ -179,10 +179,10 @@ where
                     &parts,
                 );
                 if !bodiless && tracked.timer.is_none() {
-                    // A body that may carry tokens counts the consumer's time from now, limits
-                    // or none (`StreamTimer::for_stream`); others make a timer at their first
+                    // A stream counts the consumer's time from now, limits or none
+                    // (`StreamTimer::for_stream`); other bodies make a timer at their first
                     // wait, if a deadline needs one.
-                    if let Some(meter) = tracked.meter.as_ref().filter(|m| m.may_carry_tokens()) {
+                    if let Some(meter) = tracked.meter.as_ref().filter(|m| m.timed_as_stream()) {
                         let timer =
                             StreamTimer::for_stream(meter.stream_deadline(), Instant::now());
                         tracked.timer = Some(timer);

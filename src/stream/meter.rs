@@ -261,10 +261,11 @@ impl StreamMeter {
         now
     }
 
-    /// Whether the body may carry tokens: parsed, or to be sniffed from its first bytes. Its
-    /// timer is made with the response, to count the consumer's time from there.
-    pub(crate) fn may_carry_tokens(&self) -> bool {
-        self.parser.is_some() || self.sniff
+    /// Whether the body is timed as a stream: parsed, to be sniffed from its first bytes, or on
+    /// a streaming route (`streaming_routes`, whose first byte is its first token). Its timer is
+    /// made with the response, to count the consumer's time from there.
+    pub(crate) fn timed_as_stream(&self) -> bool {
+        self.parser.is_some() || self.sniff || self.streaming
     }
 
     #[inline(always)]

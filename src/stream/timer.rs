@@ -121,7 +121,7 @@ impl StreamTimer {
         Self::with_limits(origin, Some(after), None, handed_since)
     }
 
-    /// The timer of a body that may carry tokens (README, Outcomes: a stream), made with its
+    /// The timer of a body timed as a stream (`StreamMeter::timed_as_stream`), made with its
     /// response at `handed_since`, whether or not a limit is set: the consumer's time it counts
     /// is also what the meter leaves out of the stream's latencies and rates (`source_time`).
     /// `deadline`: where the total deadline counts from and its length, if one is set.
