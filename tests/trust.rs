@@ -1260,10 +1260,10 @@ async fn a_reader_that_pauses_is_no_first_token_latency() {
         body.collect().await.unwrap();
         let r = records.one().await;
         assert_eq!((r.outcome, r.output_tokens), (Outcome::Ok, 5));
-        let ttft = r.time_to_first_token.unwrap();
-        assert!(
-            ttft < Duration::from_secs(1),
-            "{timeout:?}, {frames_first} frames read first: first token after {ttft:?}"
+        // Held by its reader, ready: when the upstream gave it is not known, so not timed.
+        assert_eq!(
+            r.time_to_first_token, None,
+            "{timeout:?}, {frames_first} frames read first"
         );
     }
 }
@@ -1300,89 +1300,184 @@ async fn a_reader_that_pauses_on_a_streaming_route_is_no_first_token_latency() {
     assert_eq!(body.collect().await.unwrap().to_bytes(), "one two three");
     let r = records.one().await;
     assert!(r.streaming);
-    let ttft = r.time_to_first_token.expect("the first byte");
-    assert!(ttft < Duration::from_secs(1), "first token after {ttft:?}");
+    assert_eq!((r.time_to_first_byte, r.time_to_first_token), (None, None));
 }
 
 /// The same over the network: an HTTP/2 client that grants no flow-control window until it
-/// has held the stream back for a while (hyper hands the first event on, then waits for room)
-/// sees its first token after its pause; the monitor, where the upstream put it.
+/// has held the stream back for 2 s (hyper hands the first event on, then waits for room) sees
+/// its first token after its pause. The monitor never shows the pause as the upstream's, nor an
+/// upstream's first token at 1 s as earlier: the held stream's first token is not timed.
 #[tokio::test]
-async fn an_http2_client_keeping_its_window_shut_is_no_first_token_latency() {
+async fn an_http2_client_keeping_its_window_shut_moves_no_first_token() {
     const PAUSE: Duration = Duration::from_secs(2);
-    async fn paced_chat() -> axum::response::Response {
-        let frames = futures_util::stream::unfold(0usize, |i| async move {
-            let frame = match i {
-                0 => bytes::Bytes::from_static(
-                    b"data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\n",
-                ),
-                1..=5 => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    chat_event(&format!("t{i}"))
-                }
-                _ => return None,
-            };
-            Some((Ok::<_, std::convert::Infallible>(frame), i + 1))
+    for first_token_after in [Duration::from_millis(10), Duration::from_secs(1)] {
+        let handler = move || async move {
+            let frames = futures_util::stream::unfold(0usize, move |i| async move {
+                let frame = match i {
+                    0 => bytes::Bytes::from_static(
+                        b"data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\n",
+                    ),
+                    1..=5 => {
+                        let wait = if i == 1 {
+                            first_token_after
+                        } else {
+                            Duration::from_millis(10)
+                        };
+                        tokio::time::sleep(wait).await;
+                        chat_event(&format!("t{i}"))
+                    }
+                    _ => return None,
+                };
+                Some((Ok::<_, std::convert::Infallible>(frame), i + 1))
+            });
+            openai_sse(frames)
+        };
+        let (records, _monitor, addr) = monitored(
+            Monitor::builder(),
+            Router::new().route("/v1/chat/completions", post(handler)),
+        )
+        .await;
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (client, mut connection) = h2::client::Builder::new()
+            .initial_window_size(0)
+            .handshake::<_, bytes::Bytes>(tcp)
+            .await
+            .unwrap();
+        let (open, opened) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            tokio::select! {
+                ended = &mut connection => return ended.unwrap(),
+                _ = opened => {}
+            }
+            connection.set_initial_window_size(1 << 20).unwrap();
+            connection.await.unwrap();
         });
-        openai_sse(frames)
-    }
-    let (records, _monitor, addr) = monitored(
-        Monitor::builder(),
-        Router::new().route("/v1/chat/completions", post(paced_chat)),
-    )
-    .await;
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (client, mut connection) = h2::client::Builder::new()
-        .initial_window_size(0)
-        .handshake::<_, bytes::Bytes>(tcp)
-        .await
-        .unwrap();
-    let (open, opened) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        tokio::select! {
-            ended = &mut connection => return ended.unwrap(),
-            _ = opened => {}
+        let sent = std::time::Instant::now();
+        let request = http::Request::post(format!("http://{addr}/v1/chat/completions"))
+            .body(())
+            .unwrap();
+        let (response, _) = client
+            .ready()
+            .await
+            .unwrap()
+            .send_request(request, true)
+            .unwrap();
+        let mut body = response.await.unwrap().into_body();
+        tokio::time::sleep(PAUSE).await;
+        let _ = open.send(());
+        let mut text = Vec::new();
+        let mut client_first_token = None;
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.unwrap();
+            let _ = body.flow_control().release_capacity(chunk.len());
+            text.extend_from_slice(&chunk);
+            if client_first_token.is_none() && String::from_utf8_lossy(&text).contains("content") {
+                client_first_token = Some(sent.elapsed());
+            }
         }
-        connection.set_initial_window_size(1 << 20).unwrap();
-        connection.await.unwrap();
-    });
-    let sent = std::time::Instant::now();
-    let request = http::Request::post(format!("http://{addr}/v1/chat/completions"))
-        .body(())
-        .unwrap();
-    let (response, _) = client
-        .ready()
-        .await
-        .unwrap()
-        .send_request(request, true)
-        .unwrap();
-    let mut body = response.await.unwrap().into_body();
-    tokio::time::sleep(PAUSE).await;
-    let _ = open.send(());
-    let mut text = Vec::new();
-    let mut client_first_token = None;
-    while let Some(chunk) = body.data().await {
-        let chunk = chunk.unwrap();
-        let _ = body.flow_control().release_capacity(chunk.len());
-        text.extend_from_slice(&chunk);
-        if client_first_token.is_none() && String::from_utf8_lossy(&text).contains("content") {
-            client_first_token = Some(sent.elapsed());
-        }
+        assert!(
+            String::from_utf8_lossy(&text)
+                .ends_with("data: {\"choices\":[{\"delta\":{\"content\":\"t5\"}}]}\n\n")
+        );
+        let client_first_token = client_first_token.expect("a first token");
+        assert!(client_first_token >= PAUSE, "{client_first_token:?}");
+        let r = records.one().await;
+        assert_eq!((r.outcome, r.output_tokens), (Outcome::Ok, 5));
+        // Not the client's pause, and not earlier than the upstream gave it: not timed.
+        assert_eq!(
+            r.time_to_first_token, None,
+            "upstream's first token after {first_token_after:?}; the client's at {client_first_token:?}"
+        );
+        assert_eq!((r.tokens_per_second, r.max_inter_token_gap), (None, None));
     }
-    assert!(
-        String::from_utf8_lossy(&text)
-            .ends_with("data: {\"choices\":[{\"delta\":{\"content\":\"t5\"}}]}\n\n")
-    );
-    let client_first_token = client_first_token.expect("a first token");
-    assert!(client_first_token >= PAUSE, "{client_first_token:?}");
-    let r = records.one().await;
-    assert_eq!((r.outcome, r.output_tokens), (Outcome::Ok, 5));
-    let ttft = r.time_to_first_token.expect("a first token");
-    // Where the upstream put it (10 ms in), not where the client took it.
-    assert!(
-        ttft < PAUSE / 2,
-        "first token at {ttft:?}; the client's at {client_first_token:?}"
-    );
+}
+
+/// An app whose upstream (a task feeding a channel as fast as it makes them) sends the role
+/// event at once, then a content event after each delay of `delays`.
+fn planned_app(monitor: &Monitor, delays: Vec<Duration>) -> Router {
+    Router::new()
+        .route(
+            "/v1/chat/completions",
+            post(move || async move {
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<bytes::Bytes>();
+                tokio::spawn(async move {
+                    let _ = tx.send(bytes::Bytes::from_static(
+                        b"data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\n",
+                    ));
+                    for (i, delay) in delays.into_iter().enumerate() {
+                        tokio::time::sleep(delay).await;
+                        let _ = tx.send(chat_event(&format!("t{i}")));
+                    }
+                });
+                let frames = futures_util::stream::poll_fn(move |cx| {
+                    rx.poll_recv(cx)
+                        .map(|b| b.map(Ok::<_, std::convert::Infallible>))
+                });
+                openai_sse(frames)
+            }),
+        )
+        .layer(monitor.layer())
+}
+
+/// What an upstream does while a reader holds its stream back is not seen, so a reader cannot
+/// make a slow upstream look fast either: a first token at 3 s, a 5 s stall, 2 tokens a second,
+/// each behind a reader's pauses, are never recorded as faster than they were.
+#[tokio::test(start_paused = true)]
+async fn a_reader_holding_a_stream_back_hides_no_upstream_slowness() {
+    use http_body_util::BodyExt as _;
+    let ms = Duration::from_millis;
+    // (the upstream's delays, frames the reader takes at once, its pause, then its pace)
+    let cases = [
+        (
+            "first token at 3 s",
+            vec![ms(3000), ms(50), ms(50)],
+            1,
+            ms(10_000),
+            ms(0),
+        ),
+        (
+            "a 5 s stall",
+            vec![ms(100), ms(5000), ms(100), ms(100)],
+            2,
+            ms(10_000),
+            ms(0),
+        ),
+        ("2 tokens a second", vec![ms(500); 20], 0, ms(0), ms(1000)),
+    ];
+    for (case, delays, frames_first, pause, pace) in cases {
+        let (records, monitor) = recorded(Monitor::builder());
+        let tokens = delays.len() as u64;
+        let mut body = chat_body(planned_app(&monitor, delays)).await;
+        for _ in 0..frames_first {
+            body.frame().await.unwrap().unwrap();
+        }
+        tokio::time::sleep(pause).await;
+        while let Some(frame) = body.frame().await {
+            frame.unwrap();
+            tokio::time::sleep(pace).await;
+        }
+        let r = records.one().await;
+        assert_eq!(
+            (r.outcome, r.output_tokens),
+            (Outcome::Ok, tokens),
+            "{case}"
+        );
+        assert!(
+            r.time_to_first_token.is_none_or(|t| t >= ms(100)),
+            "{case}: first token {:?}",
+            r.time_to_first_token
+        );
+        assert!(
+            r.tokens_per_second.is_none_or(|t| t <= 2.5),
+            "{case}: {:?} tokens/s",
+            r.tokens_per_second
+        );
+        assert!(
+            r.max_inter_token_gap.is_none_or(|g| g >= ms(500)),
+            "{case}: widest gap {:?}",
+            r.max_inter_token_gap
+        );
+    }
 }
 
 /// Readers that take a second over each event of an answer the upstream had ready move neither

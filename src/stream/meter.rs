@@ -208,8 +208,8 @@ impl StreamMeter {
 
     /// The hot path: one data frame. Reads the clock only on the first byte and on frames that
     /// complete a content event; returns the time read, if any, for an end in the same poll.
-    /// `timer`: the request's, if it has one, which counts the consumer's time: left out of the
-    /// first byte's and the tokens' times (see [`source_time`]).
+    /// `timer`: the request's, if it has one, which counts the consumer's time: past
+    /// [`timed`]'s share of it, the first byte and first token are not timed.
     #[inline(always)]
     pub(crate) fn on_data<D: Buf + From<Bytes>>(
         &mut self,
@@ -234,7 +234,7 @@ impl StreamMeter {
         // `first_byte`'s).
         if self.bytes == len as u64 {
             let t = Instant::now();
-            self.first_byte = Some(source_time(t, timer));
+            self.first_byte = Some(t).filter(|&t| self.timed_up_to(t, timer));
             now = Some(t);
             if self.sniff && self.parser.is_none() {
                 if let Some(wire) = WireFormat::sniff(data.chunk()) {
@@ -255,7 +255,7 @@ impl StreamMeter {
         let content = parser.feed(data.chunk());
         if content > 0 {
             let t = now.unwrap_or_else(Instant::now);
-            self.on_content(source_time(t, timer), scope);
+            self.on_content(t, scope, timer);
             now = Some(t);
         }
         now
@@ -269,20 +269,30 @@ impl StreamMeter {
     }
 
     #[inline(always)]
-    fn on_content(&mut self, now: Instant, scope: &RequestScope) {
+    fn on_content(&mut self, now: Instant, scope: &RequestScope, timer: Option<&StreamTimer>) {
         // Set with the first token, as `first_token` is.
         if self.last_token.is_none() {
-            self.on_first_token(now, scope);
+            self.on_first_token(now, scope, timer);
         }
         widen_gap(&mut self.last_token, &mut self.max_gap, now);
     }
 
     #[cold]
     #[inline(never)]
-    fn on_first_token(&mut self, now: Instant, scope: &RequestScope) {
+    fn on_first_token(&mut self, now: Instant, scope: &RequestScope, timer: Option<&StreamTimer>) {
+        if !self.timed_up_to(now, timer) {
+            // Not timed: when the source gave it is not known (README, Security).
+            return;
+        }
         self.first_token = Some(now);
         let latency = now - self.origin(now);
         self.log_first_token(latency.as_secs_f64() * 1000.0, scope);
+    }
+
+    /// Whether a latency at `t` (a first byte, a first token) is the source's, within
+    /// [`timed`]'s bounds of the consumer's time until then.
+    fn timed_up_to(&self, t: Instant, timer: Option<&StreamTimer>) -> bool {
+        timer.is_none_or(|timer| timed(timer.consumer_time_at(t), t - self.origin(t)))
     }
 
     /// Where the latency of something at `t` counts from: the request's start, or for `t` after
@@ -323,7 +333,7 @@ impl StreamMeter {
     }
 
     /// Builds the record, logs the end, and hands the record to the monitor. `timer`: the
-    /// request's, for the consumer's time to leave out of the rates (see [`source_time`]).
+    /// request's, for the consumer's time (see [`timed`]).
     pub(crate) fn finish(
         mut self,
         end: StreamEnd<'_>,
@@ -371,7 +381,7 @@ impl StreamMeter {
             if let Some(parser) = self.parser.as_mut() {
                 parser.end(by_status == Outcome::Ok);
                 if parser.finish() > 0 {
-                    self.on_content(finished, scope);
+                    self.on_content(finished, scope, timer);
                 }
             }
         }
@@ -423,12 +433,21 @@ impl StreamMeter {
         let output_tokens = summary.map_or(0, |s| s.output_tokens());
         // From the same origin as the first token's: a slow upload is the client's time, not
         // generation time (the duration is computed only for a stream with rates to derive).
-        // The end as the source knows it, as the first token is (the consumer's time left out).
-        let (tokens_per_second, time_per_output_token) = StreamRecord::derived_rates(
-            output_tokens,
-            || since_start(source_time(finished, timer)),
-            ttft,
-        );
+        // A stream its consumer kept waiting times nothing of its source's: no rate, no gap.
+        let timed = match (timer, ttft) {
+            (Some(timer), Some(ttft)) => timed(
+                timer.consumer_time_at(finished),
+                since_start(finished).saturating_sub(ttft),
+            ),
+            // Its first token was not timed (nor are the gaps after it).
+            (Some(_), None) => false,
+            (None, _) => true,
+        };
+        let (tokens_per_second, time_per_output_token) = if timed {
+            StreamRecord::derived_rates(output_tokens, || since_start(finished), ttft)
+        } else {
+            (None, None)
+        };
         let recorder = &self.state.recorder;
         let response_model = summary
             .filter(|_| !self.unrouted)
@@ -499,7 +518,7 @@ impl StreamMeter {
             token_source: summary.map_or(TokenSource::Counted, |s| s.token_source()),
             tokens_per_second,
             time_per_output_token,
-            max_inter_token_gap: self.max_gap,
+            max_inter_token_gap: self.max_gap.filter(|_| timed),
             bytes: self.bytes,
             oversized_events: summary.map_or(0, |s| s.oversized_events()),
             malformed_events: summary.map_or(0, |s| s.malformed_events()),
@@ -512,15 +531,20 @@ impl StreamMeter {
     }
 }
 
-/// `t`, the time a frame came, less the consumer's time until then as the request's `timer`
-/// counts it: the frame's time as its source knows it. A frame that was ready when it was
-/// asked for came when the one before it was handed on, however late the reader asked: a
-/// client's reading pace (an HTTP/2 window it keeps shut, a pause before it reads) moves
-/// neither a stream's first-token time nor its gaps and rates (README, Security). Without a
-/// timer, `t`: a body that cannot carry tokens, or one that ended before any wait.
-#[inline(always)]
-fn source_time(t: Instant, timer: Option<&StreamTimer>) -> Instant {
-    timer.map_or(t, |timer| timer.source_time(t))
+/// Whether an interval of a stream (to its first byte or token, or from its first token to its
+/// end) is the source's, its consumer's time in it being `consumer`: at most a twentieth of
+/// it, or 50 ms. The consumer's time runs from each frame handed on (or the response) until the
+/// body is asked for the next one. A prompt consumer (hyper writing a frame, then asking for
+/// the next) takes microseconds of it. A client that holds a stream back (an HTTP/2 window it
+/// keeps shut, a pause before it reads) takes more, and then the interval is not known: a
+/// source that makes its frames whether asked or not (an upstream connection) may have made
+/// them meanwhile, one that makes them when asked (a stream that sleeps when polled) did not.
+/// Past the bound, the figures are not recorded rather than wrong either way: a client's pace
+/// can neither make an upstream look slow nor fast (README, Security).
+#[inline]
+fn timed(consumer: Duration, interval: Duration) -> bool {
+    const FLOOR: Duration = Duration::from_millis(50);
+    consumer <= FLOOR.max(interval / 20)
 }
 
 /// The widest gap between tokens, after a token at `now` following one at `last`: as

@@ -1,6 +1,6 @@
 //! The stream deadline and idle timeout ([`StreamTimer`]): polls a body within them, with one
-//! `Sleep` armed at the nearer of the two, and counts the consumer's time, which the meter
-//! leaves out of a stream's latencies and rates. It knows nothing of measuring; it lives in the
+//! `Sleep` armed at the nearer of the two; the consumer's time it counts also tells the meter
+//! whether it can time a stream. It knows nothing of measuring; it lives in the
 //! request's box beside the meter (`tracked.rs`), so that the body axum and hyper move about
 //! stays small.
 
@@ -63,11 +63,10 @@ pub(crate) struct StreamTimer {
     /// The body waits for its source: it found nothing ready at `wait_started`, and no frame
     /// came since.
     waiting: bool,
-    /// The source's time when the last wait ended (a frame came), or when the body was first
-    /// handed on frames: the time then less the consumer's time until then. Until the next
-    /// wait the time is the consumer's, so a frame that comes is, for the source, at this time
-    /// (see [`source_time`](Self::source_time)).
-    handed_source: Instant,
+    /// When the last wait ended (a frame came), or the time the body was first handed on
+    /// frames (its response, for a stream's timer): until the next wait, the time is the
+    /// consumer's.
+    wait_ended: Instant,
     /// The consumer's time so far: the deadline passes this much later.
     reader_time: Duration,
     /// When the current wait began (while `waiting`).
@@ -122,8 +121,9 @@ impl StreamTimer {
     }
 
     /// The timer of a body timed as a stream (`StreamMeter::timed_as_stream`), made with its
-    /// response at `handed_since`, whether or not a limit is set: the consumer's time it counts
-    /// is also what the meter leaves out of the stream's latencies and rates (`source_time`).
+    /// response at `handed_since`, whether or not a limit is set: the consumer's time from there
+    /// decides whether the meter can time the stream
+    /// ([`consumer_time_at`](Self::consumer_time_at)).
     /// `deadline`: where the total deadline counts from and its length, if one is set.
     pub(crate) fn for_stream(deadline: Option<(Instant, Duration)>, handed_since: Instant) -> Self {
         let (origin, after) = deadline.map_or((handed_since, None), |(o, a)| (o, Some(a)));
@@ -139,7 +139,7 @@ impl StreamTimer {
         Self {
             timed_out: false,
             waiting: false,
-            handed_source: handed_since,
+            wait_ended: handed_since,
             reader_time: Duration::ZERO,
             wait_started: handed_since,
             idle,
@@ -189,21 +189,24 @@ impl StreamTimer {
     pub(crate) fn on_data(&mut self, read: Option<Instant>) {
         if self.waiting {
             self.waiting = false;
-            let now = read.unwrap_or_else(Instant::now);
-            self.handed_source = now.checked_sub(self.reader_time).unwrap_or(now);
+            self.wait_ended = read.unwrap_or_else(Instant::now);
         }
     }
 
-    /// The time of a frame that has just come at `t` (before [`on_data`](Self::on_data) is
-    /// told of it) as its source knows it: `t` less the consumer's time so far when the frame
-    /// ended a wait; else the frame was ready when it was asked for, and came, for the source,
-    /// when the last wait ended (the consumer's time since then is all the time since then).
+    /// The consumer's time up to a frame that has just come at `t` (before
+    /// [`on_data`](Self::on_data) is told of it): the time from each frame handed on (or the
+    /// response) to the next wait, and, when this frame ended no wait, since the last one ended.
+    /// A source that makes its frames whether or not it is asked (an upstream connection) may
+    /// have made them meanwhile; one that makes them when asked (a stream that sleeps when
+    /// polled) did not: the meter cannot tell, and times a stream only while this stays small
+    /// (README, Security).
     #[inline]
-    pub(crate) fn source_time(&self, t: Instant) -> Instant {
+    pub(crate) fn consumer_time_at(&self, t: Instant) -> Duration {
         if self.waiting {
-            t.checked_sub(self.reader_time).unwrap_or(t)
+            self.reader_time
         } else {
-            self.handed_source
+            self.reader_time
+                .saturating_add(t.saturating_duration_since(self.wait_ended))
         }
     }
 
@@ -227,8 +230,9 @@ impl StreamTimer {
     fn begin_wait(&mut self, now: Instant) {
         if !self.waiting {
             self.waiting = true;
-            // What the source's time has not counted since it last moved is the consumer's.
-            self.reader_time = now.saturating_duration_since(self.handed_source);
+            self.reader_time = self
+                .reader_time
+                .saturating_add(now.saturating_duration_since(self.wait_ended));
             self.wait_started = now;
         }
     }
@@ -371,7 +375,7 @@ mod tests {
         let frame = [
             offset_of!(StreamTimer, timed_out) + 1,
             offset_of!(StreamTimer, waiting) + 1,
-            offset_of!(StreamTimer, handed_source) + size_of::<Instant>(),
+            offset_of!(StreamTimer, wait_ended) + size_of::<Instant>(),
         ];
         assert_eq!(frame.into_iter().max(), Some(FRAME_BYTES));
         let wait = [
