@@ -209,16 +209,15 @@ pub struct StreamRecord {
     pub finished_at: SystemTime,
     /// From the service call to the first non-empty data frame. The call's time is moved later
     /// by any time the handler waited for the client's request body: a slow upload is the
-    /// client's time, not the upstream's (README, Configuration). For a body that may carry
-    /// tokens, the frame's time is its source's: the time its reader took to ask for it is left
-    /// out (README, Security).
+    /// client's time, not the upstream's (README, Configuration). `None` for a stream whose
+    /// reader held it back before it (README, Security).
     pub time_to_first_byte: Option<Duration>,
-    /// From the service call (moved, and in the source's time, as for `time_to_first_byte`) to
-    /// the first frame carrying an output token (equals `time_to_first_byte` for bodies that
-    /// are not a known provider format).
+    /// From the service call (moved as for `time_to_first_byte`) to the first frame carrying an
+    /// output token (equals `time_to_first_byte` for bodies that are not a known provider
+    /// format). `None` for a stream whose reader held it back before it (README, Security).
     pub time_to_first_token: Option<Duration>,
-    /// From the service call to the end of the body (or of the failed call): the wall time,
-    /// the reader's included.
+    /// From the service call to the end of the body (or of the failed call), the reader's time
+    /// included.
     pub duration: Duration,
     /// Output tokens: reported usage when the provider sent it (every generated token, reasoning
     /// included, for every provider), else counted content events.
@@ -248,17 +247,17 @@ pub struct StreamRecord {
     pub cost_estimated: bool,
     /// Where `output_tokens` came from.
     pub token_source: TokenSource,
-    /// `output_tokens / generation time`, when there are >= 2 tokens. The generation time runs
-    /// from the first token to the end, in the source's time: `duration - time_to_first_token`
-    /// less the time the body's reader took to ask for its frames (README, Security), and less
-    /// the time the handler waited for the client's body, which `time_to_first_token` leaves
-    /// out and `duration` does not (a slow upload is no generation time).
+    /// `output_tokens / generation time`, when there are >= 2 tokens and the stream's reader did
+    /// not hold it back (README, Security). The generation time runs from the first token to
+    /// the end: `duration - time_to_first_token`, but for a request whose handler waited for the
+    /// client's body, which `time_to_first_token` leaves out and `duration` does not (a slow
+    /// upload is no generation time).
     pub tokens_per_second: Option<f64>,
     /// `generation time / (output_tokens - 1)` (see `tokens_per_second`), when there are >= 2
     /// tokens.
     pub time_per_output_token: Option<Duration>,
-    /// The longest gap between two frames carrying content (a stall), in the source's time (as
-    /// `tokens_per_second`'s).
+    /// The longest gap between two frames carrying content (a stall); `None` when
+    /// `tokens_per_second` is for a stream its reader held back.
     pub max_inter_token_gap: Option<Duration>,
     /// Response body bytes.
     pub bytes: u64,

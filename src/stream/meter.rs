@@ -291,8 +291,18 @@ impl StreamMeter {
 
     /// Whether a latency at `t` (a first byte, a first token) is the source's, within
     /// [`timed`]'s bounds of the consumer's time until then.
+    #[inline(always)]
     fn timed_up_to(&self, t: Instant, timer: Option<&StreamTimer>) -> bool {
-        timer.is_none_or(|timer| timed(timer.consumer_time_at(t), t - self.origin(t)))
+        match timer {
+            // Not a stream: nothing to weigh (most responses).
+            None => true,
+            Some(timer) => self.timed_by(timer, t),
+        }
+    }
+
+    #[inline(never)]
+    fn timed_by(&self, timer: &StreamTimer, t: Instant) -> bool {
+        timed(timer.consumer_time_at(t), t - self.origin(t))
     }
 
     /// Where the latency of something at `t` counts from: the request's start, or for `t` after
@@ -433,16 +443,18 @@ impl StreamMeter {
         let output_tokens = summary.map_or(0, |s| s.output_tokens());
         // From the same origin as the first token's: a slow upload is the client's time, not
         // generation time (the duration is computed only for a stream with rates to derive).
-        // A stream its consumer kept waiting times nothing of its source's: no rate, no gap.
-        let timed = match (timer, ttft) {
-            (Some(timer), Some(ttft)) => timed(
-                timer.consumer_time_at(finished),
-                since_start(finished).saturating_sub(ttft),
-            ),
-            // Its first token was not timed (nor are the gaps after it).
-            (Some(_), None) => false,
-            (None, _) => true,
-        };
+        // A stream its consumer kept waiting times nothing of its source's: no rate, no gap. A
+        // body without a token has neither to time (most responses: nothing more is asked).
+        let timed = self.last_token.is_some()
+            && match (timer, ttft) {
+                (Some(timer), Some(ttft)) => timed(
+                    timer.consumer_time_at(finished),
+                    since_start(finished).saturating_sub(ttft),
+                ),
+                // Its first token was not timed (nor are the gaps after it).
+                (Some(_), None) => false,
+                (None, _) => true,
+            };
         let (tokens_per_second, time_per_output_token) = if timed {
             StreamRecord::derived_rates(output_tokens, || since_start(finished), ttft)
         } else {
