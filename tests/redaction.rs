@@ -719,6 +719,26 @@ fn xml_elements_and_command_lines_are_redacted() {
     assert_kept("<Model>gpt-4o</Model> tool --model gpt-4o --no-password --verbose pre-auth step");
 }
 
+/// An element's CDATA section and comments are its text too; an element right after a token
+/// a shape hides is hidden in the same pass (redacting again changes nothing).
+#[test]
+fn xml_cdata_comments_and_elements_after_a_token_are_redacted() {
+    for text in [
+        "<password><![CDATA[hunter2secret]]></password>",
+        "<Password>\n  <![CDATA[hunter2secret]]>\n</Password>",
+        "<password><!-- set by ops -->hunter2secret</password>",
+        "upstream said Bearer abc123<password>hunter2secret</password>",
+    ] {
+        let once = redact(text).into_owned();
+        assert!(!once.contains("hunter2secret"), "leaked: {once}");
+        assert_eq!(redact(&once), once, "not idempotent");
+    }
+    assert_eq!(
+        redact("<Password><![CDATA[a<b]]></Password><Model>gpt-4o</Model>"),
+        "<Password>[REDACTED]</Password><Model>gpt-4o</Model>"
+    );
+}
+
 /// `creds`, `passcode` and `authentication` are secret names.
 #[test]
 fn more_credential_names_are_redacted() {

@@ -250,7 +250,8 @@ fn name_parts(name: &str) -> String {
 /// quoted, then spaces or a `,`: `--password x`, Debug of a `Command` `"--api-key" "x"`, an
 /// argument list `["--token", "x"]`), when the dash starts a word (checked by
 /// [`starts_flag`]); and an XML element's start tag (`tag`: `<Password>`, `<ns:apiKey a="1">`,
-/// its attributes quoted), whose text, to the next `<`, is the value (see [`xml_text_span`]).
+/// its attributes quoted), whose text, to the next `<` (CDATA and comments read through), is the
+/// value (see [`xml_text_span`]).
 ///
 /// [`VALUE_START`], after it, finds where a value starts; [`value_span`] finds where it ends:
 /// - `done`: already redacted (kept, so redaction is idempotent), maybe after an auth scheme;
@@ -488,7 +489,7 @@ static PATTERNS: LazyLock<Result<Patterns, regex::Error>> = LazyLock::new(compil
 ///   - YAML: a block scalar (`password: |`, `api_key: >-`), or a value on the next lines
 ///     (`api_key:\n  - x`), with every following line indented more than the name's;
 /// - the text of an XML element whose tag is a secret name (`<Password>x</Password>`,
-///   `<apiKey>`, `<ns:Token a="1">`), to the next `<`;
+///   `<apiKey>`, `<ns:Token a="1">`), to the next `<` that opens no CDATA section or comment;
 /// - the contents of a tuple struct or variant, as Debug writes it, named by a secret name or
 ///   `Basic` (`Bearer("x")`, `Basic("u", "x")`, `ApiKey("x")`), to its balanced `)`;
 /// - `Bearer <token>` and `Basic <base64>` (any case; the scheme is kept), and `Bearer "x"`
@@ -549,9 +550,18 @@ fn redact_plain<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
     if let Cow::Owned(replaced) = redact_credential_calls(patterns, &out) {
         out = Cow::Owned(replaced);
     }
+    let mut shaped = false;
     for i in patterns.any_shape.matches(&out).iter() {
         let (pattern, replacement) = &patterns.shapes[i];
         if let Cow::Owned(replaced) = pattern.replace_all(&out, replacement.as_str()) {
+            out = Cow::Owned(replaced);
+            shaped = true;
+        }
+    }
+    // A token a shape hid may have been glued to a pair or an element, which the first scan
+    // read as part of a word (`Bearer abc<password>…`): read the pairs once more.
+    if shaped {
+        if let Cow::Owned(replaced) = redact_key_values(patterns, &out) {
             out = Cow::Owned(replaced);
         }
     }
@@ -873,11 +883,27 @@ fn follows_word(before: &str) -> bool {
 }
 
 /// The text of an XML element whose start tag ends at `open_end`: to the next `<` (its end tag
-/// or a child's) or the end of the text. `None` when it is blank or already redacted.
+/// or a child's) or the end of the text, its CDATA sections and comments read through (to the
+/// end of the text when one is not closed). `None` when it is blank or already redacted.
 fn xml_text_span(text: &str, open_end: usize) -> Option<(usize, usize)> {
-    let end = text[open_end..]
-        .find('<')
-        .map_or(text.len(), |i| open_end + i);
+    let mut at = open_end;
+    let end = loop {
+        let Some(lt) = text[at..].find('<').map(|i| at + i) else {
+            break text.len();
+        };
+        let rest = &text[lt..];
+        let close = if rest.starts_with("<![CDATA[") {
+            "]]>"
+        } else if rest.starts_with("<!--") {
+            "-->"
+        } else {
+            break lt;
+        };
+        match rest.find(close) {
+            Some(i) => at = lt + i + close.len(),
+            None => break text.len(),
+        }
+    };
     let value = &text[open_end..end];
     (!value.trim().is_empty() && value != REDACTED).then_some((open_end, end))
 }
