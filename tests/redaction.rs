@@ -728,10 +728,17 @@ fn xml_cdata_comments_and_elements_after_a_token_are_redacted() {
         "<Password>\n  <![CDATA[hunter2secret]]>\n</Password>",
         "<password><!-- set by ops -->hunter2secret</password>",
         "upstream said Bearer abc123<password>hunter2secret</password>",
+        "<password>hunter2<token>t0k3nsecret</token></password>",
+        "<Password>hunter2<ApiKey>sk_abcsecret</ApiKey></Password>",
     ] {
         let once = redact(text).into_owned();
-        assert!(!once.contains("hunter2secret"), "leaked: {once}");
+        assert!(!once.contains("secret"), "leaked: {once}");
         assert_eq!(redact(&once), once, "not idempotent");
+    }
+    // An unclosed credential type, read again, no longer changes.
+    for text in ["Bearer(\"x\"]]", "Bearer(\"x\"]x"] {
+        let once = redact(text).into_owned();
+        assert_eq!(redact(&once), once, "not idempotent: {text}");
     }
     assert_eq!(
         redact("<Password><![CDATA[a<b]]></Password><Model>gpt-4o</Model>"),

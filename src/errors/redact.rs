@@ -515,8 +515,10 @@ static PATTERNS: LazyLock<Result<Patterns, regex::Error>> = LazyLock::new(compil
 /// Any tuple whose first item is a secret name hides its second, header or not; a list of
 /// names (`["api_key", "model"]`) and text that only looks like a credential
 /// (`Basic authentication`) are kept. Redacting the result again changes nothing, unless it
-/// was encoded more than three times. If the patterns could not be compiled, the whole text is
-/// replaced.
+/// was encoded more than three times: the text is read again until nothing more changes (a
+/// hidden value can bare a pair or an element glued to it, `<password>x<token>…`), four times
+/// at most, and one still changing then is replaced whole. If the patterns could not be
+/// compiled, the whole text is replaced.
 ///
 /// ```
 /// use tower_stream_monitor::errors::redact;
@@ -544,24 +546,39 @@ pub fn redact(text: &str) -> Cow<'_, str> {
     plain
 }
 
-/// [`redact`] without decoding: pairs, then credential types, then shapes.
+/// Passes of [`redact_pass`] a text that the first one changed may take again before it stops
+/// changing; one that still changes at the last is hidden whole.
+const PASSES: usize = 4;
+
+/// [`redact`] without decoding: [`redact_pass`] again until the text stops changing. A value
+/// hidden may leave a pair or an element right after it that the pass read as part of a word
+/// (`<password>x<token>…`, `Bearer abc<password>…`); each nesting of that kind takes a pass, so
+/// a text still changing after [`PASSES`] is hidden whole rather than read again and again.
 fn redact_plain<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
+    let mut out = redact_pass(patterns, text);
+    if matches!(out, Cow::Borrowed(_)) {
+        // Nothing hidden: nothing to read again (most texts).
+        return out;
+    }
+    for _ in 0..PASSES {
+        let again = redact_pass(patterns, &out);
+        if again == out {
+            return out;
+        }
+        out = Cow::Owned(again.into_owned());
+    }
+    Cow::Borrowed(REDACTED)
+}
+
+/// One pass: pairs, then credential types, then shapes.
+fn redact_pass<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
     let mut out = redact_key_values(patterns, text);
     if let Cow::Owned(replaced) = redact_credential_calls(patterns, &out) {
         out = Cow::Owned(replaced);
     }
-    let mut shaped = false;
     for i in patterns.any_shape.matches(&out).iter() {
         let (pattern, replacement) = &patterns.shapes[i];
         if let Cow::Owned(replaced) = pattern.replace_all(&out, replacement.as_str()) {
-            out = Cow::Owned(replaced);
-            shaped = true;
-        }
-    }
-    // A token a shape hid may have been glued to a pair or an element, which the first scan
-    // read as part of a word (`Bearer abc<password>…`): read the pairs once more.
-    if shaped {
-        if let Cow::Owned(replaced) = redact_key_values(patterns, &out) {
             out = Cow::Owned(replaced);
         }
     }
