@@ -37,13 +37,14 @@ fn is_number(v: &Value) -> bool {
     v.is_number() && v.as_f64().is_some_and(f64::is_finite)
 }
 
-const WINDOW_FIELDS: [&str; 30] = [
+const WINDOW_FIELDS: [&str; 31] = [
     "total_streaming_requests",
     "avg_first_token_latency_ms",
     "first_token_p50_ms",
     "first_token_p95_ms",
     "first_token_p99_ms",
     "avg_tokens_per_second",
+    "harmonic_mean_tokens_per_second",
     "total_tokens",
     "input_tokens",
     "cache_read_input_tokens",

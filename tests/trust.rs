@@ -1521,6 +1521,48 @@ async fn slow_readers_move_no_rate_and_no_health_check() {
     );
 }
 
+/// What a reader's pace can still do within its bounds (README, Security) is give a stream
+/// whose whole generation fits in 50 ms any rate: held back 40 ms, then read at once, a
+/// two-token answer reads 1,000 tokens a second. One such stream must not hide an upstream
+/// that gives everyone else 5.6 tokens a second: the check reads the streams' harmonic mean,
+/// which a fast stream moves by its share of the streams, not by its rate.
+#[tokio::test(start_paused = true)]
+async fn one_stream_read_at_once_hides_no_slow_upstream() {
+    use http_body_util::BodyExt as _;
+    use tower_stream_monitor::health::HealthStatus;
+    let ms = Duration::from_millis;
+    let (records, monitor) = recorded(Monitor::builder());
+    for _ in 0..20 {
+        // First token at 200 ms, then one every 200 ms: 10 tokens in 1.8 s.
+        let mut body = chat_body(planned_app(&monitor, vec![ms(200); 10])).await;
+        while let Some(frame) = body.frame().await {
+            frame.unwrap();
+        }
+    }
+    let mut body = chat_body(planned_app(&monitor, vec![ms(0), ms(10)])).await;
+    tokio::time::sleep(ms(40)).await;
+    while let Some(frame) = body.frame().await {
+        frame.unwrap();
+        tokio::time::sleep(ms(1)).await;
+    }
+    let all = records.wait_for(21).await;
+    let slow = all[..20].iter().map(|r| r.tokens_per_second);
+    assert!(slow.clone().all(|t| t.is_some_and(|t| t < 6.0)), "{all:?}");
+    assert!(
+        all[20].tokens_per_second.is_some_and(|t| t >= 1000.0),
+        "{:?}",
+        all[20].tokens_per_second
+    );
+    let health = monitor.health();
+    let check = health
+        .checks
+        .iter()
+        .find(|c| c.name == "streaming_tokens_per_second")
+        .unwrap();
+    assert_eq!(check.status, HealthStatus::Critical, "{check:?}");
+    assert!(check.value < 6.0, "{check:?}");
+}
+
 /// The same over the network: an upstream's stream relayed by a monitored proxy to a client
 /// that reads nothing until past the deadline, its receive buffer small, so the relay is held
 /// back by the client and then waits on the upstream connection (which reads only when asked)

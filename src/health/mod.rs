@@ -516,7 +516,7 @@ pub(crate) fn evaluate(
         ),
         check(
             "streaming_tokens_per_second",
-            summary.avg_tokens_per_second,
+            summary.harmonic_mean_tokens_per_second,
             five.tps_count > 0,
             &baselines.streaming_tokens_per_second,
         ),

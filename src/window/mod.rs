@@ -784,6 +784,7 @@ mod tests {
                     s.busy_secs,
                     s.ttft_ms_sum,
                     s.tps_sum,
+                    s.seconds_per_token_sum,
                     s.duration_ms_sum,
                     s.max_stall_ms
                 ]

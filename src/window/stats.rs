@@ -39,6 +39,8 @@ pub(crate) struct SlotStats {
     pub(crate) unpriced: u64,
     pub(crate) ttft_ms_sum: f64,
     pub(crate) tps_sum: f64,
+    /// The sum of `1 / tokens_per_second` over the same streams: the harmonic mean's.
+    pub(crate) seconds_per_token_sum: f64,
     pub(crate) tps_count: u64,
     pub(crate) duration_ms_sum: f64,
     pub(crate) max_stall_ms: f64,
@@ -72,6 +74,7 @@ impl Default for SlotStats {
             unpriced: 0,
             ttft_ms_sum: 0.0,
             tps_sum: 0.0,
+            seconds_per_token_sum: 0.0,
             tps_count: 0,
             duration_ms_sum: 0.0,
             max_stall_ms: 0.0,
@@ -95,6 +98,7 @@ pub(crate) struct Sums {
     pub(crate) busy_secs: f64,
     pub(crate) ttft_ms_sum: f64,
     pub(crate) tps_sum: f64,
+    pub(crate) seconds_per_token_sum: f64,
     pub(crate) duration_ms_sum: f64,
 }
 
@@ -110,6 +114,7 @@ impl Sums {
             r,
             &mut self.ttft_ms_sum,
             &mut self.tps_sum,
+            &mut self.seconds_per_token_sum,
             &mut self.duration_ms_sum,
         );
     }
@@ -118,12 +123,20 @@ impl Sums {
 /// A streaming record's values into the float sums: one place, so a slot and a `Sums` add
 /// alike.
 #[inline(always)]
-fn add_sums(r: &StreamRecord, ttft_ms_sum: &mut f64, tps_sum: &mut f64, duration_ms_sum: &mut f64) {
+fn add_sums(
+    r: &StreamRecord,
+    ttft_ms_sum: &mut f64,
+    tps_sum: &mut f64,
+    seconds_per_token_sum: &mut f64,
+    duration_ms_sum: &mut f64,
+) {
     if let Some(ttft) = r.time_to_first_token {
         *ttft_ms_sum += ms(ttft);
     }
     if let Some(tps) = r.tokens_per_second {
         *tps_sum += tps;
+        // `derived_rates` gives a positive rate (two tokens or more, over a time > 0).
+        *seconds_per_token_sum += tps.recip();
     }
     *duration_ms_sum += ms(r.duration);
 }
@@ -188,6 +201,7 @@ impl SlotStats {
             r,
             &mut self.ttft_ms_sum,
             &mut self.tps_sum,
+            &mut self.seconds_per_token_sum,
             &mut self.duration_ms_sum,
         );
         if r.tokens_per_second.is_some() {
@@ -235,6 +249,7 @@ impl SlotStats {
             busy_secs: self.busy_secs,
             ttft_ms_sum: self.ttft_ms_sum,
             tps_sum: self.tps_sum,
+            seconds_per_token_sum: self.seconds_per_token_sum,
             duration_ms_sum: self.duration_ms_sum,
         }
     }
@@ -244,6 +259,7 @@ impl SlotStats {
         self.busy_secs = s.busy_secs;
         self.ttft_ms_sum = s.ttft_ms_sum;
         self.tps_sum = s.tps_sum;
+        self.seconds_per_token_sum = s.seconds_per_token_sum;
         self.duration_ms_sum = s.duration_ms_sum;
     }
 
@@ -252,6 +268,7 @@ impl SlotStats {
         self.busy_secs += s.busy_secs;
         self.ttft_ms_sum += s.ttft_ms_sum;
         self.tps_sum += s.tps_sum;
+        self.seconds_per_token_sum += s.seconds_per_token_sum;
         self.duration_ms_sum += s.duration_ms_sum;
     }
 
@@ -302,6 +319,14 @@ impl SlotStats {
         ratio(self.tps_sum, self.tps_count as f64)
     }
 
+    /// The harmonic mean of the streams' tokens per second (streams over the sum of their
+    /// seconds per token); 0 when there is none. What the tokens/s check reads: one fast
+    /// stream moves it by its share of the streams, where it moves the mean by its rate
+    /// (README, Health and rollback triggers).
+    pub(crate) fn harmonic_mean_tokens_per_second(&self) -> f64 {
+        ratio(self.tps_count as f64, self.seconds_per_token_sum)
+    }
+
     /// What the priced streams cost, in USD.
     pub(crate) fn cost_usd(&self) -> f64 {
         Cost::from_picodollars(self.cost).usd()
@@ -324,6 +349,7 @@ impl SlotStats {
             first_token_p95_ms: self.first_token_ms(0.95),
             first_token_p99_ms: self.first_token_ms(0.99),
             avg_tokens_per_second: self.avg_tokens_per_second(),
+            harmonic_mean_tokens_per_second: self.harmonic_mean_tokens_per_second(),
             total_tokens: self.output_tokens,
             input_tokens: self.input_tokens,
             cache_read_input_tokens: self.cache_read_input_tokens,
@@ -396,6 +422,10 @@ pub struct WindowStats {
     pub first_token_p99_ms: f64,
     /// Mean of the streams' tokens per second.
     pub avg_tokens_per_second: f64,
+    /// Harmonic mean of the streams' tokens per second: what the `streaming_tokens_per_second`
+    /// check reads. Each stream's rate counts once whatever its size, as in the mean, but a
+    /// stream read at once (thousands of tokens a second) cannot lift it past the others'.
+    pub harmonic_mean_tokens_per_second: f64,
     /// Output tokens: every generated token, reasoning included (the README's token table).
     pub total_tokens: u64,
     /// Input tokens (reported): every prompt token, cached ones included.
