@@ -765,3 +765,53 @@ fn more_credential_names_are_redacted() {
     assert_hidden("user_passcode=123456789", "123456789");
     assert_kept("authentication_error=true authentication_method=oauth");
 }
+
+/// An element named like a secret and closed right after its text is hidden whatever comes
+/// before it: a word, a colon, text with no spaces (Japanese). A free-text `Bearer` or `Basic`
+/// credential is hidden to the next whitespace, whatever characters it holds.
+#[test]
+fn elements_after_a_word_and_credentials_with_punctuation_are_redacted() {
+    for text in [
+        "<Login>user<Password>hunter2</Password></Login>",
+        "ok<Password>hunter2</Password>",
+        "error:<password>hunter2</password>",
+        "エラー<password>hunter2</password>",
+        "Bearer abcé<password>hunter2</password>",
+        "Bearer abc%2Bdef%2Fhunter2",
+        "auth failed: Bearer abc$hunter2 rejected",
+        "Bearer abc:hunter2",
+        "auth Basic dXNlcjpwYXNz%3D%3Dhunter2",
+    ] {
+        let once = redact(text).into_owned();
+        assert!(!once.contains("hunter2"), "leaked: {text} -> {once}");
+        assert_eq!(redact(&once), once, "not idempotent: {text}");
+    }
+    assert_eq!(
+        redact("ok<Password>hunter2</Password> then"),
+        "ok<Password>[REDACTED]</Password> then"
+    );
+    // A type's name in text is no element: it is never closed.
+    assert_kept("expected Option<Token> or Vec<Password>, found ()");
+}
+
+/// A credential type holding a char literal that is a bracket, or closed by the wrong bracket,
+/// is hidden in one pass: the text around it is kept, not hidden whole.
+#[test]
+fn brackets_inside_a_credential_call_keep_the_text_around_it() {
+    assert_eq!(
+        redact("lexer: unexpected Token([']', ']', ']', ']', ']']) at line 3, column 7"),
+        "lexer: unexpected Token([REDACTED]) at line 3, column 7"
+    );
+    let once = redact("Token(a]b]c]d]e] ordinary text follows").into_owned();
+    assert_ne!(once, "[REDACTED]", "hidden whole");
+    assert!(once.starts_with("Token("), "{once}");
+    assert!(!once.contains("b]c"), "{once}");
+    // Five glued elements are read in one pass, their context kept.
+    let glued = "<password>a1<token>b2<secret>c3<pwd>d4<jwt>e5</jwt></pwd></secret></token>\
+                 </password> request 42 failed: upstream 503";
+    let once = redact(glued).into_owned();
+    assert!(once.ends_with("request 42 failed: upstream 503"), "{once}");
+    for value in ["a1", "b2", "c3", "d4", "e5"] {
+        assert!(!once.contains(value), "{value} leaked: {once}");
+    }
+}

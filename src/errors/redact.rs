@@ -342,9 +342,11 @@ const SHAPES: [(&str, &str); 6] = [
         r#"(?P<keep>[A-Za-z][A-Za-z0-9+.\-]*://)[^\s:/?#"'<>\\@\[]{16,}@"#,
         "${keep}[REDACTED]@",
     ),
-    // `Bearer <token>` (Authorization header values pasted into messages).
+    // `Bearer <token>` (Authorization header values pasted into messages), to the next
+    // whitespace, quote or angle bracket: a token pasted into text may hold any character
+    // (`abc%2Bdef`, `abc:def`), and all of it is hidden.
     (
-        r"(?P<keep>(?i:bearer))[\t ]+[A-Za-z0-9\-._~+/]+=*",
+        r#"(?P<keep>(?i:bearer))[\t ]+[A-Za-z0-9\-._~+/][^\s"'<>\\]*"#,
         "${keep} [REDACTED]",
     ),
     // `Bearer "<token>"`: a token formatted with Debug (`Bearer {token:?}`), at any escaping
@@ -354,9 +356,10 @@ const SHAPES: [(&str, &str); 6] = [
         "${keep}[REDACTED]",
     ),
     // `Basic <base64>`: the token must have a digit, `+`, `/` or a lowercase letter followed by
-    // an uppercase one, so `Basic authentication` stays.
+    // an uppercase one, so `Basic authentication` stays; hidden to the next whitespace, quote
+    // or angle bracket, as `Bearer`'s.
     (
-        r"(?P<keep>(?i:basic))[\t ]+[A-Za-z0-9+/]*(?:[0-9+/]|[a-z][A-Z])[A-Za-z0-9+/]*=*",
+        r#"(?P<keep>(?i:basic))[\t ]+[A-Za-z0-9+/]*(?:[0-9+/]|[a-z][A-Z])[^\s"'<>\\]*"#,
         "${keep} [REDACTED]",
     ),
 ];
@@ -639,7 +642,9 @@ fn redact_key_values<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
                 // An element's text, to the next `<`: no separator or value pattern applies.
                 // Its name and attributes are read first, as any text (`<password:x>` may be
                 // a pair glued to a word: `said<password:x>`).
-                if !follows_word(&text[..name_start - 1]) {
+                if !follows_word(&text[..name_start - 1])
+                    || closed_after_text(text, found.end(), name)
+                {
                     element = Some(found.end());
                 }
                 at = name_start;
@@ -714,11 +719,14 @@ fn redact_credential_calls<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, st
             continue;
         }
         let close = bracket_end(text, found.end() - 1);
-        // Without its `)` (a text cut inside it), the contents run to the end.
+        // Closed by another bracket (`Token(a]b]`), the contents run to the next `)`; without
+        // one (a text cut inside it), to the end: in one pass, not a bracket a pass.
         let end = if text[..close].ends_with(')') && close > found.end() {
             close - 1
         } else {
-            close
+            text[found.end()..]
+                .find(')')
+                .map_or(text.len(), |i| found.end() + i)
         };
         let contents = &text[found.end()..end];
         if !contents.is_empty() && contents != REDACTED && contents != "s" {
@@ -897,6 +905,22 @@ fn follows_word(before: &str) -> bool {
         .chars()
         .next_back()
         .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':')
+}
+
+/// Whether the element named `name` whose start tag ends at `open_end` is closed right after
+/// its text (`user<Password>x</Password>`): then it is an element whatever comes before it, a
+/// word included, where a `<Token>` never closed is a type's name in text (`Option<Token>`).
+/// Reads only to the next tag, so a text of many such names is still read once.
+fn closed_after_text(text: &str, open_end: usize, name: &str) -> bool {
+    let Some((_, end)) = xml_text_span(text, open_end) else {
+        return false;
+    };
+    let Some(rest) = text[end..].strip_prefix("</") else {
+        return false;
+    };
+    rest.get(..name.len())
+        .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        && rest[name.len()..].trim_start().starts_with('>')
 }
 
 /// The text of an XML element whose start tag ends at `open_end`: to the next `<` (its end tag
@@ -1184,6 +1208,14 @@ fn bracket_end(text: &str, open: usize) -> usize {
                 run = 0;
                 continue;
             }
+            // A char literal (`']'`, `'\''`) holds no bracket of the structure.
+            b'\'' => {
+                if let Some(len) = char_literal_len(&text[i..]) {
+                    i += len;
+                    run = 0;
+                    continue;
+                }
+            }
             b'(' | b'[' | b'{' => depth += 1,
             b')' | b']' | b'}' => {
                 depth = depth.saturating_sub(1);
@@ -1197,6 +1229,23 @@ fn bracket_end(text: &str, open: usize) -> usize {
         i += 1;
     }
     text.len()
+}
+
+/// The length of the char literal `text` starts with (`'x'`, `'é'`, `'\''`, `'\u{41}'`), if
+/// it starts with one.
+fn char_literal_len(text: &str) -> Option<usize> {
+    let rest = text.strip_prefix('\'')?;
+    if let Some(escaped) = rest.strip_prefix('\\') {
+        // An escape: its character, then up to the `'` within an escape's length.
+        let c = escaped.chars().next()?;
+        let after = &escaped[c.len_utf8()..];
+        let close = after.get(..after.len().min(9))?.find('\'')?;
+        return Some(2 + c.len_utf8() + close + 1);
+    }
+    let c = rest.chars().next()?;
+    rest[c.len_utf8()..]
+        .starts_with('\'')
+        .then_some(1 + c.len_utf8() + 1)
 }
 
 /// Which alternative of [`KEY_SEPARATOR`] matched.
