@@ -423,6 +423,33 @@ fn hostile_usage_figures_do_not_wrap() {
     );
 }
 
+/// A rate that is no positive number, in a record built by hand, is taken as none: the
+/// windows' tokens/s figures and the check stay those of the other streams.
+#[test]
+fn records_with_absurd_rates_do_not_poison_tokens_per_second() {
+    for absurd in [0.0, -3.0, f64::NAN, f64::INFINITY] {
+        let monitor = Monitor::builder().build().unwrap();
+        for i in 0..21 {
+            let mut r = StreamRecord::new("openai", "m", "/r", Outcome::Ok);
+            r.streaming = true;
+            r.output_tokens = 10;
+            r.tokens_per_second = Some(if i == 0 { absurd } else { 40.0 });
+            monitor.ingest(r);
+        }
+        let w = monitor.snapshot().streaming_5min;
+        let near = |x: f64| (x - 40.0).abs() < 1e-9;
+        assert!(near(w.avg_tokens_per_second), "{absurd}: {w:?}");
+        assert!(near(w.harmonic_mean_tokens_per_second), "{absurd}: {w:?}");
+        let health = monitor.health();
+        let check = health
+            .checks
+            .iter()
+            .find(|c| c.name == "streaming_tokens_per_second")
+            .unwrap();
+        assert!(near(check.value), "{absurd}: {check:?}");
+    }
+}
+
 /// Item 9: hostile usage figures in an upstream's stream are capped as the layer records them,
 /// as they are for records given to `ingest` (above).
 #[tokio::test]

@@ -375,7 +375,9 @@ impl Monitor {
     /// the windows, the Prometheus endpoint, the `metrics` facade and `on_record`, as if the
     /// layer had measured it. Its `finished_at` is set from the monitor's clock; labels are taken
     /// as given by the per-label caps, but a label combination past the series budget
-    /// (`max_label_sets`) is recorded as `other`, like any other.
+    /// (`max_label_sets`) is recorded as `other`, like any other. Usage figures are capped as
+    /// the layer caps them, and a `tokens_per_second` that is not a positive number (0, NaN,
+    /// infinite) is taken as none: the windows' tokens/s figures stay numbers.
     ///
     /// ```
     /// use std::time::Duration;
@@ -392,6 +394,10 @@ impl Monitor {
     /// ```
     pub fn ingest(&self, mut record: StreamRecord) {
         record.clamp_usage();
+        // The layer's rates are positive by construction (`StreamRecord::derived_rates`).
+        record.tokens_per_second = record
+            .tokens_per_second
+            .filter(|t| t.is_finite() && *t > 0.0);
         self.ingest_from(&mut record, LabelSource::Trusted, 0, self.facade_active());
     }
 
