@@ -30,8 +30,9 @@ use crate::timeout::StreamTimeoutError;
 ///
 /// A served stream's sleep is left alone between its events. Polling it, or asking it whether
 /// it fired, reads the sleep's timer state in its own allocation: a cache line every event
-/// found cold, which cost more than the rest of the timer together (README, Performance). The
-/// sleep is polled only when that can change something:
+/// found cold, which cost more than the rest of the timer together
+/// (docs/performance-history.md, Cache misses). The sleep is polled only when that can change
+/// something:
 ///
 /// - when it is first armed, or fired early (a limit moved on since it was armed: the idle
 ///   gap with each wait, the deadline with the consumer's time): it is reset to the nearer
