@@ -44,7 +44,7 @@ const WINDOW_FIELDS: [&str; 31] = [
     "first_token_p95_ms",
     "first_token_p99_ms",
     "avg_tokens_per_second",
-    "harmonic_mean_tokens_per_second",
+    "tokens_per_second_p50",
     "total_tokens",
     "input_tokens",
     "cache_read_input_tokens",

@@ -221,8 +221,8 @@ const SIGNALS: [Signal; 3] = [
         name: "tokens_per_second",
         higher_is_worse: false,
         floor: |median| (median * 0.10).max(1.0),
-        // The figure the health check reads (`harmonic_mean_tokens_per_second`).
-        value: |s| (s.tps_count > 0).then(|| s.harmonic_mean_tokens_per_second()),
+        // The figure the health check reads (`tokens_per_second_p50`).
+        value: |s| (s.tps_count > 0).then(|| s.tokens_per_second_p50()),
     },
     Signal {
         name: "error_rate",

@@ -71,9 +71,8 @@ pub struct ModelWindow {
     pub first_token_p95_ms: f64,
     /// Mean of the streams' tokens per second.
     pub avg_tokens_per_second: f64,
-    /// Harmonic mean of the streams' tokens per second, as
-    /// [`WindowStats::harmonic_mean_tokens_per_second`].
-    pub harmonic_mean_tokens_per_second: f64,
+    /// Median of the streams' tokens per second, as [`WindowStats::tokens_per_second_p50`].
+    pub tokens_per_second_p50: f64,
     /// 95th percentile time per output token.
     pub time_per_output_token_p95_ms: f64,
     /// What the streams cost, in USD.
@@ -91,7 +90,7 @@ impl ModelWindow {
             first_token_p50_ms: w.first_token_p50_ms,
             first_token_p95_ms: w.first_token_p95_ms,
             avg_tokens_per_second: w.avg_tokens_per_second,
-            harmonic_mean_tokens_per_second: w.harmonic_mean_tokens_per_second,
+            tokens_per_second_p50: w.tokens_per_second_p50,
             time_per_output_token_p95_ms: w.time_per_output_token_p95_ms,
             cost_usd: w.cost_usd,
         }

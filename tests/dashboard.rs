@@ -172,7 +172,7 @@ fn model_row(row: &BTreeMap<&str, &RawValue>, text: &str) -> Vec<String> {
         raw("total_streaming_requests").to_owned(),
         js_to_fixed(num("first_token_p50_ms"), 1),
         js_to_fixed(num("first_token_p95_ms"), 1),
-        js_to_fixed(num("harmonic_mean_tokens_per_second"), 1),
+        js_to_fixed(num("tokens_per_second_p50"), 1),
         js_to_fixed(num("time_per_output_token_p95_ms"), 1),
         js_to_fixed(num("streaming_error_rate"), 2),
         raw("streaming_errors").to_owned(),

@@ -764,6 +764,7 @@ mod tests {
             &s.ttft_ms,
             &s.duration_ms,
             &s.tpot_ms,
+            &s.tps,
             &s.output_tokens_dist,
             &s.input_tokens_dist,
         ]
@@ -784,7 +785,6 @@ mod tests {
                     s.busy_secs,
                     s.ttft_ms_sum,
                     s.tps_sum,
-                    s.seconds_per_token_sum,
                     s.duration_ms_sum,
                     s.max_stall_ms
                 ]

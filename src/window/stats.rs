@@ -39,14 +39,14 @@ pub(crate) struct SlotStats {
     pub(crate) unpriced: u64,
     pub(crate) ttft_ms_sum: f64,
     pub(crate) tps_sum: f64,
-    /// The sum of `1 / tokens_per_second` over the same streams: the harmonic mean's.
-    pub(crate) seconds_per_token_sum: f64,
     pub(crate) tps_count: u64,
     pub(crate) duration_ms_sum: f64,
     pub(crate) max_stall_ms: f64,
     pub(crate) ttft_ms: Sketch,
     pub(crate) duration_ms: Sketch,
     pub(crate) tpot_ms: Sketch,
+    /// The streams' tokens per second: its median is what the tokens/s check reads.
+    pub(crate) tps: Sketch,
     /// Tokens per stream: output (every stream), input (streams that reported it).
     pub(crate) output_tokens_dist: Sketch,
     pub(crate) input_tokens_dist: Sketch,
@@ -74,13 +74,13 @@ impl Default for SlotStats {
             unpriced: 0,
             ttft_ms_sum: 0.0,
             tps_sum: 0.0,
-            seconds_per_token_sum: 0.0,
             tps_count: 0,
             duration_ms_sum: 0.0,
             max_stall_ms: 0.0,
             ttft_ms: Sketch::default(),
             duration_ms: Sketch::default(),
             tpot_ms: Sketch::default(),
+            tps: Sketch::default(),
             output_tokens_dist: Sketch::default(),
             input_tokens_dist: Sketch::default(),
         }
@@ -98,7 +98,6 @@ pub(crate) struct Sums {
     pub(crate) busy_secs: f64,
     pub(crate) ttft_ms_sum: f64,
     pub(crate) tps_sum: f64,
-    pub(crate) seconds_per_token_sum: f64,
     pub(crate) duration_ms_sum: f64,
 }
 
@@ -114,7 +113,6 @@ impl Sums {
             r,
             &mut self.ttft_ms_sum,
             &mut self.tps_sum,
-            &mut self.seconds_per_token_sum,
             &mut self.duration_ms_sum,
         );
     }
@@ -123,20 +121,12 @@ impl Sums {
 /// A streaming record's values into the float sums: one place, so a slot and a `Sums` add
 /// alike.
 #[inline(always)]
-fn add_sums(
-    r: &StreamRecord,
-    ttft_ms_sum: &mut f64,
-    tps_sum: &mut f64,
-    seconds_per_token_sum: &mut f64,
-    duration_ms_sum: &mut f64,
-) {
+fn add_sums(r: &StreamRecord, ttft_ms_sum: &mut f64, tps_sum: &mut f64, duration_ms_sum: &mut f64) {
     if let Some(ttft) = r.time_to_first_token {
         *ttft_ms_sum += ms(ttft);
     }
     if let Some(tps) = r.tokens_per_second {
         *tps_sum += tps;
-        // `derived_rates` gives a positive rate (two tokens or more, over a time > 0).
-        *seconds_per_token_sum += tps.recip();
     }
     *duration_ms_sum += ms(r.duration);
 }
@@ -201,7 +191,6 @@ impl SlotStats {
             r,
             &mut self.ttft_ms_sum,
             &mut self.tps_sum,
-            &mut self.seconds_per_token_sum,
             &mut self.duration_ms_sum,
         );
         if r.tokens_per_second.is_some() {
@@ -226,6 +215,9 @@ impl SlotStats {
         if let Some(tpot) = r.time_per_output_token {
             self.tpot_ms.add(ms(tpot));
         }
+        if let Some(tps) = r.tokens_per_second {
+            self.tps.add(tps);
+        }
         self.duration_ms.add(ms(r.duration));
     }
 
@@ -234,6 +226,7 @@ impl SlotStats {
         self.ttft_ms.merge(&o.ttft_ms);
         self.duration_ms.merge(&o.duration_ms);
         self.tpot_ms.merge(&o.tpot_ms);
+        self.tps.merge(&o.tps);
         self.output_tokens_dist.merge(&o.output_tokens_dist);
         self.input_tokens_dist.merge(&o.input_tokens_dist);
     }
@@ -249,7 +242,6 @@ impl SlotStats {
             busy_secs: self.busy_secs,
             ttft_ms_sum: self.ttft_ms_sum,
             tps_sum: self.tps_sum,
-            seconds_per_token_sum: self.seconds_per_token_sum,
             duration_ms_sum: self.duration_ms_sum,
         }
     }
@@ -259,7 +251,6 @@ impl SlotStats {
         self.busy_secs = s.busy_secs;
         self.ttft_ms_sum = s.ttft_ms_sum;
         self.tps_sum = s.tps_sum;
-        self.seconds_per_token_sum = s.seconds_per_token_sum;
         self.duration_ms_sum = s.duration_ms_sum;
     }
 
@@ -268,7 +259,6 @@ impl SlotStats {
         self.busy_secs += s.busy_secs;
         self.ttft_ms_sum += s.ttft_ms_sum;
         self.tps_sum += s.tps_sum;
-        self.seconds_per_token_sum += s.seconds_per_token_sum;
         self.duration_ms_sum += s.duration_ms_sum;
     }
 
@@ -319,12 +309,11 @@ impl SlotStats {
         ratio(self.tps_sum, self.tps_count as f64)
     }
 
-    /// The harmonic mean of the streams' tokens per second (streams over the sum of their
-    /// seconds per token); 0 when there is none. What the tokens/s check reads: one fast
-    /// stream moves it by its share of the streams, where it moves the mean by its rate
-    /// (README, Health and rollback triggers).
-    pub(crate) fn harmonic_mean_tokens_per_second(&self) -> f64 {
-        ratio(self.tps_count as f64, self.seconds_per_token_sum)
+    /// The median of the streams' tokens per second; 0 when there is none. What the tokens/s
+    /// check reads: neither one stream read at once (thousands of tokens a second) nor one
+    /// that stalled moves it (README, Health and rollback triggers).
+    pub(crate) fn tokens_per_second_p50(&self) -> f64 {
+        quantile(&self.tps, 0.50)
     }
 
     /// What the priced streams cost, in USD.
@@ -349,7 +338,7 @@ impl SlotStats {
             first_token_p95_ms: self.first_token_ms(0.95),
             first_token_p99_ms: self.first_token_ms(0.99),
             avg_tokens_per_second: self.avg_tokens_per_second(),
-            harmonic_mean_tokens_per_second: self.harmonic_mean_tokens_per_second(),
+            tokens_per_second_p50: self.tokens_per_second_p50(),
             total_tokens: self.output_tokens,
             input_tokens: self.input_tokens,
             cache_read_input_tokens: self.cache_read_input_tokens,
@@ -422,10 +411,10 @@ pub struct WindowStats {
     pub first_token_p99_ms: f64,
     /// Mean of the streams' tokens per second.
     pub avg_tokens_per_second: f64,
-    /// Harmonic mean of the streams' tokens per second: what the `streaming_tokens_per_second`
-    /// check reads. Each stream's rate counts once whatever its size, as in the mean, but a
-    /// stream read at once (thousands of tokens a second) cannot lift it past the others'.
-    pub harmonic_mean_tokens_per_second: f64,
+    /// Median of the streams' tokens per second: what the `streaming_tokens_per_second` check
+    /// reads. Unlike the mean, one stream read at once (thousands of tokens a second) or one
+    /// that stalled does not move it.
+    pub tokens_per_second_p50: f64,
     /// Output tokens: every generated token, reasoning included (the README's token table).
     pub total_tokens: u64,
     /// Input tokens (reported): every prompt token, cached ones included.
