@@ -806,6 +806,17 @@ fn brackets_inside_a_credential_call_keep_the_text_around_it() {
     assert_ne!(once, "[REDACTED]", "hidden whole");
     assert!(once.starts_with("Token("), "{once}");
     assert!(!once.contains("b]c"), "{once}");
+    // A `)` inside a quoted string is no end of the call, closed or cut.
+    for (text, secret) in [
+        ("token(\"p@ss)word123", "word123"),
+        ("Token(\"abc)defSECRET", "SECRET"),
+        ("Token(\"abc)def\"] then", "def"),
+        ("Token(a] \"x)yzSECRET\") then", "SECRET"),
+    ] {
+        let once = redact(text).into_owned();
+        assert!(!once.contains(secret), "leaked: {text} -> {once}");
+        assert_eq!(redact(&once), once, "not idempotent: {text}");
+    }
     // Five glued elements are read in one pass, their context kept.
     let glued = "<password>a1<token>b2<secret>c3<pwd>d4<jwt>e5</jwt></pwd></secret></token>\
                  </password> request 42 failed: upstream 503";

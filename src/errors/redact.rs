@@ -343,8 +343,8 @@ const SHAPES: [(&str, &str); 6] = [
         "${keep}[REDACTED]@",
     ),
     // `Bearer <token>` (Authorization header values pasted into messages), to the next
-    // whitespace, quote or angle bracket: a token pasted into text may hold any character
-    // (`abc%2Bdef`, `abc:def`), and all of it is hidden.
+    // whitespace, quote, angle bracket or backslash (an escaped quote, `\"`): a token pasted
+    // into text may hold any other character (`abc%2Bdef`, `abc:def`), and all of it is hidden.
     (
         r#"(?P<keep>(?i:bearer))[\t ]+[A-Za-z0-9\-._~+/][^\s"'<>\\]*"#,
         "${keep} [REDACTED]",
@@ -601,6 +601,7 @@ fn redact_key_values<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
     // Where the start tag of a secret-named XML element ends: its text is hidden once its
     // attributes have been read as pairs (`<Bearer hint="api_key=…">`).
     let mut element: Option<usize> = None;
+    let mut unclosed = Unclosed::default();
     loop {
         let next = patterns.key.find_at(text, at);
         if let Some(open_end) = element {
@@ -609,7 +610,7 @@ fn redact_key_values<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
                 // Unless a value in its attributes was hidden past the tag's end. Otherwise
                 // `next` is searched for again, and read as any match.
                 if copied <= open_end {
-                    if let Some((start, end)) = xml_text_span(text, open_end) {
+                    if let Some((start, end)) = xml_text_span(text, open_end, &mut unclosed) {
                         out.push_str(&text[copied..start]);
                         out.push_str(REDACTED);
                         copied = end;
@@ -643,7 +644,7 @@ fn redact_key_values<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
                 // Its name and attributes are read first, as any text (`<password:x>` may be
                 // a pair glued to a word: `said<password:x>`).
                 if !follows_word(&text[..name_start - 1])
-                    || closed_after_text(text, found.end(), name)
+                    || closed_after_text(text, found.end(), name, &mut unclosed)
                 {
                     element = Some(found.end());
                 }
@@ -719,14 +720,15 @@ fn redact_credential_calls<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, st
             continue;
         }
         let close = bracket_end(text, found.end() - 1);
-        // Closed by another bracket (`Token(a]b]`), the contents run to the next `)`; without
-        // one (a text cut inside it), to the end: in one pass, not a bracket a pass.
+        // Closed by another bracket (`Token(a]b]`), the contents run to the next `)` outside
+        // quotes, or the end: in one pass, not a bracket a pass. Not closed (a text cut inside
+        // it), to the end.
         let end = if text[..close].ends_with(')') && close > found.end() {
             close - 1
+        } else if close == text.len() {
+            close
         } else {
-            text[found.end()..]
-                .find(')')
-                .map_or(text.len(), |i| found.end() + i)
+            paren_after(text, close)
         };
         let contents = &text[found.end()..end];
         if !contents.is_empty() && contents != REDACTED && contents != "s" {
@@ -911,8 +913,8 @@ fn follows_word(before: &str) -> bool {
 /// its text (`user<Password>x</Password>`): then it is an element whatever comes before it, a
 /// word included, where a `<Token>` never closed is a type's name in text (`Option<Token>`).
 /// Reads only to the next tag, so a text of many such names is still read once.
-fn closed_after_text(text: &str, open_end: usize, name: &str) -> bool {
-    let Some((_, end)) = xml_text_span(text, open_end) else {
+fn closed_after_text(text: &str, open_end: usize, name: &str, unclosed: &mut Unclosed) -> bool {
+    let Some((_, end)) = xml_text_span(text, open_end, unclosed) else {
         return false;
     };
     let Some(rest) = text[end..].strip_prefix("</") else {
@@ -923,26 +925,41 @@ fn closed_after_text(text: &str, open_end: usize, name: &str) -> bool {
         && rest[name.len()..].trim_start().starts_with('>')
 }
 
+/// Where a search for the end of a CDATA section or of a comment found none: nor can any
+/// later one, so past that point each is looked for once per text, not once per element (a
+/// text of many `word<password><!--` is read once).
+#[derive(Default)]
+struct Unclosed {
+    cdata: Option<usize>,
+    comment: Option<usize>,
+}
+
 /// The text of an XML element whose start tag ends at `open_end`: to the next `<` (its end tag
 /// or a child's) or the end of the text, its CDATA sections and comments read through (to the
 /// end of the text when one is not closed). `None` when it is blank or already redacted.
-fn xml_text_span(text: &str, open_end: usize) -> Option<(usize, usize)> {
+fn xml_text_span(text: &str, open_end: usize, unclosed: &mut Unclosed) -> Option<(usize, usize)> {
     let mut at = open_end;
     let end = loop {
         let Some(lt) = text[at..].find('<').map(|i| at + i) else {
             break text.len();
         };
         let rest = &text[lt..];
-        let close = if rest.starts_with("<![CDATA[") {
-            "]]>"
+        let (close, none_from) = if rest.starts_with("<![CDATA[") {
+            ("]]>", &mut unclosed.cdata)
         } else if rest.starts_with("<!--") {
-            "-->"
+            ("-->", &mut unclosed.comment)
         } else {
             break lt;
         };
+        if none_from.is_some_and(|from| from <= lt) {
+            break text.len();
+        }
         match rest.find(close) {
             Some(i) => at = lt + i + close.len(),
-            None => break text.len(),
+            None => {
+                *none_from = Some(lt);
+                break text.len();
+            }
         }
     };
     let value = &text[open_end..end];
@@ -1189,13 +1206,41 @@ fn quoted_end(text: &str, from: usize, level: usize) -> (usize, usize) {
 }
 
 /// Just past the bracket that closes the one at `open`, or `text.len()` when it is not
-/// closed. Brackets inside quoted strings (`"…"`, `\"…\"`, ...) do not count.
+/// closed. Brackets inside quoted strings (`"…"`, `\"…\"`, ...) and char literals (`']'`) do
+/// not count.
 fn bracket_end(text: &str, open: usize) -> usize {
-    let bytes = text.as_bytes();
     let mut depth = 0usize;
+    scan_structure(text, open, |i, b| match b {
+        b'(' | b'[' | b'{' => {
+            depth += 1;
+            None
+        }
+        b')' | b']' | b'}' => {
+            depth = depth.saturating_sub(1);
+            (depth == 0).then_some(i + 1)
+        }
+        _ => None,
+    })
+}
+
+/// Where the next `)` at or after `from` is, outside quoted strings and char literals; the
+/// end of the text when there is none.
+fn paren_after(text: &str, from: usize) -> usize {
+    scan_structure(text, from, |i, b| (b == b')').then_some(i))
+}
+
+/// Reads `text` from `from`, handing `found` each byte of its structure (outside quoted
+/// strings, at any escaping level, and char literals) until it answers: its answer, or the end
+/// of the text.
+fn scan_structure(
+    text: &str,
+    from: usize,
+    mut found: impl FnMut(usize, u8) -> Option<usize>,
+) -> usize {
+    let bytes = text.as_bytes();
     // Backslashes right before `i`: the escaping level of a quote at `i`.
     let mut run = 0;
-    let mut i = open;
+    let mut i = from;
     while i < bytes.len() {
         match bytes[i] {
             b'\\' => {
@@ -1208,7 +1253,6 @@ fn bracket_end(text: &str, open: usize) -> usize {
                 run = 0;
                 continue;
             }
-            // A char literal (`']'`, `'\''`) holds no bracket of the structure.
             b'\'' => {
                 if let Some(len) = char_literal_len(&text[i..]) {
                     i += len;
@@ -1216,14 +1260,11 @@ fn bracket_end(text: &str, open: usize) -> usize {
                     continue;
                 }
             }
-            b'(' | b'[' | b'{' => depth += 1,
-            b')' | b']' | b'}' => {
-                depth = depth.saturating_sub(1);
-                if depth == 0 {
-                    return i + 1;
+            b => {
+                if let Some(answer) = found(i, b) {
+                    return answer;
                 }
             }
-            _ => {}
         }
         run = 0;
         i += 1;
