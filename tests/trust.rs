@@ -1552,81 +1552,69 @@ async fn slow_readers_move_no_rate_and_no_health_check() {
     );
 }
 
-/// What a reader's pace can still do within its bounds (README, Security) is give a stream
-/// whose whole generation fits in 50 ms any rate: held back 40 ms, then read at once, a
-/// two-token answer reads 1,000 tokens a second. One such stream must not hide an upstream
-/// that gives everyone else 5.6 tokens a second: the check reads the streams' median, which
-/// one fast stream does not move.
-#[tokio::test(start_paused = true)]
-async fn one_stream_read_at_once_hides_no_slow_upstream() {
+/// Twenty streams of an upstream that sends its tokens `usual` apart, read promptly, then one
+/// odd stream sent `odd` apart, read after `hold` and `pace` after each frame: the records, and
+/// the tokens/s check of `/health` after them.
+async fn beside_twenty(
+    usual: Vec<Duration>,
+    odd: Vec<Duration>,
+    hold: Duration,
+    pace: Duration,
+) -> (Vec<StreamRecord>, tower_stream_monitor::health::Check) {
     use http_body_util::BodyExt as _;
-    use tower_stream_monitor::health::HealthStatus;
-    let ms = Duration::from_millis;
     let (records, monitor) = recorded(Monitor::builder());
     for _ in 0..20 {
-        // First token at 200 ms, then one every 200 ms: 10 tokens in 1.8 s.
-        let mut body = chat_body(planned_app(&monitor, vec![ms(200); 10])).await;
+        let mut body = chat_body(planned_app(&monitor, usual.clone())).await;
         while let Some(frame) = body.frame().await {
             frame.unwrap();
         }
     }
-    let mut body = chat_body(planned_app(&monitor, vec![ms(0), ms(10)])).await;
-    tokio::time::sleep(ms(40)).await;
+    let mut body = chat_body(planned_app(&monitor, odd)).await;
+    tokio::time::sleep(hold).await;
     while let Some(frame) = body.frame().await {
         frame.unwrap();
-        tokio::time::sleep(ms(1)).await;
+        tokio::time::sleep(pace).await;
     }
     let all = records.wait_for(21).await;
-    let slow = all[..20].iter().map(|r| r.tokens_per_second);
-    assert!(slow.clone().all(|t| t.is_some_and(|t| t < 6.0)), "{all:?}");
-    assert!(
-        all[20].tokens_per_second.is_some_and(|t| t >= 1000.0),
-        "{:?}",
-        all[20].tokens_per_second
-    );
-    let health = monitor.health();
-    let check = health
+    let check = monitor
+        .health()
         .checks
-        .iter()
+        .into_iter()
         .find(|c| c.name == "streaming_tokens_per_second")
         .unwrap();
+    (all, check)
+}
+
+/// What a reader's pace can still do within its bounds (README, Security) is give a stream
+/// whose whole generation fits in 50 ms any rate: held back 40 ms, then read at once, a
+/// two-token answer reads 1,000 tokens a second. One such stream must not hide an upstream
+/// that gives everyone else 5.6 tokens a second (10 tokens 200 ms apart): the check reads the
+/// streams' median, which one fast stream does not move.
+#[tokio::test(start_paused = true)]
+async fn one_stream_read_at_once_hides_no_slow_upstream() {
+    use tower_stream_monitor::health::HealthStatus;
+    let ms = Duration::from_millis;
+    let (all, check) = beside_twenty(vec![ms(200); 10], vec![ms(0), ms(10)], ms(40), ms(1)).await;
+    let slow = all[..20].iter().map(|r| r.tokens_per_second);
+    assert!(slow.clone().all(|t| t.is_some_and(|t| t < 6.0)), "{all:?}");
+    let odd = all[20].tokens_per_second;
+    assert!(odd.is_some_and(|t| t >= 1000.0), "{odd:?}");
     assert_eq!(check.status, HealthStatus::Critical, "{check:?}");
     assert!(check.value < 6.0, "{check:?}");
 }
 
 /// Nor does one slow stream among fast ones make the check critical: a two-token answer whose
 /// second token came 4 s after its first (a stall the widest gap shows) reads 0.5 tokens a
-/// second, beside twenty at 55.6. The check reads the streams' median, which neither one fast
-/// nor one slow stream moves.
+/// second, beside twenty at 55.6 (10 tokens 20 ms apart). The check reads the streams' median,
+/// which neither one fast nor one slow stream moves.
 #[tokio::test(start_paused = true)]
 async fn one_stalled_stream_among_fast_ones_is_no_slow_upstream() {
-    use http_body_util::BodyExt as _;
     use tower_stream_monitor::health::HealthStatus;
     let ms = Duration::from_millis;
-    let (records, monitor) = recorded(Monitor::builder());
-    for _ in 0..20 {
-        // 10 tokens, 20 ms apart: 10 in 180 ms.
-        let mut body = chat_body(planned_app(&monitor, vec![ms(20); 10])).await;
-        while let Some(frame) = body.frame().await {
-            frame.unwrap();
-        }
-    }
-    let mut body = chat_body(planned_app(&monitor, vec![ms(20), ms(4000)])).await;
-    while let Some(frame) = body.frame().await {
-        frame.unwrap();
-    }
-    let all = records.wait_for(21).await;
-    assert!(
-        all[20].tokens_per_second.is_some_and(|t| t < 1.0),
-        "{:?}",
-        all[20].tokens_per_second
-    );
-    let health = monitor.health();
-    let check = health
-        .checks
-        .iter()
-        .find(|c| c.name == "streaming_tokens_per_second")
-        .unwrap();
+    let zero = Duration::ZERO;
+    let (all, check) = beside_twenty(vec![ms(20); 10], vec![ms(20), ms(4000)], zero, zero).await;
+    let odd = all[20].tokens_per_second;
+    assert!(odd.is_some_and(|t| t < 1.0), "{odd:?}");
     assert_eq!(check.status, HealthStatus::Healthy, "{check:?}");
     assert!(check.value > 50.0, "{check:?}");
 }
