@@ -533,6 +533,13 @@ fn assert_hidden(text: &str, secret: &str) {
     assert!(!json.contains(secret), "{secret:?} leaked into {json}");
 }
 
+/// Asserts that `redact` hides `secret` in `text`, and that redacting again changes nothing.
+fn hidden_for_good(text: &str, secret: &str) {
+    let once = redact(text).into_owned();
+    assert!(!once.contains(secret), "leaked: {text} -> {once}");
+    assert_eq!(redact(&once), once, "not idempotent: {text}");
+}
+
 /// Logs `text` as a message and a field, and asserts that it is stored unchanged.
 fn assert_kept(text: &str) {
     assert_eq!(redact(text), text, "redacted");
@@ -731,9 +738,7 @@ fn xml_cdata_comments_and_elements_after_a_token_are_redacted() {
         "<password>hunter2<token>t0k3nsecret</token></password>",
         "<Password>hunter2<ApiKey>sk_abcsecret</ApiKey></Password>",
     ] {
-        let once = redact(text).into_owned();
-        assert!(!once.contains("secret"), "leaked: {once}");
-        assert_eq!(redact(&once), once, "not idempotent");
+        hidden_for_good(text, "secret");
     }
     // An unclosed credential type, read again, no longer changes.
     for text in ["Bearer(\"x\"]]", "Bearer(\"x\"]x"] {
@@ -782,9 +787,7 @@ fn elements_after_a_word_and_credentials_with_punctuation_are_redacted() {
         "Bearer abc:hunter2",
         "auth Basic dXNlcjpwYXNz%3D%3Dhunter2",
     ] {
-        let once = redact(text).into_owned();
-        assert!(!once.contains("hunter2"), "leaked: {text} -> {once}");
-        assert_eq!(redact(&once), once, "not idempotent: {text}");
+        hidden_for_good(text, "hunter2");
     }
     assert_eq!(
         redact("ok<Password>hunter2</Password> then"),
@@ -813,9 +816,7 @@ fn brackets_inside_a_credential_call_keep_the_text_around_it() {
         ("Token(\"abc)def\"] then", "def"),
         ("Token(a] \"x)yzSECRET\") then", "SECRET"),
     ] {
-        let once = redact(text).into_owned();
-        assert!(!once.contains(secret), "leaked: {text} -> {once}");
-        assert_eq!(redact(&once), once, "not idempotent: {text}");
+        hidden_for_good(text, secret);
     }
     // Five glued elements are read in one pass, their context kept.
     let glued = "<password>a1<token>b2<secret>c3<pwd>d4<jwt>e5</jwt></pwd></secret></token>\
