@@ -1,7 +1,7 @@
 //! Trends and anomalies over the last hour, from the slots the windows already keep (README,
 //! Trends and anomalies).
 //!
-//! Each signal (first-token p95, mean tokens/s, error rate) is read per slot. A **trend** is
+//! Each signal (first-token p95, median tokens/s, error rate) is read per slot. A **trend** is
 //! the least-squares slope, per provider, of the minutes that have data, with its standard
 //! error and r². An **anomaly** compares a provider and model's last complete slot (a minute by
 //! default, [`AnomalyDetection`]) with a baseline learnt from the slots before it: their median

@@ -992,7 +992,8 @@ fn metrics_at(at: f64, uptime: f64, five: Value, hour: Value) -> Value {
 fn window(requests: u64, p50: f64, tokens: u64) -> Value {
     json!({"total_streaming_requests": requests, "first_token_p50_ms": p50,
            "first_token_p95_ms": p50, "first_token_p99_ms": p50,
-           "avg_tokens_per_second": 50.0, "total_tokens": tokens})
+           "avg_tokens_per_second": 50.0, "tokens_per_second_p50": 50.0,
+           "total_tokens": tokens})
 }
 
 #[test]

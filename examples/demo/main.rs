@@ -398,7 +398,7 @@ pub fn report(
     let w = &metrics[held.window];
     let _ = writeln!(out, "TTFT, tokens: {}", held.label);
     let mut ttft: Vec<f64> = held.samples.iter().filter_map(|s| s.ttft).map(ms).collect();
-    let tps: Vec<f64> = held
+    let mut tps: Vec<f64> = held
         .samples
         .iter()
         .filter_map(|s| s.tokens_per_second)
@@ -423,6 +423,14 @@ pub fn report(
         "  tokens/s (mean per stream)",
         avg_tps,
         f(&w["avg_tokens_per_second"]),
+        1,
+    );
+    // What the tokens/s check reads (README, Health and rollback triggers).
+    row(
+        &mut out,
+        "  tokens/s (median stream)",
+        load::quantile(&mut tps, 0.50),
+        f(&w["tokens_per_second_p50"]),
         1,
     );
     row(

@@ -246,7 +246,7 @@ pub struct Check {
     pub name: &'static str,
     /// Always `5min`.
     pub window: &'static str,
-    /// P95 first-token latency (ms), mean tokens/s, or error rate (%).
+    /// P95 first-token latency (ms), the median stream's tokens/s, or error rate (%).
     pub value: f64,
     /// The baseline.
     pub thresholds: Baseline,
