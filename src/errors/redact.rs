@@ -925,13 +925,39 @@ fn closed_after_text(text: &str, open_end: usize, name: &str, unclosed: &mut Unc
         && rest[name.len()..].trim_start().starts_with('>')
 }
 
-/// Where a search for the end of a CDATA section or of a comment found none: nor can any
-/// later one, so past that point each is looked for once per text, not once per element (a
-/// text of many `word<password><!--` is read once).
+/// The last search for the end of a CDATA section and of a comment in one text: the first
+/// end (`]]>`, `-->`) that starts at or after `from`, if any. It is also the first for any
+/// later start up to it, and none after a search that found none, so a text of many elements
+/// that each open a comment (`word<password><!--`, closed at the end or not) is read once, not
+/// once per element.
 #[derive(Default)]
 struct Unclosed {
-    cdata: Option<usize>,
-    comment: Option<usize>,
+    cdata: Option<EndSearch>,
+    comment: Option<EndSearch>,
+}
+
+#[derive(Clone, Copy)]
+struct EndSearch {
+    from: usize,
+    found: Option<usize>,
+}
+
+impl EndSearch {
+    /// The first `close` starting at or after `from` in `text`, from the last search when it
+    /// answers for `from`.
+    fn find(last: &mut Option<Self>, text: &str, from: usize, close: &str) -> Option<usize> {
+        if let Some(search) = *last {
+            match search.found {
+                _ if search.from > from => {}
+                None => return None,
+                Some(found) if from <= found => return Some(found),
+                Some(_) => {}
+            }
+        }
+        let found = text[from..].find(close).map(|i| from + i);
+        *last = Some(Self { from, found });
+        found
+    }
 }
 
 /// The text of an XML element whose start tag ends at `open_end`: to the next `<` (its end tag
@@ -944,22 +970,16 @@ fn xml_text_span(text: &str, open_end: usize, unclosed: &mut Unclosed) -> Option
             break text.len();
         };
         let rest = &text[lt..];
-        let (close, none_from) = if rest.starts_with("<![CDATA[") {
+        let (close, last) = if rest.starts_with("<![CDATA[") {
             ("]]>", &mut unclosed.cdata)
         } else if rest.starts_with("<!--") {
             ("-->", &mut unclosed.comment)
         } else {
             break lt;
         };
-        if none_from.is_some_and(|from| from <= lt) {
-            break text.len();
-        }
-        match rest.find(close) {
-            Some(i) => at = lt + i + close.len(),
-            None => {
-                *none_from = Some(lt);
-                break text.len();
-            }
+        match EndSearch::find(last, text, lt, close) {
+            Some(found) => at = found + close.len(),
+            None => break text.len(),
         }
     };
     let value = &text[open_end..end];
