@@ -423,6 +423,34 @@ fn hostile_usage_figures_do_not_wrap() {
     );
 }
 
+/// One absurd figure (an upstream's usage of 2^50 tokens, so a rate of 10^15 tokens a second)
+/// moves no median: the quantiles of every other stream stay theirs.
+#[test]
+fn one_absurd_figure_moves_no_median() {
+    let monitor = Monitor::builder().build().unwrap();
+    for i in 0..21 {
+        let mut r = StreamRecord::new("openai", "m", "/r", Outcome::Ok);
+        r.streaming = true;
+        r.output_tokens = if i == 0 { 1 << 50 } else { 100 };
+        r.tokens_per_second = Some(if i == 0 { 1e15 } else { 5.6 });
+        monitor.ingest(r);
+    }
+    let w = monitor.snapshot().streaming_5min;
+    assert!((w.tokens_per_second_p50 - 5.6).abs() < 0.06, "{w:?}");
+    assert!((w.output_tokens_p50 - 100.0).abs() < 1.0, "{w:?}");
+    let health = monitor.health();
+    let check = health
+        .checks
+        .iter()
+        .find(|c| c.name == "streaming_tokens_per_second")
+        .unwrap();
+    assert_eq!(
+        check.status,
+        tower_stream_monitor::health::HealthStatus::Critical,
+        "{check:?}"
+    );
+}
+
 /// A rate that is no positive number, in a record built by hand, is taken as none: the
 /// windows' tokens/s figures and the check stay those of the other streams.
 #[test]

@@ -87,6 +87,14 @@ impl Default for SlotStats {
     }
 }
 
+/// The most tokens a stream counts for in the token quantiles, and the highest rate in the
+/// tokens/s quantiles. A sketch keeps 32 powers of two and folds the lowest into its range
+/// past them (`Sketch`): one absurd figure (an upstream's usage of 2^50 tokens, a rate of
+/// 10^15 tokens a second) would lift every other stream's to its range and move the median.
+/// Under these caps the kept range reaches down to 1 token, and to about a token an hour.
+const MAX_SKETCHED_TOKENS: f64 = (1u64 << 31) as f64;
+const MAX_SKETCHED_RATE: f64 = 1.0e6;
+
 fn ms(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -205,9 +213,11 @@ impl SlotStats {
     /// A streaming record's values into the quantile sketches.
     fn add_sketches(&mut self, r: &StreamRecord) {
         // A stream of no token (cut before its first) is a zero, which the sketches count apart.
-        self.output_tokens_dist.add(r.output_tokens as f64);
+        self.output_tokens_dist
+            .add((r.output_tokens as f64).min(MAX_SKETCHED_TOKENS));
         if let Some(input) = r.input_tokens {
-            self.input_tokens_dist.add(input as f64);
+            self.input_tokens_dist
+                .add((input as f64).min(MAX_SKETCHED_TOKENS));
         }
         if let Some(ttft) = r.time_to_first_token {
             self.ttft_ms.add(ms(ttft));
@@ -216,7 +226,7 @@ impl SlotStats {
             self.tpot_ms.add(ms(tpot));
         }
         if let Some(tps) = r.tokens_per_second {
-            self.tps.add(tps);
+            self.tps.add(tps.min(MAX_SKETCHED_RATE));
         }
         self.duration_ms.add(ms(r.duration));
     }
