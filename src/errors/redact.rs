@@ -601,7 +601,7 @@ fn redact_key_values<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
     // Where the start tag of a secret-named XML element ends: its text is hidden once its
     // attributes have been read as pairs (`<Bearer hint="api_key=…">`).
     let mut element: Option<usize> = None;
-    let mut unclosed = Unclosed::default();
+    let mut reads = CommentReads::default();
     loop {
         let next = patterns.key.find_at(text, at);
         if let Some(open_end) = element {
@@ -610,7 +610,7 @@ fn redact_key_values<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
                 // Unless a value in its attributes was hidden past the tag's end. Otherwise
                 // `next` is searched for again, and read as any match.
                 if copied <= open_end {
-                    if let Some((start, end)) = xml_text_span(text, open_end, &mut unclosed) {
+                    if let Some((start, end)) = xml_text_span(text, open_end, &mut reads) {
                         out.push_str(&text[copied..start]);
                         out.push_str(REDACTED);
                         copied = end;
@@ -644,7 +644,7 @@ fn redact_key_values<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
                 // Its name and attributes are read first, as any text (`<password:x>` may be
                 // a pair glued to a word: `said<password:x>`).
                 if !follows_word(&text[..name_start - 1])
-                    || closed_after_text(text, found.end(), name, &mut unclosed)
+                    || closed_after_text(text, found.end(), name, &mut reads)
                 {
                     element = Some(found.end());
                 }
@@ -913,8 +913,8 @@ fn follows_word(before: &str) -> bool {
 /// its text (`user<Password>x</Password>`): then it is an element whatever comes before it, a
 /// word included, where a `<Token>` never closed is a type's name in text (`Option<Token>`).
 /// Reads only to the next tag, so a text of many such names is still read once.
-fn closed_after_text(text: &str, open_end: usize, name: &str, unclosed: &mut Unclosed) -> bool {
-    let Some((_, end)) = xml_text_span(text, open_end, unclosed) else {
+fn closed_after_text(text: &str, open_end: usize, name: &str, reads: &mut CommentReads) -> bool {
+    let Some((_, end)) = xml_text_span(text, open_end, reads) else {
         return false;
     };
     let Some(rest) = text[end..].strip_prefix("</") else {
@@ -925,15 +925,22 @@ fn closed_after_text(text: &str, open_end: usize, name: &str, unclosed: &mut Unc
         && rest[name.len()..].trim_start().starts_with('>')
 }
 
-/// The last search for the end of a CDATA section and of a comment in one text: the first
-/// end (`]]>`, `-->`) that starts at or after `from`, if any. It is also the first for any
-/// later start up to it, and none after a search that found none, so a text of many elements
-/// that each open a comment (`word<password><!--`, closed at the end or not) is read once, not
-/// once per element.
+/// What one text's element texts have read of its comments and CDATA sections, so that a
+/// text of many elements is read once, not once per element:
+///
+/// - the last search for the end of a CDATA section and of a comment: the first end (`]]>`,
+///   `-->`) that starts at or after where it started, if any, also the first for any later
+///   start up to it, and none for any later start when it found none
+///   (`word<password><!--` many times, closed at the end or not);
+/// - the last element text read through comments or CDATA sections: where each of them
+///   started, and where the text ended, which a later element's text that reaches one of them
+///   ends at too (`<!--x<password>-->` many times).
 #[derive(Default)]
-struct Unclosed {
+struct CommentReads {
     cdata: Option<EndSearch>,
     comment: Option<EndSearch>,
+    through: Vec<usize>,
+    through_end: usize,
 }
 
 #[derive(Clone, Copy)]
@@ -963,25 +970,36 @@ impl EndSearch {
 /// The text of an XML element whose start tag ends at `open_end`: to the next `<` (its end tag
 /// or a child's) or the end of the text, its CDATA sections and comments read through (to the
 /// end of the text when one is not closed). `None` when it is blank or already redacted.
-fn xml_text_span(text: &str, open_end: usize, unclosed: &mut Unclosed) -> Option<(usize, usize)> {
+fn xml_text_span(text: &str, open_end: usize, reads: &mut CommentReads) -> Option<(usize, usize)> {
     let mut at = open_end;
+    // Where the comments and CDATA sections this text reads through start (no allocation
+    // for a text with none).
+    let mut through = Vec::new();
     let end = loop {
         let Some(lt) = text[at..].find('<').map(|i| at + i) else {
             break text.len();
         };
+        if reads.through.binary_search(&lt).is_ok() {
+            break reads.through_end;
+        }
         let rest = &text[lt..];
         let (close, last) = if rest.starts_with("<![CDATA[") {
-            ("]]>", &mut unclosed.cdata)
+            ("]]>", &mut reads.cdata)
         } else if rest.starts_with("<!--") {
-            ("-->", &mut unclosed.comment)
+            ("-->", &mut reads.comment)
         } else {
             break lt;
         };
+        through.push(lt);
         match EndSearch::find(last, text, lt, close) {
             Some(found) => at = found + close.len(),
             None => break text.len(),
         }
     };
+    if !through.is_empty() {
+        reads.through = through;
+        reads.through_end = end;
+    }
     let value = &text[open_end..end];
     (!value.trim().is_empty() && value != REDACTED).then_some((open_end, end))
 }
