@@ -423,8 +423,9 @@ fn hostile_usage_figures_do_not_wrap() {
     );
 }
 
-/// One absurd figure (an upstream's usage of 2^50 tokens, so a rate of 10^15 tokens a second)
-/// moves no median: the quantiles of every other stream stay theirs.
+/// One absurd figure (an upstream's usage of 2^50 tokens, so a rate of 10^15 tokens a second,
+/// or a time of `Duration::MAX` in a record built by hand) moves no median: the quantiles of
+/// every other stream stay theirs.
 #[test]
 fn one_absurd_figure_moves_no_median() {
     let monitor = Monitor::builder().build().unwrap();
@@ -433,11 +434,17 @@ fn one_absurd_figure_moves_no_median() {
         r.streaming = true;
         r.output_tokens = if i == 0 { 1 << 50 } else { 100 };
         r.tokens_per_second = Some(if i == 0 { 1e15 } else { 5.6 });
+        // And times no stream takes (a record built by hand).
+        let odd = |usual: Duration| if i == 0 { Duration::MAX } else { usual };
+        r.time_to_first_token = Some(odd(Duration::from_millis(50)));
+        r.time_per_output_token = Some(odd(Duration::from_millis(20)));
+        r.duration = odd(Duration::from_secs(1));
         monitor.ingest(r);
     }
     let w = monitor.snapshot().streaming_5min;
     assert!((w.tokens_per_second_p50 - 5.6).abs() < 0.06, "{w:?}");
     assert!((w.output_tokens_p50 - 100.0).abs() < 1.0, "{w:?}");
+    assert!((w.first_token_p50_ms - 50.0).abs() < 0.5, "{w:?}");
     let health = monitor.health();
     let check = health
         .checks

@@ -87,13 +87,21 @@ impl Default for SlotStats {
     }
 }
 
-/// The most tokens a stream counts for in the token quantiles, and the highest rate in the
-/// tokens/s quantiles. A sketch keeps 32 powers of two and folds the lowest into its range
-/// past them (`Sketch`): one absurd figure (an upstream's usage of 2^50 tokens, a rate of
-/// 10^15 tokens a second) would lift every other stream's to its range and move the median.
-/// Under these caps the kept range reaches down to 1 token, and to about a token an hour.
+/// The most tokens a stream counts for in the token quantiles, the highest rate in the
+/// tokens/s quantiles, and the longest time in the time quantiles (ms, about 12 days). A
+/// sketch keeps 32 powers of two and folds the lowest into its range past them (`Sketch`): one
+/// absurd figure (an upstream's usage of 2^50 tokens, a rate of 10^15 tokens a second, a
+/// `Duration::MAX` in a record given to `ingest`) would lift every other stream's to its range
+/// and move the median. Under these caps the kept range reaches down to 1 token, about a token
+/// an hour, and a quarter of a millisecond.
 const MAX_SKETCHED_TOKENS: f64 = (1u64 << 31) as f64;
 const MAX_SKETCHED_RATE: f64 = 1.0e6;
+const MAX_SKETCHED_MS: f64 = (1u64 << 30) as f64;
+
+/// A time for the time quantiles: in ms, at most [`MAX_SKETCHED_MS`].
+fn sketched_ms(d: std::time::Duration) -> f64 {
+    ms(d).min(MAX_SKETCHED_MS)
+}
 
 fn ms(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -220,15 +228,15 @@ impl SlotStats {
                 .add((input as f64).min(MAX_SKETCHED_TOKENS));
         }
         if let Some(ttft) = r.time_to_first_token {
-            self.ttft_ms.add(ms(ttft));
+            self.ttft_ms.add(sketched_ms(ttft));
         }
         if let Some(tpot) = r.time_per_output_token {
-            self.tpot_ms.add(ms(tpot));
+            self.tpot_ms.add(sketched_ms(tpot));
         }
         if let Some(tps) = r.tokens_per_second {
             self.tps.add(tps.min(MAX_SKETCHED_RATE));
         }
-        self.duration_ms.add(ms(r.duration));
+        self.duration_ms.add(sketched_ms(r.duration));
     }
 
     /// Another slot's quantile sketches into this one's.
