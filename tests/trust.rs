@@ -423,34 +423,47 @@ fn hostile_usage_figures_do_not_wrap() {
     );
 }
 
+/// A monitor given 21 streaming `ok` records that `fill` completes: the first odd (`true`),
+/// twenty usual.
+fn one_odd_of_21(fill: impl Fn(&mut StreamRecord, bool)) -> Monitor {
+    let monitor = Monitor::builder().build().unwrap();
+    for i in 0..21 {
+        let mut r = StreamRecord::new("openai", "m", "/r", Outcome::Ok);
+        r.streaming = true;
+        fill(&mut r, i == 0);
+        monitor.ingest(r);
+    }
+    monitor
+}
+
+/// The tokens/s check of `monitor`'s `/health`.
+fn tokens_per_second_check(monitor: &Monitor) -> tower_stream_monitor::health::Check {
+    monitor
+        .health()
+        .checks
+        .into_iter()
+        .find(|c| c.name == "streaming_tokens_per_second")
+        .unwrap()
+}
+
 /// One absurd figure (an upstream's usage of 2^50 tokens, so a rate of 10^15 tokens a second,
 /// or a time of `Duration::MAX` in a record built by hand) moves no median: the quantiles of
 /// every other stream stay theirs.
 #[test]
 fn one_absurd_figure_moves_no_median() {
-    let monitor = Monitor::builder().build().unwrap();
-    for i in 0..21 {
-        let mut r = StreamRecord::new("openai", "m", "/r", Outcome::Ok);
-        r.streaming = true;
-        r.output_tokens = if i == 0 { 1 << 50 } else { 100 };
-        r.tokens_per_second = Some(if i == 0 { 1e15 } else { 5.6 });
-        // And times no stream takes (a record built by hand).
-        let odd = |usual: Duration| if i == 0 { Duration::MAX } else { usual };
-        r.time_to_first_token = Some(odd(Duration::from_millis(50)));
-        r.time_per_output_token = Some(odd(Duration::from_millis(20)));
-        r.duration = odd(Duration::from_secs(1));
-        monitor.ingest(r);
-    }
+    let monitor = one_odd_of_21(|r, odd| {
+        let pick = |odd_one: Duration, usual: Duration| if odd { odd_one } else { usual };
+        r.output_tokens = if odd { 1 << 50 } else { 100 };
+        r.tokens_per_second = Some(if odd { 1e15 } else { 5.6 });
+        r.time_to_first_token = Some(pick(Duration::MAX, Duration::from_millis(50)));
+        r.time_per_output_token = Some(pick(Duration::MAX, Duration::from_millis(20)));
+        r.duration = pick(Duration::MAX, Duration::from_secs(1));
+    });
     let w = monitor.snapshot().streaming_5min;
     assert!((w.tokens_per_second_p50 - 5.6).abs() < 0.06, "{w:?}");
     assert!((w.output_tokens_p50 - 100.0).abs() < 1.0, "{w:?}");
     assert!((w.first_token_p50_ms - 50.0).abs() < 0.5, "{w:?}");
-    let health = monitor.health();
-    let check = health
-        .checks
-        .iter()
-        .find(|c| c.name == "streaming_tokens_per_second")
-        .unwrap();
+    let check = tokens_per_second_check(&monitor);
     assert_eq!(
         check.status,
         tower_stream_monitor::health::HealthStatus::Critical,
@@ -463,14 +476,10 @@ fn one_absurd_figure_moves_no_median() {
 #[test]
 fn records_with_absurd_rates_do_not_poison_tokens_per_second() {
     for absurd in [0.0, -3.0, f64::NAN, f64::INFINITY] {
-        let monitor = Monitor::builder().build().unwrap();
-        for i in 0..21 {
-            let mut r = StreamRecord::new("openai", "m", "/r", Outcome::Ok);
-            r.streaming = true;
+        let monitor = one_odd_of_21(|r, odd| {
             r.output_tokens = 10;
-            r.tokens_per_second = Some(if i == 0 { absurd } else { 40.0 });
-            monitor.ingest(r);
-        }
+            r.tokens_per_second = Some(if odd { absurd } else { 40.0 });
+        });
         let w = monitor.snapshot().streaming_5min;
         // The quantiles are within 1% (README, Memory).
         let near = |x: f64| (x - 40.0).abs() < 0.4;
@@ -479,12 +488,7 @@ fn records_with_absurd_rates_do_not_poison_tokens_per_second() {
             "{absurd}: {w:?}"
         );
         assert!(near(w.tokens_per_second_p50), "{absurd}: {w:?}");
-        let health = monitor.health();
-        let check = health
-            .checks
-            .iter()
-            .find(|c| c.name == "streaming_tokens_per_second")
-            .unwrap();
+        let check = tokens_per_second_check(&monitor);
         assert!(near(check.value), "{absurd}: {check:?}");
     }
 }
@@ -1611,13 +1615,7 @@ async fn beside_twenty(
         tokio::time::sleep(pace).await;
     }
     let all = records.wait_for(21).await;
-    let check = monitor
-        .health()
-        .checks
-        .into_iter()
-        .find(|c| c.name == "streaming_tokens_per_second")
-        .unwrap();
-    (all, check)
+    (all, tokens_per_second_check(&monitor))
 }
 
 /// What a reader's pace can still do within its bounds (README, Security) is give a stream
