@@ -932,15 +932,15 @@ fn closed_after_text(text: &str, open_end: usize, name: &str, reads: &mut Commen
 ///   `-->`) that starts at or after where it started, if any, also the first for any later
 ///   start up to it, and none for any later start when it found none
 ///   (`word<password><!--` many times, closed at the end or not);
-/// - the last element text read through comments or CDATA sections: where each of them
-///   started, and where the text ended, which a later element's text that reaches one of them
-///   ends at too (`<!--x<password>-->` many times).
+/// - where an element's text read through each comment or CDATA section from its start
+///   ended, which any later element's text that reaches that start ends at too (it depends
+///   on the text alone): each start is read through once (`<!--x<password>-->` many times,
+///   or comments and CDATA sections interleaved).
 #[derive(Default)]
 struct CommentReads {
     cdata: Option<EndSearch>,
     comment: Option<EndSearch>,
-    through: Vec<usize>,
-    through_end: usize,
+    through: std::collections::HashMap<usize, usize>,
 }
 
 #[derive(Clone, Copy)]
@@ -979,8 +979,8 @@ fn xml_text_span(text: &str, open_end: usize, reads: &mut CommentReads) -> Optio
         let Some(lt) = text[at..].find('<').map(|i| at + i) else {
             break text.len();
         };
-        if reads.through.binary_search(&lt).is_ok() {
-            break reads.through_end;
+        if let Some(&end) = reads.through.get(&lt) {
+            break end;
         }
         let rest = &text[lt..];
         let (close, last) = if rest.starts_with("<![CDATA[") {
@@ -996,10 +996,9 @@ fn xml_text_span(text: &str, open_end: usize, reads: &mut CommentReads) -> Optio
             None => break text.len(),
         }
     };
-    if !through.is_empty() {
-        reads.through = through;
-        reads.through_end = end;
-    }
+    reads
+        .through
+        .extend(through.into_iter().map(|start| (start, end)));
     let value = &text[open_end..end];
     (!value.trim().is_empty() && value != REDACTED).then_some((open_end, end))
 }
