@@ -356,8 +356,8 @@ const SHAPES: [(&str, &str); 6] = [
         "${keep}[REDACTED]",
     ),
     // `Basic <base64>`: the token must have a digit, `+`, `/` or a lowercase letter followed by
-    // an uppercase one, so `Basic authentication` stays; hidden to the next whitespace, quote
-    // or angle bracket, as `Bearer`'s.
+    // an uppercase one, so `Basic authentication` stays; hidden to where `Bearer`'s token
+    // ends.
     (
         r#"(?P<keep>(?i:basic))[\t ]+[A-Za-z0-9+/]*(?:[0-9+/]|[a-z][A-Z])[^\s"'<>\\]*"#,
         "${keep} [REDACTED]",
