@@ -12,7 +12,8 @@ use crate::timeout::StreamTimeoutError;
 /// A boxed error, as tower and hyper pass them around.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
-/// The outcome a status code implies; `Ok` for 1xx-3xx.
+/// The outcome a status code implies: `Ok` for 101, 2xx and 3xx. Any other 1xx is no final
+/// answer: hyper sends a 500 in its place, so it is a `ServerError`.
 ///
 /// ```
 /// use http::StatusCode;
@@ -28,6 +29,7 @@ pub fn classify_status(status: StatusCode) -> Outcome {
         408 | 504 => Outcome::Timeout,
         400..=499 => Outcome::ClientError,
         500..=599 => Outcome::ServerError,
+        100 | 102..=199 => Outcome::ServerError,
         _ => Outcome::Ok,
     }
 }
@@ -75,11 +77,27 @@ pub fn classify_body_error(error: &(dyn StdError + 'static)) -> Outcome {
     }
 }
 
-/// Whether `error` or any error in its `source()` chain is a timeout we know.
+/// Whether `error` or any error in its `source()` chain is a timeout we know: tower's
+/// `Elapsed`, tower-http's `TimeoutError`, this crate's [`StreamTimeoutError`], an
+/// `io::Error` of kind `TimedOut`, or an error whose `Debug` is `TimedOut` (the private type
+/// reqwest ends its chain with when its `timeout` or `read_timeout` passes: a gateway that
+/// relays its upstream's body sees that one).
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_stream_monitor::{classify::is_timeout, stream::StreamTimeoutError};
+/// let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "upstream");
+/// assert!(is_timeout(&io));
+/// assert!(is_timeout(&StreamTimeoutError::new(Duration::from_secs(60))));
+/// assert!(!is_timeout(&std::fmt::Error));
+/// ```
 pub fn is_timeout(error: &(dyn StdError + 'static)) -> bool {
     let mut current = Some(error);
     while let Some(e) = current {
-        if e.is::<tower::timeout::error::Elapsed>() || e.is::<StreamTimeoutError>() {
+        if e.is::<tower::timeout::error::Elapsed>()
+            || e.is::<StreamTimeoutError>()
+            || debug_is(e, "TimedOut")
+        {
             return true;
         }
         #[cfg(feature = "tower-http")]
@@ -101,6 +119,27 @@ pub fn is_timeout(error: &(dyn StdError + 'static)) -> bool {
     false
 }
 
+/// Whether `value`'s `Debug` output is `expected`, written no further than it matches (no
+/// allocation, and a long `Debug` stops at its first byte past `expected`'s).
+fn debug_is(value: &dyn std::fmt::Debug, expected: &str) -> bool {
+    use std::fmt::Write as _;
+    /// Compares what is written with what is left of `expected`; an error stops the writing.
+    struct Matches<'a>(&'a str);
+    impl std::fmt::Write for Matches<'_> {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            match self.0.strip_prefix(s) {
+                Some(rest) => {
+                    self.0 = rest;
+                    Ok(())
+                }
+                None => Err(std::fmt::Error),
+            }
+        }
+    }
+    let mut left = Matches(expected);
+    write!(left, "{value:?}").is_ok() && left.0.is_empty()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +153,28 @@ mod tests {
         assert_eq!(c(408), Outcome::Timeout);
         assert_eq!(c(404), Outcome::ClientError);
         assert_eq!(c(500), Outcome::ServerError);
+        assert_eq!(c(101), Outcome::Ok);
+        assert_eq!(c(100), Outcome::ServerError);
+        assert_eq!(c(103), Outcome::ServerError);
+    }
+
+    /// Errors named `TimedOut` (reqwest's) are timeouts, other names and longer `Debug`s not.
+    #[test]
+    fn errors_named_timed_out() {
+        #[derive(Debug)]
+        struct TimedOut;
+        #[derive(Debug)]
+        struct TimedOutLater;
+        #[derive(Debug)]
+        struct Outer(TimedOut);
+        for (value, expected) in [
+            (&TimedOut as &dyn std::fmt::Debug, true),
+            (&TimedOutLater, false),
+            (&Outer(TimedOut), false),
+            (&"TimedOut", false),
+        ] {
+            assert_eq!(debug_is(value, "TimedOut"), expected, "{value:?}");
+        }
     }
 
     #[test]

@@ -264,12 +264,13 @@ where
                     *ended = true;
                     if let Some(meter) = meter_slot.take() {
                         // Where an SSE stream was cut by this layer's own timeout, it ends with
-                        // an error event rather than a broken connection; unless its body
-                        // announced its length (an exact size hint), which bytes past it would
-                        // break.
+                        // an error event rather than a broken connection; unless its length was
+                        // announced (an exact size hint, a `Content-Length` header), which bytes
+                        // past it would break.
                         let sse_end = (error.downcast_ref::<StreamTimeoutError>().is_some()
                             && meter.is_sse()
-                            && body.size_hint().exact().is_none())
+                            && body.size_hint().exact().is_none()
+                            && !meter.announced_length())
                         .then(|| meter.at_event_boundary());
                         let chain = crate::errors::ErrorChain(error.as_ref());
                         meter.finish(StreamEnd::Failed(outcome, &chain), scope, timer.as_ref());

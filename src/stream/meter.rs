@@ -27,26 +27,47 @@ use crate::record::{Outcome, StreamRecord};
 /// are small; a longer one is read up to its last whole member before this).
 const MAX_ERROR_BODY: usize = 4096;
 
-/// The response's `Content-Type` and `Content-Encoding` (each its first value, as
-/// `HeaderMap::get` gives it). A response has few headers as a rule: one pass over them costs
+/// The response's `Content-Type`, `Content-Encoding` and `Content-Length` (each its first
+/// value, as `HeaderMap::get` gives it). A response has few headers as a rule: one pass over them costs
 /// less than two hashed lookups.
-fn content_headers(headers: &HeaderMap) -> (Option<&HeaderValue>, Option<&HeaderValue>) {
+fn content_headers(headers: &HeaderMap) -> ContentHeaders<'_> {
     const FEW: usize = 6;
     if headers.len() > FEW {
-        return (
-            headers.get(header::CONTENT_TYPE),
-            headers.get(header::CONTENT_ENCODING),
-        );
+        return ContentHeaders {
+            content_type: headers.get(header::CONTENT_TYPE),
+            encoding: headers.get(header::CONTENT_ENCODING),
+            length: headers.get(header::CONTENT_LENGTH),
+        };
     }
-    let (mut content_type, mut encoding) = (None, None);
+    let mut found = ContentHeaders::default();
     for (name, value) in headers {
         if *name == header::CONTENT_TYPE {
-            content_type = content_type.or(Some(value));
+            found.content_type = found.content_type.or(Some(value));
         } else if *name == header::CONTENT_ENCODING {
-            encoding = encoding.or(Some(value));
+            found.encoding = found.encoding.or(Some(value));
+        } else if *name == header::CONTENT_LENGTH {
+            found.length = found.length.or(Some(value));
         }
     }
-    (content_type, encoding)
+    found
+}
+
+/// The response headers that say what its body is (see [`content_headers`]).
+#[derive(Default)]
+struct ContentHeaders<'a> {
+    content_type: Option<&'a HeaderValue>,
+    encoding: Option<&'a HeaderValue>,
+    length: Option<&'a HeaderValue>,
+}
+
+/// The body's length a `Content-Length` value announces, if it is one plain decimal number
+/// (what hyper frames an HTTP/1.1 body of unknown size by).
+fn announced_length(value: &HeaderValue) -> Option<u64> {
+    let digits = value.as_bytes();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// How a body ended.
@@ -105,6 +126,11 @@ pub(crate) struct StreamMeter {
     encoded: bool,
     /// The body has no content type: decide on SSE from its first bytes.
     sniff: bool,
+    /// The length its `Content-Length` header announced (`u64::MAX` for none, which no body
+    /// reaches: 8 bytes where an `Option` takes 16, and the box keeps its lines): an HTTP/1.1
+    /// server that wrote that many bytes has sent the whole response and drops the body
+    /// without asking it for its end.
+    announced: u64,
 }
 
 impl StreamMeter {
@@ -122,10 +148,13 @@ impl StreamMeter {
         };
         let status = head.status;
         let headers = &head.headers;
-        let (content_type, encoding) = content_headers(headers);
+        let found = content_headers(headers);
         // Bytes, not text: a value checked whole first cost more than the check that uses it.
-        let content_type = content_type.map(HeaderValue::as_bytes);
-        let encoded = encoding.is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+        let content_type = found.content_type.map(HeaderValue::as_bytes);
+        let encoded = found
+            .encoding
+            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+        let announced = found.length.and_then(announced_length).unwrap_or(u64::MAX);
         let unrouted = crate::record::is_unrouted(status, &scope.tags.route);
         let recorder = context.recorder();
         let labels = context.resolve_labels(head.extensions.get::<crate::StreamLabels>(), unrouted);
@@ -173,6 +202,7 @@ impl StreamMeter {
             last_token: None,
             max_gap: None,
             bytes: 0,
+            announced,
         });
     }
 
@@ -192,6 +222,12 @@ impl StreamMeter {
     /// it last looked: a limit passing then is the client's doing (README, Security).
     pub(crate) fn waits_for_request_body(&self) -> bool {
         self.hints.waiting_for_client()
+    }
+
+    /// Whether the response's headers announced its length (`Content-Length`): no bytes may be
+    /// added to it.
+    pub(crate) fn announced_length(&self) -> bool {
+        self.announced != u64::MAX
     }
 
     /// Whether the body is being parsed as server-sent events.
@@ -387,7 +423,14 @@ impl StreamMeter {
     ) {
         let started = self.started;
         let by_status = classify_status(self.status);
-        if matches!(end, StreamEnd::Complete) {
+        // Dropped once the length its headers announced went out: the client has the whole
+        // response (hyper stops there on HTTP/1.1, without asking the body for its end).
+        let complete = match end {
+            StreamEnd::Complete => true,
+            StreamEnd::Dropped => self.bytes >= self.announced,
+            StreamEnd::Failed(..) => false,
+        };
+        if complete {
             if let Some(parser) = self.parser.as_mut() {
                 parser.end(by_status == Outcome::Ok);
                 if parser.finish() > 0 {
@@ -409,8 +452,8 @@ impl StreamMeter {
         let (outcome, error) = match end {
             _ if by_status != Outcome::Ok => (by_status, None),
             StreamEnd::Failed(outcome, error) => (self.hints.judge(outcome), Some(error)),
-            StreamEnd::Complete => (in_stream.unwrap_or(Outcome::Ok), None),
-            StreamEnd::Dropped => (in_stream.unwrap_or(Outcome::Cancelled), None),
+            _ if complete => (in_stream.unwrap_or(Outcome::Ok), None),
+            _ => (in_stream.unwrap_or(Outcome::Cancelled), None),
         };
         // The client's word counts for a failure only (README, Outcomes), known only now: a
         // 200 whose body is cut or carries an upstream error is one.

@@ -219,10 +219,12 @@ impl RequestHints {
     /// `outcome` of a response body that failed, or `client_error` when the request body had
     /// failed as the handler read it before (a client that gave up its upload, or broke it): a
     /// body fed by the upload fails with it, the client's doing (README, Security). Only a
-    /// body's failure is judged so: a status, a panic or a service error stays what it is.
+    /// body's failure (a `stream_error`) is judged so: a status, a timeout, a panic (a
+    /// `server_error`, which a handler's code is to blame for) or a service error stays what
+    /// it is.
     #[inline]
     pub(crate) fn judge(&self, outcome: Outcome) -> Outcome {
-        let broken = matches!(outcome, Outcome::ServerError | Outcome::StreamError)
+        let broken = outcome == Outcome::StreamError
             && self.body.as_ref().is_some_and(RequestBodyWatch::failed);
         if broken {
             Outcome::ClientError

@@ -1,0 +1,609 @@
+//! Response shapes a real hyper server produces (a length announced by a header, bodiless
+//! answers, 1xx, resets, relayed timeouts, panics), and the one record each gets: what the
+//! client saw, over a real socket.
+
+mod common;
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use bytes::Bytes;
+use common::{client, monitored};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tower_stream_monitor::parse::FinishReason;
+use tower_stream_monitor::{Monitor, Outcome, StreamLabels};
+
+fn chunks(parts: &[&'static str]) -> Body {
+    let parts: Vec<Bytes> = parts
+        .iter()
+        .map(|p| Bytes::from_static(p.as_bytes()))
+        .collect();
+    let stream = futures_util::stream::unfold(parts.into_iter(), |mut it| async move {
+        let next = it.next()?;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        Some((Ok::<_, Infallible>(next), it))
+    });
+    Body::from_stream(stream)
+}
+
+/// A proxy that copies the upstream's `Content-Length` and streams the upstream body on (a
+/// non-streaming JSON answer relayed, a file served): the client gets every byte, hyper ends the
+/// response at the announced length and drops the body without polling it to its end.
+#[tokio::test]
+async fn streamed_body_with_content_length_is_ok_not_cancelled() {
+    const JSON: [&str; 2] = [
+        r#"{"id":"x","choices":"#,
+        r#"[{"message":{"content":"hi"}}]}"#,
+    ];
+    let len = JSON.iter().map(|s| s.len()).sum::<usize>();
+    let (records, monitor, addr) = monitored(
+        Monitor::builder(),
+        Router::new().route(
+            "/v1/chat/completions",
+            get(move || async move {
+                (
+                    StreamLabels::new("openai"),
+                    [
+                        (
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("application/json"),
+                        ),
+                        (header::CONTENT_LENGTH, HeaderValue::from(len)),
+                    ],
+                    chunks(&JSON),
+                )
+            }),
+        ),
+    )
+    .await;
+    let res = client()
+        .get(format!("http://{addr}/v1/chat/completions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body = res.bytes().await.unwrap();
+    assert_eq!(body.len(), len, "the client got the whole answer");
+    let r = records.one().await;
+    assert_eq!(monitor.in_flight(), 0);
+    assert_eq!(r.outcome, Outcome::Ok, "client saw a complete 200: {r:#?}");
+}
+
+/// The same for an SSE stream relayed with its length (a cached/replayed stream): complete
+/// to the client, with its finish reason and `[DONE]`.
+#[tokio::test]
+async fn sse_with_content_length_is_ok_with_its_finish_reason() {
+    const SSE: [&str; 3] = [
+        "data: {\"model\":\"gpt-4o-mini\",\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n",
+        "data: {\"model\":\"gpt-4o-mini\",\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+        "data: [DONE]\n\n",
+    ];
+    let len = SSE.iter().map(|s| s.len()).sum::<usize>();
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder(),
+        Router::new().route(
+            "/v1/chat/completions",
+            get(move || async move {
+                (
+                    StreamLabels::new("openai"),
+                    [
+                        (
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("text/event-stream"),
+                        ),
+                        (header::CONTENT_LENGTH, HeaderValue::from(len)),
+                    ],
+                    chunks(&SSE),
+                )
+            }),
+        ),
+    )
+    .await;
+    let res = client()
+        .get(format!("http://{addr}/v1/chat/completions"))
+        .send()
+        .await
+        .unwrap();
+    let body = res.text().await.unwrap();
+    assert!(body.ends_with("data: [DONE]\n\n"));
+    let r = records.one().await;
+    assert_eq!(
+        (r.outcome, r.finish_reason),
+        (Outcome::Ok, Some(FinishReason::Stop)),
+        "{r:#?}"
+    );
+}
+
+async fn raw_exchange(addr: std::net::SocketAddr, request: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut got = Vec::new();
+    // Read what comes within 500 ms (a CONNECT tunnel stays open).
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        loop {
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// A 2xx answer to CONNECT has no body (hyper sends none, RFC 9110 9.3.6), as a HEAD answer
+/// has none: the tunnel was established, the client saw a 200.
+#[tokio::test]
+async fn connect_2xx_is_ok_not_cancelled() {
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder(),
+        Router::new().fallback(any(|method: Method| async move {
+            if method == Method::CONNECT {
+                (StatusCode::OK, "tunnel established").into_response()
+            } else {
+                StatusCode::NOT_FOUND.into_response()
+            }
+        })),
+    )
+    .await;
+    let seen = raw_exchange(
+        addr,
+        "CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n",
+    )
+    .await;
+    assert!(seen.starts_with("HTTP/1.1 200"), "client saw: {seen:?}");
+    assert!(!seen.contains("tunnel established"), "hyper sends no body");
+    let r = records.one().await;
+    assert_eq!(r.outcome, Outcome::Ok, "{r:#?}");
+}
+
+/// A handler answering with a 1xx other than 101 (103 Early Hints): hyper cannot send it as a
+/// final answer and sends a 500 instead, which is what is recorded.
+#[tokio::test]
+async fn informational_status_is_not_ok() {
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder(),
+        Router::new().route(
+            "/hints",
+            get(|| async { StatusCode::from_u16(103).unwrap().into_response() }),
+        ),
+    )
+    .await;
+    let seen = raw_exchange(addr, "GET /hints HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let r = records.one().await;
+    assert!(!seen.starts_with("HTTP/1.1 103"), "client saw: {seen:?}");
+    assert!(seen.starts_with("HTTP/1.1 500"), "client saw: {seen:?}");
+    assert_eq!(
+        r.outcome,
+        Outcome::ServerError,
+        "client saw {seen:?}; record {r:#?}"
+    );
+}
+
+/// Controls: HEAD, 204 and 304 with a handler body are `ok` once.
+#[tokio::test]
+async fn bodiless_answers_are_ok_once() {
+    let app = Router::new()
+        .route(
+            "/sse",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/event-stream")],
+                    chunks(&["data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n"]),
+                )
+            }),
+        )
+        .route(
+            "/204",
+            get(|| async { (StatusCode::NO_CONTENT, "ignored body") }),
+        )
+        .route(
+            "/304",
+            get(|| async { (StatusCode::NOT_MODIFIED, chunks(&["ignored", "body"])) }),
+        );
+    let (records, monitor, addr) = monitored(Monitor::builder(), app).await;
+    let c = client();
+    let r = c.head(format!("http://{addr}/sse")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = r.bytes().await;
+    for p in ["204", "304"] {
+        let r = c.get(format!("http://{addr}/{p}")).send().await.unwrap();
+        let _ = r.bytes().await;
+    }
+    let got = records.wait_for(3).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let got2 = records.snapshot();
+    assert_eq!(got2.len(), 3, "{got2:#?}");
+    for r in got {
+        assert_eq!(r.outcome, Outcome::Ok, "{r:#?}");
+    }
+    assert_eq!(monitor.in_flight(), 0);
+}
+
+/// A static file served with `Content-Length` by a body of unknown size (tower-http's
+/// `ServeFile` shape): complete to the client.
+#[tokio::test]
+async fn served_file_with_length_is_ok() {
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder(),
+        Router::new().route(
+            "/file.txt",
+            get(|| async {
+                let mut res = Response::new(chunks(&["hello ", "world"]));
+                res.headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from_static("11"));
+                res
+            }),
+        ),
+    )
+    .await;
+    let body = client()
+        .get(format!("http://{addr}/file.txt"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body, "hello world");
+    let r = records.one().await;
+    assert_eq!(r.outcome, Outcome::Ok, "{r:#?}");
+}
+
+/// HTTP/2: the client resets the stream mid-body (RST_STREAM CANCEL): `cancelled` once.
+#[tokio::test]
+async fn h2_reset_mid_stream_is_cancelled_once() {
+    let (records, monitor, addr) = monitored(
+        Monitor::builder(),
+        Router::new().route(
+            "/stream",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/event-stream")],
+                    common::endless_sse(Duration::from_millis(10)),
+                )
+            }),
+        ),
+    )
+    .await;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let request = http::Request::get(format!("http://{addr}/stream"))
+        .body(())
+        .unwrap();
+    let (response, _send) = client
+        .ready()
+        .await
+        .unwrap()
+        .send_request(request, true)
+        .unwrap();
+    let mut body = response.await.unwrap().into_body();
+    let first = body.data().await.unwrap().unwrap();
+    assert!(first.starts_with(b"data:"));
+    drop(body);
+    drop(_send);
+    let r = records.one().await;
+    assert_eq!(r.outcome, Outcome::Cancelled);
+    assert_eq!(monitor.in_flight(), 0);
+}
+
+/// HTTP/2 with a `Content-Length` streamed body: hyper's h2 path polls it to its end.
+#[tokio::test]
+async fn h2_streamed_body_with_content_length_is_ok() {
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder(),
+        Router::new().route(
+            "/file.txt",
+            get(|| async {
+                let mut res = Response::new(chunks(&["hello ", "world"]));
+                res.headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from_static("11"));
+                res
+            }),
+        ),
+    )
+    .await;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let request = http::Request::get(format!("http://{addr}/file.txt"))
+        .body(())
+        .unwrap();
+    let (response, _send) = client
+        .ready()
+        .await
+        .unwrap()
+        .send_request(request, true)
+        .unwrap();
+    let mut body = response.await.unwrap().into_body();
+    let mut got = Vec::new();
+    while let Some(chunk) = body.data().await {
+        got.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(got, b"hello world");
+    let r = records.one().await;
+    assert_eq!(r.outcome, Outcome::Ok, "{r:#?}");
+}
+
+/// The handler's body sends one event, then waits forever (an upstream that hung); the client
+/// goes away: `cancelled` once, soon.
+#[tokio::test]
+async fn pending_forever_body_then_disconnect_is_cancelled() {
+    let (records, monitor, addr) = monitored(
+        Monitor::builder(),
+        Router::new().route(
+            "/stream",
+            get(|| async {
+                let head = futures_util::stream::iter([Ok::<_, Infallible>(Bytes::from_static(
+                    b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n",
+                ))]);
+                use futures_util::StreamExt;
+                let body = head.chain(futures_util::stream::pending());
+                (
+                    [(header::CONTENT_TYPE, "text/event-stream")],
+                    Body::from_stream(body),
+                )
+            }),
+        ),
+    )
+    .await;
+    let mut res = client()
+        .get(format!("http://{addr}/stream"))
+        .send()
+        .await
+        .unwrap();
+    let _ = res.chunk().await.unwrap();
+    drop(res);
+    let r = records.one().await;
+    assert_eq!(r.outcome, Outcome::Cancelled);
+    assert_eq!(monitor.in_flight(), 0);
+}
+
+/// The handler waits forever for its upstream (no deadline set); the client goes away.
+#[tokio::test]
+async fn pending_forever_handler_then_disconnect_is_cancelled() {
+    let (records, monitor, addr) = monitored(
+        Monitor::builder(),
+        Router::new().route(
+            "/slow",
+            get(|| async {
+                futures_util::future::pending::<()>().await;
+                "never"
+            }),
+        ),
+    )
+    .await;
+    let c = client();
+    let req = c.get(format!("http://{addr}/slow")).send();
+    let _ = tokio::time::timeout(Duration::from_millis(200), req).await;
+    drop(c);
+    let r = records.one().await;
+    assert_eq!(r.outcome, Outcome::Cancelled);
+    assert_eq!(monitor.in_flight(), 0);
+}
+
+/// Many clients giving up at random points, some mid-response: one record per request the
+/// service was called with, none in flight after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_cancellations_each_recorded_once() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = Arc::new(AtomicUsize::new(0));
+    let records = common::Records::default();
+    let monitor = records.attach(Monitor::builder()).build().unwrap();
+    let counted = calls.clone();
+    let app = Router::new()
+        .route(
+            "/stream",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(fastrand::u64(0..20))).await;
+                (
+                    [(header::CONTENT_TYPE, "text/event-stream")],
+                    common::paced_body(
+                        (0..10)
+                            .map(|i| Bytes::from(format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"t{i}\"}}}}]}}\n\n")))
+                            .collect(),
+                        Duration::from_millis(2),
+                        Duration::from_millis(2),
+                    ),
+                )
+            }),
+        )
+        .layer(monitor.layer())
+        .layer(axum::middleware::map_request(move |r: axum::extract::Request| {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                r
+            }
+        }));
+    let addr = common::serve(app).await;
+    let mut tasks = Vec::new();
+    let shared = reqwest::Client::new();
+    for _ in 0..400 {
+        let c = shared.clone();
+        tasks.push(tokio::spawn(async move {
+            let give_up = Duration::from_millis(fastrand::u64(0..120));
+            let _ = tokio::time::timeout(give_up, async {
+                let res = c.get(format!("http://{addr}/stream")).send().await?;
+                res.bytes().await
+            })
+            .await;
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let n = calls.load(Ordering::SeqCst);
+    let got = records.wait_for(n).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(records.snapshot().len(), n, "one record per call");
+    assert_eq!(monitor.in_flight(), 0);
+    let ok = got.iter().filter(|r| r.outcome == Outcome::Ok).count();
+    let cancelled = got
+        .iter()
+        .filter(|r| r.outcome == Outcome::Cancelled)
+        .count();
+    assert_eq!(
+        ok + cancelled,
+        n,
+        "{:?}",
+        got.iter().map(|r| r.outcome).collect::<Vec<_>>()
+    );
+    eprintln!("calls {n}, ok {ok}, cancelled {cancelled}");
+}
+
+/// A gateway relaying its upstream with reqwest, whose read timeout fires mid-stream: the
+/// upstream timed out, so `timeout` (README, Outcomes: an inner timeout error).
+#[tokio::test]
+async fn relayed_upstream_read_timeout_is_a_timeout() {
+    // The upstream: one event, then silence.
+    let upstream = common::serve(Router::new().route(
+        "/up",
+        get(|| async {
+            let head = futures_util::stream::iter([Ok::<_, Infallible>(Bytes::from_static(
+                b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n",
+            ))]);
+            use futures_util::StreamExt;
+            (
+                [(header::CONTENT_TYPE, "text/event-stream")],
+                Body::from_stream(head.chain(futures_util::stream::pending())),
+            )
+        }),
+    ))
+    .await;
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder(),
+        Router::new().route(
+            "/v1/chat/completions",
+            get(move || async move {
+                let c = reqwest::Client::builder()
+                    .read_timeout(Duration::from_millis(200))
+                    .build()
+                    .unwrap();
+                let up = c.get(format!("http://{upstream}/up")).send().await.unwrap();
+                (
+                    StreamLabels::new("openai"),
+                    [(header::CONTENT_TYPE, "text/event-stream")],
+                    Body::from_stream(up.bytes_stream()),
+                )
+            }),
+        ),
+    )
+    .await;
+    let res = client()
+        .get(format!("http://{addr}/v1/chat/completions"))
+        .send()
+        .await
+        .unwrap();
+    let _ = res.bytes().await;
+    let r = records.one().await;
+    assert_eq!(r.outcome, Outcome::Timeout, "{r:#?}");
+}
+
+/// An SSE body relayed with its upstream's `Content-Length` (a replayed/cached stream) that
+/// stalls past the stream deadline: no error event is added to a body whose length was
+/// announced (README, Configuration), here by the header, not the size hint.
+#[tokio::test]
+async fn deadline_on_sse_with_content_length_header_adds_no_bytes() {
+    const EVENT: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n";
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder().stream_timeout(Duration::from_millis(300)),
+        Router::new().route(
+            "/v1/chat/completions",
+            get(|| async {
+                use futures_util::StreamExt;
+                let head = futures_util::stream::iter([Ok::<_, Infallible>(Bytes::from_static(
+                    EVENT.as_bytes(),
+                ))]);
+                (
+                    StreamLabels::new("openai"),
+                    [
+                        (
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("text/event-stream"),
+                        ),
+                        // The whole replay would be 1000 bytes; it stalls after the first event.
+                        (header::CONTENT_LENGTH, HeaderValue::from_static("1000")),
+                    ],
+                    Body::from_stream(head.chain(futures_util::stream::pending())),
+                )
+            }),
+        ),
+    )
+    .await;
+    let seen =
+        raw_exchange_until_close(addr, "GET /v1/chat/completions HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await;
+    let r = records.one().await;
+    assert_eq!(r.outcome, Outcome::Timeout);
+    let body = seen
+        .split("\r\n\r\n")
+        .skip(1)
+        .collect::<Vec<_>>()
+        .join("\r\n\r\n");
+    assert_eq!(
+        body, EVENT,
+        "bytes written inside the announced length that the upstream never sent: {seen:?}"
+    );
+}
+
+async fn raw_exchange_until_close(addr: std::net::SocketAddr, request: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut got)).await;
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// A handler that streams the request's body back and unwraps each chunk (panicking on a
+/// broken upload): a panic is the handler's `server_error` (README, Outcomes), never taken for
+/// the client's broken upload.
+#[tokio::test]
+async fn panic_in_body_after_broken_upload_is_a_server_error() {
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder(),
+        Router::new().route(
+            "/echo",
+            axum::routing::post(|body: Body| async move {
+                use futures_util::StreamExt;
+                let echoed = body
+                    .into_data_stream()
+                    .map(|chunk| Ok::<_, Infallible>(chunk.expect("upload chunk")));
+                Body::from_stream(echoed)
+            }),
+        ),
+    )
+    .await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"POST /echo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A broken chunk: hyper's request body fails as the handler reads it.
+    s.write_all(b"zz\r\n").await.unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut got)).await;
+    let r = records.one().await;
+    assert_eq!(
+        r.outcome,
+        Outcome::ServerError,
+        "client saw {:?}; {r:#?}",
+        String::from_utf8_lossy(&got)
+    );
+}
