@@ -257,6 +257,35 @@ async fn served_file_with_length_is_ok() {
     assert_eq!(r.outcome, Outcome::Ok, "{r:#?}");
 }
 
+/// A body that ends short of the length its `Content-Length` header announced: the server
+/// cannot finish the response (hyper closes the connection), so the client's read fails, and
+/// the record is a `stream_error`, not `ok`.
+#[tokio::test]
+async fn body_short_of_its_content_length_is_a_stream_error() {
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder(),
+        Router::new().route(
+            "/file.txt",
+            get(|| async {
+                let mut res = Response::new(chunks(&["hello ", "world"]));
+                res.headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from_static("100"));
+                res
+            }),
+        ),
+    )
+    .await;
+    let res = client()
+        .get(format!("http://{addr}/file.txt"))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.bytes().await.is_err(), "the client's read fails");
+    let r = records.one().await;
+    assert_eq!(r.outcome, Outcome::StreamError, "{r:#?}");
+    assert_eq!(r.bytes, 11);
+}
+
 /// HTTP/2: the client resets the stream mid-body (RST_STREAM CANCEL): `cancelled` once.
 #[tokio::test]
 async fn h2_reset_mid_stream_is_cancelled_once() {

@@ -70,6 +70,31 @@ fn announced_length(value: &HeaderValue) -> Option<u64> {
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
+/// A body that ended after `sent` bytes where its `Content-Length` header announced more: the
+/// server cannot finish the response (hyper closes the connection), and the client is left a
+/// cut one.
+struct ShortBody {
+    sent: u64,
+    /// `u64::MAX` when no length was announced (see `StreamMeter::announced`).
+    announced: u64,
+}
+
+impl ShortBody {
+    fn is_short(&self) -> bool {
+        self.announced != u64::MAX && self.sent < self.announced
+    }
+}
+
+impl Display for ShortBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the response body ended after {} of the {} bytes its Content-Length announced",
+            self.sent, self.announced
+        )
+    }
+}
+
 /// How a body ended.
 pub(crate) enum StreamEnd<'a> {
     /// End of stream, trailers, or `is_end_stream`.
@@ -449,9 +474,18 @@ impl StreamMeter {
         // the consumer's (README, Security).
         // A response body that failed after the client broke its upload is the client's
         // (`judge`); a status, a panic or a service error is never taken for it.
+        // A body that ended short of its announced length leaves the client a cut response.
+        let short = ShortBody {
+            sent: self.bytes,
+            announced: self.announced,
+        };
         let (outcome, error) = match end {
             _ if by_status != Outcome::Ok => (by_status, None),
             StreamEnd::Failed(outcome, error) => (self.hints.judge(outcome), Some(error)),
+            StreamEnd::Complete if short.is_short() => (
+                in_stream.unwrap_or(Outcome::StreamError),
+                Some(&short as &dyn Display),
+            ),
             _ if complete => (in_stream.unwrap_or(Outcome::Ok), None),
             _ => (in_stream.unwrap_or(Outcome::Cancelled), None),
         };
