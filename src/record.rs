@@ -16,21 +16,26 @@ use crate::parse::{FinishReason, ProviderFormat, TokenSource};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum Outcome {
-    /// A 1xx-3xx status and a body that ended normally with no in-stream error.
+    /// A 101, 2xx or 3xx status and a body that ended normally with no in-stream error (or,
+    /// on HTTP/1.x, was dropped once the length its `Content-Length` header announced went
+    /// out: the server ends the response there).
     Ok,
     /// 401, 403, or an in-stream `authentication_error` / `permission_error`.
     AuthError,
     /// 429, or an in-stream rate-limit error.
     RateLimited,
-    /// 408 or 504 from the inner service, an inner timeout error, or this layer's stream or
-    /// idle timeout passing while the request waits for its source.
+    /// 408 or 504 from the inner service, an inner timeout error (as `classify::is_timeout`
+    /// knows them), or this layer's stream or idle timeout passing while the request waits for
+    /// its source.
     Timeout,
-    /// Any other 4xx; or this layer's timeout passing while the request waits for the client's
-    /// body (answered 408 before the response).
+    /// Any other 4xx; or a timeout passing while the request waits for the client's body
+    /// (this layer's is answered 408 before the response).
     ClientError,
-    /// 5xx, an inner service error, or a panic in the inner service.
+    /// 5xx, a final 1xx other than 101 (hyper sends a 500 for it), an inner service error, or
+    /// a panic in the inner service or its body.
     ServerError,
-    /// A body error mid-stream, or an in-stream error event after a successful status.
+    /// A body error mid-stream, an in-stream error event after a successful status, or, on
+    /// HTTP/1.x, a body that ended short of the length its `Content-Length` header announced.
     StreamError,
     /// The body (or the response future) was dropped before its end: the client went away.
     Cancelled,

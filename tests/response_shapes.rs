@@ -636,3 +636,276 @@ async fn panic_in_body_after_broken_upload_is_a_server_error() {
         String::from_utf8_lossy(&got)
     );
 }
+
+/// What the server sends within 700 ms of `request` (a kept-alive connection is not closed).
+async fn raw(addr: std::net::SocketAddr, request: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_millis(700), s.read_to_end(&mut got)).await;
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// The served-file shape (tower-http `ServeFile`/`ServeDir` set `Content-Length` by hand),
+/// asked with HEAD: hyper sends the headers, `content-length: 11`, and no body, as RFC 9110
+/// wants: a HEAD answer is `ok` whatever the handler gave (README, Outcomes).
+#[tokio::test]
+async fn head_of_a_file_with_content_length_is_ok() {
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder(),
+        Router::new().route(
+            "/file.txt",
+            get(|| async {
+                let mut res = Response::new(chunks(&["hello ", "world"]));
+                res.headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from_static("11"));
+                res
+            }),
+        ),
+    )
+    .await;
+    let res = client()
+        .head(format!("http://{addr}/file.txt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()[header::CONTENT_LENGTH], "11");
+    assert!(
+        res.bytes().await.unwrap().is_empty(),
+        "the client's HEAD completed"
+    );
+    let r = records.one().await;
+    assert_eq!(r.outcome, Outcome::Ok, "{r:#?}");
+}
+
+/// A relayed 304 that keeps the representation's `Content-Length` (RFC 9110 15.4.5 allows it):
+/// hyper sends a bodiless 304, `ok` (README, Outcomes).
+#[tokio::test]
+async fn not_modified_with_content_length_is_ok() {
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder(),
+        Router::new().route(
+            "/cached",
+            get(|| async {
+                let mut res = Response::new(Body::empty());
+                *res.status_mut() = StatusCode::NOT_MODIFIED;
+                res.headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from_static("1234"));
+                res.headers_mut()
+                    .insert(header::ETAG, HeaderValue::from_static("\"v1\""));
+                res
+            }),
+        ),
+    )
+    .await;
+    let res = client()
+        .get(format!("http://{addr}/cached"))
+        .header(header::IF_NONE_MATCH, "\"v1\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 304);
+    let _ = res.bytes().await.unwrap();
+    let r = records.one().await;
+    assert_eq!(r.outcome, Outcome::Ok, "{r:#?}");
+}
+
+/// The layer put around the whole router (a tower `Layer` on the app, not `Router::layer`):
+/// axum's top-level route future then sets `Content-Length` on every exact-size answer and
+/// empties HEAD bodies before the monitor sees them. A client's `HEAD` on a route answering a
+/// string is `ok`: no error-rate sample a client alone creates (README, Security).
+#[tokio::test]
+async fn head_through_layer_around_the_router_is_ok() {
+    let records = common::Records::default();
+    let monitor = records
+        .attach(Monitor::builder())
+        .build()
+        .expect("valid settings");
+    let router = Router::new().route("/v1/models", get(|| async { "{\"data\":[]}" }));
+    let service = tower::ServiceExt::<axum::extract::Request>::map_response(
+        tower::Layer::layer(&monitor.layer(), router),
+        |r: http::Response<_>| r.map(Body::new),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            axum::ServiceExt::<axum::extract::Request>::into_make_service(service),
+        )
+        .await
+        .unwrap();
+    });
+    let res = client()
+        .head(format!("http://{addr}/v1/models"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let _ = res.bytes().await.unwrap();
+    let r = records.one().await;
+    assert_eq!(r.outcome, Outcome::Ok, "{r:#?}");
+}
+
+/// A 200 with `Content-Length: 5` set by hand and an empty body: hyper drops the header and
+/// writes `content-length: 0`, a complete answer; the
+/// connection stays usable: `ok`, not a cut response.
+#[tokio::test]
+async fn empty_body_with_a_length_header_is_what_the_client_saw() {
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder(),
+        Router::new().route(
+            "/empty",
+            get(|| async {
+                let mut res = Response::new(Body::empty());
+                res.headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+                res
+            }),
+        ),
+    )
+    .await;
+    let seen = raw(
+        addr,
+        "GET /empty HTTP/1.1\r\nhost: x\r\n\r\nGET /empty HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    eprintln!("client saw: {seen:?}");
+    assert_eq!(seen.matches("HTTP/1.1 200").count(), 2, "{seen:?}");
+    assert!(seen.contains("content-length: 0"), "{seen:?}");
+    let got = records.wait_for(2).await;
+    for r in got {
+        assert_eq!(r.outcome, Outcome::Ok, "client saw {seen:?}; {r:#?}");
+    }
+}
+
+/// HTTP/2: a body that yields MORE than its `Content-Length`: h2's client rejects the stream
+/// (PROTOCOL_ERROR), the client's read fails: not `ok` (on HTTP/2 the length frames nothing
+/// hyper stops at, and a body dropped before its end is `cancelled` as ever).
+#[tokio::test]
+async fn h2_body_longer_than_its_content_length() {
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder(),
+        Router::new().route(
+            "/file.txt",
+            get(|| async {
+                let mut res = Response::new(chunks(&["hello ", "world"]));
+                res.headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+                res
+            }),
+        ),
+    )
+    .await;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let request = http::Request::get(format!("http://{addr}/file.txt"))
+        .body(())
+        .unwrap();
+    let (response, _send) = client
+        .ready()
+        .await
+        .unwrap()
+        .send_request(request, true)
+        .unwrap();
+    let mut body = response.await.unwrap().into_body();
+    let mut failed = None;
+    while let Some(chunk) = body.data().await {
+        if let Err(e) = chunk {
+            failed = Some(e);
+            break;
+        }
+    }
+    let r = records.one().await;
+    assert!(failed.is_some(), "the client's read fails");
+    assert_ne!(
+        r.outcome,
+        Outcome::Ok,
+        "client's read failed: {failed:?}; {r:#?}"
+    );
+}
+
+/// `Content-Length` and `Transfer-Encoding: chunked` both set by the handler: hyper refuses
+/// the head ("unexpected transfer-encoding found, canceling") and closes, the client gets
+/// nothing: not `ok`.
+#[tokio::test]
+async fn length_and_chunked_both_set() {
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder(),
+        Router::new().route(
+            "/both",
+            get(|| async {
+                let mut res = Response::new(chunks(&["hello ", "world"]));
+                res.headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+                res.headers_mut().insert(
+                    header::TRANSFER_ENCODING,
+                    HeaderValue::from_static("chunked"),
+                );
+                res
+            }),
+        ),
+    )
+    .await;
+    let seen = raw(addr, "GET /both HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let r = records.one().await;
+    assert_ne!(r.outcome, Outcome::Ok, "client saw {seen:?}; {r:#?}");
+}
+
+/// HTTP/2: the body hands on all its announced bytes, then waits (a channel whose sender was
+/// kept): hyper's h2 path has not ended the stream (no END_STREAM), the client never sees the
+/// response end and resets it: `cancelled`, however many bytes went out.
+#[tokio::test]
+async fn h2_all_bytes_then_stall_then_client_reset() {
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder(),
+        Router::new().route(
+            "/file.txt",
+            get(|| async {
+                let stream = futures_util::stream::iter([Ok::<_, Infallible>(Bytes::from_static(
+                    b"hello world",
+                ))])
+                .chain(futures_util::stream::pending());
+                let mut res = Response::new(Body::from_stream(stream));
+                res.headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from_static("11"));
+                res
+            }),
+        ),
+    )
+    .await;
+    use futures_util::StreamExt as _;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let request = http::Request::get(format!("http://{addr}/file.txt"))
+        .body(())
+        .unwrap();
+    let (response, _send) = client
+        .ready()
+        .await
+        .unwrap()
+        .send_request(request, true)
+        .unwrap();
+    let mut body = response.await.unwrap().into_body();
+    let mut got = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_millis(500), async {
+        while let Some(chunk) = body.data().await {
+            got.extend_from_slice(&chunk.unwrap());
+        }
+    })
+    .await
+    .is_ok();
+    assert!(!ended, "the client never saw the stream end");
+    drop(body);
+    drop(_send);
+    // the stream's last handles gone: RST_STREAM CANCEL
+    let r = records.one().await;
+    assert_eq!(r.outcome, Outcome::Cancelled, "{r:#?}");
+}

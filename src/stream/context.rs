@@ -47,6 +47,9 @@ pub(crate) struct RequestContext {
     pub(crate) hints: RequestHints,
     /// A HEAD request: its response has no body to measure.
     pub(crate) head: bool,
+    /// An HTTP/1.0 or 1.1 request: a response body of unknown size is framed by its
+    /// `Content-Length` header, if it has one (see `StreamMeter::announced`).
+    pub(crate) http1: bool,
     /// Whether the facade's in-flight gauge was raised for this request.
     pub(crate) facade_in_flight: bool,
 }
@@ -351,6 +354,10 @@ impl RequestContext {
             .unwrap_or_else(|| RequestId::Generated(recorder.next_request_number()));
         let streaming_route = config.streaming_routes.iter().any(|r| **r == *route);
         let head = request.method() == http::Method::HEAD;
+        let http1 = matches!(
+            request.version(),
+            http::Version::HTTP_10 | http::Version::HTTP_11
+        );
         let mut trace =
             app_trace_context().or_else(|| trace_context(headers.traceparent, request.headers()));
 
@@ -423,6 +430,7 @@ impl RequestContext {
                 body,
             },
             head,
+            http1,
             facade_in_flight,
         };
         let mut tracked = boxed.fill(Tracked {
@@ -607,6 +615,7 @@ fn route_of(recorder: &Recorder, routes: &RouteCache, request: RequestHead<'_>) 
 #[derive(Clone, Copy)]
 pub(crate) struct RequestHead<'a> {
     method: &'a http::Method,
+    version: http::Version,
     uri: &'a http::Uri,
     headers: &'a HeaderMap,
     extensions: &'a http::Extensions,
@@ -616,6 +625,7 @@ impl<'a> RequestHead<'a> {
     pub(crate) fn of<B>(request: &'a Request<B>) -> Self {
         Self {
             method: request.method(),
+            version: request.version(),
             uri: request.uri(),
             headers: request.headers(),
             extensions: request.extensions(),
@@ -624,6 +634,10 @@ impl<'a> RequestHead<'a> {
 
     fn method(&self) -> &'a http::Method {
         self.method
+    }
+
+    fn version(&self) -> http::Version {
+        self.version
     }
 
     fn uri(&self) -> &'a http::Uri {

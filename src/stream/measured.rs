@@ -73,9 +73,17 @@ where
     #[inline]
     pub(crate) fn measured(body: B, mut tracked: TrackedBox) -> Self {
         let spanned = tracked.get().is_some_and(|t| t.scope.has_span());
-        // An empty body (a bare 401, a 204) may never be polled: it is complete already.
-        if body.is_end_stream() {
-            if let Some(Tracked { meter, scope, .. }) = tracked.get_mut() {
+        let end = body.is_end_stream();
+        if let Some(Tracked { meter, scope, .. }) = tracked.get_mut() {
+            // A length header on a body that is empty or of known size frames nothing: hyper
+            // sends no body, or frames it by its size.
+            if let Some(meter) = meter.as_mut().filter(|m| m.announced_length()) {
+                if end || body.size_hint().exact().is_some() {
+                    meter.not_framed_by_length();
+                }
+            }
+            // An empty body (a bare 401, a 204) may never be polled: it is complete already.
+            if end {
                 if let Some(meter) = meter.take() {
                     meter.finish(StreamEnd::Complete, scope, None);
                 }
@@ -251,14 +259,14 @@ where
                 }
                 Some(Err(error)) => {
                     let mut outcome = classify_body_error(error.as_ref());
-                    let own_timeout = error.downcast_ref::<StreamTimeoutError>().is_some();
-                    if own_timeout
+                    if outcome == Outcome::Timeout
                         && meter_slot
                             .as_ref()
                             .is_some_and(StreamMeter::waits_for_request_body)
                     {
                         // A body fed by the request's (an upload streamed back) that waited
-                        // for the client's bytes: the client's doing (README, Security).
+                        // for the client's bytes when a limit passed, this layer's or an inner
+                        // one (a relaying client's): the client's doing (README, Security).
                         outcome = Outcome::ClientError;
                     }
                     *ended = true;

@@ -33,10 +33,13 @@ const MAX_ERROR_BODY: usize = 4096;
 fn content_headers(headers: &HeaderMap) -> ContentHeaders<'_> {
     const FEW: usize = 6;
     if headers.len() > FEW {
+        let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
         return ContentHeaders {
             content_type: headers.get(header::CONTENT_TYPE),
             encoding: headers.get(header::CONTENT_ENCODING),
-            length: headers.get(header::CONTENT_LENGTH),
+            length: lengths.next(),
+            framed_otherwise: lengths.next().is_some()
+                || headers.contains_key(header::TRANSFER_ENCODING),
         };
     }
     let mut found = ContentHeaders::default();
@@ -46,7 +49,10 @@ fn content_headers(headers: &HeaderMap) -> ContentHeaders<'_> {
         } else if *name == header::CONTENT_ENCODING {
             found.encoding = found.encoding.or(Some(value));
         } else if *name == header::CONTENT_LENGTH {
-            found.length = found.length.or(Some(value));
+            found.framed_otherwise |= found.length.is_some();
+            found.length = Some(value);
+        } else if *name == header::TRANSFER_ENCODING {
+            found.framed_otherwise = true;
         }
     }
     found
@@ -58,10 +64,13 @@ struct ContentHeaders<'a> {
     content_type: Option<&'a HeaderValue>,
     encoding: Option<&'a HeaderValue>,
     length: Option<&'a HeaderValue>,
+    /// A second `Content-Length` or a `Transfer-Encoding`: the length is not what a server
+    /// frames the body by (hyper refuses such a head).
+    framed_otherwise: bool,
 }
 
 /// The body's length a `Content-Length` value announces, if it is one plain decimal number
-/// (what hyper frames an HTTP/1.1 body of unknown size by).
+/// (what hyper frames an HTTP/1.x body of unknown size by).
 fn announced_length(value: &HeaderValue) -> Option<u64> {
     let digits = value.as_bytes();
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
@@ -75,14 +84,7 @@ fn announced_length(value: &HeaderValue) -> Option<u64> {
 /// cut one.
 struct ShortBody {
     sent: u64,
-    /// `u64::MAX` when no length was announced (see `StreamMeter::announced`).
     announced: u64,
-}
-
-impl ShortBody {
-    fn is_short(&self) -> bool {
-        self.announced != u64::MAX && self.sent < self.announced
-    }
 }
 
 impl Display for ShortBody {
@@ -151,10 +153,11 @@ pub(crate) struct StreamMeter {
     encoded: bool,
     /// The body has no content type: decide on SSE from its first bytes.
     sniff: bool,
-    /// The length its `Content-Length` header announced (`u64::MAX` for none, which no body
-    /// reaches: 8 bytes where an `Option` takes 16, and the box keeps its lines): an HTTP/1.1
-    /// server that wrote that many bytes has sent the whole response and drops the body
-    /// without asking it for its end.
+    /// The length its `Content-Length` header announced, where the body is framed by it
+    /// (`u64::MAX` for none, which no body reaches: 8 bytes where an `Option` takes 16, and the
+    /// box keeps its lines): an HTTP/1.x server that wrote that many bytes has sent the whole
+    /// response and drops the body without asking it for its end; one that ends short of it
+    /// cannot finish the response.
     announced: u64,
 }
 
@@ -179,7 +182,21 @@ impl StreamMeter {
         let encoded = found
             .encoding
             .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-        let announced = found.length.and_then(announced_length).unwrap_or(u64::MAX);
+        // Only where a server frames the body by it: HTTP/1.x, a body to send (not a HEAD
+        // answer, a 204 or a 304), no other framing. `MeasuredBody::measured` also drops it for
+        // a body of known size, which hyper frames by that size.
+        let announced = match found.length {
+            Some(length)
+                if context.http1
+                    && !found.framed_otherwise
+                    && !context.head
+                    && status != StatusCode::NO_CONTENT
+                    && status != StatusCode::NOT_MODIFIED =>
+            {
+                announced_length(length).unwrap_or(u64::MAX)
+            }
+            _ => u64::MAX,
+        };
         let unrouted = crate::record::is_unrouted(status, &scope.tags.route);
         let recorder = context.recorder();
         let labels = context.resolve_labels(head.extensions.get::<crate::StreamLabels>(), unrouted);
@@ -249,10 +266,16 @@ impl StreamMeter {
         self.hints.waiting_for_client()
     }
 
-    /// Whether the response's headers announced its length (`Content-Length`): no bytes may be
-    /// added to it.
+    /// Whether the response's headers announced its length (`Content-Length`), which the body
+    /// is framed by: no bytes may be added to it.
     pub(crate) fn announced_length(&self) -> bool {
         self.announced != u64::MAX
+    }
+
+    /// The body is not framed by its `Content-Length` header: it is empty already or of known
+    /// size (hyper frames it by that, or sends no body).
+    pub(crate) fn not_framed_by_length(&mut self) {
+        self.announced = u64::MAX;
     }
 
     /// Whether the body is being parsed as server-sent events.
@@ -437,6 +460,35 @@ impl StreamMeter {
         }
     }
 
+    /// [`record`](Self::record) for a body framed by its `Content-Length` header (see
+    /// `announced`), whose end is judged by that length: dropped once it all went out, the
+    /// client has the whole response (the server ends it there without asking the body for its
+    /// end); ended short of it, the server cannot finish the response and the client is left
+    /// a cut one. Apart, so that other bodies pay one comparison for it.
+    #[cold]
+    #[inline(never)]
+    fn record_framed(
+        &mut self,
+        finished: Instant,
+        end: StreamEnd<'_>,
+        scope: &RequestScope,
+        timer: Option<&StreamTimer>,
+    ) {
+        let announced = std::mem::replace(&mut self.announced, u64::MAX);
+        let short = ShortBody {
+            sent: self.bytes,
+            announced,
+        };
+        let end = match end {
+            StreamEnd::Dropped if self.bytes >= announced => StreamEnd::Complete,
+            StreamEnd::Complete if self.bytes < announced => {
+                StreamEnd::Failed(Outcome::StreamError, &short)
+            }
+            end => end,
+        };
+        self.record(finished, end, scope, timer);
+    }
+
     /// Builds the record at `finished` and hands it over. Called once: the meter is dropped
     /// after it.
     fn record(
@@ -446,16 +498,12 @@ impl StreamMeter {
         scope: &RequestScope,
         timer: Option<&StreamTimer>,
     ) {
+        if self.announced != u64::MAX {
+            return self.record_framed(finished, end, scope, timer);
+        }
         let started = self.started;
         let by_status = classify_status(self.status);
-        // Dropped once the length its headers announced went out: the client has the whole
-        // response (hyper stops there on HTTP/1.1, without asking the body for its end).
-        let complete = match end {
-            StreamEnd::Complete => true,
-            StreamEnd::Dropped => self.bytes >= self.announced,
-            StreamEnd::Failed(..) => false,
-        };
-        if complete {
+        if matches!(end, StreamEnd::Complete) {
             if let Some(parser) = self.parser.as_mut() {
                 parser.end(by_status == Outcome::Ok);
                 if parser.finish() > 0 {
@@ -474,20 +522,11 @@ impl StreamMeter {
         // the consumer's (README, Security).
         // A response body that failed after the client broke its upload is the client's
         // (`judge`); a status, a panic or a service error is never taken for it.
-        // A body that ended short of its announced length leaves the client a cut response.
-        let short = ShortBody {
-            sent: self.bytes,
-            announced: self.announced,
-        };
         let (outcome, error) = match end {
             _ if by_status != Outcome::Ok => (by_status, None),
             StreamEnd::Failed(outcome, error) => (self.hints.judge(outcome), Some(error)),
-            StreamEnd::Complete if short.is_short() => (
-                in_stream.unwrap_or(Outcome::StreamError),
-                Some(&short as &dyn Display),
-            ),
-            _ if complete => (in_stream.unwrap_or(Outcome::Ok), None),
-            _ => (in_stream.unwrap_or(Outcome::Cancelled), None),
+            StreamEnd::Complete => (in_stream.unwrap_or(Outcome::Ok), None),
+            StreamEnd::Dropped => (in_stream.unwrap_or(Outcome::Cancelled), None),
         };
         // The client's word counts for a failure only (README, Outcomes), known only now: a
         // 200 whose body is cut or carries an upstream error is one.
