@@ -173,15 +173,19 @@ fn serve(variant: &str) {
     });
 }
 
-fn cpu_ticks(pid: u32) -> Option<u64> {
+/// The process's user and system CPU so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+    Some((fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?))
 }
 
 struct Run {
     rps: f64,
     cpu_us_per_request: f64,
+    /// The user-space part of it: the server's own code, apart from the kernel's work for its
+    /// sockets (on loopback, that includes waking the client on the other core).
+    user_us_per_request: f64,
 }
 
 /// `program` run as is, or pinned to `core` with `taskset` when `pin` is set.
@@ -254,8 +258,10 @@ fn run_once(
         .and_then(|v| v.trim().parse().ok())
         .ok_or_else(|| format!("unexpected wrk output: {text}"))?;
     // Clock ticks are 1/100 s on Linux.
-    let cpu_us = (after - before) as f64 * 10_000.0;
+    let user_us = after.0.saturating_sub(before.0) as f64 * 10_000.0;
+    let cpu_us = user_us + after.1.saturating_sub(before.1) as f64 * 10_000.0;
     Ok(Run {
+        user_us_per_request: user_us / requests.max(1.0),
         rps,
         cpu_us_per_request: cpu_us / requests.max(1.0),
     })
@@ -321,7 +327,9 @@ fn main() {
         // Beside the floor it adds to.
         variants.insert(2, "cold_lines");
     }
-    let mut results: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); variants.len()];
+    // Per variant: throughput, CPU and user CPU per request, one of each per round.
+    let mut results: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> =
+        vec![(Vec::new(), Vec::new(), Vec::new()); variants.len()];
     for round in 1..=rounds {
         // Each round starts one variant later than the one before, so that each variant takes
         // every place in a round in turn (a machine slowing down within a round weighs on
@@ -332,11 +340,12 @@ fn main() {
             match run_once(variant, path, seconds, connections, pin) {
                 Ok(run) => {
                     println!(
-                        "round {round} {variant:<26} {:>10.0} req/s {:>8.1} us CPU/req",
-                        run.rps, run.cpu_us_per_request
+                        "round {round} {variant:<26} {:>10.0} req/s {:>8.1} us CPU/req ({:.1} user)",
+                        run.rps, run.cpu_us_per_request, run.user_us_per_request
                     );
                     results[i].0.push(run.rps);
                     results[i].1.push(run.cpu_us_per_request);
+                    results[i].2.push(run.user_us_per_request);
                 }
                 Err(e) => {
                     eprintln!("{variant}: {e}");
@@ -347,14 +356,15 @@ fn main() {
     }
     let (bare_rps, bare_cpu) = (median(results[0].0.clone()), median(results[0].1.clone()));
     println!(
-        "\n{:<26}{:>12}{:>10}{:>14}{:>10}{:>18}  {:<26}",
+        "\n{:<26}{:>12}{:>10}{:>14}{:>10}{:>18}  {:<26}  {:<26}",
         "variant",
         "req/s",
         "vs bare",
         "us CPU/req",
         "vs bare",
         "CPU/req, rounds",
-        "CPU vs bare, paired"
+        "CPU vs bare, paired",
+        "user CPU vs bare, paired"
     );
     for (i, variant) in variants.iter().enumerate() {
         let (rps, cpu) = (median(results[i].0.clone()), median(results[i].1.clone()));
@@ -363,18 +373,17 @@ fn main() {
         let most = results[i].1.iter().copied().fold(0.0, f64::max);
         // Each round's CPU over bare axum's in the same round: the machine's drift from round to
         // round cancels out. Their median, and the middle half of them.
-        let paired: Vec<f64> = results[i]
-            .1
-            .iter()
-            .zip(&results[0].1)
-            .map(|(cpu, bare)| cpu / bare)
-            .collect();
+        let paired = |ours: &[f64], bare: &[f64]| {
+            let ratios = ours.iter().zip(bare).map(|(c, b)| c / b).collect();
+            paired_summary(ratios)
+        };
         println!(
-            "{variant:<26}{rps:>12.0}{:>9.3}x{cpu:>14.2}{:>9.3}x{:>18}  {:<26}",
+            "{variant:<26}{rps:>12.0}{:>9.3}x{cpu:>14.2}{:>9.3}x{:>18}  {:<26}  {:<26}",
             rps / bare_rps,
             cpu / bare_cpu,
             format!("{least:.2} to {most:.2}"),
-            paired_summary(paired)
+            paired(&results[i].1, &results[0].1),
+            paired(&results[i].2, &results[0].2),
         );
     }
 }
