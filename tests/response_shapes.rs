@@ -31,6 +31,72 @@ fn chunks(parts: &[&'static str]) -> Body {
     Body::from_stream(stream)
 }
 
+/// An app that answers `/file.txt` with `hello world` in two frames and a `Content-Length`
+/// header of `length` set by hand (a served file's shape, or a wrong length).
+async fn file_with_length(
+    length: &'static str,
+) -> (common::Records, Monitor, std::net::SocketAddr) {
+    monitored(
+        Monitor::builder(),
+        Router::new().route(
+            "/file.txt",
+            get(move || async move {
+                let mut res = Response::new(chunks(&["hello ", "world"]));
+                res.headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from_static(length));
+                res
+            }),
+        ),
+    )
+    .await
+}
+
+/// `GET path` over a new HTTP/2 connection: the response's body, and the request's send half
+/// (held, so that the stream stays open until it is dropped).
+async fn h2_get(addr: std::net::SocketAddr, path: &str) -> (h2::RecvStream, h2::SendStream<Bytes>) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let request = http::Request::get(format!("http://{addr}{path}"))
+        .body(())
+        .unwrap();
+    let (response, send) = client
+        .ready()
+        .await
+        .unwrap()
+        .send_request(request, true)
+        .unwrap();
+    (response.await.unwrap().into_body(), send)
+}
+
+/// An app that relays `parts` on `/v1/chat/completions` as `content_type`, a frame each, with
+/// their whole length in a `Content-Length` header (a relayed or replayed answer).
+async fn relayed_with_length(
+    content_type: &'static str,
+    parts: &'static [&'static str],
+) -> (common::Records, Monitor, std::net::SocketAddr) {
+    let len = parts.iter().map(|s| s.len()).sum::<usize>();
+    monitored(
+        Monitor::builder(),
+        Router::new().route(
+            "/v1/chat/completions",
+            get(move || async move {
+                (
+                    StreamLabels::new("openai"),
+                    [
+                        (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+                        (header::CONTENT_LENGTH, HeaderValue::from(len)),
+                    ],
+                    chunks(parts),
+                )
+            }),
+        ),
+    )
+    .await
+}
+
 /// A proxy that copies the upstream's `Content-Length` and streams the upstream body on (a
 /// non-streaming JSON answer relayed, a file served): the client gets every byte, hyper ends the
 /// response at the announced length and drops the body without polling it to its end.
@@ -41,26 +107,7 @@ async fn streamed_body_with_content_length_is_ok_not_cancelled() {
         r#"[{"message":{"content":"hi"}}]}"#,
     ];
     let len = JSON.iter().map(|s| s.len()).sum::<usize>();
-    let (records, monitor, addr) = monitored(
-        Monitor::builder(),
-        Router::new().route(
-            "/v1/chat/completions",
-            get(move || async move {
-                (
-                    StreamLabels::new("openai"),
-                    [
-                        (
-                            header::CONTENT_TYPE,
-                            HeaderValue::from_static("application/json"),
-                        ),
-                        (header::CONTENT_LENGTH, HeaderValue::from(len)),
-                    ],
-                    chunks(&JSON),
-                )
-            }),
-        ),
-    )
-    .await;
+    let (records, monitor, addr) = relayed_with_length("application/json", &JSON).await;
     let res = client()
         .get(format!("http://{addr}/v1/chat/completions"))
         .send()
@@ -83,27 +130,7 @@ async fn sse_with_content_length_is_ok_with_its_finish_reason() {
         "data: {\"model\":\"gpt-4o-mini\",\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
         "data: [DONE]\n\n",
     ];
-    let len = SSE.iter().map(|s| s.len()).sum::<usize>();
-    let (records, _monitor, addr) = monitored(
-        Monitor::builder(),
-        Router::new().route(
-            "/v1/chat/completions",
-            get(move || async move {
-                (
-                    StreamLabels::new("openai"),
-                    [
-                        (
-                            header::CONTENT_TYPE,
-                            HeaderValue::from_static("text/event-stream"),
-                        ),
-                        (header::CONTENT_LENGTH, HeaderValue::from(len)),
-                    ],
-                    chunks(&SSE),
-                )
-            }),
-        ),
-    )
-    .await;
+    let (records, _monitor, addr) = relayed_with_length("text/event-stream", &SSE).await;
     let res = client()
         .get(format!("http://{addr}/v1/chat/completions"))
         .send()
@@ -231,19 +258,7 @@ async fn bodiless_answers_are_ok_once() {
 /// `ServeFile` shape): complete to the client.
 #[tokio::test]
 async fn served_file_with_length_is_ok() {
-    let (records, _monitor, addr) = monitored(
-        Monitor::builder(),
-        Router::new().route(
-            "/file.txt",
-            get(|| async {
-                let mut res = Response::new(chunks(&["hello ", "world"]));
-                res.headers_mut()
-                    .insert(header::CONTENT_LENGTH, HeaderValue::from_static("11"));
-                res
-            }),
-        ),
-    )
-    .await;
+    let (records, _monitor, addr) = file_with_length("11").await;
     let body = client()
         .get(format!("http://{addr}/file.txt"))
         .send()
@@ -262,19 +277,7 @@ async fn served_file_with_length_is_ok() {
 /// the record is a `stream_error`, not `ok`.
 #[tokio::test]
 async fn body_short_of_its_content_length_is_a_stream_error() {
-    let (records, _monitor, addr) = monitored(
-        Monitor::builder(),
-        Router::new().route(
-            "/file.txt",
-            get(|| async {
-                let mut res = Response::new(chunks(&["hello ", "world"]));
-                res.headers_mut()
-                    .insert(header::CONTENT_LENGTH, HeaderValue::from_static("100"));
-                res
-            }),
-        ),
-    )
-    .await;
+    let (records, _monitor, addr) = file_with_length("100").await;
     let res = client()
         .get(format!("http://{addr}/file.txt"))
         .send()
@@ -302,21 +305,7 @@ async fn h2_reset_mid_stream_is_cancelled_once() {
         ),
     )
     .await;
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let request = http::Request::get(format!("http://{addr}/stream"))
-        .body(())
-        .unwrap();
-    let (response, _send) = client
-        .ready()
-        .await
-        .unwrap()
-        .send_request(request, true)
-        .unwrap();
-    let mut body = response.await.unwrap().into_body();
+    let (mut body, _send) = h2_get(addr, "/stream").await;
     let first = body.data().await.unwrap().unwrap();
     assert!(first.starts_with(b"data:"));
     drop(body);
@@ -329,34 +318,8 @@ async fn h2_reset_mid_stream_is_cancelled_once() {
 /// HTTP/2 with a `Content-Length` streamed body: hyper's h2 path polls it to its end.
 #[tokio::test]
 async fn h2_streamed_body_with_content_length_is_ok() {
-    let (records, _monitor, addr) = monitored(
-        Monitor::builder(),
-        Router::new().route(
-            "/file.txt",
-            get(|| async {
-                let mut res = Response::new(chunks(&["hello ", "world"]));
-                res.headers_mut()
-                    .insert(header::CONTENT_LENGTH, HeaderValue::from_static("11"));
-                res
-            }),
-        ),
-    )
-    .await;
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let request = http::Request::get(format!("http://{addr}/file.txt"))
-        .body(())
-        .unwrap();
-    let (response, _send) = client
-        .ready()
-        .await
-        .unwrap()
-        .send_request(request, true)
-        .unwrap();
-    let mut body = response.await.unwrap().into_body();
+    let (records, _monitor, addr) = file_with_length("11").await;
+    let (mut body, _send) = h2_get(addr, "/file.txt").await;
     let mut got = Vec::new();
     while let Some(chunk) = body.data().await {
         got.extend_from_slice(&chunk.unwrap());
@@ -651,19 +614,7 @@ async fn raw(addr: std::net::SocketAddr, request: &str) -> String {
 /// wants: a HEAD answer is `ok` whatever the handler gave (README, Outcomes).
 #[tokio::test]
 async fn head_of_a_file_with_content_length_is_ok() {
-    let (records, _monitor, addr) = monitored(
-        Monitor::builder(),
-        Router::new().route(
-            "/file.txt",
-            get(|| async {
-                let mut res = Response::new(chunks(&["hello ", "world"]));
-                res.headers_mut()
-                    .insert(header::CONTENT_LENGTH, HeaderValue::from_static("11"));
-                res
-            }),
-        ),
-    )
-    .await;
+    let (records, _monitor, addr) = file_with_length("11").await;
     let res = client()
         .head(format!("http://{addr}/file.txt"))
         .send()
@@ -785,34 +736,8 @@ async fn empty_body_with_a_length_header_is_what_the_client_saw() {
 /// hyper stops at, and a body dropped before its end is `cancelled` as ever).
 #[tokio::test]
 async fn h2_body_longer_than_its_content_length() {
-    let (records, _monitor, addr) = monitored(
-        Monitor::builder(),
-        Router::new().route(
-            "/file.txt",
-            get(|| async {
-                let mut res = Response::new(chunks(&["hello ", "world"]));
-                res.headers_mut()
-                    .insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
-                res
-            }),
-        ),
-    )
-    .await;
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let request = http::Request::get(format!("http://{addr}/file.txt"))
-        .body(())
-        .unwrap();
-    let (response, _send) = client
-        .ready()
-        .await
-        .unwrap()
-        .send_request(request, true)
-        .unwrap();
-    let mut body = response.await.unwrap().into_body();
+    let (records, _monitor, addr) = file_with_length("5").await;
+    let (mut body, _send) = h2_get(addr, "/file.txt").await;
     let mut failed = None;
     while let Some(chunk) = body.data().await {
         if let Err(e) = chunk {
@@ -879,21 +804,7 @@ async fn h2_all_bytes_then_stall_then_client_reset() {
     )
     .await;
     use futures_util::StreamExt as _;
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let request = http::Request::get(format!("http://{addr}/file.txt"))
-        .body(())
-        .unwrap();
-    let (response, _send) = client
-        .ready()
-        .await
-        .unwrap()
-        .send_request(request, true)
-        .unwrap();
-    let mut body = response.await.unwrap().into_body();
+    let (mut body, _send) = h2_get(addr, "/file.txt").await;
     let mut got = Vec::new();
     let ended = tokio::time::timeout(Duration::from_millis(500), async {
         while let Some(chunk) = body.data().await {
