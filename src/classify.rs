@@ -13,7 +13,8 @@ use crate::timeout::StreamTimeoutError;
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// The outcome a status code implies: `Ok` for 101, 2xx and 3xx. Any other 1xx is no final
-/// answer: hyper sends a 500 in its place, so it is a `ServerError`.
+/// answer (hyper sends a 500 in its place on HTTP/1.1 and resets the stream on HTTP/2), so it
+/// is a `ServerError`.
 ///
 /// ```
 /// use http::StatusCode;

@@ -24,14 +24,16 @@ pub enum Outcome {
     AuthError,
     /// 429, or an in-stream rate-limit error.
     RateLimited,
-    /// 408 or 504 from the inner service, an inner timeout error (as `classify::is_timeout`
-    /// knows them), or this layer's stream or idle timeout passing while the request waits for
-    /// its source.
+    /// 408 or 504 from the inner service, an inner timeout error (a body's as
+    /// `classify::is_timeout` knows them, a service's as `classify::classify_service_error`
+    /// does), or this layer's stream or idle timeout passing while the request waits for its
+    /// source.
     Timeout,
-    /// Any other 4xx; or a timeout passing while the request waits for the client's body
-    /// (this layer's is answered 408 before the response).
+    /// Any other 4xx; or this layer's timeout passing while the request waits for the client's
+    /// body (answered 408 before the response).
     ClientError,
-    /// 5xx, a final 1xx other than 101 (hyper sends a 500 for it), an inner service error, or
+    /// 5xx, a final 1xx other than 101 (no answer a client gets: hyper sends a 500 or resets
+    /// the stream), an inner service error, or
     /// a panic in the inner service or its body.
     ServerError,
     /// A body error mid-stream, an in-stream error event after a successful status, or, on

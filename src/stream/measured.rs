@@ -38,6 +38,10 @@ pin_project! {
         // that would make the timer).
         spanned: bool,
         untimed: bool,
+        // The last poll found nothing ready: whoever polls it past a frame asks for more than
+        // the length its headers announced (a layer between it and the server that frames the
+        // response otherwise), so a drop then is no end at that length.
+        waiting: bool,
     }
 
     impl<B> PinnedDrop for MeasuredBody<B> {
@@ -56,7 +60,10 @@ pin_project! {
                 ..
             }) = tracked.get_mut()
             {
-                if let Some(meter) = meter.take() {
+                if let Some(mut meter) = meter.take() {
+                    if *this.waiting {
+                        meter.not_framed_by_length();
+                    }
                     meter.finish(StreamEnd::Dropped, scope, timer.as_ref());
                 }
             }
@@ -95,6 +102,7 @@ where
             ended: false,
             spanned,
             untimed: false,
+            waiting: false,
         }
     }
 }
@@ -108,6 +116,7 @@ impl<B> MeasuredBody<B> {
             ended: false,
             spanned: false,
             untimed: false,
+            waiting: false,
         }
     }
 }
@@ -187,7 +196,7 @@ where
             return body.poll_frame(cx).map_err(Into::into);
         }
         let (ended, untimed) = (this.ended, this.untimed);
-        scope.enter_known(*this.spanned, || {
+        let polled = scope.enter_known(*this.spanned, || {
             let guard = PanicGuard::new(&mut *meter_slot, scope);
             let mut polled = match timer.as_mut() {
                 Some(timer) => timer.poll_frame(body.as_mut(), cx),
@@ -259,14 +268,18 @@ where
                 }
                 Some(Err(error)) => {
                     let mut outcome = classify_body_error(error.as_ref());
-                    if outcome == Outcome::Timeout
+                    // Only this layer's own limit: it counts the time the body waits, so it is
+                    // known to have passed while the client's bytes were awaited. An inner
+                    // one (a relaying client's read timeout) may have run out on an upstream
+                    // while the client was between two chunks of an upload it keeps sending.
+                    let own_timeout = error.downcast_ref::<StreamTimeoutError>().is_some();
+                    if own_timeout
                         && meter_slot
                             .as_ref()
                             .is_some_and(StreamMeter::waits_for_request_body)
                     {
                         // A body fed by the request's (an upload streamed back) that waited
-                        // for the client's bytes when a limit passed, this layer's or an inner
-                        // one (a relaying client's): the client's doing (README, Security).
+                        // for the client's bytes: the client's doing (README, Security).
                         outcome = Outcome::ClientError;
                     }
                     *ended = true;
@@ -292,7 +305,9 @@ where
                     Poll::Ready(Some(Err(error)))
                 }
             }
-        })
+        });
+        *this.waiting = polled.is_pending();
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

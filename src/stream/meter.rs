@@ -64,8 +64,9 @@ struct ContentHeaders<'a> {
     content_type: Option<&'a HeaderValue>,
     encoding: Option<&'a HeaderValue>,
     length: Option<&'a HeaderValue>,
-    /// A second `Content-Length` or a `Transfer-Encoding`: the length is not what a server
-    /// frames the body by (hyper refuses such a head).
+    /// A second `Content-Length` or a `Transfer-Encoding`: the length is not taken for what
+    /// the body is framed by (hyper refuses some such heads and frames others by the length;
+    /// a drop of those is `cancelled`, as before the length was read).
     framed_otherwise: bool,
 }
 
