@@ -166,6 +166,78 @@ async fn upstream_read_timeout_while_client_uploads_is_a_timeout() {
     );
 }
 
+/// The same relay with this layer's idle timeout as the limit: the client keeps uploading (a
+/// chunk every 20 ms) and the upstream stalls. The handler waits for the client only between
+/// two chunks, never through the body's whole wait: the upstream's `timeout`, not the
+/// client's, or a client could hide an outage by trickling its upload.
+#[tokio::test]
+async fn own_idle_timeout_while_client_uploads_steadily_is_a_timeout() {
+    let upstream = common::serve(Router::new().route(
+        "/up",
+        post(|body: Body| async move {
+            use futures_util::StreamExt;
+            // The upstream takes the whole upload as it comes (it keeps reading), but its
+            // answer stalls after one event.
+            tokio::spawn(async move {
+                let mut s = body.into_data_stream();
+                while let Some(Ok(_)) = s.next().await {}
+            });
+            let head = futures_util::stream::iter([Ok::<_, Infallible>(Bytes::from_static(
+                b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n",
+            ))]);
+            (
+                [(header::CONTENT_TYPE, "text/event-stream")],
+                Body::from_stream(head.chain(futures_util::stream::pending())),
+            )
+        }),
+    ))
+    .await;
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder().idle_timeout(Duration::from_millis(300)),
+        Router::new().route(
+            "/v1/realtime",
+            post(move |body: Body| async move {
+                let c = reqwest::Client::new();
+                let up = c
+                    .post(format!("http://{upstream}/up"))
+                    .body(reqwest::Body::wrap_stream(body.into_data_stream()))
+                    .send()
+                    .await
+                    .unwrap();
+                (
+                    [(header::CONTENT_TYPE, "text/event-stream")],
+                    Body::from_stream(up.bytes_stream()),
+                )
+            }),
+        ),
+    )
+    .await;
+    let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    wr.write_all(b"POST /v1/realtime HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n")
+        .await
+        .unwrap();
+    let uploader = tokio::spawn(async move {
+        for _ in 0..100 {
+            if wr.write_all(b"4\r\nabcd\r\n").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        wr
+    });
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), rd.read_to_end(&mut got)).await;
+    let r = records.one().await;
+    uploader.abort();
+    assert_eq!(
+        r.outcome,
+        Outcome::Timeout,
+        "the client never paused its upload; the upstream stalled. Client saw {:?}",
+        String::from_utf8_lossy(&got)
+    );
+}
+
 /// HTTP/1.0, kept alive (framed by length) and closed (delimited by the close): `ok`, once
 /// each.
 #[tokio::test]

@@ -268,15 +268,19 @@ where
                 }
                 Some(Err(error)) => {
                     let mut outcome = classify_body_error(error.as_ref());
-                    // Only this layer's own limit: it counts the time the body waits, so it is
-                    // known to have passed while the client's bytes were awaited. An inner
-                    // one (a relaying client's read timeout) may have run out on an upstream
-                    // while the client was between two chunks of an upload it keeps sending.
+                    // Only this layer's own limit, and only when the client's bytes were
+                    // awaited through the body's whole last wait: a client that keeps its
+                    // upload going (a chunk every few milliseconds) is waited for only between
+                    // two chunks, and the limit ran out on the upstream. An inner limit (a
+                    // relaying client's read timeout) is not known to have waited at all.
                     let own_timeout = error.downcast_ref::<StreamTimeoutError>().is_some();
+                    let wait_began = timer.as_ref().and_then(StreamTimer::wait_started);
                     if own_timeout
-                        && meter_slot
-                            .as_ref()
-                            .is_some_and(StreamMeter::waits_for_request_body)
+                        && wait_began.is_some_and(|t| {
+                            meter_slot
+                                .as_ref()
+                                .is_some_and(|m| m.client_silent_since(t))
+                        })
                     {
                         // A body fed by the request's (an upload streamed back) that waited
                         // for the client's bytes: the client's doing (README, Security).

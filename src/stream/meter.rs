@@ -261,10 +261,11 @@ impl StreamMeter {
         self.first_byte
     }
 
-    /// Whether the handler waits for the rest of the request's body, with nothing come since
-    /// it last looked: a limit passing then is the client's doing (README, Security).
-    pub(crate) fn waits_for_request_body(&self) -> bool {
-        self.hints.waiting_for_client()
+    /// Whether the handler has waited for the rest of the request's body since `t` or before,
+    /// with nothing come since: a limit passing then is the client's doing (README, Security;
+    /// see `RequestHints::client_silent_since`).
+    pub(crate) fn client_silent_since(&self, t: Instant) -> bool {
+        self.hints.client_silent_since(t)
     }
 
     /// Whether the response's headers announced its length (`Content-Length`), which the body

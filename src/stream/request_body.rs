@@ -127,6 +127,15 @@ impl RequestBodyWatch {
         self.0.flags.load(Ordering::Relaxed) & (WAITING | WOKEN) == WAITING
     }
 
+    /// Since when the handler waits for the client (see
+    /// [`waiting_for_client`](Self::waiting_for_client)), if it does.
+    fn waiting_since(&self) -> Option<Instant> {
+        if !self.waiting_for_client() {
+            return None;
+        }
+        self.0.client_wait().since
+    }
+
     #[cfg(feature = "axum")]
     fn set(&self, flag: u8) {
         self.0.flags.fetch_or(flag, Ordering::Relaxed);
@@ -239,6 +248,16 @@ impl RequestHints {
         self.body
             .as_ref()
             .is_some_and(RequestBodyWatch::waiting_for_client)
+    }
+
+    /// Whether the handler has waited for the client's bytes since `t` or before, with
+    /// nothing come since: a client that kept its upload going, a chunk every few
+    /// milliseconds, is waited for only between two chunks.
+    pub(crate) fn client_silent_since(&self, t: Instant) -> bool {
+        self.body
+            .as_ref()
+            .and_then(RequestBodyWatch::waiting_since)
+            .is_some_and(|since| since <= t)
     }
 }
 

@@ -265,6 +265,11 @@ impl StreamTimer {
         self.waited(cx)
     }
 
+    /// When the body's current wait for its source began, if it waits.
+    pub(crate) fn wait_started(&self) -> Option<Instant> {
+        self.waiting.then_some(self.wait_started)
+    }
+
     /// Ends the body with `error`.
     #[cold]
     fn expired<D>(
