@@ -87,6 +87,28 @@ async fn compression_outside_all_bytes_then_hang_is_not_ok() {
     assert_ne!(r.outcome, Outcome::Ok, "client saw no end: {r:#?}");
 }
 
+/// `POST /v1/realtime` with a chunked upload that never pauses (4 bytes every 20 ms, for 2 s
+/// at most): what the server sent back within those 2 s.
+async fn trickled_upload(addr: std::net::SocketAddr) -> Vec<u8> {
+    let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    wr.write_all(b"POST /v1/realtime HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n")
+        .await
+        .unwrap();
+    let uploader = tokio::spawn(async move {
+        for _ in 0..100 {
+            if wr.write_all(b"4\r\nabcd\r\n").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), rd.read_to_end(&mut got)).await;
+    uploader.abort();
+    got
+}
+
 /// A gateway streams a client's upload to its upstream and relays the answer; the upstream
 /// stalls and the relaying client's read timeout fires while the client keeps uploading: the
 /// upstream's `timeout`, not the client's.
@@ -95,13 +117,9 @@ async fn upstream_read_timeout_while_client_uploads_is_a_timeout() {
     let upstream = common::serve(Router::new().route(
         "/up",
         post(|| async {
-            use futures_util::StreamExt;
-            let head = futures_util::stream::iter([Ok::<_, Infallible>(Bytes::from_static(
-                b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n",
-            ))]);
             (
                 [(header::CONTENT_TYPE, "text/event-stream")],
-                Body::from_stream(head.chain(futures_util::stream::pending())),
+                common::one_event_then_silence(),
             )
         }),
     ))
@@ -135,24 +153,8 @@ async fn upstream_read_timeout_while_client_uploads_is_a_timeout() {
         ),
     )
     .await;
-    let s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut rd, mut wr) = s.into_split();
-    wr.write_all(b"POST /v1/realtime HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n")
-        .await
-        .unwrap();
-    let uploader = tokio::spawn(async move {
-        for _ in 0..100 {
-            if wr.write_all(b"4\r\nabcd\r\n").await.is_err() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        wr
-    });
-    let mut got = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(2), rd.read_to_end(&mut got)).await;
+    let got = trickled_upload(addr).await;
     let r = records.one().await;
-    uploader.abort();
     eprintln!(
         "client saw {:?}; record {:?} {:?}",
         String::from_utf8_lossy(&got),
@@ -182,12 +184,9 @@ async fn own_idle_timeout_while_client_uploads_steadily_is_a_timeout() {
                 let mut s = body.into_data_stream();
                 while let Some(Ok(_)) = s.next().await {}
             });
-            let head = futures_util::stream::iter([Ok::<_, Infallible>(Bytes::from_static(
-                b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n",
-            ))]);
             (
                 [(header::CONTENT_TYPE, "text/event-stream")],
-                Body::from_stream(head.chain(futures_util::stream::pending())),
+                common::one_event_then_silence(),
             )
         }),
     ))
@@ -212,24 +211,8 @@ async fn own_idle_timeout_while_client_uploads_steadily_is_a_timeout() {
         ),
     )
     .await;
-    let s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut rd, mut wr) = s.into_split();
-    wr.write_all(b"POST /v1/realtime HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n")
-        .await
-        .unwrap();
-    let uploader = tokio::spawn(async move {
-        for _ in 0..100 {
-            if wr.write_all(b"4\r\nabcd\r\n").await.is_err() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        wr
-    });
-    let mut got = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(2), rd.read_to_end(&mut got)).await;
+    let got = trickled_upload(addr).await;
     let r = records.one().await;
-    uploader.abort();
     assert_eq!(
         r.outcome,
         Outcome::Timeout,

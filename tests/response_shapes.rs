@@ -466,13 +466,9 @@ async fn relayed_upstream_read_timeout_is_a_timeout() {
     let upstream = common::serve(Router::new().route(
         "/up",
         get(|| async {
-            let head = futures_util::stream::iter([Ok::<_, Infallible>(Bytes::from_static(
-                b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n",
-            ))]);
-            use futures_util::StreamExt;
             (
                 [(header::CONTENT_TYPE, "text/event-stream")],
-                Body::from_stream(head.chain(futures_util::stream::pending())),
+                common::one_event_then_silence(),
             )
         }),
     ))

@@ -298,3 +298,12 @@ pub fn subscriber(
         )
         .with(monitor.error_layer())
 }
+
+/// A body of one OpenAI chat event, then nothing ever: an upstream that stalled after it.
+pub fn one_event_then_silence() -> axum::body::Body {
+    use futures_util::StreamExt;
+    let head = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
+        bytes::Bytes::from_static(b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n"),
+    )]);
+    axum::body::Body::from_stream(head.chain(futures_util::stream::pending()))
+}
