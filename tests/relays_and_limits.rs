@@ -114,16 +114,7 @@ async fn trickled_upload(addr: std::net::SocketAddr) -> Vec<u8> {
 /// upstream's `timeout`, not the client's.
 #[tokio::test]
 async fn upstream_read_timeout_while_client_uploads_is_a_timeout() {
-    let upstream = common::serve(Router::new().route(
-        "/up",
-        post(|| async {
-            (
-                [(header::CONTENT_TYPE, "text/event-stream")],
-                common::one_event_then_silence(),
-            )
-        }),
-    ))
-    .await;
+    let upstream = common::stalled_upstream().await;
     let (records, _monitor, addr) = monitored(
         Monitor::builder(),
         Router::new().route(

@@ -462,17 +462,7 @@ async fn many_concurrent_cancellations_each_recorded_once() {
 /// upstream timed out, so `timeout` (README, Outcomes: an inner timeout error).
 #[tokio::test]
 async fn relayed_upstream_read_timeout_is_a_timeout() {
-    // The upstream: one event, then silence.
-    let upstream = common::serve(Router::new().route(
-        "/up",
-        get(|| async {
-            (
-                [(header::CONTENT_TYPE, "text/event-stream")],
-                common::one_event_then_silence(),
-            )
-        }),
-    ))
-    .await;
+    let upstream = common::stalled_upstream().await;
     let (records, _monitor, addr) = monitored(
         Monitor::builder(),
         Router::new().route(

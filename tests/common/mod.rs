@@ -307,3 +307,17 @@ pub fn one_event_then_silence() -> axum::body::Body {
     )]);
     axum::body::Body::from_stream(head.chain(futures_util::stream::pending()))
 }
+
+/// An upstream that answers `/up` (any method) with one SSE event, then stalls: its address.
+pub async fn stalled_upstream() -> SocketAddr {
+    serve(Router::new().route(
+        "/up",
+        axum::routing::any(|| async {
+            (
+                [(http::header::CONTENT_TYPE, "text/event-stream")],
+                one_event_then_silence(),
+            )
+        }),
+    ))
+    .await
+}
