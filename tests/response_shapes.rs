@@ -806,3 +806,70 @@ async fn h2_all_bytes_then_stall_then_client_reset() {
     let r = records.one().await;
     assert_eq!(r.outcome, Outcome::Cancelled, "{r:#?}");
 }
+
+/// An app whose `/file.txt` answers `hello world` in two frames with `headers` appended (a
+/// relay that copies an upstream's head whole, repeats included).
+async fn file_with_headers(
+    headers: &'static [(header::HeaderName, &'static str)],
+) -> (common::Records, Monitor, std::net::SocketAddr) {
+    monitored(
+        Monitor::builder(),
+        Router::new().route(
+            "/file.txt",
+            get(move || async move {
+                let mut res = Response::new(chunks(&["hello ", "world"]));
+                for (name, value) in headers {
+                    res.headers_mut()
+                        .append(name, HeaderValue::from_static(value));
+                }
+                res
+            }),
+        ),
+    )
+    .await
+}
+
+/// The same `Content-Length` twice: hyper writes it once and frames the body by it, so the
+/// client gets the whole answer and the body is dropped at its length: `ok`.
+#[tokio::test]
+async fn equal_content_lengths_frame_the_body() {
+    let (records, _monitor, addr) = file_with_headers(&[
+        (header::CONTENT_LENGTH, "11"),
+        (header::CONTENT_LENGTH, "11"),
+    ])
+    .await;
+    let seen = raw(addr, "GET /file.txt HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert!(seen.ends_with("\r\n\r\nhello world"), "client saw {seen:?}");
+    let r = records.one().await;
+    assert_eq!(r.outcome, Outcome::Ok, "client saw {seen:?}; {r:#?}");
+}
+
+/// HTTP/1.0 has no chunked coding: hyper leaves a handler's `Transfer-Encoding` out and frames
+/// the body by its `Content-Length`, so an HTTP/1.0 client gets the whole answer: `ok`.
+#[tokio::test]
+async fn http10_ignores_chunked_and_frames_by_length() {
+    let (records, _monitor, addr) = file_with_headers(&[
+        (header::TRANSFER_ENCODING, "chunked"),
+        (header::CONTENT_LENGTH, "11"),
+    ])
+    .await;
+    let seen = raw_exchange_until_close(addr, "GET /file.txt HTTP/1.0\r\n\r\n").await;
+    assert!(seen.ends_with("\r\n\r\nhello world"), "client saw {seen:?}");
+    let r = records.one().await;
+    assert_eq!(r.outcome, Outcome::Ok, "client saw {seen:?}; {r:#?}");
+}
+
+/// Two different `Content-Length` values: hyper refuses the head and the client gets no
+/// response: not `ok`.
+#[tokio::test]
+async fn unequal_content_lengths_are_not_ok() {
+    let (records, _monitor, addr) = file_with_headers(&[
+        (header::CONTENT_LENGTH, "11"),
+        (header::CONTENT_LENGTH, "12"),
+    ])
+    .await;
+    let seen = raw(addr, "GET /file.txt HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let r = records.one().await;
+    assert_ne!(r.outcome, Outcome::Ok, "client saw {seen:?}; {r:#?}");
+    assert!(!seen.contains("hello world"), "client saw {seen:?}");
+}

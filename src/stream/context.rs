@@ -47,9 +47,9 @@ pub(crate) struct RequestContext {
     pub(crate) hints: RequestHints,
     /// A HEAD request: its response has no body to measure.
     pub(crate) head: bool,
-    /// An HTTP/1.0 or 1.1 request: a response body of unknown size is framed by its
-    /// `Content-Length` header, if it has one (see `StreamMeter::announced`).
-    pub(crate) http1: bool,
+    /// The request's HTTP version: on HTTP/1.x a response body of unknown size is framed by
+    /// its `Content-Length` header, if it has one (see `StreamMeter::announced`).
+    pub(crate) version: http::Version,
     /// Whether the facade's in-flight gauge was raised for this request.
     pub(crate) facade_in_flight: bool,
 }
@@ -354,10 +354,6 @@ impl RequestContext {
             .unwrap_or_else(|| RequestId::Generated(recorder.next_request_number()));
         let streaming_route = config.streaming_routes.iter().any(|r| **r == *route);
         let head = request.method() == http::Method::HEAD;
-        let http1 = matches!(
-            request.version(),
-            http::Version::HTTP_10 | http::Version::HTTP_11
-        );
         let mut trace =
             app_trace_context().or_else(|| trace_context(headers.traceparent, request.headers()));
 
@@ -430,7 +426,7 @@ impl RequestContext {
                 body,
             },
             head,
-            http1,
+            version: request.version(),
             facade_in_flight,
         };
         let mut tracked = boxed.fill(Tracked {

@@ -27,8 +27,8 @@ use crate::record::{Outcome, StreamRecord};
 /// are small; a longer one is read up to its last whole member before this).
 const MAX_ERROR_BODY: usize = 4096;
 
-/// The response's `Content-Type`, `Content-Encoding` and `Content-Length` (each its first
-/// value, as `HeaderMap::get` gives it). A response has few headers as a rule: one pass over them costs
+/// The response's `Content-Type`, `Content-Encoding` (each its first value, as
+/// `HeaderMap::get` gives it) and `Content-Length` (a value of it). A response has few headers as a rule: one pass over them costs
 /// less than two hashed lookups.
 fn content_headers(headers: &HeaderMap) -> ContentHeaders<'_> {
     const FEW: usize = 6;
@@ -64,10 +64,26 @@ struct ContentHeaders<'a> {
     content_type: Option<&'a HeaderValue>,
     encoding: Option<&'a HeaderValue>,
     length: Option<&'a HeaderValue>,
-    /// A second `Content-Length` or a `Transfer-Encoding`: the length is not taken for what
-    /// the body is framed by (hyper refuses some such heads and frames others by the length;
-    /// a drop of those is `cancelled`, as before the length was read).
+    /// A second `Content-Length` or a `Transfer-Encoding`: whether the length still frames the
+    /// body is for [`framed_by_length_still`] to say (rare heads, read again apart).
     framed_otherwise: bool,
+}
+
+/// Whether a head with a second `Content-Length` or a `Transfer-Encoding` still has its body
+/// framed by its length, as hyper writes it: the same length twice is written once and frames
+/// the body (another length makes hyper refuse the head); a `Transfer-Encoding` beside a length
+/// makes hyper refuse the head on HTTP/1.1, and is left out on HTTP/1.0, which has no chunked
+/// coding.
+#[cold]
+fn framed_by_length_still(headers: &HeaderMap, version: http::Version) -> bool {
+    let mut lengths = headers
+        .get_all(header::CONTENT_LENGTH)
+        .iter()
+        .map(announced_length);
+    let first = lengths.next().flatten();
+    first.is_some()
+        && lengths.all(|other| other == first)
+        && (version == http::Version::HTTP_10 || !headers.contains_key(header::TRANSFER_ENCODING))
 }
 
 /// The body's length a `Content-Length` value announces, if it is one plain decimal number
@@ -188,8 +204,11 @@ impl StreamMeter {
         // a body of known size, which hyper frames by that size.
         let announced = match found.length {
             Some(length)
-                if context.http1
-                    && !found.framed_otherwise
+                if matches!(
+                    context.version,
+                    http::Version::HTTP_10 | http::Version::HTTP_11
+                ) && (!found.framed_otherwise
+                    || framed_by_length_still(headers, context.version))
                     && !context.head
                     && status != StatusCode::NO_CONTENT
                     && status != StatusCode::NOT_MODIFIED =>
