@@ -218,8 +218,9 @@ pub enum FinishReason {
     /// Gemini and Cohere `MAX_TOKENS`, Responses incomplete for `max_output_tokens`.
     Length,
     /// Withheld or cut by a filter: OpenAI `content_filter`, Anthropic `refusal`, Gemini
-    /// `SAFETY`, `RECITATION`, `BLOCKLIST`, `PROHIBITED_CONTENT`, `SPII`, `IMAGE_SAFETY`,
-    /// Responses incomplete for `content_filter`.
+    /// `SAFETY`, `RECITATION`, `BLOCKLIST`, `PROHIBITED_CONTENT`, `SPII`, `IMAGE_SAFETY` and any
+    /// `promptFeedback.blockReason` (a blocked prompt), Responses incomplete for
+    /// `content_filter`.
     ContentFilter,
     /// The model asked for tool calls: OpenAI `tool_calls` and `function_call`, Anthropic
     /// `tool_use`, Cohere `TOOL_CALL`.

@@ -196,7 +196,9 @@ impl GeminiUsage {
     /// ([`StreamSummary::output_tokens`] adds them).
     fn reported(&self) -> Reported {
         Reported {
-            output: self.candidates,
+            // Gemini leaves a zero count out (proto3 JSON): thoughts without a candidates
+            // count are a model cut while still thinking, with no answer tokens.
+            output: self.candidates.or(self.thoughts.map(|_| 0)),
             input: self.prompt,
             cache_read: self.cached,
             cache_creation: None,
@@ -602,6 +604,8 @@ impl HasContent for Part<'_> {
 /// A JSON array walked element by element, keeping only whether any element carries content,
 /// the last finish reason an element gave, and whether any is a legacy completions choice.
 struct AnyContent<T> {
+    /// The array has elements: an empty one (a filter's chunk) names no format.
+    elements: bool,
     any: bool,
     finish: Option<FinishReason>,
     completion_text: bool,
@@ -620,12 +624,15 @@ impl<'de, T: Deserialize<'de> + HasContent> Deserialize<'de> for AnyContent<T> {
                 let mut any = false;
                 let mut finish = None;
                 let mut completion_text = false;
+                let mut elements = false;
                 while let Some(element) = seq.next_element::<T>()? {
+                    elements = true;
                     any |= element.has_content();
                     finish = finish_reason(element.finish_reason()).or(finish);
                     completion_text |= element.completion_text();
                 }
                 Ok(AnyContent {
+                    elements,
                     any,
                     finish,
                     completion_text,
@@ -697,7 +704,10 @@ fn error_object_kind(error: Raw<'_>, extra_code: Raw<'_>) -> StreamErrorKind {
 /// SSE event types that carry no tokens, usage, model or error: their JSON is not parsed.
 fn uninformative_event(event_type: &[u8]) -> Option<ProviderFormat> {
     match event_type {
-        b"ping" | b"content_block_start" | b"content_block_stop" | b"message_stop" => {
+        // A keep-alive: Anthropic sends `ping`, and so do gateways and SSE libraries before
+        // any provider's stream.
+        b"ping" => Some(ProviderFormat::Unknown),
+        b"content_block_start" | b"content_block_stop" | b"message_stop" => {
             Some(ProviderFormat::AnthropicMessages)
         }
         b"response.in_progress"
@@ -813,7 +823,7 @@ pub(super) fn interpret(
     let mut content = false;
     let kind = plain_str(p.kind).unwrap_or("");
 
-    if let Some(choices) = &p.choices {
+    if let Some(choices) = p.choices.as_ref().filter(|c| c.elements) {
         summary.detect(if choices.completion_text {
             ProviderFormat::OpenAiCompletions
         } else {
@@ -891,8 +901,11 @@ pub(super) fn interpret(
     if p.candidates.is_some() || p.usage_metadata.is_some() || p.prompt_feedback.is_some() {
         summary.detect(ProviderFormat::Gemini);
         if let Some(feedback) = &p.prompt_feedback {
-            // A blocked prompt (`SAFETY`, `BLOCKLIST`, ...): filtered, not cut.
-            summary.set_finish(finish_reason(feedback.block_reason));
+            // A blocked prompt, whatever the reason (`SAFETY`, `BLOCKLIST`, `OTHER`, ...):
+            // filtered, not cut.
+            summary.set_finish(
+                finish_reason(feedback.block_reason).map(|_| FinishReason::ContentFilter),
+            );
         }
         if let Some(candidates) = &p.candidates {
             content |= candidates.any;
