@@ -196,8 +196,13 @@ pub struct StreamRecord {
     /// The request's W3C trace context (its caller's trace, or one started here), when it
     /// was measured by the layer.
     pub trace: Option<crate::trace::TraceContext>,
-    /// The user id, when the request carried one.
+    /// The user id, when the request carried one: the app's [`UserId`](crate::UserId)
+    /// request extension, else the `user_id_header` (`x-user-id` by default).
     pub user_id: Option<Arc<str>>,
+    /// The user id is the request header's, which a client may set, not the app's: it is
+    /// shown (records, error records, top users) but counts in no user's budget (README,
+    /// Security).
+    pub user_id_from_header: bool,
     /// The response status; `None` when no response was produced (inner error, panic, cancel).
     pub status: Option<StatusCode>,
     /// How the request ended.
@@ -328,6 +333,7 @@ impl StreamRecord {
             request_id: RequestId::Generated(0),
             trace: None,
             user_id: None,
+            user_id_from_header: false,
             status: None,
             outcome,
             streaming: false,

@@ -1890,3 +1890,91 @@ async fn a_broken_upload_hides_no_status_the_handler_answers() {
     let _ = response.into_body().collect().await;
     assert_eq!(records.one().await.outcome, Outcome::ServerError);
 }
+
+/// A chat stream that costs about $0.075 on `gpt-4o-mini` (its usage: 100,000 tokens each way).
+async fn costly_stream() -> axum::response::Response {
+    (
+        StreamLabels::new("openai").with_model("gpt-4o-mini"),
+        [(header::CONTENT_TYPE, "text/event-stream")],
+        "data: {\"model\":\"gpt-4o-mini\",\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n\
+         data: {\"model\":\"gpt-4o-mini\",\"choices\":[],\"usage\":{\"prompt_tokens\":100000,\"completion_tokens\":100000}}\n\n\
+         data: [DONE]\n\n",
+    )
+        .into_response()
+}
+
+/// A user's rollback budget counts the calls the app says are that user's (the `UserId`
+/// extension its auth sets), never a client's `x-user-id`: a client naming another user
+/// spends no budget of theirs, and cannot override the user the app named.
+#[tokio::test]
+async fn a_client_header_spends_no_users_budget() {
+    use tower_stream_monitor::UserId;
+    use tower_stream_monitor::health::Budget;
+    let authenticated = |user: &'static str| {
+        axum::middleware::from_fn(
+            move |mut request: axum::extract::Request, next: axum::middleware::Next| async move {
+                request
+                    .extensions_mut()
+                    .insert(UserId(std::borrow::Cow::Borrowed(user)));
+                next.run(request).await
+            },
+        )
+    };
+    let builder =
+        || Monitor::builder().budget(Budget::per_hour("alice", 0.01).user("alice").rollback());
+
+    // A client that says it is alice, on a route whose app names no user.
+    let (records, _monitor, addr) = monitored(
+        builder(),
+        Router::new().route("/v1/chat/completions", post(costly_stream)),
+    )
+    .await;
+    drain(
+        client()
+            .post(format!("http://{addr}/v1/chat/completions"))
+            .header("x-user-id", "alice"),
+    )
+    .await;
+    let r = records.one().await;
+    assert!(r.cost.is_some(), "{r:#?}");
+    assert_eq!(
+        r.user_id.as_deref(),
+        Some("alice"),
+        "shown as the client said"
+    );
+    let (_, h) = health(addr).await;
+    assert_eq!(h["rollback"], false, "{}", h["budgets"]);
+
+    // The app names bob; the client says alice: bob's, and alice's budget is untouched.
+    let (records, monitor) = recorded(builder());
+    let addr = serve(
+        Router::new()
+            .route("/v1/chat/completions", post(costly_stream))
+            .layer(monitor.layer())
+            .layer(authenticated("bob")),
+    )
+    .await;
+    drain(
+        client()
+            .post(format!("http://{addr}/v1/chat/completions"))
+            .header("x-user-id", "alice"),
+    )
+    .await;
+    assert_eq!(records.one().await.user_id.as_deref(), Some("bob"));
+    let (_, h) = health(addr).await;
+    assert_eq!(h["rollback"], false, "{}", h["budgets"]);
+
+    // The app names alice: her budget passes, and rolls back.
+    let (records, monitor) = recorded(builder());
+    let addr = serve(
+        Router::new()
+            .route("/v1/chat/completions", post(costly_stream))
+            .layer(monitor.layer())
+            .layer(authenticated("alice")),
+    )
+    .await;
+    drain(client().post(format!("http://{addr}/v1/chat/completions"))).await;
+    assert_eq!(records.one().await.user_id.as_deref(), Some("alice"));
+    let (_, h) = health(addr).await;
+    assert_eq!(h["rollback"], true, "{}", h["budgets"]);
+}

@@ -33,6 +33,9 @@ pub(crate) const REQUEST_SCOPE_NAME: &str = "stream_request";
 pub(crate) struct RequestTags {
     pub(crate) request_id: RequestId,
     pub(crate) user_id: Option<Arc<str>>,
+    /// The user id is a request header's, which a client may set (see
+    /// `StreamRecord::user_id_from_header`).
+    pub(crate) user_id_from_header: bool,
     pub(crate) route: Label,
     pub(crate) provider: ShownProvider,
     /// The caller's trace context when it sent a valid one; else started when first asked for

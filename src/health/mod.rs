@@ -328,7 +328,10 @@ impl Budget {
         self
     }
 
-    /// Only the calls of this user id count.
+    /// Only the calls of this user id count: those the app names the user of (the
+    /// [`UserId`](crate::UserId) request extension, or `user_id` on records it
+    /// [`ingest`](crate::Monitor::ingest)s), never a user id a request header gave, which a
+    /// client may set.
     pub fn user(mut self, user_id: impl Into<String>) -> Self {
         self.user = Some(user_id.into());
         self
@@ -358,7 +361,7 @@ impl Budget {
             && self
                 .user
                 .as_deref()
-                .is_none_or(|u| r.user_id.as_deref() == Some(u))
+                .is_none_or(|u| !r.user_id_from_header && r.user_id.as_deref() == Some(u))
     }
 
     pub(crate) fn valid(&self) -> bool {

@@ -329,8 +329,10 @@ impl MonitorBuilder {
         self
     }
 
-    /// Request header carrying the user id (else the [`UserId`](crate::UserId) request extension).
-    /// Default `x-user-id`.
+    /// Request header carrying the user id, when the app sets no [`UserId`](crate::UserId)
+    /// request extension (which comes first). Default `x-user-id`. A client may set it: a user
+    /// id it gives is shown but counts in no user's budget
+    /// ([`Budget::user`](crate::health::Budget::user)).
     pub fn user_id_header(mut self, header: Option<HeaderName>) -> Self {
         self.config.stream.user_id_header = header;
         self

@@ -336,17 +336,19 @@ impl RequestContext {
         let headers = RequestHeaders::read(request.headers(), config);
         let provider_header = header_value(headers.provider);
         let model_header = header_value(headers.model);
-        let user_id = (headers.user_id)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| is_valid_label(v))
-            .map(Arc::from)
-            .or_else(|| {
-                request
-                    .extensions()
-                    .get::<UserId>()
-                    .filter(|u| is_valid_label(&u.0))
-                    .map(|u| Arc::from(&*u.0))
-            });
+        // The app's word (its auth's `UserId`) before the header, which a client may set.
+        let app_user_id = request
+            .extensions()
+            .get::<UserId>()
+            .filter(|u| is_valid_label(&u.0))
+            .map(|u| Arc::from(&*u.0));
+        let user_id_from_header = app_user_id.is_none() && headers.user_id.is_some();
+        let user_id = app_user_id.or_else(|| {
+            (headers.user_id)
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| is_valid_label(v))
+                .map(Arc::from)
+        });
         let request_id = (headers.request_id)
             .and_then(|v| v.to_str().ok())
             .filter(|v| is_valid_label(v))
@@ -438,6 +440,7 @@ impl RequestContext {
                 tags: RequestTags {
                     request_id,
                     user_id,
+                    user_id_from_header,
                     route,
                     provider: provider_shown,
                     trace: OnceCell::new(),
@@ -570,6 +573,7 @@ impl RequestContext {
         let mut record = StreamRecord::new(labels.provider, model, tags.route, outcome);
         record.request_id = tags.request_id.clone();
         record.user_id = tags.user_id.clone();
+        record.user_id_from_header = tags.user_id_from_header;
         record.streaming = streaming;
         record.duration = duration;
         // Decided before the trace: `StreamRecord::new` names every record an LLM call.
@@ -1015,6 +1019,7 @@ mod tests {
         let tags = || RequestTags {
             request_id: RequestId::Generated(1),
             user_id: None,
+            user_id_from_header: false,
             route: Label::new("/x"),
             provider: ShownProvider::Unknown,
             trace: OnceCell::new(),

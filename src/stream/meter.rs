@@ -643,6 +643,7 @@ impl StreamMeter {
                 None => scope.tags.trace.get().cloned(),
             },
             user_id: scope.tags.user_id.clone(),
+            user_id_from_header: scope.tags.user_id_from_header,
             status: Some(self.status),
             outcome,
             streaming,
