@@ -228,6 +228,12 @@ pub struct StreamRecord {
     /// output token (equals `time_to_first_byte` for bodies that are not a known provider
     /// format). `None` for a stream whose reader held it back before it (README, Security).
     pub time_to_first_token: Option<Duration>,
+    /// [`time_to_first_token`](Self::time_to_first_token) is a lower bound: the client left
+    /// (`cancelled`) a stream that was still waiting on its source for its first token, and
+    /// this is how long it had waited. It counts in the first-token percentiles and histograms
+    /// as a first token's time, so that clients giving up never take a slow upstream's first
+    /// tokens out of them (README, Security).
+    pub first_token_lower_bound: bool,
     /// From the service call to the end of the body (or of the failed call), the reader's time
     /// included.
     pub duration: Duration,
@@ -342,6 +348,7 @@ impl StreamRecord {
             finished_at: SystemTime::UNIX_EPOCH,
             time_to_first_byte: None,
             time_to_first_token: None,
+            first_token_lower_bound: false,
             duration: Duration::ZERO,
             output_tokens: 0,
             input_tokens: None,

@@ -1978,3 +1978,124 @@ async fn a_client_header_spends_no_users_budget() {
     let (_, h) = health(addr).await;
     assert_eq!(h["rollback"], true, "{}", h["budgets"]);
 }
+
+/// A stream whose role event comes at once and whose first token comes after `first` (a slow
+/// upstream), then one more token and `[DONE]`.
+fn slow_first_token(first: Duration) -> axum::response::Response {
+    let frames = futures_util::stream::unfold(0usize, move |i| async move {
+        let frame = match i {
+            0 => "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\n",
+            1 => {
+                tokio::time::sleep(first).await;
+                "data: {\"choices\":[{\"delta\":{\"content\":\"t1\"}}]}\n\n"
+            }
+            2 => "data: {\"choices\":[{\"delta\":{\"content\":\"t2\"}}]}\n\n",
+            3 => "data: [DONE]\n\n",
+            _ => return None,
+        };
+        Some((Ok::<_, std::convert::Infallible>(frame), i + 1))
+    });
+    (
+        StreamLabels::new("openai").with_model("gpt-4o-mini"),
+        [(header::CONTENT_TYPE, "text/event-stream")],
+        axum::body::Body::from_stream(frames),
+    )
+        .into_response()
+}
+
+/// Clients that leave a stream still waiting for its first token (impatient ones, or ones
+/// that mean to hide a slow upstream) leave their wait as its first token's time, a lower
+/// bound: a slow upstream's first tokens show in the percentiles even when no client waits
+/// them out. Each record's wait is at least the client's own patience.
+#[tokio::test]
+async fn leaving_before_the_first_token_hides_no_slow_upstream() {
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder(),
+        Router::new().route(
+            "/v1/chat/completions",
+            post(|| async { slow_first_token(Duration::from_secs(30)) }),
+        ),
+    )
+    .await;
+    let patience = Duration::from_millis(400);
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        tasks.push(tokio::spawn(async move {
+            let mut res = client()
+                .post(format!("http://{addr}/v1/chat/completions"))
+                .send()
+                .await
+                .unwrap();
+            let _ = tokio::time::timeout(patience, async {
+                while let Some(_chunk) = res.chunk().await.unwrap() {}
+            })
+            .await;
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let got = records.wait_for(3).await;
+    for r in &got {
+        assert_eq!(r.outcome, Outcome::Cancelled, "{r:#?}");
+        assert!(r.first_token_lower_bound, "{r:#?}");
+        let waited = r.time_to_first_token.expect("the wait, as a lower bound");
+        assert!(
+            waited >= patience,
+            "waited {waited:?}, the client {patience:?}"
+        );
+        assert_eq!(r.output_tokens, 0);
+    }
+    let m = metrics(addr).await;
+    let p95 = m["data"]["streaming_5min"]["first_token_p95_ms"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no first-token sample: {m:#}"));
+    // The percentile is read from a sketch, within a few percent of the waits.
+    assert!(p95 >= 0.9 * patience.as_millis() as f64, "p95 {p95} ms");
+}
+
+/// A client that leaves a JSON answer it waited for (no stream) leaves no first-token time, even
+/// one that asked for a stream: a slow non-streaming route is no first-token latency.
+#[tokio::test]
+async fn leaving_a_slow_json_answer_is_no_first_token() {
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder(),
+        Router::new().route(
+            "/v1/chat/completions",
+            post(|| async {
+                let body = futures_util::stream::unfold(0, |i| async move {
+                    match i {
+                        0 => {
+                            tokio::time::sleep(Duration::from_secs(30)).await;
+                            Some((Ok::<_, std::convert::Infallible>("{\"id\":1}"), 1))
+                        }
+                        _ => None,
+                    }
+                });
+                (
+                    StreamLabels::new("openai"),
+                    [(header::CONTENT_TYPE, "application/json")],
+                    axum::body::Body::from_stream(body),
+                )
+            }),
+        ),
+    )
+    .await;
+    let mut res = client()
+        .post(format!("http://{addr}/v1/chat/completions"))
+        .header(header::ACCEPT, "text/event-stream")
+        .body(r#"{"stream":true}"#)
+        .send()
+        .await
+        .unwrap();
+    let _ = tokio::time::timeout(Duration::from_millis(300), async {
+        while let Some(_chunk) = res.chunk().await.unwrap() {}
+    })
+    .await;
+    drop(res);
+    let r = records.one().await;
+    assert_eq!(r.outcome, Outcome::Cancelled);
+    assert!(!r.streaming, "{r:#?}");
+    assert_eq!(r.time_to_first_token, None, "{r:#?}");
+    assert!(!r.first_token_lower_bound);
+}

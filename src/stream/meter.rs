@@ -410,6 +410,28 @@ impl StreamMeter {
         timed(timer.consumer_time_at(t), t - self.origin(t))
     }
 
+    /// For a stream dropped at `t` with no token: if it had been waiting on its source for its
+    /// first one (a stream by its response, not only by the client's ask; the request's upload
+    /// over, its time being the client's; its reader's time within the bound of [`timed`], a
+    /// reader holding the stream back may have kept a token from being seen), that wait, from
+    /// the same origin as a first token's, and `true`.
+    #[cold]
+    #[inline(never)]
+    fn first_token_wait(
+        &self,
+        t: Instant,
+        timer: Option<&StreamTimer>,
+    ) -> (Option<Duration>, bool) {
+        let waited = self.streaming
+            && self.last_token.is_none()
+            && self.hints.upload_over()
+            && timer.is_some_and(|timer| self.timed_by(timer, t));
+        match waited {
+            true => (Some(t - self.origin(t)), true),
+            false => (None, false),
+        }
+    }
+
     /// Where the latency of something at `t` counts from: the request's start, or for `t` after
     /// its body's end, that start moved later by the time the handler waited for the client's
     /// bytes (`RequestHints::upstream_origin`). The time a client takes over its upload is its
@@ -577,6 +599,14 @@ impl StreamMeter {
             (None, ProviderFormat::Unknown) if by_status == Outcome::Ok && !asked_only => ttfb,
             (None, _) => None,
         };
+        // A stream its client left while it waited on its source for its first token: the
+        // wait is a lower bound of that time, and counts as it (README, Security). Left out,
+        // clients that give up would take exactly the slow first tokens out of the
+        // percentiles.
+        let (ttft, first_token_lower_bound) = match ttft {
+            None if outcome == Outcome::Cancelled => self.first_token_wait(finished, timer),
+            ttft => (ttft, false),
+        };
         let output_tokens = summary.map_or(0, |s| s.output_tokens());
         // From the same origin as the first token's: a slow upload is the client's time, not
         // generation time (the duration is computed only for a stream with rates to derive).
@@ -653,6 +683,7 @@ impl StreamMeter {
             finished_at: SystemTime::UNIX_EPOCH,
             time_to_first_byte: ttfb,
             time_to_first_token: ttft,
+            first_token_lower_bound,
             duration,
             output_tokens,
             input_tokens: summary.and_then(|s| s.input_tokens()),

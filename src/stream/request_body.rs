@@ -221,6 +221,11 @@ impl RequestHints {
 
     /// When the handler read the request's body's end, if it was watched and it did.
     #[inline]
+    /// Whether the request has no body watched, or its body has ended.
+    pub(crate) fn upload_over(&self) -> bool {
+        self.body.as_ref().is_none_or(|b| b.ended_at().is_some())
+    }
+
     pub(crate) fn body_end(&self) -> Option<Instant> {
         self.body.as_ref().and_then(RequestBodyWatch::ended_at)
     }
