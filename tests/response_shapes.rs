@@ -873,3 +873,59 @@ async fn unequal_content_lengths_are_not_ok() {
     assert_ne!(r.outcome, Outcome::Ok, "client saw {seen:?}; {r:#?}");
     assert!(!seen.contains("hello world"), "client saw {seen:?}");
 }
+
+/// A body of known size (an exact `size_hint`) that does not say it has ended after its last
+/// frame (`is_end_stream` stays false: a hand-written body, or a relayed HTTP/2 upstream's whose
+/// end comes in a frame of its own). On HTTP/1.1 hyper frames the response by that size and
+/// drops the body once every byte went out, without asking it for its end: the client got the
+/// whole answer, `ok`.
+#[tokio::test]
+async fn body_of_known_size_sent_whole_is_ok() {
+    struct Sized(Option<Bytes>, u64);
+    impl http_body::Body for Sized {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+            std::task::Poll::Ready(self.0.take().map(|d| Ok(http_body::Frame::data(d))))
+        }
+        fn size_hint(&self) -> http_body::SizeHint {
+            http_body::SizeHint::with_exact(self.1)
+        }
+    }
+    for (content_type, payload) in [
+        ("application/json", &b"{\"answer\":\"hi\"}"[..]),
+        (
+            "text/event-stream",
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n",
+        ),
+    ] {
+        let (records, monitor, addr) = monitored(
+            Monitor::builder(),
+            Router::new().route(
+                "/known",
+                get(move || async move {
+                    (
+                        [(header::CONTENT_TYPE, content_type)],
+                        Body::new(Sized(
+                            Some(Bytes::from_static(payload)),
+                            payload.len() as u64,
+                        )),
+                    )
+                }),
+            ),
+        )
+        .await;
+        let res = client()
+            .get(format!("http://{addr}/known"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(&res.bytes().await.unwrap()[..], payload, "the whole body");
+        let r = records.one().await;
+        assert_eq!(r.outcome, Outcome::Ok, "{content_type}: {r:#?}");
+        assert_eq!(monitor.in_flight(), 0);
+    }
+}

@@ -47,8 +47,8 @@ pub(crate) struct RequestContext {
     pub(crate) hints: RequestHints,
     /// A HEAD request: its response has no body to measure.
     pub(crate) head: bool,
-    /// The request's HTTP version: on HTTP/1.x a response body of unknown size is framed by
-    /// its `Content-Length` header, if it has one (see `StreamMeter::announced`).
+    /// The request's HTTP version: on HTTP/1.x a response body is framed by a length, if it
+    /// has one (see `StreamMeter::announced`).
     pub(crate) version: http::Version,
     /// Whether the facade's in-flight gauge was raised for this request.
     pub(crate) facade_in_flight: bool,

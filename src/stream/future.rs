@@ -177,6 +177,7 @@ where
                     &mut tracked.context,
                     &tracked.scope,
                     &parts,
+                    body.size_hint().exact(),
                 );
                 if !bodiless && tracked.timer.is_none() {
                     // A stream counts the consumer's time from now, limits or none

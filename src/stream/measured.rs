@@ -82,16 +82,11 @@ where
         let spanned = tracked.get().is_some_and(|t| t.scope.has_span());
         let end = body.is_end_stream();
         if let Some(Tracked { meter, scope, .. }) = tracked.get_mut() {
-            // A length header on a body that is empty or of known size frames nothing: hyper
-            // sends no body, or frames it by its size.
-            if let Some(meter) = meter.as_mut().filter(|m| m.announced_length()) {
-                if end || body.size_hint().exact().is_some() {
-                    meter.not_framed_by_length();
-                }
-            }
-            // An empty body (a bare 401, a 204) may never be polled: it is complete already.
+            // An empty body (a bare 401, a 204) may never be polled: it is complete already,
+            // whatever length a header gives (hyper sends no body).
             if end {
-                if let Some(meter) = meter.take() {
+                if let Some(mut meter) = meter.take() {
+                    meter.not_framed_by_length();
                     meter.finish(StreamEnd::Complete, scope, None);
                 }
             }
@@ -380,10 +375,22 @@ mod tests {
         let mut tracked = RequestContext::start_plain(&state, &request);
         let (head, ()) = http::Response::new(()).into_parts();
         let t = tracked.get_mut().unwrap();
-        crate::stream::meter::StreamMeter::start_in(&mut t.meter, &mut t.context, &t.scope, &head);
+        crate::stream::meter::StreamMeter::start_in(
+            &mut t.meter,
+            &mut t.context,
+            &t.scope,
+            &head,
+            None,
+        );
         assert!(t.context.is_none() && t.meter.is_some());
         let meter = t.meter.take();
-        crate::stream::meter::StreamMeter::start_in(&mut t.meter, &mut t.context, &t.scope, &head);
+        crate::stream::meter::StreamMeter::start_in(
+            &mut t.meter,
+            &mut t.context,
+            &t.scope,
+            &head,
+            None,
+        );
         assert!(t.meter.is_none(), "no context, no meter");
         if let Some(meter) = meter {
             meter.finish(crate::stream::meter::StreamEnd::Complete, &t.scope, None);

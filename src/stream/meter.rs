@@ -96,7 +96,8 @@ fn announced_length(value: &HeaderValue) -> Option<u64> {
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
-/// A body that ended after `sent` bytes where its `Content-Length` header announced more: the
+/// A body that ended after `sent` bytes where the length that frames it (its exact size hint,
+/// else its `Content-Length` header) announced more: the
 /// server cannot finish the response (hyper closes the connection), and the client is left a
 /// cut one.
 struct ShortBody {
@@ -108,7 +109,7 @@ impl Display for ShortBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "the response body ended after {} of the {} bytes its Content-Length announced",
+            "the response body ended after {} of the {} bytes its length announced",
             self.sent, self.announced
         )
     }
@@ -170,7 +171,8 @@ pub(crate) struct StreamMeter {
     encoded: bool,
     /// The body has no content type: decide on SSE from its first bytes.
     sniff: bool,
-    /// The length its `Content-Length` header announced, where the body is framed by it
+    /// The length the body is framed by, where it is (HTTP/1.x): its exact size hint, else its
+    /// `Content-Length` header
     /// (`u64::MAX` for none, which no body reaches: 8 bytes where an `Option` takes 16, and the
     /// box keeps its lines): an HTTP/1.x server that wrote that many bytes has sent the whole
     /// response and drops the body without asking it for its end; one that ends short of it
@@ -187,6 +189,7 @@ impl StreamMeter {
         context: &mut Option<RequestContext>,
         scope: &RequestScope,
         head: &http::response::Parts,
+        exact_size: Option<u64>,
     ) {
         let Some(context) = context.take() else {
             return;
@@ -199,23 +202,25 @@ impl StreamMeter {
         let encoded = found
             .encoding
             .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-        // Only where a server frames the body by it: HTTP/1.x, a body to send (not a HEAD
-        // answer, a 204 or a 304), no other framing. `MeasuredBody::measured` also drops it for
-        // a body of known size, which hyper frames by that size.
-        let announced = match found.length {
-            Some(length)
-                if matches!(
-                    context.version,
-                    http::Version::HTTP_10 | http::Version::HTTP_11
-                ) && (!found.framed_otherwise
-                    || framed_by_length_still(headers, context.version))
-                    && !context.head
-                    && status != StatusCode::NO_CONTENT
-                    && status != StatusCode::NOT_MODIFIED =>
+        // Only where a server frames the body by a length: HTTP/1.x, a body to send (not a HEAD
+        // answer, a 204 or a 304). hyper frames a body of known size (an exact size hint) by
+        // that size, whatever the header says, and another by its `Content-Length` header when
+        // nothing else frames it. `MeasuredBody::measured` drops it for an empty body.
+        let framed_by_length = matches!(
+            context.version,
+            http::Version::HTTP_10 | http::Version::HTTP_11
+        ) && !context.head
+            && status != StatusCode::NO_CONTENT
+            && status != StatusCode::NOT_MODIFIED;
+        let announced = match (exact_size, found.length) {
+            _ if !framed_by_length => u64::MAX,
+            (Some(size), _) => size,
+            (None, Some(length))
+                if !found.framed_otherwise || framed_by_length_still(headers, context.version) =>
             {
                 announced_length(length).unwrap_or(u64::MAX)
             }
-            _ => u64::MAX,
+            (None, _) => u64::MAX,
         };
         let unrouted = crate::record::is_unrouted(status, &scope.tags.route);
         let recorder = context.recorder();
@@ -287,14 +292,14 @@ impl StreamMeter {
         self.hints.client_silent_since(t)
     }
 
-    /// Whether the response's headers announced its length (`Content-Length`), which the body
-    /// is framed by: no bytes may be added to it.
+    /// Whether the body is framed by a length (its exact size hint, or its `Content-Length`
+    /// header): no bytes may be added to it.
     pub(crate) fn announced_length(&self) -> bool {
         self.announced != u64::MAX
     }
 
-    /// The body is not framed by its `Content-Length` header: it is empty already or of known
-    /// size (hyper frames it by that, or sends no body).
+    /// The body is not framed by a length after all: it is empty already (hyper sends no
+    /// body), or polled past its last frame (a layer outside re-frames it).
     pub(crate) fn not_framed_by_length(&mut self) {
         self.announced = u64::MAX;
     }
@@ -541,7 +546,10 @@ impl StreamMeter {
         scope: &RequestScope,
         timer: Option<&StreamTimer>,
     ) {
-        if self.announced != u64::MAX {
+        // A body that ended at its length needs nothing from it (most bodies of known size).
+        if self.announced != u64::MAX
+            && !(matches!(end, StreamEnd::Complete) && self.bytes >= self.announced)
+        {
             return self.record_framed(finished, end, scope, timer);
         }
         let started = self.started;
