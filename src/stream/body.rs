@@ -41,10 +41,10 @@ where
     B::Error: Into<BoxError>,
 {
     #[inline]
-    pub(crate) fn measured(body: B, tracked: TrackedBox) -> Self {
+    pub(crate) fn measured(body: B, tracked: TrackedBox, end: bool) -> Self {
         Self {
             kind: Kind::Measured {
-                body: MeasuredBody::measured(body, tracked),
+                body: MeasuredBody::measured(body, tracked, end),
             },
         }
     }

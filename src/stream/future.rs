@@ -172,12 +172,18 @@ where
                         tracked.timer = timer_with_response(this.deadline.take(), context);
                     }
                 }
+                // The body's own answers, asked while a panic in them is still the request's
+                // (recorded once, as `server_error`).
+                let (exact_size, at_end) = {
+                    let _guard = PanicGuard::new(&mut tracked.context, &tracked.scope);
+                    (body.size_hint().exact(), body.is_end_stream())
+                };
                 StreamMeter::start_in(
                     &mut tracked.meter,
                     &mut tracked.context,
                     &tracked.scope,
                     &parts,
-                    body.size_hint().exact(),
+                    exact_size,
                 );
                 if !bodiless && tracked.timer.is_none() {
                     // A stream counts the consumer's time from now, limits or none
@@ -197,7 +203,7 @@ where
                     boxed.give_back();
                     MonitoredBody::unmeasured(body)
                 } else {
-                    MonitoredBody::measured(body, boxed)
+                    MonitoredBody::measured(body, boxed, at_end)
                 };
                 Poll::Ready(Ok(Response::from_parts(parts, body)))
             }

@@ -78,9 +78,10 @@ where
     B::Error: Into<BoxError>,
 {
     #[inline]
-    pub(crate) fn measured(body: B, mut tracked: TrackedBox) -> Self {
+    /// `end`: the body's `is_end_stream`, asked with the response's head (under the request's
+    /// panic guard).
+    pub(crate) fn measured(body: B, mut tracked: TrackedBox, end: bool) -> Self {
         let spanned = tracked.get().is_some_and(|t| t.scope.has_span());
-        let end = body.is_end_stream();
         if let Some(Tracked { meter, scope, .. }) = tracked.get_mut() {
             // An empty body (a bare 401, a 204) may never be polled: it is complete already,
             // whatever length a header gives (hyper sends no body).
@@ -197,6 +198,8 @@ where
                 Some(timer) => timer.poll_frame(body.as_mut(), cx),
                 None => body.as_mut().poll_frame(cx).map_err(Into::into),
             };
+            // Asked here, where a panic in it is the body's (`server_error`).
+            let at_end = matches!(polled, Poll::Ready(Some(Ok(_)))) && body.is_end_stream();
             drop(guard);
 
             // The usual frame, data: measured where it lies and handed on as it came, not
@@ -204,7 +207,7 @@ where
             if let Poll::Ready(Some(Ok(frame))) = &mut polled {
                 if let (Some(meter), Some(data)) = (meter_slot.as_mut(), frame.data_mut()) {
                     let read = meter.on_data(data, scope, timer.as_ref());
-                    if body.is_end_stream() {
+                    if at_end {
                         // The timer stays until the body is dropped: a consumer stops at
                         // `is_end_stream` (hyper drops the body), and this path is every small
                         // response's, which has none to drop.
@@ -256,7 +259,7 @@ where
                 // Not data (measured above): trailers, which end the body, or a frame of
                 // another kind.
                 Some(Ok(frame)) => {
-                    if frame.is_trailers() || body.is_end_stream() {
+                    if frame.is_trailers() || at_end {
                         complete(meter_slot, scope, timer);
                     }
                     Poll::Ready(Some(Ok(frame)))
@@ -282,6 +285,10 @@ where
                         outcome = Outcome::ClientError;
                     }
                     *ended = true;
+                    let sized = {
+                        let _guard = PanicGuard::new(&mut *meter_slot, scope);
+                        body.size_hint().exact().is_some()
+                    };
                     if let Some(meter) = meter_slot.take() {
                         // Where an SSE stream was cut by this layer's own timeout, it ends with
                         // an error event rather than a broken connection; unless its length was
@@ -289,7 +296,7 @@ where
                         // past it would break.
                         let sse_end = (error.downcast_ref::<StreamTimeoutError>().is_some()
                             && meter.is_sse()
-                            && body.size_hint().exact().is_none()
+                            && !sized
                             && !meter.announced_length())
                         .then(|| meter.at_event_boundary());
                         let chain = crate::errors::ErrorChain(error.as_ref());

@@ -574,6 +574,8 @@ impl StreamMeter {
         // A response body that failed after the client broke its upload is the client's
         // (`judge`); a status, a panic or a service error is never taken for it.
         let (outcome, error) = match end {
+            // A panic (or another server fault) in the body: the server's, whatever the status.
+            StreamEnd::Failed(Outcome::ServerError, error) => (Outcome::ServerError, Some(error)),
             _ if by_status != Outcome::Ok => (by_status, None),
             StreamEnd::Failed(outcome, error) => (self.hints.judge(outcome), Some(error)),
             StreamEnd::Complete => (in_stream.unwrap_or(Outcome::Ok), None),

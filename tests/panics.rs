@@ -1,0 +1,271 @@
+//! Panics in the inner body's own methods (`is_end_stream`, `size_hint`) and in a body behind
+//! an error status: each request is recorded once, as `server_error`, and leaves the in-flight
+//! gauges.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, header};
+use http_body::{Body, Frame, SizeHint};
+use tower::{Layer, Service};
+use tower_stream_monitor::{Monitor, MonitorBuilder, Outcome, StreamRecord};
+#[derive(Clone, Default)]
+struct Records(Arc<Mutex<Vec<StreamRecord>>>);
+
+impl Records {
+    fn build(&self, builder: MonitorBuilder) -> Monitor {
+        let sink = self.clone();
+        builder
+            .on_record(move |r: &StreamRecord| sink.0.lock().unwrap().push(r.clone()))
+            .build()
+            .unwrap()
+    }
+    fn outcomes(&self) -> Vec<Outcome> {
+        self.0.lock().unwrap().iter().map(|r| r.outcome).collect()
+    }
+}
+
+fn cx() -> Context<'static> {
+    Context::from_waker(Waker::noop())
+}
+
+/// An SSE body: `frames` data frames ready, then pending forever. `is_end_stream` panics from
+/// its `panic_at`-th call on (counting from 1); `None` never panics.
+struct Quirky {
+    frames: usize,
+    calls: AtomicUsize,
+    panic_at: Option<usize>,
+}
+
+impl Body for Quirky {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.frames == 0 {
+            return Poll::Pending;
+        }
+        self.frames -= 1;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n",
+        )))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.panic_at.is_some_and(|at| n >= at) {
+            panic!("bug in the body's is_end_stream");
+        }
+        false
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+fn sse_service<B: Send + 'static>(
+    monitor: &Monitor,
+    body: impl Fn() -> B + Send + Clone + 'static,
+) -> impl Service<
+    Request<()>,
+    Response = Response<tower_stream_monitor::stream::MonitoredBody<B>>,
+    Error = Infallible,
+    Future = impl Future<
+        Output = Result<Response<tower_stream_monitor::stream::MonitoredBody<B>>, Infallible>,
+    >,
+>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    monitor
+        .layer()
+        .layer(tower::service_fn(move |_: Request<()>| {
+            let mut response = Response::new(body());
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
+            std::future::ready(Ok::<_, Infallible>(response))
+        }))
+}
+
+/// A panic in the inner body's `is_end_stream` when the response arrives (the layer asks it
+/// there): the request is recorded once, as a panic (`server_error`), and leaves the in-flight
+/// gauge.
+#[test]
+fn panic_in_is_end_stream_at_the_response_is_recorded() {
+    let records = Records::default();
+    let monitor = records.build(Monitor::builder());
+    let mut service = sse_service(&monitor, || Quirky {
+        frames: 1,
+        calls: AtomicUsize::new(0),
+        panic_at: Some(1),
+    });
+    let mut future = Box::pin(service.call(Request::new(())));
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = future.as_mut().poll(&mut cx());
+    }));
+    assert!(caught.is_err(), "the body's panic unwinds");
+    drop(future);
+    assert_eq!(
+        (records.outcomes(), monitor.in_flight()),
+        (vec![Outcome::ServerError], 0),
+        "recorded once as a panic, and in flight back to 0"
+    );
+}
+
+/// A panic in the inner body's `is_end_stream` right after a data frame: a panic of the body
+/// is `server_error` (README, Outcomes), not the client's `cancelled`.
+#[test]
+fn panic_in_is_end_stream_after_a_frame_is_a_server_error() {
+    let records = Records::default();
+    let monitor = records.build(Monitor::builder());
+    let mut service = sse_service(&monitor, || Quirky {
+        frames: 3,
+        calls: AtomicUsize::new(0),
+        // 1: at the response; 2: after the first frame.
+        panic_at: Some(2),
+    });
+    let mut future = Box::pin(service.call(Request::new(())));
+    let Poll::Ready(Ok(response)) = future.as_mut().poll(&mut cx()) else {
+        panic!("ready");
+    };
+    drop(future);
+    let mut body = Box::pin(response.into_body());
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = body.as_mut().poll_frame(&mut cx());
+    }));
+    assert!(caught.is_err(), "the body's panic unwinds");
+    // hyper drops the body of a task that panicked.
+    drop(body);
+    assert_eq!(records.outcomes(), vec![Outcome::ServerError]);
+    assert_eq!(monitor.in_flight(), 0);
+}
+
+/// A panic in the `request_labels` closure (the app's own code, called by the layer's `call`):
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Polls `f` once on the current task, whatever it returns.
+async fn poll_once<T>(mut f: impl FnMut(&mut Context<'_>) -> Poll<T>) -> Poll<T> {
+    std::future::poll_fn(|cx| Poll::Ready(f(cx))).await
+}
+
+/// An SSE body: one frame, then pending; `size_hint` panics from its second call on (a body
+/// whose hint is built with `SizeHint::set_upper` below its lower bound does).
+struct BadHint {
+    frames: usize,
+    hints: AtomicUsize,
+}
+
+impl Body for BadHint {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.frames == 0 {
+            return Poll::Pending;
+        }
+        self.frames -= 1;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n",
+        )))))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let mut hint = SizeHint::new();
+        if self.hints.fetch_add(1, Ordering::SeqCst) > 0 {
+            hint.set_lower(10);
+            hint.set_upper(5); // panics
+        }
+        hint
+    }
+}
+
+/// The layer's own deadline cuts an SSE stream, and the body's `size_hint` (asked then, to know
+/// whether an error event may be added) panics: the request is recorded once and leaves the
+/// in-flight gauge.
+#[tokio::test(start_paused = true)]
+async fn panic_in_size_hint_at_the_sse_timeout_is_recorded() {
+    let records = Records::default();
+    let monitor = records.build(Monitor::builder().stream_timeout(ms(1000)));
+    let mut service = sse_service(&monitor, || BadHint {
+        frames: 1,
+        hints: AtomicUsize::new(0),
+    });
+    let response = service.call(Request::new(())).await.unwrap();
+    let mut body = Box::pin(response.into_body());
+    assert!(matches!(
+        poll_once(|cx| body.as_mut().poll_frame(cx)).await,
+        Poll::Ready(Some(Ok(_)))
+    ));
+    assert!(
+        poll_once(|cx| body.as_mut().poll_frame(cx))
+            .await
+            .is_pending()
+    );
+    tokio::time::sleep(ms(1500)).await;
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut cx = cx();
+        let _ = body.as_mut().poll_frame(&mut cx);
+    }));
+    assert!(caught.is_err(), "the body's size_hint panics");
+    drop(body);
+    assert_eq!(
+        (records.outcomes(), monitor.in_flight()),
+        (vec![Outcome::ServerError], 0),
+        "recorded once, in flight back to 0"
+    );
+}
+
+/// A handler's body panics after a 404 (an "unknown model" answer streamed): README, Outcomes
+/// has a panic as `server_error`, and `client_error` never counts in the error rate.
+#[test]
+fn panic_in_the_body_of_a_4xx_is_a_server_error() {
+    struct Panics;
+    impl Body for Panics {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            panic!("bug while writing the error body")
+        }
+    }
+    let records = Records::default();
+    let monitor = records.build(Monitor::builder());
+    let mut service = monitor.layer().layer(tower::service_fn(|_: Request<()>| {
+        let mut response = Response::new(Panics);
+        *response.status_mut() = http::StatusCode::NOT_FOUND;
+        std::future::ready(Ok::<_, Infallible>(response))
+    }));
+    let mut future = Box::pin(service.call(Request::new(())));
+    let Poll::Ready(Ok(response)) = future.as_mut().poll(&mut cx()) else {
+        panic!("ready")
+    };
+    drop(future);
+    let mut body = Box::pin(response.into_body());
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = body.as_mut().poll_frame(&mut cx());
+    }));
+    assert!(caught.is_err());
+    drop(body);
+    assert_eq!(records.outcomes(), vec![Outcome::ServerError]);
+    assert_eq!(monitor.in_flight(), 0);
+}
