@@ -73,7 +73,8 @@ impl Body for Quirky {
     }
 }
 
-fn sse_service<B: Send + 'static>(
+/// The monitor's layer around a service that answers `text/event-stream` with `body()`.
+fn sse_service<B>(
     monitor: &Monitor,
     body: impl Fn() -> B + Send + Clone + 'static,
 ) -> impl Service<
@@ -85,7 +86,7 @@ fn sse_service<B: Send + 'static>(
     >,
 >
 where
-    B: Body<Data = Bytes>,
+    B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     monitor
