@@ -1,6 +1,6 @@
-//! Panics in the inner body's own methods (`is_end_stream`, `size_hint`) and in a body behind
-//! an error status: each request is recorded once, as `server_error`, and leaves the in-flight
-//! gauges.
+//! Panics in the inner body's own methods (`is_end_stream`, `size_hint`), in a body behind an
+//! error status and in the `request_labels` closure: each request is recorded once, as
+//! `server_error`, and leaves the in-flight gauges.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -267,6 +267,30 @@ fn panic_in_the_body_of_a_4xx_is_a_server_error() {
     }));
     assert!(caught.is_err());
     drop(body);
+    assert_eq!(records.outcomes(), vec![Outcome::ServerError]);
+    assert_eq!(monitor.in_flight(), 0);
+}
+
+/// A panic in the `request_labels` closure (the app's own code, which the layer's `call` runs
+/// before the request's context exists): the request is recorded once, as `server_error`, and
+/// the panic goes on to the caller.
+#[test]
+fn panic_in_request_labels_is_recorded() {
+    let records = Records::default();
+    let monitor = records.build(Monitor::builder().request_labels(
+        |_: &http::request::Parts| -> tower_stream_monitor::StreamLabels {
+            panic!("bug in the labeler")
+        },
+    ));
+    let mut service = sse_service(&monitor, || Quirky {
+        frames: 1,
+        calls: AtomicUsize::new(0),
+        panic_at: None,
+    });
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        drop(service.call(Request::new(())));
+    }));
+    assert!(caught.is_err(), "the closure's panic reaches the caller");
     assert_eq!(records.outcomes(), vec![Outcome::ServerError]);
     assert_eq!(monitor.in_flight(), 0);
 }

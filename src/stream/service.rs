@@ -125,9 +125,14 @@ where
         let labeled = match &state.recorder.settings().labeler {
             Some(labeler) => {
                 let (parts, body) = request.into_parts();
-                let labels = labeler.labels(&parts);
+                let labels = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    labeler.labels(&parts)
+                }));
                 request = Request::from_parts(parts, body);
-                labels
+                match labels {
+                    Ok(labels) => labels,
+                    Err(panic) => record_labeler_panic(state, &request, panic),
+                }
             }
             None => StreamLabels::default(),
         };
@@ -154,4 +159,32 @@ where
         });
         ResponseFuture::new(inner, tracked)
     }
+}
+
+/// A panic in the `request_labels` closure, which runs before the request's context exists:
+/// the request is recorded once (`server_error`, no labels), then the panic goes on.
+#[cold]
+#[inline(never)]
+fn record_labeler_panic<B>(
+    state: &Arc<ServiceState>,
+    request: &Request<B>,
+    panic: Box<dyn std::any::Any + Send>,
+) -> StreamLabels {
+    let mut tracked = RequestContext::start(
+        state,
+        RequestHead::of(request),
+        StreamLabels::default(),
+        None,
+    );
+    if let Some(Tracked { context, scope, .. }) = tracked.get_mut() {
+        if let Some(context) = context.take() {
+            context.finish_without_body(
+                scope,
+                crate::record::Outcome::ServerError,
+                Some(&"panic in the request_labels closure"),
+            );
+        }
+    }
+    tracked.give_back();
+    std::panic::resume_unwind(panic)
 }
