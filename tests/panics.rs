@@ -36,11 +36,32 @@ fn cx() -> Context<'static> {
 }
 
 /// An SSE body: `frames` data frames ready, then pending forever. `is_end_stream` panics from
-/// its `panic_at`-th call on (counting from 1); `None` never panics.
+/// its `end_panics_at`-th call on and `size_hint` from its `hint_panics_at`-th (counting from
+/// 1; `None`: never).
 struct Quirky {
     frames: usize,
-    calls: AtomicUsize,
-    panic_at: Option<usize>,
+    end_panics_at: Option<usize>,
+    hint_panics_at: Option<usize>,
+    ends: AtomicUsize,
+    hints: AtomicUsize,
+}
+
+impl Quirky {
+    fn new(frames: usize, end_panics_at: Option<usize>, hint_panics_at: Option<usize>) -> Self {
+        Self {
+            frames,
+            end_panics_at,
+            hint_panics_at,
+            ends: AtomicUsize::new(0),
+            hints: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// Counts a call, and says whether it is one that panics.
+fn nth_panics(calls: &AtomicUsize, panics_at: Option<usize>) -> bool {
+    let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+    panics_at.is_some_and(|at| n >= at)
 }
 
 impl Body for Quirky {
@@ -61,15 +82,20 @@ impl Body for Quirky {
     }
 
     fn is_end_stream(&self) -> bool {
-        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        if self.panic_at.is_some_and(|at| n >= at) {
+        if nth_panics(&self.ends, self.end_panics_at) {
             panic!("bug in the body's is_end_stream");
         }
         false
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
+        let mut hint = SizeHint::new();
+        if nth_panics(&self.hints, self.hint_panics_at) {
+            // As a hint built with `set_upper` below its lower bound does.
+            hint.set_lower(10);
+            hint.set_upper(5);
+        }
+        hint
     }
 }
 
@@ -108,11 +134,7 @@ where
 fn panic_in_is_end_stream_at_the_response_is_recorded() {
     let records = Records::default();
     let monitor = records.build(Monitor::builder());
-    let mut service = sse_service(&monitor, || Quirky {
-        frames: 1,
-        calls: AtomicUsize::new(0),
-        panic_at: Some(1),
-    });
+    let mut service = sse_service(&monitor, || Quirky::new(1, Some(1), None));
     let mut future = Box::pin(service.call(Request::new(())));
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let _ = future.as_mut().poll(&mut cx());
@@ -132,12 +154,7 @@ fn panic_in_is_end_stream_at_the_response_is_recorded() {
 fn panic_in_is_end_stream_after_a_frame_is_a_server_error() {
     let records = Records::default();
     let monitor = records.build(Monitor::builder());
-    let mut service = sse_service(&monitor, || Quirky {
-        frames: 3,
-        calls: AtomicUsize::new(0),
-        // 1: at the response; 2: after the first frame.
-        panic_at: Some(2),
-    });
+    let mut service = sse_service(&monitor, || Quirky::new(3, Some(2), None));
     let mut future = Box::pin(service.call(Request::new(())));
     let Poll::Ready(Ok(response)) = future.as_mut().poll(&mut cx()) else {
         panic!("ready");
@@ -164,40 +181,6 @@ async fn poll_once<T>(mut f: impl FnMut(&mut Context<'_>) -> Poll<T>) -> Poll<T>
     std::future::poll_fn(|cx| Poll::Ready(f(cx))).await
 }
 
-/// An SSE body: one frame, then pending; `size_hint` panics from its second call on (a body
-/// whose hint is built with `SizeHint::set_upper` below its lower bound does).
-struct BadHint {
-    frames: usize,
-    hints: AtomicUsize,
-}
-
-impl Body for BadHint {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        if self.frames == 0 {
-            return Poll::Pending;
-        }
-        self.frames -= 1;
-        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
-            b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n",
-        )))))
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        let mut hint = SizeHint::new();
-        if self.hints.fetch_add(1, Ordering::SeqCst) > 0 {
-            hint.set_lower(10);
-            hint.set_upper(5); // panics
-        }
-        hint
-    }
-}
-
 /// The layer's own deadline cuts an SSE stream, and the body's `size_hint` (asked then, to know
 /// whether an error event may be added) panics: the request is recorded once and leaves the
 /// in-flight gauge.
@@ -205,10 +188,7 @@ impl Body for BadHint {
 async fn panic_in_size_hint_at_the_sse_timeout_is_recorded() {
     let records = Records::default();
     let monitor = records.build(Monitor::builder().stream_timeout(ms(1000)));
-    let mut service = sse_service(&monitor, || BadHint {
-        frames: 1,
-        hints: AtomicUsize::new(0),
-    });
+    let mut service = sse_service(&monitor, || Quirky::new(1, None, Some(2)));
     let response = service.call(Request::new(())).await.unwrap();
     let mut body = Box::pin(response.into_body());
     assert!(matches!(
@@ -282,11 +262,7 @@ fn panic_in_request_labels_is_recorded() {
             panic!("bug in the labeler")
         },
     ));
-    let mut service = sse_service(&monitor, || Quirky {
-        frames: 1,
-        calls: AtomicUsize::new(0),
-        panic_at: None,
-    });
+    let mut service = sse_service(&monitor, || Quirky::new(1, None, None));
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         drop(service.call(Request::new(())));
     }));

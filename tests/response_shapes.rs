@@ -829,18 +829,30 @@ async fn file_with_headers(
     .await
 }
 
+/// What a client that sends `request` (raw, and reads until the server closes or 3 s pass)
+/// sees of the `/file.txt` of [`file_with_headers`] with `headers`, and the request's record.
+async fn file_head_case(
+    headers: &'static [(header::HeaderName, &'static str)],
+    request: &str,
+) -> (String, tower_stream_monitor::StreamRecord) {
+    let (records, _monitor, addr) = file_with_headers(headers).await;
+    let seen = raw_exchange_until_close(addr, request).await;
+    (seen, records.one().await)
+}
+
 /// The same `Content-Length` twice: hyper writes it once and frames the body by it, so the
 /// client gets the whole answer and the body is dropped at its length: `ok`.
 #[tokio::test]
 async fn equal_content_lengths_frame_the_body() {
-    let (records, _monitor, addr) = file_with_headers(&[
-        (header::CONTENT_LENGTH, "11"),
-        (header::CONTENT_LENGTH, "11"),
-    ])
+    let (seen, r) = file_head_case(
+        &[
+            (header::CONTENT_LENGTH, "11"),
+            (header::CONTENT_LENGTH, "11"),
+        ],
+        "GET /file.txt HTTP/1.1\r\nhost: x\r\n\r\n",
+    )
     .await;
-    let seen = raw(addr, "GET /file.txt HTTP/1.1\r\nhost: x\r\n\r\n").await;
     assert!(seen.ends_with("\r\n\r\nhello world"), "client saw {seen:?}");
-    let r = records.one().await;
     assert_eq!(r.outcome, Outcome::Ok, "client saw {seen:?}; {r:#?}");
 }
 
@@ -848,14 +860,15 @@ async fn equal_content_lengths_frame_the_body() {
 /// the body by its `Content-Length`, so an HTTP/1.0 client gets the whole answer: `ok`.
 #[tokio::test]
 async fn http10_ignores_chunked_and_frames_by_length() {
-    let (records, _monitor, addr) = file_with_headers(&[
-        (header::TRANSFER_ENCODING, "chunked"),
-        (header::CONTENT_LENGTH, "11"),
-    ])
+    let (seen, r) = file_head_case(
+        &[
+            (header::TRANSFER_ENCODING, "chunked"),
+            (header::CONTENT_LENGTH, "11"),
+        ],
+        "GET /file.txt HTTP/1.0\r\n\r\n",
+    )
     .await;
-    let seen = raw_exchange_until_close(addr, "GET /file.txt HTTP/1.0\r\n\r\n").await;
     assert!(seen.ends_with("\r\n\r\nhello world"), "client saw {seen:?}");
-    let r = records.one().await;
     assert_eq!(r.outcome, Outcome::Ok, "client saw {seen:?}; {r:#?}");
 }
 
@@ -863,13 +876,14 @@ async fn http10_ignores_chunked_and_frames_by_length() {
 /// response: not `ok`.
 #[tokio::test]
 async fn unequal_content_lengths_are_not_ok() {
-    let (records, _monitor, addr) = file_with_headers(&[
-        (header::CONTENT_LENGTH, "11"),
-        (header::CONTENT_LENGTH, "12"),
-    ])
+    let (seen, r) = file_head_case(
+        &[
+            (header::CONTENT_LENGTH, "11"),
+            (header::CONTENT_LENGTH, "12"),
+        ],
+        "GET /file.txt HTTP/1.1\r\nhost: x\r\n\r\n",
+    )
     .await;
-    let seen = raw(addr, "GET /file.txt HTTP/1.1\r\nhost: x\r\n\r\n").await;
-    let r = records.one().await;
     assert_ne!(r.outcome, Outcome::Ok, "client saw {seen:?}; {r:#?}");
     assert!(!seen.contains("hello world"), "client saw {seen:?}");
 }

@@ -1903,38 +1903,41 @@ async fn costly_stream() -> axum::response::Response {
         .into_response()
 }
 
-/// A user's rollback budget counts the calls the app says are that user's (the `UserId`
-/// extension its auth sets), never a client's `x-user-id`: a client naming another user
-/// spends no budget of theirs, and cannot override the user the app named.
-#[tokio::test]
-async fn a_client_header_spends_no_users_budget() {
+/// The costly stream's app with a rollback budget on alice's spend; its auth, outside the
+/// monitor layer, names `user` as the request's (`UserId`), when there is one.
+async fn budgeted_app(user: Option<&'static str>) -> (Records, std::net::SocketAddr) {
     use tower_stream_monitor::UserId;
     use tower_stream_monitor::health::Budget;
-    let authenticated = |user: &'static str| {
-        axum::middleware::from_fn(
+    let (records, monitor) = recorded(
+        Monitor::builder().budget(Budget::per_hour("alice", 0.01).user("alice").rollback()),
+    );
+    let app = Router::new()
+        .route("/v1/chat/completions", post(costly_stream))
+        .layer(monitor.layer());
+    let app = match user {
+        Some(user) => app.layer(axum::middleware::from_fn(
             move |mut request: axum::extract::Request, next: axum::middleware::Next| async move {
                 request
                     .extensions_mut()
                     .insert(UserId(std::borrow::Cow::Borrowed(user)));
                 next.run(request).await
             },
-        )
+        )),
+        None => app,
     };
-    let builder =
-        || Monitor::builder().budget(Budget::per_hour("alice", 0.01).user("alice").rollback());
+    (records, serve(app).await)
+}
 
-    // A client that says it is alice, on a route whose app names no user.
-    let (records, _monitor, addr) = monitored(
-        builder(),
-        Router::new().route("/v1/chat/completions", post(costly_stream)),
-    )
-    .await;
-    drain(
-        client()
-            .post(format!("http://{addr}/v1/chat/completions"))
-            .header("x-user-id", "alice"),
-    )
-    .await;
+/// A user's rollback budget counts the calls the app says are that user's (the `UserId`
+/// extension its auth sets), never a client's `x-user-id`: a client naming another user
+/// spends no budget of theirs, and cannot override the user the app named.
+#[tokio::test]
+async fn a_client_header_spends_no_users_budget() {
+    let chat =
+        |addr: std::net::SocketAddr| client().post(format!("http://{addr}/v1/chat/completions"));
+    // A client that says it is alice, on an app that names no user.
+    let (records, addr) = budgeted_app(None).await;
+    drain(chat(addr).header("x-user-id", "alice")).await;
     let r = records.one().await;
     assert!(r.cost.is_some(), "{r:#?}");
     assert_eq!(
@@ -1942,38 +1945,20 @@ async fn a_client_header_spends_no_users_budget() {
         Some("alice"),
         "shown as the client said"
     );
+    assert!(r.user_id_from_header);
     let (_, h) = health(addr).await;
     assert_eq!(h["rollback"], false, "{}", h["budgets"]);
 
     // The app names bob; the client says alice: bob's, and alice's budget is untouched.
-    let (records, monitor) = recorded(builder());
-    let addr = serve(
-        Router::new()
-            .route("/v1/chat/completions", post(costly_stream))
-            .layer(monitor.layer())
-            .layer(authenticated("bob")),
-    )
-    .await;
-    drain(
-        client()
-            .post(format!("http://{addr}/v1/chat/completions"))
-            .header("x-user-id", "alice"),
-    )
-    .await;
+    let (records, addr) = budgeted_app(Some("bob")).await;
+    drain(chat(addr).header("x-user-id", "alice")).await;
     assert_eq!(records.one().await.user_id.as_deref(), Some("bob"));
     let (_, h) = health(addr).await;
     assert_eq!(h["rollback"], false, "{}", h["budgets"]);
 
     // The app names alice: her budget passes, and rolls back.
-    let (records, monitor) = recorded(builder());
-    let addr = serve(
-        Router::new()
-            .route("/v1/chat/completions", post(costly_stream))
-            .layer(monitor.layer())
-            .layer(authenticated("alice")),
-    )
-    .await;
-    drain(client().post(format!("http://{addr}/v1/chat/completions"))).await;
+    let (records, addr) = budgeted_app(Some("alice")).await;
+    drain(chat(addr)).await;
     assert_eq!(records.one().await.user_id.as_deref(), Some("alice"));
     let (_, h) = health(addr).await;
     assert_eq!(h["rollback"], true, "{}", h["budgets"]);
