@@ -382,22 +382,19 @@ mod tests {
         let mut tracked = RequestContext::start_plain(&state, &request);
         let (head, ()) = http::Response::new(()).into_parts();
         let t = tracked.get_mut().unwrap();
-        crate::stream::meter::StreamMeter::start_in(
-            &mut t.meter,
-            &mut t.context,
-            &t.scope,
-            &head,
-            None,
-        );
+        let start = |t: &mut crate::stream::tracked::Tracked| {
+            crate::stream::meter::StreamMeter::start_in(
+                &mut t.meter,
+                &mut t.context,
+                &t.scope,
+                &head,
+                None,
+            )
+        };
+        start(t);
         assert!(t.context.is_none() && t.meter.is_some());
         let meter = t.meter.take();
-        crate::stream::meter::StreamMeter::start_in(
-            &mut t.meter,
-            &mut t.context,
-            &t.scope,
-            &head,
-            None,
-        );
+        start(t);
         assert!(t.meter.is_none(), "no context, no meter");
         if let Some(meter) = meter {
             meter.finish(crate::stream::meter::StreamEnd::Complete, &t.scope, None);
