@@ -77,9 +77,9 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    #[inline]
     /// `end`: the body's `is_end_stream`, asked with the response's head (under the request's
     /// panic guard).
+    #[inline]
     pub(crate) fn measured(body: B, mut tracked: TrackedBox, end: bool) -> Self {
         let spanned = tracked.get().is_some_and(|t| t.scope.has_span());
         if let Some(Tracked { meter, scope, .. }) = tracked.get_mut() {

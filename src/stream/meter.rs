@@ -28,8 +28,8 @@ use crate::record::{Outcome, StreamRecord};
 const MAX_ERROR_BODY: usize = 4096;
 
 /// The response's `Content-Type`, `Content-Encoding` (each its first value, as
-/// `HeaderMap::get` gives it) and `Content-Length` (a value of it). A response has few headers as a rule: one pass over them costs
-/// less than two hashed lookups.
+/// `HeaderMap::get` gives it) and `Content-Length` (a value of it). A response has few headers
+/// as a rule: one pass over them costs less than two hashed lookups.
 fn content_headers(headers: &HeaderMap) -> ContentHeaders<'_> {
     const FEW: usize = 6;
     if headers.len() > FEW {
