@@ -270,3 +270,79 @@ fn panic_in_request_labels_is_recorded() {
     assert_eq!(records.outcomes(), vec![Outcome::ServerError]);
     assert_eq!(monitor.in_flight(), 0);
 }
+
+/// Records kept by an `on_record` callback that then panics, as a buggy callback does.
+fn panicking_callback(records: &Records) -> Monitor {
+    let sink = records.clone();
+    Monitor::builder()
+        .on_record(move |r: &StreamRecord| {
+            sink.0.lock().unwrap().push(r.clone());
+            panic!("bug in on_record")
+        })
+        .build()
+        .unwrap()
+}
+
+/// A panicking `on_record` while the body's own panic unwinds (the request is recorded as
+/// `server_error` then): the callback's panic is contained, the process goes on (a second
+/// panic escaping a drop during unwinding aborts it) and the body's panic reaches the caller.
+#[test]
+fn panic_in_on_record_while_a_panic_unwinds_does_not_abort() {
+    struct Panics;
+    impl Body for Panics {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            panic!("bug while writing the body")
+        }
+    }
+    let records = Records::default();
+    let monitor = panicking_callback(&records);
+    let mut service = sse_service(&monitor, || Panics);
+    let mut future = Box::pin(service.call(Request::new(())));
+    let Poll::Ready(Ok(response)) = future.as_mut().poll(&mut cx()) else {
+        panic!("ready")
+    };
+    drop(future);
+    let mut body = Box::pin(response.into_body());
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = body.as_mut().poll_frame(&mut cx());
+    }));
+    let message = caught.expect_err("the body's panic reaches the caller");
+    assert_eq!(
+        message.downcast_ref::<&str>(),
+        Some(&"bug while writing the body")
+    );
+    drop(body);
+    assert_eq!(records.outcomes(), vec![Outcome::ServerError]);
+    assert_eq!(monitor.in_flight(), 0);
+}
+
+/// A panicking `on_record` at a stream's normal end: the panic reaches the caller, and the
+/// stream stays recorded once (dropping the body after it records nothing more).
+#[test]
+fn panic_in_on_record_at_the_end_records_once() {
+    let records = Records::default();
+    let monitor = panicking_callback(&records);
+    let mut service = sse_service(&monitor, || {
+        http_body_util::Full::new(Bytes::from_static(
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n",
+        ))
+    });
+    let mut future = Box::pin(service.call(Request::new(())));
+    let Poll::Ready(Ok(response)) = future.as_mut().poll(&mut cx()) else {
+        panic!("ready")
+    };
+    drop(future);
+    let mut body = Box::pin(response.into_body());
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        while let Poll::Ready(Some(_)) = body.as_mut().poll_frame(&mut cx()) {}
+    }));
+    assert!(caught.is_err(), "the callback's panic reaches the caller");
+    drop(body);
+    assert_eq!(records.outcomes(), vec![Outcome::Ok]);
+    assert_eq!(monitor.in_flight(), 0);
+}

@@ -46,9 +46,32 @@ pub(crate) const DEFAULT_MAX_ERROR_FIELD_BYTES: usize = 1024;
 /// A callback run once for every finished request, with its record.
 ///
 /// Implemented for closures `Fn(&StreamRecord)`; keep it quick, it runs on the request's task.
+/// It runs after the record is in the windows and the exposition, so a panic in it loses no
+/// count. That panic goes on to the caller (the request's task), except while another panic
+/// unwinds (a handler or body that panicked, its request recorded as `server_error` as the
+/// stack unwinds): then it is caught and dropped, as a second panic escaping there would
+/// abort the process.
 pub trait OnRecord: Send + Sync + 'static {
     /// Called once per request when it ends.
     fn on_record(&self, record: &StreamRecord);
+}
+
+/// Runs `callback` for `record`. While a panic unwinds, the callback's own panic is caught:
+/// escaping a drop during unwinding, it would abort the process (see [`OnRecord`]).
+#[inline]
+pub(crate) fn notify(callback: &dyn OnRecord, record: &StreamRecord) {
+    if std::thread::panicking() {
+        notify_unwinding(callback, record);
+    } else {
+        callback.on_record(record);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn notify_unwinding(callback: &dyn OnRecord, record: &StreamRecord) {
+    // The hook has reported the panic; what the callback did before it stays done.
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback.on_record(record)));
 }
 
 impl<F> OnRecord for F

@@ -475,7 +475,7 @@ impl Monitor {
                 facade::unrouted();
             }
             if let Some(cb) = &self.shared.config.on_record {
-                cb.on_record(record);
+                builder::notify(&**cb, record);
             }
             return;
         }
@@ -520,7 +520,7 @@ impl Monitor {
             facade::emit(record);
         }
         if let Some(cb) = &self.shared.config.on_record {
-            cb.on_record(record);
+            builder::notify(&**cb, record);
         }
         #[cfg(feature = "otlp")]
         if let Some(exporter) = &self.shared.config.otlp {
