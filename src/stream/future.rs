@@ -133,14 +133,21 @@ where
                         .and_then(|t| t.context.as_ref())
                         .and_then(|context| {
                             let after = context.recorder().settings().stream_timeout?;
-                            Some(Box::pin(tokio::time::sleep_until(context.deadline(after)?)))
+                            super::timer::sleep_until(context.deadline(after)?)
                         });
                 }
                 if let Some(sleep) = this.deadline.as_mut() {
-                    if sleep.as_mut().poll(cx).is_ready()
-                        && deadline_passed(sleep, this.tracked, cx)
-                    {
-                        return Poll::Ready(Ok(deadline_response(this.tracked)));
+                    match super::timer::poll_sleep(sleep, None, cx) {
+                        Some(Poll::Ready(())) if deadline_passed(sleep, this.tracked, cx) => {
+                            return Poll::Ready(Ok(deadline_response(this.tracked)));
+                        }
+                        Some(_) => {}
+                        // The runtime that armed it has shut down: polled again at once, the
+                        // future arms one from the current runtime.
+                        None => {
+                            **this.deadline = None;
+                            cx.waker().wake_by_ref();
+                        }
                     }
                 }
                 return Poll::Pending;
@@ -256,9 +263,10 @@ fn deadline_passed(
         context.deadline(after)
     };
     while let Some(at) = due().filter(|at| *at > sleep.deadline()) {
-        sleep.as_mut().reset(at);
-        if sleep.as_mut().poll(cx).is_pending() {
-            return false;
+        match super::timer::poll_sleep(sleep, Some(at), cx) {
+            Some(Poll::Ready(())) => {}
+            // Pending, or its runtime gone (the next poll finds that again and re-arms).
+            _ => return false,
         }
     }
     true

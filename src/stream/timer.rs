@@ -4,7 +4,9 @@
 //! request's box beside the meter (`tracked.rs`), so that the body axum and hyper move about
 //! stays small.
 
+use std::cell::Cell;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -14,6 +16,53 @@ use tokio::time::{Instant, Sleep};
 
 use crate::classify::BoxError;
 use crate::timeout::StreamTimeoutError;
+
+thread_local! {
+    /// Set on a thread where tokio had no timer to give (see [`sleep_until`]): not asked again
+    /// there, so that tokio's panic message shows once per thread, not once per request.
+    static NO_TIMER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A sleep until `at` from the current runtime's timer; `None` where there is none: outside a
+/// tokio runtime, or in one built without `enable_time`. tokio panics there; the panic is
+/// caught (its hook has printed it), the stream's limits are not enforced (README,
+/// Configuration) and a WARN event says so, once per thread.
+#[cold]
+#[inline(never)]
+pub(crate) fn sleep_until(at: Instant) -> Option<Pin<Box<Sleep>>> {
+    if NO_TIMER.get() {
+        return None;
+    }
+    match std::panic::catch_unwind(|| Box::pin(tokio::time::sleep_until(at))) {
+        Ok(sleep) => Some(sleep),
+        Err(_) => {
+            NO_TIMER.set(true);
+            tracing::warn!(
+                "stream timeout not enforced: the tokio runtime has no timer (build it with \
+                 `enable_time` or `enable_all`)"
+            );
+            None
+        }
+    }
+}
+
+/// Resets `sleep` to `at` (if some) and polls it; `None` if the runtime that armed it has
+/// shut down (a future or body polled on in another runtime), where tokio panics. The caller
+/// drops that sleep and takes one from the current runtime.
+#[inline]
+pub(crate) fn poll_sleep(
+    sleep: &mut Pin<Box<Sleep>>,
+    reset: Option<Instant>,
+    cx: &mut Context<'_>,
+) -> Option<Poll<()>> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| {
+        if let Some(at) = reset {
+            sleep.as_mut().reset(at);
+        }
+        sleep.as_mut().poll(cx)
+    }))
+    .ok()
+}
 
 /// Watches a body's deadline and idle gap, counting the time the body waits for its source,
 /// never its consumer's (README, Security): the clock is read when the body waits; after a
@@ -309,6 +358,17 @@ impl StreamTimer {
         }
     }
 
+    /// No timer to keep the limits with (see [`sleep_until`]): the body goes on without them,
+    /// its consumer's time still counted.
+    #[cold]
+    fn no_timer(&mut self) -> Poll<StreamTimeoutError> {
+        self.sleep = None;
+        self.armed_at = None;
+        self.deadline_at = None;
+        self.idle = None;
+        Poll::Pending
+    }
+
     /// Ready with the error once a limit has passed; else pending, with the sleep armed at the
     /// nearer limit (reset if it fired early) and polled, so that it wakes this task.
     #[cold]
@@ -321,25 +381,38 @@ impl StreamTimer {
             let Some(next) = self.next_deadline() else {
                 return Poll::Pending;
             };
-            let sleep = self
-                .sleep
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(next)));
-            if self.armed_at != Some(next) {
-                sleep.as_mut().reset(next);
-                self.armed_at = Some(next);
-            }
+            let (sleep, fresh) = match self.sleep.as_mut() {
+                Some(sleep) => (sleep, false),
+                None => match sleep_until(next) {
+                    Some(sleep) => {
+                        self.armed_at = Some(next);
+                        (self.sleep.insert(sleep), true)
+                    }
+                    None => return self.no_timer(),
+                },
+            };
+            let reset = (self.armed_at != Some(next)).then_some(next);
+            self.armed_at = Some(next);
             // Registered only if the task had budget left (see the type's docs).
             let budget = tokio::task::coop::has_budget_remaining();
             self.registered = None;
-            if sleep.as_mut().poll(cx).is_pending() {
-                if budget {
-                    self.registered = Some(cx.waker().clone());
+            match poll_sleep(sleep, reset, cx) {
+                Some(Poll::Pending) => {
+                    if budget {
+                        self.registered = Some(cx.waker().clone());
+                    }
+                    return Poll::Pending;
                 }
-                return Poll::Pending;
+                // Fired: a limit passed (the loop's check says which), or moved on since it
+                // was armed (the loop resets it).
+                Some(Poll::Ready(())) => self.armed_at = None,
+                // Its runtime is gone: the loop takes a sleep from the current one, once.
+                None if !fresh => {
+                    self.sleep = None;
+                    self.armed_at = None;
+                }
+                None => return self.no_timer(),
             }
-            // Fired: a limit passed (the loop's check says which), or moved on since it was
-            // armed (the loop resets it).
-            self.armed_at = None;
         }
     }
 }
