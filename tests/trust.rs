@@ -1823,6 +1823,61 @@ async fn an_upload_cut_short_by_its_client_is_not_a_stream_error() {
     assert_ne!(health["status"], "critical", "{health:#}");
 }
 
+/// An upload the client holds, cut by tower-http's `RequestBodyTimeoutLayer` before the
+/// monitor (as README, Security advises for bodies the layer cannot watch), its error relayed
+/// by a body fed by the upload: the client's doing (`client_error`), not the upstream's
+/// `timeout`, and `/health` does not move.
+#[tokio::test]
+async fn an_upload_held_past_a_request_body_timeout_is_not_an_upstream_timeout() {
+    use futures_util::TryStreamExt as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let records = Records::default();
+    let monitor = records
+        .attach(Monitor::builder().min_samples(5))
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/v1/transcribe",
+            post(|body: axum::body::Body| async move {
+                let events = body.into_data_stream().map_ok(|piece| {
+                    bytes::Bytes::from(format!("data: {{\"bytes\":{}}}\n\n", piece.len()))
+                });
+                (
+                    [(header::CONTENT_TYPE, "text/event-stream")],
+                    axum::body::Body::from_stream(events),
+                )
+            }),
+        )
+        .layer(monitor.layer())
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            Duration::from_millis(100),
+        ));
+    let addr = serve(app).await;
+    let mut sockets = Vec::new();
+    for _ in 0..5 {
+        let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        socket
+            .write_all(
+                b"POST /v1/transcribe HTTP/1.1\r\nhost: x\r\ncontent-type: application/octet-stream\r\ncontent-length: 100\r\n\r\nfirst part",
+            )
+            .await
+            .unwrap();
+        // The client holds the other 90 bytes: its connection stays open, nothing more comes.
+        let mut answer = vec![0; 1024];
+        let _ = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut answer)).await;
+        sockets.push(socket);
+    }
+    let got = records.wait_for(5).await;
+    let outcomes: Vec<_> = got.iter().map(|r| r.outcome).collect();
+    assert!(
+        outcomes.iter().all(|o| *o == Outcome::ClientError),
+        "{outcomes:?}"
+    );
+    let (_, health) = health(addr).await;
+    assert_ne!(health["status"], "critical", "{health:#}");
+}
+
 /// A body the client sent whole with its headers, read late by a handler that first waited on
 /// something of the server's own (a semaphore for an upstream slot): that wait is the
 /// server's, and the deadline counts from the call.

@@ -233,18 +233,22 @@ impl RequestHints {
     /// `outcome` of a response body that failed, or `client_error` when the request body had
     /// failed as the handler read it before (a client that gave up its upload, or broke it): a
     /// body fed by the upload fails with it, the client's doing (README, Security). Only a
-    /// body's failure (a `stream_error`) is judged so: a status, a timeout, a panic (a
-    /// `server_error`, which a handler's code is to blame for) or a service error stays what
-    /// it is.
+    /// body's failure (a `stream_error`) is judged so: a status, a panic (a `server_error`,
+    /// which a handler's code is to blame for) or a service error stays what it is. A body's
+    /// timeout is judged where its error is known (`MeasuredBody`): an inner one after a failed
+    /// upload is the client's, this layer's own by whether the client was awaited.
     #[inline]
     pub(crate) fn judge(&self, outcome: Outcome) -> Outcome {
-        let broken = outcome == Outcome::StreamError
-            && self.body.as_ref().is_some_and(RequestBodyWatch::failed);
-        if broken {
+        if outcome == Outcome::StreamError && self.upload_failed() {
             Outcome::ClientError
         } else {
             outcome
         }
+    }
+
+    /// Whether the request's body failed as the handler read it.
+    pub(crate) fn upload_failed(&self) -> bool {
+        self.body.as_ref().is_some_and(RequestBodyWatch::failed)
     }
 
     /// Whether the handler waits for the client's body (see
