@@ -45,14 +45,34 @@ pub fn classify_stream_error(kind: StreamErrorKind) -> Outcome {
 }
 
 /// The outcome of an error returned by the inner service: `Timeout` when it is (or wraps)
-/// tower's `Elapsed`, tower-http's `TimeoutError` or this crate's [`StreamTimeoutError`];
-/// otherwise `ServerError`.
+/// a timeout [`is_timeout`] knows (tower's `Elapsed`, tower-http's `TimeoutError`, this
+/// crate's [`StreamTimeoutError`], an `io::Error` of kind `TimedOut`); otherwise
+/// `ServerError`.
 ///
 /// It takes `&dyn Any` so that any `'static` error type can be inspected without bounds on it:
-/// a [`BoxError`] is looked into, other types are matched directly.
+/// a [`BoxError`] (or a `Box<dyn Error>`) and an `io::Error` are looked into, down their source
+/// chain; other types are matched directly.
+///
+/// ```
+/// use tower_stream_monitor::{Outcome, classify::classify_service_error};
+/// let timed_out = std::io::Error::new(std::io::ErrorKind::TimedOut, "upstream");
+/// assert_eq!(classify_service_error(&timed_out), Outcome::Timeout);
+/// let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+/// assert_eq!(classify_service_error(&refused), Outcome::ServerError);
+/// ```
 pub fn classify_service_error(error: &(dyn Any + 'static)) -> Outcome {
-    if let Some(boxed) = error.downcast_ref::<BoxError>() {
-        return if is_timeout(boxed.as_ref()) {
+    let chain: Option<&(dyn StdError + 'static)> =
+        if let Some(boxed) = error.downcast_ref::<BoxError>() {
+            Some(boxed.as_ref())
+        } else if let Some(boxed) = error.downcast_ref::<Box<dyn StdError>>() {
+            Some(boxed.as_ref())
+        } else if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            Some(io)
+        } else {
+            None
+        };
+    if let Some(chain) = chain {
+        return if is_timeout(chain) {
             Outcome::Timeout
         } else {
             Outcome::ServerError
@@ -192,6 +212,12 @@ mod tests {
             classify_service_error(&tower::timeout::error::Elapsed::new()),
             Outcome::Timeout
         );
+        // Unboxed and non-`Send` errors are looked into too, down their source chain.
+        let wrapped = std::io::Error::other(tower::timeout::error::Elapsed::new());
+        assert_eq!(classify_service_error(&wrapped), Outcome::Timeout);
+        let local: Box<dyn std::error::Error> =
+            Box::new(std::io::Error::from(std::io::ErrorKind::TimedOut));
+        assert_eq!(classify_service_error(&local), Outcome::Timeout);
     }
 
     #[test]
