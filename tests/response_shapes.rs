@@ -940,3 +940,53 @@ async fn body_of_known_size_sent_whole_is_ok() {
         assert_eq!(monitor.in_flight(), 0);
     }
 }
+
+/// An SSE body longer than the `Content-Length` its handler announced (a wrong length copied
+/// from elsewhere): hyper sends the announced bytes only, and the record counts what the
+/// client got: the first event's token, not the second's, which never left the server.
+#[tokio::test]
+async fn bytes_past_the_announced_length_are_not_counted() {
+    const FIRST: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"one\"}}]}\n\n";
+    const REST: &str =
+        "data: {\"choices\":[{\"delta\":{\"content\":\"two\"}}]}\n\ndata: [DONE]\n\n";
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder(),
+        Router::new().route(
+            "/v1/chat/completions",
+            get(|| async {
+                (
+                    StreamLabels::new("openai"),
+                    [
+                        (
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("text/event-stream"),
+                        ),
+                        (header::CONTENT_LENGTH, HeaderValue::from(FIRST.len())),
+                    ],
+                    // One frame holding both events, then one past the length altogether.
+                    chunks(&[
+                        concat!(
+                            "data: {\"choices\":[{\"delta\":{\"content\":\"one\"}}]}\n\n",
+                            "data: {\"choices\":[{\"delta\":{\"content\":\"two\"}}]}\n\n"
+                        ),
+                        "data: [DONE]\n\n",
+                    ]),
+                )
+            }),
+        ),
+    )
+    .await;
+    let body = client()
+        .get(format!("http://{addr}/v1/chat/completions"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body, FIRST, "hyper sends the announced bytes only");
+    assert!(REST.starts_with("data: {"));
+    let r = records.one().await;
+    assert_eq!(r.output_tokens, 1, "{r:#?}");
+    assert_eq!(r.bytes, FIRST.len() as u64, "{r:#?}");
+}

@@ -338,6 +338,10 @@ impl StreamMeter {
             return None;
         }
         self.bytes += len as u64;
+        // `u64::MAX` when no length was announced: one comparison for other bodies.
+        if self.bytes > self.announced {
+            return self.on_data_past_announced(data, len, scope, timer);
+        }
         if let Some(kept) = self.error_body.as_mut() {
             // A failed response: keep its start to read the upstream's error from.
             let room = MAX_ERROR_BODY
@@ -375,6 +379,31 @@ impl StreamMeter {
             now = Some(t);
         }
         now
+    }
+
+    /// A frame of `len` bytes took the body past its announced length: hyper sends up to that
+    /// length and no further, so only the frame's bytes within it are counted and parsed (what
+    /// the client got).
+    #[cold]
+    #[inline(never)]
+    fn on_data_past_announced<D: Buf + From<Bytes>>(
+        &mut self,
+        data: &mut D,
+        len: usize,
+        scope: &RequestScope,
+        timer: Option<&StreamTimer>,
+    ) -> Option<Instant> {
+        let past = self.bytes - self.announced;
+        // Counted again below, up to the length.
+        self.bytes -= len as u64;
+        let within = len.saturating_sub(usize::try_from(past).unwrap_or(usize::MAX));
+        if within == 0 {
+            return None;
+        }
+        // Without a copy for `Bytes`; the frame handed on stays whole.
+        let whole = data.copy_to_bytes(len);
+        *data = D::from(whole.clone());
+        self.on_data(&mut D::from(whole.slice(..within)), scope, timer)
     }
 
     /// Whether the body is timed as a stream: parsed, to be sniffed from its first bytes, or on
