@@ -185,9 +185,14 @@ static PADDED_BOUNDS: [Padded; METRICS.len()] = {
 /// which is `bounds.partition_point(|b| *b < value)` for bounds that strictly increase (checked
 /// when compiling, as is their count, at most [`names::MAX_BUCKETS`]), padded (see [`Padded`]).
 /// A NaN, below no bound, lands in the first bucket. Five halving steps of fixed sizes, which
-/// the compiler unrolls.
+/// the compiler unrolls; a value in the first bucket (a quick answer's duration) is found by
+/// one comparison first.
 #[inline(always)]
 fn bucket(bounds: &Padded, value: f64) -> usize {
+    // Not below the first bound, or a NaN (incomparable).
+    if bounds[0].partial_cmp(&value) != Some(std::cmp::Ordering::Less) {
+        return 0;
+    }
     let mut below = 0;
     // Steps of 16, 8, 4, 2, 1: together they reach every count up to `MAX_BUCKETS`.
     let mut step = PADDED / 2;
