@@ -1878,6 +1878,98 @@ async fn an_upload_held_past_a_request_body_timeout_is_not_an_upstream_timeout()
     assert_ne!(health["status"], "critical", "{health:#}");
 }
 
+/// An app's own timeout inside the monitor (tower-http's `TimeoutLayer`, answering 408, and
+/// tower's, failing the service with `Elapsed`) that passes while the handler waits for a
+/// client's held upload: the client's doing (`client_error`), as this layer's own deadline
+/// judges it; `/health` does not move. The same timeout passing while the handler waits on
+/// something of the server's own stays a `timeout`.
+#[tokio::test]
+async fn an_inner_timeout_while_the_handler_waits_for_the_upload_is_the_clients() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let records = Records::default();
+    let monitor = records
+        .attach(Monitor::builder().min_samples(5))
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/v1/408",
+            post(|body: String| async move { body.len().to_string() }).layer(
+                tower_http::timeout::TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    Duration::from_millis(100),
+                ),
+            ),
+        )
+        .route(
+            "/v1/elapsed",
+            post(|body: String| async move { body.len().to_string() }).layer(
+                tower::ServiceBuilder::new()
+                    .layer(axum::error_handling::HandleErrorLayer::new(
+                        |_: tower::BoxError| async { StatusCode::GATEWAY_TIMEOUT },
+                    ))
+                    .layer(tower::timeout::TimeoutLayer::new(Duration::from_millis(
+                        100,
+                    ))),
+            ),
+        )
+        .route(
+            "/v1/slow",
+            post(|body: String| async move {
+                // The server's own wait, the whole body in hand.
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                body.len().to_string()
+            })
+            .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                Duration::from_millis(100),
+            )),
+        )
+        .layer(monitor.layer());
+    let addr = serve(app).await;
+    let mut sockets = Vec::new();
+    for path in [
+        "/v1/408",
+        "/v1/elapsed",
+        "/v1/408",
+        "/v1/elapsed",
+        "/v1/408",
+    ] {
+        let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: text/plain\r\ncontent-length: 100\r\n\r\nfirst part"
+        );
+        socket.write_all(head.as_bytes()).await.unwrap();
+        // The client holds the other 90 bytes.
+        let mut answer = vec![0; 1024];
+        let n = socket.read(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+        assert!(
+            answer.starts_with("HTTP/1.1 408") || answer.starts_with("HTTP/1.1 504"),
+            "{answer}"
+        );
+        sockets.push(socket);
+    }
+    let got = records.wait_for(5).await;
+    let outcomes: Vec<_> = got.iter().map(|r| r.outcome).collect();
+    assert!(
+        outcomes.iter().all(|o| *o == Outcome::ClientError),
+        "{outcomes:?}"
+    );
+    let (_, health) = health(addr).await;
+    assert_ne!(health["status"], "critical", "{health:#}");
+    // The whole body sent: the timeout is the server's.
+    let res = client()
+        .post(format!("http://{addr}/v1/slow"))
+        .body("all of it")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::REQUEST_TIMEOUT);
+    let got = records.wait_for(6).await;
+    assert_eq!(got[5].outcome, Outcome::Timeout, "{:#?}", got[5]);
+}
+
 /// A body the client sent whole with its headers, read late by a handler that first waited on
 /// something of the server's own (a semaphore for an upstream slot): that wait is the
 /// server's, and the deadline counts from the call.

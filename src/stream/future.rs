@@ -217,6 +217,7 @@ where
             Err(error) => {
                 let outcome = classify_service_error(&error as &dyn Any);
                 if let Some(context) = tracked.context.take() {
+                    let outcome = context.hints.judge_timeout(outcome);
                     context.finish_without_body(&tracked.scope, outcome, Some(&error));
                 }
                 boxed.give_back();

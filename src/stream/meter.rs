@@ -611,7 +611,7 @@ impl StreamMeter {
         let (outcome, error) = match end {
             // A panic (or another server fault) in the body: the server's, whatever the status.
             StreamEnd::Failed(Outcome::ServerError, error) => (Outcome::ServerError, Some(error)),
-            _ if by_status != Outcome::Ok => (by_status, None),
+            _ if by_status != Outcome::Ok => (self.hints.judge_timeout(by_status), None),
             StreamEnd::Failed(outcome, error) => (self.hints.judge(outcome), Some(error)),
             StreamEnd::Complete => (in_stream.unwrap_or(Outcome::Ok), None),
             StreamEnd::Dropped => (in_stream.unwrap_or(Outcome::Cancelled), None),

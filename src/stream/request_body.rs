@@ -32,6 +32,9 @@ const WAITING: u8 = 2;
 const WOKEN: u8 = 4;
 /// The body ended with an error (the client gave up its upload, or broke it).
 const FAILED: u8 = 8;
+/// The body was dropped while the handler waited for it (a timeout of the app's, inside the
+/// monitor, that dropped the handler as it waited for the client's bytes).
+const LEFT_WAITING: u8 = 16;
 
 /// What the body watcher has seen of a request's body, shared with the request's context.
 #[derive(Debug, Clone, Default)]
@@ -125,6 +128,12 @@ impl RequestBodyWatch {
     /// data come but unread, is not waiting for the client), the body still held.
     pub(crate) fn waiting_for_client(&self) -> bool {
         self.0.flags.load(Ordering::Relaxed) & (WAITING | WOKEN) == WAITING
+    }
+
+    /// Whether the body was dropped while the handler waited for the client's bytes (see
+    /// [`waiting_for_client`](Self::waiting_for_client)).
+    pub(crate) fn left_waiting_for_client(&self) -> bool {
+        self.0.flags.load(Ordering::Relaxed) & LEFT_WAITING != 0
     }
 
     /// Since when the handler waits for the client (see
@@ -251,6 +260,25 @@ impl RequestHints {
         self.body.as_ref().is_some_and(RequestBodyWatch::failed)
     }
 
+    /// `outcome` of a status or a service error, or `client_error` for a timeout (a 408, a
+    /// 504, an inner timeout error) that came while the handler waited for the client's bytes,
+    /// nothing come since, or once it dropped the body as it waited: an app's own timeout
+    /// inside the monitor that ran out on a held upload, judged as this layer's own deadline
+    /// is (README, Security).
+    #[inline]
+    pub(crate) fn judge_timeout(&self, outcome: Outcome) -> Outcome {
+        let client = || {
+            self.body
+                .as_ref()
+                .is_some_and(|b| b.waiting_for_client() || b.left_waiting_for_client())
+        };
+        if outcome == Outcome::Timeout && client() {
+            Outcome::ClientError
+        } else {
+            outcome
+        }
+    }
+
     /// Whether the handler waits for the client's body (see
     /// [`RequestBodyWatch::waiting_for_client`]).
     pub(crate) fn waiting_for_client(&self) -> bool {
@@ -366,7 +394,7 @@ mod axum_body {
     use http_body::{Body, Frame, SizeHint};
     use pin_project_lite::pin_project;
 
-    use super::{ASKED, FAILED, RequestBodyWatch, StreamFlagScanner, WAITING, WOKEN};
+    use super::{ASKED, FAILED, LEFT_WAITING, RequestBodyWatch, StreamFlagScanner, WAITING, WOKEN};
 
     pin_project! {
         /// A request body passed through untouched while it is watched.
@@ -380,7 +408,11 @@ mod axum_body {
 
         impl PinnedDrop for WatchedBody {
             fn drop(this: Pin<&mut Self>) {
-                // A handler that dropped the body no longer waits for it.
+                // A handler that dropped the body no longer waits for it; that it was waiting
+                // is kept, for a timeout that dropped it there (`judge_timeout`).
+                if this.watch.waiting_for_client() {
+                    this.watch.set(LEFT_WAITING);
+                }
                 this.watch.clear(WAITING);
             }
         }
