@@ -214,28 +214,27 @@ async fn panic_in_size_hint_at_the_sse_timeout_is_recorded() {
     );
 }
 
-/// A handler's body panics after a 404 (an "unknown model" answer streamed): README, Outcomes
-/// has a panic as `server_error`, and `client_error` never counts in the error rate.
-#[test]
-fn panic_in_the_body_of_a_4xx_is_a_server_error() {
-    struct Panics;
-    impl Body for Panics {
-        type Data = Bytes;
-        type Error = Infallible;
-        fn poll_frame(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-            panic!("bug while writing the error body")
-        }
+/// A body whose every poll panics with its message.
+struct Panics(&'static str);
+
+impl Body for Panics {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        panic!("{}", self.0)
     }
-    let records = Records::default();
-    let monitor = records.build(Monitor::builder());
-    let mut service = monitor.layer().layer(tower::service_fn(|_: Request<()>| {
-        let mut response = Response::new(Panics);
-        *response.status_mut() = http::StatusCode::NOT_FOUND;
-        std::future::ready(Ok::<_, Infallible>(response))
-    }));
+}
+
+/// Calls `service`, takes its response (ready at once) and reads the body until it ends,
+/// catching the panic that comes of it: returns its message.
+fn panic_of_the_body<S, B>(mut service: S) -> String
+where
+    S: Service<Request<()>, Response = Response<B>, Error = Infallible>,
+    B: Body,
+{
     let mut future = Box::pin(service.call(Request::new(())));
     let Poll::Ready(Ok(response)) = future.as_mut().poll(&mut cx()) else {
         panic!("ready")
@@ -243,10 +242,30 @@ fn panic_in_the_body_of_a_4xx_is_a_server_error() {
     drop(future);
     let mut body = Box::pin(response.into_body());
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let _ = body.as_mut().poll_frame(&mut cx());
+        while let Poll::Ready(Some(_)) = body.as_mut().poll_frame(&mut cx()) {}
     }));
-    assert!(caught.is_err());
-    drop(body);
+    let panic = caught.expect_err("the panic reaches the caller");
+    match panic.downcast_ref::<&str>() {
+        Some(message) => message.to_string(),
+        None => panic.downcast_ref::<String>().cloned().unwrap_or_default(),
+    }
+}
+
+/// A handler's body panics after a 404 (an "unknown model" answer streamed): README, Outcomes
+/// has a panic as `server_error`, and `client_error` never counts in the error rate.
+#[test]
+fn panic_in_the_body_of_a_4xx_is_a_server_error() {
+    let records = Records::default();
+    let monitor = records.build(Monitor::builder());
+    let service = monitor.layer().layer(tower::service_fn(|_: Request<()>| {
+        let mut response = Response::new(Panics("bug while writing the error body"));
+        *response.status_mut() = http::StatusCode::NOT_FOUND;
+        std::future::ready(Ok::<_, Infallible>(response))
+    }));
+    assert_eq!(
+        panic_of_the_body(service),
+        "bug while writing the error body"
+    );
     assert_eq!(records.outcomes(), vec![Outcome::ServerError]);
     assert_eq!(monitor.in_flight(), 0);
 }
@@ -288,35 +307,10 @@ fn panicking_callback(records: &Records) -> Monitor {
 /// panic escaping a drop during unwinding aborts it) and the body's panic reaches the caller.
 #[test]
 fn panic_in_on_record_while_a_panic_unwinds_does_not_abort() {
-    struct Panics;
-    impl Body for Panics {
-        type Data = Bytes;
-        type Error = Infallible;
-        fn poll_frame(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-            panic!("bug while writing the body")
-        }
-    }
     let records = Records::default();
     let monitor = panicking_callback(&records);
-    let mut service = sse_service(&monitor, || Panics);
-    let mut future = Box::pin(service.call(Request::new(())));
-    let Poll::Ready(Ok(response)) = future.as_mut().poll(&mut cx()) else {
-        panic!("ready")
-    };
-    drop(future);
-    let mut body = Box::pin(response.into_body());
-    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let _ = body.as_mut().poll_frame(&mut cx());
-    }));
-    let message = caught.expect_err("the body's panic reaches the caller");
-    assert_eq!(
-        message.downcast_ref::<&str>(),
-        Some(&"bug while writing the body")
-    );
-    drop(body);
+    let service = sse_service(&monitor, || Panics("bug while writing the body"));
+    assert_eq!(panic_of_the_body(service), "bug while writing the body");
     assert_eq!(records.outcomes(), vec![Outcome::ServerError]);
     assert_eq!(monitor.in_flight(), 0);
 }
@@ -327,22 +321,12 @@ fn panic_in_on_record_while_a_panic_unwinds_does_not_abort() {
 fn panic_in_on_record_at_the_end_records_once() {
     let records = Records::default();
     let monitor = panicking_callback(&records);
-    let mut service = sse_service(&monitor, || {
+    let service = sse_service(&monitor, || {
         http_body_util::Full::new(Bytes::from_static(
             b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n",
         ))
     });
-    let mut future = Box::pin(service.call(Request::new(())));
-    let Poll::Ready(Ok(response)) = future.as_mut().poll(&mut cx()) else {
-        panic!("ready")
-    };
-    drop(future);
-    let mut body = Box::pin(response.into_body());
-    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        while let Poll::Ready(Some(_)) = body.as_mut().poll_frame(&mut cx()) {}
-    }));
-    assert!(caught.is_err(), "the callback's panic reaches the caller");
-    drop(body);
+    assert_eq!(panic_of_the_body(service), "bug in on_record");
     assert_eq!(records.outcomes(), vec![Outcome::Ok]);
     assert_eq!(monitor.in_flight(), 0);
 }

@@ -947,8 +947,6 @@ async fn body_of_known_size_sent_whole_is_ok() {
 #[tokio::test]
 async fn bytes_past_the_announced_length_are_not_counted() {
     const FIRST: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"one\"}}]}\n\n";
-    const REST: &str =
-        "data: {\"choices\":[{\"delta\":{\"content\":\"two\"}}]}\n\ndata: [DONE]\n\n";
     let (records, _monitor, addr) = monitored(
         Monitor::builder(),
         Router::new().route(
@@ -985,7 +983,6 @@ async fn bytes_past_the_announced_length_are_not_counted() {
         .await
         .unwrap();
     assert_eq!(body, FIRST, "hyper sends the announced bytes only");
-    assert!(REST.starts_with("data: {"));
     let r = records.one().await;
     assert_eq!(r.output_tokens, 1, "{r:#?}");
     assert_eq!(r.bytes, FIRST.len() as u64, "{r:#?}");

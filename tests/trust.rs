@@ -1777,44 +1777,52 @@ async fn a_slow_upload_neither_times_the_upstream_out_nor_slows_its_tokens() {
     assert!(slow.duration > fast.duration + Duration::from_secs(9));
 }
 
-/// An upload the client gives up halfway, streamed back by the handler: the body's error is
-/// the client's doing (`client_error`), never a `stream_error` that moves `/health`.
-#[tokio::test]
-async fn an_upload_cut_short_by_its_client_is_not_a_stream_error() {
+/// The upload streamed back as SSE events, one per piece the handler reads: a response body
+/// fed by the request's.
+fn upload_echo() -> axum::routing::MethodRouter {
     use futures_util::TryStreamExt as _;
+    post(|body: axum::body::Body| async move {
+        let events = body
+            .into_data_stream()
+            .map_ok(|piece| bytes::Bytes::from(format!("data: {{\"bytes\":{}}}\n\n", piece.len())));
+        (
+            [(header::CONTENT_TYPE, "text/event-stream")],
+            axum::body::Body::from_stream(events),
+        )
+    })
+}
+
+/// `POST path` over a new connection, announcing 100 bytes and sending 10. `give_up`: the
+/// client then shuts its side (the upload broken); else it holds the other 90, its connection
+/// open. Returns the connection (hold it to keep the upload held) and what the server answered
+/// first.
+async fn partial_upload(
+    addr: std::net::SocketAddr,
+    path: &str,
+    give_up: bool,
+) -> (tokio::net::TcpStream, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (records, _monitor, addr) = monitored(
-        Monitor::builder().min_samples(5),
-        Router::new().route(
-            "/v1/transcribe",
-            post(|body: axum::body::Body| async move {
-                let events = body.into_data_stream().map_ok(|piece| {
-                    bytes::Bytes::from(format!("data: {{\"bytes\":{}}}\n\n", piece.len()))
-                });
-                (
-                    [(header::CONTENT_TYPE, "text/event-stream")],
-                    axum::body::Body::from_stream(events),
-                )
-            }),
-        ),
-    )
-    .await;
-    for _ in 0..5 {
-        let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
-        socket
-            .write_all(
-                b"POST /v1/transcribe HTTP/1.1\r\nhost: x\r\ncontent-type: application/octet-stream\r\ncontent-length: 100\r\n\r\nfirst part",
-            )
-            .await
-            .unwrap();
-        // The client gives its upload up: 10 of the 100 bytes it announced.
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: text/plain\r\ncontent-length: 100\r\n\r\nfirst part"
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    if give_up {
         socket.shutdown().await.unwrap();
-        let mut answer = Vec::new();
-        let _ =
-            tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer)).await;
     }
-    let got = records.wait_for(5).await;
-    let outcomes: Vec<_> = got.iter().map(|r| r.outcome).collect();
+    let mut answer = vec![0; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut answer))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(0);
+    (socket, String::from_utf8_lossy(&answer[..n]).into_owned())
+}
+
+/// The first `n` records are all the client's (`client_error`), and `/health` did not move.
+async fn all_the_clients(records: &Records, n: usize, addr: std::net::SocketAddr) {
+    let got = records.wait_for(n).await;
+    let outcomes: Vec<_> = got.iter().take(n).map(|r| r.outcome).collect();
     assert!(
         outcomes.iter().all(|o| *o == Outcome::ClientError),
         "{outcomes:?}"
@@ -1823,59 +1831,40 @@ async fn an_upload_cut_short_by_its_client_is_not_a_stream_error() {
     assert_ne!(health["status"], "critical", "{health:#}");
 }
 
+/// An upload the client gives up halfway, streamed back by the handler: the body's error is
+/// the client's doing (`client_error`), never a `stream_error` that moves `/health`.
+#[tokio::test]
+async fn an_upload_cut_short_by_its_client_is_not_a_stream_error() {
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder().min_samples(5),
+        Router::new().route("/v1/transcribe", upload_echo()),
+    )
+    .await;
+    for _ in 0..5 {
+        partial_upload(addr, "/v1/transcribe", true).await;
+    }
+    all_the_clients(&records, 5, addr).await;
+}
+
 /// An upload the client holds, cut by tower-http's `RequestBodyTimeoutLayer` before the
 /// monitor (as README, Security advises for bodies the layer cannot watch), its error relayed
 /// by a body fed by the upload: the client's doing (`client_error`), not the upstream's
 /// `timeout`, and `/health` does not move.
 #[tokio::test]
 async fn an_upload_held_past_a_request_body_timeout_is_not_an_upstream_timeout() {
-    use futures_util::TryStreamExt as _;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let records = Records::default();
-    let monitor = records
-        .attach(Monitor::builder().min_samples(5))
-        .build()
-        .unwrap();
+    let (records, monitor) = recorded(Monitor::builder().min_samples(5));
     let app = Router::new()
-        .route(
-            "/v1/transcribe",
-            post(|body: axum::body::Body| async move {
-                let events = body.into_data_stream().map_ok(|piece| {
-                    bytes::Bytes::from(format!("data: {{\"bytes\":{}}}\n\n", piece.len()))
-                });
-                (
-                    [(header::CONTENT_TYPE, "text/event-stream")],
-                    axum::body::Body::from_stream(events),
-                )
-            }),
-        )
+        .route("/v1/transcribe", upload_echo())
         .layer(monitor.layer())
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             Duration::from_millis(100),
         ));
     let addr = serve(app).await;
-    let mut sockets = Vec::new();
+    let mut held = Vec::new();
     for _ in 0..5 {
-        let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
-        socket
-            .write_all(
-                b"POST /v1/transcribe HTTP/1.1\r\nhost: x\r\ncontent-type: application/octet-stream\r\ncontent-length: 100\r\n\r\nfirst part",
-            )
-            .await
-            .unwrap();
-        // The client holds the other 90 bytes: its connection stays open, nothing more comes.
-        let mut answer = vec![0; 1024];
-        let _ = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut answer)).await;
-        sockets.push(socket);
+        held.push(partial_upload(addr, "/v1/transcribe", false).await);
     }
-    let got = records.wait_for(5).await;
-    let outcomes: Vec<_> = got.iter().map(|r| r.outcome).collect();
-    assert!(
-        outcomes.iter().all(|o| *o == Outcome::ClientError),
-        "{outcomes:?}"
-    );
-    let (_, health) = health(addr).await;
-    assert_ne!(health["status"], "critical", "{health:#}");
+    all_the_clients(&records, 5, addr).await;
 }
 
 /// An app's own timeout inside the monitor (tower-http's `TimeoutLayer`, answering 408, and
@@ -1885,21 +1874,17 @@ async fn an_upload_held_past_a_request_body_timeout_is_not_an_upstream_timeout()
 /// something of the server's own stays a `timeout`.
 #[tokio::test]
 async fn an_inner_timeout_while_the_handler_waits_for_the_upload_is_the_clients() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let records = Records::default();
-    let monitor = records
-        .attach(Monitor::builder().min_samples(5))
-        .build()
-        .unwrap();
+    let (records, monitor) = recorded(Monitor::builder().min_samples(5));
+    let http_408 = || {
+        tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_millis(100),
+        )
+    };
     let app = Router::new()
         .route(
             "/v1/408",
-            post(|body: String| async move { body.len().to_string() }).layer(
-                tower_http::timeout::TimeoutLayer::with_status_code(
-                    StatusCode::REQUEST_TIMEOUT,
-                    Duration::from_millis(100),
-                ),
-            ),
+            post(|body: String| async move { body.len().to_string() }).layer(http_408()),
         )
         .route(
             "/v1/elapsed",
@@ -1920,14 +1905,11 @@ async fn an_inner_timeout_while_the_handler_waits_for_the_upload_is_the_clients(
                 tokio::time::sleep(Duration::from_secs(10)).await;
                 body.len().to_string()
             })
-            .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-                StatusCode::REQUEST_TIMEOUT,
-                Duration::from_millis(100),
-            )),
+            .layer(http_408()),
         )
         .layer(monitor.layer());
     let addr = serve(app).await;
-    let mut sockets = Vec::new();
+    let mut held = Vec::new();
     for path in [
         "/v1/408",
         "/v1/elapsed",
@@ -1935,29 +1917,14 @@ async fn an_inner_timeout_while_the_handler_waits_for_the_upload_is_the_clients(
         "/v1/elapsed",
         "/v1/408",
     ] {
-        let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: text/plain\r\ncontent-length: 100\r\n\r\nfirst part"
-        );
-        socket.write_all(head.as_bytes()).await.unwrap();
-        // The client holds the other 90 bytes.
-        let mut answer = vec![0; 1024];
-        let n = socket.read(&mut answer).await.unwrap();
-        let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+        let (socket, answer) = partial_upload(addr, path, false).await;
         assert!(
             answer.starts_with("HTTP/1.1 408") || answer.starts_with("HTTP/1.1 504"),
             "{answer}"
         );
-        sockets.push(socket);
+        held.push(socket);
     }
-    let got = records.wait_for(5).await;
-    let outcomes: Vec<_> = got.iter().map(|r| r.outcome).collect();
-    assert!(
-        outcomes.iter().all(|o| *o == Outcome::ClientError),
-        "{outcomes:?}"
-    );
-    let (_, health) = health(addr).await;
-    assert_ne!(health["status"], "critical", "{health:#}");
+    all_the_clients(&records, 5, addr).await;
     // The whole body sent: the timeout is the server's.
     let res = client()
         .post(format!("http://{addr}/v1/slow"))
