@@ -134,3 +134,83 @@ fn a_body_moved_to_another_runtime_keeps_its_deadline() {
     assert_eq!(records.outcomes(), vec![Outcome::Timeout]);
     assert_eq!(monitor.in_flight(), 0);
 }
+
+/// Outside any runtime (the layer's future and body polled by hand, as another executor
+/// would): the handler that waits once and the body that waits before its frame are served
+/// whole, without the timeout, and recorded once as `ok`; the same thread's next runtime
+/// keeps the timeout.
+#[test]
+fn outside_any_runtime_the_stream_is_served_without_its_timeout() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let records = Records::default();
+    let monitor = records.monitor();
+    let mut service = monitor.layer().layer(tower::service_fn(|_: Request<()>| {
+        let mut waited = false;
+        std::future::poll_fn(move |cx| {
+            // Pending once, as a handler waiting on its upstream is.
+            if !std::mem::replace(&mut waited, true) {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let mut waits = 0;
+            let frames = futures_util::stream::poll_fn(move |cx| {
+                waits += 1;
+                match waits {
+                    1 | 3 => {
+                        cx.waker().wake_by_ref();
+                        Poll::Pending
+                    }
+                    2 => Poll::Ready(Some(Ok::<_, Infallible>(Frame::data(Bytes::from_static(
+                        EVENT,
+                    ))))),
+                    _ => Poll::Ready(None),
+                }
+            });
+            let mut response = Response::new(StreamBody::new(frames));
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/event-stream"),
+            );
+            Poll::Ready(Ok::<_, Infallible>(response))
+        })
+    }));
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut future = Box::pin(tower::Service::call(&mut service, Request::new(())));
+    let response = loop {
+        if let Poll::Ready(response) = future.as_mut().poll(&mut cx) {
+            break response.unwrap();
+        }
+    };
+    let mut body = Box::pin(response.into_body());
+    let mut got = Vec::new();
+    loop {
+        match http_body::Body::poll_frame(body.as_mut(), &mut cx) {
+            Poll::Ready(Some(frame)) => got.extend_from_slice(&frame.unwrap().into_data().unwrap()),
+            Poll::Ready(None) => break,
+            Poll::Pending => {}
+        }
+    }
+    assert_eq!(got, EVENT);
+    drop((future, body));
+    assert_eq!(records.outcomes(), vec![Outcome::Ok]);
+    // The same thread in a runtime with a timer: the timeout holds again (nothing was kept of
+    // the runtime that was not there).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let service = monitor
+        .layer()
+        .layer(tower::service_fn(|_: Request<()>| stream(1, true)));
+    let served = async {
+        let response = service.oneshot(Request::new(())).await.unwrap();
+        let _ = response.into_body().collect().await;
+    };
+    // Bounded past the 60 s deadline, so that a timeout not kept fails rather than hangs.
+    let _ =
+        runtime.block_on(async { tokio::time::timeout(Duration::from_secs(120), served).await });
+    assert_eq!(records.outcomes(), vec![Outcome::Ok, Outcome::Timeout]);
+    assert_eq!(monitor.in_flight(), 0);
+}

@@ -317,10 +317,10 @@ impl MonitorBuilder {
     /// One tokio sleep per request wakes a waiting handler or body at the deadline, armed only
     /// once one of them first waits: a response whose frames are all ready when polled arms
     /// none. It needs Tokio's timer (a runtime with time enabled) where the request runs and
-    /// its body is polled. Where there is none (a runtime built without `enable_time`, or
-    /// none at all), tokio panics when asked for one: the layer catches that, serves the
-    /// request without the deadline (and the idle timeout) and says so in a WARN event, once
-    /// per thread. A body polled on after the runtime that armed its deadline shut down takes a
+    /// its body is polled. Where there is none (a runtime built without `enable_time`, where
+    /// tokio panics when asked for one and the layer catches that, or no runtime at all), the
+    /// layer serves the request without the deadline (and the idle timeout) and says so in a
+    /// WARN event, once per thread. A body polled on after the runtime that armed its deadline shut down takes a
     /// timer from the runtime it is polled in.
     pub fn stream_timeout(mut self, timeout: Duration) -> Self {
         self.config.stream.stream_timeout = Some(timeout);

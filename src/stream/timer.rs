@@ -21,28 +21,41 @@ thread_local! {
     /// Set on a thread where tokio had no timer to give (see [`sleep_until`]): not asked again
     /// there, so that tokio's panic message shows once per thread, not once per request.
     static NO_TIMER: Cell<bool> = const { Cell::new(false) };
+    /// Set once this thread has said that a stream timeout was not enforced.
+    static WARNED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// A sleep until `at` from the current runtime's timer; `None` where there is none: outside a
-/// tokio runtime, or in one built without `enable_time`. tokio panics there; the panic is
-/// caught (its hook has printed it), the stream's limits are not enforced (README,
-/// Configuration) and a WARN event says so, once per thread.
+/// tokio runtime (a body polled by another executor), or in one built without `enable_time`,
+/// where tokio panics: the panic is caught (its hook has printed it). The stream's limits are
+/// then not enforced (README, Configuration), and a WARN event says so, once per thread.
 #[cold]
 #[inline(never)]
 pub(crate) fn sleep_until(at: Instant) -> Option<Pin<Box<Sleep>>> {
     if NO_TIMER.get() {
         return None;
     }
+    // Outside any runtime nothing is asked, nor kept: the thread's next runtime is asked
+    // afresh.
+    if tokio::runtime::Handle::try_current().is_err() {
+        warn_not_enforced("there is no tokio runtime");
+        return None;
+    }
     match std::panic::catch_unwind(|| Box::pin(tokio::time::sleep_until(at))) {
         Ok(sleep) => Some(sleep),
         Err(_) => {
             NO_TIMER.set(true);
-            tracing::warn!(
-                "stream timeout not enforced: the tokio runtime has no timer (build it with \
-                 `enable_time` or `enable_all`)"
+            warn_not_enforced(
+                "the tokio runtime has no timer (build it with `enable_time` or `enable_all`)",
             );
             None
         }
+    }
+}
+
+fn warn_not_enforced(why: &str) {
+    if !WARNED.replace(true) {
+        tracing::warn!("stream timeout not enforced: {why}");
     }
 }
 
