@@ -987,3 +987,55 @@ async fn bytes_past_the_announced_length_are_not_counted() {
     assert_eq!(r.output_tokens, 1, "{r:#?}");
     assert_eq!(r.bytes, FIRST.len() as u64, "{r:#?}");
 }
+
+/// The same wrong length with a compression layer outside the monitor, which re-frames the
+/// body (chunked) and so polls it past its length: every byte goes out, and counts, the
+/// upstream's error event past the length too (in a frame of its own, as events come).
+#[tokio::test]
+async fn bytes_past_the_announced_length_count_when_a_layer_outside_reframes_the_body() {
+    const FIRST: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"one\"}}]}\n\n";
+    const ERROR: &str =
+        "data: {\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
+    let frames = [FIRST, ERROR];
+    let (records, monitor) = common::recorded(Monitor::builder());
+    let app = Router::new()
+        .route(
+            "/v1/chat/completions",
+            get(move || async move {
+                let frames: Vec<Result<Bytes, Infallible>> = frames
+                    .iter()
+                    .map(|f| Ok(Bytes::from_static(f.as_bytes())))
+                    .collect();
+                (
+                    StreamLabels::new("openai"),
+                    [
+                        (
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("text/event-stream"),
+                        ),
+                        (header::CONTENT_LENGTH, HeaderValue::from(FIRST.len())),
+                    ],
+                    Body::from_stream(futures_util::stream::iter(frames)),
+                )
+            }),
+        )
+        .layer(monitor.layer())
+        .layer(
+            tower_http::compression::CompressionLayer::new()
+                .compress_when(tower_http::compression::predicate::SizeAbove::new(0)),
+        );
+    let addr = common::serve(app).await;
+    let seen = raw_exchange_until_close(
+        addr,
+        "GET /v1/chat/completions HTTP/1.1\r\nhost: x\r\naccept-encoding: gzip\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(seen.contains("transfer-encoding: chunked"), "{seen:?}");
+    let r = records.one().await;
+    assert!(
+        r.outcome.is_error(),
+        "the upstream's error event counts: {r:#?}"
+    );
+    assert_eq!(r.output_tokens, 1, "{r:#?}");
+    assert_eq!(r.bytes, (FIRST.len() + ERROR.len()) as u64, "{r:#?}");
+}

@@ -1874,6 +1874,7 @@ async fn an_upload_held_past_a_request_body_timeout_is_not_an_upstream_timeout()
 /// something of the server's own stays a `timeout`.
 #[tokio::test]
 async fn an_inner_timeout_while_the_handler_waits_for_the_upload_is_the_clients() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (records, monitor) = recorded(Monitor::builder().min_samples(5));
     let http_408 = || {
         tower_http::timeout::TimeoutLayer::with_status_code(
@@ -1897,6 +1898,23 @@ async fn an_inner_timeout_while_the_handler_waits_for_the_upload_is_the_clients(
                         100,
                     ))),
             ),
+        )
+        .route(
+            "/v1/relay",
+            post(|body: axum::body::Body| async move {
+                use futures_util::StreamExt as _;
+                // Reads the upload as it comes (as a relay hands it on), then its upstream
+                // never answers.
+                let mut upload = body.into_data_stream();
+                while upload.next().await.is_some() {}
+                std::future::pending::<&str>().await
+            })
+            // Long beside the chunks' 20 ms, so that a busy machine's late chunk stays short
+            // of half of it.
+            .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                Duration::from_secs(2),
+            )),
         )
         .route(
             "/v1/slow",
@@ -1925,6 +1943,29 @@ async fn an_inner_timeout_while_the_handler_waits_for_the_upload_is_the_clients(
         held.push(socket);
     }
     all_the_clients(&records, 5, addr).await;
+    // An upload kept going, 4 bytes every 20 ms, read by a handler whose upstream hangs: the
+    // timeout is the upstream's, though the handler waits for the client between chunks.
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket
+        .write_all(b"POST /v1/relay HTTP/1.1\r\nhost: x\r\ncontent-length: 100000\r\n\r\n")
+        .await
+        .unwrap();
+    let (mut read, mut write) = socket.into_split();
+    let trickle = tokio::spawn(async move {
+        while write.write_all(b"abcd").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let mut answer = vec![0; 1024];
+    let n = read.read(&mut answer).await.unwrap();
+    trickle.abort();
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 408"),
+        "{:?}",
+        &answer[..n]
+    );
+    let got = records.wait_for(6).await;
+    assert_eq!(got[5].outcome, Outcome::Timeout, "{:#?}", got[5]);
     // The whole body sent: the timeout is the server's.
     let res = client()
         .post(format!("http://{addr}/v1/slow"))
@@ -1933,8 +1974,8 @@ async fn an_inner_timeout_while_the_handler_waits_for_the_upload_is_the_clients(
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::REQUEST_TIMEOUT);
-    let got = records.wait_for(6).await;
-    assert_eq!(got[5].outcome, Outcome::Timeout, "{:#?}", got[5]);
+    let got = records.wait_for(7).await;
+    assert_eq!(got[6].outcome, Outcome::Timeout, "{:#?}", got[6]);
 }
 
 /// A body the client sent whole with its headers, read late by a handler that first waited on
@@ -2197,4 +2238,45 @@ async fn leaving_a_slow_json_answer_is_no_first_token() {
     assert!(!r.streaming, "{r:#?}");
     assert_eq!(r.time_to_first_token, None, "{r:#?}");
     assert!(!r.first_token_lower_bound);
+}
+
+/// The same judgement where the app's timeout fails the service itself (tower's `Timeout`
+/// returning `Elapsed`, no handler turning it into a status, as in a tower stack without
+/// axum's routing): a held upload is the client's, a wait on anything else the server's.
+#[tokio::test(start_paused = true)]
+async fn an_inner_timeout_error_is_judged_as_its_status_is() {
+    use tower::{Layer as _, ServiceExt as _};
+    let (records, monitor) = recorded(Monitor::builder());
+    let reads_the_upload = |read: bool| {
+        monitor.layer().layer(
+            tower::ServiceBuilder::new()
+                .timeout(Duration::from_millis(100))
+                .service_fn(move |request: http::Request<axum::body::Body>| async move {
+                    use futures_util::StreamExt as _;
+                    if read {
+                        let mut upload = request.into_body().into_data_stream();
+                        while upload.next().await.is_some() {}
+                    }
+                    std::future::pending::<()>().await;
+                    Ok::<_, tower::BoxError>(http::Response::new(axum::body::Body::empty()))
+                }),
+        )
+    };
+    for read in [true, false] {
+        // 10 bytes, then the client holds the rest.
+        let first = futures_util::stream::iter([Ok::<_, std::io::Error>(
+            bytes::Bytes::from_static(b"first part"),
+        )]);
+        let held = futures_util::StreamExt::chain(first, futures_util::stream::pending());
+        let request = http::Request::post("/v1/upload")
+            .body(axum::body::Body::from_stream(held))
+            .unwrap();
+        let Err(error) = reads_the_upload(read).oneshot(request).await else {
+            panic!("the service fails with the timeout's error")
+        };
+        assert!(error.is::<tower::timeout::error::Elapsed>(), "{error}");
+    }
+    let got = records.wait_for(2).await;
+    let outcomes: Vec<_> = got.iter().map(|r| r.outcome).collect();
+    assert_eq!(outcomes, [Outcome::ClientError, Outcome::Timeout]);
 }

@@ -46,8 +46,8 @@ pub(crate) const DEFAULT_MAX_ERROR_FIELD_BYTES: usize = 1024;
 /// A callback run once for every finished request, with its record.
 ///
 /// Implemented for closures `Fn(&StreamRecord)`; keep it quick, it runs on the request's task.
-/// It runs after the record is in the windows and the exposition, so a panic in it loses no
-/// count. That panic goes on to the caller (the request's task), except while another panic
+/// It runs last, once the record is in the windows, the exposition, the `metrics` facade and
+/// the OTLP export, so a panic in it loses no count. That panic goes on to the caller (the request's task), except while another panic
 /// unwinds (a handler or body that panicked, its request recorded as `server_error` as the
 /// stack unwinds): then it is caught and dropped, as a second panic escaping there would
 /// abort the process.
@@ -320,7 +320,9 @@ impl MonitorBuilder {
     /// its body is polled. Where there is none (a runtime built without `enable_time`, where
     /// tokio panics when asked for one and the layer catches that, or no runtime at all), the
     /// layer serves the request without the deadline (and the idle timeout) and says so in a
-    /// WARN event, once per thread. A body polled on after the runtime that armed its deadline shut down takes a
+    /// WARN event, once per thread. A thread that met a runtime without a timer does not ask
+    /// tokio again for its life (its next runtime, if it has a timer, keeps no timeout there):
+    /// build every runtime that serves requests with `enable_time`. A body polled on after the runtime that armed its deadline shut down takes a
     /// timer from the runtime it is polled in.
     pub fn stream_timeout(mut self, timeout: Duration) -> Self {
         self.config.stream.stream_timeout = Some(timeout);

@@ -519,9 +519,6 @@ impl Monitor {
         if facade {
             facade::emit(record);
         }
-        if let Some(cb) = &self.shared.config.on_record {
-            builder::notify(&**cb, record);
-        }
         #[cfg(feature = "otlp")]
         if let Some(exporter) = &self.shared.config.otlp {
             exporter.record(record);
@@ -538,6 +535,10 @@ impl Monitor {
                 .is_ok()
         {
             self.health();
+        }
+        // Last: a panic in the app's callback leaves nothing of the record undone.
+        if let Some(cb) = &self.shared.config.on_record {
+            builder::notify(&**cb, record);
         }
     }
 

@@ -125,29 +125,24 @@ where
                 // Armed only now: a handler that answers on its first poll needs none, and a
                 // tokio sleep costs a place in the timer wheel to take and to leave (see
                 // `StreamTimer`).
-                if this.deadline.is_none() {
-                    **this.deadline = this
-                        .tracked
-                        .as_ref()
-                        .and_then(TrackedBox::get)
-                        .and_then(|t| t.context.as_ref())
-                        .and_then(|context| {
-                            let after = context.recorder().settings().stream_timeout?;
-                            super::timer::sleep_until(context.deadline(after)?)
-                        });
+                let mut fresh = this.deadline.is_none();
+                if fresh {
+                    **this.deadline = arm_deadline(this.tracked);
                 }
-                if let Some(sleep) = this.deadline.as_mut() {
+                while let Some(sleep) = this.deadline.as_mut() {
                     match super::timer::poll_sleep(sleep, None, cx) {
                         Some(Poll::Ready(())) if deadline_passed(sleep, this.tracked, cx) => {
                             return Poll::Ready(Ok(deadline_response(this.tracked)));
                         }
-                        Some(_) => {}
-                        // The runtime that armed it has shut down: polled again at once, the
-                        // future arms one from the current runtime.
-                        None => {
-                            **this.deadline = None;
-                            cx.waker().wake_by_ref();
+                        Some(_) => break,
+                        // The runtime that armed it has shut down: one from the current
+                        // runtime, once.
+                        None if !fresh => {
+                            **this.deadline = arm_deadline(this.tracked);
+                            fresh = true;
                         }
+                        // Not even that one (a runtime shutting down): not kept for this poll.
+                        None => **this.deadline = None,
                     }
                 }
                 return Poll::Pending;
@@ -217,7 +212,10 @@ where
             Err(error) => {
                 let outcome = classify_service_error(&error as &dyn Any);
                 if let Some(context) = tracked.context.take() {
-                    let outcome = context.hints.judge_timeout(outcome);
+                    let outcome =
+                        context
+                            .hints
+                            .judge_timeout(outcome, context.started, Instant::now());
                     context.finish_without_body(&tracked.scope, outcome, Some(&error));
                 }
                 boxed.give_back();
@@ -273,6 +271,14 @@ fn deadline_passed(
     true
 }
 
+/// A sleep at the request's deadline, if it has one and the runtime a timer (see
+/// `timer::sleep_until`).
+fn arm_deadline(tracked: &Option<TrackedBox>) -> Option<Pin<Box<Sleep>>> {
+    let context = tracked.as_ref()?.get()?.context.as_ref()?;
+    let after = context.recorder().settings().stream_timeout?;
+    super::timer::sleep_until(context.deadline(after)?)
+}
+
 /// The deadline passed before the inner service produced a response: answer ourselves. 504 and
 /// `timeout` when the handler was waiting on anything but the client; 408 and `client_error`
 /// when it was waiting for the rest of the request's body, which only the client can send
@@ -288,7 +294,7 @@ fn deadline_response<B>(tracked: &mut Option<TrackedBox>) -> Response<MonitoredB
         .unwrap_or_default();
     let client = context
         .as_ref()
-        .is_some_and(|c| c.hints.waiting_for_client());
+        .is_some_and(|c| c.hints.client_held_upload(c.started, Instant::now()));
     let (status, kind, outcome, message) = if client {
         let error = RequestBodyTimeout { after };
         let message = error.to_string();

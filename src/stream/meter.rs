@@ -383,7 +383,10 @@ impl StreamMeter {
 
     /// A frame of `len` bytes took the body past its announced length: hyper sends up to that
     /// length and no further, so only the frame's bytes within it are counted and parsed (what
-    /// the client got).
+    /// the client got). A frame polled once the length is reached shows the body re-framed by
+    /// a layer outside (hyper stops asking at the length): every byte goes out after all, and
+    /// counts from that frame on (the part past the length of a frame that crossed it is not
+    /// counted: a body of one event per frame loses none).
     #[cold]
     #[inline(never)]
     fn on_data_past_announced<D: Buf + From<Bytes>>(
@@ -393,13 +396,13 @@ impl StreamMeter {
         scope: &RequestScope,
         timer: Option<&StreamTimer>,
     ) -> Option<Instant> {
-        let past = self.bytes - self.announced;
-        // Counted again below, up to the length.
+        // Counted again below.
         self.bytes -= len as u64;
-        let within = len.saturating_sub(usize::try_from(past).unwrap_or(usize::MAX));
-        if within == 0 {
-            return None;
+        if self.bytes >= self.announced {
+            self.not_framed_by_length();
+            return self.on_data(data, scope, timer);
         }
+        let within = usize::try_from(self.announced - self.bytes).unwrap_or(usize::MAX);
         // Without a copy for `Bytes`; the frame handed on stays whole.
         let whole = data.copy_to_bytes(len);
         *data = D::from(whole.clone());
@@ -611,7 +614,9 @@ impl StreamMeter {
         let (outcome, error) = match end {
             // A panic (or another server fault) in the body: the server's, whatever the status.
             StreamEnd::Failed(Outcome::ServerError, error) => (Outcome::ServerError, Some(error)),
-            _ if by_status != Outcome::Ok => (self.hints.judge_timeout(by_status), None),
+            _ if by_status != Outcome::Ok => {
+                (self.hints.judge_timeout(by_status, started, finished), None)
+            }
             StreamEnd::Failed(outcome, error) => (self.hints.judge(outcome), Some(error)),
             StreamEnd::Complete => (in_stream.unwrap_or(Outcome::Ok), None),
             StreamEnd::Dropped => (in_stream.unwrap_or(Outcome::Cancelled), None),

@@ -130,10 +130,15 @@ impl RequestBodyWatch {
         self.0.flags.load(Ordering::Relaxed) & (WAITING | WOKEN) == WAITING
     }
 
-    /// Whether the body was dropped while the handler waited for the client's bytes (see
-    /// [`waiting_for_client`](Self::waiting_for_client)).
-    pub(crate) fn left_waiting_for_client(&self) -> bool {
-        self.0.flags.load(Ordering::Relaxed) & LEFT_WAITING != 0
+    /// Since when the client has sent nothing while the handler waited for its bytes: the
+    /// wait going on (see [`waiting_for_client`](Self::waiting_for_client)), or the one the
+    /// handler was dropped in (a timeout of the app's that dropped it there).
+    fn silent_since(&self) -> Option<Instant> {
+        let left = self.0.flags.load(Ordering::Relaxed) & LEFT_WAITING != 0;
+        if !(left || self.waiting_for_client()) {
+            return None;
+        }
+        self.0.client_wait().since
     }
 
     /// Since when the handler waits for the client (see
@@ -261,30 +266,35 @@ impl RequestHints {
     }
 
     /// `outcome` of a status or a service error, or `client_error` for a timeout (a 408, a
-    /// 504, an inner timeout error) that came while the handler waited for the client's bytes,
-    /// nothing come since, or once it dropped the body as it waited: an app's own timeout
-    /// inside the monitor that ran out on a held upload, judged as this layer's own deadline
-    /// is (README, Security).
+    /// 504, an inner timeout error, this layer's deadline before the response) that came at
+    /// `now` while the handler waited for the client's bytes, the client silent since before
+    /// the middle of the request (started at `started`): an upload held, not one kept going
+    /// (a chunk every few milliseconds is waited for only between two chunks, and a timeout
+    /// then is the upstream's: trickling an upload hides no outage). The wait may be the one
+    /// the handler was dropped in, by a timeout of the app's inside the monitor (README,
+    /// Security).
     #[inline]
-    pub(crate) fn judge_timeout(&self, outcome: Outcome) -> Outcome {
-        let client = || {
-            self.body
-                .as_ref()
-                .is_some_and(|b| b.waiting_for_client() || b.left_waiting_for_client())
-        };
-        if outcome == Outcome::Timeout && client() {
+    pub(crate) fn judge_timeout(
+        &self,
+        outcome: Outcome,
+        started: Instant,
+        now: Instant,
+    ) -> Outcome {
+        if outcome == Outcome::Timeout && self.client_held_upload(started, now) {
             Outcome::ClientError
         } else {
             outcome
         }
     }
 
-    /// Whether the handler waits for the client's body (see
-    /// [`RequestBodyWatch::waiting_for_client`]).
-    pub(crate) fn waiting_for_client(&self) -> bool {
+    /// Whether the client has held its upload through the later half of the request so far
+    /// (see [`judge_timeout`](Self::judge_timeout)).
+    pub(crate) fn client_held_upload(&self, started: Instant, now: Instant) -> bool {
+        let middle = started + now.saturating_duration_since(started) / 2;
         self.body
             .as_ref()
-            .is_some_and(RequestBodyWatch::waiting_for_client)
+            .and_then(RequestBodyWatch::silent_since)
+            .is_some_and(|since| since <= middle)
     }
 
     /// Whether the handler has waited for the client's bytes since `t` or before, with
