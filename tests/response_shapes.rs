@@ -974,14 +974,7 @@ async fn bytes_past_the_announced_length_are_not_counted() {
         ),
     )
     .await;
-    let body = client()
-        .get(format!("http://{addr}/v1/chat/completions"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = common::get_text(&client(), &format!("http://{addr}/v1/chat/completions")).await;
     assert_eq!(body, FIRST, "hyper sends the announced bytes only");
     let r = records.one().await;
     assert_eq!(r.output_tokens, 1, "{r:#?}");
