@@ -283,6 +283,15 @@ where
                         // A body fed by the request's (an upload streamed back) that waited
                         // for the client's bytes: the client's doing (README, Security).
                         outcome = Outcome::ClientError;
+                    } else if !own_timeout
+                        && outcome == Outcome::Timeout
+                        && meter_slot.as_ref().is_some_and(StreamMeter::upload_failed)
+                    {
+                        // An inner timeout after the client's upload failed: the upload's own
+                        // (tower-http's `RequestBodyTimeoutLayer` cutting a held upload), relayed
+                        // by a body fed by it; the client's doing like any failure of a body
+                        // that follows a broken upload (README, Security).
+                        outcome = Outcome::ClientError;
                     }
                     *ended = true;
                     let sized = {

@@ -292,6 +292,12 @@ impl StreamMeter {
         self.hints.client_silent_since(t)
     }
 
+    /// Whether the request's body failed as the handler read it (the client broke or held its
+    /// upload past a limit of the app's).
+    pub(crate) fn upload_failed(&self) -> bool {
+        self.hints.upload_failed()
+    }
+
     /// Whether the body is framed by a length (its exact size hint, or its `Content-Length`
     /// header): no bytes may be added to it.
     pub(crate) fn announced_length(&self) -> bool {

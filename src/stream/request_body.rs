@@ -247,13 +247,13 @@ impl RequestHints {
     /// `outcome` of a response body that failed, or `client_error` when the request body had
     /// failed as the handler read it before (a client that gave up its upload, or broke it): a
     /// body fed by the upload fails with it, the client's doing (README, Security). Only a
-    /// body's failure (a `stream_error`, or a timeout: the upload's own relayed, as
-    /// tower-http's `RequestBodyTimeoutLayer` cutting a held upload gives) is judged so: a
-    /// status, a panic (a `server_error`, which a handler's code is to blame for) or a service
-    /// error stays what it is.
+    /// body's failure (a `stream_error`) is judged so: a status, a panic (a `server_error`,
+    /// which a handler's code is to blame for) or a service error stays what it is. A body's
+    /// timeout is judged where its error is known (`MeasuredBody`): an inner one after a failed
+    /// upload is the client's, this layer's own by whether the client was awaited.
     #[inline]
     pub(crate) fn judge(&self, outcome: Outcome) -> Outcome {
-        if matches!(outcome, Outcome::StreamError | Outcome::Timeout) && self.upload_failed() {
+        if outcome == Outcome::StreamError && self.upload_failed() {
             Outcome::ClientError
         } else {
             outcome
@@ -261,7 +261,7 @@ impl RequestHints {
     }
 
     /// Whether the request's body failed as the handler read it.
-    fn upload_failed(&self) -> bool {
+    pub(crate) fn upload_failed(&self) -> bool {
         self.body.as_ref().is_some_and(RequestBodyWatch::failed)
     }
 
