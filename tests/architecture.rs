@@ -3,7 +3,9 @@
 //! leaves a module (code or doc link) is an edge, and so is a `crate::Name` in code that the
 //! crate root re-exports from a module (`pub use monitor::Monitor` makes `crate::Monitor` an
 //! edge to `monitor`; a doc link to it is not, since a lower part's docs may point the reader at
-//! the entry point that builds it); unit tests may reach anywhere.
+//! the entry point that builds it); unit tests may reach anywhere. Within a folder module, its
+//! files depend one way too (`super::file`, `crate::module::file`), `mod.rs` aside: it is the
+//! folder's face, declaring and re-exporting the others.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -58,6 +60,14 @@ fn reexports(lib: &str) -> BTreeMap<String, String> {
     out
 }
 
+/// A source file's code, its unit tests left out.
+fn code_of(text: &str) -> &str {
+    match text.find("#[cfg(test)]\nmod tests") {
+        Some(at) => &text[..at],
+        None => text,
+    }
+}
+
 fn module_edges() -> BTreeMap<String, BTreeSet<String>> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let reexported = reexports(&std::fs::read_to_string(src.join("lib.rs")).expect("lib.rs"));
@@ -85,10 +95,7 @@ fn module_edges() -> BTreeMap<String, BTreeSet<String>> {
         let out = edges.entry(module.clone()).or_default();
         for file in files {
             let text = std::fs::read_to_string(file).expect("readable source");
-            let code = match text.find("#[cfg(test)]\nmod tests") {
-                Some(at) => &text[..at],
-                None => &text,
-            };
+            let code = code_of(&text);
             let mut targets = paths_after(code, "crate::");
             // From src/<m>.rs, `super::x` is the crate root's `x`.
             if file.parent() == Some(src.as_path()) {
@@ -114,6 +121,55 @@ fn module_edges() -> BTreeMap<String, BTreeSet<String>> {
         }
     }
     edges
+}
+
+/// The files of the folder module `src/<module>/` (its `mod.rs` aside), each with the sibling
+/// files its code uses.
+fn file_edges(module: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src")
+        .join(module);
+    let mut files = Vec::new();
+    rust_files(&dir, &mut files);
+    let stem = |p: &Path| p.file_stem().expect("name").to_string_lossy().into_owned();
+    let siblings: BTreeSet<String> = files
+        .iter()
+        .filter(|p| p.parent() == Some(dir.as_path()))
+        .map(|p| stem(p))
+        .filter(|s| s != "mod")
+        .collect();
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for name in &siblings {
+        let text = std::fs::read_to_string(dir.join(format!("{name}.rs"))).expect("source");
+        let code = code_of(&text);
+        let mut targets = paths_after(code, "super::");
+        targets.extend(paths_after(code, &format!("crate::{module}::")));
+        let out = edges.entry(name.clone()).or_default();
+        for target in targets {
+            if target != name && siblings.contains(target) {
+                out.insert(target.to_owned());
+            }
+        }
+    }
+    edges
+}
+
+/// The folder modules under `src/`.
+fn folder_modules() -> Vec<String> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&src).expect("src") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            out.push(
+                path.file_name()
+                    .expect("name")
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+        }
+    }
+    out
 }
 
 /// Each module from which a path leads back to itself, with that path.
@@ -150,6 +206,23 @@ fn modules_form_no_cycle() {
     assert!(edges["stream"].contains("classify"), "{edges:?}");
     let found = cycles(&edges);
     assert!(found.is_empty(), "module cycles:\n{}", found.join("\n"));
+}
+
+#[test]
+fn files_of_a_folder_form_no_cycle() {
+    let folders = folder_modules();
+    assert!(folders.len() >= 8, "{folders:?}");
+    let stream = file_edges("stream");
+    assert!(stream["meter"].contains("context"), "{stream:?}");
+    assert!(stream["service"].contains("start"), "{stream:?}");
+    for folder in folders {
+        let found = cycles(&file_edges(&folder));
+        assert!(
+            found.is_empty(),
+            "file cycles in src/{folder}:\n{}",
+            found.join("\n")
+        );
+    }
 }
 
 #[test]

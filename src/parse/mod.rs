@@ -23,6 +23,7 @@
 #[cfg(test)]
 mod agreement;
 mod buffers;
+mod event;
 pub(crate) use buffers::PooledParser;
 mod ndjson;
 mod provider;
@@ -822,12 +823,8 @@ impl StreamParser {
                 let content = match answer {
                     Some(content) => Some(content),
                     None if memchr::memchr2(b'\n', b'\r', data).is_none() => {
-                        let content = provider::apply(
-                            &mut self.summary,
-                            &mut self.templates,
-                            event_type,
-                            data,
-                        );
+                        let content =
+                            event::apply(&mut self.summary, &mut self.templates, event_type, data);
                         self.answerable = self.templates.one_line();
                         Some(content)
                     }
@@ -936,17 +933,17 @@ struct Sink<'a> {
 
 impl EventSink for Sink<'_> {
     fn event(&mut self, event_type: &[u8], data: &[u8]) {
-        if provider::apply(self.summary, self.templates, event_type, data) {
+        if event::apply(self.summary, self.templates, event_type, data) {
             self.summary.content_events += 1;
         }
     }
 
     fn recognise(&mut self, event_type: &[u8], rest: &[u8]) -> Option<usize> {
-        provider::recognise(self.summary, self.templates, event_type, rest)
+        event::recognise(self.summary, self.templates, event_type, rest)
     }
 
     fn accept(&mut self) {
-        if provider::accept(self.summary, self.templates) {
+        if event::accept(self.summary, self.templates) {
             self.summary.content_events += 1;
         }
     }

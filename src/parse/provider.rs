@@ -13,7 +13,6 @@ use std::marker::PhantomData;
 use serde::de::{Deserialize, Deserializer, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::template::Templates;
 use super::{FinishReason, ProviderFormat, Reported, StreamErrorKind, StreamSummary};
 
 type Raw<'a> = Option<&'a RawValue>;
@@ -702,7 +701,7 @@ fn error_object_kind(error: Raw<'_>, extra_code: Raw<'_>) -> StreamErrorKind {
 }
 
 /// SSE event types that carry no tokens, usage, model or error: their JSON is not parsed.
-fn uninformative_event(event_type: &[u8]) -> Option<ProviderFormat> {
+pub(super) fn uninformative_event(event_type: &[u8]) -> Option<ProviderFormat> {
     match event_type {
         // A keep-alive: Anthropic sends `ping`, and so do gateways and SSE libraries before
         // any provider's stream.
@@ -723,78 +722,12 @@ fn uninformative_event(event_type: &[u8]) -> Option<ProviderFormat> {
     }
 }
 
-/// Interprets one event. Returns whether it carried output content.
-pub(super) fn apply(
-    summary: &mut StreamSummary,
-    templates: &mut Templates,
-    event_type: &[u8],
-    data: &[u8],
-) -> bool {
-    summary.events += 1;
-    if let Some(format) = uninformative_event(event_type) {
-        summary.detect(format);
-        // Anthropic's last event: the stream reached its end.
-        summary.done |= event_type == b"message_stop";
-        return false;
-    }
-    let data = data.trim_ascii();
-    if data == b"[DONE]" {
-        summary.done = true;
-        return false;
-    }
-    if data.first() != Some(&b'{') {
-        if event_type == b"error" {
-            summary.set_error(data, StreamErrorKind::Other);
-        }
-        return false;
-    }
-    let chat = chat_view(summary, summary.events);
-    if let Some(content) = templates.read(summary, event_type, data, chat) {
-        return content;
-    }
-    // What was reported is taken out while the event is read, so that an event that assigns
-    // usage or a finish reason shows, even when it repeats the figures already recorded; what
-    // the event does not assign is put back.
-    let earlier = std::mem::take(&mut summary.reported);
-    let before = (summary.error.is_some(), summary.malformed_events);
-    let content = interpret(summary, event_type, data, chat);
-    let assigned = summary.reported.any();
-    let newer = std::mem::replace(&mut summary.reported, earlier);
-    summary.reported.assign(newer);
-    // An event that reported usage, a finish reason or an error cannot stand for others: not
-    // worth trying out.
-    if !assigned && (summary.error.is_some(), summary.malformed_events) == before {
-        templates.learn(summary, event_type, data, chat, content);
-    }
-    content
-}
-
 /// Whether the event numbered `event` is read by the OpenAI chat view. Once a stream is known
 /// to be OpenAI chat, the lighter view serves; the first few chunks still go through the full
 /// one to pick up the model. Which view reads an event is part of what a template stands for:
 /// the choice, once made, holds for the rest of the stream.
 pub(super) fn chat_view(summary: &StreamSummary, event: u64) -> bool {
     summary.format == ProviderFormat::OpenAiChat && (summary.model.is_some() || event > 4)
-}
-
-/// The length of the event data at the start of `rest` that a template recognises, for the
-/// next event, of type `event_type`; [`accept`] records it as [`apply`] would.
-pub(super) fn recognise(
-    summary: &StreamSummary,
-    templates: &mut Templates,
-    event_type: &[u8],
-    rest: &[u8],
-) -> Option<usize> {
-    // Templates are only learnt from events that get past `apply`'s checks before the JSON is
-    // read (an informative event type, data starting with `{`), and what one matches starts
-    // with `{` and ends with `}`: such an event passes them too, untouched by the trim.
-    templates.recognise(event_type, rest, chat_view(summary, summary.events + 1))
-}
-
-/// Records the event [`recognise`] last recognised. Returns whether it carried content.
-pub(super) fn accept(summary: &mut StreamSummary, templates: &mut Templates) -> bool {
-    summary.events += 1;
-    templates.accept(summary)
 }
 
 /// Reads an event's JSON (`data` starts with `{`) with serde_json, by the OpenAI chat view when

@@ -356,7 +356,7 @@ mod tests {
     use crate::record::Outcome;
     use crate::stream::ResponseFuture;
     use crate::stream::context::RequestContext;
-    use crate::stream::service::ServiceState;
+    use crate::stream::state::ServiceState;
 
     /// One data frame, then the end; counts its polls.
     struct OneFrame {

@@ -11,7 +11,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use super::context::{End, RequestContext, RequestScope, log_end};
 use super::request_body::RequestHints;
-use super::service::ServiceState;
+use super::state::ServiceState;
 use super::timer::StreamTimer;
 use crate::SESSION_TARGET;
 use crate::classify::{classify_status, classify_stream_error};

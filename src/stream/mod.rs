@@ -5,6 +5,11 @@
 //! [`MonitoredBody`]: the measured inner body (`measured.rs`) or an answer of the monitor's own.
 //! The measured body does the per-frame work; everything per request happens once, in
 //! the service call and when the body ends.
+//!
+//! Each file leans only on those below it: the service's shared state (`state.rs`); the
+//! request's context and scope (`context.rs`); its meter (`meter.rs`) and timers (`timer.rs`);
+//! the box that carries them (`tracked.rs`), filled at the request's start (`start.rs`); and,
+//! on top, the service, its future and the body.
 
 mod body;
 mod context;
@@ -15,6 +20,8 @@ mod meter;
 mod panic_guard;
 mod request_body;
 mod service;
+mod start;
+mod state;
 mod timer;
 mod tracked;
 

@@ -8,12 +8,13 @@ use http::{Request, Response};
 use http_body::Body;
 use tower_service::Service;
 
-use super::context::{RequestHead, RouteCache};
 use super::panic_guard::PanicGuard;
+use super::start::RequestHead;
+use super::state::ServiceState;
 use super::tracked::Tracked;
 use super::{MonitoredBody, RequestContext, ResponseFuture};
 use crate::classify::BoxError;
-use crate::endpoints::{MonitoringEndpoints, UnderPrefix};
+use crate::endpoints::UnderPrefix;
 use crate::monitor::Recorder;
 use crate::{Monitor, StreamLabels};
 
@@ -25,29 +26,6 @@ pub struct StreamMonitorService<S> {
     /// One pointer: axum clones the service for every request, and each `Arc` in it is a
     /// reference count written, twice per request, on a cache line every core shares.
     state: Arc<ServiceState>,
-}
-
-/// What a service and its clones share, and each request it measures holds until recorded:
-/// one reference count per request, on the line the service's own clone already wrote, where a
-/// handle of its own would be a second line every core writes.
-pub(crate) struct ServiceState {
-    /// Measuring: the settings and the hand-over of records.
-    pub(crate) recorder: Recorder,
-    /// Serving: the monitor's own endpoints under its prefix.
-    endpoints: MonitoringEndpoints,
-    /// The route label, resolved once for this service and its clones.
-    pub(crate) routes: RouteCache,
-}
-
-impl ServiceState {
-    pub(crate) fn new(recorder: Recorder) -> Arc<Self> {
-        let endpoints = recorder.monitor().endpoints();
-        Arc::new(Self {
-            recorder,
-            endpoints,
-            routes: RouteCache::default(),
-        })
-    }
 }
 
 impl<S: std::fmt::Debug> std::fmt::Debug for StreamMonitorService<S> {

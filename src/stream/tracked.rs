@@ -130,7 +130,7 @@ impl TrackedBox {
 mod tests {
     use super::*;
     use crate::monitor::Recorder;
-    use crate::stream::service::ServiceState;
+    use crate::stream::state::ServiceState;
 
     /// What each frame reads of the box (the meter's first line, the timer's first bytes) is
     /// two of its cache lines, and a wait, which follows a frame of a served stream, three:
