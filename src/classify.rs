@@ -146,8 +146,17 @@ pub fn is_timeout(error: &(dyn StdError + 'static)) -> bool {
 }
 
 /// Whether `value`'s `Debug` output is `expected`, written no further than it matches (no
-/// allocation, and a long `Debug` stops at its first byte past `expected`'s).
+/// allocation, and a long `Debug` stops at its first byte past `expected`'s). An app's `Debug`
+/// that panics (on the early stop, unwrapping the write's error, or for a bug of its own) is no
+/// match: classifying a failure never panics, so the request is still recorded as it failed.
 fn debug_is(value: &dyn std::fmt::Debug, expected: &str) -> bool {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        debug_starts(value, expected)
+    }))
+    .unwrap_or(false)
+}
+
+fn debug_starts(value: &dyn std::fmt::Debug, expected: &str) -> bool {
     use std::fmt::Write as _;
     /// Compares what is written with what is left of `expected`; an error stops the writing.
     struct Matches<'a>(&'a str);

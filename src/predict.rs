@@ -93,7 +93,10 @@ impl AnomalyDetection {
         self
     }
 
-    /// Streams a slot needs before its value counts (default 5; at least 1).
+    /// Streams a slot needs before a signal's value counts (default 5; at least 1): streams
+    /// with a first token (or a first-token lower bound) for the first-token p95, with a rate
+    /// for tokens per second, and those the error rate is over (not `client_error` nor
+    /// `cancelled`) for the error rate.
     pub fn min_streams_per_slot(mut self, n: u64) -> Self {
         self.min_streams_per_slot = n;
         self
@@ -199,13 +202,15 @@ pub struct ProviderPrediction {
     pub in_flight_at_first_token_warning: Option<f64>,
 }
 
-/// A signal: its name, whether higher is worse, the floor on its spread, and its value for a
-/// slot (`None` when the slot has no such value).
+/// A signal: its name, whether higher is worse, the floor on its spread, its value for a slot
+/// (`None` when the slot has no such value), and the streams that value is of (the gate of
+/// `min_streams_per_slot`).
 struct Signal {
     name: &'static str,
     higher_is_worse: bool,
     floor: fn(median: f64) -> f64,
     value: fn(&SlotStats) -> Option<f64>,
+    streams: fn(&SlotStats) -> u64,
 }
 
 const SIGNALS: [Signal; 3] = [
@@ -216,6 +221,10 @@ const SIGNALS: [Signal; 3] = [
         floor: |median| (median * 0.10).max(20.0),
         // A slot whose streams all failed before a first token has no first token: not 0 ms.
         value: |s| (s.ttft_ms.count() > 0).then(|| s.summary(None).first_token_p95_ms),
+        // Streams with a first token, or one its client left waiting for past the critical
+        // threshold (a lower bound, README, Security): a slot of an upstream so slow that every
+        // client leaves is judged.
+        streams: |s| s.ttft_ms.count(),
     },
     Signal {
         name: "tokens_per_second",
@@ -223,6 +232,7 @@ const SIGNALS: [Signal; 3] = [
         floor: |median| (median * 0.10).max(1.0),
         // The figure the health check reads (`tokens_per_second_p50`).
         value: |s| (s.tps_count > 0).then(|| s.tokens_per_second_p50()),
+        streams: |s| s.tps_count,
     },
     Signal {
         name: "error_rate",
@@ -230,17 +240,22 @@ const SIGNALS: [Signal; 3] = [
         // An error rate of 0 has no spread: 2 percentage points is the least that counts.
         floor: |_| 2.0,
         value: |s| Some(s.summary(None).streaming_error_rate),
+        // The error rate's own population: streams the client ended (`client_error`,
+        // `cancelled`) are not in it.
+        streams: |s| s.streaming_judged,
     },
 ];
 
 /// A signal's value per complete slot (the last slot, still filling, is left out), `None` where
-/// a slot has fewer than `min_streams` streams.
+/// a slot has fewer than `min_streams` streams the value is of (`Signal::streams`): a client's
+/// own cancels, which the error rate leaves out, can neither open a quiet slot to judgement
+/// nor seed a baseline.
 fn series(signal: &Signal, slots: &[SlotStats], min_streams: u64) -> Vec<Option<f64>> {
     let complete = &slots[..slots.len().saturating_sub(1)];
     complete
         .iter()
         .map(|s| {
-            if s.streaming >= min_streams {
+            if (signal.streams)(s) >= min_streams {
                 (signal.value)(s)
             } else {
                 None
@@ -496,6 +511,55 @@ mod tests {
                 .unwrap()
                 .anomalous
         );
+    }
+
+    /// A slot's streams the client ended (`cancelled`, `client_error`) do not open it to the
+    /// error rate's judgement: one upstream error among them is no 100% error rate, nor are
+    /// they alone a baseline of 0%. Their first-token lower bounds open it to the first
+    /// token's.
+    #[test]
+    fn streams_the_client_ended_open_no_slot() {
+        use crate::record::{Outcome, StreamRecord};
+        let slot = |outcomes: &[Outcome]| {
+            let mut s = SlotStats::default();
+            for outcome in outcomes {
+                let mut r = StreamRecord::new("openai", "gpt-4o", "/v1/chat", *outcome);
+                r.streaming = true;
+                s.add(&r, false);
+            }
+            s
+        };
+        let left = [Outcome::Cancelled; 4];
+        let slots = [
+            slot(&[&left[..], &[Outcome::RateLimited]].concat()),
+            slot(&[Outcome::Cancelled, Outcome::ClientError, Outcome::Cancelled].repeat(2)),
+            slot(&[
+                Outcome::Ok,
+                Outcome::Ok,
+                Outcome::Ok,
+                Outcome::Ok,
+                Outcome::RateLimited,
+            ]),
+            // The last slot, still filling, is never judged.
+            slot(&[]),
+        ];
+        assert_eq!(slots[0].streaming, 5);
+        let errors = series(&SIGNALS[2], &slots, 5);
+        assert_eq!(errors, [None, None, Some(20.0)]);
+        // Streams every client left, each after waiting 6 s for its first token (a lower
+        // bound): no error rate, but the first token's slot is judged.
+        let mut left = SlotStats::default();
+        for _ in 0..5 {
+            let mut r = StreamRecord::new("openai", "gpt-4o", "/v1/chat", Outcome::Cancelled);
+            r.streaming = true;
+            r.time_to_first_token = Some(std::time::Duration::from_secs(6));
+            r.first_token_lower_bound = true;
+            left.add(&r, false);
+        }
+        let slots = [left, SlotStats::default()];
+        assert_eq!(series(&SIGNALS[2], &slots, 5), [None]);
+        let ttft = series(&SIGNALS[0], &slots, 5);
+        assert!(ttft[0].is_some_and(|p95| p95 > 5_900.0), "{ttft:?}");
     }
 
     #[test]

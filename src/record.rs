@@ -229,10 +229,11 @@ pub struct StreamRecord {
     /// format). `None` for a stream whose reader held it back before it (README, Security).
     pub time_to_first_token: Option<Duration>,
     /// [`time_to_first_token`](Self::time_to_first_token) is a lower bound: the client left
-    /// (`cancelled`) a stream that was still waiting on its source for its first token, and
-    /// this is how long it had waited. It counts in the first-token percentiles and histograms
-    /// as a first token's time, so that clients giving up never take a slow upstream's first
-    /// tokens out of them (README, Security).
+    /// (`cancelled`) a stream that was still waiting on its source for its first token, past
+    /// the first-token baseline's critical threshold, and this is how long it had waited. It
+    /// counts in the first-token percentiles and histograms as a first token's time, so that
+    /// clients giving up after that long never take a slow upstream's first tokens out of them;
+    /// a shorter wait records none (README, Security).
     pub first_token_lower_bound: bool,
     /// From the service call to the end of the body (or of the failed call), the reader's time
     /// included.

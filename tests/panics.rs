@@ -330,3 +330,85 @@ fn panic_in_on_record_at_the_end_records_once() {
     assert_eq!(records.outcomes(), vec![Outcome::Ok]);
     assert_eq!(monitor.in_flight(), 0);
 }
+
+/// An error whose `Display` panics (an app's bug), as the session log formats it.
+#[derive(Debug)]
+struct LoudError;
+
+impl std::fmt::Display for LoudError {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        panic!("bug in the error's Display")
+    }
+}
+
+impl std::error::Error for LoudError {}
+
+/// A body that fails at once with a [`LoudError`].
+struct FailsLoudly;
+
+impl Body for FailsLoudly {
+    type Data = Bytes;
+    type Error = LoudError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, LoudError>>> {
+        Poll::Ready(Some(Err(LoudError)))
+    }
+}
+
+/// A panic while the end of a request is logged (the app's error formatted for its failure's
+/// line, by the error layer): the request is handed over first, so it stays recorded once and
+/// leaves the in-flight gauges; the panic reaches the caller.
+#[test]
+fn panic_while_logging_the_end_loses_no_record() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let records = Records::default();
+    let monitor = records.build(Monitor::builder());
+    let _subscriber = tracing::subscriber::set_default(
+        tracing_subscriber::registry().with(monitor.error_layer()),
+    );
+    let service = sse_service(&monitor, || FailsLoudly);
+    assert_eq!(panic_of_the_body(service), "bug in the error's Display");
+    assert_eq!(records.outcomes(), vec![Outcome::StreamError]);
+    assert_eq!(monitor.in_flight(), 0);
+}
+
+/// An error whose `Debug` panics, as `Debug` impls that unwrap the formatter's error do when
+/// the writer stops early.
+struct LoudDebug;
+
+impl std::fmt::Debug for LoudDebug {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LoudDebug { detail: ").expect("writes");
+        f.write_str("x }")
+    }
+}
+
+impl std::fmt::Display for LoudDebug {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("upstream connection reset")
+    }
+}
+
+impl std::error::Error for LoudDebug {}
+
+/// A service error whose chain's `Debug` panics when the layer looks in it for a timeout: the
+/// request is recorded once, as the service error it is (`server_error`), with no panic.
+#[test]
+fn a_service_error_whose_debug_panics_is_recorded() {
+    let records = Records::default();
+    let monitor = records.build(Monitor::builder());
+    let mut service = monitor.layer().layer(tower::service_fn(|_: Request<()>| {
+        let error: tower::BoxError = Box::new(LoudDebug);
+        std::future::ready(Err::<Response<http_body_util::Empty<Bytes>>, _>(error))
+    }));
+    let mut future = Box::pin(service.call(Request::new(())));
+    let Poll::Ready(Err(error)) = future.as_mut().poll(&mut cx()) else {
+        panic!("the service's error")
+    };
+    assert_eq!(error.to_string(), "upstream connection reset");
+    assert_eq!(records.outcomes(), vec![Outcome::ServerError]);
+    assert_eq!(monitor.in_flight(), 0);
+}

@@ -515,8 +515,10 @@ static PATTERNS: LazyLock<Result<Patterns, regex::Error>> = LazyLock::new(compil
 /// or more) and redacted; if that hides anything more, the redacted decoded copy is returned,
 /// so `?next=%3Fapi_key%3Dx` comes back as `?next=?api_key=[REDACTED]`.
 ///
-/// Any tuple whose first item is a secret name hides its second, header or not; a list of
-/// names (`["api_key", "model"]`) and text that only looks like a credential
+/// Any tuple whose first item is a secret name hides its second, header or not, and so does a
+/// pair in a list of pairs (`[["x-api-key", "…"]]`) or an object naming it (`{"name":
+/// "x-api-key", "value": "…"}`); a list of names (`["api_key", "model"]`) and text that only
+/// looks like a credential
 /// (`Basic authentication`) are kept. Redacting the result again changes nothing, unless it
 /// was encoded more than three times: the text is read again until nothing more changes (a
 /// hidden value can bare a pair or an element glued to it, `<password>x<token>…`), four times
@@ -573,9 +575,14 @@ fn redact_plain<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
     Cow::Borrowed(REDACTED)
 }
 
-/// One pass: pairs, then credential types, then shapes.
+/// One pass: pairs written as an object naming them (first: a name member may be a secret's
+/// own, `{"Key": "password", …}`, and be hidden by the next), pairs, then credential types,
+/// then shapes.
 fn redact_pass<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
-    let mut out = redact_key_values(patterns, text);
+    let mut out = redact_named_values(patterns, text);
+    if let Cow::Owned(replaced) = redact_key_values(patterns, &out) {
+        out = Cow::Owned(replaced);
+    }
     if let Cow::Owned(replaced) = redact_credential_calls(patterns, &out) {
         out = Cow::Owned(replaced);
     }
@@ -699,6 +706,112 @@ fn redact_key_values<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
         out.push_str(&text[copied..]);
         Cow::Owned(out)
     }
+}
+
+/// The names of a member that names the pair its object is (`{"name": "x-api-key", "value":
+/// "…"}`: HAR headers, Kubernetes' `env`, `[{"Key": "password", "Value": "…"}]`); any case.
+const PAIR_NAMES: [&str; 6] = ["name", "key", "header", "field", "param", "variable"];
+
+/// Objects [`redact_named_values`] reads whole in one text, at most; past them, the rest of
+/// the text after the next object naming a secret is hidden. Each such object is read from
+/// its `{` to its `}`, so the bound keeps hostile text (thousands of naming members, or
+/// objects never closed) to a few passes over it.
+const NAMED_OBJECTS: usize = 64;
+
+/// Hides the `value` of an object that names a secret in another member (see [`PAIR_NAMES`]),
+/// in either order: the pair's name is a secret's ([`is_secret_field`]), so its value is the
+/// secret, whatever it looks like (an Azure key is 32 hex digits, with nothing to tell it by).
+/// The object is the one that holds the naming member (`{"meta": {…}, "name": …}` too), to its
+/// closing `}` (brackets in quoted strings, at any escaping level, skipped).
+fn redact_named_values<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    let mut objects: Vec<usize> = Vec::new();
+    let mut at = 0;
+    while let Some(found) = patterns.key.find_at(text, at) {
+        let (form, name, name_end) = match_name(found.as_str());
+        at = found.start() + name_end;
+        if form != NameForm::Pair || !PAIR_NAMES.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+            continue;
+        }
+        let from = found.start();
+        let named = patterns
+            .key_value
+            .captures(&text[from..])
+            .filter(|caps| caps.name("quote").is_some() && caps.name("comma").is_none())
+            .and_then(|caps| value_span(&text[from..], &caps, &text[..from]))
+            .map(|(start, end)| &text[from + start..from + end]);
+        if !named.is_some_and(|n| is_secret_field(n.trim_end_matches('\\'))) {
+            continue;
+        }
+        let Some(open) = enclosing_object(text, from) else {
+            continue;
+        };
+        if objects.contains(&open) {
+            continue;
+        }
+        if objects.len() == NAMED_OBJECTS {
+            spans.push((open, text.len()));
+            break;
+        }
+        objects.push(open);
+        let close = bracket_end(text, open);
+        let mut inner = open + 1;
+        while let Some(member) = patterns.key.find_at(&text[..close], inner) {
+            let (form, member_name, member_end) = match_name(member.as_str());
+            inner = member.start() + member_end;
+            if form != NameForm::Pair || !member_name.eq_ignore_ascii_case("value") {
+                continue;
+            }
+            let start = member.start();
+            let value = patterns
+                .key_value
+                .captures(&text[start..close])
+                .filter(|caps| caps.name("comma").is_none())
+                .and_then(|caps| value_span(&text[start..close], &caps, &text[..start]));
+            if let Some((value_start, value_end)) = value {
+                spans.push((start + value_start, start + value_end));
+                inner = start + value_end;
+            }
+        }
+    }
+    if spans.is_empty() {
+        return Cow::Borrowed(text);
+    }
+    spans.sort_unstable();
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    for (start, end) in spans {
+        if start < copied {
+            continue;
+        }
+        out.push_str(&text[copied..start]);
+        out.push_str(REDACTED);
+        copied = end;
+    }
+    out.push_str(&text[copied..]);
+    Cow::Owned(out)
+}
+
+/// How far back [`enclosing_object`] looks for the `{` of a member's object.
+const OBJECT_REACH: usize = 4096;
+
+/// The `{` of the object that holds a member starting at `member`: back over whole objects
+/// and arrays before it (`{"meta": {…}, "tags": [], "name": …}`), balanced brackets in quoted
+/// strings too (`"use {token}"`), at most [`OBJECT_REACH`] bytes back. `None` when an array,
+/// not an object, holds it, or none is found in reach.
+fn enclosing_object(text: &str, member: usize) -> Option<usize> {
+    let reach = member.saturating_sub(OBJECT_REACH);
+    let mut depth = 0usize;
+    for (i, b) in text.as_bytes()[reach..member].iter().enumerate().rev() {
+        match b {
+            b'}' | b']' => depth += 1,
+            b'{' | b'[' if depth > 0 => depth -= 1,
+            b'{' => return Some(reach + i),
+            b'[' => return None,
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Hides the contents of a secret-named tuple struct or variant as Debug writes it, wherever it
@@ -1007,13 +1120,27 @@ fn xml_text_span(text: &str, open_end: usize, reads: &mut CommentReads) -> Optio
 /// maybe escaped (`("name"`, `(\"name\"`), maybe on the next line (pretty Debug: `(\n    "name"`,
 /// or with the line break escaped, `(\\n    \"name\"`).
 fn opens_tuple(before: &str) -> bool {
-    let mut rest = before.trim_end_matches(['"', '\'']).trim_end_matches('\\');
+    let rest = blank_before(before.trim_end_matches(['"', '\'']).trim_end_matches('\\'));
+    if rest.ends_with('(') {
+        return true;
+    }
+    // A pair as an array that is itself an item of an array (`[["x-api-key", "…"]]`, serde's
+    // `Vec<(String, String)>`, JavaScript's `Object.entries`): a list of pairs. A list of
+    // names stands alone (`missing fields ["api_key", "model"]`).
+    rest.strip_suffix('[')
+        .map(blank_before)
+        .is_some_and(|outer| outer.ends_with(['[', ',']))
+}
+
+/// `text` without the blanks it ends with: spaces, tabs, line breaks, and line breaks or tabs
+/// escaped at any level (`\n`, `\\n`).
+fn blank_before(text: &str) -> &str {
+    let mut rest = text;
     loop {
         rest = rest.trim_end_matches([' ', '\t', '\r', '\n']);
-        // An escaped line break or tab, at any escaping level.
         match rest.strip_suffix(['n', 'r', 't']) {
             Some(escape) if escape.ends_with('\\') => rest = escape.trim_end_matches('\\'),
-            _ => return rest.ends_with('('),
+            _ => return rest,
         }
     }
 }
@@ -2339,6 +2466,56 @@ next"#,
                 "  password:\n [REDACTED]\nuser: bob",
             ),
         ]);
+    }
+
+    /// A pair written as a list of pairs (serde's `Vec<(String, String)>`, JavaScript's
+    /// `Object.entries`), or as an object naming it (`{"name": …, "value": …}`, in either order,
+    /// any case, escaped in a string too), hides its value; a list of names, or a name member
+    /// that names no secret, hides nothing.
+    #[test]
+    fn pairs_as_lists_and_named_objects_hide_their_values() {
+        let secret = "3f9a0c1d2e4b5a6978877665544332211";
+        for text in [
+            format!(r#"[["x-api-key","{secret}"]]"#),
+            format!(r#"headers: [["accept", "*/*"], ["Authorization", "{secret}"]]"#),
+            format!(r#"[{{"name":"x-api-key","value":"{secret}"}}]"#),
+            format!(r#"{{"value": "{secret}", "name": "api-key"}}"#),
+            format!(r#"env: [{{"name":"AZURE_OPENAI_API_KEY","value":"{secret}"}}]"#),
+            format!(r#"[{{"Key":"password","Value":"{secret}"}}]"#),
+            format!(r#"body: "{{\"name\":\"x-api-key\",\"value\":\"{secret}\"}}""#),
+            format!(r#"[{{"name": "api-key", "value": {{"raw": "{secret}"}}}}]"#),
+            format!(r#"{{"meta":{{"a":1}},"name":"x-api-key","value":"{secret}"}}"#),
+            format!(r#"{{"value":"{secret}","tags":{{}},"name":"api-key"}}"#),
+            format!(r#"{{"note":"use {{token}}","name":"x-api-key","value":"{secret}"}}"#),
+            format!(r#"Header {{ name: "x-api-key", value: "{secret}" }}"#),
+        ] {
+            let once = redact(&text).into_owned();
+            assert!(!once.contains(secret), "leaked: {text} -> {once}");
+            assert_eq!(redact(&once), once, "not idempotent: {text}");
+        }
+        for kept in [
+            r#"missing fields ["api_key", "model"]"#,
+            r#"[{"name":"model","value":"gpt-4o"}]"#,
+            r#"{"header":"accept","value":"*/*"}"#,
+            r#"{"name":"x-api-key"} and {"value":"shown"}"#,
+        ] {
+            assert_eq!(redact(kept), kept);
+        }
+    }
+
+    /// Hostile texts of naming members are read in a bounded number of passes: thousands of
+    /// members naming a secret, in one object never closed or in objects of their own, past
+    /// [`NAMED_OBJECTS`] the rest hidden.
+    #[test]
+    fn many_naming_members_are_read_in_bounded_passes() {
+        let unclosed = format!("{{{}", "\"name\":\"token\",\"value\":\"x1\",".repeat(4_000));
+        let once = redact(&unclosed);
+        assert!(!once.contains("x1"), "{}", &once[..200]);
+        let many = "{\"name\":\"token\",\"value\":\"x2\"},".repeat(4_000);
+        let once = redact(&many);
+        assert!(!once.contains("x2"), "{}", &once[..200]);
+        let open = "{\"name\":\"token\",".repeat(8_000);
+        assert_eq!(redact(&open), redact(&redact(&open)));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::HeaderName;
 use http::request::Parts;
 
-use super::recorder::{FirstTokenLogLevels, StreamSettings};
+use super::recorder::{FirstTokenThresholds, StreamSettings};
 use super::{Monitor, Shared};
 use crate::errors::ErrorStore;
 use crate::health::{Baselines, HealthTracker, OnAlert, RollbackTrigger};
@@ -227,7 +227,7 @@ impl Default for Config {
                 route_patterns: Vec::new(),
                 streaming_routes: Vec::new(),
                 max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
-                first_token_log: FirstTokenLogLevels::from_baselines(&Baselines::default()),
+                first_token: FirstTokenThresholds::from_baselines(&Baselines::default()),
             },
             gen_ai_excluded_routes: Vec::new(),
             prices: crate::cost::PriceTable::builtin(),
@@ -762,7 +762,7 @@ impl MonitorBuilder {
             return Err(e);
         }
         let mut c = self.config;
-        c.stream.first_token_log = FirstTokenLogLevels::from_baselines(&c.baselines);
+        c.stream.first_token = FirstTokenThresholds::from_baselines(&c.baselines);
         let bad = |setting: &'static str, reason: &str| ConfigError::InvalidSetting {
             setting,
             reason: reason.to_owned(),

@@ -257,7 +257,7 @@ impl RequestContext {
         let duration = self.started.elapsed();
         let labels = self.resolve_labels(None, false);
         let model = labels.model.unwrap_or_else(|| self.recorder().unknown());
-        log_end(scope, outcome, || End {
+        let panicked = log_end(scope, outcome, || End {
             outcome,
             status: None,
             provider: labels.provider,
@@ -289,6 +289,7 @@ impl RequestContext {
         };
         self.recorder()
             .record(record, self.facade_in_flight, false, labels.source);
+        resume(panicked);
     }
 }
 
@@ -306,39 +307,115 @@ pub(crate) struct End<'a> {
     pub(crate) upstream: Option<&'a UpstreamError>,
 }
 
+/// Whether a request that ended with `outcome` logs a failure (see [`log_end`]).
+#[inline]
+fn logs_failure(outcome: Outcome) -> bool {
+    outcome.is_error() && !outcome.is_client_caused()
+}
+
 /// The session log line for the end of a request. Every failure logs once, at the level of its
 /// outcome ([`Outcome`]'s table in the README): ERROR for `server_error`, `stream_error`,
 /// `timeout` and `auth_error`, WARN for `rate_limited`; `client_error` and `cancelled` are the
 /// client's doing and log at INFO, like a success.
 ///
 /// `end` is worked out only when the line is logged: most requests end logging nothing.
+///
+/// Logged before the request's record is handed over (a failure's error record may start the
+/// trace the record names), and the line runs the app's code (its error's `Display`, its
+/// subscriber's layers): a panic there is caught and kept (per thread) for [`resume`], called
+/// once the record is handed over, so that it loses no record. Returns whether a panic was
+/// caught. The catching is in the cold functions that log: a request that logs nothing pays
+/// nothing for it.
 #[inline]
-pub(crate) fn log_end<'a>(scope: &RequestScope, outcome: Outcome, end: impl FnOnce() -> End<'a>) {
-    scope.record("outcome", &outcome);
-    if outcome.is_error() && !outcome.is_client_caused() {
-        log_failure(scope, &end());
+#[must_use]
+pub(crate) fn log_end<'a>(
+    scope: &RequestScope,
+    outcome: Outcome,
+    end: impl FnOnce() -> End<'a>,
+) -> bool {
+    let mut panicked = scope.has_span() && record_outcome(scope, outcome);
+    if logs_failure(outcome) {
+        panicked |= log_failure(scope, &end());
     } else if tracing::enabled!(target: SESSION_TARGET, tracing::Level::INFO) {
         // Logged at INFO, below any level the error layer records: no need to mark the request
         // current for it. Asked first: when no layer wants the session's INFO lines (a `fmt`
         // layer at WARN), their fields need not be worked out.
-        log_end_event(scope.span(), &end());
+        panicked |= log_end_event_caught(scope.span(), &end());
+    }
+    panicked
+}
+
+/// The outcome on the request's span, for a scope that keeps one; `true` when the
+/// subscriber panicked (see [`log_end`]).
+#[cold]
+#[inline(never)]
+fn record_outcome(scope: &RequestScope, outcome: Outcome) -> bool {
+    caught(|| scope.record("outcome", &outcome))
+}
+
+thread_local! {
+    /// A panic [`log_end`] caught on this thread, until [`resume`] goes on with it.
+    static LOG_PANIC: std::cell::Cell<Option<Box<dyn std::any::Any + Send>>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Runs `log`; a panic in it is kept for [`resume`]: `true` then.
+fn caught(log: impl FnOnce()) -> bool {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(log)) {
+        Ok(()) => false,
+        Err(panic) => {
+            let _ = LOG_PANIC.try_with(|slot| slot.set(Some(panic)));
+            true
+        }
     }
 }
 
+/// Goes on with a panic [`log_end`] caught (`panicked`: what it returned), now that the
+/// record is handed over; unless another panic unwinds already (the request recorded from a drop),
+/// where a second one escaping the drop would abort the process: then it is dropped, its
+/// message printed already.
+#[inline]
+pub(crate) fn resume(panicked: bool) {
+    if panicked {
+        resume_caught();
+    }
+}
+
+#[cold]
 #[inline(never)]
-fn log_failure(scope: &RequestScope, end: &End<'_>) {
+fn resume_caught() {
+    let panic = LOG_PANIC.try_with(std::cell::Cell::take).ok().flatten();
+    if let Some(panic) = panic {
+        if !std::thread::panicking() {
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+/// A failure's line, marked with the request for the error layer; `true` when something in it
+/// panicked (see [`log_end`]).
+#[inline(never)]
+fn log_failure(scope: &RequestScope, end: &End<'_>) -> bool {
     // A failure's record names the provider it was recorded under, which the request alone
     // may not have named.
     let tags = RequestTags {
         provider: ShownProvider::Resolved(end.provider),
         ..scope.tags.clone()
     };
-    tags.within(|| log_end_event(scope.span(), end));
+    let panicked = caught(|| tags.within(|| log_end_event(scope.span(), end)));
     // A trace the error layer started for its record is the request's: its own record and
     // exemplars name the same one (README, Tracing).
     if let Some(trace) = tags.trace.get() {
         let _ = scope.tags.trace.set(trace.clone());
     }
+    panicked
+}
+
+/// [`log_end_event`], a panic in it caught (see [`log_end`]).
+#[cold]
+#[inline(never)]
+fn log_end_event_caught(span: &Span, end: &End<'_>) -> bool {
+    caught(|| log_end_event(span, end))
 }
 
 #[inline(never)]

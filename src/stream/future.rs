@@ -212,10 +212,7 @@ where
             Err(error) => {
                 let outcome = classify_service_error(&error as &dyn Any);
                 if let Some(context) = tracked.context.take() {
-                    let outcome =
-                        context
-                            .hints
-                            .judge_timeout(outcome, context.started, Instant::now());
+                    let outcome = context.hints.judge_timeout(outcome);
                     context.finish_without_body(&tracked.scope, outcome, Some(&error));
                 }
                 boxed.give_back();
@@ -294,7 +291,7 @@ fn deadline_response<B>(tracked: &mut Option<TrackedBox>) -> Response<MonitoredB
         .unwrap_or_default();
     let client = context
         .as_ref()
-        .is_some_and(|c| c.hints.client_held_upload(c.started, Instant::now()));
+        .is_some_and(|c| c.hints.client_holds_upload());
     let (status, kind, outcome, message) = if client {
         let error = RequestBodyTimeout { after };
         let message = error.to_string();

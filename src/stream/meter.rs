@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use bytes::{Buf, Bytes};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
-use super::context::{End, RequestContext, RequestScope, log_end};
+use super::context::{End, RequestContext, RequestScope, log_end, resume};
 use super::request_body::RequestHints;
 use super::state::ServiceState;
 use super::timer::StreamTimer;
@@ -456,8 +456,9 @@ impl StreamMeter {
     /// For a stream dropped at `t` with no token: if it had been waiting on its source for its
     /// first one (a stream by its response, not only by the client's ask; the request's upload
     /// over, its time being the client's; its reader's time within the bound of [`timed`], a
-    /// reader holding the stream back may have kept a token from being seen), that wait, from
-    /// the same origin as a first token's, and `true`.
+    /// reader holding the stream back may have kept a token from being seen) for longer than
+    /// the first-token baseline's critical threshold (`FirstTokenThresholds::lower_bound_counts`),
+    /// that wait, from the same origin as a first token's, and `true`.
     #[cold]
     #[inline(never)]
     fn first_token_wait(
@@ -469,8 +470,12 @@ impl StreamMeter {
             && self.last_token.is_none()
             && self.hints.upload_over()
             && timer.is_some_and(|timer| self.timed_by(timer, t));
-        match waited {
-            true => (Some(t - self.origin(t)), true),
+        let wait = t - self.origin(t);
+        let counts = waited
+            && (self.state.recorder.settings().first_token)
+                .lower_bound_counts(wait.as_secs_f64() * 1000.0);
+        match counts {
+            true => (Some(wait), true),
             false => (None, false),
         }
     }
@@ -489,9 +494,9 @@ impl StreamMeter {
     /// Per-request first-token alerting: past the critical baseline WARN, past warning INFO.
     fn log_first_token(&self, latency_ms: f64, scope: &RequestScope) {
         let span = scope.span();
-        let levels = &self.state.recorder.settings().first_token_log;
+        let levels = &self.state.recorder.settings().first_token;
         let provider = &*self.provider;
-        match levels.level(latency_ms) {
+        match levels.log_level(latency_ms) {
             tracing::Level::WARN => scope.tags.within(|| {
                 tracing::warn!(
                 target: SESSION_TARGET,
@@ -614,9 +619,7 @@ impl StreamMeter {
         let (outcome, error) = match end {
             // A panic (or another server fault) in the body: the server's, whatever the status.
             StreamEnd::Failed(Outcome::ServerError, error) => (Outcome::ServerError, Some(error)),
-            _ if by_status != Outcome::Ok => {
-                (self.hints.judge_timeout(by_status, started, finished), None)
-            }
+            _ if by_status != Outcome::Ok => (self.hints.judge_timeout(by_status), None),
             StreamEnd::Failed(outcome, error) => (self.hints.judge(outcome), Some(error)),
             StreamEnd::Complete => (in_stream.unwrap_or(Outcome::Ok), None),
             StreamEnd::Dropped => (in_stream.unwrap_or(Outcome::Cancelled), None),
@@ -649,10 +652,10 @@ impl StreamMeter {
             (None, ProviderFormat::Unknown) if by_status == Outcome::Ok && !asked_only => ttfb,
             (None, _) => None,
         };
-        // A stream its client left while it waited on its source for its first token: the
-        // wait is a lower bound of that time, and counts as it (README, Security). Left out,
-        // clients that give up would take exactly the slow first tokens out of the
-        // percentiles.
+        // A stream its client left while it waited on its source for its first token, past the
+        // critical threshold: the wait is a lower bound of that time, and counts as it (README,
+        // Security). Left out, clients that give up would take exactly the slow first tokens
+        // out of the percentiles.
         let (ttft, first_token_lower_bound) = match ttft {
             None if outcome == Outcome::Cancelled => self.first_token_wait(finished, timer),
             ttft => (ttft, false),
@@ -699,7 +702,7 @@ impl StreamMeter {
             (None, Some(summary)) => summary.error_detail(),
             (None, None) => None,
         };
-        log_end(scope, outcome, || End {
+        let panicked = log_end(scope, outcome, || End {
             outcome,
             status: Some(self.status),
             provider: self.provider,
@@ -759,6 +762,7 @@ impl StreamMeter {
             record.clamp_usage();
         }
         recorder.record(record, self.facade_in_flight, true, self.label_source);
+        resume(panicked);
     }
 }
 

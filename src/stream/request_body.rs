@@ -233,13 +233,13 @@ impl RequestHints {
         }
     }
 
-    /// When the handler read the request's body's end, if it was watched and it did.
-    #[inline]
     /// Whether the request has no body watched, or its body has ended.
+    #[inline]
     pub(crate) fn upload_over(&self) -> bool {
         self.body.as_ref().is_none_or(|b| b.ended_at().is_some())
     }
 
+    /// When the handler read the request's body's end, if it was watched and it did.
     pub(crate) fn body_end(&self) -> Option<Instant> {
         self.body.as_ref().and_then(RequestBodyWatch::ended_at)
     }
@@ -266,35 +266,26 @@ impl RequestHints {
     }
 
     /// `outcome` of a status or a service error, or `client_error` for a timeout (a 408, a
-    /// 504, an inner timeout error, this layer's deadline before the response) that came at
-    /// `now` while the handler waited for the client's bytes, the client silent since before
-    /// the middle of the request (started at `started`): an upload held, not one kept going
-    /// (a chunk every few milliseconds is waited for only between two chunks, and a timeout
-    /// then is the upstream's: trickling an upload hides no outage). The wait may be the one
-    /// the handler was dropped in, by a timeout of the app's inside the monitor (README,
-    /// Security).
+    /// 504, an inner timeout error, this layer's deadline before the response) that came
+    /// while the handler waited for the client's bytes, the upload not over: the request had
+    /// not reached the server whole, whatever the handler would have done with it, so the
+    /// time was the client's (README, Security). The wait may be the one the handler was
+    /// dropped in, by a timeout of the app's inside the monitor.
     #[inline]
-    pub(crate) fn judge_timeout(
-        &self,
-        outcome: Outcome,
-        started: Instant,
-        now: Instant,
-    ) -> Outcome {
-        if outcome == Outcome::Timeout && self.client_held_upload(started, now) {
+    pub(crate) fn judge_timeout(&self, outcome: Outcome) -> Outcome {
+        if outcome == Outcome::Timeout && self.client_holds_upload() {
             Outcome::ClientError
         } else {
             outcome
         }
     }
 
-    /// Whether the client has held its upload through the later half of the request so far
-    /// (see [`judge_timeout`](Self::judge_timeout)).
-    pub(crate) fn client_held_upload(&self, started: Instant, now: Instant) -> bool {
-        let middle = started + now.saturating_duration_since(started) / 2;
+    /// Whether the handler waits for the client's bytes, or was dropped waiting for them (see
+    /// [`judge_timeout`](Self::judge_timeout)).
+    pub(crate) fn client_holds_upload(&self) -> bool {
         self.body
             .as_ref()
-            .and_then(RequestBodyWatch::silent_since)
-            .is_some_and(|since| since <= middle)
+            .is_some_and(|b| b.silent_since().is_some())
     }
 
     /// Whether the handler has waited for the client's bytes since `t` or before, with

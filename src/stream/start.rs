@@ -42,6 +42,7 @@ struct RequestHeaders<'a> {
 impl<'a> RequestHeaders<'a> {
     /// A request has a dozen headers or so: one pass over them, comparing names, costs less
     /// than six hashed lookups. Past a few dozen, the lookups cost less.
+    #[inline]
     fn read(headers: &'a HeaderMap, config: &StreamSettings) -> Self {
         const FEW: usize = 24;
         if headers.len() > FEW {
@@ -112,6 +113,7 @@ fn header_value(value: Option<&HeaderValue>) -> Option<HeaderValue> {
 /// The caller's trace context (`traceparent`, `tracestate`), when valid. A malformed header is
 /// ignored, never an error (README, Tracing); so are several `traceparent` lines, which W3C
 /// Trace Context counts as invalid (which one would be the parent?): `parent` is the one line.
+#[inline]
 fn trace_context(parent: Option<&HeaderValue>, headers: &HeaderMap) -> Option<TraceContext> {
     let parent = parent?.to_str().ok()?;
     TraceContext::from_traceparent(parent, tracestate(headers).as_deref())
@@ -325,6 +327,7 @@ impl RequestContext {
 }
 
 /// `MatchedPath` (axum), then the configured patterns, else `unmatched`: never the raw path.
+#[inline]
 fn route_of(recorder: &Recorder, routes: &RouteCache, request: RequestHead<'_>) -> Label {
     #[cfg(feature = "axum")]
     if let Some(matched) = request.extensions().get::<axum::extract::MatchedPath>() {
@@ -413,14 +416,19 @@ mod tests {
         headers
     }
 
-    fn trace_of(headers: &HeaderMap) -> Option<TraceContext> {
-        let settings = crate::Monitor::builder()
+    /// The stream settings of a monitor built with the defaults.
+    fn default_settings() -> StreamSettings {
+        crate::Monitor::builder()
             .build()
             .unwrap()
             .shared
             .config
             .stream
-            .clone();
+            .clone()
+    }
+
+    fn trace_of(headers: &HeaderMap) -> Option<TraceContext> {
+        let settings = default_settings();
         trace_context(
             RequestHeaders::read(headers, &settings).traceparent,
             headers,
@@ -476,13 +484,7 @@ mod tests {
     /// The one pass over a few headers and the lookups past them read the same values.
     #[test]
     fn header_scan_reads_what_the_lookups_read() {
-        let settings = crate::Monitor::builder()
-            .build()
-            .unwrap()
-            .shared
-            .config
-            .stream
-            .clone();
+        let settings = default_settings();
         let mut few = headers(&[]);
         few.append("x-llm-provider", HeaderValue::from_static("openai"));
         few.append("x-llm-provider", HeaderValue::from_static("anthropic"));

@@ -59,6 +59,7 @@ impl RouteCache {
     }
 
     #[cfg(feature = "axum")]
+    #[inline]
     pub(super) fn label_matched(
         &self,
         recorder: &Recorder,
