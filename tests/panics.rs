@@ -31,6 +31,17 @@ impl Records {
     }
 }
 
+/// These tests run one at a time. Tracing keeps each callsite's interest from when it is
+/// first seen: a test that logs with no subscriber while another sets one (the tests of
+/// logging below) can leave the callsite off for that one, and its panic never comes.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    // A test that failed holding it leaves nothing to repair.
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn cx() -> Context<'static> {
     Context::from_waker(Waker::noop())
 }
@@ -132,6 +143,7 @@ where
 /// gauge.
 #[test]
 fn panic_in_is_end_stream_at_the_response_is_recorded() {
+    let _one = one_at_a_time();
     let records = Records::default();
     let monitor = records.build(Monitor::builder());
     let mut service = sse_service(&monitor, || Quirky::new(1, Some(1), None));
@@ -152,6 +164,7 @@ fn panic_in_is_end_stream_at_the_response_is_recorded() {
 /// is `server_error` (README, Outcomes), not the client's `cancelled`.
 #[test]
 fn panic_in_is_end_stream_after_a_frame_is_a_server_error() {
+    let _one = one_at_a_time();
     let records = Records::default();
     let monitor = records.build(Monitor::builder());
     let mut service = sse_service(&monitor, || Quirky::new(3, Some(2), None));
@@ -185,7 +198,10 @@ async fn poll_once<T>(mut f: impl FnMut(&mut Context<'_>) -> Poll<T>) -> Poll<T>
 /// whether an error event may be added) panics: the request is recorded once and leaves the
 /// in-flight gauge.
 #[tokio::test(start_paused = true)]
+// The test's own runtime, one thread: no other task of it takes the lock.
+#[allow(clippy::await_holding_lock)]
 async fn panic_in_size_hint_at_the_sse_timeout_is_recorded() {
+    let _one = one_at_a_time();
     let records = Records::default();
     let monitor = records.build(Monitor::builder().stream_timeout(ms(1000)));
     let mut service = sse_service(&monitor, || Quirky::new(1, None, Some(2)));
@@ -255,6 +271,7 @@ where
 /// has a panic as `server_error`, and `client_error` never counts in the error rate.
 #[test]
 fn panic_in_the_body_of_a_4xx_is_a_server_error() {
+    let _one = one_at_a_time();
     let records = Records::default();
     let monitor = records.build(Monitor::builder());
     let service = monitor.layer().layer(tower::service_fn(|_: Request<()>| {
@@ -275,6 +292,7 @@ fn panic_in_the_body_of_a_4xx_is_a_server_error() {
 /// the panic goes on to the caller.
 #[test]
 fn panic_in_request_labels_is_recorded() {
+    let _one = one_at_a_time();
     let records = Records::default();
     let monitor = records.build(Monitor::builder().request_labels(
         |_: &http::request::Parts| -> tower_stream_monitor::StreamLabels {
@@ -307,6 +325,7 @@ fn panicking_callback(records: &Records) -> Monitor {
 /// panic escaping a drop during unwinding aborts it) and the body's panic reaches the caller.
 #[test]
 fn panic_in_on_record_while_a_panic_unwinds_does_not_abort() {
+    let _one = one_at_a_time();
     let records = Records::default();
     let monitor = panicking_callback(&records);
     let service = sse_service(&monitor, || Panics("bug while writing the body"));
@@ -319,6 +338,7 @@ fn panic_in_on_record_while_a_panic_unwinds_does_not_abort() {
 /// stream stays recorded once (dropping the body after it records nothing more).
 #[test]
 fn panic_in_on_record_at_the_end_records_once() {
+    let _one = one_at_a_time();
     let records = Records::default();
     let monitor = panicking_callback(&records);
     let service = sse_service(&monitor, || {
@@ -363,6 +383,7 @@ impl Body for FailsLoudly {
 /// leaves the in-flight gauges; the panic reaches the caller.
 #[test]
 fn panic_while_logging_the_end_loses_no_record() {
+    let _one = one_at_a_time();
     use tracing_subscriber::layer::SubscriberExt as _;
     let records = Records::default();
     let monitor = records.build(Monitor::builder());
@@ -398,6 +419,7 @@ impl std::error::Error for LoudDebug {}
 /// request is recorded once, as the service error it is (`server_error`), with no panic.
 #[test]
 fn a_service_error_whose_debug_panics_is_recorded() {
+    let _one = one_at_a_time();
     let records = Records::default();
     let monitor = records.build(Monitor::builder());
     let mut service = monitor.layer().layer(tower::service_fn(|_: Request<()>| {
@@ -410,5 +432,51 @@ fn a_service_error_whose_debug_panics_is_recorded() {
     };
     assert_eq!(error.to_string(), "upstream connection reset");
     assert_eq!(records.outcomes(), vec![Outcome::ServerError]);
+    assert_eq!(monitor.in_flight(), 0);
+}
+
+/// A subscriber layer that panics when a request's span is given its `model` as the request
+/// ends (a bug of the app's, or of a layer it installed).
+struct PanicsOnModel;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PanicsOnModel {
+    fn on_record(
+        &self,
+        _: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        struct Model;
+        impl tracing::field::Visit for Model {
+            fn record_debug(&mut self, field: &tracing::field::Field, _: &dyn std::fmt::Debug) {
+                if field.name() == "model" {
+                    panic!("bug in a layer's on_record");
+                }
+            }
+        }
+        values.record(&mut Model);
+    }
+}
+
+/// A layer's panic as the request's span is given its last fields: the request is handed over
+/// first, recorded once, and leaves the in-flight gauges; the panic reaches the caller.
+#[test]
+fn panic_in_a_layer_as_the_span_ends_loses_no_record() {
+    let _one = one_at_a_time();
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let records = Records::default();
+    let monitor = records.build(Monitor::builder());
+    let _subscriber = tracing::subscriber::set_default(
+        tracing_subscriber::registry()
+            .with(PanicsOnModel)
+            .with(monitor.error_layer()),
+    );
+    let service = sse_service(&monitor, || {
+        http_body_util::Full::new(Bytes::from_static(
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n",
+        ))
+    });
+    assert_eq!(panic_of_the_body(service), "bug in a layer's on_record");
+    assert_eq!(records.outcomes(), vec![Outcome::Ok]);
     assert_eq!(monitor.in_flight(), 0);
 }

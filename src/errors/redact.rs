@@ -712,17 +712,24 @@ fn redact_key_values<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
 /// "…"}`: HAR headers, Kubernetes' `env`, `[{"Key": "password", "Value": "…"}]`); any case.
 const PAIR_NAMES: [&str; 6] = ["name", "key", "header", "field", "param", "variable"];
 
-/// Objects [`redact_named_values`] reads whole in one text, at most; past them, the rest of
-/// the text after the next object naming a secret is hidden. Each such object is read from
-/// its `{` to its `}`, so the bound keeps hostile text (thousands of naming members, or
-/// objects never closed) to a few passes over it.
+/// Objects [`redact_named_values`] reads whole in one text, at most; past them, the text from
+/// the next object naming a secret on is hidden. Each such object is read from its `{` to its
+/// `}`, so the bound keeps hostile text (thousands of naming members, or objects never closed)
+/// to a few passes over it.
 const NAMED_OBJECTS: usize = 64;
+
+/// The longest quoted name a naming member's value is read as (a header or variable name):
+/// a longer one is no secret's name, and is not read to its end.
+const NAME_REACH: usize = 128;
 
 /// Hides the `value` of an object that names a secret in another member (see [`PAIR_NAMES`]),
 /// in either order: the pair's name is a secret's ([`is_secret_field`]), so its value is the
 /// secret, whatever it looks like (an Azure key is 32 hex digits, with nothing to tell it by).
 /// The object is the one that holds the naming member (`{"meta": {…}, "name": …}` too), to its
-/// closing `}` (brackets in quoted strings, at any escaping level, skipped).
+/// closing `}` (brackets in quoted strings, at any escaping level, skipped); only its own
+/// `value` is hidden, not one of an object inside it. Brackets are counted, not parsed, on the
+/// way back to the object's `{` and between its members: a string before the naming member
+/// holding an unbalanced bracket (`"note": "range [0, 1)"`) hides that object from this pass.
 fn redact_named_values<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
     let mut spans: Vec<(usize, usize)> = Vec::new();
     let mut objects: Vec<usize> = Vec::new();
@@ -733,16 +740,15 @@ fn redact_named_values<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
         if form != NameForm::Pair || !PAIR_NAMES.iter().any(|n| n.eq_ignore_ascii_case(name)) {
             continue;
         }
-        let from = found.start();
-        let named = patterns
-            .key_value
-            .captures(&text[from..])
-            .filter(|caps| caps.name("quote").is_some() && caps.name("comma").is_none())
-            .and_then(|caps| value_span(&text[from..], &caps, &text[..from]))
-            .map(|(start, end)| &text[from + start..from + end]);
-        if !named.is_some_and(|n| is_secret_field(n.trim_end_matches('\\'))) {
+        // `name: "…"`, not `("name", "…")`: the separator matched is no comma.
+        let separated = patterns
+            .key
+            .captures(found.as_str())
+            .is_some_and(|caps| caps.name("comma").is_none());
+        if !separated || !quoted_name(&text[found.end()..]).is_some_and(is_secret_field) {
             continue;
         }
+        let from = found.start();
         let Some(open) = enclosing_object(text, from) else {
             continue;
         };
@@ -756,10 +762,20 @@ fn redact_named_values<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
         objects.push(open);
         let close = bracket_end(text, open);
         let mut inner = open + 1;
+        // Brackets open since the object's `{`, counted up to `counted`.
+        let (mut depth, mut counted) = (0usize, inner);
         while let Some(member) = patterns.key.find_at(&text[..close], inner) {
             let (form, member_name, member_end) = match_name(member.as_str());
             inner = member.start() + member_end;
-            if form != NameForm::Pair || !member_name.eq_ignore_ascii_case("value") {
+            for b in &text.as_bytes()[counted..member.start()] {
+                match b {
+                    b'{' | b'[' | b'(' => depth += 1,
+                    b'}' | b']' | b')' => depth = depth.saturating_sub(1),
+                    _ => {}
+                }
+            }
+            counted = member.start();
+            if depth > 0 || form != NameForm::Pair || !member_name.eq_ignore_ascii_case("value") {
                 continue;
             }
             let start = member.start();
@@ -770,7 +786,9 @@ fn redact_named_values<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
                 .and_then(|caps| value_span(&text[start..close], &caps, &text[..start]));
             if let Some((value_start, value_end)) = value {
                 spans.push((start + value_start, start + value_end));
+                // The value is read whole: its brackets are its own.
                 inner = start + value_end;
+                counted = inner;
             }
         }
     }
@@ -792,8 +810,18 @@ fn redact_named_values<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
     Cow::Owned(out)
 }
 
+/// The quoted name `value` starts with (its quote escaped or not), read no further than
+/// [`NAME_REACH`] bytes: `None` when `value` starts with no quote, or the name is longer.
+fn quoted_name(value: &str) -> Option<&str> {
+    let body = value.trim_start_matches('\\').strip_prefix('"')?;
+    let reach = &body.as_bytes()[..body.len().min(NAME_REACH)];
+    let end = reach.iter().position(|b| *b == b'"')?;
+    // Before an ASCII quote: a char boundary.
+    Some(body.get(..end)?.trim_end_matches('\\'))
+}
+
 /// How far back [`enclosing_object`] looks for the `{` of a member's object.
-const OBJECT_REACH: usize = 4096;
+const OBJECT_REACH: usize = 1024;
 
 /// The `{` of the object that holds a member starting at `member`: back over whole objects
 /// and arrays before it (`{"meta": {…}, "tags": [], "name": …}`), balanced brackets in quoted
@@ -2493,6 +2521,12 @@ next"#,
             assert!(!once.contains(secret), "leaked: {text} -> {once}");
             assert_eq!(redact(&once), once, "not idempotent: {text}");
         }
+        // Only the naming object's own value: an object inside it keeps its own.
+        let nested = format!(
+            r#"{{"name":"x-api-key","params":[{{"name":"model","value":"gpt-4o"}}],"value":"{secret}"}}"#
+        );
+        let once = redact(&nested);
+        assert!(!once.contains(secret) && once.contains("gpt-4o"), "{once}");
         for kept in [
             r#"missing fields ["api_key", "model"]"#,
             r#"[{"name":"model","value":"gpt-4o"}]"#,
@@ -2516,6 +2550,11 @@ next"#,
         assert!(!once.contains("x2"), "{}", &once[..200]);
         let open = "{\"name\":\"token\",".repeat(8_000);
         assert_eq!(redact(&open), redact(&redact(&open)));
+        // Naming members of no quoted value, or one never closed: each read no further than
+        // its name's reach.
+        for text in ["name=".repeat(40_000) + " ", "name=\"".repeat(40_000)] {
+            assert_eq!(redact(&text), text);
+        }
     }
 
     #[test]

@@ -333,7 +333,7 @@ pub(crate) fn log_end<'a>(
     outcome: Outcome,
     end: impl FnOnce() -> End<'a>,
 ) -> bool {
-    let mut panicked = scope.has_span() && record_outcome(scope, outcome);
+    let mut panicked = scope.has_span() && record_caught(scope, "outcome", &outcome);
     if logs_failure(outcome) {
         panicked |= log_failure(scope, &end());
     } else if tracing::enabled!(target: SESSION_TARGET, tracing::Level::INFO) {
@@ -345,12 +345,17 @@ pub(crate) fn log_end<'a>(
     panicked
 }
 
-/// The outcome on the request's span, for a scope that keeps one; `true` when the
-/// subscriber panicked (see [`log_end`]).
+/// `field` on the request's span, for a scope that keeps one (asked first: `has_span`), as
+/// the request ends; `true` when the subscriber panicked, the panic kept for [`resume`] (see
+/// [`log_end`]).
 #[cold]
 #[inline(never)]
-fn record_outcome(scope: &RequestScope, outcome: Outcome) -> bool {
-    caught(|| scope.record("outcome", &outcome))
+pub(crate) fn record_caught(
+    scope: &RequestScope,
+    field: &'static str,
+    value: &dyn Display,
+) -> bool {
+    caught(|| scope.record(field, value))
 }
 
 thread_local! {

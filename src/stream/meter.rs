@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use bytes::{Buf, Bytes};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
-use super::context::{End, RequestContext, RequestScope, log_end, resume};
+use super::context::{End, RequestContext, RequestScope, log_end, record_caught, resume};
 use super::request_body::RequestHints;
 use super::state::ServiceState;
 use super::timer::StreamTimer;
@@ -691,7 +691,8 @@ impl StreamMeter {
             .or(response_model)
             .unwrap_or_else(|| recorder.unknown());
         let operation_name = recorder.operation_name(format, streaming, self.provider);
-        scope.record("model", &model);
+        // On the span, as the end is logged: a subscriber's panic loses no record.
+        let model_panicked = scope.has_span() && record_caught(scope, "model", &model);
         let upstream = match (&self.error_body, summary) {
             _ if !outcome.is_error() => None,
             // A body cut at the cap is read up to its last whole member.
@@ -702,16 +703,17 @@ impl StreamMeter {
             (None, Some(summary)) => summary.error_detail(),
             (None, None) => None,
         };
-        let panicked = log_end(scope, outcome, || End {
-            outcome,
-            status: Some(self.status),
-            provider: self.provider,
-            duration,
-            output_tokens,
-            tokens_per_second,
-            error,
-            upstream: upstream.as_ref(),
-        });
+        let panicked = model_panicked
+            | log_end(scope, outcome, || End {
+                outcome,
+                status: Some(self.status),
+                provider: self.provider,
+                duration,
+                output_tokens,
+                tokens_per_second,
+                error,
+                upstream: upstream.as_ref(),
+            });
         let mut record = StreamRecord {
             provider: self.provider,
             model,
