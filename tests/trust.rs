@@ -2210,6 +2210,58 @@ async fn leaving_before_the_first_token_hides_no_slow_upstream() {
     assert!(p95 > 0.9 * 250.0, "p95 {p95} ms");
 }
 
+/// An upstream so slow that every client gives up on it, past the first-token check's
+/// critical threshold: no stream is judged (all `cancelled`), yet their lower bounds make the
+/// first-token check, and `/health`, critical rather than `unknown`.
+#[tokio::test]
+async fn an_upstream_every_client_gives_up_on_is_critical() {
+    let mut baselines = tower_stream_monitor::health::Baselines::default();
+    baselines.streaming_first_token.warning = 100.0;
+    baselines.streaming_first_token.critical = 250.0;
+    let (records, _monitor, addr) = monitored(
+        Monitor::builder().baselines(baselines).min_samples(3),
+        Router::new().route(
+            "/v1/chat/completions",
+            post(|| async { slow_first_token(Duration::from_secs(30)) }),
+        ),
+    )
+    .await;
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        tasks.push(tokio::spawn(async move {
+            let mut res = client()
+                .post(format!("http://{addr}/v1/chat/completions"))
+                .send()
+                .await
+                .unwrap();
+            let _ = tokio::time::timeout(Duration::from_millis(400), async {
+                while let Some(_chunk) = res.chunk().await.unwrap() {}
+            })
+            .await;
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let got = records.wait_for(3).await;
+    assert!(
+        got.iter()
+            .all(|r| r.outcome == Outcome::Cancelled && r.first_token_lower_bound),
+        "{got:#?}"
+    );
+    let (status, h) = health(addr).await;
+    let first_token = h["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "streaming_first_token"))
+        .unwrap_or_else(|| panic!("{h:#}"));
+    assert_eq!(first_token["status"], "critical", "{h:#}");
+    assert_eq!(
+        (status, &h["status"]),
+        (503, &Value::from("critical")),
+        "{h:#}"
+    );
+}
+
 /// A client that leaves a JSON answer it waited for (no stream) leaves no first-token time, even
 /// one that asked for a stream: a slow non-streaming route is no first-token latency.
 #[tokio::test]

@@ -499,34 +499,38 @@ pub(crate) fn evaluate(
 ) -> HealthReport {
     let summary = five.summary(None);
     let enough = five.streaming_judged >= min_samples;
-    let check = |name, value: f64, has_value: bool, b: &Baseline| Check {
+    let check = |name, value: f64, judged: bool, b: &Baseline| Check {
         name,
         window: "5min",
         value,
         thresholds: *b,
-        status: if enough && has_value {
+        status: if judged {
             b.status(value)
         } else {
             HealthStatus::Unknown
         },
     };
+    // The first token is judged on its own samples too: streams every client left waiting
+    // past the critical threshold (their lower bounds, README, Security) show a hung upstream
+    // even when no stream was judged otherwise.
+    let first_tokens = five.ttft_ms.count();
     let checks = vec![
         check(
             "streaming_first_token",
             summary.first_token_p95_ms,
-            five.ttft_ms.count() > 0,
+            first_tokens > 0 && (enough || first_tokens >= min_samples),
             &baselines.streaming_first_token,
         ),
         check(
             "streaming_tokens_per_second",
             summary.tokens_per_second_p50,
-            five.tps_count > 0,
+            enough && five.tps_count > 0,
             &baselines.streaming_tokens_per_second,
         ),
         check(
             "streaming_error_rate",
             summary.streaming_error_rate,
-            true,
+            enough,
             &baselines.streaming_error_rate,
         ),
     ];
