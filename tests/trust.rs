@@ -2147,6 +2147,51 @@ fn slow_first_token(first: Duration) -> axum::response::Response {
         .into_response()
 }
 
+/// An upstream whose first token takes 30 s, served under a first-token baseline critical
+/// past 250 ms (warning past 100).
+async fn first_token_past_critical(
+    builder: tower_stream_monitor::MonitorBuilder,
+) -> (Records, std::net::SocketAddr) {
+    let mut baselines = tower_stream_monitor::health::Baselines::default();
+    baselines.streaming_first_token.warning = 100.0;
+    baselines.streaming_first_token.critical = 250.0;
+    let (records, _monitor, addr) = monitored(
+        builder.baselines(baselines),
+        Router::new().route(
+            "/v1/chat/completions",
+            post(|| async { slow_first_token(Duration::from_secs(30)) }),
+        ),
+    )
+    .await;
+    (records, addr)
+}
+
+/// One client per wait, all at once, each reading its stream for that long, then leaving.
+async fn leave_before_the_first_token(
+    addr: std::net::SocketAddr,
+    waits: impl IntoIterator<Item = Duration>,
+) {
+    let tasks: Vec<_> = waits
+        .into_iter()
+        .map(|wait| {
+            tokio::spawn(async move {
+                let mut res = client()
+                    .post(format!("http://{addr}/v1/chat/completions"))
+                    .send()
+                    .await
+                    .unwrap();
+                let _ = tokio::time::timeout(wait, async {
+                    while let Some(_chunk) = res.chunk().await.unwrap() {}
+                })
+                .await;
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
 /// Clients that leave a stream still waiting for its first token past the first-token check's
 /// critical threshold (impatient ones, or ones that mean to hide a slow upstream) leave their
 /// wait as its first token's time, a lower bound: a slow upstream's first tokens show in the
@@ -2155,37 +2200,11 @@ fn slow_first_token(first: Duration) -> axum::response::Response {
 /// however many, cannot pull the percentiles down.
 #[tokio::test]
 async fn leaving_before_the_first_token_hides_no_slow_upstream() {
-    let mut baselines = tower_stream_monitor::health::Baselines::default();
-    baselines.streaming_first_token.warning = 100.0;
-    baselines.streaming_first_token.critical = 250.0;
-    let (records, _monitor, addr) = monitored(
-        Monitor::builder().baselines(baselines),
-        Router::new().route(
-            "/v1/chat/completions",
-            post(|| async { slow_first_token(Duration::from_secs(30)) }),
-        ),
-    )
-    .await;
+    let (records, addr) = first_token_past_critical(Monitor::builder()).await;
     let patience = Duration::from_millis(400);
     let hasty = Duration::from_millis(20);
-    let mut tasks = Vec::new();
     // Twenty hasty clients to each patient one: as figures, their waits would be the p95.
-    for wait in [patience; 3].into_iter().chain([hasty; 60]) {
-        tasks.push(tokio::spawn(async move {
-            let mut res = client()
-                .post(format!("http://{addr}/v1/chat/completions"))
-                .send()
-                .await
-                .unwrap();
-            let _ = tokio::time::timeout(wait, async {
-                while let Some(_chunk) = res.chunk().await.unwrap() {}
-            })
-            .await;
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
+    leave_before_the_first_token(addr, [patience; 3].into_iter().chain([hasty; 60])).await;
     let got = records.wait_for(63).await;
     let mut lower_bounds = 0;
     for r in &got {
@@ -2215,34 +2234,8 @@ async fn leaving_before_the_first_token_hides_no_slow_upstream() {
 /// first-token check, and `/health`, critical rather than `unknown`.
 #[tokio::test]
 async fn an_upstream_every_client_gives_up_on_is_critical() {
-    let mut baselines = tower_stream_monitor::health::Baselines::default();
-    baselines.streaming_first_token.warning = 100.0;
-    baselines.streaming_first_token.critical = 250.0;
-    let (records, _monitor, addr) = monitored(
-        Monitor::builder().baselines(baselines).min_samples(3),
-        Router::new().route(
-            "/v1/chat/completions",
-            post(|| async { slow_first_token(Duration::from_secs(30)) }),
-        ),
-    )
-    .await;
-    let mut tasks = Vec::new();
-    for _ in 0..3 {
-        tasks.push(tokio::spawn(async move {
-            let mut res = client()
-                .post(format!("http://{addr}/v1/chat/completions"))
-                .send()
-                .await
-                .unwrap();
-            let _ = tokio::time::timeout(Duration::from_millis(400), async {
-                while let Some(_chunk) = res.chunk().await.unwrap() {}
-            })
-            .await;
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
+    let (records, addr) = first_token_past_critical(Monitor::builder().min_samples(3)).await;
+    leave_before_the_first_token(addr, [Duration::from_millis(400); 3]).await;
     let got = records.wait_for(3).await;
     assert!(
         got.iter()

@@ -130,15 +130,11 @@ impl RequestBodyWatch {
         self.0.flags.load(Ordering::Relaxed) & (WAITING | WOKEN) == WAITING
     }
 
-    /// Since when the client has sent nothing while the handler waited for its bytes: the
-    /// wait going on (see [`waiting_for_client`](Self::waiting_for_client)), or the one the
-    /// handler was dropped in (a timeout of the app's that dropped it there).
-    fn silent_since(&self) -> Option<Instant> {
-        let left = self.0.flags.load(Ordering::Relaxed) & LEFT_WAITING != 0;
-        if !(left || self.waiting_for_client()) {
-            return None;
-        }
-        self.0.client_wait().since
+    /// Whether the handler waits for the client's bytes (see
+    /// [`waiting_for_client`](Self::waiting_for_client)), or was dropped in such a wait (a
+    /// timeout of the app's that dropped it there).
+    fn holds_handler(&self) -> bool {
+        self.0.flags.load(Ordering::Relaxed) & LEFT_WAITING != 0 || self.waiting_for_client()
     }
 
     /// Since when the handler waits for the client (see
@@ -285,7 +281,7 @@ impl RequestHints {
     pub(crate) fn client_holds_upload(&self) -> bool {
         self.body
             .as_ref()
-            .is_some_and(|b| b.silent_since().is_some())
+            .is_some_and(RequestBodyWatch::holds_handler)
     }
 
     /// Whether the handler has waited for the client's bytes since `t` or before, with
