@@ -126,14 +126,33 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    typed_service(monitor, "text/event-stream", body)
+}
+
+/// The monitor's layer around a service that answers `content_type` with `body()`.
+fn typed_service<B>(
+    monitor: &Monitor,
+    content_type: &'static str,
+    body: impl Fn() -> B + Send + Clone + 'static,
+) -> impl Service<
+    Request<()>,
+    Response = Response<tower_stream_monitor::stream::MonitoredBody<B>>,
+    Error = Infallible,
+    Future = impl Future<
+        Output = Result<Response<tower_stream_monitor::stream::MonitoredBody<B>>, Infallible>,
+    >,
+>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     monitor
         .layer()
         .layer(tower::service_fn(move |_: Request<()>| {
             let mut response = Response::new(body());
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            );
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
             std::future::ready(Ok::<_, Infallible>(response))
         }))
 }
@@ -478,5 +497,51 @@ fn panic_in_a_layer_as_the_span_ends_loses_no_record() {
     });
     assert_eq!(panic_of_the_body(service), "bug in a layer's on_record");
     assert_eq!(records.outcomes(), vec![Outcome::Ok]);
+    assert_eq!(monitor.in_flight(), 0);
+}
+
+/// A subscriber layer that panics on every WARN event (a bug of the app's, or of a layer it
+/// installed).
+struct PanicsOnWarn;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PanicsOnWarn {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if *event.metadata().level() == tracing::Level::WARN {
+            panic!("bug in a layer's on_event");
+        }
+    }
+}
+
+/// A first token that the parser finds only as the body ends (an NDJSON body whose last line
+/// has no newline after it), late enough to be logged at WARN: a layer's panic on that line
+/// loses no record. The request is handed over first, recorded once with its first token, and leaves
+/// the in-flight gauges; the panic reaches the caller.
+#[tokio::test(start_paused = true)]
+async fn panic_while_logging_a_first_token_found_at_the_end_loses_no_record() {
+    let _one = one_at_a_time();
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let records = Records::default();
+    // Every first token is past the critical threshold, whatever its latency (the paused
+    // clock makes it zero).
+    let mut baselines = tower_stream_monitor::health::Baselines::default();
+    baselines.streaming_first_token.warning = -2.0;
+    baselines.streaming_first_token.critical = -1.0;
+    let monitor = records.build(Monitor::builder().baselines(baselines));
+    let _subscriber = tracing::subscriber::set_default(
+        tracing_subscriber::registry()
+            .with(PanicsOnWarn)
+            .with(monitor.error_layer()),
+    );
+    let service = typed_service(&monitor, "application/x-ndjson", || {
+        http_body_util::Full::new(Bytes::from_static(
+            b"{\"model\":\"llama3\",\"response\":\"Hi\",\"done\":false}",
+        ))
+    });
+    assert_eq!(panic_of_the_body(service), "bug in a layer's on_event");
+    let recorded = records.0.lock().unwrap().clone();
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].outcome, Outcome::Ok);
+    assert!(recorded[0].streaming);
+    assert!(recorded[0].time_to_first_token.is_some());
     assert_eq!(monitor.in_flight(), 0);
 }

@@ -365,7 +365,7 @@ thread_local! {
 }
 
 /// Runs `log`; a panic in it is kept for [`resume`]: `true` then.
-fn caught(log: impl FnOnce()) -> bool {
+pub(crate) fn caught(log: impl FnOnce()) -> bool {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(log)) {
         Ok(()) => false,
         Err(panic) => {

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use bytes::{Buf, Bytes};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
-use super::context::{End, RequestContext, RequestScope, log_end, record_caught, resume};
+use super::context::{End, RequestContext, RequestScope, caught, log_end, record_caught, resume};
 use super::request_body::RequestHints;
 use super::state::ServiceState;
 use super::timer::StreamTimer;
@@ -418,11 +418,28 @@ impl StreamMeter {
 
     #[inline(always)]
     fn on_content(&mut self, now: Instant, scope: &RequestScope, timer: Option<&StreamTimer>) {
-        // Set with the first token, as `first_token` is.
-        if self.last_token.is_none() {
+        // Set with the first token, as `first_token` is; before it is logged, so that a panic
+        // in logging it (a subscriber's) leaves the meter as it would be after the token.
+        let first = self.last_token.is_none();
+        widen_gap(&mut self.last_token, &mut self.max_gap, now);
+        if first {
             self.on_first_token(now, scope, timer);
         }
-        widen_gap(&mut self.last_token, &mut self.max_gap, now);
+    }
+
+    /// [`on_content`](Self::on_content) for content the parser found only as the body ended
+    /// (its last event had no blank line after it), while the body is recorded: a panic in
+    /// logging a late first token is kept until the record is handed over (as in
+    /// `context::log_end`), so that it loses no record. `true` when one was caught.
+    #[cold]
+    #[inline(never)]
+    fn on_last_content(
+        &mut self,
+        now: Instant,
+        scope: &RequestScope,
+        timer: Option<&StreamTimer>,
+    ) -> bool {
+        caught(|| self.on_content(now, scope, timer))
     }
 
     #[cold]
@@ -597,11 +614,12 @@ impl StreamMeter {
         }
         let started = self.started;
         let by_status = classify_status(self.status);
+        let mut flush_panicked = false;
         if matches!(end, StreamEnd::Complete) {
             if let Some(parser) = self.parser.as_mut() {
                 parser.end(by_status == Outcome::Ok);
                 if parser.finish() > 0 {
-                    self.on_content(finished, scope, timer);
+                    flush_panicked = self.on_last_content(finished, scope, timer);
                 }
             }
         }
@@ -703,7 +721,8 @@ impl StreamMeter {
             (None, Some(summary)) => summary.error_detail(),
             (None, None) => None,
         };
-        let panicked = model_panicked
+        let panicked = flush_panicked
+            | model_panicked
             | log_end(scope, outcome, || End {
                 outcome,
                 status: Some(self.status),
