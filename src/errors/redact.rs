@@ -727,9 +727,9 @@ const NAME_REACH: usize = 128;
 /// secret, whatever it looks like (an Azure key is 32 hex digits, with nothing to tell it by).
 /// The object is the one that holds the naming member (`{"meta": {…}, "name": …}` too), to its
 /// closing `}` (brackets in quoted strings, at any escaping level, skipped); only its own
-/// `value` is hidden, not one of an object inside it. Brackets are counted, not parsed, on the
-/// way back to the object's `{` and between its members: a string before the naming member
-/// holding an unbalanced bracket (`"note": "range [0, 1)"`) hides that object from this pass.
+/// `value` is hidden, not one of an object inside it. On the way back to the object's `{` and
+/// between its members, strings quoted as the naming member's name is (`"…"`, `\"…\"`, ...)
+/// are skipped whole, so that a bracket in one (`"note": "range [0, 1)"`) is no structure.
 fn redact_named_values<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
     let mut spans: Vec<(usize, usize)> = Vec::new();
     let mut objects: Vec<usize> = Vec::new();
@@ -749,7 +749,7 @@ fn redact_named_values<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
             continue;
         }
         let from = found.start();
-        let Some(open) = enclosing_object(text, from) else {
+        let Some((open, level)) = enclosing_object(text, from) else {
             continue;
         };
         if objects.contains(&open) {
@@ -762,23 +762,18 @@ fn redact_named_values<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
         objects.push(open);
         let close = bracket_end(text, open);
         let mut inner = open + 1;
-        // Brackets open since the object's `{`, counted up to `counted`.
-        let (mut depth, mut counted) = (0usize, inner);
+        // The object's structure, read up to each member.
+        let mut walk = MemberWalk::new(open + 1, level);
         while let Some(member) = patterns.key.find_at(&text[..close], inner) {
             let (form, member_name, member_end) = match_name(member.as_str());
             inner = member.start() + member_end;
-            for b in &text.as_bytes()[counted..member.start()] {
-                match b {
-                    b'{' | b'[' | b'(' => depth += 1,
-                    b'}' | b']' | b')' => depth = depth.saturating_sub(1),
-                    _ => {}
-                }
-            }
-            counted = member.start();
-            if depth > 0 || form != NameForm::Pair || !member_name.eq_ignore_ascii_case("value") {
+            let start = member.start();
+            // A member of this object's own: outside its strings and nested brackets (the
+            // walk reads to the member's opening quote, if it has one at the object's level).
+            let own = walk.at_top(text, quote_start(text, start, level));
+            if !own || form != NameForm::Pair || !member_name.eq_ignore_ascii_case("value") {
                 continue;
             }
-            let start = member.start();
             let value = patterns
                 .key_value
                 .captures(&text[start..close])
@@ -786,9 +781,7 @@ fn redact_named_values<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
                 .and_then(|caps| value_span(&text[start..close], &caps, &text[..start]));
             if let Some((value_start, value_end)) = value {
                 spans.push((start + value_start, start + value_end));
-                // The value is read whole: its brackets are its own.
                 inner = start + value_end;
-                counted = inner;
             }
         }
     }
@@ -823,23 +816,126 @@ fn quoted_name(value: &str) -> Option<&str> {
 /// How far back [`enclosing_object`] looks for the `{` of a member's object.
 const OBJECT_REACH: usize = 1024;
 
-/// The `{` of the object that holds a member starting at `member`: back over whole objects
-/// and arrays before it (`{"meta": {…}, "tags": [], "name": …}`), balanced brackets in quoted
-/// strings too (`"use {token}"`), at most [`OBJECT_REACH`] bytes back. `None` when an array,
-/// not an object, holds it, or none is found in reach.
-fn enclosing_object(text: &str, member: usize) -> Option<usize> {
+/// The `{` of the object that holds a member starting at `member`, and the escaping level of
+/// the member's name (the backslashes before its opening quote: 0 for `"name"` and for a bare
+/// `name`, 1 for `\"name\"`): back over whole objects and arrays before it (`{"meta": {…},
+/// "tags": [], "name": …}`) and strings quoted at that level (`"use {token}"`, `"range [0,
+/// 1)"`), at most [`OBJECT_REACH`] bytes back. `None` when an array, not an object, holds it,
+/// or none is found in reach.
+fn enclosing_object(text: &str, member: usize) -> Option<(usize, usize)> {
+    let bytes = text.as_bytes();
     let reach = member.saturating_sub(OBJECT_REACH);
+    let (level, mut i) = match member.checked_sub(1) {
+        Some(quote) if bytes[quote] == b'"' => {
+            let level = backslashes_before(bytes, quote, reach);
+            (level, quote - level)
+        }
+        _ => (0, member),
+    };
     let mut depth = 0usize;
-    for (i, b) in text.as_bytes()[reach..member].iter().enumerate().rev() {
+    let mut quoted = false;
+    while i > reach {
+        i -= 1;
+        let b = bytes[i];
+        if b == b'"' {
+            let run = backslashes_before(bytes, i, reach);
+            if delimits(run, level) {
+                quoted = !quoted;
+            }
+            i -= run;
+            continue;
+        }
+        if quoted {
+            continue;
+        }
         match b {
             b'}' | b']' => depth += 1,
             b'{' | b'[' if depth > 0 => depth -= 1,
-            b'{' => return Some(reach + i),
+            b'{' => return Some((i, level)),
             b'[' => return None,
             _ => {}
         }
     }
     None
+}
+
+/// How many backslashes come right before `at`, counting no further back than `reach`.
+fn backslashes_before(bytes: &[u8], at: usize, reach: usize) -> usize {
+    bytes[reach..at]
+        .iter()
+        .rev()
+        .take_while(|b| **b == b'\\')
+        .count()
+}
+
+/// Whether a quote after a run of `run` backslashes opens or closes a string quoted at
+/// `level` (see [`quoted_end`]): `run` is `(level + 1)(2k + 1) - 1`, the string's own `2k`
+/// escaped backslashes before its closing quote escaped `level` times.
+fn delimits(run: usize, level: usize) -> bool {
+    (run + 1) % (level + 1) == 0 && (run + 1) / (level + 1) % 2 == 1
+}
+
+/// Where the member whose name starts at `name` starts: at its opening quote, when the name is
+/// quoted at `level`; else at the name.
+fn quote_start(text: &str, name: usize, level: usize) -> usize {
+    let bytes = text.as_bytes();
+    match name.checked_sub(1) {
+        Some(quote)
+            if bytes[quote] == b'"'
+                && backslashes_before(bytes, quote, quote.saturating_sub(level)) == level =>
+        {
+            quote - level
+        }
+        _ => name,
+    }
+}
+
+/// An object's members read in order (see [`redact_named_values`]): its brackets open and
+/// whether a string quoted at the object's level is open, up to where the walk has read.
+struct MemberWalk {
+    at: usize,
+    level: usize,
+    depth: usize,
+    quoted: bool,
+    /// Backslashes right before `at`.
+    run: usize,
+}
+
+impl MemberWalk {
+    /// A walk from `from`, just past the object's `{`.
+    fn new(from: usize, level: usize) -> Self {
+        Self {
+            at: from,
+            level,
+            depth: 0,
+            quoted: false,
+            run: 0,
+        }
+    }
+
+    /// Reads on to `to`: whether `to` is outside the object's strings and nested brackets.
+    /// A place the walk has passed (inside a value read whole) is not.
+    fn at_top(&mut self, text: &str, to: usize) -> bool {
+        if to < self.at {
+            return false;
+        }
+        for &b in &text.as_bytes()[self.at..to] {
+            match b {
+                b'\\' => {
+                    self.run += 1;
+                    continue;
+                }
+                b'"' if delimits(self.run, self.level) => self.quoted = !self.quoted,
+                _ if self.quoted => {}
+                b'{' | b'[' | b'(' => self.depth += 1,
+                b'}' | b']' | b')' => self.depth = self.depth.saturating_sub(1),
+                _ => {}
+            }
+            self.run = 0;
+        }
+        self.at = to;
+        !self.quoted && self.depth == 0
+    }
 }
 
 /// Hides the contents of a secret-named tuple struct or variant as Debug writes it, wherever it
@@ -2516,6 +2612,17 @@ next"#,
             format!(r#"{{"value":"{secret}","tags":{{}},"name":"api-key"}}"#),
             format!(r#"{{"note":"use {{token}}","name":"x-api-key","value":"{secret}"}}"#),
             format!(r#"Header {{ name: "x-api-key", value: "{secret}" }}"#),
+            // Brackets in strings are no structure: before the naming member, between the
+            // members, escaped, and a `}` that would close the object early.
+            format!(r#"{{"note":"range [0, 1)","name":"x-api-key","value":"{secret}"}}"#),
+            format!(r#"{{"name":"x-api-key","note":"a [b","value":"{secret}"}}"#),
+            format!(r#"{{"value":"{secret}","note":"x]","name":"api-key"}}"#),
+            format!(
+                r#"body: "{{\"note\":\"range [0, 1)\",\"name\":\"x-api-key\",\"value\":\"{secret}\"}}""#
+            ),
+            format!(
+                r#"[{{"name":"model","value":"gpt-4o"}}, {{"note":"}}","name":"x-api-key","value":"{secret}"}}]"#
+            ),
         ] {
             let once = redact(&text).into_owned();
             assert!(!once.contains(secret), "leaked: {text} -> {once}");
