@@ -783,8 +783,9 @@ pub(crate) fn observe(r: &StreamRecord, sink: &mut impl Sink) {
         return;
     }
     sink.histogram(&def::REQUEST_DURATION, outcome, r.duration.as_secs_f64());
-    // First token and time per token of streams only: the figures health judges.
-    if r.streaming {
+    // First token and time per token of streams only, not of those their client failed: the
+    // figures health judges.
+    if r.latencies_judged() {
         if let Some(ttft) = r.time_to_first_token {
             sink.histogram(&def::TIME_TO_FIRST_TOKEN, None, ttft.as_secs_f64());
         }
@@ -970,7 +971,13 @@ mod tests {
             r.streaming = true;
             let mut check = Check::default();
             observe(&r, &mut check);
-            assert_eq!(check.0.len(), 17);
+            // Not a stream's latencies when its client failed it (`latencies_judged`).
+            let latencies = if outcome == Outcome::ClientError {
+                0
+            } else {
+                2
+            };
+            assert_eq!(check.0.len(), 15 + latencies, "{outcome:?}");
         }
     }
 

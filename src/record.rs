@@ -309,6 +309,16 @@ fn clamp_tokens(part: &mut Option<u64>) {
 }
 
 impl StreamRecord {
+    /// Whether this record's latencies (first token, time per token, tokens per second, widest
+    /// gap) are its source's to judge, for the windows, `/health` and the latency histograms:
+    /// a stream's, unless its client failed it (`client_error`). Such a stream's first token
+    /// may have come of the client's own bytes (an upload streamed back, then cut), and what a
+    /// client alone does never moves `/health` (README, Security). A `cancelled` stream's are
+    /// kept: its tokens came from its source before its client left.
+    pub(crate) fn latencies_judged(&self) -> bool {
+        self.streaming && self.outcome != Outcome::ClientError
+    }
+
     /// Caps every usage figure at [`MAX_TOKENS`], before the record is counted.
     pub(crate) fn clamp_usage(&mut self) {
         self.output_tokens = self.output_tokens.min(MAX_TOKENS);

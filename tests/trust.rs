@@ -402,7 +402,9 @@ fn wall_clock_steps_do_not_move_the_windows() {
     assert_eq!(monitor.snapshot().streaming_1hour.total_tokens, 7);
 }
 
-/// Item 9: token totals saturate on hostile usage figures instead of wrapping.
+/// Token totals never wrap on hostile usage figures: each figure is capped (at 2^50) before
+/// it is counted, so four of `u64::MAX` sum to exactly four caps, where wrapping sums would
+/// read `u64::MAX - 3`.
 #[test]
 fn hostile_usage_figures_do_not_wrap() {
     let monitor = Monitor::builder().build().unwrap();
@@ -414,8 +416,8 @@ fn hostile_usage_figures_do_not_wrap() {
         monitor.ingest(r);
     }
     let w = monitor.snapshot().streaming_5min;
-    assert!(w.total_tokens >= 1 << 50, "{}", w.total_tokens);
-    assert!(w.input_tokens >= 1 << 50);
+    assert_eq!(w.total_tokens, 4 << 50);
+    assert_eq!(w.input_tokens, 4 << 50);
     assert!(
         monitor
             .render_prometheus()
@@ -444,6 +446,52 @@ fn tokens_per_second_check(monitor: &Monitor) -> tower_stream_monitor::health::C
         .into_iter()
         .find(|c| c.name == "streaming_tokens_per_second")
         .unwrap()
+}
+
+/// Streams their clients failed (`client_error`) add no latency sample: a thousand fast first
+/// tokens of such streams (an app that streams an upload back, the uploads cut) leave a slow
+/// upstream's first-token p95, its check, the tokens/s figures and the first-token histogram
+/// as they were; the streams themselves are counted.
+#[test]
+fn streams_their_clients_failed_add_no_latency_sample() {
+    use tower_stream_monitor::health::HealthStatus;
+    let monitor = Monitor::builder().min_samples(5).build().unwrap();
+    let stream = |outcome, ttft_ms: u64, tps: f64| {
+        let mut r = StreamRecord::new("openai", "m", "/r", outcome);
+        r.streaming = true;
+        r.time_to_first_token = Some(Duration::from_millis(ttft_ms));
+        r.tokens_per_second = Some(tps);
+        r.output_tokens = 10;
+        r
+    };
+    let first_token_histogram_count = |monitor: &Monitor| -> u64 {
+        monitor
+            .render_prometheus()
+            .lines()
+            .filter(|l| l.starts_with("gen_ai_server_time_to_first_token_seconds_count{"))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+            .sum()
+    };
+    for _ in 0..10 {
+        monitor.ingest(stream(Outcome::Ok, 8_000, 5.0));
+    }
+    for _ in 0..1_000 {
+        monitor.ingest(stream(Outcome::ClientError, 1, 5_000.0));
+    }
+    let w = monitor.snapshot().streaming_5min;
+    assert_eq!(w.total_streaming_requests, 1_010);
+    assert_eq!(w.avg_first_token_latency_ms, 8_000.0, "{w:?}");
+    // The sketch's quantiles are within 1%.
+    assert!((w.first_token_p95_ms - 8_000.0).abs() <= 80.0, "{w:?}");
+    assert_eq!(w.avg_tokens_per_second, 5.0, "{w:?}");
+    let check = monitor
+        .health()
+        .checks
+        .into_iter()
+        .find(|c| c.name == "streaming_first_token")
+        .unwrap();
+    assert_eq!(check.status, HealthStatus::Critical, "{check:?}");
+    assert_eq!(first_token_histogram_count(&monitor), 10);
 }
 
 /// One absurd figure (an upstream's usage of 2^50 tokens, so a rate of 10^15 tokens a second,
@@ -655,7 +703,7 @@ async fn a_request_body_that_never_arrives_is_not_an_upstream_timeout() {
     let (records, _monitor, addr) = monitored(
         Monitor::builder()
             .min_samples(5)
-            .stream_timeout(Duration::from_millis(300)),
+            .stream_timeout(Duration::from_millis(600)),
         Router::new()
             .route(
                 "/v1/chat/completions",
@@ -691,9 +739,11 @@ async fn a_request_body_that_never_arrives_is_not_an_upstream_timeout() {
         )
         .await;
         if i % 2 == 1 {
-            // Two more bytes late in the request, then nothing: held all the same.
+            // Two more bytes late in the request, then nothing: held all the same. (On a
+            // machine so busy that the deadline passed first, the server may have closed the
+            // connection: the answer is the same.)
             tokio::time::sleep(Duration::from_millis(200)).await;
-            socket.write_all(b", ").await.unwrap();
+            let _ = socket.write_all(b", ").await;
         }
         let mut answer = vec![0; 1024];
         let n = socket.read(&mut answer).await.unwrap();
@@ -1006,12 +1056,26 @@ async fn the_clients_word_counts_for_failures_known_at_the_end() {
 #[tokio::test]
 async fn a_slow_upload_is_not_first_token_latency() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Told when the request has reached the handler's side of the monitor (its measuring has
+    // begun), so that the client's pause starts after that, however busy the machine.
+    let called = std::sync::Arc::new(tokio::sync::Notify::new());
+    let calling = called.clone();
     let (records, _monitor, addr) = with_deadline(
         60_000,
-        Router::new().route(
-            "/v1/chat/completions",
-            post(|axum::Json(_): axum::Json<Value>| real_stream()),
-        ),
+        Router::new()
+            .route(
+                "/v1/chat/completions",
+                post(|axum::Json(_): axum::Json<Value>| real_stream()),
+            )
+            .layer(axum::middleware::map_request(
+                move |request: axum::extract::Request| {
+                    let calling = calling.clone();
+                    async move {
+                        calling.notify_one();
+                        request
+                    }
+                },
+            )),
     )
     .await;
     let body = br#"{"model":"gpt-4o-mini","stream":true,"messages":[]}"#;
@@ -1021,6 +1085,7 @@ async fn a_slow_upload_is_not_first_token_latency() {
         body.len()
     );
     let mut socket = send_raw(addr, &[head.as_bytes(), &body[..10]].concat()).await;
+    called.notified().await;
     let pause = Duration::from_millis(1500);
     tokio::time::sleep(pause).await;
     socket.write_all(&body[10..]).await.unwrap();
@@ -1029,15 +1094,11 @@ async fn a_slow_upload_is_not_first_token_latency() {
     assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
     let r = records.one().await;
     let first_token = r.time_to_first_token.expect("a first token");
-    // The pause, less a margin for a busy machine's scheduling, lies outside the first token.
+    // The whole pause lies between the request's start and its body's end, where the first
+    // token's time begins.
     assert!(
-        first_token + Duration::from_millis(1000) <= r.duration,
+        first_token + pause <= r.duration,
         "first token {first_token:?} of a {:?} request",
-        r.duration
-    );
-    assert!(
-        r.duration >= Duration::from_millis(1000),
-        "{:?}",
         r.duration
     );
 }
@@ -1497,12 +1558,15 @@ fn planned_app(monitor: &Monitor, delays: Vec<Duration>) -> Router {
 
 /// What an upstream does while a reader holds its stream back is not seen, so a reader cannot
 /// make a slow upstream look fast either: a first token at 3 s, a 5 s stall, 2 tokens a second,
-/// each behind a reader's pauses, are never recorded as faster than they were.
+/// each behind a reader's pauses, are never recorded as faster than they were. On the paused
+/// clock the figures are exact: what came while the reader held the stream is not recorded,
+/// what came before is (the stall's first token, read at once, at 100 ms).
 #[tokio::test(start_paused = true)]
 async fn a_reader_holding_a_stream_back_hides_no_upstream_slowness() {
     use http_body_util::BodyExt as _;
     let ms = Duration::from_millis;
-    // (the upstream's delays, frames the reader takes at once, its pause, then its pace)
+    // (the upstream's delays, frames the reader takes at once, its pause, then its pace; the
+    // first token recorded)
     let cases = [
         (
             "first token at 3 s",
@@ -1510,6 +1574,7 @@ async fn a_reader_holding_a_stream_back_hides_no_upstream_slowness() {
             1,
             ms(10_000),
             ms(0),
+            None,
         ),
         (
             "a 5 s stall",
@@ -1517,10 +1582,18 @@ async fn a_reader_holding_a_stream_back_hides_no_upstream_slowness() {
             2,
             ms(10_000),
             ms(0),
+            Some(ms(100)),
         ),
-        ("2 tokens a second", vec![ms(500); 20], 0, ms(0), ms(1000)),
+        (
+            "2 tokens a second",
+            vec![ms(500); 20],
+            0,
+            ms(0),
+            ms(1000),
+            None,
+        ),
     ];
-    for (case, delays, frames_first, pause, pace) in cases {
+    for (case, delays, frames_first, pause, pace, first_token) in cases {
         let (records, monitor) = recorded(Monitor::builder());
         let tokens = delays.len() as u64;
         let mut body = chat_body(planned_app(&monitor, delays)).await;
@@ -1538,20 +1611,12 @@ async fn a_reader_holding_a_stream_back_hides_no_upstream_slowness() {
             (Outcome::Ok, tokens),
             "{case}"
         );
-        assert!(
-            r.time_to_first_token.is_none_or(|t| t >= ms(100)),
-            "{case}: first token {:?}",
-            r.time_to_first_token
-        );
-        assert!(
-            r.tokens_per_second.is_none_or(|t| t <= 2.5),
-            "{case}: {:?} tokens/s",
-            r.tokens_per_second
-        );
-        assert!(
-            r.max_inter_token_gap.is_none_or(|g| g >= ms(500)),
-            "{case}: widest gap {:?}",
-            r.max_inter_token_gap
+        assert_eq!(r.time_to_first_token, first_token, "{case}");
+        // Every case's reader held the stream after its first token: no rate, no gap.
+        assert_eq!(
+            (r.tokens_per_second, r.max_inter_token_gap),
+            (None, None),
+            "{case}"
         );
     }
 }
@@ -1573,28 +1638,29 @@ async fn slow_readers_move_no_rate_and_no_health_check() {
     let all = records.wait_for(20).await;
     for r in &all {
         assert_eq!((r.outcome, r.output_tokens), (Outcome::Ok, 20));
-        assert!(
-            r.max_inter_token_gap
-                .is_none_or(|g| g < Duration::from_millis(100)),
-            "{:?}",
-            r.max_inter_token_gap
-        );
-        assert!(
-            r.tokens_per_second.is_none_or(|tps| tps > 1000.0),
-            "{:?}",
-            r.tokens_per_second
+        // The reader took a second before each frame, its first token's too: none of the
+        // stream's latencies is its upstream's, none is recorded.
+        assert_eq!(
+            (
+                r.time_to_first_token,
+                r.tokens_per_second,
+                r.max_inter_token_gap
+            ),
+            (None, None, None)
         );
     }
     let health = monitor.health();
-    assert_ne!(health.status, HealthStatus::Critical, "{:?}", health.checks);
-    assert!(
-        health
-            .checks
-            .iter()
-            .all(|c| c.status <= HealthStatus::Healthy),
-        "{:?}",
-        health.checks
+    let checks: Vec<(&str, HealthStatus)> =
+        health.checks.iter().map(|c| (c.name, c.status)).collect();
+    assert_eq!(
+        checks,
+        [
+            ("streaming_first_token", HealthStatus::Unknown),
+            ("streaming_tokens_per_second", HealthStatus::Unknown),
+            ("streaming_error_rate", HealthStatus::Healthy),
+        ]
     );
+    assert_eq!(health.status, HealthStatus::Healthy);
 }
 
 /// Twenty streams of an upstream that sends its tokens `usual` apart, read promptly, then one
@@ -1825,7 +1891,8 @@ async fn partial_upload(
     (socket, String::from_utf8_lossy(&answer[..n]).into_owned())
 }
 
-/// The first `n` records are all the client's (`client_error`), and `/health` did not move.
+/// The first `n` records are all the client's (`client_error`), and `/health` did not move:
+/// with nothing but the client's requests, it has no sample to judge (`unknown`).
 async fn all_the_clients(records: &Records, n: usize, addr: std::net::SocketAddr) {
     let got = records.wait_for(n).await;
     let outcomes: Vec<_> = got.iter().take(n).map(|r| r.outcome).collect();
@@ -1834,7 +1901,7 @@ async fn all_the_clients(records: &Records, n: usize, addr: std::net::SocketAddr
         "{outcomes:?}"
     );
     let (_, health) = health(addr).await;
-    assert_ne!(health["status"], "critical", "{health:#}");
+    assert_eq!(health["status"], "unknown", "{health:#}");
 }
 
 /// An upload the client gives up halfway, streamed back by the handler: the body's error is

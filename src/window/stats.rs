@@ -127,6 +127,7 @@ impl Sums {
         }
         add_sums(
             r,
+            r.latencies_judged(),
             &mut self.ttft_ms_sum,
             &mut self.tps_sum,
             &mut self.duration_ms_sum,
@@ -135,14 +136,22 @@ impl Sums {
 }
 
 /// A streaming record's values into the float sums: one place, so a slot and a `Sums` add
-/// alike.
+/// alike. Its first token and rate only if `judged` (`StreamRecord::latencies_judged`).
 #[inline(always)]
-fn add_sums(r: &StreamRecord, ttft_ms_sum: &mut f64, tps_sum: &mut f64, duration_ms_sum: &mut f64) {
-    if let Some(ttft) = r.time_to_first_token {
-        *ttft_ms_sum += ms(ttft);
-    }
-    if let Some(tps) = r.tokens_per_second {
-        *tps_sum += tps;
+fn add_sums(
+    r: &StreamRecord,
+    judged: bool,
+    ttft_ms_sum: &mut f64,
+    tps_sum: &mut f64,
+    duration_ms_sum: &mut f64,
+) {
+    if judged {
+        if let Some(ttft) = r.time_to_first_token {
+            *ttft_ms_sum += ms(ttft);
+        }
+        if let Some(tps) = r.tokens_per_second {
+            *tps_sum += tps;
+        }
     }
     *duration_ms_sum += ms(r.duration);
 }
@@ -203,23 +212,27 @@ impl SlotStats {
             None if r.operation_name.is_some() => self.unpriced += 1,
             None => {}
         }
+        let judged = r.latencies_judged();
         add_sums(
             r,
+            judged,
             &mut self.ttft_ms_sum,
             &mut self.tps_sum,
             &mut self.duration_ms_sum,
         );
-        if r.tokens_per_second.is_some() {
-            self.tps_count += 1;
+        if judged {
+            if r.tokens_per_second.is_some() {
+                self.tps_count += 1;
+            }
+            if let Some(gap) = r.max_inter_token_gap {
+                self.max_stall_ms = self.max_stall_ms.max(ms(gap));
+            }
         }
-        if let Some(gap) = r.max_inter_token_gap {
-            self.max_stall_ms = self.max_stall_ms.max(ms(gap));
-        }
-        self.add_sketches(r);
+        self.add_sketches(r, judged);
     }
 
-    /// A streaming record's values into the quantile sketches.
-    fn add_sketches(&mut self, r: &StreamRecord) {
+    /// A streaming record's values into the quantile sketches; its latencies only if `judged`.
+    fn add_sketches(&mut self, r: &StreamRecord, judged: bool) {
         // A stream of no token (cut before its first) is a zero, which the sketches count apart.
         self.output_tokens_dist
             .add((r.output_tokens as f64).min(MAX_SKETCHED_TOKENS));
@@ -227,14 +240,16 @@ impl SlotStats {
             self.input_tokens_dist
                 .add((input as f64).min(MAX_SKETCHED_TOKENS));
         }
-        if let Some(ttft) = r.time_to_first_token {
-            self.ttft_ms.add(sketched_ms(ttft));
-        }
-        if let Some(tpot) = r.time_per_output_token {
-            self.tpot_ms.add(sketched_ms(tpot));
-        }
-        if let Some(tps) = r.tokens_per_second {
-            self.tps.add(tps.min(MAX_SKETCHED_RATE));
+        if judged {
+            if let Some(ttft) = r.time_to_first_token {
+                self.ttft_ms.add(sketched_ms(ttft));
+            }
+            if let Some(tpot) = r.time_per_output_token {
+                self.tpot_ms.add(sketched_ms(tpot));
+            }
+            if let Some(tps) = r.tokens_per_second {
+                self.tps.add(tps.min(MAX_SKETCHED_RATE));
+            }
         }
         self.duration_ms.add(sketched_ms(r.duration));
     }
