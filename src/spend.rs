@@ -595,6 +595,38 @@ mod tests {
         );
     }
 
+    /// Past its capacity (256 users for a `top_users` of 3), a shard holds no more users
+    /// however many pass through, its index no more than its table, and the heavy users stay
+    /// exact.
+    #[test]
+    fn a_shard_holds_at_most_its_capacity() {
+        let spend = Sharded::new(3);
+        let model: Label = Label::new("m");
+        for _ in 0..5 {
+            spend.record(&record("heavy", 1_000_000), model);
+        }
+        for i in 0..5_000 {
+            spend.record(&record(&format!("light-{i}"), 1), model);
+        }
+        for shard in &spend.shards {
+            let shard = lock(shard);
+            assert!(shard.users.len() <= MIN_CAPACITY, "{}", shard.users.len());
+            assert_eq!(shard.index.len(), shard.users.len());
+            assert!(shard.users.capacity() <= MIN_CAPACITY);
+        }
+        // Every light user passed through one shard or the other: at least one is full.
+        assert!(
+            spend
+                .shards
+                .iter()
+                .any(|s| lock(s).users.len() == MIN_CAPACITY)
+        );
+        let top = spend.top_users();
+        assert_eq!(top[0].user_id, "heavy");
+        assert_eq!(top[0].requests, 5);
+        assert_eq!(top[0].error_usd, 0.0);
+    }
+
     #[test]
     fn a_users_error_rate_is_its_failures_share() {
         let spend = Sharded::new(3);

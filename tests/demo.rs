@@ -238,12 +238,17 @@ async fn littles_law_holds_on_the_demo_load() {
         near(c.monitor_in_flight, c.monitor_arrivals * c.monitor_duration),
         "Little's law on the monitor's figures: {c:?}"
     );
+    // Each request's time in the monitor lies within the client's own time for it (which adds
+    // the network and the client's scheduling, more on a busy machine): the monitor's figures
+    // are at most the client's (the in-flight average by at most its sampling's error), and
+    // most of them.
+    let within = |monitor: f64, client: f64| monitor <= 1.05 * client && monitor >= 0.75 * client;
     assert!(
-        near(c.monitor_in_flight, c.client_in_flight),
+        within(c.monitor_in_flight, c.client_in_flight),
         "the monitor's in-flight average against the client's: {c:?}"
     );
     assert!(near(c.monitor_arrivals, c.client_arrivals), "{c:?}");
-    assert!(near(c.monitor_duration, c.client_duration), "{c:?}");
+    assert!(within(c.monitor_duration, c.client_duration), "{c:?}");
     assert!(
         c.monitor_peak as usize <= users && c.monitor_peak as usize >= users / 2,
         "a closed loop of {users} users: {c:?}"

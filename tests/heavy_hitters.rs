@@ -1,6 +1,7 @@
 //! The top users by spend in bounded memory: a Zipf-distributed load (s = 1.1) over 100,000
 //! users, and the true top 10 found, in order, with their exact figures and their first-token
-//! p95 within 10%.
+//! p95 within 10%. (The bound itself, a shard's table full at its capacity whatever the users
+//! passing through, is checked where the table is: `src/spend.rs`.)
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -72,7 +73,4 @@ fn the_true_top_ten_of_a_zipf_load_of_100_000_users() {
             "{listed:?}: p95 {p95} against {exact}"
         );
     }
-    // Bounded: sixteen times `top_users` (256 at least) per thread shard, whatever the 100,000
-    // users.
-    assert!(expected[9].1 > 1_000);
 }

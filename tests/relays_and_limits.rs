@@ -17,12 +17,32 @@ use common::monitored;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower_stream_monitor::{Monitor, Outcome};
 
-/// What the server sends within `wait` of `request`.
-async fn raw(addr: std::net::SocketAddr, request: &[u8], wait: Duration) -> String {
+/// What the server sends for `request` until it closes the connection, or 10 s.
+async fn raw(addr: std::net::SocketAddr, request: &[u8]) -> String {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(request).await.unwrap();
     let mut got = Vec::new();
-    let _ = tokio::time::timeout(wait, s.read_to_end(&mut got)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await;
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// What the server sends for `request` on a connection it keeps open: its head, waited for (up
+/// to 10 s, however busy the machine), and what else comes within `more` after it.
+async fn head_then(addr: std::net::SocketAddr, request: &[u8], more: Duration) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let _ = tokio::time::timeout(more, s.read_to_end(&mut got)).await;
     String::from_utf8_lossy(&got).into_owned()
 }
 
@@ -70,10 +90,10 @@ async fn compression_outside_all_bytes_then_hang_is_not_ok() {
         .layer(monitor.layer())
         .layer(tower_http::compression::CompressionLayer::new());
     let addr = common::serve(app).await;
-    let seen = raw(
+    let seen = head_then(
         addr,
         b"GET /v1/chat/completions HTTP/1.1\r\nhost: x\r\naccept-encoding: gzip\r\n\r\n",
-        Duration::from_millis(700),
+        Duration::from_millis(300),
     )
     .await;
     // the client gives up here (dropped socket)
@@ -152,9 +172,9 @@ async fn upstream_read_timeout_while_client_uploads_is_a_timeout() {
         r.outcome,
         r.duration
     );
-    assert_ne!(
+    assert_eq!(
         r.outcome,
-        Outcome::ClientError,
+        Outcome::Timeout,
         "the client never paused its upload; the upstream stalled: {r:#?}"
     );
 }
@@ -237,16 +257,10 @@ async fn http10_keep_alive_and_close_delimited_are_ok_once() {
     let seen = raw(
         addr,
         b"GET /len HTTP/1.0\r\nhost: x\r\nconnection: keep-alive\r\n\r\nGET /len HTTP/1.0\r\nhost: x\r\n\r\n",
-        Duration::from_secs(2),
     )
     .await;
     assert_eq!(seen.matches("hello world").count(), 2, "{seen:?}");
-    let seen2 = raw(
-        addr,
-        b"GET /nolen HTTP/1.0\r\nhost: x\r\n\r\n",
-        Duration::from_secs(2),
-    )
-    .await;
+    let seen2 = raw(addr, b"GET /nolen HTTP/1.0\r\nhost: x\r\n\r\n").await;
     assert!(seen2.ends_with("hello world"), "{seen2:?}");
     let got = records.wait_for(3).await;
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -35,6 +35,18 @@ impl Records {
     }
 }
 
+/// These tests run one at a time. Tracing keeps each callsite's interest from when it is
+/// first seen: the test outside any runtime logs the same WARN with no subscriber set while
+/// another sets one, and can leave that callsite off for the other, whose WARN then never
+/// reaches its error layer.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    // A test that failed holding it leaves nothing to repair.
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A stream of `events` events, each after the body waited once (as an upstream's are), then
 /// waiting for ever if `then_hang`. Its handler waits once too, so the response future arms
 /// the deadline before the response starts.
@@ -68,6 +80,7 @@ async fn stream(
 /// and the monitor's error records say the timeout was not enforced.
 #[test]
 fn a_runtime_without_a_timer_serves_the_stream_and_says_so() {
+    let _one = one_at_a_time();
     let records = Records::default();
     let monitor = records.monitor();
     let subscriber = tracing_subscriber::registry().with(monitor.error_layer());
@@ -99,6 +112,7 @@ fn a_runtime_without_a_timer_serves_the_stream_and_says_so() {
 /// hangs is cut at it (its last event the timeout's), recorded once as `timeout`.
 #[test]
 fn a_body_moved_to_another_runtime_keeps_its_deadline() {
+    let _one = one_at_a_time();
     let records = Records::default();
     let monitor = records.monitor();
     let first = tokio::runtime::Builder::new_current_thread()
@@ -141,6 +155,7 @@ fn a_body_moved_to_another_runtime_keeps_its_deadline() {
 /// keeps the timeout.
 #[test]
 fn outside_any_runtime_the_stream_is_served_without_its_timeout() {
+    let _one = one_at_a_time();
     use std::future::Future;
     use std::task::{Context, Poll, Waker};
     let records = Records::default();

@@ -93,7 +93,9 @@ async fn handler_events_carry_request_context_and_timeouts_log_at_error() {
 }
 
 /// The per-request alerting (crate docs, Session logs): a first token past the critical baseline logs WARN with the
-/// provider, past warning INFO.
+/// provider, past warning INFO. Which line each request logs is judged on its own recorded
+/// first token (the latency the line reports), so a busy machine that delays one moves its
+/// line, not the test's result; the 600 ms one is always past critical.
 #[tokio::test]
 async fn slow_first_tokens_log_at_warn_and_info() {
     use tower_stream_monitor::health::{Baseline, Baselines};
@@ -132,7 +134,15 @@ async fn slow_first_tokens_log_at_warn_and_info() {
             .await
             .unwrap();
     }
-    records.wait_for(3).await;
+    let first_tokens: Vec<f64> = records
+        .wait_for(3)
+        .await
+        .iter()
+        .map(|r| r.time_to_first_token.expect("a first token").as_secs_f64() * 1000.0)
+        .collect();
+    let past = |threshold: f64| first_tokens.iter().filter(|ms| **ms > threshold).count();
+    let (expected_critical, expected_high) = (past(400.0), past(100.0) - past(400.0));
+    assert!(expected_critical >= 1, "{first_tokens:?}");
     let logs = captured.text();
     let critical: Vec<&str> = logs
         .lines()
@@ -142,15 +152,19 @@ async fn slow_first_tokens_log_at_warn_and_info() {
         .lines()
         .filter(|l| l.contains("High first token latency"))
         .collect();
-    assert_eq!((critical.len(), high.len()), (1, 1), "{logs}");
+    assert_eq!(
+        (critical.len(), high.len()),
+        (expected_critical, expected_high),
+        "{first_tokens:?}\n{logs}"
+    );
     assert!(
         critical[0].contains(" WARN ") && critical[0].contains("provider=anthropic"),
         "{}",
         critical[0]
     );
     assert!(
-        high[0].contains(" INFO ") && high[0].contains("provider=anthropic"),
-        "{}",
-        high[0]
+        high.iter()
+            .all(|l| l.contains(" INFO ") && l.contains("provider=anthropic")),
+        "{high:?}"
     );
 }
