@@ -4,6 +4,7 @@
 //! (messages, other values, span fields) has credential-shaped substrings replaced.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::sync::LazyLock;
 
 use regex::{Captures, Regex, RegexSet};
@@ -725,14 +726,24 @@ const NAME_REACH: usize = 128;
 /// Hides the `value` of an object that names a secret in another member (see [`PAIR_NAMES`]),
 /// in either order: the pair's name is a secret's ([`is_secret_field`]), so its value is the
 /// secret, whatever it looks like (an Azure key is 32 hex digits, with nothing to tell it by).
-/// The object is the one that holds the naming member (`{"meta": {…}, "name": …}` too), to its
-/// closing `}` (brackets in quoted strings, at any escaping level, skipped); only its own
-/// `value` is hidden, not one of an object inside it. On the way back to the object's `{` and
-/// between its members, strings quoted as the naming member's name is (`"…"`, `\"…\"`, ...)
-/// are skipped whole, so that a bracket in one (`"note": "range [0, 1)"`) is no structure.
+/// The object is the one that holds the naming member (`{"meta": {…}, "name": …}` too, however
+/// long what comes before the member), to its closing `}` (brackets in quoted strings, at any
+/// escaping level, skipped); only its own `value` is hidden, not one of an object inside it.
+/// On the way back to the object's `{` and between its members, strings quoted at the naming
+/// member's escaping level (its name's quote, or for a bare name, as a Debug struct writes
+/// it, its value's: `"…"`, `\"…\"`, ...) and char literals (`'}'`) are skipped whole, so
+/// that a bracket in one (`"note": "range [0, 1)"`) is no structure.
+///
+/// Bounded work whatever the text: at most [`NAMED_OBJECTS`] objects are read, a member of
+/// an object already read is not looked back from again, nested brackets are passed over
+/// whole, and the looks back share a budget of [`NAMED_OBJECTS`] times the text: past it, the
+/// text from where the look stopped is hidden.
 fn redact_named_values<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
     let mut spans: Vec<(usize, usize)> = Vec::new();
     let mut objects: Vec<usize> = Vec::new();
+    // Where the members of the objects read start: no need to look back from them again.
+    let mut members_read: HashSet<usize> = HashSet::new();
+    let mut budget = NAMED_OBJECTS.saturating_mul(text.len().max(1024));
     let mut at = 0;
     while let Some(found) = patterns.key.find_at(text, at) {
         let (form, name, name_end) = match_name(found.as_str());
@@ -745,12 +756,24 @@ fn redact_named_values<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
             .key
             .captures(found.as_str())
             .is_some_and(|caps| caps.name("comma").is_none());
-        if !separated || !quoted_name(&text[found.end()..]).is_some_and(is_secret_field) {
+        let value = &text[found.end()..];
+        if !separated || !quoted_name(value).is_some_and(is_secret_field) {
             continue;
         }
         let from = found.start();
-        let Some((open, level)) = enclosing_object(text, from) else {
+        if members_read.contains(&from) {
             continue;
+        }
+        // A bare name (`name: \"x-api-key\"`, a Debug struct in a string) is at its value's
+        // escaping level.
+        let bare_level = value.bytes().take_while(|b| *b == b'\\').count();
+        let (open, level) = match enclosing_object(text, from, bare_level, &mut budget) {
+            LookBack::Object(open, level) => (open, level),
+            LookBack::None => continue,
+            LookBack::OutOfBudget(stopped) => {
+                spans.push((stopped, text.len()));
+                break;
+            }
         };
         if objects.contains(&open) {
             continue;
@@ -770,8 +793,18 @@ fn redact_named_values<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
             let start = member.start();
             // A member of this object's own: outside its strings and nested brackets (the
             // walk reads to the member's opening quote, if it has one at the object's level).
-            let own = walk.at_top(text, quote_start(text, start, level));
-            if !own || form != NameForm::Pair || !member_name.eq_ignore_ascii_case("value") {
+            match walk.at_top(text, quote_start(text, start, level)) {
+                Place::Top => {}
+                Place::Quoted => continue,
+                // Nothing in a nested bracket is this object's: passed over whole.
+                Place::Nested(bracket) => {
+                    inner = bracket_end(text, bracket).max(inner);
+                    walk.jump_to(inner);
+                    continue;
+                }
+            }
+            members_read.insert(start);
+            if form != NameForm::Pair || !member_name.eq_ignore_ascii_case("value") {
                 continue;
             }
             let value = patterns
@@ -813,50 +846,66 @@ fn quoted_name(value: &str) -> Option<&str> {
     Some(body.get(..end)?.trim_end_matches('\\'))
 }
 
-/// How far back [`enclosing_object`] looks for the `{` of a member's object.
-const OBJECT_REACH: usize = 1024;
+/// What [`enclosing_object`] found looking back from a member.
+enum LookBack {
+    /// The object's `{`, and the escaping level of its strings.
+    Object(usize, usize),
+    /// An array holds the member, or nothing does.
+    None,
+    /// The budget ran out here, the object's `{` not found.
+    OutOfBudget(usize),
+}
 
 /// The `{` of the object that holds a member starting at `member`, and the escaping level of
-/// the member's name (the backslashes before its opening quote: 0 for `"name"` and for a bare
-/// `name`, 1 for `\"name\"`): back over whole objects and arrays before it (`{"meta": {…},
-/// "tags": [], "name": …}`) and strings quoted at that level (`"use {token}"`, `"range [0,
-/// 1)"`), at most [`OBJECT_REACH`] bytes back. `None` when an array, not an object, holds it,
-/// or none is found in reach.
-fn enclosing_object(text: &str, member: usize) -> Option<(usize, usize)> {
+/// its strings: the backslashes before the member's opening quote (0 for `"name"`, 1 for
+/// `\"name\"`), or `bare_level` for a bare name (`name: …`). Back over whole objects and
+/// arrays before it (`{"meta": {…}, "tags": [], "name": …}`), strings quoted at that level
+/// (`"use {token}"`, `"range [0, 1)"`) and char literals (`'}'`), each byte read taken from
+/// `budget`.
+fn enclosing_object(text: &str, member: usize, bare_level: usize, budget: &mut usize) -> LookBack {
     let bytes = text.as_bytes();
-    let reach = member.saturating_sub(OBJECT_REACH);
     let (level, mut i) = match member.checked_sub(1) {
         Some(quote) if bytes[quote] == b'"' => {
-            let level = backslashes_before(bytes, quote, reach);
+            let level = backslashes_before(bytes, quote, 0);
             (level, quote - level)
         }
-        _ => (0, member),
+        _ => (bare_level, member),
     };
     let mut depth = 0usize;
     let mut quoted = false;
-    while i > reach {
+    while i > 0 {
+        if *budget == 0 {
+            return LookBack::OutOfBudget(i);
+        }
+        *budget -= 1;
         i -= 1;
         let b = bytes[i];
         if b == b'"' {
-            let run = backslashes_before(bytes, i, reach);
+            let run = backslashes_before(bytes, i, 0);
             if delimits(run, level) {
                 quoted = !quoted;
             }
+            *budget = budget.saturating_sub(run);
             i -= run;
             continue;
         }
-        if quoted {
+        if quoted || char_literal_at(bytes, i) {
             continue;
         }
         match b {
             b'}' | b']' => depth += 1,
             b'{' | b'[' if depth > 0 => depth -= 1,
-            b'{' => return Some((i, level)),
-            b'[' => return None,
+            b'{' => return LookBack::Object(i, level),
+            b'[' => return LookBack::None,
             _ => {}
         }
     }
-    None
+    LookBack::None
+}
+
+/// Whether the byte at `i` is the char of a char literal (`'}'`, as Debug writes a `char`).
+fn char_literal_at(bytes: &[u8], i: usize) -> bool {
+    i > 0 && bytes[i - 1] == b'\'' && bytes.get(i + 1) == Some(&b'\'')
 }
 
 /// How many backslashes come right before `at`, counting no further back than `reach`.
@@ -890,12 +939,24 @@ fn quote_start(text: &str, name: usize, level: usize) -> usize {
     }
 }
 
+/// Where a [`MemberWalk`] stands.
+enum Place {
+    /// Outside the object's strings and nested brackets: among its own members.
+    Top,
+    /// In one of its strings.
+    Quoted,
+    /// In a nested bracket, the one opened at this position.
+    Nested(usize),
+}
+
 /// An object's members read in order (see [`redact_named_values`]): its brackets open and
 /// whether a string quoted at the object's level is open, up to where the walk has read.
 struct MemberWalk {
     at: usize,
     level: usize,
     depth: usize,
+    /// Where the outermost bracket open in the object was opened.
+    nested_at: usize,
     quoted: bool,
     /// Backslashes right before `at`.
     run: usize,
@@ -908,33 +969,54 @@ impl MemberWalk {
             at: from,
             level,
             depth: 0,
+            nested_at: from,
             quoted: false,
             run: 0,
         }
     }
 
-    /// Reads on to `to`: whether `to` is outside the object's strings and nested brackets.
-    /// A place the walk has passed (inside a value read whole) is not.
-    fn at_top(&mut self, text: &str, to: usize) -> bool {
+    /// Reads on to `to`: where `to` stands. A place the walk has passed (inside a value read
+    /// whole) counts as quoted.
+    fn at_top(&mut self, text: &str, to: usize) -> Place {
         if to < self.at {
-            return false;
+            return Place::Quoted;
         }
-        for &b in &text.as_bytes()[self.at..to] {
-            match b {
-                b'\\' => {
-                    self.run += 1;
-                    continue;
+        let bytes = text.as_bytes();
+        for i in self.at..to {
+            let b = bytes[i];
+            if b == b'\\' {
+                self.run += 1;
+                continue;
+            }
+            if b == b'"' && delimits(self.run, self.level) {
+                self.quoted = !self.quoted;
+            } else if !self.quoted && !char_literal_at(bytes, i) {
+                match b {
+                    b'{' | b'[' | b'(' => {
+                        if self.depth == 0 {
+                            self.nested_at = i;
+                        }
+                        self.depth += 1;
+                    }
+                    b'}' | b']' | b')' => self.depth = self.depth.saturating_sub(1),
+                    _ => {}
                 }
-                b'"' if delimits(self.run, self.level) => self.quoted = !self.quoted,
-                _ if self.quoted => {}
-                b'{' | b'[' | b'(' => self.depth += 1,
-                b'}' | b']' | b')' => self.depth = self.depth.saturating_sub(1),
-                _ => {}
             }
             self.run = 0;
         }
         self.at = to;
-        !self.quoted && self.depth == 0
+        match (self.quoted, self.depth) {
+            (true, _) => Place::Quoted,
+            (false, 0) => Place::Top,
+            (false, _) => Place::Nested(self.nested_at),
+        }
+    }
+
+    /// Goes on from `to`, just past a nested bracket passed over whole.
+    fn jump_to(&mut self, to: usize) {
+        self.at = self.at.max(to);
+        self.depth = 0;
+        self.run = 0;
     }
 }
 
@@ -2623,6 +2705,37 @@ next"#,
             format!(
                 r#"[{{"name":"model","value":"gpt-4o"}}, {{"note":"}}","name":"x-api-key","value":"{secret}"}}]"#
             ),
+            // However long what comes before the naming member (sorted keys put `value`
+            // before `variable`), and in a long secret written first.
+            format!(
+                r#"{{"value":"{secret}","description":"{}","name":"x-api-key"}}"#,
+                "d".repeat(1_100)
+            ),
+            format!(
+                r#"{{"meta":{{"labels":"{}"}},"name":"x-api-key","value":"{secret}"}}"#,
+                "l".repeat(1_100)
+            ),
+            format!(
+                r#"{{"value":"{secret}{}","name":"x-api-key"}}"#,
+                "A".repeat(1_100)
+            ),
+            // A Debug struct in a string (anyhow's Debug of an error holding one): bare names,
+            // strings at the value's level.
+            format!(
+                r#"Error("Header {{ note: \"range [0, 1)\", name: \"x-api-key\", value: \"{secret}\" }}")"#
+            ),
+            format!(
+                r#"Error("Header {{ name: \"x-api-key\", tags: \"[a\", value: \"{secret}\" }}")"#
+            ),
+            format!(
+                r#"Error("Header {{ note: \"a}}\", name: \"x-api-key\", value: \"{secret}\" }}")"#
+            ),
+            format!(
+                "Error(\"[\\n    Header {{\\n        name: \\\"x-api-key\\\",\\n        note: \\\"range [0, 1\\\",\\n        value: \\\"{secret}\\\",\\n    }},\\n]\")"
+            ),
+            // Char literals.
+            format!(r#"Header {{ c: '}}', name: "x-api-key", value: "{secret}" }}"#),
+            format!(r#"Header {{ name: "x-api-key", c: '[', value: "{secret}" }}"#),
         ] {
             let once = redact(&text).into_owned();
             assert!(!once.contains(secret), "leaked: {text} -> {once}");
@@ -2662,6 +2775,13 @@ next"#,
         for text in ["name=".repeat(40_000) + " ", "name=\"".repeat(40_000)] {
             assert_eq!(redact(&text), text);
         }
+        // Objects nested 64 deep around thousands of members: each object's nested brackets
+        // are passed over whole, not read member by member again.
+        let mut nested = r#"{"name":"token","x":"#.repeat(64);
+        nested += &"a:".repeat(48_000);
+        nested += " <password>x<password>x<password>x<password>x %20";
+        let once = redact(&nested);
+        assert_eq!(redact(&once), once);
     }
 
     #[test]
