@@ -110,24 +110,7 @@ impl Body for Quirky {
     }
 }
 
-/// The monitor's layer around a service that answers `text/event-stream` with `body()`.
-fn sse_service<B>(
-    monitor: &Monitor,
-    body: impl Fn() -> B + Send + Clone + 'static,
-) -> impl Service<
-    Request<()>,
-    Response = Response<tower_stream_monitor::stream::MonitoredBody<B>>,
-    Error = Infallible,
-    Future = impl Future<
-        Output = Result<Response<tower_stream_monitor::stream::MonitoredBody<B>>, Infallible>,
-    >,
->
-where
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    typed_service(monitor, "text/event-stream", body)
-}
+const SSE: &str = "text/event-stream";
 
 /// The monitor's layer around a service that answers `content_type` with `body()`.
 fn typed_service<B>(
@@ -165,7 +148,7 @@ fn panic_in_is_end_stream_at_the_response_is_recorded() {
     let _one = one_at_a_time();
     let records = Records::default();
     let monitor = records.build(Monitor::builder());
-    let mut service = sse_service(&monitor, || Quirky::new(1, Some(1), None));
+    let mut service = typed_service(&monitor, SSE, || Quirky::new(1, Some(1), None));
     let mut future = Box::pin(service.call(Request::new(())));
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let _ = future.as_mut().poll(&mut cx());
@@ -186,7 +169,7 @@ fn panic_in_is_end_stream_after_a_frame_is_a_server_error() {
     let _one = one_at_a_time();
     let records = Records::default();
     let monitor = records.build(Monitor::builder());
-    let mut service = sse_service(&monitor, || Quirky::new(3, Some(2), None));
+    let mut service = typed_service(&monitor, SSE, || Quirky::new(3, Some(2), None));
     let mut future = Box::pin(service.call(Request::new(())));
     let Poll::Ready(Ok(response)) = future.as_mut().poll(&mut cx()) else {
         panic!("ready");
@@ -223,7 +206,7 @@ async fn panic_in_size_hint_at_the_sse_timeout_is_recorded() {
     let _one = one_at_a_time();
     let records = Records::default();
     let monitor = records.build(Monitor::builder().stream_timeout(ms(1000)));
-    let mut service = sse_service(&monitor, || Quirky::new(1, None, Some(2)));
+    let mut service = typed_service(&monitor, SSE, || Quirky::new(1, None, Some(2)));
     let response = service.call(Request::new(())).await.unwrap();
     let mut body = Box::pin(response.into_body());
     assert!(matches!(
@@ -318,7 +301,7 @@ fn panic_in_request_labels_is_recorded() {
             panic!("bug in the labeler")
         },
     ));
-    let mut service = sse_service(&monitor, || Quirky::new(1, None, None));
+    let mut service = typed_service(&monitor, SSE, || Quirky::new(1, None, None));
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         drop(service.call(Request::new(())));
     }));
@@ -347,7 +330,7 @@ fn panic_in_on_record_while_a_panic_unwinds_does_not_abort() {
     let _one = one_at_a_time();
     let records = Records::default();
     let monitor = panicking_callback(&records);
-    let service = sse_service(&monitor, || Panics("bug while writing the body"));
+    let service = typed_service(&monitor, SSE, || Panics("bug while writing the body"));
     assert_eq!(panic_of_the_body(service), "bug while writing the body");
     assert_eq!(records.outcomes(), vec![Outcome::ServerError]);
     assert_eq!(monitor.in_flight(), 0);
@@ -360,7 +343,7 @@ fn panic_in_on_record_at_the_end_records_once() {
     let _one = one_at_a_time();
     let records = Records::default();
     let monitor = panicking_callback(&records);
-    let service = sse_service(&monitor, || {
+    let service = typed_service(&monitor, SSE, || {
         http_body_util::Full::new(Bytes::from_static(
             b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n",
         ))
@@ -409,7 +392,7 @@ fn panic_while_logging_the_end_loses_no_record() {
     let _subscriber = tracing::subscriber::set_default(
         tracing_subscriber::registry().with(monitor.error_layer()),
     );
-    let service = sse_service(&monitor, || FailsLoudly);
+    let service = typed_service(&monitor, SSE, || FailsLoudly);
     assert_eq!(panic_of_the_body(service), "bug in the error's Display");
     assert_eq!(records.outcomes(), vec![Outcome::StreamError]);
     assert_eq!(monitor.in_flight(), 0);
@@ -490,7 +473,7 @@ fn panic_in_a_layer_as_the_span_ends_loses_no_record() {
             .with(PanicsOnModel)
             .with(monitor.error_layer()),
     );
-    let service = sse_service(&monitor, || {
+    let service = typed_service(&monitor, SSE, || {
         http_body_util::Full::new(Bytes::from_static(
             b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n",
         ))
