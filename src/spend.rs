@@ -374,7 +374,8 @@ impl Spend {
             e.requests += 1;
             e.tokens = e.tokens.saturating_add(tokens);
             e.errors += failed;
-            if let (true, Some(ttft)) = (r.streaming, r.time_to_first_token) {
+            // A stream's, unless its client failed it, as the windows count them.
+            if let (true, Some(ttft)) = (r.latencies_judged(), r.time_to_first_token) {
                 e.first_token.add(ttft.as_secs_f64() * 1000.0);
             }
         }

@@ -743,7 +743,10 @@ fn redact_named_values<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
     let mut objects: Vec<usize> = Vec::new();
     // Where the members of the objects read start: no need to look back from them again.
     let mut members_read: HashSet<usize> = HashSet::new();
-    let mut budget = NAMED_OBJECTS.saturating_mul(text.len().max(1024));
+    let mut looks = LookBudget {
+        left: NAMED_OBJECTS.saturating_mul(text.len().max(1024)),
+        held_by_none: None,
+    };
     let mut at = 0;
     while let Some(found) = patterns.key.find_at(text, at) {
         let (form, name, name_end) = match_name(found.as_str());
@@ -767,10 +770,13 @@ fn redact_named_values<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
         // A bare name (`name: \"x-api-key\"`, a Debug struct in a string) is at its value's
         // escaping level.
         let bare_level = value.bytes().take_while(|b| *b == b'\\').count();
-        let (open, level) = match enclosing_object(text, from, bare_level, &mut budget) {
+        let (open, level) = match enclosing_object(text, from, bare_level, &mut looks) {
             LookBack::Object(open, level) => (open, level),
             LookBack::None => continue,
-            LookBack::OutOfBudget(stopped) => {
+            LookBack::OutOfBudget(mut stopped) => {
+                while !text.is_char_boundary(stopped) {
+                    stopped -= 1;
+                }
                 spans.push((stopped, text.len()));
                 break;
             }
@@ -856,56 +862,82 @@ enum LookBack {
     OutOfBudget(usize),
 }
 
+/// The work left to [`enclosing_object`]'s looks back in one text, and where the last look
+/// that found no object started (with its escaping level): a later look that reaches that
+/// place as it started there (no bracket open, no string) would find no object either, so
+/// members outside any object (`key: "token"` in prose, many times over) are each read back
+/// only to the one before.
+struct LookBudget {
+    left: usize,
+    held_by_none: Option<(usize, usize)>,
+}
+
 /// The `{` of the object that holds a member starting at `member`, and the escaping level of
 /// its strings: the backslashes before the member's opening quote (0 for `"name"`, 1 for
 /// `\"name\"`), or `bare_level` for a bare name (`name: …`). Back over whole objects and
 /// arrays before it (`{"meta": {…}, "tags": [], "name": …}`), strings quoted at that level
-/// (`"use {token}"`, `"range [0, 1)"`) and char literals (`'}'`), each byte read taken from
-/// `budget`.
-fn enclosing_object(text: &str, member: usize, bare_level: usize, budget: &mut usize) -> LookBack {
+/// (`"use {token}"`, `"range [0, 1)"`) and char literals (`'}'`, `'"'`), each byte read
+/// taken from the budget.
+fn enclosing_object(
+    text: &str,
+    member: usize,
+    bare_level: usize,
+    looks: &mut LookBudget,
+) -> LookBack {
     let bytes = text.as_bytes();
-    let (level, mut i) = match member.checked_sub(1) {
+    let (level, start) = match member.checked_sub(1) {
         Some(quote) if bytes[quote] == b'"' => {
             let level = backslashes_before(bytes, quote, 0);
             (level, quote - level)
         }
         _ => (bare_level, member),
     };
+    let mut i = start;
     let mut depth = 0usize;
     let mut quoted = false;
-    while i > 0 {
-        if *budget == 0 {
+    let found = loop {
+        if i == 0 {
+            break LookBack::None;
+        }
+        if depth == 0 && !quoted && looks.held_by_none == Some((i, level)) {
+            break LookBack::None;
+        }
+        if looks.left == 0 {
             return LookBack::OutOfBudget(i);
         }
-        *budget -= 1;
+        looks.left -= 1;
         i -= 1;
         let b = bytes[i];
         if b == b'"' {
             let run = backslashes_before(bytes, i, 0);
-            if delimits(run, level) {
+            if !char_literal_at(bytes, i, run) && delimits(run, level) {
                 quoted = !quoted;
             }
-            *budget = budget.saturating_sub(run);
+            looks.left = looks.left.saturating_sub(run);
             i -= run;
             continue;
         }
-        if quoted || char_literal_at(bytes, i) {
+        if quoted || char_literal_at(bytes, i, 0) {
             continue;
         }
         match b {
             b'}' | b']' => depth += 1,
             b'{' | b'[' if depth > 0 => depth -= 1,
-            b'{' => return LookBack::Object(i, level),
-            b'[' => return LookBack::None,
+            b'{' => break LookBack::Object(i, level),
+            b'[' => break LookBack::None,
             _ => {}
         }
+    };
+    if let LookBack::None = found {
+        looks.held_by_none = Some((start, level));
     }
-    LookBack::None
+    found
 }
 
-/// Whether the byte at `i` is the char of a char literal (`'}'`, as Debug writes a `char`).
-fn char_literal_at(bytes: &[u8], i: usize) -> bool {
-    i > 0 && bytes[i - 1] == b'\'' && bytes.get(i + 1) == Some(&b'\'')
+/// Whether the byte at `i`, after `run` backslashes, is the char of a char literal (`'}'`,
+/// `'"'`, or `'\"'` in a Debug string, as Debug writes a `char`).
+fn char_literal_at(bytes: &[u8], i: usize, run: usize) -> bool {
+    i > run && bytes[i - run - 1] == b'\'' && bytes.get(i + 1) == Some(&b'\'')
 }
 
 /// How many backslashes come right before `at`, counting no further back than `reach`.
@@ -988,9 +1020,11 @@ impl MemberWalk {
                 self.run += 1;
                 continue;
             }
-            if b == b'"' && delimits(self.run, self.level) {
-                self.quoted = !self.quoted;
-            } else if !self.quoted && !char_literal_at(bytes, i) {
+            if b == b'"' {
+                if !char_literal_at(bytes, i, self.run) && delimits(self.run, self.level) {
+                    self.quoted = !self.quoted;
+                }
+            } else if !self.quoted && !char_literal_at(bytes, i, 0) {
                 match b {
                     b'{' | b'[' | b'(' => {
                         if self.depth == 0 {
@@ -2733,9 +2767,12 @@ next"#,
             format!(
                 "Error(\"[\\n    Header {{\\n        name: \\\"x-api-key\\\",\\n        note: \\\"range [0, 1\\\",\\n        value: \\\"{secret}\\\",\\n    }},\\n]\")"
             ),
-            // Char literals.
+            // Char literals, a quote's too.
             format!(r#"Header {{ c: '}}', name: "x-api-key", value: "{secret}" }}"#),
             format!(r#"Header {{ name: "x-api-key", c: '[', value: "{secret}" }}"#),
+            format!(r#"Header {{ c: '"', name: "x-api-key", value: "{secret}" }}"#),
+            format!(r#"Header {{ name: "x-api-key", c: '"', value: "{secret}" }}"#),
+            format!(r#"Error("Header {{ c: '\"', name: \"x-api-key\", value: \"{secret}\" }}")"#),
         ] {
             let once = redact(&text).into_owned();
             assert!(!once.contains(secret), "leaked: {text} -> {once}");
@@ -2747,6 +2784,25 @@ next"#,
         );
         let once = redact(&nested);
         assert!(!once.contains(secret) && once.contains("gpt-4o"), "{once}");
+        // Naming members outside any object, many times over, in any text: each is read
+        // back to the one before, and the text is kept whole but for what other rules hide
+        // (a `key`'s value), non-ASCII too.
+        let prose = r#"ok key: "token" "#.repeat(150) + "END";
+        let once = redact(&prose);
+        assert_eq!(
+            once.matches(r#"ok key: "[REDACTED]" "#).count(),
+            150,
+            "{once}"
+        );
+        assert!(once.ends_with("END"), "{once}");
+        let lines = (0..200)
+            .map(|i| format!("req {i}: header: \"x-api-key\" sent, é"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(redact(&lines), lines);
+        let accented = "é".repeat(40) + "a" + &r#"key: "token" "#.repeat(131);
+        let once = redact(&accented);
+        assert_eq!(once.matches(r#"key: "[REDACTED]" "#).count(), 131, "{once}");
         for kept in [
             r#"missing fields ["api_key", "model"]"#,
             r#"[{"name":"model","value":"gpt-4o"}]"#,
