@@ -257,11 +257,12 @@ fn name_parts(name: &str) -> String {
 /// [`VALUE_START`], after it, finds where a value starts; [`value_span`] finds where it ends:
 /// - `done`: already redacted (kept, so redaction is idempotent), maybe after an auth scheme;
 /// - `quote`: `"`, `\"`, `\\\"`, ... opening a quoted value (ends at its closing quote), maybe
-///   after a `b` (a byte string's Debug: `b"…"`);
+///   after a `b` (a byte string's Debug: `b"…"`), maybe on the next line unindented (JSON
+///   `"value":\n"…"`; a bare word there is rather the next YAML key);
 /// - `sq`: `'` opening a single-quoted value, maybe after a `b` (Python's `b'…'`);
 /// - `open`: a bracket, or a Rust name or path right before `(` or ` {` (`Some(`,
-///   `Token(`, `a::B {`), opening a value that ends at its balanced closing bracket (and the
-///   rest of a word glued to it: `ab(c)d`);
+///   `Token(`, `a::B {`), maybe on the next line as a `quote`, opening a value that ends at its
+///   balanced closing bracket (and the rest of a word glued to it: `ab(c)d`);
 /// - `bare`: after an optional auth scheme (`Bearer`, `Basic`, `Token`, `Digest`), a word up to
 ///   whitespace or a query's next parameter (`&name=`), less the closing brackets, quotes and
 ///   `,`/`;` ending it (`password=a;b` and `password=a<b>"c` are one value, `x=a, y=b` two,
@@ -287,9 +288,10 @@ const KEY_SEPARATOR: &str = r#"(?x)
 const VALUE_START: &str = r#"(?x)
     (?:
         (?P<done>(?:(?i:bearer|basic|token|digest)[\t\ ]+)?\[REDACTED\])
-      | b?(?P<quote>\\*")
+      | (?:\r?\n|(?:\\r)?\\n)? b?(?P<quote>\\*")
       | b?(?P<sq>')
-      | (?P<open>[A-Za-z_][A-Za-z0-9_]*(?:::[A-Za-z_][A-Za-z0-9_]*)*(?:\(|\ \{)|[\[{(])
+      | (?:\r?\n|(?:\\r)?\\n)?
+        (?P<open>[A-Za-z_][A-Za-z0-9_]*(?:::[A-Za-z_][A-Za-z0-9_]*)*(?:\(|\ \{)|[\[{(])
       | (?:(?P<scheme>(?i:bearer|basic|token|digest))[\t\ ]+)?
         (?P<bare>(?:[^\s&'"<>\\)\]},;]|[,;]+[^\s&'"<>\\)\]},;])+)
       | (?P<block>>[0-9+\-]{0,2})
@@ -478,12 +480,14 @@ static PATTERNS: LazyLock<Result<Patterns, regex::Error>> = LazyLock::new(compil
 ///   (`[("x-api-key", "x")]`, also over lines as `{:#?}` writes it); a command-line flag
 ///   (`--password x`, `-token x`, `"--api-key" "x"` as the Debug of a `Command` writes it,
 ///   `["--token", "x"]`; a flag after it, `--no-password --verbose`, is no value). Values:
-///   - `"quoted"` (any escaping level) or `'quoted'`, also as a byte string (`b"x"`,
-///     `b'x'`), to the closing quote, or to the end of the text when there is none;
+///   - `"quoted"` (any escaping level; on the next line too, `"api_key":\n"x"`) or
+///     `'quoted'`, also as a byte string (`b"x"`, `b'x'`), to the closing quote, or to the end
+///     of the text when there is none;
 ///   - a bracket, or a Rust name or path before `(` or ` {` (`Some("x")`, `Token("x")`,
-///     `a::B { .. }`, JSON `{"value": "x"}`, `["x"]`): the whole value, to its balanced
-///     closing bracket (brackets in quoted strings are skipped) and the rest of a word glued
-///     to it (`ab(c)d`), or to the end of the text when the bracket is not closed;
+///     `a::B { .. }`, JSON `{"value": "x"}`, `["x"]`; on the next line too): the whole value,
+///     to its balanced closing bracket (brackets in quoted strings are skipped) and the rest
+///     of a word glued to it (`ab(c)d`), or to the end of the text when the bracket is not
+///     closed;
 ///   - bare: to whitespace or a query's next parameter (`&name=`), whatever it holds
 ///     (`password=k9<Lq>"vX2` whole), less the closing brackets, quotes, `<`, `>`, `\`, `&`
 ///     and `,`/`;` right before its end (`(x=a)`, `"x=a"`, `x_auth=a, jwt=b` two values);
@@ -518,7 +522,9 @@ static PATTERNS: LazyLock<Result<Patterns, regex::Error>> = LazyLock::new(compil
 ///
 /// Any tuple whose first item is a secret name hides its second, header or not, and so does a
 /// pair in a list of pairs (`[["x-api-key", "…"]]`) or an object naming it (`{"name":
-/// "x-api-key", "value": "…"}`); a list of names (`["api_key", "model"]`) and text that only
+/// "x-api-key", "value": "…"}`, Python's `{'name': 'password', 'value': '…'}`, Go's
+/// `{Name:OPENAI_API_KEY Value:…}`, a YAML mapping `- name: OPENAI_API_KEY` then
+/// `  value: …`); a list of names (`["api_key", "model"]`) and text that only
 /// looks like a credential
 /// (`Basic authentication`) are kept. Redacting the result again changes nothing, unless it
 /// was encoded more than three times: the text is read again until nothing more changes (a
@@ -732,12 +738,16 @@ const NAME_REACH: usize = 128;
 /// On the way back to the object's `{` and between its members, strings quoted at the naming
 /// member's escaping level (its name's quote, or for a bare name, as a Debug struct writes
 /// it, its value's: `"…"`, `\"…\"`, ...) and char literals (`'}'`) are skipped whole, so
-/// that a bracket in one (`"note": "range [0, 1)"`) is no structure.
+/// that a bracket in one (`"note": "range [0, 1)"`) is no structure. The name may be quoted
+/// in single quotes (Python's repr, `{'name': 'password', 'value': '…'}`) or bare (Go's `%+v`,
+/// `{Name:OPENAI_API_KEY Value:…}`). A YAML mapping's key whose value ends its line
+/// (Kubernetes' `env`, `- name: OPENAI_API_KEY` then `  value: …`) names the pair of its
+/// mapping instead: its sibling keys, at its column (see [`yaml_key`], [`yaml_mapping_start`]).
 ///
-/// Bounded work whatever the text: at most [`NAMED_OBJECTS`] objects are read, a member of
-/// an object already read is not looked back from again, nested brackets are passed over
-/// whole, and the looks back share a budget of [`NAMED_OBJECTS`] times the text: past it, the
-/// text from where the look stopped is hidden.
+/// Bounded work whatever the text: at most [`NAMED_OBJECTS`] objects (or mappings) are read, a
+/// member of an object already read is not looked back from again, nested brackets are passed
+/// over whole, and the looks back share a budget of [`NAMED_OBJECTS`] times the text: past it,
+/// the text from where the look stopped is hidden.
 fn redact_named_values<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
     let mut spans: Vec<(usize, usize)> = Vec::new();
     let mut objects: Vec<usize> = Vec::new();
@@ -760,9 +770,10 @@ fn redact_named_values<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
             .captures(found.as_str())
             .is_some_and(|caps| caps.name("comma").is_none());
         let value = &text[found.end()..];
-        if !separated || !quoted_name(value).is_some_and(is_secret_field) {
+        let named = pair_name(value).filter(|(pair, _)| separated && is_secret_field(pair));
+        let Some((_, pair_end)) = named else {
             continue;
-        }
+        };
         let from = found.start();
         if members_read.contains(&from) {
             continue;
@@ -770,7 +781,18 @@ fn redact_named_values<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
         // A bare name (`name: \"x-api-key\"`, a Debug struct in a string) is at its value's
         // escaping level.
         let bare_level = value.bytes().take_while(|b| *b == b'\\').count();
-        let (open, level) = match enclosing_object(text, from, bare_level, &mut looks) {
+        // A YAML key is known by its line: alone on it with its value (`- name: X`), where an
+        // object's member is followed by more (`name: "x",` in pretty Debug).
+        let yaml = if ends_line(&value[pair_end..]) {
+            yaml_key(text, at - name.len())
+        } else {
+            None
+        };
+        let look = match yaml {
+            Some((line, column)) => yaml_mapping_start(text, line, column, &mut looks),
+            None => enclosing_object(text, from, bare_level, &mut looks),
+        };
+        let (open, level) = match look {
             LookBack::Object(open, level) => (open, level),
             LookBack::None => continue,
             LookBack::OutOfBudget(mut stopped) => {
@@ -789,24 +811,36 @@ fn redact_named_values<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
             break;
         }
         objects.push(open);
-        let close = bracket_end(text, open);
-        let mut inner = open + 1;
+        let close = match yaml {
+            Some((_, column)) => yaml_mapping_end(text, open, column),
+            None => bracket_end(text, open),
+        };
+        // No member starts at a `{`; a mapping's first key may start its first line.
+        let mut inner = open;
         // The object's structure, read up to each member.
         let mut walk = MemberWalk::new(open + 1, level);
         while let Some(member) = patterns.key.find_at(&text[..close], inner) {
             let (form, member_name, member_end) = match_name(member.as_str());
             inner = member.start() + member_end;
             let start = member.start();
-            // A member of this object's own: outside its strings and nested brackets (the
-            // walk reads to the member's opening quote, if it has one at the object's level).
-            match walk.at_top(text, quote_start(text, start, level)) {
-                Place::Top => {}
-                Place::Quoted => continue,
-                // Nothing in a nested bracket is this object's: passed over whole.
-                Place::Nested(bracket) => {
-                    inner = bracket_end(text, bracket).max(inner);
-                    walk.jump_to(inner);
+            if let Some((_, column)) = yaml {
+                // A key of the mapping's own starts its line, at its column.
+                if yaml_key(text, inner - member_name.len()).is_none_or(|(_, c)| c != column) {
                     continue;
+                }
+            } else {
+                // A member of this object's own: outside its strings and nested brackets (the
+                // walk reads to the member's opening quote, if it has one at the object's
+                // level).
+                match walk.at_top(text, quote_start(text, start, level)) {
+                    Place::Top => {}
+                    Place::Quoted => continue,
+                    // Nothing in a nested bracket is this object's: passed over whole.
+                    Place::Nested(bracket) => {
+                        inner = bracket_end(text, bracket).max(inner);
+                        walk.jump_to(inner);
+                        continue;
+                    }
                 }
             }
             members_read.insert(start);
@@ -842,19 +876,112 @@ fn redact_named_values<'t>(patterns: &Patterns, text: &'t str) -> Cow<'t, str> {
     Cow::Owned(out)
 }
 
-/// The quoted name `value` starts with (its quote escaped or not), read no further than
-/// [`NAME_REACH`] bytes: `None` when `value` starts with no quote, or the name is longer.
-fn quoted_name(value: &str) -> Option<&str> {
-    let body = value.trim_start_matches('\\').strip_prefix('"')?;
-    let reach = &body.as_bytes()[..body.len().min(NAME_REACH)];
-    let end = reach.iter().position(|b| *b == b'"')?;
-    // Before an ASCII quote: a char boundary.
-    Some(body.get(..end)?.trim_end_matches('\\'))
+/// The name `value` starts with and where it ends in `value`: quoted (in `"`, escaped or not,
+/// or in `'` as Python's repr writes it), or bare as Go's `%+v` and YAML write it
+/// (`OPENAI_API_KEY Value:…`), a run of name characters then whitespace, `,`, `;`, a closing
+/// bracket or the end of the text. Read no further than [`NAME_REACH`] bytes: `None` when
+/// `value` starts with neither, or the name is longer.
+fn pair_name(value: &str) -> Option<(&str, usize)> {
+    let body = value.trim_start_matches('\\');
+    let bytes = body.as_bytes();
+    match bytes.first() {
+        Some(&quote @ (b'"' | b'\'')) => {
+            let reach = &bytes[1..bytes.len().min(NAME_REACH + 1)];
+            let len = reach.iter().position(|b| *b == quote)?;
+            // Before an ASCII quote: a char boundary.
+            let name = body.get(1..1 + len)?.trim_end_matches('\\');
+            Some((name, value.len() - body.len() + len + 2))
+        }
+        // No bare name after backslashes: they escape what follows (`\n`).
+        _ if body.len() == value.len() => {
+            let reach = &bytes[..bytes.len().min(NAME_REACH)];
+            let len = reach
+                .iter()
+                .position(|b| !(b.is_ascii_alphanumeric() || b"_.-".contains(b)))
+                .unwrap_or(reach.len());
+            let ends = bytes
+                .get(len)
+                .is_none_or(|b| b.is_ascii_whitespace() || b",;)]}".contains(b));
+            // After ASCII bytes only: a char boundary.
+            ends.then(|| Some((body.get(..len)?, len))).flatten()
+        }
+        _ => None,
+    }
+}
+
+/// Whether `rest` holds nothing but blanks to the end of its line.
+fn ends_line(rest: &str) -> bool {
+    let rest = rest.trim_start_matches([' ', '\t']);
+    rest.is_empty() || rest.starts_with(['\r', '\n'])
+}
+
+/// Where the line starts and at which column the YAML key starting at `name` is: `None`
+/// unless only spaces, maybe around a sequence item's `-` (`  - name:`), come before it on its
+/// line.
+fn yaml_key(text: &str, name: usize) -> Option<(usize, usize)> {
+    let bytes = text.as_bytes();
+    let spaces = |to: usize| bytes[..to].iter().rev().take_while(|b| **b == b' ').count();
+    let mut line = name - spaces(name);
+    if line < name && line > 0 && bytes[line - 1] == b'-' {
+        line -= 1;
+        line -= spaces(line);
+    }
+    (line == 0 || bytes[line - 1] == b'\n').then_some((line, name - line))
+}
+
+/// Where the YAML mapping starts that holds a key at `column` on the line starting at `line`:
+/// that line, when the key is its sequence item's first (`- name:`); else back over the lines
+/// before it that are blank or indented to `column` or more (its keys and their values), to
+/// the item's `- ` line of a key at `column`, or to the line after one less indented. Each
+/// byte read is taken from the budget; the mapping's strings are at level 0.
+fn yaml_mapping_start(text: &str, line: usize, column: usize, looks: &mut LookBudget) -> LookBack {
+    let bytes = text.as_bytes();
+    // Only spaces and an item's `-` come before the key on its line.
+    if bytes[line..line + column].contains(&b'-') {
+        return LookBack::Object(line, 0);
+    }
+    let mut start = line;
+    while start > 0 {
+        if looks.left == 0 {
+            return LookBack::OutOfBudget(start);
+        }
+        // The line before, to its line break at `start - 1`.
+        let previous = text[..start - 1].rfind('\n').map_or(0, |i| i + 1);
+        looks.left = looks.left.saturating_sub(start - previous);
+        let indent = bytes[previous..start - 1]
+            .iter()
+            .take_while(|b| **b == b' ')
+            .count();
+        let content = &text[previous + indent..start - 1];
+        if indent < column && !content.trim().is_empty() {
+            let key = previous + column;
+            let item = key < start - 1
+                && !bytes[key].is_ascii_whitespace()
+                && yaml_key(text, key) == Some((previous, column));
+            return LookBack::Object(if item { previous } else { start }, 0);
+        }
+        start = previous;
+    }
+    LookBack::Object(start, 0)
+}
+
+/// Where the YAML mapping whose first line starts at `start`, its keys at `column`, ends: at
+/// the end of its last line indented to `column` or more (more: its keys' values), blank ones
+/// between them included; at the end of the text for a mapping at column 0.
+fn yaml_mapping_end(text: &str, start: usize, column: usize) -> usize {
+    let (first_end, next) = line_end(text, start, false);
+    match column.checked_sub(1) {
+        Some(indent) => {
+            block_end(text, next, indent, false).map_or(first_end, |e| e.max(first_end))
+        }
+        None => text.len(),
+    }
 }
 
 /// What [`enclosing_object`] found looking back from a member.
 enum LookBack {
-    /// The object's `{`, and the escaping level of its strings.
+    /// The object's `{` (or a YAML mapping's first line), and the escaping level of its
+    /// strings.
     Object(usize, usize),
     /// An array holds the member, or nothing does.
     None,
@@ -2778,6 +2905,52 @@ next"#,
             assert!(!once.contains(secret), "leaked: {text} -> {once}");
             assert_eq!(redact(&once), once, "not idempotent: {text}");
         }
+        // Kubernetes' `env` in YAML (`value` a sibling key of `name`, either order; another
+        // item's keeps its own), Python's repr, Go's `%+v`, JSON with its value on the next line.
+        check(&[
+            (
+                "env:\n- name: AZURE_OPENAI_KEY\n  value: S3CRET9f8e7d\n",
+                "env:\n- name: AZURE_OPENAI_KEY\n  value: [REDACTED]\n",
+            ),
+            (
+                "    env:\n    - name: OPENAI_API_KEY\n      value: \"S3CRET9f8e7d\"\n",
+                "    env:\n    - name: OPENAI_API_KEY\n      value: \"[REDACTED]\"\n",
+            ),
+            (
+                "env:\n- value: S3CRET9f8e7d\n  name: AZURE_OPENAI_KEY\n- name: M\n  value: m\n",
+                "env:\n- value: [REDACTED]\n  name: AZURE_OPENAI_KEY\n- name: M\n  value: m\n",
+            ),
+            (
+                concat!(
+                    "env:\n  - name: M\n    value: m\n",
+                    "  - value: S3CRET9f8e7d\n    x:\n      value: v\n    name: OPENAI_API_KEY\n",
+                ),
+                concat!(
+                    "env:\n  - name: M\n    value: m\n",
+                    "  - value: [REDACTED]\n    x:\n      value: v\n    name: OPENAI_API_KEY\n",
+                ),
+            ),
+            (
+                "{'name':'password','value':'S3CRET9f8e7d'}",
+                "{'name':'password','value':'[REDACTED]'}",
+            ),
+            (
+                "[{'name': 'x-api-key', 'value': 'S3CRET9f8e7d'}]",
+                "[{'name': 'x-api-key', 'value': '[REDACTED]'}]",
+            ),
+            (
+                "{Name:OPENAI_API_KEY Value:S3CRET9f8e7d ValueFrom:nil}",
+                "{Name:OPENAI_API_KEY Value:[REDACTED] ValueFrom:nil}",
+            ),
+            (
+                "{\"name\":\"x-api-key\",\n\"value\":\n\"S3CRET9f8e7d\"}",
+                "{\"name\":\"x-api-key\",\n\"value\":\n\"[REDACTED]\"}",
+            ),
+            (
+                "{\"name\":\"x-api-key\",\n\"value\":\n{\"raw\":\"S3CRET9f8e7d\"}}",
+                "{\"name\":\"x-api-key\",\n\"value\":\n[REDACTED]}",
+            ),
+        ]);
         // Only the naming object's own value: an object inside it keeps its own.
         let nested = format!(
             r#"{{"name":"x-api-key","params":[{{"name":"model","value":"gpt-4o"}}],"value":"{secret}"}}"#
@@ -2808,6 +2981,9 @@ next"#,
             r#"[{"name":"model","value":"gpt-4o"}]"#,
             r#"{"header":"accept","value":"*/*"}"#,
             r#"{"name":"x-api-key"} and {"value":"shown"}"#,
+            "{'name':'model','value':'gpt-4o'}",
+            "- name: MODEL\n  value: gpt-4o\n",
+            "{Name:MODEL Value:gpt-4o}",
         ] {
             assert_eq!(redact(kept), kept);
         }
@@ -2837,6 +3013,25 @@ next"#,
         nested += &"a:".repeat(48_000);
         nested += " <password>x<password>x<password>x<password>x %20";
         let once = redact(&nested);
+        assert_eq!(redact(&once), once);
+        // Python's, Go's, YAML's and JSON-over-lines pairs, repeated: YAML mappings count as
+        // objects. A YAML value never closed holds keys of its mapping, each looked back from
+        // within the budget.
+        for shape in [
+            "env:\n- name: AZURE_OPENAI_KEY\n  value: S3CRET9f8e7d\n",
+            "    env:\n    - name: OPENAI_API_KEY\n      value: \"S3CRET9f8e7d\"\n",
+            "{'name':'password','value':'S3CRET9f8e7d'}",
+            "[{'name': 'x-api-key', 'value': 'S3CRET9f8e7d'}]",
+            "{Name:OPENAI_API_KEY Value:S3CRET9f8e7d ValueFrom:nil}",
+            "{\"name\":\"x-api-key\",\n\"value\":\n\"S3CRET9f8e7d\"}",
+        ] {
+            let text = shape.repeat(40_000);
+            let once = redact(&text);
+            assert!(!once.contains("S3CRET9f8e7d"), "{}", &once[..200]);
+            assert_eq!(redact(&once), once);
+        }
+        let unclosed = format!("value: \"\n{}", "name: token\n".repeat(40_000));
+        let once = redact(&unclosed);
         assert_eq!(redact(&once), once);
     }
 
