@@ -428,8 +428,8 @@ impl StreamMeter {
     }
 
     /// [`on_content`](Self::on_content) for content the parser found only as the body ended
-    /// (its last event had no blank line after it), while the body is recorded: a panic in
-    /// logging a late first token is kept until the record is handed over (as in
+    /// (an NDJSON body's last line, with no newline after it), while the body is recorded: a
+    /// panic in logging a late first token is kept until the record is handed over (as in
     /// `context::log_end`), so that it loses no record. `true` when one was caught.
     #[cold]
     #[inline(never)]
