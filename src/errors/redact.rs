@@ -1727,7 +1727,7 @@ fn quoted_end(text: &str, from: usize, level: usize) -> (usize, usize) {
     for (i, &b) in bytes.iter().enumerate().skip(from) {
         match b {
             b'\\' => run += 1,
-            b'"' if (run + 1) % (level + 1) == 0 && (run + 1) / (level + 1) % 2 == 1 => {
+            b'"' if delimits(run, level) => {
                 return (i - level, i + 1);
             }
             _ => run = 0,
