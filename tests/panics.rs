@@ -262,7 +262,11 @@ where
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         while let Poll::Ready(Some(_)) = body.as_mut().poll_frame(&mut cx()) {}
     }));
-    let panic = caught.expect_err("the panic reaches the caller");
+    message_of(caught.expect_err("the panic reaches the caller"))
+}
+
+/// A caught panic's message.
+fn message_of(panic: Box<dyn std::any::Any + Send>) -> String {
     match panic.downcast_ref::<&str>() {
         Some(message) => message.to_string(),
         None => panic.downcast_ref::<String>().cloned().unwrap_or_default(),
@@ -437,26 +441,27 @@ fn a_service_error_whose_debug_panics_is_recorded() {
     assert_eq!(monitor.in_flight(), 0);
 }
 
-/// A subscriber layer that panics when a request's span is given its `model` as the request
-/// ends (a bug of the app's, or of a layer it installed).
-struct PanicsOnModel;
+/// A subscriber layer that panics when a request's span is given the field it names (`model`
+/// as the request ends, `provider` as its response starts): a bug of the app's, or of a layer
+/// it installed.
+struct PanicsOnField(&'static str);
 
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PanicsOnModel {
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PanicsOnField {
     fn on_record(
         &self,
         _: &tracing::span::Id,
         values: &tracing::span::Record<'_>,
         _: tracing_subscriber::layer::Context<'_, S>,
     ) {
-        struct Model;
-        impl tracing::field::Visit for Model {
+        struct Field(&'static str);
+        impl tracing::field::Visit for Field {
             fn record_debug(&mut self, field: &tracing::field::Field, _: &dyn std::fmt::Debug) {
-                if field.name() == "model" {
+                if field.name() == self.0 {
                     panic!("bug in a layer's on_record");
                 }
             }
         }
-        values.record(&mut Model);
+        values.record(&mut Field(self.0));
     }
 }
 
@@ -470,7 +475,7 @@ fn panic_in_a_layer_as_the_span_ends_loses_no_record() {
     let monitor = records.build(Monitor::builder());
     let _subscriber = tracing::subscriber::set_default(
         tracing_subscriber::registry()
-            .with(PanicsOnModel)
+            .with(PanicsOnField("model"))
             .with(monitor.error_layer()),
     );
     let service = typed_service(&monitor, SSE, || {
@@ -526,5 +531,119 @@ async fn panic_while_logging_a_first_token_found_at_the_end_loses_no_record() {
     assert_eq!(recorded[0].outcome, Outcome::Ok);
     assert!(recorded[0].streaming);
     assert!(recorded[0].time_to_first_token.is_some());
+    assert_eq!(monitor.in_flight(), 0);
+}
+
+/// A layer's panic as the request's span is given its provider, when the response starts (the
+/// request's context is then being turned into the body's meter): the request is recorded
+/// once, as the server's (`server_error`), and leaves the in-flight gauges; the panic reaches
+/// the caller.
+#[test]
+fn panic_in_a_layer_as_the_response_starts_loses_no_record() {
+    let _one = one_at_a_time();
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let records = Records::default();
+    let monitor = records.build(Monitor::builder());
+    let _subscriber = tracing::subscriber::set_default(
+        tracing_subscriber::registry()
+            .with(PanicsOnField("provider"))
+            .with(monitor.error_layer()),
+    );
+    let mut service = typed_service(&monitor, SSE, || Quirky::new(1, None, None));
+    let mut future = Box::pin(service.call(Request::new(())));
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = future.as_mut().poll(&mut cx());
+    }));
+    assert_eq!(
+        message_of(caught.expect_err("the panic reaches the caller")),
+        "bug in a layer's on_record"
+    );
+    // As a server drops the task that panicked.
+    drop(future);
+    assert_eq!(records.outcomes(), vec![Outcome::ServerError]);
+    assert_eq!(monitor.in_flight(), 0);
+}
+
+/// A subscriber layer that panics when the request's span is entered for the `n`-th time
+/// (counting from 1): a bug of the app's, or of a layer it installed.
+struct PanicsOnEnter {
+    n: usize,
+    entered: AtomicUsize,
+}
+
+impl<S> tracing_subscriber::Layer<S> for PanicsOnEnter
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_enter(&self, id: &tracing::span::Id, cx: tracing_subscriber::layer::Context<'_, S>) {
+        let request = cx
+            .metadata(id)
+            .is_some_and(|m| m.name() == "stream_request");
+        if request && self.entered.fetch_add(1, Ordering::SeqCst) + 1 == self.n {
+            panic!("bug in a layer's on_enter");
+        }
+    }
+}
+
+/// A layer's panic as the request's span is entered: around the inner service's `call` (1st)
+/// or the response future's poll (2nd). Each time the request is recorded once, as the
+/// server's (`server_error`, not a client's cancel), and leaves the in-flight gauges; the panic
+/// reaches the caller.
+#[test]
+fn panic_in_a_layer_entering_the_span_loses_no_record() {
+    let _one = one_at_a_time();
+    use tracing_subscriber::layer::SubscriberExt as _;
+    for n in 1..=2 {
+        let records = Records::default();
+        let monitor = records.build(Monitor::builder());
+        let _subscriber = tracing::subscriber::set_default(
+            tracing_subscriber::registry()
+                .with(PanicsOnEnter {
+                    n,
+                    entered: AtomicUsize::new(0),
+                })
+                .with(monitor.error_layer()),
+        );
+        let mut service = typed_service(&monitor, SSE, || Quirky::new(1, None, None));
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut future = Box::pin(service.call(Request::new(())));
+            let Poll::Ready(Ok(response)) = future.as_mut().poll(&mut cx()) else {
+                panic!("ready")
+            };
+            let mut body = Box::pin(response.into_body());
+            let _ = body.as_mut().poll_frame(&mut cx());
+        }));
+        assert_eq!(
+            message_of(caught.expect_err("the panic reaches the caller")),
+            "bug in a layer's on_enter",
+            "entry {n}"
+        );
+        assert_eq!(records.outcomes(), vec![Outcome::ServerError], "entry {n}");
+        assert_eq!(monitor.in_flight(), 0, "entry {n}");
+    }
+}
+
+/// A first token late enough to be logged at WARN, found in a frame mid-stream: a layer's
+/// panic on that line is the server's (`server_error`), not a client's cancel, and the request
+/// is recorded once; the panic reaches the caller.
+#[tokio::test(start_paused = true)]
+async fn panic_while_logging_a_first_token_mid_stream_is_the_servers() {
+    let _one = one_at_a_time();
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let records = Records::default();
+    // Every first token is past the critical threshold (see the test above).
+    let mut baselines = tower_stream_monitor::health::Baselines::default();
+    baselines.streaming_first_token.warning = -2.0;
+    baselines.streaming_first_token.critical = -1.0;
+    let monitor = records.build(Monitor::builder().baselines(baselines));
+    let _subscriber = tracing::subscriber::set_default(
+        tracing_subscriber::registry()
+            .with(PanicsOnWarn)
+            .with(monitor.error_layer()),
+    );
+    // One event ready, then the upstream still generating.
+    let service = typed_service(&monitor, SSE, || Quirky::new(1, None, None));
+    assert_eq!(panic_of_the_body(service), "bug in a layer's on_event");
+    assert_eq!(records.outcomes(), vec![Outcome::ServerError]);
     assert_eq!(monitor.in_flight(), 0);
 }

@@ -113,10 +113,12 @@ where
             };
         };
         let polled = match this.tracked.as_mut().and_then(TrackedBox::get_mut) {
-            Some(Tracked { context, scope, .. }) => scope.enter(|| {
+            // The guard outside the span: a subscriber's panic as it is entered or left is
+            // recorded too (`server_error`), not left for the drop to take for a cancel.
+            Some(Tracked { context, scope, .. }) => {
                 let _guard = PanicGuard::new(context, scope);
-                inner.poll(cx)
-            }),
+                scope.enter(|| inner.poll(cx))
+            }
             None => inner.poll(cx),
         };
         let result = match polled {

@@ -193,20 +193,22 @@ where
         }
         let (ended, untimed) = (this.ended, this.untimed);
         let polled = scope.enter_known(*this.spanned, || {
-            let guard = PanicGuard::new(&mut *meter_slot, scope);
+            let mut guard = PanicGuard::new(&mut *meter_slot, scope);
             let mut polled = match timer.as_mut() {
                 Some(timer) => timer.poll_frame(body.as_mut(), cx),
                 None => body.as_mut().poll_frame(cx).map_err(Into::into),
             };
             // Asked here, where a panic in it is the body's (`server_error`).
             let at_end = matches!(polled, Poll::Ready(Some(Ok(_)))) && body.is_end_stream();
-            drop(guard);
 
             // The usual frame, data: measured where it lies and handed on as it came, not
             // taken apart and rebuilt (a frame is about 100 bytes, copied at each move).
             if let Poll::Ready(Some(Ok(frame))) = &mut polled {
-                if let (Some(meter), Some(data)) = (meter_slot.as_mut(), frame.data_mut()) {
+                if let (Some(meter), Some(data)) = (guard.slot().as_mut(), frame.data_mut()) {
+                    // Under the guard: a panic as a first token is logged (a subscriber's) is
+                    // the server's (`server_error`), not left for the drop to take for a cancel.
                     let read = meter.on_data(data, scope, timer.as_ref());
+                    drop(guard);
                     if at_end {
                         // The timer stays until the body is dropped: a consumer stops at
                         // `is_end_stream` (hyper drops the body), and this path is every small
@@ -230,6 +232,7 @@ where
                     return polled;
                 }
             }
+            drop(guard);
             let frame = match polled {
                 Poll::Ready(frame) => frame,
                 Poll::Pending if timer.is_some() => return Poll::Pending,

@@ -226,7 +226,17 @@ impl StreamMeter {
         let recorder = context.recorder();
         let labels = context.resolve_labels(head.extensions.get::<crate::StreamLabels>(), unrouted);
         let (provider, model, label_source) = (labels.provider, labels.model, labels.source);
-        scope.record("provider", &provider);
+        // A subscriber's panic on the span's field would drop the context unrecorded: it is
+        // caught, the request recorded (`server_error`), and the panic goes on.
+        if scope.has_span() && record_caught(scope, "provider", &provider) {
+            context.finish_without_body(
+                scope,
+                Outcome::ServerError,
+                Some(&"panic in a tracing subscriber as the response started"),
+            );
+            resume(true);
+            return;
+        }
         recorder.provider_started(provider);
         let max_event_bytes = recorder.settings().max_event_bytes;
         let wire = content_type.and_then(WireFormat::from_content_type_bytes);

@@ -47,6 +47,12 @@ impl<'a, T: RecordPanic> PanicGuard<'a, T> {
     pub(crate) fn new(slot: &'a mut Option<T>, scope: &'a RequestScope) -> Self {
         Self { slot, scope }
     }
+
+    /// The slot guarded, for the code the guard watches over to use.
+    #[inline]
+    pub(crate) fn slot(&mut self) -> &mut Option<T> {
+        self.slot
+    }
 }
 
 impl<T: RecordPanic> Drop for PanicGuard<'_, T> {

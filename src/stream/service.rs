@@ -129,10 +129,11 @@ where
         // is entered inside the mark: with nothing between, the request moves once, straight
         // into the closure made for the mark.
         let inner = scope.tags.within(|| {
-            let _entered = scope.enter_span();
-            // A panic in `call` itself (before any future exists) is recorded too. The guard
-            // takes the context only while unwinding, so the future never sees it taken.
+            // A panic in `call` itself (before any future exists) is recorded too, and one in a
+            // subscriber as the span is entered or left: the guard is made first. It takes the
+            // context only while unwinding, so the future never sees it taken.
             let _guard = PanicGuard::new(context, scope);
+            let _entered = scope.enter_span();
             self.inner.call(request)
         });
         ResponseFuture::new(inner, tracked)
