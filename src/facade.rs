@@ -103,7 +103,7 @@ pub(crate) fn health(report: &crate::health::HealthReport, anomalies: &mut Anoma
     names::observe_health(report, set);
     // A recorder keeps a gauge at its last value, where the exposition drops a series no
     // longer judged: a signal that stopped being judged reads 0 (no anomaly), not the score it
-    // had (README, Metrics).
+    // had (README, Use).
     let judged: AnomalySeries = report
         .anomalies
         .iter()

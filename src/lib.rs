@@ -33,7 +33,8 @@
 //! Each request ends in one [`StreamRecord`], handed to the [`Monitor`] (rolling windows, the
 //! Prometheus endpoint, health) and emitted to the [`metrics`] facade under the names in
 //! [`names`]. Nothing global is installed. Under the prefix the layer serves `/metrics`,
-//! `/metrics/prometheus`, `/health`, `/errors` and `/errors/summary`.
+//! `/metrics/history`, `/metrics/prometheus`, `/health`, `/errors`, `/errors/summary` and
+//! `/dashboard`.
 //!
 //! ## Modules
 //! - [`stream`]: layer 1 — the tower layer, service, future and measured body.
@@ -41,19 +42,24 @@
 //! - [`parse`]: the incremental SSE / NDJSON parser and provider token extraction.
 //! - [`classify`]: which status, error or event counts as which [`Outcome`].
 //! - [`window`]: rolling 5-minute and 1-hour windows, and the injectable [`window::Clock`].
-//! - [`health`]: baselines, checks, rollback triggers and alerts.
+//! - [`health`]: baselines, checks, rollback triggers, budgets and alerts.
+//! - [`predict`]: trends and anomalies, each provider and model against its own recent past.
+//! - [`cost`]: the price table and the cost of a request, in exact pico-USD.
 //! - [`snapshot`]: the typed figures of `/metrics`.
 //! - [`endpoints`]: the monitoring endpoints, also as a service of their own.
 //! - [`names`]: metric and label names.
+//! - [`trace`]: the W3C trace context a record, an error record and an exemplar share.
+//! - `otlp` (feature `otlp`): OTLP export of the GenAI metrics to a collector.
 //!
 //! ## Session logs
 //! Events under the target [`SESSION_TARGET`]: start (INFO), first token (DEBUG; WARN/INFO past
 //! the first-token baselines), completion (INFO), timeout (ERROR, `Streaming timeout after {n}s`),
 //! error (ERROR, with the error chain), cancel (INFO). Each request runs in an INFO span
-//! `stream_request` with the fields `request_id`, `user_id`, `provider`, `model`, `route` and
-//! `outcome`, so events the handler logs carry them too. The span exists only when a subscriber
-//! layer enables that target at INFO (a `fmt` layer showing the session logs): creating it costs
-//! more than the rest of a request's measuring. Error records get the same fields either way.
+//! `stream_request` with the fields `request_id`, `user_id`, `provider`, `model`, `route`,
+//! `outcome`, `trace_id` and `span_id`, so events the handler logs carry them too. The span
+//! exists only when a subscriber layer enables that target at INFO (a `fmt` layer showing the
+//! session logs): creating it costs more than the rest of a request's measuring. Error records
+//! get its `request_id`, `user_id`, `provider`, `route`, `trace_id` and `span_id` either way.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -50,7 +50,8 @@ pub const SIGNAL: &str = "signal";
 pub const COST_USD_TOTAL: &str = "stream_monitor_cost_usd_total";
 /// Counter: finished requests; has the `outcome` label, and `error_type` on failures.
 pub const REQUESTS_TOTAL: &str = "stream_monitor_requests_total";
-/// Counter: finished streaming requests (the population health judges); has the `outcome` label.
+/// Counter: finished streaming requests (the population health judges); has the `outcome` label,
+/// and `error_type` on failures.
 pub const STREAMING_REQUESTS_TOTAL: &str = "stream_monitor_streaming_requests_total";
 /// Gauge: requests started and not yet recorded; labelled by `http_route` only (the provider
 /// may not be known until the response).

@@ -26,8 +26,8 @@ pub enum AnomalySlot {
     /// The hour's 60 one-minute slots (the default): a change is caught in 2 to 3 minutes.
     OneMinute,
     /// The 5 minutes' 30 slots of 10 s: caught in 20 to 30 s, from a baseline of at most
-    /// 28 slots. For demos and short-lived processes; noisier, since a slot holds fewer
-    /// streams.
+    /// 27 slots (the one filling and the two judged left out). For demos and short-lived
+    /// processes; noisier, since a slot holds fewer streams.
     TenSeconds,
 }
 

@@ -200,7 +200,7 @@ fn answer(monitor: &Monitor, parts: &Parts, rest: &str) -> Response<Bytes> {
         let mut response = error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
-            &format!("{} is not allowed here; use GET", parts.method),
+            &format!("{} is not allowed here; use GET or HEAD", parts.method),
             json!({}),
         );
         response
@@ -370,7 +370,8 @@ struct Success<T> {
 /// A query parameter that cannot be used, and why.
 struct BadParameter(String, &'static str);
 
-/// `limit` (1-1000, default 50), `level` (`warn`: warnings and errors, `error`: errors only),
+/// `limit` (1-1000, default 50), `level` (`warn` or `warning`: warnings and errors, `error`:
+/// errors only; in any letter case),
 /// `since` (RFC 3339), `target` (prefix). Anything else, or a repeated parameter, is a 400.
 fn error_query(params: &[(String, String)]) -> Result<ErrorQuery, BadParameter> {
     let mut query = ErrorQuery::default();

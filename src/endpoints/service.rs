@@ -17,9 +17,12 @@ use crate::Monitor;
 ///
 /// Paths are taken below where the service is mounted (`/metrics`, `/health`, ...), as axum's
 /// `nest_service` passes them; a path still under the monitor's prefix is read below it too.
-/// A path that names no endpoint is answered 404 with the endpoints listed under the
-/// monitor's prefix if the path was under it, else as references relative to the request's URL
-/// (`metrics`, `../metrics`): the service does not see where it is mounted.
+/// A path that names no endpoint is answered 404 with the endpoints listed. With the `axum`
+/// feature (the default), a service nested in a router reads where it is mounted from axum's
+/// `OriginalUri` and lists them under that mount (`/ops/metrics` for one nested at `/ops`),
+/// followed by the monitor's prefix if the path was under it. Otherwise they are listed under
+/// the monitor's prefix if the path was under it, else as references relative to the
+/// request's URL (`metrics`, `../metrics`), which reach them wherever the service is mounted.
 /// Each answer is ready at once; the service never fails.
 ///
 /// ```

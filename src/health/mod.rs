@@ -3,8 +3,9 @@
 //! Health is judged over the 5-minute window. Each baseline gives a check (healthy within
 //! `warning`, degraded past it, critical past `critical`; reversed when higher is better); each
 //! rollback trigger watches the rate of some outcomes in a population of requests. A fired trigger
-//! makes the status critical and `rollback: true`. Every change of status or trigger state emits
-//! one tracing event and calls the `on_alert` callback, once.
+//! makes the status critical and `rollback: true`, and so do a budget and an anomaly made
+//! rollback triggers; any other anomaly makes the status at least degraded. Every change of
+//! status or trigger state emits one tracing event and calls the `on_alert` callback, once.
 
 use std::fmt;
 use std::sync::Mutex;
@@ -23,9 +24,10 @@ pub enum HealthStatus {
     Unknown,
     /// Within the warning thresholds.
     Healthy,
-    /// Past a warning threshold.
+    /// Past a warning threshold; overall, also while an anomaly holds.
     Degraded,
-    /// Past a critical threshold, or a rollback trigger fired (HTTP 503 on `/health`).
+    /// Past a critical threshold; overall, also while `rollback` is set (HTTP 503 on
+    /// `/health`).
     Critical,
 }
 
@@ -444,7 +446,9 @@ impl AnomalyState {
 /// The body of `GET {prefix}/health`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HealthReport {
-    /// The worst check, or critical when a trigger fired; unknown below `min_samples`.
+    /// Critical when `rollback` is set; else the worst check, at least degraded while an
+    /// anomaly holds. Unknown when no check has `min_samples` to judge and nothing else
+    /// raised it.
     pub status: HealthStatus,
     /// The baseline checks.
     pub checks: Vec<Check>,
@@ -454,7 +458,9 @@ pub struct HealthReport {
     pub budgets: Vec<BudgetState>,
     /// Each provider's signals against their baselines; an anomaly degrades health.
     pub anomalies: Vec<AnomalyState>,
-    /// Whether a rollback trigger fired (or a budget made one was passed).
+    /// Whether a rollback trigger fired, a budget made one (`Budget::rollback`) was passed, or
+    /// an anomaly made one (`AnomalyDetection::rollback(true)`) holds; the status is then
+    /// critical.
     pub rollback: bool,
 }
 

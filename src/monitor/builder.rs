@@ -30,7 +30,8 @@ pub(crate) const DEFAULT_HEADER_LABEL_CARDINALITY: usize = 16;
 /// Default number of distinct (provider, model, route) combinations recorded before new ones
 /// fold into `other`.
 pub(crate) const DEFAULT_MAX_LABEL_SETS: usize = 256;
-/// Default stream timeout of [`Monitor::from_env`] when `STREAMING_TIMEOUT` is unset (README, Configuration).
+/// Default stream timeout of [`Monitor::from_env`] when `STREAMING_TIMEOUT` is unset and the
+/// builder chose none (README, Configuration).
 pub(crate) const DEFAULT_ENV_STREAM_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default minimum of requests in a window before health is judged.
 pub(crate) const DEFAULT_MIN_SAMPLES: u64 = 20;
@@ -107,14 +108,15 @@ pub enum ConfigError {
     InvalidVar {
         /// The variable's name.
         var: &'static str,
-        /// Its value (cut to 64 characters).
+        /// Its value (cut to 64 characters; `<redacted>` for `MONITOR_TOKEN`).
         value: String,
         /// What was expected.
         expected: &'static str,
     },
     /// A builder setting cannot be used.
     InvalidSetting {
-        /// The builder method.
+        /// The builder method; `MONITOR_PRICES` for the price file
+        /// [`with_env`](MonitorBuilder::with_env) reads.
         setting: &'static str,
         /// Why.
         reason: String,
@@ -279,6 +281,9 @@ impl Default for Config {
 pub struct MonitorBuilder {
     config: Config,
     errors: Vec<ConfigError>,
+    /// [`stream_timeout`](Self::stream_timeout) or [`no_timeouts`](Self::no_timeouts) was
+    /// called: [`with_env`](Self::with_env) keeps that choice when `STREAMING_TIMEOUT` is unset.
+    timeout_chosen: bool,
 }
 
 impl MonitorBuilder {
@@ -326,6 +331,7 @@ impl MonitorBuilder {
     /// timer from the runtime it is polled in.
     pub fn stream_timeout(mut self, timeout: Duration) -> Self {
         self.config.stream.stream_timeout = Some(timeout);
+        self.timeout_chosen = true;
         self
     }
 
@@ -340,6 +346,7 @@ impl MonitorBuilder {
     pub fn no_timeouts(mut self) -> Self {
         self.config.stream.stream_timeout = None;
         self.config.stream.idle_timeout = None;
+        self.timeout_chosen = true;
         self
     }
 
@@ -664,10 +671,10 @@ impl MonitorBuilder {
     ///
     /// | variable | meaning | default |
     /// |---|---|---|
-    /// | `STREAMING_TIMEOUT` | stream deadline in seconds (`0` disables) | 60 |
+    /// | `STREAMING_TIMEOUT` | stream deadline in seconds, fractions allowed, up to 1e9 (`0` disables) | the builder's, if [`stream_timeout`](Self::stream_timeout) or [`no_timeouts`](Self::no_timeouts) was called before; else 60 |
     /// | `MONITOR_PREFIX` | endpoint prefix | builder's |
     /// | `MONITOR_TOKEN` | endpoint bearer token | none |
-    /// | `MONITOR_MIN_SAMPLES` | health minimum samples | 20 |
+    /// | `MONITOR_MIN_SAMPLES` | health minimum samples | builder's (20) |
     /// | `MONITOR_SERVICE_VERSION` | the `service_version` label on every series | none |
     /// | `MONITOR_PRICES` | a price file (LiteLLM's or the native format), merged over the built-in table ([`prices`](Self::prices)) | the built-in table |
     ///
@@ -692,17 +699,25 @@ impl MonitorBuilder {
                 value: value.chars().take(64).collect(),
                 expected,
             };
+        const SECONDS: &str = "a number of seconds: 0 (none), or from 1e-9 to 1e9";
         self.config.stream.stream_timeout = match lookup("STREAMING_TIMEOUT") {
+            // The builder's own choice, if it made one, stands.
+            None if self.timeout_chosen => self.config.stream.stream_timeout,
             None => Some(DEFAULT_ENV_STREAM_TIMEOUT),
             Some(v) => {
                 let secs: f64 = v
                     .trim()
                     .parse()
-                    .map_err(|_| invalid("STREAMING_TIMEOUT", &v, "a number of seconds"))?;
+                    .map_err(|_| invalid("STREAMING_TIMEOUT", &v, SECONDS))?;
                 if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
-                    return Err(invalid("STREAMING_TIMEOUT", &v, "a number of seconds >= 0"));
+                    return Err(invalid("STREAMING_TIMEOUT", &v, SECONDS));
                 }
-                (secs > 0.0).then(|| Duration::from_secs_f64(secs))
+                match Duration::from_secs_f64(secs) {
+                    _ if secs == 0.0 => None,
+                    // Under a nanosecond: no timeout the variable could mean.
+                    d if d.is_zero() => return Err(invalid("STREAMING_TIMEOUT", &v, SECONDS)),
+                    d => Some(d),
+                }
             }
         };
         if let Some(v) = lookup("MONITOR_PREFIX") {

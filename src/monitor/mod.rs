@@ -32,7 +32,7 @@ pub(crate) struct Shared {
     windows: WindowStore<RecordShard>,
     errors: Arc<ErrorStore>,
     health: HealthTracker,
-    /// The anomaly series last set through the `metrics` facade (README, Metrics).
+    /// The anomaly series last set through the `metrics` facade (README, Use).
     facade_anomalies: std::sync::Mutex<facade::AnomalySeries>,
     /// Window second of the last health evaluation done on the recording path.
     last_health_check: AtomicU64,
@@ -271,7 +271,7 @@ impl Monitor {
 
     /// Interns a label value, `valid` as a label. A client's value that is not valid is
     /// `None` (the next source is asked); the app's or upstream's is folded into `other`,
-    /// counted, as one past its budget is, so that it shows (README, Labels).
+    /// counted, as one past its budget is, so that it shows (README, Configuration).
     fn intern_label(
         &self,
         interner: &LabelInterner,
@@ -652,8 +652,11 @@ impl Monitor {
         }
     }
 
-    /// Trends and anomalies per provider over the last hour (README, Trends and anomalies):
-    /// the `predictions` of `/metrics`. Worked out at most once a minute.
+    /// Trends and anomalies per provider (README, Trends and anomalies): the `predictions` of
+    /// `/metrics`. Trends and the capacity figure read the last hour's minutes; anomalies are
+    /// judged on the hour's one-minute slots, or with `AnomalySlot::TenSeconds` on the
+    /// 5-minute window's 10 s slots. Worked out at most once a slot (a minute by default,
+    /// 10 s with `AnomalySlot::TenSeconds`).
     pub fn predictions(&self) -> Arc<crate::predict::Predictions> {
         let secs = self.window_secs();
         let settings = &self.shared.config.anomaly_detection;
@@ -877,6 +880,40 @@ mod tests {
         assert_eq!(m.stream_timeout(), Some(Duration::from_secs(60)));
     }
 
+    /// A timeout chosen on the builder before `with_env` stands when the variable is unset;
+    /// the variable, when set, overrides it.
+    #[test]
+    fn env_keeps_a_timeout_the_builder_chose() {
+        let timeout = |builder: MonitorBuilder, env: &[(&str, &str)]| {
+            builder
+                .with_vars(vars(env))
+                .unwrap()
+                .build()
+                .unwrap()
+                .stream_timeout()
+        };
+        let ten = Duration::from_secs(10);
+        assert_eq!(
+            timeout(Monitor::builder().stream_timeout(ten), &[]),
+            Some(ten)
+        );
+        assert_eq!(timeout(Monitor::builder().no_timeouts(), &[]), None);
+        assert_eq!(
+            timeout(
+                Monitor::builder().stream_timeout(ten),
+                &[("STREAMING_TIMEOUT", "5")]
+            ),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            timeout(
+                Monitor::builder().no_timeouts(),
+                &[("STREAMING_TIMEOUT", "5")]
+            ),
+            Some(Duration::from_secs(5))
+        );
+    }
+
     #[test]
     fn env_values_apply() {
         let m = Monitor::builder()
@@ -905,6 +942,9 @@ mod tests {
             ("STREAMING_TIMEOUT", "abc"),
             ("STREAMING_TIMEOUT", "-1"),
             ("STREAMING_TIMEOUT", "NaN"),
+            // Past the range, and under a nanosecond (no timeout it could mean).
+            ("STREAMING_TIMEOUT", "2e9"),
+            ("STREAMING_TIMEOUT", "1e-10"),
             ("MONITOR_PREFIX", "no-slash"),
             ("MONITOR_MIN_SAMPLES", "0"),
             ("MONITOR_TOKEN", "has space"),
@@ -912,7 +952,10 @@ mod tests {
             let err = Monitor::builder()
                 .with_vars(vars(&[(var, value)]))
                 .unwrap_err();
-            assert!(err.to_string().contains(var), "{err}");
+            assert!(
+                matches!(&err, ConfigError::InvalidVar { var: v, .. } if *v == var),
+                "{err}"
+            );
         }
     }
 

@@ -436,7 +436,7 @@ impl<C: Default> WindowStore<C> {
         }
     }
 
-    /// Notes `n` requests in flight at `now_secs`: the slot's peak (README, Capacity).
+    /// Notes `n` requests in flight at `now_secs`: the slot's peak (README, Trends and anomalies).
     pub(crate) fn note_in_flight(&self, now_secs: u64, n: u64) {
         let mut shard = lock(&crate::shard::pick(&self.shards).0);
         shard.unrouted.note_in_flight(now_secs, n);
