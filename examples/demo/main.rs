@@ -128,8 +128,7 @@ pub type Export = Option<tower_stream_monitor::otlp::OtlpExporter>;
 pub type Export = ();
 
 /// The demo's monitor: from the environment, endpoints under `/api/v1/monitoring` by default,
-/// pushing to the `--otlp` collector if one is given.
-/// The demo's monitor: from the environment, pushing to `otlp` if given; with `quick_anomalies`
+/// pushing to the `--otlp` collector if one is given; with `quick_anomalies`
 /// (`--slow-down`), anomalies are judged on 10 s slots from a baseline of 6 (a minute), so a
 /// demo run shows one within two minutes, where a service's defaults need over ten.
 pub fn monitor_with(
