@@ -585,15 +585,15 @@ where
     }
 }
 
-/// A layer's panic as the request's span is entered: around the inner service's `call` (1st)
-/// or the response future's poll (2nd). Each time the request is recorded once, as the
-/// server's (`server_error`, not a client's cancel), and leaves the in-flight gauges; the panic
-/// reaches the caller.
+/// A layer's panic as the request's span is entered: around the inner service's `call` (1st),
+/// the response future's poll (2nd), the body's poll (3rd). Each time the request is recorded
+/// once, as the server's (`server_error`, not a client's cancel), and leaves the in-flight
+/// gauges; the panic reaches the caller.
 #[test]
 fn panic_in_a_layer_entering_the_span_loses_no_record() {
     let _one = one_at_a_time();
     use tracing_subscriber::layer::SubscriberExt as _;
-    for n in 1..=2 {
+    for n in 1..=3 {
         let records = Records::default();
         let monitor = records.build(Monitor::builder());
         let _subscriber = tracing::subscriber::set_default(

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use super::context::RequestScope;
 use super::meter::{StreamEnd, StreamMeter};
 use super::panic_guard::PanicGuard;
 use super::timer::StreamTimer;
@@ -145,7 +146,7 @@ fn disarm(timer: &mut Option<StreamTimer>) {
 /// the timer's count of the reader's time is read first (see `StreamMeter::finish_in`).
 fn complete(
     meter_slot: &mut Option<StreamMeter>,
-    scope: &super::context::RequestScope,
+    scope: &RequestScope,
     timer: &mut Option<StreamTimer>,
 ) {
     StreamMeter::finish_in(meter_slot, None, StreamEnd::Complete, scope, timer.as_ref());
@@ -176,7 +177,7 @@ where
         if *this.ended {
             return Poll::Ready(None);
         }
-        let mut body = this.body;
+        let body = this.body;
         let Some(Tracked {
             meter: meter_slot,
             scope,
@@ -192,138 +193,13 @@ where
             return body.poll_frame(cx).map_err(Into::into);
         }
         let (ended, untimed) = (this.ended, this.untimed);
-        let polled = scope.enter_known(*this.spanned, || {
-            let mut guard = PanicGuard::new(&mut *meter_slot, scope);
-            let mut polled = match timer.as_mut() {
-                Some(timer) => timer.poll_frame(body.as_mut(), cx),
-                None => body.as_mut().poll_frame(cx).map_err(Into::into),
-            };
-            // Asked here, where a panic in it is the body's (`server_error`).
-            let at_end = matches!(polled, Poll::Ready(Some(Ok(_)))) && body.is_end_stream();
-
-            // The usual frame, data: measured where it lies and handed on as it came, not
-            // taken apart and rebuilt (a frame is about 100 bytes, copied at each move).
-            if let Poll::Ready(Some(Ok(frame))) = &mut polled {
-                if let (Some(meter), Some(data)) = (guard.slot().as_mut(), frame.data_mut()) {
-                    // Under the guard: a panic as a first token is logged (a subscriber's) is
-                    // the server's (`server_error`), not left for the drop to take for a cancel.
-                    let read = meter.on_data(data, scope, timer.as_ref());
-                    drop(guard);
-                    if at_end {
-                        // The timer stays until the body is dropped: a consumer stops at
-                        // `is_end_stream` (hyper drops the body), and this path is every small
-                        // response's, which has none to drop.
-                        StreamMeter::finish_in(
-                            meter_slot,
-                            read,
-                            StreamEnd::Complete,
-                            scope,
-                            timer.as_ref(),
-                        );
-                        // The inner body has nothing more, trailers included: the next poll
-                        // ends here, without polling it (hyper stops at `is_end_stream`).
-                        *ended = true;
-                        return polled;
-                    }
-                    if let Some(timer) = timer.as_mut() {
-                        // When the frame came: the time the meter read, if it read one.
-                        timer.on_data(read);
-                    }
-                    return polled;
-                }
-            }
-            drop(guard);
-            let frame = match polled {
-                Poll::Ready(frame) => frame,
-                Poll::Pending if timer.is_some() => return Poll::Pending,
-                Poll::Pending if *untimed => return Poll::Pending,
-                Poll::Pending => {
-                    // The body waits with no timer yet: a deadline needs watching from now on.
-                    let new = meter_slot.as_ref().and_then(|m| deadline_timer(m, untimed));
-                    let Some(new) = new else {
-                        return Poll::Pending;
-                    };
-                    match timer.insert(new).waited(cx) {
-                        Poll::Ready(frame) => frame,
-                        Poll::Pending => return Poll::Pending,
-                    }
-                }
-            };
-            if meter_slot.is_none() {
-                // The inner body panicked earlier and was polled again.
-                return Poll::Ready(frame);
-            }
-            match frame {
-                None => {
-                    *ended = true;
-                    complete(meter_slot, scope, timer);
-                    Poll::Ready(None)
-                }
-                // Not data (measured above): trailers, which end the body, or a frame of
-                // another kind.
-                Some(Ok(frame)) => {
-                    if frame.is_trailers() || at_end {
-                        complete(meter_slot, scope, timer);
-                    }
-                    Poll::Ready(Some(Ok(frame)))
-                }
-                Some(Err(error)) => {
-                    let mut outcome = classify_body_error(error.as_ref());
-                    // Only this layer's own limit, and only when the client's bytes were
-                    // awaited through the body's whole last wait: a client that keeps its
-                    // upload going (a chunk every few milliseconds) is waited for only between
-                    // two chunks, and the limit ran out on the upstream. An inner limit (a
-                    // relaying client's read timeout) is not known to have waited at all.
-                    let own_timeout = error.downcast_ref::<StreamTimeoutError>().is_some();
-                    let wait_began = timer.as_ref().and_then(StreamTimer::wait_started);
-                    if own_timeout
-                        && wait_began.is_some_and(|t| {
-                            meter_slot
-                                .as_ref()
-                                .is_some_and(|m| m.client_silent_since(t))
-                        })
-                    {
-                        // A body fed by the request's (an upload streamed back) that waited
-                        // for the client's bytes: the client's doing (README, Security).
-                        outcome = Outcome::ClientError;
-                    } else if !own_timeout
-                        && outcome == Outcome::Timeout
-                        && meter_slot.as_ref().is_some_and(StreamMeter::upload_failed)
-                    {
-                        // An inner timeout after the client's upload failed: the upload's own
-                        // (tower-http's `RequestBodyTimeoutLayer` cutting a held upload), relayed
-                        // by a body fed by it; the client's doing like any failure of a body
-                        // that follows a broken upload (README, Security).
-                        outcome = Outcome::ClientError;
-                    }
-                    *ended = true;
-                    let sized = {
-                        let _guard = PanicGuard::new(&mut *meter_slot, scope);
-                        body.size_hint().exact().is_some()
-                    };
-                    if let Some(meter) = meter_slot.take() {
-                        // Where an SSE stream was cut by this layer's own timeout, it ends with
-                        // an error event rather than a broken connection; unless its length was
-                        // announced (an exact size hint, a `Content-Length` header), which bytes
-                        // past it would break.
-                        let sse_end = (error.downcast_ref::<StreamTimeoutError>().is_some()
-                            && meter.is_sse()
-                            && !sized
-                            && !meter.announced_length())
-                        .then(|| meter.at_event_boundary());
-                        let chain = crate::errors::ErrorChain(error.as_ref());
-                        meter.finish(StreamEnd::Failed(outcome, &chain), scope, timer.as_ref());
-                        disarm(timer);
-                        if let Some(at_boundary) = sse_end {
-                            let event = sse_timeout_event(&error.to_string(), at_boundary);
-                            return Poll::Ready(Some(Ok(Frame::data(event.into()))));
-                        }
-                    }
-                    disarm(timer);
-                    Poll::Ready(Some(Err(error)))
-                }
-            }
-        });
+        let polled = if *this.spanned {
+            poll_spanned(body, meter_slot, scope, timer, ended, untimed, cx)
+        } else {
+            scope
+                .tags
+                .within(|| poll_measured(body, meter_slot, scope, timer, ended, untimed, cx))
+        };
         *this.waiting = polled.is_pending();
         polled
     }
@@ -340,6 +216,185 @@ where
             return SizeHint::with_exact(0);
         }
         self.body.size_hint()
+    }
+}
+
+/// What the result of polling a measured body is.
+type Polled<B> = Poll<Option<Result<Frame<<B as Body>::Data>, BoxError>>>;
+
+/// [`poll_measured`] for a request that keeps a span: its entry and exit are under a guard of
+/// their own, so that a subscriber's panic there is the server's (`server_error`), not left
+/// for the drop to take for a cancel. Apart, so that other requests' frames carry none of it.
+#[cold]
+#[inline(never)]
+fn poll_spanned<B>(
+    body: Pin<&mut B>,
+    meter_slot: &mut Option<StreamMeter>,
+    scope: &RequestScope,
+    timer: &mut Option<StreamTimer>,
+    ended: &mut bool,
+    untimed: &mut bool,
+    cx: &mut Context<'_>,
+) -> Polled<B>
+where
+    B: Body,
+    B::Data: From<Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let mut guard = PanicGuard::new(meter_slot, scope);
+    let meter_slot = guard.slot();
+    let _entered = scope.enter_span();
+    scope
+        .tags
+        .within(|| poll_measured(body, meter_slot, scope, timer, ended, untimed, cx))
+}
+
+/// Polls a measured body's inner body (through its timer, if any) and measures what comes,
+/// with the request marked current for the error layer.
+#[inline(always)]
+fn poll_measured<B>(
+    mut body: Pin<&mut B>,
+    meter_slot: &mut Option<StreamMeter>,
+    scope: &RequestScope,
+    timer: &mut Option<StreamTimer>,
+    ended: &mut bool,
+    untimed: &mut bool,
+    cx: &mut Context<'_>,
+) -> Polled<B>
+where
+    B: Body,
+    B::Data: From<Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let mut guard = PanicGuard::new(&mut *meter_slot, scope);
+    let mut polled = match timer.as_mut() {
+        Some(timer) => timer.poll_frame(body.as_mut(), cx),
+        None => body.as_mut().poll_frame(cx).map_err(Into::into),
+    };
+    // Asked here, where a panic in it is the body's (`server_error`).
+    let at_end = matches!(polled, Poll::Ready(Some(Ok(_)))) && body.is_end_stream();
+
+    // The usual frame, data: measured where it lies and handed on as it came, not
+    // taken apart and rebuilt (a frame is about 100 bytes, copied at each move).
+    if let Poll::Ready(Some(Ok(frame))) = &mut polled {
+        if let (Some(meter), Some(data)) = (guard.slot().as_mut(), frame.data_mut()) {
+            // Under the guard: a panic as a first token is logged (a subscriber's) is
+            // the server's (`server_error`), not left for the drop to take for a cancel.
+            let read = meter.on_data(data, scope, timer.as_ref());
+            drop(guard);
+            if at_end {
+                // The timer stays until the body is dropped: a consumer stops at
+                // `is_end_stream` (hyper drops the body), and this path is every small
+                // response's, which has none to drop.
+                StreamMeter::finish_in(
+                    meter_slot,
+                    read,
+                    StreamEnd::Complete,
+                    scope,
+                    timer.as_ref(),
+                );
+                // The inner body has nothing more, trailers included: the next poll
+                // ends here, without polling it (hyper stops at `is_end_stream`).
+                *ended = true;
+                return polled;
+            }
+            if let Some(timer) = timer.as_mut() {
+                // When the frame came: the time the meter read, if it read one.
+                timer.on_data(read);
+            }
+            return polled;
+        }
+    }
+    drop(guard);
+    let frame = match polled {
+        Poll::Ready(frame) => frame,
+        Poll::Pending if timer.is_some() => return Poll::Pending,
+        Poll::Pending if *untimed => return Poll::Pending,
+        Poll::Pending => {
+            // The body waits with no timer yet: a deadline needs watching from now on.
+            let new = meter_slot.as_ref().and_then(|m| deadline_timer(m, untimed));
+            let Some(new) = new else {
+                return Poll::Pending;
+            };
+            match timer.insert(new).waited(cx) {
+                Poll::Ready(frame) => frame,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    };
+    if meter_slot.is_none() {
+        // The inner body panicked earlier and was polled again.
+        return Poll::Ready(frame);
+    }
+    match frame {
+        None => {
+            *ended = true;
+            complete(meter_slot, scope, timer);
+            Poll::Ready(None)
+        }
+        // Not data (measured above): trailers, which end the body, or a frame of
+        // another kind.
+        Some(Ok(frame)) => {
+            if frame.is_trailers() || at_end {
+                complete(meter_slot, scope, timer);
+            }
+            Poll::Ready(Some(Ok(frame)))
+        }
+        Some(Err(error)) => {
+            let mut outcome = classify_body_error(error.as_ref());
+            // Only this layer's own limit, and only when the client's bytes were
+            // awaited through the body's whole last wait: a client that keeps its
+            // upload going (a chunk every few milliseconds) is waited for only between
+            // two chunks, and the limit ran out on the upstream. An inner limit (a
+            // relaying client's read timeout) is not known to have waited at all.
+            let own_timeout = error.downcast_ref::<StreamTimeoutError>().is_some();
+            let wait_began = timer.as_ref().and_then(StreamTimer::wait_started);
+            if own_timeout
+                && wait_began.is_some_and(|t| {
+                    meter_slot
+                        .as_ref()
+                        .is_some_and(|m| m.client_silent_since(t))
+                })
+            {
+                // A body fed by the request's (an upload streamed back) that waited
+                // for the client's bytes: the client's doing (README, Security).
+                outcome = Outcome::ClientError;
+            } else if !own_timeout
+                && outcome == Outcome::Timeout
+                && meter_slot.as_ref().is_some_and(StreamMeter::upload_failed)
+            {
+                // An inner timeout after the client's upload failed: the upload's own
+                // (tower-http's `RequestBodyTimeoutLayer` cutting a held upload), relayed
+                // by a body fed by it; the client's doing like any failure of a body
+                // that follows a broken upload (README, Security).
+                outcome = Outcome::ClientError;
+            }
+            *ended = true;
+            let sized = {
+                let _guard = PanicGuard::new(&mut *meter_slot, scope);
+                body.size_hint().exact().is_some()
+            };
+            if let Some(meter) = meter_slot.take() {
+                // Where an SSE stream was cut by this layer's own timeout, it ends with
+                // an error event rather than a broken connection; unless its length was
+                // announced (an exact size hint, a `Content-Length` header), which bytes
+                // past it would break.
+                let sse_end = (error.downcast_ref::<StreamTimeoutError>().is_some()
+                    && meter.is_sse()
+                    && !sized
+                    && !meter.announced_length())
+                .then(|| meter.at_event_boundary());
+                let chain = crate::errors::ErrorChain(error.as_ref());
+                meter.finish(StreamEnd::Failed(outcome, &chain), scope, timer.as_ref());
+                disarm(timer);
+                if let Some(at_boundary) = sse_end {
+                    let event = sse_timeout_event(&error.to_string(), at_boundary);
+                    return Poll::Ready(Some(Ok(Frame::data(event.into()))));
+                }
+            }
+            disarm(timer);
+            Poll::Ready(Some(Err(error)))
+        }
     }
 }
 
