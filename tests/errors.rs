@@ -662,3 +662,157 @@ fn a_clock_out_of_the_formats_range_stamps_the_nearest_time() {
         );
     }
 }
+
+/// Runs `emit` with `monitor`'s error layer as this thread's subscriber: the panic it caused,
+/// if any, as its message.
+fn without_panic(monitor: &Monitor, emit: impl FnOnce()) -> Result<(), String> {
+    let _recorded = errors_recorded(monitor);
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(emit)).map_err(|panic| {
+        panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default()
+    })
+}
+
+/// A span's context value past its size cap is read through a window past the cut; redaction
+/// that shrinks the window (a long `password=` value) must not bring a secret cut short at
+/// the window's edge into what is kept.
+#[test]
+fn a_long_span_value_keeps_no_secret_cut_at_the_window() {
+    let password = "Hunter2Hunter2Hunter2";
+    let (head, url) = ("password=", " postgres://admin:");
+    let filler = "x".repeat(1024 - head.len() - url.len() - password.len());
+    let value = format!("{head}{filler}{url}{password}@db.internal:5432/app");
+    // The URL's `@` lies just past a 1 KiB window: the whole value hides the password.
+    assert_eq!(value.find('@'), Some(1024));
+    assert!(!tower_stream_monitor::errors::redact(&value).contains(password));
+    let monitor = Monitor::builder().build().unwrap();
+    without_panic(&monitor, || {
+        let span = tracing::info_span!("request", request_id = value.as_str());
+        span.in_scope(|| tracing::error!(detail = value.as_str(), "failed"));
+    })
+    .unwrap();
+    let page = monitor.errors(&every_record());
+    let record = &page.errors[0];
+    assert!(!record.fields.get("detail").unwrap().contains(password));
+    let request_id = record.request_id.as_deref().unwrap();
+    assert!(
+        request_id.starts_with("password=[REDACTED]"),
+        "{request_id}"
+    );
+    assert!(!request_id.contains(password), "{request_id}");
+}
+
+/// A value whose `Debug` fails.
+struct FailingDebug;
+
+impl std::fmt::Debug for FailingDebug {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        Err(std::fmt::Error)
+    }
+}
+
+/// An error whose `Display` fails.
+#[derive(Debug)]
+struct FailingDisplay;
+
+impl std::fmt::Display for FailingDisplay {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        Err(std::fmt::Error)
+    }
+}
+
+impl std::error::Error for FailingDisplay {}
+
+/// A formatting trait that returns an error (in a span's context field, in an event's error
+/// field) is no panic of the error layer's: the event is recorded.
+#[test]
+fn a_value_whose_formatting_fails_is_no_panic() {
+    let monitor = Monitor::builder().build().unwrap();
+    let outcome = without_panic(&monitor, || {
+        let span = tracing::info_span!("request", request_id = ?FailingDebug);
+        span.in_scope(|| tracing::error!("failed"));
+    });
+    assert_eq!(outcome, Ok(()));
+    let outcome = without_panic(&monitor, || {
+        let e = FailingDisplay;
+        tracing::error!(error = &e as &(dyn std::error::Error + 'static), "failed");
+    });
+    assert_eq!(outcome, Ok(()));
+    assert_eq!(monitor.errors(&every_record()).total, 2);
+}
+
+/// An error whose `source()` is itself, until `0` has counted 100,000 levels (so that the
+/// test ends either way).
+#[derive(Debug)]
+struct OwnSource(std::sync::atomic::AtomicUsize);
+
+impl std::fmt::Display for OwnSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("loop")
+    }
+}
+
+impl std::error::Error for OwnSource {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        (n < 100_000).then_some(self as _)
+    }
+}
+
+/// An error's source chain is read to a bound: one that is a cycle would hang the thread that
+/// logged it.
+#[test]
+fn an_error_source_chain_is_read_to_a_bound() {
+    let monitor = Monitor::builder().build().unwrap();
+    let e = OwnSource(std::sync::atomic::AtomicUsize::new(0));
+    without_panic(&monitor, || {
+        tracing::error!(error = &e as &(dyn std::error::Error + 'static), "failed");
+    })
+    .unwrap();
+    assert_eq!(e.0.load(std::sync::atomic::Ordering::Relaxed), 33);
+    let page = monitor.errors(&every_record());
+    let error = page.errors[0].fields.get("error").unwrap();
+    assert!(error.ends_with(": …"), "{error}");
+}
+
+/// A context value whose `Debug` logs a WARN (it runs as the span records the value).
+struct LogsWhenFormatted;
+
+impl std::fmt::Debug for LogsWhenFormatted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        tracing::warn!("formatting a request id");
+        f.write_str("r-1")
+    }
+}
+
+/// A span given a context value whose `Debug` logs, inside that span: the event's record reads
+/// the span's context while the value is recorded, which must not wait on itself. On a thread
+/// of its own; the minute only tells a deadlock from a slow machine, the work takes
+/// microseconds.
+#[test]
+fn a_context_value_that_logs_as_it_is_recorded_is_no_deadlock() {
+    let monitor = Monitor::builder().build().unwrap();
+    let (done, finished) = std::sync::mpsc::channel();
+    let inner = monitor.clone();
+    std::thread::spawn(move || {
+        let outcome = without_panic(&inner, || {
+            let span = tracing::info_span!("request", request_id = tracing::field::Empty);
+            let _entered = span.enter();
+            span.record("request_id", tracing::field::debug(&LogsWhenFormatted));
+            tracing::error!("failed");
+        });
+        let _ = done.send(outcome);
+    });
+    let outcome = finished.recv_timeout(Duration::from_secs(60));
+    assert_eq!(outcome, Ok(Ok(())), "deadlocked or panicked");
+    let page = monitor.errors(&every_record());
+    assert_eq!(page.total, 2);
+    assert!(
+        page.errors
+            .iter()
+            .any(|r| r.request_id.as_deref() == Some("r-1"))
+    );
+}

@@ -88,16 +88,30 @@ impl Visit for SpanContext {
             } else {
                 // Only the start of a long value is kept, so only a window past the cut is
                 // read: enough for a secret that starts before it, and a span made with a huge
-                // value (a client's header) costs no more than a small one.
-                let window = prefix(value, MAX_CONTEXT_BYTES * 4);
-                cut(redact(window).into_owned(), MAX_CONTEXT_BYTES)
+                // value (a client's header) costs no more than a small one. Redaction can
+                // shrink the window (`password=<800 bytes>` becomes 19), which would bring its
+                // edge, and a secret cut short there, into what is kept: the window is widened
+                // until the redacted text keeps that edge as far past the cut.
+                let mut max = MAX_CONTEXT_BYTES * 4;
+                let redacted = loop {
+                    let window = prefix(value, max);
+                    let redacted = redact(window);
+                    if window.len() == value.len() || redacted.len() >= MAX_CONTEXT_BYTES * 4 {
+                        break redacted.into_owned();
+                    }
+                    max = max.saturating_mul(2);
+                };
+                cut(redacted, MAX_CONTEXT_BYTES)
             });
         }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         if CONTEXT_FIELDS.contains(&field.name()) {
-            self.record_str(field, &format!("{value:?}"));
+            // `write!`, not `format!`: a Debug that fails is no panic.
+            let mut text = String::new();
+            let _ = write!(text, "{value:?}");
+            self.record_str(field, &text);
         }
     }
 }
@@ -165,7 +179,9 @@ impl Visit for EventVisitor {
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.push(field, super::ErrorChain(value).to_string());
+        let mut text = String::new();
+        let _ = write!(text, "{}", super::ErrorChain(value));
+        self.push(field, text);
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
@@ -256,9 +272,19 @@ where
         let Some(span) = ctx.span(id) else {
             return;
         };
-        let mut extensions = span.extensions_mut();
-        if let Some(context) = extensions.get_mut::<SpanContext>() {
-            values.record(context);
+        // Formatted before the extensions are locked: a value's Debug may log, and that
+        // event reads them.
+        let mut update = SpanContext::default();
+        values.record(&mut update);
+        if update.0.iter().all(Option::is_none) {
+            return;
+        }
+        if let Some(context) = span.extensions_mut().get_mut::<SpanContext>() {
+            for (slot, value) in context.0.iter_mut().zip(update.0) {
+                if value.is_some() {
+                    *slot = value;
+                }
+            }
         }
     }
 

@@ -54,14 +54,31 @@ pub(crate) use store::ErrorStore;
 /// shown again.
 pub(crate) struct ErrorChain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
 
+/// Sources shown at most: a chain may be a cycle (a `source()` returning itself), or grow
+/// without end.
+const MAX_SOURCES: usize = 32;
+
+/// An error's text; a `Display` that fails gives what it wrote, no panic (`to_string` panics).
+fn error_text(e: &dyn std::error::Error) -> String {
+    use std::fmt::Write as _;
+    let mut text = String::new();
+    let _ = write!(text, "{e}");
+    text
+}
+
 impl std::fmt::Display for ErrorChain<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Rendered level by level to compare each with its wrapper's: error paths only.
-        let mut shown = self.0.to_string();
+        let mut shown = error_text(self.0);
         f.write_str(&shown)?;
         let mut source = self.0.source();
+        let mut depth = 0;
         while let Some(e) = source {
-            let text = e.to_string();
+            depth += 1;
+            if depth > MAX_SOURCES {
+                return f.write_str(": …");
+            }
+            let text = error_text(e);
             if !shown.contains(&text) {
                 write!(f, ": {text}")?;
             }
