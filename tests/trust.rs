@@ -2408,3 +2408,161 @@ async fn an_inner_timeout_error_is_judged_as_its_status_is() {
     let outcomes: Vec<_> = got.iter().map(|r| r.outcome).collect();
     assert_eq!(outcomes, [Outcome::ClientError, Outcome::Timeout]);
 }
+
+/// A route whose handler names its upstream (`StreamLabels`, as the README says) and that
+/// failed before its response (this layer's deadline, here): a client's `x-llm-provider`
+/// does not choose the provider its failure is recorded under, nor fire that provider's
+/// trigger.
+#[tokio::test]
+async fn a_provider_header_cannot_move_a_labelled_upstreams_failures_before_its_response() {
+    use tower_stream_monitor::health::RollbackTrigger;
+    async fn anthropic() -> axum::response::Response {
+        (
+            StreamLabels::new("anthropic").with_model("claude-sonnet-4"),
+            [(header::CONTENT_TYPE, "text/event-stream")],
+            chat_sse(3),
+        )
+            .into_response()
+    }
+    // An upstream that never answers: the deadline answers 504 for it.
+    async fn openai_hangs() -> axum::response::Response {
+        std::future::pending::<()>().await;
+        real_stream().await
+    }
+    let (records, monitor, addr) = monitored(
+        Monitor::builder()
+            .stream_timeout(Duration::from_millis(100))
+            .min_samples(5)
+            .rollback_trigger(
+                RollbackTrigger::new("anthropic_timeouts", [Outcome::Timeout], 10.0)
+                    .provider("anthropic"),
+            ),
+        Router::new()
+            .route("/v1/messages", post(anthropic))
+            .route("/v1/chat/completions", post(openai_hangs)),
+    )
+    .await;
+    // One answer from each route first: each names its provider.
+    for _ in 0..20 {
+        drain(client().post(format!("http://{addr}/v1/messages"))).await;
+    }
+    for _ in 0..5 {
+        let response = client()
+            .post(format!("http://{addr}/v1/chat/completions"))
+            .header(header::ACCEPT, "text/event-stream")
+            .header("x-llm-provider", "anthropic")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+        response.bytes().await.unwrap();
+    }
+    let got = records.wait_for(25).await;
+    let timeouts: Vec<_> = got[20..]
+        .iter()
+        .map(|r| (r.outcome, r.provider.to_string()))
+        .collect();
+    assert_eq!(
+        timeouts,
+        vec![(Outcome::Timeout, "unknown".to_owned()); 5],
+        "the client's header named the provider"
+    );
+    let health = monitor.health();
+    let fired: Vec<_> = health
+        .triggers
+        .iter()
+        .filter(|t| t.fired)
+        .map(|t| t.name.as_str())
+        .collect();
+    assert_eq!(fired, ["timeout_rate"], "{health:?}");
+}
+
+/// A Gemini chunk: four more tokens, its usage counting all so far, as Gemini reports it.
+fn gemini_chunk(i: usize, last: bool) -> bytes::Bytes {
+    let finish = if last {
+        ",\"finishReason\":\"STOP\""
+    } else {
+        ""
+    };
+    bytes::Bytes::from(format!(
+        "data: {{\"candidates\":[{{\"content\":{{\"parts\":[{{\"text\":\"four tokens here {i}\"}}],\"role\":\"model\"}},\"index\":0{finish}}}],\"usageMetadata\":{{\"promptTokenCount\":11,\"candidatesTokenCount\":{},\"totalTokenCount\":{}}},\"modelVersion\":\"gemini-2.5-flash\"}}\n\n",
+        4 * (i + 1),
+        11 + 4 * (i + 1)
+    ))
+}
+
+/// A slow upstream: five chunks of four tokens, the first after 300 ms, then one a second
+/// (4 tokens/s, critical).
+fn slow_gemini(monitor: &Monitor) -> Router {
+    Router::new()
+        .route(
+            "/v1/chat",
+            post(|| async {
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<bytes::Bytes>();
+                tokio::spawn(async move {
+                    for i in 0..5 {
+                        let delay = if i == 0 { 300 } else { 1000 };
+                        tokio::time::sleep(Duration::from_millis(delay)).await;
+                        if tx.send(gemini_chunk(i, i == 4)).is_err() {
+                            return;
+                        }
+                    }
+                });
+                let frames = futures_util::stream::poll_fn(move |cx| {
+                    rx.poll_recv(cx)
+                        .map(|b| b.map(Ok::<_, std::convert::Infallible>))
+                });
+                (
+                    StreamLabels::new("gemini").with_model("gemini-2.5-flash"),
+                    [(header::CONTENT_TYPE, "text/event-stream")],
+                    axum::body::Body::from_stream(frames),
+                )
+                    .into_response()
+            }),
+        )
+        .layer(monitor.layer())
+}
+
+/// The body of a request to [`slow_gemini`].
+async fn slow_gemini_body(monitor: &Monitor) -> axum::body::Body {
+    use tower::ServiceExt as _;
+    let request = http::Request::post("/v1/chat")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = slow_gemini(monitor).oneshot(request).await.unwrap();
+    response.into_body()
+}
+
+/// Clients that read a first chunk of several tokens and leave at once: their streams' rates
+/// are timed to their last token, not to the moment the client chose, so they neither read
+/// thousands of tokens a second nor turn a slow upstream's tokens/s check healthy.
+#[tokio::test(start_paused = true)]
+async fn leaving_after_the_first_chunk_does_not_make_a_slow_upstream_fast() {
+    use http_body_util::BodyExt as _;
+    use tower_stream_monitor::health::HealthStatus;
+    let (records, monitor) = recorded(Monitor::builder());
+    for _ in 0..20 {
+        let mut body = slow_gemini_body(&monitor).await;
+        while let Some(frame) = body.frame().await {
+            frame.unwrap();
+        }
+    }
+    for _ in 0..21 {
+        let mut body = slow_gemini_body(&monitor).await;
+        body.frame().await.unwrap().unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        drop(body);
+    }
+    let got = records.wait_for(41).await;
+    // 20 tokens, the last 4 s after the first: 5 a second.
+    let read: Vec<_> = got[..20].iter().map(|r| r.tokens_per_second).collect();
+    assert_eq!(read, vec![Some(5.0); 20]);
+    let left: Vec<_> = got[20..]
+        .iter()
+        .map(|r| (r.outcome, r.output_tokens, r.tokens_per_second))
+        .collect();
+    // One frame: no time between its tokens to time them by.
+    assert_eq!(left, vec![(Outcome::Cancelled, 4, None); 21]);
+    let check = tokens_per_second_check(&monitor);
+    assert_eq!(check.status, HealthStatus::Critical, "{check:?}");
+}

@@ -909,6 +909,7 @@ impl MonitorBuilder {
                 prices_id: super::next_prices_id(),
                 unknown: Label::new(Label::UNKNOWN),
                 unmatched: Label::new(Label::UNMATCHED),
+                app_names_providers: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         Ok(monitor)

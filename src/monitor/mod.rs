@@ -60,6 +60,9 @@ pub(crate) struct Shared {
     prices_id: u64,
     unknown: Label,
     unmatched: Label,
+    /// A response named its provider by `StreamLabels`: a request that ends before its
+    /// response is then not recorded under a provider its headers name (README, Security).
+    app_names_providers: std::sync::atomic::AtomicBool,
 }
 
 /// The model an LLM call is priced by: the one that answered, else the one asked for.

@@ -4,6 +4,7 @@
 //! reach the windows, health, spend or the exposition.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use http::HeaderName;
@@ -105,6 +106,25 @@ impl Recorder {
     /// A number for a request that brought no id of its own.
     pub(crate) fn next_request_number(&self) -> u64 {
         self.monitor.next_request_number()
+    }
+
+    /// Whether a response named its provider by `StreamLabels` (see
+    /// [`note_app_names_providers`](Self::note_app_names_providers)).
+    pub(crate) fn app_names_providers(&self) -> bool {
+        self.monitor
+            .shared
+            .app_names_providers
+            .load(Ordering::Relaxed)
+    }
+
+    /// A response named its provider by `StreamLabels`: from now on a request that ends before
+    /// its response is not recorded under a provider its headers name (README, Security). Read
+    /// first, so that the line is written once.
+    pub(crate) fn note_app_names_providers(&self) {
+        let flag = &self.monitor.shared.app_names_providers;
+        if !flag.load(Ordering::Relaxed) {
+            flag.store(true, Ordering::Relaxed);
+        }
     }
 
     /// The label of a provider or model nothing named.

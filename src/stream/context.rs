@@ -185,12 +185,24 @@ impl RequestContext {
                 source: LabelSource::Trusted,
             };
         }
-        self.resolve_named(response)
+        self.resolve_named(response, true)
     }
 
-    /// [`resolve_labels`](Self::resolve_labels) for a request or response that names something.
+    /// [`resolve_labels`](Self::resolve_labels) for a request that ends with no response (a
+    /// deadline, a panic, a service error, a cancel): its headers are not read once a response
+    /// named its provider by `StreamLabels` (the app names its upstreams so), since the labels
+    /// the handler would have given are not known (README, Security).
+    fn resolve_labels_without_response(&self) -> ResolvedLabels {
+        if self.names.is_none() {
+            return self.resolve_labels(None, false);
+        }
+        self.resolve_named(None, !self.recorder().app_names_providers())
+    }
+
+    /// [`resolve_labels`](Self::resolve_labels) for a request or response that names something;
+    /// the request's headers are read only if `headers`.
     #[inline(never)]
-    fn resolve_named(&self, response: Option<&StreamLabels>) -> ResolvedLabels {
+    fn resolve_named(&self, response: Option<&StreamLabels>, headers: bool) -> ResolvedLabels {
         let recorder = self.recorder();
         type Lookup<'m> = dyn Fn(&str, LabelSource) -> Option<Label> + 'm;
         let trusted = |v: Option<&str>, f: &Lookup<'_>| {
@@ -211,8 +223,11 @@ impl RequestContext {
         // move the upstream's failures to another provider, or win over the model the upstream
         // reports.
         let named = response.and_then(|l| l.provider.as_deref());
+        if named.is_some() {
+            recorder.note_app_names_providers();
+        }
         let labeled = names.and_then(|n| n.labeled.provider.as_deref());
-        let headers = names.filter(|_| named.is_none() && labeled.is_none());
+        let headers = names.filter(|_| headers && named.is_none() && labeled.is_none());
         let provider = trusted(named, &provider_of)
             .or_else(|| trusted(labeled, &provider_of))
             .or_else(|| header(headers?.provider_header.as_ref()?, &provider_of));
@@ -255,7 +270,7 @@ impl RequestContext {
         error: Option<&dyn Display>,
     ) {
         let duration = self.started.elapsed();
-        let labels = self.resolve_labels(None, false);
+        let labels = self.resolve_labels_without_response();
         let model = labels.model.unwrap_or_else(|| self.recorder().unknown());
         let panicked = log_end(scope, outcome, || End {
             outcome,

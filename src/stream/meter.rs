@@ -623,6 +623,9 @@ impl StreamMeter {
             return self.record_framed(finished, end, scope, timer);
         }
         let started = self.started;
+        // A body dropped before its end ends when its client chose: its rates are timed to its
+        // last token, never to the drop (README, Security).
+        let dropped = matches!(end, StreamEnd::Dropped);
         let by_status = classify_status(self.status);
         let mut flush_panicked = false;
         if matches!(end, StreamEnd::Complete) {
@@ -704,7 +707,11 @@ impl StreamMeter {
                 (None, _) => true,
             };
         let (tokens_per_second, time_per_output_token) = if timed {
-            StreamRecord::derived_rates(output_tokens, || since_start(finished), ttft)
+            let rates_end = match self.last_token {
+                Some(last) if dropped => last,
+                _ => finished,
+            };
+            StreamRecord::derived_rates(output_tokens, || since_start(rates_end), ttft)
         } else {
             (None, None)
         };
